@@ -1,0 +1,1 @@
+"""The platform-independent proxy: settings, auth, header hygiene, forwarding, errors."""

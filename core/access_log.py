@@ -1,0 +1,91 @@
+"""Request id and one JSON access-log line per request, with no secrets in it.
+
+The line carries the path without its query string (Gemini's `?key=` lives there), the
+route, statuses, timings and byte counts; never a header value.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+from core.types import ASGIApp, Message, Receive, RequestLog, Scope, Send
+
+access_logger = logging.getLogger("llm_proxy.access")
+REQUEST_ID_HEADER = b"x-proxy-request-id"
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Plain lines on stderr: every platform's log collector reads them as they are."""
+    root = logging.getLogger("llm_proxy")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+        root.setLevel(level)
+        root.propagate = False
+
+
+def new_request_id() -> str:
+    return os.urandom(8).hex()
+
+
+class AccessLogMiddleware:
+    def __init__(self, app: ASGIApp, enabled: bool = True) -> None:
+        self.app = app
+        self.enabled = enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        log = RequestLog(request_id=new_request_id(), method=scope["method"], path=scope["path"])
+        scope["llm_proxy.log"] = log
+        request_id = log.request_id.encode()
+
+        async def logging_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                log.status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, request_id)]
+            elif message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                if body and log.first_byte_ms is None:
+                    log.first_byte_ms = (time.perf_counter() - started) * 1000
+                log.bytes_out += len(body)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, logging_send)
+        finally:
+            log.total_ms = (time.perf_counter() - started) * 1000
+            if self.enabled:
+                access_logger.info(format_line(log))
+
+
+def format_line(log: RequestLog) -> str:
+    fields = {
+        "event": "request",
+        "request_id": log.request_id,
+        "method": log.method,
+        "path": log.path[:512],
+        "route": log.route,
+        "status": log.status,
+        "upstream_status": log.upstream_status,
+        "upstream_ms": _ms(log.upstream_ms),
+        "first_byte_ms": _ms(log.first_byte_ms),
+        "total_ms": _ms(log.total_ms),
+        "bytes_out": log.bytes_out,
+    }
+    if log.caller:
+        fields["caller"] = log.caller
+    if log.error:
+        fields["error"] = log.error
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)

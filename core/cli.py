@@ -1,0 +1,129 @@
+"""`llm-proxy serve | mock-upstream | demo | check`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+
+from core.config import ConfigError, load_settings
+
+DEMO_PORT = 8787
+MOCK_PORT = 8788
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from core.app import MisconfiguredApp, create_app
+    from core.server import serve
+
+    app = create_app()
+    if isinstance(app, MisconfiguredApp):
+        print("llm-proxy: refusing to start; run `llm-proxy check` for details", file=sys.stderr)
+        return 2
+    serve(app, args.host, args.port)
+    return 0
+
+
+def cmd_mock_upstream(args: argparse.Namespace) -> int:
+    from core.mock_upstream import MockOptions, MockUpstream
+    from core.server import serve
+
+    print(f"mock upstream on http://{args.host}:{args.port} (OpenAI /v1, Anthropic /v1/messages, Gemini /v1beta)")
+    serve(MockUpstream(MockOptions(chunks=args.chunks, delay_ms=args.delay_ms)), args.host, args.port)
+    return 0
+
+
+def demo_environment(port: int, mock_port: int, token: str) -> dict[str, str]:
+    """Working defaults for the demo; anything already set in the environment wins."""
+    defaults = {
+        "UPSTREAM_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
+        "UPSTREAM_API_KEY": "sk-mock-upstream-key-not-real",
+        "PROXY_ACCESS_TOKEN": token,
+        "ALLOWED_ORIGINS": f"http://127.0.0.1:{port},http://localhost:{port}",
+    }
+    return {name: os.environ.get(name) or value for name, value in defaults.items()}
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from core.app import create_app
+    from core.config import load_settings as load
+    from core.mock_upstream import MockOptions, MockUpstream
+    from core.server import serve_together
+
+    token = os.environ.get("PROXY_ACCESS_TOKEN") or "demo-" + secrets.token_urlsafe(18)
+    env = {**os.environ, **demo_environment(args.port, args.mock_port, token)}
+    settings = load(env)
+    proxy = create_app(settings)
+    mock = MockUpstream(MockOptions(chunks=args.chunks, delay_ms=args.delay_ms))
+    shown_token = env["PROXY_ACCESS_TOKEN"].split(",")[0]
+    base = f"http://127.0.0.1:{args.port}"
+    print(
+        f"""
+llm-proxy demo: proxy {base}  ->  mock upstream http://127.0.0.1:{args.mock_port}/v1
+
+  token:    {shown_token}
+  try it:   curl -N {base}/v1/chat/completions \\
+              -H "Authorization: Bearer {shown_token}" -H "Content-Type: application/json" \\
+              -d '{{"model":"mock-model","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
+  SDK:      OpenAI(base_url="{base}/v1", api_key="{shown_token}")
+  health:   {base}/health
+
+Ctrl-C stops it.""",
+        flush=True,
+    )
+    serve_together([(proxy, args.host, args.port), (mock, "127.0.0.1", args.mock_port)])
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}")
+        return 1
+    print(
+        f"ok: default route /v1 -> {settings.upstream_base_url}; "
+        f"{len(settings.access_token_hashes)} access token(s); "
+        f"CORS origins: {', '.join(settings.allowed_origins) or 'none (browsers refused)'}"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm-proxy", description="A streaming LLM API proxy.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the proxy, configured from the environment")
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEMO_PORT)))
+    serve.set_defaults(func=cmd_serve)
+
+    mock = sub.add_parser("mock-upstream", help="run a fake OpenAI/Anthropic/Gemini server")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=MOCK_PORT)
+    mock.add_argument("--chunks", type=int, default=8, help="SSE chunks per streamed reply")
+    mock.add_argument("--delay-ms", type=float, default=0.0, help="pause before each chunk")
+    mock.set_defaults(func=cmd_mock_upstream)
+
+    demo = sub.add_parser("demo", help="the proxy in front of the mock upstream, ready to try")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=DEMO_PORT)
+    demo.add_argument("--mock-port", type=int, default=MOCK_PORT)
+    demo.add_argument("--chunks", type=int, default=24)
+    demo.add_argument("--delay-ms", type=float, default=60.0)
+    demo.set_defaults(func=cmd_demo)
+
+    check = sub.add_parser("check", help="validate the configuration, one line per problem")
+    check.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Errors the proxy itself produces, rendered in each client protocol's own JSON shape.
+
+An SDK only turns a response into its usual exception with a readable message when the
+body has the shape it expects, so every error the proxy makes goes through `render`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+ErrorShape = Literal["openai", "anthropic", "gemini"]
+
+# Gemini (Google APIs) put a canonical status name beside the HTTP code.
+_GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "INVALID_ARGUMENT",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+# Anthropic's error `type` names for the statuses we produce.
+_ANTHROPIC_TYPE = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "api_error",
+}
+
+
+class ProxyError(Exception):
+    """A failure the proxy answers itself: status, machine code and a message for people."""
+
+    status = 500
+    code = "proxy_error"
+    openai_type = "server_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequest(ProxyError):
+    """The request is malformed: bad JSON, a path that tries to climb, a bad header."""
+
+    status = 400
+    code = "bad_request"
+    openai_type = "invalid_request_error"
+
+
+class Unauthorized(ProxyError):
+    """No credential, a blank one, or one that matches no caller."""
+
+    status = 401
+    code = "invalid_api_key"
+    openai_type = "invalid_request_error"
+
+
+class Forbidden(ProxyError):
+    """The caller is known but not allowed to do this."""
+
+    status = 403
+    code = "forbidden"
+    openai_type = "permission_error"
+
+
+class NotFound(ProxyError):
+    """No route on this proxy serves the path."""
+
+    status = 404
+    code = "not_found"
+    openai_type = "invalid_request_error"
+
+
+class MethodNotAllowed(ProxyError):
+    status = 405
+    code = "method_not_allowed"
+    openai_type = "invalid_request_error"
+
+
+class PayloadTooLarge(ProxyError):
+    """The body is over MAX_BODY_BYTES."""
+
+    status = 413
+    code = "request_too_large"
+    openai_type = "invalid_request_error"
+
+
+class RateLimited(ProxyError):
+    status = 429
+    code = "rate_limit_exceeded"
+    openai_type = "rate_limit_error"
+
+
+class Misconfigured(ProxyError):
+    """The deployment's settings are invalid; the message names the variable, never a value."""
+
+    status = 500
+    code = "proxy_misconfigured"
+    openai_type = "server_error"
+
+
+class UpstreamUnreachable(ProxyError):
+    """Connecting to the provider failed or the connection broke before a response."""
+
+    status = 502
+    code = "upstream_unreachable"
+    openai_type = "server_error"
+
+
+class UpstreamTimeout(ProxyError):
+    """The provider accepted no connection, or sent no byte, within the configured time."""
+
+    status = 504
+    code = "upstream_timeout"
+    openai_type = "server_error"
+
+
+def error_body(error: ProxyError, shape: ErrorShape) -> bytes:
+    status = error.status
+    payload: dict[str, object]
+    if shape == "anthropic":
+        payload = {
+            "type": "error",
+            "error": {"type": _ANTHROPIC_TYPE.get(status, "api_error"), "message": error.message},
+        }
+    elif shape == "gemini":
+        payload = {
+            "error": {
+                "code": status,
+                "message": error.message,
+                "status": _GOOGLE_STATUS.get(status, "UNKNOWN"),
+            }
+        }
+    else:
+        payload = {
+            "error": {
+                "message": error.message,
+                "type": error.openai_type,
+                "param": None,
+                "code": error.code,
+            }
+        }
+    return json.dumps(payload).encode()
+
+
+def render(error: ProxyError, shape: ErrorShape) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, raw ASGI headers and body for `error` in the caller's protocol shape."""
+    body = error_body(error, shape)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    headers.extend((k.lower().encode(), v.encode()) for k, v in error.headers.items())
+    return error.status, headers, body

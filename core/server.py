@@ -1,0 +1,52 @@
+"""Running ASGI apps on uvicorn with the options every entry point shares."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from core.types import ASGIApp
+
+
+def server_config(app: ASGIApp, host: str, port: int, **options: Any) -> Any:
+    import uvicorn  # imported here: function handlers never need it
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        # uvloop and httptools when installed (the `speed` extra), asyncio/h11 otherwise.
+        loop="auto",
+        http="auto",
+        # The proxy writes its own access log line with timings and no secrets.
+        access_log=False,
+        log_level=options.pop("log_level", "warning"),
+        # Long generations: keep idle keep-alive connections a little longer than
+        # typical load balancers (60 s) so they, not we, close first.
+        timeout_keep_alive=75,
+        server_header=False,
+        **options,
+    )
+
+
+def serve(app: ASGIApp, host: str, port: int, **options: Any) -> None:
+    import uvicorn
+
+    uvicorn.Server(server_config(app, host, port, **options)).run()
+
+
+def serve_together(apps: list[tuple[ASGIApp, str, int]]) -> None:
+    """Several apps in one process and one event loop (the demo: proxy + mock upstream)."""
+    import uvicorn
+
+    servers = [uvicorn.Server(server_config(app, host, port)) for app, host, port in apps]
+
+    async def run_all() -> None:
+        await asyncio.gather(*(server.serve() for server in servers))
+
+    try:
+        import uvloop
+
+        uvloop.run(run_all())
+    except ImportError:
+        asyncio.run(run_all())

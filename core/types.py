@@ -1,0 +1,31 @@
+"""ASGI aliases and the per-request record, defined once for every module."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass
+class RequestLog:
+    """What one access-log line says; filled in as the request goes through the layers."""
+
+    request_id: str
+    method: str
+    path: str
+    route: str | None = None
+    status: int | None = None
+    upstream_status: int | None = None
+    upstream_ms: float | None = None
+    first_byte_ms: float | None = None
+    total_ms: float | None = None
+    bytes_out: int = 0
+    error: str | None = None
+    caller: str | None = None

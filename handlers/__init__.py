@@ -1,0 +1,1 @@
+"""Thin platform adapters: each one only adapts its platform's I/O to core's ASGI app."""

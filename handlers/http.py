@@ -1,0 +1,24 @@
+"""Plain HTTP server: Tencent CloudBase / SCF web functions, Alibaba FC custom runtime,
+Cloud Run, Fly, Railway, containers and VMs.
+
+`python -m handlers.http` serves the proxy on $HOST:$PORT (default 0.0.0.0:9000, the port
+CloudBase and Function Compute expect).
+"""
+
+from __future__ import annotations
+
+import os
+
+from core.app import create_app
+
+app = create_app()
+
+
+def main() -> None:
+    from core.server import serve
+
+    serve(app, os.environ.get("HOST", "0.0.0.0"), int(os.environ.get("PORT", "9000")))
+
+
+if __name__ == "__main__":
+    main()
