@@ -40,6 +40,8 @@ class MockUpstream:
     def __init__(self, options: MockOptions | None = None) -> None:
         self.options = options or MockOptions()
         self.requests: deque[dict[str, Any]] = deque(maxlen=self.options.record)
+        # How each SSE stream ended: lets tests see that a caller leaving cancelled us.
+        self.streams: deque[dict[str, Any]] = deque(maxlen=self.options.record)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -70,24 +72,25 @@ class MockUpstream:
             return
         chunks = int(headers.get("x-mock-chunks", self.options.chunks))
         delay = float(headers.get("x-mock-delay-ms", self.options.delay_ms)) / 1000
-        if path.startswith("/echo"):
+        if "/echo" in path:
             await self._echo(scope, headers, query, body, send)
-        elif path.startswith("/bytes"):
+        elif "/bytes" in path:
             await self._bytes(parse_qs(query), send)
         elif path.endswith("/chat/completions"):
             request = _loads(body)
             if request.get("stream"):
-                await self._stream(send, _openai_events(request, chunks), delay)
+                await self._stream(send, receive, _openai_events(request, chunks), delay)
             else:
+                await asyncio.sleep(delay * chunks)  # the time a real model takes to generate
                 await _send_json(send, 200, _openai_completion(request, chunks))
         elif path.endswith("/messages"):
             request = _loads(body)
             if request.get("stream"):
-                await self._stream(send, _anthropic_events(request, chunks), delay)
+                await self._stream(send, receive, _anthropic_events(request, chunks), delay)
             else:
                 await _send_json(send, 200, _anthropic_message(request, chunks))
         elif ":streamGenerateContent" in path:
-            await self._stream(send, _gemini_events(chunks), delay)
+            await self._stream(send, receive, _gemini_events(chunks), delay)
         elif ":generateContent" in path:
             await _send_json(send, 200, _gemini_response(_text(chunks)))
         elif path.endswith("/embeddings"):
@@ -100,8 +103,11 @@ class MockUpstream:
     async def _control(self, path: str, send: Send) -> None:
         if path == "/_mock/requests":
             await _send_json(send, 200, list(self.requests))
+        elif path == "/_mock/streams":
+            await _send_json(send, 200, list(self.streams))
         elif path == "/_mock/reset":
             self.requests.clear()
+            self.streams.clear()
             await _send_json(send, 200, {"ok": True})
         else:
             await _send_json(send, 404, {"error": "unknown control path"})
@@ -132,13 +138,32 @@ class MockUpstream:
             await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _stream(self, send: Send, events: list[bytes], delay: float) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-        for event in events:
-            if delay:
-                await asyncio.sleep(delay)
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    async def _stream(self, send: Send, receive: Receive, events: list[bytes], delay: float) -> None:
+        record: dict[str, Any] = {"events": len(events), "sent": 0, "completed": False}
+        self.streams.append(record)
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            for event in events:
+                if delay:
+                    await asyncio.sleep(delay)
+                if gone.is_set():
+                    break
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+                record["sent"] += 1
+            else:
+                record["completed"] = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            record["ended_at"] = time.time()
+            watcher.cancel()
 
 
 def _loads(body: bytes) -> dict[str, Any]:

@@ -2,28 +2,52 @@
 
 A request whose path starts with a record's `prefix` goes to that record's `upstream`
 with the rest of the path appended verbatim, so `/v1/chat/completions` on the proxy
-becomes `<UPSTREAM_BASE_URL>/chat/completions`.
+becomes `<UPSTREAM_BASE_URL>/chat/completions` and `/anthropic/v1/messages` becomes
+`https://api.anthropic.com/v1/messages`.
+
+`CATALOGUE` lists every provider the proxy knows. A record is switched on by its key
+variable (`<ENV>_API_KEY`, a comma list rotates) and may be pointed elsewhere with
+`<ENV>_UPSTREAM`; `build_provider_table` turns the enabled ones into live records.
+Adding an OpenAI-compatible vendor is one `_compatible(...)` line.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import itertools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from core.config import Settings
 from core.errors import ErrorShape
+
+if TYPE_CHECKING:
+    from core.config import Settings
+
+# Statuses after which the same request is tried once more on the provider's next key.
+RETRY_ON_NEXT_KEY = frozenset({429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
 class Provider:
     name: str
     prefix: str
+    # scheme://host[/base path]; the remainder of the caller's path is appended to it.
     upstream: str
     # How the real key travels: header name and a template with `{key}`.
-    key_header: str
-    key_template: str
-    api_key: str = field(repr=False)
+    key_header: str = "Authorization"
+    key_template: str = "Bearer {key}"
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
     error_shape: ErrorShape = "openai"
+    # Settings come from `<env>_API_KEY` and `<env>_UPSTREAM`.
+    env: str = ""
+    # Local servers (Ollama, vLLM) may run without a key; they are switched on by
+    # their upstream variable instead.
+    key_optional: bool = False
+    # Where the model name sits in a path, for model-scoped tokens: Gemini's
+    # `/models/{model}:generateContent`, Azure's `/deployments/{name}/...`.
+    model_in_path: str = ""
+    _rotation: Iterator[int] = field(default_factory=lambda: itertools.cycle((0,)), repr=False, compare=False)
 
     @property
     def origin(self) -> str:
@@ -35,8 +59,122 @@ class Provider:
     def base_path(self) -> str:
         return urlsplit(self.upstream).path.rstrip("/")
 
+    @property
+    def key_pairs(self) -> tuple[tuple[bytes, bytes], ...]:
+        """One raw header per key, in rotation order; empty for a keyless local server."""
+        name = self.key_header.lower().encode()
+        return tuple((name, self.key_template.format(key=key).encode()) for key in self.api_keys)
+
     def key_header_pair(self) -> tuple[bytes, bytes]:
-        return self.key_header.lower().encode(), self.key_template.format(key=self.api_key).encode()
+        return self.key_pairs[0]
+
+    def next_key_index(self) -> int:
+        """Round-robin over the keys, so load spreads across them."""
+        return next(self._rotation)
+
+    @property
+    def rotates(self) -> bool:
+        return len(self.api_keys) > 1
+
+
+def _compatible(name: str, upstream: str, **options: object) -> Provider:
+    """An OpenAI-compatible vendor: Bearer key, OpenAI paths and error shape."""
+    return Provider(name=name, prefix=f"/{name}", upstream=upstream, env=name.upper(), **options)  # type: ignore[arg-type]
+
+
+# Each upstream is chosen so that a vendor's SDK base URL is `<proxy>/<name>` plus the path
+# the vendor documents after its host (README, "Providers and tokens", lists them).
+CATALOGUE: tuple[Provider, ...] = (
+    _compatible("openai", "https://api.openai.com"),
+    Provider(
+        name="anthropic",
+        prefix="/anthropic",
+        upstream="https://api.anthropic.com",
+        key_header="x-api-key",
+        key_template="{key}",
+        error_shape="anthropic",
+        env="ANTHROPIC",
+    ),
+    Provider(
+        name="gemini",
+        prefix="/gemini",
+        upstream="https://generativelanguage.googleapis.com",
+        key_header="x-goog-api-key",
+        key_template="{key}",
+        error_shape="gemini",
+        env="GEMINI",
+        model_in_path="/models/",
+    ),
+    # Gemini's OpenAI-compatible endpoint takes the same key as a Bearer token and
+    # answers in OpenAI's shape; the longer prefix wins over `/gemini`.
+    Provider(
+        name="gemini",
+        prefix="/gemini/v1beta/openai",
+        upstream="https://generativelanguage.googleapis.com/v1beta/openai",
+        env="GEMINI",
+    ),
+    # Azure has no shared host: AZURE_OPENAI_UPSTREAM=https://<resource>.openai.azure.com.
+    Provider(
+        name="azure",
+        prefix="/azure",
+        upstream="",
+        key_header="api-key",
+        key_template="{key}",
+        env="AZURE_OPENAI",
+        model_in_path="/deployments/",
+    ),
+    _compatible("deepseek", "https://api.deepseek.com"),
+    _compatible("groq", "https://api.groq.com/openai"),
+    _compatible("mistral", "https://api.mistral.ai"),
+    _compatible("openrouter", "https://openrouter.ai/api"),
+    _compatible("together", "https://api.together.xyz"),
+    _compatible("xai", "https://api.x.ai"),
+    _compatible("fireworks", "https://api.fireworks.ai/inference"),
+    _compatible("perplexity", "https://api.perplexity.ai"),
+    _compatible("moonshot", "https://api.moonshot.cn"),
+    _compatible("zhipu", "https://open.bigmodel.cn/api/paas"),
+    _compatible("dashscope", "https://dashscope.aliyuncs.com/compatible-mode"),
+    _compatible("hunyuan", "https://api.hunyuan.cloud.tencent.com"),
+    _compatible("ollama", "", key_optional=True),
+    _compatible("vllm", "", key_optional=True),
+)
+
+
+def provider_env_names(record: Provider) -> tuple[str, str]:
+    """The key and upstream variable names of a catalogue record."""
+    return f"{record.env}_API_KEY", f"{record.env}_UPSTREAM"
+
+
+def resolve_upstream(record: Provider, override: str) -> str:
+    """`<ENV>_UPSTREAM` replaces the origin; a path in it replaces the base path too."""
+    if not override:
+        return record.upstream
+    parts = urlsplit(override)
+    path = parts.path.rstrip("/")
+    if path:
+        return f"{parts.scheme}://{parts.netloc}{path}"
+    return f"{parts.scheme}://{parts.netloc}" + urlsplit(record.upstream).path.rstrip("/")
+
+
+def enabled_providers(
+    keys: Mapping[str, tuple[str, ...]], upstreams: Mapping[str, str]
+) -> list[Provider]:
+    """Catalogue records switched on by settings (keys and upstreams keyed by `env`)."""
+    enabled = []
+    for record in CATALOGUE:
+        record_keys = keys.get(record.env, ())
+        override = upstreams.get(record.env, "")
+        if not record_keys and not (record.key_optional and override):
+            continue
+        enabled.append(
+            replace(
+                record,
+                upstream=resolve_upstream(record, override),
+                api_keys=record_keys,
+                _rotation=itertools.cycle(range(max(1, len(record_keys)))),
+            )
+        )
+    return enabled
 
 
 def default_provider(settings: Settings) -> Provider:
@@ -47,14 +185,16 @@ def default_provider(settings: Settings) -> Provider:
         upstream=settings.upstream_base_url,
         key_header="Authorization",
         key_template="Bearer {key}",
-        api_key=settings.upstream_api_key,
+        api_keys=(settings.upstream_api_key,),
         error_shape="openai",
     )
 
 
 def build_provider_table(settings: Settings) -> tuple[Provider, ...]:
     """Every route this deployment serves, longest prefix first so the most specific wins."""
-    providers = [default_provider(settings)]
+    providers = enabled_providers(settings.provider_keys, settings.provider_upstreams)
+    if settings.upstream_base_url:
+        providers.append(default_provider(settings))
     return tuple(sorted(providers, key=lambda p: len(p.prefix), reverse=True))
 
 

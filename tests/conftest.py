@@ -1,0 +1,25 @@
+"""Shared fixtures: the mock upstream and the proxy on real loopback sockets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from core.app import create_app
+from core.config import load_settings
+from core.mock_upstream import MockOptions, MockUpstream
+from tests.servers import RunningServer, proxy_env, serve_in_thread
+
+
+@pytest.fixture(scope="session")
+def mock_upstream() -> Iterator[RunningServer]:
+    with serve_in_thread(MockUpstream(MockOptions(chunks=8, delay_ms=0))) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def proxy(mock_upstream: RunningServer) -> Iterator[RunningServer]:
+    app = create_app(load_settings(proxy_env(mock_upstream.url)))
+    with serve_in_thread(app) as server:
+        yield server

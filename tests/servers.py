@@ -1,0 +1,112 @@
+"""Run ASGI apps on real loopback sockets for tests: uvicorn in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import httpx
+import uvicorn
+
+from core.types import ASGIApp
+
+FAKE_UPSTREAM_KEY = "sk-mock-upstream-key-not-real"
+FAKE_TOKEN = "test-caller-token-0123456789"
+OTHER_TOKEN = "test-rotated-token-abcdefghij"
+
+
+@dataclass
+class RunningServer:
+    url: str
+    port: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: ASGIApp, **options: object) -> Iterator[RunningServer]:
+    """Serve `app` on 127.0.0.1 (a free port) until the block ends."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
+        loop="asyncio", lifespan="on", **options,  # type: ignore[arg-type]
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield RunningServer(url=f"http://127.0.0.1:{port}", port=port)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def proxy_env(upstream_url: str, **extra: str) -> dict[str, str]:
+    env = {
+        "UPSTREAM_BASE_URL": f"{upstream_url}/v1",
+        "UPSTREAM_API_KEY": FAKE_UPSTREAM_KEY,
+        "PROXY_ACCESS_TOKEN": f"{FAKE_TOKEN},{OTHER_TOKEN}",
+        "ALLOWED_ORIGINS": "http://app.example.test",
+        "ACCESS_LOG": "false",
+    }
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def run_process(
+    args: list[str], env: Mapping[str, str], ready_url: str, timeout: float = 20
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server process and wait until `ready_url` answers; stop it afterwards."""
+    full_env = {**os.environ, **env}
+    proc = subprocess.Popen(args, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                out = proc.stdout.read().decode() if proc.stdout else ""
+                raise RuntimeError(f"{args} exited early: {out[-2000:]}")
+            try:
+                httpx.get(ready_url, timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{args} not ready in {timeout}s") from None
+                time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+PYTHON = sys.executable
+
+
+def reset_upstream(upstream: RunningServer) -> None:
+    httpx.post(f"{upstream.url}/_mock/reset")
+
+
+def upstream_requests(upstream: RunningServer) -> list[dict[str, object]]:
+    """What the mock upstream received since the last reset, oldest first."""
+    return list(httpx.get(f"{upstream.url}/_mock/requests").json())
