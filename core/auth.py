@@ -2,17 +2,39 @@
 
 Each SDK already puts its key somewhere (OpenAI: `Authorization: Bearer`, Anthropic:
 `x-api-key`, Gemini: `x-goog-api-key` or `?key=`, Azure: `api-key`); the caller keeps that
-habit and puts its proxy credential there instead. All slots go through one check.
+habit and puts its proxy credential there instead. All slots go through one check:
+first the PROXY_ACCESS_TOKEN list (constant-time, over SHA-256 digests), then, if a token
+store is configured, the per-caller tokens kept there by hash (see core/tokens.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
-from core.errors import Unauthorized
+from core.errors import Forbidden, ProxyError, Unauthorized
 from core.headers import RawHeaders
+from core.tokens import TokenRecord, model_of_request, record_from_item, store_key
+
+if TYPE_CHECKING:
+    from core.config import Settings
+    from core.providers import Provider
+    from core.stores import Store
+
+logger = logging.getLogger("llm_proxy")
+
+# `last_used` is written at most this often per token: a write per request would cost
+# more than the request's own work on the proxy.
+TOUCH_INTERVAL = 60.0
+# Past this many cached verdicts the cache starts over: bounds memory under a flood of
+# made-up tokens.
+_CACHE_LIMIT = 10_000
 
 _HEADER_SLOTS = (b"authorization", b"x-api-key", b"x-goog-api-key", b"api-key")
 
@@ -47,14 +69,45 @@ def find_credential(headers: RawHeaders, key_param: bytes | None) -> bytes | Non
     return key_param.strip() if key_param is not None else None
 
 
+class TokenStoreUnavailable(ProxyError):
+    """The token store did not answer, so the caller cannot be identified."""
+
+    status = 503
+    code = "token_store_unavailable"
+    openai_type = "server_error"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the shared access token (unscoped) or one stored token."""
+
+    label: str
+    record: TokenRecord | None = None
+    # True when the token limits providers or models, so unscoped callers skip the check.
+    scoped: bool = False
+
+
+SHARED_TOKEN_CALLER = Caller("access-token")
+
+
 class TokenCheck:
-    """Constant-time membership test against SHA-256 digests of the allowed tokens."""
+    """Constant-time membership test against SHA-256 digests of the allowed tokens, then a
+    lookup of per-caller tokens in the store (if any), cached for `cache_seconds`."""
 
-    def __init__(self, token_hashes: tuple[bytes, ...]) -> None:
+    def __init__(
+        self,
+        token_hashes: tuple[bytes, ...],
+        store: Store | None = None,
+        cache_seconds: float = 2.0,
+    ) -> None:
         self._hashes = token_hashes
+        self._store = store
+        self._cache_seconds = cache_seconds
+        # digest -> (monotonic time fetched, record or None for "no such token")
+        self._cache: dict[bytes, tuple[float, TokenRecord | None]] = {}
+        self._touching: set[asyncio.Future[None]] = set()
 
-    def verify(self, credential: bytes | None) -> None:
-        """Return if the credential is allowed, raise Unauthorized with a useful reason if not."""
+    def _digest(self, credential: bytes | None) -> bytes:
         if credential is None:
             raise Unauthorized(
                 "No proxy token: send it as 'Authorization: Bearer <token>' "
@@ -62,10 +115,121 @@ class TokenCheck:
             )
         if not credential:
             raise Unauthorized("The proxy token is blank.")
-        digest = hashlib.sha256(credential).digest()
+        return hashlib.sha256(credential).digest()
+
+    def _is_shared_token(self, digest: bytes) -> bool:
         # Compare against every entry, so timing says nothing about which one matched.
         matched = False
         for allowed in self._hashes:
             matched |= hmac.compare_digest(digest, allowed)
-        if not matched:
+        return matched
+
+    def verify(self, credential: bytes | None) -> None:
+        """Accept only a PROXY_ACCESS_TOKEN entry; raise Unauthorized with a reason if not."""
+        if not self._is_shared_token(self._digest(credential)):
             raise Unauthorized("The proxy token is not valid.")
+
+    async def identify(self, credential: bytes | None) -> Caller:
+        """The caller behind `credential`; Unauthorized if it is no valid token."""
+        digest = self._digest(credential)
+        if self._is_shared_token(digest):
+            return SHARED_TOKEN_CALLER
+        if self._store is None:
+            raise Unauthorized("The proxy token is not valid.")
+        record = await self._lookup(digest)
+        if record is None:
+            raise Unauthorized("The proxy token is not valid.")
+        if record.disabled:
+            raise Unauthorized(f"The proxy token {record.id} is disabled.")
+        if record.expired(time.time()):
+            raise Unauthorized(f"The proxy token {record.id} has expired.")
+        return Caller(record.label, record, scoped=bool(record.providers or record.models))
+
+    async def _lookup(self, digest: bytes) -> TokenRecord | None:
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and now - cached[0] < self._cache_seconds:
+            return cached[1]
+        store = self._store
+        assert store is not None
+        try:
+            if store.blocking:
+                item = await asyncio.to_thread(store.get, store_key(digest.hex()))
+            else:
+                item = store.get(store_key(digest.hex()))
+        except Exception as exc:
+            # The type only: a driver's message may quote the store URL and its password.
+            logger.error("token store lookup failed: %s", type(exc).__name__)
+            raise TokenStoreUnavailable(
+                "The proxy's token store is unavailable; try again."
+            ) from None
+        record = None
+        if item is not None:
+            found = record_from_item(item)
+            # The store is keyed by the digest already; this re-check costs nothing.
+            if hmac.compare_digest(found.token_hash, digest.hex()):
+                record = found
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        if self._cache_seconds > 0:
+            self._cache[digest] = (now, record)
+        if record is not None and not record.disabled:
+            self._touch_later(store, record)
+        return record
+
+    def _touch_later(self, store: Store, record: TokenRecord) -> None:
+        wall = time.time()
+        if record.last_used is not None and wall - record.last_used < TOUCH_INTERVAL:
+            return
+        key = store_key(record.token_hash)
+
+        def touch() -> None:
+            try:
+                store.touch(key, wall)
+            except Exception as exc:  # only bookkeeping: the request goes on
+                logger.warning("token last-used update failed: %s", type(exc).__name__)
+
+        task = asyncio.ensure_future(asyncio.to_thread(touch)) if store.blocking else None
+        if task is None:
+            touch()
+            return
+        self._touching.add(task)
+        task.add_done_callback(self._touching.discard)
+
+
+def authorize(caller: Caller, provider: Provider, method: str, remainder: str, body: bytes) -> None:
+    """Raise Forbidden if a scoped token may not use this provider or model."""
+    record = caller.record
+    if record is None:
+        return
+    if not record.allows_provider(provider.name):
+        raise Forbidden(
+            f"This token may not use the provider {provider.name!r} "
+            f"(allowed: {', '.join(record.providers)})."
+        )
+    if not record.models:
+        return
+    model = model_of_request(body, remainder, provider.model_in_path)
+    if model is None:
+        # A read (listing models, fetching a batch) names no model and spends nothing.
+        if method in ("GET", "HEAD"):
+            return
+        raise Forbidden(
+            "This token is limited to some models, and this request names none the proxy "
+            "can read (a JSON body's 'model' or the model in the path)."
+        )
+    if not record.allows_model(model):
+        raise Forbidden(
+            f"This token may not use the model {model[:200]!r} "
+            f"(allowed: {', '.join(record.models)})."
+        )
+
+
+def token_check_from_settings(settings: Settings) -> TokenCheck:
+    """The check a deployment's settings describe; opens the token store if one is set."""
+    store = None
+    if settings.token_store:
+        from core.stores import open_store
+
+        store = open_store(settings.token_store)
+    return TokenCheck(settings.access_token_hashes, store, settings.token_cache_seconds)

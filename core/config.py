@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 MIN_TOKEN_LENGTH = 16
+MAX_TOKEN_CACHE_SECONDS = 5.0
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # above OpenAI's 25 MB audio upload limit
 
 
@@ -42,9 +43,25 @@ class Settings:
     transport: str = "auto"
     # What to do with the upstream stream when the caller leaves: cancel (default) or drain.
     on_disconnect: str = "cancel"
+    # Provider routes: keys (a comma list rotates) and origin overrides, by env prefix
+    # (`ANTHROPIC` for ANTHROPIC_API_KEY / ANTHROPIC_UPSTREAM); see core/providers.py.
+    provider_keys: Mapping[str, tuple[str, ...]] = field(repr=False, default_factory=dict)
+    provider_upstreams: Mapping[str, str] = field(default_factory=dict)
+    # Per-caller tokens: "" (only PROXY_ACCESS_TOKEN), sqlite:///path, dynamodb://table,
+    # redis://host or rediss://host, memory://. How long a looked-up token is trusted
+    # before the store is asked again: the most a revocation can lag.
+    token_store: str = field(repr=False, default="")
+    token_cache_seconds: float = 2.0
 
 
-def _parse_float(env: Mapping[str, str], name: str, default: float, problems: list[str]) -> float:
+def _parse_float(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    problems: list[str],
+    *,
+    allow_zero: bool = False,
+) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -53,8 +70,9 @@ def _parse_float(env: Mapping[str, str], name: str, default: float, problems: li
     except ValueError:
         problems.append(f"{name} must be a number of seconds, got {raw!r}")
         return default
-    if value <= 0:
-        problems.append(f"{name} must be greater than 0, got {raw!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = "0 or more" if allow_zero else "greater than 0"
+        problems.append(f"{name} must be {bound}, got {raw!r}")
     return value
 
 
@@ -104,10 +122,12 @@ def check_base_url(name: str, raw: str) -> str | None:
     return None
 
 
-def _parse_tokens(env: Mapping[str, str], problems: list[str]) -> tuple[bytes, ...]:
+def _parse_tokens(
+    env: Mapping[str, str], problems: list[str], *, required: bool = True
+) -> tuple[bytes, ...]:
     raw = env.get("PROXY_ACCESS_TOKEN", "")
     tokens = [t.strip() for t in raw.split(",") if t.strip()]
-    if not tokens:
+    if not tokens and required:
         problems.append(
             "PROXY_ACCESS_TOKEN is not set: callers need a credential "
             "(a comma-separated list allows rotation)"
@@ -121,25 +141,81 @@ def _parse_tokens(env: Mapping[str, str], problems: list[str]) -> tuple[bytes, .
     return tuple(hash_token(t) for t in tokens)
 
 
+def _parse_providers(
+    env: Mapping[str, str], problems: list[str]
+) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """Keys and upstream overrides of every catalogue provider the environment mentions."""
+    from core.providers import CATALOGUE, provider_env_names
+
+    keys: dict[str, tuple[str, ...]] = {}
+    upstreams: dict[str, str] = {}
+    for record in CATALOGUE:
+        key_name, upstream_name = provider_env_names(record)
+        if record.env in keys or record.env in upstreams:
+            continue  # two routes of one provider (Gemini) share its variables
+        record_keys = tuple(k.strip() for k in env.get(key_name, "").split(",") if k.strip())
+        if any(ch in k for k in record_keys for ch in "\r\n"):
+            problems.append(f"{key_name} contains a line break")
+        upstream = env.get(upstream_name, "").strip().rstrip("/")
+        if upstream and (problem := check_base_url(upstream_name, upstream)):
+            problems.append(problem)
+        if record_keys and not upstream and not record.upstream:
+            problems.append(
+                f"{upstream_name} is not set: {record.name} has no shared host, "
+                f"so {key_name} needs it (for example https://<resource>.openai.azure.com)"
+            )
+        if record_keys:
+            keys[record.env] = record_keys
+        if upstream:
+            upstreams[record.env] = upstream
+    return keys, upstreams
+
+
+def _parse_token_store(env: Mapping[str, str], problems: list[str]) -> str:
+    raw = env.get("TOKEN_STORE", "").strip()
+    if raw == "sqlite":
+        return "sqlite:///llm-proxy-tokens.db"
+    scheme = raw.partition("://")[0]
+    if raw and scheme not in {"memory", "sqlite", "dynamodb", "redis", "rediss"}:
+        problems.append(
+            "TOKEN_STORE must look like sqlite:///path/tokens.db, dynamodb://table, "
+            f"redis://host:6379 or rediss://host:6380, got scheme {scheme!r}"
+        )
+    return raw
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the environment or raise ConfigError listing every problem."""
     env = os.environ if environ is None else environ
     problems: list[str] = []
 
+    provider_keys, provider_upstreams = _parse_providers(env, problems)
+    # The default route is optional once a provider route serves something.
+    default_required = not provider_keys and not provider_upstreams
     base_url = env.get("UPSTREAM_BASE_URL", "").strip().rstrip("/")
     if not base_url:
-        problems.append("UPSTREAM_BASE_URL is not set (for example https://api.openai.com/v1)")
+        if default_required or env.get("UPSTREAM_API_KEY", "").strip():
+            problems.append("UPSTREAM_BASE_URL is not set (for example https://api.openai.com/v1)")
     elif problem := check_base_url("UPSTREAM_BASE_URL", base_url):
         problems.append(problem)
 
     api_key = env.get("UPSTREAM_API_KEY", "").strip()
-    if not api_key:
+    if not api_key and (default_required or base_url):
         problems.append("UPSTREAM_API_KEY is not set: the proxy has no key to send upstream")
     elif any(ch in api_key for ch in "\r\n"):
         problems.append("UPSTREAM_API_KEY contains a line break")
 
-    token_hashes = _parse_tokens(env, problems)
-    origins = tuple(o.strip().rstrip("/") for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip())
+    token_store = _parse_token_store(env, problems)
+    token_hashes = _parse_tokens(env, problems, required=not token_store)
+    cache_seconds = _parse_float(env, "TOKEN_CACHE_SECONDS", 2.0, problems, allow_zero=True)
+    if cache_seconds > MAX_TOKEN_CACHE_SECONDS:
+        problems.append(
+            f"TOKEN_CACHE_SECONDS must be at most {MAX_TOKEN_CACHE_SECONDS:g}: "
+            "it bounds how long a revoked token keeps working"
+        )
+    origins = tuple(
+        o.strip().rstrip("/") for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip()
+    )
     for origin in origins:
         if origin != "*" and check_base_url("ALLOWED_ORIGINS", origin):
             problems.append(f"ALLOWED_ORIGINS entry {origin!r} must look like https://app.example.com")
@@ -155,6 +231,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         access_log=_parse_bool(env, "ACCESS_LOG", True, problems),
         transport=_parse_choice(env, "UPSTREAM_TRANSPORT", ("auto", "aiohttp", "httpx"), problems),
         on_disconnect=_parse_choice(env, "ON_CLIENT_DISCONNECT", ("cancel", "drain"), problems),
+        provider_keys=provider_keys,
+        provider_upstreams=provider_upstreams,
+        token_store=token_store,
+        token_cache_seconds=cache_seconds,
     )
     if problems:
         raise ConfigError(problems)

@@ -90,8 +90,12 @@ def _connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
     return frozenset(tokens)
 
 
-def upstream_request_headers(headers: RawHeaders, key_header: tuple[bytes, bytes]) -> RawHeaders:
-    """The caller's headers made safe to send upstream, with the real key set."""
+def upstream_request_headers(
+    headers: RawHeaders, key_header: tuple[bytes, bytes] | None
+) -> RawHeaders:
+    """The caller's headers made safe to send upstream, with the real key set (last, so a
+    retry on the provider's next key replaces just that entry). None: a keyless local
+    server (Ollama) gets no key header."""
     extra_drop = _connection_tokens(headers)
     kept = [
         (name, value)
@@ -100,7 +104,8 @@ def upstream_request_headers(headers: RawHeaders, key_header: tuple[bytes, bytes
         and name not in extra_drop
         and not name.startswith(CLIENT_IDENTIFYING_PREFIXES)
     ]
-    kept.append(key_header)
+    if key_header is not None:
+        kept.append(key_header)
     return kept
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -47,7 +48,9 @@ class Provider:
     # Where the model name sits in a path, for model-scoped tokens: Gemini's
     # `/models/{model}:generateContent`, Azure's `/deployments/{name}/...`.
     model_in_path: str = ""
-    _rotation: Iterator[int] = field(default_factory=lambda: itertools.cycle((0,)), repr=False, compare=False)
+    _rotation: Iterator[int] = field(
+        default_factory=lambda: itertools.cycle((0,)), repr=False, compare=False
+    )
 
     @property
     def origin(self) -> str:
@@ -59,9 +62,10 @@ class Provider:
     def base_path(self) -> str:
         return urlsplit(self.upstream).path.rstrip("/")
 
-    @property
+    @cached_property
     def key_pairs(self) -> tuple[tuple[bytes, bytes], ...]:
-        """One raw header per key, in rotation order; empty for a keyless local server."""
+        """One raw header per key, in rotation order; empty for a keyless local server.
+        Cached: built once per record, read on every request."""
         name = self.key_header.lower().encode()
         return tuple((name, self.key_template.format(key=key).encode()) for key in self.api_keys)
 
@@ -179,14 +183,15 @@ def enabled_providers(
 
 def default_provider(settings: Settings) -> Provider:
     """`/v1/*` to UPSTREAM_BASE_URL with UPSTREAM_API_KEY as an OpenAI-style bearer key."""
+    # A comma list rotates, as for every provider's key variable.
+    keys = tuple(k.strip() for k in settings.upstream_api_key.split(",") if k.strip())
     return Provider(
         name="default",
         prefix="/v1",
         upstream=settings.upstream_base_url,
-        key_header="Authorization",
-        key_template="Bearer {key}",
-        api_keys=(settings.upstream_api_key,),
+        api_keys=keys,
         error_shape="openai",
+        _rotation=itertools.cycle(range(max(1, len(keys)))),
     )
 
 

@@ -1,0 +1,81 @@
+"""State behind one small interface: memory, SQLite, DynamoDB, Redis.
+
+A store keeps JSON documents under string keys, each with an optional expiry (epoch
+seconds; backends with native TTL use it, the others filter on read) and a `last_used`
+time that can be bumped without rewriting the document, so a busy caller's touch never
+undoes an admin's concurrent disable. The methods are synchronous and small: the CLI calls
+them directly, the proxy calls them off the event loop on a cache miss.
+
+`open_store(url)` picks the backend from the URL scheme and imports its client library
+only then (boto3 and redis stay out of a cold start that does not use them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass(frozen=True)
+class Item:
+    key: str
+    doc: dict[str, Any]
+    expires_at: float | None = None
+    last_used: float | None = None
+
+
+class Store(Protocol):
+    # False only for the in-process memory store: the proxy then skips the thread hop.
+    blocking: bool
+
+    def get(self, key: str) -> Item | None:
+        """The item under `key`, or None if absent or expired."""
+
+    def put(self, key: str, doc: dict[str, Any], *, expires_at: float | None = None) -> None:
+        """Create or replace the document; `last_used` is kept."""
+
+    def delete(self, key: str) -> bool:
+        """Remove the item; True if it existed."""
+
+    def scan(self, prefix: str) -> list[Item]:
+        """Every unexpired item whose key starts with `prefix` (admin use, not per request)."""
+
+    def touch(self, key: str, when: float) -> None:
+        """Set `last_used` if the item still exists; never recreates a deleted one."""
+
+
+class StoreURLError(ValueError):
+    """The store URL names no backend this proxy has."""
+
+
+def open_store(url: str) -> Store:
+    """The store a TOKEN_STORE-style URL names."""
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if parts.scheme == "memory":
+        from core.stores.memory import MemoryStore
+
+        return MemoryStore()
+    if parts.scheme == "sqlite":
+        from core.stores.sqlite import SQLiteStore
+
+        # sqlite:///relative.db and sqlite:////absolute/path.db, as SQLAlchemy spells them.
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        return SQLiteStore(path or "llm-proxy-tokens.db")
+    if parts.scheme == "dynamodb":
+        from core.stores.dynamodb import DynamoDBStore
+
+        return DynamoDBStore(
+            table=parts.netloc,
+            region=query.get("region"),
+            endpoint_url=query.get("endpoint"),
+        )
+    if parts.scheme in ("redis", "rediss"):
+        from core.stores.redis_store import RedisStore
+
+        return RedisStore(url)
+    raise StoreURLError(
+        "a store URL looks like sqlite:///tokens.db, dynamodb://table, redis://host:6379 "
+        "or memory://"
+    )

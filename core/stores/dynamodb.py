@@ -1,0 +1,108 @@
+"""DynamoDB for AWS deployments: one table, partition key `pk`, TTL on `expires_at`.
+
+DynamoDB's TTL deletes expired items only eventually (within days), so reads filter on
+`expires_at` too. boto3 is imported when this store is opened, never at cold start
+otherwise. IAM needs only GetItem, PutItem, DeleteItem, UpdateItem and Scan on the table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from decimal import Decimal
+from typing import Any
+
+from core.stores import Item
+
+
+class DynamoDBStore:
+    blocking = True
+
+    def __init__(
+        self, table: str, region: str | None = None, endpoint_url: str | None = None
+    ) -> None:
+        import boto3  # heavy: only when a DynamoDB store is configured
+
+        self.table = table
+        self._client = boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url)
+
+    def get(self, key: str) -> Item | None:
+        # Strongly consistent: a revoke must not be read back as still valid.
+        reply = self._client.get_item(
+            TableName=self.table, Key={"pk": {"S": key}}, ConsistentRead=True
+        )
+        raw = reply.get("Item")
+        if raw is None:
+            return None
+        item = _item(raw)
+        if item.expires_at is not None and item.expires_at <= time.time():
+            return None
+        return item
+
+    def put(self, key: str, doc: dict[str, Any], *, expires_at: float | None = None) -> None:
+        # UpdateItem rather than PutItem: it keeps `last_used`.
+        names = {"#doc": "doc", "#exp": "expires_at"}
+        values: dict[str, Any] = {":doc": {"S": json.dumps(doc)}}
+        if expires_at is None:
+            expression = "SET #doc = :doc REMOVE #exp"
+        else:
+            expression = "SET #doc = :doc, #exp = :exp"
+            # TTL wants whole epoch seconds; round up so it never deletes early.
+            values[":exp"] = {"N": str(int(expires_at) + (expires_at % 1 > 0))}
+        self._client.update_item(
+            TableName=self.table,
+            Key={"pk": {"S": key}},
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    def delete(self, key: str) -> bool:
+        reply = self._client.delete_item(
+            TableName=self.table, Key={"pk": {"S": key}}, ReturnValues="ALL_OLD"
+        )
+        return "Attributes" in reply
+
+    def scan(self, prefix: str) -> list[Item]:
+        items: list[Item] = []
+        now = time.time()
+        paginator = self._client.get_paginator("scan")
+        pages = paginator.paginate(
+            TableName=self.table,
+            FilterExpression="begins_with(pk, :prefix)",
+            ExpressionAttributeValues={":prefix": {"S": prefix}},
+            ConsistentRead=True,
+        )
+        for page in pages:
+            for raw in page.get("Items", []):
+                item = _item(raw)
+                if item.expires_at is None or item.expires_at > now:
+                    items.append(item)
+        return sorted(items, key=lambda i: i.key)
+
+    def touch(self, key: str, when: float) -> None:
+        client = self._client
+        with contextlib.suppress(client.exceptions.ConditionalCheckFailedException):
+            client.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": key}},
+                UpdateExpression="SET last_used = :when",
+                # A revoked (deleted) token must not come back as a bare item.
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":when": {"N": repr(when)}},
+            )
+
+
+def _number(raw: dict[str, Any], name: str) -> float | None:
+    value = raw.get(name)
+    return float(Decimal(value["N"])) if value else None
+
+
+def _item(raw: dict[str, Any]) -> Item:
+    return Item(
+        key=raw["pk"]["S"],
+        doc=json.loads(raw["doc"]["S"]),
+        expires_at=_number(raw, "expires_at"),
+        last_used=_number(raw, "last_used"),
+    )

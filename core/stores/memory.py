@@ -1,0 +1,36 @@
+"""A store in process memory: for tests and single-process demos, gone on restart."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from core.stores import Item
+
+
+class MemoryStore:
+    blocking = False
+
+    def __init__(self) -> None:
+        self._items: dict[str, Item] = {}
+
+    def get(self, key: str) -> Item | None:
+        item = self._items.get(key)
+        if item is None or (item.expires_at is not None and item.expires_at <= time.time()):
+            return None
+        return item
+
+    def put(self, key: str, doc: dict[str, Any], *, expires_at: float | None = None) -> None:
+        old = self._items.get(key)
+        self._items[key] = Item(key, dict(doc), expires_at, old.last_used if old else None)
+
+    def delete(self, key: str) -> bool:
+        return self._items.pop(key, None) is not None
+
+    def scan(self, prefix: str) -> list[Item]:
+        return [i for k, i in self._items.items() if k.startswith(prefix) and self.get(k)]
+
+    def touch(self, key: str, when: float) -> None:
+        item = self._items.get(key)
+        if item is not None:
+            self._items[key] = Item(item.key, item.doc, item.expires_at, when)

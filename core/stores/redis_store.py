@@ -1,0 +1,83 @@
+"""Redis for Vercel and every other platform: a hosted Redis over TLS (`rediss://`) works.
+
+Each item is a hash (`doc`, `last_used`, `expires_at`) with a native expiry, so expired
+tokens vanish on their own. redis-py is imported when this store is opened.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+from core.stores import Item
+
+# HSET only when the hash still exists: a touch must not resurrect a revoked token.
+_TOUCH = (
+    "if redis.call('EXISTS', KEYS[1]) == 1 then "
+    "redis.call('HSET', KEYS[1], 'last_used', ARGV[1]) end"
+)
+
+
+class RedisStore:
+    blocking = True
+
+    def __init__(self, url: str) -> None:
+        import redis  # only when a Redis store is configured
+
+        self._redis = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
+        )
+
+    def get(self, key: str) -> Item | None:
+        raw: dict[str, str] = self._redis.hgetall(key)  # type: ignore[assignment]
+        if not raw or "doc" not in raw:
+            return None
+        item = _item(key, raw)
+        if item.expires_at is not None and item.expires_at <= time.time():
+            return None
+        return item
+
+    def put(self, key: str, doc: dict[str, Any], *, expires_at: float | None = None) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(
+            key,
+            mapping={
+                "doc": json.dumps(doc),
+                "expires_at": "" if expires_at is None else repr(expires_at),
+            },
+        )
+        if expires_at is None:
+            pipe.persist(key)
+        else:
+            pipe.expireat(key, math.ceil(expires_at))
+        pipe.execute()
+
+    def delete(self, key: str) -> bool:
+        return bool(self._redis.delete(key))
+
+    def scan(self, prefix: str) -> list[Item]:
+        items = []
+        for key in sorted(self._redis.scan_iter(match=_glob_escape(prefix) + "*", count=500)):
+            item = self.get(key)
+            if item is not None:
+                items.append(item)
+        return items
+
+    def touch(self, key: str, when: float) -> None:
+        self._redis.eval(_TOUCH, 1, key, repr(when))
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value else None
+
+
+def _item(key: str, raw: dict[str, str]) -> Item:
+    return Item(
+        key, json.loads(raw["doc"]), _float(raw.get("expires_at")), _float(raw.get("last_used"))
+    )

@@ -1,0 +1,184 @@
+"""Per-caller tokens: created once, stored only as a SHA-256 hash, scoped, expiring, revocable.
+
+A token record lives in a store under `token:<sha256 hex>`, so the proxy finds a caller by
+hashing what it was sent; the token itself is printed once at creation and kept nowhere.
+Scopes are lists of provider names and model patterns (`gpt-4o*`); empty means any.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+
+from core.stores import Item, Store
+
+KEY_PREFIX = "token:"
+TOKEN_PREFIX = "llmp_"  # noqa: S105 (a marker, not a secret)
+
+_DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class TokenError(ValueError):
+    """A token command cannot be carried out; the message says why, for people."""
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    id: str
+    label: str
+    providers: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    created_at: float = 0.0
+    expires_at: float | None = None
+    disabled: bool = False
+    # Filled from the store's own column, never written with the document.
+    last_used: float | None = field(default=None, compare=False)
+    token_hash: str = field(default="", compare=False)
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    def allows_provider(self, provider: str) -> bool:
+        return not self.providers or provider in self.providers
+
+    def allows_model(self, model: str) -> bool:
+        return not self.models or any(fnmatch.fnmatchcase(model, p) for p in self.models)
+
+    def to_doc(self) -> dict[str, object]:
+        doc = asdict(self)
+        del doc["last_used"], doc["token_hash"]
+        return doc
+
+
+def hash_hex(token: str | bytes) -> str:
+    raw = token.encode() if isinstance(token, str) else token
+    return hashlib.sha256(raw).hexdigest()
+
+
+def store_key(token_hash_hex: str) -> str:
+    return KEY_PREFIX + token_hash_hex
+
+
+def record_from_item(item: Item) -> TokenRecord:
+    doc = item.doc
+    return TokenRecord(
+        id=str(doc["id"]),
+        label=str(doc["label"]),
+        providers=tuple(doc.get("providers") or ()),
+        models=tuple(doc.get("models") or ()),
+        created_at=float(doc.get("created_at") or 0.0),
+        expires_at=None if doc.get("expires_at") is None else float(doc["expires_at"]),
+        disabled=bool(doc.get("disabled", False)),
+        last_used=item.last_used,
+        token_hash=item.key[len(KEY_PREFIX) :],
+    )
+
+
+def parse_expiry(text: str | None, now: float) -> float | None:
+    """`30d`, `12h`, `90m`, `2w`, a date `2026-12-31` or an ISO time; None or `never` for none."""
+    if text is None or text.strip().lower() in ("", "never", "none"):
+        return None
+    raw = text.strip().lower()
+    if match := _DURATION.match(raw):
+        amount = int(match.group(1))
+        if amount <= 0:
+            raise TokenError(f"--expires must be in the future, got {text!r}")
+        return now + amount * _SECONDS[match.group(2)]
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise TokenError(
+            f"--expires must be like 30d, 12h, 90m, 2w, 2026-12-31 or never, got {text!r}"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    stamp = when.timestamp()
+    if stamp <= now:
+        raise TokenError(f"--expires {text!r} is in the past")
+    return stamp
+
+
+def split_list(text: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (text or "").split(",") if part.strip())
+
+
+def create_token(
+    store: Store,
+    label: str,
+    *,
+    providers: tuple[str, ...] = (),
+    models: tuple[str, ...] = (),
+    expires_at: float | None = None,
+    now: float | None = None,
+) -> tuple[str, TokenRecord]:
+    """A new token (returned once, to be shown once) and its stored record."""
+    label = label.strip()
+    if not label:
+        raise TokenError("--label must not be blank")
+    if any(r.label == label for r in list_tokens(store)):
+        raise TokenError(
+            f"a token labelled {label!r} already exists; revoke it or pick another label"
+        )
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    digest = hash_hex(token)
+    record = TokenRecord(
+        id="tok_" + digest[:10],
+        label=label,
+        providers=providers,
+        models=models,
+        created_at=time.time() if now is None else now,
+        expires_at=expires_at,
+        token_hash=digest,
+    )
+    store.put(store_key(digest), record.to_doc(), expires_at=expires_at)
+    return token, record
+
+
+def list_tokens(store: Store) -> list[TokenRecord]:
+    records = [record_from_item(item) for item in store.scan(KEY_PREFIX)]
+    return sorted(records, key=lambda r: r.created_at)
+
+
+def find_token(store: Store, label_or_id: str) -> TokenRecord:
+    matches = [r for r in list_tokens(store) if label_or_id in (r.label, r.id)]
+    if not matches:
+        raise TokenError(f"no token has the label or id {label_or_id!r}")
+    return matches[0]
+
+
+def revoke_token(store: Store, label_or_id: str) -> TokenRecord:
+    record = find_token(store, label_or_id)
+    store.delete(store_key(record.token_hash))
+    return record
+
+
+def set_disabled(store: Store, label_or_id: str, disabled: bool) -> TokenRecord:
+    record = replace(find_token(store, label_or_id), disabled=disabled)
+    store.put(store_key(record.token_hash), record.to_doc(), expires_at=record.expires_at)
+    return record
+
+
+def model_of_request(body: bytes, remainder: str, model_in_path: str) -> str | None:
+    """The model a request asks for: the JSON body's `model`, or the path's model segment
+    (Gemini `/models/{model}:...`, Azure `/deployments/{name}/...`); None if neither says."""
+    if model_in_path and model_in_path in remainder:
+        segment = remainder.split(model_in_path, 1)[1]
+        return segment.split("/", 1)[0].split(":", 1)[0] or None
+    if not body:
+        return None
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    model = value.get("model") if isinstance(value, dict) else None
+    if not isinstance(model, str):
+        return None
+    # Gemini's OpenAI-compatible endpoint accepts `models/gemini-...` as well.
+    return model.removeprefix("models/")
