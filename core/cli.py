@@ -1,4 +1,4 @@
-"""`llm-proxy serve | mock-upstream | demo | check`."""
+"""`llm-proxy serve | mock-upstream | demo | check | tokens ...`."""
 
 from __future__ import annotations
 
@@ -91,6 +91,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokens(args: argparse.Namespace) -> int:
+    from core.tokens_cli import run_tokens_command
+
+    return run_tokens_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-proxy", description="A streaming LLM API proxy.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate the configuration, one line per problem")
     check.set_defaults(func=cmd_check)
+
+    from core.tokens_cli import add_tokens_parser
+
+    add_tokens_parser(sub, cmd_tokens)
     return parser
 
 
