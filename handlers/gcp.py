@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functions_framework.aio
 from starlette.requests import Request
+from starlette.responses import Response
 
 from core.app import create_app
 from core.types import Receive, Scope, Send
@@ -25,8 +26,9 @@ from core.types import Receive, Scope, Send
 app = create_app(concurrent=False)
 
 
-class HandToProxy:
-    """What the target returns: functions-framework calls it like a Response."""
+class HandToProxy(Response):
+    """What the target returns: functions-framework sends it like any Response, and its
+    only job is to pass that ASGI call on."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A copy: the proxy's router writes its own entries into the scope.

@@ -1,0 +1,263 @@
+"""Drivers that run the proxy the way each platform runs it, behind one small interface.
+
+A driver starts its platform's process or runtime once (`start`), then turns one HTTP
+request into a `Reply` (`send`): status, headers and the body as the chunks that arrived,
+each with its arrival time, so tests can see whether a stream was streamed. Adding a
+platform is one class with those two methods and one entry in `ADAPTERS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import httpx
+
+from core.app import create_app
+from core.config import load_settings
+from tests.servers import serve_in_thread
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+# A client address and trace ids the platform's front end would add; none may reach upstream.
+CLIENT_IP = "203.0.113.7"
+GENERIC_FRONT_HEADERS = {
+    "x-forwarded-for": CLIENT_IP,
+    "x-forwarded-proto": "https",
+    "x-real-ip": CLIENT_IP,
+    "forwarded": f"for={CLIENT_IP};proto=https",
+}
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: list[tuple[str, str]]
+    # (monotonic arrival time, bytes) for every piece the client received.
+    chunks: list[tuple[float, bytes]]
+    sent_at: float
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(data for _, data in self.chunks)
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k == name.lower()), None)
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # with the query string, exactly as sent
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+class Adapter:
+    """One platform's way of running the proxy."""
+
+    name: ClassVar[str]
+    # Headers the platform's edge adds in front of the function.
+    front_headers: ClassVar[Mapping[str, str]] = GENERIC_FRONT_HEADERS
+    # Why this platform cannot stream a response, or None if it can.
+    cannot_stream: ClassVar[str | None] = None
+    # A long-running server (many requests at once) rather than a one-at-a-time function.
+    concurrent: ClassVar[bool] = False
+
+    def start(self, env: Mapping[str, str]) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def send(self, request: Request) -> Reply:
+        raise NotImplementedError
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class HttpAdapter(Adapter):
+    """Platforms that hand the request to a server over HTTP: the test is the edge."""
+
+    base_url: str
+
+    def send(self, request: Request) -> Reply:
+        headers = {**self.front_headers, **request.headers}
+        chunks: list[tuple[float, bytes]] = []
+        sent_at = time.monotonic()
+        with (
+            httpx.Client(base_url=self.base_url, timeout=15, trust_env=False) as client,
+            client.stream(
+                request.method, request.path, headers=headers, content=request.body
+            ) as reply,
+        ):
+            for data in reply.iter_raw():
+                if data:
+                    chunks.append((time.monotonic(), data))
+            return Reply(
+                reply.status_code,
+                [(k.lower(), v) for k, v in reply.headers.multi_items()],
+                chunks,
+                sent_at,
+            )
+
+
+@contextlib.contextmanager
+def run_server_process(
+    args: list[str], env: Mapping[str, str], ready_url: str, timeout: float = 30
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server process (output to a file, so a full pipe never stalls it) and wait
+    until `ready_url` answers."""
+    with tempfile.NamedTemporaryFile(prefix="adapter-", suffix=".log", delete=False) as log:
+        process = subprocess.Popen(
+            args, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
+    log_path = Path(log.name)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{args} exited early:\n{log_path.read_text(errors='replace')[-3000:]}"
+                )
+            try:
+                httpx.get(ready_url, timeout=1, trust_env=False)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{args} not ready in {timeout}s") from None
+                time.sleep(0.05)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log_path.unlink(missing_ok=True)
+
+
+class UvicornInProcess(HttpAdapter):
+    """The ASGI app in uvicorn, in this process: the reference every platform must match."""
+
+    name = "asgi-uvicorn"
+    concurrent = True
+
+    @contextlib.contextmanager
+    def start(self, env: Mapping[str, str]) -> Iterator[None]:
+        with serve_in_thread(create_app(load_settings(env))) as server:
+            self.base_url = server.url
+            yield
+
+
+class PlainHttpServer(HttpAdapter):
+    """`python -m handlers.http`: containers, Cloud Run, Fly, Alibaba FC custom runtime."""
+
+    name = "handlers.http"
+    concurrent = True
+
+    @contextlib.contextmanager
+    def start(self, env: Mapping[str, str]) -> Iterator[None]:
+        port = free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
+        server_env = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
+        with run_server_process(
+            [sys.executable, "-m", "handlers.http"], server_env, f"{self.base_url}/health"
+        ):
+            yield
+
+
+class TencentScfBootstrap(HttpAdapter):
+    """CloudBase / SCF web function: the platform executes ./scf_bootstrap."""
+
+    name = "scf_bootstrap"
+    concurrent = True
+    front_headers: ClassVar[Mapping[str, str]] = {
+        **GENERIC_FRONT_HEADERS,
+        "x-scf-request-id": "scf-req-1",
+        "x-tcb-source": "web",
+    }
+
+    @contextlib.contextmanager
+    def start(self, env: Mapping[str, str]) -> Iterator[None]:
+        port = free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
+        # The platform's interpreter is a layer's python3.12; here it is this venv's.
+        server_env = {**env, "PYTHON_BIN": sys.executable, "HOST": "127.0.0.1", "PORT": str(port)}
+        with run_server_process(
+            [str(REPO / "scf_bootstrap")], server_env, f"{self.base_url}/health"
+        ):
+            yield
+
+
+class GoogleFunctionsFramework(HttpAdapter):
+    """Cloud Run functions: the functions-framework CLI (gunicorn + uvicorn worker)."""
+
+    name = "gcp-functions-framework"
+    front_headers: ClassVar[Mapping[str, str]] = {
+        **GENERIC_FRONT_HEADERS,
+        "x-cloud-trace-context": "105445aa7843bc8bf206b12000100000/1;o=1",
+        "traceparent": "00-105445aa7843bc8bf206b12000100000-0000000000000001-01",
+    }
+
+    @contextlib.contextmanager
+    def start(self, env: Mapping[str, str]) -> Iterator[None]:
+        port = free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
+        args = [
+            str(BIN / "functions-framework"),
+            "--source",
+            "handlers/gcp.py",
+            "--target",
+            "proxy",
+            "--asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+        with run_server_process(args, dict(env), f"{self.base_url}/health"):
+            yield
+
+
+class VercelFluid(HttpAdapter):
+    """`vercel build` output started as Fluid compute starts it (IPC socket, real bootstrap)."""
+
+    name = "vercel-fluid"
+    front_headers: ClassVar[Mapping[str, str]] = {
+        **GENERIC_FRONT_HEADERS,
+        "x-vercel-forwarded-for": CLIENT_IP,
+        "x-vercel-ip-country": "NL",
+        "x-vercel-id": "fra1::abcde-1700000000000-0123456789ab",
+        "x-vercel-internal-request-id": "1",
+        "x-vercel-internal-invocation-id": "inv-1",
+    }
+
+    @contextlib.contextmanager
+    def start(self, env: Mapping[str, str]) -> Iterator[None]:
+        from tests.platforms.vercel_output import materialized_function, run_vercel_function
+
+        with run_vercel_function(materialized_function(), env) as function:
+            self.base_url = function.url
+            yield
+
+
+ADAPTERS: list[type[Adapter]] = [
+    UvicornInProcess,
+    PlainHttpServer,
+    TencentScfBootstrap,
+    GoogleFunctionsFramework,
+    VercelFluid,
+]
