@@ -39,7 +39,8 @@ class Store(Protocol):
         """Remove the item; True if it existed."""
 
     def scan(self, prefix: str) -> list[Item]:
-        """Every unexpired item whose key starts with `prefix` (admin use, not per request)."""
+        """Every unexpired item whose key starts with `prefix`, sorted by key (admin use,
+        not per request)."""
 
     def touch(self, key: str, when: float) -> None:
         """Set `last_used` if the item still exists; never recreates a deleted one."""

@@ -28,7 +28,8 @@ class MemoryStore:
         return self._items.pop(key, None) is not None
 
     def scan(self, prefix: str) -> list[Item]:
-        return [i for k, i in self._items.items() if k.startswith(prefix) and self.get(k)]
+        keys = sorted(k for k in self._items if k.startswith(prefix))
+        return [item for k in keys if (item := self.get(k)) is not None]
 
     def touch(self, key: str, when: float) -> None:
         item = self._items.get(key)

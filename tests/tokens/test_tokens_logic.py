@@ -1,0 +1,86 @@
+"""Token records: what is stored (a hash, never the token), scopes, expiry parsing."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from core.stores import Store
+from core.stores.memory import MemoryStore
+from core.tokens import (
+    TokenError,
+    create_token,
+    hash_hex,
+    list_tokens,
+    model_of_request,
+    parse_expiry,
+    revoke_token,
+    set_disabled,
+    store_key,
+)
+
+
+def test_only_the_hash_is_stored(store: Store) -> None:
+    token, _ = create_token(store, "alice", providers=("openai",), models=("gpt-4o*",))
+    assert token.startswith("llmp_") and len(token) > 40
+    [item] = store.scan("")
+    assert item.key == store_key(hash_hex(token))
+    assert token not in repr(item)
+    [listed] = list_tokens(store)
+    assert listed.label == "alice" and listed.providers == ("openai",)
+    assert listed.token_hash == hash_hex(token)
+
+
+def test_labels_are_unique_and_revoke_disable_find_by_label_or_id() -> None:
+    store = MemoryStore()
+    _, alice = create_token(store, "alice")
+    with pytest.raises(TokenError, match="already exists"):
+        create_token(store, "alice")
+    assert set_disabled(store, alice.id, True).disabled is True
+    assert list_tokens(store)[0].disabled is True
+    assert set_disabled(store, "alice", False).disabled is False
+    revoke_token(store, "alice")
+    assert list_tokens(store) == []
+    with pytest.raises(TokenError, match="no token"):
+        revoke_token(store, "alice")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90m", 5400), ("12h", 43200), ("30d", 30 * 86400), ("2w", 14 * 86400), ("45s", 45)],
+)
+def test_relative_expiry(text: str, seconds: int) -> None:
+    assert parse_expiry(text, 1000.0) == 1000.0 + seconds
+
+
+def test_absolute_never_and_bad_expiry() -> None:
+    assert parse_expiry("2100-01-01", time.time()) == 4102444800.0
+    assert parse_expiry("never", 0) is None and parse_expiry(None, 0) is None
+    with pytest.raises(TokenError, match="in the past"):
+        parse_expiry("2001-01-01", time.time())
+    with pytest.raises(TokenError, match="like 30d"):
+        parse_expiry("soon", time.time())
+
+
+def test_scopes_match_names_and_patterns() -> None:
+    store = MemoryStore()
+    _, record = create_token(store, "r", providers=("openai", "gemini"), models=("gpt-4o*", "o3"))
+    assert record.allows_provider("gemini") and not record.allows_provider("anthropic")
+    assert record.allows_model("gpt-4o-mini") and record.allows_model("o3")
+    assert not record.allows_model("o3-pro") and not record.allows_model("gpt-4")
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "where", "model"),
+    [
+        (b'{"model": "gpt-4o"}', "/v1/chat/completions", "", "gpt-4o"),
+        (b'{"model": "models/gemini-2.0-flash"}', "/chat/completions", "", "gemini-2.0-flash"),
+        (b"", "/v1beta/models/gemini-2.0-flash:generateContent", "/models/", "gemini-2.0-flash"),
+        (b"", "/openai/deployments/prod-4o/chat/completions", "/deployments/", "prod-4o"),
+        (b"not json", "/v1/audio/transcriptions", "", None),
+        (b'{"model": 5}', "/v1/chat/completions", "", None),
+    ],
+)
+def test_model_of_request(body: bytes, path: str, where: str, model: str | None) -> None:
+    assert model_of_request(body, path, where) == model
