@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo serve test lint typecheck pytest bench clean
+.PHONY: setup demo serve test lint typecheck pytest bench clean vercel-tools
 
 setup: $(VENV)/.installed
 
@@ -26,8 +26,16 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-pytest: setup
+pytest: setup vercel-tools
 	$(BIN)/pytest
+
+# The Vercel CLI, pinned in tools/vercel, for the offline `vercel build` in tests/platforms.
+# Also needs python3.12 on PATH (Vercel's Python runtime version).
+vercel-tools: tools/vercel/node_modules/.installed
+
+tools/vercel/node_modules/.installed: tools/vercel/package.json tools/vercel/package-lock.json
+	npm install --prefix tools/vercel --no-audit --no-fund --loglevel=error
+	touch $@
 
 test: lint typecheck pytest
 
@@ -35,4 +43,4 @@ bench: setup
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tools/vercel/node_modules

@@ -84,7 +84,7 @@ def test_bad_credential_is_refused_in_the_openai_shape(
 def test_stream_arrives_incrementally(adapter: Adapter, request: pytest.FixtureRequest) -> None:
     if adapter.cannot_stream:
         request.applymarker(pytest.mark.xfail(strict=True, reason=adapter.cannot_stream))
-    chunks, delay_ms = 6, 150
+    chunks, delay_ms = 8, 150
     reply = adapter.send(
         Request(
             "POST",
