@@ -1,4 +1,5 @@
-"""Request id and one JSON access-log line per request, with no secrets in it.
+"""Request id, one JSON access-log line per request (no secrets in it), and the last
+guard against an unexpected exception turning into a stack trace for the caller.
 
 The line carries the path without its query string (Gemini's `?key=` lives there), the
 route, statuses, timings and byte counts; never a header value.
@@ -11,7 +12,9 @@ import logging
 import os
 import sys
 import time
+from typing import Any
 
+from core.errors import ProxyError, render
 from core.types import ASGIApp, Message, Receive, RequestLog, Scope, Send
 
 access_logger = logging.getLogger("llm_proxy.access")
@@ -34,9 +37,11 @@ def new_request_id() -> str:
 
 
 class AccessLogMiddleware:
-    def __init__(self, app: ASGIApp, enabled: bool = True) -> None:
+    def __init__(self, app: ASGIApp, enabled: bool = True, proxy: Any = None) -> None:
         self.app = app
         self.enabled = enabled
+        # The innermost app, for adapters and tests that need its settings or pool.
+        self.proxy = proxy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,6 +65,16 @@ class AccessLogMiddleware:
 
         try:
             await self.app(scope, receive, logging_send)
+        except Exception as exc:
+            # Only the type is logged: an exception's text may quote a header or URL.
+            log.error = log.error or type(exc).__name__
+            access_logger.error("unexpected error: %s", type(exc).__name__)
+            if log.status is not None:
+                raise  # the response began; aborting the connection is the honest signal
+            error = ProxyError("The proxy failed unexpectedly; see its logs for the request id.")
+            status, headers, body = render(error, "openai")
+            await logging_send({"type": "http.response.start", "status": status, "headers": headers})
+            await logging_send({"type": "http.response.body", "body": body})
         finally:
             log.total_ms = (time.perf_counter() - started) * 1000
             if self.enabled:

@@ -21,8 +21,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if isinstance(app, MisconfiguredApp):
         print("llm-proxy: refusing to start; run `llm-proxy check` for details", file=sys.stderr)
         return 2
-    serve(app, args.host, args.port)
+    if args.workers > 1:
+        # Each worker process builds its own app (and pool) from the environment.
+        serve("core.cli:app_from_environment", args.host, args.port, workers=args.workers, factory=True)
+    else:
+        serve(app, args.host, args.port)
     return 0
+
+
+def app_from_environment() -> object:
+    from core.app import create_app
+
+    return create_app()
 
 
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
@@ -104,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the proxy, configured from the environment")
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEMO_PORT)))
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1")),
+                       help="processes sharing the port (one per core on a VM or container)")
     serve.set_defaults(func=cmd_serve)
 
     mock = sub.add_parser("mock-upstream", help="run a fake OpenAI/Anthropic/Gemini server")

@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 import httpx
 
-from core.auth import TokenCheck, find_credential, split_key_param
+from core.auth import TokenCheck, authorize, find_credential, split_key_param
 from core.config import Settings
 from core.errors import (
     BadRequest,
@@ -31,7 +31,7 @@ from core.errors import (
     render,
 )
 from core.headers import client_response_headers, has_header_injection, upstream_request_headers
-from core.providers import Provider, match_provider
+from core.providers import RETRY_ON_NEXT_KEY, Provider, match_provider
 from core.types import Receive, RequestLog, Scope, Send
 from core.upstream import UpstreamClient
 
@@ -133,17 +133,11 @@ class ProxyEndpoint:
         self.providers = providers
         self.client = client
         self.token_check = token_check
-        self._key_headers = {p.name: p.key_header_pair() for p in providers}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A ProxyError is only raised before the response starts; after it, failures
+        # are UpstreamStreamBroken and abort the connection.
         shape: ErrorShape = "openai"
-        started = False
-
-        async def tracking_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
         try:
             raw_path = scope.get("raw_path") or scope["path"].encode()
             path = raw_path.decode("latin-1")
@@ -155,10 +149,8 @@ class ProxyEndpoint:
                 )
             provider, remainder = matched
             shape = provider.error_shape
-            await self._handle(scope, receive, tracking_send, provider, remainder)
+            await self._handle(scope, receive, send, provider, remainder)
         except ProxyError as error:
-            if started:
-                raise
             log = _request_log(scope)
             if log is not None:
                 log.error = error.code
@@ -184,7 +176,9 @@ class ProxyEndpoint:
             raise BadRequest("A request header contains a line break or NUL byte.")
 
         key_param, query = split_key_param(scope.get("query_string", b""))
-        self.token_check.verify(find_credential(headers, key_param))
+        caller = await self.token_check.identify(find_credential(headers, key_param))
+        if log is not None:
+            log.caller = caller.label
 
         declared_length: int | None = None
         is_json = False
@@ -199,12 +193,21 @@ class ProxyEndpoint:
         body = await read_body(receive, settings.max_body_bytes, declared_length)
         if is_json and body:
             check_json(body)
+        if caller.scoped:
+            authorize(caller, provider, method, remainder, body)
 
         url = provider.origin + provider.base_path + remainder
         if query:
             url += "?" + query.decode("latin-1")
-        upstream_headers = upstream_request_headers(headers, self._key_headers[provider.name])
-        await self._exchange(scope, receive, send, method, url, upstream_headers, body, log)
+        key_pairs = provider.key_pairs
+        key_index = provider.next_key_index() if provider.rotates else 0
+        upstream_headers = upstream_request_headers(
+            headers, key_pairs[key_index] if key_pairs else None
+        )
+        rotation = (provider, key_index) if provider.rotates else None
+        await self._exchange(
+            scope, receive, send, method, url, upstream_headers, body, log, rotation
+        )
 
     async def _exchange(
         self,
@@ -216,10 +219,10 @@ class ProxyEndpoint:
         headers: list[tuple[bytes, bytes]],
         body: bytes,
         log: RequestLog | None,
+        rotation: tuple[Provider, int] | None = None,
     ) -> None:
-        client = self.client.get()
         try:
-            request = client.build_request(method, url, headers=headers, content=body)
+            request = self.client.build_request(method, url, headers, body)
         except httpx.InvalidURL:
             raise BadRequest("The request path is not a valid URL path.") from None
 
@@ -231,7 +234,11 @@ class ProxyEndpoint:
         sent_at = time.perf_counter()
         try:
             try:
-                response = await client.send(request, stream=True)
+                response = await self.client.send(request)
+                if rotation is not None and response.status_code in RETRY_ON_NEXT_KEY:
+                    response = await self._retry_on_next_keys(
+                        response, rotation, method, url, headers, body
+                    )
             except httpx.HTTPError as exc:
                 logger.warning("upstream request failed: %s", type(exc).__name__)
                 raise map_transport_error(exc, self.settings) from None
@@ -252,12 +259,34 @@ class ProxyEndpoint:
         finally:
             watcher.cancel()
 
+    async def _retry_on_next_keys(
+        self,
+        response: httpx.Response,
+        rotation: tuple[Provider, int],
+        method: str,
+        url: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> httpx.Response:
+        """A 429 or 5xx on one key, before any byte reached the caller, is tried once on
+        each of the provider's other keys; the caller sees the last answer."""
+        provider, first = rotation
+        pairs = provider.key_pairs
+        for step in range(1, len(pairs)):
+            await response.aclose()
+            # upstream_request_headers put the key header last.
+            headers[-1] = pairs[(first + step) % len(pairs)]
+            response = await self.client.send(self.client.build_request(method, url, headers, body))
+            if response.status_code not in RETRY_ON_NEXT_KEY:
+                break
+        return response
+
     async def _relay(self, response: httpx.Response, send: Send, disconnect: _Disconnect) -> None:
         headers, _ = client_response_headers(response.headers.raw)
         length = response.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) <= _SMALL_BODY:
             try:
-                body = b"".join([chunk async for chunk in response.aiter_raw()])
+                body = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
             except httpx.HTTPError as exc:
                 raise map_transport_error(exc, self.settings) from None
             disconnect.response_done = True
@@ -268,7 +297,8 @@ class ProxyEndpoint:
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
         sent = 0
         try:
-            async for chunk in response.aiter_raw():
+            # The transport's own stream: raw bytes as they arrive, no re-chunking.
+            async for chunk in response.stream:  # type: ignore[union-attr]
                 if chunk and not disconnect.happened:
                     sent += len(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -8,7 +8,7 @@ from typing import Any
 from core.types import ASGIApp
 
 
-def server_config(app: ASGIApp, host: str, port: int, **options: Any) -> Any:
+def server_config(app: ASGIApp | str, host: str, port: int, **options: Any) -> Any:
     import uvicorn  # imported here: function handlers never need it
 
     return uvicorn.Config(
@@ -29,10 +29,17 @@ def server_config(app: ASGIApp, host: str, port: int, **options: Any) -> Any:
     )
 
 
-def serve(app: ASGIApp, host: str, port: int, **options: Any) -> None:
+def serve(app: ASGIApp | str, host: str, port: int, **options: Any) -> None:
     import uvicorn
 
-    uvicorn.Server(server_config(app, host, port, **options)).run()
+    config = server_config(app, host, port, **options)
+    if config.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        sock = config.bind_socket()
+        Multiprocess(config, sockets=[sock]).run()
+    else:
+        uvicorn.Server(config).run()
 
 
 def serve_together(apps: list[tuple[ASGIApp, str, int]]) -> None:

@@ -211,15 +211,30 @@ async def test_cors_preflight_is_answered_before_auth(proxy: httpx.AsyncClient) 
             "access-control-request-headers": "authorization, content-type, x-stainless-os",
         },
     )
-    assert allowed.status_code == 200
+    assert allowed.status_code == 204
     assert allowed.headers["access-control-allow-origin"] == "https://app.example.test"
     assert "x-stainless-os" in allowed.headers["access-control-allow-headers"].lower()
     refused = await proxy.options(
         "/v1/chat/completions",
         headers={"origin": "https://evil.test", "access-control-request-method": "POST"},
     )
-    assert refused.status_code == 400
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "cors_origin_not_allowed"
     assert "access-control-allow-origin" not in refused.headers
+
+
+@respx.mock
+async def test_cors_headers_on_real_responses_only_for_allowed_origins(proxy: httpx.AsyncClient) -> None:
+    respx.get(f"{UPSTREAM}/models").respond(200, json={"data": []})
+    ok = await proxy.get("/v1/models", headers={**AUTH, "origin": "https://app.example.test"})
+    assert ok.headers["access-control-allow-origin"] == "https://app.example.test"
+    assert "x-proxy-request-id" in ok.headers["access-control-expose-headers"]
+    denied = await proxy.get("/v1/models", headers={**AUTH, "origin": "https://evil.test"})
+    assert "access-control-allow-origin" not in denied.headers
+    # Errors carry CORS headers too, so a page can read the 401 message.
+    unauth = await proxy.get("/v1/models", headers={"origin": "https://app.example.test"})
+    assert unauth.status_code == 401
+    assert unauth.headers["access-control-allow-origin"] == "https://app.example.test"
 
 
 async def test_health_reveals_nothing(proxy: httpx.AsyncClient) -> None:

@@ -1,0 +1,151 @@
+"""Core proxy benchmarks (issue 2): overhead, throughput, streaming, cold start, memory.
+
+Each figure is printed beside its baseline from the same run: the mock upstream called
+directly, or a bare Python process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import httpx
+
+from bench.harness import (
+    BENCH_TOKEN,
+    PYTHON,
+    ROOT,
+    median,
+    mock_upstream,
+    proxy_env,
+    proxy_server,
+    rss_kib,
+    row,
+    wrk,
+)
+
+AUTH = {"Authorization": f"Bearer {BENCH_TOKEN}", "content-type": "application/json"}
+STREAM_BODY = b'{"model":"mock-model","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+
+
+def throughput_and_latency(rounds: int = 3) -> list[str]:
+    lines = []
+    with mock_upstream() as upstream, proxy_server(upstream) as (proxy, _):
+        direct_url = f"{upstream}/v1/chat/completions"
+        proxy_url = f"{proxy}/v1/chat/completions"
+        wrk(proxy_url, 32, 1)  # warm the pool
+        direct_rps, proxied_rps, direct_p50, proxied_p50 = [], [], [], []
+        for _ in range(rounds):  # alternate, so drift in machine load hits both sides
+            direct_rps.append(wrk(direct_url, 32, 4)["rps"])
+            proxied_rps.append(wrk(proxy_url, 32, 4)["rps"])
+            direct_p50.append(wrk(direct_url, 1, 3)["p50_ms"])
+            proxied_p50.append(wrk(proxy_url, 1, 3)["p50_ms"])
+        d, p = median(direct_rps), median(proxied_rps)
+        added = median(proxied_p50) - median(direct_p50)
+        lines.append(row("latency p50, 1 conn: direct / via proxy",
+                         f"{median(direct_p50):.3f} / {median(proxied_p50):.3f} ms"))
+        lines.append(row("added latency p50, 1 conn", f"{added:.3f} ms", "<= 1 ms", added <= 1.0))
+        lines.append(row("throughput, 32 conns: direct / via proxy", f"{d:,.0f} / {p:,.0f} req/s"))
+        lines.append(row("proxy throughput as share of direct", f"{100 * p / d:.1f} %", ">= 25 %", p / d >= 0.25))
+    with mock_upstream() as upstream, proxy_server(upstream, ACCESS_LOG="true") as (proxy, _):
+        wrk(f"{proxy}/v1/chat/completions", 32, 1)
+        logged = median([wrk(f"{proxy}/v1/chat/completions", 32, 4)["rps"] for _ in range(rounds)])
+        lines.append(row("via proxy with access log on (to /dev/null)", f"{logged:,.0f} req/s"))
+    return lines
+
+
+def _first_byte_s(client: httpx.Client, url: str, headers: dict[str, str]) -> float:
+    started = time.perf_counter()
+    with client.stream("POST", url, content=STREAM_BODY, headers=headers) as response:
+        next(response.iter_raw())
+        return time.perf_counter() - started
+
+
+def streaming(samples: int = 100) -> list[str]:
+    lines = []
+    with mock_upstream() as upstream, proxy_server(upstream) as (proxy, _):
+        headers = {**AUTH, "x-mock-chunks": "1"}
+        with httpx.Client(timeout=30) as client:
+            for url in (upstream, proxy):
+                _first_byte_s(client, f"{url}/v1/chat/completions", headers)
+            direct, proxied = [], []
+            for _ in range(samples):
+                direct.append(_first_byte_s(client, f"{upstream}/v1/chat/completions", headers))
+                proxied.append(_first_byte_s(client, f"{proxy}/v1/chat/completions", headers))
+            added_ms = (median(proxied) - median(direct)) * 1000
+            lines.append(row("time to first byte: direct / via proxy",
+                             f"{median(direct) * 1000:.2f} / {median(proxied) * 1000:.2f} ms"))
+            lines.append(row("added time to first byte", f"{added_ms:.2f} ms", "<= 2 ms", added_ms <= 2))
+
+            gap_headers = {**AUTH, "x-mock-chunks": "100", "x-mock-delay-ms": "20"}
+            arrivals: list[float] = []
+            with client.stream("POST", f"{proxy}/v1/chat/completions", content=STREAM_BODY,
+                               headers=gap_headers) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        arrivals.append(time.perf_counter())
+    gaps = [(b - a) * 1000 for a, b in zip(arrivals[1:], arrivals[2:], strict=False)]
+    gaps.sort()
+    p50, p5, p95 = gaps[len(gaps) // 2], gaps[len(gaps) // 20], gaps[len(gaps) * 19 // 20]
+    lines.append(row("100 chunks sent 20 ms apart: gaps p5/p50/p95",
+                     f"{p5:.1f} / {p50:.1f} / {p95:.1f} ms", "~20 ms", 15 <= p50 <= 25 and p5 > 5))
+    return lines
+
+
+def _wall_s(code: str, env: dict[str, str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([PYTHON, "-c", code], env={**os.environ, **env}, cwd=ROOT, check=True)
+        times.append(time.perf_counter() - started)
+    return median(times)
+
+
+def cold_start(runs: int = 10) -> list[str]:
+    env = proxy_env("http://127.0.0.1:9")
+    bare = _wall_s("pass", env, runs)
+    handler = _wall_s("import handlers.http", env, runs)
+    first = _wall_s(
+        "import asyncio, handlers.http as h\n"
+        "async def go():\n"
+        "    sent = []\n"
+        "    async def receive(): return {'type': 'http.request', 'body': b''}\n"
+        "    async def send(m): sent.append(m)\n"
+        "    scope = {'type': 'http', 'method': 'GET', 'path': '/health', 'headers': [], 'query_string': b''}\n"
+        "    await h.app(scope, receive, send)\n"
+        "asyncio.run(go())",
+        env, runs,
+    )
+    return [
+        row("bare python process", f"{bare * 1000:.0f} ms"),
+        row("import handlers.http + build app (process wall)", f"{handler * 1000:.0f} ms", "<= 250 ms", handler <= 0.25),
+        row("... and answer one request in-process", f"{first * 1000:.0f} ms"),
+    ]
+
+
+def memory(total_mb: int = 200) -> list[str]:
+    with mock_upstream() as upstream, proxy_server(upstream) as (proxy, pid):
+        before = rss_kib(pid)
+        size = total_mb * 1024 * 1024
+        received = 0
+        started = time.perf_counter()
+        with httpx.stream("GET", f"{proxy}/v1/bytes?n={size}&chunk=65536",
+                          headers=AUTH, timeout=120) as response:
+            for chunk in response.iter_raw():
+                received += len(chunk)
+        elapsed = time.perf_counter() - started
+        after = rss_kib(pid)
+    grew_mb = (after["VmHWM"] - before["VmRSS"]) / 1024
+    return [
+        row(f"{total_mb} MB streamed through the proxy", f"{received / 2**20:.0f} MB in {elapsed:.1f} s"),
+        row("proxy RSS before / peak during",
+            f"{before['VmRSS'] / 1024:.0f} / {after['VmHWM'] / 1024:.0f} MB", "flat (< +32 MB)", grew_mb < 32),
+    ]
+
+
+def run() -> list[str]:
+    lines = ["core proxy (issue 2)"]
+    for section in (throughput_and_latency, streaming, cold_start, memory):
+        lines.extend(section())
+    return lines

@@ -1,0 +1,103 @@
+"""CORS for browsers: preflights answered before auth, origins from ALLOWED_ORIGINS.
+
+Our own small middleware rather than Starlette's: a refused preflight gets a JSON error
+like every other failure, and a request without an Origin header (every server-side SDK
+call) passes straight through without a wrapped `send`.
+"""
+
+from __future__ import annotations
+
+import json
+
+from core.types import ASGIApp, Message, Receive, Scope, Send
+
+ALLOWED_METHODS = b"GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
+PREFLIGHT_MAX_AGE = b"600"
+
+
+class CORSMiddleware:
+    def __init__(
+        self, app: ASGIApp, allowed_origins: tuple[str, ...], exposed_headers: list[str]
+    ) -> None:
+        self.app = app
+        self.allow_any = "*" in allowed_origins
+        self.allowed = frozenset(o.encode() for o in allowed_origins if o != "*")
+        self.exposed = ", ".join(exposed_headers).encode()
+
+    def _allowed(self, origin: bytes) -> bool:
+        return self.allow_any or origin in self.allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        origin: bytes | None = None
+        wants_preflight = False
+        requested_headers = b""
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                origin = value
+            elif name == b"access-control-request-method":
+                wants_preflight = True
+            elif name == b"access-control-request-headers":
+                requested_headers = value
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS" and wants_preflight:
+            await self._preflight(origin, requested_headers, send)
+            return
+
+        allowed = self._allowed(origin)
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                headers.append((b"vary", b"Origin"))
+                if allowed:
+                    headers.append((b"access-control-allow-origin", b"*" if self.allow_any else origin))
+                    headers.append((b"access-control-expose-headers", self.exposed))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+    async def _preflight(self, origin: bytes, requested_headers: bytes, send: Send) -> None:
+        if not self._allowed(origin):
+            body = json.dumps(
+                {
+                    "error": {
+                        "message": "This origin is not allowed to call the proxy "
+                        "(see ALLOWED_ORIGINS).",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "cors_origin_not_allowed",
+                    }
+                }
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 403,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"vary", b"Origin"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        headers = [
+            (b"access-control-allow-origin", b"*" if self.allow_any else origin),
+            (b"access-control-allow-methods", ALLOWED_METHODS),
+            (b"access-control-max-age", PREFLIGHT_MAX_AGE),
+            (b"vary", b"Origin"),
+            (b"content-length", b"0"),
+        ]
+        # The origin is the gate; once it passes, any header an SDK sends (x-stainless-*,
+        # anthropic-*, x-goog-*) may come along.
+        if requested_headers:
+            headers.append((b"access-control-allow-headers", requested_headers))
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
