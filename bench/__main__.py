@@ -14,10 +14,14 @@ from pathlib import Path
 
 def main(names: list[str]) -> int:
     here = Path(__file__).parent
-    modules = sorted(m.name for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
+    modules = sorted(
+        m.name for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_")
+    )
     if names:
         modules = [m for m in modules if m.removeprefix("bench_") in names]
-    print(f"llm-proxy benchmarks  ({time.strftime('%Y-%m-%d %H:%M')}, figures are medians of this run)")
+    print(
+        f"llm-proxy benchmarks  ({time.strftime('%Y-%m-%d %H:%M')}, figures are medians of this run)"
+    )
     for name in modules:
         module = importlib.import_module(f"bench.{name}")
         runner = getattr(module, "run", None)

@@ -6,6 +6,7 @@ directly, or a bare Python process.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import time
@@ -20,8 +21,8 @@ from bench.harness import (
     mock_upstream,
     proxy_env,
     proxy_server,
-    rss_kib,
     row,
+    rss_kib,
     wrk,
 )
 
@@ -43,11 +44,22 @@ def throughput_and_latency(rounds: int = 3) -> list[str]:
             proxied_p50.append(wrk(proxy_url, 1, 3)["p50_ms"])
         d, p = median(direct_rps), median(proxied_rps)
         added = median(proxied_p50) - median(direct_p50)
-        lines.append(row("latency p50, 1 conn: direct / via proxy",
-                         f"{median(direct_p50):.3f} / {median(proxied_p50):.3f} ms"))
+        lines.append(
+            row(
+                "latency p50, 1 conn: direct / via proxy",
+                f"{median(direct_p50):.3f} / {median(proxied_p50):.3f} ms",
+            )
+        )
         lines.append(row("added latency p50, 1 conn", f"{added:.3f} ms", "<= 1 ms", added <= 1.0))
         lines.append(row("throughput, 32 conns: direct / via proxy", f"{d:,.0f} / {p:,.0f} req/s"))
-        lines.append(row("proxy throughput as share of direct", f"{100 * p / d:.1f} %", ">= 25 %", p / d >= 0.25))
+        lines.append(
+            row(
+                "proxy throughput as share of direct",
+                f"{100 * p / d:.1f} %",
+                ">= 25 %",
+                p / d >= 0.25,
+            )
+        )
     with mock_upstream() as upstream, proxy_server(upstream, ACCESS_LOG="true") as (proxy, _):
         wrk(f"{proxy}/v1/chat/completions", 32, 1)
         logged = median([wrk(f"{proxy}/v1/chat/completions", 32, 4)["rps"] for _ in range(rounds)])
@@ -74,22 +86,35 @@ def streaming(samples: int = 100) -> list[str]:
                 direct.append(_first_byte_s(client, f"{upstream}/v1/chat/completions", headers))
                 proxied.append(_first_byte_s(client, f"{proxy}/v1/chat/completions", headers))
             added_ms = (median(proxied) - median(direct)) * 1000
-            lines.append(row("time to first byte: direct / via proxy",
-                             f"{median(direct) * 1000:.2f} / {median(proxied) * 1000:.2f} ms"))
-            lines.append(row("added time to first byte", f"{added_ms:.2f} ms", "<= 2 ms", added_ms <= 2))
+            lines.append(
+                row(
+                    "time to first byte: direct / via proxy",
+                    f"{median(direct) * 1000:.2f} / {median(proxied) * 1000:.2f} ms",
+                )
+            )
+            lines.append(
+                row("added time to first byte", f"{added_ms:.2f} ms", "<= 2 ms", added_ms <= 2)
+            )
 
             gap_headers = {**AUTH, "x-mock-chunks": "100", "x-mock-delay-ms": "20"}
             arrivals: list[float] = []
-            with client.stream("POST", f"{proxy}/v1/chat/completions", content=STREAM_BODY,
-                               headers=gap_headers) as response:
+            with client.stream(
+                "POST", f"{proxy}/v1/chat/completions", content=STREAM_BODY, headers=gap_headers
+            ) as response:
                 for line in response.iter_lines():
                     if line.startswith("data:"):
                         arrivals.append(time.perf_counter())
-    gaps = [(b - a) * 1000 for a, b in zip(arrivals[1:], arrivals[2:], strict=False)]
+    gaps = [(b - a) * 1000 for a, b in itertools.pairwise(arrivals[1:])]
     gaps.sort()
     p50, p5, p95 = gaps[len(gaps) // 2], gaps[len(gaps) // 20], gaps[len(gaps) * 19 // 20]
-    lines.append(row("100 chunks sent 20 ms apart: gaps p5/p50/p95",
-                     f"{p5:.1f} / {p50:.1f} / {p95:.1f} ms", "~20 ms", 15 <= p50 <= 25 and p5 > 5))
+    lines.append(
+        row(
+            "100 chunks sent 20 ms apart: gaps p5/p50/p95",
+            f"{p5:.1f} / {p50:.1f} / {p95:.1f} ms",
+            "~20 ms",
+            15 <= p50 <= 25 and p5 > 5,
+        )
+    )
     return lines
 
 
@@ -115,11 +140,17 @@ def cold_start(runs: int = 10) -> list[str]:
         "    scope = {'type': 'http', 'method': 'GET', 'path': '/health', 'headers': [], 'query_string': b''}\n"
         "    await h.app(scope, receive, send)\n"
         "asyncio.run(go())",
-        env, runs,
+        env,
+        runs,
     )
     return [
         row("bare python process", f"{bare * 1000:.0f} ms"),
-        row("import handlers.http + build app (process wall)", f"{handler * 1000:.0f} ms", "<= 250 ms", handler <= 0.25),
+        row(
+            "import handlers.http + build app (process wall)",
+            f"{handler * 1000:.0f} ms",
+            "<= 250 ms",
+            handler <= 0.25,
+        ),
         row("... and answer one request in-process", f"{first * 1000:.0f} ms"),
     ]
 
@@ -130,17 +161,25 @@ def memory(total_mb: int = 200) -> list[str]:
         size = total_mb * 1024 * 1024
         received = 0
         started = time.perf_counter()
-        with httpx.stream("GET", f"{proxy}/v1/bytes?n={size}&chunk=65536",
-                          headers=AUTH, timeout=120) as response:
+        with httpx.stream(
+            "GET", f"{proxy}/v1/bytes?n={size}&chunk=65536", headers=AUTH, timeout=120
+        ) as response:
             for chunk in response.iter_raw():
                 received += len(chunk)
         elapsed = time.perf_counter() - started
         after = rss_kib(pid)
     grew_mb = (after["VmHWM"] - before["VmRSS"]) / 1024
     return [
-        row(f"{total_mb} MB streamed through the proxy", f"{received / 2**20:.0f} MB in {elapsed:.1f} s"),
-        row("proxy RSS before / peak during",
-            f"{before['VmRSS'] / 1024:.0f} / {after['VmHWM'] / 1024:.0f} MB", "flat (< +32 MB)", grew_mb < 32),
+        row(
+            f"{total_mb} MB streamed through the proxy",
+            f"{received / 2**20:.0f} MB in {elapsed:.1f} s",
+        ),
+        row(
+            "proxy RSS before / peak during",
+            f"{before['VmRSS'] / 1024:.0f} / {after['VmHWM'] / 1024:.0f} MB",
+            "flat (< +32 MB)",
+            grew_mb < 32,
+        ),
     ]
 
 

@@ -35,7 +35,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def process(args: list[str], env: Mapping[str, str], ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: list[str], env: Mapping[str, str], ready_url: str
+) -> Iterator[subprocess.Popen[bytes]]:
     # stderr to a file, not a pipe: a chatty server would block on a full pipe.
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
@@ -67,7 +69,16 @@ def process(args: list[str], env: Mapping[str, str], ready_url: str) -> Iterator
 @contextlib.contextmanager
 def mock_upstream(delay_ms: float = 0) -> Iterator[str]:
     port = free_port()
-    args = [PYTHON, "-m", "core.cli", "mock-upstream", "--port", str(port), "--delay-ms", str(delay_ms)]
+    args = [
+        PYTHON,
+        "-m",
+        "core.cli",
+        "mock-upstream",
+        "--port",
+        str(port),
+        "--delay-ms",
+        str(delay_ms),
+    ]
     url = f"http://127.0.0.1:{port}"
     with process(args, {}, f"{url}/_mock/requests"):
         yield url
@@ -117,8 +128,20 @@ def wrk(url: str, connections: int, seconds: float) -> dict[str, float]:
     script = _wrk_script(CHAT_BODY)
     try:
         out = subprocess.run(
-            [need_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
-            capture_output=True, text=True, check=True, timeout=seconds + 30,
+            [
+                need_wrk(),
+                "-t1",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                "-s",
+                script,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 30,
         ).stdout
     finally:
         os.unlink(script)
@@ -129,7 +152,9 @@ def wrk(url: str, connections: int, seconds: float) -> dict[str, float]:
         match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)", out, re.M)
         if match:
             value, unit = float(match.group(1)), match.group(2)
-            result[f"p{pct}_ms"] = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+            result[f"p{pct}_ms"] = (
+                value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+            )
     return result
 
 

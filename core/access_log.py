@@ -73,7 +73,9 @@ class AccessLogMiddleware:
                 raise  # the response began; aborting the connection is the honest signal
             error = ProxyError("The proxy failed unexpectedly; see its logs for the request id.")
             status, headers, body = render(error, "openai")
-            await logging_send({"type": "http.response.start", "status": status, "headers": headers})
+            await logging_send(
+                {"type": "http.response.start", "status": status, "headers": headers}
+            )
             await logging_send({"type": "http.response.body", "body": body})
         finally:
             log.total_ms = (time.perf_counter() - started) * 1000

@@ -55,7 +55,9 @@ class CORSMiddleware:
                 headers = list(message.get("headers", ()))
                 headers.append((b"vary", b"Origin"))
                 if allowed:
-                    headers.append((b"access-control-allow-origin", b"*" if self.allow_any else origin))
+                    headers.append(
+                        (b"access-control-allow-origin", b"*" if self.allow_any else origin)
+                    )
                     headers.append((b"access-control-expose-headers", self.exposed))
                 message["headers"] = headers
             await send(message)

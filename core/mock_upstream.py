@@ -19,7 +19,19 @@ from urllib.parse import parse_qs
 
 from core.types import Receive, Scope, Send
 
-WORDS = ("Hello", " from", " the", " mock", " upstream", ",", " streamed", " token", " by", " token", ".")
+WORDS = (
+    "Hello",
+    " from",
+    " the",
+    " mock",
+    " upstream",
+    ",",
+    " streamed",
+    " token",
+    " by",
+    " token",
+    ".",
+)
 
 
 @dataclass
@@ -33,7 +45,10 @@ def _json_headers(body: bytes) -> list[tuple[bytes, bytes]]:
     return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
 
 
-_SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+]
 
 
 class MockUpstream:
@@ -62,9 +77,15 @@ class MockUpstream:
             await self._control(path, send)
             return
         self.requests.append(
-            {"method": scope["method"], "path": path, "raw_path": (scope.get("raw_path") or b"").decode("latin-1"),
-             "query": query, "headers": headers, "body_sha256": hashlib.sha256(body).hexdigest(),
-             "body_length": len(body)}
+            {
+                "method": scope["method"],
+                "path": path,
+                "raw_path": (scope.get("raw_path") or b"").decode("latin-1"),
+                "query": query,
+                "headers": headers,
+                "body_sha256": hashlib.sha256(body).hexdigest(),
+                "body_length": len(body),
+            }
         )
         status = int(headers.get("x-mock-status", "0") or 0)
         if status:
@@ -94,11 +115,40 @@ class MockUpstream:
         elif ":generateContent" in path:
             await _send_json(send, 200, _gemini_response(_text(chunks)))
         elif path.endswith("/embeddings"):
-            await _send_json(send, 200, {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}], "model": "mock-embedding", "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+            await _send_json(
+                send,
+                200,
+                {
+                    "object": "list",
+                    "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
+                    "model": "mock-embedding",
+                    "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                },
+            )
         elif path.endswith("/models"):
-            await _send_json(send, 200, {"object": "list", "data": [{"id": "mock-model", "object": "model", "created": 0, "owned_by": "mock"}]})
+            await _send_json(
+                send,
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": "mock-model", "object": "model", "created": 0, "owned_by": "mock"}
+                    ],
+                },
+            )
         else:
-            await _send_json(send, 404, {"error": {"message": f"mock upstream has no {path}", "type": "invalid_request_error", "param": None, "code": "unknown_url"}})
+            await _send_json(
+                send,
+                404,
+                {
+                    "error": {
+                        "message": f"mock upstream has no {path}",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "unknown_url",
+                    }
+                },
+            )
 
     async def _control(self, path: str, send: Send) -> None:
         if path == "/_mock/requests":
@@ -114,23 +164,49 @@ class MockUpstream:
 
     async def _error(self, path: str, status: int, send: Send) -> None:
         if path.endswith("/messages"):
-            payload: dict[str, Any] = {"type": "error", "error": {"type": "api_error", "message": f"mock error {status}"}}
+            payload: dict[str, Any] = {
+                "type": "error",
+                "error": {"type": "api_error", "message": f"mock error {status}"},
+            }
         elif "generateContent" in path:
-            payload = {"error": {"code": status, "message": f"mock error {status}", "status": "INTERNAL"}}
+            payload = {
+                "error": {"code": status, "message": f"mock error {status}", "status": "INTERNAL"}
+            }
         else:
-            payload = {"error": {"message": f"mock error {status}", "type": "server_error", "param": None, "code": None}}
+            payload = {
+                "error": {
+                    "message": f"mock error {status}",
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
         await _send_json(send, status, payload)
 
-    async def _echo(self, scope: Scope, headers: dict[str, str], query: str, body: bytes, send: Send) -> None:
-        payload = {"method": scope["method"], "path": scope["path"], "query": query, "headers": headers,
-                   "body_sha256": hashlib.sha256(body).hexdigest(), "body_length": len(body)}
+    async def _echo(
+        self, scope: Scope, headers: dict[str, str], query: str, body: bytes, send: Send
+    ) -> None:
+        payload = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "query": query,
+            "headers": headers,
+            "body_sha256": hashlib.sha256(body).hexdigest(),
+            "body_length": len(body),
+        }
         await _send_json(send, 200, payload)
 
     async def _bytes(self, query: dict[str, list[str]], send: Send) -> None:
         total = int(query.get("n", ["1048576"])[0])
         chunk_size = int(query.get("chunk", ["65536"])[0])
         block = b"x" * chunk_size
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/octet-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream")],
+            }
+        )
         remaining = total
         while remaining > 0:
             piece = block if remaining >= chunk_size else block[:remaining]
@@ -138,7 +214,9 @@ class MockUpstream:
             await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _stream(self, send: Send, receive: Receive, events: list[bytes], delay: float) -> None:
+    async def _stream(
+        self, send: Send, receive: Receive, events: list[bytes], delay: float
+    ) -> None:
         record: dict[str, Any] = {"events": len(events), "sent": 0, "completed": False}
         self.streams.append(record)
         gone = asyncio.Event()
@@ -195,43 +273,123 @@ def _sse(data: Any, event: str | None = None) -> bytes:
 
 def _openai_completion(request: dict[str, Any], chunks: int) -> dict[str, Any]:
     return {
-        "id": "chatcmpl-mock", "object": "chat.completion", "created": int(time.time()),
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": request.get("model", "mock-model"),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": _text(chunks)}, "finish_reason": "stop"}],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": _text(chunks)},
+                "finish_reason": "stop",
+            }
+        ],
         "usage": {"prompt_tokens": 5, "completion_tokens": chunks, "total_tokens": 5 + chunks},
     }
 
 
 def _openai_events(request: dict[str, Any], chunks: int) -> list[bytes]:
     model = request.get("model", "mock-model")
-    base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
-    events = [_sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})]
-    events += [_sse({**base, "choices": [{"index": 0, "delta": {"content": _word(i)}, "finish_reason": None}]}) for i in range(chunks)]
+    base = {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
+    events = [
+        _sse(
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        )
+    ]
+    events += [
+        _sse(
+            {
+                **base,
+                "choices": [{"index": 0, "delta": {"content": _word(i)}, "finish_reason": None}],
+            }
+        )
+        for i in range(chunks)
+    ]
     events.append(_sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
     if (request.get("stream_options") or {}).get("include_usage"):
-        events.append(_sse({**base, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": chunks, "total_tokens": 5 + chunks}}))
+        events.append(
+            _sse(
+                {
+                    **base,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": 5,
+                        "completion_tokens": chunks,
+                        "total_tokens": 5 + chunks,
+                    },
+                }
+            )
+        )
     events.append(b"data: [DONE]\n\n")
     return events
 
 
 def _anthropic_message(request: dict[str, Any], chunks: int) -> dict[str, Any]:
     return {
-        "id": "msg_mock", "type": "message", "role": "assistant", "model": request.get("model", "mock-model"),
-        "content": [{"type": "text", "text": _text(chunks)}], "stop_reason": "end_turn", "stop_sequence": None,
+        "id": "msg_mock",
+        "type": "message",
+        "role": "assistant",
+        "model": request.get("model", "mock-model"),
+        "content": [{"type": "text", "text": _text(chunks)}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
         "usage": {"input_tokens": 5, "output_tokens": chunks},
     }
 
 
 def _anthropic_events(request: dict[str, Any], chunks: int) -> list[bytes]:
-    message = {**_anthropic_message(request, 0), "content": [], "stop_reason": None, "usage": {"input_tokens": 5, "output_tokens": 0}}
+    message = {
+        **_anthropic_message(request, 0),
+        "content": [],
+        "stop_reason": None,
+        "usage": {"input_tokens": 5, "output_tokens": 0},
+    }
     events = [
         _sse({"type": "message_start", "message": message}, "message_start"),
-        _sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}, "content_block_start"),
+        _sse(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+            "content_block_start",
+        ),
     ]
-    events += [_sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": _word(i)}}, "content_block_delta") for i in range(chunks)]
+    events += [
+        _sse(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": _word(i)},
+            },
+            "content_block_delta",
+        )
+        for i in range(chunks)
+    ]
     events += [
         _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
-        _sse({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": chunks}}, "message_delta"),
+        _sse(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": chunks},
+            },
+            "message_delta",
+        ),
         _sse({"type": "message_stop"}, "message_stop"),
     ]
     return events
@@ -239,7 +397,13 @@ def _anthropic_events(request: dict[str, Any], chunks: int) -> list[bytes]:
 
 def _gemini_response(text: str) -> dict[str, Any]:
     return {
-        "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP", "index": 0}],
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": [{"text": text}]},
+                "finishReason": "STOP",
+                "index": 0,
+            }
+        ],
         "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 1, "totalTokenCount": 6},
         "modelVersion": "mock-model",
     }

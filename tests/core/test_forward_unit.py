@@ -33,7 +33,9 @@ def settings(**extra: str):
 @pytest.fixture()
 async def proxy() -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings(MAX_BODY_BYTES="1000"))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy.test") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://proxy.test"
+    ) as c:
         yield c
 
 
@@ -66,21 +68,34 @@ async def test_request_is_rebuilt_for_the_upstream(proxy: httpx.AsyncClient) -> 
     assert sent.content == body
     assert sent.headers["authorization"] == f"Bearer {FAKE_UPSTREAM_KEY}"
     assert sent.headers["openai-beta"] == "assistants=v2"
-    for name in ("x-forwarded-for", "x-real-ip", "cf-connecting-ip", "x-amzn-trace-id",
-                 "x-vercel-ip-country", "origin", "cookie", "x-api-key", "x-hop"):
+    for name in (
+        "x-forwarded-for",
+        "x-real-ip",
+        "cf-connecting-ip",
+        "x-amzn-trace-id",
+        "x-vercel-ip-country",
+        "origin",
+        "cookie",
+        "x-api-key",
+        "x-hop",
+    ):
         assert name not in sent.headers, name
     assert FAKE_TOKEN not in str(sent.headers.raw)
 
 
 @respx.mock
-async def test_gemini_style_key_param_is_a_credential_and_is_removed(proxy: httpx.AsyncClient) -> None:
+async def test_gemini_style_key_param_is_a_credential_and_is_removed(
+    proxy: httpx.AsyncClient,
+) -> None:
     route = respx.get(f"{UPSTREAM}/models").respond(200, json={"data": []})
     response = await proxy.get(f"/v1/models?alt=sse&key={FAKE_TOKEN}&pageSize=5")
     assert response.status_code == 200
     assert route.calls.last.request.url.query == b"alt=sse&pageSize=5"
 
 
-@pytest.mark.parametrize("slot", ["authorization", "x-api-key", "x-goog-api-key", "api-key", "query"])
+@pytest.mark.parametrize(
+    "slot", ["authorization", "x-api-key", "x-goog-api-key", "api-key", "query"]
+)
 @respx.mock
 async def test_every_sdk_slot_carries_the_token(proxy: httpx.AsyncClient, slot: str) -> None:
     respx.get(f"{UPSTREAM}/models").respond(200, json={"data": []})
@@ -150,10 +165,19 @@ async def test_header_injection_is_refused(proxy: httpx.AsyncClient) -> None:
         sent.append(message)
 
     scope = {
-        "type": "http", "method": "GET", "path": "/v1/models", "raw_path": b"/v1/models",
-        "query_string": b"", "headers": [(b"authorization", f"Bearer {FAKE_TOKEN}".encode()),
-                                         (b"x-evil", b"a\r\nHost: evil.test")],
-        "http_version": "1.1", "scheme": "http", "server": ("proxy.test", 80), "client": ("1.2.3.4", 1),
+        "type": "http",
+        "method": "GET",
+        "path": "/v1/models",
+        "raw_path": b"/v1/models",
+        "query_string": b"",
+        "headers": [
+            (b"authorization", f"Bearer {FAKE_TOKEN}".encode()),
+            (b"x-evil", b"a\r\nHost: evil.test"),
+        ],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("proxy.test", 80),
+        "client": ("1.2.3.4", 1),
         "root_path": "",
     }
     await app(scope, receive, send)
@@ -181,7 +205,9 @@ async def test_upstream_redirect_is_not_followed(proxy: httpx.AsyncClient) -> No
 
 
 @respx.mock
-async def test_response_headers_are_cleaned_and_event_streams_marked(proxy: httpx.AsyncClient) -> None:
+async def test_response_headers_are_cleaned_and_event_streams_marked(
+    proxy: httpx.AsyncClient,
+) -> None:
     respx.post(f"{UPSTREAM}/chat/completions").respond(
         200,
         content=b"data: {}\n\n",
@@ -224,7 +250,9 @@ async def test_cors_preflight_is_answered_before_auth(proxy: httpx.AsyncClient) 
 
 
 @respx.mock
-async def test_cors_headers_on_real_responses_only_for_allowed_origins(proxy: httpx.AsyncClient) -> None:
+async def test_cors_headers_on_real_responses_only_for_allowed_origins(
+    proxy: httpx.AsyncClient,
+) -> None:
     respx.get(f"{UPSTREAM}/models").respond(200, json={"data": []})
     ok = await proxy.get("/v1/models", headers={**AUTH, "origin": "https://app.example.test"})
     assert ok.headers["access-control-allow-origin"] == "https://app.example.test"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import httpx
@@ -44,7 +45,9 @@ def test_streaming_chat_yields_every_token(proxy: RunningServer) -> None:
         stream=True,
         extra_headers={"x-mock-chunks": "30"},
     )
-    pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    pieces = [
+        c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content
+    ]
     assert len(pieces) == 30
 
 
@@ -61,7 +64,7 @@ def test_stream_chunks_arrive_spaced_as_the_upstream_sends_them(proxy: RunningSe
         if chunk.choices and chunk.choices[0].delta.content:
             arrivals.append(time.monotonic())
     assert len(arrivals) == 20
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     # Buffering would put most gaps near zero and the whole wait before the first chunk.
     assert sorted(gaps)[len(gaps) // 2] > 0.03
     assert arrivals[-1] - arrivals[0] > 0.6

@@ -19,9 +19,13 @@ CHAT = b'{"model":"m","stream":true,"messages":[]}'
 
 
 @pytest.fixture(params=["aiohttp", "httpx"])
-def transport_proxy(request: pytest.FixtureRequest, mock_upstream: RunningServer) -> Iterator[RunningServer]:
+def transport_proxy(
+    request: pytest.FixtureRequest, mock_upstream: RunningServer
+) -> Iterator[RunningServer]:
     """The proxy with each upstream transport, short timeouts."""
-    env = proxy_env(mock_upstream.url, UPSTREAM_TRANSPORT=request.param, UPSTREAM_READ_TIMEOUT="0.5")
+    env = proxy_env(
+        mock_upstream.url, UPSTREAM_TRANSPORT=request.param, UPSTREAM_READ_TIMEOUT="0.5"
+    )
     with serve_in_thread(create_app(load_settings(env))) as server:
         yield server
 
@@ -31,8 +35,13 @@ def test_client_disconnect_cancels_the_upstream_promptly(
 ) -> None:
     httpx.post(f"{mock_upstream.url}/_mock/reset")
     headers = {**AUTH, "x-mock-chunks": "100", "x-mock-delay-ms": "50"}
-    with httpx.stream("POST", f"{transport_proxy.url}/v1/chat/completions", content=CHAT,
-                      headers=headers, timeout=10) as response:
+    with httpx.stream(
+        "POST",
+        f"{transport_proxy.url}/v1/chat/completions",
+        content=CHAT,
+        headers=headers,
+        timeout=10,
+    ) as response:
         data = []
         for line in response.iter_lines():
             if line.startswith("data:"):
@@ -46,7 +55,9 @@ def test_client_disconnect_cancels_the_upstream_promptly(
         streams = httpx.get(f"{mock_upstream.url}/_mock/streams").json()
         if streams and "ended_at" in streams[-1]:
             break
-        assert time.monotonic() < deadline, "upstream stream still running 3 s after the caller left"
+        assert time.monotonic() < deadline, (
+            "upstream stream still running 3 s after the caller left"
+        )
         time.sleep(0.05)
     [stream] = streams
     assert not stream["completed"]
@@ -57,8 +68,9 @@ def test_client_disconnect_cancels_the_upstream_promptly(
 def test_long_stream_is_not_cut_by_the_read_timeout(transport_proxy: RunningServer) -> None:
     """Read timeout 0.5 s bounds gaps, not the total: 30 chunks 100 ms apart take 3 s."""
     headers = {**AUTH, "x-mock-chunks": "30", "x-mock-delay-ms": "100"}
-    response = httpx.post(f"{transport_proxy.url}/v1/chat/completions", content=CHAT,
-                          headers=headers, timeout=20)
+    response = httpx.post(
+        f"{transport_proxy.url}/v1/chat/completions", content=CHAT, headers=headers, timeout=20
+    )
     assert response.status_code == 200
     assert response.text.endswith("data: [DONE]\n\n")
 
@@ -66,8 +78,12 @@ def test_long_stream_is_not_cut_by_the_read_timeout(transport_proxy: RunningServ
 def test_slow_first_byte_is_504(transport_proxy: RunningServer) -> None:
     headers = {**AUTH, "x-mock-chunks": "2", "x-mock-delay-ms": "1500"}
     started = time.monotonic()
-    response = httpx.post(f"{transport_proxy.url}/v1/chat/completions",
-                          content=b'{"model":"m","messages":[]}', headers=headers, timeout=20)
+    response = httpx.post(
+        f"{transport_proxy.url}/v1/chat/completions",
+        content=b'{"model":"m","messages":[]}',
+        headers=headers,
+        timeout=20,
+    )
     # Non-streamed reply: the mock waits 3 s before answering; the proxy gives up at 0.5 s.
     assert (response.status_code, response.json()["error"]["code"]) == (504, "upstream_timeout")
     assert time.monotonic() - started < 2.5
@@ -80,7 +96,10 @@ def test_upstream_down_is_502_and_server_stays_up(transport: str) -> None:
     with serve_in_thread(create_app(load_settings(env))) as proxy:
         for _ in range(3):
             response = httpx.get(f"{proxy.url}/v1/models", headers=AUTH, timeout=10)
-            assert (response.status_code, response.json()["error"]["code"]) == (502, "upstream_unreachable")
+            assert (response.status_code, response.json()["error"]["code"]) == (
+                502,
+                "upstream_unreachable",
+            )
         assert httpx.get(f"{proxy.url}/health").status_code == 200
 
 
@@ -90,8 +109,13 @@ def test_upstream_dying_mid_stream_truncates_the_response() -> None:
     async def dying_upstream(scope, receive, send) -> None:
         if scope["type"] != "http":
             return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
         await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
         raise RuntimeError("upstream crashed")  # uvicorn aborts the connection
 
@@ -99,7 +123,9 @@ def test_upstream_dying_mid_stream_truncates_the_response() -> None:
         env = proxy_env(upstream.url)
         with serve_in_thread(create_app(load_settings(env))) as proxy:
             with pytest.raises(httpx.RemoteProtocolError):
-                httpx.post(f"{proxy.url}/v1/chat/completions", content=CHAT, headers=AUTH, timeout=10)
+                httpx.post(
+                    f"{proxy.url}/v1/chat/completions", content=CHAT, headers=AUTH, timeout=10
+                )
             assert httpx.get(f"{proxy.url}/health").status_code == 200
 
 
@@ -121,8 +147,12 @@ def test_upstream_records_real_key_not_caller_token_when_streaming(
     proxy: RunningServer, mock_upstream: RunningServer
 ) -> None:
     httpx.post(f"{mock_upstream.url}/_mock/reset")
-    httpx.post(f"{proxy.url}/v1/chat/completions?key={FAKE_TOKEN}", content=CHAT,
-               headers={"content-type": "application/json"}, timeout=10)
+    httpx.post(
+        f"{proxy.url}/v1/chat/completions?key={FAKE_TOKEN}",
+        content=CHAT,
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
     [seen] = httpx.get(f"{mock_upstream.url}/_mock/requests").json()
     assert FAKE_TOKEN not in str(seen)
     assert seen["query"] == ""
