@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo serve test lint typecheck pytest bench clean vercel-tools
+.PHONY: setup demo serve test lint typecheck pytest bench clean vercel-tools sdk-node redis-server
 
 setup: $(VENV)/.installed
 
@@ -26,7 +26,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-pytest: setup vercel-tools
+pytest: setup vercel-tools sdk-node redis-server
 	$(BIN)/pytest
 
 # The Vercel CLI, pinned in tools/vercel, for the offline `vercel build` in tests/platforms.
@@ -37,10 +37,22 @@ tools/vercel/node_modules/.installed: tools/vercel/package.json tools/vercel/pac
 	npm install --prefix tools/vercel --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The Node SDKs of tests/sdk (openai, @anthropic-ai/sdk, the Vercel AI SDK), from the lock file.
+sdk-node: tools/sdk-node/node_modules/.installed
+
+tools/sdk-node/node_modules/.installed: tools/sdk-node/package.json tools/sdk-node/package-lock.json
+	npm ci --prefix tools/sdk-node --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Debian's redis-server for the Redis token-store tests (they start their own on loopback).
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
 test: lint typecheck pytest
 
 bench: setup
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tools/vercel/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tools/vercel/node_modules tools/sdk-node/node_modules

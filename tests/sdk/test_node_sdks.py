@@ -1,0 +1,109 @@
+"""The real Node SDKs (openai, @anthropic-ai/sdk, the Vercel AI SDK with @ai-sdk/openai and
+@ai-sdk/anthropic) against the proxy: tools/sdk-node/run.mjs prints one line per case."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.sdk.conftest import KEYS, SDKStack
+from tests.servers import reset_upstream, upstream_requests
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools" / "sdk-node"
+
+EXPECTED_ERRORS = {
+    "openai": {
+        "401": "AuthenticationError",
+        "403": "PermissionDeniedError",
+        "429": "RateLimitError",
+        "500": "InternalServerError",
+    },
+    "anthropic": {
+        "401": "AuthenticationError",
+        "403": "PermissionDeniedError",
+        "429": "RateLimitError",
+        "500": "InternalServerError",
+    },
+    "ai.openai": dict.fromkeys(("401", "403", "429", "500"), "APICallError"),
+    "ai.anthropic": dict.fromkeys(("401", "403", "429", "500"), "APICallError"),
+}
+
+
+@pytest.fixture(scope="module")
+def node_results(stack: SDKStack) -> dict[str, dict[str, Any]]:
+    node = shutil.which("node")
+    if node is None or not (TOOLS / "node_modules").is_dir():
+        raise RuntimeError(
+            "Node SDKs are not installed: run `make sdk-node` (npm ci in tools/sdk-node)"
+        )
+    reset_upstream(stack.upstream)
+    env = {
+        **os.environ,
+        "PROXY_URL": stack.proxy.url,
+        "TOKEN": stack.token,
+        "SCOPED_TOKEN": stack.scoped_token,
+    }
+    done = subprocess.run(
+        [node, "run.mjs"],
+        cwd=TOOLS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = {}
+    for line in done.stdout.splitlines():
+        if not line.startswith("{"):
+            continue  # a library's own notice, not a result
+        case = json.loads(line)
+        results[case.pop("name")] = case
+    # Whatever the Node clients sent, the upstream saw real keys and never a caller token.
+    seen = upstream_requests(stack.upstream)
+    assert seen, "the Node SDKs reached no upstream"
+    for request in seen:
+        assert stack.token not in str(request) and stack.scoped_token not in str(request)
+        assert request["headers"].get("authorization") == f"Bearer {KEYS['OPENAI']}" or (
+            request["headers"].get("x-api-key") == KEYS["ANTHROPIC"]
+        )
+    return results
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["openai.chat", "anthropic.create", "ai.openai.generateText", "ai.anthropic.generateText"],
+)
+def test_node_call_succeeds(node_results: dict[str, dict[str, Any]], case: str) -> None:
+    result = node_results[case]
+    assert result["ok"], result
+    assert result["value"].startswith("Hello from the mock upstream")
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["openai.stream", "anthropic.stream", "ai.openai.streamText", "ai.anthropic.streamText"],
+)
+def test_node_stream_yields_every_chunk(node_results: dict[str, dict[str, Any]], case: str) -> None:
+    result = node_results[case]
+    assert result["ok"], result
+    assert result["value"] == 8  # the mock upstream's default chunk count
+
+
+@pytest.mark.parametrize(
+    ("sdk", "status"),
+    [(sdk, status) for sdk in EXPECTED_ERRORS for status in ("401", "403", "429", "500")],
+)
+def test_node_error_raises_the_sdks_own_exception(
+    node_results: dict[str, dict[str, Any]], sdk: str, status: str
+) -> None:
+    result = node_results[f"{sdk}.error.{status}"]
+    assert not result["ok"]
+    assert result["errorClass"] == EXPECTED_ERRORS[sdk][status], result
+    assert result["status"] == int(status), result

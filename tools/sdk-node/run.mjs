@@ -1,0 +1,112 @@
+// The real Node SDKs against the proxy: one JSON line per case, read by tests/sdk/test_node_sdks.py.
+// Env: PROXY_URL, TOKEN (allowed everywhere), SCOPED_TOKEN (allowed on no route these cases use).
+import OpenAI from "openai";
+import Anthropic from "@anthropic-ai/sdk";
+import { APICallError, generateText, streamText } from "ai";
+import { createOpenAI } from "@ai-sdk/openai";
+import { createAnthropic } from "@ai-sdk/anthropic";
+
+// Warnings go to stdout, which carries the results.
+globalThis.AI_SDK_LOG_WARNINGS = false;
+
+const proxy = process.env.PROXY_URL;
+const token = process.env.TOKEN;
+const scopedToken = process.env.SCOPED_TOKEN;
+const messages = [{ role: "user", content: "hi" }];
+
+function report(name, result) {
+  process.stdout.write(JSON.stringify({ name, ...result }) + "\n");
+}
+
+async function run(name, fn) {
+  try {
+    report(name, { ok: true, value: await fn() });
+  } catch (error) {
+    report(name, {
+      ok: false,
+      errorClass: error?.constructor?.name,
+      status: error?.status ?? error?.statusCode,
+      message: String(error?.message ?? error).slice(0, 300),
+    });
+  }
+}
+
+// Each SDK's error path: the proxy's 401 and 403, the upstream's 429 and 500.
+const failures = [
+  ["401", { key: "llmp_not-a-real-token-000000000000", headers: {} }],
+  ["403", { key: scopedToken, headers: {} }],
+  ["429", { key: token, headers: { "x-mock-status": "429" } }],
+  ["500", { key: token, headers: { "x-mock-status": "500" } }],
+];
+
+const openai = (key) => new OpenAI({ baseURL: `${proxy}/openai/v1`, apiKey: key, maxRetries: 0 });
+const anthropic = (key) => new Anthropic({ baseURL: `${proxy}/anthropic`, apiKey: key, maxRetries: 0 });
+const aiOpenAI = (key) => createOpenAI({ baseURL: `${proxy}/openai/v1`, apiKey: key });
+const aiAnthropic = (key) => createAnthropic({ baseURL: `${proxy}/anthropic/v1`, apiKey: key });
+
+await run("openai.chat", async () => {
+  const reply = await openai(token).chat.completions.create({ model: "gpt-test", messages });
+  return reply.choices[0].message.content;
+});
+await run("openai.stream", async () => {
+  const stream = await openai(token).chat.completions.create({ model: "gpt-test", messages, stream: true });
+  const pieces = [];
+  for await (const chunk of stream) {
+    const text = chunk.choices[0]?.delta?.content;
+    if (text) pieces.push(text);
+  }
+  return pieces.length;
+});
+for (const [status, { key, headers }] of failures) {
+  await run(`openai.error.${status}`, () =>
+    openai(key).chat.completions.create({ model: "gpt-test", messages }, { headers }),
+  );
+}
+
+await run("anthropic.create", async () => {
+  const reply = await anthropic(token).messages.create({ model: "claude-test", max_tokens: 20, messages });
+  return reply.content[0].text;
+});
+await run("anthropic.stream", async () => {
+  const stream = await anthropic(token).messages.create({
+    model: "claude-test", max_tokens: 20, messages, stream: true,
+  });
+  let deltas = 0;
+  for await (const event of stream) if (event.type === "content_block_delta") deltas += 1;
+  return deltas;
+});
+for (const [status, { key, headers }] of failures) {
+  await run(`anthropic.error.${status}`, () =>
+    anthropic(key).messages.create({ model: "claude-test", max_tokens: 20, messages }, { headers }),
+  );
+}
+
+for (const [label, provider, model] of [
+  ["openai", aiOpenAI, (p) => p.chat("gpt-test")],
+  ["anthropic", aiAnthropic, (p) => p("claude-test")],
+]) {
+  await run(`ai.${label}.generateText`, async () => {
+    const { text } = await generateText({ model: model(provider(token)), prompt: "hi", maxRetries: 0 });
+    return text;
+  });
+  await run(`ai.${label}.streamText`, async () => {
+    const result = streamText({ model: model(provider(token)), prompt: "hi", maxRetries: 0 });
+    let pieces = 0;
+    for await (const part of result.textStream) if (part) pieces += 1;
+    return pieces;
+  });
+  for (const [status, { key, headers }] of failures) {
+    await run(`ai.${label}.error.${status}`, async () => {
+      try {
+        await generateText({ model: model(provider(key)), prompt: "hi", maxRetries: 0, headers });
+      } catch (error) {
+        // The AI SDK's own error type for a failed provider call.
+        if (APICallError.isInstance(error)) {
+          error.status = error.statusCode;
+          Object.defineProperty(error, "constructor", { value: { name: "APICallError" } });
+        }
+        throw error;
+      }
+    });
+  }
+}
