@@ -1,0 +1,51 @@
+"""The access log: one JSON line per request, useful figures, no secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import pytest
+
+from core.app import create_app
+from core.config import load_settings
+from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, proxy_env, serve_in_thread
+
+
+@pytest.fixture()
+def logged_proxy(mock_upstream: RunningServer):
+    env = proxy_env(mock_upstream.url, ACCESS_LOG="true")
+    with serve_in_thread(create_app(load_settings(env))) as server:
+        yield server
+
+
+def test_one_line_per_request_with_timings_and_no_secrets(
+    logged_proxy: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    logger = logging.getLogger("llm_proxy")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="llm_proxy"):
+            ok = httpx.post(
+                f"{logged_proxy.url}/v1/chat/completions?key={FAKE_TOKEN}",
+                content=b'{"model":"m","stream":true,"messages":[]}',
+                headers={"content-type": "application/json"},
+            )
+            denied = httpx.get(f"{logged_proxy.url}/v1/models?key=wrong-token-value-123456")
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert (ok.status_code, denied.status_code) == (200, 401)
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "llm_proxy.access"]
+    assert len(lines) == 2
+    first, second = lines
+    assert first["path"] == "/v1/chat/completions"
+    assert first["status"] == 200 and first["upstream_status"] == 200
+    assert first["route"] == "default"
+    assert first["bytes_out"] == len(ok.content)
+    assert first["upstream_ms"] > 0 and first["first_byte_ms"] >= first["upstream_ms"]
+    assert first["request_id"] == ok.headers["x-proxy-request-id"]
+    assert (second["status"], second["error"]) == (401, "invalid_api_key")
+    text = caplog.text
+    for secret in (FAKE_TOKEN, FAKE_UPSTREAM_KEY, "wrong-token-value-123456", "key="):
+        assert secret not in text
