@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conformance.adapters import ADAPTERS, Adapter
+from tests.conformance.adapters import ADAPTER_PARAMS, Adapter
 from tests.conformance.switchable_upstream import SwitchableRelay
 from tests.servers import RunningServer, proxy_env, reset_upstream
 
@@ -20,7 +20,7 @@ def relay(mock_upstream: RunningServer) -> Iterator[SwitchableRelay]:
     relay.stop()
 
 
-@pytest.fixture(scope="module", params=ADAPTERS, ids=lambda adapter: adapter.name)
+@pytest.fixture(scope="module", params=ADAPTER_PARAMS)
 def adapter(request: pytest.FixtureRequest, relay: SwitchableRelay) -> Iterator[Adapter]:
     instance: Adapter = request.param()
     with instance.start(proxy_env(relay.url)):
