@@ -2,7 +2,8 @@
 
 DynamoDB's TTL deletes expired items only eventually (within days), so reads filter on
 `expires_at` too. boto3 is imported when this store is opened, never at cold start
-otherwise. IAM needs only GetItem, PutItem, DeleteItem, UpdateItem and Scan on the table.
+otherwise. The proxy's IAM role needs only GetItem and UpdateItem (last use) on the table;
+the operator's `llm-proxy tokens` also needs Scan and DeleteItem (writes use UpdateItem).
 """
 
 from __future__ import annotations
