@@ -89,6 +89,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# The platform's front end: a new connection for every request, as from a load balancer
+# that does not pool (the strictest case for a server's connection handling).
+_EDGE = httpx.Client(timeout=15, trust_env=False, limits=httpx.Limits(max_keepalive_connections=0))
+
+
 class HttpAdapter(Adapter):
     """Platforms that hand the request to a server over HTTP: the test is the edge."""
 
@@ -98,12 +103,9 @@ class HttpAdapter(Adapter):
         headers = {**self.front_headers, **request.headers}
         chunks: list[tuple[float, bytes]] = []
         sent_at = time.monotonic()
-        with (
-            httpx.Client(base_url=self.base_url, timeout=15, trust_env=False) as client,
-            client.stream(
-                request.method, request.path, headers=headers, content=request.body
-            ) as reply,
-        ):
+        with _EDGE.stream(
+            request.method, self.base_url + request.path, headers=headers, content=request.body
+        ) as reply:
             for data in reply.iter_raw():
                 if data:
                     chunks.append((time.monotonic(), data))
