@@ -312,7 +312,8 @@ class AwsLambdaMangum(Adapter):
 
 
 class AwsLambdaStreaming(Adapter):
-    """handlers/aws_lambda_stream.py as its own process behind a fake Runtime API, which
+    """handlers/aws_lambda_stream.py started as Lambda starts it through
+    AWS_LAMBDA_EXEC_WRAPPER (handlers/lambda_exec_wrapper), behind a fake Runtime API that
     hands it Function URL events and reads its streamed replies."""
 
     name = "aws-lambda-stream"
@@ -331,10 +332,13 @@ class AwsLambdaStreaming(Adapter):
                 "AWS_LAMBDA_FUNCTION_NAME": "llm-proxy",
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
                 "AWS_REGION": "eu-west-1",
+                "LAMBDA_TASK_ROOT": str(REPO),
+                # The wrapper runs `python3`: the managed runtime's, here this venv's.
+                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             }
             with tempfile.NamedTemporaryFile(prefix="lambda-", suffix=".log", delete=False) as log:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", self.module],
+                    [str(REPO / "handlers" / "lambda_exec_wrapper"), "/var/runtime/bootstrap"],
                     cwd=REPO,
                     env={**os.environ, **runtime_env},
                     stdout=log,
