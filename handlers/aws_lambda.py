@@ -1,0 +1,21 @@
+"""AWS Lambda, buffered: API Gateway REST (v1) and HTTP (v2) APIs, ALB, Function URLs in
+BUFFERED mode. Handler: `handlers.aws_lambda.handler`.
+
+Mangum turns each event into an ASGI request and the whole response into the event
+source's reply, so streams arrive at the caller in one piece at the end, and a reply is
+capped at 6 MB. For token-by-token streaming use the Function URL entry in
+handlers/aws_lambda_stream.py.
+"""
+
+from __future__ import annotations
+
+from mangum import Mangum
+
+from core.aws_secrets import create_app_with_secrets
+
+app = create_app_with_secrets()
+
+# lifespan="off": Mangum would run the app's startup and shutdown around every
+# invocation, and shutdown closes the upstream pool; without it the pool stays warm on
+# Mangum's one event loop for the life of the instance.
+handler = Mangum(app, lifespan="off")  # type: ignore[arg-type]  # Mangum wants a Coroutine return
