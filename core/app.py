@@ -19,6 +19,7 @@ from core.config import ConfigError, Settings, load_settings
 from core.cors import CORSMiddleware
 from core.errors import Misconfigured, render
 from core.forward import ProxyEndpoint
+from core.guard import build_guard
 from core.providers import build_provider_table
 from core.types import ASGIApp, Receive, Scope, Send
 from core.upstream import UpstreamClient, choose_transport
@@ -65,11 +66,13 @@ class ProxyApp:
     def __init__(self, settings: Settings, *, concurrent: bool = True) -> None:
         self.settings = settings
         self.upstream = UpstreamClient(settings, choose_transport(settings, concurrent=concurrent))
+        token_check = token_check_from_settings(settings)
         self.endpoint = ProxyEndpoint(
             settings,
             build_provider_table(settings),
             self.upstream,
-            token_check_from_settings(settings),
+            token_check,
+            guard=build_guard(settings, token_check),
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

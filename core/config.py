@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from core.guard_settings import GuardSettings, callers_need_no_shared_token, parse_guard_settings
+
 MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_CACHE_SECONDS = 5.0
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # above OpenAI's 25 MB audio upload limit
@@ -52,6 +54,9 @@ class Settings:
     # before the store is asked again: the most a revocation can lag.
     token_store: str = field(repr=False, default="")
     token_cache_seconds: float = 2.0
+    # Browser callers: JWT sign-in, anonymous mode, client IP, rate limits, request policy
+    # (core/guard_settings.py); all off by default.
+    guard: GuardSettings = field(default_factory=GuardSettings)
 
 
 def _parse_float(
@@ -206,7 +211,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         problems.append("UPSTREAM_API_KEY contains a line break")
 
     token_store = _parse_token_store(env, problems)
-    token_hashes = _parse_tokens(env, problems, required=not token_store)
+    token_hashes = _parse_tokens(
+        env, problems, required=not token_store and not callers_need_no_shared_token(env)
+    )
     cache_seconds = _parse_float(env, "TOKEN_CACHE_SECONDS", 2.0, problems, allow_zero=True)
     if cache_seconds > MAX_TOKEN_CACHE_SECONDS:
         problems.append(
@@ -235,6 +242,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         provider_upstreams=provider_upstreams,
         token_store=token_store,
         token_cache_seconds=cache_seconds,
+        guard=parse_guard_settings(env, problems, origins, token_store),
     )
     if problems:
         raise ConfigError(problems)

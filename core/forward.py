@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import httpx
@@ -34,6 +34,9 @@ from core.headers import client_response_headers, has_header_injection, upstream
 from core.providers import RETRY_ON_NEXT_KEY, Provider, match_provider
 from core.types import Receive, RequestLog, Scope, Send
 from core.upstream import UpstreamClient
+
+if TYPE_CHECKING:
+    from core.guard import Guard
 
 logger = logging.getLogger("llm_proxy")
 
@@ -128,11 +131,15 @@ class ProxyEndpoint:
         providers: tuple[Provider, ...],
         client: UpstreamClient,
         token_check: TokenCheck,
+        guard: Guard | None = None,
     ) -> None:
         self.settings = settings
         self.providers = providers
         self.client = client
         self.token_check = token_check
+        # JWT / anonymous callers, policy and rate limits (core/guard.py); None when
+        # none is configured, so a plain deployment pays nothing for them.
+        self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A ProxyError is only raised before the response starts; after it, failures
@@ -176,7 +183,12 @@ class ProxyEndpoint:
             raise BadRequest("A request header contains a line break or NUL byte.")
 
         key_param, query = split_key_param(scope.get("query_string", b""))
-        caller = await self.token_check.identify(find_credential(headers, key_param))
+        credential = find_credential(headers, key_param)
+        guard = self.guard
+        if guard is None:
+            caller = await self.token_check.identify(credential)
+        else:
+            caller = await guard.identify(scope, credential)
         if log is not None:
             log.caller = caller.label
 
@@ -195,6 +207,8 @@ class ProxyEndpoint:
             check_json(body)
         if caller.scoped:
             authorize(caller, provider, method, remainder, body)
+        if guard is not None:
+            body, send = await guard.admit(scope, caller, provider, method, remainder, body, send)
 
         url = provider.origin + provider.base_path + remainder
         if query:

@@ -12,6 +12,7 @@ only then (boto3 and redis stay out of a cold start that does not use them).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -44,6 +45,14 @@ class Store(Protocol):
 
     def touch(self, key: str, when: float) -> None:
         """Set `last_used` if the item still exists; never recreates a deleted one."""
+
+    def increment(
+        self, key: str, amounts: Mapping[str, int], *, expires_at: float
+    ) -> dict[str, int]:
+        """Atomically add each amount to the named counter under `key` (created at 0, kept
+        until `expires_at`) and return every counter of `key` after the add. Used by the
+        rate limiter (core/limits.py), so many instances share one count; counter keys
+        never collide with document keys."""
 
 
 class StoreURLError(ValueError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -93,6 +94,33 @@ class DynamoDBStore:
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeValues={":when": {"N": repr(when)}},
             )
+
+    def increment(
+        self, key: str, amounts: Mapping[str, int], *, expires_at: float
+    ) -> dict[str, int]:
+        # ADD is DynamoDB's atomic counter: concurrent instances never lose an update.
+        names = {"#exp": "expires_at"}
+        values: dict[str, Any] = {":exp": {"N": str(int(expires_at) + 1)}}
+        adds = []
+        for index, (name, amount) in enumerate(amounts.items()):
+            names[f"#c{index}"] = f"c_{name}"
+            values[f":a{index}"] = {"N": str(amount)}
+            adds.append(f"#c{index} :a{index}")
+        expression = "SET #exp = :exp" + (" ADD " + ", ".join(adds) if adds else "")
+        reply = self._client.update_item(
+            TableName=self.table,
+            Key={"pk": {"S": key}},
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
+        attributes = reply.get("Attributes", {})
+        return {
+            name[2:]: int(value["N"])
+            for name, value in attributes.items()
+            if name.startswith("c_") and "N" in value
+        }
 
 
 def _number(raw: dict[str, Any], name: str) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from core.stores import Item
@@ -13,6 +14,8 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._items: dict[str, Item] = {}
+        # key -> (expires_at, counters); the event loop is the only writer, so no lock.
+        self._counters: dict[str, tuple[float, dict[str, int]]] = {}
 
     def get(self, key: str) -> Item | None:
         item = self._items.get(key)
@@ -35,3 +38,18 @@ class MemoryStore:
         item = self._items.get(key)
         if item is not None:
             self._items[key] = Item(item.key, item.doc, item.expires_at, when)
+
+    def increment(
+        self, key: str, amounts: Mapping[str, int], *, expires_at: float
+    ) -> dict[str, int]:
+        now = time.time()
+        entry = self._counters.get(key)
+        if entry is None or entry[0] <= now:
+            if len(self._counters) > 10_000:  # old windows pile up: drop the expired ones
+                self._counters = {k: v for k, v in self._counters.items() if v[0] > now}
+            entry = (expires_at, {})
+            self._counters[key] = entry
+        counters = entry[1]
+        for name, amount in amounts.items():
+            counters[name] = counters.get(name, 0) + amount
+        return dict(counters)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from core.stores import Item
@@ -67,6 +68,18 @@ class RedisStore:
 
     def touch(self, key: str, when: float) -> None:
         self._redis.eval(_TOUCH, 1, key, repr(when))
+
+    def increment(
+        self, key: str, amounts: Mapping[str, int], *, expires_at: float
+    ) -> dict[str, int]:
+        # One round trip: MULTI/EXEC runs the adds, the expiry and the read atomically.
+        pipe = self._redis.pipeline(transaction=True)
+        for name, amount in amounts.items():
+            pipe.hincrby(key, name, amount)
+        pipe.expireat(key, math.ceil(expires_at))
+        pipe.hgetall(key)
+        counters: dict[str, str] = pipe.execute()[-1]
+        return {name: int(value) for name, value in counters.items()}
 
 
 def _glob_escape(text: str) -> str:

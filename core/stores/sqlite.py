@@ -10,6 +10,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from core.stores import Item
@@ -20,6 +21,17 @@ CREATE TABLE IF NOT EXISTS items (
     doc TEXT NOT NULL,
     expires_at REAL,
     last_used REAL
+)
+"""
+
+# Rate-limit counters (core/limits.py): one row per key and counter name.
+_COUNTERS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS counters (
+    key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (key, name)
 )
 """
 
@@ -36,6 +48,8 @@ class SQLiteStore:
             self._db.execute("PRAGMA journal_mode=WAL")  # readers never wait for the CLI
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.execute(_SCHEMA)
+            self._db.execute(_COUNTERS_SCHEMA)
+        self._increments = 0
 
     def get(self, key: str) -> Item | None:
         with self._lock:
@@ -77,6 +91,37 @@ class SQLiteStore:
     def touch(self, key: str, when: float) -> None:
         with self._lock:
             self._db.execute("UPDATE items SET last_used = ? WHERE key = ?", (when, key))
+
+    def increment(
+        self, key: str, amounts: Mapping[str, int], *, expires_at: float
+    ) -> dict[str, int]:
+        now = time.time()
+        with self._lock:
+            # IMMEDIATE takes the write lock first, so processes sharing the file count
+            # exactly (the lock above only covers this process's threads).
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._increments += 1
+                if self._increments % 1000 == 1:
+                    self._db.execute("DELETE FROM counters WHERE expires_at <= ?", (now,))
+                for name, amount in amounts.items():
+                    self._db.execute(
+                        "INSERT INTO counters (key, name, value, expires_at) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT(key, name) DO UPDATE SET value = CASE "
+                        "WHEN counters.expires_at <= ? THEN excluded.value "
+                        "ELSE counters.value + excluded.value END, "
+                        "expires_at = excluded.expires_at",
+                        (key, name, amount, expires_at, now),
+                    )
+                rows = self._db.execute(
+                    "SELECT name, value FROM counters WHERE key = ? AND expires_at > ?",
+                    (key, now),
+                ).fetchall()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return {name: int(value) for name, value in rows}
 
 
 def _item(row: tuple[str, str, float | None, float | None]) -> Item:

@@ -1,0 +1,118 @@
+"""The caller's IP address, found the way each platform makes trustworthy.
+
+A header the caller can write is never trusted unless the platform in front of us
+overwrites it. Per platform (CLIENT_IP_SOURCE, `auto` picks from the environment):
+
+- `aws` (Lambda behind API Gateway REST/HTTP APIs or a Function URL): the adapter puts
+  `requestContext.identity.sourceIp` (REST) or `requestContext.http.sourceIp` (HTTP API,
+  Function URL) in the ASGI `client`; API Gateway fills those from the TCP connection.
+  Behind an ALB, Mangum puts the whole `X-Forwarded-For` there; the ALB appends the
+  address it saw, so only the last entry is trusted.
+- `vercel`: Vercel overwrites `x-forwarded-for` / `x-real-ip` and sets
+  `x-vercel-forwarded-for` itself, so a caller's own value never reaches the function.
+- `cloud-run`: Google's front end appends the address it saw to `X-Forwarded-For`; the
+  last entry is the caller (behind an external HTTPS load balancer use `xff:2`).
+- `socket` (a VM, a container, `handlers/http.py` with nothing in front): the TCP peer.
+- `xff:N`: behind N proxies you run that each append to `X-Forwarded-For`: the Nth entry
+  from the right. `header:NAME`: a header your own edge sets and overwrites (for example
+  `header:cf-connecting-ip` behind Cloudflare); only safe if nothing else can reach us.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+
+from core.types import Scope
+
+ClientIPRule = Callable[[Scope], str]
+UNKNOWN = "unknown"
+
+
+def _socket_peer(scope: Scope) -> str:
+    client = scope.get("client")
+    if not client or not client[0]:
+        return UNKNOWN
+    return str(client[0])
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    # The last occurrence: a platform that appends its own copy puts it after the caller's.
+    found = None
+    for key, value in scope["headers"]:
+        if key == name:
+            found = value
+    return found
+
+
+def _forwarded_entries(scope: Scope) -> list[str]:
+    """Every X-Forwarded-For entry, across repeated headers, in order."""
+    entries: list[str] = []
+    for key, value in scope["headers"]:
+        if key == b"x-forwarded-for":
+            entries.extend(e.strip() for e in value.decode("latin-1").split(",") if e.strip())
+    return entries
+
+
+def _aws(scope: Scope) -> str:
+    peer = _socket_peer(scope)
+    # ALB through Mangum: "spoofed, real" -> the ALB's own (last) entry.
+    return peer.rsplit(",", 1)[-1].strip() or UNKNOWN
+
+
+def _vercel(scope: Scope) -> str:
+    for name in (b"x-vercel-forwarded-for", b"x-real-ip"):
+        value = _header(scope, name)
+        if value:
+            return value.decode("latin-1").split(",")[0].strip()
+    return _socket_peer(scope)
+
+
+def _nth_from_right(hops: int) -> ClientIPRule:
+    def rule(scope: Scope) -> str:
+        entries = _forwarded_entries(scope)
+        # Fewer entries than trusted hops: the request did not come through them all.
+        if len(entries) < hops:
+            return _socket_peer(scope)
+        return entries[-hops]
+
+    return rule
+
+
+def _named_header(name: str) -> ClientIPRule:
+    raw_name = name.strip().lower().encode("latin-1")
+
+    def rule(scope: Scope) -> str:
+        value = _header(scope, raw_name)
+        return value.decode("latin-1").strip() if value else _socket_peer(scope)
+
+    return rule
+
+
+def detect_platform(environ: Mapping[str, str]) -> str:
+    """The platform this process runs on, by the variables each one sets."""
+    if environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        return "aws"
+    if environ.get("VERCEL"):
+        return "vercel"
+    if environ.get("K_SERVICE"):  # Cloud Run services and Cloud Run functions
+        return "cloud-run"
+    return "socket"
+
+
+def client_ip_rule(source: str, environ: Mapping[str, str] | None = None) -> ClientIPRule:
+    """The function that finds a request's client IP under `source`; chosen once, at start."""
+    if source == "auto":
+        source = detect_platform(os.environ if environ is None else environ)
+    kind, _, arg = source.partition(":")
+    if source == "aws":
+        return _aws
+    if source == "vercel":
+        return _vercel
+    if source == "cloud-run":
+        return _nth_from_right(1)
+    if kind == "xff":
+        return _nth_from_right(int(arg))
+    if kind == "header":
+        return _named_header(arg)
+    return _socket_peer
