@@ -104,6 +104,16 @@ def proxy_server(upstream: str, **extra: str) -> Iterator[tuple[str, int]]:
         yield url, proc.pid
 
 
+@contextlib.contextmanager
+def naive_proxy(upstream: str) -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with process(
+        [PYTHON, "-m", "bench.naive_proxy", str(port)], {"UPSTREAM": upstream}, f"{url}/health"
+    ):
+        yield url
+
+
 def need_wrk() -> str:
     path = shutil.which("wrk")
     if path is None:

@@ -105,15 +105,7 @@ def check_json(body: bytes) -> None:
 
 def map_transport_error(exc: httpx.HTTPError, settings: Settings) -> ProxyError:
     """httpx failures before any response byte, as the 502/504 a caller can act on."""
-    cause = exc.__cause__
-    if isinstance(cause, TimeoutError):
-        timed_out = True
-    elif type(cause).__module__.startswith("aiohttp"):
-        # httpx-aiohttp maps some aiohttp connection failures (refused, server closed)
-        # to httpx.ConnectTimeout; its real timeouts are TimeoutError subclasses.
-        timed_out = False
-    else:
-        timed_out = isinstance(exc, httpx.TimeoutException)
+    timed_out = isinstance(exc, httpx.TimeoutException)
     if timed_out:
         return UpstreamTimeout(
             "The upstream provider did not answer in time "

@@ -24,7 +24,7 @@ _LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keep
 
 
 def aiohttp_available() -> bool:
-    return importlib.util.find_spec("httpx_aiohttp") is not None
+    return importlib.util.find_spec("aiohttp") is not None
 
 
 def choose_transport(settings: Settings, *, concurrent: bool) -> str:
@@ -33,11 +33,18 @@ def choose_transport(settings: Settings, *, concurrent: bool) -> str:
     return "aiohttp" if concurrent and aiohttp_available() else "httpx"
 
 
-def build_transport(settings: Settings, transport: str) -> httpx.AsyncBaseTransport:
+def build_transport(
+    settings: Settings, transport: str, timeout: httpx.Timeout
+) -> httpx.AsyncBaseTransport:
     if transport == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport  # heavy: imported only when chosen
+        # Heavy (~200 ms): imported only when chosen.
+        from core.aiohttp_transport import AiohttpTransport
 
-        return AiohttpTransport(limits=_LIMITS, trust_env=False)
+        return AiohttpTransport(
+            max_connections=_LIMITS.max_connections or 1000,
+            keepalive_expiry=_LIMITS.keepalive_expiry or 30,
+            timeout=timeout,
+        )
     return httpx.AsyncHTTPTransport(limits=_LIMITS, trust_env=False)
 
 
@@ -57,13 +64,14 @@ class UpstreamClient:
     def __init__(self, settings: Settings, transport: str) -> None:
         self._settings = settings
         self.transport = transport
-        self._timeout = httpx.Timeout(
+        self._timeouts = httpx.Timeout(
             connect=settings.connect_timeout,
             # Bounds the first byte and each gap between bytes; no total timeout.
             read=settings.read_timeout,
             write=settings.read_timeout,
             pool=settings.connect_timeout,
-        ).as_dict()
+        )
+        self._timeout = self._timeouts.as_dict()
         self._pool: httpx.AsyncBaseTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._urls: dict[str, httpx.URL] = {}
@@ -75,7 +83,7 @@ class UpstreamClient:
     def _get_pool(self) -> httpx.AsyncBaseTransport:
         loop = asyncio.get_running_loop()
         if self._pool is None or self._loop is not loop:
-            self._pool = build_transport(self._settings, self.transport)
+            self._pool = build_transport(self._settings, self.transport, self._timeouts)
             self._loop = loop
         return self._pool
 

@@ -20,9 +20,6 @@ from tests.conformance.switchable_upstream import SwitchableRelay
 from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, upstream_requests
 
 ORIGIN = "http://app.example.test"
-# Core bug, reported: with the aiohttp transport (servers that serve many requests at
-# once), httpx-aiohttp hands aiohttp str(url) and yarl re-quotes it, turning %2F into /.
-AIOHTTP_REQUOTES_QUERY = "core: the aiohttp transport re-quotes the query (%2F becomes /)"
 BEARER = {"authorization": f"Bearer {FAKE_TOKEN}"}
 JSON = {"content-type": "application/json"}
 
@@ -142,9 +139,7 @@ def test_binary_request_and_response_bodies_pass_through(
     assert download.body == b"x" * 300_001
 
 
-def test_query_string_passes_verbatim(adapter: Adapter, request: pytest.FixtureRequest) -> None:
-    if adapter.concurrent:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=AIOHTTP_REQUOTES_QUERY))
+def test_query_string_passes_verbatim(adapter: Adapter) -> None:
     query = "b=2&a=1&a=3&enc=%2F%20x%3D&empty=&flag"
     reply = adapter.send(Request("GET", f"/v1/echo/q?{query}&key={FAKE_TOKEN}", {}))
     assert reply.status == 200
