@@ -50,6 +50,8 @@ CLIENT_IDENTIFYING = frozenset(
         b"tracestate",
         b"x-request-id",
         b"x-correlation-id",
+        # Platform ids (functions-framework adds one to every request).
+        b"function-execution-id",
         # Browser context: an Origin makes some providers answer as to a browser.
         b"origin",
         b"referer",
