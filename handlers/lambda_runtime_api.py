@@ -19,6 +19,8 @@ API_VERSION = "/2018-06-01"
 # Function URLs read a JSON prelude (status, headers, cookies) before the body.
 HTTP_INTEGRATION_CONTENT_TYPE = "application/vnd.awslambda.http-integration-response"
 PRELUDE_DELIMITER = b"\0" * 8
+# The error document type of the Runtime API's OpenAPI spec.
+ERROR_CONTENT_TYPE = "application/vnd.aws.lambda.error+json"
 
 
 class RuntimeApiError(Exception):
@@ -162,7 +164,7 @@ class RuntimeApi:
             "POST",
             f"/runtime/invocation/{request_id}/error",
             error_document(error_type, message),
-            {"Lambda-Runtime-Function-Error-Type": error_type, "Content-Type": "application/json"},
+            {"Lambda-Runtime-Function-Error-Type": error_type, "Content-Type": ERROR_CONTENT_TYPE},
         )
 
     async def init_error(self, error_type: str, message: str) -> None:
@@ -170,7 +172,7 @@ class RuntimeApi:
             "POST",
             "/runtime/init/error",
             error_document(error_type, message),
-            {"Lambda-Runtime-Function-Error-Type": error_type, "Content-Type": "application/json"},
+            {"Lambda-Runtime-Function-Error-Type": error_type, "Content-Type": ERROR_CONTENT_TYPE},
         )
 
 
