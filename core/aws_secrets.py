@@ -79,15 +79,19 @@ def environ_with_secrets(environ: Mapping[str, str] | None = None) -> dict[str, 
 
 
 def _explain(exc: Exception, target: str, what: str) -> SecretError:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-    reasons = {
-        "ResourceNotFoundException": f"{what} does not exist",
-        "ParameterNotFound": f"{what} does not exist",
-        "AccessDeniedException": f"the function's role may not read {what}",
-        "AccessDenied": f"the function's role may not read {what}",
-        "DecryptionFailure": f"the function's role may not decrypt {what} (kms:Decrypt)",
-    }
-    return SecretError(f"{target}: {reasons.get(code, f'reading {what} failed ({code})')}")
+    response = getattr(exc, "response", None) or {}
+    code = response.get("Error", {}).get("Code") or type(exc).__name__
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in ("ResourceNotFoundException", "ParameterNotFound"):
+        reason = f"{what} does not exist"
+    elif code in ("AccessDeniedException", "AccessDenied") or status == 403:
+        action = "secretsmanager:GetSecretValue" if "Secrets" in what else "ssm:GetParameters"
+        reason = f"the function's role may not read {what} (it needs {action})"
+    elif code == "DecryptionFailure":
+        reason = f"the function's role may not decrypt {what} (it needs kms:Decrypt)"
+    else:
+        reason = f"reading {what} failed ({code})"
+    return SecretError(f"{target}: {reason}")
 
 
 def _secrets_manager_value(client: Any, target: str, secret_id: str) -> str:
