@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo serve test lint typecheck pytest bench clean vercel-tools sdk-node redis-server
+.PHONY: setup demo serve test lint typecheck pytest bench bench-tools clean vercel-tools sdk-node redis-server
 
 setup: $(VENV)/.installed
 
@@ -51,7 +51,12 @@ redis-server:
 
 test: lint typecheck pytest
 
-bench: setup
+# wrk, from Debian's packages, is the load generator of bench/.
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+
+bench: setup bench-tools
 	$(BIN)/python -m bench
 
 clean:
