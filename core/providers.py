@@ -52,13 +52,13 @@ class Provider:
         default_factory=lambda: itertools.cycle((0,)), repr=False, compare=False
     )
 
-    @property
+    @cached_property
     def origin(self) -> str:
         """scheme://host[:port] of the upstream: the only host a request can reach."""
         parts = urlsplit(self.upstream)
         return f"{parts.scheme}://{parts.netloc}"
 
-    @property
+    @cached_property
     def base_path(self) -> str:
         return urlsplit(self.upstream).path.rstrip("/")
 
