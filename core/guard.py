@@ -247,9 +247,11 @@ class Guard:
             body = message.get("body", b"")
             if body:
                 meter.feed(body)
-            await send(message)
             if not message.get("more_body", False):
+                # Before the last message, not after: the caller's next request then sees
+                # these tokens, and a function platform cannot freeze us before the write.
                 await limiter.record_tokens(admission, meter.finish())
+            await send(message)
 
         return send_with_limits
 

@@ -180,6 +180,8 @@ class JWTVerifier:
             raise Unauthorized("The sign-in token was issued by another issuer.") from None
         except jwt.MissingRequiredClaimError as exc:
             raise Unauthorized(f"The sign-in token has no '{exc.claim}' claim.") from None
+        except jwt.InvalidAlgorithmError:
+            raise Unauthorized("The sign-in token's algorithm does not match its key.") from None
         except jwt.InvalidSignatureError:
             raise Unauthorized("The sign-in token's signature is not valid.") from None
         except jwt.PyJWTError:

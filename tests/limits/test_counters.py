@@ -1,0 +1,70 @@
+"""The counter operation every store adds for rate limits: atomic, per key, expiring."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from core.stores import open_store
+
+
+def test_increment_adds_and_returns_every_counter(store_url: str) -> None:
+    store = open_store(store_url)
+    later = time.time() + 120
+    assert store.increment("rl:1:a", {"requests": 1, "tokens": 0}, expires_at=later) == {
+        "requests": 1,
+        "tokens": 0,
+    }
+    assert store.increment("rl:1:a", {"requests": 1, "tokens": 0}, expires_at=later) == {
+        "requests": 2,
+        "tokens": 0,
+    }
+    assert store.increment("rl:1:a", {"tokens": 40}, expires_at=later) == {
+        "requests": 2,
+        "tokens": 40,
+    }
+    # Another caller's key is its own count.
+    assert store.increment("rl:1:b", {"requests": 1}, expires_at=later) == {"requests": 1}
+
+
+def test_counters_do_not_show_up_as_tokens(store_url: str) -> None:
+    store = open_store(store_url)
+    store.increment("rl:1:a", {"requests": 1}, expires_at=time.time() + 60)
+    assert store.scan("token:") == []
+    assert store.get("token:rl:1:a") is None
+
+
+def test_concurrent_increments_lose_nothing(store_url: str) -> None:
+    store = open_store(store_url)
+    later = time.time() + 120
+
+    def hammer() -> None:
+        for _ in range(25):
+            store.increment("rl:1:busy", {"requests": 1}, expires_at=later)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert store.increment("rl:1:busy", {"requests": 0}, expires_at=later) == {"requests": 100}
+
+
+def test_two_store_objects_on_one_backend_share_the_count(shared_store_url: str) -> None:
+    """Two function instances: each opens its own client to the same table/server/file."""
+    first, second = open_store(shared_store_url), open_store(shared_store_url)
+    later = time.time() + 120
+    first.increment("rl:1:x", {"requests": 1}, expires_at=later)
+    second.increment("rl:1:x", {"requests": 1}, expires_at=later)
+    assert first.increment("rl:1:x", {"requests": 1}, expires_at=later) == {"requests": 3}
+
+
+def test_an_expired_counter_starts_again(tmp_path) -> None:
+    # Memory and SQLite expire counters themselves; Redis by EXPIREAT. (DynamoDB's TTL
+    # sweeps only eventually: the window number in every key is what starts a new count.)
+    for url in ("memory://", f"sqlite:///{tmp_path}/expiry.db"):
+        store = open_store(url)
+        store.increment("rl:1:old", {"requests": 5}, expires_at=time.time() - 1)
+        assert store.increment("rl:1:old", {"requests": 1}, expires_at=time.time() + 60) == {
+            "requests": 1
+        }
