@@ -1,0 +1,102 @@
+"""The commands a user runs first: `llm-proxy check` and `llm-proxy demo`."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+
+from tests.servers import free_port
+
+CLI = [sys.executable, "-m", "core.cli"]
+CLEAN_ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if not k.startswith(("UPSTREAM_", "PROXY_", "ALLOWED_", "TOKEN_"))
+}
+
+
+def test_check_names_every_bad_variable_one_line_each() -> None:
+    env = {
+        **CLEAN_ENV,
+        "UPSTREAM_BASE_URL": "not a url",
+        "PROXY_ACCESS_TOKEN": "tiny-tok",
+        "UPSTREAM_READ_TIMEOUT": "soon",
+    }
+    result = subprocess.run([*CLI, "check"], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    assert all(line.startswith("error: ") for line in lines)
+    for name in (
+        "UPSTREAM_BASE_URL",
+        "UPSTREAM_API_KEY",
+        "PROXY_ACCESS_TOKEN",
+        "UPSTREAM_READ_TIMEOUT",
+    ):
+        assert sum(name in line for line in lines) == 1, name
+    assert "tiny-tok" not in result.stdout  # a token is never echoed
+
+
+def test_check_ok_summarises_without_secrets() -> None:
+    env = {
+        **CLEAN_ENV,
+        "UPSTREAM_BASE_URL": "https://api.openai.com/v1",
+        "UPSTREAM_API_KEY": "sk-mock-upstream-key-not-real",
+        "PROXY_ACCESS_TOKEN": "test-caller-token-0123456789",
+    }
+    result = subprocess.run([*CLI, "check"], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("ok: ")
+    assert "sk-mock" not in result.stdout and "test-caller-token" not in result.stdout
+
+
+def test_serve_refuses_to_start_on_bad_config() -> None:
+    result = subprocess.run(
+        [*CLI, "serve", "--port", str(free_port())],
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "UPSTREAM_BASE_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_works_as_printed_with_the_openai_sdk() -> None:
+    port, mock_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [*CLI, "demo", "--port", str(port), "--mock-port", str(mock_port), "--delay-ms", "5"],
+        env=CLEAN_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        banner = ""
+        deadline = time.monotonic() + 20
+        while "Ctrl-C" not in banner:
+            assert time.monotonic() < deadline and proc.stdout is not None
+            banner += proc.stdout.readline()
+        token = re.search(r"token:\s+(\S+)", banner).group(1)  # type: ignore[union-attr]
+        assert f"curl -N http://127.0.0.1:{port}/v1/chat/completions" in banner
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=token, max_retries=0)
+        stream = client.chat.completions.create(
+            model="mock-model", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert text.startswith("Hello from the mock upstream")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
