@@ -288,9 +288,8 @@ class ProxyEndpoint:
         return response
 
     async def _relay(self, response: httpx.Response, send: Send, disconnect: _Disconnect) -> None:
-        headers, _ = client_response_headers(response.headers.raw)
-        length = response.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) <= _SMALL_BODY:
+        headers, length = client_response_headers(response.headers.raw)
+        if length is not None and length <= _SMALL_BODY:
             try:
                 body = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
             except httpx.HTTPError as exc:

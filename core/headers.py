@@ -111,16 +111,19 @@ def upstream_request_headers(
     return kept
 
 
-def client_response_headers(headers: RawHeaders) -> tuple[RawHeaders, bool]:
-    """Upstream response headers fit for the caller, and whether the body is an event stream."""
+def client_response_headers(headers: RawHeaders) -> tuple[RawHeaders, int | None]:
+    """Upstream response headers fit for the caller, and the body's length if declared."""
     extra_drop = _connection_tokens(headers)
     kept: RawHeaders = []
     is_event_stream = False
+    content_length: int | None = None
     for name, value in headers:
         lowered = name.lower()
         if lowered in _DROP_OUTBOUND or lowered in extra_drop:
             continue
-        if lowered == b"content-type" and value.lower().startswith(b"text/event-stream"):
+        if lowered == b"content-length" and value.isdigit():
+            content_length = int(value)
+        elif lowered == b"content-type" and value.lower().startswith(b"text/event-stream"):
             is_event_stream = True
         elif is_event_stream and lowered in (b"cache-control", b"x-accel-buffering"):
             continue
@@ -128,7 +131,7 @@ def client_response_headers(headers: RawHeaders) -> tuple[RawHeaders, bool]:
     if is_event_stream:
         kept = [(n, v) for n, v in kept if n not in (b"cache-control", b"x-accel-buffering")]
         kept.extend(EVENT_STREAM_HEADERS)
-    return kept, is_event_stream
+    return kept, content_length
 
 
 def has_header_injection(headers: RawHeaders) -> bool:
