@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo serve test lint typecheck pytest bench bench-tools clean vercel-tools sdk-node redis-server
+.PHONY: setup demo serve test lint typecheck pytest bench bench-tools clean vercel-tools sdk-node redis-server setup-browser
 
 setup: $(VENV)/.installed
 
@@ -26,7 +26,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-pytest: setup vercel-tools sdk-node redis-server
+pytest: setup vercel-tools sdk-node redis-server setup-browser
 	$(BIN)/pytest
 
 # The Vercel CLI, pinned in tools/vercel, for the offline `vercel build` in tests/platforms.
@@ -48,6 +48,11 @@ tools/sdk-node/node_modules/.installed: tools/sdk-node/package.json tools/sdk-no
 redis-server:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+# Debian's chromium for tests/browser (Playwright drives it; it never downloads a browser).
+setup-browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 test: lint typecheck pytest
 

@@ -64,7 +64,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     token = os.environ.get("PROXY_ACCESS_TOKEN") or "demo-" + secrets.token_urlsafe(18)
     env = {**os.environ, **demo_environment(args.port, args.mock_port, token)}
     settings = load(env)
-    proxy = create_app(settings)
+    from core.demo_page import PageApp
+
+    # The example chat page (examples/chat) at /, on the proxy's own origin.
+    proxy = PageApp(create_app(settings))
     mock = MockUpstream(MockOptions(chunks=args.chunks, delay_ms=args.delay_ms))
     shown_token = env["PROXY_ACCESS_TOKEN"].split(",")[0]
     base = f"http://127.0.0.1:{args.port}"
@@ -78,6 +81,7 @@ llm-proxy demo: proxy {base}  ->  mock upstream http://127.0.0.1:{args.mock_port
               -d '{{"model":"mock-model","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
   SDK:      OpenAI(base_url="{base}/v1", api_key="{shown_token}")
   health:   {base}/health
+  chat:     {base}/#token={shown_token}   (the example page, examples/chat)
 
 Ctrl-C stops it.""",
         flush=True,

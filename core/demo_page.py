@@ -1,0 +1,55 @@
+"""The example chat page (examples/chat) served beside the proxy by `llm-proxy demo`.
+
+Only the page's own files, read once at start; every other request goes to the app behind.
+Not used by any deployment: a real page is static hosting's job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.types import ASGIApp, Receive, Scope, Send
+
+PAGE_DIR = Path(__file__).resolve().parent.parent / "examples" / "chat"
+_TYPES = {".html": b"text/html; charset=utf-8", ".js": b"text/javascript; charset=utf-8"}
+
+
+async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 404, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+class PageApp:
+    def __init__(self, app: ASGIApp = not_found, directory: Path = PAGE_DIR) -> None:
+        self.app = app
+        if not (directory / "index.html").is_file():
+            raise FileNotFoundError(
+                f"the example page is not at {directory}: run from a checkout of the repository"
+            )
+        self.files: dict[str, tuple[bytes, bytes]] = {}
+        for path in directory.iterdir():
+            if path.suffix in _TYPES:
+                self.files["/" + path.name] = (_TYPES[path.suffix], path.read_bytes())
+        self.files["/"] = self.files["/index.html"]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            found = self.files.get(scope["path"])
+            if found is not None:
+                content_type, body = found
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [
+                            (b"content-type", content_type),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"cache-control", b"no-store"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
