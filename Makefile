@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo serve test lint typecheck pytest bench bench-tools clean vercel-tools sdk-node redis-server setup-browser
+.PHONY: setup demo serve test lint typecheck pytest bench bench-tools clean vercel-tools sdk-node redis-server setup-browser lambda-tools check-deploy build-StreamFunction build-ApiFunction
 
 setup: $(VENV)/.installed
 
@@ -26,7 +26,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-pytest: setup vercel-tools sdk-node redis-server setup-browser
+pytest: setup vercel-tools sdk-node redis-server setup-browser lambda-tools
 	$(BIN)/pytest
 
 # The Vercel CLI, pinned in tools/vercel, for the offline `vercel build` in tests/platforms.
@@ -54,6 +54,27 @@ setup-browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# AWS Lambda: osls (the open-source Serverless Framework) for the offline `package` of
+# serverless.yml, and AWS's Runtime Interface Emulator, taken from the aws-sam-cli wheel.
+lambda-tools: setup tools/lambda/node_modules/.installed
+	$(BIN)/python tools/lambda/fetch_rie.py >/dev/null
+
+tools/lambda/node_modules/.installed: tools/lambda/package.json tools/lambda/package-lock.json
+	npm ci --prefix tools/lambda --no-audit --no-fund --loglevel=error
+	touch $@
+
+# serverless.yml packaged and its CloudFormation linted; template.yaml through the SAM
+# transform and cfn-lint; the packaged zip run on a bare Python (tests/lambda).
+check-deploy: lambda-tools
+	$(BIN)/pytest -q tests/lambda/test_deploy_files.py
+
+# `sam build` (template.yaml, BuildMethod: makefile) calls these with ARTIFACTS_DIR set.
+# The requirements are pure Python, so the same files serve arm64 and x86_64.
+build-StreamFunction build-ApiFunction:
+	$(PYTHON) -m pip install --quiet --target "$(ARTIFACTS_DIR)" -r tools/lambda/requirements.txt
+	cp -R core handlers "$(ARTIFACTS_DIR)/"
+	find "$(ARTIFACTS_DIR)" -name __pycache__ -type d -prune -exec rm -rf {} +
+
 test: lint typecheck pytest
 
 # wrk, from Debian's packages, is the load generator of bench/.
@@ -65,4 +86,4 @@ bench: setup bench-tools
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tools/vercel/node_modules tools/sdk-node/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tools/vercel/node_modules tools/sdk-node/node_modules tools/lambda/node_modules

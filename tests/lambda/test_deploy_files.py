@@ -1,0 +1,251 @@
+"""serverless.yml and template.yaml, checked offline the way the platforms read them.
+
+serverless.yml is packaged by the open-source framework (osls, from tools/lambda) and its
+CloudFormation linted; template.yaml goes through the SAM transform and then cfn-lint.
+Both must describe the same deployment: a streaming Function URL started through the
+exec wrapper, the buffered handler behind an HTTP API, arm64, secrets by reference with
+a role that may read exactly those, log retention. The packaged zip itself is then run,
+on a clean Python 3.12 with nothing but the zip, against a fake Runtime API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.aws_secrets import secret_references
+from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, proxy_env
+
+from .events import HttpRequest, function_url
+from .fake_runtime_api import fake_runtime_api
+
+REPO = Path(__file__).resolve().parents[2]
+OSLS = REPO / "tools" / "lambda" / "node_modules" / ".bin" / "osls"
+WRAPPER_PATH = "/var/task/handlers/lambda_exec_wrapper"
+# Framework-generated, not ours: osls adds a DependsOn that a Ref already implies.
+SERVERLESS_LINT_IGNORES = "W3005"
+
+
+def cfn_lint(template: Path, *ignores: str) -> subprocess.CompletedProcess[str]:
+    args = [str(Path(sys.executable).parent / "cfn-lint"), str(template)]
+    if ignores:
+        args += ["--ignore-checks", *ignores]
+    return subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def serverless_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    assert OSLS.exists(), "run `make lambda-tools` (npm ci in tools/lambda) first"
+    out = tmp_path_factory.mktemp("serverless")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "SLS_ORG"} | {
+        "SLS_TELEMETRY_DISABLED": "1",
+        "SLS_NOTIFICATIONS_MODE": "off",
+        "CI": "true",
+    }
+    result = subprocess.run(
+        [str(OSLS), "package", "--stage", "ci", "--region", "eu-west-1", "--package", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def serverless_template(serverless_package: Path) -> dict[str, Any]:
+    return json.loads(
+        (serverless_package / "cloudformation-template-update-stack.json").read_text()
+    )
+
+
+@pytest.fixture(scope="module")
+def sam_template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("sam") / "translated.json"
+    check = REPO / "tools" / "lambda" / "check_sam_template.py"
+    result = subprocess.run(
+        [sys.executable, str(check), str(REPO / "template.yaml"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr  # translation + cfn-lint
+    assert "E" not in {line[:1] for line in result.stdout.splitlines()}, result.stdout
+    return dict(json.loads(out.read_text()))
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def functions(template: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(streaming function, buffered function) properties."""
+    found = resources(template, "AWS::Lambda::Function")
+    assert len(found) == 2, list(found)
+    stream = [
+        f["Properties"]
+        for f in found.values()
+        if "AWS_LAMBDA_EXEC_WRAPPER" in f["Properties"]["Environment"]["Variables"]
+    ]
+    api = [
+        f["Properties"]
+        for f in found.values()
+        if "AWS_LAMBDA_EXEC_WRAPPER" not in f["Properties"]["Environment"]["Variables"]
+    ]
+    assert len(stream) == 1 and len(api) == 1
+    return stream[0], api[0]
+
+
+def test_serverless_cloudformation_passes_cfn_lint(serverless_package: Path) -> None:
+    result = cfn_lint(
+        serverless_package / "cloudformation-template-update-stack.json", SERVERLESS_LINT_IGNORES
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("which", ["serverless", "sam"])
+def test_both_files_describe_the_same_deployment(
+    which: str, serverless_template: dict[str, Any], sam_template: dict[str, Any]
+) -> None:
+    template = serverless_template if which == "serverless" else sam_template
+    stream, api = functions(template)
+    for function in (stream, api):
+        assert function["Runtime"] in ("python3.12", "python3.13")
+        assert function["Architectures"] == ["arm64"]
+        assert function["Handler"] == "handlers.aws_lambda.handler"
+        assert 256 <= function["MemorySize"] <= 2048
+    assert stream["Environment"]["Variables"]["AWS_LAMBDA_EXEC_WRAPPER"] == WRAPPER_PATH
+    assert stream["Timeout"] == 900  # long generations need minutes
+    assert api["Timeout"] < 30  # an HTTP API gives up after 30 s
+    for function in (stream, api):
+        read_timeout = float(function["Environment"]["Variables"]["UPSTREAM_READ_TIMEOUT"])
+        assert read_timeout < function["Timeout"] or function is api
+
+    (url,) = resources(template, "AWS::Lambda::Url").values()
+    assert url["Properties"]["InvokeMode"] == "RESPONSE_STREAM"
+    assert url["Properties"]["AuthType"] == "NONE"  # the proxy checks tokens itself
+    assert resources(template, "AWS::ApiGatewayV2::Api"), "the buffered handler's HTTP API"
+
+    for group in resources(template, "AWS::Logs::LogGroup").values():
+        assert group["Properties"]["RetentionInDays"] in (14, {"Ref": "LogRetentionDays"})
+    assert len(resources(template, "AWS::Logs::LogGroup")) == 2
+
+
+@pytest.mark.parametrize("which", ["serverless", "sam"])
+def test_no_key_in_the_files_and_the_role_reads_exactly_the_secrets(
+    which: str, serverless_template: dict[str, Any], sam_template: dict[str, Any]
+) -> None:
+    template = serverless_template if which == "serverless" else sam_template
+    stream, api = functions(template)
+    for function in (stream, api):
+        variables = function["Environment"]["Variables"]
+        assert "UPSTREAM_API_KEY" not in variables and "PROXY_ACCESS_TOKEN" not in variables
+        # Values are CloudFormation references or names here; the proxy resolves them.
+        names = {k: json.dumps(v) for k, v in variables.items()}
+        assert set(secret_references(names)) == {"UPSTREAM_API_KEY", "PROXY_ACCESS_TOKEN"}
+    statements = [
+        statement
+        for role in resources(template, "AWS::IAM::Role").values()
+        for policy in role["Properties"].get("Policies", [])
+        for statement in policy["PolicyDocument"]["Statement"]
+    ]
+
+    def actions(statement: dict[str, Any]) -> list[str]:
+        action = statement["Action"]
+        return [str(a) for a in (action if isinstance(action, list) else [action])]
+
+    secret_statements = [
+        st for st in statements if not all(a.startswith("logs:") for a in actions(st))
+    ]
+    secret_actions = {a for st in secret_statements for a in actions(st)}
+    assert secret_actions in ({"ssm:GetParameters"}, {"secretsmanager:GetSecretValue"})
+    for statement in secret_statements:
+        # Exactly the two named secrets: no wildcard resource.
+        assert len(statement["Resource"]) == 2, statement
+        assert "*" not in json.dumps(statement["Resource"]), statement
+
+
+def test_package_holds_the_code_the_wrapper_and_no_stray_files(serverless_package: Path) -> None:
+    with zipfile.ZipFile(serverless_package / "llm-proxy.zip") as archive:
+        names = archive.namelist()
+        wrapper = archive.getinfo("handlers/lambda_exec_wrapper")
+    top = {name.split("/")[0] for name in names}
+    assert {"core", "handlers", "httpx", "mangum"} <= top
+    assert not top & {"tests", ".venv", "tools", "bench", "node_modules", ".git", "serverless.yml"}
+    assert (wrapper.external_attr >> 16) & 0o111, "the exec wrapper must stay executable"
+    assert not any(name.endswith(".env") for name in names)
+
+
+def clean_python() -> str:
+    """A Python 3.12 (Lambda's) with no site-packages: only the zip can supply imports."""
+    return shutil.which("python3.12") or sys.executable
+
+
+@pytest.fixture(scope="module")
+def unpacked(serverless_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("lambda")
+    task_root = root / "task"
+    with zipfile.ZipFile(serverless_package / "llm-proxy.zip") as archive:
+        for info in archive.infolist():
+            archive.extract(info, task_root)
+            mode = info.external_attr >> 16
+            if mode:
+                (task_root / info.filename).chmod(mode & 0o777)
+    subprocess.run(
+        [clean_python(), "-m", "venv", "--without-pip", str(root / "python")],
+        check=True,
+        timeout=120,
+    )
+    yield task_root
+
+
+def test_the_packaged_zip_streams_on_a_bare_python(
+    unpacked: Path, mock_upstream: RunningServer
+) -> None:
+    """The zip as Lambda unpacks it into /var/task, started through its own wrapper by an
+    interpreter that has nothing installed."""
+    bare_bin = unpacked.parent / "python" / "bin"
+    env = {
+        "PATH": f"{bare_bin}:/usr/bin:/bin",
+        "LAMBDA_TASK_ROOT": str(unpacked),
+        **proxy_env(mock_upstream.url),
+    }
+    with fake_runtime_api() as api:
+        env["AWS_LAMBDA_RUNTIME_API"] = api.address
+        process = subprocess.Popen(
+            [str(unpacked / "handlers" / "lambda_exec_wrapper"), "/var/runtime/bootstrap"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            body = {"model": "m", "stream": True, "messages": []}
+            request = HttpRequest(
+                "POST",
+                "/v1/chat/completions",
+                headers=[
+                    ("authorization", f"Bearer {FAKE_TOKEN}"),
+                    ("content-type", "application/json"),
+                ],
+                body=json.dumps(body).encode(),
+            )
+            reply = api.invoke(function_url(request), timeout=60)
+        finally:
+            process.terminate()
+            output = process.communicate(timeout=10)[0].decode(errors="replace")
+    assert reply.status == 200, output
+    assert reply.body.decode().rstrip().endswith("data: [DONE]")
+    assert FAKE_UPSTREAM_KEY not in output
