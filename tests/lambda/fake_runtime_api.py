@@ -78,6 +78,7 @@ class FakeRuntimeApi:
         self._in_flight: dict[str, _Pending] = {}
         self.init_errors: list[dict[str, Any]] = []
         self.next_calls = 0  # how many times the runtime asked for work
+        self.first_next_at: float | None = None  # monotonic: the runtime was ready for work
         self.port = 0
 
     @property
@@ -121,7 +122,11 @@ class FakeRuntimeApi:
     # ---- the HTTP side -------------------------------------------------------------------
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+        # CancelledError too: stop() cancels a runtime's pending GET /next, and a handler
+        # task that ends cancelled makes asyncio log a spurious error.
+        with contextlib.suppress(
+            ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError
+        ):
             while True:
                 request_line = await reader.readline()
                 if not request_line:
@@ -145,6 +150,8 @@ class FakeRuntimeApi:
         if method == "GET" and path.endswith("/runtime/invocation/next"):
             assert self._queue is not None
             self.next_calls += 1
+            if self.first_next_at is None:
+                self.first_next_at = time.monotonic()
             pending = await self._queue.get()
             request_id = str(uuid.uuid4())
             pending.reply = Reply(request_id=request_id, sent_at=time.monotonic())
