@@ -47,6 +47,9 @@ class SQLiteStore:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")  # readers never wait for the CLI
             self._db.execute("PRAGMA busy_timeout=5000")
+            # Safe with WAL (no corruption on a crash, at worst the last commits roll back)
+            # and it drops the fsync per rate-limit increment that cost 2/3 of throughput.
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
             self._db.execute(_COUNTERS_SCHEMA)
         self._increments = 0
