@@ -109,8 +109,14 @@ def time_left(invocation: Invocation) -> float | None:
 async def handle_invocation(api: RuntimeApi, app: Any, invocation: Invocation) -> None:
     if invocation.trace_id:
         os.environ["_X_AMZN_TRACE_ID"] = invocation.trace_id  # what AWS SDKs read for X-Ray
-    exchange = StreamedExchange(api, invocation)
-    scope = scope_from_function_url_event(invocation.event)
+    try:
+        scope = scope_from_function_url_event(invocation.event)
+        exchange = StreamedExchange(api, invocation)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        # A console test event or a direct `aws lambda invoke`: say what this entry takes.
+        message = "this function answers Function URL events (payload format 2.0)"
+        await api.invocation_error(invocation.request_id, "Runtime.UnsupportedEvent", message)
+        return
     task = asyncio.ensure_future(app(scope, exchange.receive, exchange.send))
     done, _ = await asyncio.wait({task}, timeout=time_left(invocation))
     error: tuple[str, str] | None = None

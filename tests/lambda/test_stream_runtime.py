@@ -238,3 +238,13 @@ def test_the_entry_refuses_to_run_outside_lambda() -> None:
     )
     assert out.returncode != 0
     assert "AWS_LAMBDA_RUNTIME_API" in out.stderr
+
+
+def test_an_event_that_is_not_from_a_function_url_is_refused_by_name(
+    runtime_api: FakeRuntimeApi, warm_process: RuntimeProcess
+) -> None:
+    reply = runtime_api.invoke({"hello": "console test event"})
+    assert reply.error is not None
+    assert reply.error["errorType"] == "Runtime.UnsupportedEvent"
+    assert "Function URL" in reply.error["errorMessage"]
+    assert runtime_api.invoke(chat()).status == 200  # and the instance serves on
