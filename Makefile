@@ -69,12 +69,15 @@ check-deploy: lambda-tools
 	$(BIN)/pytest -q tests/lambda/test_deploy_files.py
 
 # `sam build` (template.yaml, BuildMethod: makefile) calls these with ARTIFACTS_DIR set.
-# The requirements are pure Python, so the same files serve arm64 and x86_64. Bytecode
-# for the runtime's Python (unchecked: /var/task never changes) saves each cold start
-# from compiling every module, about 60 ms; it is skipped if that Python is not here.
+# Wheels for the function's platform (arm64, CPython 3.12), not the build machine's.
+# Bytecode for the runtime's Python (unchecked: /var/task never changes) saves each cold
+# start from compiling every module, about 60 ms; it is skipped if that Python is not here.
 LAMBDA_PYTHON ?= python3.12
+LAMBDA_PLATFORM ?= manylinux2014_aarch64
 build-StreamFunction build-ApiFunction:
-	$(PYTHON) -m pip install --quiet --no-compile --target "$(ARTIFACTS_DIR)" -r tools/lambda/requirements.txt
+	$(PYTHON) -m pip install --quiet --no-compile --target "$(ARTIFACTS_DIR)" \
+		--platform $(LAMBDA_PLATFORM) --implementation cp --python-version 3.12 --only-binary=:all: \
+		-r tools/lambda/requirements.txt
 	cp -R core handlers "$(ARTIFACTS_DIR)/"
 	find "$(ARTIFACTS_DIR)" -name __pycache__ -type d -prune -exec rm -rf {} +
 	if command -v $(LAMBDA_PYTHON) >/dev/null 2>&1; then \

@@ -189,6 +189,19 @@ def test_package_holds_the_code_the_wrapper_and_no_stray_files(serverless_packag
     assert not any(name.endswith(".env") for name in names)
 
 
+def test_compiled_dependencies_are_built_for_the_functions_arm64(serverless_package: Path) -> None:
+    """PyJWT's crypto backend is compiled: its objects must be Linux arm64 (ELF machine
+    183), the function's architecture, not the build machine's."""
+    with zipfile.ZipFile(serverless_package / "llm-proxy.zip") as archive:
+        names = archive.namelist()
+        objects = [n for n in names if n.endswith(".so")]
+        assert {"jwt", "cryptography"} <= {name.split("/")[0] for name in names}
+        assert objects
+        for name in objects:
+            header = archive.read(name)[:20]
+            assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183, name
+
+
 def clean_python() -> str:
     """A Python 3.12 (Lambda's) with no site-packages: only the zip can supply imports."""
     return shutil.which("python3.12") or sys.executable
