@@ -58,17 +58,19 @@ class StreamedExchange:
             self.stream = await self.api.start_stream(self.invocation.request_id)
             await self._write(prelude(message["status"], message.get("headers", [])))
         elif message["type"] == "http.response.body":
+            last = not message.get("more_body", False)
             if message.get("body"):
-                await self._write(message["body"])
-            if not message.get("more_body", False):
+                # The last piece goes out with the terminator, a moment later in finish().
+                await self._write(message["body"], flush=not last)
+            if last:
                 self.complete = True
                 self.caller_gone.set()
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes, flush: bool = True) -> None:
         if self.caller_gone.is_set() or self.stream is None:
             return
         try:
-            await self.stream.write(data)
+            await self.stream.write(data, flush=flush)
         except (ConnectionError, OSError):
             # Lambda gives no other sign that a caller left; a broken connection here
             # lets the proxy cancel the upstream request instead of streaming into nothing.

@@ -40,16 +40,24 @@ def error_document(error_type: str, message: str) -> bytes:
 
 
 class ResponseStream:
-    """One streamed reply: the request body is sent as chunks while the app produces it."""
+    """One streamed reply: the request body is sent as chunks while the app produces it.
 
-    def __init__(self, api: RuntimeApi, writer: asyncio.StreamWriter) -> None:
+    Bytes that carry nothing the caller could use on their own (the request head, the
+    last chunk before the terminator) wait to share a write with what follows, so a
+    small reply costs two writes instead of four.
+    """
+
+    def __init__(self, api: RuntimeApi, writer: asyncio.StreamWriter, head: bytes) -> None:
         self._api = api
         self._writer = writer
+        self._pending = head
 
-    async def write(self, data: bytes) -> None:
-        # Size line, data and CRLF in one write: one segment per chunk on the wire.
-        self._writer.write(b"%X\r\n%b\r\n" % (len(data), data))
-        await self._writer.drain()
+    async def write(self, data: bytes, *, flush: bool = True) -> None:
+        self._pending += b"%X\r\n%b\r\n" % (len(data), data)
+        if flush:
+            self._writer.write(self._pending)
+            self._pending = b""
+            await self._writer.drain()
 
     async def close(self, error: tuple[str, str] | None = None) -> None:
         """End the reply; `error` (type, message) goes into the trailers Lambda reads."""
@@ -58,7 +66,8 @@ class ResponseStream:
             body = base64.b64encode(error_document(*error))
             trailers = b"Lambda-Runtime-Function-Error-Type: %b\r\n" % error[0].encode()
             trailers += b"Lambda-Runtime-Function-Error-Body: %b\r\n" % body
-        self._writer.write(b"0\r\n" + trailers + b"\r\n")
+        self._writer.write(self._pending + b"0\r\n" + trailers + b"\r\n")
+        self._pending = b""
         await self._writer.drain()
         await self._api.read_response(expect=(200, 202))
 
@@ -85,11 +94,14 @@ class RuntimeApi:
             self._writer.close()
         self._reader = self._writer = None
 
-    async def _send_head(self, method: str, path: str, headers: dict[str, str]) -> None:
-        _, writer = await self._connect()
+    def _head(self, method: str, path: str, headers: dict[str, str]) -> bytes:
         lines = [f"{method} {API_VERSION}{path} HTTP/1.1", f"Host: {self._host}:{self._port}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    async def _send_head(self, method: str, path: str, headers: dict[str, str]) -> None:
+        _, writer = await self._connect()
+        writer.write(self._head(method, path, headers))
 
     async def read_response(self, expect: tuple[int, ...]) -> tuple[dict[str, str], bytes]:
         reader, _ = await self._connect()
@@ -146,7 +158,8 @@ class RuntimeApi:
         )
 
     async def start_stream(self, request_id: str) -> ResponseStream:
-        await self._send_head(
+        _, writer = await self._connect()
+        head = self._head(
             "POST",
             f"/runtime/invocation/{request_id}/response",
             {
@@ -156,8 +169,7 @@ class RuntimeApi:
                 "Trailer": "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body",
             },
         )
-        assert self._writer is not None
-        return ResponseStream(self, self._writer)
+        return ResponseStream(self, writer, head)
 
     async def invocation_error(self, request_id: str, error_type: str, message: str) -> None:
         await self._request(
