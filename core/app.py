@@ -125,6 +125,9 @@ class MisconfiguredApp:
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
+        # Each problem ends in ", got <value>": the log keeps the value for the operator,
+        # the reply to every caller does not (a key pasted into the wrong variable).
+        self.public_problems = [problem.split(", got ", 1)[0] for problem in problems]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -134,7 +137,7 @@ class MisconfiguredApp:
             return
         if scope["type"] != "http":
             return
-        error = Misconfigured("The proxy is misconfigured: " + "; ".join(self.problems))
+        error = Misconfigured("The proxy is misconfigured: " + "; ".join(self.public_problems))
         status, headers, body = render(error, "openai")
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

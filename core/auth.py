@@ -39,15 +39,23 @@ _CACHE_LIMIT = 10_000
 _HEADER_SLOTS = (b"authorization", b"x-api-key", b"x-goog-api-key", b"api-key")
 
 
+def _is_key_name(name: bytes) -> bool:
+    # `KEY=` and `%6Bey=` are the same credential to a lenient upstream: none goes there.
+    if b"%" in name:
+        name = unquote_to_bytes(name)
+    return name.lower() == b"key"
+
+
 def split_key_param(query: bytes) -> tuple[bytes | None, bytes]:
     """Take Gemini's `key=` out of a raw query string; the rest stays byte for byte."""
-    if b"key=" not in query:
+    if not query or (b"ey=" not in query.lower() and b"%" not in query):
         return None, query
     found: bytes | None = None
     kept = []
     for part in query.split(b"&"):
-        if part.startswith(b"key="):
-            found = unquote_to_bytes(part[4:])
+        name, equals, value = part.partition(b"=")
+        if equals and _is_key_name(name):
+            found = unquote_to_bytes(value)
         else:
             kept.append(part)
     return found, b"&".join(kept)

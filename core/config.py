@@ -225,7 +225,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     )
     for origin in origins:
         if origin != "*" and check_base_url("ALLOWED_ORIGINS", origin):
-            problems.append(f"ALLOWED_ORIGINS entry {origin!r} must look like https://app.example.com")
+            problems.append(
+                f"ALLOWED_ORIGINS entries must look like https://app.example.com, got {origin!r}"
+            )
 
     settings = Settings(
         upstream_base_url=base_url,

@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import httpx
 
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("llm_proxy")
 
 ALLOWED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
+# RFC 3986 pchar minus unreserved (always safe for `quote`): what a path keeps literally.
+_PATH_SAFE = "/:@!$&'()*+,;="
 # A response this small with a known length goes out in one piece.
 _SMALL_BODY = 64 * 1024
 
@@ -138,8 +140,10 @@ class ProxyEndpoint:
         # are UpstreamStreamBroken and abort the connection.
         shape: ErrorShape = "openai"
         try:
-            raw_path = scope.get("raw_path") or scope["path"].encode()
-            path = raw_path.decode("latin-1")
+            raw_path = scope.get("raw_path")
+            # Without raw_path (Mangum) `path` is percent-decoded: encode it again, or a
+            # caller's `%3F` / `%23` would start a query or fragment on the upstream URL.
+            path = raw_path.decode("latin-1") if raw_path else quote(scope["path"], _PATH_SAFE)
             matched = match_provider(self.providers, path)
             if matched is None:
                 raise NotFound(

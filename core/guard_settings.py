@@ -8,7 +8,7 @@ checks a request pays for. This module imports nothing heavy: it runs at every c
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 # Asymmetric algorithms only: a JWKS holds public keys, and an HMAC algorithm would let
@@ -37,7 +37,8 @@ class GuardSettings:
     rate_limit_requests: int = 0
     rate_limit_tokens: int = 0
     rate_limit_window: float = 60.0
-    limit_store: str = ""
+    # repr=False: a redis:// URL carries the store's password.
+    limit_store: str = field(repr=False, default="")
     # What a request gets while the limit store is unreachable: "closed" (503) or "open".
     limits_on_store_error: str = "closed"
     # Request policy.

@@ -77,7 +77,15 @@ _DROP_INBOUND = HOP_BY_HOP | CALLER_CREDENTIALS | RECOMPUTED | CLIENT_IDENTIFYIN
 # Outbound: cookies belong to the provider's domain, organisation/project names identify
 # whose key this is, and the server in front of us sets its own Date.
 _DROP_OUTBOUND = HOP_BY_HOP | frozenset(
-    {b"set-cookie", b"openai-organization", b"openai-project", b"alt-svc", b"server", b"date"}
+    {
+        b"set-cookie",
+        b"openai-organization",
+        b"openai-project",
+        b"anthropic-organization-id",
+        b"alt-svc",
+        b"server",
+        b"date",
+    }
 )
 
 EVENT_STREAM_HEADERS: RawHeaders = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]

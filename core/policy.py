@@ -9,12 +9,11 @@ MAX_BODY_BYTES (413), checked earlier while the body is read.
 from __future__ import annotations
 
 import fnmatch
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from core.errors import BadRequest, Forbidden
-from core.tokens import model_of_request
+from core.tokens import load_request_json, model_of_request
 
 # Every field name a provider reads its output cap from (OpenAI chat and Responses,
 # Anthropic, Gemini's generationConfig).
@@ -42,7 +41,7 @@ class RequestPolicy:
         document: Any = None
         if body:
             try:
-                document = json.loads(body)
+                document = load_request_json(body)
             except ValueError:
                 document = None  # not JSON (an upload): only the path can name a model
         if not isinstance(document, dict):

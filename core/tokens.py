@@ -15,7 +15,9 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
+from core.errors import BadRequest
 from core.stores import Item, Store
 
 KEY_PREFIX = "token:"
@@ -165,6 +167,31 @@ def set_disabled(store: Store, label_or_id: str, disabled: bool) -> TokenRecord:
     return record
 
 
+class RepeatedField(BadRequest):
+    code = "repeated_field"
+
+
+def _one_value_per_name(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise RepeatedField(
+                    f"The request body names the field {name[:100]!r} more than once; "
+                    "send it once."
+                )
+            seen.add(name)
+    return document
+
+
+def load_request_json(body: bytes) -> Any:
+    """`json.loads` for a body the proxy decides on (token scopes, request policy). A
+    field named twice is refused: Python keeps the last value, and a provider or gateway
+    that reads the first would run a model or a token cap the proxy never checked."""
+    return json.loads(body, object_pairs_hook=_one_value_per_name)
+
+
 def model_of_request(body: bytes, remainder: str, model_in_path: str) -> str | None:
     """The model a request asks for: the JSON body's `model`, or the path's model segment
     (Gemini `/models/{model}:...`, Azure `/deployments/{name}/...`); None if neither says."""
@@ -174,7 +201,7 @@ def model_of_request(body: bytes, remainder: str, model_in_path: str) -> str | N
     if not body:
         return None
     try:
-        value = json.loads(body)
+        value = load_request_json(body)
     except ValueError:
         return None
     model = value.get("model") if isinstance(value, dict) else None

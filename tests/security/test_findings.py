@@ -1,0 +1,212 @@
+"""Security review: each test pins one defect a caller could exploit (see the docstrings)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+
+from core.app import create_app
+from core.config import load_settings
+from core.stores import open_store
+from core.tokens import create_token
+from core.types import ASGIApp
+from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
+
+UPSTREAM = "https://api.upstream.test/v1"
+AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}", "content-type": "application/json"}
+
+
+def env(**extra: str) -> dict[str, str]:
+    return {
+        "UPSTREAM_BASE_URL": UPSTREAM,
+        "UPSTREAM_API_KEY": FAKE_UPSTREAM_KEY,
+        "PROXY_ACCESS_TOKEN": FAKE_TOKEN,
+        "UPSTREAM_TRANSPORT": "httpx",
+        "ACCESS_LOG": "false",
+        **extra,
+    }
+
+
+def client(app: ASGIApp) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy.test")
+
+
+@pytest.fixture()
+async def scoped(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """A proxy with a token store and a token limited to the model `cheap-*`."""
+    url = f"sqlite:///{tmp_path}/tokens.db"
+    token, _ = create_token(open_store(url), "alice", models=("cheap-*",))
+    async with client(create_app(load_settings(env(TOKEN_STORE=url)))) as c:
+        yield c, token
+
+
+# ---- JSON bodies that name one field twice ------------------------------------------
+# Python's json keeps the last value; a provider (or a gateway in front of it) that reads
+# the first one would run the forbidden model or the uncapped output the proxy never saw.
+
+DUPLICATE_MODEL = b'{"model":"expensive-model","model":"cheap-1","messages":[]}'
+
+
+@respx.mock
+async def test_scoped_token_refuses_a_body_that_names_the_model_twice(
+    scoped: tuple[httpx.AsyncClient, str],
+) -> None:
+    proxy, token = scoped
+    route = respx.post(f"{UPSTREAM}/chat/completions").respond(200, json={})
+    headers = {"Authorization": f"Bearer {token}", "content-type": "application/json"}
+    allowed = await proxy.post("/v1/chat/completions", content=b'{"model":"cheap-1"}', headers=headers)
+    assert allowed.status_code == 200
+    response = await proxy.post("/v1/chat/completions", content=DUPLICATE_MODEL, headers=headers)
+    assert response.status_code in (400, 403), response.text
+    assert route.call_count == 1
+    assert "error" in response.json()
+
+
+@respx.mock
+async def test_model_allowlist_refuses_a_body_that_names_the_model_twice() -> None:
+    route = respx.post(f"{UPSTREAM}/chat/completions").respond(200, json={})
+    async with client(create_app(load_settings(env(ALLOWED_MODELS="cheap-*")))) as proxy:
+        response = await proxy.post("/v1/chat/completions", content=DUPLICATE_MODEL, headers=AUTH)
+    assert response.status_code in (400, 403), response.text
+    assert route.call_count == 0
+
+
+@respx.mock
+async def test_output_cap_refuses_a_body_that_names_max_tokens_twice() -> None:
+    route = respx.post(f"{UPSTREAM}/chat/completions").respond(200, json={})
+    body = b'{"model":"m","messages":[],"max_tokens":100000,"max_tokens":10}'
+    async with client(create_app(load_settings(env(MAX_TOKENS_CAP="100")))) as proxy:
+        response = await proxy.post("/v1/chat/completions", content=body, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert route.call_count == 0
+
+
+# ---- the caller's ?key= in any spelling stays here -----------------------------------
+
+
+@respx.mock
+@pytest.mark.parametrize("param", ["KEY", "Key", "%6Bey", "%6b%65%79"])
+async def test_key_param_in_another_spelling_is_not_forwarded(param: str) -> None:
+    route = respx.get(url__startswith=f"{UPSTREAM}/models").respond(200, json={})
+    async with client(create_app(load_settings(env()))) as proxy:
+        response = await proxy.get(
+            f"/v1/models?alt=sse&{param}={FAKE_TOKEN}", headers={"x-goog-api-key": FAKE_TOKEN}
+        )
+    assert response.status_code == 200
+    sent = route.calls.last.request.url
+    assert FAKE_TOKEN not in str(sent)
+    assert sent.query == b"alt=sse"
+
+
+@respx.mock
+async def test_key_param_spelled_otherwise_still_authenticates() -> None:
+    route = respx.get(url__startswith=f"{UPSTREAM}/models").respond(200, json={})
+    async with client(create_app(load_settings(env()))) as proxy:
+        response = await proxy.get(f"/v1/models?%6Bey={FAKE_TOKEN}")
+    assert response.status_code == 200
+    assert FAKE_TOKEN not in str(route.calls.last.request.url)
+
+
+# ---- a path an adapter hands over already decoded -------------------------------------
+
+
+@respx.mock
+async def test_decoded_path_cannot_add_a_query_or_fragment_upstream() -> None:
+    """Mangum (API Gateway REST, ALB) passes `raw_path: None` and a percent-decoded `path`:
+    `%3F` in the caller's path must not become the start of the upstream query."""
+    route = respx.route(host="api.upstream.test").respond(200, json={})
+    app = create_app(load_settings(env()))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "https",
+        "path": "/v1/models/a?b=c#frag é",
+        "raw_path": None,
+        "root_path": "",
+        "query_string": b"x=1",
+        "headers": [(b"authorization", f"Bearer {FAKE_TOKEN}".encode())],
+        "client": ("203.0.113.9", 0),
+        "server": ("proxy.test", 443),
+    }
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 200
+    url = route.calls.last.request.url
+    assert url.raw_path == b"/v1/models/a%3Fb=c%23frag%20%C3%A9?x=1"
+
+
+# ---- what a printed Settings object shows ---------------------------------------------
+
+
+def test_settings_repr_hides_the_store_password() -> None:
+    settings = load_settings(
+        env(
+            TOKEN_STORE="redis://:s3cret-store-password@redis.internal:6379/0",
+            RATE_LIMIT_REQUESTS="10",
+        )
+    )
+    assert "s3cret-store-password" not in repr(settings)
+    settings = load_settings(
+        env(LIMIT_STORE="rediss://:s3cret-store-password@redis.internal:6380", RATE_LIMIT_REQUESTS="1")
+    )
+    assert "s3cret-store-password" not in repr(settings)
+
+
+# ---- a misconfigured deployment answers everyone ------------------------------------
+
+
+async def test_misconfigured_reply_does_not_echo_variable_values() -> None:
+    """Swapping UPSTREAM_BASE_URL and UPSTREAM_API_KEY is an easy mistake; the 500 every
+    caller then receives must name the variable, not print the key."""
+    leaked = "sk-proj-mistakenly-pasted-key-not-real"
+    import os
+
+    saved = dict(os.environ)
+    os.environ.update(
+        {"UPSTREAM_BASE_URL": leaked, "UPSTREAM_API_KEY": "x", "PROXY_ACCESS_TOKEN": FAKE_TOKEN}
+    )
+    try:
+        app = create_app()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    async with client(app) as proxy:
+        response = await proxy.get("/v1/models")
+    assert response.status_code == 500
+    assert leaked not in response.text
+    assert "UPSTREAM_BASE_URL" in response.json()["error"]["message"]
+
+
+# ---- what the provider's reply says about the key owner -----------------------------
+
+
+@respx.mock
+async def test_anthropic_organization_id_is_not_passed_to_the_caller() -> None:
+    respx.post("https://api.anthropic.test/v1/messages").respond(
+        200, json={}, headers={"anthropic-organization-id": "org-key-owner", "request-id": "r1"}
+    )
+    settings = load_settings(
+        env(ANTHROPIC_API_KEY=FAKE_UPSTREAM_KEY, ANTHROPIC_UPSTREAM="https://api.anthropic.test")
+    )
+    async with client(create_app(settings)) as proxy:
+        response = await proxy.post(
+            "/anthropic/v1/messages", content=b"{}", headers={"x-api-key": FAKE_TOKEN}
+        )
+    assert response.status_code == 200
+    assert "anthropic-organization-id" not in response.headers
+    assert response.headers["request-id"] == "r1"
+    assert json.loads(response.content) == {}
