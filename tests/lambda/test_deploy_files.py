@@ -167,15 +167,48 @@ def test_no_key_in_the_files_and_the_role_reads_exactly_the_secrets(
         action = statement["Action"]
         return [str(a) for a in (action if isinstance(action, list) else [action])]
 
-    secret_statements = [
-        st for st in statements if not all(a.startswith("logs:") for a in actions(st))
+    def is_secret_read(statement: dict[str, Any]) -> bool:
+        return all(a.startswith(("ssm:", "secretsmanager:")) for a in actions(statement))
+
+    def is_table_access(statement: dict[str, Any]) -> bool:
+        return all(a.startswith("dynamodb:") for a in actions(statement))
+
+    secret_statements = [st for st in statements if is_secret_read(st)]
+    table_statements = [st for st in statements if is_table_access(st)]
+    others = [
+        st
+        for st in statements
+        if not (is_secret_read(st) or is_table_access(st))
+        and not all(a.startswith("logs:") for a in actions(st))
     ]
+    assert not others, others
     secret_actions = {a for st in secret_statements for a in actions(st)}
     assert secret_actions in ({"ssm:GetParameters"}, {"secretsmanager:GetSecretValue"})
     for statement in secret_statements:
         # Exactly the two named secrets: no wildcard resource.
         assert len(statement["Resource"]) == 2, statement
         assert "*" not in json.dumps(statement["Resource"]), statement
+    # The token and rate-limit table: read a token, update it or a counter, nothing else.
+    assert table_statements
+    for statement in table_statements:
+        assert set(actions(statement)) == {"dynamodb:GetItem", "dynamodb:UpdateItem"}
+        assert "TokensTable" in json.dumps(statement["Resource"]), statement
+        assert "*" not in json.dumps(statement["Resource"]), statement
+
+
+@pytest.mark.parametrize("which", ["serverless", "sam"])
+def test_token_table_has_ttl_and_is_the_token_store(
+    which: str, serverless_template: dict[str, Any], sam_template: dict[str, Any]
+) -> None:
+    template = serverless_template if which == "serverless" else sam_template
+    (table,) = resources(template, "AWS::DynamoDB::Table").values()
+    properties = table["Properties"]
+    assert properties["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    for function in functions(template):
+        store = json.dumps(function["Environment"]["Variables"]["TOKEN_STORE"])
+        assert "dynamodb://" in store
 
 
 def test_package_holds_the_code_the_wrapper_and_no_stray_files(serverless_package: Path) -> None:
