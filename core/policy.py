@@ -43,6 +43,14 @@ class RequestPolicy:
             try:
                 document = load_request_json(body)
             except ValueError:
+                # Shaped like JSON yet not JSON to Python (invalid UTF-8, sent as text/plain
+                # so the proxy's own JSON check skips it): a lenient provider may still read
+                # a model and a token cap from it that no rule below has seen.
+                if body.lstrip()[:1] in (b"{", b"["):
+                    raise PolicyRefused(
+                        "Policy: the request body is not valid JSON, so the proxy cannot "
+                        "check it against its rules."
+                    ) from None
                 document = None  # not JSON (an upload): only the path can name a model
         if not isinstance(document, dict):
             document = {}

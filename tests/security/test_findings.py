@@ -210,3 +210,30 @@ async def test_anthropic_organization_id_is_not_passed_to_the_caller() -> None:
     assert "anthropic-organization-id" not in response.headers
     assert response.headers["request-id"] == "r1"
     assert json.loads(response.content) == {}
+
+
+# ---- a body only a lenient provider reads as JSON --------------------------------------
+
+
+@respx.mock
+@pytest.mark.parametrize("content_type", ["text/plain", None])
+async def test_policy_refuses_json_it_cannot_read(content_type: str | None) -> None:
+    """Invalid UTF-8 inside a string, sent as text/plain: Python cannot parse it (so the
+    policy saw no model and no cap), while a Go server (Ollama, many gateways) reads it."""
+    route = respx.post(f"{UPSTREAM}/chat/completions").respond(200, json={})
+    respx.post(f"{UPSTREAM}/files").respond(200, json={})
+    body = b'{"model":"expensive-model","max_tokens":999999,"messages":[{"role":"user","content":"\xff"}]}'
+    headers = {"Authorization": f"Bearer {FAKE_TOKEN}"}
+    if content_type:
+        headers["content-type"] = content_type
+    settings = load_settings(env(ALLOWED_MODELS="cheap-*", MAX_TOKENS_CAP="100"))
+    async with client(create_app(settings)) as proxy:
+        response = await proxy.post("/v1/chat/completions", content=body, headers=headers)
+        upload = await proxy.post(
+            "/v1/files",
+            content=b"--b\r\n\xff\r\n--b--\r\n",
+            headers={**headers, "content-type": "multipart/form-data; boundary=b"},
+        )
+    assert response.status_code == 400, response.text
+    assert route.call_count == 0
+    assert upload.status_code == 200  # an upload that is not JSON still passes the policy
