@@ -18,6 +18,9 @@ from core.config import Settings
 # Parsed upstream URLs by string: a proxy sees the same few URLs over and over, and
 # parsing one costs more than half of building an httpx.Request.
 _URL_CACHE_SIZE = 512
+# Longer URLs are one-offs and are not kept: a caller sending distinct ~80 KB URLs (the
+# HTTP server's limit) would otherwise hold 512 of them, tens of MB, in every instance.
+_CACHEABLE_URL_LENGTH = 2048
 
 # Generous pool: a proxy's concurrency is its callers', not ours to cap.
 _LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
@@ -92,9 +95,11 @@ class UpstreamClient:
     ) -> httpx.Request:
         parsed = self._urls.get(url)
         if parsed is None:
-            if len(self._urls) >= _URL_CACHE_SIZE:
-                self._urls.clear()
-            parsed = self._urls[url] = httpx.URL(url)
+            parsed = httpx.URL(url)
+            if len(url) <= _CACHEABLE_URL_LENGTH:
+                if len(self._urls) >= _URL_CACHE_SIZE:
+                    self._urls.clear()
+                self._urls[url] = parsed
         return httpx.Request(
             method, parsed, headers=headers, content=body, extensions={"timeout": self._timeout}
         )
