@@ -66,7 +66,8 @@ def check_path(remainder: str) -> None:
     if "\\" in decoded or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
         raise BadRequest("The request path contains a forbidden character.")
     for segment in decoded.split("/"):
-        if segment in (".", ".."):
+        # `..;x` is `..` to servlet containers (path parameters), which many gateways are.
+        if segment.partition(";")[0] in (".", ".."):
             raise BadRequest("The request path may not contain '.' or '..' segments.")
 
 

@@ -237,3 +237,18 @@ async def test_policy_refuses_json_it_cannot_read(content_type: str | None) -> N
     assert response.status_code == 400, response.text
     assert route.call_count == 0
     assert upload.status_code == 200  # an upload that is not JSON still passes the policy
+
+
+# ---- climbing out of the upstream's base path ----------------------------------------
+
+
+@respx.mock
+@pytest.mark.parametrize("path", ["/v1/..;/admin", "/v1/x/.;jsessionid=1/admin", "/v1/%2e%2e;x/admin"])
+async def test_dot_segments_with_path_parameters_are_refused(path: str) -> None:
+    """Servlet containers (Tomcat, Spring, many API gateways) read `..;` as `..`: behind
+    one, the caller would leave UPSTREAM_BASE_URL's path for any other on that host."""
+    route = respx.route(host="api.upstream.test").respond(200, json={})
+    async with client(create_app(load_settings(env()))) as proxy:
+        response = await proxy.get(path, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert route.call_count == 0
