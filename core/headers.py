@@ -72,7 +72,13 @@ CLIENT_IDENTIFYING_PREFIXES = (
     b"x-proxy-",
 )
 
-_DROP_INBOUND = HOP_BY_HOP | CALLER_CREDENTIALS | RECOMPUTED | CLIENT_IDENTIFYING
+# Which organisation or project a multi-organisation key bills is the deployer's choice,
+# not the caller's.
+ACCOUNT_SELECTORS = frozenset({b"openai-organization", b"openai-project"})
+
+_DROP_INBOUND = (
+    HOP_BY_HOP | CALLER_CREDENTIALS | RECOMPUTED | CLIENT_IDENTIFYING | ACCOUNT_SELECTORS
+)
 
 # Outbound: cookies belong to the provider's domain, organisation/project names identify
 # whose key this is, and the server in front of us sets its own Date.

@@ -58,6 +58,8 @@ async def test_request_is_rebuilt_for_the_upstream(proxy: httpx.AsyncClient) -> 
             "cookie": "session=abc",
             "x-api-key": "also-a-caller-credential",
             "openai-beta": "assistants=v2",
+            "openai-organization": "org-someone-else",
+            "openai-project": "proj_other",
             "connection": "keep-alive, x-hop",
             "x-hop": "drop me",
         },
