@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from core.env import parse_bool, parse_choice, parse_float, parse_int
 from core.guard_settings import GuardSettings, callers_need_no_shared_token, parse_guard_settings
 
 MIN_TOKEN_LENGTH = 16
@@ -57,64 +58,6 @@ class Settings:
     # Browser callers: JWT sign-in, anonymous mode, client IP, rate limits, request policy
     # (core/guard_settings.py); all off by default.
     guard: GuardSettings = field(default_factory=GuardSettings)
-
-
-def _parse_float(
-    env: Mapping[str, str],
-    name: str,
-    default: float,
-    problems: list[str],
-    *,
-    allow_zero: bool = False,
-) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        problems.append(f"{name} must be a number of seconds, got {raw!r}")
-        return default
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = "0 or more" if allow_zero else "greater than 0"
-        problems.append(f"{name} must be {bound}, got {raw!r}")
-    return value
-
-
-def _parse_int(env: Mapping[str, str], name: str, default: int, problems: list[str]) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        problems.append(f"{name} must be a whole number, got {raw!r}")
-        return default
-    if value <= 0:
-        problems.append(f"{name} must be greater than 0, got {raw!r}")
-    return value
-
-
-def _parse_bool(env: Mapping[str, str], name: str, default: bool, problems: list[str]) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    problems.append(f"{name} must be true or false, got {raw!r}")
-    return default
-
-
-def _parse_choice(
-    env: Mapping[str, str], name: str, choices: tuple[str, ...], problems: list[str]
-) -> str:
-    raw = env.get(name, "").strip().lower() or choices[0]
-    if raw not in choices:
-        problems.append(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
-        return choices[0]
-    return raw
 
 
 def check_base_url(name: str, raw: str) -> str | None:
@@ -214,7 +157,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     token_hashes = _parse_tokens(
         env, problems, required=not token_store and not callers_need_no_shared_token(env)
     )
-    cache_seconds = _parse_float(env, "TOKEN_CACHE_SECONDS", 2.0, problems, allow_zero=True)
+    cache_seconds = parse_float(env, "TOKEN_CACHE_SECONDS", 2.0, problems, allow_zero=True)
     if cache_seconds > MAX_TOKEN_CACHE_SECONDS:
         problems.append(
             f"TOKEN_CACHE_SECONDS must be at most {MAX_TOKEN_CACHE_SECONDS:g}: "
@@ -234,12 +177,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         upstream_api_key=api_key,
         access_token_hashes=token_hashes,
         allowed_origins=origins,
-        connect_timeout=_parse_float(env, "UPSTREAM_CONNECT_TIMEOUT", 10.0, problems),
-        read_timeout=_parse_float(env, "UPSTREAM_READ_TIMEOUT", 300.0, problems),
-        max_body_bytes=_parse_int(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, problems),
-        access_log=_parse_bool(env, "ACCESS_LOG", True, problems),
-        transport=_parse_choice(env, "UPSTREAM_TRANSPORT", ("auto", "aiohttp", "httpx"), problems),
-        on_disconnect=_parse_choice(env, "ON_CLIENT_DISCONNECT", ("cancel", "drain"), problems),
+        connect_timeout=parse_float(env, "UPSTREAM_CONNECT_TIMEOUT", 10.0, problems),
+        read_timeout=parse_float(env, "UPSTREAM_READ_TIMEOUT", 300.0, problems),
+        max_body_bytes=parse_int(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, problems),
+        access_log=parse_bool(env, "ACCESS_LOG", True, problems),
+        transport=parse_choice(env, "UPSTREAM_TRANSPORT", ("auto", "aiohttp", "httpx"), problems),
+        on_disconnect=parse_choice(env, "ON_CLIENT_DISCONNECT", ("cancel", "drain"), problems),
         provider_keys=provider_keys,
         provider_upstreams=provider_upstreams,
         token_store=token_store,

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from core.env import parse_float, parse_int
+
 # Asymmetric algorithms only: a JWKS holds public keys, and an HMAC algorithm would let
 # anyone who reads the JWKS sign tokens (the HS/RS confusion attack).
 ASYMMETRIC_ALGORITHMS = frozenset(
@@ -64,31 +66,6 @@ def _split(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
-def _whole(env: Mapping[str, str], name: str, problems: list[str]) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return 0
-    if not raw.isdigit():
-        problems.append(f"{name} must be a whole number of 0 or more (0 = off), got {raw!r}")
-        return 0
-    return int(raw)
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float, problems: list[str]) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        problems.append(f"{name} must be a number of seconds, got {raw!r}")
-        return default
-    if value < 0:
-        problems.append(f"{name} must be 0 or more, got {raw!r}")
-        return default
-    return value
-
-
 def _check_client_ip_source(raw: str, problems: list[str]) -> None:
     kind, _, arg = raw.partition(":")
     if kind == "xff" and arg.isdigit() and int(arg) >= 1:
@@ -135,9 +112,9 @@ def parse_guard_settings(
     elif issuer or audiences:
         problems.append("JWT_ISSUER / JWT_AUDIENCE are set but JWT_JWKS_URL is not")
 
-    requests = _whole(env, "RATE_LIMIT_REQUESTS", problems)
-    tokens = _whole(env, "RATE_LIMIT_TOKENS", problems)
-    window = _seconds(env, "RATE_LIMIT_WINDOW", 60.0, problems)
+    requests = parse_int(env, "RATE_LIMIT_REQUESTS", 0, problems, allow_zero=True)
+    tokens = parse_int(env, "RATE_LIMIT_TOKENS", 0, problems, allow_zero=True)
+    window = parse_float(env, "RATE_LIMIT_WINDOW", 60.0, problems, allow_zero=True)
     if window < 1:
         problems.append("RATE_LIMIT_WINDOW must be at least 1 second")
         window = 60.0
@@ -177,8 +154,10 @@ def parse_guard_settings(
         jwt_issuer=issuer,
         jwt_audiences=audiences,
         jwt_algorithms=algorithms,
-        jwt_leeway=_seconds(env, "JWT_LEEWAY_SECONDS", 30.0, problems),
-        jwt_cache_seconds=_seconds(env, "JWT_JWKS_CACHE_SECONDS", 600.0, problems),
+        jwt_leeway=parse_float(env, "JWT_LEEWAY_SECONDS", 30.0, problems, allow_zero=True),
+        jwt_cache_seconds=parse_float(
+            env, "JWT_JWKS_CACHE_SECONDS", 600.0, problems, allow_zero=True
+        ),
         allow_anonymous=anonymous,
         client_ip_source=client_ip_source,
         rate_limit_requests=requests,
@@ -188,8 +167,8 @@ def parse_guard_settings(
         limit_store=limit_store or token_store or "memory://",
         limits_on_store_error=on_error,
         allowed_models=_split(env.get("ALLOWED_MODELS", "")),
-        max_tokens_cap=_whole(env, "MAX_TOKENS_CAP", problems),
-        max_messages=_whole(env, "MAX_MESSAGES", problems),
+        max_tokens_cap=parse_int(env, "MAX_TOKENS_CAP", 0, problems, allow_zero=True),
+        max_messages=parse_int(env, "MAX_MESSAGES", 0, problems, allow_zero=True),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import httpx
 import pytest
@@ -20,23 +21,32 @@ def logged_proxy(mock_upstream: RunningServer):
         yield server
 
 
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict]:
+    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "llm_proxy.access"]
+
+
 def test_one_line_per_request_with_timings_and_no_secrets(
     logged_proxy: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     logger = logging.getLogger("llm_proxy")
     logger.addHandler(caplog.handler)
-    try:
-        with caplog.at_level(logging.INFO, logger="llm_proxy"):
+    with caplog.at_level(logging.INFO, logger="llm_proxy"):
+        try:
             ok = httpx.post(
                 f"{logged_proxy.url}/v1/chat/completions?key={FAKE_TOKEN}",
                 content=b'{"model":"m","stream":true,"messages":[]}',
                 headers={"content-type": "application/json"},
             )
             denied = httpx.get(f"{logged_proxy.url}/v1/models?key=wrong-token-value-123456")
-    finally:
-        logger.removeHandler(caplog.handler)
+            # The line is written once the response is complete, which the client may
+            # see a moment before the server thread gets there.
+            deadline = time.monotonic() + 5
+            while len(access_lines(caplog)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            logger.removeHandler(caplog.handler)
     assert (ok.status_code, denied.status_code) == (200, 401)
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "llm_proxy.access"]
+    lines = access_lines(caplog)
     assert len(lines) == 2
     first, second = lines
     assert first["path"] == "/v1/chat/completions"
