@@ -43,7 +43,7 @@ def test_concurrent_increments_lose_nothing(store_url: str) -> None:
         # with ADD (no read-modify-write): check exactly that.
         calls: list[tuple[str, dict]] = []
         store._client.meta.events.register(  # type: ignore[attr-defined]
-            "before-call.dynamodb.*",
+            "provide-client-params.dynamodb.*",
             lambda model, params, **_: calls.append((model.name, params)),
         )
         store.increment("rl:1:busy", {"requests": 1, "tokens": 7}, expires_at=later)
