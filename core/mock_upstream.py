@@ -30,7 +30,7 @@ WORDS = (
     " token",
     " by",
     " token",
-    ".",
+    ". ",  # the space keeps a long reply readable when the words come round again
 )
 
 
