@@ -361,15 +361,6 @@ class AwsLambdaStreaming(Adapter):
         return self.api.invoke(function_url_event(request, dict(self.front_headers)))
 
 
-def _written_yet(adapter: type[Adapter]) -> Any:
-    """Adapters whose handler module another change is still writing show as a visible skip."""
-    module = getattr(adapter, "module", None)
-    if module is None or (REPO / (module.replace(".", "/") + ".py")).exists():
-        return pytest.param(adapter, id=adapter.name)
-    reason = f"{module.replace('.', '/')}.py is not in the tree yet"
-    return pytest.param(adapter, id=adapter.name, marks=pytest.mark.skip(reason=reason))
-
-
 ADAPTERS: list[type[Adapter]] = [
     UvicornInProcess,
     PlainHttpServer,
@@ -379,4 +370,4 @@ ADAPTERS: list[type[Adapter]] = [
     AwsLambdaMangum,
     AwsLambdaStreaming,
 ]
-ADAPTER_PARAMS = [_written_yet(adapter) for adapter in ADAPTERS]
+ADAPTER_PARAMS = [pytest.param(adapter, id=adapter.name) for adapter in ADAPTERS]

@@ -172,7 +172,7 @@ def test_settings_repr_hides_the_store_password() -> None:
 async def test_misconfigured_reply_does_not_echo_variable_values() -> None:
     """Swapping UPSTREAM_BASE_URL and UPSTREAM_API_KEY is an easy mistake; the 500 every
     caller then receives must name the variable, not print the key."""
-    leaked = "sk-proj-mistakenly-pasted-key-not-real"
+    leaked = "sk-fake-pasted-into-wrong-var"
     import os
 
     saved = dict(os.environ)
