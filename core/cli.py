@@ -23,7 +23,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     if args.workers > 1:
         # Each worker process builds its own app (and pool) from the environment.
-        serve("core.cli:app_from_environment", args.host, args.port, workers=args.workers, factory=True)
+        serve(
+            "core.cli:app_from_environment",
+            args.host,
+            args.port,
+            workers=args.workers,
+            factory=True,
+        )
     else:
         serve(app, args.host, args.port)
     return 0
@@ -39,20 +45,26 @@ def cmd_mock_upstream(args: argparse.Namespace) -> int:
     from core.mock_upstream import MockOptions, MockUpstream
     from core.server import serve
 
-    print(f"mock upstream on http://{args.host}:{args.port} (OpenAI /v1, Anthropic /v1/messages, Gemini /v1beta)")
-    serve(MockUpstream(MockOptions(chunks=args.chunks, delay_ms=args.delay_ms)), args.host, args.port)
+    print(
+        f"mock upstream on http://{args.host}:{args.port} (OpenAI /v1, Anthropic /v1/messages, Gemini /v1beta)"
+    )
+    serve(
+        MockUpstream(MockOptions(chunks=args.chunks, delay_ms=args.delay_ms)), args.host, args.port
+    )
     return 0
 
 
 def demo_environment(port: int, mock_port: int, token: str) -> dict[str, str]:
-    """Working defaults for the demo; anything already set in the environment wins."""
+    """The demo always talks to the built-in mock (a real key in .env is never spent by a
+    demo); a token or origins already set in the environment win."""
     defaults = {
-        "UPSTREAM_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
-        "UPSTREAM_API_KEY": "sk-mock-upstream-key-not-real",
         "PROXY_ACCESS_TOKEN": token,
         "ALLOWED_ORIGINS": f"http://127.0.0.1:{port},http://localhost:{port}",
     }
-    return {name: os.environ.get(name) or value for name, value in defaults.items()}
+    chosen = {name: os.environ.get(name) or value for name, value in defaults.items()}
+    chosen["UPSTREAM_BASE_URL"] = f"http://127.0.0.1:{mock_port}/v1"
+    chosen["UPSTREAM_API_KEY"] = "sk-mock-upstream-key-not-real"
+    return chosen
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -113,13 +125,22 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-proxy", description="A streaming LLM API proxy.")
+    parser.add_argument(
+        "--env-file",
+        default=os.environ.get("LLM_PROXY_ENV_FILE", ".env"),
+        help="read settings from this file if it exists (default .env)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the proxy, configured from the environment")
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEMO_PORT)))
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1")),
-                       help="processes sharing the port (one per core on a VM or container)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("WORKERS", "1")),
+        help="processes sharing the port (one per core on a VM or container)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     mock = sub.add_parser("mock-upstream", help="run a fake OpenAI/Anthropic/Gemini server")
@@ -146,8 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_env_file(path: str) -> None:
+    """Settings from a local `.env` (for `serve`, `demo`, `check`, `tokens` on a laptop or
+    VM); variables already in the environment win. Platforms set their own environment."""
+    from core.env import read_env_file
+
+    if os.path.isfile(path):
+        for name, value in read_env_file(path).items():
+            os.environ.setdefault(name, value)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    load_env_file(args.env_file)
     return int(args.func(args))
 
 

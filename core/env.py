@@ -72,3 +72,20 @@ def parse_choice(
         problems.append(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
         return choices[0]
     return raw
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """KEY=VALUE lines of a `.env` file (comments, blank lines and `export ` allowed; one
+    pair of surrounding quotes removed). Values are taken as written: no interpolation."""
+    values: dict[str, str] = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            name, _, value = line.removeprefix("export ").partition("=")
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            values[name.strip()] = value
+    return values

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +11,9 @@ from core.app import create_app
 from core.config import load_settings
 from core.mock_upstream import MockOptions, MockUpstream
 from tests.servers import RunningServer, proxy_env, serve_in_thread
+
+# A developer's own .env must not leak into tests that run the CLI (in-process or not).
+os.environ["LLM_PROXY_ENV_FILE"] = os.devnull + ".absent"
 
 
 @pytest.fixture(scope="session")

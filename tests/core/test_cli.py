@@ -100,3 +100,25 @@ def test_demo_works_as_printed_with_the_openai_sdk() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_env_file_is_read_and_the_environment_wins(tmp_path) -> None:
+    env_file = tmp_path / "settings.env"
+    env_file.write_text(
+        "# comment\n"
+        "export UPSTREAM_BASE_URL='https://api.openai.com/v1'\n"
+        'UPSTREAM_API_KEY="sk-mock-upstream-key-not-real"\n'
+        "PROXY_ACCESS_TOKEN=from-the-file-0123456789\n"
+        "ALLOWED_ORIGINS=https://file.example\n"
+    )
+    env = {**CLEAN_ENV, "ALLOWED_ORIGINS": "https://env.example"}
+    result = subprocess.run(
+        [*CLI, "--env-file", str(env_file), "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "/v1 -> https://api.openai.com/v1" in result.stdout
+    assert "https://env.example" in result.stdout and "file.example" not in result.stdout
