@@ -198,6 +198,12 @@ def model_of_request(body: bytes, remainder: str, model_in_path: str) -> str | N
     if model_in_path and model_in_path in remainder:
         segment = remainder.split(model_in_path, 1)[1]
         return segment.split("/", 1)[0].split(":", 1)[0] or None
+    if model_in_path and ":" in remainder:
+        # A method called on another resource (Gemini `tunedModels/x:generateContent`):
+        # name it with its collection, so a scope written for models never matches it.
+        resource = remainder.split(":", 1)[0].strip("/").split("/")
+        if len(resource) >= 2:
+            return "/".join(resource[-2:])
     if not body:
         return None
     try:

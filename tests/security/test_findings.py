@@ -59,7 +59,9 @@ async def test_scoped_token_refuses_a_body_that_names_the_model_twice(
     proxy, token = scoped
     route = respx.post(f"{UPSTREAM}/chat/completions").respond(200, json={})
     headers = {"Authorization": f"Bearer {token}", "content-type": "application/json"}
-    allowed = await proxy.post("/v1/chat/completions", content=b'{"model":"cheap-1"}', headers=headers)
+    allowed = await proxy.post(
+        "/v1/chat/completions", content=b'{"model":"cheap-1"}', headers=headers
+    )
     assert allowed.status_code == 200
     response = await proxy.post("/v1/chat/completions", content=DUPLICATE_MODEL, headers=headers)
     assert response.status_code in (400, 403), response.text
@@ -161,7 +163,10 @@ def test_settings_repr_hides_the_store_password() -> None:
     )
     assert "s3cret-store-password" not in repr(settings)
     settings = load_settings(
-        env(LIMIT_STORE="rediss://:s3cret-store-password@redis.internal:6380", RATE_LIMIT_REQUESTS="1")
+        env(
+            LIMIT_STORE="rediss://:s3cret-store-password@redis.internal:6380",
+            RATE_LIMIT_REQUESTS="1",
+        )
     )
     assert "s3cret-store-password" not in repr(settings)
 
@@ -243,7 +248,9 @@ async def test_policy_refuses_json_it_cannot_read(content_type: str | None) -> N
 
 
 @respx.mock
-@pytest.mark.parametrize("path", ["/v1/..;/admin", "/v1/x/.;jsessionid=1/admin", "/v1/%2e%2e;x/admin"])
+@pytest.mark.parametrize(
+    "path", ["/v1/..;/admin", "/v1/x/.;jsessionid=1/admin", "/v1/%2e%2e;x/admin"]
+)
 async def test_dot_segments_with_path_parameters_are_refused(path: str) -> None:
     """Servlet containers (Tomcat, Spring, many API gateways) read `..;` as `..`: behind
     one, the caller would leave UPSTREAM_BASE_URL's path for any other on that host."""
@@ -252,3 +259,29 @@ async def test_dot_segments_with_path_parameters_are_refused(path: str) -> None:
         response = await proxy.get(path, headers=AUTH)
     assert response.status_code == 400, response.text
     assert route.call_count == 0
+
+
+# ---- Gemini methods on resources other than /models/ ---------------------------------
+GEMINI = "https://gemini.upstream.test"
+
+
+@respx.mock
+async def test_model_scope_covers_gemini_tuned_models(tmp_path: Path) -> None:
+    """`tunedModels/x:generateContent` runs a tuned model, whatever the body says."""
+    url = f"sqlite:///{tmp_path}/tokens.db"
+    token, _ = create_token(open_store(url), "bob", models=("gemini-2.0-flash*",))
+    extra = {"TOKEN_STORE": url, "GEMINI_API_KEY": "fake-gemini-key", "GEMINI_UPSTREAM": GEMINI}
+    route = respx.post(url__startswith=GEMINI).respond(200, json={})
+    headers = {"x-goog-api-key": token, "content-type": "application/json"}
+    body = b'{"model":"gemini-2.0-flash","contents":[]}'
+    async with client(create_app(load_settings(env(**extra)))) as proxy:
+        allowed = await proxy.post(
+            "/gemini/v1beta/models/gemini-2.0-flash:generateContent", content=body, headers=headers
+        )
+        tuned = await proxy.post(
+            "/gemini/v1beta/tunedModels/my-tuned:generateContent", content=body, headers=headers
+        )
+    assert allowed.status_code == 200
+    assert tuned.status_code == 403, tuned.text
+    assert tuned.json()["error"]["status"] == "PERMISSION_DENIED"
+    assert route.call_count == 1
