@@ -8,16 +8,19 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import uvicorn
 
 from core.types import ASGIApp
 
+REPO = Path(__file__).resolve().parent.parent
 FAKE_UPSTREAM_KEY = "sk-mock-upstream-key-not-real"
 FAKE_TOKEN = "test-caller-token-0123456789"
 OTHER_TOKEN = "test-rotated-token-abcdefghij"
@@ -39,8 +42,14 @@ def free_port() -> int:
 def serve_in_thread(app: ASGIApp, **options: object) -> Iterator[RunningServer]:
     """Serve `app` on 127.0.0.1 (a free port) until the block ends."""
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
-        loop="asyncio", lifespan="on", **options,  # type: ignore[arg-type]
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        access_log=False,
+        loop="asyncio",
+        lifespan="on",
+        **options,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
@@ -71,33 +80,44 @@ def proxy_env(upstream_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate, give it 10 s to exit cleanly, then kill."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextlib.contextmanager
 def run_process(
-    args: list[str], env: Mapping[str, str], ready_url: str, timeout: float = 20
+    args: list[str], env: Mapping[str, str], ready_url: str, timeout: float = 30
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server process and wait until `ready_url` answers; stop it afterwards."""
-    full_env = {**os.environ, **env}
-    proc = subprocess.Popen(args, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    """Start a server process (output to a file, so a full pipe never stalls it), wait until
+    `ready_url` answers, stop it afterwards."""
+    with tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False) as log:
+        process = subprocess.Popen(
+            args, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
+    log_path = Path(log.name)
     try:
         deadline = time.monotonic() + timeout
         while True:
-            if proc.poll() is not None:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                raise RuntimeError(f"{args} exited early: {out[-2000:]}")
+            if process.poll() is not None:
+                output = log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{args} exited early:\n{output}")
             try:
-                httpx.get(ready_url, timeout=1)
+                httpx.get(ready_url, timeout=1, trust_env=False)
                 break
             except httpx.HTTPError:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{args} not ready in {timeout}s") from None
                 time.sleep(0.05)
-        yield proc
+        yield process
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(process)
+        log_path.unlink(missing_ok=True)
 
 
 PYTHON = sys.executable

@@ -26,7 +26,7 @@ import pytest
 
 from core.app import create_app
 from core.config import load_settings
-from tests.servers import serve_in_thread
+from tests.servers import run_process, serve_in_thread, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -117,42 +117,6 @@ class HttpAdapter(Adapter):
             )
 
 
-@contextlib.contextmanager
-def run_server_process(
-    args: list[str], env: Mapping[str, str], ready_url: str, timeout: float = 30
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server process (output to a file, so a full pipe never stalls it) and wait
-    until `ready_url` answers."""
-    with tempfile.NamedTemporaryFile(prefix="adapter-", suffix=".log", delete=False) as log:
-        process = subprocess.Popen(
-            args, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
-        )
-    log_path = Path(log.name)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"{args} exited early:\n{log_path.read_text(errors='replace')[-3000:]}"
-                )
-            try:
-                httpx.get(ready_url, timeout=1, trust_env=False)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{args} not ready in {timeout}s") from None
-                time.sleep(0.05)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log_path.unlink(missing_ok=True)
-
-
 class UvicornInProcess(HttpAdapter):
     """The ASGI app in uvicorn, in this process: the reference every platform must match."""
 
@@ -177,7 +141,7 @@ class PlainHttpServer(HttpAdapter):
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         server_env = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
-        with run_server_process(
+        with run_process(
             [sys.executable, "-m", "handlers.http"], server_env, f"{self.base_url}/health"
         ):
             yield
@@ -200,9 +164,7 @@ class TencentScfBootstrap(HttpAdapter):
         self.base_url = f"http://127.0.0.1:{port}"
         # The platform's interpreter is a layer's python3.12; here it is this venv's.
         server_env = {**env, "PYTHON_BIN": sys.executable, "HOST": "127.0.0.1", "PORT": str(port)}
-        with run_server_process(
-            [str(REPO / "scf_bootstrap")], server_env, f"{self.base_url}/health"
-        ):
+        with run_process([str(REPO / "scf_bootstrap")], server_env, f"{self.base_url}/health"):
             yield
 
 
@@ -232,7 +194,7 @@ class GoogleFunctionsFramework(HttpAdapter):
             "--port",
             str(port),
         ]
-        with run_server_process(args, dict(env), f"{self.base_url}/health"):
+        with run_process(args, dict(env), f"{self.base_url}/health"):
             yield
 
 
@@ -347,12 +309,7 @@ class AwsLambdaStreaming(Adapter):
             try:
                 yield
             finally:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                stop_process(process)
                 Path(log.name).unlink(missing_ok=True)
 
     def send(self, request: Request) -> Reply:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from core.mock_upstream import MockOptions, MockUpstream
 from core.types import Receive, Scope, Send
+from tests.servers import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 WRAPPER = REPO / "handlers" / "lambda_exec_wrapper"
@@ -61,12 +62,7 @@ def running_runtime(runtime_api: str, proxy: Mapping[str, str]) -> Iterator[Runt
         try:
             yield RuntimeProcess(process, log)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop_process(process)
 
 
 class RecordingUpstream:

@@ -20,7 +20,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import FAKE_TOKEN, RunningServer, free_port, proxy_env, serve_in_thread
+from tests.servers import (
+    FAKE_TOKEN,
+    RunningServer,
+    free_port,
+    proxy_env,
+    serve_in_thread,
+    stop_process,
+)
 
 from .events import HttpRequest, function_url
 from .runtime_process import REPO, WRAPPER, RecordingUpstream, runtime_env
@@ -91,12 +98,7 @@ def running_emulator(proxy: dict[str, str], function_timeout: int = 30) -> Itera
                 time.sleep(0.05)
             yield emulator
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop_process(process)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.servers import stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 VERCEL_CLI = REPO / "tools" / "vercel" / "node_modules" / ".bin" / "vercel"
 FUNCTION_DIR = Path(".vercel/output/functions/api/index.func")
@@ -214,9 +216,4 @@ def run_vercel_function(function_dir: Path, env: Mapping[str, str]) -> Iterator[
                 ) from None
             yield RunningFunction(f"http://127.0.0.1:{port}", ipc, process)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)

@@ -22,7 +22,9 @@ def test_url_cache_does_not_keep_long_one_off_urls() -> None:
     client = UpstreamClient(settings, "httpx")
     filler = "a" * 60_000
     for n in range(500):
-        request = client.build_request("GET", f"https://api.upstream.test/v1/x?{n}={filler}", [], b"")
+        request = client.build_request(
+            "GET", f"https://api.upstream.test/v1/x?{n}={filler}", [], b""
+        )
         assert request.url.query.startswith(f"{n}=".encode())
     held = sum(sys.getsizeof(url) for url in client._urls)
     assert held < 2 * 1024 * 1024, f"URL cache holds {held / 1e6:.0f} MB"

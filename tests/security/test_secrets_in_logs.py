@@ -47,7 +47,9 @@ def test_no_secret_in_logs_or_replies(capfd: pytest.CaptureFixture[str]) -> None
                     c.get("/v1/broken", headers=auth).read()
                 replies.append(c.get("/v1/echo", headers=auth))
                 replies.append(c.get(f"/v1/echo?key={FAKE_TOKEN}&KEY={FAKE_TOKEN}"))
-                replies.append(c.get("/v1/echo", headers={"authorization": "Bearer wrong-token-0000000000"}))
+                replies.append(
+                    c.get("/v1/echo", headers={"authorization": "Bearer wrong-token-0000000000"})
+                )
                 replies.append(c.get("/v1/echo", headers={"x-api-key": FAKE_TOKEN[:-1]}))
         closed = free_port()
         dead = create_app(load_settings(proxy_env(f"http://127.0.0.1:{closed}", ACCESS_LOG="true")))
@@ -62,4 +64,3 @@ def test_no_secret_in_logs_or_replies(capfd: pytest.CaptureFixture[str]) -> None
         for reply in replies:
             assert secret not in reply.text
             assert secret not in str(reply.headers)
-
