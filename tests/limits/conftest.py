@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tokens.backends import dynamodb_table, redis_server
+from tests.tokens.backends import fresh_store_url, redis_server
 
 
 @pytest.fixture(scope="session")
@@ -17,34 +17,16 @@ def limits_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(params=["memory", "sqlite", "dynamodb", "redis"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh store of each backend kind: the counters must behave alike on all four."""
-    kind = request.param
-    if kind == "memory":
-        yield "memory://"
-    elif kind == "sqlite":
-        yield f"sqlite:///{tmp_path}/limits.db"
-    elif kind == "dynamodb":
-        with dynamodb_table() as url:
-            yield url
-    else:
-        url = request.getfixturevalue("limits_redis_url")
-        import redis
-
-        redis.Redis.from_url(url).flushdb()
+    with fresh_store_url(
+        request.param, tmp_path, lambda: request.getfixturevalue("limits_redis_url")
+    ) as url:
         yield url
 
 
 @pytest.fixture(params=["sqlite", "dynamodb", "redis"])
 def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The backends two instances can share (memory is one process's own)."""
-    kind = request.param
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path}/shared-limits.db"
-    elif kind == "dynamodb":
-        with dynamodb_table() as url:
-            yield url
-    else:
-        url = request.getfixturevalue("limits_redis_url")
-        import redis
-
-        redis.Redis.from_url(url).flushdb()
+    with fresh_store_url(
+        request.param, tmp_path, lambda: request.getfixturevalue("limits_redis_url")
+    ) as url:
         yield url

@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tests.servers import free_port, stop_process
@@ -99,3 +99,22 @@ def dynamodb_table() -> Iterator[str]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextlib.contextmanager
+def fresh_store_url(kind: str, tmp_path: Path, redis_url: Callable[[], str]) -> Iterator[str]:
+    """An empty store of one backend kind: memory, sqlite, dynamodb (moto) or redis (the
+    session's server, flushed). `redis_url` is called only for redis."""
+    if kind == "memory":
+        yield "memory://"
+    elif kind == "sqlite":
+        yield f"sqlite:///{tmp_path}/{kind}-store.db"
+    elif kind == "dynamodb":
+        with dynamodb_table() as url:
+            yield url
+    else:
+        url = redis_url()
+        import redis
+
+        redis.Redis.from_url(url).flushdb()
+        yield url

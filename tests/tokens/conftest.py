@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from core.stores import Store, open_store
-from tests.tokens.backends import dynamodb_table, redis_server
+from tests.tokens.backends import fresh_store_url, redis_server
 
 BACKENDS = ["memory", "sqlite", "dynamodb", "redis"]
 
@@ -20,19 +20,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty store of each backend kind."""
-    kind = request.param
-    if kind == "memory":
-        yield "memory://"
-    elif kind == "sqlite":
-        yield f"sqlite:///{tmp_path}/tokens.db"
-    elif kind == "dynamodb":
-        with dynamodb_table() as url:
-            yield url
-    else:
-        url = request.getfixturevalue("redis_url")
-        import redis
-
-        redis.Redis.from_url(url).flushdb()
+    with fresh_store_url(
+        request.param, tmp_path, lambda: request.getfixturevalue("redis_url")
+    ) as url:
         yield url
 
 
