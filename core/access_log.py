@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from core.errors import ProxyError, render
+from core.errors import ProxyError, send_error
 from core.types import ASGIApp, Message, Receive, RequestLog, Scope, Send
 
 access_logger = logging.getLogger("llm_proxy.access")
@@ -72,11 +72,7 @@ class AccessLogMiddleware:
             if log.status is not None:
                 raise  # the response began; aborting the connection is the honest signal
             error = ProxyError("The proxy failed unexpectedly; see its logs for the request id.")
-            status, headers, body = render(error, "openai")
-            await logging_send(
-                {"type": "http.response.start", "status": status, "headers": headers}
-            )
-            await logging_send({"type": "http.response.body", "body": body})
+            await send_error(logging_send, error, "openai")
         finally:
             log.total_ms = (time.perf_counter() - started) * 1000
             if self.enabled:

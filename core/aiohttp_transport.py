@@ -53,7 +53,9 @@ class _ResponseStream(httpx.AsyncByteStream):
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    def __init__(self, *, max_connections: int, keepalive_expiry: float, timeout: httpx.Timeout) -> None:
+    def __init__(
+        self, *, max_connections: int, keepalive_expiry: float, timeout: httpx.Timeout
+    ) -> None:
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
         self._timeout = aiohttp.ClientTimeout(

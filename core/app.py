@@ -17,11 +17,11 @@ from core.access_log import AccessLogMiddleware, configure_logging
 from core.auth import token_check_from_settings
 from core.config import ConfigError, Settings, load_settings
 from core.cors import CORSMiddleware
-from core.errors import Misconfigured, render
+from core.errors import Misconfigured, send_error
 from core.forward import ProxyEndpoint
 from core.guard import build_guard
 from core.providers import build_provider_table
-from core.types import ASGIApp, Receive, Scope, Send
+from core.types import ASGIApp, Receive, Scope, Send, send_response
 from core.upstream import UpstreamClient, choose_transport
 
 logger = logging.getLogger("llm_proxy")
@@ -46,18 +46,12 @@ HEALTH_BODY = b'{"status":"ok"}'
 
 
 async def health(send: Send) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(HEALTH_BODY)).encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": HEALTH_BODY})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(HEALTH_BODY)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    await send_response(send, 200, headers, HEALTH_BODY)
 
 
 class ProxyApp:
@@ -138,6 +132,4 @@ class MisconfiguredApp:
         if scope["type"] != "http":
             return
         error = Misconfigured("The proxy is misconfigured: " + "; ".join(self.public_problems))
-        status, headers, body = render(error, "openai")
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, error, "openai")

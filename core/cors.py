@@ -7,9 +7,8 @@ call) passes straight through without a wrapped `send`.
 
 from __future__ import annotations
 
-import json
-
-from core.types import ASGIApp, Message, Receive, Scope, Send
+from core.errors import CorsOriginNotAllowed, send_error
+from core.types import ASGIApp, Message, Receive, Scope, Send, send_response
 
 ALLOWED_METHODS = b"GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
 PREFLIGHT_MAX_AGE = b"600"
@@ -66,29 +65,10 @@ class CORSMiddleware:
 
     async def _preflight(self, origin: bytes, requested_headers: bytes, send: Send) -> None:
         if not self._allowed(origin):
-            body = json.dumps(
-                {
-                    "error": {
-                        "message": "This origin is not allowed to call the proxy "
-                        "(see ALLOWED_ORIGINS).",
-                        "type": "invalid_request_error",
-                        "param": None,
-                        "code": "cors_origin_not_allowed",
-                    }
-                }
-            ).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 403,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"vary", b"Origin"),
-                    ],
-                }
+            refused = CorsOriginNotAllowed(
+                "This origin is not allowed to call the proxy (see ALLOWED_ORIGINS)."
             )
-            await send({"type": "http.response.body", "body": body})
+            await send_error(send, refused, "openai", [(b"vary", b"Origin")])
             return
         headers = [
             (b"access-control-allow-origin", b"*" if self.allow_any else origin),
@@ -101,5 +81,4 @@ class CORSMiddleware:
         # anthropic-*, x-goog-*) may come along.
         if requested_headers:
             headers.append((b"access-control-allow-headers", requested_headers))
-        await send({"type": "http.response.start", "status": 204, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
+        await send_response(send, 204, headers, b"")

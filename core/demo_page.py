@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.types import ASGIApp, Receive, Scope, Send
+from core.types import ASGIApp, Receive, Scope, Send, send_response
 
 PAGE_DIR = Path(__file__).resolve().parent.parent / "examples" / "chat"
 _TYPES = {".html": b"text/html; charset=utf-8", ".js": b"text/javascript; charset=utf-8"}
@@ -17,8 +17,7 @@ _TYPES = {".html": b"text/html; charset=utf-8", ".js": b"text/javascript; charse
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         return
-    await send({"type": "http.response.start", "status": 404, "headers": []})
-    await send({"type": "http.response.body", "body": b""})
+    await send_response(send, 404, [], b"")
 
 
 class PageApp:
@@ -39,17 +38,11 @@ class PageApp:
             found = self.files.get(scope["path"])
             if found is not None:
                 content_type, body = found
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": [
-                            (b"content-type", content_type),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"cache-control", b"no-store"),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                headers = [
+                    (b"content-type", content_type),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"),
+                ]
+                await send_response(send, 200, headers, body)
                 return
         await self.app(scope, receive, send)

@@ -7,7 +7,10 @@ body has the shape it expects, so every error the proxy makes goes through `rend
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Literal
+
+from core.types import Send, send_response
 
 ErrorShape = Literal["openai", "anthropic", "gemini"]
 
@@ -77,6 +80,12 @@ class Forbidden(ProxyError):
     status = 403
     code = "forbidden"
     openai_type = "permission_error"
+
+
+class CorsOriginNotAllowed(Forbidden):
+    """A browser preflight from an origin not in ALLOWED_ORIGINS."""
+
+    code = "cors_origin_not_allowed"
 
 
 class NotFound(ProxyError):
@@ -157,6 +166,18 @@ def error_body(error: ProxyError, shape: ErrorShape) -> bytes:
             }
         }
     return json.dumps(payload).encode()
+
+
+async def send_error(
+    send: Send,
+    error: ProxyError,
+    shape: ErrorShape,
+    extra_headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer with `error` in the caller's protocol shape."""
+    status, headers, body = render(error, shape)
+    headers.extend(extra_headers)
+    await send_response(send, status, headers, body)
 
 
 def render(error: ProxyError, shape: ErrorShape) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

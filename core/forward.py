@@ -28,7 +28,7 @@ from core.errors import (
     ProxyError,
     UpstreamTimeout,
     UpstreamUnreachable,
-    render,
+    send_error,
 )
 from core.headers import client_response_headers, has_header_injection, upstream_request_headers
 from core.providers import RETRY_ON_NEXT_KEY, Provider, match_provider
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("llm_proxy")
 
 ALLOWED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
+ALLOW_HEADER = ", ".join(sorted(ALLOWED_METHODS)).encode()
 # RFC 3986 pchar minus unreserved (always safe for `quote`): what a path keeps literally.
 _PATH_SAFE = "/:@!$&'()*+,;="
 # A response this small with a known length goes out in one piece.
@@ -77,7 +78,9 @@ def _request_log(scope: Scope) -> RequestLog | None:
 
 async def read_body(receive: Receive, limit: int, declared_length: int | None) -> bytes:
     if declared_length is not None and declared_length > limit:
-        raise PayloadTooLarge(f"The request body is larger than the proxy's limit of {limit} bytes.")
+        raise PayloadTooLarge(
+            f"The request body is larger than the proxy's limit of {limit} bytes."
+        )
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -158,11 +161,8 @@ class ProxyEndpoint:
             log = _request_log(scope)
             if log is not None:
                 log.error = error.code
-            status, headers, body = render(error, shape)
-            if isinstance(error, MethodNotAllowed):
-                headers.append((b"allow", ", ".join(sorted(ALLOWED_METHODS)).encode()))
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            extra = [(b"allow", ALLOW_HEADER)] if isinstance(error, MethodNotAllowed) else []
+            await send_error(send, error, shape, extra)
 
     async def _handle(
         self, scope: Scope, receive: Receive, send: Send, provider: Provider, remainder: str
@@ -300,11 +300,15 @@ class ProxyEndpoint:
             except httpx.HTTPError as exc:
                 raise map_transport_error(exc, self.settings) from None
             disconnect.response_done = True
-            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+            await send(
+                {"type": "http.response.start", "status": response.status_code, "headers": headers}
+            )
             await send({"type": "http.response.body", "body": body})
             return
 
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        )
         sent = 0
         try:
             # The transport's own stream: raw bytes as they arrive, no re-chunking.

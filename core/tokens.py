@@ -178,8 +178,7 @@ def _one_value_per_name(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         for name, _ in pairs:
             if name in seen:
                 raise RepeatedField(
-                    f"The request body names the field {name[:100]!r} more than once; "
-                    "send it once."
+                    f"The request body names the field {name[:100]!r} more than once; send it once."
                 )
             seen.add(name)
     return document
