@@ -34,7 +34,7 @@ from bench.harness import BENCH_TOKEN, PYTHON, ROOT, median, mock_upstream, prox
 fake = importlib.import_module("tests.lambda.fake_runtime_api")
 events = importlib.import_module("tests.lambda.events")
 
-WRAPPER = ROOT / "handlers" / "lambda_exec_wrapper"
+WRAPPER = ROOT / "handlers" / "aws" / "exec_wrapper"
 CHAT = {"model": "mock-model", "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -63,7 +63,7 @@ def runtime(api: Any, python_bin: str, task_root: Path, upstream: str) -> Iterat
     """Start the wrapper from `task_root`; yields seconds from exec to the first GET /next."""
     started = time.monotonic()
     proc = subprocess.Popen(
-        [str(task_root / "handlers" / "lambda_exec_wrapper"), "/var/runtime/bootstrap"],
+        [str(task_root / "handlers" / "aws" / "exec_wrapper"), "/var/runtime/bootstrap"],
         env=_env(api.address, python_bin, task_root, upstream),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -129,11 +129,11 @@ def lambda_package() -> Iterator[tuple[str, Path] | None]:
 def cold_start(runs: int = 10) -> list[str]:
     venv_bin = str(Path(PYTHON).parent)
     bare = _wall_s("pass", runs)
-    mangum = _wall_s("import handlers.aws_lambda", runs)
+    mangum = _wall_s("import handlers.aws.buffered", runs)
     stream = cold_start_s(venv_bin, ROOT, runs)
     lines = [
         row("bare python process (venv)", f"{bare * 1000:.0f} ms"),
-        row("Mangum handler: import handlers.aws_lambda (wall)", f"{mangum * 1000:.0f} ms"),
+        row("Mangum handler: import handlers.aws.buffered (wall)", f"{mangum * 1000:.0f} ms"),
         row(
             "streaming entry: exec -> first GET /next (venv)",
             f"{stream * 1000:.0f} ms",
@@ -152,11 +152,11 @@ def cold_start(runs: int = 10) -> list[str]:
         python_bin, task = package
         python = str(Path(python_bin) / "python3")
         with_pyc = cold_start_s(python_bin, task, runs)
-        mangum_pyc = _wall_s("import handlers.aws_lambda", runs, python, task)
+        mangum_pyc = _wall_s("import handlers.aws.buffered", runs, python, task)
         for cache in list(task.rglob("__pycache__")):
             shutil.rmtree(cache)  # as serverless-python-requirements (slim) ships it
         without_pyc = cold_start_s(python_bin, task, runs)
-        mangum_plain = _wall_s("import handlers.aws_lambda", runs, python, task)
+        mangum_plain = _wall_s("import handlers.aws.buffered", runs, python, task)
     lines += [
         row(
             "streaming entry, sam build package (pyc), python3.12",
@@ -180,7 +180,7 @@ def app_alone_p50_ms(upstream: str, samples: int) -> float:
     """The core app called in-process, as the runtime calls it, in a fresh process."""
     code = f"""
 import asyncio, json, statistics, time, sys
-from core.aws_secrets import create_app_with_secrets
+from handlers.aws.secrets import create_app_with_secrets
 app = create_app_with_secrets()
 body = {json.dumps(json.dumps(CHAT))}.encode()
 scope = {{"type": "http", "asgi": {{"version": "3.0"}}, "http_version": "1.1", "method": "POST",

@@ -67,7 +67,7 @@ def jwt_verify(samples: int = 2000) -> list[str]:
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-    from core.jwt_auth import JWKSCache, JWTVerifier
+    from core.access.jwt_auth import JWKSCache, JWTVerifier
 
     lines = []
     for alg, private, maker in (

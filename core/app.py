@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import logging
 
-from core.access_log import AccessLogMiddleware, configure_logging
-from core.auth import token_check_from_settings
+from core.access.credentials import token_check_from_settings
+from core.access.guard import build_guard
 from core.config import ConfigError, Settings, load_settings
-from core.cors import CORSMiddleware
 from core.errors import Misconfigured, send_error
-from core.forward import ProxyEndpoint
-from core.guard import build_guard
 from core.providers import build_provider_table
+from core.proxy.access_log import AccessLogMiddleware, configure_logging
+from core.proxy.cors import CORSMiddleware
+from core.proxy.endpoint import ProxyEndpoint
 from core.types import ASGIApp, Receive, Scope, Send, send_response
-from core.upstream import UpstreamClient, choose_transport
+from core.upstream.client import UpstreamClient, choose_transport
 
 logger = logging.getLogger("llm_proxy")
 

@@ -42,7 +42,7 @@ def app_from_environment() -> object:
 
 
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
-    from core.mock_upstream import MockOptions, MockUpstream
+    from core.devtools.mock_upstream import MockOptions, MockUpstream
     from core.server import serve
 
     print(
@@ -70,13 +70,13 @@ def demo_environment(port: int, mock_port: int, token: str) -> dict[str, str]:
 def cmd_demo(args: argparse.Namespace) -> int:
     from core.app import create_app
     from core.config import load_settings as load
-    from core.mock_upstream import MockOptions, MockUpstream
+    from core.devtools.mock_upstream import MockOptions, MockUpstream
     from core.server import serve_together
 
     token = os.environ.get("PROXY_ACCESS_TOKEN") or "demo-" + secrets.token_urlsafe(18)
     env = {**os.environ, **demo_environment(args.port, args.mock_port, token)}
     settings = load(env)
-    from core.demo_page import PageApp
+    from core.devtools.demo_page import PageApp
 
     # The example chat page (examples/chat) at /, on the proxy's own origin.
     proxy = PageApp(create_app(settings))
@@ -118,7 +118,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_tokens(args: argparse.Namespace) -> int:
-    from core.tokens_cli import run_tokens_command
+    from core.access.tokens_cli import run_tokens_command
 
     return run_tokens_command(args)
 
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the configuration, one line per problem")
     check.set_defaults(func=cmd_check)
 
-    from core.tokens_cli import add_tokens_parser
+    from core.access.tokens_cli import add_tokens_parser
 
     add_tokens_parser(sub, cmd_tokens)
     return parser

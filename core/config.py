@@ -8,8 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from core.access.guard_settings import (
+    GuardSettings,
+    callers_need_no_shared_token,
+    parse_guard_settings,
+)
 from core.env import parse_bool, parse_choice, parse_float, parse_int
-from core.guard_settings import GuardSettings, callers_need_no_shared_token, parse_guard_settings
 
 MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_CACHE_SECONDS = 5.0
@@ -56,7 +60,7 @@ class Settings:
     token_store: str = field(repr=False, default="")
     token_cache_seconds: float = 2.0
     # Browser callers: JWT sign-in, anonymous mode, client IP, rate limits, request policy
-    # (core/guard_settings.py); all off by default.
+    # (core/access/guard_settings.py); all off by default.
     guard: GuardSettings = field(default_factory=GuardSettings)
 
 

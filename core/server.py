@@ -25,7 +25,7 @@ def server_config(app: ASGIApp | str, host: str, port: int, **options: Any) -> A
         # typical load balancers (60 s) so they, not we, close first.
         timeout_keep_alive=75,
         server_header=False,
-        # The client IP is core/client_ip.py's job, per platform; uvicorn's own rewrite
+        # The client IP is core/access/client_ip.py's job, per platform; uvicorn's own rewrite
         # trusts X-Forwarded-For from any loopback peer, which a caller can fill in.
         proxy_headers=options.pop("proxy_headers", False),
         **options,

@@ -9,7 +9,7 @@ import pytest
 
 from core.app import create_app
 from core.config import load_settings
-from core.mock_upstream import MockOptions, MockUpstream
+from core.devtools.mock_upstream import MockOptions, MockUpstream
 from tests.servers import RunningServer, proxy_env, serve_in_thread
 
 # A developer's own .env must not leak into tests that run the CLI (in-process or not).

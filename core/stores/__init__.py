@@ -51,7 +51,7 @@ class Store(Protocol):
     ) -> dict[str, int]:
         """Atomically add each amount to the named counter under `key` (created at 0, kept
         until `expires_at`) and return every counter of `key` after the add. Used by the
-        rate limiter (core/limits.py), so many instances share one count; counter keys
+        rate limiter (core/access/limits.py), so many instances share one count; counter keys
         never collide with document keys."""
 
 

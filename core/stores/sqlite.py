@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS items (
 )
 """
 
-# Rate-limit counters (core/limits.py): one row per key and counter name.
+# Rate-limit counters (core/access/limits.py): one row per key and counter name.
 _COUNTERS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
     key TEXT NOT NULL,

@@ -16,8 +16,8 @@ from playwright.sync_api import sync_playwright
 
 from core.app import create_app
 from core.config import load_settings
-from core.demo_page import PageApp
-from core.mock_upstream import MockOptions, MockUpstream
+from core.devtools.demo_page import PageApp
+from core.devtools.mock_upstream import MockOptions, MockUpstream
 from core.types import ASGIApp, Message, Receive, Scope, Send
 from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread, upstream_requests
 

@@ -241,10 +241,10 @@ AWS_FRONT_HEADERS = {
 
 
 class AwsLambdaMangum(Adapter):
-    """handlers/aws_lambda.py (Mangum) fed Function URL events in this process."""
+    """handlers/aws/buffered.py (Mangum) fed Function URL events in this process."""
 
     name = "aws-lambda-mangum"
-    module = "handlers.aws_lambda"
+    module = "handlers.aws.buffered"
     front_headers = AWS_FRONT_HEADERS
     cannot_stream = (
         "Mangum returns the whole response at once: the managed Python runtime buffers "
@@ -274,12 +274,12 @@ class AwsLambdaMangum(Adapter):
 
 
 class AwsLambdaStreaming(Adapter):
-    """handlers/aws_lambda_stream.py started as Lambda starts it through
-    AWS_LAMBDA_EXEC_WRAPPER (handlers/lambda_exec_wrapper), behind a fake Runtime API that
+    """handlers/aws/stream.py started as Lambda starts it through
+    AWS_LAMBDA_EXEC_WRAPPER (handlers/aws/exec_wrapper), behind a fake Runtime API that
     hands it Function URL events and reads its streamed replies."""
 
     name = "aws-lambda-stream"
-    module = "handlers.aws_lambda_stream"
+    module = "handlers.aws.stream"
     front_headers = AWS_FRONT_HEADERS
 
     @contextlib.contextmanager
@@ -300,7 +300,7 @@ class AwsLambdaStreaming(Adapter):
             }
             with tempfile.NamedTemporaryFile(prefix="lambda-", suffix=".log", delete=False) as log:
                 process = subprocess.Popen(
-                    [str(REPO / "handlers" / "lambda_exec_wrapper"), "/var/runtime/bootstrap"],
+                    [str(REPO / "handlers" / "aws" / "exec_wrapper"), "/var/runtime/bootstrap"],
                     cwd=REPO,
                     env={**os.environ, **runtime_env},
                     stdout=log,

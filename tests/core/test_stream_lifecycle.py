@@ -11,7 +11,7 @@ import pytest
 
 from core.app import create_app
 from core.config import load_settings
-from core.mock_upstream import MockUpstream
+from core.devtools.mock_upstream import MockUpstream
 from tests.servers import FAKE_TOKEN, RunningServer, free_port, proxy_env, serve_in_thread
 
 AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}", "content-type": "application/json"}

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from core.access.jwt_auth import IdentityKeysUnavailable, JWKSCache, JWTVerifier, looks_like_jwt
 from core.errors import Unauthorized
-from core.jwt_auth import IdentityKeysUnavailable, JWKSCache, JWTVerifier, looks_like_jwt
 from tests.jwt.keys import (
     AUDIENCE,
     ISSUER,

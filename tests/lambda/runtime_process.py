@@ -13,12 +13,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.mock_upstream import MockOptions, MockUpstream
+from core.devtools.mock_upstream import MockOptions, MockUpstream
 from core.types import Receive, Scope, Send
 from tests.servers import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
-WRAPPER = REPO / "handlers" / "lambda_exec_wrapper"
+WRAPPER = REPO / "handlers" / "aws" / "exec_wrapper"
 VENV_BIN = str(Path(sys.executable).parent)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from core.aws_secrets import secret_references
+from handlers.aws.secrets import secret_references
 from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, proxy_env
 
 from .events import HttpRequest, function_url
@@ -30,7 +30,7 @@ from .fake_runtime_api import fake_runtime_api
 
 REPO = Path(__file__).resolve().parents[2]
 OSLS = REPO / "tools" / "lambda" / "node_modules" / ".bin" / "osls"
-WRAPPER_PATH = "/var/task/handlers/lambda_exec_wrapper"
+WRAPPER_PATH = "/var/task/handlers/aws/exec_wrapper"
 # Framework-generated, not ours: osls adds a DependsOn that a Ref already implies.
 SERVERLESS_LINT_IGNORES = "W3005"
 
@@ -125,7 +125,7 @@ def test_both_files_describe_the_same_deployment(
     for function in (stream, api):
         assert function["Runtime"] in ("python3.12", "python3.13")
         assert function["Architectures"] == ["arm64"]
-        assert function["Handler"] == "handlers.aws_lambda.handler"
+        assert function["Handler"] == "handlers.aws.buffered.handler"
         assert 256 <= function["MemorySize"] <= 2048
     assert stream["Environment"]["Variables"]["AWS_LAMBDA_EXEC_WRAPPER"] == WRAPPER_PATH
     assert stream["Timeout"] == 900  # long generations need minutes
@@ -214,7 +214,7 @@ def test_token_table_has_ttl_and_is_the_token_store(
 def test_package_holds_the_code_the_wrapper_and_no_stray_files(serverless_package: Path) -> None:
     with zipfile.ZipFile(serverless_package / "llm-proxy.zip") as archive:
         names = archive.namelist()
-        wrapper = archive.getinfo("handlers/lambda_exec_wrapper")
+        wrapper = archive.getinfo("handlers/aws/exec_wrapper")
     top = {name.split("/")[0] for name in names}
     assert {"core", "handlers", "httpx", "mangum"} <= top
     assert not top & {"tests", ".venv", "tools", "bench", "node_modules", ".git", "serverless.yml"}
@@ -272,7 +272,7 @@ def test_the_packaged_zip_streams_on_a_bare_python(
     with fake_runtime_api() as api:
         env["AWS_LAMBDA_RUNTIME_API"] = api.address
         process = subprocess.Popen(
-            [str(unpacked / "handlers" / "lambda_exec_wrapper"), "/var/runtime/bootstrap"],
+            [str(unpacked / "handlers" / "aws" / "exec_wrapper"), "/var/runtime/bootstrap"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -1,4 +1,4 @@
-"""handlers.aws_lambda.handler (Mangum, buffered) with every event shape AWS sends it:
+"""handlers.aws.buffered.handler (Mangum, buffered) with every event shape AWS sends it:
 API Gateway REST (v1) and HTTP (v2) APIs, ALB (plain and multi-value), Function URLs.
 
 The handler module is imported as Lambda imports it, from the environment, and forwards
@@ -48,12 +48,12 @@ class Context:
 
 
 def import_handler(env: dict[str, str]) -> ModuleType:
-    """Import handlers.aws_lambda afresh under `env`, as a new Lambda instance would."""
+    """Import handlers.aws.buffered afresh under `env`, as a new Lambda instance would."""
     with mock.patch.dict(os.environ, env, clear=False):
         for name in [n for n in os.environ if n.endswith(("_SECRET_ID", "_SSM_PARAMETER"))]:
             del os.environ[name]
-        sys.modules.pop("handlers.aws_lambda", None)
-        return importlib.import_module("handlers.aws_lambda")
+        sys.modules.pop("handlers.aws.buffered", None)
+        return importlib.import_module("handlers.aws.buffered")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def lambda_module(mock_upstream: RunningServer) -> Iterator[ModuleType]:
         ANTHROPIC_UPSTREAM=f"{mock_upstream.url}/v1",
     )
     yield import_handler(env)
-    sys.modules.pop("handlers.aws_lambda", None)
+    sys.modules.pop("handlers.aws.buffered", None)
 
 
 @pytest.fixture(params=sorted(EVENT_SHAPES))
@@ -270,14 +270,14 @@ def test_bad_environment_answers_every_event_with_a_named_500(mock_upstream: Run
             assert status == 500
             assert "UPSTREAM_API_KEY" in json.loads(body)["error"]["message"]
     finally:
-        sys.modules.pop("handlers.aws_lambda", None)
+        sys.modules.pop("handlers.aws.buffered", None)
 
 
 def test_importing_the_handler_does_not_import_boto3(mock_upstream: RunningServer) -> None:
     """No secret referenced: the cold start must not pay for boto3 (or aiohttp)."""
     import subprocess
 
-    code = "import sys, handlers.aws_lambda; print(sorted(m for m in ('boto3','aiohttp') if m in sys.modules))"
+    code = "import sys, handlers.aws.buffered; print(sorted(m for m in ('boto3','aiohttp') if m in sys.modules))"
     env = {**os.environ, **proxy_env(mock_upstream.url)}
     out = subprocess.run(
         [sys.executable, "-c", code],

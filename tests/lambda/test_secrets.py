@@ -13,7 +13,7 @@ from moto import mock_aws
 from moto.core import set_initial_no_auth_action_count
 from moto.server import ThreadedMotoServer
 
-from core.aws_secrets import SecretError, create_app_with_secrets, environ_with_secrets
+from handlers.aws.secrets import SecretError, create_app_with_secrets, environ_with_secrets
 from tests.servers import (
     FAKE_TOKEN,
     FAKE_UPSTREAM_KEY,

@@ -1,4 +1,4 @@
-"""The streaming runtime (exec wrapper -> handlers.aws_lambda_stream) against a Runtime API
+"""The streaming runtime (exec wrapper -> handlers.aws.stream) against a Runtime API
 played by the test over real sockets, on one warm process for the whole module, as a
 Lambda instance serves invocation after invocation."""
 
@@ -229,7 +229,7 @@ def test_a_broken_package_is_reported_as_an_init_error(
 
 def test_the_entry_refuses_to_run_outside_lambda() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "handlers.aws_lambda_stream"],
+        [sys.executable, "-m", "handlers.aws.stream"],
         env={"PATH": "/usr/bin:/bin"},
         cwd=str(Path(__file__).resolve().parents[2]),
         capture_output=True,

@@ -10,7 +10,7 @@ import pytest
 from mangum.handlers.alb import ALB
 from mangum.handlers.api_gateway import APIGateway, HTTPGateway
 
-from core.client_ip import client_ip_rule, detect_platform
+from core.access.client_ip import client_ip_rule, detect_platform
 from tests.servers import PYTHON, RunningServer, free_port, proxy_env, run_process
 
 REAL = "203.0.113.7"
@@ -82,7 +82,7 @@ def test_aws_uses_what_the_platform_saw(scope_of: Any) -> None:
 
 
 def test_aws_function_url_streaming_handler() -> None:
-    from handlers.lambda_function_url import scope_from_function_url_event
+    from handlers.aws.events import scope_from_function_url_event
 
     assert client_ip_rule("aws")(scope_from_function_url_event(http_api_event())) == REAL
 

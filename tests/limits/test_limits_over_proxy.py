@@ -188,8 +188,8 @@ def test_fail_open_lets_requests_through_unmetered(mock_upstream: RunningServer)
 def test_stored_tokens_are_limited_each_on_their_own(
     mock_upstream: RunningServer, tmp_path
 ) -> None:
+    from core.access.tokens import create_token
     from core.stores import open_store
-    from core.tokens import create_token
 
     url = f"sqlite:///{tmp_path}/tokens.db"
     store = open_store(url)

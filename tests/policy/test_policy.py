@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from core.access.tokens import create_token
 from core.app import create_app
 from core.config import ConfigError, load_settings
 from core.stores import open_store
-from core.tokens import create_token
 from tests.servers import (
     FAKE_TOKEN,
     RunningServer,

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from core.access.tokens import create_token
 from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
-from core.tokens import create_token
 from tests.servers import RunningServer, proxy_env, serve_in_thread
 
 KEYS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from core.config import load_settings
-from core.upstream import UpstreamClient
+from core.upstream.client import UpstreamClient
 from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
 
 

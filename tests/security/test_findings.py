@@ -10,10 +10,10 @@ import httpx
 import pytest
 import respx
 
+from core.access.tokens import create_token
 from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
-from core.tokens import create_token
 from core.types import ASGIApp
 from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
 

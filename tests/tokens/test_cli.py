@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from core.access.tokens import hash_hex, list_tokens
 from core.cli import main
 from core.stores import open_store
-from core.tokens import hash_hex, list_tokens
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

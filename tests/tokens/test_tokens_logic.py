@@ -6,9 +6,7 @@ import time
 
 import pytest
 
-from core.stores import Store
-from core.stores.memory import MemoryStore
-from core.tokens import (
+from core.access.tokens import (
     TokenError,
     create_token,
     hash_hex,
@@ -19,6 +17,8 @@ from core.tokens import (
     set_disabled,
     store_key,
 )
+from core.stores import Store
+from core.stores.memory import MemoryStore
 
 
 def test_only_the_hash_is_stored(store: Store) -> None:

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from core.access.tokens import create_token, list_tokens, revoke_token, set_disabled
 from core.app import create_app
 from core.config import load_settings
 from core.stores import Store, open_store
-from core.tokens import create_token, list_tokens, revoke_token, set_disabled
 from tests.servers import (
     FAKE_TOKEN,
     RunningServer,

@@ -1,13 +1,13 @@
 """AWS Lambda Function URL with response streaming, on the managed Python runtime.
 
 The managed runtime's own client cannot stream, so `AWS_LAMBDA_EXEC_WRAPPER` points at
-handlers/lambda_exec_wrapper, which starts this module instead of it (the technique of
+handlers/aws/exec_wrapper, which starts this module instead of it (the technique of
 AWS's Lambda Web Adapter, minus the second server process). It polls the Runtime API
 and answers each Function URL event by running the proxy's ASGI app in-process and
 streaming its reply: a JSON prelude, eight NUL bytes, then body chunks as the app sends
 them. One event loop lives as long as the instance, so the upstream pool stays warm.
 
-`python -m handlers.aws_lambda_stream` runs the loop against `$AWS_LAMBDA_RUNTIME_API`.
+`python -m handlers.aws.stream` runs the loop against `$AWS_LAMBDA_RUNTIME_API`.
 The proxy is imported only inside the loop's start-up, so a broken package (a missing
 dependency) is reported to Lambda as an init error rather than a silent crash.
 """
@@ -21,8 +21,8 @@ import sys
 import time
 from typing import Any
 
-from handlers.lambda_function_url import prelude, request_body, scope_from_function_url_event
-from handlers.lambda_runtime_api import Invocation, ResponseStream, RuntimeApi
+from handlers.aws.events import prelude, request_body, scope_from_function_url_event
+from handlers.aws.runtime_api import Invocation, ResponseStream, RuntimeApi
 
 logger = logging.getLogger("llm_proxy")
 # Stop this long before Lambda's deadline: a reply we end ourselves reaches the caller
@@ -138,7 +138,7 @@ async def run(address: str, app: Any = None, *, max_invocations: int | None = No
     api = RuntimeApi(address)
     if app is None:
         try:
-            from core.aws_secrets import create_app_with_secrets
+            from handlers.aws.secrets import create_app_with_secrets
 
             app = create_app_with_secrets()
         except Exception as exc:

@@ -1,17 +1,17 @@
 """AWS Lambda, buffered: API Gateway REST (v1) and HTTP (v2) APIs, ALB, Function URLs in
-BUFFERED mode. Handler: `handlers.aws_lambda.handler`.
+BUFFERED mode. Handler: `handlers.aws.buffered.handler`.
 
 Mangum turns each event into an ASGI request and the whole response into the event
 source's reply, so streams arrive at the caller in one piece at the end, and a reply is
 capped at 6 MB. For token-by-token streaming use the Function URL entry in
-handlers/aws_lambda_stream.py.
+handlers/aws/stream.py.
 """
 
 from __future__ import annotations
 
 from mangum import Mangum
 
-from core.aws_secrets import create_app_with_secrets
+from handlers.aws.secrets import create_app_with_secrets
 
 app = create_app_with_secrets()
 

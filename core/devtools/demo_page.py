@@ -10,7 +10,7 @@ from pathlib import Path
 
 from core.types import ASGIApp, Receive, Scope, Send, send_response
 
-PAGE_DIR = Path(__file__).resolve().parent.parent / "examples" / "chat"
+PAGE_DIR = Path(__file__).resolve().parents[2] / "examples" / "chat"
 _TYPES = {".html": b"text/html; charset=utf-8", ".js": b"text/javascript; charset=utf-8"}
 
 

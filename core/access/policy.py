@@ -12,8 +12,8 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Any
 
+from core.access.tokens import load_request_json, model_of_request
 from core.errors import BadRequest, Forbidden
-from core.tokens import load_request_json, model_of_request
 
 # Every field name a provider reads its output cap from (OpenAI chat and Responses,
 # Anthropic, Gemini's generationConfig).

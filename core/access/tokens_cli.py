@@ -10,8 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from core.stores import Store, StoreURLError, open_store
-from core.tokens import (
+from core.access.tokens import (
     TokenError,
     TokenRecord,
     create_token,
@@ -21,6 +20,7 @@ from core.tokens import (
     set_disabled,
     split_list,
 )
+from core.stores import Store, StoreURLError, open_store
 
 
 def add_tokens_parser(sub: Any, handler: Callable[[argparse.Namespace], int]) -> None:

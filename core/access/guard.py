@@ -5,8 +5,8 @@ proxy endpoint then skips this module entirely. Otherwise the guard:
 
 1. identifies the caller: a JWT from the identity provider (JWT_JWKS_URL), no credential
    at all (ALLOW_ANONYMOUS, from an allowed origin only), or the usual proxy token;
-2. applies the request policy (core/policy.py) to the body;
-3. counts the request against the caller's rate limits (core/limits.py): a signed-in user
+2. applies the request policy (core/access/policy.py) to the body;
+3. counts the request against the caller's rate limits (core/access/limits.py): a signed-in user
    by `sub`, a stored token by its id, anyone else (shared token, anonymous) by client IP;
 4. wraps `send` to put the limit headers on the reply and to read the tokens the reply
    reports (only when a token limit is set), then adds them to the caller's window.
@@ -20,17 +20,17 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from core.auth import SHARED_TOKEN_CALLER, Caller
-from core.client_ip import ClientIPRule, client_ip_rule, detect_platform
+from core.access.client_ip import ClientIPRule, client_ip_rule, detect_platform
+from core.access.credentials import SHARED_TOKEN_CALLER, Caller
 from core.errors import Forbidden
 from core.types import Message, Scope, Send
 
 if TYPE_CHECKING:
-    from core.auth import TokenCheck
+    from core.access.credentials import TokenCheck
+    from core.access.jwt_auth import JWTVerifier
+    from core.access.limits import Admission, RateLimiter
+    from core.access.policy import RequestPolicy
     from core.config import Settings
-    from core.jwt_auth import JWTVerifier
-    from core.limits import Admission, RateLimiter
-    from core.policy import RequestPolicy
     from core.providers import Provider
 
 logger = logging.getLogger("llm_proxy")
@@ -172,7 +172,7 @@ class Guard:
 
     async def identify(self, scope: Scope, credential: bytes | None) -> Caller:
         if credential is not None and self.jwt is not None:
-            from core.jwt_auth import looks_like_jwt
+            from core.access.jwt_auth import looks_like_jwt
 
             if looks_like_jwt(credential):
                 claims = await self.jwt.verify(credential)
@@ -263,7 +263,7 @@ def build_guard(settings: Settings, token_check: TokenCheck) -> Guard | None:
         return None
     guard = Guard(token_check=token_check, client_ip=client_ip_rule(config.client_ip_source))
     if config.jwt_jwks_url:
-        from core.jwt_auth import verifier_from_settings  # PyJWT loads only here
+        from core.access.jwt_auth import verifier_from_settings  # PyJWT loads only here
 
         guard.jwt = verifier_from_settings(
             config.jwt_jwks_url,
@@ -277,7 +277,7 @@ def build_guard(settings: Settings, token_check: TokenCheck) -> Guard | None:
         guard.anonymous = True
         guard.allowed_origins = frozenset(o.encode() for o in settings.allowed_origins if o != "*")
     if config.policy_on:
-        from core.policy import RequestPolicy
+        from core.access.policy import RequestPolicy
 
         guard.policy = RequestPolicy(
             allowed_models=config.allowed_models,
@@ -285,7 +285,7 @@ def build_guard(settings: Settings, token_check: TokenCheck) -> Guard | None:
             max_messages=config.max_messages,
         )
     if config.limits_on:
-        from core.limits import RateLimiter
+        from core.access.limits import RateLimiter
         from core.stores import open_store
 
         guard.limiter = RateLimiter(

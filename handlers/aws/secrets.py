@@ -21,9 +21,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from core.access_log import configure_logging
 from core.app import MisconfiguredApp, create_app
 from core.config import ConfigError, load_settings
+from core.proxy.access_log import configure_logging
 from core.types import ASGIApp
 
 logger = logging.getLogger("llm_proxy")

@@ -4,7 +4,7 @@ Each SDK already puts its key somewhere (OpenAI: `Authorization: Bearer`, Anthro
 `x-api-key`, Gemini: `x-goog-api-key` or `?key=`, Azure: `api-key`); the caller keeps that
 habit and puts its proxy credential there instead. All slots go through one check:
 first the PROXY_ACCESS_TOKEN list (constant-time, over SHA-256 digests), then, if a token
-store is configured, the per-caller tokens kept there by hash (see core/tokens.py).
+store is configured, the per-caller tokens kept there by hash (see core/access/tokens.py).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
+from core.access.tokens import TokenRecord, model_of_request, record_from_item, store_key
 from core.errors import Forbidden, ProxyError, Unauthorized
-from core.headers import RawHeaders
-from core.tokens import TokenRecord, model_of_request, record_from_item, store_key
+from core.proxy.headers import RawHeaders
 
 if TYPE_CHECKING:
     from core.config import Settings

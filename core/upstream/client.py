@@ -41,7 +41,7 @@ def build_transport(
 ) -> httpx.AsyncBaseTransport:
     if transport == "aiohttp":
         # Heavy (~200 ms): imported only when chosen.
-        from core.aiohttp_transport import AiohttpTransport
+        from core.upstream.aiohttp_transport import AiohttpTransport
 
         return AiohttpTransport(
             max_connections=_LIMITS.max_connections or 1000,

@@ -7,7 +7,7 @@ from base64 import b64decode
 from typing import Any
 from urllib.parse import unquote
 
-from handlers.lambda_runtime_api import PRELUDE_DELIMITER
+from handlers.aws.runtime_api import PRELUDE_DELIMITER
 
 
 def scope_from_function_url_event(event: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote
 
 import httpx
 
-from core.auth import TokenCheck, authorize, find_credential, split_key_param
+from core.access.credentials import TokenCheck, authorize, find_credential, split_key_param
 from core.config import Settings
 from core.errors import (
     BadRequest,
@@ -30,13 +30,17 @@ from core.errors import (
     UpstreamUnreachable,
     send_error,
 )
-from core.headers import client_response_headers, has_header_injection, upstream_request_headers
 from core.providers import RETRY_ON_NEXT_KEY, Provider, match_provider
+from core.proxy.headers import (
+    client_response_headers,
+    has_header_injection,
+    upstream_request_headers,
+)
 from core.types import Receive, RequestLog, Scope, Send
-from core.upstream import UpstreamClient
+from core.upstream.client import UpstreamClient
 
 if TYPE_CHECKING:
-    from core.guard import Guard
+    from core.access.guard import Guard
 
 logger = logging.getLogger("llm_proxy")
 
@@ -135,7 +139,7 @@ class ProxyEndpoint:
         self.providers = providers
         self.client = client
         self.token_check = token_check
-        # JWT / anonymous callers, policy and rate limits (core/guard.py); None when
+        # JWT / anonymous callers, policy and rate limits (core/access/guard.py); None when
         # none is configured, so a plain deployment pays nothing for them.
         self.guard = guard
 
