@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import anyio
+import anyio.lowlevel
 import httpx
 
 from core.errors import (
@@ -272,6 +273,9 @@ class ProxyEndpoint:
                 if not self.drain:
                     scope.cancel()
                 return
+            # Only a disconnect should come after the body; a server that answers at once
+            # with anything else must not starve the relay.
+            await anyio.lowlevel.checkpoint()
 
     async def forward(
         self, request: ProxyRequest, body: bytes, metering: bool
