@@ -1,4 +1,4 @@
-"""`llm-proxy serve | mock-upstream | demo | check | tokens ...`."""
+"""`llm-proxy serve | mock-upstream | demo | check | tokens ... | usage`."""
 
 from __future__ import annotations
 
@@ -123,6 +123,12 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     return run_tokens_command(args)
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    from core.usage.cli import run_usage_command
+
+    return run_usage_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-proxy", description="A streaming LLM API proxy.")
     parser.add_argument(
@@ -164,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     from core.access.tokens_cli import add_tokens_parser
 
     add_tokens_parser(sub, cmd_tokens)
+    from core.usage.cli import add_usage_parser
+
+    add_usage_parser(sub, cmd_usage)
     return parser
 
 

@@ -54,6 +54,11 @@ class Store(Protocol):
         rate limiter (core/access/limits.py), so many instances share one count; counter keys
         never collide with document keys."""
 
+    def scan_counters(self, prefix: str) -> list[tuple[str, dict[str, int]]]:
+        """Every unexpired counter key starting with `prefix` and its counters, sorted by
+        key (the usage ledger's reports; admin use, not per request). `scan` returns
+        documents only."""
+
 
 class StoreURLError(ValueError):
     """The store URL names no backend this proxy has."""

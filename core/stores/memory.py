@@ -53,3 +53,11 @@ class MemoryStore:
         for name, amount in amounts.items():
             counters[name] = counters.get(name, 0) + amount
         return dict(counters)
+
+    def scan_counters(self, prefix: str) -> list[tuple[str, dict[str, int]]]:
+        now = time.time()
+        return [
+            (key, dict(entry[1]))
+            for key, entry in sorted(self._counters.items())
+            if key.startswith(prefix) and entry[0] > now
+        ]
