@@ -1,8 +1,9 @@
 """create_app(settings) -> the ASGI app every platform adapter serves.
 
 Layers, outermost first: request id + access log + last-resort error guard -> CORS (a
-preflight is answered here, before auth) -> routes (/health, then every provider route)
--> the proxy endpoint (auth, body limit, forward).
+preflight is answered here, before auth; never for /admin) -> routes (/health, /admin when
+ADMIN_TOKEN is set, then every provider route) -> the proxy endpoint (auth, body limit,
+forward).
 
 The stack is plain ASGI rather than a `Starlette` application: Starlette's router and its
 two exception middlewares (each wrapping `send`) cost about a tenth of the proxy's CPU per
@@ -15,14 +16,17 @@ import logging
 
 from core.access.credentials import token_check_from_settings
 from core.access.guard import build_guard
+from core.access.status import ServiceStatus
 from core.config import ConfigError, Settings, load_settings
 from core.errors import Misconfigured, send_error
 from core.providers import build_provider_table
 from core.proxy.access_log import AccessLogMiddleware, configure_logging
-from core.proxy.cors import CORSMiddleware
+from core.proxy.cors import CORSMiddleware, is_admin_path
 from core.proxy.endpoint import ProxyEndpoint
+from core.stores import StoreSet
 from core.types import ASGIApp, Receive, Scope, Send, send_response
 from core.upstream.client import UpstreamClient, choose_transport
+from core.usage.ledger import UsageLedger
 
 logger = logging.getLogger("llm_proxy")
 
@@ -60,20 +64,46 @@ class ProxyApp:
     def __init__(self, settings: Settings, *, concurrent: bool = True) -> None:
         self.settings = settings
         self.upstream = UpstreamClient(settings, choose_transport(settings, concurrent=concurrent))
-        token_check = token_check_from_settings(settings)
+        # One client per store URL, shared by the token check, the kill switch, the ledger
+        # and the dashboard (a memory:// store is only shared at all this way).
+        self.stores = StoreSet()
+        self.token_store = self.stores.open(settings.token_store) if settings.token_store else None
+        token_check = token_check_from_settings(settings, self.token_store)
+        self.providers = build_provider_table(settings)
         self.endpoint = ProxyEndpoint(
             settings,
-            build_provider_table(settings),
+            self.providers,
             self.upstream,
             token_check,
             guard=build_guard(settings, token_check),
         )
+        self.status = ServiceStatus(
+            self.token_store or self.stores.open("memory://"), settings.token_cache_seconds
+        )
+        self.endpoint.status = self.status
+        # The ledger is kept when someone can read it: the dashboard, or a shared store.
+        self.ledger: UsageLedger | None = None
+        if settings.admin_token or settings.usage_store != "memory://":
+            self.ledger = UsageLedger(self.stores.open(settings.usage_store))
+            self.endpoint.ledger = self.ledger
+        # The dashboard, built on its first request (cold starts do not pay for it).
+        self._admin: ASGIApp | None = None
+
+    def admin(self) -> ASGIApp:
+        if self._admin is None:
+            from core.admin.app import build_admin_app
+
+            self._admin = build_admin_app(self)
+        return self._admin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            if scope["path"] == "/health" and scope["method"] in ("GET", "HEAD"):
+            path = scope["path"]
+            if path == "/health" and scope["method"] in ("GET", "HEAD"):
                 await health(send)
+            elif self.settings.admin_token and is_admin_path(path):
+                await self.admin()(scope, receive, send)
             else:
                 await self.endpoint(scope, receive, send)
         elif kind == "lifespan":

@@ -38,9 +38,12 @@ from core.proxy.headers import (
 )
 from core.types import Receive, RequestLog, Scope, Send
 from core.upstream.client import UpstreamClient
+from core.usage.interim import record_usage_on  # TEMPORARY (wt-admin)
 
 if TYPE_CHECKING:
     from core.access.guard import Guard
+    from core.access.status import ServiceStatus
+    from core.usage.ledger import UsageLedger
 
 logger = logging.getLogger("llm_proxy")
 
@@ -127,6 +130,10 @@ def map_transport_error(exc: httpx.HTTPError, settings: Settings) -> ProxyError:
 class ProxyEndpoint:
     """The ASGI endpoint behind every provider route."""
 
+    # TEMPORARY (wt-admin): set by ProxyApp (core/app.py); the lead's stages take them over.
+    status: ServiceStatus | None = None
+    ledger: UsageLedger | None = None
+
     def __init__(
         self,
         settings: Settings,
@@ -192,6 +199,8 @@ class ProxyEndpoint:
             caller = await guard.identify(scope, credential)
         if log is not None:
             log.caller = caller.label
+        if self.status is not None:  # TEMPORARY (wt-admin): kill switch, for the admit stage
+            await self.status.check(time.time())
 
         declared_length: int | None = None
         is_json = False
@@ -210,6 +219,9 @@ class ProxyEndpoint:
             authorize(caller, provider, method, remainder, body)
         if guard is not None:
             body, send = await guard.admit(scope, caller, provider, method, remainder, body, send)
+
+        if self.ledger is not None:  # TEMPORARY (wt-admin): until the settle stage records usage
+            send = record_usage_on(send, self.ledger, caller, provider.name, body, remainder, provider.model_in_path)  # fmt: skip
 
         url = provider.origin + provider.base_path + remainder
         if query:

@@ -94,3 +94,16 @@ def open_store(url: str) -> Store:
         "a store URL looks like sqlite:///tokens.db, dynamodb://table, redis://host:6379 "
         "or memory://"
     )
+
+
+class StoreSet:
+    """Opens each store URL once, so every part of one app shares one client per store."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, Store] = {}
+
+    def open(self, url: str) -> Store:
+        store = self._open.get(url)
+        if store is None:
+            store = self._open[url] = open_store(url)
+        return store
