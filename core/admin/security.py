@@ -134,8 +134,14 @@ def session_cookie(value: str, *, secure: bool, max_age: int = SESSION_SECONDS) 
 
 def cross_site_reason(origin: str | None, fetch_site: str | None, host: str | None) -> str | None:
     """Why a request is refused as cross-origin, or None when it is same-origin (or from a
-    script that sends no Origin at all)."""
-    if fetch_site is not None and fetch_site.lower() not in ("same-origin", "none"):
+    script that sends no Origin at all). Browsers without Sec-Fetch-Site are judged by
+    Origin, where an opaque `null` is refused."""
+    if fetch_site is not None:
+        # A browser sets it and no page can: the most precise answer there is. (Origin
+        # alone cannot decide: under Referrer-Policy no-referrer, Chromium sends
+        # `Origin: null` on a same-origin form POST.)
+        if fetch_site.lower() in ("same-origin", "none"):
+            return None
         return f"Sec-Fetch-Site is {fetch_site[:40]!r}"
     if origin is not None:
         if origin == "null" or host is None:

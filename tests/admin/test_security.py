@@ -84,6 +84,9 @@ def test_cross_site_requests_are_named() -> None:
     assert cross_site_reason("null", None, host) is not None
     assert cross_site_reason(None, "cross-site", host) is not None
     assert cross_site_reason(None, "same-site", host) is not None  # a sibling subdomain
+    # Chromium's same-origin form POST under Referrer-Policy: no-referrer.
+    assert cross_site_reason("null", "same-origin", host) is None
+    assert cross_site_reason("https://evil.example", "cross-site", host) is not None
 
 
 def test_csp_is_strict() -> None:

@@ -63,6 +63,8 @@ const fmt = {
   int: (n) => Number(n || 0).toLocaleString("en-US"),
   usd: (n) => "$" + Number(n || 0).toFixed(Number(n) >= 100 ? 2 : 4),
   when: (s) => (s ? new Date(s * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC" : "never"),
+  // Axis labels: as few characters as say the amount.
+  usdAxis: (n) => "$" + (Number(n) > 0 && Number(n) < 0.01 ? Number(n).toPrecision(2) : Number(n) >= 10 ? Math.round(n) : Number(n) >= 1 ? Number(n).toFixed(1).replace(/\.0$/, "") : Number(n).toFixed(2).replace(/\.?0+$/, "") || "0"),
   short: (n) => {
     n = Number(n || 0);
     if (n >= 1e6) return (n / 1e6).toFixed(n >= 1e7 ? 0 : 1) + "M";
@@ -86,7 +88,8 @@ function niceMax(value) {
 }
 
 // Vertical bars per day; `series` = [{key, cls, label}] stacked bottom to top.
-function dayChart(rows, series, format, id) {
+function dayChart(rows, series, format, id, axisFormat) {
+  axisFormat = axisFormat || format;
   const W = 560, H = 220, left = 48, bottom = 24, top = 10;
   const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", id });
   const totals = rows.map((r) => series.reduce((sum, s) => sum + Number(r[s.key] || 0), 0));
@@ -95,7 +98,7 @@ function dayChart(rows, series, format, id) {
   for (let i = 0; i <= 4; i++) {
     const y = top + plotH - (plotH * i) / 4;
     chart.append(svg("line", { x1: left, x2: W - 8, y1: y, y2: y, class: "axis" }));
-    chart.append(svg("text", { x: left - 6, y: y + 4, "text-anchor": "end" }, format((max * i) / 4)));
+    chart.append(svg("text", { x: left - 6, y: y + 4, "text-anchor": "end" }, axisFormat((max * i) / 4)));
   }
   const slot = plotW / Math.max(rows.length, 1);
   const barW = Math.max(2, Math.min(36, slot * 0.7));
@@ -122,7 +125,7 @@ function dayChart(rows, series, format, id) {
 
 // Horizontal bars, one per caller or model, largest first.
 function rankChart(rows, key, cls, format, id) {
-  const shown = rows.slice(0, 10);
+  const shown = rows.slice().sort((a, b) => Number(b[key] || 0) - Number(a[key] || 0)).slice(0, 10);
   const W = 560, row = 26, left = 170, H = Math.max(1, shown.length) * row + 8;
   const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", id });
   const max = Math.max(0, ...shown.map((r) => Number(r[key] || 0))) || 1;
@@ -204,7 +207,7 @@ pages.tokens = async (view) => {
         el("td", {}, fmt.when(t.expires_at)),
         el("td", {}, fmt.when(t.last_used)),
         el("td", { class: "num usage" }, fmt.int(t.usage.requests) + " req", el("div", { class: "muted" }, fmt.short(t.usage.total_tokens) + " tok · " + fmt.usd(t.usage.cost_usd))),
-        el("td", { class: "num" }, t.budget_usd === null ? "none" : fmt.usd(t.budget_usd)),
+        el("td", { class: "num" }, t.budget_usd === null ? "none" : "$" + Number(t.budget_usd).toFixed(2)),
         el("td", { class: "actions" },
           t.status === "disabled"
             ? action("Enable", "", async () => { await api("POST", `tokens/${t.id}/enable`); toast(`${t.label} enabled`); await renderList(); })
@@ -258,7 +261,7 @@ pages.usage = async (view) => {
       el("div", { class: "card" }, el("h2", {}, "Tokens per day"), legend([["input", "input"], ["output", "output"]]),
         dayChart(series, [{ key: "input_tokens", cls: "input", label: "input" }, { key: "output_tokens", cls: "output", label: "output" }], fmt.short, "chart-day-tokens")),
       el("div", { class: "card" }, el("h2", {}, "Cost per day"), legend([["cost", "USD"]]),
-        dayChart(series, [{ key: "cost_usd", cls: "cost", label: "cost" }], fmt.usd, "chart-day-cost")),
+        dayChart(series, [{ key: "cost_usd", cls: "cost", label: "cost" }], fmt.usd, "chart-day-cost", fmt.usdAxis)),
       el("div", { class: "card" }, el("h2", {}, "Tokens per caller"), rankChart(callers.rows, "total_tokens", "input", fmt.short, "chart-callers")),
       el("div", { class: "card" }, el("h2", {}, "Tokens per model"), rankChart(models.rows, "total_tokens", "output", fmt.short, "chart-models"))),
     el("div", { class: "card" }, el("h2", {}, "Per caller"), table(callers.rows, "Caller")),
