@@ -112,7 +112,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(
         f"ok: default route /v1 -> {settings.upstream_base_url}; "
         f"{len(settings.access_token_hashes)} access token(s); "
-        f"CORS origins: {', '.join(settings.allowed_origins) or 'none (browsers refused)'}"
+        f"CORS origins: {', '.join(settings.allowed_origins) or 'none (browsers refused)'}; "
+        f"dashboard: {'/admin' if settings.admin_token else 'off (ADMIN_TOKEN unset)'}"
     )
     return 0
 

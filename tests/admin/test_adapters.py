@@ -67,3 +67,20 @@ def test_through_mangum(mock_upstream: RunningServer, tmp_path: Path) -> None:
         assert status == 503 and json.loads(body)["error"]["code"] == "service_offline"
     finally:
         sys.modules.pop("handlers.aws.buffered", None)
+
+
+def test_a_cold_start_does_not_build_the_dashboard(
+    mock_upstream: RunningServer, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+
+    code = (
+        "import sys, handlers.aws.buffered; "
+        "print(sorted(m for m in sys.modules if m.startswith(('starlette', 'core.admin'))))"
+    )
+    env = {**os.environ, **admin_env(mock_upstream.url, tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
