@@ -1,4 +1,4 @@
-"""`llm-proxy serve | mock-upstream | demo | check | tokens ...`."""
+"""`llm-proxy serve | mock-upstream | demo | check | tokens ... | usage`."""
 
 from __future__ import annotations
 
@@ -125,7 +125,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(
         f"ok: default route /v1 -> {settings.upstream_base_url}; "
         f"{len(settings.access_token_hashes)} access token(s); "
-        f"CORS origins: {', '.join(settings.allowed_origins) or 'none (browsers refused)'}"
+        f"CORS origins: {', '.join(settings.allowed_origins) or 'none (browsers refused)'}; "
+        f"dashboard: {'/admin' if settings.admin_token else 'off (ADMIN_TOKEN unset)'}"
     )
     return 0
 
@@ -134,6 +135,12 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     from core.access.tokens_cli import run_tokens_command
 
     return run_tokens_command(args)
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    from core.usage.cli import run_usage_command
+
+    return run_usage_command(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     from core.access.tokens_cli import add_tokens_parser
 
     add_tokens_parser(sub, cmd_tokens)
+    from core.usage.cli import add_usage_parser
+
+    add_usage_parser(sub, cmd_usage)
     return parser
 
 

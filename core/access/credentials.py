@@ -233,10 +233,10 @@ def authorize(caller: Caller, provider: Provider, method: str, remainder: str, b
         )
 
 
-def token_check_from_settings(settings: Settings) -> TokenCheck:
-    """The check a deployment's settings describe; opens the token store if one is set."""
-    store = None
-    if settings.token_store:
+def token_check_from_settings(settings: Settings, store: Store | None = None) -> TokenCheck:
+    """The check a deployment's settings describe; opens the token store if one is set
+    (or uses `store`, already opened from it, so the dashboard shares one client)."""
+    if store is None and settings.token_store:
         from core.stores import open_store
 
         store = open_store(settings.token_store)

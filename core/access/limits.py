@@ -142,8 +142,6 @@ class RequestLimit:
     """Counts the request before its body is read; refuses a caller over either limit."""
 
     reads_body = False
-    meters = False
-    caps = False
 
     def __init__(self, limiter: RateLimiter) -> None:
         self.limiter = limiter
@@ -184,8 +182,6 @@ class TokenLimit:
     reply reports."""
 
     reads_body = True
-    meters = True
-    caps = True
 
     def __init__(self, limiter: RateLimiter, estimate: WorstCase) -> None:
         self.limiter = limiter
@@ -230,6 +226,7 @@ class TokenReservation:
     # What the store let this request hold: its worst case, or the room that was left.
     reserved: int
     headers: RawHeaders = field(default_factory=list)
+    needs_usage: bool = True
 
     async def settle(self, outcome: Outcome) -> None:
         change = outcome.tokens(self.worst).total - self.reserved

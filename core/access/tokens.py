@@ -40,6 +40,8 @@ class TokenRecord:
     created_at: float = 0.0
     expires_at: float | None = None
     disabled: bool = False
+    # A spending cap in USD for the budget stage to enforce; None means no cap.
+    budget_usd: float | None = None
     # Filled from the store's own column, never written with the document.
     last_used: float | None = field(default=None, compare=False)
     token_hash: str = field(default="", compare=False)
@@ -78,6 +80,7 @@ def record_from_item(item: Item) -> TokenRecord:
         created_at=float(doc.get("created_at") or 0.0),
         expires_at=None if doc.get("expires_at") is None else float(doc["expires_at"]),
         disabled=bool(doc.get("disabled", False)),
+        budget_usd=None if doc.get("budget_usd") is None else float(doc["budget_usd"]),
         last_used=item.last_used,
         token_hash=item.key[len(KEY_PREFIX) :],
     )
@@ -119,11 +122,16 @@ def create_token(
     models: tuple[str, ...] = (),
     expires_at: float | None = None,
     now: float | None = None,
+    budget_usd: float | None = None,
 ) -> tuple[str, TokenRecord]:
     """A new token (returned once, to be shown once) and its stored record."""
     label = label.strip()
     if not label:
         raise TokenError("--label must not be blank")
+    if len(label) > 200:
+        raise TokenError("--label must be at most 200 characters")
+    if budget_usd is not None and not (0 <= budget_usd < 1e9):
+        raise TokenError("--budget-usd must be a non-negative amount of dollars")
     if any(r.label == label for r in list_tokens(store)):
         raise TokenError(
             f"a token labelled {label!r} already exists; revoke it or pick another label"
@@ -137,6 +145,7 @@ def create_token(
         models=models,
         created_at=time.time() if now is None else now,
         expires_at=expires_at,
+        budget_usd=budget_usd,
         token_hash=digest,
     )
     store.put(store_key(digest), record.to_doc(), expires_at=expires_at)

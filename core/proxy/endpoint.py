@@ -71,12 +71,8 @@ class Pipeline:
     # Admission rules that decide on the head alone, then those that need the body.
     before_body: tuple[Check, ...] = ()
     after_body: tuple[Check, ...] = ()
-    # Extra usage readers at settlement (the usage ledger).
+    # Extra usage readers at settlement (the usage ledger): every reply is metered.
     settlers: tuple[Any, ...] = ()
-
-    @property
-    def meters(self) -> bool:
-        return bool(self.settlers) or any(c.meters for c in (*self.before_body, *self.after_body))
 
 
 @dataclass
@@ -120,7 +116,7 @@ class ProxyEndpoint:
         self.client = client
         self.pipeline = pipeline
         self.scrubber = scrubber
-        self.metering = pipeline.meters
+        self.always_meter = bool(pipeline.settlers)
         self.drain = settings.on_disconnect == "drain"
 
     def route(self, scope: Scope) -> tuple[Provider, str]:
@@ -308,7 +304,10 @@ class ProxyEndpoint:
     async def forward_and_relay(
         self, request: ProxyRequest, tickets: list[Ticket], send: Send, state: _Exchange
     ) -> None:
-        metering = self.metering and request.route.kind == "metered"
+        # Metered when a rule settles on usage (a reservation) or the ledger records it.
+        metering = request.route.kind == "metered" and (
+            self.always_meter or any(ticket.needs_usage for ticket in tickets)
+        )
         body = request.body
         chunk_filter = None
         if metering:

@@ -128,8 +128,9 @@ def test_fifty_concurrent_requests_overshoot_a_total_cap_by_at_most_one(
             statuses = [f.result() for f in futures]
         admitted = statuses.count(200)
         assert statuses.count(429) == 50 - admitted
-        # Worst case ~$0.0104 a request: at most 0.05 / 0.0104 + 1 = 5.8 fit.
-        assert 4 <= admitted <= 5
+        # Worst case ~$0.0104 a request, real cost $0.0073: the cap is overshot by at most
+        # one request (more fit once early replies settle below their reservation).
+        assert admitted >= 4
         assert admitted * COST <= 0.05 + 0.0105
 
 
