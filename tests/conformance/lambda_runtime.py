@@ -1,10 +1,17 @@
-"""AWS Lambda, played by the test: Function URL events, a context object, and a fake
-Runtime API for runtimes that poll for work and stream their reply.
+"""AWS Lambda, played by the test: Function URL and REST API events, a context object, and
+a fake Runtime API for runtimes that poll for work and stream their reply.
 
-Event shape: Lambda Function URL (payload format 2.0): raw path and query, lower-case
-headers with cookies split out, the body base64-encoded unless it is text. Streaming
-reply (aws-lambda-nodejs-runtime-interface-client, HttpResponseStream): a JSON prelude
-with statusCode/headers/cookies, eight NUL bytes, then the body as it is produced.
+Event shapes:
+- Lambda Function URL (payload format 2.0): raw path and query, lower-case headers with
+  cookies split out, the body base64-encoded unless it is text.
+- API Gateway REST API proxy integration (payload 1.0), as a `ResponseTransferMode: STREAM`
+  integration sends it: header names as sent, in `headers` (last value) and
+  `multiValueHeaders` (all), the path and query decoded (`path` without the stage,
+  `requestContext.path` with it), every body base64-encoded (the API declares
+  `BinaryMediaTypes: */*`, so binary bodies survive).
+Streaming reply (aws-lambda-nodejs-runtime-interface-client, HttpResponseStream): a JSON
+prelude with statusCode/headers (and cookies, or multiValueHeaders for a REST API), eight
+NUL bytes, then the body as it is produced.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from tests.conformance.adapters import CLIENT_IP, Reply, Request
 from tests.servers import serve_in_thread
@@ -77,6 +85,64 @@ def function_url_event(request: Request, front_headers: dict[str, str]) -> dict[
             request.body.decode() if is_text else base64.b64encode(request.body).decode()
         )
     return event
+
+
+def rest_api_event(
+    request: Request, front_headers: dict[str, str], stage: str = "prod"
+) -> dict[str, Any]:
+    path, _, query = request.path.partition("?")
+    host = "abc123defg.execute-api.eu-west-1.amazonaws.com"
+    sent = [
+        ("Host", host),
+        ("X-Forwarded-Port", "443"),
+        *front_headers.items(),
+        *request.headers.items(),
+    ]
+    multi_headers: dict[str, list[str]] = {}
+    for name, value in sent:
+        multi_headers.setdefault(name, []).append(value)
+    multi_query: dict[str, list[str]] = {}
+    for part in query.split("&") if query else []:
+        name, _, value = part.partition("=")
+        multi_query.setdefault(unquote(name), []).append(unquote(value))
+    decoded_path = unquote(path)
+    return {
+        "resource": "/{proxy+}",
+        "path": decoded_path,
+        "httpMethod": request.method,
+        "headers": {name: values[-1] for name, values in multi_headers.items()},
+        "multiValueHeaders": multi_headers,
+        "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
+        "multiValueQueryStringParameters": multi_query or None,
+        "pathParameters": {"proxy": decoded_path.lstrip("/")},
+        "stageVariables": None,
+        "requestContext": {
+            "resourceId": "a1b2c3",
+            "resourcePath": "/{proxy+}",
+            "httpMethod": request.method,
+            "extendedRequestId": "Bq8dTFQrDoEFZ_Q=",
+            "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+            "path": f"/{stage}{decoded_path}",
+            "accountId": "123456789012",
+            "protocol": "HTTP/1.1",
+            "stage": stage,
+            "domainPrefix": "abc123defg",
+            "requestTimeEpoch": int(time.time() * 1000),
+            "requestId": str(uuid.uuid4()),
+            "identity": {
+                "sourceIp": CLIENT_IP,
+                "userAgent": request.headers.get("user-agent", "conformance"),
+                "accessKey": None,
+                "apiKey": None,
+                "caller": None,
+                "user": None,
+            },
+            "domainName": host,
+            "apiId": "abc123defg",
+        },
+        "body": base64.b64encode(request.body).decode() if request.body else None,
+        "isBase64Encoded": bool(request.body),
+    }
 
 
 @dataclass
@@ -235,6 +301,8 @@ async def _read_streamed(receive: Any, invocation: _Invocation) -> Reply:
     if prelude is None:
         raise RuntimeError(f"streamed reply without a prelude: {pending[:200]!r}")
     headers = [(k.lower(), str(v)) for k, v in (prelude.get("headers") or {}).items()]
+    for name, values in (prelude.get("multiValueHeaders") or {}).items():
+        headers.extend((name.lower(), str(v)) for v in values)
     headers.extend(("set-cookie", c) for c in prelude.get("cookies") or [])
     return Reply(int(prelude.get("statusCode", 200)), headers, chunks, invocation.sent_at)
 
