@@ -315,10 +315,13 @@ class AwsLambdaStreaming(Adapter):
                 stop_process(process)
                 Path(log.name).unlink(missing_ok=True)
 
-    def send(self, request: Request) -> Reply:
+    def event(self, request: Request) -> dict[str, Any]:
         from tests.conformance.lambda_runtime import function_url_event
 
-        return self.api.invoke(function_url_event(request, dict(self.front_headers)))
+        return function_url_event(request, dict(self.front_headers))
+
+    def send(self, request: Request) -> Reply:
+        return self.api.invoke(self.event(request))
 
 
 # Header names as a REST API passes them: as sent, not lower-cased.
@@ -341,10 +344,10 @@ class AwsLambdaRestApiStreaming(AwsLambdaStreaming):
         "(multiValueQueryStringParameters), so `flag` arrives as `flag=`."
     )
 
-    def send(self, request: Request) -> Reply:
+    def event(self, request: Request) -> dict[str, Any]:
         from tests.conformance.lambda_runtime import rest_api_event
 
-        return self.api.invoke(rest_api_event(request, dict(self.front_headers)))
+        return rest_api_event(request, dict(self.front_headers))
 
 
 ADAPTERS: list[type[Adapter]] = [

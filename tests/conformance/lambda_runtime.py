@@ -20,6 +20,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import queue
 import time
 import uuid
 from collections.abc import Iterator
@@ -177,6 +178,13 @@ class _Invocation:
     event: dict[str, Any]
     sent_at: float
     done: Future[Reply] = field(default_factory=Future)
+    # For a front end that relays the reply as it comes: ("start", (status, headers)),
+    # then ("data", bytes) for each piece, then ("end", None).
+    parts: queue.Queue[tuple[str, Any]] | None = None
+
+    def publish(self, kind: str, value: Any = None) -> None:
+        if self.parts is not None:
+            self.parts.put((kind, value))
 
 
 class FakeRuntimeApi:
@@ -253,6 +261,18 @@ class FakeRuntimeApi:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, invocation)
         return invocation.done.result(timeout=timeout)
 
+    def invoke_streaming(self, event: dict[str, Any]) -> queue.Queue[tuple[str, Any]]:
+        """Hand out `event`; the reply's parts arrive on the returned queue as Lambda
+        receives them (what a Function URL or API Gateway relays to its caller)."""
+        assert self._loop is not None and self._queue is not None
+        invocation = _Invocation(event, time.monotonic(), parts=queue.Queue())
+        invocation.done.add_done_callback(
+            lambda done: invocation.publish("end", None if done.exception() else "ok")
+        )
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, invocation)
+        assert invocation.parts is not None
+        return invocation.parts
+
 
 async def _respond(
     send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
@@ -277,7 +297,10 @@ async def _read_all(receive: Any) -> bytes:
 
 
 async def _read_buffered(receive: Any, invocation: _Invocation) -> Reply:
-    return reply_from_buffered_result(json.loads(await _read_all(receive)), invocation.sent_at)
+    reply = reply_from_buffered_result(json.loads(await _read_all(receive)), invocation.sent_at)
+    invocation.publish("start", (reply.status, reply.headers))
+    invocation.publish("data", reply.body)
+    return reply
 
 
 async def _read_streamed(receive: Any, invocation: _Invocation) -> Reply:
@@ -292,24 +315,34 @@ async def _read_streamed(receive: Any, invocation: _Invocation) -> Reply:
             if PRELUDE_END in pending:
                 raw, _, rest = pending.partition(PRELUDE_END)
                 prelude = json.loads(raw)
+                invocation.publish("start", _status_and_headers(prelude))
                 if rest:
                     chunks.append((time.monotonic(), rest))
+                    invocation.publish("data", rest)
         elif data:
             chunks.append((time.monotonic(), data))
+            invocation.publish("data", data)
         if not message.get("more_body"):
             break
     if prelude is None:
         raise RuntimeError(f"streamed reply without a prelude: {pending[:200]!r}")
+    status, headers = _status_and_headers(prelude)
+    return Reply(status, headers, chunks, invocation.sent_at)
+
+
+def _status_and_headers(prelude: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
     headers = [(k.lower(), str(v)) for k, v in (prelude.get("headers") or {}).items()]
     for name, values in (prelude.get("multiValueHeaders") or {}).items():
         headers.extend((name.lower(), str(v)) for v in values)
     headers.extend(("set-cookie", c) for c in prelude.get("cookies") or [])
-    return Reply(int(prelude.get("statusCode", 200)), headers, chunks, invocation.sent_at)
+    return int(prelude.get("statusCode", 200)), headers
 
 
 @contextlib.contextmanager
 def fake_runtime_api() -> Iterator[tuple[FakeRuntimeApi, str]]:
     """A FakeRuntimeApi on a free loopback port: (api, "127.0.0.1:PORT")."""
     api = FakeRuntimeApi()
-    with serve_in_thread(api) as server:  # type: ignore[arg-type]
+    # The runtime's last long poll for /next never gets an answer: stop without waiting
+    # for it (uvicorn would wait forever; serve_in_thread gives up after 10 s).
+    with serve_in_thread(api, timeout_graceful_shutdown=1) as server:  # type: ignore[arg-type]
         yield api, f"127.0.0.1:{server.port}"
