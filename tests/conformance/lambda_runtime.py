@@ -209,7 +209,10 @@ class FakeRuntimeApi:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         if path.endswith("/invocation/next"):
             assert self._queue is not None
-            invocation = await self._queue.get()
+            invocation_or_none = await _next_unless_gone(self._queue, receive)
+            if invocation_or_none is None:
+                return  # the runtime stopped while it waited for work
+            invocation = invocation_or_none
             request_id = invocation.event["requestContext"]["requestId"]
             self._pending[request_id] = invocation
             await _respond(
@@ -287,6 +290,23 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
+async def _next_unless_gone(work: asyncio.Queue[_Invocation], receive: Any) -> _Invocation | None:
+    """The next queued invocation, or None if the runtime's connection closes first."""
+
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    get = asyncio.ensure_future(work.get())
+    gone = asyncio.ensure_future(disconnected())
+    await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
+    gone.cancel()
+    if get.done():
+        return get.result()
+    get.cancel()
+    return None
+
+
 async def _read_all(receive: Any) -> bytes:
     body = b""
     while True:
@@ -342,7 +362,6 @@ def _status_and_headers(prelude: dict[str, Any]) -> tuple[int, list[tuple[str, s
 def fake_runtime_api() -> Iterator[tuple[FakeRuntimeApi, str]]:
     """A FakeRuntimeApi on a free loopback port: (api, "127.0.0.1:PORT")."""
     api = FakeRuntimeApi()
-    # The runtime's last long poll for /next never gets an answer: stop without waiting
-    # for it (uvicorn would wait forever; serve_in_thread gives up after 10 s).
+    # Backstop: a runtime's last long poll for /next that is still open when we stop.
     with serve_in_thread(api, timeout_graceful_shutdown=1) as server:  # type: ignore[arg-type]
         yield api, f"127.0.0.1:{server.port}"
