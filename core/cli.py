@@ -116,6 +116,18 @@ Ctrl-C stops it.""",
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.url:
+        from core.devtools.check_url import check_deployment
+
+        token = args.token or os.environ.get("PROXY_ACCESS_TOKEN", "").split(",")[0].strip()
+        return check_deployment(
+            args.url,
+            token=token or None,
+            model=args.model,
+            route=args.route,
+            origin=args.origin,
+            timeout=args.timeout,
+        )
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -178,7 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--delay-ms", type=float, default=60.0)
     demo.set_defaults(func=cmd_demo)
 
-    check = sub.add_parser("check", help="validate the configuration, one line per problem")
+    check = sub.add_parser(
+        "check",
+        help="validate the configuration, one line per problem; with --url, check a deployment",
+    )
+    check.add_argument(
+        "--url",
+        help="a deployed proxy's base URL: send a streamed request, an unauthenticated one "
+        "and (with --origin) a CORS preflight through it, and say whether it streams",
+    )
+    check.add_argument("--token", help="the caller token (default: PROXY_ACCESS_TOKEN)")
+    check.add_argument("--model", default="gpt-4o-mini", help="model to ask (default gpt-4o-mini)")
+    check.add_argument("--route", default="/v1/chat/completions", help="the generation route")
+    check.add_argument("--origin", help="a page origin that ALLOWED_ORIGINS lists")
+    check.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     check.set_defaults(func=cmd_check)
 
     from core.access.tokens_cli import add_tokens_parser
