@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from core.access.guard_settings import (
     callers_need_no_shared_token,
     parse_guard_settings,
 )
+from core.digest import sha256
 from core.env import parse_bool, parse_choice, parse_float, parse_int
 from core.providers import CATALOGUE, Provider, build_provider_table, provider_env_names
 from core.stores import STORE_SCHEMES
@@ -36,7 +36,7 @@ class ConfigError(Exception):
 
 def hash_token(token: str) -> bytes:
     """Tokens are kept and compared only as SHA-256 digests."""
-    return hashlib.sha256(token.encode()).digest()
+    return sha256(token)
 
 
 @dataclass(frozen=True)

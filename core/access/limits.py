@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import math
 import time
@@ -27,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from core.digest import sha256_hex
 from core.errors import ProxyError, RateLimited
 from core.proxy.stages import HeaderTicket, Outcome, Ticket
 from core.stores import Store
@@ -58,7 +58,7 @@ def duration(seconds: float) -> str:
 
 def caller_key(identity: str) -> str:
     # Hashed: a JWT `sub` or label may be long or hold any character a store dislikes.
-    return hashlib.sha256(identity.encode()).hexdigest()[:32]
+    return sha256_hex(identity, 32)
 
 
 class RateLimiter:
