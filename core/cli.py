@@ -73,6 +73,9 @@ def demo_environment(port: int, mock_port: int, token: str) -> dict[str, str]:
     defaults = {
         "PROXY_ACCESS_TOKEN": token,
         "ALLOWED_ORIGINS": f"http://127.0.0.1:{port},http://localhost:{port}",
+        # A daily dollar budget at made-up prices, so the page shows the quota left.
+        "BUDGET_PER_CALLER_USD": "1",
+        "MODEL_PRICES": '{"mock-*": {"input": 100, "output": 400}}',
     }
     chosen = {name: os.environ.get(name) or value for name, value in defaults.items()}
     chosen["UPSTREAM_BASE_URL"] = f"http://127.0.0.1:{mock_port}/v1"
