@@ -73,6 +73,9 @@ class Pipeline:
     after_body: tuple[Check, ...] = ()
     # Extra usage readers at settlement (the usage ledger): every reply is metered.
     settlers: tuple[Any, ...] = ()
+    # Some rule decides on the body (scopes, policy, limits, budgets): JSON is parsed with
+    # the repeated-field checks. Otherwise it is only checked to be JSON, by the C decoder.
+    strict_json: bool = True
 
 
 @dataclass
@@ -143,6 +146,7 @@ class ProxyEndpoint:
             if log is not None:
                 log.route = provider.name
             request = build_request(scope, provider, remainder, log)
+            request.strict = self.pipeline.strict_json
             await self.handle(request, receive, send)
         except ProxyError as error:
             if log is not None:

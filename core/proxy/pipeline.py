@@ -176,6 +176,7 @@ def build_pipeline(
         before_body=tuple(before),
         after_body=tuple(after),
         settlers=(RecordUsage(ledger),) if ledger is not None else (),
+        strict_json=bool(settings.token_store) or config.enabled,
     )
     return pipeline, budget
 
