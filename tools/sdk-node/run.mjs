@@ -81,8 +81,25 @@ for (const [status, { key, headers }] of failures) {
   );
 }
 
+await run("openai.responses", async () => {
+  const reply = await openai(token).responses.create({ model: "gpt-test", input: "hi" });
+  return { text: reply.output_text, usage: reply.usage };
+});
+await run("openai.responses.stream", async () => {
+  const stream = await openai(token).responses.create({ model: "gpt-test", input: "hi", stream: true });
+  let deltas = 0;
+  let usage;
+  for await (const event of stream) {
+    if (event.type === "response.output_text.delta") deltas += 1;
+    if (event.type === "response.completed") usage = event.response.usage;
+  }
+  return { deltas, usage };
+});
+
 for (const [label, provider, model] of [
   ["openai", aiOpenAI, (p) => p.chat("gpt-test")],
+  // The AI SDK's default for OpenAI: the Responses API.
+  ["openai.responses", aiOpenAI, (p) => p("gpt-test")],
   ["anthropic", aiAnthropic, (p) => p("claude-test")],
 ]) {
   await run(`ai.${label}.generateText`, async () => {
@@ -94,6 +111,12 @@ for (const [label, provider, model] of [
     let pieces = 0;
     for await (const part of result.textStream) if (part) pieces += 1;
     return pieces;
+  });
+  await run(`ai.${label}.usage`, async () => {
+    const { usage } = await generateText({ model: model(provider(token)), prompt: "hi there", maxRetries: 0 });
+    const streamed = streamText({ model: model(provider(token)), prompt: "hi there", maxRetries: 0 });
+    for await (const _ of streamed.textStream);
+    return { generate: usage, stream: await streamed.usage };
   });
   for (const [status, { key, headers }] of failures) {
     await run(`ai.${label}.error.${status}`, async () => {
