@@ -451,12 +451,15 @@ def test_gzip_option_honours_accept_encoding() -> None:
 
 def test_cut_after_ends_a_stream_abruptly(mock: RunningServer) -> None:
     received = []
-    with pytest.raises(httpx.RemoteProtocolError), httpx.stream(
-        "POST",
-        f"{mock.url}/v1/chat/completions",
-        json={"messages": ONE_WORD, "stream": True},
-        headers={"x-mock-cut-after": "3"},
-    ) as reply:
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream(
+            "POST",
+            f"{mock.url}/v1/chat/completions",
+            json={"messages": ONE_WORD, "stream": True},
+            headers={"x-mock-cut-after": "3"},
+        ) as reply,
+    ):
         for piece in reply.iter_bytes():
             received.append(piece)
     assert b"".join(received).count(b"data: ") == 3
