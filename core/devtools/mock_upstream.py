@@ -517,6 +517,20 @@ def _wants_usage(request: dict[str, Any]) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
+def _wants_obfuscation(request: dict[str, Any]) -> bool:
+    """OpenAI pads streamed deltas with an `obfuscation` string unless asked not to."""
+    options = request.get("stream_options")
+    return not (isinstance(options, dict) and options.get("include_obfuscation") is False)
+
+
+_PAD = "mK3xQ9vL2pR7tW4zB8nF6hJ1"
+
+
+def _obfuscation(index: int) -> str:
+    """Deterministic stand-in for OpenAI's random padding (1 to 16 characters)."""
+    return _PAD[index % 8 : index % 8 + 1 + (7 * index) % 16]
+
+
 def _chat_reasoning(request: dict[str, Any]) -> bool:
     return request.get("reasoning_effort") not in (None, "none")
 
@@ -564,19 +578,27 @@ def _chat_events(request: dict[str, Any], chunks: int, usage: Usage) -> list[byt
         "system_fingerprint": "fp_mock",
     }
     with_usage = _wants_usage(request)
+    padded = _wants_obfuscation(request)
+    events: list[bytes] = []
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        event: dict[str, Any] = {**base, "choices": [choice]}
+    def chunk(choices: list[dict[str, Any]], usage_json: dict[str, Any] | None = None) -> None:
+        event: dict[str, Any] = {**base, "choices": choices}
         if with_usage:
-            event["usage"] = None  # as the real API: every chunk says so, the last one counts
-        return _sse(event)
+            # As the real API: every chunk carries usage, null until the last.
+            event["usage"] = usage_json
+        if padded:
+            event["obfuscation"] = _obfuscation(len(events))
+        events.append(_sse(event))
 
-    events = [chunk({"role": "assistant", "content": "", "refusal": None})]
-    events += [chunk({"content": _word(i)}) for i in range(chunks)]
-    events.append(chunk({}, "stop"))
+    def choice(delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
+        return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+
+    chunk(choice({"role": "assistant", "content": "", "refusal": None}))
+    for i in range(chunks):
+        chunk(choice({"content": _word(i)}))
+    chunk(choice({}, "stop"))
     if with_usage:
-        events.append(_sse({**base, "choices": [], "usage": _openai_usage(usage)}))
+        chunk([], _openai_usage(usage))
     events.append(b"data: [DONE]\n\n")
     return events
 
@@ -593,27 +615,34 @@ async def _completions(request: dict[str, Any], knobs: Knobs, reply: Reply) -> N
     }
     if not request.get("stream"):
         await reply.generating()
-        choice = {
+        whole = {
             "text": _text(knobs.chunks),
             "index": 0,
             "logprobs": None,
             "finish_reason": "stop",
         }
-        await reply.json(200, {**base, "choices": [choice], "usage": _openai_usage(usage)})
+        await reply.json(200, {**base, "choices": [whole], "usage": _openai_usage(usage)})
         return
     with_usage = _wants_usage(request)
+    padded = _wants_obfuscation(request)
+    events: list[bytes] = []
 
-    def chunk(text: str, finish: str | None = None) -> bytes:
-        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
-        event: dict[str, Any] = {**base, "choices": [choice]}
+    def chunk(choices: list[dict[str, Any]], usage_json: dict[str, Any] | None = None) -> None:
+        event: dict[str, Any] = {**base, "choices": choices}
         if with_usage:
-            event["usage"] = None
-        return _sse(event)
+            event["usage"] = usage_json
+        if padded:
+            event["obfuscation"] = _obfuscation(len(events))
+        events.append(_sse(event))
 
-    events = [chunk(_word(i)) for i in range(knobs.chunks)]
-    events.append(chunk("", "stop"))
+    def choice(text: str, finish: str | None = None) -> list[dict[str, Any]]:
+        return [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]
+
+    for i in range(knobs.chunks):
+        chunk(choice(_word(i)))
+    chunk(choice("", "stop"))
     if with_usage:
-        events.append(_sse({**base, "choices": [], "usage": _openai_usage(usage)}))
+        chunk([], _openai_usage(usage))
     events.append(b"data: [DONE]\n\n")
     await reply.stream(events)
 
@@ -642,17 +671,21 @@ def _response_object(
         "incomplete_details": None,
         "instructions": request.get("instructions"),
         "max_output_tokens": request.get("max_output_tokens"),
+        "max_tool_calls": request.get("max_tool_calls"),
         "model": request.get("model", "mock-model"),
         "output": output,
         "parallel_tool_calls": True,
         "previous_response_id": request.get("previous_response_id"),
+        "prompt_cache_key": request.get("prompt_cache_key"),
         "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
+        "safety_identifier": request.get("safety_identifier"),
         "service_tier": "default",
         "store": request.get("store", True),
         "temperature": request.get("temperature", 1.0),
-        "text": request.get("text") or {"format": {"type": "text"}},
+        "text": {"format": {"type": "text"}, "verbosity": "medium", **(request.get("text") or {})},
         "tool_choice": request.get("tool_choice", "auto"),
         "tools": request.get("tools", []),
+        "top_logprobs": request.get("top_logprobs", 0),
         "top_p": request.get("top_p", 1.0),
         "truncation": request.get("truncation", "disabled"),
         "usage": None
@@ -714,10 +747,11 @@ async def _responses(request: dict[str, Any], knobs: Knobs, reply: Reply) -> Non
         )
     )
     events.append(("response.content_part.added", {**where, "part": _output_text("")}))
-    events += [
-        ("response.output_text.delta", {**where, "delta": _word(i), "logprobs": []})
-        for i in range(knobs.chunks)
-    ]
+    for i in range(knobs.chunks):
+        delta = {**where, "delta": _word(i), "logprobs": []}
+        if _wants_obfuscation(request):
+            delta["obfuscation"] = _obfuscation(i)
+        events.append(("response.output_text.delta", delta))
     events.append(("response.output_text.done", {**where, "text": text, "logprobs": []}))
     events.append(("response.content_part.done", {**where, "part": _output_text(text)}))
     events.append(("response.output_item.done", {"output_index": index, "item": output[-1]}))
@@ -829,14 +863,16 @@ async def _models(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
 # ---- Anthropic --------------------------------------------------------------------------
 
 
-def _anthropic_usage(usage: Usage, output: int) -> dict[str, Any]:
-    return {
+def _anthropic_usage(usage: Usage, output: int, delta: bool = False) -> dict[str, Any]:
+    counts: dict[str, Any] = {
         "input_tokens": usage.prompt - usage.cached - usage.cache_write,
         "cache_creation_input_tokens": usage.cache_write,
         "cache_read_input_tokens": usage.cached,
         "output_tokens": output,
-        "service_tier": "standard",
     }
+    if not delta:
+        counts["service_tier"] = "standard"
+    return counts
 
 
 def _chosen_tool(request: dict[str, Any]) -> dict[str, Any] | None:
@@ -948,8 +984,8 @@ async def _anthropic(request: dict[str, Any], knobs: Knobs, reply: Reply) -> Non
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": stop, "stop_sequence": None},
-                # The running total: the final count, not an increment.
-                "usage": {"output_tokens": usage.output},
+                # Running totals, as the API sends them now: the final counts, not increments.
+                "usage": _anthropic_usage(usage, usage.output, delta=True),
             },
             "message_delta",
         ),

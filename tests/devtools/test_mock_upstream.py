@@ -127,6 +127,26 @@ def test_chat_stream_without_include_usage_has_no_usage_key(mock: RunningServer)
     assert len(events) == 1 + CHUNKS + 1 + 1  # role, words, finish, [DONE]
 
 
+def test_openai_stream_deltas_carry_obfuscation_unless_declined(mock: RunningServer) -> None:
+    raw = post(mock, "/v1/chat/completions", {"messages": ONE_WORD, "stream": True})
+    chunks = [json.loads(data) for _, data in sse_events(raw.text)[:-1]]
+    assert all(list(chunk)[-1] == "obfuscation" for chunk in chunks)  # last, as OpenAI's
+    declined = {"stream": True, "stream_options": {"include_obfuscation": False}}
+    for path, body in [
+        ("/v1/chat/completions", {"messages": ONE_WORD, **declined}),
+        ("/v1/completions", {"prompt": "hi", **declined}),
+        ("/v1/responses", {"input": "hi", **declined}),
+    ]:
+        assert b"obfuscation" not in post(mock, path, body).content
+    raw = post(mock, "/v1/responses", {"input": "hi", "stream": True})
+    deltas = [
+        json.loads(data)
+        for name, data in sse_events(raw.text)
+        if name == "response.output_text.delta"
+    ]
+    assert all(delta["obfuscation"] for delta in deltas)
+
+
 # ---- OpenAI Responses API ---------------------------------------------------------------
 
 RESPONSE_EVENTS = [
@@ -287,7 +307,12 @@ def test_anthropic_stream_usage_is_cumulative(mock: RunningServer) -> None:
     start = events[0][1]["message"]["usage"]
     assert start["input_tokens"] == 3 and "cache_read_input_tokens" in start
     [delta] = [data for name, data in events if name == "message_delta"]
-    assert delta["usage"] == {"output_tokens": CHUNKS}  # the total so far, not an increment
+    assert delta["usage"] == {  # totals so far, not increments
+        "input_tokens": 3,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": CHUNKS,
+    }
     with claude(mock).messages.stream(model="claude-x", max_tokens=50, messages=ONE_WORD) as s:
         final = s.get_final_message()
     assert final.usage.output_tokens == CHUNKS and final.usage.input_tokens == 1
