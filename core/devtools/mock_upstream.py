@@ -535,12 +535,48 @@ def _chat_reasoning(request: dict[str, Any]) -> bool:
     return request.get("reasoning_effort") not in (None, "none")
 
 
+def _openai_tool(request: dict[str, Any], responses: bool) -> tuple[str, str] | None:
+    """The function a request with `tools` gets called, and its arguments as JSON: the one
+    tool_choice names, else the first; none when tool_choice is "none". Chat nests each
+    function under "function"; the Responses API does not."""
+    choice = request.get("tool_choice")
+    if choice == "none":
+        return None
+    named = None
+    if isinstance(choice, dict):
+        named = choice.get("name") if responses else (choice.get("function") or {}).get("name")
+    functions = []
+    for tool in request.get("tools") or []:
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            continue
+        function = tool if responses else tool.get("function")
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            functions.append(function)
+    for function in functions:
+        if named is None or function["name"] == named:
+            schema = function.get("parameters")
+            arguments = _example_input(schema if isinstance(schema, dict) else {})
+            return function["name"], _dumps(arguments).decode()
+    return None
+
+
 async def _chat(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
     usage = _usage(request, knobs, knobs.chunks, _chat_reasoning(request))
+    tool = _openai_tool(request, responses=False)
     if request.get("stream"):
-        await reply.stream(_chat_events(request, knobs.chunks, usage))
+        await reply.stream(_chat_events(request, knobs.chunks, usage, tool))
         return
     await reply.generating()
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": _text(knobs.chunks),
+        "refusal": None,
+        "annotations": [],
+    }
+    if tool:
+        call = {"id": "call_mock", "type": "function"}
+        message["content"] = None
+        message["tool_calls"] = [{**call, "function": {"name": tool[0], "arguments": tool[1]}}]
     await reply.json(
         200,
         {
@@ -551,14 +587,9 @@ async def _chat(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
             "choices": [
                 {
                     "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": _text(knobs.chunks),
-                        "refusal": None,
-                        "annotations": [],
-                    },
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": "tool_calls" if tool else "stop",
                 }
             ],
             "usage": _openai_usage(usage),
@@ -568,7 +599,9 @@ async def _chat(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
     )
 
 
-def _chat_events(request: dict[str, Any], chunks: int, usage: Usage) -> list[bytes]:
+def _chat_events(
+    request: dict[str, Any], chunks: int, usage: Usage, tool: tuple[str, str] | None
+) -> list[bytes]:
     base: dict[str, Any] = {
         "id": "chatcmpl-mock",
         "object": "chat.completion.chunk",
@@ -593,10 +626,19 @@ def _chat_events(request: dict[str, Any], chunks: int, usage: Usage) -> list[byt
     def choice(delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
         return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
 
-    chunk(choice({"role": "assistant", "content": "", "refusal": None}))
-    for i in range(chunks):
-        chunk(choice({"content": _word(i)}))
-    chunk(choice({}, "stop"))
+    if tool:
+        name, arguments = tool
+        call = {"index": 0, "id": "call_mock", "type": "function"}
+        first = {**call, "function": {"name": name, "arguments": ""}}
+        chunk(choice({"role": "assistant", "content": None, "tool_calls": [first]}))
+        for piece in _split(arguments, chunks):
+            chunk(choice({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+        chunk(choice({}, "tool_calls"))
+    else:
+        chunk(choice({"role": "assistant", "content": "", "refusal": None}))
+        for i in range(chunks):
+            chunk(choice({"content": _word(i)}))
+        chunk(choice({}, "stop"))
     if with_usage:
         chunk([], _openai_usage(usage))
     events.append(b"data: [DONE]\n\n")
@@ -719,12 +761,27 @@ def _message_item(status: str, content: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _function_call_item(status: str, name: str, arguments: str) -> dict[str, Any]:
+    return {
+        "id": "fc_mock",
+        "type": "function_call",
+        "status": status,
+        "arguments": arguments,
+        "call_id": "call_mock",
+        "name": name,
+    }
+
+
 async def _responses(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
     reasoning = _responses_reasoning(request)
     usage = _usage(request, knobs, knobs.chunks, reasoning)
     text = _text(knobs.chunks)
+    tool = _openai_tool(request, responses=True)
     output = [_REASONING_ITEM] if reasoning else []
-    output.append(_message_item("completed", [_output_text(text)]))
+    if tool:
+        output.append(_function_call_item("completed", *tool))
+    else:
+        output.append(_message_item("completed", [_output_text(text)]))
     if not request.get("stream"):
         await reply.generating()
         await reply.json(200, _response_object(request, "completed", output, usage))
@@ -739,21 +796,20 @@ async def _responses(request: dict[str, Any], knobs: Knobs, reply: Reply) -> Non
         events.append(("response.output_item.added", item))
         events.append(("response.output_item.done", item))
         index = 1
-    where = {"item_id": "msg_mock", "output_index": index, "content_index": 0}
-    events.append(
-        (
-            "response.output_item.added",
-            {"output_index": index, "item": _message_item("in_progress", [])},
-        )
-    )
-    events.append(("response.content_part.added", {**where, "part": _output_text("")}))
-    for i in range(knobs.chunks):
-        delta = {**where, "delta": _word(i), "logprobs": []}
-        if _wants_obfuscation(request):
-            delta["obfuscation"] = _obfuscation(i)
-        events.append(("response.output_text.delta", delta))
-    events.append(("response.output_text.done", {**where, "text": text, "logprobs": []}))
-    events.append(("response.content_part.done", {**where, "part": _output_text(text)}))
+    padded = _wants_obfuscation(request)
+    if tool:
+        name, arguments = tool
+        at = {"item_id": "fc_mock", "output_index": index}
+        started_item = _function_call_item("in_progress", name, "")
+        events.append(("response.output_item.added", {"output_index": index, "item": started_item}))
+        for i, piece in enumerate(_split(arguments, knobs.chunks)):
+            delta = {**at, "delta": piece}
+            if padded:
+                delta["obfuscation"] = _obfuscation(i)
+            events.append(("response.function_call_arguments.delta", delta))
+        events.append(("response.function_call_arguments.done", {**at, "arguments": arguments}))
+    else:
+        _message_events(events, index, text, knobs.chunks, padded)
     events.append(("response.output_item.done", {"output_index": index, "item": output[-1]}))
     final = _response_object(request, "completed", output, usage)
     events.append(("response.completed", {"response": final}))
@@ -763,6 +819,27 @@ async def _responses(request: dict[str, Any], knobs: Knobs, reply: Reply) -> Non
             for number, (name, data) in enumerate(events)
         ]
     )
+
+
+def _message_events(
+    events: list[tuple[str, dict[str, Any]]], index: int, text: str, chunks: int, padded: bool
+) -> None:
+    """The events of one streamed message item, up to (not including) its output_item.done."""
+    where = {"item_id": "msg_mock", "output_index": index, "content_index": 0}
+    events.append(
+        (
+            "response.output_item.added",
+            {"output_index": index, "item": _message_item("in_progress", [])},
+        )
+    )
+    events.append(("response.content_part.added", {**where, "part": _output_text("")}))
+    for i in range(chunks):
+        delta = {**where, "delta": _word(i), "logprobs": []}
+        if padded:
+            delta["obfuscation"] = _obfuscation(i)
+        events.append(("response.output_text.delta", delta))
+    events.append(("response.output_text.done", {**where, "text": text, "logprobs": []}))
+    events.append(("response.content_part.done", {**where, "part": _output_text(text)}))
 
 
 # -- audio, embeddings, models

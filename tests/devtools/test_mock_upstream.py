@@ -207,6 +207,71 @@ def test_responses_reasoning_reports_reasoning_tokens(mock: RunningServer) -> No
     assert final.usage is not None and final.usage.total_tokens == 1 + 2 * CHUNKS
 
 
+# ---- OpenAI tools -----------------------------------------------------------------------
+
+WEATHER_PARAMETERS: Any = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        "days": {"type": "integer"},
+    },
+    "required": ["city"],
+}
+WEATHER_INPUT = {"city": "mock", "unit": "celsius", "days": 1}
+CHAT_TOOLS: Any = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER_PARAMETERS}}
+]
+RESPONSES_TOOLS: Any = [
+    {"type": "function", "name": "get_weather", "parameters": WEATHER_PARAMETERS, "strict": False}
+]
+
+
+def test_chat_tool_calls_whole_and_streamed(mock: RunningServer) -> None:
+    reply = oai(mock).chat.completions.create(model="x", messages=ONE_WORD, tools=CHAT_TOOLS)
+    assert reply.choices[0].finish_reason == "tool_calls"
+    [call] = reply.choices[0].message.tool_calls or []
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == WEATHER_INPUT
+    assert reply.usage is not None and reply.usage.completion_tokens == CHUNKS
+
+    with oai(mock).chat.completions.stream(
+        model="x", messages=ONE_WORD, tools=CHAT_TOOLS, stream_options={"include_usage": True}
+    ) as stream:
+        final = stream.get_final_completion()
+    [call] = final.choices[0].message.tool_calls or []
+    assert json.loads(call.function.arguments) == WEATHER_INPUT
+    assert final.usage is not None and final.usage.completion_tokens == CHUNKS
+
+    unused = oai(mock).chat.completions.create(
+        model="x", messages=ONE_WORD, tools=CHAT_TOOLS, tool_choice="none"
+    )
+    assert unused.choices[0].message.content == TEXT
+
+
+def test_responses_function_call_whole_and_streamed(mock: RunningServer) -> None:
+    reply = oai(mock).responses.create(model="x", input="hi", tools=RESPONSES_TOOLS)
+    [item] = reply.output
+    assert item.type == "function_call" and item.name == "get_weather"
+    assert json.loads(item.arguments) == WEATHER_INPUT
+
+    with oai(mock).responses.stream(model="x", input="hi", tools=RESPONSES_TOOLS) as stream:
+        names = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert names == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        *["response.function_call_arguments.delta"] * CHUNKS,
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    [item] = final.output
+    assert item.type == "function_call" and json.loads(item.arguments) == WEATHER_INPUT
+    assert final.usage is not None and final.usage.output_tokens == CHUNKS
+
+
 # ---- OpenAI legacy completions, audio, embeddings ---------------------------------------
 
 
@@ -268,17 +333,8 @@ def test_embeddings_usage_follows_the_input(mock: RunningServer) -> None:
 WEATHER_TOOL: Any = {
     "name": "get_weather",
     "description": "The weather in a city",
-    "input_schema": {
-        "type": "object",
-        "properties": {
-            "city": {"type": "string"},
-            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-            "days": {"type": "integer"},
-        },
-        "required": ["city"],
-    },
+    "input_schema": WEATHER_PARAMETERS,
 }
-WEATHER_INPUT = {"city": "mock", "unit": "celsius", "days": 1}
 
 
 def test_anthropic_usage_with_cache_fields(mock: RunningServer) -> None:

@@ -1,6 +1,7 @@
-"""Usage as the Node SDKs read it from the mock upstream through the proxy: the OpenAI
-Responses API (the Vercel AI SDK's default for `openai(model)`), whole and streamed, and
-each AI SDK provider's usage. The mock counts the prompt's words in and its chunks out."""
+"""Usage and tool calls as the Node SDKs read them from the mock upstream through the proxy:
+the OpenAI Responses API (the Vercel AI SDK's default for `openai(model)`), whole and
+streamed, and each AI SDK provider's usage and tool calls. The mock counts the prompt's
+words in and its chunks out."""
 
 from __future__ import annotations
 
@@ -39,3 +40,11 @@ def test_ai_sdk_reads_usage(node_results: dict[str, dict[str, Any]], label: str)
     for usage in (result["value"]["generate"], result["value"]["stream"]):
         # "hi there": 2 words in; 8 chunks out.
         assert (usage["inputTokens"], usage["outputTokens"], usage["totalTokens"]) == (2, 8, 10)
+
+
+@pytest.mark.parametrize("label", ["openai", "openai.responses", "anthropic"])
+def test_ai_sdk_reads_tool_calls(node_results: dict[str, dict[str, Any]], label: str) -> None:  # noqa: F811
+    result = node_results[f"ai.{label}.tool"]
+    assert result["ok"], result
+    call = {"name": "get_weather", "input": {"city": "mock", "unit": "celsius"}}
+    assert result["value"] == {"generate": [call], "stream": [call]}

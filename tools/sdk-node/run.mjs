@@ -2,7 +2,7 @@
 // Env: PROXY_URL, TOKEN (allowed everywhere), SCOPED_TOKEN (allowed on no route these cases use).
 import OpenAI from "openai";
 import Anthropic from "@anthropic-ai/sdk";
-import { APICallError, generateText, streamText } from "ai";
+import { APICallError, generateText, jsonSchema, streamText, tool } from "ai";
 import { createOpenAI } from "@ai-sdk/openai";
 import { createAnthropic } from "@ai-sdk/anthropic";
 
@@ -13,6 +13,18 @@ const proxy = process.env.PROXY_URL;
 const token = process.env.TOKEN;
 const scopedToken = process.env.SCOPED_TOKEN;
 const messages = [{ role: "user", content: "hi" }];
+// A tool the mock upstream calls with arguments made from its schema: {city: "mock", unit: "celsius"}.
+const tools = {
+  get_weather: tool({
+    description: "The weather in a city",
+    inputSchema: jsonSchema({
+      type: "object",
+      properties: { city: { type: "string" }, unit: { type: "string", enum: ["celsius", "fahrenheit"] } },
+      required: ["city"],
+      additionalProperties: false,
+    }),
+  }),
+};
 
 function report(name, result) {
   process.stdout.write(JSON.stringify({ name, ...result }) + "\n");
@@ -117,6 +129,12 @@ for (const [label, provider, model] of [
     const streamed = streamText({ model: model(provider(token)), prompt: "hi there", maxRetries: 0 });
     for await (const _ of streamed.textStream);
     return { generate: usage, stream: await streamed.usage };
+  });
+  await run(`ai.${label}.tool`, async () => {
+    const calls = (list) => list.map((call) => ({ name: call.toolName, input: call.input }));
+    const { toolCalls } = await generateText({ model: model(provider(token)), prompt: "weather?", tools, maxRetries: 0 });
+    const streamed = streamText({ model: model(provider(token)), prompt: "weather?", tools, maxRetries: 0 });
+    return { generate: calls(toolCalls), stream: calls(await streamed.toolCalls) };
   });
   for (const [status, { key, headers }] of failures) {
     await run(`ai.${label}.error.${status}`, async () => {
