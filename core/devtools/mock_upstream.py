@@ -263,6 +263,8 @@ def _route(path: str) -> Handler | None:
         return _chat
     if path.endswith("/responses"):
         return _responses
+    if path.endswith("/responses/input_tokens"):
+        return _responses_input_tokens
     if path.endswith("/completions"):
         return _completions
     if path.endswith(("/audio/transcriptions", "/audio/translations")):
@@ -821,6 +823,11 @@ async def _responses(request: dict[str, Any], knobs: Knobs, reply: Reply) -> Non
     )
 
 
+async def _responses_input_tokens(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    tokens = prompt_tokens(request) * knobs.scale
+    await reply.json(200, {"object": "response.input_tokens", "input_tokens": tokens})
+
+
 def _message_events(
     events: list[tuple[str, dict[str, Any]]], index: int, text: str, chunks: int, padded: bool
 ) -> None:
@@ -1012,57 +1019,76 @@ def _anthropic_message(
     }
 
 
+def _anthropic_thinking(request: dict[str, Any]) -> bool:
+    thinking = request.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+
+_SIGNATURE = "bW9jay1zaWduYXR1cmU="
+
+
 async def _anthropic(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
-    usage = _usage(request, knobs, knobs.chunks)
+    thinking = _anthropic_thinking(request)
+    usage = _usage(request, knobs, knobs.chunks, thinking)
     tool = _chosen_tool(request)
-    tool_input = _example_input(tool["input_schema"]) if tool else {}
     stop = "tool_use" if tool else "end_turn"
-    if not request.get("stream"):
-        await reply.generating()
-        if tool:
-            block = {
-                "type": "tool_use",
-                "id": "toolu_mock",
-                "name": tool["name"],
-                "input": tool_input,
-            }
-        else:
-            block = {"type": "text", "text": _text(knobs.chunks)}
-        usage_json = _anthropic_usage(usage, usage.output)
-        await reply.json(200, _anthropic_message(request, [block], stop, usage_json))
-        return
-    start = _anthropic_message(request, [], None, _anthropic_usage(usage, 1 * knobs.scale))
-    events = [
-        _sse({"type": "message_start", "message": start}, "message_start"),
-    ]
+    # Each content block: (its whole form, its form in content_block_start, its deltas).
+    blocks: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = []
+    if thinking:
+        whole: dict[str, Any] = {
+            "type": "thinking",
+            "thinking": _text(knobs.chunks),
+            "signature": _SIGNATURE,
+        }
+        deltas = [{"type": "thinking_delta", "thinking": _word(i)} for i in range(knobs.chunks)]
+        deltas.append({"type": "signature_delta", "signature": _SIGNATURE})
+        blocks.append((whole, {**whole, "thinking": "", "signature": ""}, deltas))
     if tool:
-        block = {"type": "tool_use", "id": "toolu_mock", "name": tool["name"], "input": {}}
+        tool_input = _example_input(tool["input_schema"])
+        whole = {"type": "tool_use", "id": "toolu_mock", "name": tool["name"], "input": tool_input}
         deltas = [
             {"type": "input_json_delta", "partial_json": piece}
             for piece in _split(_dumps(tool_input).decode(), knobs.chunks)
         ]
+        blocks.append((whole, {**whole, "input": {}}, deltas))
     else:
-        block = {"type": "text", "text": ""}
+        whole = {"type": "text", "text": _text(knobs.chunks)}
         deltas = [{"type": "text_delta", "text": _word(i)} for i in range(knobs.chunks)]
-    events.append(
-        _sse(
-            {"type": "content_block_start", "index": 0, "content_block": block},
-            "content_block_start",
+        blocks.append((whole, {**whole, "text": ""}, deltas))
+    # Output tokens include thinking, as Anthropic counts them.
+    output = usage.completion
+    if not request.get("stream"):
+        await reply.generating()
+        content = [whole for whole, _, _ in blocks]
+        usage_json = _anthropic_usage(usage, output)
+        await reply.json(200, _anthropic_message(request, content, stop, usage_json))
+        return
+    start = _anthropic_message(request, [], None, _anthropic_usage(usage, 1 * knobs.scale))
+    events = [_sse({"type": "message_start", "message": start}, "message_start")]
+    for index, (_, opening, deltas) in enumerate(blocks):
+        events.append(
+            _sse(
+                {"type": "content_block_start", "index": index, "content_block": opening},
+                "content_block_start",
+            )
         )
-    )
-    events.append(_sse({"type": "ping"}, "ping"))
+        if index == 0:
+            events.append(_sse({"type": "ping"}, "ping"))
+        events += [
+            _sse(
+                {"type": "content_block_delta", "index": index, "delta": delta},
+                "content_block_delta",
+            )
+            for delta in deltas
+        ]
+        events.append(_sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
     events += [
-        _sse({"type": "content_block_delta", "index": 0, "delta": delta}, "content_block_delta")
-        for delta in deltas
-    ]
-    events += [
-        _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
         _sse(
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": stop, "stop_sequence": None},
                 # Running totals, as the API sends them now: the final counts, not increments.
-                "usage": _anthropic_usage(usage, usage.output, delta=True),
+                "usage": _anthropic_usage(usage, output, delta=True),
             },
             "message_delta",
         ),

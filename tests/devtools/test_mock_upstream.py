@@ -194,6 +194,13 @@ def test_responses_stream_is_the_real_event_sequence(mock: RunningServer) -> Non
     assert payloads[-1]["response"]["usage"]["total_tokens"] == 1 + CHUNKS
 
 
+def test_responses_input_tokens(mock: RunningServer) -> None:
+    counted = oai(mock).responses.input_tokens.count(
+        model="gpt-x", input="four words of input", instructions="be brief"
+    )
+    assert counted.input_tokens == 6
+
+
 def test_responses_reasoning_reports_reasoning_tokens(mock: RunningServer) -> None:
     reply = oai(mock).responses.create(model="o-x", input="hi", reasoning={"effort": "low"})
     assert [item.type for item in reply.output] == ["reasoning", "message"]
@@ -372,6 +379,23 @@ def test_anthropic_stream_usage_is_cumulative(mock: RunningServer) -> None:
     with claude(mock).messages.stream(model="claude-x", max_tokens=50, messages=ONE_WORD) as s:
         final = s.get_final_message()
     assert final.usage.output_tokens == CHUNKS and final.usage.input_tokens == 1
+
+
+def test_anthropic_thinking_blocks_count_as_output(mock: RunningServer) -> None:
+    thinking: Any = {"type": "enabled", "budget_tokens": 1024}
+    reply = claude(mock).messages.create(
+        model="claude-x", max_tokens=2048, messages=ONE_WORD, thinking=thinking
+    )
+    assert [block.type for block in reply.content] == ["thinking", "text"]
+    assert reply.usage.output_tokens == 2 * CHUNKS  # thinking is billed as output
+    with claude(mock).messages.stream(
+        model="claude-x", max_tokens=2048, messages=ONE_WORD, thinking=thinking
+    ) as stream:
+        final = stream.get_final_message()
+    [thought, text] = final.content
+    assert thought.type == "thinking" and thought.thinking == TEXT and thought.signature
+    assert text.type == "text" and text.text == TEXT
+    assert final.usage.output_tokens == 2 * CHUNKS
 
 
 def test_anthropic_count_tokens(mock: RunningServer) -> None:
