@@ -984,6 +984,7 @@ def _example_input(schema: dict[str, Any]) -> dict[str, Any]:
         kind = prop.get("type")
         if isinstance(kind, list):
             kind = next((k for k in kind if k != "null"), None)
+        kind = kind.lower() if isinstance(kind, str) else None  # Gemini writes STRING
         if prop.get("enum"):
             values[name] = prop["enum"][0]
         else:
@@ -1105,19 +1106,14 @@ async def _anthropic_count_tokens(request: dict[str, Any], knobs: Knobs, reply: 
 
 
 def _gemini_thinking(request: dict[str, Any]) -> bool:
-    config = request.get("generationConfig") or request.get("generation_config") or {}
-    thinking = (
-        config.get("thinkingConfig") or config.get("thinking_config")
-        if isinstance(config, dict)
-        else None
-    )
-    if not isinstance(thinking, dict):
-        return False
+    config = _either(request, "generationConfig", "generation_config")
+    thinking = _either(config, "thinkingConfig", "thinking_config")
     budget = thinking.get("thinkingBudget", thinking.get("thinking_budget"))
     return bool(
         thinking.get("includeThoughts")
         or thinking.get("include_thoughts")
         or thinking.get("thinkingLevel")
+        or thinking.get("thinking_level")
         or (_is_int(budget) and budget != 0)
     )
 
@@ -1136,11 +1132,50 @@ def _gemini_usage(usage: Usage, candidates: int) -> dict[str, Any]:
     return metadata
 
 
+def _either(value: Any, camel: str, snake: str) -> dict[str, Any]:
+    """value[camel] or value[snake] when it is an object, else {}."""
+    if not isinstance(value, dict):
+        return {}
+    found = value.get(camel, value.get(snake))
+    return found if isinstance(found, dict) else {}
+
+
+def _gemini_function(request: dict[str, Any]) -> dict[str, Any] | None:
+    """The function a request with functionDeclarations gets called (the first allowed),
+    as a functionCall part; none when function calling is off (mode NONE)."""
+    # Google's JSON accepts camelCase and snake_case names alike; the SDKs send both.
+    config = _either(request, "toolConfig", "tool_config")
+    calling = _either(config, "functionCallingConfig", "function_calling_config")
+    if calling.get("mode") == "NONE":
+        return None
+    allowed = calling.get("allowedFunctionNames") or calling.get("allowed_function_names")
+    for tool in request.get("tools") or []:
+        declarations = tool.get("functionDeclarations") if isinstance(tool, dict) else None
+        for function in declarations or []:
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                continue
+            if allowed and function["name"] not in allowed:
+                continue
+            schema = (
+                function.get("parametersJsonSchema")
+                or function.get("parameters_json_schema")
+                or function.get("parameters")
+                or {}
+            )
+            arguments = _example_input(schema if isinstance(schema, dict) else {})
+            return {"functionCall": {"name": function["name"], "args": arguments}}
+    return None
+
+
 def _gemini_response(
-    request: dict[str, Any], text: str, finished: bool, metadata: dict[str, Any]
+    request: dict[str, Any],
+    text: str,
+    finished: bool,
+    metadata: dict[str, Any],
+    part: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     candidate: dict[str, Any] = {
-        "content": {"role": "model", "parts": [{"text": text}]},
+        "content": {"role": "model", "parts": [part or {"text": text}]},
         "index": 0,
     }
     if finished:
@@ -1157,9 +1192,9 @@ async def _gemini(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
     usage = _usage(request, knobs, knobs.chunks, _gemini_thinking(request))
     await reply.generating()
     metadata = _gemini_usage(usage, usage.output)
-    await reply.json(
-        200, _gemini_response(request, _text(knobs.chunks), True, metadata), gemini=True
-    )
+    part = _gemini_function(request)
+    payload = _gemini_response(request, _text(knobs.chunks), True, metadata, part)
+    await reply.json(200, payload, gemini=True)
 
 
 async def _gemini_stream(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
@@ -1173,6 +1208,11 @@ async def _gemini_stream(request: dict[str, Any], knobs: Knobs, reply: Reply) ->
         )
         for i in range(knobs.chunks)
     ]
+    function = _gemini_function(request)
+    if function:
+        # Gemini sends a function call whole, in one chunk.
+        metadata = _gemini_usage(usage, usage.output)
+        chunks = [_gemini_response(request, "", True, metadata, function)]
     if request.get("__alt_sse"):
         await reply.stream([_sse(chunk) for chunk in chunks])
         return

@@ -462,6 +462,28 @@ def test_gemini_generate_usage(mock: RunningServer) -> None:
     assert usage.total_token_count == 1 + CHUNKS + CHUNKS
 
 
+def test_gemini_function_call(mock: RunningServer) -> None:
+    declaration = genai_types.FunctionDeclaration(
+        name="get_weather", parameters_json_schema=WEATHER_PARAMETERS
+    )
+    config = genai_types.GenerateContentConfig(
+        tools=[genai_types.Tool(function_declarations=[declaration])],
+        automatic_function_calling=genai_types.AutomaticFunctionCallingConfig(disable=True),
+    )
+    client = gemini(mock)
+    reply = client.models.generate_content(model="gemini-x", contents="hi", config=config)
+    [call] = reply.function_calls or []
+    assert call.name == "get_weather" and call.args == WEATHER_INPUT
+    assert reply.usage_metadata is not None
+    assert reply.usage_metadata.candidates_token_count == CHUNKS
+    chunks = list(
+        client.models.generate_content_stream(model="gemini-x", contents="hi", config=config)
+    )
+    [chunk] = chunks
+    [call] = chunk.function_calls or []
+    assert call.name == "get_weather" and call.args == WEATHER_INPUT
+
+
 def test_gemini_sse_stream(mock: RunningServer) -> None:
     client = gemini(mock)
     chunks = list(client.models.generate_content_stream(model="gemini-x", contents="two words"))
