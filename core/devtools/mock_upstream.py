@@ -79,6 +79,8 @@ class MockStreamCut(Exception):
 
 @dataclass
 class Knobs:
+    """What steers one reply: the x-mock-* headers, Accept-Encoding, Gemini's `alt=sse`."""
+
     chunks: int
     delay: float  # seconds before each chunk
     gzip: bool
@@ -86,6 +88,7 @@ class Knobs:
     scale: int
     cached: int
     cache_write: int
+    sse: bool = False  # Gemini streams: SSE (alt=sse) rather than a JSON array
 
 
 def _int_header(headers: dict[str, str], name: str, default: int) -> int:
@@ -95,17 +98,22 @@ def _int_header(headers: dict[str, str], name: str, default: int) -> int:
         return default
 
 
-def _knobs(headers: dict[str, str], options: MockOptions) -> Knobs:
+def _knobs(headers: dict[str, str], query: str, options: MockOptions) -> Knobs:
     accepts_gzip = "gzip" in headers.get("accept-encoding", "").lower()
-    cut = headers.get("x-mock-cut-after")
+    try:
+        delay_ms = float(headers.get("x-mock-delay-ms", options.delay_ms) or 0)
+    except ValueError:
+        delay_ms = options.delay_ms
+    cut = _int_header(headers, "x-mock-cut-after", -1)
     return Knobs(
         chunks=max(0, _int_header(headers, "x-mock-chunks", options.chunks)),
-        delay=float(headers.get("x-mock-delay-ms", options.delay_ms) or 0) / 1000,
+        delay=max(0.0, delay_ms) / 1000,
         gzip=headers.get("x-mock-gzip", "") in ("1", "true") or (options.gzip and accepts_gzip),
-        cut_after=int(cut) if cut else None,
+        cut_after=cut if cut >= 0 else None,
         scale=max(1, _int_header(headers, "x-mock-usage-scale", 1)),
         cached=max(0, _int_header(headers, "x-mock-cached-tokens", 0)),
         cache_write=max(0, _int_header(headers, "x-mock-cache-write-tokens", 0)),
+        sse=parse_qs(query).get("alt") == ["sse"],
     )
 
 
@@ -221,7 +229,7 @@ class MockUpstream:
                 "body_length": len(body),
             }
         )
-        knobs = _knobs(headers, self.options)
+        knobs = _knobs(headers, query, self.options)
         reply = Reply(self, send, receive, knobs)
         status = _int_header(headers, "x-mock-status", 0)
         if status:
@@ -241,8 +249,6 @@ class MockUpstream:
             request = _form(headers.get("content-type", ""), body)
         else:
             request = _loads(body)
-            if "alt=sse" in query:
-                request["__alt_sse"] = True
         await handler(request, knobs, reply)
 
     async def _control(self, path: str, send: Send) -> None:
@@ -1213,7 +1219,7 @@ async def _gemini_stream(request: dict[str, Any], knobs: Knobs, reply: Reply) ->
         # Gemini sends a function call whole, in one chunk.
         metadata = _gemini_usage(usage, usage.output)
         chunks = [_gemini_response(request, "", True, metadata, function)]
-    if request.get("__alt_sse"):
+    if knobs.sse:
         await reply.stream([_sse(chunk) for chunk in chunks])
         return
     # Without alt=sse: one JSON array, written element by element as the real API does.
