@@ -607,7 +607,16 @@ def test_status_knob_answers_each_protocols_error(mock: RunningServer) -> None:
     with pytest.raises(anthropic.InternalServerError):
         claude(mock, **{"x-mock-status": "500"}).messages.count_tokens(model="x", messages=ONE_WORD)
     reply = post(mock, "/v1beta/models/g:countTokens", {}, **{"x-mock-status": "503"})
-    assert reply.status_code == 503 and reply.json()["error"]["code"] == 503
+    assert reply.status_code == 503
+    assert reply.json()["error"] == {
+        "code": 503,
+        "message": "mock error 503",
+        "status": "UNAVAILABLE",
+    }
+    reply = post(mock, "/v1/messages", {}, **{"x-mock-status": "529"})
+    assert reply.json()["error"] == {"type": "overloaded_error", "message": "mock error 529"}
+    reply = post(mock, "/v1/chat/completions", {}, **{"x-mock-status": "429"})
+    assert reply.json()["error"]["code"] == "rate_limit_exceeded"
 
 
 def test_unknown_route_is_a_404_and_control_paths_work(mock: RunningServer) -> None:
