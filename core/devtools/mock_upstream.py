@@ -889,16 +889,23 @@ def _message_events(
 
 
 async def _transcription(form: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    """Transcriptions (and translations) of a multipart upload. gpt-4o-* models report
+    token usage (about one audio token per kB); whisper-1 reports seconds (16 kB a second:
+    8 kHz 16-bit mono)."""
     audio = b"".join(form["__files"].values())
-    audio_tokens = max(1, len(audio) // 1000) * knobs.scale  # about 1 token per kB of audio
     output = knobs.chunks * knobs.scale
-    usage = {
-        "type": "tokens",
-        "input_tokens": audio_tokens,
-        "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
-        "output_tokens": output,
-        "total_tokens": audio_tokens + output,
-    }
+    usage: dict[str, Any]
+    if form.get("model") == "whisper-1":
+        usage = {"type": "duration", "seconds": max(1, len(audio) // 16000) * knobs.scale}
+    else:
+        audio_tokens = max(1, len(audio) // 1000) * knobs.scale
+        usage = {
+            "type": "tokens",
+            "input_tokens": audio_tokens,
+            "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
+            "output_tokens": output,
+            "total_tokens": audio_tokens + output,
+        }
     text = _text(knobs.chunks)
     if form.get("stream") == "true":
         events = [
@@ -909,10 +916,42 @@ async def _transcription(form: dict[str, Any], knobs: Knobs, reply: Reply) -> No
         await reply.stream([*events, _sse(done)])
         return
     await reply.generating()
-    if form.get("response_format") == "text":
-        await reply.body(text.encode(), b"text/plain; charset=utf-8")
+    response_format = form.get("response_format", "json")
+    if response_format in ("text", "srt", "vtt"):
+        await reply.body(_subtitles(response_format, text), b"text/plain; charset=utf-8")
+    elif response_format == "verbose_json":
+        seconds = max(1, len(audio) // 16000)
+        segment = {
+            "id": 0,
+            "seek": 0,
+            "start": 0.0,
+            "end": float(seconds),
+            "text": text,
+            "tokens": list(range(knobs.chunks)),
+            "temperature": 0.0,
+            "avg_logprob": -0.1,
+            "compression_ratio": 1.0,
+            "no_speech_prob": 0.0,
+        }
+        verbose = {
+            "task": "transcribe",
+            "language": "english",
+            "duration": float(seconds),
+            "text": text,
+            "segments": [segment],
+            "usage": {"type": "duration", "seconds": seconds * knobs.scale},
+        }
+        await reply.json(200, verbose)
     else:
         await reply.json(200, {"text": text, "usage": usage})
+
+
+def _subtitles(response_format: str, text: str) -> bytes:
+    if response_format == "srt":
+        return f"1\n00:00:00,000 --> 00:00:01,000\n{text}\n\n".encode()
+    if response_format == "vtt":
+        return f"WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n{text}\n\n".encode()
+    return text.encode()
 
 
 def _wav(samples: int, rate: int = 8000) -> bytes:

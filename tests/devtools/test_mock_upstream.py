@@ -317,6 +317,27 @@ def test_audio_transcription_upload(mock: RunningServer) -> None:
     assert str(text).startswith("Hello from the mock")
 
 
+def test_audio_transcription_stream_and_whisper_usage(mock: RunningServer) -> None:
+    audio = b"\0" * 32_000  # two seconds of 8 kHz 16-bit mono
+    stream = oai(mock).audio.transcriptions.create(
+        model="gpt-4o-mini-transcribe", file=("clip.wav", audio), stream=True
+    )
+    events = list(stream)
+    assert [e.type for e in events] == ["transcript.text.delta"] * CHUNKS + ["transcript.text.done"]
+    done = events[-1]
+    assert done.type == "transcript.text.done" and done.text == TEXT
+    assert done.usage is not None and done.usage.type == "tokens"
+    assert done.usage.input_tokens == 32
+
+    whisper = oai(mock).audio.transcriptions.create(model="whisper-1", file=("clip.wav", audio))
+    assert whisper.usage is not None and whisper.usage.type == "duration"
+    assert whisper.usage.seconds == 2
+    verbose = oai(mock).audio.transcriptions.create(
+        model="whisper-1", file=("clip.wav", audio), response_format="verbose_json"
+    )
+    assert verbose.duration == 2.0 and verbose.segments and verbose.segments[0].text == TEXT
+
+
 def test_audio_speech_returns_a_wav(mock: RunningServer) -> None:
     reply = oai(mock).audio.speech.create(model="tts-1", voice="alloy", input="two words")
     audio = reply.read()
