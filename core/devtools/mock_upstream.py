@@ -532,6 +532,38 @@ async def _bytes(query: dict[str, list[str]], send: Send) -> None:
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+# ---- tool calls (every protocol) ---------------------------------------------------------
+
+
+def _example_input(schema: dict[str, Any]) -> dict[str, Any]:
+    """Arguments that satisfy a tool's JSON schema: every property with a plain value."""
+    values: dict[str, Any] = {}
+    for name, prop in (schema.get("properties") or {}).items():
+        prop = prop if isinstance(prop, dict) else {}
+        kind = prop.get("type")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), None)
+        kind = kind.lower() if isinstance(kind, str) else None  # Gemini writes STRING
+        if prop.get("enum"):
+            values[name] = prop["enum"][0]
+        else:
+            values[name] = {
+                "string": "mock",
+                "integer": 1,
+                "number": 1,
+                "boolean": True,
+                "array": [],
+                "object": {},
+            }.get(kind or "string")
+    return values
+
+
+def _split(text: str, pieces: int) -> list[str]:
+    if pieces <= 0:
+        return []
+    return [text[len(text) * i // pieces : len(text) * (i + 1) // pieces] for i in range(pieces)]
+
+
 # ---- OpenAI -----------------------------------------------------------------------------
 
 
@@ -1049,35 +1081,6 @@ def _chosen_tool(request: dict[str, Any]) -> dict[str, Any] | None:
         if choice.get("type") == "tool" and tool.get("name") == choice.get("name"):
             return tool
     return tools[0] if tools else None
-
-
-def _example_input(schema: dict[str, Any]) -> dict[str, Any]:
-    """Arguments that satisfy a tool's JSON schema: every property with a plain value."""
-    values: dict[str, Any] = {}
-    for name, prop in (schema.get("properties") or {}).items():
-        prop = prop if isinstance(prop, dict) else {}
-        kind = prop.get("type")
-        if isinstance(kind, list):
-            kind = next((k for k in kind if k != "null"), None)
-        kind = kind.lower() if isinstance(kind, str) else None  # Gemini writes STRING
-        if prop.get("enum"):
-            values[name] = prop["enum"][0]
-        else:
-            values[name] = {
-                "string": "mock",
-                "integer": 1,
-                "number": 1,
-                "boolean": True,
-                "array": [],
-                "object": {},
-            }.get(kind or "string")
-    return values
-
-
-def _split(text: str, pieces: int) -> list[str]:
-    if pieces <= 0:
-        return []
-    return [text[len(text) * i // pieces : len(text) * (i + 1) // pieces] for i in range(pieces)]
 
 
 def _anthropic_message(
