@@ -532,7 +532,7 @@ async def _bytes(query: dict[str, list[str]], send: Send) -> None:
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-# ---- tool calls (every protocol) ---------------------------------------------------------
+# ---- tool calls (every protocol) --------------------------------------------------------
 
 
 def _example_input(schema: dict[str, Any]) -> dict[str, Any]:
