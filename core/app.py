@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 
 from core.access.credentials import token_check_from_settings
-from core.access.guard import build_guard
 from core.config import ConfigError, Settings, load_settings
 from core.errors import Misconfigured, send_error
-from core.providers import build_provider_table
-from core.proxy.access_log import AccessLogMiddleware, configure_logging
+from core.proxy.access_log import AccessLogMiddleware
 from core.proxy.cors import CORSMiddleware
 from core.proxy.endpoint import ProxyEndpoint
+from core.proxy.pipeline import build_pipeline
+from core.proxy.scrub import Scrubber
 from core.types import ASGIApp, Receive, Scope, Send, send_response
 from core.upstream.client import UpstreamClient, choose_transport
 
@@ -43,6 +43,8 @@ EXPOSED_HEADERS = [
 ]
 
 HEALTH_BODY = b'{"status":"ok"}'
+# Where a caller reads its own usage and remaining budget with its usual credential.
+USAGE_PATH = "/proxy/usage"
 
 
 async def health(send: Send) -> None:
@@ -60,20 +62,19 @@ class ProxyApp:
     def __init__(self, settings: Settings, *, concurrent: bool = True) -> None:
         self.settings = settings
         self.upstream = UpstreamClient(settings, choose_transport(settings, concurrent=concurrent))
-        token_check = token_check_from_settings(settings)
-        self.endpoint = ProxyEndpoint(
-            settings,
-            build_provider_table(settings),
-            self.upstream,
-            token_check,
-            guard=build_guard(settings, token_check),
-        )
+        providers = settings.providers()
+        pipeline, self.budget = build_pipeline(settings, token_check_from_settings(settings))
+        scrubber = Scrubber(key for provider in providers for key in provider.api_keys)
+        self.endpoint = ProxyEndpoint(settings, providers, self.upstream, pipeline, scrubber)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            if scope["path"] == "/health" and scope["method"] in ("GET", "HEAD"):
+            path = scope["path"]
+            if path == "/health" and scope["method"] in ("GET", "HEAD"):
                 await health(send)
+            elif path == USAGE_PATH:
+                await self.endpoint.usage_report(scope, receive, send, self.budget)
             else:
                 await self.endpoint(scope, receive, send)
         elif kind == "lifespan":
@@ -100,7 +101,6 @@ def create_app(settings: Settings | None = None, *, concurrent: bool = True) -> 
     a platform shows a clear error instead of a crash loop. `concurrent` says whether
     this process serves many requests at once (a server) or one at a time (a function).
     """
-    configure_logging()
     if settings is None:
         try:
             settings = load_settings()

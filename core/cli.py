@@ -22,6 +22,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("llm-proxy: refusing to start; run `llm-proxy check` for details", file=sys.stderr)
         return 2
     if args.workers > 1:
+        guard = load_settings().guard
+        if (guard.limits_on or guard.budgets_on) and guard.limit_store.startswith("memory"):
+            # Each process would keep its own count: N workers would let N times the limit
+            # through, silently.
+            print(
+                "llm-proxy: refusing to start: --workers > 1 with rate limits or budgets needs "
+                "a store the processes share (LIMIT_STORE or TOKEN_STORE = sqlite:///..., "
+                "redis://... or dynamodb://...), not memory",
+                file=sys.stderr,
+            )
+            return 2
         # Each worker process builds its own app (and pool) from the environment.
         serve(
             "core.cli:app_from_environment",
@@ -37,7 +48,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def app_from_environment() -> object:
     from core.app import create_app
+    from core.proxy.access_log import configure_logging
 
+    configure_logging()  # each worker process is an entry point of its own
     return create_app()
 
 
@@ -184,6 +197,9 @@ def load_env_file(path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     load_env_file(args.env_file)
+    from core.proxy.access_log import configure_logging
+
+    configure_logging()
     return int(args.func(args))
 
 

@@ -14,10 +14,15 @@ from core.access.guard_settings import (
     parse_guard_settings,
 )
 from core.env import parse_bool, parse_choice, parse_float, parse_int
+from core.providers import CATALOGUE, Provider, build_provider_table, provider_env_names
+from core.stores import STORE_SCHEMES
 
 MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_CACHE_SECONDS = 5.0
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # above OpenAI's 25 MB audio upload limit
+# JSON is decoded into objects several times its size: a lower bound for JSON bodies keeps
+# one request's memory a small multiple of what it sent (uploads keep the larger limit).
+DEFAULT_MAX_JSON_BYTES = 10 * 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -45,6 +50,7 @@ class Settings:
     # timeout, so a long generation that keeps producing is never cut.
     read_timeout: float = 300.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
     access_log: bool = True
     # "auto" picks aiohttp under httpx for long-running servers, httpx's own otherwise.
     transport: str = "auto"
@@ -62,6 +68,15 @@ class Settings:
     # Browser callers: JWT sign-in, anonymous mode, client IP, rate limits, request policy
     # (core/access/guard_settings.py); all off by default.
     guard: GuardSettings = field(default_factory=GuardSettings)
+
+    def providers(self) -> tuple[Provider, ...]:
+        """Every route this deployment serves (core/providers.py)."""
+        return build_provider_table(
+            self.provider_keys,
+            self.provider_upstreams,
+            self.upstream_base_url,
+            self.upstream_api_key,
+        )
 
 
 def check_base_url(name: str, raw: str) -> str | None:
@@ -97,8 +112,6 @@ def _parse_providers(
     env: Mapping[str, str], problems: list[str]
 ) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
     """Keys and upstream overrides of every catalogue provider the environment mentions."""
-    from core.providers import CATALOGUE, provider_env_names
-
     keys: dict[str, tuple[str, ...]] = {}
     upstreams: dict[str, str] = {}
     for record in CATALOGUE:
@@ -128,7 +141,7 @@ def _parse_token_store(env: Mapping[str, str], problems: list[str]) -> str:
     if raw == "sqlite":
         return "sqlite:///llm-proxy-tokens.db"
     scheme = raw.partition("://")[0]
-    if raw and scheme not in {"memory", "sqlite", "dynamodb", "redis", "rediss"}:
+    if raw and scheme not in STORE_SCHEMES:
         problems.append(
             "TOKEN_STORE must look like sqlite:///path/tokens.db, dynamodb://table, "
             f"redis://host:6379 or rediss://host:6380, got scheme {scheme!r}"
@@ -184,6 +197,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         connect_timeout=parse_float(env, "UPSTREAM_CONNECT_TIMEOUT", 10.0, problems),
         read_timeout=parse_float(env, "UPSTREAM_READ_TIMEOUT", 300.0, problems),
         max_body_bytes=parse_int(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, problems),
+        max_json_bytes=parse_int(env, "MAX_JSON_BYTES", DEFAULT_MAX_JSON_BYTES, problems),
         access_log=parse_bool(env, "ACCESS_LOG", True, problems),
         transport=parse_choice(env, "UPSTREAM_TRANSPORT", ("auto", "aiohttp", "httpx"), problems),
         on_disconnect=parse_choice(env, "ON_CLIENT_DISCONNECT", ("cancel", "drain"), problems),

@@ -116,6 +116,19 @@ class RateLimited(ProxyError):
     openai_type = "rate_limit_error"
 
 
+class QuotaExceeded(RateLimited):
+    """A spend cap (BUDGET_*) has no room for this request's worst case."""
+
+    code = "insufficient_quota"
+    openai_type = "insufficient_quota"
+
+
+class ServiceUnavailable(ProxyError):
+    status = 503
+    code = "service_unavailable"
+    openai_type = "server_error"
+
+
 class Misconfigured(ProxyError):
     """The deployment's settings are invalid; the message names the variable, never a value."""
 

@@ -13,20 +13,42 @@ Adding an OpenAI-compatible vendor is one `_compatible(...)` line.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from core.errors import ErrorShape
-
-if TYPE_CHECKING:
-    from core.config import Settings
+from core.protocols import WIRES, Wire
 
 # Statuses after which the same request is tried once more on the provider's next key.
 RETRY_ON_NEXT_KEY = frozenset({429, 500, 502, 503, 504})
+
+
+class KeyRing:
+    """A provider's keys as ready-made headers. Each request starts on the next key in
+    turn (load spreads across them) and, if that key is refused or overloaded before any
+    byte reached the caller, tries each other key once."""
+
+    def __init__(self, header: str, template: str, keys: tuple[str, ...]) -> None:
+        name = header.lower().encode()
+        self._headers = tuple((name, template.format(key=key).encode()) for key in keys)
+        self._turn = 0
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+    def attempts(self) -> Iterator[tuple[bytes, bytes] | None]:
+        """The key header for the first try, then one per remaining key; a keyless local
+        server (Ollama) gets a single None."""
+        headers = self._headers
+        if not headers:
+            yield None
+            return
+        first = self._turn
+        self._turn = (first + 1) % len(headers)
+        for step in range(len(headers)):
+            yield headers[(first + step) % len(headers)]
 
 
 @dataclass(frozen=True)
@@ -48,9 +70,15 @@ class Provider:
     # Where the model name sits in a path, for model-scoped tokens: Gemini's
     # `/models/{model}:generateContent`, Azure's `/deployments/{name}/...`.
     model_in_path: str = ""
-    _rotation: Iterator[int] = field(
-        default_factory=lambda: itertools.cycle((0,)), repr=False, compare=False
-    )
+
+    @cached_property
+    def wire(self) -> Wire:
+        """The protocol this route speaks: usage, routes, stream options (core/protocols.py)."""
+        return WIRES[self.error_shape]
+
+    @cached_property
+    def keys(self) -> KeyRing:
+        return KeyRing(self.key_header, self.key_template, self.api_keys)
 
     @cached_property
     def origin(self) -> str:
@@ -61,24 +89,6 @@ class Provider:
     @cached_property
     def base_path(self) -> str:
         return urlsplit(self.upstream).path.rstrip("/")
-
-    @cached_property
-    def key_pairs(self) -> tuple[tuple[bytes, bytes], ...]:
-        """One raw header per key, in rotation order; empty for a keyless local server.
-        Cached: built once per record, read on every request."""
-        name = self.key_header.lower().encode()
-        return tuple((name, self.key_template.format(key=key).encode()) for key in self.api_keys)
-
-    def key_header_pair(self) -> tuple[bytes, bytes]:
-        return self.key_pairs[0]
-
-    def next_key_index(self) -> int:
-        """Round-robin over the keys, so load spreads across them."""
-        return next(self._rotation)
-
-    @property
-    def rotates(self) -> bool:
-        return len(self.api_keys) > 1
 
 
 def _compatible(name: str, upstream: str, **options: object) -> Provider:
@@ -175,31 +185,30 @@ def enabled_providers(
                 record,
                 upstream=resolve_upstream(record, override),
                 api_keys=record_keys,
-                _rotation=itertools.cycle(range(max(1, len(record_keys)))),
             )
         )
     return enabled
 
 
-def default_provider(settings: Settings) -> Provider:
+def default_provider(base_url: str, api_key: str) -> Provider:
     """`/v1/*` to UPSTREAM_BASE_URL with UPSTREAM_API_KEY as an OpenAI-style bearer key."""
     # A comma list rotates, as for every provider's key variable.
-    keys = tuple(k.strip() for k in settings.upstream_api_key.split(",") if k.strip())
+    keys = tuple(k.strip() for k in api_key.split(",") if k.strip())
     return Provider(
-        name="default",
-        prefix="/v1",
-        upstream=settings.upstream_base_url,
-        api_keys=keys,
-        error_shape="openai",
-        _rotation=itertools.cycle(range(max(1, len(keys)))),
+        name="default", prefix="/v1", upstream=base_url, api_keys=keys, error_shape="openai"
     )
 
 
-def build_provider_table(settings: Settings) -> tuple[Provider, ...]:
+def build_provider_table(
+    keys: Mapping[str, tuple[str, ...]],
+    upstreams: Mapping[str, str],
+    default_base_url: str = "",
+    default_api_key: str = "",
+) -> tuple[Provider, ...]:
     """Every route this deployment serves, longest prefix first so the most specific wins."""
-    providers = enabled_providers(settings.provider_keys, settings.provider_upstreams)
-    if settings.upstream_base_url:
-        providers.append(default_provider(settings))
+    providers = enabled_providers(keys, upstreams)
+    if default_base_url:
+        providers.append(default_provider(default_base_url, default_api_key))
     return tuple(sorted(providers, key=lambda p: len(p.prefix), reverse=True))
 
 

@@ -37,3 +37,8 @@ class RequestLog:
     bytes_out: int = 0
     error: str | None = None
     caller: str | None = None
+    # Filled in when the reply was metered (limits, budgets or the usage ledger are on).
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None

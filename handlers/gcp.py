@@ -18,11 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from core.app import create_app
+from core.proxy.access_log import configure_logging
 from core.types import Receive, Scope, Send
 
 # Cloud Run functions send one request at a time to an instance unless --concurrency is
 # raised; httpx's own transport is then the cheaper start. UPSTREAM_TRANSPORT=aiohttp
 # suits an instance that serves many requests at once.
+# The entry point owns the process's logging; an app that embeds the proxy keeps its own.
+configure_logging()
 app = create_app(concurrent=False)
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 
 from core.app import create_app
+from core.proxy.access_log import configure_logging
 
+# The entry point owns the process's logging; an app that embeds the proxy keeps its own.
+configure_logging()
 app = create_app()
 
 

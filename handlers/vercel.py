@@ -9,8 +9,11 @@ request/response path buffers the whole body. `vercel.json` routes every path he
 from __future__ import annotations
 
 from core.app import create_app
+from core.proxy.access_log import configure_logging
 
 # One request at a time is the common case on a function instance, so keep httpx's own
 # transport and skip importing aiohttp at cold start; UPSTREAM_TRANSPORT=aiohttp overrides
 # this for deployments that serve many concurrent requests per instance.
+# The entry point owns the process's logging; an app that embeds the proxy keeps its own.
+configure_logging()
 app = create_app(concurrent=False)

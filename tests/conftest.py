@@ -10,10 +10,14 @@ import pytest
 from core.app import create_app
 from core.config import load_settings
 from core.devtools.mock_upstream import MockOptions, MockUpstream
+from core.proxy.access_log import configure_logging
 from tests.servers import RunningServer, proxy_env, serve_in_thread
 
 # A developer's own .env must not leak into tests that run the CLI (in-process or not).
 os.environ["LLM_PROXY_ENV_FILE"] = os.devnull + ".absent"
+# The test session is the entry point here, as `llm-proxy serve` or a handler would be:
+# it sets up the proxy's logging (create_app leaves the process's logging alone).
+configure_logging()
 
 
 @pytest.fixture(scope="session")

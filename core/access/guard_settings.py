@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from core.env import parse_float, parse_int
+from core.env import parse_bool, parse_choice, parse_float, parse_int
+from core.stores import STORE_SCHEMES
 
 # Asymmetric algorithms only: a JWKS holds public keys, and an HMAC algorithm would let
 # anyone who reads the JWKS sign tokens (the HS/RS confusion attack).
@@ -47,10 +48,25 @@ class GuardSettings:
     allowed_models: tuple[str, ...] = ()
     max_tokens_cap: int = 0
     max_messages: int = 0
+    # Spend caps in US dollars over a UTC calendar window ("day" or "month"); 0 = none.
+    budget_per_caller_usd: float = 0.0
+    budget_total_usd: float = 0.0
+    budget_window: str = "day"
+    # MODEL_PRICES, as given (JSON); parsed where the price table is built.
+    model_prices: str = ""
 
     @property
     def limits_on(self) -> bool:
         return self.rate_limit_requests > 0 or self.rate_limit_tokens > 0
+
+    @property
+    def budgets_on(self) -> bool:
+        return self.budget_per_caller_usd > 0 or self.budget_total_usd > 0
+
+    @property
+    def caps_on(self) -> bool:
+        """Some rule counts tokens or dollars: the meter must read every reply."""
+        return self.rate_limit_tokens > 0 or self.budgets_on
 
     @property
     def policy_on(self) -> bool:
@@ -59,7 +75,13 @@ class GuardSettings:
     @property
     def enabled(self) -> bool:
         """True if any browser-facing check is configured; False costs a request nothing."""
-        return bool(self.jwt_jwks_url) or self.allow_anonymous or self.limits_on or self.policy_on
+        return (
+            bool(self.jwt_jwks_url)
+            or self.allow_anonymous
+            or self.limits_on
+            or self.policy_on
+            or self.budgets_on
+        )
 
 
 def _split(raw: str) -> tuple[str, ...]:
@@ -120,7 +142,7 @@ def parse_guard_settings(
         window = 60.0
     limit_store = env.get("LIMIT_STORE", "").strip()
     scheme = limit_store.partition("://")[0]
-    if limit_store and scheme not in {"memory", "sqlite", "dynamodb", "redis", "rediss"}:
+    if limit_store and scheme not in STORE_SCHEMES:
         problems.append(
             "LIMIT_STORE must look like memory://, sqlite:///path.db, dynamodb://table, "
             f"redis://host:6379 or rediss://host:6380, got scheme {scheme!r}"
@@ -130,10 +152,7 @@ def parse_guard_settings(
         problems.append(f"LIMITS_ON_STORE_ERROR must be closed or open, got {on_error!r}")
         on_error = "closed"
 
-    anonymous_raw = env.get("ALLOW_ANONYMOUS", "").strip().lower()
-    anonymous = anonymous_raw in ("1", "true", "yes", "on")
-    if anonymous_raw and not anonymous and anonymous_raw not in ("0", "false", "no", "off"):
-        problems.append(f"ALLOW_ANONYMOUS must be true or false, got {anonymous_raw!r}")
+    anonymous = parse_bool(env, "ALLOW_ANONYMOUS", False, problems)
     if anonymous:
         # A public endpoint with no origin list or no limit is an open key: refuse to start.
         if not allowed_origins or "*" in allowed_origins:
@@ -145,6 +164,15 @@ def parse_guard_settings(
             problems.append(
                 "ALLOW_ANONYMOUS=true needs RATE_LIMIT_REQUESTS (a per-IP limit) to be set"
             )
+
+    model_prices = env.get("MODEL_PRICES", "").strip()
+    if model_prices:
+        from core.usage.prices import PriceError, parse_prices
+
+        try:
+            parse_prices(model_prices)
+        except PriceError as exc:
+            problems.append(str(exc))
 
     client_ip_source = env.get("CLIENT_IP_SOURCE", "").strip() or "auto"
     _check_client_ip_source(client_ip_source, problems)
@@ -169,10 +197,16 @@ def parse_guard_settings(
         allowed_models=_split(env.get("ALLOWED_MODELS", "")),
         max_tokens_cap=parse_int(env, "MAX_TOKENS_CAP", 0, problems, allow_zero=True),
         max_messages=parse_int(env, "MAX_MESSAGES", 0, problems, allow_zero=True),
+        budget_per_caller_usd=parse_float(
+            env, "BUDGET_PER_CALLER_USD", 0.0, problems, allow_zero=True
+        ),
+        budget_total_usd=parse_float(env, "BUDGET_TOTAL_USD", 0.0, problems, allow_zero=True),
+        budget_window=parse_choice(env, "BUDGET_WINDOW", ("day", "month"), problems),
+        model_prices=model_prices,
     )
 
 
 def callers_need_no_shared_token(env: Mapping[str, str]) -> bool:
     """True when signed-in (JWT) or anonymous callers make PROXY_ACCESS_TOKEN optional."""
-    anonymous = env.get("ALLOW_ANONYMOUS", "").strip().lower() in ("1", "true", "yes", "on")
+    anonymous = parse_bool(env, "ALLOW_ANONYMOUS", False, [])
     return anonymous or bool(env.get("JWT_JWKS_URL", "").strip())

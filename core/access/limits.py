@@ -1,10 +1,14 @@
 """Rate limits per caller, counted in a shared store so every instance sees one limit.
 
 Fixed windows of RATE_LIMIT_WINDOW seconds: one counter item per caller and window
-(`rl:<window>:<caller hash>`) holding `requests` and `tokens`. A request adds 1 to
-`requests` and reads `tokens` in the same atomic store call (one round trip); when the
-response reports usage, its tokens are added afterwards. So a token limit stops the
-requests *after* the window's total passes it: usage is only known once a reply ends.
+(`rl:<window>:<caller hash>`) holding `requests` and `tokens`.
+
+- `RequestLimit` runs before the body is read: it adds 1 to `requests` and reads `tokens`
+  in one atomic store call, so a caller over either limit costs no body read or parse.
+- `TokenLimit` runs once the body is known: it reserves the request's worst case (an
+  upper estimate of the prompt plus its maximum output) in the same counter with one
+  conditional write, so concurrent requests cannot together pass the limit. When the
+  reply ends, the metered tokens replace the reservation.
 
 When the store cannot be reached, LIMITS_ON_STORE_ERROR decides: `closed` (the default)
 answers 503, because an unmetered public endpoint spends the key owner's money; `open`
@@ -14,15 +18,23 @@ lets the request through unmetered and logs it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from core.errors import ProxyError, RateLimited
+from core.proxy.stages import HeaderTicket, Outcome, Ticket
 from core.stores import Store
+
+if TYPE_CHECKING:
+    from core.protocols import Usage
+    from core.proxy.request import ProxyRequest
+    from core.usage.estimate import WorstCase
 
 logger = logging.getLogger("llm_proxy")
 
@@ -35,15 +47,6 @@ class LimitStoreUnavailable(ProxyError):
     status = 503
     code = "rate_limit_store_unavailable"
     openai_type = "server_error"
-
-
-@dataclass
-class Admission:
-    """A request let through: where to add its tokens later and the headers to show."""
-
-    key: str | None
-    expires_at: float
-    headers: RawHeaders = field(default_factory=list)
 
 
 def duration(seconds: float) -> str:
@@ -59,6 +62,8 @@ def caller_key(identity: str) -> str:
 
 
 class RateLimiter:
+    """The counters both limit checks share."""
+
     def __init__(
         self,
         store: Store,
@@ -75,89 +80,166 @@ class RateLimiter:
         self.window = window
         self.fail_open = fail_open
         self.clock = clock
-        self._amounts = {"requests": 1, "tokens": 0}
+        self._amounts = {"requests": 1}
         self._last_error_log = 0.0
 
-    async def _increment(
-        self, key: str, amounts: dict[str, int], expires_at: float
-    ) -> dict[str, int]:
-        store = self.store
-        if store.blocking:
-            return await asyncio.to_thread(store.increment, key, amounts, expires_at=expires_at)
-        return store.increment(key, amounts, expires_at=expires_at)
+    def window_of(self, identity: str) -> tuple[str, float, float]:
+        """The caller's counter key, when its window resets, and when the item expires."""
+        now = self.clock()
+        index = int(now // self.window)
+        reset_at = (index + 1) * self.window
+        # Kept one window past its end, so a clock a little behind still finds it.
+        return f"rl:{index}:{caller_key(identity)}", reset_at, reset_at + self.window
 
-    def _log_store_error(self, exc: BaseException) -> None:
+    async def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.store.blocking:
+            return await asyncio.to_thread(method, *args, **kwargs)
+        return method(*args, **kwargs)
+
+    def store_failed(self, exc: BaseException) -> None:
+        """Log (rate-limited) and answer 503 unless LIMITS_ON_STORE_ERROR=open."""
         now = time.monotonic()
         if now - self._last_error_log > 10:  # an outage must not flood the logs
             self._last_error_log = now
             verdict = "letting requests through unmetered" if self.fail_open else "answering 503"
             # The type only: a driver's message may quote the store URL and its password.
             logger.error("rate-limit store failed (%s): %s", type(exc).__name__, verdict)
-
-    async def admit(self, identity: str) -> Admission:
-        """Count one request for `identity`; RateLimited if it is over a limit."""
-        now = self.clock()
-        index = int(now // self.window)
-        reset_at = (index + 1) * self.window
-        key = f"rl:{index}:{caller_key(identity)}"
-        # Kept one window past its end, so a clock a little behind still finds it.
-        expires_at = reset_at + self.window
-        try:
-            counts = await self._increment(key, self._amounts, expires_at)
-        except Exception as exc:
-            self._log_store_error(exc)
-            if self.fail_open:
-                return Admission(None, expires_at)
+        if not self.fail_open:
             raise LimitStoreUnavailable(
                 "The proxy's rate-limit store is unavailable; try again shortly."
             ) from None
-        wait = reset_at - now
-        used_requests = counts.get("requests", 0)
-        used_tokens = counts.get("tokens", 0)
+
+    def headers(self, counts: dict[str, int], wait: float) -> RawHeaders:
         headers: RawHeaders = []
         if self.requests:
             headers += [
                 (b"x-ratelimit-limit-requests", str(self.requests).encode()),
                 (
                     b"x-ratelimit-remaining-requests",
-                    str(max(0, self.requests - used_requests)).encode(),
+                    str(max(0, self.requests - counts.get("requests", 0))).encode(),
                 ),
                 (b"x-ratelimit-reset-requests", duration(wait).encode()),
             ]
         if self.tokens:
             headers += [
                 (b"x-ratelimit-limit-tokens", str(self.tokens).encode()),
-                (b"x-ratelimit-remaining-tokens", str(max(0, self.tokens - used_tokens)).encode()),
+                (
+                    b"x-ratelimit-remaining-tokens",
+                    str(max(0, self.tokens - counts.get("tokens", 0))).encode(),
+                ),
                 (b"x-ratelimit-reset-tokens", duration(wait).encode()),
             ]
-        window = duration(self.window)
-        if self.requests and used_requests > self.requests:
-            raise self._refusal(
-                f"Rate limit reached: {self.requests} requests per {window} for this caller. "
-                f"Try again in {duration(wait)}.",
-                wait,
-                headers,
-            )
-        if self.tokens and used_tokens >= self.tokens:
-            raise self._refusal(
-                f"Token limit reached: {self.tokens} tokens per {window} for this caller "
-                f"({used_tokens} used). Try again in {duration(wait)}.",
-                wait,
-                headers,
-            )
-        return Admission(key, expires_at, headers)
+        return headers
 
     @staticmethod
-    def _refusal(message: str, wait: float, headers: RawHeaders) -> RateLimited:
+    def refusal(message: str, wait: float, headers: RawHeaders) -> RateLimited:
         extra = {name.decode(): value.decode() for name, value in headers}
         extra["retry-after"] = str(max(1, math.ceil(wait)))
         return RateLimited(message, headers=extra)
 
-    async def record_tokens(self, admission: Admission, used: int) -> None:
-        """Add a finished reply's reported tokens to the caller's window."""
-        if admission.key is None or used <= 0 or not self.tokens:
-            return
+
+class RequestLimit:
+    """Counts the request before its body is read; refuses a caller over either limit."""
+
+    reads_body = False
+    meters = False
+    caps = False
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+
+    async def admit(self, request: ProxyRequest) -> Ticket | None:
+        limiter = self.limiter
+        key, reset_at, expires_at = limiter.window_of(request.counted_as)
         try:
-            await self._increment(admission.key, {"tokens": used}, admission.expires_at)
+            counts = await limiter.call(
+                limiter.store.increment, key, limiter._amounts, expires_at=expires_at
+            )
         except Exception as exc:
-            self._log_store_error(exc)
+            limiter.store_failed(exc)
+            return None
+        wait = reset_at - limiter.clock()
+        headers = limiter.headers(counts, wait)
+        window = duration(limiter.window)
+        if limiter.requests and counts.get("requests", 0) > limiter.requests:
+            raise limiter.refusal(
+                f"Rate limit reached: {limiter.requests} requests per {window} for this caller. "
+                f"Try again in {duration(wait)}.",
+                wait,
+                headers,
+            )
+        used = counts.get("tokens", 0)
+        if limiter.tokens and used >= limiter.tokens:
+            raise limiter.refusal(
+                f"Token limit reached: {limiter.tokens} tokens per {window} for this caller "
+                f"({used} used). Try again in {duration(wait)}.",
+                wait,
+                headers,
+            )
+        return HeaderTicket(headers)
+
+
+class TokenLimit:
+    """Reserves the request's worst case in the caller's token count; settles to what the
+    reply reports."""
+
+    reads_body = True
+    meters = True
+    caps = True
+
+    def __init__(self, limiter: RateLimiter, estimate: WorstCase) -> None:
+        self.limiter = limiter
+        self.estimate = estimate
+
+    async def admit(self, request: ProxyRequest) -> Ticket | None:
+        limiter = self.limiter
+        worst = await self.estimate(request)
+        if worst.total == 0:
+            return None
+        key, reset_at, expires_at = limiter.window_of(request.counted_as)
+        try:
+            reserved = await limiter.call(
+                limiter.store.reserve,
+                key,
+                "tokens",
+                worst.total,
+                limiter.tokens,
+                expires_at=expires_at,
+            )
+        except Exception as exc:
+            limiter.store_failed(exc)
+            return None
+        if reserved is None:
+            wait = reset_at - limiter.clock()
+            raise limiter.refusal(
+                f"Token limit reached: {limiter.tokens} tokens per "
+                f"{duration(limiter.window)} for this caller, all used or reserved by requests "
+                f"in flight. Try again in {duration(wait)}.",
+                wait,
+                [],
+            )
+        return TokenReservation(limiter, key, expires_at, worst, reserved)
+
+
+@dataclass
+class TokenReservation:
+    limiter: RateLimiter
+    key: str
+    expires_at: float
+    worst: Usage
+    # What the store let this request hold: its worst case, or the room that was left.
+    reserved: int
+    headers: RawHeaders = field(default_factory=list)
+
+    async def settle(self, outcome: Outcome) -> None:
+        change = outcome.tokens(self.worst).total - self.reserved
+        if change == 0:
+            return
+        limiter = self.limiter
+        try:
+            await limiter.call(
+                limiter.store.increment, self.key, {"tokens": change}, expires_at=self.expires_at
+            )
+        except Exception as exc:
+            with contextlib.suppress(LimitStoreUnavailable):  # the reply is over
+                limiter.store_failed(exc)

@@ -1,25 +1,27 @@
 """Request policy: which models, how many output tokens, how many messages.
 
-Checked on the parsed JSON body before anything goes upstream. A refusal names its rule
-(the setting) so whoever reads the error knows what to change: 403 for a model the
-deployment does not serve, 400 for a request shape over a cap. The body size cap is
-MAX_BODY_BYTES (413), checked earlier while the body is read.
+Checked on the parsed JSON body before anything goes upstream, for every route that
+generates text (the provider's protocol says which: core/protocols.py). Routes that
+generate no text (embeddings, speech, listing models) pass. What the policy cannot read is
+refused while it is on: a compressed or non-JSON body on a generating route, and batch
+routes, whose requests run later outside any reply.
+
+A refusal names its rule (the setting) so whoever reads the error knows what to change:
+403 for a model the deployment does not serve, 400 for a request shape over a cap. The
+body size cap is MAX_BODY_BYTES (413), checked earlier while the body is read.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.access.tokens import load_request_json, model_of_request
 from core.errors import BadRequest, Forbidden
 
-# Every field name a provider reads its output cap from (OpenAI chat and Responses,
-# Anthropic, Gemini's generationConfig).
-_OUTPUT_CAP_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
-# Bodies that generate text, by the field that holds the conversation.
-_CONVERSATION_FIELDS = ("messages", "contents", "input", "prompt")
+if TYPE_CHECKING:
+    from core.proxy.request import ProxyRequest
+    from core.proxy.stages import Ticket
 
 
 class PolicyRefused(BadRequest):
@@ -36,42 +38,57 @@ class RequestPolicy:
     max_tokens_cap: int = 0
     max_messages: int = 0
 
-    def check(self, method: str, remainder: str, model_in_path: str, body: bytes) -> None:
-        """Raise ModelNotAllowed / PolicyRefused if the request breaks a rule."""
-        document: Any = None
-        if body:
-            try:
-                document = load_request_json(body)
-            except ValueError:
-                # Shaped like JSON yet not JSON to Python (invalid UTF-8, sent as text/plain
-                # so the proxy's own JSON check skips it): a lenient provider may still read
-                # a model and a token cap from it that no rule below has seen.
-                if body.lstrip()[:1] in (b"{", b"["):
-                    raise PolicyRefused(
-                        "Policy: the request body is not valid JSON, so the proxy cannot "
-                        "check it against its rules."
-                    ) from None
-                document = None  # not JSON (an upload): only the path can name a model
-        if not isinstance(document, dict):
-            document = {}
-        if self.allowed_models:
-            self._check_model(method, remainder, model_in_path, body, document)
-        generates = any(name in document for name in _CONVERSATION_FIELDS)
-        if self.max_messages and generates:
-            self._check_messages(document)
-        if self.max_tokens_cap and generates:
-            self._check_output_cap(document)
+    reads_body = True
+    meters = False
+    caps = False
 
-    def _check_model(
-        self, method: str, remainder: str, model_in_path: str, body: bytes, document: dict[str, Any]
-    ) -> None:
-        model = (
-            model_of_request(body, remainder, model_in_path) if document or model_in_path else None
-        )
+    async def admit(self, request: ProxyRequest) -> Ticket | None:
+        """Raise ModelNotAllowed / PolicyRefused if the request breaks a rule."""
+        route = request.route
+        if route.kind == "free":
+            return None
+        if self.allowed_models:
+            await self._check_model(request)
+        if not route.generates or not (self.max_messages or self.max_tokens_cap):
+            return None
+        if route.kind == "unreadable":
+            raise PolicyRefused(
+                f"Policy: {request.remainder[:200]!r} runs requests the proxy cannot check "
+                "against MAX_TOKENS_CAP / MAX_MESSAGES (a batch): refused while they are set."
+            )
+        document = await request.document()
+        if not isinstance(document, dict):
+            raise PolicyRefused(
+                "Policy: the request body is not a JSON object the proxy can read (compressed, "
+                "or another format), so it cannot be checked against its rules."
+            )
+        if self.max_messages:
+            self._check_messages(request, document)
+        if self.max_tokens_cap:
+            self._check_output_cap(request, document)
+        return None
+
+    async def _check_model(self, request: ProxyRequest) -> None:
+        if request.encoded:
+            raise PolicyRefused(
+                "Policy ALLOWED_MODELS: the request body is compressed, so the proxy cannot "
+                "read its model."
+            )
+        try:
+            model = await request.model()
+        except BadRequest:
+            if request.body.lstrip()[:1] in (b"{", b"["):
+                # Shaped like JSON yet not JSON to Python (invalid UTF-8, sent as text/plain
+                # so the JSON check skips it): a lenient provider may still read a model
+                # from it that no rule here has seen.
+                raise PolicyRefused(
+                    "Policy: the request body is not valid JSON, so the proxy cannot "
+                    "check it against its rules."
+                ) from None
+            raise
         if model is None:
-            if method in ("GET", "HEAD"):
-                return  # listing models spends nothing
-            if not document:
+            document = await request.document()
+            if not document and not request.route.generates:
                 return  # a body that is not JSON (file upload) names no model to check
             raise ModelNotAllowed(
                 "Policy ALLOWED_MODELS: this proxy serves only some models, and the request "
@@ -83,31 +100,25 @@ class RequestPolicy:
                 f"(allowed: {', '.join(self.allowed_models)})."
             )
 
-    def _check_messages(self, document: dict[str, Any]) -> None:
-        for name in ("messages", "contents", "input"):
-            value = document.get(name)
-            if isinstance(value, list) and len(value) > self.max_messages:
-                raise PolicyRefused(
-                    f"Policy MAX_MESSAGES: the request has {len(value)} {name}; "
-                    f"this proxy accepts at most {self.max_messages}."
-                )
+    def _check_messages(self, request: ProxyRequest, document: dict[str, Any]) -> None:
+        name, count = request.wire.conversation_length(request.route, document)
+        if count > self.max_messages:
+            raise PolicyRefused(
+                f"Policy MAX_MESSAGES: the request has {count} {name}; "
+                f"this proxy accepts at most {self.max_messages}."
+            )
 
-    def _check_output_cap(self, document: dict[str, Any]) -> None:
+    def _check_output_cap(self, request: ProxyRequest, document: dict[str, Any]) -> None:
         cap = self.max_tokens_cap
-        asked: list[tuple[str, Any]] = [
-            (name, document[name]) for name in _OUTPUT_CAP_FIELDS if name in document
-        ]
-        config = document.get("generationConfig") or document.get("generation_config")
-        if isinstance(config, dict):
-            for name in ("maxOutputTokens", "max_output_tokens"):
-                if name in config:
-                    asked.append((f"generationConfig.{name}", config[name]))
+        wire = request.wire
+        asked = wire.output_caps(document)
         if not asked:
             # Without a cap the model may write until its own maximum, on the key owner's bill.
             raise PolicyRefused(
                 f"Policy MAX_TOKENS_CAP: set max_tokens (or max_completion_tokens, "
                 f"max_output_tokens, generationConfig.maxOutputTokens) to at most {cap}."
             )
+        answers = wire.answers(document)
         for name, value in asked:
             if value is None:
                 raise PolicyRefused(
@@ -117,4 +128,9 @@ class RequestPolicy:
                 raise PolicyRefused(
                     f"Policy MAX_TOKENS_CAP: {name} is {str(value)[:40]}; "
                     f"this proxy allows at most {cap}."
+                )
+            if value * answers > cap:
+                raise PolicyRefused(
+                    f"Policy MAX_TOKENS_CAP: {answers} answers of up to {value} tokens each "
+                    f"(n, candidateCount or a list of prompts) is more than {cap} in all."
                 )

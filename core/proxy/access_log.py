@@ -95,6 +95,13 @@ def format_line(log: RequestLog) -> str:
     }
     if log.caller:
         fields["caller"] = log.caller
+    if log.model:
+        fields["model"] = log.model[:200]
+    if log.input_tokens is not None:
+        fields["input_tokens"] = log.input_tokens
+        fields["output_tokens"] = log.output_tokens
+    if log.cost_usd is not None:
+        fields["cost_usd"] = round(log.cost_usd, 6)
     if log.error:
         fields["error"] = log.error
     return json.dumps(fields, separators=(",", ":"))

@@ -1,24 +1,27 @@
-"""One upstream exchange: check the request, send it upstream, stream the answer back.
+"""The ASGI endpoint behind every provider route: one request's life, stage by stage.
 
-The request body is read whole (bounded by MAX_BODY_BYTES: LLM requests are small, and
-a known length is what every provider expects); the response is never read whole, its
-raw bytes go to the caller as they arrive.
+    route -> request object -> identify -> checks on the head -> read body -> checks on
+    the body (scopes, policy, limits, budget) -> forward -> relay -> settle
+
+The request body is read whole (bounded by MAX_BODY_BYTES, and MAX_JSON_BYTES for JSON):
+LLM requests are small, and a known length is what every provider expects. The response
+is never read whole: its raw bytes go to the caller as they arrive, and the usage meter
+reads a copy when some rule needs the figures.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
+import anyio
+import anyio.lowlevel
 import httpx
 
-from core.access.credentials import TokenCheck, authorize, find_credential, split_key_param
-from core.config import Settings
 from core.errors import (
     BadRequest,
     ErrorShape,
@@ -31,20 +34,23 @@ from core.errors import (
     send_error,
 )
 from core.providers import RETRY_ON_NEXT_KEY, Provider, match_provider
-from core.proxy.headers import (
-    client_response_headers,
-    has_header_injection,
-    upstream_request_headers,
-)
-from core.types import Receive, RequestLog, Scope, Send
-from core.upstream.client import UpstreamClient
+from core.proxy.headers import client_response_headers, upstream_request_headers
+from core.proxy.request import ALLOWED_METHODS, ProxyRequest, build_request
+from core.proxy.stages import Outcome
+from core.types import send_response
+from core.usage.meter import UsageMeter
 
 if TYPE_CHECKING:
-    from core.access.guard import Guard
+    from core.access.identify import Identify
+    from core.config import Settings
+    from core.proxy.scrub import Scrubber
+    from core.proxy.stages import Check, Ticket
+    from core.types import Receive, RequestLog, Scope, Send
+    from core.upstream.client import UpstreamClient
+    from core.usage.budget import Budget
 
 logger = logging.getLogger("llm_proxy")
 
-ALLOWED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
 ALLOW_HEADER = ", ".join(sorted(ALLOWED_METHODS)).encode()
 # RFC 3986 pchar minus unreserved (always safe for `quote`): what a path keeps literally.
 _PATH_SAFE = "/:@!$&'()*+,;="
@@ -58,65 +64,41 @@ class UpstreamStreamBroken(Exception):
 
 
 @dataclass
-class _Disconnect:
-    happened: bool = False
+class Pipeline:
+    """The stages a deployment runs, decided once at start (core/app.py)."""
+
+    identify: Identify
+    # Admission rules that decide on the head alone, then those that need the body.
+    before_body: tuple[Check, ...] = ()
+    after_body: tuple[Check, ...] = ()
+    # Extra usage readers at settlement (the usage ledger).
+    settlers: tuple[Any, ...] = ()
+
+    @property
+    def meters(self) -> bool:
+        return bool(self.settlers) or any(c.meters for c in (*self.before_body, *self.after_body))
+
+
+@dataclass
+class _Exchange:
+    """What the relay and the disconnect listener share."""
+
+    outcome: Outcome = field(default_factory=Outcome)
     # Set before the last body message: some servers answer receive() with a disconnect
     # as soon as the response is complete, which is not the caller leaving.
     response_done: bool = False
-
-
-def check_path(remainder: str) -> None:
-    """Refuse paths that try to climb out of the route or smuggle separators."""
-    decoded = unquote(unquote(remainder))
-    if "\\" in decoded or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
-        raise BadRequest("The request path contains a forbidden character.")
-    for segment in decoded.split("/"):
-        # `..;x` is `..` to servlet containers (path parameters), which many gateways are.
-        if segment.partition(";")[0] in (".", ".."):
-            raise BadRequest("The request path may not contain '.' or '..' segments.")
+    settled: bool = False
+    error: BaseException | None = None
+    meter: UsageMeter | None = None
 
 
 def _request_log(scope: Scope) -> RequestLog | None:
     return scope.get("llm_proxy.log")  # type: ignore[return-value]
 
 
-async def read_body(receive: Receive, limit: int, declared_length: int | None) -> bytes:
-    if declared_length is not None and declared_length > limit:
-        raise PayloadTooLarge(
-            f"The request body is larger than the proxy's limit of {limit} bytes."
-        )
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise BadRequest("The client disconnected while sending the body.")
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(
-                    f"The request body is larger than the proxy's limit of {limit} bytes."
-                )
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def check_json(body: bytes) -> None:
-    try:
-        json.loads(body)
-    except ValueError as exc:
-        # The decoder's message gives line and column, never the body itself.
-        reason = str(exc).split(":", 1)[0]
-        raise BadRequest(f"The request body is not valid JSON ({reason}).") from None
-
-
 def map_transport_error(exc: httpx.HTTPError, settings: Settings) -> ProxyError:
     """httpx failures before any response byte, as the 502/504 a caller can act on."""
-    timed_out = isinstance(exc, httpx.TimeoutException)
-    if timed_out:
+    if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeout(
             "The upstream provider did not answer in time "
             f"(connect {settings.connect_timeout:g}s, first byte {settings.read_timeout:g}s)."
@@ -125,222 +107,341 @@ def map_transport_error(exc: httpx.HTTPError, settings: Settings) -> ProxyError:
 
 
 class ProxyEndpoint:
-    """The ASGI endpoint behind every provider route."""
-
     def __init__(
         self,
         settings: Settings,
         providers: tuple[Provider, ...],
         client: UpstreamClient,
-        token_check: TokenCheck,
-        guard: Guard | None = None,
+        pipeline: Pipeline,
+        scrubber: Scrubber,
     ) -> None:
         self.settings = settings
         self.providers = providers
         self.client = client
-        self.token_check = token_check
-        # JWT / anonymous callers, policy and rate limits (core/access/guard.py); None when
-        # none is configured, so a plain deployment pays nothing for them.
-        self.guard = guard
+        self.pipeline = pipeline
+        self.scrubber = scrubber
+        self.metering = pipeline.meters
+        self.drain = settings.on_disconnect == "drain"
+
+    def route(self, scope: Scope) -> tuple[Provider, str]:
+        raw_path = scope.get("raw_path")
+        # Without raw_path (Mangum) `path` is percent-decoded: encode it again, or a
+        # caller's `%3F` / `%23` would start a query or fragment on the upstream URL.
+        path = raw_path.decode("latin-1") if raw_path else quote(scope["path"], _PATH_SAFE)
+        matched = match_provider(self.providers, path)
+        if matched is None:
+            raise NotFound(
+                f"No route for {scope['path'][:200]!r} on this proxy: use /v1/... "
+                "with the base URL set to <proxy>/v1."
+            )
+        return matched
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A ProxyError is only raised before the response starts; after it, failures
         # are UpstreamStreamBroken and abort the connection.
         shape: ErrorShape = "openai"
+        log = _request_log(scope)
         try:
-            raw_path = scope.get("raw_path")
-            # Without raw_path (Mangum) `path` is percent-decoded: encode it again, or a
-            # caller's `%3F` / `%23` would start a query or fragment on the upstream URL.
-            path = raw_path.decode("latin-1") if raw_path else quote(scope["path"], _PATH_SAFE)
-            matched = match_provider(self.providers, path)
-            if matched is None:
-                raise NotFound(
-                    f"No route for {scope['path'][:200]!r} on this proxy: use /v1/... "
-                    "with the base URL set to <proxy>/v1."
-                )
-            provider, remainder = matched
+            provider, remainder = self.route(scope)
             shape = provider.error_shape
-            await self._handle(scope, receive, send, provider, remainder)
+            if log is not None:
+                log.route = provider.name
+            request = build_request(scope, provider, remainder, log)
+            await self.handle(request, receive, send)
         except ProxyError as error:
-            log = _request_log(scope)
             if log is not None:
                 log.error = error.code
             extra = [(b"allow", ALLOW_HEADER)] if isinstance(error, MethodNotAllowed) else []
             await send_error(send, error, shape, extra)
 
-    async def _handle(
-        self, scope: Scope, receive: Receive, send: Send, provider: Provider, remainder: str
+    async def usage_report(
+        self, scope: Scope, receive: Receive, send: Send, budget: Budget | None
     ) -> None:
-        settings = self.settings
+        """`GET /proxy/usage`: the caller's own spend and tokens this window, read with its
+        usual credential, so a page can show the quota left."""
         log = _request_log(scope)
-        if log is not None:
-            log.route = provider.name
-        method = scope["method"]
-        if method not in ALLOWED_METHODS:
-            raise MethodNotAllowed(f"Method {method} is not allowed on this proxy.")
-        check_path(remainder)
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
-        if has_header_injection(headers):
-            raise BadRequest("A request header contains a line break or NUL byte.")
-
-        key_param, query = split_key_param(scope.get("query_string", b""))
-        credential = find_credential(headers, key_param)
-        guard = self.guard
-        if guard is None:
-            caller = await self.token_check.identify(credential)
-        else:
-            caller = await guard.identify(scope, credential)
-        if log is not None:
-            log.caller = caller.label
-
-        declared_length: int | None = None
-        is_json = False
-        for name, value in headers:
-            if name == b"content-length":
-                try:
-                    declared_length = int(value)
-                except ValueError:
-                    raise BadRequest("The Content-Length header is not a number.") from None
-            elif name == b"content-type":
-                is_json = b"json" in value.lower()
-        body = await read_body(receive, settings.max_body_bytes, declared_length)
-        if is_json and body:
-            check_json(body)
-        if caller.scoped:
-            authorize(caller, provider, method, remainder, body)
-        if guard is not None:
-            body, send = await guard.admit(scope, caller, provider, method, remainder, body, send)
-
-        url = provider.origin + provider.base_path + remainder
-        if query:
-            url += "?" + query.decode("latin-1")
-        key_pairs = provider.key_pairs
-        key_index = provider.next_key_index() if provider.rotates else 0
-        upstream_headers = upstream_request_headers(
-            headers, key_pairs[key_index] if key_pairs else None
-        )
-        rotation = (provider, key_index) if provider.rotates else None
-        await self._exchange(
-            scope, receive, send, method, url, upstream_headers, body, log, rotation
-        )
-
-    async def _exchange(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        method: str,
-        url: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        log: RequestLog | None,
-        rotation: tuple[Provider, int] | None = None,
-    ) -> None:
         try:
-            request = self.client.build_request(method, url, headers, body)
-        except httpx.InvalidURL:
-            raise BadRequest("The request path is not a valid URL path.") from None
-
-        disconnect = _Disconnect()
-        main_task = asyncio.current_task()
-        watcher = asyncio.ensure_future(
-            self._watch_disconnect(receive, disconnect, main_task, self.settings.on_disconnect)
-        )
-        sent_at = time.perf_counter()
-        try:
-            try:
-                response = await self.client.send(request)
-                if rotation is not None and response.status_code in RETRY_ON_NEXT_KEY:
-                    response = await self._retry_on_next_keys(
-                        response, rotation, method, url, headers, body
-                    )
-            except httpx.HTTPError as exc:
-                logger.warning("upstream request failed: %s", type(exc).__name__)
-                raise map_transport_error(exc, self.settings) from None
+            if scope["method"] not in ("GET", "HEAD"):
+                raise MethodNotAllowed(f"Method {scope['method']} is not allowed here.")
+            request = build_request(scope, self.providers[0], "/usage", log)
+            await self.identify(request)
+            if budget is not None:
+                figures = await budget.caller_figures(request)
+            else:
+                figures = {
+                    "window": None,
+                    "spent_usd": None,
+                    "limit_usd": None,
+                    "remaining_usd": None,
+                    "input_tokens": None,
+                    "output_tokens": None,
+                }
+        except ProxyError as error:
             if log is not None:
-                log.upstream_status = response.status_code
-                log.upstream_ms = (time.perf_counter() - sent_at) * 1000
-            try:
-                await self._relay(response, send, disconnect)
-            finally:
-                await response.aclose()
-        except asyncio.CancelledError:
-            if not disconnect.happened or main_task is None:
+                log.error = error.code
+            extra = [(b"allow", b"GET, HEAD")] if isinstance(error, MethodNotAllowed) else []
+            await send_error(send, error, "openai", extra)
+            return
+        body = json.dumps(figures, separators=(",", ":")).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+        ]
+        await send_response(send, 200, headers, body)
+
+    async def identify(self, request: ProxyRequest) -> None:
+        identify = self.pipeline.identify
+        caller = await identify.caller(request)
+        request.caller = caller
+        request.counted_as = identify.counted_as(request, caller)
+        if request.log is not None:
+            request.log.caller = caller.label
+
+    async def handle(self, request: ProxyRequest, receive: Receive, send: Send) -> None:
+        await self.identify(request)
+        tickets: list[Ticket] = []
+        try:
+            await self.admit(request, self.pipeline.before_body, tickets)
+            await self.read_body(request, receive)
+            await self.admit(request, self.pipeline.after_body, tickets)
+        except BaseException:
+            # Refused after an earlier rule reserved: give the reservation back.
+            await self.settle(tickets, Outcome())
+            raise
+        await self.exchange(request, tickets, receive, send)
+
+    @staticmethod
+    async def admit(request: ProxyRequest, checks: tuple[Check, ...], tickets: list[Ticket]) -> None:
+        for check in checks:
+            ticket = await check.admit(request)
+            if ticket is not None:
+                tickets.append(ticket)
+
+    async def read_body(self, request: ProxyRequest, receive: Receive) -> None:
+        settings = self.settings
+        limit = settings.max_body_bytes
+        if request.is_json and settings.max_json_bytes < limit:
+            limit = settings.max_json_bytes
+        try:
+            await request.read_body(receive, limit)
+        except PayloadTooLarge:
+            if limit == settings.max_body_bytes:
                 raise
-            # The caller left: the upstream request is already cancelled, nothing to send.
-            main_task.uncancel()
-            if log is not None:
-                log.error = "client_disconnected"
-        finally:
-            watcher.cancel()
+            raise PayloadTooLarge(
+                f"The JSON request body is larger than the proxy's limit of {limit} bytes "
+                "(MAX_JSON_BYTES)."
+            ) from None
+        if request.is_json and request.body:
+            await request.document()  # invalid JSON is refused here, with a 400
 
-    async def _retry_on_next_keys(
-        self,
-        response: httpx.Response,
-        rotation: tuple[Provider, int],
-        method: str,
-        url: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
+    # ---- forward, relay, settle -------------------------------------------------------
+
+    async def exchange(
+        self, request: ProxyRequest, tickets: list[Ticket], receive: Receive, send: Send
+    ) -> None:
+        state = _Exchange()
+        # The relay races the caller's disconnect: a caller who leaves cancels the upstream
+        # request (or, with ON_CLIENT_DISCONNECT=drain, only stops the sending).
+        async with anyio.create_task_group() as group:
+            group.start_soon(self.listen_for_disconnect, receive, state, group.cancel_scope)
+            try:
+                await self.forward_and_relay(request, tickets, send, state)
+            except Exception as exc:
+                state.error = exc
+            finally:
+                group.cancel_scope.cancel()
+        if not state.settled:
+            if state.meter is not None:
+                state.outcome.usage = state.meter.finish()  # what was read before the end
+            with anyio.CancelScope(shield=True):
+                await self.settle(tickets, state.outcome, request)
+        if state.outcome.caller_left and request.log is not None:
+            request.log.error = "client_disconnected"
+        if state.error is not None:
+            raise state.error
+
+    async def listen_for_disconnect(
+        self, receive: Receive, state: _Exchange, scope: anyio.CancelScope
+    ) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if state.response_done:
+                    return
+                state.outcome.caller_left = True
+                if not self.drain:
+                    scope.cancel()
+                return
+            # Only a disconnect should come after the body; a server that answers at once
+            # with anything else must not starve the relay.
+            await anyio.lowlevel.checkpoint()
+
+    async def forward(
+        self, request: ProxyRequest, body: bytes, metering: bool
     ) -> httpx.Response:
-        """A 429 or 5xx on one key, before any byte reached the caller, is tried once on
-        each of the provider's other keys; the caller sees the last answer."""
-        provider, first = rotation
-        pairs = provider.key_pairs
-        for step in range(1, len(pairs)):
-            await response.aclose()
-            # upstream_request_headers put the key header last.
-            headers[-1] = pairs[(first + step) % len(pairs)]
-            response = await self.client.send(self.client.build_request(method, url, headers, body))
-            if response.status_code not in RETRY_ON_NEXT_KEY:
-                break
-        return response
+        provider = request.provider
+        url = provider.origin + provider.base_path + request.remainder
+        if request.query:
+            url += "?" + request.query.decode("latin-1")
+        headers = upstream_request_headers(request.headers, identity_encoding=metering)
+        client = self.client
+        attempts = list(provider.keys.attempts())
+        try:
+            for number, key in enumerate(attempts, start=1):
+                sent = [*headers, key] if key is not None else headers
+                try:
+                    upstream = client.build_request(request.method, url, sent, body)
+                except httpx.InvalidURL:
+                    raise BadRequest("The request path is not a valid URL path.") from None
+                response = await client.send(upstream)
+                if response.status_code not in RETRY_ON_NEXT_KEY or number == len(attempts):
+                    return response
+                # Refused or overloaded on this key before any byte reached the caller:
+                # the next key gets the same request.
+                await response.aclose()
+        except httpx.HTTPError as exc:
+            logger.warning("upstream request failed: %s", type(exc).__name__)
+            raise map_transport_error(exc, self.settings) from None
+        raise AssertionError("a key ring always yields at least one attempt")
 
-    async def _relay(self, response: httpx.Response, send: Send, disconnect: _Disconnect) -> None:
-        headers, length = client_response_headers(response.headers.raw)
+    async def forward_and_relay(
+        self, request: ProxyRequest, tickets: list[Ticket], send: Send, state: _Exchange
+    ) -> None:
+        metering = self.metering and request.route.kind == "metered"
+        body = request.body
+        chunk_filter = None
+        if metering:
+            document = await request.document()
+            if request.wire.stream_needs_usage_request(request.route, document):
+                from core.usage.splice import UsageChunkFilter, ask_for_stream_usage
+
+                body = ask_for_stream_usage(body, document)
+                chunk_filter = UsageChunkFilter()
+        sent_at = time.perf_counter()
+        response = await self.forward(request, body, metering)
+        log = request.log
+        outcome = state.outcome
+        outcome.upstream_status = response.status_code
+        if log is not None:
+            log.upstream_status = response.status_code
+            log.upstream_ms = (time.perf_counter() - sent_at) * 1000
+        try:
+            meter = state.meter = UsageMeter(request.wire) if metering else None
+            await self.relay(request, response, send, state, tickets, meter, chunk_filter)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+
+    def reply_headers(
+        self, response: httpx.Response, tickets: list[Ticket]
+    ) -> tuple[list[tuple[bytes, bytes]], int | None]:
+        headers, length = client_response_headers(response.headers.raw, self.scrubber)
+        extra = [header for ticket in tickets for header in ticket.headers]
+        if extra:
+            # The provider's own x-ratelimit-* describe the key owner's account, not this
+            # caller: ours replace them.
+            headers = [(n, v) for n, v in headers if not n.startswith(b"x-ratelimit-")]
+            headers.extend(extra)
+        return headers, length
+
+    async def relay(
+        self,
+        request: ProxyRequest,
+        response: httpx.Response,
+        send: Send,
+        state: _Exchange,
+        tickets: list[Ticket],
+        meter: UsageMeter | None,
+        chunk_filter: Any,
+    ) -> None:
+        headers, length = self.reply_headers(response, tickets)
+        status = response.status_code
+        if meter is not None:
+            meter.start(headers)
+        # A refusal or error body may quote the key (an echo of the request): scrubbed.
+        scrub = self.scrubber.stream() if status >= 300 and self.scrubber else None
+        stream = response.stream
+        outcome = state.outcome
+
         if length is not None and length <= _SMALL_BODY:
             try:
-                body = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
+                body = b"".join([chunk async for chunk in stream])  # type: ignore[union-attr]
             except httpx.HTTPError as exc:
                 raise map_transport_error(exc, self.settings) from None
-            disconnect.response_done = True
-            await send(
-                {"type": "http.response.start", "status": response.status_code, "headers": headers}
-            )
+            if meter is not None:
+                meter.feed(body)
+            if chunk_filter is not None:
+                body = chunk_filter(body) + chunk_filter.flush()
+            if scrub is not None:
+                body = scrub(body) + scrub.flush()
+            if len(body) != length:
+                headers = [(n, v) for n, v in headers if n != b"content-length"]
+                headers.append((b"content-length", str(len(body)).encode()))
+            outcome.complete = True
+            await self.finish_metering(request, meter, tickets, state)
+            state.response_done = True
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
 
-        await send(
-            {"type": "http.response.start", "status": response.status_code, "headers": headers}
-        )
+        if chunk_filter is not None or scrub is not None:
+            # The body changes length: it goes out chunked.
+            headers = [(n, v) for n, v in headers if n != b"content-length"]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         sent = 0
         try:
             # The transport's own stream: raw bytes as they arrive, no re-chunking.
-            async for chunk in response.stream:  # type: ignore[union-attr]
-                if chunk and not disconnect.happened:
+            async for chunk in stream:  # type: ignore[union-attr]
+                if meter is not None:
+                    meter.feed(chunk)
+                if chunk_filter is not None:
+                    chunk = chunk_filter(chunk)
+                if scrub is not None:
+                    chunk = scrub(chunk)
+                if chunk and not outcome.caller_left:
                     sent += len(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except httpx.HTTPError as exc:
             logger.warning("upstream stream broke after %d bytes: %s", sent, type(exc).__name__)
             raise UpstreamStreamBroken(f"upstream stream broke after {sent} bytes") from None
-        disconnect.response_done = True
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        outcome.complete = True
+        tail = b""
+        if chunk_filter is not None:
+            tail += chunk_filter.flush()
+        if scrub is not None:
+            tail = scrub(tail) + scrub.flush()
+        # Settled before the last message, not after: the caller's next request then sees
+        # these figures, and a function platform cannot freeze us before the write.
+        await self.finish_metering(request, meter, tickets, state)
+        state.response_done = True
+        if not outcome.caller_left:
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
 
-    @staticmethod
-    async def _watch_disconnect(
-        receive: Receive,
-        disconnect: _Disconnect,
-        main_task: asyncio.Task[Any] | None,
-        mode: str,
+    async def finish_metering(
+        self,
+        request: ProxyRequest,
+        meter: UsageMeter | None,
+        tickets: list[Ticket],
+        state: _Exchange,
     ) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                if disconnect.response_done:
-                    return
-                disconnect.happened = True
-                # "drain" keeps reading the upstream to its end (usage figures arrive
-                # last); "cancel" stops the upstream request now.
-                if mode == "cancel" and main_task is not None:
-                    main_task.cancel()
-                return
+        if meter is not None:
+            state.outcome.usage = meter.finish()
+        state.settled = True
+        await self.settle(tickets, state.outcome, request)
+
+    async def settle(
+        self, tickets: list[Ticket], outcome: Outcome, request: ProxyRequest | None = None
+    ) -> None:
+        for ticket in tickets:
+            await ticket.settle(outcome)
+        if request is None:
+            return
+        log = request.log
+        usage = outcome.usage
+        if log is not None and usage is not None:
+            log.input_tokens = usage.input_tokens
+            log.output_tokens = usage.output_tokens
+            log.cost_usd = outcome.cost_usd
+        for settler in self.pipeline.settlers:
+            await settler(request, outcome)

@@ -8,6 +8,11 @@ here; event streams are told not to be buffered by proxies on the way.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.proxy.scrub import Scrubber
+
 RawHeaders = list[tuple[bytes, bytes]]
 
 # RFC 9110 section 7.6.1: connection-specific fields, never forwarded.
@@ -94,6 +99,9 @@ _DROP_OUTBOUND = HOP_BY_HOP | frozenset(
     }
 )
 
+# Ours to set: CORS (core/proxy/cors.py) and the request id (core/proxy/access_log.py).
+_DROP_OUTBOUND_PREFIXES = (b"access-control-", b"x-proxy-")
+
 EVENT_STREAM_HEADERS: RawHeaders = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 
 
@@ -106,12 +114,10 @@ def _connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
     return frozenset(tokens)
 
 
-def upstream_request_headers(
-    headers: RawHeaders, key_header: tuple[bytes, bytes] | None
-) -> RawHeaders:
-    """The caller's headers made safe to send upstream, with the real key set (last, so a
-    retry on the provider's next key replaces just that entry). None: a keyless local
-    server (Ollama) gets no key header."""
+def upstream_request_headers(headers: RawHeaders, *, identity_encoding: bool = False) -> RawHeaders:
+    """The caller's headers made safe to send upstream; the forward stage adds the key.
+    `identity_encoding`: ask for an uncompressed reply, so the usage meter reads it as is
+    (core/usage/meter.py)."""
     extra_drop = _connection_tokens(headers)
     kept = [
         (name, value)
@@ -120,20 +126,30 @@ def upstream_request_headers(
         and name not in extra_drop
         and not name.startswith(CLIENT_IDENTIFYING_PREFIXES)
     ]
-    if key_header is not None:
-        kept.append(key_header)
+    if identity_encoding:
+        kept = [(name, value) for name, value in kept if name != b"accept-encoding"]
+        kept.append((b"accept-encoding", b"identity"))
     return kept
 
 
-def client_response_headers(headers: RawHeaders) -> tuple[RawHeaders, int | None]:
-    """Upstream response headers fit for the caller, and the body's length if declared."""
+def client_response_headers(
+    headers: RawHeaders, scrubber: Scrubber | None = None
+) -> tuple[RawHeaders, int | None]:
+    """Upstream response headers fit for the caller, and the body's length if declared.
+    CORS is the proxy's alone to decide: an upstream's Access-Control-* never pass (an
+    upstream `*` would open every reply to any page, and a second ACAO beside ours makes
+    browsers refuse the reply). Any of the proxy's keys in a value is redacted."""
     extra_drop = _connection_tokens(headers)
     kept: RawHeaders = []
     is_event_stream = False
     content_length: int | None = None
     for name, value in headers:
         lowered = name.lower()
-        if lowered in _DROP_OUTBOUND or lowered in extra_drop:
+        if (
+            lowered in _DROP_OUTBOUND
+            or lowered in extra_drop
+            or lowered.startswith(_DROP_OUTBOUND_PREFIXES)
+        ):
             continue
         if lowered == b"content-length" and value.isdigit():
             content_length = int(value)
@@ -145,9 +161,6 @@ def client_response_headers(headers: RawHeaders) -> tuple[RawHeaders, int | None
     if is_event_stream:
         kept = [(n, v) for n, v in kept if n not in (b"cache-control", b"x-accel-buffering")]
         kept.extend(EVENT_STREAM_HEADERS)
+    if scrubber:
+        kept = scrubber.headers(kept)
     return kept, content_length
-
-
-def has_header_injection(headers: RawHeaders) -> bool:
-    """True if a header value carries a line break or NUL (a server should refuse them)."""
-    return any(b"\r" in v or b"\n" in v or b"\x00" in v for _, v in headers)

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+# Every URL scheme `open_store` understands.
+STORE_SCHEMES = frozenset({"memory", "sqlite", "dynamodb", "redis", "rediss"})
+
 
 @dataclass(frozen=True)
 class Item:
@@ -53,6 +56,16 @@ class Store(Protocol):
         until `expires_at`) and return every counter of `key` after the add. Used by the
         rate limiter (core/access/limits.py), so many instances share one count; counter keys
         never collide with document keys."""
+
+    def reserve(
+        self, key: str, name: str, amount: int, limit: int, *, expires_at: float
+    ) -> int | None:
+        """Atomically reserve room under a cap: if the counter `name` under `key` is below
+        `limit`, add `amount` or the room left, whichever is smaller, and return what was
+        added; None (and no change) if there is no room. Check and add are one atomic
+        store operation, so concurrent requests on many instances cannot pass a cap
+        together: the most it can be overshot is one request's own use beyond what it
+        reserved (core/access/limits.py, core/usage/budget.py)."""
 
 
 class StoreURLError(ValueError):

@@ -123,6 +123,52 @@ class DynamoDBStore:
         }
 
 
+    def reserve(
+        self, key: str, name: str, amount: int, limit: int, *, expires_at: float
+    ) -> int | None:
+        # The common case is one conditional UpdateItem: the whole amount fits. Near the
+        # cap, the room left is read and taken with a condition on the value read, so a
+        # concurrent instance that took it first makes this one read again.
+        counter = f"c_{name}"
+        condition = "attribute_not_exists(#c) OR #c <= :room"
+        room = limit - amount
+        for _ in range(8):
+            if room < 0:
+                used = self._counter_value(key, counter)
+                if used >= limit:
+                    return None
+                amount, room = limit - used, used
+                condition = "#c = :room" if used else "attribute_not_exists(#c) OR #c = :room"
+            try:
+                self._client.update_item(
+                    TableName=self.table,
+                    Key={"pk": {"S": key}},
+                    UpdateExpression="SET #exp = :exp ADD #c :a",
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#exp": "expires_at", "#c": counter},
+                    ExpressionAttributeValues={
+                        ":exp": {"N": str(int(expires_at) + 1)},
+                        ":a": {"N": str(amount)},
+                        ":room": {"N": str(room)},
+                    },
+                )
+                return amount
+            except self._client.exceptions.ConditionalCheckFailedException:
+                room = -1  # read what is left and try for that
+        return None
+
+    def _counter_value(self, key: str, counter: str) -> int:
+        reply = self._client.get_item(
+            TableName=self.table,
+            Key={"pk": {"S": key}},
+            ConsistentRead=True,
+            ProjectionExpression="#c",
+            ExpressionAttributeNames={"#c": counter},
+        )
+        value = reply.get("Item", {}).get(counter)
+        return int(value["N"]) if value else 0
+
+
 def _number(raw: dict[str, Any], name: str) -> float | None:
     value = raw.get(name)
     return float(Decimal(value["N"])) if value else None

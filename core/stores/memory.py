@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,9 @@ class MemoryStore:
         self._items: dict[str, Item] = {}
         # key -> (expires_at, counters); the event loop is the only writer, so no lock.
         self._counters: dict[str, tuple[float, dict[str, int]]] = {}
+        # (expires_at, key) of every counter created: expired ones are dropped from the
+        # front, O(log n) per new caller instead of a sweep of the whole table.
+        self._expiries: list[tuple[float, str]] = []
 
     def get(self, key: str) -> Item | None:
         item = self._items.get(key)
@@ -39,17 +43,36 @@ class MemoryStore:
         if item is not None:
             self._items[key] = Item(item.key, item.doc, item.expires_at, when)
 
-    def increment(
-        self, key: str, amounts: Mapping[str, int], *, expires_at: float
-    ) -> dict[str, int]:
+    def _counter(self, key: str, expires_at: float) -> dict[str, int]:
         now = time.time()
         entry = self._counters.get(key)
         if entry is None or entry[0] <= now:
-            if len(self._counters) > 10_000:  # old windows pile up: drop the expired ones
-                self._counters = {k: v for k, v in self._counters.items() if v[0] > now}
+            expiries = self._expiries
+            while expiries and expiries[0][0] <= now:
+                _, old = heapq.heappop(expiries)
+                stale = self._counters.get(old)
+                if stale is not None and stale[0] <= now:
+                    del self._counters[old]
             entry = (expires_at, {})
             self._counters[key] = entry
-        counters = entry[1]
+            heapq.heappush(expiries, (expires_at, key))
+        return entry[1]
+
+    def increment(
+        self, key: str, amounts: Mapping[str, int], *, expires_at: float
+    ) -> dict[str, int]:
+        counters = self._counter(key, expires_at)
         for name, amount in amounts.items():
             counters[name] = counters.get(name, 0) + amount
         return dict(counters)
+
+    def reserve(
+        self, key: str, name: str, amount: int, limit: int, *, expires_at: float
+    ) -> int | None:
+        counters = self._counter(key, expires_at)
+        used = counters.get(name, 0)
+        if used >= limit:
+            return None
+        added = min(amount, limit - used)
+        counters[name] = used + added
+        return added

@@ -82,6 +82,28 @@ class RedisStore:
         return {name: int(value) for name, value in counters.items()}
 
 
+    def reserve(
+        self, key: str, name: str, amount: int, limit: int, *, expires_at: float
+    ) -> int | None:
+        # One script: Redis runs it atomically, so the check and the add cannot interleave
+        # with another instance's.
+        reply = self._redis.eval(
+            _RESERVE_SCRIPT, 1, key, name, amount, limit, math.ceil(expires_at)
+        )
+        return None if reply is None else int(reply)
+
+
+_RESERVE_SCRIPT = """
+local used = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local limit = tonumber(ARGV[3])
+if used >= limit then return false end
+local added = math.min(tonumber(ARGV[2]), limit - used)
+redis.call('HINCRBY', KEYS[1], ARGV[1], added)
+redis.call('EXPIREAT', KEYS[1], ARGV[4])
+return added
+"""
+
+
 def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 

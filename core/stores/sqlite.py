@@ -126,6 +126,38 @@ class SQLiteStore:
                 raise
         return {name: int(value) for name, value in rows}
 
+    def reserve(
+        self, key: str, name: str, amount: int, limit: int, *, expires_at: float
+    ) -> int | None:
+        now = time.time()
+        with self._lock:
+            # IMMEDIATE: the read and the add happen under the file's write lock, so
+            # processes sharing the file cannot both take the same room.
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT value FROM counters WHERE key = ? AND name = ? AND expires_at > ?",
+                    (key, name, now),
+                ).fetchone()
+                used = int(row[0]) if row else 0
+                if used >= limit:
+                    self._db.execute("ROLLBACK")
+                    return None
+                added = min(amount, limit - used)
+                self._db.execute(
+                    "INSERT INTO counters (key, name, value, expires_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(key, name) DO UPDATE SET value = CASE "
+                    "WHEN counters.expires_at <= ? THEN excluded.value "
+                    "ELSE counters.value + excluded.value END, "
+                    "expires_at = excluded.expires_at",
+                    (key, name, added, expires_at, now),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return added
+
 
 def _item(row: tuple[str, str, float | None, float | None]) -> Item:
     return Item(row[0], json.loads(row[1]), row[2], row[3])

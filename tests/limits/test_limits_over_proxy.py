@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 
 import anthropic
@@ -143,13 +144,26 @@ def test_token_limit_counts_reported_usage(
         assert "Token limit reached" in refused.text
 
 
-def test_openai_streams_report_usage_when_token_limits_are_on(mock_upstream: RunningServer) -> None:
+def test_openai_streams_are_metered_without_the_caller_seeing_it(
+    mock_upstream: RunningServer,
+) -> None:
+    """The proxy asks an OpenAI stream for usage itself (the tokens are counted) and takes
+    the usage chunk back out: the caller's stream is what it would be unmetered, so a loop
+    over `chunk.choices[0]` never meets an empty `choices`."""
+    stream = {**CHAT, "stream": True}
+    with limited_proxy(mock_upstream) as plain:
+        unmetered = post(plain, "/v1/chat/completions", stream).text
     with limited_proxy(mock_upstream, RATE_LIMIT_TOKENS="1000") as proxy:
-        reply = post(proxy, "/v1/chat/completions", {**CHAT, "stream": True})
+        reply = post(proxy, "/v1/chat/completions", stream)
         events = [
             json.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: {")
         ]
-        assert events[-1]["usage"]["total_tokens"] == 9
+        assert all(event["choices"] for event in events)
+        assert all("usage" not in event for event in events)
+        created = re.compile(r'"created":\s*\d+')
+        assert created.sub("", reply.text) == created.sub("", unmetered)
+        after = post(proxy, "/v1/chat/completions", stream)
+        assert after.headers["x-ratelimit-remaining-tokens"] == "991"  # 9 were counted
 
 
 def test_two_instances_share_one_limit_through_the_store(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.config import ConfigError, load_settings
-from core.providers import CATALOGUE, build_provider_table, match_provider
+from core.providers import CATALOGUE, match_provider
 
 BASE = {"PROXY_ACCESS_TOKEN": "test-caller-token-0123456789"}
 
@@ -17,7 +17,7 @@ def problems(env: dict[str, str]) -> list[str]:
 
 
 def routes(env: dict[str, str]) -> set[str]:
-    return {p.prefix for p in build_provider_table(load_settings(env))}
+    return {p.prefix for p in load_settings(env).providers()}
 
 
 def test_a_provider_key_alone_is_a_working_deployment() -> None:
@@ -62,17 +62,17 @@ def test_upstream_override_replaces_origin_and_keeps_the_base_path() -> None:
     settings = load_settings(
         {**BASE, "GROQ_API_KEY": "k", "GROQ_UPSTREAM": "http://127.0.0.1:9999"}
     )
-    [groq] = build_provider_table(settings)
+    [groq] = settings.providers()
     assert groq.upstream == "http://127.0.0.1:9999/openai"
     settings = load_settings(
         {**BASE, "ANTHROPIC_API_KEY": "k", "ANTHROPIC_UPSTREAM": "https://gw.example.test/claude/"}
     )
-    [anthropic] = build_provider_table(settings)
+    [anthropic] = settings.providers()
     assert anthropic.upstream == "https://gw.example.test/claude"
 
 
 def test_longest_prefix_wins() -> None:
-    table = build_provider_table(load_settings({**BASE, "GEMINI_API_KEY": "g"}))
+    table = load_settings({**BASE, "GEMINI_API_KEY": "g"}).providers()
     provider, rest = match_provider(table, "/gemini/v1beta/openai/chat/completions") or (None, "")
     assert provider is not None and provider.key_header == "Authorization"
     assert rest == "/chat/completions"

@@ -1,0 +1,301 @@
+"""What the proxy knows of each API protocol's messages, kept beside the provider records.
+
+A provider record names its protocol (`Provider.wire`); nothing else in the proxy branches
+on provider names. A protocol says, for a method and path:
+
+- what kind of route it is: `metered` (generates or embeds, and reports usage the meter can
+  read), `free` (reads, counting tokens, listing models: spends nothing), or `unreadable`
+  (may spend, but reports no usage the meter understands: refused while a limit or budget
+  is on, since a cap that cannot count is no cap);
+- whether the route generates text (the request policy's caps apply) and whether the
+  request asks for a stream;
+- where usage sits in whole and streamed replies, and how to read it into one shape;
+- how a stream is asked for usage when the caller did not (OpenAI's include_usage).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import unquote
+
+RouteKind = Literal["free", "metered", "unreadable"]
+
+
+@dataclass(frozen=True)
+class Route:
+    kind: RouteKind
+    # A short name for logs and the policy: "chat", "responses", "messages", "generate"...
+    name: str
+    generates: bool = False
+
+
+FREE = Route("free", "read")
+UNREADABLE = Route("unreadable", "other")
+# Batches generate text later, outside any reply the meter or the policy could read.
+_BATCH = Route("unreadable", "batch", generates=True)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens a reply reports, in one shape for every protocol. `input_tokens` counts every
+    prompt token, cached ones included; `cached_input_tokens` is the cheaper part of it."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def route_path(remainder: str) -> str:
+    """The path as an upstream would read it, for matching routes only: decoded, repeated
+    and trailing slashes dropped, lower case. `/v1/Chat//completions/` is still chat."""
+    decoded = unquote(unquote(remainder))
+    parts = [part for part in decoded.lower().split("/") if part]
+    return "/" + "/".join(parts)
+
+
+class Wire:
+    """One API protocol. Subclasses are data plus a few small readers."""
+
+    name = "openai"
+    # JSON keys under which usage sits, in replies and stream events.
+    usage_keys: tuple[bytes, ...] = (b'"usage"',)
+    # Field names whose spellings a lenient upstream may mix up (Go's encoding/json matches
+    # keys case-insensitively; protobuf JSON takes snake_case and camelCase): a body naming
+    # one of these twice in any spelling is refused (core/proxy/request.py).
+    policed_fields: frozenset[str] = frozenset()
+
+    def route(self, method: str, path: str) -> Route:
+        raise NotImplementedError
+
+    def is_stream(self, route: Route, path: str, query: bytes, document: Any) -> bool:
+        return isinstance(document, dict) and document.get("stream") is True
+
+    def usage_in(self, event: Any) -> dict[str, Any] | None:
+        """The usage object inside one parsed reply or stream event, if any."""
+        if not isinstance(event, dict):
+            return None
+        usage = event.get("usage")
+        return usage if isinstance(usage, dict) else None
+
+    def read_usage(self, usage: dict[str, Any], into: Usage) -> Usage:
+        raise NotImplementedError
+
+    def output_caps(self, document: dict[str, Any]) -> list[tuple[str, Any]]:
+        """(field, value) for every field that caps the output tokens of one answer."""
+        return [(name, document[name]) for name in _OUTPUT_CAP_FIELDS if name in document]
+
+    def answers(self, document: dict[str, Any]) -> int:
+        """How many answers one request asks for (OpenAI `n`, Gemini `candidateCount`)."""
+        return 1
+
+    def conversation_length(self, route: Route, document: dict[str, Any]) -> tuple[str, int]:
+        for name in ("messages", "contents", "input", "prompt"):
+            value = document.get(name)
+            if isinstance(value, list):
+                return name, len(value)
+        return "messages", 0
+
+    def stream_needs_usage_request(self, route: Route, document: Any) -> bool:
+        """True when a stream reports usage only if asked and this request did not ask."""
+        return False
+
+
+_OUTPUT_CAP_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def _answers(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
+
+
+def _ends(path: str, *suffixes: str) -> bool:
+    return any(path.endswith(suffix) for suffix in suffixes)
+
+
+class OpenAIWire(Wire):
+    name = "openai"
+    usage_keys = (b'"usage"',)
+    policed_fields = frozenset(
+        {
+            "model",
+            "maxtokens",
+            "maxcompletiontokens",
+            "maxoutputtokens",
+            "n",
+            "stream",
+            "streamoptions",
+            "messages",
+            "input",
+            "prompt",
+            "instructions",
+        }
+    )
+
+    def route(self, method: str, path: str) -> Route:
+        if method in ("GET", "HEAD", "DELETE"):
+            return FREE
+        if _ends(path, "/chat/completions"):
+            return Route("metered", "chat", generates=True)
+        if _ends(path, "/completions"):
+            return Route("metered", "completions", generates=True)
+        if _ends(path, "/responses"):
+            return Route("metered", "responses", generates=True)
+        if _ends(path, "/embeddings"):
+            return Route("metered", "embeddings")
+        if _ends(path, "/batches"):
+            return _BATCH
+        if _ends(path, "/responses/input_tokens", "/moderations") or "/responses/" in path:
+            # Counting tokens, moderation, cancelling or deleting a stored response.
+            return FREE
+        return UNREADABLE
+
+    def usage_in(self, event: Any) -> dict[str, Any] | None:
+        if not isinstance(event, dict):
+            return None
+        response = event.get("response")
+        if isinstance(response, dict) and isinstance(response.get("usage"), dict):
+            return response["usage"]  # Responses API stream: response.completed
+        usage = event.get("usage")
+        return usage if isinstance(usage, dict) else None
+
+    def read_usage(self, usage: dict[str, Any], into: Usage) -> Usage:
+        if "prompt_tokens" in usage:  # chat, completions, embeddings
+            details = usage.get("prompt_tokens_details")
+            cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+            return Usage(
+                _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")), cached
+            )
+        if "input_tokens" in usage or "output_tokens" in usage:  # Responses, transcriptions
+            details = usage.get("input_tokens_details")
+            cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+            return Usage(_int(usage.get("input_tokens")), _int(usage.get("output_tokens")), cached)
+        return into
+
+    def answers(self, document: dict[str, Any]) -> int:
+        count = _answers(document.get("n"))
+        prompt = document.get("prompt")
+        # Legacy completions: a list of prompts is one answer (or n) per prompt.
+        if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+            count *= len(prompt)
+        return count
+
+    def stream_needs_usage_request(self, route: Route, document: Any) -> bool:
+        if route.name not in ("chat", "completions") or not isinstance(document, dict):
+            return False
+        if document.get("stream") is not True:
+            return False
+        options = document.get("stream_options")
+        return not (isinstance(options, dict) and options.get("include_usage") is True)
+
+
+class AnthropicWire(Wire):
+    name = "anthropic"
+    usage_keys = (b'"usage"',)
+    policed_fields = frozenset({"model", "maxtokens", "stream", "messages", "system"})
+
+    def route(self, method: str, path: str) -> Route:
+        if method in ("GET", "HEAD", "DELETE"):
+            return FREE
+        if _ends(path, "/messages/count_tokens"):
+            return FREE
+        if _ends(path, "/messages/batches"):
+            return _BATCH
+        if _ends(path, "/messages"):
+            return Route("metered", "messages", generates=True)
+        return UNREADABLE
+
+    def usage_in(self, event: Any) -> dict[str, Any] | None:
+        if not isinstance(event, dict):
+            return None
+        message = event.get("message")
+        if isinstance(message, dict) and isinstance(message.get("usage"), dict):
+            return message["usage"]  # message_start
+        usage = event.get("usage")
+        return usage if isinstance(usage, dict) else None
+
+    def read_usage(self, usage: dict[str, Any], into: Usage) -> Usage:
+        # message_start carries the input, each message_delta the running output count
+        # (and, in newer replies, the input again): a field absent keeps its last value.
+        if "input_tokens" in usage or "cache_read_input_tokens" in usage:
+            read = _int(usage.get("cache_read_input_tokens"))
+            input_tokens = (
+                _int(usage.get("input_tokens"))
+                + _int(usage.get("cache_creation_input_tokens"))
+                + read
+            )
+            into = Usage(max(input_tokens, into.input_tokens), into.output_tokens, read)
+        if "output_tokens" in usage:
+            into = Usage(into.input_tokens, _int(usage["output_tokens"]), into.cached_input_tokens)
+        return into
+
+
+class GeminiWire(Wire):
+    name = "gemini"
+    usage_keys = (b'"usageMetadata"', b'"usage_metadata"')
+    policed_fields = frozenset(
+        {
+            "model",
+            "contents",
+            "generationconfig",
+            "maxoutputtokens",
+            "candidatecount",
+            "requests",
+            "systeminstruction",
+        }
+    )
+
+    def route(self, method: str, path: str) -> Route:
+        if method in ("GET", "HEAD", "DELETE"):
+            return FREE
+        if path.endswith(":streamgeneratecontent"):
+            return Route("metered", "stream-generate", generates=True)
+        if path.endswith(":generatecontent"):
+            return Route("metered", "generate", generates=True)
+        if path.endswith(":counttokens"):
+            return FREE
+        if path.endswith(":batchgeneratecontent"):
+            return _BATCH
+        return UNREADABLE
+
+    def is_stream(self, route: Route, path: str, query: bytes, document: Any) -> bool:
+        return route.name == "stream-generate"
+
+    def usage_in(self, event: Any) -> dict[str, Any] | None:
+        if not isinstance(event, dict):
+            return None
+        metadata = event.get("usageMetadata", event.get("usage_metadata"))
+        return metadata if isinstance(metadata, dict) else None
+
+    def read_usage(self, usage: dict[str, Any], into: Usage) -> Usage:
+        output = _int(usage.get("candidatesTokenCount")) + _int(usage.get("thoughtsTokenCount"))
+        prompt = _int(usage.get("promptTokenCount")) + _int(usage.get("toolUsePromptTokenCount"))
+        if not prompt and not output and "totalTokenCount" in usage:
+            prompt = _int(usage.get("totalTokenCount"))
+        return Usage(prompt, output, _int(usage.get("cachedContentTokenCount")))
+
+    def generation_config(self, document: dict[str, Any]) -> dict[str, Any]:
+        config = document.get("generationConfig", document.get("generation_config"))
+        return config if isinstance(config, dict) else {}
+
+    def output_caps(self, document: dict[str, Any]) -> list[tuple[str, Any]]:
+        config = self.generation_config(document)
+        return [
+            (f"generationConfig.{name}", config[name])
+            for name in ("maxOutputTokens", "max_output_tokens")
+            if name in config
+        ]
+
+    def answers(self, document: dict[str, Any]) -> int:
+        config = self.generation_config(document)
+        return _answers(config.get("candidateCount", config.get("candidate_count")))
+
+
+WIRES: dict[str, Wire] = {"openai": OpenAIWire(), "anthropic": AnthropicWire(), "gemini": GeminiWire()}

@@ -1,0 +1,255 @@
+"""One request as the stages see it, built once: headers scanned once, JSON parsed at most
+once and only when a stage asks for it.
+
+The body is read after the caller is identified and admitted on what the head says, so a
+caller who may not call spends no memory or parsing on the proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from core.access.credentials import Caller, find_credential, split_key_param
+from core.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
+from core.protocols import Route, route_path
+
+if TYPE_CHECKING:
+    from core.protocols import Wire
+    from core.providers import Provider
+    from core.types import Receive, RequestLog, Scope
+
+ALLOWED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
+# Bodies above this size are parsed on a worker thread: the event loop keeps serving every
+# other request while a large document is decoded.
+_PARSE_OFF_LOOP = 256 * 1024
+_NOT_PARSED: Any = object()
+
+
+class RepeatedField(BadRequest):
+    code = "repeated_field"
+
+
+class UnreadableBody(BadRequest):
+    code = "unreadable_body"
+
+
+def check_path(remainder: str) -> None:
+    """Refuse paths that try to climb out of the route or smuggle separators."""
+    decoded = unquote(unquote(remainder))
+    if "\\" in decoded or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
+        raise BadRequest("The request path contains a forbidden character.")
+    for segment in decoded.split("/"):
+        # `..;x` is `..` to servlet containers (path parameters), which many gateways are.
+        if segment.partition(";")[0] in (".", ".."):
+            raise BadRequest("The request path may not contain '.' or '..' segments.")
+
+
+def _field_key(name: str) -> str:
+    # `max_tokens`, `MAX_TOKENS`, `maxTokens` and `generation_config` / `generationConfig`
+    # are one field to some upstream.
+    return name.replace("_", "").lower()
+
+
+def strict_json(body: bytes, policed: frozenset[str]) -> Any:
+    """`json.loads` for a body the proxy decides on. A field named twice is refused, and so
+    is a policed field in two spellings: the proxy would check one value while a provider
+    or gateway that reads the other runs a model or a token cap nobody checked."""
+
+    def one_value_per_name(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        document = dict(pairs)
+        if len(document) != len(pairs):
+            seen: set[str] = set()
+            for name, _ in pairs:
+                if name in seen:
+                    raise RepeatedField(
+                        f"The request body names the field {name[:100]!r} more than once; "
+                        "send it once."
+                    )
+                seen.add(name)
+        if policed:
+            spellings: dict[str, str] = {}
+            for name in document:
+                key = _field_key(name)
+                if key in policed:
+                    if key in spellings:
+                        raise RepeatedField(
+                            f"The request body names the field {name[:100]!r} twice in "
+                            f"different spellings ({spellings[key][:100]!r}); send it once."
+                        )
+                    spellings[key] = name
+        return document
+
+    return json.loads(body, object_pairs_hook=one_value_per_name)
+
+
+def _parse(body: bytes, policed: frozenset[str]) -> Any:
+    try:
+        return strict_json(body, policed)
+    except RecursionError:
+        raise BadRequest("The request body's JSON is nested too deeply.") from None
+    except RepeatedField:
+        raise
+    except ValueError as exc:
+        # The decoder's message gives line and column, never the body itself.
+        reason = str(exc).split(":", 1)[0]
+        raise BadRequest(f"The request body is not valid JSON ({reason}).") from None
+
+
+@dataclass(slots=True)
+class ProxyRequest:
+    scope: Scope
+    method: str
+    provider: Provider
+    # The path after the provider's prefix, as sent; `path` is it normalised for matching.
+    remainder: str
+    path: str
+    route: Route
+    # The raw query with the credential parameter taken out.
+    query: bytes
+    credential: bytes | None
+    headers: list[tuple[bytes, bytes]]
+    content_length: int | None
+    content_type: bytes
+    content_encoding: bytes
+    origin: bytes | None
+    log: RequestLog | None
+    body: bytes = b""
+    caller: Caller | None = None
+    # The identity limits, budgets and usage are counted under (core/access/identify.py).
+    counted_as: str = ""
+    _document: Any = field(default=_NOT_PARSED, repr=False)
+
+    @property
+    def wire(self) -> Wire:
+        return self.provider.wire
+
+    @property
+    def is_json(self) -> bool:
+        return b"json" in self.content_type
+
+    @property
+    def encoded(self) -> bool:
+        """The body is compressed: the proxy cannot read it."""
+        return self.content_encoding not in (b"", b"identity")
+
+    async def read_body(self, receive: Receive, limit: int) -> None:
+        declared = self.content_length
+        if declared is not None and declared > limit:
+            raise PayloadTooLarge(
+                f"The request body is larger than the proxy's limit of {limit} bytes."
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequest("The client disconnected while sending the body.")
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(
+                        f"The request body is larger than the proxy's limit of {limit} bytes."
+                    )
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        self.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def document(self) -> Any:
+        """The JSON body, parsed once; None when there is no JSON body to read."""
+        if self._document is _NOT_PARSED:
+            body = self.body
+            if not body or self.encoded:
+                self._document = None
+            elif not self.is_json and body.lstrip()[:1] not in (b"{", b"["):
+                self._document = None  # an upload or form: not JSON, nothing to read
+            elif len(body) > _PARSE_OFF_LOOP:
+                self._document = await asyncio.to_thread(_parse, body, self.wire.policed_fields)
+            else:
+                self._document = _parse(body, self.wire.policed_fields)
+        return self._document
+
+    async def model(self) -> str | None:
+        """The model asked for: the path's model segment (Gemini `/models/{model}:...`,
+        Azure `/deployments/{name}/...`) or the JSON body's `model`."""
+        marker = self.provider.model_in_path
+        remainder = self.remainder
+        if marker and marker in remainder:
+            segment = remainder.split(marker, 1)[1]
+            return unquote(segment.split("/", 1)[0].split(":", 1)[0]) or None
+        if marker and ":" in remainder:
+            # A method called on another resource (Gemini `tunedModels/x:generateContent`):
+            # name it with its collection, so a scope written for models never matches it.
+            resource = remainder.split(":", 1)[0].strip("/").split("/")
+            if len(resource) >= 2:
+                return "/".join(resource[-2:])
+        document = await self.document()
+        model = document.get("model") if isinstance(document, dict) else None
+        if not isinstance(model, str):
+            return None
+        # Gemini's OpenAI-compatible endpoint accepts `models/gemini-...` as well.
+        return model.removeprefix("models/")
+
+    async def is_stream(self) -> bool:
+        return self.wire.is_stream(self.route, self.path, self.query, await self.document())
+
+
+def build_request(
+    scope: Scope, provider: Provider, remainder: str, log: RequestLog | None
+) -> ProxyRequest:
+    """The request object for a routed call; BadRequest for what no stage should see."""
+    method = scope["method"]
+    if method not in ALLOWED_METHODS:
+        raise MethodNotAllowed(f"Method {method} is not allowed on this proxy.")
+    check_path(remainder)
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    content_length: int | None = None
+    content_type = b""
+    content_encoding = b""
+    origin: bytes | None = None
+    for name, value in headers:
+        if b"\r" in value or b"\n" in value or b"\x00" in value:
+            raise BadRequest("A request header contains a line break or NUL byte.")
+        if name == b"content-length":
+            try:
+                content_length = int(value)
+            except ValueError:
+                raise BadRequest("The Content-Length header is not a number.") from None
+        elif name == b"content-type":
+            content_type = value.lower()
+        elif name == b"content-encoding":
+            content_encoding = value.strip().lower()
+        elif name == b"origin":
+            origin = value
+    key_param, query = split_key_param(scope.get("query_string", b""))
+    path = route_path(remainder)
+    return ProxyRequest(
+        scope=scope,
+        method=method,
+        provider=provider,
+        remainder=remainder,
+        path=path,
+        route=provider.wire.route(method, path),
+        query=query,
+        credential=find_credential(headers, key_param),
+        headers=headers,
+        content_length=content_length,
+        content_type=content_type,
+        content_encoding=content_encoding,
+        origin=origin,
+        log=log,
+    )
+
+
+def refuse_unreadable_body(request: ProxyRequest, rule: str) -> None:
+    """While a rule reads bodies, a generating call whose body it cannot read is refused."""
+    if request.encoded:
+        raise UnreadableBody(
+            f"{rule}: the proxy must read this request's body to apply its rules; "
+            "send it uncompressed (no Content-Encoding)."
+        )

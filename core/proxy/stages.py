@@ -1,0 +1,158 @@
+"""The stages of one request, in the order the endpoint runs them:
+
+identify (who is calling) -> authorize (the token's scopes) -> admit (kill switch, policy,
+rate limits, budget reservation) -> forward -> relay -> settle (metered usage replaces
+each reservation).
+
+An admission rule is a `Check`. It says whether it needs the body (rules that do not run
+before the body is read, so a caller over its limit costs no memory or parsing) and
+whether it needs the reply's usage. Admitting returns a `Ticket` (or None) whose `settle`
+runs when the exchange is over, also when the caller left early. A deployment with no
+rules has empty lists: nothing runs, nothing is metered.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from core.errors import Forbidden
+
+if TYPE_CHECKING:
+    from core.protocols import Usage
+    from core.proxy.request import ProxyRequest
+
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+@dataclass
+class Outcome:
+    """How an exchange ended, as settlement needs it."""
+
+    upstream_status: int | None = None
+    # What the meter read; None if the reply reported no usage it could read.
+    usage: Usage | None = None
+    # The reply was read to its end (not cut by the caller leaving or the upstream failing).
+    complete: bool = False
+    caller_left: bool = False
+    # Set by the budget's settlement: what this request cost in US dollars.
+    cost_usd: float | None = None
+
+    @property
+    def billable(self) -> bool:
+        """Whether the provider may have charged: a success, or a reply that broke off."""
+        status = self.upstream_status
+        return status is not None and 200 <= status < 300
+
+    def tokens(self, reserved: Usage) -> Usage:
+        """The tokens to charge: those metered, nothing for a refusal, and the whole
+        reservation when a billable reply reported nothing readable (fail closed)."""
+        if not self.billable:
+            from core.protocols import Usage
+
+            return Usage()
+        if self.usage is not None and self.complete:
+            return self.usage
+        if self.usage is not None:
+            # Cut short: the figures so far may be partial; charge whichever is more.
+            return self.usage if self.usage.total >= reserved.total else reserved
+        return reserved
+
+
+class Ticket(Protocol):
+    # Headers the reply carries for this rule (the caller's rate-limit figures).
+    headers: RawHeaders
+
+    async def settle(self, outcome: Outcome) -> None: ...
+
+
+class Check(Protocol):
+    reads_body: bool
+    # Needs the reply's usage at settlement: the relay meters only if some check does.
+    meters: bool
+    # Caps spending: a route the meter cannot read is refused while one is on.
+    caps: bool
+
+    async def admit(self, request: ProxyRequest) -> Ticket | None: ...
+
+
+@dataclass
+class HeaderTicket:
+    """A ticket that only adds headers and has nothing to settle."""
+
+    headers: RawHeaders = field(default_factory=list)
+
+    async def settle(self, outcome: Outcome) -> None:
+        return None
+
+
+class Authorize:
+    """A stored token's scopes: which providers and models it may use."""
+
+    reads_body = True
+    meters = False
+    caps = False
+
+    async def admit(self, request: ProxyRequest) -> Ticket | None:
+        caller = request.caller
+        record = caller.record if caller is not None else None
+        if record is None or not caller or not caller.scoped:
+            return None
+        provider = request.provider
+        if not record.allows_provider(provider.name):
+            raise Forbidden(
+                f"This token may not use the provider {provider.name!r} "
+                f"(allowed: {', '.join(record.providers)})."
+            )
+        if not record.models:
+            return None
+        model = await request.model()
+        if model is None:
+            # A read (listing models, fetching a batch) names no model and spends nothing.
+            if request.method in ("GET", "HEAD"):
+                return None
+            raise Forbidden(
+                "This token is limited to some models, and this request names none the proxy "
+                "can read (a JSON body's 'model' or the model in the path)."
+            )
+        if not record.allows_model(model):
+            raise Forbidden(
+                f"This token may not use the model {model[:200]!r} "
+                f"(allowed: {', '.join(record.models)})."
+            )
+        return None
+
+
+class UnmeteredRouteRefused(Forbidden):
+    code = "route_not_metered"
+
+
+class MeterableRoutesOnly:
+    """While usage is capped, a call that may spend but whose usage the meter cannot read
+    (an image or audio route, a batch, a credential-minting route) is refused: a cap that
+    cannot count is no cap."""
+
+    reads_body = False
+    meters = False
+    caps = False
+
+    def __init__(self, settings_named: str) -> None:
+        self.settings_named = settings_named
+
+    async def admit(self, request: ProxyRequest) -> Ticket | None:
+        if request.route.kind == "unreadable":
+            raise UnmeteredRouteRefused(
+                f"This proxy caps usage ({self.settings_named}) and cannot meter "
+                f"{request.method} {request.remainder[:200]!r}: the route is refused. "
+                "Metered routes: chat/completions, completions, responses, embeddings "
+                "(OpenAI), messages (Anthropic), generateContent and streamGenerateContent "
+                "(Gemini)."
+            )
+        return None
+
+
+def estimated_prompt_tokens(body: bytes) -> int:
+    """An upper estimate of a prompt's tokens from its size: about 3 bytes a token holds for
+    English text (4 characters a token) and for CJK (one 3-byte character a token)."""
+    return math.ceil(len(body) / 3)

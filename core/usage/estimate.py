@@ -1,0 +1,49 @@
+"""The worst case a request can cost, reserved before it goes upstream.
+
+Prompt: an upper estimate from the body's size. Output: the request's own cap (max_tokens
+and its spellings, times the answers asked for: OpenAI `n`, a list of prompts, Gemini
+`candidateCount`), else MAX_TOKENS_CAP, else the model's own limit from the price table.
+A route that generates no text (embeddings) reserves its prompt only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from core.protocols import Usage
+from core.proxy.stages import estimated_prompt_tokens
+from core.usage.prices import DEFAULT_MAX_OUTPUT
+
+if TYPE_CHECKING:
+    from core.proxy.request import ProxyRequest
+    from core.usage.prices import PriceTable
+
+
+class WorstCase:
+    def __init__(self, prices: PriceTable, max_tokens_cap: int = 0) -> None:
+        self.prices = prices
+        self.max_tokens_cap = max_tokens_cap
+
+    async def __call__(self, request: ProxyRequest) -> Usage:
+        if request.route.kind == "free":
+            return Usage()
+        prompt = estimated_prompt_tokens(request.body)
+        if not request.route.generates:
+            return Usage(prompt, 0)
+        document = await request.document()
+        if not isinstance(document, dict):
+            document = {}
+        wire = request.wire
+        price = self.prices.find(await request.model())
+        model_limit = price.max_output if price is not None and price.max_output else 0
+        asked = [
+            value
+            for _, value in wire.output_caps(document)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0
+        ]
+        per_answer = max(asked) if asked else 0
+        if not per_answer:
+            per_answer = self.max_tokens_cap or model_limit or DEFAULT_MAX_OUTPUT
+        if model_limit:
+            per_answer = min(per_answer, model_limit)
+        return Usage(prompt, per_answer * wire.answers(document))

@@ -1,0 +1,137 @@
+"""The usage meter: reads the tokens a reply reports from a copy of the bytes relayed.
+
+It sees every byte the upstream sends, also after the caller has left (ON_CLIENT_DISCONNECT
+=drain keeps reading), in every shape a protocol uses: an event stream (OpenAI chat,
+completions and Responses events, Anthropic message_start + message_delta, Gemini
+`alt=sse`) or a JSON document of any size (whole replies, and Gemini's streamed JSON array).
+
+Event streams are read line by line, and only lines that mention usage are parsed. A JSON
+reply is kept whole up to `_KEEP_WHOLE`; past that only its last `_TAIL` bytes are kept,
+since every protocol puts its usage object after the content. Usage is then read from the
+last usage key in the document.
+
+While metering, the proxy asks the upstream for an uncompressed reply (Accept-Encoding:
+identity): cheaper than decompressing a copy of every reply, and the caller still gets the
+same content. An upstream that compresses anyway is decompressed here (gzip, deflate); one
+in an encoding the meter cannot read leaves the reply unread, and settlement then charges
+the whole reservation.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import TYPE_CHECKING, Any
+
+from core.protocols import Usage
+
+if TYPE_CHECKING:
+    from core.protocols import Wire
+
+_KEEP_WHOLE = 8 * 1024 * 1024
+_TAIL = 1024 * 1024
+_MAX_LINE = 1024 * 1024
+_DECODER = json.JSONDecoder()
+
+
+class UsageMeter:
+    def __init__(self, wire: Wire) -> None:
+        self.wire = wire
+        self.usage = Usage()
+        # False until a usage object has been read: an unread reply is charged in full.
+        self.found = False
+        self.readable = True
+        self._stream = False
+        self._json = False
+        self._pending = b""
+        self._buffer = bytearray()
+        self._inflate: Any = None
+
+    def start(self, headers: list[tuple[bytes, bytes]]) -> None:
+        for name, value in headers:
+            if name == b"content-type":
+                lowered = value.lower()
+                self._stream = lowered.startswith(b"text/event-stream")
+                self._json = not self._stream and b"json" in lowered
+            elif name == b"content-encoding":
+                encoding = value.strip().lower()
+                if encoding in (b"gzip", b"x-gzip"):
+                    self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                elif encoding == b"deflate":
+                    self._inflate = zlib.decompressobj()
+                elif encoding not in (b"", b"identity"):
+                    self.readable = False
+
+    def feed(self, chunk: bytes) -> None:
+        if not self.readable:
+            return
+        if self._inflate is not None:
+            try:
+                chunk = self._inflate.decompress(chunk, _KEEP_WHOLE)
+            except zlib.error:
+                self.readable = False
+                return
+        if self._stream:
+            self._feed_lines(chunk)
+        elif self._json:
+            buffer = self._buffer
+            buffer += chunk
+            if len(buffer) > _KEEP_WHOLE:
+                del buffer[: len(buffer) - _TAIL]
+
+    def _feed_lines(self, chunk: bytes) -> None:
+        data = self._pending + chunk if self._pending else chunk
+        lines = data.split(b"\n")
+        self._pending = lines.pop()
+        if len(self._pending) > _MAX_LINE:
+            self._pending = b""  # no usage line is this long; content lines may be
+        for line in lines:
+            # Cheap test first: most events carry no usage.
+            if b"sage" in line and line.startswith(b"data:"):
+                self._read_event(line[5:])
+
+    def _read_event(self, raw: bytes) -> None:
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            return
+        usage = self.wire.usage_in(event)
+        if usage is not None:
+            self.usage = self.wire.read_usage(usage, self.usage)
+            self.found = True
+
+    def finish(self) -> Usage | None:
+        """The usage the reply reported, or None if none could be read."""
+        if self._stream and self._pending.startswith(b"data:"):
+            self._read_event(self._pending[5:])
+            self._pending = b""
+        elif self._json and self._buffer:
+            self._read_document(bytes(self._buffer))
+            self._buffer = bytearray()
+        return self.usage if self.found and self.readable else None
+
+    def _read_document(self, text: bytes) -> None:
+        """The last usage object in a JSON document (or in the tail kept of a large one)."""
+        decoded = text.decode("utf-8", "replace")
+        for key in self.wire.usage_keys:
+            name = key.decode()
+            end = len(decoded)
+            while True:
+                at = decoded.rfind(name, 0, end)
+                if at < 0:
+                    break
+                end = at
+                colon = decoded.find(":", at + len(name))
+                if colon < 0 or decoded[at + len(name) : colon].strip():
+                    continue
+                start = colon + 1
+                while start < len(decoded) and decoded[start] in " \t\r\n":
+                    start += 1
+                try:
+                    value, _ = _DECODER.raw_decode(decoded, start)
+                except ValueError:
+                    continue
+                if isinstance(value, dict):
+                    self.usage = self.wire.read_usage(value, self.usage)
+                    self.found = True
+                    return

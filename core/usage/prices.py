@@ -1,0 +1,142 @@
+"""Model prices in US dollars per million tokens, for dollar budgets.
+
+The built-in table covers the common models of the catalogue's providers (list prices,
+standard tier, short-context rates). `MODEL_PRICES` (JSON, `*` wildcards) adds entries or
+replaces built-in ones, e.g. `{"fake-*": {"input": 10, "output": 100}}`; its entries are
+matched first. A model matching no entry has no price: under a dollar budget it is
+refused, never counted as free.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import dataclass
+
+from core.protocols import Usage
+
+# Output tokens assumed when a request sets no cap and the model's own limit is unknown.
+DEFAULT_MAX_OUTPUT = 32_768
+
+
+@dataclass(frozen=True)
+class Price:
+    input: float
+    output: float
+    cached_input: float | None = None
+    # The most output tokens one answer can have: the worst case a reservation assumes.
+    max_output: int = DEFAULT_MAX_OUTPUT
+
+    def cost_usd(self, usage: Usage) -> float:
+        cached = min(usage.cached_input_tokens, usage.input_tokens)
+        cached_rate = self.input if self.cached_input is None else self.cached_input
+        return (
+            (usage.input_tokens - cached) * self.input
+            + cached * cached_rate
+            + usage.output_tokens * self.output
+        ) / 1_000_000
+
+
+BUILT_IN: dict[str, Price] = {
+    # OpenAI
+    "gpt-5*": Price(1.25, 10.0, 0.125, 128_000),
+    "gpt-5-mini*": Price(0.25, 2.0, 0.025, 128_000),
+    "gpt-5-nano*": Price(0.05, 0.40, 0.005, 128_000),
+    "gpt-4.1*": Price(2.0, 8.0, 0.50, 32_768),
+    "gpt-4.1-mini*": Price(0.40, 1.60, 0.10, 32_768),
+    "gpt-4.1-nano*": Price(0.10, 0.40, 0.025, 32_768),
+    "gpt-4o*": Price(2.50, 10.0, 1.25, 16_384),
+    "gpt-4o-mini*": Price(0.15, 0.60, 0.075, 16_384),
+    "o1*": Price(15.0, 60.0, 7.50, 100_000),
+    "o3*": Price(2.0, 8.0, 0.50, 100_000),
+    "o3-mini*": Price(1.10, 4.40, 0.55, 100_000),
+    "o4-mini*": Price(1.10, 4.40, 0.275, 100_000),
+    "text-embedding-3-small": Price(0.02, 0.0, None, 0),
+    "text-embedding-3-large": Price(0.13, 0.0, None, 0),
+    "text-embedding-ada-002": Price(0.10, 0.0, None, 0),
+    # Anthropic (cache reads at a tenth of the input price)
+    "claude-opus-4-5*": Price(5.0, 25.0, 0.50, 64_000),
+    "claude-opus-4*": Price(15.0, 75.0, 1.50, 32_000),
+    "claude-sonnet-4*": Price(3.0, 15.0, 0.30, 64_000),
+    "claude-3-7-sonnet*": Price(3.0, 15.0, 0.30, 64_000),
+    "claude-3-5-sonnet*": Price(3.0, 15.0, 0.30, 8_192),
+    "claude-haiku-4-5*": Price(1.0, 5.0, 0.10, 64_000),
+    "claude-3-5-haiku*": Price(0.80, 4.0, 0.08, 8_192),
+    "claude-3-haiku*": Price(0.25, 1.25, 0.03, 4_096),
+    # Gemini (prompts up to 200k tokens)
+    "gemini-2.5-pro*": Price(1.25, 10.0, 0.31, 65_536),
+    "gemini-2.5-flash*": Price(0.30, 2.50, 0.075, 65_536),
+    "gemini-2.5-flash-lite*": Price(0.10, 0.40, 0.025, 65_536),
+    "gemini-2.0-flash*": Price(0.10, 0.40, 0.025, 8_192),
+    "gemini-2.0-flash-lite*": Price(0.075, 0.30, None, 8_192),
+    # DeepSeek
+    "deepseek-chat": Price(0.27, 1.10, 0.07, 8_192),
+    "deepseek-reasoner": Price(0.55, 2.19, 0.14, 65_536),
+}
+
+
+class PriceError(ValueError):
+    """MODEL_PRICES is not a JSON object of {pattern: {input, output[, cached_input]}}."""
+
+
+def parse_prices(text: str) -> dict[str, Price]:
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise PriceError("MODEL_PRICES must be JSON") from None
+    if not isinstance(raw, dict):
+        raise PriceError("MODEL_PRICES must be a JSON object of model pattern -> prices")
+    prices = {}
+    for pattern, entry in raw.items():
+        if not isinstance(entry, dict):
+            raise PriceError(f"MODEL_PRICES[{pattern!r}] must be an object")
+        try:
+            prices[pattern] = Price(
+                input=_rate(entry, "input"),
+                output=_rate(entry, "output"),
+                cached_input=_rate(entry, "cached_input") if "cached_input" in entry else None,
+                max_output=int(entry.get("max_output", DEFAULT_MAX_OUTPUT)),
+            )
+        except (TypeError, ValueError):
+            raise PriceError(
+                f"MODEL_PRICES[{pattern!r}] needs numbers: input and output (USD per 1M "
+                "tokens), optionally cached_input and max_output"
+            ) from None
+    return prices
+
+
+def _rate(entry: dict[str, object], name: str) -> float:
+    value = entry[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(name)
+    return float(value)
+
+
+def _specificity(pattern: str) -> tuple[bool, int]:
+    # An exact name beats a pattern; a longer literal start beats a shorter one.
+    star = pattern.find("*")
+    return (star < 0, len(pattern) if star < 0 else star)
+
+
+class PriceTable:
+    def __init__(self, overrides: dict[str, Price] | None = None) -> None:
+        self._overrides = sorted((overrides or {}).items(), key=lambda e: _specificity(e[0]))
+        self._built_in = sorted(BUILT_IN.items(), key=lambda e: _specificity(e[0]))
+        self._found: dict[str, Price | None] = {}
+
+    def find(self, model: str | None) -> Price | None:
+        if not model:
+            return None
+        if model in self._found:
+            return self._found[model]
+        price = self._match(self._overrides, model) or self._match(self._built_in, model)
+        if len(self._found) < 4096:
+            self._found[model] = price
+        return price
+
+    @staticmethod
+    def _match(entries: list[tuple[str, Price]], model: str) -> Price | None:
+        for pattern, price in reversed(entries):
+            if fnmatch.fnmatchcase(model, pattern):
+                return price
+        return None

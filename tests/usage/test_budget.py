@@ -1,0 +1,153 @@
+"""Dollar budgets: reservation, refusal in the caller's shape, the race on every store,
+the caller's own figures at /proxy/usage, and a model with no price."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from core.stores import open_store
+from tests.servers import FAKE_TOKEN
+from tests.usage.scripted_upstream import ScriptedUpstream
+from tests.usage.test_bypasses import AUTH, JSON, chat, metered, models_or
+
+# 1M input tokens $10, 1M output $100: 30 in + 70 out = $0.0073 a request.
+PRICES = json.dumps({"fake-*": {"input": 10, "output": 100}})
+USAGE = {"prompt_tokens": 30, "completion_tokens": 70, "total_tokens": 100}
+COST = 30 * 10 / 1e6 + 70 * 100 / 1e6
+
+
+def fixed_reply(delay: float = 0.0) -> ScriptedUpstream:
+    body = json.dumps({"choices": [], "usage": USAGE}).encode()
+    return ScriptedUpstream(models_or(lambda r: (200, JSON, [(delay, body)])))
+
+
+def usage_of(proxy: Any, **headers: str) -> dict[str, Any]:
+    reply = httpx.get(f"{proxy.url}/proxy/usage", headers={**AUTH, **headers}, timeout=10)
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def test_spend_is_metered_and_shown_to_the_caller() -> None:
+    with metered(fixed_reply(), BUDGET_PER_CALLER_USD="1", MODEL_PRICES=PRICES) as proxy:
+        for _ in range(3):
+            assert httpx.post(f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH).status_code == 200
+        figures = usage_of(proxy)
+        assert figures["spent_usd"] == pytest.approx(3 * COST, abs=1e-5)
+        assert figures["limit_usd"] == 1
+        assert figures["remaining_usd"] == pytest.approx(1 - 3 * COST, abs=1e-5)
+        assert (figures["input_tokens"], figures["output_tokens"]) == (90, 210)
+        assert len(figures["window"]) == 10  # YYYY-MM-DD, UTC
+
+
+def test_a_browser_can_read_its_usage_through_cors() -> None:
+    with metered(fixed_reply(), BUDGET_PER_CALLER_USD="1", MODEL_PRICES=PRICES) as proxy:
+        reply = httpx.get(
+            f"{proxy.url}/proxy/usage",
+            headers={**AUTH, "Origin": "http://app.example.test"},
+        )
+        assert reply.headers["access-control-allow-origin"] == "http://app.example.test"
+        assert httpx.get(f"{proxy.url}/proxy/usage").status_code == 401
+
+
+def test_over_budget_is_a_429_insufficient_quota_with_retry_after() -> None:
+    # Room for about two requests' worst case (max_tokens 100: ~$0.0104 each).
+    with metered(fixed_reply(), BUDGET_PER_CALLER_USD="0.02", MODEL_PRICES=PRICES) as proxy:
+        statuses = []
+        for _ in range(5):
+            reply = httpx.post(f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH)
+            statuses.append(reply.status_code)
+        assert statuses[:2] == [200, 200]
+        assert statuses[-1] == 429
+        assert reply.json()["error"]["code"] == "insufficient_quota"
+        assert 0 < int(reply.headers["retry-after"]) <= 86400
+        assert usage_of(proxy)["spent_usd"] <= 0.02 + COST
+
+
+def test_anthropic_callers_get_anthropics_shape() -> None:
+    body = json.dumps({"type": "message", "usage": {"input_tokens": 30, "output_tokens": 70}})
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, body.encode())])))
+    with metered(
+        upstream,
+        BUDGET_PER_CALLER_USD="0.001",
+        MODEL_PRICES=PRICES,
+    ) as proxy:
+        message = {"model": "fake-model", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+        refused = None
+        for _ in range(3):
+            refused = httpx.post(
+                f"{proxy.url}/anthropic/v1/messages", json=message, headers={"x-api-key": FAKE_TOKEN}
+            )
+        assert refused is not None and refused.status_code == 429
+        assert refused.json()["type"] == "error"
+
+
+def test_a_model_with_no_price_is_refused_never_free() -> None:
+    with metered(fixed_reply(), BUDGET_PER_CALLER_USD="1") as proxy:
+        reply = httpx.post(f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH)
+        assert reply.status_code == 403
+        assert reply.json()["error"]["code"] == "model_not_priced"
+        assert "MODEL_PRICES" in reply.text
+
+
+def test_a_route_the_meter_cannot_read_is_refused_under_a_budget() -> None:
+    with metered(fixed_reply(), BUDGET_PER_CALLER_USD="1", MODEL_PRICES=PRICES) as proxy:
+        for path in ("/v1/images/generations", "/v1/realtime/client_secrets", "/v1/realtime/sessions"):
+            reply = httpx.post(f"{proxy.url}{path}", json={"model": "fake-model"}, headers=AUTH)
+            assert reply.status_code == 403, path
+            assert reply.json()["error"]["code"] == "route_not_metered"
+        assert httpx.get(f"{proxy.url}/v1/models", headers=AUTH).status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "redis"])
+def test_fifty_concurrent_requests_overshoot_a_total_cap_by_at_most_one(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    extra = {"BUDGET_TOTAL_USD": "0.05", "MODEL_PRICES": PRICES}
+    if backend == "sqlite":
+        extra["LIMIT_STORE"] = f"sqlite:///{tmp_path}/budget.db"
+    elif backend == "redis":
+        extra["LIMIT_STORE"] = request.getfixturevalue("limits_redis_url")
+    gate = threading.Event()
+    with metered(fixed_reply(delay=0.3), **extra) as proxy:
+        def one(_: int) -> int:
+            gate.wait()
+            return httpx.post(
+                f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH, timeout=30
+            ).status_code
+
+        with ThreadPoolExecutor(50) as pool:
+            futures = [pool.submit(one, i) for i in range(50)]
+            gate.set()
+            statuses = [f.result() for f in futures]
+        admitted = statuses.count(200)
+        assert statuses.count(429) == 50 - admitted
+        # Worst case ~$0.0104 a request: at most 0.05 / 0.0104 + 1 = 5.8 fit.
+        assert 4 <= admitted <= 5
+        assert admitted * COST <= 0.05 + 0.0105
+
+
+def test_dynamodb_reserves_with_one_conditional_update(tmp_path: Path) -> None:
+    """moto is not thread-safe, so the race itself runs on the other stores; here: the room
+    is checked by DynamoDB in the same UpdateItem that adds (no read-then-write)."""
+    from tests.tokens.backends import fresh_store_url
+
+    with fresh_store_url("dynamodb", tmp_path, lambda: "") as url:
+        store = open_store(url)
+        calls: list[dict[str, Any]] = []
+        store._client.meta.events.register(  # type: ignore[attr-defined]
+            "provide-client-params.dynamodb.UpdateItem", lambda params, **_: calls.append(params)
+        )
+        assert store.reserve("budget:k", "micros", 40, 100, expires_at=4e9) == 40
+        assert store.reserve("budget:k", "micros", 40, 100, expires_at=4e9) == 40
+        # Near the cap: the room left (20), taken on a condition on what was read.
+        assert store.reserve("budget:k", "micros", 40, 100, expires_at=4e9) == 20
+        assert store.reserve("budget:k", "micros", 40, 100, expires_at=4e9) is None
+        assert all("ConditionExpression" in call for call in calls)
+        assert calls[0]["UpdateExpression"].endswith("ADD #c :a")

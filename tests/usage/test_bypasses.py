@@ -1,0 +1,220 @@
+"""Seven ways a hostile caller walked around RATE_LIMIT_TOKENS, each over real sockets.
+
+Each test lets an upstream report a known usage in an awkward shape and checks that the
+proxy counted it: the caller's remaining tokens (x-ratelimit-remaining-tokens on the next
+request) drop by exactly that usage, or by the whole reservation where the usage could
+not be known.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from core.app import create_app
+from core.config import load_settings
+from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
+from tests.usage.scripted_upstream import (
+    ScriptedUpstream,
+    gzipped,
+    openai_chunks,
+)
+
+AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}"}
+USAGE = {"prompt_tokens": 30, "completion_tokens": 70, "total_tokens": 100}
+JSON = [("content-type", "application/json")]
+EVENTS = [("content-type", "text/event-stream")]
+
+
+@contextlib.contextmanager
+def metered(upstream: ScriptedUpstream, **extra: str) -> Iterator[RunningServer]:
+    with serve_in_thread(upstream) as up:
+        env = proxy_env(
+            up.url,
+            GEMINI_API_KEY="sk-fake-gemini-key-for-tests",
+            GEMINI_UPSTREAM=up.url,
+            ANTHROPIC_API_KEY="sk-fake-anthropic-key-tests",
+            ANTHROPIC_UPSTREAM=up.url,
+            **extra,
+        )
+        with serve_in_thread(create_app(load_settings(env))) as proxy:
+            yield proxy
+
+
+def remaining(proxy: RunningServer) -> int:
+    """The caller's tokens left, read from a request that costs nothing (a GET)."""
+    reply = httpx.get(f"{proxy.url}/v1/models", headers=AUTH, timeout=10)
+    return int(reply.headers["x-ratelimit-remaining-tokens"])
+
+
+def chat(stream: bool = False, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": "fake-model",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 100,
+        "stream": stream,
+        **extra,
+    }
+
+
+def models_or(reply: Any) -> Any:
+    def answer(request: dict[str, Any]) -> Any:
+        if request["path"].endswith("/models"):
+            return 200, JSON, [(0, b'{"object":"list","data":[]}')]
+        return reply(request)
+
+    return answer
+
+
+def test_1_a_gzipped_reply_is_counted() -> None:
+    body = json.dumps({"id": "x", "choices": [], "usage": USAGE}).encode()
+    upstream = ScriptedUpstream(
+        models_or(lambda r: (200, [*JSON, ("content-encoding", "gzip")], [(0, gzipped(body))]))
+    )
+    with metered(upstream, RATE_LIMIT_TOKENS="1000") as proxy:
+        reply = httpx.post(
+            f"{proxy.url}/v1/chat/completions",
+            json=chat(),
+            headers={**AUTH, "Accept-Encoding": "gzip, deflate"},
+        )
+        assert reply.status_code == 200
+        assert reply.json()["usage"] == USAGE  # the caller still gets the reply decoded
+        assert remaining(proxy) == 900
+    # While metering, the proxy asks for an uncompressed reply.
+    assert upstream.seen[0].headers["accept-encoding"] == "identity"
+
+
+def _late_usage(request: dict[str, Any]) -> Any:
+    chunks = openai_chunks(3, USAGE)
+    # Content first; the usage chunk comes 0.5 s later.
+    return 200, EVENTS, [(0, b"".join(chunks[:3])), (0.5, b"".join(chunks[3:]))]
+
+
+def _leave_after_content(proxy: RunningServer) -> None:
+    with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
+        body = json.dumps(chat(stream=True)).encode()
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {FAKE_TOKEN}\r\nContent-Type: application/json\r\n".encode()
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        received = b""
+        while b"w2 " not in received:
+            received += sock.recv(65536)
+    # Closed before the usage chunk arrives.
+
+
+def test_2_a_caller_who_leaves_after_the_content_is_charged_its_reservation() -> None:
+    with metered(ScriptedUpstream(models_or(_late_usage)), RATE_LIMIT_TOKENS="5000") as proxy:
+        _leave_after_content(proxy)
+        deadline = time.monotonic() + 5
+        while remaining(proxy) == 5000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Usage unknown (the upstream request was cancelled): the worst case stays charged.
+        left = remaining(proxy)
+        assert left <= 5000 - 100  # at least max_tokens
+
+
+def test_2_drain_keeps_reading_and_counts_the_exact_usage() -> None:
+    upstream = ScriptedUpstream(models_or(_late_usage))
+    with metered(upstream, RATE_LIMIT_TOKENS="5000", ON_CLIENT_DISCONNECT="drain") as proxy:
+        _leave_after_content(proxy)
+        deadline = time.monotonic() + 5
+        while not upstream.finished and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert remaining(proxy) == 4900
+
+
+def test_3_a_streamed_legacy_completion_is_counted() -> None:
+    def reply(request: dict[str, Any]) -> Any:
+        body = json.loads(request["body"])
+        usage = USAGE if body.get("stream_options", {}).get("include_usage") else None
+        return 200, EVENTS, [(0, b"".join(openai_chunks(2, usage)))]
+
+    upstream = ScriptedUpstream(models_or(reply))
+    with metered(upstream, RATE_LIMIT_TOKENS="1000") as proxy:
+        body = {"model": "fake-model", "prompt": "hi", "max_tokens": 100, "stream": True}
+        reply = httpx.post(f"{proxy.url}/v1/completions", json=body, headers=AUTH)
+        assert '"usage"' not in reply.text  # taken back out: the caller did not ask
+        assert remaining(proxy) == 900
+
+
+def test_4_a_trailing_slash_is_the_same_route() -> None:
+    body = json.dumps({"choices": [], "usage": USAGE}).encode()
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, body)])))
+    with metered(upstream, RATE_LIMIT_TOKENS="1000") as proxy:
+        for path in ("/v1/chat/completions/", "/v1//chat/completions", "/v1/Chat/Completions"):
+            httpx.post(f"{proxy.url}{path}", json=chat(), headers=AUTH)
+        assert remaining(proxy) == 700
+
+
+def test_5_a_gemini_stream_as_a_json_array_is_counted() -> None:
+    def reply(request: dict[str, Any]) -> Any:
+        parts = [
+            {"candidates": [{"content": {"parts": [{"text": "a"}]}}],
+             "usageMetadata": {"promptTokenCount": 30, "totalTokenCount": 31}},
+            {"candidates": [{"content": {"parts": [{"text": "b"}]}, "finishReason": "STOP"}],
+             "usageMetadata": {"promptTokenCount": 30, "candidatesTokenCount": 70,
+                               "totalTokenCount": 100}},
+        ]
+        chunks = [b"[" + json.dumps(parts[0]).encode(), b",\r\n" + json.dumps(parts[1]).encode(), b"]"]
+        return 200, JSON, [(0.01, chunk) for chunk in chunks]
+
+    with metered(ScriptedUpstream(models_or(reply)), RATE_LIMIT_TOKENS="1000") as proxy:
+        path = "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent"
+        body = {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 100}}
+        reply = httpx.post(f"{proxy.url}{path}", json=body, headers={"x-goog-api-key": FAKE_TOKEN})
+        assert reply.status_code == 200
+        assert remaining(proxy) == 900
+
+
+def test_6_a_reply_of_many_mib_is_counted() -> None:
+    filler = "x" * (6 * 1024 * 1024)
+    body = json.dumps(
+        {"choices": [{"message": {"content": filler}}], "usage": USAGE}
+    ).encode()
+    pieces = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, p) for p in pieces])))
+    with metered(upstream, RATE_LIMIT_TOKENS="1000") as proxy:
+        reply = httpx.post(f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH, timeout=30)
+        assert len(reply.content) == len(body)
+        assert remaining(proxy) == 900
+
+
+def test_7_concurrent_requests_cannot_pass_the_limit_together() -> None:
+    body = json.dumps({"choices": [], "usage": USAGE}).encode()
+    gate = threading.Event()
+
+    def slow(request: dict[str, Any]) -> Any:
+        return 200, JSON, [(0.3, body)]
+
+    upstream = ScriptedUpstream(models_or(slow))
+    with metered(upstream, RATE_LIMIT_TOKENS="1000") as proxy:
+        def one(_: int) -> int:
+            gate.wait()
+            return httpx.post(
+                f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH, timeout=30
+            ).status_code
+
+        with ThreadPoolExecutor(50) as pool:
+            futures = [pool.submit(one, i) for i in range(50)]
+            gate.set()
+            statuses = [f.result() for f in futures]
+        admitted = statuses.count(200)
+        assert statuses.count(429) == 50 - admitted
+        spent = 1000 - remaining(proxy)
+        # Each request may use up to ~130 tokens (prompt estimate + max_tokens 100) and
+        # really uses 100: the window ends at most one request over its limit.
+        assert admitted * 100 <= 1000 + 100
+        assert spent == admitted * 100
+        assert admitted >= 5
