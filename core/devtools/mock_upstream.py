@@ -69,11 +69,6 @@ class MockOptions:
     gzip: bool = False  # honour Accept-Encoding: gzip on every reply
 
 
-class MockStreamCut(Exception):
-    """Raised to drop a stream mid-way (x-mock-cut-after): the server closes the
-    connection without the terminating chunk, as a reset upstream would."""
-
-
 # ---- request knobs and usage ------------------------------------------------------------
 
 
@@ -378,8 +373,10 @@ class Reply:
             await self.send({"type": "http.response.start", "status": 200, "headers": headers})
             for event in events:
                 if knobs.cut_after is not None and record["sent"] >= knobs.cut_after:
+                    # Return without finishing the body: the server closes the connection
+                    # with no terminating chunk, as an upstream that drops would.
                     record["cut"] = True
-                    raise MockStreamCut(f"x-mock-cut-after: {knobs.cut_after}")
+                    return
                 if knobs.delay:
                     await asyncio.sleep(knobs.delay)
                 if gone.is_set():
