@@ -61,9 +61,8 @@ def cmd_mock_upstream(args: argparse.Namespace) -> int:
     print(
         f"mock upstream on http://{args.host}:{args.port} (OpenAI /v1, Anthropic /v1/messages, Gemini /v1beta)"
     )
-    serve(
-        MockUpstream(MockOptions(chunks=args.chunks, delay_ms=args.delay_ms)), args.host, args.port
-    )
+    options = MockOptions(chunks=args.chunks, delay_ms=args.delay_ms, gzip=args.gzip)
+    serve(MockUpstream(options), args.host, args.port)
     return 0
 
 
@@ -183,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--port", type=int, default=MOCK_PORT)
     mock.add_argument("--chunks", type=int, default=8, help="SSE chunks per streamed reply")
     mock.add_argument("--delay-ms", type=float, default=0.0, help="pause before each chunk")
+    mock.add_argument(
+        "--gzip",
+        action="store_true",
+        help="gzip replies to callers that accept it, as providers do",
+    )
     mock.set_defaults(func=cmd_mock_upstream)
 
     demo = sub.add_parser("demo", help="the proxy in front of the mock upstream, ready to try")
