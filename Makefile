@@ -22,6 +22,7 @@ serve: setup
 
 lint: setup
 	$(BIN)/ruff check core handlers tests bench
+	$(BIN)/ruff format --check core handlers tests bench
 
 typecheck: setup
 	$(BIN)/mypy

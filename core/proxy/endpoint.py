@@ -212,7 +212,9 @@ class ProxyEndpoint:
         await self.exchange(request, tickets, receive, send)
 
     @staticmethod
-    async def admit(request: ProxyRequest, checks: tuple[Check, ...], tickets: list[Ticket]) -> None:
+    async def admit(
+        request: ProxyRequest, checks: tuple[Check, ...], tickets: list[Ticket]
+    ) -> None:
         for check in checks:
             ticket = await check.admit(request)
             if ticket is not None:
@@ -277,9 +279,7 @@ class ProxyEndpoint:
             # with anything else must not starve the relay.
             await anyio.lowlevel.checkpoint()
 
-    async def forward(
-        self, request: ProxyRequest, body: bytes, metering: bool
-    ) -> httpx.Response:
+    async def forward(self, request: ProxyRequest, body: bytes, metering: bool) -> httpx.Response:
         provider = request.provider
         url = provider.origin + provider.base_path + request.remainder
         if request.query:

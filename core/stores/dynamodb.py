@@ -147,7 +147,6 @@ class DynamoDBStore:
                 found.append((raw["pk"]["S"], counters))
         return sorted(found)
 
-
     def reserve(
         self, key: str, name: str, amount: int, limit: int, *, expires_at: float
     ) -> int | None:

@@ -93,7 +93,6 @@ class RedisStore:
                 found.append((key, {name: int(value) for name, value in raw.items()}))
         return found
 
-
     def reserve(
         self, key: str, name: str, amount: int, limit: int, *, expires_at: float
     ) -> int | None:

@@ -204,17 +204,18 @@ def test_the_page_shows_the_budget_left(
     browser: Any, slow_upstream: RunningServer, page_server: RunningServer
 ) -> None:
     prices = '{"mock-*": {"input": 1000, "output": 4000}}'
-    with proxy_for(
-        slow_upstream, page_server, BUDGET_PER_CALLER_USD="1", MODEL_PRICES=prices
-    ) as (proxy_url, _):
+    with proxy_for(slow_upstream, page_server, BUDGET_PER_CALLER_USD="1", MODEL_PRICES=prices) as (
+        proxy_url,
+        _,
+    ):
         tab = open_page(browser, f"http://127.0.0.1:{page_server.port}", proxy_url)
         tab.wait_for_selector("#quota:not([hidden])", timeout=10_000)
         assert tab.inner_text("#quota").startswith("Budget left today: $1.0000 of $1")
         say(tab, "hello")
         tab.wait_for_selector(".assistant[data-state=done]", timeout=15_000)
-        # The mock reports 5 prompt and 8 output tokens: $0.005 + $0.032 spent.
+        # The mock reports 1 prompt token ("hello") and 8 output tokens: $0.001 + $0.032.
         tab.wait_for_function(
-            "document.getElementById('quota').textContent.includes('$0.9630')", timeout=10_000
+            "document.getElementById('quota').textContent.includes('$0.9670')", timeout=10_000
         )
-        assert "(5 tokens in, 8 out)" in tab.inner_text("#quota")
+        assert "(1 tokens in, 8 out)" in tab.inner_text("#quota")
         tab.close()

@@ -20,7 +20,11 @@ from core.usage.splice import UsageChunkFilter, ask_for_stream_usage
 
 def request_for(path: str, body: bytes, model_in_path: str = "", shape: str = "openai") -> object:
     provider = Provider(
-        name="p", prefix="", upstream="https://up.test", error_shape=shape, model_in_path=model_in_path  # type: ignore[arg-type]
+        name="p",
+        prefix="",
+        upstream="https://up.test",
+        error_shape=shape,
+        model_in_path=model_in_path,  # type: ignore[arg-type]
     )
     scope = {
         "method": "POST",
@@ -43,7 +47,9 @@ def request_for(path: str, body: bytes, model_in_path: str = "", shape: str = "o
         (b'{"model": 5}', "/v1/chat/completions", "", None),
     ],
 )
-async def test_the_model_a_request_names(body: bytes, path: str, where: str, model: str | None) -> None:
+async def test_the_model_a_request_names(
+    body: bytes, path: str, where: str, model: str | None
+) -> None:
     request = request_for(path, body, where)
     assert await request.model() == model  # type: ignore[attr-defined]
 
@@ -95,7 +101,10 @@ def test_route_paths_are_read_as_an_upstream_would() -> None:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        (b'{"model":"m","stream":true}', b'{"stream_options":{"include_usage":true},"model":"m","stream":true}'),
+        (
+            b'{"model":"m","stream":true}',
+            b'{"stream_options":{"include_usage":true},"model":"m","stream":true}',
+        ),
         (
             b'{"stream":true, "stream_options": {"include_usage": false}, "x":"\\u00e9"}',
             b'{"stream":true, "stream_options": {"include_usage": true}, "x":"\\u00e9"}',
@@ -134,7 +143,9 @@ def test_the_filter_gives_back_the_unmetered_stream() -> None:
         assert out + chunk_filter.flush() == plain
 
 
-def _meter(shape: str, content_type: bytes, chunks: list[bytes], encoding: bytes = b"") -> Usage | None:
+def _meter(
+    shape: str, content_type: bytes, chunks: list[bytes], encoding: bytes = b""
+) -> Usage | None:
     meter = UsageMeter(WIRES[shape])
     headers = [(b"content-type", content_type)]
     if encoding:
@@ -179,7 +190,9 @@ def test_keys_are_scrubbed_even_split_across_chunks() -> None:
     body = b'{"error":"bad key sk-fake-key-0123456789 given"}'
     for size in (1, 5, 13, len(body)):
         stream = scrubber.stream()
-        out = b"".join(stream(body[i : i + size]) for i in range(0, len(body), size)) + stream.flush()
+        out = (
+            b"".join(stream(body[i : i + size]) for i in range(0, len(body), size)) + stream.flush()
+        )
         assert out == b'{"error":"bad key [redacted] given"}'
     assert scrubber.headers([(b"location", b"/x?key=sk-fake-key-0123456789")]) == [
         (b"location", b"/x?key=[redacted]")
@@ -187,8 +200,14 @@ def test_keys_are_scrubbed_even_split_across_chunks() -> None:
 
 
 def test_prices_match_the_most_specific_pattern_and_overrides_win() -> None:
-    table = PriceTable(parse_prices('{"gpt-4o-mini*": {"input": 1, "output": 2}, "fake-*": {"input": 10, "output": 100}}'))
-    assert table.find("gpt-4o-2024-08-06") is not None and table.find("gpt-4o-2024-08-06").input == 2.5  # type: ignore[union-attr]
+    table = PriceTable(
+        parse_prices(
+            '{"gpt-4o-mini*": {"input": 1, "output": 2}, "fake-*": {"input": 10, "output": 100}}'
+        )
+    )
+    assert (
+        table.find("gpt-4o-2024-08-06") is not None and table.find("gpt-4o-2024-08-06").input == 2.5
+    )  # type: ignore[union-attr]
     assert table.find("gpt-4o-mini-2024-07-18").input == 1  # type: ignore[union-attr]
     assert table.find("fake-model").output == 100  # type: ignore[union-attr]
     assert table.find("unknown-model") is None

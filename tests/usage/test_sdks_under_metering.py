@@ -37,7 +37,9 @@ def proxy(upstream: RunningServer, **extra: str) -> Iterator[RunningServer]:
 
 
 @pytest.fixture(scope="module")
-def plain_and_metered(mock_upstream: RunningServer) -> Iterator[tuple[RunningServer, RunningServer]]:
+def plain_and_metered(
+    mock_upstream: RunningServer,
+) -> Iterator[tuple[RunningServer, RunningServer]]:
     with proxy(mock_upstream) as plain, proxy(mock_upstream, RATE_LIMIT_TOKENS="100000") as metered:
         yield plain, metered
 
@@ -56,7 +58,9 @@ def remaining(server: RunningServer) -> int:
     return int(reply.headers["x-ratelimit-remaining-tokens"])
 
 
-def test_openai_stream_is_unchanged_and_counted(plain_and_metered: tuple[RunningServer, RunningServer]) -> None:
+def test_openai_stream_is_unchanged_and_counted(
+    plain_and_metered: tuple[RunningServer, RunningServer],
+) -> None:
     plain, metered = plain_and_metered
     body = {"model": "mock-model", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     auth = {"Authorization": f"Bearer {FAKE_TOKEN}"}
@@ -74,15 +78,24 @@ def test_openai_stream_is_unchanged_and_counted(plain_and_metered: tuple[Running
     assert remaining(metered) < before
 
 
-def test_anthropic_stream_is_unchanged_and_counted(plain_and_metered: tuple[RunningServer, RunningServer]) -> None:
+def test_anthropic_stream_is_unchanged_and_counted(
+    plain_and_metered: tuple[RunningServer, RunningServer],
+) -> None:
     plain, metered = plain_and_metered
-    body = {"model": "claude-x", "max_tokens": 64, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    body = {
+        "model": "claude-x",
+        "max_tokens": 64,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
     key = {"x-api-key": FAKE_TOKEN}
     assert raw_stream(metered, "/anthropic/v1/messages", body, **key) == raw_stream(
         plain, "/anthropic/v1/messages", body, **key
     )
     before = remaining(metered)
-    client = anthropic.Anthropic(base_url=f"{metered.url}/anthropic", api_key=FAKE_TOKEN, max_retries=0)
+    client = anthropic.Anthropic(
+        base_url=f"{metered.url}/anthropic", api_key=FAKE_TOKEN, max_retries=0
+    )
     with client.messages.stream(
         model="claude-x", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
     ) as stream:
@@ -90,7 +103,9 @@ def test_anthropic_stream_is_unchanged_and_counted(plain_and_metered: tuple[Runn
     assert remaining(metered) < before
 
 
-def test_gemini_stream_is_unchanged_and_counted(plain_and_metered: tuple[RunningServer, RunningServer]) -> None:
+def test_gemini_stream_is_unchanged_and_counted(
+    plain_and_metered: tuple[RunningServer, RunningServer],
+) -> None:
     plain, metered = plain_and_metered
     path = "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
     body = {"contents": [{"parts": [{"text": "hi"}]}]}
