@@ -13,9 +13,9 @@ request, and the proxy has exactly two routes.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from core.access.credentials import token_check_from_settings
-from core.access.status import ServiceStatus
 from core.config import ConfigError, Settings, load_settings
 from core.errors import Misconfigured, send_error
 from core.proxy.access_log import AccessLogMiddleware
@@ -26,7 +26,10 @@ from core.proxy.scrub import Scrubber
 from core.stores import StoreSet
 from core.types import ASGIApp, Receive, Scope, Send, send_response
 from core.upstream.client import UpstreamClient, choose_transport
-from core.usage.ledger import UsageLedger
+
+if TYPE_CHECKING:
+    from core.access.status import ServiceStatus
+    from core.usage.ledger import UsageLedger
 
 logger = logging.getLogger("llm_proxy")
 
@@ -73,12 +76,20 @@ class ProxyApp:
         self.token_store = self.stores.open(settings.token_store) if settings.token_store else None
         token_check = token_check_from_settings(settings, self.token_store)
         self.providers = settings.providers()
-        self.status = ServiceStatus(
-            self.token_store or self.stores.open("memory://"), settings.token_cache_seconds
-        )
+        # The kill switch exists where someone can throw it: the dashboard, or a shared
+        # token store. Both it and the ledger load only when used (cold start).
+        self.status: ServiceStatus | None = None
+        if settings.admin_token or settings.token_store:
+            from core.access.status import ServiceStatus
+
+            self.status = ServiceStatus(
+                self.token_store or self.stores.open("memory://"), settings.token_cache_seconds
+            )
         # The ledger is kept when someone can read it: the dashboard, or a shared store.
         self.ledger: UsageLedger | None = None
         if settings.admin_token or settings.usage_store != "memory://":
+            from core.usage.ledger import UsageLedger
+
             self.ledger = UsageLedger(self.stores.open(settings.usage_store))
         pipeline, self.budget = build_pipeline(
             settings, token_check, self.stores, status=self.status, ledger=self.ledger

@@ -87,6 +87,7 @@ class Admin:
         self.failures = FailureLimiter(store)
         self.client_ip = client_ip_rule(settings.guard.client_ip_source)
         ledger = proxy.ledger or UsageLedger(proxy.stores.open(settings.usage_store))
+        assert proxy.status is not None  # ADMIN_TOKEN set: the kill switch exists
         self.api = AdminAPI(proxy.token_store, ledger, proxy.status, proxy.providers)
 
     # ---- who is asking -----------------------------------------------------------------

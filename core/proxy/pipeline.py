@@ -113,8 +113,7 @@ def build_pipeline(
 ) -> tuple[Pipeline, Budget | None]:
     config = settings.guard
     before: list[Check] = []
-    if status is not None and (settings.admin_token or settings.token_store):
-        # Only an admin or a shared store can switch the proxy off; otherwise no check.
+    if status is not None:
         before.append(KillSwitch(status))
     after: list[Check] = [Authorize()]
     budget = None
