@@ -440,11 +440,11 @@ class ProxyEndpoint:
             await ticket.settle(outcome)
         if request is None:
             return
+        for settler in self.pipeline.settlers:
+            await settler(request, outcome)
         log = request.log
         usage = outcome.usage
         if log is not None and usage is not None:
             log.input_tokens = usage.input_tokens
             log.output_tokens = usage.output_tokens
             log.cost_usd = outcome.cost_usd
-        for settler in self.pipeline.settlers:
-            await settler(request, outcome)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from core.stores import StoreSet
     from core.usage.budget import Budget
     from core.usage.ledger import UsageLedger
+    from core.usage.prices import PriceTable
 
 logger = logging.getLogger("llm_proxy")
 
@@ -71,8 +72,9 @@ class KillSwitch:
 class RecordUsage:
     """The settle stage's usage ledger entry: what each metered reply used and cost."""
 
-    def __init__(self, ledger: UsageLedger) -> None:
+    def __init__(self, ledger: UsageLedger, prices: PriceTable) -> None:
         self.ledger = ledger
+        self.prices = prices
 
     async def __call__(self, request: ProxyRequest, outcome: Outcome) -> None:
         if not outcome.billable or request.route.kind != "metered":
@@ -84,6 +86,11 @@ class RecordUsage:
             model = await request.model()
         except ProxyError:
             model = None
+        if outcome.cost_usd is None and usage is not None:
+            # No budget priced it: the ledger still shows what it cost, where a price is known.
+            price = self.prices.find(model)
+            if price is not None:
+                outcome.cost_usd = price.cost_usd(usage)
         entry = UsageEntry(
             caller=request.counted_as,
             provider=request.provider.name,
@@ -101,6 +108,13 @@ class RecordUsage:
                 self.ledger.record(entry)
         except Exception as exc:  # bookkeeping: the reply has been served
             logger.warning("usage ledger write failed: %s", type(exc).__name__)
+
+
+def prices_of(settings: Settings) -> PriceTable:
+    from core.usage.prices import PriceTable, parse_prices
+
+    prices = settings.guard.model_prices
+    return PriceTable(parse_prices(prices) if prices else None)
 
 
 def build_pipeline(
@@ -138,10 +152,9 @@ def build_pipeline(
     budgets = config.budgets_on or bool(settings.token_store)
     if config.limits_on or budgets:
         from core.usage.estimate import WorstCase
-        from core.usage.prices import PriceTable, parse_prices
 
         store = stores.open(config.limit_store)
-        prices = PriceTable(parse_prices(config.model_prices) if config.model_prices else None)
+        prices = prices_of(settings)
         estimate = WorstCase(prices, config.max_tokens_cap)
         if config.limits_on:
             from core.access.limits import RateLimiter, RequestLimit, TokenLimit
@@ -174,7 +187,7 @@ def build_pipeline(
         identify=build_identify(settings, token_check),
         before_body=tuple(before),
         after_body=tuple(after),
-        settlers=(RecordUsage(ledger),) if ledger is not None else (),
+        settlers=(RecordUsage(ledger, prices_of(settings)),) if ledger is not None else (),
         strict_json=bool(settings.token_store) or config.enabled,
     )
     return pipeline, budget

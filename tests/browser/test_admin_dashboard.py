@@ -160,11 +160,11 @@ def test_operator_signs_in_issues_a_token_sees_usage_revokes_and_switches_off(
     assert f"token:{token_id}" in tab.text_content("#chart-callers")
     assert "gpt-4o-mini" in tab.text_content("#chart-models")
     totals = tab.inner_text("#usage-totals")
-    assert "2\nrequests" in totals and "26\ntokens" in totals, totals
+    assert "2\nrequests" in totals and "18\ntokens" in totals, totals
 
     open_page(tab, base, "tokens")
     usage_cell = tab.locator("tr[data-label=browser-app] td.usage").inner_text()
-    assert "2 req" in usage_cell and "26 tok" in usage_cell
+    assert "2 req" in usage_cell and "18 tok" in usage_cell
 
     # Revoke: the SDK gets 401 within the token cache time.
     tab.locator("tr[data-label=browser-app] button[data-action=revoke]").click()
