@@ -1,0 +1,370 @@
+"""Many long streams at once (issue 9): the load a real LLM proxy carries.
+
+100, 500 and 1000 keep-alive connections, each asking for one stream after another: 40 SSE
+events 25 ms apart from the mock upstream (one second a stream). Side by side in one run:
+
+- direct:      the mock upstream called directly (its own figures are the ceiling);
+- bare relay:  bench/bare_relay.py, uvicorn + httptools + uvloop + aiohttp's ClientSession,
+               forwarding the body and relaying chunks, no checks: the floor of our stack;
+- proxy:       `llm-proxy serve`, one process;
+- express:     the seed recipe's Express proxy (bench/express: express + fetch + reader loop).
+
+Each point gets a fresh mock upstream and a fresh server. The load generator
+(bench/stream_load.py) runs in its own processes. Server CPU is the server process and its
+children (utime + stime over the measured window); peak RSS is the server process's VmHWM.
+
+`python -m bench streams --profile` instead profiles the proxy at 500 streams with py-spy:
+a flame graph in docs/proxy-streams.svg and the top functions by own time.
+
+BENCH_STREAMS_SECONDS and BENCH_STREAMS_CONNECTIONS (e.g. "100,500") shorten a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from array import array
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+
+from bench.harness import PYTHON, ROOT, free_port, process, proxy_env, row
+
+CONNECTIONS = tuple(
+    int(n) for n in os.environ.get("BENCH_STREAMS_CONNECTIONS", "100,500,1000").split(",")
+)
+SECONDS = float(os.environ.get("BENCH_STREAMS_SECONDS", "8"))
+WARMUP = 2.0  # first requests spread over most of it, so the streams are out of phase
+DELAY_MS = 25
+EVENTS = 40  # the mock sends a role event, `chunks` words, a stop event and [DONE]
+TARGETS = ("direct", "bare relay", "proxy", "express")
+EXPRESS = ROOT / "bench" / "express"
+DOCS = ROOT / "docs"
+
+
+@contextlib.contextmanager
+def mock_upstream() -> Iterator[tuple[str, int]]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [PYTHON, "-m", "core.cli", "mock-upstream", "--port", str(port)]
+    args += ["--chunks", str(EVENTS - 3), "--delay-ms", str(DELAY_MS)]
+    with process(args, {}, f"{url}/_mock/requests") as proc:
+        yield url, proc.pid
+
+
+def express_missing() -> str | None:
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (EXPRESS / "node_modules" / "express").is_dir():
+        return "bench/express has no node_modules (`make bench` runs npm ci)"
+    return None
+
+
+@contextlib.contextmanager
+def target(name: str, upstream: str, upstream_pid: int) -> Iterator[tuple[str, int]]:
+    """The server under test: (its chat completions URL, its pid)."""
+    if name == "direct":
+        yield f"{upstream}/v1/chat/completions", upstream_pid
+        return
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"UPSTREAM": upstream}
+    if name == "bare relay":
+        args = [PYTHON, "-m", "bench.bare_relay", str(port)]
+    elif name == "proxy":
+        args = [PYTHON, "-m", "core.cli", "serve", "--port", str(port)]
+        env = proxy_env(upstream)
+    else:
+        args = [shutil.which("node") or "node", str(EXPRESS / "proxy.js"), str(port)]
+    with process(args, env, f"{url}/health") as proc:
+        yield f"{url}/v1/chat/completions", proc.pid
+
+
+def cpu_seconds(pid: int) -> float:
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(len(values) * pct / 100))]
+
+
+def start_load(
+    url: str, connections: int, start: float, seconds: float, out: str
+) -> list[subprocess.Popen[bytes]]:
+    """The load generator's processes (two from 500 connections: one loop per core)."""
+    procs = 1 if connections < 500 else 2
+    shares = [connections // procs + (i < connections % procs) for i in range(procs)]
+    fixed = [str(start), str(WARMUP), str(seconds), str(DELAY_MS), str(EVENTS)]
+    return [
+        subprocess.Popen(
+            [PYTHON, "-m", "bench.stream_load", url, str(share), *fixed, f"{out}.{i}"], cwd=ROOT
+        )
+        for i, share in enumerate(shares)
+    ]
+
+
+def measure(url: str, pid: int, connections: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/load"
+        start = time.monotonic() + 0.5  # the load processes' import time
+        loaders = start_load(url, connections, start, SECONDS, out)
+        time.sleep(max(0.0, start + WARMUP - time.monotonic()))
+        cpu_before = cpu_seconds(pid)
+        time.sleep(max(0.0, start + WARMUP + SECONDS - time.monotonic()))
+        cpu = cpu_seconds(pid) - cpu_before
+        rss = peak_rss_mb(pid)
+        for loader in loaders:
+            loader.wait(timeout=60)
+        counts: Counter[str] = Counter()
+        lateness, ttfb = array("f"), array("f")
+        client_cpu = 0.0
+        for i in range(len(loaders)):
+            figures = json.loads(Path(f"{out}.{i}.json").read_text())
+            client_cpu += figures.pop("cpu_seconds")
+            counts.update(figures)
+            lateness.frombytes(Path(f"{out}.{i}.lateness").read_bytes())
+            ttfb.frombytes(Path(f"{out}.{i}.ttfb").read_bytes())
+    late, first = sorted(lateness), sorted(ttfb)
+    events = counts["events"]
+    return {
+        "events_per_s": events / SECONDS,
+        "late_p50_ms": percentile(late, 50),
+        "late_p99_ms": percentile(late, 99),
+        "ttfb_p99_ms": percentile(first, 99),
+        "cpu_us_per_event": cpu / events * 1e6 if events else float("nan"),
+        "cpu_percent": 100 * cpu / SECONDS,
+        "peak_rss_mb": rss,
+        "client_cpu_percent": 100 * client_cpu / SECONDS,
+        "streams": counts["streams"],
+        "short_streams": counts["short_streams"],
+        "errors": counts["errors"],
+    }
+
+
+def collect() -> tuple[dict[str, dict[int, dict[str, float]]], list[str]]:
+    results: dict[str, dict[int, dict[str, float]]] = {name: {} for name in TARGETS}
+    notes = []
+    missing = express_missing()
+    if missing:
+        notes.append(f"  express skipped: {missing}")
+    for connections in CONNECTIONS:
+        for name in TARGETS:
+            if name == "express" and missing:
+                continue
+            with (
+                mock_upstream() as (upstream, mock_pid),
+                target(name, upstream, mock_pid) as (
+                    url,
+                    pid,
+                ),
+            ):
+                results[name][connections] = measure(url, pid, connections)
+    return results, notes
+
+
+def table(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
+    lines = [
+        f"  {'target':<11} {'conns':>5} {'events/s':>9} {'vs direct':>9} {'late p50':>9}"
+        f" {'late p99':>9} {'TTFB p99':>9} {'CPU/event':>10} {'CPU':>5} {'peak RSS':>9}"
+        f" {'load CPU':>8} {'errors':>6}"
+    ]
+    for name, points in results.items():
+        for connections, r in points.items():
+            direct = results["direct"].get(connections, {}).get("events_per_s") or float("nan")
+            lines.append(
+                f"  {name:<11} {connections:>5} {r['events_per_s']:>9,.0f}"
+                f" {r['events_per_s'] / direct:>8.2f}x {r['late_p50_ms']:>6.1f} ms"
+                f" {r['late_p99_ms']:>6.1f} ms {r['ttfb_p99_ms']:>6.1f} ms"
+                f" {r['cpu_us_per_event']:>7.1f} us {r['cpu_percent']:>4.0f}%"
+                f" {r['peak_rss_mb']:>6.0f} MB {r['client_cpu_percent']:>7.0f}%"
+                f" {r['errors'] + r['short_streams']:>6.0f}"
+            )
+    return lines
+
+
+def verdicts(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
+    proxy, bare, direct = results["proxy"], results["bare relay"], results["direct"]
+    lines = []
+    for connections in CONNECTIONS:
+        if connections in proxy and connections in bare:
+            ratio = proxy[connections]["cpu_us_per_event"] / bare[connections]["cpu_us_per_event"]
+            lines.append(
+                row(
+                    f"CPU per event, proxy / bare relay, {connections} streams",
+                    f"{ratio:.2f}x",
+                    "<= 1.2x",
+                    ratio <= 1.2,
+                )
+            )
+    if 500 in proxy:
+        share = proxy[500]["events_per_s"] / direct[500]["events_per_s"]
+        lines.append(
+            row("events/s, proxy / direct, 500 streams", f"{share:.2f}x", ">= 0.9x", share >= 0.9)
+        )
+    if 1000 in proxy:
+        rss = proxy[1000]["peak_rss_mb"]
+        lines.append(row("proxy peak RSS, 1000 streams", f"{rss:.0f} MB", "<= 80 MB", rss <= 80))
+    return lines
+
+
+def plot(results: dict[str, dict[int, dict[str, float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (
+        ("events_per_s", "events relayed per second", "events/s (higher is better)"),
+        ("cpu_us_per_event", "server CPU per event", "CPU µs per event (lower is better)"),
+        ("late_p99_ms", "event lateness p99", "ms behind schedule (lower is better)"),
+    )
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.6))
+    for ax, (key, title, label) in zip(axes, panels, strict=True):
+        for name, points in results.items():
+            if points:
+                xs = sorted(points)
+                ax.plot(xs, [points[x][key] for x in xs], marker="o", label=name)
+        ax.set_title(title)
+        ax.set_xlabel("concurrent streams (40 events, 25 ms apart)")
+        ax.set_ylabel(label)
+        ax.set_xticks(list(CONNECTIONS))
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(
+        f"Many long streams at once, {os.cpu_count()} cores, loopback, {SECONDS:g} s per point"
+        f" ({time.strftime('%Y-%m-%d')})"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run() -> list[str]:
+    results, notes = collect()
+    DOCS.mkdir(exist_ok=True)
+    (DOCS / "streams.json").write_text(json.dumps(results, indent=1) + "\n")
+    plot(results, DOCS / "streams.png")
+    return [
+        f"many long streams at once (issue 9): {EVENTS} events {DELAY_MS} ms apart,"
+        f" keep-alive, {SECONDS:g} s per point",
+        *notes,
+        *table(results),
+        *verdicts(results),
+        "  figure: docs/streams.png (data: docs/streams.json)",
+    ]
+
+
+# --- profile ------------------------------------------------------------------------------
+
+PROFILE_CONNECTIONS = 500
+PROFILE_SECONDS = 5
+
+
+def py_spy() -> str:
+    found = shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy")
+    if not Path(found).exists():
+        raise SystemExit("--profile needs py-spy (pip install py-spy)")
+    return found
+
+
+def _frame(frame: str) -> tuple[str, str]:
+    """py-spy's "function (path:line)" as (function (short path), path)."""
+    match = re.match(r"(.*) \((.*?)(?::\d+)?\)$", frame)
+    if not match:
+        return frame, ""
+    function, path = match.groups()
+    short = re.sub(r".*/(site-packages|lib/python3\.\d+)/", "", path)
+    short = short.removeprefix(str(ROOT) + "/")
+    return f"{function} ({short})", path
+
+
+def _package(path: str) -> str:
+    for marker, name in (
+        ("/core/", "llm-proxy (core/)"),
+        ("aiohttp", "aiohttp client"),
+        ("yarl", "aiohttp client"),
+        ("multidict", "aiohttp client"),
+        ("uvicorn", "uvicorn server"),
+        ("httpx", "httpx API"),
+        ("asyncio", "asyncio / event loop"),
+        ("uvloop", "asyncio / event loop"),
+    ):
+        if marker in path:
+            return name
+    return "other"
+
+
+def summarise(raw: str, top: int = 15) -> list[str]:
+    own: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        leaf, path = _frame(stack.split(";")[-1])
+        own[leaf] += int(count)
+        packages[_package(path)] += int(count)
+        total += int(count)
+    lines = [f"  top {top} functions by own time ({total} samples while busy):"]
+    for name, count in own.most_common(top):
+        lines.append(f"    {100 * count / total:5.1f} %  {name}")
+    lines.append("  own time by package:")
+    for name, count in packages.most_common():
+        lines.append(f"    {100 * count / total:5.1f} %  {name}")
+    return lines
+
+
+def profile() -> list[str]:
+    spy = py_spy()
+    DOCS.mkdir(exist_ok=True)
+    svg = DOCS / "proxy-streams.svg"
+    seconds = WARMUP + 2 * PROFILE_SECONDS + 2
+    with (
+        mock_upstream() as (upstream, mock_pid),
+        target("proxy", upstream, mock_pid) as (url, pid),
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        start = time.monotonic() + 0.5
+        loaders = start_load(url, PROFILE_CONNECTIONS, start, seconds, f"{tmp}/load")
+        time.sleep(max(0.0, start + WARMUP - time.monotonic()))
+        record = [spy, "record", "--pid", str(pid), "--duration", str(PROFILE_SECONDS)]
+        record += ["--rate", "200", "--nonblocking"]
+        subprocess.run([*record, "-o", str(svg)], check=True, capture_output=True)
+        raw = Path(tmp) / "proxy.raw"
+        subprocess.run(
+            [*record, "--format", "raw", "-o", str(raw)], check=True, capture_output=True
+        )
+        text = raw.read_text()
+        for loader in loaders:
+            loader.wait(timeout=60)
+    return [
+        f"proxy profile, {PROFILE_CONNECTIONS} streams ({EVENTS} events {DELAY_MS} ms apart),"
+        f" py-spy {PROFILE_SECONDS} s",
+        *summarise(text),
+        f"  flame graph: {svg.relative_to(ROOT)}",
+    ]
