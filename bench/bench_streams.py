@@ -57,7 +57,16 @@ def mock_upstream() -> Iterator[tuple[str, int]]:
     args = [PYTHON, "-m", "core.cli", "mock-upstream", "--port", str(port)]
     args += ["--chunks", str(EVENTS - 3), "--delay-ms", str(DELAY_MS)]
     with process(args, {}, f"{url}/_mock/requests") as proc:
+        favour(proc.pid)
         yield url, proc.pid
+
+
+def favour(pid: int) -> None:
+    """Run the mock upstream and the load generator ahead of the server under test: a real
+    upstream and real callers do not share the proxy's cores, so their pace should not
+    depend on how much CPU the server takes (needs root; otherwise a no-op)."""
+    with contextlib.suppress(PermissionError, ProcessLookupError):
+        os.setpriority(os.PRIO_PROCESS, pid, -10)
 
 
 def express_missing() -> str | None:
@@ -118,12 +127,15 @@ def start_load(
     procs = 1 if connections < 500 else 2
     shares = [connections // procs + (i < connections % procs) for i in range(procs)]
     fixed = [str(start), str(WARMUP), str(seconds), str(DELAY_MS), str(EVENTS)]
-    return [
+    loaders = [
         subprocess.Popen(
             [PYTHON, "-m", "bench.stream_load", url, str(share), *fixed, f"{out}.{i}"], cwd=ROOT
         )
         for i, share in enumerate(shares)
     ]
+    for loader in loaders:
+        favour(loader.pid)
+    return loaders
 
 
 def measure(url: str, pid: int, connections: int) -> dict[str, float]:
@@ -241,12 +253,22 @@ def plot(results: dict[str, dict[int, dict[str, float]]], path: Path) -> None:
         ("cpu_us_per_event", "server CPU per event", "CPU µs per event (lower is better)"),
         ("late_p99_ms", "event lateness p99", "ms behind schedule (lower is better)"),
     )
+    labels = {"direct": "direct (the mock upstream itself)"}
     fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.6))
     for ax, (key, title, label) in zip(axes, panels, strict=True):
+        if key == "events_per_s":
+            xs = list(CONNECTIONS)
+            ax.plot(
+                xs,
+                [x * EVENTS / (EVENTS * DELAY_MS / 1000) for x in xs],
+                linestyle=":",
+                color="grey",
+                label="schedule (every stream on time)",
+            )
         for name, points in results.items():
             if points:
                 xs = sorted(points)
-                ax.plot(xs, [points[x][key] for x in xs], marker="o", label=name)
+                ax.plot(xs, [points[x][key] for x in xs], marker="o", label=labels.get(name, name))
         ax.set_title(title)
         ax.set_xlabel("concurrent streams (40 events, 25 ms apart)")
         ax.set_ylabel(label)
