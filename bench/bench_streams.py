@@ -12,6 +12,16 @@ events 25 ms apart from the mock upstream (one second a stream). Side by side in
 Each point gets a fresh mock upstream and a fresh server. The load generator
 (bench/stream_load.py) runs in its own processes. Server CPU is the server process and its
 children (utime + stime over the measured window); peak RSS is the server process's VmHWM.
+Columns beside the figures say how far to trust them: `load CPU` (the load generator's own,
+in % of one core), `others` (CPU everything else on the machine took meanwhile), `errors`
+(non-200 answers, dropped connections, streams with the wrong number of events) and `drops`
+(connections refused by a full accept queue, anywhere in this network namespace).
+
+Lateness counts from the request, so it includes the mock's own drift: the mock sleeps 25 ms
+after each event it sends, so any lag of its event loop adds up over a stream. The `direct`
+row shows that drift; what a relay adds is its row minus direct's. While a relay keeps up it
+writes each event on its own; once it falls behind it reads several per chunk and writes them
+at once, so its CPU per event drops: compare CPU per event only where lateness is low.
 
 `python -m bench streams --profile` instead profiles the proxy at 500 streams with py-spy:
 a flame graph in docs/proxy-streams.svg and the top functions by own time.
@@ -138,15 +148,38 @@ def start_load(
     return loaders
 
 
-def measure(url: str, pid: int, connections: int) -> dict[str, float]:
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all processes, all cores), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def listen_overflows() -> int:
+    """Connections dropped because an accept queue was full (this network namespace)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            counters = dict(zip(names.split(), values.split(), strict=False))
+            return int(counters.get("ListenOverflows", 0))
+    return 0
+
+
+def measure(url: str, pid: int, upstream_pid: int, connections: int) -> dict[str, float]:
+    ours = {pid, upstream_pid}
     with tempfile.TemporaryDirectory() as tmp:
         out = f"{tmp}/load"
         start = time.monotonic() + 0.5  # the load processes' import time
         loaders = start_load(url, connections, start, SECONDS, out)
+        overflows = listen_overflows()
         time.sleep(max(0.0, start + WARMUP - time.monotonic()))
         cpu_before = cpu_seconds(pid)
+        ours_before = sum(cpu_seconds(p) for p in ours)
+        busy_before = machine_busy_seconds()
         time.sleep(max(0.0, start + WARMUP + SECONDS - time.monotonic()))
         cpu = cpu_seconds(pid) - cpu_before
+        ours_cpu = sum(cpu_seconds(p) for p in ours) - ours_before
+        busy = machine_busy_seconds() - busy_before
         rss = peak_rss_mb(pid)
         for loader in loaders:
             loader.wait(timeout=60)
@@ -159,6 +192,7 @@ def measure(url: str, pid: int, connections: int) -> dict[str, float]:
             counts.update(figures)
             lateness.frombytes(Path(f"{out}.{i}.lateness").read_bytes())
             ttfb.frombytes(Path(f"{out}.{i}.ttfb").read_bytes())
+        overflows = listen_overflows() - overflows
     late, first = sorted(lateness), sorted(ttfb)
     events = counts["events"]
     return {
@@ -170,6 +204,9 @@ def measure(url: str, pid: int, connections: int) -> dict[str, float]:
         "cpu_percent": 100 * cpu / SECONDS,
         "peak_rss_mb": rss,
         "client_cpu_percent": 100 * client_cpu / SECONDS,
+        # Everything else on the machine (other jobs), in % of one core: the noise gauge.
+        "other_cpu_percent": max(0.0, 100 * (busy - ours_cpu - client_cpu) / SECONDS),
+        "listen_overflows": overflows,
         "streams": counts["streams"],
         "short_streams": counts["short_streams"],
         "errors": counts["errors"],
@@ -193,7 +230,7 @@ def collect() -> tuple[dict[str, dict[int, dict[str, float]]], list[str]]:
                     pid,
                 ),
             ):
-                results[name][connections] = measure(url, pid, connections)
+                results[name][connections] = measure(url, pid, mock_pid, connections)
     return results, notes
 
 
@@ -201,7 +238,7 @@ def table(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
     lines = [
         f"  {'target':<11} {'conns':>5} {'events/s':>9} {'vs direct':>9} {'late p50':>9}"
         f" {'late p99':>9} {'TTFB p99':>9} {'CPU/event':>10} {'CPU':>5} {'peak RSS':>9}"
-        f" {'load CPU':>8} {'errors':>6}"
+        f" {'load CPU':>8} {'others':>6} {'errors':>6} {'drops':>5}"
     ]
     for name, points in results.items():
         for connections, r in points.items():
@@ -212,7 +249,8 @@ def table(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
                 f" {r['late_p99_ms']:>6.1f} ms {r['ttfb_p99_ms']:>6.1f} ms"
                 f" {r['cpu_us_per_event']:>7.1f} us {r['cpu_percent']:>4.0f}%"
                 f" {r['peak_rss_mb']:>6.0f} MB {r['client_cpu_percent']:>7.0f}%"
-                f" {r['errors'] + r['short_streams']:>6.0f}"
+                f" {r['other_cpu_percent']:>5.0f}%"
+                f" {r['errors'] + r['short_streams']:>6.0f} {r['listen_overflows']:>5.0f}"
             )
     return lines
 
