@@ -130,6 +130,21 @@ def percentile(values: list[float], pct: float) -> float:
     return values[min(len(values) - 1, int(len(values) * pct / 100))]
 
 
+@contextlib.contextmanager
+def loading(
+    url: str, connections: int, start: float, seconds: float, out: str
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The load generator's processes; the caller waits for them, or they are killed."""
+    loaders = start_load(url, connections, start, seconds, out)
+    try:
+        yield loaders
+    finally:
+        for loader in loaders:
+            if loader.poll() is None:
+                loader.kill()
+                loader.wait()
+
+
 def start_load(
     url: str, connections: int, start: float, seconds: float, out: str
 ) -> list[subprocess.Popen[bytes]]:
@@ -167,10 +182,12 @@ def listen_overflows() -> int:
 
 def measure(url: str, pid: int, upstream_pid: int, connections: int) -> dict[str, float]:
     ours = {pid, upstream_pid}
-    with tempfile.TemporaryDirectory() as tmp:
+    start = time.monotonic() + 0.5  # the load processes' import time
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        loading(url, connections, start, SECONDS, f"{tmp}/load") as loaders,
+    ):
         out = f"{tmp}/load"
-        start = time.monotonic() + 0.5  # the load processes' import time
-        loaders = start_load(url, connections, start, SECONDS, out)
         overflows = listen_overflows()
         time.sleep(max(0.0, start + WARMUP - time.monotonic()))
         cpu_before = cpu_seconds(pid)
@@ -342,6 +359,7 @@ def run() -> list[str]:
 
 PROFILE_CONNECTIONS = 500
 PROFILE_SECONDS = 5
+NATIVE = os.environ.get("BENCH_PROFILE_NATIVE", "1") != "0"
 
 
 def py_spy() -> str:
@@ -362,39 +380,68 @@ def _frame(frame: str) -> tuple[str, str]:
     return f"{function} ({short})", path
 
 
-def _package(path: str) -> str:
-    for marker, name in (
-        ("/core/", "llm-proxy (core/)"),
-        ("aiohttp", "aiohttp client"),
-        ("yarl", "aiohttp client"),
-        ("multidict", "aiohttp client"),
-        ("uvicorn", "uvicorn server"),
-        ("httpx", "httpx API"),
-        ("asyncio", "asyncio / event loop"),
-        ("uvloop", "asyncio / event loop"),
-    ):
-        if marker in path:
-            return name
-    return "other"
+# Where a frame's time belongs, by the first part of its path (py-spy's short paths) or, for
+# C frames (--native), by its source file.
+_PACKAGES = {
+    "llm-proxy (core/)": {"core", "handlers"},
+    "aiohttp client": {"aiohttp", "yarl", "multidict", "propcache", "_http_parser.c"},
+    "uvicorn + httptools server": {"uvicorn", "httptools", "parser.c", "llhttp.c", "api.c"},
+    "httpx API": {"httpx", "httpcore"},
+    "event loop (uvloop, asyncio)": {
+        "asyncio",
+        "uvloop",
+        "loop.c",
+        "core.c",
+        "stream.c",
+        "uv-common.c",
+        "epoll.c",
+        "linux.c",
+        "_asynciomodule.c",
+    },
+}
+_BY_PART = {part: name for name, parts in _PACKAGES.items() for part in parts}
+_WRITES = {"write", "writev", "send", "sendmsg", "__libc_write"}
+_READS = {"read", "readv", "recv", "recvmsg", "__libc_read"}
+
+
+def _category(frames: list[tuple[str, str]]) -> str:
+    """What a sample was doing: a socket syscall, the garbage collector, or the package of
+    the innermost frame that belongs to one."""
+    leaf, leaf_path = frames[-1]
+    name = leaf.split(" (")[0]
+    if any(frame.startswith("gc_collect") for frame, _ in frames):
+        return "CPython garbage collector"
+    if leaf_path.startswith("libc") and name in _WRITES:
+        to_caller = any("RequestResponseCycle.send" in frame for frame, _ in frames)
+        return f"write syscall to the {'caller' if to_caller else 'upstream'}"
+    if leaf_path.startswith("libc") and name in _READS:
+        return "read syscall"
+    if "epoll" in name:
+        return "epoll syscall"
+    for _, path in reversed(frames):
+        part = path.split("/")[0]
+        if part in _BY_PART:
+            return _BY_PART[part]
+    return "other (interpreter, stdlib)"
 
 
 def summarise(raw: str, top: int = 15) -> list[str]:
     own: Counter[str] = Counter()
-    packages: Counter[str] = Counter()
+    categories: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        leaf, path = _frame(stack.split(";")[-1])
-        own[leaf] += int(count)
-        packages[_package(path)] += int(count)
+        frames = [_frame(frame) for frame in stack.split(";")]
+        own[frames[-1][0]] += int(count)
+        categories[_category(frames)] += int(count)
         total += int(count)
     lines = [f"  top {top} functions by own time ({total} samples while busy):"]
     for name, count in own.most_common(top):
         lines.append(f"    {100 * count / total:5.1f} %  {name}")
-    lines.append("  own time by package:")
-    for name, count in packages.most_common():
+    lines.append("  by what it was doing (innermost frame that says):")
+    for name, count in categories.most_common():
         lines.append(f"    {100 * count / total:5.1f} %  {name}")
     return lines
 
@@ -404,22 +451,26 @@ def profile() -> list[str]:
     DOCS.mkdir(exist_ok=True)
     svg = DOCS / "proxy-streams.svg"
     seconds = WARMUP + 2 * PROFILE_SECONDS + 2
+    start = time.monotonic() + 0.5
     with (
         mock_upstream() as (upstream, mock_pid),
         target("proxy", upstream, mock_pid) as (url, pid),
         tempfile.TemporaryDirectory() as tmp,
+        loading(url, PROFILE_CONNECTIONS, start, seconds, f"{tmp}/load") as loaders,
     ):
-        start = time.monotonic() + 0.5
-        loaders = start_load(url, PROFILE_CONNECTIONS, start, seconds, f"{tmp}/load")
         time.sleep(max(0.0, start + WARMUP - time.monotonic()))
         record = [spy, "record", "--pid", str(pid), "--duration", str(PROFILE_SECONDS)]
-        record += ["--rate", "200", "--nonblocking"]
-        subprocess.run([*record, "-o", str(svg)], check=True, capture_output=True)
+        # --native (C frames of uvloop, httptools, aiohttp's parser) cannot sample without
+        # pausing the process; Python frames alone can.
+        record += ["--rate", "200", *(["--native"] if NATIVE else ["--nonblocking"])]
         raw = Path(tmp) / "proxy.raw"
-        subprocess.run(
-            [*record, "--format", "raw", "-o", str(raw)], check=True, capture_output=True
-        )
+        for output in (["-o", str(svg)], ["--format", "raw", "-o", str(raw)]):
+            done = subprocess.run([*record, *output], capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"py-spy failed: {done.stderr[-2000:]}")
         text = raw.read_text()
+        if os.environ.get("BENCH_PROFILE_RAW"):  # the collapsed stacks, for speedscope etc.
+            shutil.copy(raw, os.environ["BENCH_PROFILE_RAW"])
         for loader in loaders:
             loader.wait(timeout=60)
     return [
