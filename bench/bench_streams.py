@@ -12,8 +12,9 @@ events 25 ms apart from the mock upstream (one second a stream). Side by side in
 Each point gets a fresh mock upstream and a fresh server. The load generator
 (bench/stream_load.py) runs in its own processes. Server CPU is the server process and its
 children (utime + stime over the measured window); peak RSS is the server process's VmHWM.
-Columns beside the figures say how far to trust them: `load CPU` (the load generator's own,
-in % of one core), `others` (CPU everything else on the machine took meanwhile), `errors`
+Columns beside the figures say how far to trust them: `load CPU` and `load lag` (the load
+generator's CPU in % of one core, and the p99 lag of its event loop: if that grows, the
+load generator is the bottleneck), `others` (CPU everything else on the machine took meanwhile), `errors`
 (non-200 answers, dropped connections, streams with the wrong number of events) and `drops`
 (connections refused by a full accept queue, anywhere in this network namespace).
 
@@ -202,10 +203,11 @@ def measure(url: str, pid: int, upstream_pid: int, connections: int) -> dict[str
             loader.wait(timeout=60)
         counts: Counter[str] = Counter()
         lateness, ttfb = array("f"), array("f")
-        client_cpu = 0.0
+        client_cpu = client_lag = 0.0
         for i in range(len(loaders)):
             figures = json.loads(Path(f"{out}.{i}.json").read_text())
             client_cpu += figures.pop("cpu_seconds")
+            client_lag = max(client_lag, figures.pop("lag_p99_ms"))
             counts.update(figures)
             lateness.frombytes(Path(f"{out}.{i}.lateness").read_bytes())
             ttfb.frombytes(Path(f"{out}.{i}.ttfb").read_bytes())
@@ -221,6 +223,7 @@ def measure(url: str, pid: int, upstream_pid: int, connections: int) -> dict[str
         "cpu_percent": 100 * cpu / SECONDS,
         "peak_rss_mb": rss,
         "client_cpu_percent": 100 * client_cpu / SECONDS,
+        "client_lag_p99_ms": client_lag,
         # Everything else on the machine (other jobs), in % of one core: the noise gauge.
         "other_cpu_percent": max(0.0, 100 * (busy - ours_cpu - client_cpu) / SECONDS),
         "listen_overflows": overflows,
@@ -255,7 +258,7 @@ def table(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
     lines = [
         f"  {'target':<11} {'conns':>5} {'events/s':>9} {'vs direct':>9} {'late p50':>9}"
         f" {'late p99':>9} {'TTFB p99':>9} {'CPU/event':>10} {'CPU':>5} {'peak RSS':>9}"
-        f" {'load CPU':>8} {'others':>6} {'errors':>6} {'drops':>5}"
+        f" {'load CPU':>8} {'load lag':>8} {'others':>6} {'errors':>6} {'drops':>5}"
     ]
     for name, points in results.items():
         for connections, r in points.items():
@@ -266,6 +269,7 @@ def table(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
                 f" {r['late_p99_ms']:>6.1f} ms {r['ttfb_p99_ms']:>6.1f} ms"
                 f" {r['cpu_us_per_event']:>7.1f} us {r['cpu_percent']:>4.0f}%"
                 f" {r['peak_rss_mb']:>6.0f} MB {r['client_cpu_percent']:>7.0f}%"
+                f" {r['client_lag_p99_ms']:>5.1f} ms"
                 f" {r['other_cpu_percent']:>5.0f}%"
                 f" {r['errors'] + r['short_streams']:>6.0f} {r['listen_overflows']:>5.0f}"
             )

@@ -38,7 +38,7 @@ class Load:
         self.events = events
         self.lateness = array("f")
         self.ttfb = array("f")
-        self.counts = {
+        self.counts: dict[str, float] = {
             "events": 0,  # events that arrived inside the window
             "streams": 0,  # streams that ended inside the window
             "short_streams": 0,  # of those, with fewer or more events than asked for
@@ -142,6 +142,17 @@ async def run(
             connecting.add(task)
             task.add_done_callback(connecting.discard)
 
+    # This process's own event-loop lag: if it grows, the load generator is the bottleneck.
+    lags = array("f")
+
+    def tick(due: float) -> None:
+        now = time.monotonic()
+        if load.window_start <= now <= load.window_end:
+            lags.append((now - due) * 1000)
+        if not load.stopping:
+            loop.call_later(0.01, tick, now + 0.01)
+
+    loop.call_soon(tick, time.monotonic())
     # Spread the first requests over most of the warmup, so streams are out of phase.
     for _ in range(connections):
         loop.call_at(
@@ -155,6 +166,8 @@ async def run(
     load.stopping = True
     for transport in transports:
         transport.abort()
+    ordered = sorted(lags)
+    load.counts["lag_p99_ms"] = ordered[int(len(ordered) * 0.99)] if ordered else 0.0
     return load, cpu
 
 
