@@ -27,7 +27,8 @@ at once, so its CPU per event drops: compare CPU per event only where lateness i
 `python -m bench streams --profile` instead profiles the proxy at 500 streams with py-spy:
 a flame graph in docs/proxy-streams.svg and the top functions by own time.
 
-BENCH_STREAMS_SECONDS and BENCH_STREAMS_CONNECTIONS (e.g. "100,500") shorten a run.
+BENCH_STREAMS_SECONDS and BENCH_STREAMS_CONNECTIONS (e.g. "100,500") shorten a run;
+BENCH_STREAMS_ROUNDS=3 takes every point three times and reports medians.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -53,6 +55,7 @@ CONNECTIONS = tuple(
     int(n) for n in os.environ.get("BENCH_STREAMS_CONNECTIONS", "100,500,1000").split(",")
 )
 SECONDS = float(os.environ.get("BENCH_STREAMS_SECONDS", "8"))
+ROUNDS = int(os.environ.get("BENCH_STREAMS_ROUNDS", "1"))  # figures are medians of the rounds
 WARMUP = 2.0  # first requests spread over most of it, so the streams are out of phase
 DELAY_MS = 25
 EVENTS = 40  # the mock sends a role event, `chunks` words, a stop event and [DONE]
@@ -239,18 +242,22 @@ def collect() -> tuple[dict[str, dict[int, dict[str, float]]], list[str]]:
     missing = express_missing()
     if missing:
         notes.append(f"  express skipped: {missing}")
-    for connections in CONNECTIONS:
-        for name in TARGETS:
-            if name == "express" and missing:
-                continue
-            with (
-                mock_upstream() as (upstream, mock_pid),
-                target(name, upstream, mock_pid) as (
-                    url,
-                    pid,
-                ),
-            ):
-                results[name][connections] = measure(url, pid, mock_pid, connections)
+    rounds: dict[tuple[str, int], list[dict[str, float]]] = {}
+    for _ in range(ROUNDS):  # each round takes every point once, so drift hits them all
+        for connections in CONNECTIONS:
+            for name in TARGETS:
+                if name == "express" and missing:
+                    continue
+                with (
+                    mock_upstream() as (upstream, mock_pid),
+                    target(name, upstream, mock_pid) as (url, pid),
+                ):
+                    figures = measure(url, pid, mock_pid, connections)
+                rounds.setdefault((name, connections), []).append(figures)
+    for (name, connections), taken in rounds.items():
+        results[name][connections] = {
+            key: statistics.median(figures[key] for figures in taken) for key in taken[0]
+        }
     return results, notes
 
 
@@ -332,12 +339,22 @@ def plot(results: dict[str, dict[int, dict[str, float]]], path: Path) -> None:
         ax.set_xlabel("concurrent streams (40 events, 25 ms apart)")
         ax.set_ylabel(label)
         ax.set_xticks(list(CONNECTIONS))
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
+        if key == "late_p99_ms":
+            ax.set_yscale("log")  # from tens of ms to seconds
+        else:
+            ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3, which="both")
     axes[0].legend()
+    others = [r["other_cpu_percent"] for points in results.values() for r in points.values()]
+    busy = (
+        f"; other jobs on the machine took {min(others):.0f} to {max(others):.0f} % of a core"
+        " meanwhile"
+        if others and max(others) >= 20
+        else ""
+    )
     fig.suptitle(
-        f"Many long streams at once, {os.cpu_count()} cores, loopback, {SECONDS:g} s per point"
-        f" ({time.strftime('%Y-%m-%d')})"
+        f"Many long streams at once: {os.cpu_count()} cores, loopback, {SECONDS:g} s per point,"
+        f" {time.strftime('%Y-%m-%d')}{busy}"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
