@@ -19,7 +19,8 @@ load generator is the bottleneck), `others` (CPU everything else on the machine 
 (connections refused by a full accept queue, anywhere in this network namespace).
 
 Lateness counts from the request, so it includes the mock's own drift: the mock sleeps 25 ms
-after each event it sends, so any lag of its event loop adds up over a stream. The `direct`
+before each event, counted from the one before, so any lag of its event loop adds up over a
+stream. The `direct`
 row shows that drift; what a relay adds is its row minus direct's. While a relay keeps up it
 writes each event on its own; once it falls behind it reads several per chunk and writes them
 at once, so its CPU per event drops: compare CPU per event only where lateness is low.
