@@ -38,6 +38,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -237,9 +238,22 @@ def measure(url: str, pid: int, upstream_pid: int, connections: int) -> dict[str
     }
 
 
+def allow_many_sockets() -> list[str]:
+    """1000 streams through a relay hold 2000 sockets in it: lift the soft open-file limit
+    (the servers and the load generator inherit it), or say why the figures will show errors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 16384 if hard == resource.RLIM_INFINITY else min(hard, 16384)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    needed = 2 * max(CONNECTIONS) + 100
+    if wanted < needed:
+        return [f"  open-file limit {wanted} < {needed}: the larger points will show errors"]
+    return []
+
+
 def collect() -> tuple[dict[str, dict[int, dict[str, float]]], list[str]]:
+    notes = allow_many_sockets()
     results: dict[str, dict[int, dict[str, float]]] = {name: {} for name in TARGETS}
-    notes = []
     missing = express_missing()
     if missing:
         notes.append(f"  express skipped: {missing}")
@@ -473,6 +487,7 @@ def profile() -> list[str]:
     DOCS.mkdir(exist_ok=True)
     svg = DOCS / "proxy-streams.svg"
     seconds = WARMUP + 2 * PROFILE_SECONDS + 2
+    allow_many_sockets()
     start = time.monotonic() + 0.5
     with (
         mock_upstream() as (upstream, mock_pid),
