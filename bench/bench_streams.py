@@ -77,12 +77,12 @@ def mock_upstream() -> Iterator[tuple[str, int]]:
         yield url, proc.pid
 
 
-def favour(pid: int) -> None:
+def favour(pid: int, niceness: int = -10) -> None:
     """Run the mock upstream and the load generator ahead of the server under test: a real
     upstream and real callers do not share the proxy's cores, so their pace should not
     depend on how much CPU the server takes (needs root; otherwise a no-op)."""
     with contextlib.suppress(PermissionError, ProcessLookupError):
-        os.setpriority(os.PRIO_PROCESS, pid, -10)
+        os.setpriority(os.PRIO_PROCESS, pid, niceness)
 
 
 def express_missing() -> str | None:
@@ -97,6 +97,7 @@ def express_missing() -> str | None:
 def target(name: str, upstream: str, upstream_pid: int) -> Iterator[tuple[str, int]]:
     """The server under test: (its chat completions URL, its pid)."""
     if name == "direct":
+        favour(upstream_pid, 0)  # the mock is the server under test: no head start
         yield f"{upstream}/v1/chat/completions", upstream_pid
         return
     port = free_port()
