@@ -467,19 +467,19 @@ def summarise(raw: str, top: int = 15) -> list[str]:
     categories: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
+        stack, _, number = line.rpartition(" ")
+        if not stack or not number.isdigit():
             continue
         frames = [_frame(frame) for frame in stack.split(";")]
-        own[frames[-1][0]] += int(count)
-        categories[_category(frames)] += int(count)
-        total += int(count)
+        own[frames[-1][0]] += int(number)
+        categories[_category(frames)] += int(number)
+        total += int(number)
     lines = [f"  top {top} functions by own time ({total} samples while busy):"]
-    for name, count in own.most_common(top):
-        lines.append(f"    {100 * count / total:5.1f} %  {name}")
+    for name, samples in own.most_common(top):
+        lines.append(f"    {100 * samples / total:5.1f} %  {name}")
     lines.append("  by what it was doing (innermost frame that says):")
-    for name, count in categories.most_common():
-        lines.append(f"    {100 * count / total:5.1f} %  {name}")
+    for name, samples in categories.most_common():
+        lines.append(f"    {100 * samples / total:5.1f} %  {name}")
     return lines
 
 

@@ -23,6 +23,8 @@ import resource
 import sys
 import time
 from array import array
+from collections.abc import Callable
+from typing import cast
 from urllib.parse import urlsplit
 
 from bench.harness import BENCH_TOKEN
@@ -48,14 +50,17 @@ class Load:
 
 
 class Stream(asyncio.Protocol):
-    def __init__(self, load: Load, request: bytes, reconnect: object) -> None:
+    """One keep-alive connection asking for one stream after another. Every target here
+    answers with a chunked body, so `0\r\n\r\n` at the end of a read ends a stream."""
+
+    def __init__(self, load: Load, request: bytes, reconnect: Callable[[], None]) -> None:
         self.load = load
         self.request = request
         self.reconnect = reconnect
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
         self.ask()
 
     def ask(self) -> None:
@@ -101,7 +106,7 @@ class Stream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.load.stopping:
             self.load.counts["errors"] += 1
-            self.reconnect()  # type: ignore[operator]
+            self.reconnect()
 
 
 async def run(
@@ -122,7 +127,7 @@ async def run(
     ).encode() + BODY
     load = Load((start + warmup, start + warmup + duration), delay_ms / 1000, events)
     loop = asyncio.get_running_loop()
-    transports: list[asyncio.BaseTransport] = []
+    transports: list[asyncio.Transport] = []
     connecting: set[asyncio.Task[None]] = set()
 
     def connect() -> None:
@@ -131,7 +136,7 @@ async def run(
                 transport, _ = await loop.create_connection(
                     lambda: Stream(load, request, connect), host, port
                 )
-                transports.append(transport)
+                transports.append(cast(asyncio.Transport, transport))
             except OSError:
                 load.counts["errors"] += 1
                 if not load.stopping:
@@ -178,23 +183,25 @@ def _cpu_seconds() -> float:
 
 def main(argv: list[str]) -> None:
     url, connections, start, warmup, duration, delay_ms, events, out = argv
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:
         import uvloop
 
-        runner = uvloop.run
+        loop_factory = uvloop.new_event_loop
     except ImportError:
-        runner = asyncio.run
-    load, cpu = runner(
-        run(
-            url,
-            int(connections),
-            float(start),
-            float(warmup),
-            float(duration),
-            float(delay_ms),
-            int(events),
+        pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        load, cpu = runner.run(
+            run(
+                url,
+                int(connections),
+                float(start),
+                float(warmup),
+                float(duration),
+                float(delay_ms),
+                int(events),
+            )
         )
-    )
     with open(out + ".lateness", "wb") as handle:
         load.lateness.tofile(handle)
     with open(out + ".ttfb", "wb") as handle:
