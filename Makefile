@@ -111,7 +111,7 @@ bench: setup bench-tools bench-express
 	$(BIN)/python -m bench
 
 # py-spy on the proxy under 500 streams: docs/proxy-streams.svg and the top functions.
-bench-profile: setup bench-express
+bench-profile: setup
 	$(BIN)/python -m bench streams --profile
 
 clean:
