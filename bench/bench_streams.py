@@ -369,8 +369,9 @@ def plot(results: dict[str, dict[int, dict[str, float]]], path: Path) -> None:
         else ""
     )
     fig.suptitle(
-        f"Many long streams at once: {os.cpu_count()} cores, loopback, {SECONDS:g} s per point,"
-        f" {time.strftime('%Y-%m-%d')}{busy}"
+        f"Many long streams at once: {os.cpu_count()} cores, loopback, {SECONDS:g} s per point"
+        f"{f', medians of {ROUNDS} rounds' if ROUNDS > 1 else ''}, {time.strftime('%Y-%m-%d')}"
+        f"{busy}"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
