@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,3 +43,9 @@ class RequestLog:
     input_tokens: int | None = None
     output_tokens: int | None = None
     cost_usd: float | None = None
+    started: float = 0.0
+
+    def body_sent(self, size: int) -> None:
+        if self.first_byte_ms is None:
+            self.first_byte_ms = (time.perf_counter() - self.started) * 1000
+        self.bytes_out += size

@@ -34,6 +34,7 @@ from core.errors import (
     send_error,
 )
 from core.providers import RETRY_ON_NEXT_KEY, Provider, match_provider
+from core.proxy.access_log import BODY_SEND
 from core.proxy.headers import client_response_headers, upstream_request_headers
 from core.proxy.request import ALLOWED_METHODS, ProxyRequest, build_request
 from core.proxy.stages import Outcome
@@ -392,6 +393,9 @@ class ProxyEndpoint:
             # The body changes length: it goes out chunked.
             headers = [(n, v) for n, v in headers if n != b"content-length"]
         await send({"type": "http.response.start", "status": status, "headers": headers})
+        # The body goes straight to the server (core/proxy/access_log.py, BODY_SEND).
+        log = request.log
+        body_send = request.scope.get(BODY_SEND, send) if log is not None else send
         sent = 0
         try:
             # The transport's own stream: raw bytes as they arrive, no re-chunking.
@@ -403,11 +407,18 @@ class ProxyEndpoint:
                 if scrub is not None:
                     chunk = scrub(chunk)
                 if chunk and not outcome.caller_left:
+                    if not sent and log is not None:
+                        log.body_sent(0)  # the first byte's time
                     sent += len(chunk)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await body_send(
+                        {"type": "http.response.body", "body": chunk, "more_body": True}
+                    )
         except httpx.HTTPError as exc:
             logger.warning("upstream stream broke after %d bytes: %s", sent, type(exc).__name__)
             raise UpstreamStreamBroken(f"upstream stream broke after {sent} bytes") from None
+        finally:
+            if log is not None:
+                log.bytes_out += sent
         outcome.complete = True
         tail = b""
         if chunk_filter is not None:
