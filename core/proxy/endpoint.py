@@ -11,6 +11,7 @@ reads a copy when some rule needs the figures.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -18,8 +19,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import anyio
-import anyio.lowlevel
 import httpx
 
 from core.errors import (
@@ -244,28 +243,34 @@ class ProxyEndpoint:
         self, request: ProxyRequest, tickets: list[Ticket], receive: Receive, send: Send
     ) -> None:
         state = _Exchange()
-        # The relay races the caller's disconnect: a caller who leaves cancels the upstream
-        # request (or, with ON_CLIENT_DISCONNECT=drain, only stops the sending).
-        async with anyio.create_task_group() as group:
-            group.start_soon(self.listen_for_disconnect, receive, state, group.cancel_scope)
-            try:
-                await self.forward_and_relay(request, tickets, send, state)
-            except Exception as exc:
-                state.error = exc
-            finally:
-                group.cancel_scope.cancel()
+        # The relay races the caller's disconnect in one task group: a caller who leaves
+        # cancels the relay and with it the upstream request (or, with
+        # ON_CLIENT_DISCONNECT=drain, only stops the sending); the relay ending stops the
+        # listener.
+        async with asyncio.TaskGroup() as group:
+            relay = group.create_task(self.relay_safely(request, tickets, send, state))
+            listener = group.create_task(self.listen_for_disconnect(receive, state, relay))
+            relay.add_done_callback(lambda _: listener.cancel())
         if not state.settled:
             if state.meter is not None:
                 state.outcome.usage = state.meter.finish()  # what was read before the end
-            with anyio.CancelScope(shield=True):
-                await self.settle(tickets, state.outcome, request)
+            await self.settle(tickets, state.outcome, request)
         if state.outcome.caller_left and request.log is not None:
             request.log.error = "client_disconnected"
         if state.error is not None:
             raise state.error
 
+    async def relay_safely(
+        self, request: ProxyRequest, tickets: list[Ticket], send: Send, state: _Exchange
+    ) -> None:
+        """The relay, its failure kept for the endpoint to raise once the group is done."""
+        try:
+            await self.forward_and_relay(request, tickets, send, state)
+        except Exception as exc:
+            state.error = exc
+
     async def listen_for_disconnect(
-        self, receive: Receive, state: _Exchange, scope: anyio.CancelScope
+        self, receive: Receive, state: _Exchange, relay: asyncio.Task[None]
     ) -> None:
         while True:
             message = await receive()
@@ -274,11 +279,11 @@ class ProxyEndpoint:
                     return
                 state.outcome.caller_left = True
                 if not self.drain:
-                    scope.cancel()
+                    relay.cancel()
                 return
             # Only a disconnect should come after the body; a server that answers at once
             # with anything else must not starve the relay.
-            await anyio.lowlevel.checkpoint()
+            await asyncio.sleep(0)
 
     async def forward(self, request: ProxyRequest, body: bytes, metering: bool) -> httpx.Response:
         provider = request.provider
@@ -334,8 +339,7 @@ class ProxyEndpoint:
             meter = state.meter = UsageMeter(request.wire) if metering else None
             await self.relay(request, response, send, state, tickets, meter, chunk_filter)
         finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+            await response.aclose()
 
     def reply_headers(
         self, response: httpx.Response, tickets: list[Ticket]
