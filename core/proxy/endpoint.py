@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from core.proxy.scrub import Scrubber
     from core.proxy.stages import Check, Ticket
     from core.types import Receive, RequestLog, Scope, Send
-    from core.upstream.client import UpstreamClient
+    from core.upstream.client import UpstreamClient, UpstreamReply
     from core.usage.budget import Budget
 
 logger = logging.getLogger("llm_proxy")
@@ -285,7 +285,7 @@ class ProxyEndpoint:
             # with anything else must not starve the relay.
             await asyncio.sleep(0)
 
-    async def forward(self, request: ProxyRequest, body: bytes, metering: bool) -> httpx.Response:
+    async def forward(self, request: ProxyRequest, body: bytes, metering: bool) -> UpstreamReply:
         provider = request.provider
         url = provider.origin + provider.base_path + request.remainder
         if request.query:
@@ -296,16 +296,14 @@ class ProxyEndpoint:
         try:
             for number, key in enumerate(attempts, start=1):
                 sent = [*headers, key] if key is not None else headers
-                try:
-                    upstream = client.build_request(request.method, url, sent, body)
-                except httpx.InvalidURL:
-                    raise BadRequest("The request path is not a valid URL path.") from None
-                response = await client.send(upstream)
+                response = await client.send(request.method, url, sent, body)
                 if response.status_code not in RETRY_ON_NEXT_KEY or number == len(attempts):
                     return response
                 # Refused or overloaded on this key before any byte reached the caller:
                 # the next key gets the same request.
                 await response.aclose()
+        except httpx.InvalidURL:
+            raise BadRequest("The request path is not a valid URL path.") from None
         except httpx.HTTPError as exc:
             logger.warning("upstream request failed: %s", type(exc).__name__)
             raise map_transport_error(exc, self.settings) from None
@@ -342,9 +340,9 @@ class ProxyEndpoint:
             await response.aclose()
 
     def reply_headers(
-        self, response: httpx.Response, tickets: list[Ticket]
+        self, response: UpstreamReply, tickets: list[Ticket]
     ) -> tuple[list[tuple[bytes, bytes]], int | None]:
-        headers, length = client_response_headers(response.headers.raw, self.scrubber)
+        headers, length = client_response_headers(response.raw_headers, self.scrubber)
         extra = [header for ticket in tickets for header in ticket.headers]
         if extra:
             # The provider's own x-ratelimit-* describe the key owner's account, not this
@@ -356,7 +354,7 @@ class ProxyEndpoint:
     async def relay(
         self,
         request: ProxyRequest,
-        response: httpx.Response,
+        response: UpstreamReply,
         send: Send,
         state: _Exchange,
         tickets: list[Ticket],
@@ -374,7 +372,7 @@ class ProxyEndpoint:
 
         if length is not None and length <= _SMALL_BODY:
             try:
-                body = b"".join([chunk async for chunk in stream])  # type: ignore[union-attr]
+                body = b"".join([chunk async for chunk in stream])
             except httpx.HTTPError as exc:
                 raise map_transport_error(exc, self.settings) from None
             if meter is not None:
@@ -403,7 +401,7 @@ class ProxyEndpoint:
         sent = 0
         try:
             # The transport's own stream: raw bytes as they arrive, no re-chunking.
-            async for chunk in stream:  # type: ignore[union-attr]
+            async for chunk in stream:
                 if meter is not None:
                     meter.feed(chunk)
                 if chunk_filter is not None:
