@@ -14,6 +14,7 @@ from core.access.guard_settings import (
     parse_guard_settings,
 )
 from core.env import parse_bool, parse_choice, parse_float, parse_int
+from core.stores import store_url_problem
 
 MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_CACHE_SECONDS = 5.0
@@ -133,6 +134,8 @@ def _parse_token_store(env: Mapping[str, str], problems: list[str]) -> str:
             "TOKEN_STORE must look like sqlite:///path/tokens.db, dynamodb://table, "
             f"redis://host:6379 or rediss://host:6380, got scheme {scheme!r}"
         )
+    elif raw and (problem := store_url_problem("TOKEN_STORE", raw)):
+        problems.append(problem)
     return raw
 
 
