@@ -15,6 +15,7 @@ from core.access.guard_settings import (
 )
 from core.env import parse_bool, parse_choice, parse_float, parse_int
 from core.stores import store_url_problem
+from core.stores.calls import DEFAULT_STORE_TIMEOUT
 
 MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_CACHE_SECONDS = 5.0
@@ -60,6 +61,8 @@ class Settings:
     # before the store is asked again: the most a revocation can lag.
     token_store: str = field(repr=False, default="")
     token_cache_seconds: float = 2.0
+    # The longest a request waits for the token or limit store before a 503.
+    store_timeout: float = DEFAULT_STORE_TIMEOUT
     # Browser callers: JWT sign-in, anonymous mode, client IP, rate limits, request policy
     # (core/access/guard_settings.py); all off by default.
     guard: GuardSettings = field(default_factory=GuardSettings)
@@ -194,6 +197,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         provider_upstreams=provider_upstreams,
         token_store=token_store,
         token_cache_seconds=cache_seconds,
+        store_timeout=parse_float(env, "STORE_TIMEOUT", DEFAULT_STORE_TIMEOUT, problems),
         guard=parse_guard_settings(env, problems, origins, token_store),
     )
     if problems:

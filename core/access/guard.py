@@ -294,6 +294,7 @@ def build_guard(settings: Settings, token_check: TokenCheck) -> Guard | None:
             tokens=config.rate_limit_tokens,
             window=config.rate_limit_window,
             fail_open=config.limits_on_store_error == "open",
+            timeout=settings.store_timeout,
         )
         scheme = config.limit_store.partition("://")[0]
         logger.info(

@@ -13,7 +13,6 @@ lets the request through unmetered and logs it.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import math
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 
 from core.errors import ProxyError, RateLimited
 from core.stores import Store
+from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store
 
 logger = logging.getLogger("llm_proxy")
 
@@ -68,8 +68,11 @@ class RateLimiter:
         window: float,
         fail_open: bool,
         clock: Callable[[], float] = time.time,
+        timeout: float = DEFAULT_STORE_TIMEOUT,
     ) -> None:
         self.store = store
+        # The longest a request waits for the store before LIMITS_ON_STORE_ERROR applies.
+        self.timeout = timeout
         self.requests = requests
         self.tokens = tokens
         self.window = window
@@ -82,9 +85,9 @@ class RateLimiter:
         self, key: str, amounts: dict[str, int], expires_at: float
     ) -> dict[str, int]:
         store = self.store
-        if store.blocking:
-            return await asyncio.to_thread(store.increment, key, amounts, expires_at=expires_at)
-        return store.increment(key, amounts, expires_at=expires_at)
+        return await call_store(
+            store, self.timeout, store.increment, key, amounts, expires_at=expires_at
+        )
 
     def _log_store_error(self, exc: BaseException) -> None:
         now = time.monotonic()
