@@ -14,6 +14,7 @@ from core.access.guard_settings import (
     parse_guard_settings,
 )
 from core.env import parse_bool, parse_choice, parse_float, parse_int
+from core.server import ServerLimits, parse_server_limits
 from core.stores import store_url_problem
 from core.stores.calls import DEFAULT_STORE_TIMEOUT
 
@@ -63,6 +64,8 @@ class Settings:
     token_cache_seconds: float = 2.0
     # The longest a request waits for the token or limit store before a 503.
     store_timeout: float = DEFAULT_STORE_TIMEOUT
+    # What a connection may hold before authentication (core/server.py); servers only.
+    server: ServerLimits = field(default_factory=ServerLimits)
     # Browser callers: JWT sign-in, anonymous mode, client IP, rate limits, request policy
     # (core/access/guard_settings.py); all off by default.
     guard: GuardSettings = field(default_factory=GuardSettings)
@@ -199,6 +202,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         token_cache_seconds=cache_seconds,
         store_timeout=parse_float(env, "STORE_TIMEOUT", DEFAULT_STORE_TIMEOUT, problems),
         guard=parse_guard_settings(env, problems, origins, token_store),
+        server=parse_server_limits(env, problems),
     )
     if problems:
         raise ConfigError(problems)

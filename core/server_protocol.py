@@ -1,0 +1,166 @@
+"""uvicorn's httptools protocol with the bounds a public server needs before authentication.
+
+httptools keeps a request head (request line and headers) in memory until it is complete,
+however long it is and however slowly it arrives, and uvicorn sets no timer until the first
+response. So a few connections sending endless headers held hundreds of MB, and slowloris
+connections (one header byte now and then), or connections that sent nothing at all, stayed
+open indefinitely. This subclass adds, per connection:
+
+- a size bound on each request head (431 past it);
+- a time bound from the connection's start, or from the first byte of a later request, to
+  the end of that request's head (408, or a silent close if nothing came);
+- a bound on connections per process: a request on a connection past it gets a 503 and
+  the connection closes.
+
+Idle keep-alive time is uvicorn's own `timeout_keep_alive`. This module imports uvicorn and
+httptools: only a server loads it (core/server.py), never a function handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from core.errors import ErrorShape, ProxyError, render
+from core.server import ServerLimits
+from core.types import Receive, Scope, Send, send_response
+
+# Where the parser is in the current request.
+_IDLE = 0  # between requests (or none yet): no head byte seen
+_HEAD = 1  # a head has begun and is not complete
+_BODY = 2  # the head is complete: the request is the app's
+
+
+def _plain_error(status: int, reason: str, message: str) -> bytes:
+    """A whole HTTP/1.1 reply written straight to the socket (no app, no route known yet)."""
+    body = json.dumps(
+        {"error": {"message": message, "type": "invalid_request_error", "code": None}}
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+_HEAD_TOO_LARGE = 431, "Request Header Fields Too Large"
+_HEAD_TIMEOUT = 408, "Request Timeout"
+
+
+def error_shape_for_path(path: str) -> ErrorShape:
+    """The error shape of the route `path` would take (OpenAI's when none)."""
+    from core.providers import CATALOGUE, match_provider
+
+    routes = tuple(sorted(CATALOGUE, key=lambda p: len(p.prefix), reverse=True))
+    matched = match_provider(routes, path)
+    return matched[0].error_shape if matched else "openai"
+
+
+class ServerOverloaded(ProxyError):
+    """This process has MAX_CONNECTIONS open connections already."""
+
+    status = 503
+    code = "server_overloaded"
+
+
+async def overloaded(scope: Scope, receive: Receive, send: Send) -> None:
+    """The reply on a connection past MAX_CONNECTIONS: 503 in the route's shape, then close."""
+    error = ServerOverloaded("The proxy has too many open connections; try again shortly.")
+    status, headers, body = render(error, error_shape_for_path(scope.get("path", "")))
+    headers += [(b"retry-after", b"1"), (b"connection", b"close")]
+    await send_response(send, status, headers, body)
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    limits = ServerLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._state = _IDLE
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._proxy_app = self.app
+
+    # ---- the connection ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # A connection that never sends a head is closed as one that sends it too slowly.
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        before = self._state
+        if before != _BODY and self._head_timer is None:
+            self._arm_head_timer()
+        super().data_received(data)
+        if self._state != _HEAD or self.transport.is_closing():
+            return
+        # Bytes of a head that began in this very chunk after a body's end cannot be told
+        # apart from that body's; they are left out, so the bound is exceeded by at most one
+        # read (256 KiB) and a large body never counts as a head.
+        if before != _BODY:
+            self._head_bytes += len(data)
+        if self._head_bytes > self.limits.max_header_bytes:
+            self._refuse(*_HEAD_TOO_LARGE, "The request head is larger than the proxy allows.")
+
+    # ---- parser callbacks -------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._state = _HEAD
+
+    def on_headers_complete(self) -> None:
+        self._state = _BODY
+        self._head_bytes = 0
+        self._cancel_head_timer()
+        # The connection count includes this one.
+        over = len(self.connections) > self.limits.max_connections
+        self.app = overloaded if over else self._proxy_app
+        if over:
+            self.logger.warning("over MAX_CONNECTIONS (%d): answering 503", len(self.connections))
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._state = _IDLE
+
+    # ---- the head timer ---------------------------------------------------------------
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or self._state == _BODY:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined head behind a reply still streaming: its time starts later.
+            self._arm_head_timer()
+            return
+        if self._state == _HEAD:
+            self._refuse(*_HEAD_TIMEOUT, "The request head did not arrive in time.")
+        else:
+            self.transport.close()
+
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        self._cancel_head_timer()
+        self.transport.write(_plain_error(status, reason, message))
+        self.transport.close()
+
+
+def bounded_protocol(limits: ServerLimits) -> type[BoundedHttpToolsProtocol]:
+    """The protocol class uvicorn builds per connection, carrying these limits."""
+    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), {"limits": limits})
