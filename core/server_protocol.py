@@ -12,6 +12,8 @@ open indefinitely. This subclass adds, per connection:
 - a bound on connections per process: a request on a connection past it gets a 503 and
   the connection closes.
 
+Its refusals, and the 400 for a request that is not HTTP, are JSON like every other error.
+
 Idle keep-alive time is uvicorn's own `timeout_keep_alive`. This module imports uvicorn and
 httptools: only a server loads it (core/server.py), never a function handler.
 """
@@ -154,6 +156,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(*_HEAD_TIMEOUT, "The request head did not arrive in time.")
         else:
             self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's is text/plain; every error the proxy gives is JSON an SDK can read.
+        self._refuse(400, "Bad Request", "The request is not valid HTTP/1.1.")
 
     def _refuse(self, status: int, reason: str, message: str) -> None:
         self._cancel_head_timer()
