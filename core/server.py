@@ -43,15 +43,15 @@ def parse_server_limits(env: Mapping[str, str], problems: list[str]) -> ServerLi
     return limits
 
 
-def http_protocol(limits: ServerLimits) -> Any:
+def http_protocol() -> Any:
     """The bounded httptools protocol when httptools is installed (the `speed` extra, the
     Dockerfile); otherwise h11, whose own size bound is set in server_config (it has no
     head timer)."""
     if importlib.util.find_spec("httptools") is None:
         return "h11"
-    from core.server_protocol import bounded_protocol
+    from core.server_protocol import BoundedHttpToolsProtocol
 
-    return bounded_protocol(limits)
+    return BoundedHttpToolsProtocol
 
 
 def server_config(
@@ -62,13 +62,13 @@ def server_config(
     if limits is None:
         # Invalid values are reported by the app (a 500 naming them) or `llm-proxy check`.
         limits = parse_server_limits(os.environ, [])
-    return uvicorn.Config(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
         # uvloop when installed (the `speed` extra), asyncio otherwise.
         loop="auto",
-        http=http_protocol(limits),
+        http=http_protocol(),
         h11_max_incomplete_event_size=limits.max_header_bytes,
         # Typed int, but any number works: uvicorn hands it to loop.call_later.
         timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]
@@ -81,6 +81,8 @@ def server_config(
         proxy_headers=options.pop("proxy_headers", False),
         **options,
     )
+    config.server_limits = limits  # type: ignore[attr-defined]  # read per connection
+    return config
 
 
 def serve(app: ASGIApp | str, host: str, port: int, **options: Any) -> None:

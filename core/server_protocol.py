@@ -77,13 +77,17 @@ async def overloaded(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    limits = ServerLimits()
+    """Takes its limits from the uvicorn Config (`server_limits`, set by core/server.py):
+    the class itself must stay importable by name, as worker processes unpickle the Config."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.limits: ServerLimits = getattr(self.config, "server_limits", None) or ServerLimits()
         self._state = _IDLE
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        # Whether the parser began, finished a head or ended a message in the current read.
+        self._parsed = False
         self._proxy_app = self.app
 
     # ---- the connection ---------------------------------------------------------------
@@ -99,10 +103,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         before = self._state
-        if before != _BODY and self._head_timer is None:
-            self._arm_head_timer()
+        self._parsed = False
         super().data_received(data)
-        if self._state != _HEAD or self.transport.is_closing():
+        state = self._state
+        if state == _BODY or self.transport.is_closing():
+            return
+        if state == _IDLE and self._parsed:
+            return  # the common case: whole requests, no head left half-read
+        # A head left incomplete, or bytes that began none (blank lines): its time runs.
+        # The timer is armed only here, so a request that arrives whole costs no timer.
+        if self._head_timer is None:
+            self._arm_head_timer()
+        if state != _HEAD:
             return
         # Bytes of a head that began in this very chunk after a body's end cannot be told
         # apart from that body's; they are left out, so the bound is exceeded by at most one
@@ -117,9 +129,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._state = _HEAD
+        self._parsed = True
 
     def on_headers_complete(self) -> None:
         self._state = _BODY
+        self._parsed = True
         self._head_bytes = 0
         self._cancel_head_timer()
         # The connection count includes this one.
@@ -132,6 +146,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._state = _IDLE
+        self._parsed = True
 
     # ---- the head timer ---------------------------------------------------------------
 
@@ -165,8 +180,3 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         self.transport.write(_plain_error(status, reason, message))
         self.transport.close()
-
-
-def bounded_protocol(limits: ServerLimits) -> type[BoundedHttpToolsProtocol]:
-    """The protocol class uvicorn builds per connection, carrying these limits."""
-    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), {"limits": limits})

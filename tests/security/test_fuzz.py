@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 import core.upstream.client as upstream_client
 from core.app import create_app
 from core.config import load_settings
-from core.server import ServerLimits, http_protocol
+from core.server import http_protocol
 from core.types import Message, Receive, Scope, Send
 from tests.servers import FAKE_TOKEN, serve_in_thread
 
@@ -533,7 +533,7 @@ def socket_proxy() -> Iterator[tuple[int, Recorder]]:
         ):
             env[name] = origin
         app = create_app(load_settings(env))
-        with serve_in_thread(app, http=http_protocol(ServerLimits())) as proxy:
+        with serve_in_thread(app, http=http_protocol()) as proxy:
             yield proxy.port, recorder
 
 

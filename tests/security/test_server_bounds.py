@@ -168,3 +168,19 @@ def test_ordinary_requests_are_untouched(server: tuple[RunningServer, int]) -> N
         assert big.status_code == 401
         many = [client.get("/health").status_code for _ in range(50)]
     assert set(many) == {200}
+
+
+def test_worker_processes_have_the_bounds_too() -> None:
+    """`llm-proxy serve --workers 2`: each worker unpickles the server config, protocol
+    class and limits included."""
+    port = free_port()
+    env = proxy_env("http://127.0.0.1:9", HEADER_TIMEOUT="1", WORKERS="2")
+    url = f"http://127.0.0.1:{port}"
+    args = [PYTHON, "-m", "core.cli", "serve", "--port", str(port)]
+    with run_process(args, env, f"{url}/health"):
+        socks = [connect(port) for _ in range(4)]
+        time.sleep(2)
+        still_open = sum(not is_closed(sock) for sock in socks)
+        for sock in socks:
+            sock.close()
+    assert still_open == 0
