@@ -4,12 +4,14 @@ beside the unbounded server (bench/unbounded_server.py) in the same run."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from bench.harness import (
     PYTHON,
@@ -151,8 +153,76 @@ def lingering(count: int = 150, wait: float = 12.0) -> list[str]:
     return lines
 
 
+def protocol_overhead(rounds: int = 15, requests: int = 20000) -> list[str]:
+    """The server protocol alone, in-process: a whole small request per read, answered by
+    an app that replies at once. Isolates the bounds' cost from the machine's noise."""
+    import uvicorn
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.server import ServerState
+
+    from core.server_protocol import BoundedHttpToolsProtocol
+
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nAuthorization: Bearer x\r\n"
+        b"Content-Length: 2\r\n\r\n{}"
+    )
+
+    class Transport(asyncio.Transport):
+        def get_extra_info(self, name: str, default: Any = None) -> Any:
+            return {"sockname": ("127.0.0.1", 80), "peername": ("127.0.0.1", 5000)}.get(name)
+
+        def write(self, data: Any) -> None:
+            pass
+
+        def is_closing(self) -> bool:
+            return False
+
+        def close(self) -> None:
+            pass
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def per_request_us(cls: type[asyncio.Protocol]) -> float:
+        config = uvicorn.Config(app, lifespan="off", log_level="warning")
+        config.load()
+        protocol: Any = cls(config=config, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
+        protocol.connection_made(Transport())
+        started = time.perf_counter()
+        for _ in range(requests):
+            protocol.data_received(request)
+            await asyncio.sleep(0)  # the request's task runs
+            await asyncio.sleep(0)
+        elapsed = time.perf_counter() - started
+        protocol.connection_lost(None)  # cancels its timers
+        return 1e6 * elapsed / requests
+
+    async def measure() -> dict[str, list[float]]:
+        classes = {"unbounded": HttpToolsProtocol, "bounded": BoundedHttpToolsProtocol}
+        results: dict[str, list[float]] = {name: [] for name in classes}
+        for _ in range(rounds):
+            for name, cls in classes.items():
+                results[name].append(await per_request_us(cls))
+        return results
+
+    try:
+        import uvloop
+
+        results = uvloop.run(measure())
+    except ImportError:
+        results = asyncio.run(measure())
+    return [
+        row(
+            "server protocol per request, min: unbounded / bounded",
+            f"{min(results['unbounded']):.1f} / {min(results['bounded']):.1f} us",
+        )
+    ]
+
+
 def run() -> list[str]:
     lines = ["connection bounds (issue 11)"]
-    for section in (throughput, slow_heads, lingering):
+    for section in (throughput, protocol_overhead, slow_heads, lingering):
         lines.extend(section())
     return lines
