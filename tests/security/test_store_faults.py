@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -138,3 +139,58 @@ async def test_a_held_write_lock_is_a_bounded_503_in_the_callers_shape(tmp_path:
     assert response.json()["type"] == "error"
     assert response.json()["error"]["type"] == "overloaded_error"
     assert took < 1.5, f"waited {took:.1f}s for the store"
+
+
+class HangingStore:
+    """A store that stopped answering (a Redis behind a dead network path)."""
+
+    blocking = True
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def get(self, key: str) -> None:
+        self.release.wait(30)
+
+    def touch(self, key: str, when: float) -> None:
+        self.release.wait(30)
+
+
+@respx.mock
+async def test_a_hanging_store_is_a_bounded_503_and_never_delays_the_shared_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lookups waited as long as the store did (no bound at all), on the loop's default
+    threads. Now: STORE_TIMEOUT, then a 503 in the caller's shape; the shared token never
+    asks the store."""
+    respx.post(f"{ANTHROPIC}/v1/messages").respond(200, json={})
+    store = HangingStore()
+    monkeypatch.setattr("core.stores.open_store", lambda url: store)
+    try:
+        async with proxy_for(env("redis://store.test:6379/0", STORE_TIMEOUT="2")) as proxy:
+            started = time.monotonic()
+            stored = [
+                asyncio.ensure_future(
+                    proxy.post(
+                        "/anthropic/v1/messages",
+                        content=b"{}",
+                        headers={"x-api-key": f"sk-{n:030d}"},
+                    )
+                )
+                for n in range(40)  # more than the store's threads
+            ]
+            await asyncio.sleep(0.1)  # all of them waiting on the store
+            shared_started = time.monotonic()
+            shared = await proxy.post(
+                "/anthropic/v1/messages", content=b"{}", headers={"x-api-key": FAKE_TOKEN}
+            )
+            shared_took = time.monotonic() - shared_started
+            replies = await asyncio.gather(*stored)
+            took = time.monotonic() - started
+    finally:
+        store.release.set()
+    assert shared.status_code == 200
+    assert shared_took < 1, f"the shared token waited {shared_took:.1f}s"
+    assert {reply.status_code for reply in replies} == {503}
+    assert replies[0].json()["error"]["type"] == "overloaded_error"
+    assert took < 4, f"stored-token callers waited {took:.1f}s"
