@@ -77,3 +77,15 @@ async def test_upstream_request_id_header_does_not_duplicate_ours() -> None:
     ids = response.headers.get_list("x-proxy-request-id")
     assert len(ids) == 1, ids
     assert ids[0] != "forged-by-upstream"
+
+
+def test_check_reports_an_unopenable_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`serve` refuses such a store and points at `llm-proxy check`, which said "ok"."""
+    from core.cli import main
+
+    for name, value in env(TOKEN_STORE=f"sqlite:///{tmp_path}/missing/t.db").items():
+        monkeypatch.setenv(name, value)
+    assert main(["check"]) == 1
+    assert "error: TOKEN_STORE could not be opened" in capsys.readouterr().out
