@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,11 +43,14 @@ def parse_server_limits(env: Mapping[str, str], problems: list[str]) -> ServerLi
 
 
 def http_protocol() -> Any:
-    """The bounded httptools protocol when httptools is installed (the `speed` extra, the
-    Dockerfile); otherwise h11, whose own size bound is set in server_config (it has no
-    head timer)."""
-    if importlib.util.find_spec("httptools") is None:
-        return "h11"
+    """uvicorn's protocol with the head and connection bounds: over httptools when it is
+    installed (the `speed` extra, the Dockerfile), else over h11."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        from core.server_protocol_h11 import BoundedH11Protocol
+
+        return BoundedH11Protocol
     from core.server_protocol import BoundedHttpToolsProtocol
 
     return BoundedHttpToolsProtocol

@@ -12,7 +12,8 @@ open indefinitely. This subclass adds, per connection:
 - a bound on connections per process: a request on a connection past it gets a 503 and
   the connection closes.
 
-Its refusals, and the 400 for a request that is not HTTP, are JSON like every other error.
+Its refusals, and the 400 for a request that is not HTTP, are JSON like every other error
+(core/server_refusals.py). Without httptools, core/server_protocol_h11.py does the same for h11.
 
 Idle keep-alive time is uvicorn's own `timeout_keep_alive`. This module imports uvicorn and
 httptools: only a server loads it (core/server.py), never a function handler.
@@ -21,59 +22,25 @@ httptools: only a server loads it (core/server.py), never a function handler.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from core.errors import ErrorShape, ProxyError, render
 from core.server import ServerLimits
-from core.types import Receive, Scope, Send, send_response
+from core.server_refusals import (
+    HEAD_TIMEOUT,
+    HEAD_TIMEOUT_MESSAGE,
+    HEAD_TOO_LARGE,
+    HEAD_TOO_LARGE_MESSAGE,
+    NOT_HTTP,
+    overloaded,
+    plain_error,
+)
 
 # Where the parser is in the current request.
 _IDLE = 0  # between requests (or none yet): no head byte seen
 _HEAD = 1  # a head has begun and is not complete
 _BODY = 2  # the head is complete: the request is the app's
-
-
-def _plain_error(status: int, reason: str, message: str) -> bytes:
-    """A whole HTTP/1.1 reply written straight to the socket (no app, no route known yet)."""
-    body = json.dumps(
-        {"error": {"message": message, "type": "invalid_request_error", "code": None}}
-    ).encode()
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-_HEAD_TOO_LARGE = 431, "Request Header Fields Too Large"
-_HEAD_TIMEOUT = 408, "Request Timeout"
-
-
-def error_shape_for_path(path: str) -> ErrorShape:
-    """The error shape of the route `path` would take (OpenAI's when none)."""
-    from core.providers import CATALOGUE, match_provider
-
-    routes = tuple(sorted(CATALOGUE, key=lambda p: len(p.prefix), reverse=True))
-    matched = match_provider(routes, path)
-    return matched[0].error_shape if matched else "openai"
-
-
-class ServerOverloaded(ProxyError):
-    """This process has MAX_CONNECTIONS open connections already."""
-
-    status = 503
-    code = "server_overloaded"
-
-
-async def overloaded(scope: Scope, receive: Receive, send: Send) -> None:
-    """The reply on a connection past MAX_CONNECTIONS: 503 in the route's shape, then close."""
-    error = ServerOverloaded("The proxy has too many open connections; try again shortly.")
-    status, headers, body = render(error, error_shape_for_path(scope.get("path", "")))
-    headers += [(b"retry-after", b"1"), (b"connection", b"close")]
-    await send_response(send, status, headers, body)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -122,7 +89,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if before != _BODY:
             self._head_bytes += len(data)
         if self._head_bytes > self.limits.max_header_bytes:
-            self._refuse(*_HEAD_TOO_LARGE, "The request head is larger than the proxy allows.")
+            self._refuse(*HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE)
 
     # ---- parser callbacks -------------------------------------------------------------
 
@@ -168,15 +135,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._arm_head_timer()
             return
         if self._state == _HEAD:
-            self._refuse(*_HEAD_TIMEOUT, "The request head did not arrive in time.")
+            self._refuse(*HEAD_TIMEOUT, HEAD_TIMEOUT_MESSAGE)
         else:
             self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's is text/plain; every error the proxy gives is JSON an SDK can read.
-        self._refuse(400, "Bad Request", "The request is not valid HTTP/1.1.")
+        self._refuse(*NOT_HTTP)
 
     def _refuse(self, status: int, reason: str, message: str) -> None:
         self._cancel_head_timer()
-        self.transport.write(_plain_error(status, reason, message))
+        self.transport.write(plain_error(status, reason, message))
         self.transport.close()

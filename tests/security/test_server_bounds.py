@@ -29,8 +29,15 @@ LIMITS = {
 }
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[RunningServer, int]]:
+# The same entry with httptools hidden: what a plain `pip install llm-proxy` runs (h11).
+WITHOUT_HTTPTOOLS = (
+    "import runpy, sys; sys.modules['httptools'] = None; "
+    "runpy.run_module('handlers.http', run_name='__main__')"
+)
+
+
+@pytest.fixture(scope="module", params=["httptools", "h11"])
+def server(request: pytest.FixtureRequest) -> Iterator[tuple[RunningServer, int]]:
     port = free_port()
     env = proxy_env(
         "http://127.0.0.1:9",
@@ -40,7 +47,10 @@ def server() -> Iterator[tuple[RunningServer, int]]:
         **LIMITS,
     )
     url = f"http://127.0.0.1:{port}"
-    with run_process([PYTHON, "-m", "handlers.http"], env, f"{url}/health") as process:
+    args = [PYTHON, "-m", "handlers.http"]
+    if request.param == "h11":
+        args = [PYTHON, "-c", WITHOUT_HTTPTOOLS]
+    with run_process(args, env, f"{url}/health") as process:
         yield RunningServer(url=url, port=port), process.pid
 
 
