@@ -64,7 +64,8 @@ class Settings:
     token_cache_seconds: float = 2.0
     # The longest a request waits for the token or limit store before a 503.
     store_timeout: float = DEFAULT_STORE_TIMEOUT
-    # What a connection may hold before authentication (core/server.py); servers only.
+    # What a connection may hold before authentication; servers only. Validated here with
+    # the rest, and read from the same variables by core/server.py when it starts a server.
     server: ServerLimits = field(default_factory=ServerLimits)
     # Browser callers: JWT sign-in, anonymous mode, client IP, rate limits, request policy
     # (core/access/guard_settings.py); all off by default.

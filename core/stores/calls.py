@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 # Seconds a request waits for the token or limit store before it is answered 503
-# (STORE_TIMEOUT). SQLite waits this long for a write lock held by someone else.
+# (STORE_TIMEOUT's default). SQLite waits this long for a write lock held by someone else.
 DEFAULT_STORE_TIMEOUT = 2.0
 # Threads for calls a request waits on; each SQLite thread keeps its own connection.
 STORE_THREADS = 16
