@@ -522,8 +522,9 @@ def read_reply(sock: socket.socket) -> tuple[int, bytes, bytes]:
 
 
 @pytest.fixture(scope="module")
-def socket_proxy() -> Iterator[tuple[int, Recorder]]:
+def socket_proxy() -> Iterator[tuple[int, LogLines]]:
     recorder = Recorder()
+    logs = LogLines()
     env = proxy_environment()
     with serve_in_thread(recorder) as upstream:
         for name, origin in (
@@ -533,14 +534,19 @@ def socket_proxy() -> Iterator[tuple[int, Recorder]]:
         ):
             env[name] = origin
         app = create_app(load_settings(env))
-        with serve_in_thread(app, http=http_protocol()) as proxy:
-            yield proxy.port, recorder
+        logging.getLogger("llm_proxy").addHandler(logs)
+        try:
+            with serve_in_thread(app, http=http_protocol()) as proxy:
+                yield proxy.port, logs
+        finally:
+            logging.getLogger("llm_proxy").removeHandler(logs)
 
 
 @settings(FUZZ, max_examples=int(os.environ.get("FUZZ_SOCKET_EXAMPLES", "150")))
 @given(call=calls())
-def test_fuzz_over_sockets(socket_proxy: tuple[int, Recorder], call: Call) -> None:
-    port, _ = socket_proxy
+def test_fuzz_over_sockets(socket_proxy: tuple[int, LogLines], call: Call) -> None:
+    port, logs = socket_proxy
+    logs.lines.clear()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(wire_request(call))
         status, head, body = read_reply(sock)
@@ -552,6 +558,8 @@ def test_fuzz_over_sockets(socket_proxy: tuple[int, Recorder], call: Call) -> No
         check_shape("openai" if not_http else call.shape(), Reply(status, [], body))
     for secret in SECRETS:
         assert secret.encode() not in head + body
+        for line in logs.lines:
+            assert secret not in line, f"a secret in a log line: {line[:200]}"
     # The server is still up and serving.
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
