@@ -23,7 +23,8 @@ from core.proxy.cors import CORSMiddleware, is_admin_path
 from core.proxy.endpoint import ProxyEndpoint
 from core.proxy.pipeline import build_pipeline
 from core.proxy.scrub import Scrubber
-from core.stores import StoreSet
+from core.proxy.websocket import refuse_websocket
+from core.stores import StoreSet, StoreUnopenable
 from core.types import ASGIApp, Receive, Scope, Send, send_response
 from core.upstream.client import UpstreamClient, choose_transport
 
@@ -120,6 +121,8 @@ class ProxyApp:
                 await self.endpoint(scope, receive, send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
+        elif kind == "websocket":
+            await refuse_websocket(scope, receive, send, self.endpoint.providers)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -150,9 +153,20 @@ def create_app(settings: Settings | None = None, *, concurrent: bool = True) -> 
                 logger.error("config: %s", problem)
             return MisconfiguredApp(exc.problems)
 
-    proxy = ProxyApp(settings, concurrent=concurrent)
+    try:
+        proxy = ProxyApp(settings, concurrent=concurrent)
+    except StoreUnopenable as exc:
+        problem = f"{_store_variable(settings, exc.url)} could not be opened ({exc.reason})"
+        logger.error("config: %s", problem)
+        return MisconfiguredApp([problem])
     with_cors = CORSMiddleware(proxy, settings.allowed_origins, EXPOSED_HEADERS)
     return AccessLogMiddleware(with_cors, enabled=settings.access_log, proxy=proxy)
+
+
+def _store_variable(settings: Settings, url: str) -> str:
+    """The variable that names the store at `url`. The token store opens first, and
+    LIMIT_STORE defaults to it, so a shared URL is TOKEN_STORE's."""
+    return "TOKEN_STORE" if url == settings.token_store else "LIMIT_STORE"
 
 
 class MisconfiguredApp:

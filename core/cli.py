@@ -133,10 +133,17 @@ def cmd_check(args: argparse.Namespace) -> int:
             origin=args.origin,
             timeout=args.timeout,
         )
+    from core.app import MisconfiguredApp, create_app
+
     try:
         settings = load_settings()
     except ConfigError as exc:
         for problem in exc.problems:
+            print(f"error: {problem}")
+        return 1
+    app = create_app(settings)  # opens the stores, as `serve` will
+    if isinstance(app, MisconfiguredApp):
+        for problem in app.problems:
             print(f"error: {problem}")
         return 1
     print(

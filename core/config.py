@@ -15,7 +15,9 @@ from core.access.guard_settings import (
 from core.digest import sha256
 from core.env import parse_bool, parse_choice, parse_float, parse_int
 from core.providers import CATALOGUE, Provider, build_provider_table, provider_env_names
-from core.stores import STORE_SCHEMES
+from core.server import ServerLimits, parse_server_limits
+from core.stores import STORE_SCHEMES, store_url_problem
+from core.stores.calls import DEFAULT_STORE_TIMEOUT
 
 MIN_TOKEN_LENGTH = 16
 MIN_ADMIN_TOKEN_LENGTH = 32
@@ -66,6 +68,11 @@ class Settings:
     # before the store is asked again: the most a revocation can lag.
     token_store: str = field(repr=False, default="")
     token_cache_seconds: float = 2.0
+    # The longest a request waits for the token or limit store before a 503.
+    store_timeout: float = DEFAULT_STORE_TIMEOUT
+    # What a connection may hold before authentication; servers only. Validated here with
+    # the rest, and read from the same variables by core/server.py when it starts a server.
+    server: ServerLimits = field(default_factory=ServerLimits)
     # Browser callers: JWT sign-in, anonymous mode, client IP, rate limits, request policy
     # (core/access/guard_settings.py); all off by default.
     guard: GuardSettings = field(default_factory=GuardSettings)
@@ -152,6 +159,8 @@ def _parse_token_store(env: Mapping[str, str], problems: list[str]) -> str:
             "TOKEN_STORE must look like sqlite:///path/tokens.db, dynamodb://table, "
             f"redis://host:6379 or rediss://host:6380, got scheme {scheme!r}"
         )
+    elif raw and (problem := store_url_problem("TOKEN_STORE", raw)):
+        problems.append(problem)
     return raw
 
 
@@ -233,9 +242,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         provider_upstreams=provider_upstreams,
         token_store=token_store,
         token_cache_seconds=cache_seconds,
+        store_timeout=parse_float(env, "STORE_TIMEOUT", DEFAULT_STORE_TIMEOUT, problems),
         guard=parse_guard_settings(env, problems, origins, token_store),
         usage_store=usage_store,
         admin_token=admin_token,
+        server=parse_server_limits(env, problems),
     )
     if problems:
         raise ConfigError(problems)

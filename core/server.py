@@ -3,33 +3,88 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from core.env import parse_float, parse_int
 from core.types import ASGIApp
 
 
-def server_config(app: ASGIApp | str, host: str, port: int, **options: Any) -> Any:
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one connection may hold before it is authenticated (see core/server_protocol.py)."""
+
+    # Request line + headers; past this the reply is 431.
+    max_header_bytes: int = 64 * 1024
+    # From the connection's start (or a later request's first byte) to the end of its head;
+    # past this the reply is 408 (or a close if nothing came).
+    header_timeout: float = 10.0
+    # An idle keep-alive connection between requests. A little longer than typical load
+    # balancers' 60 s so they, not we, close first (no request lost to a race).
+    idle_timeout: float = 75.0
+    # Open connections per process; a request on one past it gets a 503.
+    max_connections: int = 1000
+
+
+def parse_server_limits(env: Mapping[str, str], problems: list[str]) -> ServerLimits:
+    limits = ServerLimits(
+        max_header_bytes=parse_int(
+            env, "MAX_HEADER_BYTES", ServerLimits.max_header_bytes, problems
+        ),
+        header_timeout=parse_float(env, "HEADER_TIMEOUT", ServerLimits.header_timeout, problems),
+        idle_timeout=parse_float(env, "IDLE_TIMEOUT", ServerLimits.idle_timeout, problems),
+        max_connections=parse_int(env, "MAX_CONNECTIONS", ServerLimits.max_connections, problems),
+    )
+    if 0 < limits.max_header_bytes < 1024:
+        problems.append(f"MAX_HEADER_BYTES must be at least 1024, got {limits.max_header_bytes}")
+    return limits
+
+
+def http_protocol() -> Any:
+    """uvicorn's protocol with the head and connection bounds: over httptools when it is
+    installed (the `speed` extra, the Dockerfile), else over h11."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        from core.server_protocol_h11 import BoundedH11Protocol
+
+        return BoundedH11Protocol
+    from core.server_protocol import BoundedHttpToolsProtocol
+
+    return BoundedHttpToolsProtocol
+
+
+def server_config(
+    app: ASGIApp | str, host: str, port: int, limits: ServerLimits | None = None, **options: Any
+) -> Any:
     import uvicorn  # imported here: function handlers never need it
 
-    return uvicorn.Config(
+    if limits is None:
+        # Invalid values are reported by the app (a 500 naming them) or `llm-proxy check`.
+        limits = parse_server_limits(os.environ, [])
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        # uvloop and httptools when installed (the `speed` extra), asyncio/h11 otherwise.
+        # uvloop when installed (the `speed` extra), asyncio otherwise.
         loop="auto",
-        http="auto",
-        # The proxy writes its own access log line with timings and no secrets.
+        http=http_protocol(),
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+        # Typed int, but any number works: uvicorn hands it to loop.call_later.
+        timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]
+        # The access log is the proxy's own line with timings and no secrets.
         access_log=False,
         log_level=options.pop("log_level", "warning"),
-        # Long generations: keep idle keep-alive connections a little longer than
-        # typical load balancers (60 s) so they, not we, close first.
-        timeout_keep_alive=75,
         server_header=False,
         # The client IP is core/access/client_ip.py's job, per platform; uvicorn's own rewrite
         # trusts X-Forwarded-For from any loopback peer, which a caller can fill in.
         proxy_headers=options.pop("proxy_headers", False),
         **options,
     )
+    config.server_limits = limits  # type: ignore[attr-defined]  # read per connection
+    return config
 
 
 def tune_gc() -> None:

@@ -21,6 +21,7 @@ from core.access.tokens import TokenRecord, record_from_item, store_key
 from core.digest import sha256
 from core.errors import ProxyError, Unauthorized
 from core.proxy.headers import RawHeaders
+from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store, call_store_later
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -31,6 +32,8 @@ logger = logging.getLogger("llm_proxy")
 # `last_used` is written at most this often per token: a write per request would cost
 # more than the request's own work on the proxy.
 TOUCH_INTERVAL = 60.0
+# Past this many last-use writes waiting for a slow store, more are skipped.
+_MAX_PENDING_TOUCHES = 64
 # Past this many cached verdicts the cache starts over: bounds memory under a flood of
 # made-up tokens.
 _CACHE_LIMIT = 10_000
@@ -106,9 +109,11 @@ class TokenCheck:
         token_hashes: tuple[bytes, ...],
         store: Store | None = None,
         cache_seconds: float = 2.0,
+        store_timeout: float = DEFAULT_STORE_TIMEOUT,
     ) -> None:
         self._hashes = token_hashes
         self._store = store
+        self._store_timeout = store_timeout
         self._cache_seconds = cache_seconds
         # digest -> (monotonic time fetched, record or None for "no such token")
         self._cache: dict[bytes, tuple[float, TokenRecord | None]] = {}
@@ -155,10 +160,7 @@ class TokenCheck:
         store = self._store
         assert store is not None
         try:
-            if store.blocking:
-                item = await asyncio.to_thread(store.get, store_key(digest.hex()))
-            else:
-                item = store.get(store_key(digest.hex()))
+            item = await call_store(store, self._store_timeout, store.get, store_key(digest.hex()))
         except Exception as exc:
             # The type only: a driver's message may quote the store URL and its password.
             logger.error("token store lookup failed: %s", type(exc).__name__)
@@ -191,10 +193,9 @@ class TokenCheck:
             except Exception as exc:  # only bookkeeping: the request goes on
                 logger.warning("token last-used update failed: %s", type(exc).__name__)
 
-        task = asyncio.ensure_future(asyncio.to_thread(touch)) if store.blocking else None
-        if task is None:
-            touch()
-            return
+        if len(self._touching) >= _MAX_PENDING_TOUCHES:
+            return  # the store is slow: bookkeeping waits for a later request
+        task = call_store_later(store, touch)
         self._touching.add(task)
         task.add_done_callback(self._touching.discard)
 
@@ -206,4 +207,6 @@ def token_check_from_settings(settings: Settings, store: Store | None = None) ->
         from core.stores import open_store
 
         store = open_store(settings.token_store)
-    return TokenCheck(settings.access_token_hashes, store, settings.token_cache_seconds)
+    return TokenCheck(
+        settings.access_token_hashes, store, settings.token_cache_seconds, settings.store_timeout
+    )

@@ -17,7 +17,6 @@ lets the request through unmetered and logs it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
@@ -30,6 +29,7 @@ from core.digest import sha256_hex
 from core.errors import ProxyError, RateLimited
 from core.proxy.stages import HeaderTicket, Outcome, Ticket
 from core.stores import Store
+from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store
 
 if TYPE_CHECKING:
     from core.protocols import Usage
@@ -73,8 +73,11 @@ class RateLimiter:
         window: float,
         fail_open: bool,
         clock: Callable[[], float] = time.time,
+        timeout: float = DEFAULT_STORE_TIMEOUT,
     ) -> None:
         self.store = store
+        # The longest a request waits for the store before LIMITS_ON_STORE_ERROR applies.
+        self.timeout = timeout
         self.requests = requests
         self.tokens = tokens
         self.window = window
@@ -92,9 +95,8 @@ class RateLimiter:
         return f"rl:{index}:{caller_key(identity)}", reset_at, reset_at + self.window
 
     async def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self.store.blocking:
-            return await asyncio.to_thread(method, *args, **kwargs)
-        return method(*args, **kwargs)
+        """A store call, waited for at most `timeout` (core/stores/calls.py)."""
+        return await call_store(self.store, self.timeout, method, *args, **kwargs)
 
     def store_failed(self, exc: BaseException) -> None:
         """Log (rate-limited) and answer 503 unless LIMITS_ON_STORE_ERROR=open."""

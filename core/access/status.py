@@ -14,6 +14,7 @@ token check already fails closed for stored tokens when the store is down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 from core.errors import ProxyOffline
 from core.stores import Store
+from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store
 
 logger = logging.getLogger("llm_proxy")
 
@@ -165,22 +167,51 @@ def _from_doc(doc: dict[str, Any]) -> StatusDoc:
     )
 
 
+# The request that refreshes the switch's state waits this long for it, then goes on with
+# the last known state while the read finishes in the background.
+_READ_WAIT = 0.5
+
+
 class ServiceStatus:
     """Reads the status document at most once per `cache_seconds` per instance."""
 
-    def __init__(self, store: Store, cache_seconds: float = 2.0) -> None:
+    def __init__(
+        self, store: Store, cache_seconds: float = 2.0, timeout: float = DEFAULT_STORE_TIMEOUT
+    ) -> None:
         self.store = store
         self.cache_seconds = cache_seconds
+        self.timeout = timeout
         self._known = StatusDoc()
         self._fetched_at: float | None = None  # monotonic
+        self._refreshing: asyncio.Future[None] | None = None
 
     # ---- per request -------------------------------------------------------------------
 
     async def offline_reason(self, now: float) -> str | None:
         fetched = self._fetched_at
         if fetched is None or time.monotonic() - fetched >= self.cache_seconds:
-            await self._refresh()
+            if not self.store.blocking:
+                self._refresh_now()
+            elif self._refreshing is None:
+                # One read per period, by the request that found the state stale; it waits
+                # for the answer only briefly, and requests meanwhile use the last known
+                # state: no caller waits long on a slow store for the switch.
+                self._fetched_at = time.monotonic()
+                refresh = self._refreshing = asyncio.ensure_future(self._refresh())
+                refresh.add_done_callback(self._refreshed)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(refresh), _READ_WAIT)
         return self._known.offline_reason(now)
+
+    def _refreshed(self, _: asyncio.Future[None]) -> None:
+        self._refreshing = None
+
+    def _refresh_now(self) -> None:
+        try:
+            self._known = self.read()
+        except Exception as exc:
+            logger.error("status read failed, keeping the last known: %s", type(exc).__name__)
+        self._fetched_at = time.monotonic()
 
     async def check(self, now: float) -> None:
         """Raise ProxyOffline (503) while the switch is off or a window covers `now`."""
@@ -190,10 +221,7 @@ class ServiceStatus:
 
     async def _refresh(self) -> None:
         try:
-            if self.store.blocking:
-                self._known = await asyncio.to_thread(self.read)
-            else:
-                self._known = self.read()
+            self._known = await call_store(self.store, self.timeout, self.read)
         except Exception as exc:
             # The type only: a driver's message may quote the store URL and its password.
             logger.error("status read failed, keeping the last known: %s", type(exc).__name__)

@@ -61,7 +61,13 @@ class AccessLogMiddleware:
         async def logging_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 log.status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, request_id)]
+                # An upstream's own x-proxy-request-id would sit beside ours (and a caller
+                # or log reader could take it for ours): only ours goes out.
+                headers = [
+                    h for h in message.get("headers", ()) if h[0].lower() != REQUEST_ID_HEADER
+                ]
+                headers.append((REQUEST_ID_HEADER, request_id))
+                message["headers"] = headers
             elif message["type"] == "http.response.body":
                 body = message.get("body", b"")
                 if body:

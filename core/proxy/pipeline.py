@@ -17,6 +17,7 @@ from core.access.identify import Identify
 from core.errors import ProxyError
 from core.proxy.endpoint import Pipeline
 from core.proxy.stages import Authorize, Check, MeterableRoutesOnly
+from core.stores.calls import call_store_later
 
 if TYPE_CHECKING:
     from core.access.credentials import TokenCheck
@@ -72,9 +73,10 @@ class KillSwitch:
 class RecordUsage:
     """The settle stage's usage ledger entry: what each metered reply used and cost."""
 
-    def __init__(self, ledger: UsageLedger, prices: PriceTable) -> None:
+    def __init__(self, ledger: UsageLedger, prices: PriceTable, timeout: float) -> None:
         self.ledger = ledger
         self.prices = prices
+        self.timeout = timeout
 
     async def __call__(self, request: ProxyRequest, outcome: Outcome) -> None:
         if not outcome.billable or request.route.kind != "metered":
@@ -100,14 +102,9 @@ class RecordUsage:
             cached_input_tokens=usage.cached_input_tokens if usage else 0,
             cost_usd=outcome.cost_usd or 0.0,
         )
-        store = self.ledger.store
-        try:
-            if store.blocking:
-                await asyncio.to_thread(self.ledger.record, entry)
-            else:
-                self.ledger.record(entry)
-        except Exception as exc:  # bookkeeping: the reply has been served
-            logger.warning("usage ledger write failed: %s", type(exc).__name__)
+        # Bookkeeping: written in the background, so no reply waits on the ledger's store.
+        done = call_store_later(self.ledger.store, self.ledger.record, entry)
+        done.add_done_callback(_log_ledger_failure)
 
 
 def prices_of(settings: Settings) -> PriceTable:
@@ -115,6 +112,11 @@ def prices_of(settings: Settings) -> PriceTable:
 
     prices = settings.guard.model_prices
     return PriceTable(parse_prices(prices) if prices else None)
+
+
+def _log_ledger_failure(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        logger.warning("usage ledger write failed: %s", type(done.exception()).__name__)
 
 
 def build_pipeline(
@@ -165,6 +167,7 @@ def build_pipeline(
                 tokens=config.rate_limit_tokens,
                 window=config.rate_limit_window,
                 fail_open=config.limits_on_store_error == "open",
+                timeout=settings.store_timeout,
             )
             before.append(RequestLimit(limiter))
             if config.rate_limit_tokens:
@@ -179,6 +182,7 @@ def build_pipeline(
                 per_caller_usd=config.budget_per_caller_usd,
                 total_usd=config.budget_total_usd,
                 window=config.budget_window,
+                timeout=settings.store_timeout,
             )
             after.append(budget)
         if config.limits_on or config.budgets_on:
@@ -187,7 +191,9 @@ def build_pipeline(
         identify=build_identify(settings, token_check),
         before_body=tuple(before),
         after_body=tuple(after),
-        settlers=(RecordUsage(ledger, prices_of(settings)),) if ledger is not None else (),
+        settlers=(RecordUsage(ledger, prices_of(settings), settings.store_timeout),)
+        if ledger is not None
+        else (),
         strict_json=bool(settings.token_store) or config.enabled,
     )
     return pipeline, budget

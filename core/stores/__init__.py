@@ -77,8 +77,46 @@ class StoreURLError(ValueError):
     """The store URL names no backend this proxy has."""
 
 
+class StoreUnopenable(Exception):
+    """The store a URL names could not be opened (a SQLite file in a missing directory, a
+    port out of range). `reason` is safe to show: it never quotes the URL, which may
+    carry a password."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(reason)
+        self.url = url
+        self.reason = reason
+
+
+def store_url_problem(name: str, url: str) -> str | None:
+    """A sentence naming `name` if `url`'s host part cannot be right, else None."""
+    try:
+        urlsplit(url).port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        return f"{name} has a port that is not a number from 1 to 65535"
+    return None
+
+
 def open_store(url: str) -> Store:
-    """The store a TOKEN_STORE-style URL names."""
+    """The store a TOKEN_STORE-style URL names; StoreUnopenable if it cannot be opened."""
+    try:
+        return _open_store(url)
+    except StoreURLError:
+        raise
+    except Exception as exc:
+        raise StoreUnopenable(url, _reason(exc)) from None
+
+
+def _reason(exc: Exception) -> str:
+    import sqlite3
+
+    # SQLite's messages name no path; other drivers' may quote the URL and its password.
+    if isinstance(exc, sqlite3.Error):
+        return f"{type(exc).__name__}: {exc}"
+    return type(exc).__name__
+
+
+def _open_store(url: str) -> Store:
     parts = urlsplit(url)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     if parts.scheme == "memory":

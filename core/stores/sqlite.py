@@ -6,7 +6,10 @@ On function platforms each instance has its own disk: use DynamoDB or Redis ther
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
@@ -14,6 +17,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.stores import Item
+from core.stores.calls import DEFAULT_STORE_TIMEOUT
+
+logger = logging.getLogger("llm_proxy")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -37,138 +43,180 @@ CREATE TABLE IF NOT EXISTS counters (
 
 
 class SQLiteStore:
+    """A file shared by the proxy's threads (one connection each: WAL lets readers go on
+    while someone writes) and by other processes (the CLI, other workers)."""
+
     blocking = True
 
-    def __init__(self, path: str) -> None:
-        # One connection shared by the proxy's worker threads, serialised by a lock;
-        # autocommit, so a revoke by the CLI is visible to the proxy at once.
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")  # readers never wait for the CLI
-            self._db.execute("PRAGMA busy_timeout=5000")
+    def __init__(self, path: str, *, busy_timeout: float = DEFAULT_STORE_TIMEOUT) -> None:
+        self._path = path
+        self._busy_ms = int(busy_timeout * 1000)
+        self._local = threading.local()
+        self._increments = itertools.count()
+        self._db()  # opened now, so an unusable path fails at start, not on a request
+
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection, reopened if the file was deleted or replaced.
+
+        A connection keeps the file it opened, even after `rm`: without the check the
+        proxy would go on reading a deleted file while `llm-proxy tokens` writes a new one
+        (a revoked token still let in, a new one refused) until a restart.
+        """
+        local = self._local
+        db: sqlite3.Connection | None = getattr(local, "db", None)
+        identity = _file_identity(self._path)
+        if db is not None and identity == local.identity:
+            return db
+        if db is not None:
+            logger.warning("token store file was deleted or replaced: reopening it")
+            db.close()
+        db = self._open()
+        local.db = db
+        local.identity = _file_identity(self._path)
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        # Autocommit, so a revoke by the CLI is visible to the proxy at once.
+        db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        try:
+            # A write waits this long for a lock someone else holds, then fails (503).
+            db.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+            db.execute("PRAGMA journal_mode=WAL")  # readers never wait for the CLI
             # Safe with WAL (no corruption on a crash, at worst the last commits roll back)
             # and it drops the fsync per rate-limit increment that cost 2/3 of throughput.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
-            self._db.execute(_COUNTERS_SCHEMA)
-        self._increments = 0
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
+            db.execute(_COUNTERS_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def get(self, key: str) -> Item | None:
-        with self._lock:
-            row = self._db.execute(
+        row = (
+            self._db()
+            .execute(
                 "SELECT key, doc, expires_at, last_used FROM items WHERE key = ? "
                 "AND (expires_at IS NULL OR expires_at > ?)",
                 (key, time.time()),
-            ).fetchone()
+            )
+            .fetchone()
+        )
         return _item(row) if row else None
 
     def put(self, key: str, doc: dict[str, Any], *, expires_at: float | None = None) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO items (key, doc, expires_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(key) DO UPDATE "
-                "SET doc = excluded.doc, expires_at = excluded.expires_at",
-                (key, json.dumps(doc), expires_at),
-            )
+        self._db().execute(
+            "INSERT INTO items (key, doc, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE "
+            "SET doc = excluded.doc, expires_at = excluded.expires_at",
+            (key, json.dumps(doc), expires_at),
+        )
 
     def delete(self, key: str) -> bool:
-        with self._lock:
-            cursor = self._db.execute("DELETE FROM items WHERE key = ?", (key,))
+        cursor = self._db().execute("DELETE FROM items WHERE key = ?", (key,))
         return cursor.rowcount > 0
 
     def scan(self, prefix: str) -> list[Item]:
         now = time.time()
-        with self._lock:
-            # Expired rows have no other reader: drop them while we are here.
-            self._db.execute(
-                "DELETE FROM items WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
-            )
-            rows = self._db.execute(
-                "SELECT key, doc, expires_at, last_used FROM items WHERE substr(key, 1, ?) = ? "
-                "ORDER BY key",
-                (len(prefix), prefix),
-            ).fetchall()
+        db = self._db()
+        # Expired rows have no other reader: drop them while we are here.
+        db.execute("DELETE FROM items WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
+        rows = db.execute(
+            "SELECT key, doc, expires_at, last_used FROM items WHERE substr(key, 1, ?) = ? "
+            "ORDER BY key",
+            (len(prefix), prefix),
+        ).fetchall()
         return [_item(row) for row in rows]
 
     def touch(self, key: str, when: float) -> None:
-        with self._lock:
-            self._db.execute("UPDATE items SET last_used = ? WHERE key = ?", (when, key))
+        self._db().execute("UPDATE items SET last_used = ? WHERE key = ?", (when, key))
 
     def increment(
         self, key: str, amounts: Mapping[str, int], *, expires_at: float
     ) -> dict[str, int]:
         now = time.time()
-        with self._lock:
-            # IMMEDIATE takes the write lock first, so processes sharing the file count
-            # exactly (the lock above only covers this process's threads).
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._increments += 1
-                if self._increments % 1000 == 1:
-                    self._db.execute("DELETE FROM counters WHERE expires_at <= ?", (now,))
-                for name, amount in amounts.items():
-                    self._db.execute(
-                        "INSERT INTO counters (key, name, value, expires_at) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT(key, name) DO UPDATE SET value = CASE "
-                        "WHEN counters.expires_at <= ? THEN excluded.value "
-                        "ELSE counters.value + excluded.value END, "
-                        "expires_at = excluded.expires_at",
-                        (key, name, amount, expires_at, now),
-                    )
-                rows = self._db.execute(
-                    "SELECT name, value FROM counters WHERE key = ? AND expires_at > ?",
-                    (key, now),
-                ).fetchall()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        db = self._db()
+        # IMMEDIATE takes the write lock first, so threads and processes sharing the file
+        # count exactly.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if next(self._increments) % 1000 == 0:
+                db.execute("DELETE FROM counters WHERE expires_at <= ?", (now,))
+            for name, amount in amounts.items():
+                db.execute(
+                    "INSERT INTO counters (key, name, value, expires_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(key, name) DO UPDATE SET value = CASE "
+                    "WHEN counters.expires_at <= ? THEN excluded.value "
+                    "ELSE counters.value + excluded.value END, "
+                    "expires_at = excluded.expires_at",
+                    (key, name, amount, expires_at, now),
+                )
+            rows = db.execute(
+                "SELECT name, value FROM counters WHERE key = ? AND expires_at > ?",
+                (key, now),
+            ).fetchall()
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
         return {name: int(value) for name, value in rows}
 
     def reserve(
         self, key: str, name: str, amount: int, limit: int, *, expires_at: float
     ) -> int | None:
         now = time.time()
-        with self._lock:
-            # IMMEDIATE: the read and the add happen under the file's write lock, so
-            # processes sharing the file cannot both take the same room.
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    "SELECT value FROM counters WHERE key = ? AND name = ? AND expires_at > ?",
-                    (key, name, now),
-                ).fetchone()
-                used = int(row[0]) if row else 0
-                if used >= limit:
-                    self._db.execute("ROLLBACK")
-                    return None
-                added = min(amount, limit - used)
-                self._db.execute(
-                    "INSERT INTO counters (key, name, value, expires_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(key, name) DO UPDATE SET value = CASE "
-                    "WHEN counters.expires_at <= ? THEN excluded.value "
-                    "ELSE counters.value + excluded.value END, "
-                    "expires_at = excluded.expires_at",
-                    (key, name, added, expires_at, now),
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        db = self._db()
+        # IMMEDIATE: the read and the add happen under the file's write lock, so threads
+        # and processes sharing the file cannot both take the same room.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(
+                "SELECT value FROM counters WHERE key = ? AND name = ? AND expires_at > ?",
+                (key, name, now),
+            ).fetchone()
+            used = int(row[0]) if row else 0
+            if used >= limit:
+                db.execute("ROLLBACK")
+                return None
+            added = min(amount, limit - used)
+            db.execute(
+                "INSERT INTO counters (key, name, value, expires_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(key, name) DO UPDATE SET value = CASE "
+                "WHEN counters.expires_at <= ? THEN excluded.value "
+                "ELSE counters.value + excluded.value END, "
+                "expires_at = excluded.expires_at",
+                (key, name, added, expires_at, now),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
         return added
 
     def scan_counters(self, prefix: str) -> list[tuple[str, dict[str, int]]]:
-        with self._lock:
-            rows = self._db.execute(
+        rows = (
+            self._db()
+            .execute(
                 "SELECT key, name, value FROM counters WHERE substr(key, 1, ?) = ? "
                 "AND expires_at > ? ORDER BY key",
                 (len(prefix), prefix, time.time()),
-            ).fetchall()
+            )
+            .fetchall()
+        )
         found: dict[str, dict[str, int]] = {}
         for key, name, value in rows:
             found.setdefault(key, {})[name] = int(value)
         return list(found.items())
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """Device and inode of the file at `path` (None if it is gone): a new file, even under
+    the same name, has another."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _item(row: tuple[str, str, float | None, float | None]) -> Item:

@@ -10,12 +10,15 @@ adapter between the two APIs.
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import aiohttp
 import certifi
 import httpx
+from aiohttp.client_proto import ResponseHandler
 from yarl import URL
 
 
@@ -30,6 +33,33 @@ def _map_error(exc: Exception) -> httpx.TransportError:
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
         return httpx.RemoteProtocolError(message)
     return httpx.ReadError(message)
+
+
+class _ResetAwareHandler(ResponseHandler):
+    """aiohttp's connection protocol, except that a body still open when the connection
+    fails ends in an error.
+
+    aiohttp ends a close-delimited body (no Content-Length, not chunked) at connection
+    loss whatever the cause, so a reset reads as a complete body. Only an orderly close
+    (FIN) ends such a body; a reset means it was cut, and the kernel may even have dropped
+    bytes that had arrived. httpx's own transport already reads it as an error.
+    """
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        payload = self._payload
+        if exc is not None and payload is not None and not payload.is_eof():
+            payload.set_exception(
+                aiohttp.ClientPayloadError(f"connection lost mid-body: {type(exc).__name__}")
+            )
+        super().connection_lost(exc)
+
+
+class _Connector(aiohttp.TCPConnector):
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        # aiohttp builds each connection's protocol with this factory (TLS ones included).
+        factory = functools.partial(_ResetAwareHandler, loop=self._loop)
+        self._factory = cast("functools.partial[ResponseHandler]", factory)
 
 
 class _ResponseStream(httpx.AsyncByteStream):
@@ -78,7 +108,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(
+            connector = _Connector(
                 limit=self._max_connections,
                 keepalive_timeout=self._keepalive_expiry,
                 ssl=ssl.create_default_context(cafile=certifi.where()),

@@ -15,7 +15,6 @@ shows to the caller.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
 import math
@@ -28,6 +27,7 @@ from core.access.limits import caller_key
 from core.errors import Forbidden, QuotaExceeded, ServiceUnavailable
 from core.protocols import Usage
 from core.proxy.stages import refuse_unmetered_route
+from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store
 
 if TYPE_CHECKING:
     from core.proxy.request import ProxyRequest
@@ -81,8 +81,10 @@ class Budget:
         per_caller_usd: float,
         total_usd: float,
         window: str,
+        timeout: float = DEFAULT_STORE_TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.timeout = timeout
         self.store = store
         self.prices = prices
         self.estimate = estimate
@@ -93,9 +95,7 @@ class Budget:
 
     async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
-            if self.store.blocking:
-                return await asyncio.to_thread(method, *args, **kwargs)
-            return method(*args, **kwargs)
+            return await call_store(self.store, self.timeout, method, *args, **kwargs)
         except Exception as exc:
             # The type only: a driver's message may quote the store URL and its password.
             logger.error("budget store failed: %s", type(exc).__name__)

@@ -1,0 +1,55 @@
+"""Replies the server makes itself, before (or instead of) the app: a request head too
+large or too slow, a request that is not HTTP, a connection past MAX_CONNECTIONS. JSON, like
+every other error the proxy gives. Used by the bounded server protocols."""
+
+from __future__ import annotations
+
+import json
+
+from core.errors import ErrorShape, ProxyError, render
+from core.types import Receive, Scope, Send, send_response
+
+
+def plain_error(status: int, reason: str, message: str) -> bytes:
+    """A whole HTTP/1.1 reply written straight to the socket (no app, no route known yet)."""
+    body = json.dumps(
+        {"error": {"message": message, "type": "invalid_request_error", "code": None}}
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+HEAD_TOO_LARGE = 431, "Request Header Fields Too Large"
+HEAD_TIMEOUT = 408, "Request Timeout"
+
+
+def error_shape_for_path(path: str) -> ErrorShape:
+    """The error shape of the route `path` would take (OpenAI's when none)."""
+    from core.providers import CATALOGUE, match_provider
+
+    routes = tuple(sorted(CATALOGUE, key=lambda p: len(p.prefix), reverse=True))
+    matched = match_provider(routes, path)
+    return matched[0].error_shape if matched else "openai"
+
+
+class ServerOverloaded(ProxyError):
+    """This process has MAX_CONNECTIONS open connections already."""
+
+    status = 503
+    code = "server_overloaded"
+
+
+async def overloaded(scope: Scope, receive: Receive, send: Send) -> None:
+    """The reply on a connection past MAX_CONNECTIONS: 503 in the route's shape, then close."""
+    error = ServerOverloaded("The proxy has too many open connections; try again shortly.")
+    status, headers, body = render(error, error_shape_for_path(scope.get("path", "")))
+    headers += [(b"retry-after", b"1"), (b"connection", b"close")]
+    await send_response(send, status, headers, body)
+
+
+NOT_HTTP = 400, "Bad Request", "The request is not valid HTTP/1.1."
+HEAD_TOO_LARGE_MESSAGE = "The request head is larger than the proxy allows."
+HEAD_TIMEOUT_MESSAGE = "The request head did not arrive in time."
