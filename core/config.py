@@ -13,6 +13,7 @@ from core.access.guard_settings import (
     callers_need_no_shared_token,
     parse_guard_settings,
 )
+from core.cache.settings import CacheSettings, parse_cache_settings
 from core.env import parse_bool, parse_choice, parse_float, parse_int
 from core.providers import CATALOGUE, Provider, build_provider_table, provider_env_names
 from core.stores import STORE_SCHEMES
@@ -68,6 +69,8 @@ class Settings:
     # Browser callers: JWT sign-in, anonymous mode, client IP, rate limits, request policy
     # (core/access/guard_settings.py); all off by default.
     guard: GuardSettings = field(default_factory=GuardSettings)
+    # The response cache (core/cache); off unless CACHE_URL is set.
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
     def providers(self) -> tuple[Provider, ...]:
         """Every route this deployment serves (core/providers.py)."""
@@ -206,6 +209,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         token_store=token_store,
         token_cache_seconds=cache_seconds,
         guard=parse_guard_settings(env, problems, origins, token_store),
+        cache=parse_cache_settings(env, problems),
     )
     if problems:
         raise ConfigError(problems)

@@ -41,8 +41,8 @@ def build_identify(settings: Settings, token_check: TokenCheck) -> Identify:
     if config.allow_anonymous:
         anonymous = frozenset(o.encode() for o in settings.allowed_origins if o != "*")
     # Shared-token and anonymous callers are counted per client IP only where something
-    # counts them.
-    counts = config.limits_on or config.budgets_on
+    # counts them, or keeps cache entries per caller.
+    counts = config.limits_on or config.budgets_on or settings.cache.per_caller
     client_ip = client_ip_rule(config.client_ip_source) if counts else None
     return Identify(token_check, client_ip, jwt, anonymous)
 
@@ -103,6 +103,12 @@ def build_pipeline(settings: Settings, token_check: TokenCheck) -> tuple[Pipelin
             )
             after.append(budget)
         _log_limits(settings)
+    if settings.cache.on:
+        from core.cache.check import ResponseCache
+
+        # Last: a hit must have passed every rule, and still counts as a request.
+        after.append(ResponseCache.from_settings(settings.cache))
+        _log_cache(settings)
     pipeline = Pipeline(
         identify=build_identify(settings, token_check),
         before_body=tuple(before),
@@ -130,4 +136,21 @@ def _log_limits(settings: Settings) -> None:
         logger.warning(
             "limits are counted in memory: each function instance keeps its own "
             "count; set LIMIT_STORE (or TOKEN_STORE) to DynamoDB or Redis"
+        )
+
+
+def _log_cache(settings: Settings) -> None:
+    cache = settings.cache
+    scheme = cache.url.partition("://")[0]
+    logger.info(
+        "response cache: %s, entries kept %gs, scope %s, %s requests cached",
+        scheme,
+        cache.ttl_seconds,
+        cache.scope,
+        "all" if cache.nondeterministic else "deterministic (temperature 0)",
+    )
+    if scheme == "memory" and detect_platform(os.environ) in ("aws", "vercel", "cloud-run"):
+        logger.warning(
+            "the response cache is in memory: each function instance keeps its own; set "
+            "CACHE_URL to DynamoDB or Redis to share it"
         )
