@@ -19,7 +19,7 @@ from google import genai
 from google.genai import types as genai_types
 
 from tests.cache.conftest import CacheStack
-from tests.servers import FAKE_TOKEN, reset_upstream, upstream_requests
+from tests.servers import FAKE_TOKEN, RunningServer, reset_upstream, upstream_requests
 
 _counter = itertools.count()
 
@@ -275,6 +275,18 @@ def test_no_cache_bypasses_the_lookup_and_refreshes_the_entry(stack: CacheStack)
     assert upstream_calls(stack) == 2
 
 
+def test_no_store_on_a_request_skips_the_cache_both_ways(stack: CacheStack) -> None:
+    reset_upstream(stack.upstream)
+    messages = fresh_messages()
+    first = chat_raw(openai_client(stack, stack.token), messages)
+    skipping = openai_client(stack, stack.token, **{"cache-control": "no-store"})
+    assert chat_raw(skipping, messages)[0] == "bypass"  # not served the entry
+    fresh = fresh_messages()
+    assert chat_raw(skipping, fresh)[0] == "bypass"
+    assert chat_raw(openai_client(stack, stack.token), fresh)[0] == "miss"  # nor stored
+    assert first[0] == "miss" and upstream_calls(stack) == 4
+
+
 def test_sampling_requests_are_not_cached_by_default(stack: CacheStack) -> None:
     reset_upstream(stack.upstream)
     client = openai_client(stack, stack.token)
@@ -357,3 +369,12 @@ def test_browsers_may_read_the_cache_header(stack: CacheStack) -> None:
     )
     assert reply.headers["x-proxy-cache"] == "miss"
     assert "x-proxy-cache" in reply.headers["access-control-expose-headers"]
+
+
+def test_without_cache_url_replies_say_nothing_of_a_cache(proxy: RunningServer) -> None:
+    reply = httpx.post(
+        f"{proxy.url}/v1/chat/completions",
+        json={"model": "m", "messages": fresh_messages(), "temperature": 0},
+        headers={"authorization": f"Bearer {FAKE_TOKEN}"},
+    )
+    assert reply.status_code == 200 and "x-proxy-cache" not in reply.headers

@@ -13,7 +13,7 @@ import pytest
 from core.cache.check import MISS, CacheTicket, ResponseCache
 from core.cache.settings import CacheSettings
 from core.protocols import Usage
-from core.proxy.stages import Outcome, StoredReply
+from core.proxy.stages import Outcome, RawHeaders, StoredReply
 from tests.tokens.backends import fresh_store_url
 
 KINDS = ["memory", "sqlite", "redis", "dynamodb"]
@@ -34,7 +34,7 @@ def cache_on(url: str, **options: object) -> ResponseCache:
     return ResponseCache.from_settings(CacheSettings(url=url, **options))  # type: ignore[arg-type]
 
 
-def keep(cache: ResponseCache, key: str, chunks: list[bytes], headers=SSE) -> None:  # type: ignore[no-untyped-def]
+def keep(cache: ResponseCache, key: str, chunks: list[bytes], headers: RawHeaders = SSE) -> None:
     ticket = CacheTicket(cache, key, MISS)
     ticket.start(200, [*headers, (b"date", b"today"), (b"x-ratelimit-limit-requests", b"9")], [])
     for chunk in chunks:
