@@ -1,27 +1,38 @@
 # Everything a fresh machine needs is installed from here: `make demo` runs the proxy,
 # `make test` runs lint, type checks and the test suite (what .ci/run calls).
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo serve test lint typecheck pytest bench bench-tools clean vercel-tools sdk-node redis-server setup-browser lambda-tools check-deploy build-StreamFunction build-ApiFunction
+.PHONY: setup setup-run demo serve test lint typecheck pytest bench bench-profile bench-tools bench-express clean vercel-tools sdk-node redis-server setup-browser lambda-tools check-deploy build-StreamFunction build-ApiFunction
 
+# Two installs into one venv, each with its own stamp: `setup-run` is what the proxy and the
+# demo need (the package and its `speed` extra); `setup` is everything the tests, type checks
+# and benchmarks need (the `dev` extra, which includes `speed`, so it satisfies both).
 setup: $(VENV)/.installed
+setup-run: $(VENV)/.installed-run
 
-$(VENV)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[speed]'
 	touch $@
 
-demo: setup
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.installed-run
+
+demo: setup-run
 	$(BIN)/llm-proxy demo
 
-serve: setup
+serve: setup-run
 	$(BIN)/llm-proxy serve
 
 lint: setup
 	$(BIN)/ruff check core handlers tests bench
+	$(BIN)/ruff format --check core handlers tests bench
 
 typecheck: setup
 	$(BIN)/mypy
@@ -90,8 +101,19 @@ bench-tools:
 	@command -v wrk >/dev/null 2>&1 || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 
-bench: setup bench-tools
+# The seed recipe's Express proxy, a baseline of bench/bench_streams.py, from its lock file.
+bench-express: bench/express/node_modules/.installed
+
+bench/express/node_modules/.installed: bench/express/package.json bench/express/package-lock.json
+	npm ci --prefix bench/express --no-audit --no-fund --loglevel=error
+	touch $@
+
+bench: setup bench-tools bench-express
 	$(BIN)/python -m bench
 
+# py-spy on the proxy under 500 streams: docs/proxy-streams.svg and the top functions.
+bench-profile: setup
+	$(BIN)/python -m bench streams --profile
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tools/vercel/node_modules tools/sdk-node/node_modules tools/lambda/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tools/vercel/node_modules tools/sdk-node/node_modules tools/lambda/node_modules bench/express/node_modules

@@ -1,6 +1,7 @@
 """Run every bench/bench_*.py module that defines `run() -> list[str]` and print its lines.
 
 `python -m bench` runs them all; `python -m bench core lambda` runs only those named.
+`python -m bench streams --profile` calls the named modules' `profile()` instead of `run()`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import time
 from pathlib import Path
 
 
-def main(names: list[str]) -> int:
+def main(args: list[str]) -> int:
+    names = [arg for arg in args if not arg.startswith("-")]
+    entry = "profile" if "--profile" in args else "run"
     here = Path(__file__).parent
     modules = sorted(
         m.name for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_")
@@ -24,7 +27,7 @@ def main(names: list[str]) -> int:
     )
     for name in modules:
         module = importlib.import_module(f"bench.{name}")
-        runner = getattr(module, "run", None)
+        runner = getattr(module, entry, None)
         if runner is None:
             continue
         print()

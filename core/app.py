@@ -1,8 +1,9 @@
 """create_app(settings) -> the ASGI app every platform adapter serves.
 
 Layers, outermost first: request id + access log + last-resort error guard -> CORS (a
-preflight is answered here, before auth) -> routes (/health, then every provider route)
--> the proxy endpoint (auth, body limit, forward).
+preflight is answered here, before auth; never for /admin) -> routes (/health, /admin when
+ADMIN_TOKEN is set, then every provider route) -> the proxy endpoint (auth, body limit,
+forward).
 
 The stack is plain ASGI rather than a `Starlette` application: Starlette's router and its
 two exception middlewares (each wrapping `send`) cost about a tenth of the proxy's CPU per
@@ -12,17 +13,23 @@ request, and the proxy has exactly two routes.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from core.access.credentials import token_check_from_settings
 from core.config import ConfigError, Settings, load_settings
 from core.errors import Misconfigured, send_error
 from core.proxy.access_log import AccessLogMiddleware
-from core.proxy.cors import CORSMiddleware
+from core.proxy.cors import CORSMiddleware, is_admin_path
 from core.proxy.endpoint import ProxyEndpoint
 from core.proxy.pipeline import build_pipeline
 from core.proxy.scrub import Scrubber
+from core.stores import StoreSet
 from core.types import ASGIApp, Receive, Scope, Send, send_response
 from core.upstream.client import UpstreamClient, choose_transport
+
+if TYPE_CHECKING:
+    from core.access.status import ServiceStatus
+    from core.usage.ledger import UsageLedger
 
 logger = logging.getLogger("llm_proxy")
 
@@ -64,10 +71,42 @@ class ProxyApp:
     def __init__(self, settings: Settings, *, concurrent: bool = True) -> None:
         self.settings = settings
         self.upstream = UpstreamClient(settings, choose_transport(settings, concurrent=concurrent))
-        providers = settings.providers()
-        pipeline, self.budget = build_pipeline(settings, token_check_from_settings(settings))
-        scrubber = Scrubber(key for provider in providers for key in provider.api_keys)
-        self.endpoint = ProxyEndpoint(settings, providers, self.upstream, pipeline, scrubber)
+        # One client per store URL, shared by the token check, the limits and budgets, the
+        # kill switch, the ledger and the dashboard (a memory:// store is only shared at
+        # all this way).
+        self.stores = StoreSet()
+        self.token_store = self.stores.open(settings.token_store) if settings.token_store else None
+        token_check = token_check_from_settings(settings, self.token_store)
+        self.providers = settings.providers()
+        # The kill switch exists where someone can throw it: the dashboard, or a shared
+        # token store. Both it and the ledger load only when used (cold start).
+        self.status: ServiceStatus | None = None
+        if settings.admin_token or settings.token_store:
+            from core.access.status import ServiceStatus
+
+            self.status = ServiceStatus(
+                self.token_store or self.stores.open("memory://"), settings.token_cache_seconds
+            )
+        # The ledger is kept when someone can read it: the dashboard, or a shared store.
+        self.ledger: UsageLedger | None = None
+        if settings.admin_token or settings.usage_store != "memory://":
+            from core.usage.ledger import UsageLedger
+
+            self.ledger = UsageLedger(self.stores.open(settings.usage_store))
+        pipeline, self.budget = build_pipeline(
+            settings, token_check, self.stores, status=self.status, ledger=self.ledger
+        )
+        scrubber = Scrubber(key for provider in self.providers for key in provider.api_keys)
+        self.endpoint = ProxyEndpoint(settings, self.providers, self.upstream, pipeline, scrubber)
+        # The dashboard, built on its first request (cold starts do not pay for it).
+        self._admin: ASGIApp | None = None
+
+    def admin(self) -> ASGIApp:
+        if self._admin is None:
+            from core.admin.app import build_admin_app
+
+            self._admin = build_admin_app(self)
+        return self._admin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -77,6 +116,8 @@ class ProxyApp:
                 await health(send)
             elif path == USAGE_PATH:
                 await self.endpoint.usage_report(scope, receive, send, self.budget)
+            elif self.settings.admin_token and is_admin_path(path):
+                await self.admin()(scope, receive, send)
             else:
                 await self.endpoint(scope, receive, send)
         elif kind == "lifespan":

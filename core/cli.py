@@ -1,4 +1,4 @@
-"""`llm-proxy serve | mock-upstream | demo | check | tokens ...`."""
+"""`llm-proxy serve | mock-upstream | demo | check | tokens ... | usage`."""
 
 from __future__ import annotations
 
@@ -61,9 +61,8 @@ def cmd_mock_upstream(args: argparse.Namespace) -> int:
     print(
         f"mock upstream on http://{args.host}:{args.port} (OpenAI /v1, Anthropic /v1/messages, Gemini /v1beta)"
     )
-    serve(
-        MockUpstream(MockOptions(chunks=args.chunks, delay_ms=args.delay_ms)), args.host, args.port
-    )
+    options = MockOptions(chunks=args.chunks, delay_ms=args.delay_ms, gzip=args.gzip)
+    serve(MockUpstream(options), args.host, args.port)
     return 0
 
 
@@ -73,6 +72,9 @@ def demo_environment(port: int, mock_port: int, token: str) -> dict[str, str]:
     defaults = {
         "PROXY_ACCESS_TOKEN": token,
         "ALLOWED_ORIGINS": f"http://127.0.0.1:{port},http://localhost:{port}",
+        # A daily dollar budget at made-up prices, so the page shows the quota left.
+        "BUDGET_PER_CALLER_USD": "1",
+        "MODEL_PRICES": '{"mock-*": {"input": 100, "output": 400}}',
     }
     chosen = {name: os.environ.get(name) or value for name, value in defaults.items()}
     chosen["UPSTREAM_BASE_URL"] = f"http://127.0.0.1:{mock_port}/v1"
@@ -116,6 +118,18 @@ Ctrl-C stops it.""",
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.url:
+        from core.devtools.check_url import check_deployment
+
+        token = args.token or os.environ.get("PROXY_ACCESS_TOKEN", "").split(",")[0].strip()
+        return check_deployment(
+            args.url,
+            token=token or None,
+            model=args.model,
+            route=args.route,
+            origin=args.origin,
+            timeout=args.timeout,
+        )
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -125,7 +139,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(
         f"ok: default route /v1 -> {settings.upstream_base_url}; "
         f"{len(settings.access_token_hashes)} access token(s); "
-        f"CORS origins: {', '.join(settings.allowed_origins) or 'none (browsers refused)'}"
+        f"CORS origins: {', '.join(settings.allowed_origins) or 'none (browsers refused)'}; "
+        f"dashboard: {'/admin' if settings.admin_token else 'off (ADMIN_TOKEN unset)'}"
     )
     return 0
 
@@ -134,6 +149,12 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     from core.access.tokens_cli import run_tokens_command
 
     return run_tokens_command(args)
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    from core.usage.cli import run_usage_command
+
+    return run_usage_command(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--port", type=int, default=MOCK_PORT)
     mock.add_argument("--chunks", type=int, default=8, help="SSE chunks per streamed reply")
     mock.add_argument("--delay-ms", type=float, default=0.0, help="pause before each chunk")
+    mock.add_argument(
+        "--gzip",
+        action="store_true",
+        help="gzip replies to callers that accept it, as providers do",
+    )
     mock.set_defaults(func=cmd_mock_upstream)
 
     demo = sub.add_parser("demo", help="the proxy in front of the mock upstream, ready to try")
@@ -171,12 +197,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--delay-ms", type=float, default=60.0)
     demo.set_defaults(func=cmd_demo)
 
-    check = sub.add_parser("check", help="validate the configuration, one line per problem")
+    check = sub.add_parser(
+        "check",
+        help="validate the configuration, one line per problem; with --url, check a deployment",
+    )
+    check.add_argument(
+        "--url",
+        help="a deployed proxy's base URL: send a streamed request, an unauthenticated one "
+        "and (with --origin) a CORS preflight through it, and say whether it streams",
+    )
+    check.add_argument("--token", help="the caller token (default: PROXY_ACCESS_TOKEN)")
+    check.add_argument("--model", default="gpt-4o-mini", help="model to ask (default gpt-4o-mini)")
+    check.add_argument("--route", default="/v1/chat/completions", help="the generation route")
+    check.add_argument("--origin", help="a page origin that ALLOWED_ORIGINS lists")
+    check.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     check.set_defaults(func=cmd_check)
 
     from core.access.tokens_cli import add_tokens_parser
 
     add_tokens_parser(sub, cmd_tokens)
+    from core.usage.cli import add_usage_parser
+
+    add_usage_parser(sub, cmd_usage)
     return parser
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,11 +13,13 @@ from core.access.guard_settings import (
     parse_guard_settings,
 )
 from core.cache.settings import CacheSettings, parse_cache_settings
+from core.digest import sha256
 from core.env import parse_bool, parse_choice, parse_float, parse_int
 from core.providers import CATALOGUE, Provider, build_provider_table, provider_env_names
 from core.stores import STORE_SCHEMES
 
 MIN_TOKEN_LENGTH = 16
+MIN_ADMIN_TOKEN_LENGTH = 32
 MAX_TOKEN_CACHE_SECONDS = 5.0
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # above OpenAI's 25 MB audio upload limit
 # JSON is decoded into objects several times its size: a lower bound for JSON bodies keeps
@@ -36,7 +37,7 @@ class ConfigError(Exception):
 
 def hash_token(token: str) -> bytes:
     """Tokens are kept and compared only as SHA-256 digests."""
-    return hashlib.sha256(token.encode()).digest()
+    return sha256(token)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,11 @@ class Settings:
     # Browser callers: JWT sign-in, anonymous mode, client IP, rate limits, request policy
     # (core/access/guard_settings.py); all off by default.
     guard: GuardSettings = field(default_factory=GuardSettings)
+    # The usage ledger's store (core/usage/ledger.py): USAGE_STORE, else LIMIT_STORE, else
+    # TOKEN_STORE, else memory://.
+    usage_store: str = field(repr=False, default="memory://")
+    # The dashboard at /admin (core/admin): off unless ADMIN_TOKEN is set.
+    admin_token: str = field(repr=False, default="")
     # The response cache (core/cache); off unless CACHE_URL is set.
     cache: CacheSettings = field(default_factory=CacheSettings)
 
@@ -152,6 +158,27 @@ def _parse_token_store(env: Mapping[str, str], problems: list[str]) -> str:
     return raw
 
 
+def _parse_admin(env: Mapping[str, str], problems: list[str]) -> tuple[str, str]:
+    """ADMIN_TOKEN (the dashboard's credential) and the usage ledger's store URL."""
+    from core.usage.ledger import usage_store_url
+
+    admin_token = env.get("ADMIN_TOKEN", "").strip()
+    if admin_token and len(admin_token) < MIN_ADMIN_TOKEN_LENGTH:
+        problems.append(
+            f"ADMIN_TOKEN is shorter than {MIN_ADMIN_TOKEN_LENGTH} characters: the dashboard "
+            "stays off until it is long enough (python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')"
+        )
+    usage_store = usage_store_url(env)
+    scheme = usage_store.partition("://")[0]
+    if env.get("USAGE_STORE", "").strip() and scheme not in STORE_SCHEMES:
+        problems.append(
+            "USAGE_STORE must look like memory://, sqlite:///path.db, dynamodb://table, "
+            f"redis://host:6379 or rediss://host:6380, got scheme {scheme!r}"
+        )
+    return admin_token, usage_store
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the environment or raise ConfigError listing every problem."""
     env = os.environ if environ is None else environ
@@ -183,6 +210,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"TOKEN_CACHE_SECONDS must be at most {MAX_TOKEN_CACHE_SECONDS:g}: "
             "it bounds how long a revoked token keeps working"
         )
+    admin_token, usage_store = _parse_admin(env, problems)
     origins = tuple(
         o.strip().rstrip("/") for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip()
     )
@@ -209,6 +237,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         token_store=token_store,
         token_cache_seconds=cache_seconds,
         guard=parse_guard_settings(env, problems, origins, token_store),
+        usage_store=usage_store,
+        admin_token=admin_token,
         cache=parse_cache_settings(env, problems),
     )
     if problems:

@@ -137,6 +137,14 @@ class Misconfigured(ProxyError):
     openai_type = "server_error"
 
 
+class ProxyOffline(ProxyError):
+    """The operator switched the service off, or a scheduled offline window is on."""
+
+    status = 503
+    code = "service_offline"
+    openai_type = "server_error"
+
+
 class UpstreamUnreachable(ProxyError):
     """Connecting to the provider failed or the connection broke before a response."""
 

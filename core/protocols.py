@@ -86,7 +86,9 @@ class Wire:
         usage = event.get("usage")
         return usage if isinstance(usage, dict) else None
 
-    def read_usage(self, usage: dict[str, Any], into: Usage) -> Usage:
+    def read_usage(self, usage: dict[str, Any], into: Usage) -> Usage | None:
+        """`into` updated with what `usage` reports; None if it reports no tokens (whisper's
+        `{"type":"duration"}`): such a reply counts as unread, charged its reservation."""
         raise NotImplementedError
 
     def output_caps(self, document: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -170,7 +172,7 @@ class OpenAIWire(Wire):
         usage = event.get("usage")
         return usage if isinstance(usage, dict) else None
 
-    def read_usage(self, usage: dict[str, Any], into: Usage) -> Usage:
+    def read_usage(self, usage: dict[str, Any], into: Usage) -> Usage | None:
         if "prompt_tokens" in usage:  # chat, completions, embeddings
             details = usage.get("prompt_tokens_details")
             cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
@@ -181,7 +183,7 @@ class OpenAIWire(Wire):
             details = usage.get("input_tokens_details")
             cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
             return Usage(_int(usage.get("input_tokens")), _int(usage.get("output_tokens")), cached)
-        return into
+        return None
 
     def answers(self, document: dict[str, Any]) -> int:
         count = _answers(document.get("n"))
@@ -198,6 +200,9 @@ class OpenAIWire(Wire):
             return False
         options = document.get("stream_options")
         return not (isinstance(options, dict) and options.get("include_usage") is True)
+
+
+_ANTHROPIC_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens")
 
 
 class AnthropicWire(Wire):
@@ -225,7 +230,9 @@ class AnthropicWire(Wire):
         usage = event.get("usage")
         return usage if isinstance(usage, dict) else None
 
-    def read_usage(self, usage: dict[str, Any], into: Usage) -> Usage:
+    def read_usage(self, usage: dict[str, Any], into: Usage) -> Usage | None:
+        if not any(name in usage for name in _ANTHROPIC_FIELDS):
+            return None
         # message_start carries the input, each message_delta the running output count
         # (and, in newer replies, the input again): a field absent keeps its last value.
         if "input_tokens" in usage or "cache_read_input_tokens" in usage:
@@ -239,6 +246,9 @@ class AnthropicWire(Wire):
         if "output_tokens" in usage:
             into = Usage(into.input_tokens, _int(usage["output_tokens"]), into.cached_input_tokens)
         return into
+
+
+_GEMINI_FIELDS = ("promptTokenCount", "candidatesTokenCount", "totalTokenCount")
 
 
 class GeminiWire(Wire):
@@ -278,7 +288,9 @@ class GeminiWire(Wire):
         metadata = event.get("usageMetadata", event.get("usage_metadata"))
         return metadata if isinstance(metadata, dict) else None
 
-    def read_usage(self, usage: dict[str, Any], into: Usage) -> Usage:
+    def read_usage(self, usage: dict[str, Any], into: Usage) -> Usage | None:
+        if not any(name in usage for name in _GEMINI_FIELDS):
+            return None
         output = _int(usage.get("candidatesTokenCount")) + _int(usage.get("thoughtsTokenCount"))
         prompt = _int(usage.get("promptTokenCount")) + _int(usage.get("toolUsePromptTokenCount"))
         if not prompt and not output and "totalTokenCount" in usage:
@@ -305,4 +317,8 @@ class GeminiWire(Wire):
         return self.generation_config(document).get("temperature")
 
 
-WIRES: dict[str, Wire] = {"openai": OpenAIWire(), "anthropic": AnthropicWire(), "gemini": GeminiWire()}
+WIRES: dict[str, Wire] = {
+    "openai": OpenAIWire(),
+    "anthropic": AnthropicWire(),
+    "gemini": GeminiWire(),
+}

@@ -10,7 +10,6 @@ store is configured, the per-caller tokens kept there by hash (see core/access/t
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import logging
 import time
@@ -18,13 +17,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
-from core.access.tokens import TokenRecord, model_of_request, record_from_item, store_key
-from core.errors import Forbidden, ProxyError, Unauthorized
+from core.access.tokens import TokenRecord, record_from_item, store_key
+from core.digest import sha256
+from core.errors import ProxyError, Unauthorized
 from core.proxy.headers import RawHeaders
 
 if TYPE_CHECKING:
     from core.config import Settings
-    from core.providers import Provider
     from core.stores import Store
 
 logger = logging.getLogger("llm_proxy")
@@ -123,7 +122,7 @@ class TokenCheck:
             )
         if not credential:
             raise Unauthorized("The proxy token is blank.")
-        return hashlib.sha256(credential).digest()
+        return sha256(credential)
 
     def _is_shared_token(self, digest: bytes) -> bool:
         # Compare against every entry, so timing says nothing about which one matched.
@@ -131,11 +130,6 @@ class TokenCheck:
         for allowed in self._hashes:
             matched |= hmac.compare_digest(digest, allowed)
         return matched
-
-    def verify(self, credential: bytes | None) -> None:
-        """Accept only a PROXY_ACCESS_TOKEN entry; raise Unauthorized with a reason if not."""
-        if not self._is_shared_token(self._digest(credential)):
-            raise Unauthorized("The proxy token is not valid.")
 
     async def identify(self, credential: bytes | None) -> Caller:
         """The caller behind `credential`; Unauthorized if it is no valid token."""
@@ -205,38 +199,10 @@ class TokenCheck:
         task.add_done_callback(self._touching.discard)
 
 
-def authorize(caller: Caller, provider: Provider, method: str, remainder: str, body: bytes) -> None:
-    """Raise Forbidden if a scoped token may not use this provider or model."""
-    record = caller.record
-    if record is None:
-        return
-    if not record.allows_provider(provider.name):
-        raise Forbidden(
-            f"This token may not use the provider {provider.name!r} "
-            f"(allowed: {', '.join(record.providers)})."
-        )
-    if not record.models:
-        return
-    model = model_of_request(body, remainder, provider.model_in_path)
-    if model is None:
-        # A read (listing models, fetching a batch) names no model and spends nothing.
-        if method in ("GET", "HEAD"):
-            return
-        raise Forbidden(
-            "This token is limited to some models, and this request names none the proxy "
-            "can read (a JSON body's 'model' or the model in the path)."
-        )
-    if not record.allows_model(model):
-        raise Forbidden(
-            f"This token may not use the model {model[:200]!r} "
-            f"(allowed: {', '.join(record.models)})."
-        )
-
-
-def token_check_from_settings(settings: Settings) -> TokenCheck:
-    """The check a deployment's settings describe; opens the token store if one is set."""
-    store = None
-    if settings.token_store:
+def token_check_from_settings(settings: Settings, store: Store | None = None) -> TokenCheck:
+    """The check a deployment's settings describe; opens the token store if one is set
+    (or uses `store`, already opened from it, so the dashboard shares one client)."""
+    if store is None and settings.token_store:
         from core.stores import open_store
 
         store = open_store(settings.token_store)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import math
 import time
@@ -27,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from core.digest import sha256_hex
 from core.errors import ProxyError, RateLimited
 from core.proxy.stages import HeaderTicket, Outcome, Ticket
 from core.stores import Store
@@ -58,7 +58,7 @@ def duration(seconds: float) -> str:
 
 def caller_key(identity: str) -> str:
     # Hashed: a JWT `sub` or label may be long or hold any character a store dislikes.
-    return hashlib.sha256(identity.encode()).hexdigest()[:32]
+    return sha256_hex(identity, 32)
 
 
 class RateLimiter:
@@ -142,8 +142,6 @@ class RequestLimit:
     """Counts the request before its body is read; refuses a caller over either limit."""
 
     reads_body = False
-    meters = False
-    caps = False
 
     def __init__(self, limiter: RateLimiter) -> None:
         self.limiter = limiter
@@ -184,8 +182,6 @@ class TokenLimit:
     reply reports."""
 
     reads_body = True
-    meters = True
-    caps = True
 
     def __init__(self, limiter: RateLimiter, estimate: WorstCase) -> None:
         self.limiter = limiter
@@ -230,6 +226,7 @@ class TokenReservation:
     # What the store let this request hold: its worst case, or the room that was left.
     reserved: int
     headers: RawHeaders = field(default_factory=list)
+    needs_usage: bool = True
 
     async def settle(self, outcome: Outcome) -> None:
         change = outcome.tokens(self.worst).total - self.reserved

@@ -39,8 +39,6 @@ class RequestPolicy:
     max_messages: int = 0
 
     reads_body = True
-    meters = False
-    caps = False
 
     async def admit(self, request: ProxyRequest) -> Ticket | None:
         """Raise ModelNotAllowed / PolicyRefused if the request breaks a rule."""

@@ -8,16 +8,13 @@ Scopes are lists of provider names and model patterns (`gpt-4o*`); empty means a
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import json
 import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
 
-from core.errors import BadRequest
+from core.digest import sha256_hex
 from core.stores import Item, Store
 
 KEY_PREFIX = "token:"
@@ -40,6 +37,8 @@ class TokenRecord:
     created_at: float = 0.0
     expires_at: float | None = None
     disabled: bool = False
+    # A spending cap in USD for the budget stage to enforce; None means no cap.
+    budget_usd: float | None = None
     # Filled from the store's own column, never written with the document.
     last_used: float | None = field(default=None, compare=False)
     token_hash: str = field(default="", compare=False)
@@ -60,8 +59,7 @@ class TokenRecord:
 
 
 def hash_hex(token: str | bytes) -> str:
-    raw = token.encode() if isinstance(token, str) else token
-    return hashlib.sha256(raw).hexdigest()
+    return sha256_hex(token)
 
 
 def store_key(token_hash_hex: str) -> str:
@@ -78,6 +76,7 @@ def record_from_item(item: Item) -> TokenRecord:
         created_at=float(doc.get("created_at") or 0.0),
         expires_at=None if doc.get("expires_at") is None else float(doc["expires_at"]),
         disabled=bool(doc.get("disabled", False)),
+        budget_usd=None if doc.get("budget_usd") is None else float(doc["budget_usd"]),
         last_used=item.last_used,
         token_hash=item.key[len(KEY_PREFIX) :],
     )
@@ -119,11 +118,16 @@ def create_token(
     models: tuple[str, ...] = (),
     expires_at: float | None = None,
     now: float | None = None,
+    budget_usd: float | None = None,
 ) -> tuple[str, TokenRecord]:
     """A new token (returned once, to be shown once) and its stored record."""
     label = label.strip()
     if not label:
         raise TokenError("--label must not be blank")
+    if len(label) > 200:
+        raise TokenError("--label must be at most 200 characters")
+    if budget_usd is not None and not (0 <= budget_usd < 1e9):
+        raise TokenError("--budget-usd must be a non-negative amount of dollars")
     if any(r.label == label for r in list_tokens(store)):
         raise TokenError(
             f"a token labelled {label!r} already exists; revoke it or pick another label"
@@ -137,6 +141,7 @@ def create_token(
         models=models,
         created_at=time.time() if now is None else now,
         expires_at=expires_at,
+        budget_usd=budget_usd,
         token_hash=digest,
     )
     store.put(store_key(digest), record.to_doc(), expires_at=expires_at)
@@ -165,52 +170,3 @@ def set_disabled(store: Store, label_or_id: str, disabled: bool) -> TokenRecord:
     record = replace(find_token(store, label_or_id), disabled=disabled)
     store.put(store_key(record.token_hash), record.to_doc(), expires_at=record.expires_at)
     return record
-
-
-class RepeatedField(BadRequest):
-    code = "repeated_field"
-
-
-def _one_value_per_name(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    document = dict(pairs)
-    if len(document) != len(pairs):
-        seen: set[str] = set()
-        for name, _ in pairs:
-            if name in seen:
-                raise RepeatedField(
-                    f"The request body names the field {name[:100]!r} more than once; send it once."
-                )
-            seen.add(name)
-    return document
-
-
-def load_request_json(body: bytes) -> Any:
-    """`json.loads` for a body the proxy decides on (token scopes, request policy). A
-    field named twice is refused: Python keeps the last value, and a provider or gateway
-    that reads the first would run a model or a token cap the proxy never checked."""
-    return json.loads(body, object_pairs_hook=_one_value_per_name)
-
-
-def model_of_request(body: bytes, remainder: str, model_in_path: str) -> str | None:
-    """The model a request asks for: the JSON body's `model`, or the path's model segment
-    (Gemini `/models/{model}:...`, Azure `/deployments/{name}/...`); None if neither says."""
-    if model_in_path and model_in_path in remainder:
-        segment = remainder.split(model_in_path, 1)[1]
-        return segment.split("/", 1)[0].split(":", 1)[0] or None
-    if model_in_path and ":" in remainder:
-        # A method called on another resource (Gemini `tunedModels/x:generateContent`):
-        # name it with its collection, so a scope written for models never matches it.
-        resource = remainder.split(":", 1)[0].strip("/").split("/")
-        if len(resource) >= 2:
-            return "/".join(resource[-2:])
-    if not body:
-        return None
-    try:
-        value = load_request_json(body)
-    except ValueError:
-        return None
-    model = value.get("model") if isinstance(value, dict) else None
-    if not isinstance(model, str):
-        return None
-    # Gemini's OpenAI-compatible endpoint accepts `models/gemini-...` as well.
-    return model.removeprefix("models/")

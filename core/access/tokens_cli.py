@@ -41,6 +41,9 @@ def add_tokens_parser(sub: Any, handler: Callable[[argparse.Namespace], int]) ->
     create.add_argument("--providers", help="comma list of provider names, default all")
     create.add_argument("--models", help="comma list of model names or patterns (gpt-4o*)")
     create.add_argument("--expires", help="30d, 12h, 90m, 2w, 2026-12-31 or never (default)")
+    create.add_argument(
+        "--budget-usd", type=float, default=None, help="a spending cap in USD (default none)"
+    )
 
     actions.add_parser("list", help="labels, scopes, expiry and last use; never the token")
     for name, text in (
@@ -59,7 +62,7 @@ def _when(stamp: float | None, empty: str) -> str:
     return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _state(record: TokenRecord, now: float) -> str:
+def token_state(record: TokenRecord, now: float) -> str:
     if record.disabled:
         return "disabled"
     return "expired" if record.expired(now) else "active"
@@ -67,16 +70,17 @@ def _state(record: TokenRecord, now: float) -> str:
 
 def _print_table(records: list[TokenRecord]) -> None:
     now = time.time()
-    rows = [("ID", "LABEL", "STATE", "PROVIDERS", "MODELS", "EXPIRES", "LAST USED")]
+    rows = [("ID", "LABEL", "STATE", "PROVIDERS", "MODELS", "EXPIRES", "LAST USED", "BUDGET")]
     rows += [
         (
             r.id,
             r.label,
-            _state(r, now),
+            token_state(r, now),
             ",".join(r.providers) or "all",
             ",".join(r.models) or "all",
             _when(r.expires_at, "never"),
             _when(r.last_used, "never"),
+            "none" if r.budget_usd is None else f"${r.budget_usd:g}",
         )
         for r in records
     ]
@@ -116,33 +120,40 @@ def run_tokens_command(args: argparse.Namespace) -> int:
         return 1
 
 
+def check_provider_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """`names` if every one is a provider route the proxy knows; TokenError otherwise."""
+    from core.providers import CATALOGUE
+
+    known = {p.name for p in CATALOGUE} | {"default"}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise TokenError(
+            f"unknown provider {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return names
+
+
 def _run(store: Store, args: argparse.Namespace) -> int:
     action = args.action
     if action == "create":
-        from core.providers import CATALOGUE
-
-        known = {p.name for p in CATALOGUE} | {"default"}
-        unknown = [name for name in split_list(args.providers) if name not in known]
-        if unknown:
-            raise TokenError(
-                f"unknown provider {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
         now = time.time()
         token, record = create_token(
             store,
             args.label,
-            providers=split_list(args.providers),
+            providers=check_provider_names(split_list(args.providers)),
             models=split_list(args.models),
             expires_at=parse_expiry(args.expires, now),
             now=now,
+            budget_usd=args.budget_usd,
         )
         print(token)
         providers = ",".join(record.providers) or "all"
         models = ",".join(record.models) or "all"
         expires = _when(record.expires_at, "never")
+        budget = "none" if record.budget_usd is None else f"${record.budget_usd:g}"
         print(
             f"created {record.id} ({record.label}); providers: {providers}; "
-            f"models: {models}; expires: {expires}",
+            f"models: {models}; expires: {expires}; budget: {budget}",
             file=sys.stderr,
         )
         print(

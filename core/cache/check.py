@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from core.cache.settings import CacheSettings
     from core.proxy.request import ProxyRequest
     from core.proxy.stages import Outcome, Ticket
-    from core.stores import Store
+    from core.stores import Store, StoreSet
 
 logger = logging.getLogger("llm_proxy")
 
@@ -45,11 +45,14 @@ DYNAMODB_MAX_BODY = 280 * 1024
 DYNAMODB_MAX_DOCUMENT = 390 * 1024
 
 
-def open_cache_store(settings: CacheSettings) -> Store:
+def open_cache_store(settings: CacheSettings, stores: StoreSet | None = None) -> Store:
     if settings.url.startswith("memory:"):
         from core.stores.memory import MemoryStore
 
+        # Its own, never the app's shared memory store: the LRU would evict tokens.
         return MemoryStore(max_items=settings.max_entries)
+    if stores is not None:
+        return stores.open(settings.url)  # one client with TOKEN_STORE etc. on one URL
     from core.stores import open_store
 
     return open_store(settings.url)
@@ -57,9 +60,6 @@ def open_cache_store(settings: CacheSettings) -> Store:
 
 class ResponseCache:
     reads_body = True
-    # The usage of a stored reply is kept with it, to report the tokens a hit saves.
-    meters = True
-    caps = False
 
     def __init__(
         self,
@@ -81,8 +81,10 @@ class ResponseCache:
         self._last_error_log = 0.0
 
     @classmethod
-    def from_settings(cls, settings: CacheSettings) -> ResponseCache:
-        return cls(open_cache_store(settings), settings)
+    def from_settings(
+        cls, settings: CacheSettings, stores: StoreSet | None = None
+    ) -> ResponseCache:
+        return cls(open_cache_store(settings, stores), settings)
 
     async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self.store.blocking:
@@ -164,6 +166,9 @@ class CacheTicket(ReplyTicket):
         self.key = key
         self.headers = headers
         self.replay = replay
+        # A reply that may be kept is metered: its usage is stored with it, to report the
+        # tokens a hit saves.
+        self.needs_usage = replay is None
         self.status = 0
         self.kept: RawHeaders = []
         # None once the reply is known not to be kept: nothing more is copied.

@@ -1,19 +1,46 @@
 """A fake OpenAI + Anthropic + Gemini server for demos, tests and benchmarks.
 
 Plain ASGI with no framework, so it is never the bottleneck of a benchmark. It speaks the
-real wire formats (JSON and SSE) and records what it received, so tests can check that it
-saw the real key and never the caller's token. Per request, headers steer it:
-`x-mock-chunks`, `x-mock-delay-ms` (stream shape), `x-mock-status` (an error reply).
+real wire formats (JSON, SSE, Gemini's streamed JSON array, multipart uploads) of the routes
+the SDKs call by default, reports usage on each, and records what it received, so tests can
+check that it saw the real key and never the caller's token.
+
+Usage is deterministic, so tests can predict it: prompt tokens are the words in the request's
+text fields (at least 1); output tokens are the chunks produced (one word each); reasoning
+tokens, when the request asks for reasoning or thinking, equal the chunks too.
+
+Per request, headers steer it:
+
+| header | effect |
+|---|---|
+| `x-mock-chunks: N` | words in a reply (SSE events in a stream) |
+| `x-mock-delay-ms: F` | pause before each chunk (a whole reply waits chunks x delay) |
+| `x-mock-status: S` | answer an error with this status, in the protocol's own shape |
+| `x-mock-gzip: 1` | gzip the reply (streams flush the compressor per event) |
+| `x-mock-cut-after: N` | end a stream abruptly after N events (no terminating chunk) |
+| `x-mock-usage-scale: K` | multiply every reported token count by K |
+| `x-mock-cached-tokens: N` | N prompt tokens read from cache (OpenAI cached_tokens, Anthropic cache_read_input_tokens, Gemini cachedContentTokenCount) |
+| `x-mock-cache-write-tokens: N` | N prompt tokens written to cache (Anthropic cache_creation_input_tokens) |
+
+With `MockOptions(gzip=True)` (`llm-proxy mock-upstream --gzip`) every reply to a request
+that sends `Accept-Encoding: gzip` is gzipped, as the real providers do.
+`/_mock/requests`, `/_mock/streams` and `/_mock/reset` show and clear what it recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
+import struct
 import time
+import zlib
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import HTTP
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -39,23 +66,133 @@ class MockOptions:
     chunks: int = 8
     delay_ms: float = 0.0
     record: int = 200
+    gzip: bool = False  # honour Accept-Encoding: gzip on every reply
 
 
-def _json_headers(body: bytes) -> list[tuple[bytes, bytes]]:
-    return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+# ---- request knobs and usage ------------------------------------------------------------
 
 
-_SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-]
+@dataclass
+class Knobs:
+    """What steers one reply: the x-mock-* headers, Accept-Encoding, Gemini's `alt=sse`."""
+
+    chunks: int
+    delay: float  # seconds before each chunk
+    gzip: bool
+    cut_after: int | None
+    scale: int
+    cached: int
+    cache_write: int
+    sse: bool = False  # Gemini streams: SSE (alt=sse) rather than a JSON array
+
+
+def _int_header(headers: dict[str, str], name: str, default: int) -> int:
+    try:
+        return int(headers.get(name, "") or default)
+    except ValueError:
+        return default
+
+
+def _knobs(headers: dict[str, str], query: str, options: MockOptions) -> Knobs:
+    accepts_gzip = "gzip" in headers.get("accept-encoding", "").lower()
+    try:
+        delay_ms = float(headers.get("x-mock-delay-ms", options.delay_ms) or 0)
+    except ValueError:
+        delay_ms = options.delay_ms
+    cut = _int_header(headers, "x-mock-cut-after", -1)
+    return Knobs(
+        chunks=max(0, _int_header(headers, "x-mock-chunks", options.chunks)),
+        delay=max(0.0, delay_ms) / 1000,
+        gzip=headers.get("x-mock-gzip", "") in ("1", "true") or (options.gzip and accepts_gzip),
+        cut_after=cut if cut >= 0 else None,
+        scale=max(1, _int_header(headers, "x-mock-usage-scale", 1)),
+        cached=max(0, _int_header(headers, "x-mock-cached-tokens", 0)),
+        cache_write=max(0, _int_header(headers, "x-mock-cache-write-tokens", 0)),
+        sse=parse_qs(query).get("alt") == ["sse"],
+    )
+
+
+# The keys whose values are the prompt, in any of the three protocols: chat messages,
+# Responses input and instructions, legacy prompts, Anthropic system, Gemini contents/parts,
+# embedding inputs, countTokens' wrapped request.
+_TEXT_KEYS = frozenset(
+    {
+        "messages",
+        "content",
+        "text",
+        "input",
+        "instructions",
+        "prompt",
+        "system",
+        "contents",
+        "parts",
+        "systemInstruction",
+        "system_instruction",
+        "generateContentRequest",
+        "requests",
+    }
+)
+
+
+def count_words(value: Any) -> int:
+    """Words in the text fields of a request (token ids in a list count one each)."""
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, list):
+        return sum(1 if _is_int(item) else count_words(item) for item in value)
+    if isinstance(value, dict):
+        return sum(count_words(item) for key, item in value.items() if key in _TEXT_KEYS)
+    return 0
+
+
+def prompt_tokens(request: dict[str, Any]) -> int:
+    """The mock's prompt token count for a request: its words, at least 1."""
+    return max(1, count_words(request))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class Usage:
+    prompt: int  # all prompt tokens, cached ones included
+    output: int  # visible output tokens
+    reasoning: int = 0
+    cached: int = 0  # read from cache (part of prompt)
+    cache_write: int = 0  # written to cache (part of prompt; Anthropic only)
+
+    @property
+    def completion(self) -> int:  # OpenAI's output count: reasoning included
+        return self.output + self.reasoning
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.output + self.reasoning
+
+
+def _usage(request: dict[str, Any], knobs: Knobs, output: int, reasoning: bool = False) -> Usage:
+    prompt = prompt_tokens(request) * knobs.scale
+    cached = min(knobs.cached, prompt)
+    return Usage(
+        prompt=prompt,
+        output=output * knobs.scale,
+        reasoning=knobs.chunks * knobs.scale if reasoning else 0,
+        cached=cached,
+        cache_write=min(knobs.cache_write, prompt - cached),
+    )
+
+
+# ---- the ASGI app -----------------------------------------------------------------------
+
+Handler = Callable[[dict[str, Any], Knobs, "Reply"], Awaitable[None]]
 
 
 class MockUpstream:
     def __init__(self, options: MockOptions | None = None) -> None:
         self.options = options or MockOptions()
         self.requests: deque[dict[str, Any]] = deque(maxlen=self.options.record)
-        # How each SSE stream ended: lets tests see that a caller leaving cancelled us.
+        # How each stream ended: lets tests see that a caller leaving cancelled us.
         self.streams: deque[dict[str, Any]] = deque(maxlen=self.options.record)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -87,158 +224,171 @@ class MockUpstream:
                 "body_length": len(body),
             }
         )
-        status = int(headers.get("x-mock-status", "0") or 0)
+        knobs = _knobs(headers, query, self.options)
+        reply = Reply(self, send, receive, knobs)
+        status = _int_header(headers, "x-mock-status", 0)
         if status:
-            await self._error(path, status, send)
+            await reply.json(status, _error_payload(path, status), gemini=_is_gemini(path))
             return
-        chunks = int(headers.get("x-mock-chunks", self.options.chunks))
-        delay = float(headers.get("x-mock-delay-ms", self.options.delay_ms)) / 1000
         if "/echo" in path:
-            await self._echo(scope, headers, query, body, send)
-        elif "/bytes" in path:
-            await self._bytes(parse_qs(query), send)
-        elif path.endswith("/chat/completions"):
-            request = _loads(body)
-            if request.get("stream"):
-                await self._stream(send, receive, _openai_events(request, chunks), delay)
-            else:
-                await asyncio.sleep(delay * chunks)  # the time a real model takes to generate
-                await _send_json(send, 200, _openai_completion(request, chunks))
-        elif path.endswith("/messages"):
-            request = _loads(body)
-            if request.get("stream"):
-                await self._stream(send, receive, _anthropic_events(request, chunks), delay)
-            else:
-                await _send_json(send, 200, _anthropic_message(request, chunks))
-        elif ":streamGenerateContent" in path:
-            await self._stream(send, receive, _gemini_events(chunks), delay)
-        elif ":generateContent" in path:
-            await _send_json(send, 200, _gemini_response(_text(chunks)))
-        elif path.endswith("/embeddings"):
-            await _send_json(
-                send,
-                200,
-                {
-                    "object": "list",
-                    "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
-                    "model": "mock-embedding",
-                    "usage": {"prompt_tokens": 1, "total_tokens": 1},
-                },
-            )
-        elif path.endswith("/models"):
-            await _send_json(
-                send,
-                200,
-                {
-                    "object": "list",
-                    "data": [
-                        {"id": "mock-model", "object": "model", "created": 0, "owned_by": "mock"}
-                    ],
-                },
-            )
+            await reply.json(200, _echo(scope, headers, query, body))
+            return
+        if "/bytes" in path:
+            await _bytes(parse_qs(query), send)
+            return
+        handler = _route(path)
+        if handler is None:
+            await reply.json(404, _not_found(path), gemini=_is_gemini(path))
+            return
+        if handler is _transcription:
+            request = _form(headers.get("content-type", ""), body)
         else:
-            await _send_json(
-                send,
-                404,
-                {
-                    "error": {
-                        "message": f"mock upstream has no {path}",
-                        "type": "invalid_request_error",
-                        "param": None,
-                        "code": "unknown_url",
-                    }
-                },
-            )
+            request = _loads(body)
+        await handler(request, knobs, reply)
 
     async def _control(self, path: str, send: Send) -> None:
         if path == "/_mock/requests":
-            await _send_json(send, 200, list(self.requests))
+            await _send_whole(send, 200, _dumps(list(self.requests)), False)
         elif path == "/_mock/streams":
-            await _send_json(send, 200, list(self.streams))
+            await _send_whole(send, 200, _dumps(list(self.streams)), False)
         elif path == "/_mock/reset":
             self.requests.clear()
             self.streams.clear()
-            await _send_json(send, 200, {"ok": True})
+            await _send_whole(send, 200, _dumps({"ok": True}), False)
         else:
-            await _send_json(send, 404, {"error": "unknown control path"})
+            await _send_whole(send, 404, _dumps({"error": "unknown control path"}), False)
 
-    async def _error(self, path: str, status: int, send: Send) -> None:
-        if path.endswith("/messages"):
-            payload: dict[str, Any] = {
-                "type": "error",
-                "error": {"type": "api_error", "message": f"mock error {status}"},
-            }
-        elif "generateContent" in path:
-            payload = {
-                "error": {"code": status, "message": f"mock error {status}", "status": "INTERNAL"}
-            }
-        else:
-            payload = {
-                "error": {
-                    "message": f"mock error {status}",
-                    "type": "server_error",
-                    "param": None,
-                    "code": None,
-                }
-            }
-        await _send_json(send, status, payload)
 
-    async def _echo(
-        self, scope: Scope, headers: dict[str, str], query: str, body: bytes, send: Send
-    ) -> None:
-        payload = {
-            "method": scope["method"],
-            "path": scope["path"],
-            "query": query,
-            "headers": headers,
-            "body_sha256": hashlib.sha256(body).hexdigest(),
-            "body_length": len(body),
-        }
-        await _send_json(send, 200, payload)
+def _route(path: str) -> Handler | None:
+    if path.endswith("/chat/completions"):
+        return _chat
+    if path.endswith("/responses"):
+        return _responses
+    if path.endswith("/responses/input_tokens"):
+        return _responses_input_tokens
+    if path.endswith("/completions"):
+        return _completions
+    if path.endswith(("/audio/transcriptions", "/audio/translations")):
+        return _transcription
+    if path.endswith("/audio/speech"):
+        return _speech
+    if path.endswith("/embeddings"):
+        return _embeddings
+    if path.endswith("/models"):
+        return _models
+    if path.endswith("/messages/count_tokens"):
+        return _anthropic_count_tokens
+    if path.endswith("/messages"):
+        return _anthropic
+    if path.endswith(":streamGenerateContent"):
+        return _gemini_stream
+    if path.endswith(":generateContent"):
+        return _gemini
+    if path.endswith(":countTokens"):
+        return _gemini_count_tokens
+    if path.endswith(":embedContent"):
+        return _gemini_embed
+    if path.endswith(":batchEmbedContents"):
+        return _gemini_batch_embed
+    return None
 
-    async def _bytes(self, query: dict[str, list[str]], send: Send) -> None:
-        total = int(query.get("n", ["1048576"])[0])
-        chunk_size = int(query.get("chunk", ["65536"])[0])
-        block = b"x" * chunk_size
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/octet-stream")],
-            }
+
+# ---- sending ----------------------------------------------------------------------------
+
+
+def _dumps(payload: Any) -> bytes:
+    """Compact, as OpenAI and Anthropic serialise."""
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _gemini_dumps(payload: Any) -> bytes:
+    """Google's APIs pretty-print their JSON."""
+    return json.dumps(payload, indent=2).encode()
+
+
+async def _send_whole(
+    send: Send, status: int, body: bytes, gzip: bool, content_type: bytes = b"application/json"
+) -> None:
+    headers = [(b"content-type", content_type)]
+    if gzip:
+        compressor = zlib.compressobj(wbits=31)
+        body = compressor.compress(body) + compressor.flush()
+        headers.append((b"content-encoding", b"gzip"))
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+_SSE_TYPE = b"text/event-stream; charset=utf-8"
+_GEMINI_JSON = b"application/json; charset=UTF-8"
+
+
+class Reply:
+    """One request's way back: whole bodies and streams, with the gzip and cut knobs."""
+
+    def __init__(self, mock: MockUpstream, send: Send, receive: Receive, knobs: Knobs) -> None:
+        self.mock = mock
+        self.send = send
+        self.receive = receive
+        self.knobs = knobs
+
+    async def json(self, status: int, payload: Any, gemini: bool = False) -> None:
+        body = _gemini_dumps(payload) if gemini else _dumps(payload)
+        await _send_whole(
+            self.send,
+            status,
+            body,
+            self.knobs.gzip,
+            _GEMINI_JSON if gemini else b"application/json",
         )
-        remaining = total
-        while remaining > 0:
-            piece = block if remaining >= chunk_size else block[:remaining]
-            remaining -= len(piece)
-            await send({"type": "http.response.body", "body": piece, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _stream(
-        self, send: Send, receive: Receive, events: list[bytes], delay: float
-    ) -> None:
+    async def body(self, body: bytes, content_type: bytes) -> None:
+        await _send_whole(self.send, 200, body, self.knobs.gzip, content_type)
+
+    async def generating(self) -> None:
+        """The time a real model takes to generate a whole reply."""
+        if self.knobs.delay:
+            await asyncio.sleep(self.knobs.delay * self.knobs.chunks)
+
+    async def stream(self, events: list[bytes], content_type: bytes = _SSE_TYPE) -> None:
+        knobs = self.knobs
         record: dict[str, Any] = {"events": len(events), "sent": 0, "completed": False}
-        self.streams.append(record)
+        self.mock.streams.append(record)
         gone = asyncio.Event()
 
         async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
+            while (await self.receive())["type"] != "http.disconnect":
                 pass
             gone.set()
 
+        headers = [(b"content-type", content_type)]
+        if content_type == _SSE_TYPE:
+            headers.append((b"cache-control", b"no-cache"))
+        compressor = None
+        if knobs.gzip:
+            compressor = zlib.compressobj(wbits=31)
+            headers.append((b"content-encoding", b"gzip"))
         watcher = asyncio.ensure_future(watch())
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            await self.send({"type": "http.response.start", "status": 200, "headers": headers})
             for event in events:
-                if delay:
-                    await asyncio.sleep(delay)
+                if knobs.cut_after is not None and record["sent"] >= knobs.cut_after:
+                    # Return without finishing the body: the server closes the connection
+                    # with no terminating chunk, as an upstream that drops would.
+                    record["cut"] = True
+                    return
+                if knobs.delay:
+                    await asyncio.sleep(knobs.delay)
                 if gone.is_set():
                     break
-                await send({"type": "http.response.body", "body": event, "more_body": True})
+                if compressor is not None:
+                    event = compressor.compress(event) + compressor.flush(zlib.Z_SYNC_FLUSH)
+                await self.send({"type": "http.response.body", "body": event, "more_body": True})
                 record["sent"] += 1
             else:
                 record["completed"] = True
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                tail = compressor.flush() if compressor is not None else b""
+                await self.send({"type": "http.response.body", "body": tail, "more_body": False})
         finally:
             record["ended_at"] = time.time()
             watcher.cancel()
@@ -252,10 +402,31 @@ def _loads(body: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-async def _send_json(send: Send, status: int, payload: Any) -> None:
-    body = json.dumps(payload).encode()
-    await send({"type": "http.response.start", "status": status, "headers": _json_headers(body)})
-    await send({"type": "http.response.body", "body": body})
+def _form(content_type: str, body: bytes) -> dict[str, Any]:
+    """A multipart/form-data upload as {field: text}, files as {"__files": {field: bytes}}."""
+    form: dict[str, Any] = {"__files": {}}
+    if not content_type.lower().startswith("multipart/"):
+        return form
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"content-type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    for part in message.iter_parts():  # type: ignore[attr-defined]
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str) or not name:
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            payload = b""
+        if part.get_filename() is not None:
+            form["__files"][name] = payload
+        else:
+            form[name] = payload.decode("utf-8", "replace")
+    return form
+
+
+def _sse(data: Any, event: str | None = None) -> bytes:
+    prefix = f"event: {event}\n" if event else ""
+    return prefix.encode() + b"data: " + _dumps(data) + b"\n\n"
 
 
 def _word(index: int) -> str:
@@ -266,148 +437,884 @@ def _text(chunks: int) -> str:
     return "".join(_word(i) for i in range(chunks))
 
 
-def _sse(data: Any, event: str | None = None) -> bytes:
-    prefix = f"event: {event}\n" if event else ""
-    return f"{prefix}data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+def _is_gemini(path: str) -> bool:
+    return "/models/" in path and ":" in path.rsplit("/", 1)[-1]
 
 
-def _openai_completion(request: dict[str, Any], chunks: int) -> dict[str, Any]:
+_ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+_GOOGLE_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    501: "NOT_IMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def _error_payload(path: str, status: int) -> dict[str, Any]:
+    """An error in the shape (and with the type names) each provider uses for the status."""
+    message = f"mock error {status}"
+    if "/messages" in path:
+        kind = _ANTHROPIC_ERRORS.get(status, "api_error")
+        return {
+            "type": "error",
+            "error": {"type": kind, "message": message},
+            "request_id": "req_mock",
+        }
+    if _is_gemini(path):
+        google = _GOOGLE_STATUSES.get(status, "INTERNAL")
+        return {"error": {"code": status, "message": message, "status": google}}
+    if status == 429:
+        kind, code = "requests", "rate_limit_exceeded"
+    elif status < 500:
+        kind, code = "invalid_request_error", None
+    else:
+        kind, code = "server_error", None
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def _not_found(path: str) -> dict[str, Any]:
+    if _is_gemini(path):
+        return {"error": {"code": 404, "message": f"mock has no {path}", "status": "NOT_FOUND"}}
     return {
-        "id": "chatcmpl-mock",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": request.get("model", "mock-model"),
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": _text(chunks)},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 5, "completion_tokens": chunks, "total_tokens": 5 + chunks},
+        "error": {
+            "message": f"mock upstream has no {path}",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "unknown_url",
+        }
     }
 
 
-def _openai_events(request: dict[str, Any], chunks: int) -> list[bytes]:
-    model = request.get("model", "mock-model")
-    base = {
+def _echo(scope: Scope, headers: dict[str, str], query: str, body: bytes) -> dict[str, Any]:
+    return {
+        "method": scope["method"],
+        "path": scope["path"],
+        "query": query,
+        "headers": headers,
+        "body_sha256": hashlib.sha256(body).hexdigest(),
+        "body_length": len(body),
+    }
+
+
+async def _bytes(query: dict[str, list[str]], send: Send) -> None:
+    total = int(query.get("n", ["1048576"])[0])
+    chunk_size = int(query.get("chunk", ["65536"])[0])
+    block = b"x" * chunk_size
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/octet-stream")],
+        }
+    )
+    remaining = total
+    while remaining > 0:
+        piece = block if remaining >= chunk_size else block[:remaining]
+        remaining -= len(piece)
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+# ---- tool calls (every protocol) --------------------------------------------------------
+
+
+def _example_input(schema: dict[str, Any]) -> dict[str, Any]:
+    """Arguments that satisfy a tool's JSON schema: every property with a plain value."""
+    values: dict[str, Any] = {}
+    for name, prop in (schema.get("properties") or {}).items():
+        prop = prop if isinstance(prop, dict) else {}
+        kind = prop.get("type")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), None)
+        kind = kind.lower() if isinstance(kind, str) else None  # Gemini writes STRING
+        if prop.get("enum"):
+            values[name] = prop["enum"][0]
+        else:
+            values[name] = {
+                "string": "mock",
+                "integer": 1,
+                "number": 1,
+                "boolean": True,
+                "array": [],
+                "object": {},
+            }.get(kind or "string")
+    return values
+
+
+def _split(text: str, pieces: int) -> list[str]:
+    if pieces <= 0:
+        return []
+    return [text[len(text) * i // pieces : len(text) * (i + 1) // pieces] for i in range(pieces)]
+
+
+# ---- OpenAI -----------------------------------------------------------------------------
+
+
+def _openai_usage(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.prompt,
+        "completion_tokens": usage.completion,
+        "total_tokens": usage.total,
+        "prompt_tokens_details": {"cached_tokens": usage.cached, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": usage.reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def _wants_usage(request: dict[str, Any]) -> bool:
+    options = request.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def _wants_obfuscation(request: dict[str, Any]) -> bool:
+    """OpenAI pads streamed deltas with an `obfuscation` string unless asked not to."""
+    options = request.get("stream_options")
+    return not (isinstance(options, dict) and options.get("include_obfuscation") is False)
+
+
+_PAD = "mK3xQ9vL2pR7tW4zB8nF6hJ1"
+
+
+def _obfuscation(index: int) -> str:
+    """Deterministic stand-in for OpenAI's random padding (1 to 16 characters)."""
+    return _PAD[index % 8 : index % 8 + 1 + (7 * index) % 16]
+
+
+def _chat_reasoning(request: dict[str, Any]) -> bool:
+    return request.get("reasoning_effort") not in (None, "none")
+
+
+def _openai_tool(request: dict[str, Any], responses: bool) -> tuple[str, str] | None:
+    """The function a request with `tools` gets called, and its arguments as JSON: the one
+    tool_choice names, else the first; none when tool_choice is "none". Chat nests each
+    function under "function"; the Responses API does not."""
+    choice = request.get("tool_choice")
+    if choice == "none":
+        return None
+    named = None
+    if isinstance(choice, dict):
+        named = choice.get("name") if responses else (choice.get("function") or {}).get("name")
+    functions = []
+    for tool in request.get("tools") or []:
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            continue
+        function = tool if responses else tool.get("function")
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            functions.append(function)
+    for function in functions:
+        if named is None or function["name"] == named:
+            schema = function.get("parameters")
+            arguments = _example_input(schema if isinstance(schema, dict) else {})
+            return function["name"], _dumps(arguments).decode()
+    return None
+
+
+async def _chat(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    usage = _usage(request, knobs, knobs.chunks, _chat_reasoning(request))
+    tool = _openai_tool(request, responses=False)
+    if request.get("stream"):
+        await reply.stream(_chat_events(request, knobs.chunks, usage, tool))
+        return
+    await reply.generating()
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": _text(knobs.chunks),
+        "refusal": None,
+        "annotations": [],
+    }
+    if tool:
+        call = {"id": "call_mock", "type": "function"}
+        message["content"] = None
+        message["tool_calls"] = [{**call, "function": {"name": tool[0], "arguments": tool[1]}}]
+    await reply.json(
+        200,
+        {
+            "id": "chatcmpl-mock",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.get("model", "mock-model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": "tool_calls" if tool else "stop",
+                }
+            ],
+            "usage": _openai_usage(usage),
+            "service_tier": "default",
+            "system_fingerprint": "fp_mock",
+        },
+    )
+
+
+def _chat_events(
+    request: dict[str, Any], chunks: int, usage: Usage, tool: tuple[str, str] | None
+) -> list[bytes]:
+    base: dict[str, Any] = {
         "id": "chatcmpl-mock",
         "object": "chat.completion.chunk",
         "created": int(time.time()),
-        "model": model,
+        "model": request.get("model", "mock-model"),
+        "service_tier": "default",
+        "system_fingerprint": "fp_mock",
     }
-    events = [
-        _sse(
-            {
-                **base,
-                "choices": [
-                    {
-                        "index": 0,
-                        "delta": {"role": "assistant", "content": ""},
-                        "finish_reason": None,
-                    }
-                ],
-            }
-        )
-    ]
-    events += [
-        _sse(
-            {
-                **base,
-                "choices": [{"index": 0, "delta": {"content": _word(i)}, "finish_reason": None}],
-            }
-        )
-        for i in range(chunks)
-    ]
-    events.append(_sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
-    if (request.get("stream_options") or {}).get("include_usage"):
-        events.append(
-            _sse(
-                {
-                    **base,
-                    "choices": [],
-                    "usage": {
-                        "prompt_tokens": 5,
-                        "completion_tokens": chunks,
-                        "total_tokens": 5 + chunks,
-                    },
-                }
-            )
-        )
+    with_usage = _wants_usage(request)
+    padded = _wants_obfuscation(request)
+    events: list[bytes] = []
+
+    def chunk(choices: list[dict[str, Any]], usage_json: dict[str, Any] | None = None) -> None:
+        event: dict[str, Any] = {**base, "choices": choices}
+        if with_usage:
+            # As the real API: every chunk carries usage, null until the last.
+            event["usage"] = usage_json
+        if padded:
+            event["obfuscation"] = _obfuscation(len(events))
+        events.append(_sse(event))
+
+    def choice(delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
+        return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+
+    if tool:
+        name, arguments = tool
+        call = {"index": 0, "id": "call_mock", "type": "function"}
+        first = {**call, "function": {"name": name, "arguments": ""}}
+        chunk(choice({"role": "assistant", "content": None, "tool_calls": [first]}))
+        for piece in _split(arguments, chunks):
+            chunk(choice({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+        chunk(choice({}, "tool_calls"))
+    else:
+        chunk(choice({"role": "assistant", "content": "", "refusal": None}))
+        for i in range(chunks):
+            chunk(choice({"content": _word(i)}))
+        chunk(choice({}, "stop"))
+    if with_usage:
+        chunk([], _openai_usage(usage))
     events.append(b"data: [DONE]\n\n")
     return events
 
 
-def _anthropic_message(request: dict[str, Any], chunks: int) -> dict[str, Any]:
+async def _completions(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    """The legacy text completions API."""
+    usage = _usage(request, knobs, knobs.chunks)
+    base: dict[str, Any] = {
+        "id": "cmpl-mock",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": request.get("model", "mock-model"),
+        "system_fingerprint": "fp_mock",
+    }
+    if not request.get("stream"):
+        await reply.generating()
+        whole = {
+            "text": _text(knobs.chunks),
+            "index": 0,
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+        await reply.json(200, {**base, "choices": [whole], "usage": _openai_usage(usage)})
+        return
+    with_usage = _wants_usage(request)
+    padded = _wants_obfuscation(request)
+    events: list[bytes] = []
+
+    def chunk(choices: list[dict[str, Any]], usage_json: dict[str, Any] | None = None) -> None:
+        event: dict[str, Any] = {**base, "choices": choices}
+        if with_usage:
+            event["usage"] = usage_json
+        if padded:
+            event["obfuscation"] = _obfuscation(len(events))
+        events.append(_sse(event))
+
+    def choice(text: str, finish: str | None = None) -> list[dict[str, Any]]:
+        return [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]
+
+    for i in range(knobs.chunks):
+        chunk(choice(_word(i)))
+    chunk(choice("", "stop"))
+    if with_usage:
+        chunk([], _openai_usage(usage))
+    events.append(b"data: [DONE]\n\n")
+    await reply.stream(events)
+
+
+# -- Responses API
+
+
+def _responses_reasoning(request: dict[str, Any]) -> bool:
+    reasoning = request.get("reasoning")
+    return isinstance(reasoning, dict) and reasoning.get("effort") != "none"
+
+
+def _response_object(
+    request: dict[str, Any], status: str, output: list[dict[str, Any]], usage: Usage | None
+) -> dict[str, Any]:
+    reasoning = request.get("reasoning")
+    if not isinstance(reasoning, dict):
+        reasoning = {}
+    return {
+        "id": "resp_mock",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": status,
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": request.get("instructions"),
+        "max_output_tokens": request.get("max_output_tokens"),
+        "max_tool_calls": request.get("max_tool_calls"),
+        "model": request.get("model", "mock-model"),
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": request.get("previous_response_id"),
+        "prompt_cache_key": request.get("prompt_cache_key"),
+        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
+        "safety_identifier": request.get("safety_identifier"),
+        "service_tier": "default",
+        "store": request.get("store", True),
+        "temperature": request.get("temperature", 1.0),
+        "text": {"format": {"type": "text"}, "verbosity": "medium", **(request.get("text") or {})},
+        "tool_choice": request.get("tool_choice", "auto"),
+        "tools": request.get("tools", []),
+        "top_logprobs": request.get("top_logprobs", 0),
+        "top_p": request.get("top_p", 1.0),
+        "truncation": request.get("truncation", "disabled"),
+        "usage": None
+        if usage is None
+        else {
+            "input_tokens": usage.prompt,
+            "input_tokens_details": {"cached_tokens": usage.cached},
+            "output_tokens": usage.completion,
+            "output_tokens_details": {"reasoning_tokens": usage.reasoning},
+            "total_tokens": usage.total,
+        },
+        "user": request.get("user"),
+        "metadata": request.get("metadata") or {},
+    }
+
+
+_REASONING_ITEM = {"id": "rs_mock", "type": "reasoning", "summary": []}
+
+
+def _output_text(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+
+
+def _message_item(status: str, content: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": "msg_mock",
+        "type": "message",
+        "status": status,
+        "content": content,
+        "role": "assistant",
+    }
+
+
+def _function_call_item(status: str, name: str, arguments: str) -> dict[str, Any]:
+    return {
+        "id": "fc_mock",
+        "type": "function_call",
+        "status": status,
+        "arguments": arguments,
+        "call_id": "call_mock",
+        "name": name,
+    }
+
+
+async def _responses(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    reasoning = _responses_reasoning(request)
+    usage = _usage(request, knobs, knobs.chunks, reasoning)
+    text = _text(knobs.chunks)
+    tool = _openai_tool(request, responses=True)
+    output = [_REASONING_ITEM] if reasoning else []
+    if tool:
+        output.append(_function_call_item("completed", *tool))
+    else:
+        output.append(_message_item("completed", [_output_text(text)]))
+    if not request.get("stream"):
+        await reply.generating()
+        await reply.json(200, _response_object(request, "completed", output, usage))
+        return
+    events: list[tuple[str, dict[str, Any]]] = []
+    started = _response_object(request, "in_progress", [], None)
+    events.append(("response.created", {"response": started}))
+    events.append(("response.in_progress", {"response": started}))
+    index = 0
+    if reasoning:
+        item = {"output_index": 0, "item": _REASONING_ITEM}
+        events.append(("response.output_item.added", item))
+        events.append(("response.output_item.done", item))
+        index = 1
+    padded = _wants_obfuscation(request)
+    if tool:
+        name, arguments = tool
+        at = {"item_id": "fc_mock", "output_index": index}
+        started_item = _function_call_item("in_progress", name, "")
+        events.append(("response.output_item.added", {"output_index": index, "item": started_item}))
+        for i, piece in enumerate(_split(arguments, knobs.chunks)):
+            delta = {**at, "delta": piece}
+            if padded:
+                delta["obfuscation"] = _obfuscation(i)
+            events.append(("response.function_call_arguments.delta", delta))
+        events.append(("response.function_call_arguments.done", {**at, "arguments": arguments}))
+    else:
+        _message_events(events, index, text, knobs.chunks, padded)
+    events.append(("response.output_item.done", {"output_index": index, "item": output[-1]}))
+    final = _response_object(request, "completed", output, usage)
+    events.append(("response.completed", {"response": final}))
+    await reply.stream(
+        [
+            _sse({"type": name, "sequence_number": number, **data}, name)
+            for number, (name, data) in enumerate(events)
+        ]
+    )
+
+
+async def _responses_input_tokens(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    tokens = prompt_tokens(request) * knobs.scale
+    await reply.json(200, {"object": "response.input_tokens", "input_tokens": tokens})
+
+
+def _message_events(
+    events: list[tuple[str, dict[str, Any]]], index: int, text: str, chunks: int, padded: bool
+) -> None:
+    """The events of one streamed message item, up to (not including) its output_item.done."""
+    where = {"item_id": "msg_mock", "output_index": index, "content_index": 0}
+    events.append(
+        (
+            "response.output_item.added",
+            {"output_index": index, "item": _message_item("in_progress", [])},
+        )
+    )
+    events.append(("response.content_part.added", {**where, "part": _output_text("")}))
+    for i in range(chunks):
+        delta = {**where, "delta": _word(i), "logprobs": []}
+        if padded:
+            delta["obfuscation"] = _obfuscation(i)
+        events.append(("response.output_text.delta", delta))
+    events.append(("response.output_text.done", {**where, "text": text, "logprobs": []}))
+    events.append(("response.content_part.done", {**where, "part": _output_text(text)}))
+
+
+# -- audio, embeddings, models
+
+
+async def _transcription(form: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    """Transcriptions (and translations) of a multipart upload. gpt-4o-* models report
+    token usage (about one audio token per kB); whisper-1 reports seconds (16 kB a second:
+    8 kHz 16-bit mono)."""
+    audio = b"".join(form["__files"].values())
+    output = knobs.chunks * knobs.scale
+    usage: dict[str, Any]
+    if form.get("model") == "whisper-1":
+        usage = {"type": "duration", "seconds": max(1, len(audio) // 16000) * knobs.scale}
+    else:
+        audio_tokens = max(1, len(audio) // 1000) * knobs.scale
+        usage = {
+            "type": "tokens",
+            "input_tokens": audio_tokens,
+            "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
+            "output_tokens": output,
+            "total_tokens": audio_tokens + output,
+        }
+    text = _text(knobs.chunks)
+    if form.get("stream") == "true":
+        events = [
+            _sse({"type": "transcript.text.delta", "delta": _word(i), "logprobs": []})
+            for i in range(knobs.chunks)
+        ]
+        done = {"type": "transcript.text.done", "text": text, "logprobs": [], "usage": usage}
+        await reply.stream([*events, _sse(done)])
+        return
+    await reply.generating()
+    response_format = form.get("response_format", "json")
+    if response_format in ("text", "srt", "vtt"):
+        await reply.body(_subtitles(response_format, text), b"text/plain; charset=utf-8")
+    elif response_format == "verbose_json":
+        seconds = max(1, len(audio) // 16000)
+        segment = {
+            "id": 0,
+            "seek": 0,
+            "start": 0.0,
+            "end": float(seconds),
+            "text": text,
+            "tokens": list(range(knobs.chunks)),
+            "temperature": 0.0,
+            "avg_logprob": -0.1,
+            "compression_ratio": 1.0,
+            "no_speech_prob": 0.0,
+        }
+        verbose = {
+            "task": "transcribe",
+            "language": "english",
+            "duration": float(seconds),
+            "text": text,
+            "segments": [segment],
+            "usage": {"type": "duration", "seconds": seconds * knobs.scale},
+        }
+        await reply.json(200, verbose)
+    else:
+        await reply.json(200, {"text": text, "usage": usage})
+
+
+def _subtitles(response_format: str, text: str) -> bytes:
+    if response_format == "srt":
+        return f"1\n00:00:00,000 --> 00:00:01,000\n{text}\n\n".encode()
+    if response_format == "vtt":
+        return f"WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n{text}\n\n".encode()
+    return text.encode()
+
+
+def _wav(samples: int, rate: int = 8000) -> bytes:
+    """A mono 16-bit PCM WAV of silence."""
+    data = b"\0\0" * samples
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + len(data),
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,  # PCM
+        1,  # mono
+        rate,
+        rate * 2,
+        2,
+        16,
+        b"data",
+        len(data),
+    )
+    return header + data
+
+
+async def _speech(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    # A tenth of a second of silence per word of input.
+    samples = 800 * max(1, count_words({"input": request.get("input", "")}))
+    await reply.generating()
+    await reply.body(_wav(samples), b"audio/wav")
+
+
+def _vector(dimensions: int, seed: int) -> list[float]:
+    return [round(((seed + i) % 10 + 1) / 10, 1) for i in range(dimensions)]
+
+
+async def _embeddings(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    raw = request.get("input", "")
+    # One string, a list of strings, one list of token ids, or a list of those.
+    if isinstance(raw, str) or (isinstance(raw, list) and raw and all(map(_is_int, raw))):
+        inputs: list[Any] = [raw]
+    else:
+        inputs = raw if isinstance(raw, list) else [raw]
+    dimensions = request.get("dimensions") or 3
+    data = []
+    for index, _ in enumerate(inputs):
+        vector = _vector(dimensions, index)
+        embedding: Any = vector
+        if request.get("encoding_format") == "base64":
+            embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": embedding})
+    tokens = prompt_tokens({"input": raw}) * knobs.scale
+    await reply.json(
+        200,
+        {
+            "object": "list",
+            "data": data,
+            "model": request.get("model", "mock-embedding"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        },
+    )
+
+
+async def _models(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    model = {"id": "mock-model", "object": "model", "created": 0, "owned_by": "mock"}
+    await reply.json(200, {"object": "list", "data": [model]})
+
+
+# ---- Anthropic --------------------------------------------------------------------------
+
+
+def _anthropic_usage(usage: Usage, output: int, delta: bool = False) -> dict[str, Any]:
+    counts: dict[str, Any] = {
+        "input_tokens": usage.prompt - usage.cached - usage.cache_write,
+        "cache_creation_input_tokens": usage.cache_write,
+        "cache_read_input_tokens": usage.cached,
+        "output_tokens": output,
+    }
+    if not delta:
+        counts["service_tier"] = "standard"
+    return counts
+
+
+def _chosen_tool(request: dict[str, Any]) -> dict[str, Any] | None:
+    """The client tool a request with `tools` gets called: the one tool_choice names, else
+    the first; none when tool_choice is none."""
+    choice = request.get("tool_choice") or {}
+    if not isinstance(choice, dict) or choice.get("type") == "none":
+        return None
+    tools = [
+        tool
+        for tool in request.get("tools") or []
+        if isinstance(tool, dict) and isinstance(tool.get("input_schema"), dict)
+    ]
+    for tool in tools:
+        if choice.get("type") == "tool" and tool.get("name") == choice.get("name"):
+            return tool
+    return tools[0] if tools else None
+
+
+def _anthropic_message(
+    request: dict[str, Any], content: list[dict[str, Any]], stop: str | None, usage: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "id": "msg_mock",
         "type": "message",
         "role": "assistant",
         "model": request.get("model", "mock-model"),
-        "content": [{"type": "text", "text": _text(chunks)}],
-        "stop_reason": "end_turn",
+        "content": content,
+        "stop_reason": stop,
         "stop_sequence": None,
-        "usage": {"input_tokens": 5, "output_tokens": chunks},
+        "usage": usage,
     }
 
 
-def _anthropic_events(request: dict[str, Any], chunks: int) -> list[bytes]:
-    message = {
-        **_anthropic_message(request, 0),
-        "content": [],
-        "stop_reason": None,
-        "usage": {"input_tokens": 5, "output_tokens": 0},
-    }
-    events = [
-        _sse({"type": "message_start", "message": message}, "message_start"),
-        _sse(
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            },
-            "content_block_start",
-        ),
-    ]
-    events += [
-        _sse(
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": _word(i)},
-            },
-            "content_block_delta",
+def _anthropic_thinking(request: dict[str, Any]) -> bool:
+    thinking = request.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+
+_SIGNATURE = "bW9jay1zaWduYXR1cmU="
+
+
+async def _anthropic(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    thinking = _anthropic_thinking(request)
+    usage = _usage(request, knobs, knobs.chunks, thinking)
+    tool = _chosen_tool(request)
+    stop = "tool_use" if tool else "end_turn"
+    # Each content block: (its whole form, its form in content_block_start, its deltas).
+    blocks: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = []
+    if thinking:
+        whole: dict[str, Any] = {
+            "type": "thinking",
+            "thinking": _text(knobs.chunks),
+            "signature": _SIGNATURE,
+        }
+        deltas = [{"type": "thinking_delta", "thinking": _word(i)} for i in range(knobs.chunks)]
+        deltas.append({"type": "signature_delta", "signature": _SIGNATURE})
+        blocks.append((whole, {**whole, "thinking": "", "signature": ""}, deltas))
+    if tool:
+        tool_input = _example_input(tool["input_schema"])
+        whole = {"type": "tool_use", "id": "toolu_mock", "name": tool["name"], "input": tool_input}
+        deltas = [
+            {"type": "input_json_delta", "partial_json": piece}
+            for piece in _split(_dumps(tool_input).decode(), knobs.chunks)
+        ]
+        blocks.append((whole, {**whole, "input": {}}, deltas))
+    else:
+        whole = {"type": "text", "text": _text(knobs.chunks)}
+        deltas = [{"type": "text_delta", "text": _word(i)} for i in range(knobs.chunks)]
+        blocks.append((whole, {**whole, "text": ""}, deltas))
+    # Output tokens include thinking, as Anthropic counts them.
+    output = usage.completion
+    if not request.get("stream"):
+        await reply.generating()
+        content = [whole for whole, _, _ in blocks]
+        usage_json = _anthropic_usage(usage, output)
+        await reply.json(200, _anthropic_message(request, content, stop, usage_json))
+        return
+    start = _anthropic_message(request, [], None, _anthropic_usage(usage, 1 * knobs.scale))
+    events = [_sse({"type": "message_start", "message": start}, "message_start")]
+    for index, (_, opening, deltas) in enumerate(blocks):
+        events.append(
+            _sse(
+                {"type": "content_block_start", "index": index, "content_block": opening},
+                "content_block_start",
+            )
         )
-        for i in range(chunks)
-    ]
+        if index == 0:
+            events.append(_sse({"type": "ping"}, "ping"))
+        events += [
+            _sse(
+                {"type": "content_block_delta", "index": index, "delta": delta},
+                "content_block_delta",
+            )
+            for delta in deltas
+        ]
+        events.append(_sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
     events += [
-        _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
         _sse(
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": chunks},
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                # Running totals, as the API sends them now: the final counts, not increments.
+                "usage": _anthropic_usage(usage, output, delta=True),
             },
             "message_delta",
         ),
         _sse({"type": "message_stop"}, "message_stop"),
     ]
-    return events
+    await reply.stream(events)
 
 
-def _gemini_response(text: str) -> dict[str, Any]:
+async def _anthropic_count_tokens(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    await reply.json(200, {"input_tokens": prompt_tokens(request) * knobs.scale})
+
+
+# ---- Gemini -----------------------------------------------------------------------------
+
+
+def _gemini_thinking(request: dict[str, Any]) -> bool:
+    config = _either(request, "generationConfig", "generation_config")
+    thinking = _either(config, "thinkingConfig", "thinking_config")
+    budget = thinking.get("thinkingBudget", thinking.get("thinking_budget"))
+    return bool(
+        thinking.get("includeThoughts")
+        or thinking.get("include_thoughts")
+        or thinking.get("thinkingLevel")
+        or thinking.get("thinking_level")
+        or (_is_int(budget) and budget != 0)
+    )
+
+
+def _gemini_usage(usage: Usage, candidates: int) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "promptTokenCount": usage.prompt,
+        "candidatesTokenCount": candidates,
+        "totalTokenCount": usage.prompt + candidates + usage.reasoning,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": usage.prompt}],
+    }
+    if usage.reasoning:
+        metadata["thoughtsTokenCount"] = usage.reasoning
+    if usage.cached:
+        metadata["cachedContentTokenCount"] = usage.cached
+    return metadata
+
+
+def _either(value: Any, camel: str, snake: str) -> dict[str, Any]:
+    """value[camel] or value[snake] when it is an object, else {}."""
+    if not isinstance(value, dict):
+        return {}
+    found = value.get(camel, value.get(snake))
+    return found if isinstance(found, dict) else {}
+
+
+def _gemini_function(request: dict[str, Any]) -> dict[str, Any] | None:
+    """The function a request with functionDeclarations gets called (the first allowed),
+    as a functionCall part; none when function calling is off (mode NONE)."""
+    # Google's JSON accepts camelCase and snake_case names alike; the SDKs send both.
+    config = _either(request, "toolConfig", "tool_config")
+    calling = _either(config, "functionCallingConfig", "function_calling_config")
+    if calling.get("mode") == "NONE":
+        return None
+    allowed = calling.get("allowedFunctionNames") or calling.get("allowed_function_names")
+    for tool in request.get("tools") or []:
+        declarations = tool.get("functionDeclarations") if isinstance(tool, dict) else None
+        for function in declarations or []:
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                continue
+            if allowed and function["name"] not in allowed:
+                continue
+            schema = (
+                function.get("parametersJsonSchema")
+                or function.get("parameters_json_schema")
+                or function.get("parameters")
+                or {}
+            )
+            arguments = _example_input(schema if isinstance(schema, dict) else {})
+            return {"functionCall": {"name": function["name"], "args": arguments}}
+    return None
+
+
+def _gemini_response(
+    request: dict[str, Any],
+    text: str,
+    finished: bool,
+    metadata: dict[str, Any],
+    part: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    candidate: dict[str, Any] = {
+        "content": {"role": "model", "parts": [part or {"text": text}]},
+        "index": 0,
+    }
+    if finished:
+        candidate["finishReason"] = "STOP"
     return {
-        "candidates": [
-            {
-                "content": {"role": "model", "parts": [{"text": text}]},
-                "finishReason": "STOP",
-                "index": 0,
-            }
-        ],
-        "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 1, "totalTokenCount": 6},
+        "candidates": [candidate],
+        "usageMetadata": metadata,
         "modelVersion": "mock-model",
+        "responseId": "mock-response",
     }
 
 
-def _gemini_events(chunks: int) -> list[bytes]:
-    return [_sse(_gemini_response(_word(i))) for i in range(chunks)]
+async def _gemini(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    usage = _usage(request, knobs, knobs.chunks, _gemini_thinking(request))
+    await reply.generating()
+    metadata = _gemini_usage(usage, usage.output)
+    part = _gemini_function(request)
+    payload = _gemini_response(request, _text(knobs.chunks), True, metadata, part)
+    await reply.json(200, payload, gemini=True)
+
+
+async def _gemini_stream(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    usage = _usage(request, knobs, knobs.chunks, _gemini_thinking(request))
+    chunks = [
+        _gemini_response(
+            request,
+            _word(i),
+            i == knobs.chunks - 1,
+            _gemini_usage(usage, (i + 1) * knobs.scale),  # candidates so far
+        )
+        for i in range(knobs.chunks)
+    ]
+    function = _gemini_function(request)
+    if function:
+        # Gemini sends a function call whole, in one chunk.
+        metadata = _gemini_usage(usage, usage.output)
+        chunks = [_gemini_response(request, "", True, metadata, function)]
+    if knobs.sse:
+        await reply.stream([_sse(chunk) for chunk in chunks])
+        return
+    # Without alt=sse: one JSON array, written element by element as the real API does.
+    pieces = [
+        (b"[" if i == 0 else b"\r\n,") + _gemini_dumps(chunk) for i, chunk in enumerate(chunks)
+    ]
+    pieces.append(b"\r\n]" if chunks else b"[]")
+    await reply.stream(pieces, _GEMINI_JSON)
+
+
+async def _gemini_count_tokens(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    tokens = prompt_tokens(request) * knobs.scale
+    details = [{"modality": "TEXT", "tokenCount": tokens}]
+    await reply.json(200, {"totalTokens": tokens, "promptTokensDetails": details}, gemini=True)
+
+
+def _gemini_vector(request: dict[str, Any], seed: int) -> dict[str, Any]:
+    dimensions = request.get("outputDimensionality") or 3
+    return {"values": _vector(dimensions, seed)}
+
+
+async def _gemini_embed(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    await reply.json(200, {"embedding": _gemini_vector(request, 0)}, gemini=True)
+
+
+async def _gemini_batch_embed(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    requests = [r for r in request.get("requests") or [] if isinstance(r, dict)]
+    embeddings = [_gemini_vector(r, index) for index, r in enumerate(requests)]
+    await reply.json(200, {"embeddings": embeddings}, gemini=True)

@@ -1,5 +1,7 @@
 """CORS for browsers: preflights answered before auth, origins from ALLOWED_ORIGINS.
 
+The dashboard (/admin) is never reachable cross-origin: this middleware leaves it alone.
+
 Our own small middleware rather than Starlette's: a refused preflight gets a JSON error
 like every other failure, and a request without an Origin header (every server-side SDK
 call) passes straight through without a wrapped `send`.
@@ -12,6 +14,11 @@ from core.types import ASGIApp, Message, Receive, Scope, Send, send_response
 
 ALLOWED_METHODS = b"GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
 PREFLIGHT_MAX_AGE = b"600"
+
+
+def is_admin_path(path: str) -> bool:
+    """/admin and everything under it: the dashboard (core/admin)."""
+    return path == "/admin" or path.startswith("/admin/")
 
 
 class CORSMiddleware:
@@ -27,7 +34,9 @@ class CORSMiddleware:
         return self.allow_any or origin in self.allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or is_admin_path(scope["path"]):
+            # The dashboard is same-origin only, whatever ALLOWED_ORIGINS says: no
+            # Access-Control-* header on its replies, no preflight answered for it.
             await self.app(scope, receive, send)
             return
         origin: bytes | None = None

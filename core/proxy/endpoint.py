@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import anyio
+import anyio.lowlevel
 import httpx
 
 from core.errors import (
@@ -70,12 +71,11 @@ class Pipeline:
     # Admission rules that decide on the head alone, then those that need the body.
     before_body: tuple[Check, ...] = ()
     after_body: tuple[Check, ...] = ()
-    # Extra usage readers at settlement (the usage ledger).
+    # Extra usage readers at settlement (the usage ledger): every reply is metered.
     settlers: tuple[Any, ...] = ()
-
-    @property
-    def meters(self) -> bool:
-        return bool(self.settlers) or any(c.meters for c in (*self.before_body, *self.after_body))
+    # Some rule decides on the body (scopes, policy, limits, budgets): JSON is parsed with
+    # the repeated-field checks. Otherwise it is only checked to be JSON, by the C decoder.
+    strict_json: bool = True
 
 
 @dataclass
@@ -121,7 +121,7 @@ class ProxyEndpoint:
         self.client = client
         self.pipeline = pipeline
         self.scrubber = scrubber
-        self.metering = pipeline.meters
+        self.always_meter = bool(pipeline.settlers)
         self.drain = settings.on_disconnect == "drain"
 
     def route(self, scope: Scope) -> tuple[Provider, str]:
@@ -148,6 +148,7 @@ class ProxyEndpoint:
             if log is not None:
                 log.route = provider.name
             request = build_request(scope, provider, remainder, log)
+            request.strict = self.pipeline.strict_json
             await self.handle(request, receive, send)
         except ProxyError as error:
             if log is not None:
@@ -217,7 +218,9 @@ class ProxyEndpoint:
         await self.exchange(request, tickets, receive, send, cache)
 
     @staticmethod
-    async def admit(request: ProxyRequest, checks: tuple[Check, ...], tickets: list[Ticket]) -> None:
+    async def admit(
+        request: ProxyRequest, checks: tuple[Check, ...], tickets: list[Ticket]
+    ) -> None:
         for check in checks:
             ticket = await check.admit(request)
             if ticket is not None:
@@ -298,10 +301,11 @@ class ProxyEndpoint:
                 if not self.drain:
                     scope.cancel()
                 return
+            # Only a disconnect should come after the body; a server that answers at once
+            # with anything else must not starve the relay.
+            await anyio.lowlevel.checkpoint()
 
-    async def forward(
-        self, request: ProxyRequest, body: bytes, metering: bool
-    ) -> httpx.Response:
+    async def forward(self, request: ProxyRequest, body: bytes, metering: bool) -> httpx.Response:
         provider = request.provider
         url = provider.origin + provider.base_path + request.remainder
         if request.query:
@@ -330,7 +334,10 @@ class ProxyEndpoint:
     async def forward_and_relay(
         self, request: ProxyRequest, tickets: list[Ticket], send: Send, state: _Exchange
     ) -> None:
-        metering = self.metering and request.route.kind == "metered"
+        # Metered when a rule settles on usage (a reservation) or the ledger records it.
+        metering = request.route.kind == "metered" and (
+            self.always_meter or any(ticket.needs_usage for ticket in tickets)
+        )
         body = request.body
         chunk_filter = None
         if metering:
@@ -470,6 +477,8 @@ class ProxyEndpoint:
             await ticket.settle(outcome)
         if request is None:
             return
+        for settler in self.pipeline.settlers:
+            await settler(request, outcome)
         log = request.log
         usage = outcome.usage
         if log is not None and usage is not None:
@@ -477,5 +486,3 @@ class ProxyEndpoint:
                 log.input_tokens = usage.input_tokens
                 log.output_tokens = usage.output_tokens
             log.cost_usd = outcome.cost_usd
-        for settler in self.pipeline.settlers:
-            await settler(request, outcome)

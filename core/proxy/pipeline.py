@@ -6,19 +6,28 @@ adds its rule; heavy modules (PyJWT, store clients) load only when a rule needs 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from typing import TYPE_CHECKING
 
 from core.access.client_ip import client_ip_rule, detect_platform
 from core.access.identify import Identify
+from core.errors import ProxyError
 from core.proxy.endpoint import Pipeline
 from core.proxy.stages import Authorize, Check, MeterableRoutesOnly
 
 if TYPE_CHECKING:
     from core.access.credentials import TokenCheck
+    from core.access.status import ServiceStatus
     from core.config import Settings
+    from core.proxy.request import ProxyRequest
+    from core.proxy.stages import Outcome, Ticket
+    from core.stores import StoreSet
     from core.usage.budget import Budget
+    from core.usage.ledger import UsageLedger
+    from core.usage.prices import PriceTable
 
 logger = logging.getLogger("llm_proxy")
 
@@ -47,9 +56,79 @@ def build_identify(settings: Settings, token_check: TokenCheck) -> Identify:
     return Identify(token_check, client_ip, jwt, anonymous)
 
 
-def build_pipeline(settings: Settings, token_check: TokenCheck) -> tuple[Pipeline, Budget | None]:
+class KillSwitch:
+    """Offline now, or in a scheduled window: every proxy route answers 503."""
+
+    reads_body = False
+
+    def __init__(self, status: ServiceStatus) -> None:
+        self.status = status
+
+    async def admit(self, request: ProxyRequest) -> Ticket | None:
+        await self.status.check(time.time())
+        return None
+
+
+class RecordUsage:
+    """The settle stage's usage ledger entry: what each metered reply used and cost."""
+
+    def __init__(self, ledger: UsageLedger, prices: PriceTable) -> None:
+        self.ledger = ledger
+        self.prices = prices
+
+    async def __call__(self, request: ProxyRequest, outcome: Outcome) -> None:
+        if not outcome.billable or request.route.kind != "metered":
+            return
+        from core.usage.ledger import UsageEntry
+
+        usage = outcome.usage
+        try:
+            model = await request.model()
+        except ProxyError:
+            model = None
+        if outcome.cost_usd is None and usage is not None:
+            # No budget priced it: the ledger still shows what it cost, where a price is known.
+            price = self.prices.find(model)
+            if price is not None:
+                outcome.cost_usd = price.cost_usd(usage)
+        entry = UsageEntry(
+            caller=request.counted_as,
+            provider=request.provider.name,
+            model=model or "",
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            cached_input_tokens=usage.cached_input_tokens if usage else 0,
+            cost_usd=outcome.cost_usd or 0.0,
+        )
+        store = self.ledger.store
+        try:
+            if store.blocking:
+                await asyncio.to_thread(self.ledger.record, entry)
+            else:
+                self.ledger.record(entry)
+        except Exception as exc:  # bookkeeping: the reply has been served
+            logger.warning("usage ledger write failed: %s", type(exc).__name__)
+
+
+def prices_of(settings: Settings) -> PriceTable:
+    from core.usage.prices import PriceTable, parse_prices
+
+    prices = settings.guard.model_prices
+    return PriceTable(parse_prices(prices) if prices else None)
+
+
+def build_pipeline(
+    settings: Settings,
+    token_check: TokenCheck,
+    stores: StoreSet,
+    *,
+    status: ServiceStatus | None = None,
+    ledger: UsageLedger | None = None,
+) -> tuple[Pipeline, Budget | None]:
     config = settings.guard
     before: list[Check] = []
+    if status is not None:
+        before.append(KillSwitch(status))
     after: list[Check] = [Authorize()]
     budget = None
     capped = []
@@ -69,13 +148,13 @@ def build_pipeline(settings: Settings, token_check: TokenCheck) -> tuple[Pipelin
                 max_messages=config.max_messages,
             )
         )
-    if config.limits_on or config.budgets_on:
-        from core.stores import open_store
+    # A stored token may carry its own budget (`tokens create --budget-usd`).
+    budgets = config.budgets_on or bool(settings.token_store)
+    if config.limits_on or budgets:
         from core.usage.estimate import WorstCase
-        from core.usage.prices import PriceTable, parse_prices
 
-        store = open_store(config.limit_store)
-        prices = PriceTable(parse_prices(config.model_prices) if config.model_prices else None)
+        store = stores.open(config.limit_store)
+        prices = prices_of(settings)
         estimate = WorstCase(prices, config.max_tokens_cap)
         if config.limits_on:
             from core.access.limits import RateLimiter, RequestLimit, TokenLimit
@@ -90,7 +169,7 @@ def build_pipeline(settings: Settings, token_check: TokenCheck) -> tuple[Pipelin
             before.append(RequestLimit(limiter))
             if config.rate_limit_tokens:
                 after.append(TokenLimit(limiter, estimate))
-        if config.budgets_on:
+        if budgets:
             from core.usage.budget import Budget
 
             budget = Budget(
@@ -102,17 +181,22 @@ def build_pipeline(settings: Settings, token_check: TokenCheck) -> tuple[Pipelin
                 window=config.budget_window,
             )
             after.append(budget)
-        _log_limits(settings)
+        if config.limits_on or config.budgets_on:
+            _log_limits(settings)
     if settings.cache.on:
         from core.cache.check import ResponseCache
 
         # Last: a hit must have passed every rule, and still counts as a request.
-        after.append(ResponseCache.from_settings(settings.cache))
+        after.append(ResponseCache.from_settings(settings.cache, stores))
         _log_cache(settings)
     pipeline = Pipeline(
         identify=build_identify(settings, token_check),
         before_body=tuple(before),
         after_body=tuple(after),
+        settlers=(RecordUsage(ledger, prices_of(settings)),) if ledger is not None else (),
+        # The cache keys on the parsed body: a field named twice must not let two bodies
+        # an upstream reads differently share one entry.
+        strict_json=bool(settings.token_store) or config.enabled or settings.cache.on,
     )
     return pipeline, budget
 

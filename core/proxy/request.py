@@ -86,9 +86,10 @@ def strict_json(body: bytes, policed: frozenset[str]) -> Any:
     return json.loads(body, object_pairs_hook=one_value_per_name)
 
 
-def _parse(body: bytes, policed: frozenset[str]) -> Any:
+def _parse(body: bytes, strict: bool, wire: Wire) -> Any:
     try:
-        return strict_json(body, policed)
+        # The plain C decoder when no rule reads the body: a validity check only.
+        return strict_json(body, wire.policed_fields) if strict else json.loads(body)
     except RecursionError:
         raise BadRequest("The request body's JSON is nested too deeply.") from None
     except RepeatedField:
@@ -121,6 +122,8 @@ class ProxyRequest:
     caller: Caller | None = None
     # The identity limits, budgets and usage are counted under (core/access/identify.py).
     counted_as: str = ""
+    # Parse with the repeated-field checks: on when a rule decides on the body.
+    strict: bool = True
     _document: Any = field(default=_NOT_PARSED, repr=False)
 
     @property
@@ -169,9 +172,9 @@ class ProxyRequest:
             elif not self.is_json and body.lstrip()[:1] not in (b"{", b"["):
                 self._document = None  # an upload or form: not JSON, nothing to read
             elif len(body) > _PARSE_OFF_LOOP:
-                self._document = await asyncio.to_thread(_parse, body, self.wire.policed_fields)
+                self._document = await asyncio.to_thread(_parse, body, self.strict, self.wire)
             else:
-                self._document = _parse(body, self.wire.policed_fields)
+                self._document = _parse(body, self.strict, self.wire)
         return self._document
 
     async def model(self) -> str | None:

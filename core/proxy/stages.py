@@ -72,16 +72,14 @@ class Outcome:
 class Ticket(Protocol):
     # Headers the reply carries for this rule (the caller's rate-limit figures).
     headers: RawHeaders
+    # Settles on the reply's usage: the relay meters the reply.
+    needs_usage: bool
 
     async def settle(self, outcome: Outcome) -> None: ...
 
 
 class Check(Protocol):
     reads_body: bool
-    # Needs the reply's usage at settlement: the relay meters only if some check does.
-    meters: bool
-    # Caps spending: a route the meter cannot read is refused while one is on.
-    caps: bool
 
     async def admit(self, request: ProxyRequest) -> Ticket | None: ...
 
@@ -106,6 +104,7 @@ class ReplyTicket:
     """
 
     headers: RawHeaders
+    needs_usage: bool = False
     replay: StoredReply | None = None
 
     def start(self, status: int, headers: RawHeaders, upstream_headers: RawHeaders) -> None:
@@ -130,6 +129,7 @@ class HeaderTicket:
     """A ticket that only adds headers and has nothing to settle."""
 
     headers: RawHeaders = field(default_factory=list)
+    needs_usage: bool = False
 
     async def settle(self, outcome: Outcome) -> None:
         return None
@@ -139,8 +139,6 @@ class Authorize:
     """A stored token's scopes: which providers and models it may use."""
 
     reads_body = True
-    meters = False
-    caps = False
 
     async def admit(self, request: ProxyRequest) -> Ticket | None:
         caller = request.caller
@@ -182,22 +180,24 @@ class MeterableRoutesOnly:
     cannot count is no cap."""
 
     reads_body = False
-    meters = False
-    caps = False
 
     def __init__(self, settings_named: str) -> None:
         self.settings_named = settings_named
 
     async def admit(self, request: ProxyRequest) -> Ticket | None:
-        if request.route.kind == "unreadable":
-            raise UnmeteredRouteRefused(
-                f"This proxy caps usage ({self.settings_named}) and cannot meter "
-                f"{request.method} {request.remainder[:200]!r}: the route is refused. "
-                "Metered routes: chat/completions, completions, responses, embeddings "
-                "(OpenAI), messages (Anthropic), generateContent and streamGenerateContent "
-                "(Gemini)."
-            )
+        refuse_unmetered_route(request, self.settings_named)
         return None
+
+
+def refuse_unmetered_route(request: ProxyRequest, settings_named: str) -> None:
+    if request.route.kind == "unreadable":
+        raise UnmeteredRouteRefused(
+            f"This proxy caps usage ({settings_named}) and cannot meter "
+            f"{request.method} {request.remainder[:200]!r}: the route is refused. "
+            "Metered routes: chat/completions, completions, responses, embeddings "
+            "(OpenAI), messages (Anthropic), generateContent and streamGenerateContent "
+            "(Gemini)."
+        )
 
 
 def estimated_prompt_tokens(body: bytes) -> int:

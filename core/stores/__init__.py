@@ -67,6 +67,11 @@ class Store(Protocol):
         together: the most it can be overshot is one request's own use beyond what it
         reserved (core/access/limits.py, core/usage/budget.py)."""
 
+    def scan_counters(self, prefix: str) -> list[tuple[str, dict[str, int]]]:
+        """Every unexpired counter key starting with `prefix` and its counters, sorted by
+        key (the usage ledger's reports; admin use, not per request). `scan` returns
+        documents only."""
+
 
 class StoreURLError(ValueError):
     """The store URL names no backend this proxy has."""
@@ -102,3 +107,16 @@ def open_store(url: str) -> Store:
         "a store URL looks like sqlite:///tokens.db, dynamodb://table, redis://host:6379 "
         "or memory://"
     )
+
+
+class StoreSet:
+    """Opens each store URL once, so every part of one app shares one client per store."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, Store] = {}
+
+    def open(self, url: str) -> Store:
+        store = self._open.get(url)
+        if store is None:
+            store = self._open[url] = open_store(url)
+        return store

@@ -78,6 +78,8 @@ class DynamoDBStore:
         )
         for page in pages:
             for raw in page.get("Items", []):
+                if "doc" not in raw:
+                    continue  # a counter (see scan_counters), not a document
                 item = _item(raw)
                 if item.expires_at is None or item.expires_at > now:
                     items.append(item)
@@ -122,6 +124,28 @@ class DynamoDBStore:
             if name.startswith("c_") and "N" in value
         }
 
+    def scan_counters(self, prefix: str) -> list[tuple[str, dict[str, int]]]:
+        found = []
+        now = time.time()
+        paginator = self._client.get_paginator("scan")
+        pages = paginator.paginate(
+            TableName=self.table,
+            FilterExpression="begins_with(pk, :prefix) AND attribute_not_exists(doc)",
+            ExpressionAttributeValues={":prefix": {"S": prefix}},
+            ConsistentRead=True,
+        )
+        for page in pages:
+            for raw in page.get("Items", []):
+                expires_at = _number(raw, "expires_at")
+                if expires_at is not None and expires_at <= now:
+                    continue  # TTL deletes only eventually
+                counters = {
+                    name[2:]: int(value["N"])
+                    for name, value in raw.items()
+                    if name.startswith("c_") and "N" in value
+                }
+                found.append((raw["pk"]["S"], counters))
+        return sorted(found)
 
     def reserve(
         self, key: str, name: str, amount: int, limit: int, *, expires_at: float

@@ -87,3 +87,11 @@ class MemoryStore:
         added = min(amount, limit - used)
         counters[name] = used + added
         return added
+
+    def scan_counters(self, prefix: str) -> list[tuple[str, dict[str, int]]]:
+        now = time.time()
+        return [
+            (key, dict(entry[1]))
+            for key, entry in sorted(self._counters.items())
+            if key.startswith(prefix) and entry[0] > now
+        ]

@@ -81,6 +81,17 @@ class RedisStore:
         counters: dict[str, str] = pipe.execute()[-1]
         return {name: int(value) for name, value in counters.items()}
 
+    def scan_counters(self, prefix: str) -> list[tuple[str, dict[str, int]]]:
+        keys = sorted(self._redis.scan_iter(match=_glob_escape(prefix) + "*", count=500))
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        found = []
+        for key, raw in zip(keys, pipe.execute() if keys else [], strict=True):
+            # Documents are hashes too: theirs have a `doc` field, counters never do.
+            if raw and "doc" not in raw:
+                found.append((key, {name: int(value) for name, value in raw.items()}))
+        return found
 
     def reserve(
         self, key: str, name: str, amount: int, limit: int, *, expires_at: float

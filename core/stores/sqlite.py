@@ -158,6 +158,18 @@ class SQLiteStore:
                 raise
         return added
 
+    def scan_counters(self, prefix: str) -> list[tuple[str, dict[str, int]]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, name, value FROM counters WHERE substr(key, 1, ?) = ? "
+                "AND expires_at > ? ORDER BY key",
+                (len(prefix), prefix, time.time()),
+            ).fetchall()
+        found: dict[str, dict[str, int]] = {}
+        for key, name, value in rows:
+            found.setdefault(key, {})[name] = int(value)
+        return list(found.items())
+
 
 def _item(row: tuple[str, str, float | None, float | None]) -> Item:
     return Item(row[0], json.loads(row[1]), row[2], row[3])

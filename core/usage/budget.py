@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from core.access.limits import caller_key
 from core.errors import Forbidden, QuotaExceeded, ServiceUnavailable
 from core.protocols import Usage
+from core.proxy.stages import refuse_unmetered_route
 
 if TYPE_CHECKING:
     from core.proxy.request import ProxyRequest
@@ -70,8 +71,6 @@ class Budget:
     """The admission check and the counters behind BUDGET_* and per-token budgets."""
 
     reads_body = True
-    meters = True
-    caps = True
 
     def __init__(
         self,
@@ -106,7 +105,7 @@ class Budget:
 
     def caller_limit_usd(self, request: ProxyRequest) -> float:
         record = request.caller.record if request.caller is not None else None
-        own = getattr(record, "budget_usd", None) if record is not None else None
+        own = record.budget_usd if record is not None else None
         return float(own) if own else self.per_caller_usd
 
     def keys(self, identity: str, window: Window) -> tuple[str, str]:
@@ -114,8 +113,10 @@ class Budget:
         return prefix + caller_key(identity), prefix + "total"
 
     async def admit(self, request: ProxyRequest) -> BudgetReservation | None:
-        if request.route.kind == "free":
-            return None
+        caller_limit = self.caller_limit_usd(request)
+        if request.route.kind == "free" or not (caller_limit or self.total_usd):
+            return None  # no budget applies to this caller (a token may carry its own)
+        refuse_unmetered_route(request, "a dollar budget")
         model = await request.model()
         price = self.prices.find(model)
         if price is None:
@@ -130,7 +131,6 @@ class Budget:
         window = Window.containing(now, self.window)
         expires_at = window.ends_at + _KEEP_AFTER_WINDOW
         caller_item, total_item = self.keys(request.counted_as, window)
-        caller_limit = self.caller_limit_usd(request)
         store = self.store
         if caller_limit > 0:
             held = await self._call(
@@ -208,6 +208,7 @@ class BudgetReservation:
     total_item: str
     expires_at: float
     headers: RawHeaders = field(default_factory=list)
+    needs_usage: bool = True
 
     async def settle(self, outcome: Outcome) -> None:
         charged = outcome.tokens(self.worst)

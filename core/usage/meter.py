@@ -97,8 +97,10 @@ class UsageMeter:
             return
         usage = self.wire.usage_in(event)
         if usage is not None:
-            self.usage = self.wire.read_usage(usage, self.usage)
-            self.found = True
+            read = self.wire.read_usage(usage, self.usage)
+            if read is not None:
+                self.usage = read
+                self.found = True
 
     def finish(self) -> Usage | None:
         """The usage the reply reported, or None if none could be read."""
@@ -132,6 +134,8 @@ class UsageMeter:
                 except ValueError:
                     continue
                 if isinstance(value, dict):
-                    self.usage = self.wire.read_usage(value, self.usage)
-                    self.found = True
-                    return
+                    read = self.wire.read_usage(value, self.usage)
+                    if read is not None:
+                        self.usage = read
+                        self.found = True
+                        return

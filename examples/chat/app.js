@@ -66,6 +66,26 @@ async function readStream(body, onText) {
   }
 }
 
+// The caller's own budget, from the proxy's /proxy/usage (same credential as the chat).
+async function showQuota() {
+  const proxy = $("proxy").value.replace(/\/+$/, "");
+  const token = $("token").value.trim();
+  try {
+    const response = await fetch(`${proxy}/proxy/usage`, {
+      headers: token ? { Authorization: `Bearer ${token}` } : {},
+    });
+    if (!response.ok) return;
+    const usage = await response.json();
+    if (usage.limit_usd === null || usage.limit_usd === undefined) return;
+    $("quota").textContent =
+      `Budget left today: $${usage.remaining_usd.toFixed(4)} of $${usage.limit_usd} ` +
+      `(${usage.input_tokens} tokens in, ${usage.output_tokens} out)`;
+    $("quota").hidden = false;
+  } catch (_) {
+    // No quota to show: an older proxy, or a network error the chat will report itself.
+  }
+}
+
 async function send(prompt) {
   const proxy = $("proxy").value.replace(/\/+$/, "");
   const token = $("token").value.trim();
@@ -110,7 +130,10 @@ async function send(prompt) {
     showStatus(`The stream broke: ${err.message}`, true);
   }
   bubble.dataset.state = "done";
+  await showQuota();
 }
+
+showQuota();
 
 $("ask").addEventListener("submit", async (event) => {
   event.preventDefault();

@@ -3,8 +3,8 @@ BUFFERED mode. Handler: `handlers.aws.buffered.handler`.
 
 Mangum turns each event into an ASGI request and the whole response into the event
 source's reply, so streams arrive at the caller in one piece at the end, and a reply is
-capped at 6 MB. For token-by-token streaming use the Function URL entry in
-handlers/aws/stream.py.
+capped at 6 MB. For token-by-token streaming use handlers/aws/stream.py, behind a
+Function URL or a REST API whose integration streams.
 """
 
 from __future__ import annotations

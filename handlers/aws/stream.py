@@ -1,9 +1,10 @@
-"""AWS Lambda Function URL with response streaming, on the managed Python runtime.
+"""AWS Lambda with response streaming, on the managed Python runtime: behind a Function URL
+(`InvokeMode: RESPONSE_STREAM`) or an API Gateway REST API (`ResponseTransferMode: STREAM`).
 
 The managed runtime's own client cannot stream, so `AWS_LAMBDA_EXEC_WRAPPER` points at
 handlers/aws/exec_wrapper, which starts this module instead of it (the technique of
 AWS's Lambda Web Adapter, minus the second server process). It polls the Runtime API
-and answers each Function URL event by running the proxy's ASGI app in-process and
+and answers each event (handlers/aws/events.py says which kinds) by running the proxy's ASGI app in-process and
 streaming its reply: a JSON prelude, eight NUL bytes, then body chunks as the app sends
 them. One event loop lives as long as the instance, so the upstream pool stays warm.
 
@@ -21,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from handlers.aws.events import prelude, request_body, scope_from_function_url_event
+from handlers.aws.events import EventSource, accepted_events, event_source
 from handlers.aws.runtime_api import Invocation, ResponseStream, RuntimeApi
 
 logger = logging.getLogger("llm_proxy")
@@ -34,15 +35,16 @@ DEADLINE_EXCEEDED = "DeadlineExceeded"
 class StreamedExchange:
     """The ASGI receive/send pair of one invocation, writing the reply as it is sent."""
 
-    def __init__(self, api: RuntimeApi, invocation: Invocation) -> None:
+    def __init__(self, api: RuntimeApi, invocation: Invocation, source: EventSource) -> None:
         self.api = api
         self.invocation = invocation
+        self.source = source
         self.stream: ResponseStream | None = None
         self.complete = False
         self.caller_gone = asyncio.Event()  # the Runtime API connection broke, or we are done
         self._request: dict[str, Any] | None = {
             "type": "http.request",
-            "body": request_body(invocation.event),
+            "body": source.body,
             "more_body": False,
         }
 
@@ -56,7 +58,7 @@ class StreamedExchange:
     async def send(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             self.stream = await self.api.start_stream(self.invocation.request_id)
-            await self._write(prelude(message["status"], message.get("headers", [])))
+            await self._write(self.source.prelude(message["status"], message.get("headers", [])))
         elif message["type"] == "http.response.body":
             last = not message.get("more_body", False)
             if message.get("body"):
@@ -111,12 +113,15 @@ def time_left(invocation: Invocation) -> float | None:
 async def handle_invocation(api: RuntimeApi, app: Any, invocation: Invocation) -> None:
     if invocation.trace_id:
         os.environ["_X_AMZN_TRACE_ID"] = invocation.trace_id  # what AWS SDKs read for X-Ray
+    source = event_source(invocation.event)
     try:
-        scope = scope_from_function_url_event(invocation.event)
-        exchange = StreamedExchange(api, invocation)
-    except (KeyError, TypeError, ValueError, AttributeError):
+        if source is None:
+            raise ValueError("no event source claims this event")
+        scope = source.scope
+        exchange = StreamedExchange(api, invocation, source)
+    except (KeyError, TypeError, ValueError, AttributeError, UnicodeError):
         # A console test event or a direct `aws lambda invoke`: say what this entry takes.
-        message = "this function answers Function URL events (payload format 2.0)"
+        message = f"this function answers {accepted_events()}"
         await api.invocation_error(invocation.request_id, "Runtime.UnsupportedEvent", message)
         return
     task = asyncio.ensure_future(app(scope, exchange.receive, exchange.send))

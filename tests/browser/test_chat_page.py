@@ -144,9 +144,10 @@ def test_tokens_appear_one_by_one_across_origins(
 
         # The browser asked first (Authorization + JSON make it a preflighted request),
         # the proxy said yes, then the real POST went through.
-        methods = [(e["method"], e["status"]) for e in recorder.seen]
+        chat = [e for e in recorder.seen if e["path"] != "/proxy/usage"]
+        methods = [(e["method"], e["status"]) for e in chat]
         assert methods[:2] == [("OPTIONS", 204), ("POST", 200)], recorder.seen
-        assert recorder.seen[0]["origin"] == f"http://127.0.0.1:{page_server.port}"
+        assert chat[0]["origin"] == f"http://127.0.0.1:{page_server.port}"
         tab.close()
 
 
@@ -161,7 +162,8 @@ def test_a_page_on_another_origin_is_refused(
         tab.wait_for_selector("#status.error", timeout=10_000)
         assert "ALLOWED_ORIGINS" in tab.inner_text("#status")
         assert tab.query_selector(".assistant") is None
-        assert [(e["method"], e["status"]) for e in recorder.seen] == [("OPTIONS", 403)]
+        chat = [e for e in recorder.seen if e["path"] != "/proxy/usage"]
+        assert [(e["method"], e["status"]) for e in chat] == [("OPTIONS", 403)]
         assert len(upstream_requests(slow_upstream)) == before  # nothing was spent
         tab.close()
 
@@ -195,4 +197,25 @@ def test_a_wrong_token_is_explained(
         say(tab, "hello")
         tab.wait_for_selector("#status.error", timeout=10_000)
         assert tab.inner_text("#status") == "Not signed in (401): The proxy token is not valid."
+        tab.close()
+
+
+def test_the_page_shows_the_budget_left(
+    browser: Any, slow_upstream: RunningServer, page_server: RunningServer
+) -> None:
+    prices = '{"mock-*": {"input": 1000, "output": 4000}}'
+    with proxy_for(slow_upstream, page_server, BUDGET_PER_CALLER_USD="1", MODEL_PRICES=prices) as (
+        proxy_url,
+        _,
+    ):
+        tab = open_page(browser, f"http://127.0.0.1:{page_server.port}", proxy_url)
+        tab.wait_for_selector("#quota:not([hidden])", timeout=10_000)
+        assert tab.inner_text("#quota").startswith("Budget left today: $1.0000 of $1")
+        say(tab, "hello")
+        tab.wait_for_selector(".assistant[data-state=done]", timeout=15_000)
+        # The mock reports 1 prompt token ("hello") and 8 output tokens: $0.001 + $0.032.
+        tab.wait_for_function(
+            "document.getElementById('quota').textContent.includes('$0.9670')", timeout=10_000
+        )
+        assert "(1 tokens in, 8 out)" in tab.inner_text("#quota")
         tab.close()

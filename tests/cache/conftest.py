@@ -42,7 +42,7 @@ class CacheTestUpstream:
             return
         headers = dict(scope["headers"])
         if b"x-break-after" in headers:
-            await self.mock(scope, receive, _drop_body(send))  # recorded, reply discarded
+            await self.mock(scope, receive, _discard)  # recorded; its reply is not sent
             await self._broken_stream(int(headers[b"x-break-after"]), send)
             return
         extra = headers.get(b"x-reply-cache-control")
@@ -80,11 +80,8 @@ class CacheTestUpstream:
         raise ConnectionAbortedError("the provider went away mid-stream")
 
 
-def _drop_body(send: Send) -> Send:
-    async def nothing(message: Message) -> None:
-        return None
-
-    return nothing
+async def _discard(message: Message) -> None:
+    return None
 
 
 @dataclass

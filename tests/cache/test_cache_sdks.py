@@ -354,9 +354,11 @@ def test_a_hit_costs_nothing_and_still_counts_as_a_request(
     assert remaining[1] < remaining[0]
     assert "access-control-expose-headers" not in hit.headers  # not a browser: no CORS
     # The access log names the hit, its zero cost and the tokens it saved.
+    [first] = [entry for entry in access_lines if entry.get("cache") == "miss"]
     [line] = [entry for entry in access_lines if entry.get("cache") == "hit"]
-    assert line["cost_usd"] == 0
-    assert line["saved_input_tokens"] == 5 and line["saved_output_tokens"] == 8
+    assert line["cost_usd"] == 0 < first["cost_usd"]
+    assert line["saved_input_tokens"] == first["input_tokens"] > 0
+    assert line["saved_output_tokens"] == first["output_tokens"] > 0
     assert "input_tokens" not in line and "upstream_status" in line
     assert line["upstream_status"] is None
 

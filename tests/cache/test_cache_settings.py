@@ -14,6 +14,7 @@ from core.providers import match_provider
 from core.proxy.access_log import format_line
 from core.proxy.pipeline import build_pipeline
 from core.proxy.request import ProxyRequest, build_request
+from core.stores import StoreSet
 from core.types import RequestLog
 
 BASE = {
@@ -33,7 +34,7 @@ def settings(**env: str) -> Settings:
 def test_the_cache_is_off_unless_cache_url_is_set() -> None:
     plain = settings()
     assert not plain.cache.on
-    pipeline, _ = build_pipeline(plain, None)  # type: ignore[arg-type]
+    pipeline, _ = build_pipeline(plain, None, StoreSet())  # type: ignore[arg-type]
     assert not any(type(check).__name__ == "ResponseCache" for check in pipeline.after_body)
 
 
@@ -52,12 +53,15 @@ def test_defaults_and_spellings() -> None:
 
 def test_the_cache_check_runs_last_and_callers_are_told_apart() -> None:
     pipeline, _ = build_pipeline(
-        settings(CACHE_URL="memory", ALLOWED_MODELS="gpt-*"),
+        settings(CACHE_URL="memory"),
         None,  # type: ignore[arg-type]
+        StoreSet(),
     )
     assert type(pipeline.after_body[-1]).__name__ == "ResponseCache"
     # Shared-token callers get a per-address identity even with no limit configured.
     assert pipeline.identify.client_ip is not None
+    # The key is made from the parsed body: a field named twice is refused, not collapsed.
+    assert pipeline.strict_json
 
 
 def test_every_bad_value_is_named() -> None:

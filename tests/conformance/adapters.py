@@ -75,6 +75,9 @@ class Adapter:
     cannot_stream: ClassVar[str | None] = None
     # A long-running server (many requests at once) rather than a one-at-a-time function.
     concurrent: ClassVar[bool] = False
+    # Why the query string reaches the proxy rebuilt from decoded parameters rather than
+    # byte for byte, or None if it arrives verbatim.
+    query_rebuilt: ClassVar[str | None] = None
 
     def start(self, env: Mapping[str, str]) -> contextlib.AbstractContextManager[None]:
         raise NotImplementedError
@@ -312,10 +315,39 @@ class AwsLambdaStreaming(Adapter):
                 stop_process(process)
                 Path(log.name).unlink(missing_ok=True)
 
-    def send(self, request: Request) -> Reply:
+    def event(self, request: Request) -> dict[str, Any]:
         from tests.conformance.lambda_runtime import function_url_event
 
-        return self.api.invoke(function_url_event(request, dict(self.front_headers)))
+        return function_url_event(request, dict(self.front_headers))
+
+    def send(self, request: Request) -> Reply:
+        return self.api.invoke(self.event(request))
+
+
+# Header names as a REST API passes them: as sent, not lower-cased.
+REST_API_FRONT_HEADERS = {
+    "X-Forwarded-For": CLIENT_IP,
+    "X-Forwarded-Proto": "https",
+    "X-Amzn-Trace-Id": "Root=1-67891233-abcdef012345678912345678",
+}
+
+
+class AwsLambdaRestApiStreaming(AwsLambdaStreaming):
+    """The same streaming runtime behind an API Gateway REST API whose Lambda proxy
+    integration has `ResponseTransferMode: STREAM`: proxy (v1) events in, the Function URL
+    prelude (with multiValueHeaders) out."""
+
+    name = "aws-lambda-rest-stream"
+    front_headers = REST_API_FRONT_HEADERS
+    query_rebuilt = (
+        "A REST API hands Lambda the query decoded and grouped by name "
+        "(multiValueQueryStringParameters), so `flag` arrives as `flag=`."
+    )
+
+    def event(self, request: Request) -> dict[str, Any]:
+        from tests.conformance.lambda_runtime import rest_api_event
+
+        return rest_api_event(request, dict(self.front_headers))
 
 
 ADAPTERS: list[type[Adapter]] = [
@@ -326,5 +358,6 @@ ADAPTERS: list[type[Adapter]] = [
     VercelFluid,
     AwsLambdaMangum,
     AwsLambdaStreaming,
+    AwsLambdaRestApiStreaming,
 ]
 ADAPTER_PARAMS = [pytest.param(adapter, id=adapter.name) for adapter in ADAPTERS]

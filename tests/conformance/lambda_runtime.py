@@ -1,10 +1,17 @@
-"""AWS Lambda, played by the test: Function URL events, a context object, and a fake
-Runtime API for runtimes that poll for work and stream their reply.
+"""AWS Lambda, played by the test: Function URL and REST API events, a context object, and
+a fake Runtime API for runtimes that poll for work and stream their reply.
 
-Event shape: Lambda Function URL (payload format 2.0): raw path and query, lower-case
-headers with cookies split out, the body base64-encoded unless it is text. Streaming
-reply (aws-lambda-nodejs-runtime-interface-client, HttpResponseStream): a JSON prelude
-with statusCode/headers/cookies, eight NUL bytes, then the body as it is produced.
+Event shapes:
+- Lambda Function URL (payload format 2.0): raw path and query, lower-case headers with
+  cookies split out, the body base64-encoded unless it is text.
+- API Gateway REST API proxy integration (payload 1.0), as a `ResponseTransferMode: STREAM`
+  integration sends it: header names as sent, in `headers` (last value) and
+  `multiValueHeaders` (all), the path and query decoded (`path` without the stage,
+  `requestContext.path` with it), every body base64-encoded (the API declares
+  `BinaryMediaTypes: */*`, so binary bodies survive).
+Streaming reply (aws-lambda-nodejs-runtime-interface-client, HttpResponseStream): a JSON
+prelude with statusCode/headers (and cookies, or multiValueHeaders for a REST API), eight
+NUL bytes, then the body as it is produced.
 """
 
 from __future__ import annotations
@@ -13,12 +20,14 @@ import asyncio
 import base64
 import contextlib
 import json
+import queue
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from tests.conformance.adapters import CLIENT_IP, Reply, Request
 from tests.servers import serve_in_thread
@@ -79,6 +88,64 @@ def function_url_event(request: Request, front_headers: dict[str, str]) -> dict[
     return event
 
 
+def rest_api_event(
+    request: Request, front_headers: dict[str, str], stage: str = "prod"
+) -> dict[str, Any]:
+    path, _, query = request.path.partition("?")
+    host = "abc123defg.execute-api.eu-west-1.amazonaws.com"
+    sent = [
+        ("Host", host),
+        ("X-Forwarded-Port", "443"),
+        *front_headers.items(),
+        *request.headers.items(),
+    ]
+    multi_headers: dict[str, list[str]] = {}
+    for name, value in sent:
+        multi_headers.setdefault(name, []).append(value)
+    multi_query: dict[str, list[str]] = {}
+    for part in query.split("&") if query else []:
+        name, _, value = part.partition("=")
+        multi_query.setdefault(unquote(name), []).append(unquote(value))
+    decoded_path = unquote(path)
+    return {
+        "resource": "/{proxy+}",
+        "path": decoded_path,
+        "httpMethod": request.method,
+        "headers": {name: values[-1] for name, values in multi_headers.items()},
+        "multiValueHeaders": multi_headers,
+        "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
+        "multiValueQueryStringParameters": multi_query or None,
+        "pathParameters": {"proxy": decoded_path.lstrip("/")},
+        "stageVariables": None,
+        "requestContext": {
+            "resourceId": "a1b2c3",
+            "resourcePath": "/{proxy+}",
+            "httpMethod": request.method,
+            "extendedRequestId": "Bq8dTFQrDoEFZ_Q=",
+            "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+            "path": f"/{stage}{decoded_path}",
+            "accountId": "123456789012",
+            "protocol": "HTTP/1.1",
+            "stage": stage,
+            "domainPrefix": "abc123defg",
+            "requestTimeEpoch": int(time.time() * 1000),
+            "requestId": str(uuid.uuid4()),
+            "identity": {
+                "sourceIp": CLIENT_IP,
+                "userAgent": request.headers.get("user-agent", "conformance"),
+                "accessKey": None,
+                "apiKey": None,
+                "caller": None,
+                "user": None,
+            },
+            "domainName": host,
+            "apiId": "abc123defg",
+        },
+        "body": base64.b64encode(request.body).decode() if request.body else None,
+        "isBase64Encoded": bool(request.body),
+    }
+
+
 @dataclass
 class LambdaContext:
     function_name: str = "llm-proxy"
@@ -111,6 +178,13 @@ class _Invocation:
     event: dict[str, Any]
     sent_at: float
     done: Future[Reply] = field(default_factory=Future)
+    # For a front end that relays the reply as it comes: ("start", (status, headers)),
+    # then ("data", bytes) for each piece, then ("end", None).
+    parts: queue.Queue[tuple[str, Any]] | None = None
+
+    def publish(self, kind: str, value: Any = None) -> None:
+        if self.parts is not None:
+            self.parts.put((kind, value))
 
 
 class FakeRuntimeApi:
@@ -135,7 +209,10 @@ class FakeRuntimeApi:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         if path.endswith("/invocation/next"):
             assert self._queue is not None
-            invocation = await self._queue.get()
+            invocation_or_none = await _next_unless_gone(self._queue, receive)
+            if invocation_or_none is None:
+                return  # the runtime stopped while it waited for work
+            invocation = invocation_or_none
             request_id = invocation.event["requestContext"]["requestId"]
             self._pending[request_id] = invocation
             await _respond(
@@ -187,6 +264,18 @@ class FakeRuntimeApi:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, invocation)
         return invocation.done.result(timeout=timeout)
 
+    def invoke_streaming(self, event: dict[str, Any]) -> queue.Queue[tuple[str, Any]]:
+        """Hand out `event`; the reply's parts arrive on the returned queue as Lambda
+        receives them (what a Function URL or API Gateway relays to its caller)."""
+        assert self._loop is not None and self._queue is not None
+        invocation = _Invocation(event, time.monotonic(), parts=queue.Queue())
+        invocation.done.add_done_callback(
+            lambda done: invocation.publish("end", None if done.exception() else "ok")
+        )
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, invocation)
+        assert invocation.parts is not None
+        return invocation.parts
+
 
 async def _respond(
     send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
@@ -201,6 +290,23 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
+async def _next_unless_gone(work: asyncio.Queue[_Invocation], receive: Any) -> _Invocation | None:
+    """The next queued invocation, or None if the runtime's connection closes first."""
+
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    get = asyncio.ensure_future(work.get())
+    gone = asyncio.ensure_future(disconnected())
+    await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
+    gone.cancel()
+    if get.done():
+        return get.result()
+    get.cancel()
+    return None
+
+
 async def _read_all(receive: Any) -> bytes:
     body = b""
     while True:
@@ -211,7 +317,10 @@ async def _read_all(receive: Any) -> bytes:
 
 
 async def _read_buffered(receive: Any, invocation: _Invocation) -> Reply:
-    return reply_from_buffered_result(json.loads(await _read_all(receive)), invocation.sent_at)
+    reply = reply_from_buffered_result(json.loads(await _read_all(receive)), invocation.sent_at)
+    invocation.publish("start", (reply.status, reply.headers))
+    invocation.publish("data", reply.body)
+    return reply
 
 
 async def _read_streamed(receive: Any, invocation: _Invocation) -> Reply:
@@ -226,22 +335,33 @@ async def _read_streamed(receive: Any, invocation: _Invocation) -> Reply:
             if PRELUDE_END in pending:
                 raw, _, rest = pending.partition(PRELUDE_END)
                 prelude = json.loads(raw)
+                invocation.publish("start", _status_and_headers(prelude))
                 if rest:
                     chunks.append((time.monotonic(), rest))
+                    invocation.publish("data", rest)
         elif data:
             chunks.append((time.monotonic(), data))
+            invocation.publish("data", data)
         if not message.get("more_body"):
             break
     if prelude is None:
         raise RuntimeError(f"streamed reply without a prelude: {pending[:200]!r}")
+    status, headers = _status_and_headers(prelude)
+    return Reply(status, headers, chunks, invocation.sent_at)
+
+
+def _status_and_headers(prelude: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
     headers = [(k.lower(), str(v)) for k, v in (prelude.get("headers") or {}).items()]
+    for name, values in (prelude.get("multiValueHeaders") or {}).items():
+        headers.extend((name.lower(), str(v)) for v in values)
     headers.extend(("set-cookie", c) for c in prelude.get("cookies") or [])
-    return Reply(int(prelude.get("statusCode", 200)), headers, chunks, invocation.sent_at)
+    return int(prelude.get("statusCode", 200)), headers
 
 
 @contextlib.contextmanager
 def fake_runtime_api() -> Iterator[tuple[FakeRuntimeApi, str]]:
     """A FakeRuntimeApi on a free loopback port: (api, "127.0.0.1:PORT")."""
     api = FakeRuntimeApi()
-    with serve_in_thread(api) as server:  # type: ignore[arg-type]
+    # Backstop: a runtime's last long poll for /next that is still open when we stop.
+    with serve_in_thread(api, timeout_graceful_shutdown=1) as server:  # type: ignore[arg-type]
         yield api, f"127.0.0.1:{server.port}"

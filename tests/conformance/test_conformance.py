@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
@@ -143,7 +144,13 @@ def test_query_string_passes_verbatim(adapter: Adapter) -> None:
     query = "b=2&a=1&a=3&enc=%2F%20x%3D&empty=&flag"
     reply = adapter.send(Request("GET", f"/v1/echo/q?{query}&key={FAKE_TOKEN}", {}))
     assert reply.status == 200
-    assert json.loads(reply.body)["query"] == query
+    seen = json.loads(reply.body)["query"]
+    if adapter.query_rebuilt:
+        # Same names, values and order; only the spelling may differ.
+        assert parse_qsl(seen, keep_blank_values=True) == parse_qsl(query, keep_blank_values=True)
+        assert "%2F%20x%3D" in seen  # encoded again, not left decoded
+    else:
+        assert seen == query
 
 
 def test_upstream_sees_the_real_key_and_nothing_of_the_caller(adapter: Adapter) -> None:

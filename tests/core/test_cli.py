@@ -68,6 +68,26 @@ def test_serve_refuses_to_start_on_bad_config() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_several_workers_refuse_limits_counted_in_memory() -> None:
+    """Each worker would keep its own count: N workers, N times the limit, silently."""
+    env = {
+        **CLEAN_ENV,
+        "UPSTREAM_BASE_URL": "https://api.openai.com/v1",
+        "UPSTREAM_API_KEY": "sk-mock-upstream-key-not-real",
+        "PROXY_ACCESS_TOKEN": "test-caller-token-0123456789",
+        "RATE_LIMIT_REQUESTS": "10",
+    }
+    result = subprocess.run(
+        [*CLI, "serve", "--port", str(free_port()), "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "a store the processes share" in result.stderr and "LIMIT_STORE" in result.stderr
+
+
 def test_demo_works_as_printed_with_the_openai_sdk() -> None:
     port, mock_port = free_port(), free_port()
     proc = subprocess.Popen(

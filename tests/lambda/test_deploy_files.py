@@ -3,7 +3,8 @@
 serverless.yml is packaged by the open-source framework (osls, from tools/lambda) and its
 CloudFormation linted; template.yaml goes through the SAM transform and then cfn-lint.
 Both must describe the same deployment: a streaming Function URL started through the
-exec wrapper, the buffered handler behind an HTTP API, arm64, secrets by reference with
+exec wrapper and a REST API whose integration streams from the same function, the
+buffered handler behind an HTTP API, arm64, secrets by reference with
 a role that may read exactly those, log retention. The packaged zip itself is then run,
 on a clean Python 3.12 with nothing but the zip, against a fake Runtime API.
 """
@@ -142,6 +143,97 @@ def test_both_files_describe_the_same_deployment(
     for group in resources(template, "AWS::Logs::LogGroup").values():
         assert group["Properties"]["RetentionInDays"] in (14, {"Ref": "LogRetentionDays"})
     assert len(resources(template, "AWS::Logs::LogGroup")) == 2
+
+
+def rest_api_integrations(template: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every REST API Lambda integration as {type, mode, uri}: from AWS::ApiGateway::Method
+    resources (serverless.yml declares them) and from the OpenAPI body SAM writes."""
+    found = []
+    for method in resources(template, "AWS::ApiGateway::Method").values():
+        integration = method["Properties"]["Integration"]
+        found.append(
+            {
+                "type": integration["Type"],
+                "mode": integration.get("ResponseTransferMode", "BUFFERED"),
+                "uri": integration["Uri"],
+            }
+        )
+    for api in resources(template, "AWS::ApiGateway::RestApi").values():
+        for path in api["Properties"].get("Body", {}).get("paths", {}).values():
+            for operation in path.values():
+                integration = operation["x-amazon-apigateway-integration"]
+                found.append(
+                    {
+                        "type": integration["type"].upper(),
+                        "mode": integration.get("responseTransferMode", "BUFFERED"),
+                        "uri": integration["uri"],
+                    }
+                )
+    return found
+
+
+@pytest.mark.parametrize("which", ["serverless", "sam"])
+def test_the_rest_api_streams_from_the_streaming_function(
+    which: str, serverless_template: dict[str, Any], sam_template: dict[str, Any]
+) -> None:
+    """API Gateway REST API response streaming: an AWS_PROXY integration with
+    ResponseTransferMode STREAM, invoking through InvokeWithResponseStream (its own API
+    version and action in the URI), on the function the exec wrapper makes stream."""
+    template = serverless_template if which == "serverless" else sam_template
+    assert len(resources(template, "AWS::ApiGateway::RestApi")) == 1
+    (integration,) = rest_api_integrations(template)
+    assert integration["type"] == "AWS_PROXY"
+    assert integration["mode"] == "STREAM"
+    uri = json.dumps(integration["uri"])
+    assert ":lambda:path/2021-11-15/functions/" in uri
+    assert uri.endswith('/response-streaming-invocations"}')
+    streaming_function = next(
+        name
+        for name, resource in resources(template, "AWS::Lambda::Function").items()
+        if "AWS_LAMBDA_EXEC_WRAPPER" in resource["Properties"]["Environment"]["Variables"]
+    )
+    assert f"${{{streaming_function}.Arn}}" in uri
+    (api,) = resources(template, "AWS::ApiGateway::RestApi").values()
+    assert api["Properties"]["EndpointConfiguration"]["Types"] == ["REGIONAL"]
+    assert api["Properties"]["BinaryMediaTypes"] == ["*~1*"]  # request bodies arrive intact
+    assert resources(template, "AWS::ApiGateway::Stage")
+    permissions = [
+        p["Properties"]
+        for p in resources(template, "AWS::Lambda::Permission").values()
+        if p["Properties"]["Principal"] == "apigateway.amazonaws.com"
+        and streaming_function in json.dumps(p["Properties"]["FunctionName"])
+    ]
+    assert [p["Action"] for p in permissions] == ["lambda:InvokeFunction"]
+
+
+def test_cfn_lint_knows_the_response_transfer_mode(tmp_path: Path) -> None:
+    """cfn-lint's schema has Integration.ResponseTransferMode (BUFFERED | STREAM), so a
+    misspelt mode fails the lint instead of the deployment."""
+    method = {
+        "Type": "AWS::ApiGateway::Method",
+        "Properties": {
+            "RestApiId": "abc123",
+            "ResourceId": "def456",
+            "HttpMethod": "ANY",
+            "AuthorizationType": "NONE",
+            "Integration": {
+                "Type": "AWS_PROXY",
+                "IntegrationHttpMethod": "POST",
+                "ResponseTransferMode": "STREAM",
+                "Uri": "arn:aws:apigateway:eu-west-1:lambda:path/2021-11-15/functions/"
+                "arn:aws:lambda:eu-west-1:123456789012:function:f/response-streaming-invocations",
+            },
+        },
+    }
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"Resources": {"Method": method}}))
+    assert cfn_lint(good).returncode == 0, cfn_lint(good).stdout
+    method["Properties"]["Integration"]["ResponseTransferMode"] = "STREAMING"  # type: ignore[index]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"Resources": {"Method": method}}))
+    result = cfn_lint(bad)
+    assert result.returncode != 0
+    assert "E3030 'STREAMING' is not one of ['BUFFERED', 'STREAM']" in result.stdout
 
 
 @pytest.mark.parametrize("which", ["serverless", "sam"])

@@ -29,7 +29,7 @@ from tests.servers import (
     stop_process,
 )
 
-from .events import HttpRequest, function_url
+from .events import HttpRequest, api_gateway_v1, function_url
 from .runtime_process import REPO, WRAPPER, RecordingUpstream, runtime_env
 
 FETCH_RIE = REPO / "tools" / "lambda" / "fetch_rie.py"
@@ -144,6 +144,22 @@ def test_sse_stream_is_complete(emulator: Emulator) -> None:
     events = [e for e in body.decode().split("\n\n") if e]
     assert events[-1] == "data: [DONE]"
     assert len(events) == 8 + 3
+
+
+def test_a_rest_api_stream_event_is_answered_in_the_same_protocol(emulator: Emulator) -> None:
+    """A REST API STREAM integration's proxy (v1) event through AWS's own emulator."""
+    body = json.dumps({"model": "m", "stream": True, "messages": []}).encode()
+    request = HttpRequest(
+        "POST",
+        "/v1/chat/completions",
+        headers=[("Authorization", f"Bearer {FAKE_TOKEN}"), ("Content-Type", "application/json")],
+        body=body,
+    )
+    prelude, reply = emulator.invoke(api_gateway_v1(request, stage="prod"))
+    assert prelude["statusCode"] == 200
+    assert prelude["headers"]["content-type"].startswith("text/event-stream")  # type: ignore[index]
+    assert "multiValueHeaders" in prelude
+    assert reply.decode().rstrip().endswith("data: [DONE]")
 
 
 def test_mid_stream_failure_keeps_what_was_sent_and_the_instance(emulator: Emulator) -> None:

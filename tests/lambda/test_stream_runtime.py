@@ -17,7 +17,7 @@ import pytest
 
 from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 
-from .events import HttpRequest, function_url
+from .events import HttpRequest, api_gateway_v1, function_url
 from .fake_runtime_api import FakeRuntimeApi, Reply, fake_runtime_api
 from .runtime_process import RecordingUpstream, RuntimeProcess, running_runtime
 
@@ -45,7 +45,7 @@ def warm_process(
         yield runtime
 
 
-def chat(*, stream: bool = True, **headers: str) -> dict[str, object]:
+def chat_request(*, stream: bool = True, **headers: str) -> HttpRequest:
     body = {"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
     request = HttpRequest(
         "POST",
@@ -57,7 +57,11 @@ def chat(*, stream: bool = True, **headers: str) -> dict[str, object]:
         ],
         body=json.dumps(body).encode(),
     )
-    return function_url(request)
+    return request
+
+
+def chat(*, stream: bool = True, **headers: str) -> dict[str, object]:
+    return function_url(chat_request(stream=stream, **headers))
 
 
 def events_of(reply: Reply) -> list[str]:
@@ -240,6 +244,27 @@ def test_the_entry_refuses_to_run_outside_lambda() -> None:
     assert "AWS_LAMBDA_RUNTIME_API" in out.stderr
 
 
+def test_a_rest_api_stream_integration_event_streams_with_multi_value_headers(
+    runtime_api: FakeRuntimeApi, warm_process: RuntimeProcess
+) -> None:
+    """API Gateway REST API, `ResponseTransferMode: STREAM`: the usual proxy event in (stage
+    in requestContext.path), the same prelude + NULs + body out."""
+    event = api_gateway_v1(chat_request(x_mock_chunks="6", x_mock_delay_ms="150"), stage="prod")
+    reply = runtime_api.invoke(event)
+    assert reply.request_headers["lambda-runtime-function-response-mode"] == "streaming"
+    assert reply.request_headers["content-type"] == HTTP_INTEGRATION
+    assert reply.error_type is None
+    assert reply.status == 200
+    assert set(reply.prelude) == {"statusCode", "headers", "multiValueHeaders"}
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    assert reply.headers["cache-control"] == "no-cache"
+    assert len(events_of(reply)) == 6 + 3
+    arrivals = [at - reply.sent_at for at, _ in reply.chunks]
+    assert arrivals[-1] - arrivals[0] >= 0.6  # streamed, not buffered to the end
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert sum(1 for gap in gaps if gap >= 0.08) >= 4
+
+
 def test_an_event_that_is_not_from_a_function_url_is_refused_by_name(
     runtime_api: FakeRuntimeApi, warm_process: RuntimeProcess
 ) -> None:
@@ -247,4 +272,5 @@ def test_an_event_that_is_not_from_a_function_url_is_refused_by_name(
     assert reply.error is not None
     assert reply.error["errorType"] == "Runtime.UnsupportedEvent"
     assert "Function URL" in reply.error["errorMessage"]
+    assert "REST API" in reply.error["errorMessage"]
     assert runtime_api.invoke(chat()).status == 200  # and the instance serves on

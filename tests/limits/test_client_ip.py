@@ -81,10 +81,11 @@ def test_aws_uses_what_the_platform_saw(scope_of: Any) -> None:
     assert client_ip_rule("aws")(scope_of()) == REAL
 
 
-def test_aws_function_url_streaming_handler() -> None:
-    from handlers.aws.events import scope_from_function_url_event
+def test_aws_streaming_handler_event_sources() -> None:
+    from handlers.aws.events import FunctionUrlEvent, RestApiEvent
 
-    assert client_ip_rule("aws")(scope_from_function_url_event(http_api_event())) == REAL
+    assert client_ip_rule("aws")(FunctionUrlEvent(http_api_event()).scope) == REAL
+    assert client_ip_rule("aws")(RestApiEvent(rest_api_event()).scope) == REAL
 
 
 def scope_with(headers: list[tuple[str, str]], peer: str = "10.0.0.9") -> dict[str, Any]:

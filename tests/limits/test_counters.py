@@ -81,3 +81,26 @@ def test_an_expired_counter_starts_again(tmp_path) -> None:
         assert store.increment("rl:1:old", {"requests": 1}, expires_at=time.time() + 60) == {
             "requests": 1
         }
+
+
+def test_scan_counters_lists_counters_by_prefix_and_never_documents(store_url: str) -> None:
+    store = open_store(store_url)
+    later = time.time() + 120
+    store.increment("usage:2026-11-30:b", {"requests": 2, "tokens": 9}, expires_at=later)
+    store.increment("usage:2026-11-30:a", {"requests": 1}, expires_at=later)
+    store.increment("rl:1:a", {"requests": 1}, expires_at=later)
+    store.put("usage:doc", {"not": "a counter"})
+    assert store.scan_counters("usage:") == [
+        ("usage:2026-11-30:a", {"requests": 1}),
+        ("usage:2026-11-30:b", {"requests": 2, "tokens": 9}),
+    ]
+    assert store.scan_counters("nothing:") == []
+    # And the document scan does not trip over counters.
+    assert [item.key for item in store.scan("usage:")] == ["usage:doc"]
+
+
+def test_scan_counters_skips_expired_counters(store_url: str) -> None:
+    store = open_store(store_url)
+    store.increment("usage:old", {"requests": 1}, expires_at=time.time() - 1)
+    store.increment("usage:new", {"requests": 1}, expires_at=time.time() + 60)
+    assert [key for key, _ in store.scan_counters("usage:")] == ["usage:new"]

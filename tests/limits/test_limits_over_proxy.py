@@ -119,16 +119,16 @@ def _stream_text(response: httpx.Response) -> str:
     ("path", "body", "tokens_per_call"),
     [
         # OpenAI stream without include_usage: the proxy asks for usage itself.
-        ("/v1/chat/completions", {**CHAT, "stream": True}, 13),
-        ("/v1/chat/completions", CHAT, 13),
-        ("/anthropic/v1/messages", {**CHAT, "max_tokens": 16, "stream": True}, 13),
-        ("/gemini/v1beta/models/gemini-2.0-flash:generateContent", {"contents": []}, 6),
+        ("/v1/chat/completions", {**CHAT, "stream": True}, 9),
+        ("/v1/chat/completions", CHAT, 9),
+        ("/anthropic/v1/messages", {**CHAT, "max_tokens": 16, "stream": True}, 9),
+        ("/gemini/v1beta/models/gemini-2.0-flash:generateContent", {"contents": []}, 9),
     ],
 )
 def test_token_limit_counts_reported_usage(
     mock_upstream: RunningServer, path: str, body: dict[str, object], tokens_per_call: int
 ) -> None:
-    # Mock usage: OpenAI and Anthropic 5 in + 8 out = 13, Gemini totalTokenCount 6.
+    # Mock usage: 1 in (the words of the prompt, at least 1) + 8 out (the chunks) = 9.
     limit = 2 * tokens_per_call + 1
     with limited_proxy(mock_upstream, RATE_LIMIT_TOKENS=str(limit)) as proxy:
         first = post(proxy, path, body)
@@ -163,7 +163,7 @@ def test_openai_streams_are_metered_without_the_caller_seeing_it(
         created = re.compile(r'"created":\s*\d+')
         assert created.sub("", reply.text) == created.sub("", unmetered)
         after = post(proxy, "/v1/chat/completions", stream)
-        assert after.headers["x-ratelimit-remaining-tokens"] == "987"  # 13 were counted
+        assert after.headers["x-ratelimit-remaining-tokens"] == "991"  # 9 were counted
 
 
 def test_two_instances_share_one_limit_through_the_store(

@@ -31,6 +31,7 @@ EXPECTED_ERRORS = {
         "500": "InternalServerError",
     },
     "ai.openai": dict.fromkeys(("401", "403", "429", "500"), "APICallError"),
+    "ai.openai.responses": dict.fromkeys(("401", "403", "429", "500"), "APICallError"),
     "ai.anthropic": dict.fromkeys(("401", "403", "429", "500"), "APICallError"),
 }
 
@@ -78,7 +79,13 @@ def node_results(stack: SDKStack) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize(
     "case",
-    ["openai.chat", "anthropic.create", "ai.openai.generateText", "ai.anthropic.generateText"],
+    [
+        "openai.chat",
+        "anthropic.create",
+        "ai.openai.generateText",
+        "ai.openai.responses.generateText",
+        "ai.anthropic.generateText",
+    ],
 )
 def test_node_call_succeeds(node_results: dict[str, dict[str, Any]], case: str) -> None:
     result = node_results[case]
@@ -88,7 +95,13 @@ def test_node_call_succeeds(node_results: dict[str, dict[str, Any]], case: str) 
 
 @pytest.mark.parametrize(
     "case",
-    ["openai.stream", "anthropic.stream", "ai.openai.streamText", "ai.anthropic.streamText"],
+    [
+        "openai.stream",
+        "anthropic.stream",
+        "ai.openai.streamText",
+        "ai.openai.responses.streamText",
+        "ai.anthropic.streamText",
+    ],
 )
 def test_node_stream_yields_every_chunk(node_results: dict[str, dict[str, Any]], case: str) -> None:
     result = node_results[case]

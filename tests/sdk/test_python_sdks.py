@@ -139,11 +139,10 @@ def test_anthropic_create_and_stream(stack: SDKStack) -> None:
 
 def test_anthropic_count_tokens_path(stack: SDKStack) -> None:
     reset_upstream(stack.upstream)
-    # The mock has no count_tokens; the point is the path the SDK calls reaches upstream.
-    with pytest.raises(anthropic.NotFoundError):
-        anthropic_client(stack, stack.token).messages.count_tokens(
-            model="claude-test", messages=MESSAGES
-        )
+    counted = anthropic_client(stack, stack.token).messages.count_tokens(
+        model="claude-test", messages=MESSAGES
+    )
+    assert counted.input_tokens == 1  # the mock counts words: "hi"
     assert only_upstream_request(stack)["path"] == "/v1/messages/count_tokens"
 
 

@@ -23,7 +23,9 @@ def _echoing(request: dict[str, Any]) -> Any:
     key = request["headers"].get("authorization", "").removeprefix("Bearer ") or request[
         "headers"
     ].get("x-goog-api-key", "")
-    body = json.dumps({"error": {"message": f"Incorrect API key provided: {key}", "echo": request["headers"]}})
+    body = json.dumps(
+        {"error": {"message": f"Incorrect API key provided: {key}", "echo": request["headers"]}}
+    )
     headers = [
         *JSON,
         ("www-authenticate", f'Bearer realm="api", error="invalid_token", key="{key}"'),
@@ -150,14 +152,33 @@ def test_7_the_policy_reads_every_generating_route_and_refuses_what_it_cannot() 
     with metered(upstream, MAX_TOKENS_CAP="1000", MAX_MESSAGES="10") as proxy:
         gemini = {"x-goog-api-key": FAKE_TOKEN}
         refused = [
-            _post(proxy, "/gemini/v1beta/models/g:batchGenerateContent",
-                  {"requests": [{"contents": [], "generationConfig": {"maxOutputTokens": 65536}}] * 50},
-                  **gemini),
-            _post(proxy, "/v1/completions", {"model": "m", "prompt": ["p"] * 1000, "max_tokens": 100}),
+            _post(
+                proxy,
+                "/gemini/v1beta/models/g:batchGenerateContent",
+                {
+                    "requests": [{"contents": [], "generationConfig": {"maxOutputTokens": 65536}}]
+                    * 50
+                },
+                **gemini,
+            ),
+            _post(
+                proxy, "/v1/completions", {"model": "m", "prompt": ["p"] * 1000, "max_tokens": 100}
+            ),
             _post(proxy, "/v1/responses", {"model": "m", "instructions": "write a novel"}),
-            _post(proxy, "/v1/chat/completions", {"model": "m", "messages": [], "max_tokens": 100, "n": 128}),
-            _post(proxy, "/gemini/v1beta/models/g:generateContent",
-                  {"contents": [], "generationConfig": {"maxOutputTokens": 100, "candidateCount": 20}}, **gemini),
+            _post(
+                proxy,
+                "/v1/chat/completions",
+                {"model": "m", "messages": [], "max_tokens": 100, "n": 128},
+            ),
+            _post(
+                proxy,
+                "/gemini/v1beta/models/g:generateContent",
+                {
+                    "contents": [],
+                    "generationConfig": {"maxOutputTokens": 100, "candidateCount": 20},
+                },
+                **gemini,
+            ),
         ]
         for reply in refused:
             assert reply.status_code == 400, reply.text
@@ -170,4 +191,9 @@ def test_7_the_policy_reads_every_generating_route_and_refuses_what_it_cannot() 
         assert upstream.seen == []
         # Routes that generate no text need no max_tokens.
         assert _post(proxy, "/v1/embeddings", {"model": "e", "input": "hi"}).status_code == 200
-        assert _post(proxy, "/v1/audio/speech", {"model": "tts", "input": "hi", "voice": "x"}).status_code == 200
+        assert (
+            _post(
+                proxy, "/v1/audio/speech", {"model": "tts", "input": "hi", "voice": "x"}
+            ).status_code
+            == 200
+        )

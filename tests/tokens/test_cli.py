@@ -70,3 +70,18 @@ def test_mistakes_are_one_clear_line(
     assert code == 1 and "--expires must be like" in err
     code, _, err = run(capsys, "tokens", "--store", store, "revoke", "nobody")
     assert code == 1 and "no token has the label or id 'nobody'" in err
+
+
+def test_a_budget_is_kept_on_the_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = f"sqlite:///{tmp_path}/t.db"
+    code, _, err = run(
+        capsys, "tokens", "--store", store, "create", "--label", "capped", "--budget-usd", "12.5"
+    )
+    assert code == 0 and "budget: $12.5" in err
+    [record] = list_tokens(open_store(store))
+    assert record.budget_usd == 12.5
+    assert "$12.5" in run(capsys, "tokens", "--store", store, "list")[1]
+    code, _, err = run(
+        capsys, "tokens", "--store", store, "create", "--label", "neg", "--budget-usd", "-1"
+    )
+    assert code == 1 and "--budget-usd" in err

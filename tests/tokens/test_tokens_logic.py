@@ -11,7 +11,6 @@ from core.access.tokens import (
     create_token,
     hash_hex,
     list_tokens,
-    model_of_request,
     parse_expiry,
     revoke_token,
     set_disabled,
@@ -69,18 +68,3 @@ def test_scopes_match_names_and_patterns() -> None:
     assert record.allows_provider("gemini") and not record.allows_provider("anthropic")
     assert record.allows_model("gpt-4o-mini") and record.allows_model("o3")
     assert not record.allows_model("o3-pro") and not record.allows_model("gpt-4")
-
-
-@pytest.mark.parametrize(
-    ("body", "path", "where", "model"),
-    [
-        (b'{"model": "gpt-4o"}', "/v1/chat/completions", "", "gpt-4o"),
-        (b'{"model": "models/gemini-2.0-flash"}', "/chat/completions", "", "gemini-2.0-flash"),
-        (b"", "/v1beta/models/gemini-2.0-flash:generateContent", "/models/", "gemini-2.0-flash"),
-        (b"", "/openai/deployments/prod-4o/chat/completions", "/deployments/", "prod-4o"),
-        (b"not json", "/v1/audio/transcriptions", "", None),
-        (b'{"model": 5}', "/v1/chat/completions", "", None),
-    ],
-)
-def test_model_of_request(body: bytes, path: str, where: str, model: str | None) -> None:
-    assert model_of_request(body, path, where) == model

@@ -37,7 +37,12 @@ def usage_of(proxy: Any, **headers: str) -> dict[str, Any]:
 def test_spend_is_metered_and_shown_to_the_caller() -> None:
     with metered(fixed_reply(), BUDGET_PER_CALLER_USD="1", MODEL_PRICES=PRICES) as proxy:
         for _ in range(3):
-            assert httpx.post(f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH).status_code == 200
+            assert (
+                httpx.post(
+                    f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH
+                ).status_code
+                == 200
+            )
         figures = usage_of(proxy)
         assert figures["spent_usd"] == pytest.approx(3 * COST, abs=1e-5)
         assert figures["limit_usd"] == 1
@@ -78,11 +83,17 @@ def test_anthropic_callers_get_anthropics_shape() -> None:
         BUDGET_PER_CALLER_USD="0.001",
         MODEL_PRICES=PRICES,
     ) as proxy:
-        message = {"model": "fake-model", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+        message = {
+            "model": "fake-model",
+            "max_tokens": 100,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
         refused = None
         for _ in range(3):
             refused = httpx.post(
-                f"{proxy.url}/anthropic/v1/messages", json=message, headers={"x-api-key": FAKE_TOKEN}
+                f"{proxy.url}/anthropic/v1/messages",
+                json=message,
+                headers={"x-api-key": FAKE_TOKEN},
             )
         assert refused is not None and refused.status_code == 429
         assert refused.json()["type"] == "error"
@@ -98,7 +109,11 @@ def test_a_model_with_no_price_is_refused_never_free() -> None:
 
 def test_a_route_the_meter_cannot_read_is_refused_under_a_budget() -> None:
     with metered(fixed_reply(), BUDGET_PER_CALLER_USD="1", MODEL_PRICES=PRICES) as proxy:
-        for path in ("/v1/images/generations", "/v1/realtime/client_secrets", "/v1/realtime/sessions"):
+        for path in (
+            "/v1/images/generations",
+            "/v1/realtime/client_secrets",
+            "/v1/realtime/sessions",
+        ):
             reply = httpx.post(f"{proxy.url}{path}", json={"model": "fake-model"}, headers=AUTH)
             assert reply.status_code == 403, path
             assert reply.json()["error"]["code"] == "route_not_metered"
@@ -116,6 +131,7 @@ def test_fifty_concurrent_requests_overshoot_a_total_cap_by_at_most_one(
         extra["LIMIT_STORE"] = request.getfixturevalue("limits_redis_url")
     gate = threading.Event()
     with metered(fixed_reply(delay=0.3), **extra) as proxy:
+
         def one(_: int) -> int:
             gate.wait()
             return httpx.post(
@@ -128,8 +144,9 @@ def test_fifty_concurrent_requests_overshoot_a_total_cap_by_at_most_one(
             statuses = [f.result() for f in futures]
         admitted = statuses.count(200)
         assert statuses.count(429) == 50 - admitted
-        # Worst case ~$0.0104 a request: at most 0.05 / 0.0104 + 1 = 5.8 fit.
-        assert 4 <= admitted <= 5
+        # Worst case ~$0.0104 a request, real cost $0.0073: the cap is overshot by at most
+        # one request (more fit once early replies settle below their reservation).
+        assert admitted >= 4
         assert admitted * COST <= 0.05 + 0.0105
 
 

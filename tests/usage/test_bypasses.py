@@ -161,18 +161,32 @@ def test_4_a_trailing_slash_is_the_same_route() -> None:
 def test_5_a_gemini_stream_as_a_json_array_is_counted() -> None:
     def reply(request: dict[str, Any]) -> Any:
         parts = [
-            {"candidates": [{"content": {"parts": [{"text": "a"}]}}],
-             "usageMetadata": {"promptTokenCount": 30, "totalTokenCount": 31}},
-            {"candidates": [{"content": {"parts": [{"text": "b"}]}, "finishReason": "STOP"}],
-             "usageMetadata": {"promptTokenCount": 30, "candidatesTokenCount": 70,
-                               "totalTokenCount": 100}},
+            {
+                "candidates": [{"content": {"parts": [{"text": "a"}]}}],
+                "usageMetadata": {"promptTokenCount": 30, "totalTokenCount": 31},
+            },
+            {
+                "candidates": [{"content": {"parts": [{"text": "b"}]}, "finishReason": "STOP"}],
+                "usageMetadata": {
+                    "promptTokenCount": 30,
+                    "candidatesTokenCount": 70,
+                    "totalTokenCount": 100,
+                },
+            },
         ]
-        chunks = [b"[" + json.dumps(parts[0]).encode(), b",\r\n" + json.dumps(parts[1]).encode(), b"]"]
+        chunks = [
+            b"[" + json.dumps(parts[0]).encode(),
+            b",\r\n" + json.dumps(parts[1]).encode(),
+            b"]",
+        ]
         return 200, JSON, [(0.01, chunk) for chunk in chunks]
 
     with metered(ScriptedUpstream(models_or(reply)), RATE_LIMIT_TOKENS="1000") as proxy:
         path = "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent"
-        body = {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 100}}
+        body = {
+            "contents": [{"parts": [{"text": "hi"}]}],
+            "generationConfig": {"maxOutputTokens": 100},
+        }
         reply = httpx.post(f"{proxy.url}{path}", json=body, headers={"x-goog-api-key": FAKE_TOKEN})
         assert reply.status_code == 200
         assert remaining(proxy) == 900
@@ -180,13 +194,13 @@ def test_5_a_gemini_stream_as_a_json_array_is_counted() -> None:
 
 def test_6_a_reply_of_many_mib_is_counted() -> None:
     filler = "x" * (6 * 1024 * 1024)
-    body = json.dumps(
-        {"choices": [{"message": {"content": filler}}], "usage": USAGE}
-    ).encode()
+    body = json.dumps({"choices": [{"message": {"content": filler}}], "usage": USAGE}).encode()
     pieces = [body[i : i + 65536] for i in range(0, len(body), 65536)]
     upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, p) for p in pieces])))
     with metered(upstream, RATE_LIMIT_TOKENS="1000") as proxy:
-        reply = httpx.post(f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH, timeout=30)
+        reply = httpx.post(
+            f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH, timeout=30
+        )
         assert len(reply.content) == len(body)
         assert remaining(proxy) == 900
 
@@ -200,6 +214,7 @@ def test_7_concurrent_requests_cannot_pass_the_limit_together() -> None:
 
     upstream = ScriptedUpstream(models_or(slow))
     with metered(upstream, RATE_LIMIT_TOKENS="1000") as proxy:
+
         def one(_: int) -> int:
             gate.wait()
             return httpx.post(

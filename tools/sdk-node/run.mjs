@@ -2,7 +2,7 @@
 // Env: PROXY_URL, TOKEN (allowed everywhere), SCOPED_TOKEN (allowed on no route these cases use).
 import OpenAI from "openai";
 import Anthropic from "@anthropic-ai/sdk";
-import { APICallError, generateText, streamText } from "ai";
+import { APICallError, generateText, jsonSchema, streamText, tool } from "ai";
 import { createOpenAI } from "@ai-sdk/openai";
 import { createAnthropic } from "@ai-sdk/anthropic";
 
@@ -13,6 +13,18 @@ const proxy = process.env.PROXY_URL;
 const token = process.env.TOKEN;
 const scopedToken = process.env.SCOPED_TOKEN;
 const messages = [{ role: "user", content: "hi" }];
+// A tool the mock upstream calls with arguments made from its schema: {city: "mock", unit: "celsius"}.
+const tools = {
+  get_weather: tool({
+    description: "The weather in a city",
+    inputSchema: jsonSchema({
+      type: "object",
+      properties: { city: { type: "string" }, unit: { type: "string", enum: ["celsius", "fahrenheit"] } },
+      required: ["city"],
+      additionalProperties: false,
+    }),
+  }),
+};
 
 function report(name, result) {
   process.stdout.write(JSON.stringify({ name, ...result }) + "\n");
@@ -81,8 +93,25 @@ for (const [status, { key, headers }] of failures) {
   );
 }
 
+await run("openai.responses", async () => {
+  const reply = await openai(token).responses.create({ model: "gpt-test", input: "hi" });
+  return { text: reply.output_text, usage: reply.usage };
+});
+await run("openai.responses.stream", async () => {
+  const stream = await openai(token).responses.create({ model: "gpt-test", input: "hi", stream: true });
+  let deltas = 0;
+  let usage;
+  for await (const event of stream) {
+    if (event.type === "response.output_text.delta") deltas += 1;
+    if (event.type === "response.completed") usage = event.response.usage;
+  }
+  return { deltas, usage };
+});
+
 for (const [label, provider, model] of [
   ["openai", aiOpenAI, (p) => p.chat("gpt-test")],
+  // The AI SDK's default for OpenAI: the Responses API.
+  ["openai.responses", aiOpenAI, (p) => p("gpt-test")],
   ["anthropic", aiAnthropic, (p) => p("claude-test")],
 ]) {
   await run(`ai.${label}.generateText`, async () => {
@@ -94,6 +123,18 @@ for (const [label, provider, model] of [
     let pieces = 0;
     for await (const part of result.textStream) if (part) pieces += 1;
     return pieces;
+  });
+  await run(`ai.${label}.usage`, async () => {
+    const { usage } = await generateText({ model: model(provider(token)), prompt: "hi there", maxRetries: 0 });
+    const streamed = streamText({ model: model(provider(token)), prompt: "hi there", maxRetries: 0 });
+    for await (const _ of streamed.textStream);
+    return { generate: usage, stream: await streamed.usage };
+  });
+  await run(`ai.${label}.tool`, async () => {
+    const calls = (list) => list.map((call) => ({ name: call.toolName, input: call.input }));
+    const { toolCalls } = await generateText({ model: model(provider(token)), prompt: "weather?", tools, maxRetries: 0 });
+    const streamed = streamText({ model: model(provider(token)), prompt: "weather?", tools, maxRetries: 0 });
+    return { generate: calls(toolCalls), stream: calls(await streamed.toolCalls) };
   });
   for (const [status, { key, headers }] of failures) {
     await run(`ai.${label}.error.${status}`, async () => {

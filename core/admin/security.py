@@ -1,0 +1,184 @@
+"""How the dashboard knows its operator: ADMIN_TOKEN, a signed session cookie, CSRF.
+
+- Sign-in and `Authorization: Bearer` compare SHA-256 digests of ADMIN_TOKEN in constant
+  time. A proxy token is never an admin credential (different secret, different check).
+- The session cookie is `<payload>.<mac>`: payload = base64url JSON {exp, csrf}, mac =
+  HMAC-SHA256 under a key derived from ADMIN_TOKEN (rotating the token signs everyone out).
+  HttpOnly, SameSite=Strict, Path=/admin, Secure except on loopback.
+- A state-changing request from a browser session must carry the session's CSRF token in
+  `X-CSRF-Token`; every request whose Origin or Sec-Fetch-Site says cross-site is refused.
+- Failed credentials count per client IP in the store's counters (shared by every
+  instance): after MAX_FAILURES in FAILURE_WINDOW seconds, 429 until the window ends.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+from core.stores import Store
+
+COOKIE_NAME = "llmp_admin"
+SESSION_SECONDS = 12 * 3600
+MAX_FAILURES = 5
+FAILURE_WINDOW = 300
+CSRF_HEADER = "x-csrf-token"
+
+# Sent on every dashboard response, page or JSON.
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+    "x-frame-options": "DENY",
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",
+}
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class Session:
+    expires_at: float
+    csrf: str
+
+
+class AdminAuth:
+    """Checks ADMIN_TOKEN and issues / verifies session cookies."""
+
+    def __init__(self, admin_token: str) -> None:
+        self._digest = hashlib.sha256(admin_token.encode()).digest()
+        # A key of its own: the cookie MAC never uses the token itself.
+        self._key = hmac.new(admin_token.encode(), b"llm-proxy admin session v1", "sha256").digest()
+
+    def token_matches(self, candidate: str | bytes) -> bool:
+        raw = candidate.encode() if isinstance(candidate, str) else candidate
+        return hmac.compare_digest(hashlib.sha256(raw).digest(), self._digest)
+
+    def _mac(self, payload: str) -> str:
+        return _b64(hmac.new(self._key, payload.encode(), "sha256").digest())
+
+    def issue(self, now: float | None = None) -> tuple[str, Session]:
+        """A new session and its cookie value."""
+        session = Session(
+            expires_at=(time.time() if now is None else now) + SESSION_SECONDS,
+            csrf=secrets.token_urlsafe(24),
+        )
+        payload = _b64(json.dumps({"exp": session.expires_at, "csrf": session.csrf}).encode())
+        return f"{payload}.{self._mac(payload)}", session
+
+    def verify(self, cookie: str | None, now: float | None = None) -> Session | None:
+        """The session a cookie proves, or None if it is missing, forged or expired."""
+        if not cookie or cookie.count(".") != 1 or len(cookie) > 1024:
+            return None
+        payload, mac = cookie.split(".")
+        if not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
+            return None
+        try:
+            data = json.loads(_unb64(payload))
+            session = Session(expires_at=float(data["exp"]), csrf=str(data["csrf"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+        if session.expires_at <= (time.time() if now is None else now):
+            return None
+        return session
+
+
+def csrf_matches(session: Session, header: str | None) -> bool:
+    return header is not None and hmac.compare_digest(header.encode(), session.csrf.encode())
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost: the only places a cookie may go unsecured."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1:].split("]", 1)[0]
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def session_cookie(value: str, *, secure: bool, max_age: int = SESSION_SECONDS) -> str:
+    parts = [
+        f"{COOKIE_NAME}={value}",
+        "Path=/admin",
+        f"Max-Age={max_age}",
+        "HttpOnly",
+        "SameSite=Strict",
+    ]
+    if secure:
+        parts.append("Secure")
+    return "; ".join(parts)
+
+
+def cross_site_reason(origin: str | None, fetch_site: str | None, host: str | None) -> str | None:
+    """Why a request is refused as cross-origin, or None when it is same-origin (or from a
+    script that sends no Origin at all). Browsers without Sec-Fetch-Site are judged by
+    Origin, where an opaque `null` is refused."""
+    if fetch_site is not None:
+        # A browser sets it and no page can: the most precise answer there is. (Origin
+        # alone cannot decide: under Referrer-Policy no-referrer, Chromium sends
+        # `Origin: null` on a same-origin form POST.)
+        if fetch_site.lower() in ("same-origin", "none"):
+            return None
+        return f"Sec-Fetch-Site is {fetch_site[:40]!r}"
+    if origin is not None:
+        if origin == "null" or host is None:
+            return "the Origin is opaque"
+        # The scheme may be rewritten by a TLS front end; the host a browser names is not.
+        origin_host = origin.split("://", 1)[-1].rstrip("/").lower()
+        if origin_host != host.lower():
+            return "the Origin is another site"
+    return None
+
+
+class FailureLimiter:
+    """Counts failed admin credentials per client IP in the store's atomic counters."""
+
+    def __init__(
+        self, store: Store, max_failures: int = MAX_FAILURES, window: int = FAILURE_WINDOW
+    ):
+        self.store = store
+        self.max_failures = max_failures
+        self.window = window
+
+    def _key(self, ip: str, now: float) -> tuple[str, float]:
+        slot = int(now // self.window)
+        # Hashed: a counter key should not spell out who tried.
+        digest = hashlib.sha256(ip.encode()).hexdigest()[:32]
+        return f"adminfail:{slot}:{digest}", (slot + 1) * self.window
+
+    def retry_after(self, ip: str, now: float | None = None) -> int | None:
+        """Seconds until this IP may try again, or None if it may try now."""
+        now = time.time() if now is None else now
+        key, ends = self._key(ip, now)
+        count = self.store.increment(key, {"failures": 0}, expires_at=ends).get("failures", 0)
+        if count >= self.max_failures:
+            return max(1, int(ends - now))
+        return None
+
+    def failed(self, ip: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        key, ends = self._key(ip, now)
+        self.store.increment(key, {"failures": 1}, expires_at=ends)

@@ -1,0 +1,112 @@
+"""`llm-proxy usage [--by caller|provider|model|day] [--since YYYY-MM-DD] [--json]`."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from core.stores import StoreURLError, open_store
+from core.usage.ledger import GROUPINGS, UsageLedger, UsageRow, usage_store_url
+
+
+def add_usage_parser(sub: Any, handler: Callable[[argparse.Namespace], int]) -> None:
+    usage = sub.add_parser(
+        "usage", help="requests, tokens and cost from the usage ledger (USAGE_STORE)"
+    )
+    usage.add_argument(
+        "--store",
+        default=None,
+        help="store URL (default: $USAGE_STORE, else $LIMIT_STORE, else $TOKEN_STORE)",
+    )
+    usage.add_argument(
+        "--by", choices=GROUPINGS, default="caller", help="group by (default caller)"
+    )
+    usage.add_argument(
+        "--since", type=parse_day, default=None, help="first UTC day to count, YYYY-MM-DD"
+    )
+    usage.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    usage.set_defaults(func=handler)
+
+
+def parse_day(text: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a day like 2026-11-01, got {text!r}") from None
+
+
+def usage_report(ledger: UsageLedger, by: str, since: datetime.date | None) -> dict[str, object]:
+    """What `llm-proxy usage --json` prints and GET /admin/api/usage returns."""
+    rows = ledger.rows(by=by, since=since)  # type: ignore[arg-type]
+    return {
+        "by": by,
+        "since": since.isoformat() if since else None,
+        "rows": [row.to_json() for row in rows],
+        "total": _total(rows).to_json(),
+    }
+
+
+def _total(rows: list[UsageRow]) -> UsageRow:
+    return UsageRow(
+        key="total",
+        requests=sum(r.requests for r in rows),
+        input_tokens=sum(r.input_tokens for r in rows),
+        output_tokens=sum(r.output_tokens for r in rows),
+        cached_input_tokens=sum(r.cached_input_tokens for r in rows),
+        cost_usd=sum(r.cost_usd for r in rows),
+        saved_tokens=sum(r.saved_tokens for r in rows),
+    )
+
+
+def format_table(by: str, rows: list[UsageRow]) -> str:
+    header = (by.upper(), "REQUESTS", "INPUT", "OUTPUT", "CACHED", "SAVED", "COST USD")
+    body = [
+        (
+            row.key or "(unknown)",
+            str(row.requests),
+            str(row.input_tokens),
+            str(row.output_tokens),
+            str(row.cached_input_tokens),
+            str(row.saved_tokens),
+            f"{row.cost_usd:.4f}",
+        )
+        for row in [*rows, _total(rows)]
+    ]
+    table = [header, *body]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest])
+
+    return "\n".join(line(cells) for cells in table)
+
+
+def run_usage_command(args: argparse.Namespace) -> int:
+    url = args.store or usage_store_url()
+    if url == "memory://" and not args.store:
+        print(
+            "error: no usage store: set USAGE_STORE (or LIMIT_STORE / TOKEN_STORE) to the "
+            "store the proxy records usage in, or pass --store",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        ledger = UsageLedger(open_store(url))
+    except StoreURLError as exc:
+        print(f"error: USAGE_STORE: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(usage_report(ledger, args.by, args.since), indent=2))
+        return 0
+    rows = ledger.rows(by=args.by, since=args.since)
+    if not rows:
+        since = f" since {args.since.isoformat()}" if args.since else ""
+        print(f"no usage recorded{since}", file=sys.stderr)
+    print(format_table(args.by, rows))
+    return 0

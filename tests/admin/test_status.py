@@ -1,0 +1,143 @@
+"""The kill switch and the schedule: windows, the per-instance cache, and what callers see."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.access.status import ScheduleError, ServiceStatus, parse_window, parse_windows
+from core.app import create_app
+from core.config import load_settings
+from core.errors import ProxyOffline
+from core.stores import open_store
+from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
+
+CACHE = 0.3
+
+
+def at(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def test_nightly_windows_wrap_past_midnight() -> None:
+    night = parse_window({"nightly": "22:00-06:30"})
+    assert night.covers(at("2026-11-30T23:15:00"))
+    assert night.covers(at("2026-11-30T06:29:00"))
+    assert not night.covers(at("2026-11-30T06:30:00"))
+    assert not night.covers(at("2026-11-30T12:00:00"))
+    lunch = parse_window("12:00-13:00")
+    assert lunch.covers(at("2026-11-30T12:59:59")) and not lunch.covers(at("2026-11-30T13:00:00"))
+
+
+def test_absolute_windows_and_bad_input() -> None:
+    window = parse_window(
+        {"from": "2026-12-24T18:00:00Z", "to": "2026-12-27T08:00", "note": "xmas"}
+    )
+    assert window.covers(at("2026-12-25T00:00:00"))
+    assert not window.covers(at("2026-12-27T08:00:00"))
+    assert "xmas" in window.describe()
+    for bad, says in [
+        ({"nightly": "25:00-06:00"}, "22:00-06:00"),
+        ({"nightly": "06:00-06:00"}, "start and end together"),
+        ({"from": "2026-12-27T00:00:00Z", "to": "2026-12-24T00:00:00Z"}, "after from"),
+        ({"from": "soon", "to": "later"}, "ISO time"),
+        ({}, "nightly, or from and to"),
+        (7, "must be an object"),
+    ]:
+        with pytest.raises(ScheduleError, match=says):
+            parse_window(bad)
+    with pytest.raises(ScheduleError, match="list"):
+        parse_windows({"nightly": "22:00-06:00"})
+
+
+async def test_switch_and_schedule_with_the_cache(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/status.db"
+    admin, instance = ServiceStatus(open_store(url)), ServiceStatus(open_store(url), CACHE)
+    now = at("2026-11-30T12:00:00")
+    assert await instance.offline_reason(now) is None
+    admin.set_online(False)
+    # Another instance obeys within its cache time, not necessarily at once.
+    time.sleep(CACHE + 0.05)
+    reason = await instance.offline_reason(now)
+    assert reason is not None and "switched off" in reason
+    with pytest.raises(ProxyOffline) as raised:
+        await instance.check(now)
+    assert raised.value.status == 503
+    admin.set_online(True)
+    admin.set_windows([{"nightly": "11:00-13:00", "note": "maintenance"}])
+    time.sleep(CACHE + 0.05)
+    reason = await instance.offline_reason(now)
+    assert reason is not None and "11:00-13:00" in reason and "maintenance" in reason
+    assert await instance.offline_reason(at("2026-11-30T14:00:00")) is None
+    assert admin.read().to_json(now)["windows"] == [
+        {"nightly": "11:00-13:00", "note": "maintenance"}
+    ]
+
+
+async def test_an_unreadable_store_keeps_the_last_known_status() -> None:
+    status = ServiceStatus(open_store("memory://"), cache_seconds=0)
+    status.set_online(False)
+
+    def broken(key: str) -> None:
+        raise ConnectionError("redis://:password@host down")
+
+    status.store.get = broken  # type: ignore[method-assign,assignment]
+    assert await status.offline_reason(time.time()) is not None
+
+
+@pytest.fixture
+def offline_proxy(
+    mock_upstream: RunningServer, tmp_path: Path
+) -> Iterator[tuple[str, ServiceStatus]]:
+    upstream = mock_upstream.url
+    env = proxy_env(
+        upstream,
+        ANTHROPIC_API_KEY="sk-mock-anthropic",
+        ANTHROPIC_UPSTREAM=upstream,
+        GEMINI_API_KEY="mock-gemini",
+        GEMINI_UPSTREAM=upstream,
+        TOKEN_STORE=f"sqlite:///{tmp_path}/tokens.db",
+        TOKEN_CACHE_SECONDS=str(CACHE),
+    )
+    with serve_in_thread(create_app(load_settings(env))) as server:
+        yield server.url, ServiceStatus(open_store(env["TOKEN_STORE"]))
+
+
+def test_offline_answers_503_in_each_protocol_and_health_stays_up(
+    offline_proxy: tuple[str, ServiceStatus],
+) -> None:
+    url, admin = offline_proxy
+    auth = {"authorization": f"Bearer {FAKE_TOKEN}"}
+    chat = {"model": "mock-model", "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(f"{url}/v1/chat/completions", json=chat, headers=auth).status_code == 200
+    admin.set_online(False)
+    time.sleep(CACHE + 0.05)
+
+    openai = httpx.post(f"{url}/v1/chat/completions", json=chat, headers=auth)
+    assert openai.status_code == 503
+    assert openai.json()["error"]["code"] == "service_offline"
+    assert openai.headers["retry-after"] == "60"
+    anthropic = httpx.post(
+        f"{url}/anthropic/v1/messages",
+        json={"model": "claude", "max_tokens": 5, "messages": []},
+        headers={"x-api-key": FAKE_TOKEN},
+    )
+    assert anthropic.status_code == 503
+    assert anthropic.json()["type"] == "error"
+    assert anthropic.json()["error"]["type"] == "overloaded_error"
+    gemini = httpx.post(
+        f"{url}/gemini/v1beta/models/gemini-2.0-flash:generateContent",
+        json={"contents": []},
+        headers={"x-goog-api-key": FAKE_TOKEN},
+    )
+    assert gemini.status_code == 503 and gemini.json()["error"]["status"] == "UNAVAILABLE"
+    assert httpx.get(f"{url}/health").status_code == 200
+
+    admin.set_online(True)
+    time.sleep(CACHE + 0.05)
+    assert httpx.post(f"{url}/v1/chat/completions", json=chat, headers=auth).status_code == 200

@@ -1,0 +1,215 @@
+"""Unit tests of the request object and the usage readers: the model a request names,
+strict JSON, the include_usage splice and its filter, the meter, the key scrubber, prices."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from core.errors import BadRequest
+from core.protocols import WIRES, Usage, route_path
+from core.providers import Provider
+from core.proxy.request import RepeatedField, build_request
+from core.proxy.scrub import Scrubber
+from core.usage.meter import UsageMeter
+from core.usage.prices import PriceTable, parse_prices
+from core.usage.splice import UsageChunkFilter, ask_for_stream_usage
+
+
+def request_for(path: str, body: bytes, model_in_path: str = "", shape: str = "openai") -> object:
+    provider = Provider(
+        name="p",
+        prefix="",
+        upstream="https://up.test",
+        error_shape=shape,
+        model_in_path=model_in_path,  # type: ignore[arg-type]
+    )
+    scope = {
+        "method": "POST",
+        "path": path,
+        "headers": [(b"content-type", b"application/json")],
+        "query_string": b"",
+    }
+    request = build_request(scope, provider, path, None)
+    request.body = body
+    return request
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "where", "model"),
+    [
+        (b'{"model": "gpt-4o"}', "/v1/chat/completions", "", "gpt-4o"),
+        (b'{"model": "models/gemini-2.0-flash"}', "/chat/completions", "", "gemini-2.0-flash"),
+        (b"", "/v1beta/models/gemini-2.0-flash:generateContent", "/models/", "gemini-2.0-flash"),
+        (b"", "/openai/deployments/prod-4o/chat/completions", "/deployments/", "prod-4o"),
+        (b'{"model": 5}', "/v1/chat/completions", "", None),
+    ],
+)
+async def test_the_model_a_request_names(
+    body: bytes, path: str, where: str, model: str | None
+) -> None:
+    request = request_for(path, body, where)
+    assert await request.model() == model  # type: ignore[attr-defined]
+
+
+async def test_json_is_parsed_once() -> None:
+    request = request_for("/v1/chat/completions", b'{"model":"m","stream":true}')
+    first = await request.document()  # type: ignore[attr-defined]
+    assert await request.document() is first  # type: ignore[attr-defined]
+    assert await request.is_stream()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model":"a","model":"b"}',
+        b'{"model":"a","Model":"b"}',
+        b'{"max_tokens":1,"maxTokens":2}',
+        b'{"stream_options":{},"STREAM_OPTIONS":{}}',
+    ],
+)
+async def test_a_field_twice_in_any_spelling_is_refused(body: bytes) -> None:
+    with pytest.raises(RepeatedField):
+        await request_for("/v1/chat/completions", body).document()  # type: ignore[attr-defined]
+
+
+async def test_unpoliced_fields_may_differ_in_case() -> None:
+    # Tool schemas name properties as they like: only the fields rules read are policed.
+    body = b'{"tools":[{"parameters":{"properties":{"id":{},"ID":{}}}}]}'
+    assert await request_for("/v1/chat/completions", body).document()  # type: ignore[attr-defined]
+
+
+async def test_deep_nesting_is_a_bad_request() -> None:
+    with pytest.raises(BadRequest, match="nested"):
+        await request_for("/v1/x", b"[" * 50_000 + b"]" * 50_000).document()  # type: ignore[attr-defined]
+
+
+def test_route_paths_are_read_as_an_upstream_would() -> None:
+    assert route_path("/v1/Chat//completions/") == "/v1/chat/completions"
+    assert route_path("/v1/chat%2Fcompletions") == "/v1/chat/completions"
+    openai = WIRES["openai"]
+    assert openai.route("POST", "/v1/chat/completions").kind == "metered"
+    assert openai.route("POST", "/v1/realtime/client_secrets").kind == "unreadable"
+    assert openai.route("GET", "/v1/models").kind == "free"
+    gemini = WIRES["gemini"]
+    assert gemini.route("POST", "/v1beta/models/g:streamgeneratecontent").name == "stream-generate"
+    assert gemini.route("POST", "/v1beta/models/g:batchgeneratecontent").generates
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            b'{"model":"m","stream":true}',
+            b'{"stream_options":{"include_usage":true},"model":"m","stream":true}',
+        ),
+        (
+            b'{"stream":true, "stream_options": {"include_usage": false}, "x":"\\u00e9"}',
+            b'{"stream":true, "stream_options": {"include_usage": true}, "x":"\\u00e9"}',
+        ),
+        (
+            b'{"stream":true,"stream_options":{}}',
+            b'{"stream":true,"stream_options":{"include_usage":true}}',
+        ),
+        (
+            b'{"stream":true,"stream_options":null,"tools":[{"stream_options":1}]}',
+            b'{"stream":true,"stream_options":{"include_usage":true},"tools":[{"stream_options":1}]}',
+        ),
+    ],
+)
+def test_include_usage_is_spliced_into_the_bytes(body: bytes, expected: bytes) -> None:
+    spliced = ask_for_stream_usage(body, json.loads(body))
+    assert spliced == expected
+    assert json.loads(spliced)["stream_options"]["include_usage"] is True
+
+
+def test_the_filter_gives_back_the_unmetered_stream() -> None:
+    plain = (
+        b'data: {"id":"c","choices":[{"delta":{"content":"a"}}]}\n\n'
+        b'data: {"id":"c","choices":[{"delta":{"content":"b"}}]}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    metered = (
+        b'data: {"id":"c","choices":[{"delta":{"content":"a"}}],"usage":null}\n\n'
+        b'data: {"id":"c","choices":[{"delta":{"content":"b"}}],"usage":null}\n\n'
+        b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    for size in (1, 7, 64, len(metered)):
+        chunk_filter = UsageChunkFilter()
+        out = b"".join(chunk_filter(metered[i : i + size]) for i in range(0, len(metered), size))
+        assert out + chunk_filter.flush() == plain
+
+
+def _meter(
+    shape: str, content_type: bytes, chunks: list[bytes], encoding: bytes = b""
+) -> Usage | None:
+    meter = UsageMeter(WIRES[shape])
+    headers = [(b"content-type", content_type)]
+    if encoding:
+        headers.append((b"content-encoding", encoding))
+    meter.start(headers)
+    for chunk in chunks:
+        meter.feed(chunk)
+    return meter.finish()
+
+
+def test_the_meter_reads_each_protocol() -> None:
+    openai = b'{"usage":{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":2}}}'
+    assert _meter("openai", b"application/json", [openai]) == Usage(3, 4, 2)
+    responses = b'data: {"type":"response.completed","response":{"usage":{"input_tokens":5,"output_tokens":6}}}\n\n'
+    assert _meter("openai", b"text/event-stream", [responses[:10], responses[10:]]) == Usage(5, 6)
+    anthropic = [
+        b'data: {"type":"message_start","message":{"usage":{"input_tokens":7,"cache_read_input_tokens":3,"output_tokens":1}}}\n\n',
+        b'data: {"type":"message_delta","usage":{"output_tokens":9}}\n\n',
+    ]
+    assert _meter("anthropic", b"text/event-stream", anthropic) == Usage(10, 9, 3)
+    gemini = b'[{"usageMetadata":{"promptTokenCount":2}},\r\n{"usageMetadata":{"promptTokenCount":2,"candidatesTokenCount":8,"thoughtsTokenCount":1}}]'
+    assert _meter("gemini", b"application/json", [gemini]) == Usage(2, 9)
+    assert _meter("openai", b"application/json", [gzip.compress(openai)], b"gzip") == Usage(3, 4, 2)
+    assert _meter("openai", b"application/json", [b"xx"], b"br") is None
+    assert _meter("openai", b"application/json", [b'{"error":{}}']) is None
+
+
+def test_the_meter_keeps_a_bounded_tail_of_huge_replies() -> None:
+    filler = b'{"choices":[{"text":"' + b"x" * (20 * 1024 * 1024) + b'"}],'
+    usage = b'"usage":{"prompt_tokens":1,"completion_tokens":2}}'
+    meter = UsageMeter(WIRES["openai"])
+    meter.start([(b"content-type", b"application/json")])
+    for i in range(0, len(filler), 1 << 20):
+        meter.feed(filler[i : i + (1 << 20)])
+        assert len(meter._buffer) <= 9 * 1024 * 1024
+    meter.feed(usage)
+    assert meter.finish() == Usage(1, 2)
+
+
+def test_keys_are_scrubbed_even_split_across_chunks() -> None:
+    scrubber = Scrubber(["sk-fake-key-0123456789"])
+    body = b'{"error":"bad key sk-fake-key-0123456789 given"}'
+    for size in (1, 5, 13, len(body)):
+        stream = scrubber.stream()
+        out = (
+            b"".join(stream(body[i : i + size]) for i in range(0, len(body), size)) + stream.flush()
+        )
+        assert out == b'{"error":"bad key [redacted] given"}'
+    assert scrubber.headers([(b"location", b"/x?key=sk-fake-key-0123456789")]) == [
+        (b"location", b"/x?key=[redacted]")
+    ]
+
+
+def test_prices_match_the_most_specific_pattern_and_overrides_win() -> None:
+    table = PriceTable(
+        parse_prices(
+            '{"gpt-4o-mini*": {"input": 1, "output": 2}, "fake-*": {"input": 10, "output": 100}}'
+        )
+    )
+    assert (
+        table.find("gpt-4o-2024-08-06") is not None and table.find("gpt-4o-2024-08-06").input == 2.5
+    )  # type: ignore[union-attr]
+    assert table.find("gpt-4o-mini-2024-07-18").input == 1  # type: ignore[union-attr]
+    assert table.find("fake-model").output == 100  # type: ignore[union-attr]
+    assert table.find("unknown-model") is None
+    price = table.find("fake-model")
+    assert price is not None and price.cost_usd(Usage(1_000_000, 0)) == 10
