@@ -103,15 +103,16 @@ class ResponseCache:
         log = request.log
         document = await cacheable_document(request)
         directives = cache_control(request.headers)
+        scope = "shared" if self.shared else request.counted_as
         if (
             document is None
+            or not scope  # no identity to keep entries under: never risk sharing them
             or b"no-store" in directives
             or not (self.nondeterministic or deterministic(request, document))
         ):
             if log is not None:
                 log.cache = "bypass"
             return HeaderTicket(BYPASS)
-        scope = "shared" if self.shared else request.counted_as
         key = await cache_key(request, document, scope)
         if b"no-cache" in directives:
             if log is not None:

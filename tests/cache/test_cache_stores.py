@@ -110,3 +110,19 @@ def test_the_memory_cache_forgets_the_least_recently_used() -> None:
     assert asyncio.run(cache.lookup("cache:b")) is None
     assert asyncio.run(cache.lookup("cache:a")) is not None
     assert asyncio.run(cache.lookup("cache:c")) is not None
+
+
+class BrokenStore:
+    blocking = False
+
+    def get(self, key: str) -> None:
+        raise ConnectionError("store down")
+
+    def put(self, key: str, doc: object, *, expires_at: float | None = None) -> None:
+        raise ConnectionError("store down")
+
+
+def test_a_failing_store_is_a_miss_and_a_skipped_write() -> None:
+    cache = ResponseCache(BrokenStore(), CacheSettings(url="redis://down"))  # type: ignore[arg-type]
+    assert asyncio.run(cache.lookup("cache:any")) is None
+    keep(cache, "cache:any", [b"{}"])  # logged, not raised
