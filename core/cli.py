@@ -49,9 +49,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def app_from_environment() -> object:
     from core.app import create_app
     from core.proxy.access_log import configure_logging
+    from core.server import tune_gc
 
     configure_logging()  # each worker process is an entry point of its own
-    return create_app()
+    app = create_app()
+    tune_gc()
+    return app
 
 
 def cmd_mock_upstream(args: argparse.Namespace) -> int:

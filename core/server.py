@@ -32,10 +32,24 @@ def server_config(app: ASGIApp | str, host: str, port: int, **options: Any) -> A
     )
 
 
+def tune_gc() -> None:
+    """For a long-running server: what start-up built (modules, the app, the pool) is moved
+    out of the collector's sight, and young collections run less often. A stream relay makes
+    many short-lived objects and almost no cycles; the collector took 7 to 10 % of the
+    proxy's CPU at 500 streams (py-spy, README Performance)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 def serve(app: ASGIApp | str, host: str, port: int, **options: Any) -> None:
     import uvicorn
 
     config = server_config(app, host, port, **options)
+    if config.workers <= 1:
+        tune_gc()
     if config.workers > 1:
         from uvicorn.supervisors import Multiprocess
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,3 +47,9 @@ class RequestLog:
     cache: str | None = None
     saved_input_tokens: int | None = None
     saved_output_tokens: int | None = None
+    started: float = 0.0
+
+    def body_sent(self, size: int) -> None:
+        if self.first_byte_ms is None:
+            self.first_byte_ms = (time.perf_counter() - self.started) * 1000
+        self.bytes_out += size

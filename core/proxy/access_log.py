@@ -19,6 +19,10 @@ from core.types import ASGIApp, Message, Receive, RequestLog, Scope, Send
 
 access_logger = logging.getLogger("llm_proxy.access")
 REQUEST_ID_HEADER = b"x-proxy-request-id"
+# The server's own `send`, for the proxy's stream relay: each body message of a long stream
+# skips the wrappers (this log's, CORS's), which only ever touch the response start. The
+# relay counts its bytes on the log itself (RequestLog.body_sent).
+BODY_SEND = "llm_proxy.body_send"
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -49,7 +53,9 @@ class AccessLogMiddleware:
             return
         started = time.perf_counter()
         log = RequestLog(request_id=new_request_id(), method=scope["method"], path=scope["path"])
+        log.started = started
         scope["llm_proxy.log"] = log
+        scope[BODY_SEND] = send
         request_id = log.request_id.encode()
 
         async def logging_send(message: Message) -> None:
@@ -58,9 +64,8 @@ class AccessLogMiddleware:
                 message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, request_id)]
             elif message["type"] == "http.response.body":
                 body = message.get("body", b"")
-                if body and log.first_byte_ms is None:
-                    log.first_byte_ms = (time.perf_counter() - started) * 1000
-                log.bytes_out += len(body)
+                if body:
+                    log.body_sent(len(body))
             await send(message)
 
         try:

@@ -11,6 +11,7 @@ reads a copy when some rule needs the figures.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -18,8 +19,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import anyio
-import anyio.lowlevel
 import httpx
 
 from core.errors import (
@@ -34,6 +33,7 @@ from core.errors import (
     send_error,
 )
 from core.providers import RETRY_ON_NEXT_KEY, Provider, match_provider
+from core.proxy.access_log import BODY_SEND
 from core.proxy.headers import client_response_headers, upstream_request_headers
 from core.proxy.request import ALLOWED_METHODS, ProxyRequest, build_request
 from core.proxy.stages import Outcome, reply_ticket
@@ -269,28 +269,34 @@ class ProxyEndpoint:
         copy: ReplyTicket | None = None,
     ) -> None:
         state = _Exchange(copy=copy)
-        # The relay races the caller's disconnect: a caller who leaves cancels the upstream
-        # request (or, with ON_CLIENT_DISCONNECT=drain, only stops the sending).
-        async with anyio.create_task_group() as group:
-            group.start_soon(self.listen_for_disconnect, receive, state, group.cancel_scope)
-            try:
-                await self.forward_and_relay(request, tickets, send, state)
-            except Exception as exc:
-                state.error = exc
-            finally:
-                group.cancel_scope.cancel()
+        # The relay races the caller's disconnect in one task group: a caller who leaves
+        # cancels the relay and with it the upstream request (or, with
+        # ON_CLIENT_DISCONNECT=drain, only stops the sending); the relay ending stops the
+        # listener.
+        async with asyncio.TaskGroup() as group:
+            relay = group.create_task(self.relay_safely(request, tickets, send, state))
+            listener = group.create_task(self.listen_for_disconnect(receive, state, relay))
+            relay.add_done_callback(lambda _: listener.cancel())
         if not state.settled:
             if state.meter is not None:
                 state.outcome.usage = state.meter.finish()  # what was read before the end
-            with anyio.CancelScope(shield=True):
-                await self.settle(tickets, state.outcome, request)
+            await self.settle(tickets, state.outcome, request)
         if state.outcome.caller_left and request.log is not None:
             request.log.error = "client_disconnected"
         if state.error is not None:
             raise state.error
 
+    async def relay_safely(
+        self, request: ProxyRequest, tickets: list[Ticket], send: Send, state: _Exchange
+    ) -> None:
+        """The relay, its failure kept for the endpoint to raise once the group is done."""
+        try:
+            await self.forward_and_relay(request, tickets, send, state)
+        except Exception as exc:
+            state.error = exc
+
     async def listen_for_disconnect(
-        self, receive: Receive, state: _Exchange, scope: anyio.CancelScope
+        self, receive: Receive, state: _Exchange, relay: asyncio.Task[None]
     ) -> None:
         while True:
             message = await receive()
@@ -299,11 +305,11 @@ class ProxyEndpoint:
                     return
                 state.outcome.caller_left = True
                 if not self.drain:
-                    scope.cancel()
+                    relay.cancel()
                 return
             # Only a disconnect should come after the body; a server that answers at once
             # with anything else must not starve the relay.
-            await anyio.lowlevel.checkpoint()
+            await asyncio.sleep(0)
 
     async def forward(self, request: ProxyRequest, body: bytes, metering: bool) -> httpx.Response:
         provider = request.provider
@@ -359,8 +365,7 @@ class ProxyEndpoint:
             meter = state.meter = UsageMeter(request.wire) if metering else None
             await self.relay(request, response, send, state, tickets, meter, chunk_filter)
         finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+            await response.aclose()
 
     def reply_headers(
         self, response: httpx.Response, tickets: list[Ticket]
@@ -425,6 +430,9 @@ class ProxyEndpoint:
         if copy is not None:
             copy.start(status, headers, response.headers.raw)
         await send({"type": "http.response.start", "status": status, "headers": headers})
+        # The body goes straight to the server (core/proxy/access_log.py, BODY_SEND).
+        log = request.log
+        body_send = request.scope.get(BODY_SEND, send) if log is not None else send
         sent = 0
         try:
             # The transport's own stream: raw bytes as they arrive, no re-chunking.
@@ -438,11 +446,18 @@ class ProxyEndpoint:
                 if copy is not None and chunk:
                     copy.feed(chunk)
                 if chunk and not outcome.caller_left:
+                    if not sent and log is not None:
+                        log.body_sent(0)  # the first byte's time
                     sent += len(chunk)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await body_send(
+                        {"type": "http.response.body", "body": chunk, "more_body": True}
+                    )
         except httpx.HTTPError as exc:
             logger.warning("upstream stream broke after %d bytes: %s", sent, type(exc).__name__)
             raise UpstreamStreamBroken(f"upstream stream broke after {sent} bytes") from None
+        finally:
+            if log is not None:
+                log.bytes_out += sent
         outcome.complete = True
         tail = b""
         if chunk_filter is not None:
