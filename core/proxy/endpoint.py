@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from core.proxy.scrub import Scrubber
     from core.proxy.stages import Check, ReplyTicket, StoredReply, Ticket
     from core.types import Receive, RequestLog, Scope, Send
-    from core.upstream.client import UpstreamClient
+    from core.upstream.client import UpstreamClient, UpstreamReply
     from core.usage.budget import Budget
 
 logger = logging.getLogger("llm_proxy")
@@ -311,7 +311,7 @@ class ProxyEndpoint:
             # with anything else must not starve the relay.
             await asyncio.sleep(0)
 
-    async def forward(self, request: ProxyRequest, body: bytes, metering: bool) -> httpx.Response:
+    async def forward(self, request: ProxyRequest, body: bytes, metering: bool) -> UpstreamReply:
         provider = request.provider
         url = provider.origin + provider.base_path + request.remainder
         if request.query:
@@ -322,16 +322,14 @@ class ProxyEndpoint:
         try:
             for number, key in enumerate(attempts, start=1):
                 sent = [*headers, key] if key is not None else headers
-                try:
-                    upstream = client.build_request(request.method, url, sent, body)
-                except httpx.InvalidURL:
-                    raise BadRequest("The request path is not a valid URL path.") from None
-                response = await client.send(upstream)
+                response = await client.send(request.method, url, sent, body)
                 if response.status_code not in RETRY_ON_NEXT_KEY or number == len(attempts):
                     return response
                 # Refused or overloaded on this key before any byte reached the caller:
                 # the next key gets the same request.
                 await response.aclose()
+        except httpx.InvalidURL:
+            raise BadRequest("The request path is not a valid URL path.") from None
         except httpx.HTTPError as exc:
             logger.warning("upstream request failed: %s", type(exc).__name__)
             raise map_transport_error(exc, self.settings) from None
@@ -368,9 +366,9 @@ class ProxyEndpoint:
             await response.aclose()
 
     def reply_headers(
-        self, response: httpx.Response, tickets: list[Ticket]
+        self, response: UpstreamReply, tickets: list[Ticket]
     ) -> tuple[list[tuple[bytes, bytes]], int | None]:
-        headers, length = client_response_headers(response.headers.raw, self.scrubber)
+        headers, length = client_response_headers(response.raw_headers, self.scrubber)
         extra = [header for ticket in tickets for header in ticket.headers]
         if extra:
             if any(name.startswith(b"x-ratelimit-") for name, _ in extra):
@@ -383,7 +381,7 @@ class ProxyEndpoint:
     async def relay(
         self,
         request: ProxyRequest,
-        response: httpx.Response,
+        response: UpstreamReply,
         send: Send,
         state: _Exchange,
         tickets: list[Ticket],
@@ -402,7 +400,7 @@ class ProxyEndpoint:
 
         if length is not None and length <= _SMALL_BODY:
             try:
-                body = b"".join([chunk async for chunk in stream])  # type: ignore[union-attr]
+                body = b"".join([chunk async for chunk in stream])
             except httpx.HTTPError as exc:
                 raise map_transport_error(exc, self.settings) from None
             if meter is not None:
@@ -415,7 +413,7 @@ class ProxyEndpoint:
                 headers = [(n, v) for n, v in headers if n != b"content-length"]
                 headers.append((b"content-length", str(len(body)).encode()))
             if copy is not None:
-                copy.start(status, headers, response.headers.raw)
+                copy.start(status, headers, response.raw_headers)
                 copy.feed(body)
             outcome.complete = True
             await self.finish_metering(request, meter, tickets, state)
@@ -428,7 +426,7 @@ class ProxyEndpoint:
             # The body changes length: it goes out chunked.
             headers = [(n, v) for n, v in headers if n != b"content-length"]
         if copy is not None:
-            copy.start(status, headers, response.headers.raw)
+            copy.start(status, headers, response.raw_headers)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         # The body goes straight to the server (core/proxy/access_log.py, BODY_SEND).
         log = request.log
@@ -436,7 +434,7 @@ class ProxyEndpoint:
         sent = 0
         try:
             # The transport's own stream: raw bytes as they arrive, no re-chunking.
-            async for chunk in stream:  # type: ignore[union-attr]
+            async for chunk in stream:
                 if meter is not None:
                     meter.feed(chunk)
                 if chunk_filter is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -37,10 +38,13 @@ class UnreadableBody(BadRequest):
     code = "unreadable_body"
 
 
+_FORBIDDEN_IN_PATH = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
 def check_path(remainder: str) -> None:
     """Refuse paths that try to climb out of the route or smuggle separators."""
-    decoded = unquote(unquote(remainder))
-    if "\\" in decoded or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
+    decoded = unquote(unquote(remainder)) if "%" in remainder else remainder
+    if _FORBIDDEN_IN_PATH.search(decoded):
         raise BadRequest("The request path contains a forbidden character.")
     for segment in decoded.split("/"):
         # `..;x` is `..` to servlet containers (path parameters), which many gateways are.

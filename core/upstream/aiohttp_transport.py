@@ -52,6 +52,16 @@ class _ResponseStream(httpx.AsyncByteStream):
             self._response.close()
 
 
+class AiohttpReply:
+    """An aiohttp response as core/upstream/client.py's UpstreamReply."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.status_code = response.status
+        self.raw_headers = list(response.raw_headers)
+        self.stream = _ResponseStream(response)
+        self.aclose = self.stream.aclose
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(
         self, *, max_connections: int, keepalive_expiry: float, timeout: httpx.Timeout
@@ -81,6 +91,23 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 trust_env=False,
             )
         return self._session
+
+    async def send_raw(
+        self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> AiohttpReply:
+        """The proxy's own path: raw headers in, raw headers out, no httpx objects."""
+        try:
+            response = await self._get_session().request(
+                method,
+                URL(url, encoded=True),
+                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
+                data=body or None,
+                allow_redirects=False,
+                timeout=self._timeout,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _map_error(exc) from exc
+        return AiohttpReply(response)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]

@@ -22,12 +22,10 @@ def test_url_cache_does_not_keep_long_one_off_urls() -> None:
     client = UpstreamClient(settings, "httpx")
     filler = "a" * 60_000
     for n in range(500):
-        request = client.build_request(
-            "GET", f"https://api.upstream.test/v1/x?{n}={filler}", [], b""
-        )
-        assert request.url.query.startswith(f"{n}=".encode())
+        parsed = client._parsed(f"https://api.upstream.test/v1/x?{n}={filler}")
+        assert parsed.query.startswith(f"{n}=".encode())
     held = sum(sys.getsizeof(url) for url in client._urls)
     assert held < 2 * 1024 * 1024, f"URL cache holds {held / 1e6:.0f} MB"
     # Ordinary URLs are still parsed once and reused.
-    client.build_request("POST", "https://api.upstream.test/v1/chat/completions", [], b"")
+    client._parsed("https://api.upstream.test/v1/chat/completions")
     assert "https://api.upstream.test/v1/chat/completions" in client._urls
