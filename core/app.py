@@ -48,6 +48,8 @@ EXPOSED_HEADERS = [
     "x-ratelimit-remaining-tokens",
     "x-ratelimit-reset-tokens",
     "openai-processing-ms",
+    # hit, miss or bypass: whether the response cache answered (core/cache).
+    "x-proxy-cache",
 ]
 
 HEALTH_BODY = b'{"status":"ok"}'

@@ -12,6 +12,7 @@ from core.access.guard_settings import (
     callers_need_no_shared_token,
     parse_guard_settings,
 )
+from core.cache.settings import CacheSettings, parse_cache_settings
 from core.digest import sha256
 from core.env import parse_bool, parse_choice, parse_float, parse_int
 from core.providers import CATALOGUE, Provider, build_provider_table, provider_env_names
@@ -81,6 +82,8 @@ class Settings:
     usage_store: str = field(repr=False, default="memory://")
     # The dashboard at /admin (core/admin): off unless ADMIN_TOKEN is set.
     admin_token: str = field(repr=False, default="")
+    # The response cache (core/cache); off unless CACHE_URL is set.
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
     def providers(self) -> tuple[Provider, ...]:
         """Every route this deployment serves (core/providers.py)."""
@@ -247,6 +250,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         usage_store=usage_store,
         admin_token=admin_token,
         server=parse_server_limits(env, problems),
+        cache=parse_cache_settings(env, problems),
     )
     if problems:
         raise ConfigError(problems)

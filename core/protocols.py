@@ -99,6 +99,10 @@ class Wire:
         """How many answers one request asks for (OpenAI `n`, Gemini `candidateCount`)."""
         return 1
 
+    def temperature(self, document: dict[str, Any]) -> Any:
+        """The sampling temperature asked for, as sent (None when absent)."""
+        return document.get("temperature")
+
     def conversation_length(self, route: Route, document: dict[str, Any]) -> tuple[str, int]:
         for name in ("messages", "contents", "input", "prompt"):
             value = document.get(name)
@@ -308,6 +312,9 @@ class GeminiWire(Wire):
     def answers(self, document: dict[str, Any]) -> int:
         config = self.generation_config(document)
         return _answers(config.get("candidateCount", config.get("candidate_count")))
+
+    def temperature(self, document: dict[str, Any]) -> Any:
+        return self.generation_config(document).get("temperature")
 
 
 WIRES: dict[str, Wire] = {

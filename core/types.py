@@ -43,6 +43,10 @@ class RequestLog:
     input_tokens: int | None = None
     output_tokens: int | None = None
     cost_usd: float | None = None
+    # The response cache (core/cache): "hit", "miss" or "bypass"; a hit's tokens are saved.
+    cache: str | None = None
+    saved_input_tokens: int | None = None
+    saved_output_tokens: int | None = None
     started: float = 0.0
 
     def body_sent(self, size: int) -> None:

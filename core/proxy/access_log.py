@@ -113,6 +113,11 @@ def format_line(log: RequestLog) -> str:
         fields["output_tokens"] = log.output_tokens
     if log.cost_usd is not None:
         fields["cost_usd"] = round(log.cost_usd, 6)
+    if log.cache:
+        fields["cache"] = log.cache
+    if log.saved_input_tokens is not None:
+        fields["saved_input_tokens"] = log.saved_input_tokens
+        fields["saved_output_tokens"] = log.saved_output_tokens
     if log.error:
         fields["error"] = log.error
     return json.dumps(fields, separators=(",", ":"))

@@ -36,7 +36,7 @@ from core.providers import RETRY_ON_NEXT_KEY, Provider, match_provider
 from core.proxy.access_log import BODY_SEND
 from core.proxy.headers import client_response_headers, upstream_request_headers
 from core.proxy.request import ALLOWED_METHODS, ProxyRequest, build_request
-from core.proxy.stages import Outcome
+from core.proxy.stages import Outcome, reply_ticket
 from core.types import send_response
 from core.usage.meter import UsageMeter
 
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from core.access.identify import Identify
     from core.config import Settings
     from core.proxy.scrub import Scrubber
-    from core.proxy.stages import Check, Ticket
+    from core.proxy.stages import Check, ReplyTicket, StoredReply, Ticket
     from core.types import Receive, RequestLog, Scope, Send
     from core.upstream.client import UpstreamClient, UpstreamReply
     from core.usage.budget import Budget
@@ -89,6 +89,8 @@ class _Exchange:
     settled: bool = False
     error: BaseException | None = None
     meter: UsageMeter | None = None
+    # The response cache's copy of the reply (core/cache), fed what the caller gets.
+    copy: ReplyTicket | None = None
 
 
 def _request_log(scope: Scope) -> RequestLog | None:
@@ -209,7 +211,11 @@ class ProxyEndpoint:
             # Refused after an earlier rule reserved: give the reservation back.
             await self.settle(tickets, Outcome())
             raise
-        await self.exchange(request, tickets, receive, send)
+        cache = reply_ticket(tickets) if tickets else None
+        if cache is not None and cache.replay is not None:
+            await self.replay(request, cache.replay, tickets, send)
+            return
+        await self.exchange(request, tickets, receive, send, cache)
 
     @staticmethod
     async def admit(
@@ -239,10 +245,30 @@ class ProxyEndpoint:
 
     # ---- forward, relay, settle -------------------------------------------------------
 
-    async def exchange(
-        self, request: ProxyRequest, tickets: list[Ticket], receive: Receive, send: Send
+    async def replay(
+        self, request: ProxyRequest, reply: StoredReply, tickets: list[Ticket], send: Send
     ) -> None:
-        state = _Exchange()
+        """A response-cache hit: the stored reply, one write per stored chunk and no delay
+        (the caller's SDK parses the same events either way; pacing would only add
+        latency). Settled first, as the relay does, so limits and budgets see zero cost."""
+        outcome = Outcome(usage=reply.usage, complete=True, cache_hit=True)
+        await self.settle(tickets, outcome, request)
+        headers = [*reply.headers, *(header for ticket in tickets for header in ticket.headers)]
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        chunks = reply.chunks or [b""]
+        last = len(chunks) - 1
+        for index, chunk in enumerate(chunks):
+            await send({"type": "http.response.body", "body": chunk, "more_body": index < last})
+
+    async def exchange(
+        self,
+        request: ProxyRequest,
+        tickets: list[Ticket],
+        receive: Receive,
+        send: Send,
+        copy: ReplyTicket | None = None,
+    ) -> None:
+        state = _Exchange(copy=copy)
         # The relay races the caller's disconnect in one task group: a caller who leaves
         # cancels the relay and with it the upstream request (or, with
         # ON_CLIENT_DISCONNECT=drain, only stops the sending); the relay ending stops the
@@ -345,9 +371,10 @@ class ProxyEndpoint:
         headers, length = client_response_headers(response.raw_headers, self.scrubber)
         extra = [header for ticket in tickets for header in ticket.headers]
         if extra:
-            # The provider's own x-ratelimit-* describe the key owner's account, not this
-            # caller: ours replace them.
-            headers = [(n, v) for n, v in headers if not n.startswith(b"x-ratelimit-")]
+            if any(name.startswith(b"x-ratelimit-") for name, _ in extra):
+                # The provider's own x-ratelimit-* describe the key owner's account, not
+                # this caller: ours replace them.
+                headers = [(n, v) for n, v in headers if not n.startswith(b"x-ratelimit-")]
             headers.extend(extra)
         return headers, length
 
@@ -369,6 +396,7 @@ class ProxyEndpoint:
         scrub = self.scrubber.stream() if status >= 300 and self.scrubber else None
         stream = response.stream
         outcome = state.outcome
+        copy = state.copy
 
         if length is not None and length <= _SMALL_BODY:
             try:
@@ -384,6 +412,9 @@ class ProxyEndpoint:
             if len(body) != length:
                 headers = [(n, v) for n, v in headers if n != b"content-length"]
                 headers.append((b"content-length", str(len(body)).encode()))
+            if copy is not None:
+                copy.start(status, headers, response.raw_headers)
+                copy.feed(body)
             outcome.complete = True
             await self.finish_metering(request, meter, tickets, state)
             state.response_done = True
@@ -394,6 +425,8 @@ class ProxyEndpoint:
         if chunk_filter is not None or scrub is not None:
             # The body changes length: it goes out chunked.
             headers = [(n, v) for n, v in headers if n != b"content-length"]
+        if copy is not None:
+            copy.start(status, headers, response.raw_headers)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         # The body goes straight to the server (core/proxy/access_log.py, BODY_SEND).
         log = request.log
@@ -408,6 +441,8 @@ class ProxyEndpoint:
                     chunk = chunk_filter(chunk)
                 if scrub is not None:
                     chunk = scrub(chunk)
+                if copy is not None and chunk:
+                    copy.feed(chunk)
                 if chunk and not outcome.caller_left:
                     if not sent and log is not None:
                         log.body_sent(0)  # the first byte's time
@@ -427,6 +462,8 @@ class ProxyEndpoint:
             tail += chunk_filter.flush()
         if scrub is not None:
             tail = scrub(tail) + scrub.flush()
+        if copy is not None and tail:
+            copy.feed(tail)
         # Settled before the last message, not after: the caller's next request then sees
         # these figures, and a function platform cannot freeze us before the write.
         await self.finish_metering(request, meter, tickets, state)
@@ -458,6 +495,7 @@ class ProxyEndpoint:
         log = request.log
         usage = outcome.usage
         if log is not None and usage is not None:
-            log.input_tokens = usage.input_tokens
-            log.output_tokens = usage.output_tokens
+            if not outcome.cache_hit:  # a hit's tokens are logged as saved (core/cache)
+                log.input_tokens = usage.input_tokens
+                log.output_tokens = usage.output_tokens
             log.cost_usd = outcome.cost_usd

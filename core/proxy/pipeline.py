@@ -51,8 +51,8 @@ def build_identify(settings: Settings, token_check: TokenCheck) -> Identify:
     if config.allow_anonymous:
         anonymous = frozenset(o.encode() for o in settings.allowed_origins if o != "*")
     # Shared-token and anonymous callers are counted per client IP only where something
-    # counts them.
-    counts = config.limits_on or config.budgets_on
+    # counts them, or keeps cache entries per caller.
+    counts = config.limits_on or config.budgets_on or settings.cache.per_caller
     client_ip = client_ip_rule(config.client_ip_source) if counts else None
     return Identify(token_check, client_ip, jwt, anonymous)
 
@@ -187,6 +187,12 @@ def build_pipeline(
             after.append(budget)
         if config.limits_on or config.budgets_on:
             _log_limits(settings)
+    if settings.cache.on:
+        from core.cache.check import ResponseCache
+
+        # Last: a hit must have passed every rule, and still counts as a request.
+        after.append(ResponseCache.from_settings(settings.cache, stores))
+        _log_cache(settings)
     pipeline = Pipeline(
         identify=build_identify(settings, token_check),
         before_body=tuple(before),
@@ -194,7 +200,9 @@ def build_pipeline(
         settlers=(RecordUsage(ledger, prices_of(settings), settings.store_timeout),)
         if ledger is not None
         else (),
-        strict_json=bool(settings.token_store) or config.enabled,
+        # The cache keys on the parsed body: a field named twice must not let two bodies
+        # an upstream reads differently share one entry.
+        strict_json=bool(settings.token_store) or config.enabled or settings.cache.on,
     )
     return pipeline, budget
 
@@ -218,4 +226,21 @@ def _log_limits(settings: Settings) -> None:
         logger.warning(
             "limits are counted in memory: each function instance keeps its own "
             "count; set LIMIT_STORE (or TOKEN_STORE) to DynamoDB or Redis"
+        )
+
+
+def _log_cache(settings: Settings) -> None:
+    cache = settings.cache
+    scheme = cache.url.partition("://")[0]
+    logger.info(
+        "response cache: %s, entries kept %gs, scope %s, %s requests cached",
+        scheme,
+        cache.ttl_seconds,
+        cache.scope,
+        "all" if cache.nondeterministic else "deterministic (temperature 0)",
+    )
+    if scheme == "memory" and detect_platform(os.environ) in ("aws", "vercel", "cloud-run"):
+        logger.warning(
+            "the response cache is in memory: each function instance keeps its own; set "
+            "CACHE_URL to DynamoDB or Redis to share it"
         )

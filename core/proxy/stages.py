@@ -9,6 +9,10 @@ before the body is read, so a caller over its limit costs no memory or parsing) 
 whether it needs the reply's usage. Admitting returns a `Ticket` (or None) whose `settle`
 runs when the exchange is over, also when the caller left early. A deployment with no
 rules has empty lists: nothing runs, nothing is metered.
+
+A `ReplyTicket` deals in the reply itself rather than its usage (the response cache): it
+may carry the whole answer (`replay`), so the endpoint sends that and calls no upstream, or
+it takes a copy of the reply as the caller gets it and decides at settlement what to keep.
 """
 
 from __future__ import annotations
@@ -38,10 +42,15 @@ class Outcome:
     caller_left: bool = False
     # Set by the budget's settlement: what this request cost in US dollars.
     cost_usd: float | None = None
+    # Answered from the response cache: no upstream call, nothing to charge; `usage` is
+    # what the stored reply reported (the tokens saved).
+    cache_hit: bool = False
 
     @property
     def billable(self) -> bool:
         """Whether the provider may have charged: a success, or a reply that broke off."""
+        if self.cache_hit:
+            return False
         status = self.upstream_status
         return status is not None and 200 <= status < 300
 
@@ -73,6 +82,46 @@ class Check(Protocol):
     reads_body: bool
 
     async def admit(self, request: ProxyRequest) -> Ticket | None: ...
+
+
+@dataclass
+class StoredReply:
+    """A whole reply as the caller got it, kept to be sent again byte for byte."""
+
+    status: int
+    headers: RawHeaders
+    # The body as it arrived, one item per upstream chunk (one for a whole JSON reply).
+    chunks: list[bytes]
+    usage: Usage | None = None
+
+
+class ReplyTicket:
+    """A ticket that sees the reply itself (the response cache).
+
+    With `replay` set at admission, the endpoint sends that reply, calls no upstream and
+    settles every ticket with a cache-hit outcome. Otherwise the relay calls `start` once
+    and `feed` with each chunk the caller gets, and `settle` decides what to keep.
+    """
+
+    headers: RawHeaders
+    needs_usage: bool = False
+    replay: StoredReply | None = None
+
+    def start(self, status: int, headers: RawHeaders, upstream_headers: RawHeaders) -> None:
+        return None
+
+    def feed(self, chunk: bytes) -> None:
+        return None
+
+    async def settle(self, outcome: Outcome) -> None:
+        return None
+
+
+def reply_ticket(tickets: list[Ticket]) -> ReplyTicket | None:
+    for ticket in tickets:
+        if isinstance(ticket, ReplyTicket):
+            return ticket
+    return None
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""A store in process memory: for tests and single-process demos, gone on restart."""
+"""A store in process memory: for tests and single-process demos, gone on restart.
+
+With `max_items` it keeps at most that many documents and forgets the least recently used
+first (the response cache's memory LRU, CACHE_MAX_ENTRIES); counters are not counted.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ from core.stores import Item
 class MemoryStore:
     blocking = False
 
-    def __init__(self) -> None:
+    def __init__(self, max_items: int | None = None) -> None:
+        self.max_items = max_items
+        # In use order when max_items is set: least recently used first.
         self._items: dict[str, Item] = {}
         # key -> (expires_at, counters); the event loop is the only writer, so no lock.
         self._counters: dict[str, tuple[float, dict[str, int]]] = {}
@@ -25,11 +31,16 @@ class MemoryStore:
         item = self._items.get(key)
         if item is None or (item.expires_at is not None and item.expires_at <= time.time()):
             return None
+        if self.max_items:
+            self._items[key] = self._items.pop(key)  # now the most recently used
         return item
 
     def put(self, key: str, doc: dict[str, Any], *, expires_at: float | None = None) -> None:
-        old = self._items.get(key)
-        self._items[key] = Item(key, dict(doc), expires_at, old.last_used if old else None)
+        items = self._items
+        old = items.pop(key, None) if self.max_items else items.get(key)
+        items[key] = Item(key, dict(doc), expires_at, old.last_used if old else None)
+        if self.max_items and len(items) > self.max_items:
+            del items[next(iter(items))]
 
     def delete(self, key: str) -> bool:
         return self._items.pop(key, None) is not None

@@ -1,0 +1,213 @@
+"""The response cache as an admission check: the last rule after the body is read.
+
+It runs after scopes, policy, rate limits and the budget reservation, so a hit is still a
+request the caller was allowed to make and still counts against its request limit. A hit
+returns a ticket carrying the stored reply: the endpoint sends it, calls no upstream, and
+settles every ticket with zero cost (limits and budgets give their reservation back), the
+tokens saved going to the access log. A miss returns a ticket the relay feeds a copy of the
+reply, bounded by CACHE_MAX_ENTRY_BYTES (it stops copying once over); settlement stores it
+only if the reply is a 200 read to its end, uncompressed and not marked `no-store`.
+
+The caller's `Cache-Control: no-cache` skips the lookup and refreshes the entry with the new
+reply; `no-store` skips the cache both ways. Every reply on a provider route says which
+happened: `x-proxy-cache: hit`, `miss` or `bypass`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from core.cache.entry import EntryUnreadable, decode, encode, kept_headers
+from core.cache.key import cache_control, cache_key, cacheable_document, deterministic
+from core.proxy.stages import HeaderTicket, RawHeaders, ReplyTicket, StoredReply
+from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store
+
+if TYPE_CHECKING:
+    from core.cache.settings import CacheSettings
+    from core.proxy.request import ProxyRequest
+    from core.proxy.stages import Outcome, Ticket
+from core.stores import Store, StoreSet
+
+logger = logging.getLogger("llm_proxy")
+
+HIT: RawHeaders = [(b"x-proxy-cache", b"hit")]
+MISS: RawHeaders = [(b"x-proxy-cache", b"miss")]
+BYPASS: RawHeaders = [(b"x-proxy-cache", b"bypass")]
+
+# DynamoDB refuses items over 400 KB. A body in base64 grows by a third, so a DynamoDB
+# cache copies at most this much of a reply, and refuses a document that still does not
+# fit (many small chunks, long headers).
+DYNAMODB_MAX_BODY = 280 * 1024
+DYNAMODB_MAX_DOCUMENT = 390 * 1024
+
+
+def open_cache_store(settings: CacheSettings, stores: StoreSet | None = None) -> Store:
+    if settings.url.startswith("memory:"):
+        from core.stores.memory import MemoryStore
+
+        # Its own, never the app's shared memory store: the LRU would evict tokens.
+        return MemoryStore(max_items=settings.max_entries)
+    if stores is not None:
+        return stores.open(settings.url)  # one client with TOKEN_STORE etc. on one URL
+    from core.stores import open_store
+
+    return open_store(settings.url)
+
+
+class ResponseCache:
+    reads_body = True
+
+    def __init__(
+        self,
+        store: Store,
+        settings: CacheSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.ttl = settings.ttl_seconds
+        self.shared = settings.scope == "shared"
+        self.nondeterministic = settings.nondeterministic
+        self.max_body = settings.max_entry_bytes
+        self.max_document: int | None = None
+        if settings.url.startswith("dynamodb:"):
+            self.max_body = min(self.max_body, DYNAMODB_MAX_BODY)
+            self.max_document = DYNAMODB_MAX_DOCUMENT
+        self.clock = clock
+        self._last_error_log = 0.0
+
+    @classmethod
+    def from_settings(
+        cls, settings: CacheSettings, stores: StoreSet | None = None
+    ) -> ResponseCache:
+        return cls(open_cache_store(settings, stores), settings)
+
+    async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        # Bounded like every store call: a slow cache is a miss, not a stalled request.
+        return await call_store(self.store, DEFAULT_STORE_TIMEOUT, method, *args, **kwargs)
+
+    def _store_failed(self, doing: str, exc: BaseException) -> None:
+        # A cache that fails is a miss, never a refusal; the log says so, at most every 10 s.
+        now = time.monotonic()
+        if now - self._last_error_log > 10:
+            self._last_error_log = now
+            # The type only: a driver's message may quote the store URL and its password.
+            logger.error("response cache store failed to %s: %s", doing, type(exc).__name__)
+
+    async def admit(self, request: ProxyRequest) -> Ticket | None:
+        log = request.log
+        document = await cacheable_document(request)
+        directives = cache_control(request.headers)
+        scope = "shared" if self.shared else request.counted_as
+        if (
+            document is None
+            or not scope  # no identity to keep entries under: never risk sharing them
+            or b"no-store" in directives
+            or not (self.nondeterministic or deterministic(request, document))
+        ):
+            if log is not None:
+                log.cache = "bypass"
+            return HeaderTicket(BYPASS)
+        key = await cache_key(request, document, scope)
+        if b"no-cache" in directives:
+            if log is not None:
+                log.cache = "bypass"
+            return CacheTicket(self, key, BYPASS)
+        stored = await self.lookup(key)
+        if stored is not None:
+            if log is not None:
+                log.cache = "hit"
+                if stored.usage is not None:
+                    log.saved_input_tokens = stored.usage.input_tokens
+                    log.saved_output_tokens = stored.usage.output_tokens
+            return CacheTicket(self, key, HIT, replay=stored)
+        if log is not None:
+            log.cache = "miss"
+        return CacheTicket(self, key, MISS)
+
+    async def lookup(self, key: str) -> StoredReply | None:
+        try:
+            item = await self._call(self.store.get, key)
+        except Exception as exc:
+            self._store_failed("read", exc)
+            return None
+        if item is None:
+            return None
+        try:
+            return decode(item.doc)
+        except EntryUnreadable:
+            return None  # replaced by the next reply
+
+    async def keep(self, key: str, reply: StoredReply) -> None:
+        doc = encode(reply)
+        if self.max_document is not None and len(json.dumps(doc)) > self.max_document:
+            return  # does not fit the store's item limit: not cached
+        try:
+            await self._call(self.store.put, key, doc, expires_at=self.clock() + self.ttl)
+        except Exception as exc:
+            self._store_failed("write", exc)
+
+
+class CacheTicket(ReplyTicket):
+    """A hit (`replay`), or a miss or refresh that copies the reply to keep it."""
+
+    def __init__(
+        self,
+        cache: ResponseCache,
+        key: str,
+        headers: RawHeaders,
+        replay: StoredReply | None = None,
+    ) -> None:
+        self.cache = cache
+        self.key = key
+        self.headers = headers
+        self.replay = replay
+        # A reply that may be kept is metered: its usage is stored with it, to report the
+        # tokens a hit saves.
+        self.needs_usage = replay is None
+        self.status = 0
+        self.kept: RawHeaders = []
+        # None once the reply is known not to be kept: nothing more is copied.
+        self.chunks: list[bytes] | None = None
+        self.size = 0
+
+    def start(self, status: int, headers: RawHeaders, upstream_headers: RawHeaders) -> None:
+        if status != 200:
+            return
+        for name, value in (*headers, *upstream_headers):
+            lowered = name.lower()
+            if lowered == b"cache-control" and b"no-store" in value.lower():
+                return
+            if lowered == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+                return  # a compressed body could reach a caller that cannot read it
+        self.status = status
+        self.kept = kept_headers(headers)
+        self.chunks = []
+
+    def feed(self, chunk: bytes) -> None:
+        chunks = self.chunks
+        if chunks is None:
+            return
+        self.size += len(chunk)
+        if self.size > self.cache.max_body:
+            self.chunks = None  # too large to keep: stop copying
+            return
+        chunks.append(chunk)
+
+    async def settle(self, outcome: Outcome) -> None:
+        chunks = self.chunks
+        self.chunks = None
+        if (
+            chunks is None
+            or self.replay is not None
+            or outcome.cache_hit
+            or not outcome.complete
+            or outcome.upstream_status != 200
+        ):
+            return
+        reply = StoredReply(self.status, self.kept, chunks, outcome.usage)
+        await self.cache.keep(self.key, reply)
