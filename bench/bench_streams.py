@@ -7,6 +7,7 @@ events 25 ms apart from the mock upstream (one second a stream). Side by side in
 - bare relay:  bench/bare_relay.py, uvicorn + httptools + uvloop + aiohttp's ClientSession,
                forwarding the body and relaying chunks, no checks: the floor of our stack;
 - proxy:       `llm-proxy serve`, one process;
+- metered:     the same with a token limit on, so every stream is metered and settled;
 - express:     the seed recipe's Express proxy (bench/express: express + fetch + reader loop).
 
 Each point gets a fresh mock upstream and a fresh server. The load generator
@@ -61,7 +62,7 @@ ROUNDS = int(os.environ.get("BENCH_STREAMS_ROUNDS", "1"))  # figures are medians
 WARMUP = 2.0  # first requests spread over most of it, so the streams are out of phase
 DELAY_MS = 25
 EVENTS = 40  # the mock sends a role event, `chunks` words, a stop event and [DONE]
-TARGETS = ("direct", "bare relay", "proxy", "express")
+TARGETS = ("direct", "bare relay", "proxy", "metered", "express")
 EXPRESS = ROOT / "bench" / "express"
 DOCS = ROOT / "docs"
 
@@ -105,9 +106,12 @@ def target(name: str, upstream: str, upstream_pid: int) -> Iterator[tuple[str, i
     env = {"UPSTREAM": upstream}
     if name == "bare relay":
         args = [PYTHON, "-m", "bench.bare_relay", str(port)]
-    elif name == "proxy":
+    elif name in ("proxy", "metered"):
         args = [PYTHON, "-m", "core.cli", "serve", "--port", str(port)]
-        env = proxy_env(upstream)
+        # metered: a token limit no one reaches, so every stream is metered (the usage
+        # option spliced in and taken back out, the meter reading each event) and settled.
+        extra = {"RATE_LIMIT_TOKENS": "1000000000000"} if name == "metered" else {}
+        env = proxy_env(upstream, **extra)
     else:
         args = [shutil.which("node") or "node", str(EXPRESS / "proxy.js"), str(port)]
     with process(args, env, f"{url}/health") as proc:
@@ -317,6 +321,12 @@ def verdicts(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
         share = proxy[500]["events_per_s"] / direct[500]["events_per_s"]
         lines.append(
             row("events/s, proxy / direct, 500 streams", f"{share:.2f}x", ">= 0.9x", share >= 0.9)
+        )
+    metered = results.get("metered", {})
+    if 500 in metered and 500 in proxy:
+        cost = metered[500]["cpu_us_per_event"] - proxy[500]["cpu_us_per_event"]
+        lines.append(
+            row("metering cost per relayed event, 500 streams", f"{cost:+.1f} us", "", None)
         )
     if 1000 in proxy:
         rss = proxy[1000]["peak_rss_mb"]
