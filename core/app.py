@@ -23,6 +23,7 @@ from core.proxy.cors import CORSMiddleware, is_admin_path
 from core.proxy.endpoint import ProxyEndpoint
 from core.proxy.pipeline import build_pipeline
 from core.proxy.scrub import Scrubber
+from core.realtime.session import RealtimeEndpoint
 from core.stores import StoreSet
 from core.types import ASGIApp, Receive, Scope, Send, send_response
 from core.upstream.client import UpstreamClient, choose_transport
@@ -85,6 +86,9 @@ class ProxyApp:
         )
         scrubber = Scrubber(key for provider in self.providers for key in provider.api_keys)
         self.endpoint = ProxyEndpoint(settings, self.providers, self.upstream, pipeline, scrubber)
+        # WebSocket sessions (OpenAI Realtime, Gemini Live) through the same stages; only a
+        # server (uvicorn) ever delivers one.
+        self.realtime = RealtimeEndpoint(settings, self.endpoint)
         # The dashboard, built on its first request (cold starts do not pay for it).
         self._admin: ASGIApp | None = None
 
@@ -107,6 +111,8 @@ class ProxyApp:
                 await self.admin()(scope, receive, send)
             else:
                 await self.endpoint(scope, receive, send)
+        elif kind == "websocket":
+            await self.realtime(scope, receive, send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
 

@@ -74,6 +74,13 @@ class Settings:
     usage_store: str = field(repr=False, default="memory://")
     # The dashboard at /admin (core/admin): off unless ADMIN_TOKEN is set.
     admin_token: str = field(repr=False, default="")
+    # Realtime (core/realtime): the longest a proxied WebSocket session lasts; the tokens it
+    # reserves up front while a token limit or budget is on (settled to the metered figure);
+    # whether the ephemeral-key routes may mint keys, and what each key is charged.
+    realtime_max_seconds: float = 1800.0
+    realtime_reserve_tokens: int = 20_000
+    allow_ephemeral_keys: bool = False
+    ephemeral_key_tokens: int = 20_000
 
     def providers(self) -> tuple[Provider, ...]:
         """Every route this deployment serves (core/providers.py)."""
@@ -236,6 +243,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         guard=parse_guard_settings(env, problems, origins, token_store),
         usage_store=usage_store,
         admin_token=admin_token,
+        realtime_max_seconds=parse_float(env, "REALTIME_MAX_SECONDS", 1800.0, problems),
+        realtime_reserve_tokens=parse_int(env, "REALTIME_RESERVE_TOKENS", 20_000, problems),
+        allow_ephemeral_keys=parse_bool(env, "ALLOW_EPHEMERAL_KEYS", False, problems),
+        ephemeral_key_tokens=parse_int(env, "EPHEMERAL_KEY_TOKENS", 20_000, problems),
     )
     if problems:
         raise ConfigError(problems)

@@ -75,7 +75,7 @@ class RecordUsage:
         self.ledger = ledger
 
     async def __call__(self, request: ProxyRequest, outcome: Outcome) -> None:
-        if not outcome.billable or request.route.kind != "metered":
+        if not outcome.billable or request.route.kind not in ("metered", "minting"):
             return
         from core.usage.ledger import UsageEntry
 
@@ -117,6 +117,16 @@ def build_pipeline(
         # Only an admin or a shared store can switch the proxy off; otherwise no check.
         before.append(KillSwitch(status))
     after: list[Check] = [Authorize()]
+    # Ephemeral keys (core/realtime/minting.py): refused unless allowed; their ticket comes
+    # before the limits' and the budget's, which keep the charge it sets.
+    if settings.allow_ephemeral_keys:
+        from core.realtime.minting import EphemeralKeys
+
+        after.append(EphemeralKeys(settings.ephemeral_key_tokens))
+    else:
+        from core.realtime.minting import EphemeralKeysOff
+
+        before.append(EphemeralKeysOff())
     budget = None
     capped = []
     if config.rate_limit_tokens:
@@ -143,7 +153,12 @@ def build_pipeline(
 
         store = stores.open(config.limit_store)
         prices = PriceTable(parse_prices(config.model_prices) if config.model_prices else None)
-        estimate = WorstCase(prices, config.max_tokens_cap)
+        estimate = WorstCase(
+            prices,
+            config.max_tokens_cap,
+            session_tokens=settings.realtime_reserve_tokens,
+            key_tokens=settings.ephemeral_key_tokens,
+        )
         if config.limits_on:
             from core.access.limits import RateLimiter, RequestLimit, TokenLimit
 
