@@ -132,13 +132,14 @@ def _answers(value: Any) -> int:
 
 def _minted_model(document: dict[str, Any]) -> Any:
     # OpenAI client_secrets: session.model; OpenAI realtime/sessions: model; Gemini
-    # auth_tokens: bidiGenerateContentSetup.setup.model.
-    for outer, inner in (("session", None), ("bidiGenerateContentSetup", "setup")):
-        nested = document.get(outer)
-        if inner is not None and isinstance(nested, dict):
-            nested = nested.get(inner)
-        if isinstance(nested, dict):
-            return nested.get("model")
+    # auth_tokens: bidiGenerateContentSetup.model (the Live setup, also nested in `setup`).
+    session = document.get("session")
+    if isinstance(session, dict):
+        return session.get("model")
+    setup = document.get("bidiGenerateContentSetup")
+    if isinstance(setup, dict):
+        nested = setup.get("setup")
+        return setup.get("model") or (nested.get("model") if isinstance(nested, dict) else None)
     return document.get("model")
 
 
