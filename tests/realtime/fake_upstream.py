@@ -52,6 +52,10 @@ class FakeRealtime:
             if not message.get("more_body"):
                 break
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        if not body:  # a read (GET /v1/models): nothing minted
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+            return
         self.minted.append({"path": scope["path"], "headers": headers, "body": json.loads(body)})
         if scope["path"].endswith("auth_tokens"):
             reply = {"name": "auth_tokens/fake-ephemeral"}
@@ -80,7 +84,7 @@ class FakeRealtime:
             "closed_with": None,
         }
         self.sessions.append(seen)
-        gemini = scope["path"] == LIVE_PATH
+        gemini = scope["path"].startswith("/ws/google.ai.generativelanguage.")
         good = (
             headers.get("x-goog-api-key") == GEMINI_KEY
             if gemini
