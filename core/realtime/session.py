@@ -242,7 +242,7 @@ class RealtimeEndpoint:
             await _close(send, code, error.message, relay)
             return
         log.status = error.status
-        if "websocket.http.response" in scope.get("extensions", {}):
+        if "websocket.http.response" in (scope.get("extensions") or {}):
             status, headers, body = render(error, shape)
             await send(
                 {"type": "websocket.http.response.start", "status": status, "headers": headers}

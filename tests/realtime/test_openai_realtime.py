@@ -16,6 +16,7 @@ from core.access.tokens import create_token
 from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
+from core.usage.ledger import UsageLedger
 from tests.realtime.conftest import ProxyFactory
 from tests.realtime.fake_upstream import FakeRealtime
 from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, proxy_env
@@ -179,3 +180,40 @@ async def test_an_upgrade_on_the_http_path_points_to_ephemeral_keys() -> None:
     error = reply.json()["error"]
     assert error["code"] == "websocket_unsupported"
     assert "/v1/realtime/client_secrets" in error["message"]
+
+
+async def test_a_budget_reserves_up_front_and_the_ledger_records_the_session(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, tmp_path: Any
+) -> None:
+    usage_url = f"sqlite:///{tmp_path}/usage.db"
+    prices = json.dumps({"gpt-realtime*": {"input": 32, "output": 64, "cached_input": 0.4}})
+    with start_proxy(
+        BUDGET_PER_CALLER_USD="5", MODEL_PRICES=prices, USAGE_STORE=usage_url
+    ) as proxy:
+        headers = {"Authorization": f"Bearer {FAKE_TOKEN}"}
+        base = ws_url(proxy.url) + "/v1/realtime"
+        # No price, no session: a budget never counts a model as free.
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(base + "?model=unpriced-model", additional_headers=headers)
+        assert refused.value.response.status_code == 403
+        async with websockets.connect(
+            base + "?model=gpt-realtime", additional_headers=headers
+        ) as socket:
+            await socket.recv()
+            held = httpx.get(f"{proxy.url}/proxy/usage", headers=headers).json()
+            # REALTIME_RESERVE_TOKENS (20,000) output tokens at $64 per million.
+            assert held["spent_usd"] == pytest.approx(1.28)
+            await socket.send(json.dumps({"type": "response.create"}))
+            await socket.recv()
+            await socket.recv()
+        await asyncio.sleep(0.3)
+        figures = httpx.get(f"{proxy.url}/proxy/usage", headers=headers).json()
+    assert (figures["input_tokens"], figures["output_tokens"]) == (50, 20)
+    assert figures["spent_usd"] == pytest.approx((42 * 32 + 8 * 0.4 + 20 * 64) / 1e6, abs=1e-5)
+    (row,) = UsageLedger(open_store(usage_url)).rows(by="model")
+    assert (row.key, row.input_tokens, row.output_tokens, row.cached_input_tokens) == (
+        "gpt-realtime",
+        50,
+        20,
+        8,
+    )
