@@ -179,12 +179,14 @@ class RealtimeEndpoint:
             self.check_origin(request)
             await endpoint.identify(request)
             await endpoint.admit(request, endpoint.pipeline.before_body, tickets)
+            capped = False  # set once a token limit or budget holds a reservation
             if realtime.model_in_first_message:
                 await self.accept(send, protocols[0] if protocols else None, relay, log)
                 first = await self.first_message(receive, realtime, request, relay)
                 if first is None:
                     return
                 await endpoint.admit(request, endpoint.pipeline.after_body, tickets)
+                capped = any(ticket.needs_usage for ticket in tickets)
                 session, upstream = await self.connect(request, [])
                 try:
                     relay.outcome.upstream_status = 200
@@ -193,19 +195,20 @@ class RealtimeEndpoint:
                         if isinstance(first, str)
                         else upstream.send_bytes(first)
                     )
-                    await self.relay(receive, send, upstream, realtime.meter(), relay)
+                    await self.relay(receive, send, upstream, realtime.meter(), relay, capped)
                 finally:
                     await session.close()
             else:
                 model = realtime.model_in_query(request.query)
                 request.use_document({"model": model} if model else {})
                 await endpoint.admit(request, endpoint.pipeline.after_body, tickets)
+                capped = any(ticket.needs_usage for ticket in tickets)
                 session, upstream = await self.connect(request, protocols)
                 try:
                     relay.outcome.upstream_status = 200
                     chosen = upstream.protocol or (protocols[0] if protocols else None)
                     await self.accept(send, chosen, relay, log)
-                    await self.relay(receive, send, upstream, realtime.meter(), relay)
+                    await self.relay(receive, send, upstream, realtime.meter(), relay, capped)
                 finally:
                     await session.close()
         except ProxyError as error:
@@ -326,12 +329,35 @@ class RealtimeEndpoint:
             raise
 
     async def relay(
-        self, receive: Receive, send: Send, upstream: Any, meter: SessionMeter, relay: _Relay
+        self,
+        receive: Receive,
+        send: Send,
+        upstream: Any,
+        meter: SessionMeter,
+        relay: _Relay,
+        capped: bool,
     ) -> None:
-        """Frames both ways, unchanged, until either side closes or the time limit."""
+        """Frames both ways, unchanged, until either side closes, the time limit, or (while
+        a token limit or budget holds its reservation) the reservation is used up: a cap
+        that a long session could run past would be no cap."""
         from aiohttp import WSMsgType
 
         limit = self.settings.realtime_max_seconds
+        reserved = self.settings.realtime_reserve_tokens if capped else 0
+
+        async def used_up(group: TaskGroup) -> bool:
+            if not reserved or meter.finish().total < reserved:
+                return False
+            await upstream.close(code=1000)
+            await _close(
+                send,
+                1008,
+                f"Session used its {reserved} reserved tokens (REALTIME_RESERVE_TOKENS); "
+                "open a new one.",
+                relay,
+            )
+            group.cancel_scope.cancel()
+            return True
 
         async def from_caller(group: TaskGroup) -> None:
             while True:
@@ -361,9 +387,13 @@ class RealtimeEndpoint:
                 if kind == WSMsgType.TEXT:
                     meter.feed(frame.data)
                     await _send(send, {"type": "websocket.send", "text": frame.data}, relay)
+                    if await used_up(group):
+                        return
                 elif kind == WSMsgType.BINARY:
                     meter.feed(frame.data)
                     await _send(send, {"type": "websocket.send", "bytes": frame.data}, relay)
+                    if await used_up(group):
+                        return
                 elif kind in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                     words = frame.extra if kind == WSMsgType.CLOSE and frame.extra else ""
                     await _close(send, sendable(upstream.close_code), str(words), relay)

@@ -217,3 +217,26 @@ async def test_a_budget_reserves_up_front_and_the_ledger_records_the_session(
         20,
         8,
     )
+
+
+async def test_a_session_that_uses_its_reservation_is_closed(
+    start_proxy: ProxyFactory, upstream: FakeRealtime
+) -> None:
+    with start_proxy(RATE_LIMIT_TOKENS="100000", REALTIME_RESERVE_TOKENS="60") as proxy:
+        url = ws_url(proxy.url) + "/v1/realtime?model=gpt-realtime"
+        headers = {"Authorization": f"Bearer {FAKE_TOKEN}"}
+        async with websockets.connect(url, additional_headers=headers) as socket:
+            await socket.recv()
+            await socket.send(json.dumps({"type": "response.create"}))
+            await socket.recv()
+            # The response that passed the reservation still arrives whole, then the close.
+            assert json.loads(await socket.recv())["type"] == "response.done"
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1008
+        assert "REALTIME_RESERVE_TOKENS" in closed.value.rcvd.reason
+        await asyncio.sleep(0.2)
+        after = httpx.get(f"{proxy.url}/v1/models", headers=headers)
+        # Settled to what was metered, past the reservation by one response at most.
+        assert int(after.headers["x-ratelimit-remaining-tokens"]) == 100_000 - 70
