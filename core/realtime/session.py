@@ -179,38 +179,33 @@ class RealtimeEndpoint:
             self.check_origin(request)
             await endpoint.identify(request)
             await endpoint.admit(request, endpoint.pipeline.before_body, tickets)
-            capped = False  # set once a token limit or budget holds a reservation
+            first: str | bytes | None = None
             if realtime.model_in_first_message:
+                # Gemini: accepted first, since the model comes in the first message.
                 await self.accept(send, protocols[0] if protocols else None, relay, log)
                 first = await self.first_message(receive, realtime, request, relay)
                 if first is None:
                     return
-                await endpoint.admit(request, endpoint.pipeline.after_body, tickets)
-                capped = any(ticket.needs_usage for ticket in tickets)
-                session, upstream = await self.connect(request, [])
-                try:
-                    relay.outcome.upstream_status = 200
-                    await (
-                        upstream.send_str(first)
-                        if isinstance(first, str)
-                        else upstream.send_bytes(first)
-                    )
-                    await self.relay(receive, send, upstream, realtime.meter(), relay, capped)
-                finally:
-                    await session.close()
+                protocols = []
             else:
                 model = realtime.model_in_query(request.query)
                 request.use_document({"model": model} if model else {})
-                await endpoint.admit(request, endpoint.pipeline.after_body, tickets)
-                capped = any(ticket.needs_usage for ticket in tickets)
-                session, upstream = await self.connect(request, protocols)
-                try:
-                    relay.outcome.upstream_status = 200
+            await endpoint.admit(request, endpoint.pipeline.after_body, tickets)
+            # A token limit or budget holds a reservation the session must stay within.
+            capped = any(ticket.needs_usage for ticket in tickets)
+            client, upstream = await self.connect(request, protocols)
+            try:
+                relay.outcome.upstream_status = 200  # from here the provider may charge
+                if not relay.accepted:
                     chosen = upstream.protocol or (protocols[0] if protocols else None)
                     await self.accept(send, chosen, relay, log)
-                    await self.relay(receive, send, upstream, realtime.meter(), relay, capped)
-                finally:
-                    await session.close()
+                if isinstance(first, str):
+                    await upstream.send_str(first)
+                elif first is not None:
+                    await upstream.send_bytes(first)
+                await self.relay(receive, send, upstream, realtime.meter(), relay, capped)
+            finally:
+                await client.close()
         except ProxyError as error:
             log.error = error.code
             await self.refuse(scope, send, error, shape, relay, log)
