@@ -278,8 +278,9 @@ class RealtimeEndpoint:
         return frame  # type: ignore[no-any-return]
 
     async def connect(self, request: ProxyRequest, protocols: list[str]) -> tuple[Any, Any]:
-        """The upstream WebSocket, opened with the real key (the next key on a refusal that
-        another key may not meet, as for HTTP). No redirect is followed."""
+        """The upstream WebSocket, opened with the real key; a handshake refused as
+        overloaded or rate-limited (429, 5xx) tries the next key, as for HTTP. No redirect
+        is followed: anything but 101 is the provider's answer."""
         import aiohttp  # servers only, and only for a session
 
         settings = self.settings
