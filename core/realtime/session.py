@@ -191,6 +191,7 @@ class RealtimeEndpoint:
                 model = realtime.model_in_query(request.query)
                 request.use_document({"model": model} if model else {})
             await endpoint.admit(request, endpoint.pipeline.after_body, tickets)
+            log.model = await request.model()
             # A token limit or budget holds a reservation the session must stay within.
             capped = any(ticket.needs_usage for ticket in tickets)
             client, upstream = await self.connect(request, protocols)

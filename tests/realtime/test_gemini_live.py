@@ -104,3 +104,27 @@ async def test_key_in_the_query_is_stripped_and_a_wrong_model_closes_with_1008(
     seen = upstream.sessions[-1]
     assert seen["query"] == {"alt": ["x"]}
     assert len(upstream.sessions) == 1  # the refused model never reached the upstream
+
+
+async def test_the_access_log_line_names_the_session_and_no_secret(
+    start_proxy: Any, upstream: FakeRealtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    import websockets
+
+    caplog.set_level("INFO", logger="llm_proxy.access")
+    with start_proxy(ACCESS_LOG="true") as proxy:
+        url = f"ws://127.0.0.1:{proxy.port}/gemini{LIVE_PATH}?key={FAKE_TOKEN}"
+        async with websockets.connect(url) as socket:
+            await socket.send(json.dumps({"setup": {"model": f"models/{MODEL}"}}))
+            await socket.recv()
+            await socket.send(json.dumps({"clientContent": {"turnComplete": True}}))
+            await socket.recv()
+            await socket.recv()
+        await asyncio.sleep(0.3)
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "llm_proxy.access"]
+    (line,) = [entry for entry in lines if entry["path"].endswith("BidiGenerateContent")]
+    assert (line["route"], line["status"], line["model"]) == ("gemini", 101, MODEL)
+    assert (line["input_tokens"], line["output_tokens"]) == (30, 9)
+    assert FAKE_TOKEN not in caplog.text and GEMINI_KEY not in caplog.text
