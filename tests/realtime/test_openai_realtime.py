@@ -240,3 +240,35 @@ async def test_a_session_that_uses_its_reservation_is_closed(
         after = httpx.get(f"{proxy.url}/v1/models", headers=headers)
         # Settled to what was metered, past the reservation by one response at most.
         assert int(after.headers["x-ratelimit-remaining-tokens"]) == 100_000 - 70
+
+
+async def test_provider_refusals_and_outages_reach_the_caller_as_statuses(
+    start_proxy: ProxyFactory, upstream: FakeRealtime
+) -> None:
+    headers = {"Authorization": f"Bearer {FAKE_TOKEN}"}
+    with start_proxy(OPENAI_API_KEY="sk-not-the-key-the-fake-wants") as proxy:
+        url = ws_url(proxy.url) + "/openai/v1/realtime?model=gpt-realtime"
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url, additional_headers=headers)
+        assert refused.value.response.status_code == 401
+        body = json.loads(refused.value.response.body)["error"]
+        assert body["code"] == "upstream_refused_session"
+        assert "sk-not-the-key" not in refused.value.response.body.decode()
+    with start_proxy(OPENAI_UPSTREAM="http://127.0.0.1:9") as proxy:
+        url = ws_url(proxy.url) + "/openai/v1/realtime?model=gpt-realtime"
+        with pytest.raises(websockets.InvalidStatus) as down:
+            await websockets.connect(url, additional_headers=headers)
+        assert down.value.response.status_code == 502
+
+
+async def test_a_caller_close_code_reaches_the_upstream(
+    start_proxy: ProxyFactory, upstream: FakeRealtime
+) -> None:
+    with start_proxy() as proxy:
+        url = ws_url(proxy.url) + "/v1/realtime?model=gpt-realtime"
+        headers = {"Authorization": f"Bearer {FAKE_TOKEN}"}
+        async with websockets.connect(url, additional_headers=headers) as socket:
+            await socket.recv()
+            await socket.close(code=4002, reason="done here")
+        await asyncio.sleep(0.3)
+    assert upstream.sessions[-1]["closed_with"] == 4002
