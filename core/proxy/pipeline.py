@@ -1,6 +1,7 @@
 """Which stages a deployment runs, decided once at start from its settings.
 
-Nothing configured: the token check alone, no admission rules, no meter. Each setting
+Nothing configured: the token check, the refusal of ephemeral-key routes (until
+ALLOW_EPHEMERAL_KEYS), no other rule, no meter. Each setting
 adds its rule; heavy modules (PyJWT, store clients) load only when a rule needs them.
 """
 
