@@ -1,8 +1,8 @@
 """Which stages a deployment runs, decided once at start from its settings.
 
 Nothing configured: the token check, the refusal of ephemeral-key routes (until
-ALLOW_EPHEMERAL_KEYS), no other rule, no meter. Each setting
-adds its rule; heavy modules (PyJWT, store clients) load only when a rule needs them.
+ALLOW_EPHEMERAL_KEYS), no other rule, no meter. Each setting adds its rule; heavy modules
+(PyJWT, store clients) load only when a rule needs them.
 """
 
 from __future__ import annotations
