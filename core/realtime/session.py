@@ -59,6 +59,8 @@ logger = logging.getLogger("llm_proxy")
 # A realtime session is metered (its usage events are read) and reserves
 # REALTIME_RESERVE_TOKENS up front (core/usage/estimate.py).
 SESSION_ROUTE = Route("metered", "realtime")
+# Pings to the provider; uvicorn pings the caller on its own (ws_ping_interval).
+_HEARTBEAT_SECONDS = 30.0
 # RFC 6455: a close frame's reason is at most 123 bytes of UTF-8.
 _REASON_BYTES = 123
 # Close codes that may not be sent in a close frame, and what stands in for them.
@@ -306,6 +308,9 @@ class RealtimeEndpoint:
                             max_msg_size=settings.max_body_bytes,
                             autoping=True,
                             autoclose=True,
+                            # A provider gone silent is noticed (no pong) rather than
+                            # holding the caller until REALTIME_MAX_SECONDS.
+                            heartbeat=_HEARTBEAT_SECONDS,
                         )
                     return session, upstream
                 except aiohttp.WSServerHandshakeError as exc:
@@ -393,6 +398,9 @@ class RealtimeEndpoint:
                         return
                 elif kind in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                     words = frame.extra if kind == WSMsgType.CLOSE and frame.extra else ""
+                    # No close frame (1006: the connection dropped, or no pong): a response
+                    # may have been cut before its usage, so the reservation stands.
+                    relay.upstream_failed = upstream.close_code in (None, 1006)
                     await _close(send, sendable(upstream.close_code), str(words), relay)
                     group.cancel_scope.cancel()
                     return
