@@ -400,7 +400,8 @@ class RealtimeEndpoint:
                     words = frame.extra if kind == WSMsgType.CLOSE and frame.extra else ""
                     # No close frame (1006: the connection dropped, or no pong): a response
                     # may have been cut before its usage, so the reservation stands.
-                    relay.upstream_failed = upstream.close_code in (None, 1006)
+                    if not relay.closed:  # not the close this proxy started
+                        relay.upstream_failed = upstream.close_code in (None, 1006)
                     await _close(send, sendable(upstream.close_code), str(words), relay)
                     group.cancel_scope.cancel()
                     return
