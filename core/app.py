@@ -24,6 +24,7 @@ from core.proxy.endpoint import ProxyEndpoint
 from core.proxy.pipeline import build_pipeline
 from core.proxy.scrub import Scrubber
 from core.proxy.websocket import refuse_websocket
+from core.realtime.session import RealtimeEndpoint
 from core.stores import StoreSet, StoreUnopenable
 from core.types import ASGIApp, Receive, Scope, Send, send_response
 from core.upstream.client import UpstreamClient, choose_transport
@@ -99,6 +100,9 @@ class ProxyApp:
         )
         scrubber = Scrubber(key for provider in self.providers for key in provider.api_keys)
         self.endpoint = ProxyEndpoint(settings, self.providers, self.upstream, pipeline, scrubber)
+        # WebSocket sessions (OpenAI Realtime, Gemini Live) through the same stages; only a
+        # server (uvicorn) ever delivers one.
+        self.realtime = RealtimeEndpoint(settings, self.endpoint)
         # The dashboard, built on its first request (cold starts do not pay for it).
         self._admin: ASGIApp | None = None
 
@@ -121,10 +125,10 @@ class ProxyApp:
                 await self.admin()(scope, receive, send)
             else:
                 await self.endpoint(scope, receive, send)
+        elif kind == "websocket":
+            await self.realtime(scope, receive, send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
-        elif kind == "websocket":
-            await refuse_websocket(scope, receive, send, self.endpoint.providers)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -185,6 +189,9 @@ class MisconfiguredApp:
             while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] == "websocket":
+            await refuse_websocket(scope, receive, send, ())
             return
         if scope["type"] != "http":
             return

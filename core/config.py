@@ -84,6 +84,13 @@ class Settings:
     admin_token: str = field(repr=False, default="")
     # The response cache (core/cache); off unless CACHE_URL is set.
     cache: CacheSettings = field(default_factory=CacheSettings)
+    # Realtime (core/realtime): the longest a proxied WebSocket session lasts; the tokens it
+    # reserves up front while a token limit or budget is on (settled to the metered figure);
+    # whether the ephemeral-key routes may mint keys, and what each key is charged.
+    realtime_max_seconds: float = 1800.0
+    realtime_reserve_tokens: int = 20_000
+    allow_ephemeral_keys: bool = False
+    ephemeral_key_tokens: int = 20_000
 
     def providers(self) -> tuple[Provider, ...]:
         """Every route this deployment serves (core/providers.py)."""
@@ -251,6 +258,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         admin_token=admin_token,
         server=parse_server_limits(env, problems),
         cache=parse_cache_settings(env, problems),
+        realtime_max_seconds=parse_float(env, "REALTIME_MAX_SECONDS", 1800.0, problems),
+        realtime_reserve_tokens=parse_int(env, "REALTIME_RESERVE_TOKENS", 20_000, problems),
+        allow_ephemeral_keys=parse_bool(env, "ALLOW_EPHEMERAL_KEYS", False, problems),
+        ephemeral_key_tokens=parse_int(env, "EPHEMERAL_KEY_TOKENS", 20_000, problems),
     )
     if problems:
         raise ConfigError(problems)

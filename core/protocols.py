@@ -4,9 +4,11 @@ A provider record names its protocol (`Provider.wire`); nothing else in the prox
 on provider names. A protocol says, for a method and path:
 
 - what kind of route it is: `metered` (generates or embeds, and reports usage the meter can
-  read), `free` (reads, counting tokens, listing models: spends nothing), or `unreadable`
-  (may spend, but reports no usage the meter understands: refused while a limit or budget
-  is on, since a cap that cannot count is no cap);
+  read), `free` (reads, counting tokens, listing models: spends nothing), `minting` (issues
+  a short-lived provider key used outside the proxy: refused unless ALLOW_EPHEMERAL_KEYS,
+  charged a fixed worst case per key, core/realtime/minting.py), or `unreadable` (may spend,
+  but reports no usage the meter understands: refused while a limit or budget is on, since
+  a cap that cannot count is no cap);
 - whether the route generates text (the request policy's caps apply) and whether the
   request asks for a stream;
 - where usage sits in whole and streamed replies, and how to read it into one shape;
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote
 
-RouteKind = Literal["free", "metered", "unreadable"]
+RouteKind = Literal["free", "metered", "minting", "unreadable"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ FREE = Route("free", "read")
 UNREADABLE = Route("unreadable", "other")
 # Batches generate text later, outside any reply the meter or the policy could read.
 _BATCH = Route("unreadable", "batch", generates=True)
+# Ephemeral keys for realtime sessions the caller then opens with the provider directly.
+EPHEMERAL_KEY = Route("minting", "ephemeral-key")
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,14 @@ class Wire:
     def is_stream(self, route: Route, path: str, query: bytes, document: Any) -> bool:
         return isinstance(document, dict) and document.get("stream") is True
 
+    def model_in(self, route: Route, document: Any) -> Any:
+        """Where a JSON body names its model: `model`, or the session's for a minting route."""
+        if not isinstance(document, dict):
+            return None
+        if route.kind == "minting":
+            return _minted_model(document)
+        return document.get("model")
+
     def usage_in(self, event: Any) -> dict[str, Any] | None:
         """The usage object inside one parsed reply or stream event, if any."""
         if not isinstance(event, dict):
@@ -122,6 +134,19 @@ def _answers(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
 
 
+def _minted_model(document: dict[str, Any]) -> Any:
+    # OpenAI client_secrets: session.model; OpenAI realtime/sessions: model; Gemini
+    # auth_tokens: bidiGenerateContentSetup.model (the Live setup, also nested in `setup`).
+    session = document.get("session")
+    if isinstance(session, dict):
+        return session.get("model")
+    setup = document.get("bidiGenerateContentSetup")
+    if isinstance(setup, dict):
+        nested = setup.get("setup")
+        return setup.get("model") or (nested.get("model") if isinstance(nested, dict) else None)
+    return document.get("model")
+
+
 def _ends(path: str, *suffixes: str) -> bool:
     return any(path.endswith(suffix) for suffix in suffixes)
 
@@ -158,6 +183,13 @@ class OpenAIWire(Wire):
             return Route("metered", "embeddings")
         if _ends(path, "/batches"):
             return _BATCH
+        if _ends(
+            path,
+            "/realtime/client_secrets",
+            "/realtime/sessions",
+            "/realtime/transcription_sessions",
+        ):
+            return EPHEMERAL_KEY
         if _ends(path, "/responses/input_tokens", "/moderations") or "/responses/" in path:
             # Counting tokens, moderation, cancelling or deleting a stored response.
             return FREE
@@ -277,6 +309,8 @@ class GeminiWire(Wire):
             return FREE
         if path.endswith(":batchgeneratecontent"):
             return _BATCH
+        if path.endswith("/auth_tokens"):
+            return EPHEMERAL_KEY
         return UNREADABLE
 
     def is_stream(self, route: Route, path: str, query: bytes, document: Any) -> bool:

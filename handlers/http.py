@@ -2,7 +2,8 @@
 Cloud Run, Fly, Railway, containers and VMs.
 
 `python -m handlers.http` serves the proxy on $HOST:$PORT (default 0.0.0.0:9000, the port
-CloudBase and Function Compute expect).
+CloudBase and Function Compute expect). Being a server, it also relays realtime WebSocket
+sessions (OpenAI Realtime, Gemini Live: core/realtime/session.py).
 """
 
 from __future__ import annotations

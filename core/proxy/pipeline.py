@@ -1,7 +1,8 @@
 """Which stages a deployment runs, decided once at start from its settings.
 
-Nothing configured: the token check alone, no admission rules, no meter. Each setting
-adds its rule; heavy modules (PyJWT, store clients) load only when a rule needs them.
+Nothing configured: the token check, the refusal of ephemeral-key routes (until
+ALLOW_EPHEMERAL_KEYS), no other rule, no meter. Each setting adds its rule; heavy modules
+(PyJWT, store clients) load only when a rule needs them.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class RecordUsage:
         self.timeout = timeout
 
     async def __call__(self, request: ProxyRequest, outcome: Outcome) -> None:
-        if not outcome.billable or request.route.kind != "metered":
+        if not outcome.billable or request.route.kind not in ("metered", "minting"):
             return
         from core.usage.ledger import UsageEntry
 
@@ -132,6 +133,16 @@ def build_pipeline(
     if status is not None:
         before.append(KillSwitch(status))
     after: list[Check] = [Authorize()]
+    # Ephemeral keys (core/realtime/minting.py): refused unless allowed; their ticket comes
+    # before the limits' and the budget's, which keep the charge it sets.
+    if settings.allow_ephemeral_keys:
+        from core.realtime.minting import EphemeralKeys
+
+        after.append(EphemeralKeys(settings.ephemeral_key_tokens))
+    else:
+        from core.realtime.minting import EphemeralKeysOff
+
+        before.append(EphemeralKeysOff())
     budget = None
     capped = []
     if config.rate_limit_tokens:
@@ -157,7 +168,12 @@ def build_pipeline(
 
         store = stores.open(config.limit_store)
         prices = prices_of(settings)
-        estimate = WorstCase(prices, config.max_tokens_cap)
+        estimate = WorstCase(
+            prices,
+            config.max_tokens_cap,
+            session_tokens=settings.realtime_reserve_tokens,
+            key_tokens=settings.ephemeral_key_tokens,
+        )
         if config.limits_on:
             from core.access.limits import RateLimiter, RequestLimit, TokenLimit
 

@@ -41,6 +41,22 @@ class UnreadableBody(BadRequest):
 _FORBIDDEN_IN_PATH = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
+class WebSocketUnsupported(BadRequest):
+    code = "websocket_unsupported"
+
+
+# A WebSocket handshake that reached the HTTP path: the platform (a function: Lambda,
+# Vercel, Cloud Run functions) cannot hold the connection, or the server has no WebSocket
+# support. On servers the proxy relays WebSockets itself (core/realtime/session.py).
+WEBSOCKET_UNSUPPORTED = (
+    "This deployment of the proxy cannot hold WebSocket connections. For a realtime "
+    "session from a browser or app, mint a short-lived key through the proxy "
+    "(POST /v1/realtime/client_secrets for OpenAI, POST /gemini/v1alpha/auth_tokens for "
+    "Gemini; the operator sets ALLOW_EPHEMERAL_KEYS=true) and connect to the provider with "
+    "it, or run the proxy as a server (llm-proxy serve, a container, Cloud Run)."
+)
+
+
 def check_path(remainder: str) -> None:
     """Refuse paths that try to climb out of the route or smuggle separators."""
     decoded = unquote(unquote(remainder)) if "%" in remainder else remainder
@@ -195,12 +211,16 @@ class ProxyRequest:
             resource = remainder.split(":", 1)[0].strip("/").split("/")
             if len(resource) >= 2:
                 return "/".join(resource[-2:])
-        document = await self.document()
-        model = document.get("model") if isinstance(document, dict) else None
+        model = self.wire.model_in(self.route, await self.document())
         if not isinstance(model, str):
             return None
         # Gemini's OpenAI-compatible endpoint accepts `models/gemini-...` as well.
         return model.removeprefix("models/")
+
+    def use_document(self, document: Any) -> None:
+        """The parsed body of a request whose content arrives another way: a WebSocket
+        session's model from its URL or its first message (core/realtime/session.py)."""
+        self._document = document
 
     async def is_stream(self) -> bool:
         return self.wire.is_stream(self.route, self.path, self.query, await self.document())
@@ -233,6 +253,8 @@ def build_request(
             content_encoding = value.strip().lower()
         elif name == b"origin":
             origin = value
+        elif name == b"upgrade" and value.strip().lower() == b"websocket":
+            raise WebSocketUnsupported(WEBSOCKET_UNSUPPORTED)
     key_param, query = split_key_param(scope.get("query_string", b""))
     path = route_path(remainder)
     return ProxyRequest(

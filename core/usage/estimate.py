@@ -3,7 +3,9 @@
 Prompt: an upper estimate from the body's size. Output: the request's own cap (max_tokens
 and its spellings, times the answers asked for: OpenAI `n`, a list of prompts, Gemini
 `candidateCount`), else MAX_TOKENS_CAP, else the model's own limit from the price table.
-A route that generates no text (embeddings) reserves its prompt only.
+A route that generates no text (embeddings) reserves its prompt only. A realtime session
+reserves REALTIME_RESERVE_TOKENS up front (its usage is metered as it goes), and a minted
+ephemeral key EPHEMERAL_KEY_TOKENS (used outside the proxy: charged in full).
 """
 
 from __future__ import annotations
@@ -20,13 +22,27 @@ if TYPE_CHECKING:
 
 
 class WorstCase:
-    def __init__(self, prices: PriceTable, max_tokens_cap: int = 0) -> None:
+    def __init__(
+        self,
+        prices: PriceTable,
+        max_tokens_cap: int = 0,
+        *,
+        session_tokens: int = 0,
+        key_tokens: int = 0,
+    ) -> None:
         self.prices = prices
         self.max_tokens_cap = max_tokens_cap
+        self.session_tokens = session_tokens
+        self.key_tokens = key_tokens
 
     async def __call__(self, request: ProxyRequest) -> Usage:
-        if request.route.kind == "free":
+        route = request.route
+        if route.kind == "free":
             return Usage()
+        if route.kind == "minting":
+            return Usage(0, self.key_tokens)
+        if route.name == "realtime":
+            return Usage(0, self.session_tokens)
         prompt = estimated_prompt_tokens(request.body)
         if not request.route.generates:
             return Usage(prompt, 0)

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
-from tests.conformance.adapters import CLIENT_IP, Adapter, Request
+from tests.conformance.adapters import CLIENT_IP, Adapter, HttpAdapter, Request
 from tests.conformance.switchable_upstream import SwitchableRelay
 from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, upstream_requests
 
@@ -246,3 +246,18 @@ def test_upstream_down_is_a_502_in_the_openai_shape(
     assert error["type"] == "server_error"
     # The proxy recovers as soon as the upstream is back.
     assert adapter.send(Request("GET", "/v1/models", BEARER)).status == 200
+
+
+def test_a_websocket_upgrade_over_http_points_to_ephemeral_keys(adapter: Adapter) -> None:
+    # A function platform hands a WebSocket handshake over as an ordinary HTTP request;
+    # servers relay real WebSockets instead (tests/realtime).
+    headers = {**BEARER, "upgrade": "websocket", "connection": "Upgrade"}
+    reply = adapter.send(Request("GET", "/v1/realtime?model=gpt-realtime", headers))
+    if isinstance(adapter, HttpAdapter) and not reply.body.startswith(b"{"):
+        # uvicorn with a WebSocket library answers a handshake itself (this one lacks its
+        # Sec-WebSocket-Key); on the real platform the edge refuses upgrades first.
+        pytest.skip("a local server takes the handshake itself: tests/realtime")
+    assert reply.status == 400, reply.body
+    error = json.loads(reply.body)["error"]
+    assert error["code"] == "websocket_unsupported"
+    assert "ephemeral" in error["message"] or "client_secrets" in error["message"]

@@ -1,4 +1,5 @@
-"""A WebSocket upgrade gets a clear refusal, not a 500 (issue 11, finding 11)."""
+"""A WebSocket upgrade on a route that has no WebSocket gets a clear refusal in the route's
+shape, not a 500 (issue 11, finding 11; the realtime routes are tests/realtime)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def upgrade(port: int, path: str) -> tuple[int, bytes]:
 @pytest.mark.parametrize(
     ("path", "shape"),
     [
-        ("/v1/realtime", "openai"),
+        ("/v1/chat/completions", "openai"),
         ("/anthropic/v1/messages", "anthropic"),
         ("/gemini/v1beta/x", "gemini"),
     ],
@@ -49,11 +50,11 @@ def test_websocket_upgrade_is_refused_in_the_route_shape(path: str, shape: str) 
     )
     with serve_in_thread(create_app(load_settings(env))) as proxy:
         status, body = upgrade(proxy.port, path)
-    assert status == 403
+    assert status == 404
     error = json.loads(body)
     if shape == "anthropic":
         assert error["type"] == "error"
     elif shape == "gemini":
-        assert error["error"]["status"] == "PERMISSION_DENIED"
+        assert error["error"]["status"] == "NOT_FOUND"
     else:
-        assert error["error"]["code"] == "websocket_not_supported"
+        assert error["error"]["message"]

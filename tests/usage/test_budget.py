@@ -109,14 +109,17 @@ def test_a_model_with_no_price_is_refused_never_free() -> None:
 
 def test_a_route_the_meter_cannot_read_is_refused_under_a_budget() -> None:
     with metered(fixed_reply(), BUDGET_PER_CALLER_USD="1", MODEL_PRICES=PRICES) as proxy:
-        for path in (
-            "/v1/images/generations",
-            "/v1/realtime/client_secrets",
-            "/v1/realtime/sessions",
-        ):
+        reply = httpx.post(
+            f"{proxy.url}/v1/images/generations", json={"model": "fake-model"}, headers=AUTH
+        )
+        assert reply.status_code == 403
+        assert reply.json()["error"]["code"] == "route_not_metered"
+        # Ephemeral keys are their own kind of route: off unless ALLOW_EPHEMERAL_KEYS
+        # (tests/realtime/test_ephemeral_keys.py).
+        for path in ("/v1/realtime/client_secrets", "/v1/realtime/sessions"):
             reply = httpx.post(f"{proxy.url}{path}", json={"model": "fake-model"}, headers=AUTH)
             assert reply.status_code == 403, path
-            assert reply.json()["error"]["code"] == "route_not_metered"
+            assert reply.json()["error"]["code"] == "ephemeral_keys_disabled"
         assert httpx.get(f"{proxy.url}/v1/models", headers=AUTH).status_code == 200
 
 

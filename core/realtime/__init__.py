@@ -1,0 +1,1 @@
+"""Realtime: WebSocket sessions relayed by the proxy on servers, and ephemeral keys."""

@@ -1,0 +1,172 @@
+"""Ephemeral keys: short-lived provider keys minted through the proxy for a browser or app
+that opens its realtime session with the provider directly (OpenAI
+`POST /v1/realtime/client_secrets`, `/realtime/sessions`, `/realtime/transcription_sessions`;
+Gemini `POST /v1alpha/auth_tokens`).
+
+Such a key spends the owner's money outside the proxy, so minting is off unless the
+operator sets ALLOW_EPHEMERAL_KEYS=true, and when on:
+
+- the caller's scopes and ALLOWED_MODELS apply to the session's model (the protocol says
+  where it sits: core/protocols.py `Wire.model_in`), through the usual Authorize and policy;
+- the key lives at most ten minutes and, for Gemini, opens one session: the small JSON
+  body is parsed, its expiry fields are capped (inserted where the provider's default is
+  longer) and it is re-serialised, so the provider reads exactly what was checked;
+- each minted key counts as a request and is charged EPHEMERAL_KEY_TOKENS against the
+  caller's token limit and budget, never refunded: what the key spends is never seen here.
+  A refusal by the provider (no key minted) charges nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from core.errors import BadRequest, Forbidden
+from core.protocols import Usage
+
+if TYPE_CHECKING:
+    from core.proxy.request import ProxyRequest
+    from core.proxy.stages import Outcome, RawHeaders, Ticket
+
+# The longest an ephemeral key minted here may live, in seconds.
+MAX_KEY_SECONDS = 600
+
+
+class EphemeralKeysRefused(Forbidden):
+    code = "ephemeral_keys_disabled"
+
+
+class EphemeralKeysOff:
+    """Minting routes are refused, before the body is read, unless ALLOW_EPHEMERAL_KEYS."""
+
+    reads_body = False
+
+    async def admit(self, request: ProxyRequest) -> Ticket | None:
+        if request.route.kind == "minting":
+            raise EphemeralKeysRefused(
+                f"This proxy does not mint ephemeral keys ({request.remainder[:100]!r}): "
+                "the operator can allow it with ALLOW_EPHEMERAL_KEYS=true. Realtime "
+                "sessions can also run through the proxy itself over a WebSocket when it "
+                "runs as a server."
+            )
+        return None
+
+
+class EphemeralKeys:
+    """Caps a minting request's expiry and use count; charges the key a fixed worst case."""
+
+    reads_body = True
+
+    def __init__(self, key_tokens: int, clock: Any = None) -> None:
+        self.key_tokens = key_tokens
+        self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
+
+    async def admit(self, request: ProxyRequest) -> Ticket | None:
+        if request.route.kind != "minting":
+            return None
+        document = await request.document()
+        if document is None and not request.body.strip():
+            document = {}
+        if not isinstance(document, dict):
+            raise BadRequest("An ephemeral-key request needs a JSON object body.")
+        if request.wire.name == "gemini":
+            cap_gemini_token(document, self.clock())
+        elif request.path.endswith("/client_secrets"):
+            cap_openai_client_secret(document)
+        else:
+            cap_openai_session_secret(document)
+        request.body = json.dumps(document, separators=(",", ":")).encode()
+        return MintedKey(Usage(0, self.key_tokens))
+
+
+@dataclass
+class MintedKey:
+    """Settles before the limit and budget tickets: a minted key is charged its worst case
+    as if metered, so they keep it and the ledger records it."""
+
+    charged: Usage
+    headers: RawHeaders = field(default_factory=list)
+    needs_usage: bool = False
+
+    async def settle(self, outcome: Outcome) -> None:
+        if outcome.billable and outcome.usage is None:
+            outcome.usage = self.charged
+            outcome.complete = True
+
+
+def _spelling(name: str) -> str:
+    # `expires_after`, `expiresAfter` and `EXPIRES_AFTER` are one field to some decoder.
+    return name.replace("_", "").lower()
+
+
+def _pop(document: dict[str, Any], name: str) -> Any:
+    """Remove every spelling of `name`; the value of the last one, or None."""
+    value = None
+    for key in [key for key in document if _spelling(key) == _spelling(name)]:
+        value = document.pop(key)
+    return value
+
+
+def _seconds(value: Any) -> int:
+    good = isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_KEY_SECONDS
+    return value if good else MAX_KEY_SECONDS
+
+
+def cap_openai_client_secret(document: dict[str, Any]) -> None:
+    """`expires_after` set to at most ten minutes (OpenAI's default is ten minutes, up to
+    two hours when asked): inserted when absent, so a changed default changes nothing."""
+    after = _pop(document, "expires_after")
+    seconds = after.get("seconds") if isinstance(after, dict) else None
+    document["expires_after"] = {"anchor": "created_at", "seconds": _seconds(seconds)}
+
+
+def cap_openai_session_secret(document: dict[str, Any]) -> None:
+    """Beta `realtime/sessions`: `client_secret.expires_after` capped when given (the
+    default is one minute)."""
+    secret = _pop(document, "client_secret")
+    if secret is None:
+        return
+    if not isinstance(secret, dict):
+        secret = {}
+    after = _pop(secret, "expires_after")
+    seconds = after.get("seconds") if isinstance(after, dict) else None
+    secret["expires_after"] = {"anchor": "created_at", "seconds": _seconds(seconds)}
+    document["client_secret"] = secret
+
+
+def _rfc3339(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(value: Any) -> datetime.datetime | None:
+    if not isinstance(value, str):
+        return None
+    text = value.strip().replace("z", "Z")
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    # Protobuf may send nanoseconds; Python reads at most microseconds.
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        text = head + "." + digits[:6] + rest[len(digits) :]
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def cap_gemini_token(document: dict[str, Any], now: datetime.datetime) -> None:
+    """`expireTime` at most ten minutes away (inserted: Google's default is 30 minutes),
+    `newSessionExpireTime` capped when given (default one minute), `uses` exactly 1."""
+    latest = now + datetime.timedelta(seconds=MAX_KEY_SECONDS)
+    for name, insert in (("expireTime", True), ("newSessionExpireTime", False)):
+        given = _pop(document, name)
+        if given is None and not insert:
+            continue
+        moment = _parse_time(given)
+        document[name] = _rfc3339(moment if moment is not None and moment < latest else latest)
+    _pop(document, "uses")
+    document["uses"] = 1

@@ -1,0 +1,444 @@
+"""A realtime WebSocket session relayed by the proxy: OpenAI Realtime and Gemini Live.
+
+Servers only (uvicorn: `llm-proxy serve`, handlers.http, containers, Cloud Run); a
+function platform never delivers a WebSocket, and a handshake reaching the HTTP path is
+answered with a pointer to ephemeral keys (core/proxy/request.py).
+
+    route -> the request object (credential from the caller's slot, the browser subprotocol
+    included) -> identify -> checks on the head -> the model (URL, or the first message)
+    -> checks on the model (scopes, policy, limits, budget) -> connect upstream with the
+    real key -> accept -> relay frames both ways -> settle on the metered usage
+
+A refusal before the upgrade is an HTTP answer in the protocol's JSON shape (the ASGI
+`websocket.http.response` extension; without it, a close with 1008). Once accepted, a
+refusal is a close with 1008 and the reason. The upstream host is the provider's
+configured origin; nothing the caller sends chooses it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from core.errors import (
+    BadRequest,
+    CorsOriginNotAllowed,
+    NotFound,
+    ProxyError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    render,
+)
+from core.protocols import Route
+from core.providers import RETRY_ON_NEXT_KEY
+from core.proxy.access_log import access_logger, format_line, new_request_id
+from core.proxy.headers import upstream_request_headers
+from core.proxy.request import build_request
+from core.proxy.stages import Outcome
+from core.realtime.wire import REALTIME_WIRES, RealtimeWire, SessionMeter, split_browser_key
+from core.types import RequestLog
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from core.config import Settings
+    from core.errors import ErrorShape
+    from core.providers import Provider
+    from core.proxy.endpoint import ProxyEndpoint
+    from core.proxy.request import ProxyRequest
+    from core.proxy.stages import Ticket
+    from core.types import Receive, Scope, Send
+
+logger = logging.getLogger("llm_proxy")
+
+# A realtime session is metered (its usage events are read) and reserves
+# REALTIME_RESERVE_TOKENS up front (core/usage/estimate.py).
+SESSION_ROUTE = Route("metered", "realtime")
+# Pings to the provider; uvicorn pings the caller on its own (ws_ping_interval).
+_HEARTBEAT_SECONDS = 30.0
+# RFC 6455: a close frame's reason is at most 123 bytes of UTF-8.
+_REASON_BYTES = 123
+# Close codes that may not be sent in a close frame, and what stands in for them.
+_UNSENDABLE = {1004: 1011, 1005: 1000, 1006: 1011, 1015: 1011}
+
+
+class UpstreamRefusedSession(ProxyError):
+    """The provider answered the WebSocket handshake with an HTTP status."""
+
+    code = "upstream_refused_session"
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"The provider refused the realtime session (HTTP {status}).")
+        self.status = status
+
+
+def sendable(code: int | None) -> int:
+    if code is None:
+        return 1000
+    if 3000 <= code <= 4999 or (1000 <= code <= 1014 and code not in _UNSENDABLE):
+        return code
+    return _UNSENDABLE.get(code, 1011)
+
+
+def reason(text: str) -> str:
+    return text.encode()[:_REASON_BYTES].decode("utf-8", "ignore")
+
+
+@dataclass
+class _Relay:
+    outcome: Outcome
+    accepted: bool = False
+    # The caller left, or was sent its close: nothing more goes to it.
+    caller_gone: bool = False
+    closed: bool = False
+    upstream_failed: bool = False
+
+
+def socket_request(
+    scope: Scope, provider: Provider, remainder: str, log: RequestLog | None
+) -> tuple[ProxyRequest, list[str]]:
+    """The request object the stages see for a WebSocket handshake, and the subprotocols to
+    offer upstream (the browser's credential subprotocol taken out)."""
+    browser_key, protocols = split_browser_key(list(scope.get("subprotocols") or ()))
+    headers = [
+        (name, value)
+        for name, value in scope["headers"]
+        if name not in (b"upgrade", b"sec-websocket-protocol")
+    ]
+    # A session spends like a POST: a model-scoped token must name its model.
+    http_scope = {**scope, "type": "http", "method": "POST", "headers": headers}
+    request = build_request(http_scope, provider, remainder, log)
+    request.route = SESSION_ROUTE
+    if request.credential is None and browser_key is not None:
+        request.credential = browser_key.encode()
+    return request, protocols
+
+
+def upstream_url(request: ProxyRequest) -> str:
+    provider = request.provider
+    url = provider.origin + provider.base_path + request.remainder
+    if request.query:
+        url += "?" + request.query.decode("latin-1")
+    return "ws" + url[4:] if url.startswith("http") else url
+
+
+class RealtimeEndpoint:
+    """The ASGI app for `websocket` scopes on every provider route."""
+
+    def __init__(self, settings: Settings, endpoint: ProxyEndpoint) -> None:
+        self.settings = settings
+        self.endpoint = endpoint
+        self.any_origin = "*" in settings.allowed_origins
+        self.origins = frozenset(o.encode() for o in settings.allowed_origins if o != "*")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        log = RequestLog(request_id=new_request_id(), method="GET", path=scope["path"])
+        try:
+            await self.session(scope, receive, send, log)
+        except Exception as exc:
+            # Only the type: an exception's text may quote a header or URL.
+            log.error = log.error or type(exc).__name__
+            access_logger.error("unexpected realtime error: %s", type(exc).__name__)
+        finally:
+            log.total_ms = (time.perf_counter() - started) * 1000
+            if self.settings.access_log:
+                access_logger.info(format_line(log))
+
+    def check_origin(self, request: ProxyRequest) -> None:
+        # Browsers apply no CORS to WebSockets: the page's Origin is checked here instead,
+        # against the same list.
+        origin = request.origin
+        if origin is not None and not self.any_origin and origin not in self.origins:
+            raise CorsOriginNotAllowed(
+                "This origin may not open realtime sessions on the proxy (see ALLOWED_ORIGINS)."
+            )
+
+    async def session(self, scope: Scope, receive: Receive, send: Send, log: RequestLog) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        shape: ErrorShape = "openai"
+        endpoint = self.endpoint
+        tickets: list[Ticket] = []
+        relay = _Relay(Outcome())
+        request = None
+        try:
+            provider, remainder = endpoint.route(scope)
+            shape = provider.error_shape
+            log.route = provider.name
+            realtime = REALTIME_WIRES.get(provider.wire.name)
+            request, protocols = socket_request(scope, provider, remainder, log)
+            if realtime is None or not realtime.is_session_path(request.path):
+                raise NotFound(
+                    f"No realtime WebSocket route at {scope['path'][:200]!r}: use "
+                    "/v1/realtime?model=... (OpenAI) or the Gemini Live path under /gemini."
+                )
+            self.check_origin(request)
+            await endpoint.identify(request)
+            await endpoint.admit(request, endpoint.pipeline.before_body, tickets)
+            first: str | bytes | None = None
+            if realtime.model_in_first_message:
+                # Gemini: accepted first, since the model comes in the first message.
+                await self.accept(send, protocols[0] if protocols else None, relay, log)
+                first = await self.first_message(receive, realtime, request, relay)
+                if first is None:
+                    return
+                protocols = []
+            else:
+                model = realtime.model_in_query(request.query)
+                request.use_document({"model": model} if model else {})
+            await endpoint.admit(request, endpoint.pipeline.after_body, tickets)
+            log.model = await request.model()
+            # A token limit or budget holds a reservation the session must stay within.
+            capped = any(ticket.needs_usage for ticket in tickets)
+            client, upstream = await self.connect(request, protocols)
+            try:
+                relay.outcome.upstream_status = 200  # from here the provider may charge
+                if not relay.accepted:
+                    chosen = upstream.protocol or (protocols[0] if protocols else None)
+                    await self.accept(send, chosen, relay, log)
+                if isinstance(first, str):
+                    await upstream.send_str(first)
+                elif first is not None:
+                    await upstream.send_bytes(first)
+                await self.relay(receive, send, upstream, realtime.meter(), relay, capped)
+            finally:
+                await client.close()
+        except ProxyError as error:
+            log.error = error.code
+            await self.refuse(scope, send, error, shape, relay, log)
+        finally:
+            with anyio.CancelScope(shield=True):
+                if tickets or request is not None:
+                    await endpoint.settle(tickets, relay.outcome, request)
+
+    async def accept(
+        self, send: Send, subprotocol: str | None, relay: _Relay, log: RequestLog
+    ) -> None:
+        message: dict[str, Any] = {"type": "websocket.accept"}
+        if subprotocol:
+            message["subprotocol"] = subprotocol
+        await send(message)
+        relay.accepted = True
+        log.status = 101
+
+    async def refuse(
+        self,
+        scope: Scope,
+        send: Send,
+        error: ProxyError,
+        shape: ErrorShape,
+        relay: _Relay,
+        log: RequestLog,
+    ) -> None:
+        if relay.closed:
+            return
+        if relay.accepted:
+            code = 1011 if error.status >= 500 else 1008
+            await _close(send, code, error.message, relay)
+            return
+        log.status = error.status
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            status, headers, body = render(error, shape)
+            await send(
+                {"type": "websocket.http.response.start", "status": status, "headers": headers}
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008, "reason": reason(error.message)})
+
+    async def first_message(
+        self, receive: Receive, realtime: RealtimeWire, request: ProxyRequest, relay: _Relay
+    ) -> str | bytes | None:
+        """Gemini Live: the client's `setup` message, which names the model."""
+        message = None
+        with anyio.move_on_after(self.settings.read_timeout):
+            message = await receive()
+        if message is None:
+            raise BadRequest("No setup message came in time.")
+        if message["type"] == "websocket.disconnect":
+            relay.caller_gone = relay.closed = True
+            return None
+        frame = message.get("text")
+        if frame is None:
+            frame = message.get("bytes") or b""
+        try:
+            parsed = json.loads(frame)
+        except ValueError:
+            parsed = None
+        model = realtime.model_in_setup(parsed)
+        if model is None:
+            raise BadRequest(
+                "The first message of a Live session must be the JSON setup message naming "
+                'the model: {"setup": {"model": "models/..."}}.'
+            )
+        request.use_document({"model": model})
+        return frame  # type: ignore[no-any-return]
+
+    async def connect(self, request: ProxyRequest, protocols: list[str]) -> tuple[Any, Any]:
+        """The upstream WebSocket, opened with the real key; a handshake refused as
+        overloaded or rate-limited (429, 5xx) tries the next key, as for HTTP. No redirect
+        is followed: anything but 101 is the provider's answer."""
+        import aiohttp  # servers only, and only for a session
+
+        settings = self.settings
+        url = upstream_url(request)
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in upstream_request_headers(request.headers)
+        ]
+        attempts = list(request.provider.keys.attempts())
+        session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout)
+        )
+        try:
+            for number, key in enumerate(attempts, start=1):
+                sent = headers + ([(key[0].decode(), key[1].decode())] if key else [])
+                try:
+                    with anyio.fail_after(settings.connect_timeout):
+                        upstream = await session.ws_connect(
+                            url,
+                            protocols=protocols,
+                            headers=sent,
+                            max_msg_size=settings.max_body_bytes,
+                            autoping=True,
+                            autoclose=True,
+                            # A provider gone silent is noticed (no pong) rather than
+                            # holding the caller until REALTIME_MAX_SECONDS.
+                            heartbeat=_HEARTBEAT_SECONDS,
+                        )
+                    return session, upstream
+                except aiohttp.WSServerHandshakeError as exc:
+                    if exc.status in RETRY_ON_NEXT_KEY and number < len(attempts):
+                        continue
+                    raise UpstreamRefusedSession(exc.status) from None
+                except TimeoutError:
+                    raise UpstreamTimeout(
+                        "The provider did not open the realtime session in time "
+                        f"(UPSTREAM_CONNECT_TIMEOUT {settings.connect_timeout:g}s)."
+                    ) from None
+                except (aiohttp.ClientError, OSError) as exc:
+                    logger.warning("realtime upstream failed: %s", type(exc).__name__)
+                    raise UpstreamUnreachable("The provider could not be reached.") from None
+            raise AssertionError("a key ring always yields at least one attempt")
+        except BaseException:
+            await session.close()
+            raise
+
+    async def relay(
+        self,
+        receive: Receive,
+        send: Send,
+        upstream: Any,
+        meter: SessionMeter,
+        relay: _Relay,
+        capped: bool,
+    ) -> None:
+        """Frames both ways, unchanged, until either side closes, the time limit, or (while
+        a token limit or budget holds its reservation) the reservation is used up: a cap
+        that a long session could run past would be no cap."""
+        from aiohttp import WSMsgType
+
+        limit = self.settings.realtime_max_seconds
+        reserved = self.settings.realtime_reserve_tokens if capped else 0
+
+        async def used_up(group: TaskGroup) -> bool:
+            if not reserved or meter.finish().total < reserved:
+                return False
+            await upstream.close(code=1000)
+            await _close(
+                send,
+                1008,
+                f"Session used its {reserved} reserved tokens (REALTIME_RESERVE_TOKENS); "
+                "open a new one.",
+                relay,
+            )
+            group.cancel_scope.cancel()
+            return True
+
+        async def from_caller(group: TaskGroup) -> None:
+            while True:
+                message = await receive()
+                kind = message["type"]
+                if kind == "websocket.receive":
+                    text = message.get("text")
+                    try:
+                        if text is not None:
+                            await upstream.send_str(text)
+                        else:
+                            await upstream.send_bytes(message.get("bytes") or b"")
+                    except (OSError, RuntimeError):
+                        pass  # the upstream is closing: its close reaches the caller
+                elif kind == "websocket.disconnect":
+                    relay.caller_gone = relay.closed = True
+                    code = sendable(message.get("code"))
+                    words = (message.get("reason") or "").encode()[:_REASON_BYTES]
+                    await upstream.close(code=code, message=words)
+                    group.cancel_scope.cancel()
+                    return
+
+        async def from_upstream(group: TaskGroup) -> None:
+            while True:
+                frame = await upstream.receive()
+                kind = frame.type
+                if kind == WSMsgType.TEXT:
+                    meter.feed(frame.data)
+                    await _send(send, {"type": "websocket.send", "text": frame.data}, relay)
+                    if await used_up(group):
+                        return
+                elif kind == WSMsgType.BINARY:
+                    meter.feed(frame.data)
+                    await _send(send, {"type": "websocket.send", "bytes": frame.data}, relay)
+                    if await used_up(group):
+                        return
+                elif kind in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    words = frame.extra if kind == WSMsgType.CLOSE and frame.extra else ""
+                    # No close frame (1006: the connection dropped, or no pong): a response
+                    # may have been cut before its usage, so the reservation stands.
+                    if not relay.closed:  # not the close this proxy started
+                        relay.upstream_failed = upstream.close_code in (None, 1006)
+                    await _close(send, sendable(upstream.close_code), str(words), relay)
+                    group.cancel_scope.cancel()
+                    return
+                elif kind == WSMsgType.ERROR:
+                    relay.upstream_failed = True
+                    logger.warning("realtime upstream broke: %s", type(frame.data).__name__)
+                    await _close(send, 1011, "The provider's connection failed.", relay)
+                    group.cancel_scope.cancel()
+                    return
+
+        with anyio.move_on_after(limit) as timer:
+            async with anyio.create_task_group() as group:
+                group.start_soon(from_caller, group)
+                group.start_soon(from_upstream, group)
+        if timer.cancelled_caught:
+            await upstream.close(code=1000)
+            await _close(
+                send,
+                1008,
+                f"Session time limit of {limit:g} s reached (REALTIME_MAX_SECONDS).",
+                relay,
+            )
+        outcome = relay.outcome
+        outcome.usage = meter.finish()
+        outcome.complete = not relay.upstream_failed
+        outcome.caller_left = relay.caller_gone
+
+
+async def _send(send: Send, message: dict[str, Any], relay: _Relay) -> None:
+    if relay.closed:
+        return
+    try:
+        await send(message)
+    except OSError:
+        relay.closed = True  # the caller's disconnect arrives on receive()
+
+
+async def _close(send: Send, code: int, text: str, relay: _Relay) -> None:
+    await _send(send, {"type": "websocket.close", "code": code, "reason": reason(text)}, relay)
+    relay.closed = True

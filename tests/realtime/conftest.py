@@ -1,0 +1,51 @@
+"""The fake realtime upstream on a loopback socket, and proxies in front of it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from core.app import create_app
+from core.config import load_settings
+from tests.realtime.fake_upstream import GEMINI_KEY, FakeRealtime
+from tests.servers import RunningServer, proxy_env, serve_in_thread
+
+ProxyFactory = Callable[..., contextlib.AbstractContextManager[RunningServer]]
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[tuple[FakeRealtime, RunningServer]]:
+    app = FakeRealtime()
+    with serve_in_thread(app) as server:
+        yield app, server
+
+
+@pytest.fixture
+def upstream(fake: tuple[FakeRealtime, RunningServer]) -> FakeRealtime:
+    app = fake[0]
+    app.sessions.clear()
+    app.minted.clear()
+    return app
+
+
+@pytest.fixture(scope="module")
+def start_proxy(fake: tuple[FakeRealtime, RunningServer]) -> ProxyFactory:
+    """A context manager that serves a proxy in front of the fake, with extra settings."""
+
+    @contextlib.contextmanager
+    def start(**extra: Any) -> Iterator[RunningServer]:
+        env = proxy_env(
+            fake[1].url,
+            GEMINI_API_KEY=GEMINI_KEY,
+            GEMINI_UPSTREAM=fake[1].url,
+            OPENAI_API_KEY="sk-mock-upstream-key-not-real",
+            OPENAI_UPSTREAM=fake[1].url,
+        )
+        env.update({name: str(value) for name, value in extra.items()})
+        with serve_in_thread(create_app(load_settings(env))) as proxy:
+            yield proxy
+
+    return start
