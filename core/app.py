@@ -23,6 +23,7 @@ from core.proxy.cors import CORSMiddleware, is_admin_path
 from core.proxy.endpoint import ProxyEndpoint
 from core.proxy.pipeline import build_pipeline
 from core.proxy.scrub import Scrubber
+from core.proxy.uploads import UploadSessions
 from core.stores import StoreSet
 from core.types import ASGIApp, Receive, Scope, Send, send_response
 from core.upstream.client import UpstreamClient, choose_transport
@@ -44,6 +45,20 @@ EXPOSED_HEADERS = [
     "x-ratelimit-remaining-tokens",
     "x-ratelimit-reset-tokens",
     "openai-processing-ms",
+    "retry-after-ms",
+    "x-should-retry",
+    # Anthropic's rate-limit figures: browsers take exact names only, no prefixes.
+    *(
+        f"anthropic-ratelimit-{kind}-{figure}"
+        for kind in ("requests", "tokens", "input-tokens", "output-tokens")
+        for figure in ("limit", "remaining", "reset")
+    ),
+    # Gemini's resumable uploads: the browser reads where to send the bytes, and the status.
+    "x-goog-upload-url",
+    "x-goog-upload-control-url",
+    "x-goog-upload-status",
+    "x-goog-upload-chunk-granularity",
+    "x-goog-upload-size-received",
 ]
 
 HEALTH_BODY = b'{"status":"ok"}'
@@ -84,7 +99,10 @@ class ProxyApp:
             settings, token_check, self.stores, status=self.status, ledger=self.ledger
         )
         scrubber = Scrubber(key for provider in self.providers for key in provider.api_keys)
-        self.endpoint = ProxyEndpoint(settings, self.providers, self.upstream, pipeline, scrubber)
+        uploads = UploadSessions(self.token_store)
+        self.endpoint = ProxyEndpoint(
+            settings, self.providers, self.upstream, pipeline, scrubber, uploads
+        )
         # The dashboard, built on its first request (cold starts do not pay for it).
         self._admin: ASGIApp | None = None
 

@@ -25,6 +25,10 @@ Per request, headers steer it:
 With `MockOptions(gzip=True)` (`llm-proxy mock-upstream --gzip`) every reply to a request
 that sends `Accept-Encoding: gzip` is gzipped, as the real providers do.
 `/_mock/requests`, `/_mock/streams` and `/_mock/reset` show and clear what it recorded.
+
+Gemini's resumable upload (`files.upload`) is served at `/upload/v1beta/files`: the start
+leg answers `x-goog-upload-url` on the host the request named (the mock's own), the upload
+leg takes the bytes (`upload`, then `upload, finalize`) and answers the file resource.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import secrets
 import struct
 import time
 import zlib
@@ -194,6 +199,8 @@ class MockUpstream:
         self.requests: deque[dict[str, Any]] = deque(maxlen=self.options.record)
         # How each stream ended: lets tests see that a caller leaving cancelled us.
         self.streams: deque[dict[str, Any]] = deque(maxlen=self.options.record)
+        # Resumable upload sessions by upload_id (the oldest dropped past `record`).
+        self.uploads: dict[str, UploadSession] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -236,6 +243,9 @@ class MockUpstream:
         if "/bytes" in path:
             await _bytes(parse_qs(query), send)
             return
+        if path.startswith("/upload/") and path.endswith("/files"):
+            await self._upload(headers, query, body, send)
+            return
         handler = _route(path)
         if handler is None:
             await reply.json(404, _not_found(path), gemini=_is_gemini(path))
@@ -245,6 +255,45 @@ class MockUpstream:
         else:
             request = _loads(body)
         await handler(request, knobs, reply)
+
+    async def _upload(self, headers: dict[str, str], query: str, body: bytes, send: Send) -> None:
+        """Gemini's resumable upload protocol, both legs."""
+        command = {c.strip() for c in headers.get("x-goog-upload-command", "").split(",")}
+        if "start" in command:
+            upload_id = "mock-upload-" + secrets.token_urlsafe(16)
+            file = _loads(body).get("file") or {}
+            self.uploads[upload_id] = UploadSession(
+                size=_int_header(headers, "x-goog-upload-header-content-length", 0),
+                mime_type=headers.get("x-goog-upload-header-content-type", ""),
+                display_name=str(file.get("displayName", file.get("display_name", ""))),
+            )
+            while len(self.uploads) > self.options.record:
+                del self.uploads[next(iter(self.uploads))]
+            # On the host the request named: the mock's own, as the real API names its own.
+            host = headers.get("host", "127.0.0.1")
+            url = (
+                f"http://{host}/upload/v1beta/files?upload_id={upload_id}&upload_protocol=resumable"
+            )
+            await _send_upload(send, 200, b"", url=url, status="active")
+            return
+        [upload_id] = parse_qs(query).get("upload_id") or [""]
+        session = self.uploads.get(upload_id)
+        if session is None:
+            payload = {"error": {"code": 404, "message": "no such upload", "status": "NOT_FOUND"}}
+            await _send_upload(send, 404, _gemini_dumps(payload), status="final")
+            return
+        if "upload" in command:
+            if _int_header(headers, "x-goog-upload-offset", -1) != session.received:
+                await _send_upload(send, 400, b"", status="final")
+                return
+            session.digest.update(body)
+            session.received += len(body)
+        if "finalize" in command:
+            del self.uploads[upload_id]
+            resource = session.resource(upload_id)
+            await _send_upload(send, 200, _gemini_dumps({"file": resource}), status="final")
+            return
+        await _send_upload(send, 200, b"", status="active", received=session.received)
 
     async def _control(self, path: str, send: Send) -> None:
         if path == "/_mock/requests":
@@ -291,6 +340,66 @@ def _route(path: str) -> Handler | None:
     if path.endswith(":batchEmbedContents"):
         return _gemini_batch_embed
     return None
+
+
+@dataclass
+class UploadSession:
+    size: int
+    mime_type: str
+    display_name: str
+    received: int = 0
+
+    def __post_init__(self) -> None:
+        self.digest = hashlib.sha256()
+
+    def resource(self, upload_id: str) -> dict[str, Any]:
+        """The file resource Gemini answers an upload's finalize with."""
+        name = "files/" + hashlib.sha256(upload_id.encode()).hexdigest()[:12]
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+        later = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() + 172800))
+        resource = {
+            "name": name,
+            "mimeType": self.mime_type,
+            "sizeBytes": str(self.received),
+            "createTime": now,
+            "updateTime": now,
+            "expirationTime": later,
+            "sha256Hash": base64.b64encode(self.digest.hexdigest().encode()).decode(),
+            # The canonical file URI models read, not a host to reach.
+            "uri": f"https://generativelanguage.googleapis.com/v1beta/{name}",
+            "state": "ACTIVE",
+            "source": "UPLOADED",
+        }
+        if self.display_name:
+            resource["displayName"] = self.display_name
+        return resource
+
+
+async def _send_upload(
+    send: Send,
+    code: int,
+    body: bytes,
+    *,
+    status: str,
+    url: str | None = None,
+    received: int | None = None,
+) -> None:
+    """A resumable upload's reply: `x-goog-upload-status` always, the session's URL on start."""
+    headers = [
+        (b"content-type", _GEMINI_JSON),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-goog-upload-status", status.encode()),
+    ]
+    if url is not None:
+        headers += [
+            (b"x-goog-upload-url", url.encode()),
+            (b"x-goog-upload-control-url", url.encode()),
+            (b"x-goog-upload-chunk-granularity", b"8388608"),
+        ]
+    if received is not None:
+        headers.append((b"x-goog-upload-size-received", str(received).encode()))
+    await send({"type": "http.response.start", "status": code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 # ---- sending ----------------------------------------------------------------------------

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from core.config import Settings
     from core.proxy.scrub import Scrubber
     from core.proxy.stages import Check, Ticket
+    from core.proxy.uploads import UploadSessions
     from core.types import Receive, RequestLog, Scope, Send
     from core.upstream.client import UpstreamClient
     from core.usage.budget import Budget
@@ -113,12 +114,15 @@ class ProxyEndpoint:
         client: UpstreamClient,
         pipeline: Pipeline,
         scrubber: Scrubber,
+        uploads: UploadSessions | None = None,
     ) -> None:
         self.settings = settings
         self.providers = providers
         self.client = client
         self.pipeline = pipeline
         self.scrubber = scrubber
+        # Gemini's resumable uploads: upload URLs rewritten, upload legs let in by upload_id.
+        self.uploads = uploads
         self.always_meter = bool(pipeline.settlers)
         self.drain = settings.on_disconnect == "drain"
 
@@ -128,6 +132,10 @@ class ProxyEndpoint:
         # caller's `%3F` / `%23` would start a query or fragment on the upstream URL.
         path = raw_path.decode("latin-1") if raw_path else quote(scope["path"], _PATH_SAFE)
         matched = match_provider(self.providers, path)
+        if matched is None and self.uploads is not None:
+            from core.proxy.uploads import root_upload_route
+
+            matched = root_upload_route(self.providers, path, scope.get("query_string", b""))
         if matched is None:
             raise NotFound(
                 f"No route for {scope['path'][:200]!r} on this proxy: use /v1/... "
@@ -199,7 +207,9 @@ class ProxyEndpoint:
             request.log.caller = caller.label
 
     async def handle(self, request: ProxyRequest, receive: Receive, send: Send) -> None:
-        await self.identify(request)
+        uploads = self.uploads
+        if uploads is None or not await uploads.admit_upload_leg(request):
+            await self.identify(request)
         tickets: list[Ticket] = []
         try:
             await self.admit(request, self.pipeline.before_body, tickets)
@@ -323,6 +333,11 @@ class ProxyEndpoint:
                 chunk_filter = UsageChunkFilter()
         sent_at = time.perf_counter()
         response = await self.forward(request, body, metering)
+        if self.uploads is not None and request.wire.name == "gemini":
+            raw = response.headers.raw
+            rewritten = await self.uploads.rewrite_reply(request, raw)
+            if rewritten is not raw:
+                response.headers = httpx.Headers(rewritten)
         log = request.log
         outcome = state.outcome
         outcome.upstream_status = response.status_code
