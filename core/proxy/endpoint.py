@@ -33,7 +33,7 @@ from core.errors import (
     UpstreamUnreachable,
     send_error,
 )
-from core.providers import RETRY_ON_NEXT_KEY, Provider, match_provider
+from core.providers import Provider, match_provider, next_attempt
 from core.proxy.headers import client_response_headers, upstream_request_headers
 from core.proxy.request import ALLOWED_METHODS, ProxyRequest, build_request
 from core.proxy.stages import Outcome
@@ -291,29 +291,46 @@ class ProxyEndpoint:
 
     async def forward(self, request: ProxyRequest, body: bytes, metering: bool) -> httpx.Response:
         provider = request.provider
-        url = provider.origin + provider.base_path + request.remainder
+        path = request.remainder
         if request.query:
-            url += "?" + request.query.decode("latin-1")
+            path += "?" + request.query.decode("latin-1")
         headers = upstream_request_headers(request.headers, identity_encoding=metering)
         client = self.client
-        attempts = list(provider.keys.attempts())
+        keys = list(provider.keys.attempts())
+        targets = provider.targets
+        order = targets.order() if request.target is None else [request.target]
+        key_at = target_at = 0
         try:
-            for number, key in enumerate(attempts, start=1):
+            while True:
+                key = keys[key_at]
                 sent = [*headers, key] if key is not None else headers
+                target = order[target_at]
                 try:
-                    upstream = client.build_request(request.method, url, sent, body)
+                    upstream = client.build_request(
+                        request.method, targets.urls[target] + path, sent, body
+                    )
                 except httpx.InvalidURL:
                     raise BadRequest("The request path is not a valid URL path.") from None
-                response = await client.send(upstream)
-                if response.status_code not in RETRY_ON_NEXT_KEY or number == len(attempts):
+                try:
+                    response = await client.send(upstream)
+                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                    if target_at + 1 == len(order):
+                        raise
+                    # Nothing was sent: the next target gets the request.
+                    logger.warning("upstream target unreachable: %s", type(exc).__name__)
+                    target_at += 1
+                    continue
+                request.target = target
+                step = next_attempt(response.status_code, key_at, len(keys), target_at, len(order))
+                if step is None:
                     return response
-                # Refused or overloaded on this key before any byte reached the caller:
-                # the next key gets the same request.
+                # Refused or overloaded before any byte reached the caller: the next key,
+                # or target, or both, get the same request (core/providers.py).
                 await response.aclose()
+                key_at, target_at = step
         except httpx.HTTPError as exc:
             logger.warning("upstream request failed: %s", type(exc).__name__)
             raise map_transport_error(exc, self.settings) from None
-        raise AssertionError("a key ring always yields at least one attempt")
 
     async def forward_and_relay(
         self, request: ProxyRequest, tickets: list[Ticket], send: Send, state: _Exchange

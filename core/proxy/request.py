@@ -126,6 +126,9 @@ class ProxyRequest:
     strict: bool = True
     # A resumable upload's bytes (core/proxy/uploads.py): raw, whatever Content-Type says.
     upload_leg: bool = False
+    # Which of the provider's upstream targets served it (pinned beforehand for an upload
+    # leg: its session lives on the target that started it).
+    target: int | None = None
     _document: Any = field(default=_NOT_PARSED, repr=False)
 
     @property

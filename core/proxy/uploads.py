@@ -107,11 +107,14 @@ def public_origin(scope: Scope) -> str | None:
     return f"{scheme}://{host}{scope.get('root_path', '')}"
 
 
-def proxy_upload_url(upstream_url: str, provider: Provider, origin: str) -> str | None:
+def proxy_upload_url(
+    upstream_url: str, provider: Provider, origin: str, target: int = 0
+) -> str | None:
     """The upstream's upload URL on the proxy, under the provider's prefix, with the same
-    path and query (less any `key`); None for a URL the proxy could not route back."""
+    path and query (less any `key`); None for a URL the proxy could not route back to the
+    target that issued it."""
     parts = urlsplit(upstream_url)
-    base = provider.base_path
+    base = provider.targets.base_paths[target]
     path = parts.path
     if not path.startswith(base + "/"):
         return None
@@ -127,43 +130,49 @@ class UploadSessions:
 
     def __init__(self, store: Store | None) -> None:
         self.store = store
-        self._memory: OrderedDict[str, tuple[float, str, str]] = OrderedDict()
+        self._memory: OrderedDict[str, tuple[float, str, str, int]] = OrderedDict()
 
     @staticmethod
     def _key(upload_id: str) -> str:
         return _STORE_PREFIX + sha256(upload_id).hex()
 
-    async def issue(self, upload_id: str, label: str, counted_as: str) -> None:
+    async def issue(self, upload_id: str, label: str, counted_as: str, target: int) -> None:
         key = self._key(upload_id)
         expires_at = time.time() + SESSION_SECONDS
         store = self.store
         if store is None:
             memory = self._memory
-            memory[key] = (expires_at, label, counted_as)
+            memory[key] = (expires_at, label, counted_as, target)
             memory.move_to_end(key)
             while len(memory) > MEMORY_SESSIONS:
                 memory.popitem(last=False)
             return
-        doc = {"caller": label, "counted_as": counted_as}
+        doc = {"caller": label, "counted_as": counted_as, "target": target}
         if store.blocking:
             await asyncio.to_thread(store.put, key, doc, expires_at=expires_at)
         else:
             store.put(key, doc, expires_at=expires_at)
 
-    async def find(self, upload_id: str) -> tuple[str, str] | None:
-        """(caller label, counted_as) of an upload_id the proxy issued and that has not
-        expired, else None."""
+    async def find(self, upload_id: str) -> tuple[str, str, int] | None:
+        """(caller label, counted_as, target index) of an upload_id the proxy issued and
+        that has not expired, else None."""
         key = self._key(upload_id)
         store = self.store
         if store is None:
             entry = self._memory.get(key)
             if entry is None or entry[0] <= time.time():
                 return None
-            return entry[1], entry[2]
+            return entry[1], entry[2], entry[3]
         item = await asyncio.to_thread(store.get, key) if store.blocking else store.get(key)
         if item is None:
             return None
-        return str(item.doc.get("caller", "upload")), str(item.doc.get("counted_as", ""))
+        doc = item.doc
+        target = doc.get("target", 0)
+        return (
+            str(doc.get("caller", "upload")),
+            str(doc.get("counted_as", "")),
+            target if isinstance(target, int) else 0,
+        )
 
     async def admit_upload_leg(self, request: ProxyRequest) -> bool:
         """For an upload leg (an upload path with an upload_id), identify the caller by the
@@ -179,7 +188,12 @@ class UploadSessions:
                 "This upload session was not started through this proxy, or it expired: "
                 "start the upload again."
             )
-        label, counted_as = found
+        label, counted_as, target = found
+        # Its session lives on the target that started it; an index, never a URL, and
+        # only one that configuration still names.
+        if not 0 <= target < len(request.provider.targets):
+            raise UnknownUploadSession("This upload session's upstream is no longer configured.")
+        request.target = target
         request.caller = Caller(label)
         request.counted_as = counted_as or label
         request.upload_leg = True
@@ -201,11 +215,13 @@ class UploadSessions:
                 kept.append((name, value))
                 continue
             url = value.decode("latin-1")
-            rewritten = proxy_upload_url(url, request.provider, origin) if origin else None
+            target = request.target or 0
+            rewritten = proxy_upload_url(url, request.provider, origin, target) if origin else None
             if rewritten is None:
                 continue
             upload_id = upload_id_of(urlsplit(rewritten).query.encode("latin-1"))
             if upload_id is not None and caller is not None:
-                await self.issue(upload_id, caller.label, request.counted_as or caller.label)
+                label = caller.label
+                await self.issue(upload_id, label, request.counted_as or label, target)
             kept.append((name, rewritten.encode("latin-1")))
         return kept
