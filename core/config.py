@@ -80,6 +80,10 @@ class Settings:
     usage_store: str = field(repr=False, default="memory://")
     # The dashboard at /admin (core/admin): off unless ADMIN_TOKEN is set.
     admin_token: str = field(repr=False, default="")
+    # Gemini streams that end without a finishReason are continued (core/proxy/recovery.py),
+    # at most this many times per request.
+    gemini_stream_recovery: bool = False
+    gemini_stream_recovery_attempts: int = 2
 
     def providers(self) -> tuple[Provider, ...]:
         """Every route this deployment serves (core/providers.py)."""
@@ -251,6 +255,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         guard=parse_guard_settings(env, problems, origins, token_store),
         usage_store=usage_store,
         admin_token=admin_token,
+        gemini_stream_recovery=parse_bool(env, "GEMINI_STREAM_RECOVERY", False, problems),
+        gemini_stream_recovery_attempts=parse_int(
+            env, "GEMINI_STREAM_RECOVERY_ATTEMPTS", 2, problems
+        ),
     )
     if problems:
         raise ConfigError(problems)

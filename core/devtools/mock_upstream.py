@@ -18,6 +18,7 @@ Per request, headers steer it:
 | `x-mock-status: S` | answer an error with this status, in the protocol's own shape |
 | `x-mock-gzip: 1` | gzip the reply (streams flush the compressor per event) |
 | `x-mock-cut-after: N` | end a stream abruptly after N events (no terminating chunk) |
+| `x-mock-continue: 1` | Gemini: a request whose model turn holds the reply's first words (then a user turn) gets the rest of the reply, as a model asked to continue would |
 | `x-mock-usage-scale: K` | multiply every reported token count by K |
 | `x-mock-cached-tokens: N` | N prompt tokens read from cache (OpenAI cached_tokens, Anthropic cache_read_input_tokens, Gemini cachedContentTokenCount) |
 | `x-mock-cache-write-tokens: N` | N prompt tokens written to cache (Anthropic cache_creation_input_tokens) |
@@ -89,6 +90,7 @@ class Knobs:
     cached: int
     cache_write: int
     sse: bool = False  # Gemini streams: SSE (alt=sse) rather than a JSON array
+    resume: bool = False  # Gemini: continue the reply begun in the request's model turn
 
 
 def _int_header(headers: dict[str, str], name: str, default: int) -> int:
@@ -114,6 +116,7 @@ def _knobs(headers: dict[str, str], query: str, options: MockOptions) -> Knobs:
         cached=max(0, _int_header(headers, "x-mock-cached-tokens", 0)),
         cache_write=max(0, _int_header(headers, "x-mock-cache-write-tokens", 0)),
         sse=parse_qs(query).get("alt") == ["sse"],
+        resume=headers.get("x-mock-continue", "") in ("1", "true"),
     )
 
 
@@ -1381,16 +1384,36 @@ async def _gemini(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
     await reply.json(200, payload, gemini=True)
 
 
+def _words_written(request: dict[str, Any]) -> int:
+    """How many of the reply's words the request's model turn already holds, when it asks
+    to continue (a model turn, then a user turn, last)."""
+    contents = request.get("contents")
+    if not isinstance(contents, list) or len(contents) < 2:
+        return 0
+    model = contents[-2]
+    if not isinstance(model, dict) or model.get("role") != "model":
+        return 0
+    text = "".join(
+        part.get("text", "") for part in model.get("parts") or [] if isinstance(part, dict)
+    )
+    count = 0
+    while text.startswith(_word(count)):
+        text = text[len(_word(count)) :]
+        count += 1
+    return count
+
+
 async def _gemini_stream(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
-    usage = _usage(request, knobs, knobs.chunks, _gemini_thinking(request))
+    first = min(_words_written(request), knobs.chunks) if knobs.resume else 0
+    usage = _usage(request, knobs, knobs.chunks - first, _gemini_thinking(request))
     chunks = [
         _gemini_response(
             request,
             _word(i),
             i == knobs.chunks - 1,
-            _gemini_usage(usage, (i + 1) * knobs.scale),  # candidates so far
+            _gemini_usage(usage, (i + 1 - first) * knobs.scale),  # candidates so far
         )
-        for i in range(knobs.chunks)
+        for i in range(first, knobs.chunks)
     ]
     function = _gemini_function(request)
     if function:

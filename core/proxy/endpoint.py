@@ -123,6 +123,13 @@ class ProxyEndpoint:
         self.scrubber = scrubber
         # Gemini's resumable uploads: upload URLs rewritten, upload legs let in by upload_id.
         self.uploads = uploads
+        self.recovery = None
+        if settings.gemini_stream_recovery:
+            from core.proxy.recovery import StreamRecovery
+
+            self.recovery = StreamRecovery(
+                settings.gemini_stream_recovery_attempts, settings.access_log
+            )
         self.always_meter = bool(pipeline.settlers)
         self.drain = settings.on_disconnect == "drain"
 
@@ -348,8 +355,10 @@ class ProxyEndpoint:
 
                 body = ask_for_stream_usage(body, document)
                 chunk_filter = UsageChunkFilter()
+        recovery = self.recovery if self.recovery and self.recovery.wanted(request) else None
         sent_at = time.perf_counter()
-        response = await self.forward(request, body, metering)
+        # A stream that may be spliced is asked for uncompressed, like a metered one.
+        response = await self.forward(request, body, metering or recovery is not None)
         if self.uploads is not None and request.wire.name == "gemini":
             raw = response.headers.raw
             rewritten = await self.uploads.rewrite_reply(request, raw)
@@ -362,6 +371,10 @@ class ProxyEndpoint:
             log.upstream_status = response.status_code
             log.upstream_ms = (time.perf_counter() - sent_at) * 1000
         try:
+            if recovery is not None and await recovery.applies(request, response):
+                # Continues a Gemini stream that ended unfinished (core/proxy/recovery.py).
+                await recovery.relay(self, request, response, send, state, tickets, metering)
+                return
             meter = state.meter = UsageMeter(request.wire) if metering else None
             await self.relay(request, response, send, state, tickets, meter, chunk_filter)
         finally:
