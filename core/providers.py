@@ -52,6 +52,9 @@ class KeyRing:
             yield headers[(first + step) % len(headers)]
 
 
+_ONLY_TARGET = (0,)
+
+
 class Targets:
     """A provider's upstream base URLs (scheme://host[/base path]), all from configuration.
     Each request starts on the next target in turn, and moves on to the next one when a
@@ -65,12 +68,14 @@ class Targets:
     def __len__(self) -> int:
         return len(self.urls)
 
-    def order(self) -> list[int]:
+    def order(self) -> tuple[int, ...]:
         """Target indexes for one request: the one whose turn it is first, then the rest."""
         count = len(self.urls)
+        if count == 1:
+            return _ONLY_TARGET
         first = self._turn
         self._turn = (first + 1) % count
-        return [(first + step) % count for step in range(count)]
+        return tuple((first + step) % count for step in range(count))
 
 
 def next_attempt(

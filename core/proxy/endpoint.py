@@ -305,7 +305,7 @@ class ProxyEndpoint:
         client = self.client
         keys = list(provider.keys.attempts())
         targets = provider.targets
-        order = targets.order() if request.target is None else [request.target]
+        order = targets.order() if request.target is None else (request.target,)
         key_at = target_at = 0
         try:
             while True:

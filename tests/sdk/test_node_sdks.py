@@ -1,4 +1,4 @@
-"""The real Node SDKs (openai, @anthropic-ai/sdk, the Vercel AI SDK with @ai-sdk/openai and
+"""The real Node SDKs (openai, @anthropic-ai/sdk, @google/genai, the Vercel AI SDK with @ai-sdk/openai and
 @ai-sdk/anthropic) against the proxy: tools/sdk-node/run.mjs prints one line per case."""
 
 from __future__ import annotations
