@@ -49,6 +49,10 @@ class UnknownUploadSession(Unauthorized):
     code = "unknown_upload_session"
 
 
+# On a refused upload leg: without an upload status the SDKs retry the same refused chunk.
+_FINAL = {"x-goog-upload-status": "final"}
+
+
 def is_upload_path(path: str) -> bool:
     """The upload leg's path, normalised (`/upload/v1beta/files`, `/upload/v1beta/
     fileSearchStores/x:uploadToFileSearchStore`)."""
@@ -186,13 +190,16 @@ class UploadSessions:
         if found is None:
             raise UnknownUploadSession(
                 "This upload session was not started through this proxy, or it expired: "
-                "start the upload again."
+                "start the upload again.",
+                headers=_FINAL,
             )
         label, counted_as, target = found
         # Its session lives on the target that started it; an index, never a URL, and
         # only one that configuration still names.
         if not 0 <= target < len(request.provider.targets):
-            raise UnknownUploadSession("This upload session's upstream is no longer configured.")
+            raise UnknownUploadSession(
+                "This upload session's upstream is no longer configured.", headers=_FINAL
+            )
         request.target = target
         request.caller = Caller(label)
         request.counted_as = counted_as or label

@@ -4,8 +4,10 @@ upload URL handed back says."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -15,9 +17,11 @@ from core.app import create_app
 from core.config import load_settings
 from core.errors import BadRequest
 from core.providers import CATALOGUE
+from core.proxy import uploads
 from core.proxy.headers import client_response_headers
 from core.proxy.scrub import Scrubber
 from core.proxy.uploads import proxy_upload_url, public_origin, upload_id_of
+from core.stores import open_store
 from tests.servers import (
     FAKE_TOKEN,
     RunningServer,
@@ -99,6 +103,8 @@ def test_an_upload_id_the_proxy_did_not_hand_out_is_refused(
         **{"x-goog-api-key": FAKE_TOKEN},
     )
     assert refused.status_code == 401
+    # The SDKs retry a chunk whose reply has no upload status: this one is final.
+    assert refused.headers["x-goog-upload-status"] == "final"
     # Without an upload_id, the upload path is an ordinary route: a credential is needed.
     assert upload(f"{gemini_proxy.url}/gemini/upload/v1beta/files").status_code == 401
     assert upstream_requests(mock_upstream) == []
@@ -197,3 +203,28 @@ def test_upload_id_and_origin_parsing() -> None:
     assert public_origin(scope) == "https://127.0.0.1:8787"
     scope["headers"] = [(b"host", b"a@b.example")]
     assert public_origin(scope) is None
+
+
+async def test_issued_upload_ids_are_bounded_and_expire(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(uploads, "MEMORY_SESSIONS", 3)
+    sessions = uploads.UploadSessions(None)
+    for number in range(5):
+        await sessions.issue(f"id-{number}", "caller", "shared", 0)
+    assert await sessions.find("id-0") is None  # the oldest went first
+    assert await sessions.find("id-4") == ("caller", "shared", 0)
+    later = time.time() + uploads.SESSION_SECONDS + 1
+    monkeypatch.setattr(uploads, "time", SimpleNamespace(time=lambda: later))
+    assert await sessions.find("id-4") is None
+
+
+async def test_issued_upload_ids_live_in_the_token_store_by_digest(tmp_path: Any) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/tokens.db")
+    sessions = uploads.UploadSessions(store)
+    await sessions.issue("secret-upload-id", "token:abc", "token:abc", 1)
+    assert await uploads.UploadSessions(store).find("secret-upload-id") == (
+        "token:abc",
+        "token:abc",
+        1,
+    )
+    [item] = store.scan("upload:")
+    assert "secret-upload-id" not in item.key and item.expires_at
