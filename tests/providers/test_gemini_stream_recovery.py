@@ -208,3 +208,17 @@ def test_a_stream_that_simply_stops_is_continued() -> None:
     continued = json.loads(upstream.seen[1].body)
     assert continued["contents"][1] == {"role": "model", "parts": [{"text": "Once upon"}]}
     assert continued["contents"][2]["parts"][0]["text"].startswith("Continue exactly")
+
+
+def test_google_genai_reads_one_whole_stream(mock_upstream: RunningServer) -> None:
+    from google import genai
+    from google.genai import types as genai_types
+
+    with gemini_proxy(mock_upstream, GEMINI_STREAM_RECOVERY="true") as proxy:
+        options = genai_types.HttpOptions(
+            base_url=f"{proxy.url}/gemini", headers=CUT, timeout=20_000
+        )
+        client = genai.Client(api_key=FAKE_TOKEN, http_options=options)
+        chunks = list(client.models.generate_content_stream(model="gemini-test", contents="hi"))
+    assert "".join(chunk.text or "" for chunk in chunks) == _text(8)
+    assert chunks[-1].candidates and chunks[-1].candidates[0].finish_reason == "STOP"
