@@ -20,12 +20,14 @@ import asyncio
 import re
 import time
 from collections import OrderedDict
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from core.access.credentials import Caller, split_key_param
 from core.digest import sha256
 from core.errors import BadRequest, Unauthorized
+from core.protocols import route_path
 
 if TYPE_CHECKING:
     from core.providers import Provider
@@ -113,18 +115,31 @@ def public_origin(scope: Scope) -> str | None:
 
 def proxy_upload_url(
     upstream_url: str, provider: Provider, origin: str, target: int = 0
-) -> str | None:
+) -> tuple[str, str] | None:
     """The upstream's upload URL on the proxy, under the provider's prefix, with the same
-    path and query (less any `key`); None for a URL the proxy could not route back to the
-    target that issued it."""
+    path and query (less any `key`), and that path after the prefix; None for a URL the
+    proxy could not route back to the target that issued it."""
     parts = urlsplit(upstream_url)
     base = provider.targets.base_paths[target]
-    path = parts.path
-    if not path.startswith(base + "/"):
+    if not parts.path.startswith(base + "/"):
         return None
+    remainder = parts.path[len(base) :]
     _, query = split_key_param(parts.query.encode("latin-1"))
-    url = origin + provider.prefix + path[len(base) :]
-    return url + "?" + query.decode("latin-1") if query else url
+    url = origin + provider.prefix + remainder
+    return (url + "?" + query.decode("latin-1") if query else url), remainder
+
+
+@dataclass(frozen=True)
+class UploadSession:
+    """What the proxy remembers of an upload_id it handed out."""
+
+    caller: str
+    counted_as: str
+    # The target that started it (an index into the provider's configured targets).
+    target: int
+    # The path it was issued for (normalised, after the provider's prefix): the upload_id
+    # opens that path and no other.
+    path: str
 
 
 class UploadSessions:
@@ -134,48 +149,48 @@ class UploadSessions:
 
     def __init__(self, store: Store | None) -> None:
         self.store = store
-        self._memory: OrderedDict[str, tuple[float, str, str, int]] = OrderedDict()
+        self._memory: OrderedDict[str, tuple[float, UploadSession]] = OrderedDict()
 
     @staticmethod
     def _key(upload_id: str) -> str:
         return _STORE_PREFIX + sha256(upload_id).hex()
 
-    async def issue(self, upload_id: str, label: str, counted_as: str, target: int) -> None:
+    async def issue(self, upload_id: str, session: UploadSession) -> None:
         key = self._key(upload_id)
         expires_at = time.time() + SESSION_SECONDS
         store = self.store
         if store is None:
             memory = self._memory
-            memory[key] = (expires_at, label, counted_as, target)
+            memory[key] = (expires_at, session)
             memory.move_to_end(key)
             while len(memory) > MEMORY_SESSIONS:
                 memory.popitem(last=False)
             return
-        doc = {"caller": label, "counted_as": counted_as, "target": target}
+        doc = asdict(session)
         if store.blocking:
             await asyncio.to_thread(store.put, key, doc, expires_at=expires_at)
         else:
             store.put(key, doc, expires_at=expires_at)
 
-    async def find(self, upload_id: str) -> tuple[str, str, int] | None:
-        """(caller label, counted_as, target index) of an upload_id the proxy issued and
-        that has not expired, else None."""
+    async def find(self, upload_id: str) -> UploadSession | None:
+        """The session of an upload_id the proxy issued and that has not expired."""
         key = self._key(upload_id)
         store = self.store
         if store is None:
             entry = self._memory.get(key)
             if entry is None or entry[0] <= time.time():
                 return None
-            return entry[1], entry[2], entry[3]
+            return entry[1]
         item = await asyncio.to_thread(store.get, key) if store.blocking else store.get(key)
         if item is None:
             return None
         doc = item.doc
-        target = doc.get("target", 0)
-        return (
-            str(doc.get("caller", "upload")),
-            str(doc.get("counted_as", "")),
-            target if isinstance(target, int) else 0,
+        target = doc.get("target")
+        return UploadSession(
+            caller=str(doc.get("caller", "upload")),
+            counted_as=str(doc.get("counted_as", "")),
+            target=target if isinstance(target, int) else -1,
+            path=str(doc.get("path", "")),
         )
 
     async def admit_upload_leg(self, request: ProxyRequest) -> bool:
@@ -186,26 +201,25 @@ class UploadSessions:
         upload_id = upload_id_of(request.query)
         if upload_id is None:
             return False
-        found = await self.find(upload_id)
-        if found is None:
+        session = await self.find(upload_id)
+        # Its session lives on the target that started it: an index, never a URL, and only
+        # one that configuration still names.
+        if (
+            session is None
+            or session.path != request.path
+            or not 0 <= session.target < len(request.provider.targets)
+        ):
             raise UnknownUploadSession(
                 "This upload session was not started through this proxy, or it expired: "
                 "start the upload again.",
                 headers=_FINAL,
             )
-        label, counted_as, target = found
-        # Its session lives on the target that started it; an index, never a URL, and
-        # only one that configuration still names.
-        if not 0 <= target < len(request.provider.targets):
-            raise UnknownUploadSession(
-                "This upload session's upstream is no longer configured.", headers=_FINAL
-            )
-        request.target = target
-        request.caller = Caller(label)
-        request.counted_as = counted_as or label
+        request.target = session.target
+        request.caller = Caller(session.caller)
+        request.counted_as = session.counted_as or session.caller
         request.upload_leg = True
         if request.log is not None:
-            request.log.caller = label
+            request.log.caller = session.caller
         return True
 
     async def rewrite_reply(self, request: ProxyRequest, headers: RawHeaders) -> RawHeaders:
@@ -216,19 +230,23 @@ class UploadSessions:
             return headers
         origin = public_origin(request.scope)
         caller = request.caller
+        target = request.target or 0
         kept: RawHeaders = []
         for name, value in headers:
             if name.lower() not in UPLOAD_URL_HEADERS:
                 kept.append((name, value))
                 continue
             url = value.decode("latin-1")
-            target = request.target or 0
-            rewritten = proxy_upload_url(url, request.provider, origin, target) if origin else None
-            if rewritten is None:
+            found = proxy_upload_url(url, request.provider, origin, target) if origin else None
+            if found is None:
                 continue
+            rewritten, remainder = found
             upload_id = upload_id_of(urlsplit(rewritten).query.encode("latin-1"))
             if upload_id is not None and caller is not None:
                 label = caller.label
-                await self.issue(upload_id, label, request.counted_as or label, target)
+                session = UploadSession(
+                    label, request.counted_as or label, target, route_path(remainder)
+                )
+                await self.issue(upload_id, session)
             kept.append((name, rewritten.encode("latin-1")))
         return kept

@@ -121,6 +121,11 @@ def test_the_upload_leg_at_the_root_without_the_prefix(
     done = upload(root, **{"x-goog-api-key": FAKE_TOKEN})
     assert done.status_code == 200, done.text
     assert upstream_requests(mock_upstream)[1]["path"] == "/upload/v1beta/files"
+    # The upload_id opens the path it was issued for, and no other.
+    url = start(gemini_proxy).headers["x-goog-upload-url"]
+    elsewhere = url.replace("/upload/v1beta/files?", "/upload/v1beta/models/m:generateContent?")
+    assert upload(elsewhere).status_code == 401
+    assert upload(url).status_code == 200
     # At the root, nothing else is routed.
     assert httpx.post(f"{gemini_proxy.url}/upload/v1beta/files").status_code == 404
 
@@ -167,7 +172,8 @@ def test_proxy_upload_url_keeps_the_upload_id_and_drops_any_key() -> None:
     url = "https://private.internal:8443/google/upload/v1beta/files?upload_id=AB-c_9&key=sk-real-key-123&upload_protocol=resumable"
     rewritten = proxy_upload_url(url, gemini(), "https://p.example")
     assert rewritten == (
-        "https://p.example/gemini/upload/v1beta/files?upload_id=AB-c_9&upload_protocol=resumable"
+        "https://p.example/gemini/upload/v1beta/files?upload_id=AB-c_9&upload_protocol=resumable",
+        "/upload/v1beta/files",
     )
     # Outside the configured base path: not routable back, so not handed out.
     assert (
@@ -177,14 +183,14 @@ def test_proxy_upload_url_keeps_the_upload_id_and_drops_any_key() -> None:
 
 def test_the_scrubber_leaves_the_rewritten_url_whole() -> None:
     key = "sk-real-key-123"
-    rewritten = proxy_upload_url(
+    found = proxy_upload_url(
         f"https://private.internal:8443/google/upload/v1beta/files?key={key}&upload_id=1",
         gemini(),
         "https://p.example",
     )
-    assert rewritten is not None
+    assert found is not None
     headers, _ = client_response_headers(
-        [(b"x-goog-upload-url", rewritten.encode())], Scrubber([key])
+        [(b"x-goog-upload-url", found[0].encode())], Scrubber([key])
     )
     assert headers == [
         (b"x-goog-upload-url", b"https://p.example/gemini/upload/v1beta/files?upload_id=1")
@@ -205,13 +211,16 @@ def test_upload_id_and_origin_parsing() -> None:
     assert public_origin(scope) is None
 
 
+SESSION = uploads.UploadSession("caller", "shared", 0, "/upload/v1beta/files")
+
+
 async def test_issued_upload_ids_are_bounded_and_expire(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(uploads, "MEMORY_SESSIONS", 3)
     sessions = uploads.UploadSessions(None)
     for number in range(5):
-        await sessions.issue(f"id-{number}", "caller", "shared", 0)
+        await sessions.issue(f"id-{number}", SESSION)
     assert await sessions.find("id-0") is None  # the oldest went first
-    assert await sessions.find("id-4") == ("caller", "shared", 0)
+    assert await sessions.find("id-4") == SESSION
     later = time.time() + uploads.SESSION_SECONDS + 1
     monkeypatch.setattr(uploads, "time", SimpleNamespace(time=lambda: later))
     assert await sessions.find("id-4") is None
@@ -220,11 +229,8 @@ async def test_issued_upload_ids_are_bounded_and_expire(monkeypatch: pytest.Monk
 async def test_issued_upload_ids_live_in_the_token_store_by_digest(tmp_path: Any) -> None:
     store = open_store(f"sqlite:///{tmp_path}/tokens.db")
     sessions = uploads.UploadSessions(store)
-    await sessions.issue("secret-upload-id", "token:abc", "token:abc", 1)
-    assert await uploads.UploadSessions(store).find("secret-upload-id") == (
-        "token:abc",
-        "token:abc",
-        1,
-    )
+    session = uploads.UploadSession("token:abc", "token:abc", 1, "/upload/v1beta/files")
+    await sessions.issue("secret-upload-id", session)
+    assert await uploads.UploadSessions(store).find("secret-upload-id") == session
     [item] = store.scan("upload:")
     assert "secret-upload-id" not in item.key and item.expires_at
