@@ -63,6 +63,9 @@ class Targets:
     def __init__(self, urls: tuple[str, ...]) -> None:
         self.urls = urls
         self.base_paths = tuple(urlsplit(url).path for url in urls)
+        self.origins = tuple(
+            url[: len(url) - len(path)] for url, path in zip(urls, self.base_paths, strict=True)
+        )
         self._turn = 0
 
     def __len__(self) -> int:
