@@ -291,8 +291,8 @@ class StreamRecovery:
             if attempt.finished:
                 broken = False  # a cut after the last word lost nothing
                 break
-            if number > self.attempts:
-                break
+            if number > self.attempts or outcome.caller_left:
+                break  # out of attempts, or nobody is left to read a continuation
             number += 1
             started = time.perf_counter()
             body = continuation_body(document, "".join(text)) if text else request.body
