@@ -23,6 +23,7 @@ from core.proxy.cors import CORSMiddleware, is_admin_path
 from core.proxy.endpoint import ProxyEndpoint
 from core.proxy.pipeline import build_pipeline
 from core.proxy.scrub import Scrubber
+from core.proxy.uploads import UploadSessions
 from core.proxy.websocket import refuse_websocket
 from core.realtime.session import RealtimeEndpoint
 from core.stores import StoreSet, StoreUnopenable
@@ -51,6 +52,20 @@ EXPOSED_HEADERS = [
     "openai-processing-ms",
     # hit, miss or bypass: whether the response cache answered (core/cache).
     "x-proxy-cache",
+    "retry-after-ms",
+    "x-should-retry",
+    # Anthropic's rate-limit figures: browsers take exact names only, no prefixes.
+    *(
+        f"anthropic-ratelimit-{kind}-{figure}"
+        for kind in ("requests", "tokens", "input-tokens", "output-tokens")
+        for figure in ("limit", "remaining", "reset")
+    ),
+    # Gemini's resumable uploads: the browser reads where to send the bytes, and the status.
+    "x-goog-upload-url",
+    "x-goog-upload-control-url",
+    "x-goog-upload-status",
+    "x-goog-upload-chunk-granularity",
+    "x-goog-upload-size-received",
 ]
 
 HEALTH_BODY = b'{"status":"ok"}'
@@ -99,7 +114,10 @@ class ProxyApp:
             settings, token_check, self.stores, status=self.status, ledger=self.ledger
         )
         scrubber = Scrubber(key for provider in self.providers for key in provider.api_keys)
-        self.endpoint = ProxyEndpoint(settings, self.providers, self.upstream, pipeline, scrubber)
+        uploads = UploadSessions(self.token_store)
+        self.endpoint = ProxyEndpoint(
+            settings, self.providers, self.upstream, pipeline, scrubber, uploads
+        )
         # WebSocket sessions (OpenAI Realtime, Gemini Live) through the same stages; only a
         # server (uvicorn) ever delivers one.
         self.realtime = RealtimeEndpoint(settings, self.endpoint)

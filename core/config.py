@@ -15,7 +15,13 @@ from core.access.guard_settings import (
 from core.cache.settings import CacheSettings, parse_cache_settings
 from core.digest import sha256
 from core.env import parse_bool, parse_choice, parse_float, parse_int
-from core.providers import CATALOGUE, Provider, build_provider_table, provider_env_names
+from core.providers import (
+    CATALOGUE,
+    Provider,
+    build_provider_table,
+    provider_env_names,
+    split_upstreams,
+)
 from core.server import ServerLimits, parse_server_limits
 from core.stores import STORE_SCHEMES, store_url_problem
 from core.stores.calls import DEFAULT_STORE_TIMEOUT
@@ -91,6 +97,10 @@ class Settings:
     realtime_reserve_tokens: int = 20_000
     allow_ephemeral_keys: bool = False
     ephemeral_key_tokens: int = 20_000
+    # Gemini streams that end without a finishReason are continued (core/proxy/recovery.py),
+    # at most this many times per request.
+    gemini_stream_recovery: bool = False
+    gemini_stream_recovery_attempts: int = 2
 
     def providers(self) -> tuple[Provider, ...]:
         """Every route this deployment serves (core/providers.py)."""
@@ -110,6 +120,15 @@ def check_base_url(name: str, raw: str) -> str | None:
     if parts.query or parts.fragment or parts.username or parts.password:
         return f"{name} must not contain a query, fragment or credentials"
     return None
+
+
+def check_base_urls(name: str, raw: str) -> list[str]:
+    """Problems with each URL of a comma list of upstream targets (none for an empty list)."""
+    urls = split_upstreams(raw)
+    found = [problem for url in urls if (problem := check_base_url(name, url))]
+    if len(set(urls)) != len(urls):
+        found.append(f"{name} names the same target twice")
+    return found
 
 
 def _parse_tokens(
@@ -144,9 +163,9 @@ def _parse_providers(
         record_keys = tuple(k.strip() for k in env.get(key_name, "").split(",") if k.strip())
         if any(ch in k for k in record_keys for ch in "\r\n"):
             problems.append(f"{key_name} contains a line break")
-        upstream = env.get(upstream_name, "").strip().rstrip("/")
-        if upstream and (problem := check_base_url(upstream_name, upstream)):
-            problems.append(problem)
+        # A comma list: several targets, spread round robin, failing over (core/providers.py).
+        upstream = ",".join(split_upstreams(env.get(upstream_name, "")))
+        problems.extend(check_base_urls(upstream_name, upstream))
         if record_keys and not upstream and not record.upstream:
             problems.append(
                 f"{upstream_name} is not set: {record.name} has no shared host, "
@@ -203,12 +222,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     provider_keys, provider_upstreams = _parse_providers(env, problems)
     # The default route is optional once a provider route serves something.
     default_required = not provider_keys and not provider_upstreams
-    base_url = env.get("UPSTREAM_BASE_URL", "").strip().rstrip("/")
+    base_url = ",".join(split_upstreams(env.get("UPSTREAM_BASE_URL", "")))
     if not base_url:
         if default_required or env.get("UPSTREAM_API_KEY", "").strip():
             problems.append("UPSTREAM_BASE_URL is not set (for example https://api.openai.com/v1)")
-    elif problem := check_base_url("UPSTREAM_BASE_URL", base_url):
-        problems.append(problem)
+    else:
+        problems.extend(check_base_urls("UPSTREAM_BASE_URL", base_url))
 
     api_key = env.get("UPSTREAM_API_KEY", "").strip()
     if not api_key and (default_required or base_url):
@@ -262,6 +281,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         realtime_reserve_tokens=parse_int(env, "REALTIME_RESERVE_TOKENS", 20_000, problems),
         allow_ephemeral_keys=parse_bool(env, "ALLOW_EPHEMERAL_KEYS", False, problems),
         ephemeral_key_tokens=parse_int(env, "EPHEMERAL_KEY_TOKENS", 20_000, problems),
+        gemini_stream_recovery=parse_bool(env, "GEMINI_STREAM_RECOVERY", False, problems),
+        gemini_stream_recovery_attempts=parse_int(
+            env, "GEMINI_STREAM_RECOVERY_ATTEMPTS", 2, problems
+        ),
     )
     if problems:
         raise ConfigError(problems)

@@ -301,6 +301,8 @@ class GeminiWire(Wire):
     def route(self, method: str, path: str) -> Route:
         if method in ("GET", "HEAD", "DELETE"):
             return FREE
+        if path.startswith("/upload/") and path.endswith("/files"):
+            return FREE  # a file upload (both legs): storing files costs nothing
         if path.endswith(":streamgeneratecontent"):
             return Route("metered", "stream-generate", generates=True)
         if path.endswith(":generatecontent"):

@@ -7,7 +7,8 @@ becomes `<UPSTREAM_BASE_URL>/chat/completions` and `/anthropic/v1/messages` beco
 
 `CATALOGUE` lists every provider the proxy knows. A record is switched on by its key
 variable (`<ENV>_API_KEY`, a comma list rotates) and may be pointed elsewhere with
-`<ENV>_UPSTREAM`; `build_provider_table` turns the enabled ones into live records.
+`<ENV>_UPSTREAM` (a comma list spreads requests across several targets and fails over
+between them); `build_provider_table` turns the enabled ones into live records.
 Adding an OpenAI-compatible vendor is one `_compatible(...)` line.
 """
 
@@ -51,6 +52,51 @@ class KeyRing:
             yield headers[(first + step) % len(headers)]
 
 
+_ONLY_TARGET = (0,)
+
+
+class Targets:
+    """A provider's upstream base URLs (scheme://host[/base path]), all from configuration.
+    Each request starts on the next target in turn, and moves on to the next one when a
+    target cannot be reached or answers a 5xx before any byte reached the caller."""
+
+    def __init__(self, urls: tuple[str, ...]) -> None:
+        self.urls = urls
+        self.base_paths = tuple(urlsplit(url).path for url in urls)
+        self.origins = tuple(
+            url[: len(url) - len(path)] for url, path in zip(urls, self.base_paths, strict=True)
+        )
+        self._turn = 0
+
+    def __len__(self) -> int:
+        return len(self.urls)
+
+    def order(self) -> tuple[int, ...]:
+        """Target indexes for one request: the one whose turn it is first, then the rest."""
+        count = len(self.urls)
+        if count == 1:
+            return _ONLY_TARGET
+        first = self._turn
+        self._turn = (first + 1) % count
+        return tuple((first + step) % count for step in range(count))
+
+
+def next_attempt(
+    status: int, key_at: int, keys: int, target_at: int, targets: int
+) -> tuple[int, int] | None:
+    """After a reply with `status` from key `key_at` on target `target_at`: the (key,
+    target) positions to try next, or None to pass the reply on. A 429 is about the key
+    (its quota): the next key, same target. A 5xx may be either's: both move on, each while
+    it has one left. Every retry moves at least one position forward, so a request makes
+    at most keys + targets - 1 attempts."""
+    if status == 429:
+        return (key_at + 1, target_at) if key_at + 1 < keys else None
+    if status in RETRY_ON_NEXT_KEY:
+        moved = (min(key_at + 1, keys - 1), min(target_at + 1, targets - 1))
+        return moved if moved != (key_at, target_at) else None
+    return None
+
+
 @dataclass(frozen=True)
 class Provider:
     name: str
@@ -70,6 +116,8 @@ class Provider:
     # Where the model name sits in a path, for model-scoped tokens: Gemini's
     # `/models/{model}:generateContent`, Azure's `/deployments/{name}/...`.
     model_in_path: str = ""
+    # Further targets beside `upstream` (`<ENV>_UPSTREAM=https://a,https://b`).
+    more_upstreams: tuple[str, ...] = ()
 
     @cached_property
     def wire(self) -> Wire:
@@ -79,6 +127,10 @@ class Provider:
     @cached_property
     def keys(self) -> KeyRing:
         return KeyRing(self.key_header, self.key_template, self.api_keys)
+
+    @cached_property
+    def targets(self) -> Targets:
+        return Targets(tuple(url.rstrip("/") for url in (self.upstream, *self.more_upstreams)))
 
     @cached_property
     def origin(self) -> str:
@@ -159,6 +211,11 @@ def provider_env_names(record: Provider) -> tuple[str, str]:
     return f"{record.env}_API_KEY", f"{record.env}_UPSTREAM"
 
 
+def split_upstreams(value: str) -> list[str]:
+    """The targets of an `<ENV>_UPSTREAM` / `UPSTREAM_BASE_URL` value: a comma list."""
+    return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+
+
 def resolve_upstream(record: Provider, override: str) -> str:
     """`<ENV>_UPSTREAM` replaces the origin; a path in it replaces the base path too."""
     if not override:
@@ -180,10 +237,12 @@ def enabled_providers(
         override = upstreams.get(record.env, "")
         if not record_keys and not (record.key_optional and override):
             continue
+        targets = [resolve_upstream(record, url) for url in split_upstreams(override)]
         enabled.append(
             replace(
                 record,
-                upstream=resolve_upstream(record, override),
+                upstream=targets[0] if targets else record.upstream,
+                more_upstreams=tuple(targets[1:]),
                 api_keys=record_keys,
             )
         )
@@ -194,8 +253,14 @@ def default_provider(base_url: str, api_key: str) -> Provider:
     """`/v1/*` to UPSTREAM_BASE_URL with UPSTREAM_API_KEY as an OpenAI-style bearer key."""
     # A comma list rotates, as for every provider's key variable.
     keys = tuple(k.strip() for k in api_key.split(",") if k.strip())
+    first, *more = split_upstreams(base_url)
     return Provider(
-        name="default", prefix="/v1", upstream=base_url, api_keys=keys, error_shape="openai"
+        name="default",
+        prefix="/v1",
+        upstream=first,
+        more_upstreams=tuple(more),
+        api_keys=keys,
+        error_shape="openai",
     )
 
 

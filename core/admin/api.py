@@ -287,7 +287,8 @@ class AdminAPI:
                 {
                     "name": provider.name,
                     "prefix": provider.prefix,
-                    "upstream": provider.origin,
+                    # Every configured target (a comma list spreads requests over them).
+                    "upstream": ", ".join(provider.targets.origins),
                     "key_header": provider.key_header,
                     "keys": [key_fingerprint(k) for k in provider.api_keys],
                     # Metered replies today (from the ledger): a cheap "answered recently".

@@ -18,6 +18,7 @@ Per request, headers steer it:
 | `x-mock-status: S` | answer an error with this status, in the protocol's own shape |
 | `x-mock-gzip: 1` | gzip the reply (streams flush the compressor per event) |
 | `x-mock-cut-after: N` | end a stream abruptly after N events (no terminating chunk) |
+| `x-mock-continue: 1` | Gemini: a request whose model turn holds the reply's first words (then a user turn) gets the rest of the reply, as a model asked to continue would |
 | `x-mock-usage-scale: K` | multiply every reported token count by K |
 | `x-mock-cached-tokens: N` | N prompt tokens read from cache (OpenAI cached_tokens, Anthropic cache_read_input_tokens, Gemini cachedContentTokenCount) |
 | `x-mock-cache-write-tokens: N` | N prompt tokens written to cache (Anthropic cache_creation_input_tokens) |
@@ -25,6 +26,10 @@ Per request, headers steer it:
 With `MockOptions(gzip=True)` (`llm-proxy mock-upstream --gzip`) every reply to a request
 that sends `Accept-Encoding: gzip` is gzipped, as the real providers do.
 `/_mock/requests`, `/_mock/streams` and `/_mock/reset` show and clear what it recorded.
+
+Gemini's resumable upload (`files.upload`) is served at `/upload/v1beta/files`: the start
+leg answers `x-goog-upload-url` on the host the request named (the mock's own), the upload
+leg takes the bytes (`upload`, then `upload, finalize`) and answers the file resource.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import secrets
 import struct
 import time
 import zlib
@@ -84,6 +90,7 @@ class Knobs:
     cached: int
     cache_write: int
     sse: bool = False  # Gemini streams: SSE (alt=sse) rather than a JSON array
+    resume: bool = False  # Gemini: continue the reply begun in the request's model turn
 
 
 def _int_header(headers: dict[str, str], name: str, default: int) -> int:
@@ -109,6 +116,7 @@ def _knobs(headers: dict[str, str], query: str, options: MockOptions) -> Knobs:
         cached=max(0, _int_header(headers, "x-mock-cached-tokens", 0)),
         cache_write=max(0, _int_header(headers, "x-mock-cache-write-tokens", 0)),
         sse=parse_qs(query).get("alt") == ["sse"],
+        resume=headers.get("x-mock-continue", "") in ("1", "true"),
     )
 
 
@@ -194,6 +202,8 @@ class MockUpstream:
         self.requests: deque[dict[str, Any]] = deque(maxlen=self.options.record)
         # How each stream ended: lets tests see that a caller leaving cancelled us.
         self.streams: deque[dict[str, Any]] = deque(maxlen=self.options.record)
+        # Resumable upload sessions by upload_id (the oldest dropped past `record`).
+        self.uploads: dict[str, UploadSession] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -236,6 +246,9 @@ class MockUpstream:
         if "/bytes" in path:
             await _bytes(parse_qs(query), send)
             return
+        if path.startswith("/upload/") and path.endswith("/files"):
+            await self._upload(headers, query, body, send)
+            return
         handler = _route(path)
         if handler is None:
             await reply.json(404, _not_found(path), gemini=_is_gemini(path))
@@ -245,6 +258,45 @@ class MockUpstream:
         else:
             request = _loads(body)
         await handler(request, knobs, reply)
+
+    async def _upload(self, headers: dict[str, str], query: str, body: bytes, send: Send) -> None:
+        """Gemini's resumable upload protocol, both legs."""
+        command = {c.strip() for c in headers.get("x-goog-upload-command", "").split(",")}
+        if "start" in command:
+            upload_id = "mock-upload-" + secrets.token_urlsafe(16)
+            file = _loads(body).get("file") or {}
+            self.uploads[upload_id] = UploadSession(
+                size=_int_header(headers, "x-goog-upload-header-content-length", 0),
+                mime_type=headers.get("x-goog-upload-header-content-type", ""),
+                display_name=str(file.get("displayName", file.get("display_name", ""))),
+            )
+            while len(self.uploads) > self.options.record:
+                del self.uploads[next(iter(self.uploads))]
+            # On the host the request named: the mock's own, as the real API names its own.
+            host = headers.get("host", "127.0.0.1")
+            url = (
+                f"http://{host}/upload/v1beta/files?upload_id={upload_id}&upload_protocol=resumable"
+            )
+            await _send_upload(send, 200, b"", url=url, status="active")
+            return
+        [upload_id] = parse_qs(query).get("upload_id") or [""]
+        session = self.uploads.get(upload_id)
+        if session is None:
+            payload = {"error": {"code": 404, "message": "no such upload", "status": "NOT_FOUND"}}
+            await _send_upload(send, 404, _gemini_dumps(payload), status="final")
+            return
+        if "upload" in command:
+            if _int_header(headers, "x-goog-upload-offset", -1) != session.received:
+                await _send_upload(send, 400, b"", status="final")
+                return
+            session.digest.update(body)
+            session.received += len(body)
+        if "finalize" in command:
+            del self.uploads[upload_id]
+            resource = session.resource(upload_id)
+            await _send_upload(send, 200, _gemini_dumps({"file": resource}), status="final")
+            return
+        await _send_upload(send, 200, b"", status="active", received=session.received)
 
     async def _control(self, path: str, send: Send) -> None:
         if path == "/_mock/requests":
@@ -291,6 +343,66 @@ def _route(path: str) -> Handler | None:
     if path.endswith(":batchEmbedContents"):
         return _gemini_batch_embed
     return None
+
+
+@dataclass
+class UploadSession:
+    size: int
+    mime_type: str
+    display_name: str
+    received: int = 0
+
+    def __post_init__(self) -> None:
+        self.digest = hashlib.sha256()
+
+    def resource(self, upload_id: str) -> dict[str, Any]:
+        """The file resource Gemini answers an upload's finalize with."""
+        name = "files/" + hashlib.sha256(upload_id.encode()).hexdigest()[:12]
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+        later = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() + 172800))
+        resource = {
+            "name": name,
+            "mimeType": self.mime_type,
+            "sizeBytes": str(self.received),
+            "createTime": now,
+            "updateTime": now,
+            "expirationTime": later,
+            "sha256Hash": base64.b64encode(self.digest.hexdigest().encode()).decode(),
+            # The canonical file URI models read, not a host to reach.
+            "uri": f"https://generativelanguage.googleapis.com/v1beta/{name}",
+            "state": "ACTIVE",
+            "source": "UPLOADED",
+        }
+        if self.display_name:
+            resource["displayName"] = self.display_name
+        return resource
+
+
+async def _send_upload(
+    send: Send,
+    code: int,
+    body: bytes,
+    *,
+    status: str,
+    url: str | None = None,
+    received: int | None = None,
+) -> None:
+    """A resumable upload's reply: `x-goog-upload-status` always, the session's URL on start."""
+    headers = [
+        (b"content-type", _GEMINI_JSON),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-goog-upload-status", status.encode()),
+    ]
+    if url is not None:
+        headers += [
+            (b"x-goog-upload-url", url.encode()),
+            (b"x-goog-upload-control-url", url.encode()),
+            (b"x-goog-upload-chunk-granularity", b"8388608"),
+        ]
+    if received is not None:
+        headers.append((b"x-goog-upload-size-received", str(received).encode()))
+    await send({"type": "http.response.start", "status": code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 # ---- sending ----------------------------------------------------------------------------
@@ -1272,16 +1384,36 @@ async def _gemini(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
     await reply.json(200, payload, gemini=True)
 
 
+def _words_written(request: dict[str, Any]) -> int:
+    """How many of the reply's words the request's model turn already holds, when it asks
+    to continue (a model turn, then a user turn, last)."""
+    contents = request.get("contents")
+    if not isinstance(contents, list) or len(contents) < 2:
+        return 0
+    model = contents[-2]
+    if not isinstance(model, dict) or model.get("role") != "model":
+        return 0
+    text = "".join(
+        part.get("text", "") for part in model.get("parts") or [] if isinstance(part, dict)
+    )
+    count = 0
+    while text.startswith(_word(count)):
+        text = text[len(_word(count)) :]
+        count += 1
+    return count
+
+
 async def _gemini_stream(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
-    usage = _usage(request, knobs, knobs.chunks, _gemini_thinking(request))
+    first = min(_words_written(request), knobs.chunks) if knobs.resume else 0
+    usage = _usage(request, knobs, knobs.chunks - first, _gemini_thinking(request))
     chunks = [
         _gemini_response(
             request,
             _word(i),
             i == knobs.chunks - 1,
-            _gemini_usage(usage, (i + 1) * knobs.scale),  # candidates so far
+            _gemini_usage(usage, (i + 1 - first) * knobs.scale),  # candidates so far
         )
-        for i in range(knobs.chunks)
+        for i in range(first, knobs.chunks)
     ]
     function = _gemini_function(request)
     if function:

@@ -32,7 +32,7 @@ from core.errors import (
     UpstreamUnreachable,
     send_error,
 )
-from core.providers import RETRY_ON_NEXT_KEY, Provider, match_provider
+from core.providers import Provider, match_provider, next_attempt
 from core.proxy.access_log import BODY_SEND
 from core.proxy.headers import client_response_headers, upstream_request_headers
 from core.proxy.request import ALLOWED_METHODS, ProxyRequest, build_request
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from core.config import Settings
     from core.proxy.scrub import Scrubber
     from core.proxy.stages import Check, ReplyTicket, StoredReply, Ticket
+    from core.proxy.uploads import UploadSessions
     from core.types import Receive, RequestLog, Scope, Send
     from core.upstream.client import UpstreamClient, UpstreamReply
     from core.usage.budget import Budget
@@ -115,12 +116,22 @@ class ProxyEndpoint:
         client: UpstreamClient,
         pipeline: Pipeline,
         scrubber: Scrubber,
+        uploads: UploadSessions | None = None,
     ) -> None:
         self.settings = settings
         self.providers = providers
         self.client = client
         self.pipeline = pipeline
         self.scrubber = scrubber
+        # Gemini's resumable uploads: upload URLs rewritten, upload legs let in by upload_id.
+        self.uploads = uploads
+        self.recovery = None
+        if settings.gemini_stream_recovery:
+            from core.proxy.recovery import StreamRecovery
+
+            self.recovery = StreamRecovery(
+                settings.gemini_stream_recovery_attempts, settings.access_log
+            )
         self.always_meter = bool(pipeline.settlers)
         self.drain = settings.on_disconnect == "drain"
 
@@ -130,6 +141,10 @@ class ProxyEndpoint:
         # caller's `%3F` / `%23` would start a query or fragment on the upstream URL.
         path = raw_path.decode("latin-1") if raw_path else quote(scope["path"], _PATH_SAFE)
         matched = match_provider(self.providers, path)
+        if matched is None and self.uploads is not None:
+            from core.proxy.uploads import root_upload_route
+
+            matched = root_upload_route(self.providers, path, scope.get("query_string", b""))
         if matched is None:
             raise NotFound(
                 f"No route for {scope['path'][:200]!r} on this proxy: use /v1/... "
@@ -201,7 +216,9 @@ class ProxyEndpoint:
             request.log.caller = caller.label
 
     async def handle(self, request: ProxyRequest, receive: Receive, send: Send) -> None:
-        await self.identify(request)
+        uploads = self.uploads
+        if uploads is None or not await uploads.admit_upload_leg(request):
+            await self.identify(request)
         tickets: list[Ticket] = []
         try:
             await self.admit(request, self.pipeline.before_body, tickets)
@@ -313,27 +330,44 @@ class ProxyEndpoint:
 
     async def forward(self, request: ProxyRequest, body: bytes, metering: bool) -> UpstreamReply:
         provider = request.provider
-        url = provider.origin + provider.base_path + request.remainder
+        path = request.remainder
         if request.query:
-            url += "?" + request.query.decode("latin-1")
+            path += "?" + request.query.decode("latin-1")
         headers = upstream_request_headers(request.headers, identity_encoding=metering)
         client = self.client
-        attempts = list(provider.keys.attempts())
+        keys = list(provider.keys.attempts())
+        targets = provider.targets
+        order = targets.order() if request.target is None else (request.target,)
+        key_at = target_at = 0
         try:
-            for number, key in enumerate(attempts, start=1):
+            while True:
+                key = keys[key_at]
                 sent = [*headers, key] if key is not None else headers
-                response = await client.send(request.method, url, sent, body)
-                if response.status_code not in RETRY_ON_NEXT_KEY or number == len(attempts):
+                target = order[target_at]
+                try:
+                    response = await client.send(
+                        request.method, targets.urls[target] + path, sent, body
+                    )
+                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                    if target_at + 1 == len(order):
+                        raise
+                    # Nothing was sent: the next target gets the request.
+                    logger.warning("upstream target unreachable: %s", type(exc).__name__)
+                    target_at += 1
+                    continue
+                request.target = target
+                step = next_attempt(response.status_code, key_at, len(keys), target_at, len(order))
+                if step is None:
                     return response
-                # Refused or overloaded on this key before any byte reached the caller:
-                # the next key gets the same request.
+                # Refused or overloaded before any byte reached the caller: the next key,
+                # or target, or both, get the same request (core/providers.py).
                 await response.aclose()
+                key_at, target_at = step
         except httpx.InvalidURL:
             raise BadRequest("The request path is not a valid URL path.") from None
         except httpx.HTTPError as exc:
             logger.warning("upstream request failed: %s", type(exc).__name__)
             raise map_transport_error(exc, self.settings) from None
-        raise AssertionError("a key ring always yields at least one attempt")
 
     async def forward_and_relay(
         self, request: ProxyRequest, tickets: list[Ticket], send: Send, state: _Exchange
@@ -351,8 +385,15 @@ class ProxyEndpoint:
 
                 body = ask_for_stream_usage(body, document)
                 chunk_filter = UsageChunkFilter()
+        recovery = self.recovery if self.recovery and self.recovery.wanted(request) else None
         sent_at = time.perf_counter()
-        response = await self.forward(request, body, metering)
+        # A stream that may be spliced is asked for uncompressed, like a metered one.
+        response = await self.forward(request, body, metering or recovery is not None)
+        if self.uploads is not None and request.wire.name == "gemini":
+            raw = response.raw_headers
+            rewritten = await self.uploads.rewrite_reply(request, raw)
+            if rewritten is not raw:
+                response.raw_headers = rewritten
         log = request.log
         outcome = state.outcome
         outcome.upstream_status = response.status_code
@@ -360,6 +401,10 @@ class ProxyEndpoint:
             log.upstream_status = response.status_code
             log.upstream_ms = (time.perf_counter() - sent_at) * 1000
         try:
+            if recovery is not None and await recovery.applies(request, response):
+                # Continues a Gemini stream that ended unfinished (core/proxy/recovery.py).
+                await recovery.relay(self, request, response, send, state, tickets, metering)
+                return
             meter = state.meter = UsageMeter(request.wire) if metering else None
             await self.relay(request, response, send, state, tickets, meter, chunk_filter)
         finally:

@@ -144,6 +144,11 @@ class ProxyRequest:
     counted_as: str = ""
     # Parse with the repeated-field checks: on when a rule decides on the body.
     strict: bool = True
+    # A resumable upload's bytes (core/proxy/uploads.py): raw, whatever Content-Type says.
+    upload_leg: bool = False
+    # Which of the provider's upstream targets served it (pinned beforehand for an upload
+    # leg: its session lives on the target that started it).
+    target: int | None = None
     _document: Any = field(default=_NOT_PARSED, repr=False)
 
     @property
@@ -152,7 +157,8 @@ class ProxyRequest:
 
     @property
     def is_json(self) -> bool:
-        return b"json" in self.content_type
+        # The SDKs label an upload's raw bytes application/json.
+        return b"json" in self.content_type and not self.upload_leg
 
     @property
     def encoded(self) -> bool:
@@ -187,7 +193,7 @@ class ProxyRequest:
         """The JSON body, parsed once; None when there is no JSON body to read."""
         if self._document is _NOT_PARSED:
             body = self.body
-            if not body or self.encoded:
+            if not body or self.encoded or self.upload_leg:
                 self._document = None
             elif not self.is_json and body.lstrip()[:1] not in (b"{", b"["):
                 self._document = None  # an upload or form: not JSON, nothing to read

@@ -260,7 +260,19 @@ async def test_cors_headers_on_real_responses_only_for_allowed_origins(
     respx.get(f"{UPSTREAM}/models").respond(200, json={"data": []})
     ok = await proxy.get("/v1/models", headers={**AUTH, "origin": "https://app.example.test"})
     assert ok.headers["access-control-allow-origin"] == "https://app.example.test"
-    assert "x-proxy-request-id" in ok.headers["access-control-expose-headers"]
+    exposed = {name.strip() for name in ok.headers["access-control-expose-headers"].split(",")}
+    # Exact names: browsers match no prefix or pattern here.
+    assert {
+        "x-proxy-request-id",
+        "retry-after-ms",
+        "x-should-retry",
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-input-tokens-reset",
+        "anthropic-ratelimit-output-tokens-limit",
+        "x-goog-upload-url",
+        "x-goog-upload-status",
+    } <= exposed
+    assert not any("*" in name for name in exposed)
     denied = await proxy.get("/v1/models", headers={**AUTH, "origin": "https://evil.test"})
     assert "access-control-allow-origin" not in denied.headers
     # Errors carry CORS headers too, so a page can read the 401 message.

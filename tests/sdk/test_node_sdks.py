@@ -1,4 +1,4 @@
-"""The real Node SDKs (openai, @anthropic-ai/sdk, the Vercel AI SDK with @ai-sdk/openai and
+"""The real Node SDKs (openai, @anthropic-ai/sdk, @google/genai, the Vercel AI SDK with @ai-sdk/openai and
 @ai-sdk/anthropic) against the proxy: tools/sdk-node/run.mjs prints one line per case."""
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def node_results(stack: SDKStack) -> dict[str, dict[str, Any]]:
         "PROXY_URL": stack.proxy.url,
         "TOKEN": stack.token,
         "SCOPED_TOKEN": stack.scoped_token,
+        "UPSTREAM_HOST": f"127.0.0.1:{stack.upstream.port}",
     }
     done = subprocess.run(
         [node, "run.mjs"],
@@ -73,7 +74,18 @@ def node_results(stack: SDKStack) -> dict[str, dict[str, Any]]:
         assert stack.token not in str(request) and stack.scoped_token not in str(request)
         assert request["headers"].get("authorization") == f"Bearer {KEYS['OPENAI']}" or (
             request["headers"].get("x-api-key") == KEYS["ANTHROPIC"]
+            or request["headers"].get("x-goog-api-key") == KEYS["GEMINI"]
         )
+    # Both legs of the Gemini upload reached the upstream, with the key only the proxy has.
+    results["gemini.files.upload.legs"] = {
+        "ok": True,
+        "value": [
+            {key: request[key] for key in ("path", "query", "body_sha256", "body_length")}
+            | {"command": request["headers"].get("x-goog-upload-command")}
+            for request in seen
+            if str(request["path"]).startswith("/upload/")
+        ],
+    }
     return results
 
 
@@ -120,3 +132,25 @@ def test_node_error_raises_the_sdks_own_exception(
     assert not result["ok"]
     assert result["errorClass"] == EXPECTED_ERRORS[sdk][status], result
     assert result["status"] == int(status), result
+
+
+def test_node_gemini_files_upload_through_the_proxy(
+    stack: SDKStack, node_results: dict[str, dict[str, Any]]
+) -> None:
+    result = node_results["gemini.files.upload"]
+    assert result["ok"], result
+    uploaded = result["value"]
+    assert uploaded["sizeBytes"] == str(5 * 1024 * 1024)
+    assert uploaded["mimeType"] == "application/pdf"
+    # The upload URL the SDK was handed names the proxy, under the Gemini prefix.
+    assert uploaded["uploadUrls"] and all(
+        url.startswith(f"x-goog-upload-url: {stack.proxy.url}/gemini/upload/v1beta/files?")
+        for url in uploaded["uploadUrls"]
+    )
+    assert uploaded["upstreamHostSeen"] is False
+    start, upload = node_results["gemini.files.upload.legs"]["value"]
+    assert start["command"] == "start"
+    assert upload["command"] == "upload, finalize"
+    assert upload["path"] == "/upload/v1beta/files" and "upload_id=" in upload["query"]
+    assert upload["body_length"] == 5 * 1024 * 1024
+    assert upload["body_sha256"] == uploaded["sha256"]

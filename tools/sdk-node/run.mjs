@@ -1,10 +1,16 @@
 // The real Node SDKs against the proxy: one JSON line per case, read by tests/sdk/test_node_sdks.py.
-// Env: PROXY_URL, TOKEN (allowed everywhere), SCOPED_TOKEN (allowed on no route these cases use).
+// Env: PROXY_URL, TOKEN (allowed everywhere), SCOPED_TOKEN (allowed on no route these cases use),
+// UPSTREAM_HOST (host:port of the fake upstream, which no reply may name).
 import OpenAI from "openai";
 import Anthropic from "@anthropic-ai/sdk";
 import { APICallError, generateText, jsonSchema, streamText, tool } from "ai";
 import { createOpenAI } from "@ai-sdk/openai";
 import { createAnthropic } from "@ai-sdk/anthropic";
+import { GoogleGenAI } from "@google/genai";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 // Warnings go to stdout, which carries the results.
 globalThis.AI_SDK_LOG_WARNINGS = false;
@@ -151,3 +157,35 @@ for (const [label, provider, model] of [
     });
   }
 }
+
+// Gemini's resumable upload of a 5 MB file; every reply the SDK read is kept, to show that
+// none names the upstream's host.
+await run("gemini.files.upload", async () => {
+  const seen = [];
+  const realFetch = globalThis.fetch;
+  globalThis.fetch = async (input, init) => {
+    const response = await realFetch(input, init);
+    seen.push(String(response.status));
+    response.headers.forEach((value, name) => seen.push(`${name}: ${value}`));
+    seen.push(await response.clone().text());
+    return response;
+  };
+  try {
+    const data = randomBytes(5 * 1024 * 1024);
+    const file = join(mkdtempSync(join(tmpdir(), "genai-upload-")), "report.bin");
+    writeFileSync(file, data);
+    const ai = new GoogleGenAI({ apiKey: token, httpOptions: { baseUrl: `${proxy}/gemini` } });
+    const uploaded = await ai.files.upload({ file, config: { mimeType: "application/pdf", displayName: "r" } });
+    return {
+      name: uploaded.name,
+      sizeBytes: uploaded.sizeBytes,
+      mimeType: uploaded.mimeType,
+      sha256: createHash("sha256").update(data).digest("hex"),
+      uploadUrls: seen.filter((line) => line.startsWith("x-goog-upload-url: ")),
+      upstreamHostSeen: seen.some((item) => item.includes(process.env.UPSTREAM_HOST)),
+      replies: seen.filter((line) => /^[0-9]{3}$/.test(line)).length,
+    };
+  } finally {
+    globalThis.fetch = realFetch;
+  }
+});

@@ -1,0 +1,364 @@
+"""Gemini stream recovery (opt-in: GEMINI_STREAM_RECOVERY=true).
+
+A Gemini stream (`:streamGenerateContent`, SSE or a JSON array) that ends without a
+`finishReason` (the connection was cut, or the upstream simply stopped) is asked again:
+the new request carries the text so far as the model's turn and a short instruction to
+continue, in the language of the conversation. The caller keeps one stream: the
+continuation's events follow the ones already sent, and nothing is sent twice.
+
+To splice streams, the relay forwards whole events only (an SSE event, or one element of
+the JSON array, re-framed into one array): a cut mid-event never reaches the caller. Each
+attempt gets an access-log line, and the usage settled is the sum of every attempt's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from core.errors import ProxyError
+from core.protocols import Usage
+from core.proxy.access_log import access_logger
+
+if TYPE_CHECKING:
+    from core.proxy.endpoint import ProxyEndpoint, _Exchange
+    from core.proxy.request import ProxyRequest
+    from core.proxy.stages import Ticket
+    from core.types import Send
+    from core.upstream.client import UpstreamReply
+
+logger = logging.getLogger("llm_proxy")
+
+# The continuation instruction, by the language of the last user message.
+INSTRUCTIONS = {
+    "en": "Continue exactly where you stopped, without repeating anything you already wrote.",
+    "zh": "请从你刚才停下的地方继续写，不要重复已经写过的内容。",  # noqa: RUF001
+    "ja": "中断したところからそのまま続けてください。すでに書いた内容は繰り返さないでください。",
+    "ko": "중단된 곳에서 그대로 이어서 작성하고, 이미 쓴 내용은 반복하지 마세요.",
+}
+# One event longer than this cannot be spliced: the stream is given up.
+_MAX_EVENT = 8 * 1024 * 1024
+
+
+def conversation_language(contents: list[Any]) -> str:
+    """A tiny heuristic on the last user message: kana means Japanese, Hangul Korean, other
+    CJK ideographs Chinese; anything else gets English."""
+    text = ""
+    for content in reversed(contents):
+        if isinstance(content, dict) and content.get("role", "user") == "user":
+            text = "".join(
+                part["text"]
+                for part in content.get("parts") or []
+                if isinstance(part, dict) and isinstance(part.get("text"), str)
+            )
+            if text:
+                break
+    if any("\u3040" <= ch <= "\u30ff" for ch in text):
+        return "ja"
+    if any("\uac00" <= ch <= "\ud7af" or "\u1100" <= ch <= "\u11ff" for ch in text):
+        return "ko"
+    if any("\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf" for ch in text):
+        return "zh"
+    return "en"
+
+
+def continuation_body(document: dict[str, Any], text: str) -> bytes:
+    """The request again, with the text so far as the model's turn and the instruction."""
+    contents = list(document["contents"])
+    instruction = INSTRUCTIONS[conversation_language(contents)]
+    contents.append({"role": "model", "parts": [{"text": text}]})
+    contents.append({"role": "user", "parts": [{"text": instruction}]})
+    return json.dumps({**document, "contents": contents}, ensure_ascii=False).encode()
+
+
+class EventSplitter:
+    """Whole events out of a stream's chunks: SSE events (with their blank line), or the
+    elements of a JSON array (without the brackets and commas between them)."""
+
+    def __init__(self, sse: bool) -> None:
+        self.sse = sse
+        self.buffer = bytearray()
+        # JSON array scanning state.
+        self._opened = False
+        self._depth = 0
+        self._in_string = False
+        self._escape = False
+        self._scanned = 0
+        self._start = -1
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self.buffer += chunk
+        events = self._sse_events() if self.sse else self._array_elements()
+        if len(self.buffer) > _MAX_EVENT:
+            raise ValueError("an event too long to splice")
+        return events
+
+    def rest(self) -> bytes:
+        """What is left after the stream ended (an SSE event without its blank line)."""
+        rest = bytes(self.buffer).strip() if self.sse else b""
+        self.buffer.clear()
+        return rest
+
+    def _sse_events(self) -> list[bytes]:
+        events: list[bytes] = []
+        buffer = self.buffer
+        while True:
+            ends = [
+                at + len(mark) for mark in (b"\n\n", b"\r\n\r\n") if (at := buffer.find(mark)) >= 0
+            ]
+            if not ends:
+                return events
+            end = min(ends)
+            events.append(bytes(buffer[:end]))
+            del buffer[:end]
+
+    def _array_elements(self) -> list[bytes]:
+        elements = []
+        buffer = self.buffer
+        index = self._scanned
+        while index < len(buffer):
+            byte = buffer[index]
+            if self._in_string:
+                if self._escape:
+                    self._escape = False
+                elif byte == 0x5C:  # backslash
+                    self._escape = True
+                elif byte == 0x22:
+                    self._in_string = False
+            elif byte == 0x22:
+                self._in_string = True
+            elif byte in (0x7B, 0x5B):  # { [
+                if not self._opened and byte == 0x5B:
+                    self._opened = True
+                else:
+                    if self._depth == 0:
+                        self._start = index
+                    self._depth += 1
+            elif byte in (0x7D, 0x5D) and self._depth > 0:  # } ]
+                self._depth -= 1
+                if self._depth == 0:
+                    elements.append(bytes(buffer[self._start : index + 1]))
+                    self._start = -1
+            index += 1
+        # Keep only the element in progress.
+        keep = self._start if self._start >= 0 else len(buffer)
+        del buffer[:keep]
+        self._scanned = len(buffer)
+        if self._start >= 0:
+            self._start = 0
+        return elements
+
+
+def _event_json(raw: bytes, sse: bool) -> Any:
+    if not sse:
+        payload = raw
+    else:
+        lines = [line[5:].strip() for line in raw.splitlines() if line.startswith(b"data:")]
+        payload = b"\n".join(lines)
+    try:
+        return json.loads(payload) if payload else None
+    except ValueError:
+        return None
+
+
+class _Attempt:
+    """What one upstream reply said: its text, whether it finished, its usage."""
+
+    def __init__(self, wire: Any) -> None:
+        self.wire = wire
+        self.text: list[str] = []
+        self.finished = False
+        self.usage: Usage | None = None
+
+    def read(self, event: Any) -> None:
+        if not isinstance(event, dict):
+            return
+        usage = self.wire.usage_in(event)
+        if usage is not None:
+            self.usage = self.wire.read_usage(usage, Usage()) or self.usage
+        feedback = event.get("promptFeedback")
+        if isinstance(feedback, dict) and feedback.get("blockReason"):
+            self.finished = True  # refused: asking again would be refused again
+        candidates = event.get("candidates")
+        if not isinstance(candidates, list) or not candidates:
+            return
+        candidate = candidates[0]
+        if not isinstance(candidate, dict):
+            return
+        if candidate.get("finishReason"):
+            self.finished = True
+        content = candidate.get("content")
+        parts = content.get("parts") if isinstance(content, dict) else None
+        for part in parts or []:
+            # Thoughts are not the answer's text.
+            if (
+                isinstance(part, dict)
+                and isinstance(part.get("text"), str)
+                and not part.get("thought")
+            ):
+                self.text.append(part["text"])
+
+
+def _add(total: Usage | None, usage: Usage | None) -> Usage | None:
+    if total is None or usage is None:
+        return None  # an attempt whose usage could not be read: charged as unread
+    return Usage(
+        total.input_tokens + usage.input_tokens,
+        total.output_tokens + usage.output_tokens,
+        total.cached_input_tokens + usage.cached_input_tokens,
+    )
+
+
+class StreamRecovery:
+    def __init__(self, attempts: int, access_log: bool) -> None:
+        # Continuations after the first reply.
+        self.attempts = attempts
+        self.access_log = access_log
+
+    @staticmethod
+    def wanted(request: ProxyRequest) -> bool:
+        return request.wire.name == "gemini" and request.route.name == "stream-generate"
+
+    async def applies(self, request: ProxyRequest, response: UpstreamReply) -> bool:
+        """A stream this can splice: a 200 in a shape it reads, for one answer."""
+        if response.status_code != 200:
+            return False
+        encoding = _header(response, b"content-encoding", "identity").strip().lower()
+        kind = _header(response, b"content-type").lower()
+        if encoding != "identity" or not ("event-stream" in kind or "json" in kind):
+            return False
+        try:
+            document = await request.document()
+        except ProxyError:
+            return False
+        return (
+            isinstance(document, dict)
+            and isinstance(document.get("contents"), list)
+            and request.wire.answers(document) == 1
+        )
+
+    async def relay(
+        self,
+        endpoint: ProxyEndpoint,
+        request: ProxyRequest,
+        response: UpstreamReply,
+        send: Send,
+        state: _Exchange,
+        tickets: list[Ticket],
+        metering: bool,
+    ) -> None:
+        headers, _ = endpoint.reply_headers(response, tickets)
+        headers = [(n, v) for n, v in headers if n != b"content-length"]
+        sse = "event-stream" in _header(response, b"content-type").lower()
+        outcome = state.outcome
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        document = await request.document()
+        text: list[str] = []
+        sent_events = 0
+        total: Usage | None = Usage()
+        current = response
+        number = 1
+        started = time.perf_counter()
+        while True:
+            attempt = _Attempt(request.wire)
+            splitter = EventSplitter(sse)
+            broken = False
+            try:
+                async for chunk in current.stream:
+                    for raw in splitter.feed(chunk):
+                        attempt.read(_event_json(raw, sse))
+                        sent_events = await self._send_event(raw, sse, sent_events, send, state)
+                rest = splitter.rest()
+                if rest:
+                    attempt.read(_event_json(rest, sse))
+                    sent_events = await self._send_event(rest, sse, sent_events, send, state)
+            except (httpx.HTTPError, ValueError) as exc:
+                broken = True
+                logger.warning("gemini stream broke on attempt %d: %s", number, type(exc).__name__)
+            finally:
+                if current is not response:
+                    await current.aclose()
+            text.extend(attempt.text)
+            total = _add(total, attempt.usage)
+            if metering:
+                outcome.usage = total
+            self._log(request, number, current, started, attempt, broken)
+            if attempt.finished:
+                broken = False  # a cut after the last word lost nothing
+                break
+            if number > self.attempts or outcome.caller_left:
+                break  # out of attempts, or nobody is left to read a continuation
+            number += 1
+            started = time.perf_counter()
+            body = continuation_body(document, "".join(text)) if text else request.body
+            try:
+                current = await endpoint.forward(request, body, True)
+            except ProxyError:
+                self._log(request, number, None, started, None, True)
+                broken = True
+                break
+            if not await self.applies(request, current):
+                self._log(request, number, current, started, None, True)
+                await current.aclose()
+                broken = True
+                break
+        if broken:
+            from core.proxy.endpoint import UpstreamStreamBroken
+
+            # Recovery ran out: the caller sees a truncated stream, as without it.
+            raise UpstreamStreamBroken(f"gemini stream broke after {number} attempts")
+        tail = b"" if sse else (b"\r\n]" if sent_events else b"[]")
+        outcome.complete = True
+        await endpoint.finish_metering(request, None, tickets, state)
+        state.response_done = True
+        if not outcome.caller_left:
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    @staticmethod
+    async def _send_event(raw: bytes, sse: bool, sent: int, send: Send, state: _Exchange) -> int:
+        if not sse:
+            raw = (b"[" if sent == 0 else b"\r\n,") + raw
+        if not state.outcome.caller_left:
+            await send({"type": "http.response.body", "body": raw, "more_body": True})
+        return sent + 1
+
+    def _log(
+        self,
+        request: ProxyRequest,
+        number: int,
+        response: UpstreamReply | None,
+        started: float,
+        attempt: _Attempt | None,
+        broken: bool,
+    ) -> None:
+        if not self.access_log:
+            return
+        log = request.log
+        if attempt is None:
+            ended = "failed"
+        else:
+            ended = "finished" if attempt.finished else ("cut" if broken else "stopped")
+        fields: dict[str, Any] = {
+            "event": "stream_attempt",
+            "request_id": log.request_id if log is not None else None,
+            "route": request.provider.name,
+            "attempt": number,
+            "upstream_status": response.status_code if response is not None else None,
+            "upstream_ms": round((time.perf_counter() - started) * 1000, 2),
+            "ended": ended,
+        }
+        if attempt is not None and attempt.usage is not None:
+            fields["input_tokens"] = attempt.usage.input_tokens
+            fields["output_tokens"] = attempt.usage.output_tokens
+        access_logger.info(json.dumps(fields, separators=(",", ":")))
+
+
+def _header(response: UpstreamReply, name: bytes, default: str = "") -> str:
+    for key, value in response.raw_headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return default

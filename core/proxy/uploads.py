@@ -1,0 +1,252 @@
+"""Gemini's resumable uploads (`files.upload`) through the proxy.
+
+The protocol has two legs. The start leg (`x-goog-upload-command: start`) is an ordinary
+authenticated call; the upstream answers with `x-goog-upload-url` (and
+`x-goog-upload-control-url`), a URL on its own host that carries an `upload_id`. The upload
+leg posts the raw bytes there (`upload, finalize`).
+
+Handed back verbatim, that URL would send the bytes around the proxy, straight to the
+provider (or to a private upstream's address). So the proxy rewrites it to its own public
+origin, under the provider's prefix, keeping the upload_id, and remembers the upload_id as
+issued to the caller who started the session. google-genai (Python) sends the upload leg
+with no credential at all, so the upload_id is its authorization: only an upload_id this
+proxy handed out recently, to an authenticated caller, is accepted. The bytes still go only
+to the configured upstream; no host named in a request is ever used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlsplit
+
+from core.access.credentials import Caller, split_key_param
+from core.digest import sha256
+from core.errors import BadRequest, Unauthorized
+from core.protocols import route_path
+
+if TYPE_CHECKING:
+    from core.providers import Provider
+    from core.proxy.headers import RawHeaders
+    from core.proxy.request import ProxyRequest
+    from core.stores import Store
+    from core.types import Scope
+
+UPLOAD_URL_HEADERS = frozenset({b"x-goog-upload-url", b"x-goog-upload-control-url"})
+# How long an upload_id handed out by the proxy is honoured: a large upload resumed later
+# in the day still works; Google keeps a session about a week.
+SESSION_SECONDS = 24 * 3600
+# Sessions remembered in memory when there is no token store: the oldest go first.
+MEMORY_SESSIONS = 10_000
+_MAX_UPLOAD_ID = 512
+_HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_STORE_PREFIX = "upload:"
+
+
+class UnknownUploadSession(Unauthorized):
+    code = "unknown_upload_session"
+
+
+# On a refused upload leg: without an upload status the SDKs retry the same refused chunk.
+_FINAL = {"x-goog-upload-status": "final"}
+
+
+def is_upload_path(path: str) -> bool:
+    """The upload leg's path, normalised (`/upload/v1beta/files`, `/upload/v1beta/
+    fileSearchStores/x:uploadToFileSearchStore`)."""
+    return path.startswith("/upload/")
+
+
+def upload_id_of(query: bytes) -> str | None:
+    """The one `upload_id` of a query string. Named twice is refused: the proxy would check
+    one value while the upstream honoured the other."""
+    if b"upload" not in query.lower() and b"%" not in query:
+        return None
+    found = [
+        value
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+        if name.lower() == "upload_id"
+    ]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise BadRequest("The upload URL names upload_id more than once.")
+    value = found[0]
+    if not value or len(value) > _MAX_UPLOAD_ID or not value.isprintable():
+        raise BadRequest("The upload URL's upload_id is not valid.")
+    return value
+
+
+def root_upload_route(
+    providers: tuple[Provider, ...], path: str, query: bytes
+) -> tuple[Provider, str] | None:
+    """@google/genai (Node) swaps the proxy's host into the upload URL it was given; from an
+    upload URL that lost the provider's prefix it would post `/upload/...?upload_id=` at the
+    root. Such a request goes to the Gemini route, and only with an upload_id."""
+    if not path.startswith("/upload/") or b"upload_id" not in query.lower():
+        return None
+    for provider in providers:
+        if provider.wire.name == "gemini" and provider.error_shape == "gemini":
+            return provider, path
+    return None
+
+
+def public_origin(scope: Scope) -> str | None:
+    """scheme://host the caller reached the proxy at, as the platform hands it to us. Host
+    (and X-Forwarded-Proto) are the caller's to choose, but they only shape the URL handed
+    back to that same caller; anything that is not a plain host[:port] is not used."""
+    host = proto = None
+    for name, value in scope["headers"]:
+        if name == b"host" and host is None:
+            host = value.decode("latin-1")
+        elif name == b"x-forwarded-proto" and proto is None:
+            proto = value.decode("latin-1").split(",", 1)[0].strip().lower()
+    if host is None or not _HOST.fullmatch(host):
+        return None
+    scheme = proto if proto in ("http", "https") else scope.get("scheme", "http")
+    if scheme not in ("http", "https"):
+        return None
+    return f"{scheme}://{host}{scope.get('root_path', '')}"
+
+
+def proxy_upload_url(
+    upstream_url: str, provider: Provider, origin: str, target: int = 0
+) -> tuple[str, str] | None:
+    """The upstream's upload URL on the proxy, under the provider's prefix, with the same
+    path and query (less any `key`), and that path after the prefix; None for a URL the
+    proxy could not route back to the target that issued it."""
+    parts = urlsplit(upstream_url)
+    base = provider.targets.base_paths[target]
+    if not parts.path.startswith(base + "/"):
+        return None
+    remainder = parts.path[len(base) :]
+    _, query = split_key_param(parts.query.encode("latin-1"))
+    url = origin + provider.prefix + remainder
+    return (url + "?" + query.decode("latin-1") if query else url), remainder
+
+
+@dataclass(frozen=True)
+class UploadSession:
+    """What the proxy remembers of an upload_id it handed out."""
+
+    caller: str
+    counted_as: str
+    # The target that started it (an index into the provider's configured targets).
+    target: int
+    # The path it was issued for (normalised, after the provider's prefix): the upload_id
+    # opens that path and no other.
+    path: str
+
+
+class UploadSessions:
+    """The upload_ids the proxy handed out, by SHA-256, with who started each: in the token
+    store when one is configured (every instance sees them), else in this process's memory
+    (bounded, oldest dropped first)."""
+
+    def __init__(self, store: Store | None) -> None:
+        self.store = store
+        self._memory: OrderedDict[str, tuple[float, UploadSession]] = OrderedDict()
+
+    @staticmethod
+    def _key(upload_id: str) -> str:
+        return _STORE_PREFIX + sha256(upload_id).hex()
+
+    async def issue(self, upload_id: str, session: UploadSession) -> None:
+        key = self._key(upload_id)
+        expires_at = time.time() + SESSION_SECONDS
+        store = self.store
+        if store is None:
+            memory = self._memory
+            memory[key] = (expires_at, session)
+            memory.move_to_end(key)
+            while len(memory) > MEMORY_SESSIONS:
+                memory.popitem(last=False)
+            return
+        doc = asdict(session)
+        if store.blocking:
+            await asyncio.to_thread(store.put, key, doc, expires_at=expires_at)
+        else:
+            store.put(key, doc, expires_at=expires_at)
+
+    async def find(self, upload_id: str) -> UploadSession | None:
+        """The session of an upload_id the proxy issued and that has not expired."""
+        key = self._key(upload_id)
+        store = self.store
+        if store is None:
+            entry = self._memory.get(key)
+            if entry is None or entry[0] <= time.time():
+                return None
+            return entry[1]
+        item = await asyncio.to_thread(store.get, key) if store.blocking else store.get(key)
+        if item is None:
+            return None
+        doc = item.doc
+        target = doc.get("target")
+        return UploadSession(
+            caller=str(doc.get("caller", "upload")),
+            counted_as=str(doc.get("counted_as", "")),
+            target=target if isinstance(target, int) else -1,
+            path=str(doc.get("path", "")),
+        )
+
+    async def admit_upload_leg(self, request: ProxyRequest) -> bool:
+        """For an upload leg (an upload path with an upload_id), identify the caller by the
+        session it started; False for any other request."""
+        if not is_upload_path(request.path) or request.wire.name != "gemini":
+            return False
+        upload_id = upload_id_of(request.query)
+        if upload_id is None:
+            return False
+        session = await self.find(upload_id)
+        # Its session lives on the target that started it: an index, never a URL, and only
+        # one that configuration still names.
+        if (
+            session is None
+            or session.path != request.path
+            or not 0 <= session.target < len(request.provider.targets)
+        ):
+            raise UnknownUploadSession(
+                "This upload session was not started through this proxy, or it expired: "
+                "start the upload again.",
+                headers=_FINAL,
+            )
+        request.target = session.target
+        request.caller = Caller(session.caller)
+        request.counted_as = session.counted_as or session.caller
+        request.upload_leg = True
+        if request.log is not None:
+            request.log.caller = session.caller
+        return True
+
+    async def rewrite_reply(self, request: ProxyRequest, headers: RawHeaders) -> RawHeaders:
+        """The reply's upload URLs pointed at the proxy, each upload_id remembered as issued
+        to this caller. A URL that cannot be pointed at the proxy is dropped, never passed
+        on: it would name the upstream's host."""
+        if not any(name.lower() in UPLOAD_URL_HEADERS for name, _ in headers):
+            return headers
+        origin = public_origin(request.scope)
+        caller = request.caller
+        target = request.target or 0
+        kept: RawHeaders = []
+        for name, value in headers:
+            if name.lower() not in UPLOAD_URL_HEADERS:
+                kept.append((name, value))
+                continue
+            url = value.decode("latin-1")
+            found = proxy_upload_url(url, request.provider, origin, target) if origin else None
+            if found is None:
+                continue
+            rewritten, remainder = found
+            upload_id = upload_id_of(urlsplit(rewritten).query.encode("latin-1"))
+            if upload_id is not None and caller is not None:
+                label = caller.label
+                session = UploadSession(
+                    label, request.counted_as or label, target, route_path(remainder)
+                )
+                await self.issue(upload_id, session)
+            kept.append((name, rewritten.encode("latin-1")))
+        return kept
