@@ -1,8 +1,8 @@
 """Settings for browser callers: sign-in by JWT, anonymous mode, client IP, limits, policy.
 
 Parsed with the rest of the settings (core/config.py calls `parse_guard_settings`) and
-kept in one frozen record, so `core.access.guard.build_guard` can decide once, at start, which
-checks a request pays for. This module imports nothing heavy: it runs at every cold start.
+kept in one frozen record, so `core.proxy.pipeline.build_pipeline` can decide once, at
+start, which checks a request pays for. This module imports nothing heavy: it runs at every cold start.
 """
 
 from __future__ import annotations
