@@ -52,6 +52,11 @@ class SQLiteStore:
         self._path = path
         self._busy_ms = int(busy_timeout * 1000)
         self._local = threading.local()
+        # Counter writes from this process queue here, in order, instead of every thread
+        # spinning in SQLite's busy handler (which sleeps in growing steps: under 32
+        # concurrent callers some waited past STORE_TIMEOUT). Reads never take it, so token
+        # lookups do not wait behind a writer.
+        self._write_lock = threading.Lock()
         self._increments = itertools.count()
         self._db()  # opened now, so an unusable path fails at start, not on a request
 
@@ -134,64 +139,66 @@ class SQLiteStore:
     def increment(
         self, key: str, amounts: Mapping[str, int], *, expires_at: float
     ) -> dict[str, int]:
-        now = time.time()
-        db = self._db()
-        # IMMEDIATE takes the write lock first, so threads and processes sharing the file
-        # count exactly.
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if next(self._increments) % 1000 == 0:
-                db.execute("DELETE FROM counters WHERE expires_at <= ?", (now,))
-            for name, amount in amounts.items():
+        with self._write_lock:
+            now = time.time()
+            db = self._db()
+            # IMMEDIATE takes the write lock first, so threads and processes sharing the file
+            # count exactly.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if next(self._increments) % 1000 == 0:
+                    db.execute("DELETE FROM counters WHERE expires_at <= ?", (now,))
+                for name, amount in amounts.items():
+                    db.execute(
+                        "INSERT INTO counters (key, name, value, expires_at) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT(key, name) DO UPDATE SET value = CASE "
+                        "WHEN counters.expires_at <= ? THEN excluded.value "
+                        "ELSE counters.value + excluded.value END, "
+                        "expires_at = excluded.expires_at",
+                        (key, name, amount, expires_at, now),
+                    )
+                rows = db.execute(
+                    "SELECT name, value FROM counters WHERE key = ? AND expires_at > ?",
+                    (key, now),
+                ).fetchall()
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return {name: int(value) for name, value in rows}
+
+    def reserve(
+        self, key: str, name: str, amount: int, limit: int, *, expires_at: float
+    ) -> int | None:
+        with self._write_lock:
+            now = time.time()
+            db = self._db()
+            # IMMEDIATE: the read and the add happen under the file's write lock, so threads
+            # and processes sharing the file cannot both take the same room.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT value FROM counters WHERE key = ? AND name = ? AND expires_at > ?",
+                    (key, name, now),
+                ).fetchone()
+                used = int(row[0]) if row else 0
+                if used >= limit:
+                    db.execute("ROLLBACK")
+                    return None
+                added = min(amount, limit - used)
                 db.execute(
                     "INSERT INTO counters (key, name, value, expires_at) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT(key, name) DO UPDATE SET value = CASE "
                     "WHEN counters.expires_at <= ? THEN excluded.value "
                     "ELSE counters.value + excluded.value END, "
                     "expires_at = excluded.expires_at",
-                    (key, name, amount, expires_at, now),
+                    (key, name, added, expires_at, now),
                 )
-            rows = db.execute(
-                "SELECT name, value FROM counters WHERE key = ? AND expires_at > ?",
-                (key, now),
-            ).fetchall()
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return {name: int(value) for name, value in rows}
-
-    def reserve(
-        self, key: str, name: str, amount: int, limit: int, *, expires_at: float
-    ) -> int | None:
-        now = time.time()
-        db = self._db()
-        # IMMEDIATE: the read and the add happen under the file's write lock, so threads
-        # and processes sharing the file cannot both take the same room.
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            row = db.execute(
-                "SELECT value FROM counters WHERE key = ? AND name = ? AND expires_at > ?",
-                (key, name, now),
-            ).fetchone()
-            used = int(row[0]) if row else 0
-            if used >= limit:
+                db.execute("COMMIT")
+            except BaseException:
                 db.execute("ROLLBACK")
-                return None
-            added = min(amount, limit - used)
-            db.execute(
-                "INSERT INTO counters (key, name, value, expires_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(key, name) DO UPDATE SET value = CASE "
-                "WHEN counters.expires_at <= ? THEN excluded.value "
-                "ELSE counters.value + excluded.value END, "
-                "expires_at = excluded.expires_at",
-                (key, name, added, expires_at, now),
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return added
+                raise
+            return added
 
     def scan_counters(self, prefix: str) -> list[tuple[str, dict[str, int]]]:
         rows = (
