@@ -23,9 +23,6 @@ from core.proxy.cors import CORSMiddleware, is_admin_path
 from core.proxy.endpoint import ProxyEndpoint
 from core.proxy.pipeline import build_pipeline
 from core.proxy.scrub import Scrubber
-from core.proxy.uploads import UploadSessions
-from core.proxy.websocket import refuse_websocket
-from core.realtime.session import RealtimeEndpoint
 from core.stores import StoreSet, StoreUnopenable
 from core.types import ASGIApp, Receive, Scope, Send, send_response
 from core.upstream.client import UpstreamClient, choose_transport
@@ -114,15 +111,27 @@ class ProxyApp:
             settings, token_check, self.stores, status=self.status, ledger=self.ledger
         )
         scrubber = Scrubber(key for provider in self.providers for key in provider.api_keys)
-        uploads = UploadSessions(self.token_store)
+        # Gemini's resumable uploads, where a Gemini route is on (loaded only then).
+        uploads = None
+        if any(provider.wire.name == "gemini" for provider in self.providers):
+            from core.proxy.uploads import UploadSessions
+
+            uploads = UploadSessions(self.token_store)
         self.endpoint = ProxyEndpoint(
             settings, self.providers, self.upstream, pipeline, scrubber, uploads
         )
         # WebSocket sessions (OpenAI Realtime, Gemini Live) through the same stages; only a
-        # server (uvicorn) ever delivers one.
-        self.realtime = RealtimeEndpoint(settings, self.endpoint)
+        # server (uvicorn) ever delivers one, so it is built on the first.
+        self._realtime: ASGIApp | None = None
         # The dashboard, built on its first request (cold starts do not pay for it).
         self._admin: ASGIApp | None = None
+
+    def realtime(self) -> ASGIApp:
+        if self._realtime is None:
+            from core.realtime.session import RealtimeEndpoint
+
+            self._realtime = RealtimeEndpoint(self.settings, self.endpoint)
+        return self._realtime
 
     def admin(self) -> ASGIApp:
         if self._admin is None:
@@ -144,7 +153,7 @@ class ProxyApp:
             else:
                 await self.endpoint(scope, receive, send)
         elif kind == "websocket":
-            await self.realtime(scope, receive, send)
+            await self.realtime()(scope, receive, send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
 
@@ -209,6 +218,8 @@ class MisconfiguredApp:
             await send({"type": "lifespan.shutdown.complete"})
             return
         if scope["type"] == "websocket":
+            from core.proxy.websocket import refuse_websocket
+
             await refuse_websocket(scope, receive, send, ())
             return
         if scope["type"] != "http":

@@ -193,10 +193,18 @@ def _parse_token_store(env: Mapping[str, str], problems: list[str]) -> str:
     return raw
 
 
+def usage_store_url(environ: Mapping[str, str] | None = None) -> str:
+    """USAGE_STORE, else LIMIT_STORE, else TOKEN_STORE, else memory:// (per process)."""
+    env = os.environ if environ is None else environ
+    for name in ("USAGE_STORE", "LIMIT_STORE", "TOKEN_STORE"):
+        value = env.get(name, "").strip()
+        if value:
+            return "sqlite:///llm-proxy-tokens.db" if value == "sqlite" else value
+    return "memory://"
+
+
 def _parse_admin(env: Mapping[str, str], problems: list[str]) -> tuple[str, str]:
     """ADMIN_TOKEN (the dashboard's credential) and the usage ledger's store URL."""
-    from core.usage.ledger import usage_store_url
-
     admin_token = env.get("ADMIN_TOKEN", "").strip()
     if admin_token and len(admin_token) < MIN_ADMIN_TOKEN_LENGTH:
         problems.append(

@@ -38,7 +38,6 @@ from core.proxy.headers import client_response_headers, upstream_request_headers
 from core.proxy.request import ALLOWED_METHODS, ProxyRequest, build_request
 from core.proxy.stages import Outcome, reply_ticket
 from core.types import send_response
-from core.usage.meter import UsageMeter
 
 if TYPE_CHECKING:
     from core.access.identify import Identify
@@ -49,6 +48,7 @@ if TYPE_CHECKING:
     from core.types import Receive, RequestLog, Scope, Send
     from core.upstream.client import UpstreamClient, UpstreamReply
     from core.usage.budget import Budget
+    from core.usage.meter import UsageMeter
 
 logger = logging.getLogger("llm_proxy")
 
@@ -57,6 +57,11 @@ ALLOW_HEADER = ", ".join(sorted(ALLOWED_METHODS)).encode()
 _PATH_SAFE = "/:@!$&'()*+,;="
 # A response this small with a known length goes out in one piece.
 _SMALL_BODY = 64 * 1024
+
+
+class CallerLeft(Exception):
+    """The caller disconnected before the reply ended: raised in the disconnect listener,
+    it ends the task group and so cancels the relay."""
 
 
 class UpstreamStreamBroken(Exception):
@@ -98,9 +103,9 @@ def _request_log(scope: Scope) -> RequestLog | None:
     return scope.get("llm_proxy.log")  # type: ignore[return-value]
 
 
-def map_transport_error(exc: httpx.HTTPError, settings: Settings) -> ProxyError:
-    """httpx failures before any response byte, as the 502/504 a caller can act on."""
-    if isinstance(exc, httpx.TimeoutException):
+def map_transport_error(exc: BaseException, settings: Settings) -> ProxyError:
+    """Transport failures before any response byte, as the 502/504 a caller can act on."""
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return UpstreamTimeout(
             "The upstream provider did not answer in time "
             f"(connect {settings.connect_timeout:g}s, first byte {settings.read_timeout:g}s)."
@@ -287,13 +292,18 @@ class ProxyEndpoint:
     ) -> None:
         state = _Exchange(copy=copy)
         # The relay races the caller's disconnect in one task group: a caller who leaves
-        # cancels the relay and with it the upstream request (or, with
-        # ON_CLIENT_DISCONNECT=drain, only stops the sending); the relay ending stops the
-        # listener.
-        async with asyncio.TaskGroup() as group:
-            relay = group.create_task(self.relay_safely(request, tickets, send, state))
-            listener = group.create_task(self.listen_for_disconnect(receive, state, relay))
-            relay.add_done_callback(lambda _: listener.cancel())
+        # ends the group, which cancels the relay and with it the upstream request (with
+        # ON_CLIENT_DISCONNECT=drain it only stops the sending); the relay ending stops the
+        # listener. The relay runs in this task: one task a request, not two.
+        try:
+            async with asyncio.TaskGroup() as group:
+                listener = group.create_task(self.listen_for_disconnect(receive, state))
+                try:
+                    await self.relay_safely(request, tickets, send, state)
+                finally:
+                    listener.cancel()
+        except* CallerLeft:
+            pass
         if not state.settled:
             if state.meter is not None:
                 state.outcome.usage = state.meter.finish()  # what was read before the end
@@ -312,9 +322,7 @@ class ProxyEndpoint:
         except Exception as exc:
             state.error = exc
 
-    async def listen_for_disconnect(
-        self, receive: Receive, state: _Exchange, relay: asyncio.Task[None]
-    ) -> None:
+    async def listen_for_disconnect(self, receive: Receive, state: _Exchange) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -322,7 +330,7 @@ class ProxyEndpoint:
                     return
                 state.outcome.caller_left = True
                 if not self.drain:
-                    relay.cancel()
+                    raise CallerLeft
                 return
             # Only a disconnect should come after the body; a server that answers at once
             # with anything else must not starve the relay.
@@ -405,7 +413,11 @@ class ProxyEndpoint:
                 # Continues a Gemini stream that ended unfinished (core/proxy/recovery.py).
                 await recovery.relay(self, request, response, send, state, tickets, metering)
                 return
-            meter = state.meter = UsageMeter(request.wire) if metering else None
+            meter = None
+            if metering:
+                from core.usage.meter import UsageMeter
+
+                meter = state.meter = UsageMeter(request.wire)
             await self.relay(request, response, send, state, tickets, meter, chunk_filter)
         finally:
             await response.aclose()
@@ -446,7 +458,7 @@ class ProxyEndpoint:
         if length is not None and length <= _SMALL_BODY:
             try:
                 body = b"".join([chunk async for chunk in stream])
-            except httpx.HTTPError as exc:
+            except response.stream_errors as exc:
                 raise map_transport_error(exc, self.settings) from None
             if meter is not None:
                 meter.feed(body)
@@ -495,7 +507,7 @@ class ProxyEndpoint:
                     await body_send(
                         {"type": "http.response.body", "body": chunk, "more_body": True}
                     )
-        except httpx.HTTPError as exc:
+        except response.stream_errors as exc:
             logger.warning("upstream stream broke after %d bytes: %s", sent, type(exc).__name__)
             raise UpstreamStreamBroken(f"upstream stream broke after {sent} bytes") from None
         finally:

@@ -17,7 +17,7 @@ from core.access.client_ip import client_ip_rule, detect_platform
 from core.access.identify import Identify
 from core.errors import ProxyError
 from core.proxy.endpoint import Pipeline
-from core.proxy.stages import Authorize, Check, MeterableRoutesOnly
+from core.proxy.stages import Authorize, Check, EphemeralKeysOff, MeterableRoutesOnly
 from core.stores.calls import call_store_later
 
 if TYPE_CHECKING:
@@ -140,8 +140,6 @@ def build_pipeline(
 
         after.append(EphemeralKeys(settings.ephemeral_key_tokens))
     else:
-        from core.realtime.minting import EphemeralKeysOff
-
         before.append(EphemeralKeysOff())
     budget = None
     capped = []

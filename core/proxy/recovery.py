@@ -18,8 +18,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from core.errors import ProxyError
 from core.protocols import Usage
 from core.proxy.access_log import access_logger
@@ -276,7 +274,7 @@ class StreamRecovery:
                 if rest:
                     attempt.read(_event_json(rest, sse))
                     sent_events = await self._send_event(rest, sse, sent_events, send, state)
-            except (httpx.HTTPError, ValueError) as exc:
+            except (*current.stream_errors, ValueError) as exc:  # type: ignore[misc]
                 broken = True
                 logger.warning("gemini stream broke on attempt %d: %s", number, type(exc).__name__)
             finally:

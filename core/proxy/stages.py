@@ -204,3 +204,24 @@ def estimated_prompt_tokens(body: bytes) -> int:
     """An upper estimate of a prompt's tokens from its size: about 3 bytes a token holds for
     English text (4 characters a token) and for CJK (one 3-byte character a token)."""
     return math.ceil(len(body) / 3)
+
+
+class EphemeralKeysRefused(Forbidden):
+    code = "ephemeral_keys_disabled"
+
+
+class EphemeralKeysOff:
+    """Minting routes are refused, before the body is read, unless ALLOW_EPHEMERAL_KEYS
+    (core/realtime/minting.py serves them when it is set)."""
+
+    reads_body = False
+
+    async def admit(self, request: ProxyRequest) -> Ticket | None:
+        if request.route.kind == "minting":
+            raise EphemeralKeysRefused(
+                f"This proxy does not mint ephemeral keys ({request.remainder[:100]!r}): "
+                "the operator can allow it with ALLOW_EPHEMERAL_KEYS=true. Realtime "
+                "sessions can also run through the proxy itself over a WebSocket when it "
+                "runs as a server."
+            )
+        return None

@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.errors import BadRequest, Forbidden
+from core.errors import BadRequest
 from core.protocols import Usage
 
 if TYPE_CHECKING:
@@ -32,26 +32,6 @@ if TYPE_CHECKING:
 
 # The longest an ephemeral key minted here may live, in seconds.
 MAX_KEY_SECONDS = 600
-
-
-class EphemeralKeysRefused(Forbidden):
-    code = "ephemeral_keys_disabled"
-
-
-class EphemeralKeysOff:
-    """Minting routes are refused, before the body is read, unless ALLOW_EPHEMERAL_KEYS."""
-
-    reads_body = False
-
-    async def admit(self, request: ProxyRequest) -> Ticket | None:
-        if request.route.kind == "minting":
-            raise EphemeralKeysRefused(
-                f"This proxy does not mint ephemeral keys ({request.remainder[:100]!r}): "
-                "the operator can allow it with ALLOW_EPHEMERAL_KEYS=true. Realtime "
-                "sessions can also run through the proxy itself over a WebSocket when it "
-                "runs as a server."
-            )
-        return None
 
 
 class EphemeralKeys:

@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     from core.stores import Store
 
 T = TypeVar("T")
@@ -35,6 +36,8 @@ _executors: dict[str, ThreadPoolExecutor] = {}
 def _executor(name: str, workers: int) -> ThreadPoolExecutor:
     executor = _executors.get(name)
     if executor is None:
+        from concurrent.futures import ThreadPoolExecutor  # loads threading's pool: lazily
+
         executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
         _executors[name] = executor
     return executor

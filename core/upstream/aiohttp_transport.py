@@ -82,14 +82,24 @@ class _ResponseStream(httpx.AsyncByteStream):
             self._response.close()
 
 
+# A body that breaks while the relay reads it (a reset: _ResetAwareHandler; a read timeout).
+_STREAM_ERRORS: tuple[type[BaseException], ...] = (
+    httpx.HTTPError,
+    aiohttp.ClientError,
+    TimeoutError,
+)
+
+
 class AiohttpReply:
     """An aiohttp response as core/upstream/client.py's UpstreamReply."""
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self.status_code = response.status
         self.raw_headers = list(response.raw_headers)
-        self.stream = _ResponseStream(response)
-        self.aclose = self.stream.aclose
+        # iter_any: whatever has arrived, as soon as it arrives (no fixed chunk size).
+        self.stream = response.content.iter_any()
+        self.stream_errors = _STREAM_ERRORS
+        self.aclose = _ResponseStream(response).aclose
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):

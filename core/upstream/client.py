@@ -60,6 +60,10 @@ class UpstreamReply(Protocol):
     status_code: int
     raw_headers: list[tuple[bytes, bytes]]
     stream: AsyncIterable[bytes]
+    # What reading `stream` raises when the body breaks, besides httpx.HTTPError: the
+    # transport's own errors, so the relay reads the transport's stream with no adapter
+    # in between (one async generator less per relayed event).
+    stream_errors: tuple[type[BaseException], ...]
 
     async def aclose(self) -> None: ...
 
@@ -71,6 +75,7 @@ class HttpxReply:
         self.status_code = response.status_code
         self.raw_headers = response.headers.raw
         self.stream: AsyncIterable[bytes] = response.stream  # type: ignore[assignment]
+        self.stream_errors: tuple[type[BaseException], ...] = (httpx.HTTPError,)
         self.aclose = response.aclose
 
 

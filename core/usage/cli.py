@@ -9,8 +9,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from core.config import usage_store_url
 from core.stores import StoreURLError, open_store
-from core.usage.ledger import GROUPINGS, UsageLedger, UsageRow, usage_store_url
+from core.usage.ledger import GROUPINGS, UsageLedger, UsageRow
 
 
 def add_usage_parser(sub: Any, handler: Callable[[argparse.Namespace], int]) -> None:

@@ -14,9 +14,7 @@ and add them up; they are for the admin, never on a request's path.
 from __future__ import annotations
 
 import datetime
-import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
 from urllib.parse import quote, unquote
@@ -178,13 +176,3 @@ class UsageLedger:
     def callers_window(self, since: datetime.date) -> dict[str, UsageRow]:
         """Every caller's totals since `since`, from one scan (for a list of tokens)."""
         return {row.key: row for row in self.rows(by="caller", since=since)}
-
-
-def usage_store_url(environ: Mapping[str, str] | None = None) -> str:
-    """USAGE_STORE, else LIMIT_STORE, else TOKEN_STORE, else memory:// (per process)."""
-    env = os.environ if environ is None else environ
-    for name in ("USAGE_STORE", "LIMIT_STORE", "TOKEN_STORE"):
-        value = env.get(name, "").strip()
-        if value:
-            return "sqlite:///llm-proxy-tokens.db" if value == "sqlite" else value
-    return "memory://"

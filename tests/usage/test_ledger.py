@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
+from core.config import usage_store_url
 from core.stores import open_store
-from core.usage.ledger import UsageEntry, UsageLedger, usage_key, usage_store_url
+from core.usage.ledger import UsageEntry, UsageLedger, usage_key
 
 NOV_29 = datetime.datetime(2026, 11, 29, 12, tzinfo=datetime.UTC).timestamp()
 NOV_30 = datetime.datetime(2026, 11, 30, 23, 59, tzinfo=datetime.UTC).timestamp()
