@@ -23,7 +23,7 @@ from core.providers import (
     split_upstreams,
 )
 from core.server import ServerLimits, parse_server_limits
-from core.stores import STORE_SCHEMES, store_url_problem
+from core.stores import store_url_problem
 from core.stores.calls import DEFAULT_STORE_TIMEOUT
 
 MIN_TOKEN_LENGTH = 16
@@ -182,13 +182,7 @@ def _parse_token_store(env: Mapping[str, str], problems: list[str]) -> str:
     raw = env.get("TOKEN_STORE", "").strip()
     if raw == "sqlite":
         return "sqlite:///llm-proxy-tokens.db"
-    scheme = raw.partition("://")[0]
-    if raw and scheme not in STORE_SCHEMES:
-        problems.append(
-            "TOKEN_STORE must look like sqlite:///path/tokens.db, dynamodb://table, "
-            f"redis://host:6379 or rediss://host:6380, got scheme {scheme!r}"
-        )
-    elif raw and (problem := store_url_problem("TOKEN_STORE", raw)):
+    if raw and (problem := store_url_problem("TOKEN_STORE", raw)):
         problems.append(problem)
     return raw
 
@@ -213,12 +207,10 @@ def _parse_admin(env: Mapping[str, str], problems: list[str]) -> tuple[str, str]
             "print(secrets.token_urlsafe(32))')"
         )
     usage_store = usage_store_url(env)
-    scheme = usage_store.partition("://")[0]
-    if env.get("USAGE_STORE", "").strip() and scheme not in STORE_SCHEMES:
-        problems.append(
-            "USAGE_STORE must look like memory://, sqlite:///path.db, dynamodb://table, "
-            f"redis://host:6379 or rediss://host:6380, got scheme {scheme!r}"
-        )
+    if env.get("USAGE_STORE", "").strip() and (
+        problem := store_url_problem("USAGE_STORE", usage_store)
+    ):
+        problems.append(problem)
     return admin_token, usage_store
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from core.env import parse_bool, parse_choice, parse_float, parse_int
-from core.stores import STORE_SCHEMES, store_url_problem
+from core.stores import store_url_problem
 
 # Asymmetric algorithms only: a JWKS holds public keys, and an HMAC algorithm would let
 # anyone who reads the JWKS sign tokens (the HS/RS confusion attack).
@@ -141,13 +141,7 @@ def parse_guard_settings(
         problems.append("RATE_LIMIT_WINDOW must be at least 1 second")
         window = 60.0
     limit_store = env.get("LIMIT_STORE", "").strip()
-    scheme = limit_store.partition("://")[0]
-    if limit_store and scheme not in STORE_SCHEMES:
-        problems.append(
-            "LIMIT_STORE must look like memory://, sqlite:///path.db, dynamodb://table, "
-            f"redis://host:6379 or rediss://host:6380, got scheme {scheme!r}"
-        )
-    elif limit_store and (problem := store_url_problem("LIMIT_STORE", limit_store)):
+    if limit_store and (problem := store_url_problem("LIMIT_STORE", limit_store)):
         problems.append(problem)
     on_error = env.get("LIMITS_ON_STORE_ERROR", "").strip().lower() or "closed"
     if on_error not in ("closed", "open"):

@@ -89,7 +89,14 @@ class StoreUnopenable(Exception):
 
 
 def store_url_problem(name: str, url: str) -> str | None:
-    """A sentence naming `name` if `url`'s host part cannot be right, else None."""
+    """A sentence naming the variable `name` if `url` names no store this proxy has, or
+    its host part cannot be right; else None. One check for every *_STORE variable."""
+    scheme = url.partition("://")[0]
+    if scheme not in STORE_SCHEMES:
+        return (
+            f"{name} must look like memory://, sqlite:///path.db, dynamodb://table, "
+            f"redis://host:6379 or rediss://host:6380, got scheme {scheme!r}"
+        )
     try:
         urlsplit(url).port  # noqa: B018 - parsing the port is the check
     except ValueError:

@@ -25,7 +25,7 @@ from core.config import load_settings
 from core.types import Receive, Scope, Send
 from core.usage.ledger import UsageEntry
 from tests.admin.conftest import ADMIN_TOKEN
-from tests.browser.test_chat_page import CHROMIUM, FLAGS
+from tests.browser.chromium import CHROMIUM, FLAGS
 from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 
 CACHE_SECONDS = 1.0

@@ -5,32 +5,20 @@ streaming slowly behind it. What a person at the page would see."""
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from core.app import create_app
 from core.config import load_settings
 from core.devtools.demo_page import PageApp
 from core.devtools.mock_upstream import MockOptions, MockUpstream
 from core.types import ASGIApp, Message, Receive, Scope, Send
+from tests.browser.chromium import chromium_context
 from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread, upstream_requests
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CHUNKS = 8
 DELAY_MS = 150
 STREAMED_TEXT = "Hello from the mock upstream, streamed token"
@@ -67,16 +55,8 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not shutil.which("chromium") and not shutil.which(CHROMIUM):
-        pytest.fail("Debian's chromium is not installed: run `make setup-browser`")
-    with tempfile.TemporaryDirectory() as profile, sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=FLAGS
-        )
-        try:
-            yield context
-        finally:
-            context.close()
+    with chromium_context() as context:
+        yield context
 
 
 @pytest.fixture(scope="module")

@@ -4,29 +4,16 @@ subprotocol `openai-insecure-api-key.<token>`, as the openai JS SDK sends it."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from core.types import Receive, Scope, Send
+from tests.browser.chromium import chromium_context
 from tests.realtime.conftest import ProxyFactory
 from tests.realtime.fake_upstream import FakeRealtime
 from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, serve_in_thread
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 # Opens the socket, asks for one response, and reports what the page saw.
 SESSION_SCRIPT = """async ([url, token]) => {
@@ -65,16 +52,8 @@ def page_origin() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not shutil.which("chromium") and not shutil.which(CHROMIUM):
-        pytest.fail("Debian's chromium is not installed: run `make setup-browser`")
-    with tempfile.TemporaryDirectory() as profile, sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=FLAGS
-        )
-        try:
-            yield context
-        finally:
-            context.close()
+    with chromium_context() as context:
+        yield context
 
 
 def run_session(browser: Any, page_origin: str, proxy: RunningServer, token: str) -> Any:
