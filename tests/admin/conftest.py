@@ -11,7 +11,7 @@ from core.config import load_settings
 from tests.servers import proxy_env
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789abcdef"
-OPENAI_KEY = "sk-mock-openai-key-last-WXYZ"
+OPENAI_KEY = "fake-openai-key-last-WXYZ"
 
 
 def admin_env(upstream: str = "http://127.0.0.1:9", **extra: str) -> dict[str, str]:

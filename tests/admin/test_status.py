@@ -97,7 +97,7 @@ def offline_proxy(
     upstream = mock_upstream.url
     env = proxy_env(
         upstream,
-        ANTHROPIC_API_KEY="sk-mock-anthropic",
+        ANTHROPIC_API_KEY="fake-anthropic-key-for-tests",
         ANTHROPIC_UPSTREAM=upstream,
         GEMINI_API_KEY="mock-gemini",
         GEMINI_UPSTREAM=upstream,

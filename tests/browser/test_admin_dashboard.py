@@ -50,9 +50,9 @@ def dashboard_env(upstream: RunningServer, **extra: str) -> dict[str, str]:
         ADMIN_TOKEN=ADMIN_TOKEN,
         TOKEN_STORE="memory://",
         TOKEN_CACHE_SECONDS=str(CACHE_SECONDS),
-        OPENAI_API_KEY="sk-mock-openai-key-not-real-1234",
+        OPENAI_API_KEY="fake-openai-key-1234",
         OPENAI_UPSTREAM=upstream.url,
-        ANTHROPIC_API_KEY="sk-ant-mock-key-not-real-5678",
+        ANTHROPIC_API_KEY="fake-anthropic-key-5678",
         ANTHROPIC_UPSTREAM=upstream.url,
         GEMINI_API_KEY="mock-gemini-key-not-real-9abc",
         GEMINI_UPSTREAM=upstream.url,
@@ -196,7 +196,7 @@ def test_operator_signs_in_issues_a_token_sees_usage_revokes_and_switches_off(
     # Providers and routes show what the deployment serves, keys by their last 4 only.
     open_page(tab, base, "providers")
     providers = tab.inner_text("#provider-list")
-    assert "…1234" in providers and "sk-mock" not in providers
+    assert "…1234" in providers and "fake-openai-key" not in providers
     open_page(tab, base, "routes")
     assert f"{base}/openai/v1" in tab.inner_text("#route-list")
     assert f'base_url="{base}/openai/v1"' in tab.inner_text("#snippets")

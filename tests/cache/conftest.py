@@ -25,8 +25,8 @@ from tests.servers import RunningServer, proxy_env, serve_in_thread
 from tests.tokens.backends import redis_server
 
 KEYS = {
-    "OPENAI": "sk-mock-openai-cache-key-not-real",
-    "ANTHROPIC": "sk-mock-anthropic-cache-key-not-real",
+    "OPENAI": "fake-openai-cache-key-for-tests",
+    "ANTHROPIC": "fake-anthropic-cache-key-for-tests",
     "GEMINI": "mock-gemini-cache-key-not-real",
 }
 PRICES = json.dumps({"*": {"input": 10, "output": 100}})

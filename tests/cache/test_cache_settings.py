@@ -19,11 +19,11 @@ from core.types import RequestLog
 
 BASE = {
     "UPSTREAM_BASE_URL": "https://api.openai.com/v1",
-    "UPSTREAM_API_KEY": "sk-test-key-not-real",
+    "UPSTREAM_API_KEY": "fake-upstream-key-for-tests",
     "PROXY_ACCESS_TOKEN": "a-caller-token-0123456789",
     "GEMINI_API_KEY": "gemini-test-key-not-real",
     "ANTHROPIC_API_KEY": "anthropic-test-key-not-real",
-    "OPENAI_API_KEY": "sk-openai-test-key-not-real",
+    "OPENAI_API_KEY": "fake-openai-key-for-tests",
 }
 
 

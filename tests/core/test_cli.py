@@ -73,7 +73,7 @@ def test_several_workers_refuse_limits_counted_in_memory() -> None:
     env = {
         **CLEAN_ENV,
         "UPSTREAM_BASE_URL": "https://api.openai.com/v1",
-        "UPSTREAM_API_KEY": "sk-mock-upstream-key-not-real",
+        "UPSTREAM_API_KEY": "fake-upstream-key-for-tests",
         "PROXY_ACCESS_TOKEN": "test-caller-token-0123456789",
         "RATE_LIMIT_REQUESTS": "10",
     }

@@ -21,7 +21,7 @@ from google.genai import types as genai_types
 from core.devtools.mock_upstream import MockOptions, MockUpstream, count_words
 from tests.servers import RunningServer, reset_upstream, serve_in_thread
 
-KEY = "sk-mock-key-not-real"
+KEY = "fake-mock-key-for-tests"
 CHUNKS = 8  # the session mock's default
 TEXT = "Hello from the mock upstream, streamed token"  # 8 chunks of one word
 ONE_WORD: Any = [{"role": "user", "content": "hi"}]

@@ -169,7 +169,7 @@ def gemini() -> Any:
 
 
 def test_proxy_upload_url_keeps_the_upload_id_and_drops_any_key() -> None:
-    url = "https://private.internal:8443/google/upload/v1beta/files?upload_id=AB-c_9&key=sk-real-key-123&upload_protocol=resumable"
+    url = "https://private.internal:8443/google/upload/v1beta/files?upload_id=AB-c_9&key=fake-gemini-key-123&upload_protocol=resumable"
     rewritten = proxy_upload_url(url, gemini(), "https://p.example")
     assert rewritten == (
         "https://p.example/gemini/upload/v1beta/files?upload_id=AB-c_9&upload_protocol=resumable",
@@ -182,7 +182,7 @@ def test_proxy_upload_url_keeps_the_upload_id_and_drops_any_key() -> None:
 
 
 def test_the_scrubber_leaves_the_rewritten_url_whole() -> None:
-    key = "sk-real-key-123"
+    key = "fake-gemini-key-123"
     found = proxy_upload_url(
         f"https://private.internal:8443/google/upload/v1beta/files?key={key}&upload_id=1",
         gemini(),

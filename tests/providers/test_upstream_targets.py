@@ -110,10 +110,12 @@ def test_a_429_moves_to_the_next_key_on_the_same_target() -> None:
     limited = Refusing(429)
     with (
         serve_in_thread(limited) as only,
-        proxy_for(f"{only.url}/v1", UPSTREAM_API_KEY="sk-key-one-0000,sk-key-two-0000") as proxy,
+        proxy_for(
+            f"{only.url}/v1", UPSTREAM_API_KEY="fake-key-one-0000,fake-key-two-0000"
+        ) as proxy,
     ):
         assert chat(proxy).status_code == 429
-    assert sorted(limited.keys) == ["Bearer sk-key-one-0000", "Bearer sk-key-two-0000"]
+    assert sorted(limited.keys) == ["Bearer fake-key-one-0000", "Bearer fake-key-two-0000"]
 
 
 def test_provider_targets_come_from_configuration_and_are_checked(

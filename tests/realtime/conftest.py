@@ -11,7 +11,7 @@ import pytest
 from core.app import create_app
 from core.config import load_settings
 from tests.realtime.fake_upstream import GEMINI_KEY, FakeRealtime
-from tests.servers import RunningServer, proxy_env, serve_in_thread
+from tests.servers import FAKE_UPSTREAM_KEY, RunningServer, proxy_env, serve_in_thread
 
 ProxyFactory = Callable[..., contextlib.AbstractContextManager[RunningServer]]
 
@@ -41,7 +41,7 @@ def start_proxy(fake: tuple[FakeRealtime, RunningServer]) -> ProxyFactory:
             fake[1].url,
             GEMINI_API_KEY=GEMINI_KEY,
             GEMINI_UPSTREAM=fake[1].url,
-            OPENAI_API_KEY="sk-mock-upstream-key-not-real",
+            OPENAI_API_KEY=FAKE_UPSTREAM_KEY,
             OPENAI_UPSTREAM=fake[1].url,
         )
         env.update({name: str(value) for name, value in extra.items()})

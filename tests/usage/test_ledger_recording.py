@@ -26,7 +26,7 @@ def recording_proxy(
     env = proxy_env(
         upstream,
         TOKEN_STORE=url,
-        ANTHROPIC_API_KEY="sk-ant-mock",
+        ANTHROPIC_API_KEY="fake-anthropic-key-for-tests",
         ANTHROPIC_UPSTREAM=upstream,
         GEMINI_API_KEY="mock-gemini",
         GEMINI_UPSTREAM=upstream,
