@@ -449,8 +449,14 @@ class ProxyEndpoint:
         status = response.status_code
         if meter is not None:
             meter.start(headers)
-        # A refusal or error body may quote the key (an echo of the request): scrubbed.
-        scrub = self.scrubber.stream() if status >= 300 and self.scrubber else None
+        # A refusal or error body may quote the key (an echo of the request): scrubbed,
+        # and sent uncompressed when it came compressed.
+        scrub = None
+        if status >= 300 and self.scrubber:
+            encoding = next((v for n, v in headers if n == b"content-encoding"), b"")
+            scrub = self.scrubber.stream(encoding)
+            if scrub.inflates:
+                headers = [(n, v) for n, v in headers if n != b"content-encoding"]
         stream = response.stream
         outcome = state.outcome
         copy = state.copy

@@ -129,7 +129,26 @@ def upstream_request_headers(headers: RawHeaders, *, identity_encoding: bool = F
     if identity_encoding:
         kept = [(name, value) for name, value in kept if name != b"accept-encoding"]
         kept.append((b"accept-encoding", b"identity"))
+    else:
+        # Only codings the proxy can read back (an error reply is scrubbed of keys,
+        # core/proxy/scrub.py): br or zstd would carry a key past the scrubber.
+        kept = [
+            (name, _decodable(value)) if name == b"accept-encoding" else (name, value)
+            for name, value in kept
+        ]
     return kept
+
+
+_DECODABLE = frozenset({b"gzip", b"x-gzip", b"deflate", b"identity"})
+
+
+def _decodable(accept_encoding: bytes) -> bytes:
+    kept = [
+        part.strip()
+        for part in accept_encoding.split(b",")
+        if part.partition(b";")[0].strip().lower() in _DECODABLE
+    ]
+    return b", ".join(kept) or b"identity"
 
 
 def client_response_headers(

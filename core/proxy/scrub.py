@@ -9,9 +9,13 @@ last few bytes that could begin a key, so memory stays bounded whatever the size
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
+from typing import Any
 
 REDACTED = b"[redacted]"
+# An error reply is inflated to at most this much: refusals are short, bombs are not.
+_MAX_INFLATED = 1024 * 1024
 # Shorter "keys" (test fixtures, local servers) would redact ordinary words.
 _MIN_KEY_LENGTH = 8
 
@@ -41,18 +45,47 @@ class Scrubber:
             for name, value in headers
         ]
 
-    def stream(self) -> StreamScrubber:
-        return StreamScrubber(self)
+    def stream(self, encoding: bytes = b"") -> StreamScrubber:
+        return StreamScrubber(self, encoding)
 
 
 class StreamScrubber:
-    """Scrubs a body that arrives in pieces: a key split across two chunks is still found."""
+    """Scrubs a body that arrives in pieces: a key split across two chunks is still found.
 
-    def __init__(self, scrubber: Scrubber) -> None:
+    A compressed body (gzip, deflate: the codings the proxy lets callers ask upstreams for,
+    core/proxy/headers.py) is inflated first and goes out uncompressed (`inflates`), at most
+    `_MAX_INFLATED` bytes of it; a body in a coding the proxy cannot read is not passed on
+    at all, since nothing in it can be checked."""
+
+    def __init__(self, scrubber: Scrubber, encoding: bytes = b"") -> None:
         self._scrubber = scrubber
         self._held = b""
+        encoding = encoding.strip().lower()
+        self.inflates = encoding not in (b"", b"identity")
+        self._inflater: Any = None
+        self._readable = True
+        self._room = _MAX_INFLATED
+        if encoding in (b"gzip", b"x-gzip"):
+            self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == b"deflate":
+            self._inflater = zlib.decompressobj()
+        elif self.inflates:
+            self._readable = False
+
+    def _inflate(self, chunk: bytes) -> bytes:
+        if not self._readable or self._room <= 0:
+            return b""
+        try:
+            data: bytes = self._inflater.decompress(chunk, self._room)
+        except zlib.error:
+            self._readable = False
+            return b""
+        self._room -= len(data)
+        return data
 
     def __call__(self, chunk: bytes) -> bytes:
+        if self.inflates:
+            chunk = self._inflate(chunk)
         data = self._scrubber(self._held + chunk) if self._held else self._scrubber(chunk)
         hold = self._scrubber._hold
         if hold <= 0 or len(data) <= hold:

@@ -203,3 +203,27 @@ def test_7_the_policy_reads_every_generating_route_and_refuses_what_it_cannot() 
             ).status_code
             == 200
         )
+
+
+def _gzipped_echo(request: dict[str, Any]) -> Any:
+    key = request["headers"]["authorization"].removeprefix("Bearer ")
+    body = gzip.compress(json.dumps({"error": {"message": f"bad key {key}"}}).encode())
+    headers = [*JSON, ("content-encoding", "gzip"), ("content-length", str(len(body)))]
+    return 401, headers, [(0, body[:9]), (0, body[9:])]
+
+
+def test_1_a_compressed_error_body_is_scrubbed_too() -> None:
+    """A key inside a gzipped refusal is as readable to the caller as a plain one: the
+    proxy inflates error bodies to scrub them, and asks upstreams only for codings it can
+    read (br or zstd would carry the key past it)."""
+    upstream = ScriptedUpstream(_gzipped_echo)
+    with metered(upstream) as proxy:
+        reply = httpx.post(
+            f"{proxy.url}/v1/chat/completions",
+            json={"model": "m"},
+            headers={**AUTH, "Accept-Encoding": "br, zstd, gzip;q=0.8"},
+        )
+    assert reply.status_code == 401
+    assert FAKE_UPSTREAM_KEY not in reply.text
+    assert "[redacted]" in reply.json()["error"]["message"]
+    assert upstream.seen[0].headers["accept-encoding"] == "gzip;q=0.8"
