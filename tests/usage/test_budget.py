@@ -4,8 +4,6 @@ the caller's own figures at /proxy/usage, and a model with no price."""
 from __future__ import annotations
 
 import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ import pytest
 from core.stores import open_store
 from tests.servers import FAKE_TOKEN
 from tests.usage.scripted_upstream import ScriptedUpstream
-from tests.usage.test_bypasses import AUTH, JSON, chat, metered, models_or
+from tests.usage.test_bypasses import AUTH, JSON, chat, chats_at_once, metered, models_or
 
 # 1M input tokens $10, 1M output $100: 30 in + 70 out = $0.0073 a request.
 PRICES = json.dumps({"fake-*": {"input": 10, "output": 100}})
@@ -132,19 +130,8 @@ def test_fifty_concurrent_requests_overshoot_a_total_cap_by_at_most_one(
         extra["LIMIT_STORE"] = f"sqlite:///{tmp_path}/budget.db"
     elif backend == "redis":
         extra["LIMIT_STORE"] = request.getfixturevalue("limits_redis_url")
-    gate = threading.Event()
     with metered(fixed_reply(delay=0.3), **extra) as proxy:
-
-        def one(_: int) -> int:
-            gate.wait()
-            return httpx.post(
-                f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH, timeout=30
-            ).status_code
-
-        with ThreadPoolExecutor(50) as pool:
-            futures = [pool.submit(one, i) for i in range(50)]
-            gate.set()
-            statuses = [f.result() for f in futures]
+        statuses = chats_at_once(proxy, 50)
         admitted = statuses.count(200)
         assert statuses.count(429) == 50 - admitted
         # Worst case ~$0.0104 a request, real cost $0.0073: the cap is overshot by at most

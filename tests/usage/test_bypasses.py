@@ -205,26 +205,31 @@ def test_6_a_reply_of_many_mib_is_counted() -> None:
         assert remaining(proxy) == 900
 
 
+def chats_at_once(proxy: RunningServer, count: int) -> list[int]:
+    """`count` chat requests released together; their statuses."""
+    gate = threading.Event()
+
+    def one(_: int) -> int:
+        gate.wait()
+        return httpx.post(
+            f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH, timeout=30
+        ).status_code
+
+    with ThreadPoolExecutor(count) as pool:
+        futures = [pool.submit(one, i) for i in range(count)]
+        gate.set()
+        return [f.result() for f in futures]
+
+
 def test_7_concurrent_requests_cannot_pass_the_limit_together() -> None:
     body = json.dumps({"choices": [], "usage": USAGE}).encode()
-    gate = threading.Event()
 
     def slow(request: dict[str, Any]) -> Any:
         return 200, JSON, [(0.3, body)]
 
     upstream = ScriptedUpstream(models_or(slow))
     with metered(upstream, RATE_LIMIT_TOKENS="1000") as proxy:
-
-        def one(_: int) -> int:
-            gate.wait()
-            return httpx.post(
-                f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH, timeout=30
-            ).status_code
-
-        with ThreadPoolExecutor(50) as pool:
-            futures = [pool.submit(one, i) for i in range(50)]
-            gate.set()
-            statuses = [f.result() for f in futures]
+        statuses = chats_at_once(proxy, 50)
         admitted = statuses.count(200)
         assert statuses.count(429) == 50 - admitted
         spent = 1000 - remaining(proxy)
