@@ -34,10 +34,6 @@ class RepeatedField(BadRequest):
     code = "repeated_field"
 
 
-class UnreadableBody(BadRequest):
-    code = "unreadable_body"
-
-
 _FORBIDDEN_IN_PATH = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
@@ -279,12 +275,3 @@ def build_request(
         origin=origin,
         log=log,
     )
-
-
-def refuse_unreadable_body(request: ProxyRequest, rule: str) -> None:
-    """While a rule reads bodies, a generating call whose body it cannot read is refused."""
-    if request.encoded:
-        raise UnreadableBody(
-            f"{rule}: the proxy must read this request's body to apply its rules; "
-            "send it uncompressed (no Content-Encoding)."
-        )
