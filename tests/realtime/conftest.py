@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -49,3 +50,11 @@ def start_proxy(fake: tuple[FakeRealtime, RunningServer]) -> ProxyFactory:
             yield proxy
 
     return start
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Wait until `condition()` holds: a session settles, logs and closes its other side a
+    moment after the caller's socket closes. Bounded; the caller asserts afterwards."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)

@@ -3,7 +3,6 @@ always opens `wss://` when given a key, so the proxy serves TLS here with a thro
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ssl
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from core.access.tokens import create_token
 from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
+from tests.realtime.conftest import eventually
 from tests.realtime.fake_upstream import GEMINI_KEY, LIVE_PATH, FakeRealtime
 from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 from tests.tokens.test_redis_tls import make_certificates
@@ -64,7 +64,8 @@ async def test_live_session_through_the_proxy_is_metered(
 ) -> None:
     with tls_proxy(fake, tmp_path, RATE_LIMIT_TOKENS="100000") as (url, context):
         assert await one_turn(live_client(url, context)) == ["Hello from Live"]
-        await asyncio.sleep(0.3)
+        # The session settles once both sides have closed.
+        await eventually(lambda: remaining(url, context) == str(100_000 - 39))
         figures = httpx.get(
             f"{url}/gemini/v1beta/models", headers={"x-goog-api-key": FAKE_TOKEN}, verify=context
         ).headers
@@ -122,9 +123,22 @@ async def test_the_access_log_line_names_the_session_and_no_secret(
             await socket.send(json.dumps({"clientContent": {"turnComplete": True}}))
             await socket.recv()
             await socket.recv()
-        await asyncio.sleep(0.3)
+        await eventually(
+            lambda: any(
+                "BidiGenerateContent" in r.getMessage()
+                for r in caplog.records
+                if r.name == "llm_proxy.access"
+            )
+        )
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "llm_proxy.access"]
     (line,) = [entry for entry in lines if entry["path"].endswith("BidiGenerateContent")]
     assert (line["route"], line["status"], line["model"]) == ("gemini", 101, MODEL)
     assert (line["input_tokens"], line["output_tokens"]) == (30, 9)
     assert FAKE_TOKEN not in caplog.text and GEMINI_KEY not in caplog.text
+
+
+def remaining(url: str, context: Any) -> str:
+    reply = httpx.get(
+        f"{url}/gemini/v1beta/models", headers={"x-goog-api-key": FAKE_TOKEN}, verify=context
+    )
+    return reply.headers["x-ratelimit-remaining-tokens"]

@@ -17,9 +17,9 @@ from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
 from core.usage.ledger import UsageLedger
-from tests.realtime.conftest import ProxyFactory
+from tests.realtime.conftest import ProxyFactory, eventually
 from tests.realtime.fake_upstream import FakeRealtime
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, proxy_env
+from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, proxy_env
 
 
 def ws_url(http_url: str) -> str:
@@ -75,7 +75,7 @@ async def test_openai_prefix_route_and_binary_frames(
             assert await socket.recv() == b"\x00\x01binary\xff"
             await socket.send("plain text, not JSON")
             assert await socket.recv() == "plain text, not JSON"
-        await asyncio.sleep(0.2)
+        await eventually(lambda: upstream.sessions[-1].get("closed_with") is not None)
     seen = upstream.sessions[-1]
     assert seen["path"] == "/v1/realtime"
     # The caller who left closed the upstream with its own code.
@@ -156,8 +156,8 @@ async def test_model_scope_and_token_limit_settle_to_metered_usage(
             await socket.send(json.dumps({"type": "response.create"}))
             await socket.recv()
             await socket.recv()  # response.done
-        await asyncio.sleep(0.3)
         # Settled: only the metered 70 tokens stay counted.
+        await eventually(lambda: tokens_left(proxy, headers) == 100_000 - 70)
         after = httpx.get(f"{proxy.url}/v1/models", headers=headers)
         assert int(after.headers["x-ratelimit-remaining-tokens"]) == 100_000 - 70
 
@@ -206,7 +206,11 @@ async def test_a_budget_reserves_up_front_and_the_ledger_records_the_session(
             await socket.send(json.dumps({"type": "response.create"}))
             await socket.recv()
             await socket.recv()
-        await asyncio.sleep(0.3)
+        await eventually(
+            lambda: (
+                httpx.get(f"{proxy.url}/proxy/usage", headers=headers).json()["output_tokens"] == 20
+            )
+        )
         figures = httpx.get(f"{proxy.url}/proxy/usage", headers=headers).json()
     assert (figures["input_tokens"], figures["output_tokens"]) == (50, 20)
     assert figures["spent_usd"] == pytest.approx((42 * 32 + 8 * 0.4 + 20 * 64) / 1e6, abs=1e-5)
@@ -236,7 +240,7 @@ async def test_a_session_that_uses_its_reservation_is_closed(
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 1008
         assert "REALTIME_RESERVE_TOKENS" in closed.value.rcvd.reason
-        await asyncio.sleep(0.2)
+        await eventually(lambda: tokens_left(proxy, headers) == 100_000 - 70)
         after = httpx.get(f"{proxy.url}/v1/models", headers=headers)
         # Settled to what was metered, past the reservation by one response at most.
         assert int(after.headers["x-ratelimit-remaining-tokens"]) == 100_000 - 70
@@ -270,5 +274,10 @@ async def test_a_caller_close_code_reaches_the_upstream(
         async with websockets.connect(url, additional_headers=headers) as socket:
             await socket.recv()
             await socket.close(code=4002, reason="done here")
-        await asyncio.sleep(0.3)
+        await eventually(lambda: upstream.sessions[-1].get("closed_with") == 4002)
     assert upstream.sessions[-1]["closed_with"] == 4002
+
+
+def tokens_left(proxy: RunningServer, headers: dict[str, str]) -> int:
+    reply = httpx.get(f"{proxy.url}/v1/models", headers=headers)
+    return int(reply.headers["x-ratelimit-remaining-tokens"])
