@@ -7,6 +7,7 @@ import os
 import secrets
 import sys
 
+from core import __version__
 from core.config import ConfigError, load_settings
 
 DEMO_PORT = 8787
@@ -174,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("LLM_PROXY_ENV_FILE", ".env"),
         help="read settings from this file if it exists (default .env)",
     )
+    parser.add_argument("--version", action="version", version=f"llm-proxy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the proxy, configured from the environment")
