@@ -22,7 +22,7 @@ from core.providers import (
     provider_env_names,
     split_upstreams,
 )
-from core.server import ServerLimits, parse_server_limits
+from core.server.runner import ServerLimits, parse_server_limits
 from core.stores import store_url_problem
 from core.stores.calls import DEFAULT_STORE_TIMEOUT
 

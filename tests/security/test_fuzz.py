@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 import core.upstream.client as upstream_client
 from core.app import create_app
 from core.config import load_settings
-from core.server import http_protocol
+from core.server.runner import http_protocol
 from core.types import Message, Receive, Scope, Send
 from tests.servers import FAKE_TOKEN, serve_in_thread
 

@@ -15,8 +15,8 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from core.server import ServerLimits
-from core.server_refusals import (
+from core.server.runner import ServerLimits
+from core.server.refusals import (
     HEAD_TIMEOUT,
     HEAD_TIMEOUT_MESSAGE,
     HEAD_TOO_LARGE,

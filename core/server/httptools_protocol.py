@@ -26,8 +26,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from core.server import ServerLimits
-from core.server_refusals import (
+from core.server.runner import ServerLimits
+from core.server.refusals import (
     HEAD_TIMEOUT,
     HEAD_TIMEOUT_MESSAGE,
     HEAD_TOO_LARGE,

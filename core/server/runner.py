@@ -48,10 +48,10 @@ def http_protocol() -> Any:
     try:
         import httptools  # noqa: F401
     except ImportError:
-        from core.server_protocol_h11 import BoundedH11Protocol
+        from core.server.h11_protocol import BoundedH11Protocol
 
         return BoundedH11Protocol
-    from core.server_protocol import BoundedHttpToolsProtocol
+    from core.server.httptools_protocol import BoundedHttpToolsProtocol
 
     return BoundedHttpToolsProtocol
 
