@@ -1,10 +1,11 @@
-"""uvicorn's h11 protocol with the same bounds as core/server_protocol.py, for installs
-without httptools (a plain `pip install llm-proxy`, a vendored CloudBase package).
+"""uvicorn's h11 protocol with the same bounds as httptools_protocol.py, for installs without
+httptools (a plain `pip install llm-proxy`, a vendored CloudBase package).
 
-h11 bounds the head's size itself (`h11_max_incomplete_event_size`, set by core/server.py);
-this adds the head timer and the connection bound. h11 reports where it is in the caller's
-request (`their_state`), so no parser callbacks are needed: a head is pending while the
-caller's side is IDLE with bytes buffered.
+h11 bounds the head's size itself (`h11_max_incomplete_event_size`, set by
+core/server/runner.py); core/server/bounds.py adds the head and body timers and the connection
+bound. h11 reports where it is in the caller's request (`their_state`), so no parser
+callbacks are needed: a head is pending while the caller's side is IDLE with bytes buffered,
+and a body while it is SEND_BODY.
 """
 
 from __future__ import annotations
@@ -15,77 +16,49 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from core.server.runner import ServerLimits
-from core.server.refusals import (
-    HEAD_TIMEOUT,
-    HEAD_TIMEOUT_MESSAGE,
-    HEAD_TOO_LARGE,
-    HEAD_TOO_LARGE_MESSAGE,
-    NOT_HTTP,
-    overloaded,
-    plain_error,
-)
+from core.server.bounds import BoundedConnection
+from core.server.refusals import HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE, NOT_HTTP
 
 
-class BoundedH11Protocol(H11Protocol):
+class BoundedH11Protocol(BoundedConnection, H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.limits: ServerLimits = getattr(self.config, "server_limits", None) or ServerLimits()
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._proxy_app = self.app
+        self.init_bounds()
+
+    def awaiting_head(self) -> bool:
+        return self.conn.their_state is h11.IDLE
+
+    def head_begun(self) -> bool:
+        return self.conn.their_state is h11.IDLE and bool(self.conn.trailing_data[0])
+
+    def reading_body(self) -> bool:
+        return self.conn.their_state is h11.SEND_BODY
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_head_timer()
+        self.arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
+        self.end_bounds()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        # The connection count includes this one; h11 starts the app inside super().
-        over = len(self.connections) > self.limits.max_connections
-        self.app = overloaded if over else self._proxy_app
+        # h11 starts the app inside super(), so the app is chosen before it (on every read:
+        # too often to log).
+        self.choose_app(announce=False)
         super().data_received(data)
         if self.transport.is_closing():
-            self._cancel_head_timer()
-        elif self._head_pending():
+            self.end_bounds()
+            return
+        self.bound_body()
+        if self.head_begun():
             if self._head_timer is None:
-                self._arm_head_timer()
+                self.arm_head_timer()
         else:
-            self._cancel_head_timer()
-
-    def _head_pending(self) -> bool:
-        return self.conn.their_state is h11.IDLE and bool(self.conn.trailing_data[0])
+            self.cancel_head_timer()
 
     def send_400_response(self, msg: str) -> None:
         if len(self.conn.trailing_data[0]) > self.limits.max_header_bytes:
-            self._refuse(*HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE)  # h11's own size bound
+            self.refuse(*HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE)  # h11's own size bound
         else:
-            self._refuse(*NOT_HTTP)
-
-    def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
-
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
-            return
-        if self.cycle is not None and not self.cycle.response_complete:
-            self._arm_head_timer()  # a pipelined head behind a reply still streaming
-            return
-        if self._head_pending():
-            self._refuse(*HEAD_TIMEOUT, HEAD_TIMEOUT_MESSAGE)
-        else:
-            self.transport.close()
-
-    def _refuse(self, status: int, reason: str, message: str) -> None:
-        self._cancel_head_timer()
-        self.transport.write(plain_error(status, reason, message))
-        self.transport.close()
+            self.refuse(*NOT_HTTP)

@@ -1,22 +1,13 @@
-"""uvicorn's httptools protocol with the bounds a public server needs before authentication.
+"""uvicorn's httptools protocol with the bounds a public server needs before authentication
+(core/server/bounds.py says which and why).
 
-httptools keeps a request head (request line and headers) in memory until it is complete,
-however long it is and however slowly it arrives, and uvicorn sets no timer until the first
-response. So a few connections sending endless headers held hundreds of MB, and slowloris
-connections (one header byte now and then), or connections that sent nothing at all, stayed
-open indefinitely. This subclass adds, per connection:
-
-- a size bound on each request head (431 past it);
-- a time bound from the connection's start, or from the first byte of a later request, to
-  the end of that request's head (408, or a silent close if nothing came);
-- a bound on connections per process: a request on a connection past it gets a 503 and
-  the connection closes.
-
-Its refusals, and the 400 for a request that is not HTTP, are JSON like every other error
-(core/server_refusals.py). Without httptools, core/server_protocol_h11.py does the same for h11.
+httptools keeps a request head in memory until it is complete, so this protocol also bounds
+the head's size (431 past MAX_HEADER_BYTES), counting bytes while a head is incomplete. Its
+refusals, and the 400 for a request that is not HTTP, are JSON like every other error
+(core/server/refusals.py). Without httptools, h11_protocol.py does the same for h11.
 
 Idle keep-alive time is uvicorn's own `timeout_keep_alive`. This module imports uvicorn and
-httptools: only a server loads it (core/server.py), never a function handler.
+httptools: only a server loads it (core/server/runner.py), never a function handler.
 """
 
 from __future__ import annotations
@@ -26,46 +17,42 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from core.server.runner import ServerLimits
-from core.server.refusals import (
-    HEAD_TIMEOUT,
-    HEAD_TIMEOUT_MESSAGE,
-    HEAD_TOO_LARGE,
-    HEAD_TOO_LARGE_MESSAGE,
-    NOT_HTTP,
-    overloaded,
-    plain_error,
-)
+from core.server.bounds import BoundedConnection
+from core.server.refusals import HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE, NOT_HTTP
 
 # Where the parser is in the current request.
 _IDLE = 0  # between requests (or none yet): no head byte seen
 _HEAD = 1  # a head has begun and is not complete
-_BODY = 2  # the head is complete: the request is the app's
+_BODY = 2  # the head is complete: the request is the app's, its body may still be coming
 
 
-class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """Takes its limits from the uvicorn Config (`server_limits`, set by core/server.py):
-    the class itself must stay importable by name, as worker processes unpickle the Config."""
-
+class BoundedHttpToolsProtocol(BoundedConnection, HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.limits: ServerLimits = getattr(self.config, "server_limits", None) or ServerLimits()
+        self.init_bounds()
         self._state = _IDLE
         self._head_bytes = 0
-        self._head_timer: asyncio.TimerHandle | None = None
         # Whether the parser began, finished a head or ended a message in the current read.
         self._parsed = False
-        self._proxy_app = self.app
+
+    def awaiting_head(self) -> bool:
+        return self._state != _BODY
+
+    def head_begun(self) -> bool:
+        return self._state == _HEAD
+
+    def reading_body(self) -> bool:
+        return self._state == _BODY
 
     # ---- the connection ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # A connection that never sends a head is closed as one that sends it too slowly.
-        self._arm_head_timer()
+        self.arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
+        self.end_bounds()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -73,14 +60,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._parsed = False
         super().data_received(data)
         state = self._state
-        if state == _BODY or self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if state == _BODY:
+            self.bound_body()
             return
         if state == _IDLE and self._parsed:
             return  # the common case: whole requests, no head left half-read
         # A head left incomplete, or bytes that began none (blank lines): its time runs.
         # The timer is armed only here, so a request that arrives whole costs no timer.
         if self._head_timer is None:
-            self._arm_head_timer()
+            self.arm_head_timer()
         if state != _HEAD:
             return
         # Bytes of a head that began in this very chunk after a body's end cannot be told
@@ -89,7 +79,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if before != _BODY:
             self._head_bytes += len(data)
         if self._head_bytes > self.limits.max_header_bytes:
-            self._refuse(*HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE)
+            self.refuse(*HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE)
 
     # ---- parser callbacks -------------------------------------------------------------
 
@@ -102,48 +92,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._state = _BODY
         self._parsed = True
         self._head_bytes = 0
-        self._cancel_head_timer()
-        # The connection count includes this one.
-        over = len(self.connections) > self.limits.max_connections
-        self.app = overloaded if over else self._proxy_app
-        if over:
-            self.logger.warning("over MAX_CONNECTIONS (%d): answering 503", len(self.connections))
+        self.cancel_head_timer()
+        self.choose_app()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._state = _IDLE
         self._parsed = True
-
-    # ---- the head timer ---------------------------------------------------------------
-
-    def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
-
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self.transport.is_closing() or self._state == _BODY:
-            return
-        if self.cycle is not None and not self.cycle.response_complete:
-            # A pipelined head behind a reply still streaming: its time starts later.
-            self._arm_head_timer()
-            return
-        if self._state == _HEAD:
-            self._refuse(*HEAD_TIMEOUT, HEAD_TIMEOUT_MESSAGE)
-        else:
-            self.transport.close()
+        self.cancel_body_timer()
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's is text/plain; every error the proxy gives is JSON an SDK can read.
-        self._refuse(*NOT_HTTP)
-
-    def _refuse(self, status: int, reason: str, message: str) -> None:
-        self._cancel_head_timer()
-        self.transport.write(plain_error(status, reason, message))
-        self.transport.close()
+        self.refuse(*NOT_HTTP)

@@ -1,6 +1,7 @@
 """Replies the server makes itself, before (or instead of) the app: a request head too
-large or too slow, a request that is not HTTP, a connection past MAX_CONNECTIONS. JSON, like
-every other error the proxy gives. Used by the bounded server protocols."""
+large or too slow, a body too slow, a request that is not HTTP, a connection past
+MAX_CONNECTIONS. JSON, like every other error the proxy gives. Used by the bounded server
+protocols (core/server/bounds.py)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,4 @@ async def overloaded(scope: Scope, receive: Receive, send: Send) -> None:
 NOT_HTTP = 400, "Bad Request", "The request is not valid HTTP/1.1."
 HEAD_TOO_LARGE_MESSAGE = "The request head is larger than the proxy allows."
 HEAD_TIMEOUT_MESSAGE = "The request head did not arrive in time."
+BODY_TIMEOUT_MESSAGE = "The request body did not arrive in time."
