@@ -28,6 +28,7 @@ from core.server.refusals import (
     BODY_TIMEOUT_MESSAGE,
     HEAD_TIMEOUT,
     HEAD_TIMEOUT_MESSAGE,
+    REQUEST_TIMEOUT,
     overloaded,
     plain_error,
 )
@@ -139,7 +140,7 @@ class BoundedConnection:
         # anything it sends is dropped (uvicorn's cycle ignores sends once disconnected).
         cycle.disconnected = True
         cycle.message_event.set()
-        self.refuse(*HEAD_TIMEOUT, BODY_TIMEOUT_MESSAGE)
+        self.refuse(*REQUEST_TIMEOUT, BODY_TIMEOUT_MESSAGE)
 
     # ---- the connection's end -----------------------------------------------------------
 

@@ -24,7 +24,8 @@ def plain_error(status: int, reason: str, message: str) -> bytes:
 
 
 HEAD_TOO_LARGE = 431, "Request Header Fields Too Large"
-HEAD_TIMEOUT = 408, "Request Timeout"
+REQUEST_TIMEOUT = 408, "Request Timeout"  # a head or a body too slow
+HEAD_TIMEOUT = REQUEST_TIMEOUT
 
 
 def error_shape_for_path(path: str) -> ErrorShape:
