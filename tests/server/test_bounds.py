@@ -10,7 +10,7 @@ import pytest
 
 from core.server.h11_protocol import BoundedH11Protocol
 from core.server.httptools_protocol import BoundedHttpToolsProtocol
-from tests.server.test_uvicorn_internals import HEAD, connect, settle
+from tests.server.protocol_harness import HEAD, connect, settle
 
 BOUND = 0.2
 
