@@ -160,7 +160,7 @@ def protocol_overhead(rounds: int = 15, requests: int = 20000) -> list[str]:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     from uvicorn.server import ServerState
 
-    from core.server_protocol import BoundedHttpToolsProtocol
+    from core.server.httptools_protocol import BoundedHttpToolsProtocol
 
     request = (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"

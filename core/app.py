@@ -138,9 +138,20 @@ class ProxyApp:
 
     def admin(self) -> ASGIApp:
         if self._admin is None:
-            from core.admin.app import build_admin_app
+            from core.admin.app import AdminParts, build_admin_app
 
-            self._admin = build_admin_app(self)
+            # ADMIN_TOKEN is set, so the kill switch and the ledger exist (see __init__).
+            assert self.status is not None and self.ledger is not None
+            parts = AdminParts(
+                admin_token=self.settings.admin_token,
+                client_ip_source=self.settings.guard.client_ip_source,
+                token_store=self.token_store,
+                failure_store=self.token_store or self.stores.open("memory://"),
+                ledger=self.ledger,
+                status=self.status,
+                providers=self.providers,
+            )
+            self._admin = build_admin_app(parts)
         return self._admin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -16,7 +16,7 @@ MOCK_PORT = 8788
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from core.app import MisconfiguredApp, create_app
-    from core.server import serve
+    from core.server.runner import serve
 
     app = create_app()
     if isinstance(app, MisconfiguredApp):
@@ -50,7 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def app_from_environment() -> object:
     from core.app import create_app
     from core.proxy.access_log import configure_logging
-    from core.server import tune_gc
+    from core.server.runner import tune_gc
 
     configure_logging()  # each worker process is an entry point of its own
     app = create_app()
@@ -60,7 +60,7 @@ def app_from_environment() -> object:
 
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
     from core.devtools.mock_upstream import MockOptions, MockUpstream
-    from core.server import serve
+    from core.server.runner import serve
 
     print(
         f"mock upstream on http://{args.host}:{args.port} (OpenAI /v1, Anthropic /v1/messages, Gemini /v1beta)"
@@ -97,7 +97,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from core.app import create_app
     from core.config import load_settings as load
     from core.devtools.mock_upstream import MockOptions, MockUpstream
-    from core.server import serve_together
+    from core.server.runner import serve_together
 
     token = os.environ.get("PROXY_ACCESS_TOKEN") or "demo-" + secrets.token_urlsafe(18)
     admin_token = "demo-admin-" + secrets.token_urlsafe(32)

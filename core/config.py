@@ -22,7 +22,7 @@ from core.providers import (
     provider_env_names,
     split_upstreams,
 )
-from core.server import ServerLimits, parse_server_limits
+from core.server.limits import ServerLimits, parse_server_limits
 from core.stores import store_url_problem
 from core.stores.calls import DEFAULT_STORE_TIMEOUT
 
@@ -78,7 +78,7 @@ class Settings:
     # The longest a request waits for the token or limit store before a 503.
     store_timeout: float = DEFAULT_STORE_TIMEOUT
     # What a connection may hold before authentication; servers only. Validated here with
-    # the rest, and read from the same variables by core/server.py when it starts a server.
+    # the rest, and read from the same variables by core/server/runner.py to start a server.
     server: ServerLimits = field(default_factory=ServerLimits)
     # Browser callers: JWT sign-in, anonymous mode, client IP, rate limits, request policy
     # (core/access/guard_settings.py); all off by default.

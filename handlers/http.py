@@ -19,7 +19,7 @@ app = create_app()
 
 
 def main() -> None:
-    from core.server import serve
+    from core.server.runner import serve
 
     serve(app, os.environ.get("HOST", "0.0.0.0"), int(os.environ.get("PORT", "9000")))
 

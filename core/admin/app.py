@@ -2,7 +2,8 @@
 
 ProxyApp (core/app.py) hands it every path under /admin and builds it on the first such
 request, so a cold start that serves only the proxy never imports it. It is plain ASGI
-inside the proxy's app, so every platform adapter serves it as it serves the proxy.
+inside the proxy's app, so every platform adapter serves it as it serves the proxy. It takes
+the few parts of the proxy it uses (`AdminParts`), never the proxy's app itself.
 
 What is public: the sign-in page, its form POST (rate limited per client IP) and the
 static CSS/JS (no data in them). Everything else needs the session cookie (pages; the
@@ -15,6 +16,7 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
@@ -39,10 +41,12 @@ from core.admin.security import (
     session_cookie,
 )
 from core.types import ASGIApp, Message, Receive, Scope, Send
-from core.usage.ledger import UsageLedger
 
 if TYPE_CHECKING:
-    from core.app import ProxyApp
+    from core.access.status import ServiceStatus
+    from core.providers import Provider
+    from core.stores import Store
+    from core.usage.ledger import UsageLedger
 
 logger = logging.getLogger("llm_proxy")
 
@@ -79,16 +83,25 @@ class SecurityHeaders:
         await self.app(scope, receive, send_hardened)
 
 
+@dataclass(frozen=True)
+class AdminParts:
+    """What the dashboard uses of the running proxy (core/app.py gathers them)."""
+
+    admin_token: str = field(repr=False)
+    client_ip_source: str  # CLIENT_IP_SOURCE: whose address a failed sign-in counts against
+    token_store: Store | None  # the callers' tokens; None with PROXY_ACCESS_TOKEN only
+    failure_store: Store  # failed sign-ins: the token store, else the process's memory
+    ledger: UsageLedger
+    status: ServiceStatus  # the kill switch and schedule
+    providers: tuple[Provider, ...]
+
+
 class Admin:
-    def __init__(self, proxy: ProxyApp) -> None:
-        settings = proxy.settings
-        self.auth = AdminAuth(settings.admin_token)
-        store = proxy.token_store or proxy.stores.open("memory://")
-        self.failures = FailureLimiter(store)
-        self.client_ip = client_ip_rule(settings.guard.client_ip_source)
-        ledger = proxy.ledger or UsageLedger(proxy.stores.open(settings.usage_store))
-        assert proxy.status is not None  # ADMIN_TOKEN set: the kill switch exists
-        self.api = AdminAPI(proxy.token_store, ledger, proxy.status, proxy.providers)
+    def __init__(self, parts: AdminParts) -> None:
+        self.auth = AdminAuth(parts.admin_token)
+        self.failures = FailureLimiter(parts.failure_store)
+        self.client_ip = client_ip_rule(parts.client_ip_source)
+        self.api = AdminAPI(parts.token_store, parts.ledger, parts.status, parts.providers)
 
     # ---- who is asking -----------------------------------------------------------------
 
@@ -275,6 +288,6 @@ class Admin:
         return await self.api.set_disabled(request)
 
 
-def build_admin_app(proxy: ProxyApp) -> ASGIApp:
-    admin = Admin(proxy)
+def build_admin_app(parts: AdminParts) -> ASGIApp:
+    admin = Admin(parts)
     return SecurityHeaders(Starlette(routes=admin.routes()))

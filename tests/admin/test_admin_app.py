@@ -280,3 +280,35 @@ async def test_no_token_store_is_explained() -> None:
             "/admin/api/tokens", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
         )
     assert reply.status_code == 409 and "TOKEN_STORE" in reply.json()["error"]["message"]
+
+
+async def test_the_dashboard_runs_on_its_parts_alone() -> None:
+    """The admin app takes the few things it uses (core/admin/app.py AdminParts), not the
+    proxy's app: built here from stores, a ledger, a kill switch and a provider list."""
+    from core.access.status import ServiceStatus
+    from core.admin.app import AdminParts, build_admin_app
+    from core.stores import open_store
+    from core.usage.ledger import UsageLedger
+
+    settings = load_settings(admin_env())
+    store = open_store("memory://")
+    parts = AdminParts(
+        admin_token=ADMIN_TOKEN,
+        client_ip_source="socket",
+        token_store=store,
+        failure_store=store,
+        ledger=UsageLedger(open_store("memory://")),
+        status=ServiceStatus(store),
+        providers=settings.providers(),
+    )
+    assert ADMIN_TOKEN not in repr(parts)
+    async with client_for(build_admin_app(parts)) as client:
+        client.headers["authorization"] = f"Bearer {ADMIN_TOKEN}"
+        created = await client.post("/admin/api/tokens", json={"label": "parts"})
+        assert created.status_code == 201, created.text
+        listed = (await client.get("/admin/api/tokens")).json()
+        assert [token["label"] for token in listed["tokens"]] == ["parts"]
+        providers = (await client.get("/admin/api/providers")).json()
+        assert "openai" in {row["name"] for row in providers["providers"]}
+        wrong = await client.get("/admin/api/tokens", headers={"authorization": "Bearer no"})
+        assert wrong.status_code == 401

@@ -11,7 +11,7 @@ Whatever a caller sends:
 
 Most examples drive the ASGI app in-process (a request as bytes in an ASGI scope, the
 upstream a recording ASGI app behind httpx's ASGITransport); a smaller run goes over real
-sockets through the production server protocol (core/server.py). The runs are
+sockets through the production server protocol (core/server/). The runs are
 derandomized and bounded, so the suite is stable and adds well under a minute.
 """
 
@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 import core.upstream.client as upstream_client
 from core.app import create_app
 from core.config import load_settings
-from core.server import http_protocol
+from core.server.runner import http_protocol
 from core.types import Message, Receive, Scope, Send
 from tests.servers import FAKE_TOKEN, serve_in_thread
 

@@ -1,45 +1,14 @@
-"""Running ASGI apps on uvicorn with the options every entry point shares."""
+"""Running ASGI apps on uvicorn with the options every entry point shares, and the bounded
+protocols of this package."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from core.env import parse_float, parse_int
+from core.server.limits import ServerLimits, parse_server_limits
 from core.types import ASGIApp
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    """What one connection may hold before it is authenticated (see core/server_protocol.py)."""
-
-    # Request line + headers; past this the reply is 431.
-    max_header_bytes: int = 64 * 1024
-    # From the connection's start (or a later request's first byte) to the end of its head;
-    # past this the reply is 408 (or a close if nothing came).
-    header_timeout: float = 10.0
-    # An idle keep-alive connection between requests. A little longer than typical load
-    # balancers' 60 s so they, not we, close first (no request lost to a race).
-    idle_timeout: float = 75.0
-    # Open connections per process; a request on one past it gets a 503.
-    max_connections: int = 1000
-
-
-def parse_server_limits(env: Mapping[str, str], problems: list[str]) -> ServerLimits:
-    limits = ServerLimits(
-        max_header_bytes=parse_int(
-            env, "MAX_HEADER_BYTES", ServerLimits.max_header_bytes, problems
-        ),
-        header_timeout=parse_float(env, "HEADER_TIMEOUT", ServerLimits.header_timeout, problems),
-        idle_timeout=parse_float(env, "IDLE_TIMEOUT", ServerLimits.idle_timeout, problems),
-        max_connections=parse_int(env, "MAX_CONNECTIONS", ServerLimits.max_connections, problems),
-    )
-    if 0 < limits.max_header_bytes < 1024:
-        problems.append(f"MAX_HEADER_BYTES must be at least 1024, got {limits.max_header_bytes}")
-    return limits
 
 
 def http_protocol() -> Any:
@@ -48,10 +17,10 @@ def http_protocol() -> Any:
     try:
         import httptools  # noqa: F401
     except ImportError:
-        from core.server_protocol_h11 import BoundedH11Protocol
+        from core.server.h11_protocol import BoundedH11Protocol
 
         return BoundedH11Protocol
-    from core.server_protocol import BoundedHttpToolsProtocol
+    from core.server.httptools_protocol import BoundedHttpToolsProtocol
 
     return BoundedHttpToolsProtocol
 

@@ -1,6 +1,7 @@
 """Replies the server makes itself, before (or instead of) the app: a request head too
-large or too slow, a request that is not HTTP, a connection past MAX_CONNECTIONS. JSON, like
-every other error the proxy gives. Used by the bounded server protocols."""
+large or too slow, a body too slow, a request that is not HTTP, a connection past
+MAX_CONNECTIONS. JSON, like every other error the proxy gives. Used by the bounded server
+protocols (core/server/bounds.py)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def plain_error(status: int, reason: str, message: str) -> bytes:
 
 
 HEAD_TOO_LARGE = 431, "Request Header Fields Too Large"
-HEAD_TIMEOUT = 408, "Request Timeout"
+REQUEST_TIMEOUT = 408, "Request Timeout"  # a head or a body too slow
+HEAD_TIMEOUT = REQUEST_TIMEOUT
 
 
 def error_shape_for_path(path: str) -> ErrorShape:
@@ -53,3 +55,4 @@ async def overloaded(scope: Scope, receive: Receive, send: Send) -> None:
 NOT_HTTP = 400, "Bad Request", "The request is not valid HTTP/1.1."
 HEAD_TOO_LARGE_MESSAGE = "The request head is larger than the proxy allows."
 HEAD_TIMEOUT_MESSAGE = "The request head did not arrive in time."
+BODY_TIMEOUT_MESSAGE = "The request body did not arrive in time."

@@ -1,0 +1,64 @@
+"""uvicorn's h11 protocol with the same bounds as httptools_protocol.py, for installs without
+httptools (a plain `pip install llm-proxy`, a vendored CloudBase package).
+
+h11 bounds the head's size itself (`h11_max_incomplete_event_size`, set by
+core/server/runner.py); core/server/bounds.py adds the head and body timers and the connection
+bound. h11 reports where it is in the caller's request (`their_state`), so no parser
+callbacks are needed: a head is pending while the caller's side is IDLE with bytes buffered,
+and a body while it is SEND_BODY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from core.server.bounds import BoundedConnection
+from core.server.refusals import HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE, NOT_HTTP
+
+
+class BoundedH11Protocol(BoundedConnection, H11Protocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.init_bounds()
+
+    def awaiting_head(self) -> bool:
+        return self.conn.their_state is h11.IDLE
+
+    def head_begun(self) -> bool:
+        return self.conn.their_state is h11.IDLE and bool(self.conn.trailing_data[0])
+
+    def reading_body(self) -> bool:
+        return self.conn.their_state is h11.SEND_BODY
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.end_bounds()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        # h11 starts the app inside super(), so the app is chosen before it (on every read:
+        # too often to log).
+        self.choose_app(announce=False)
+        super().data_received(data)
+        if self.transport.is_closing():
+            self.end_bounds()
+            return
+        self.bound_body()
+        if self.head_begun():
+            if self._head_timer is None:
+                self.arm_head_timer()
+        else:
+            self.cancel_head_timer()
+
+    def send_400_response(self, msg: str) -> None:
+        if len(self.conn.trailing_data[0]) > self.limits.max_header_bytes:
+            self.refuse(*HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE)  # h11's own size bound
+        else:
+            self.refuse(*NOT_HTTP)

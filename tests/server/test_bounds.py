@@ -1,0 +1,97 @@
+"""core/server/bounds.py in-process: where a body timeout may write its 408 and where it
+may only close (the socket-level behaviour is tests/security/test_body_timeout.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from core.server.h11_protocol import BoundedH11Protocol
+from core.server.httptools_protocol import BoundedHttpToolsProtocol
+from tests.server.protocol_harness import HEAD, connect, settle
+
+BOUND = 0.2
+
+
+async def wait_closed(transport: Any) -> None:
+    deadline = asyncio.get_running_loop().time() + 5
+    while not transport.closed and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("cls", [BoundedHttpToolsProtocol, BoundedH11Protocol])
+async def test_a_slow_body_gets_408_and_the_app_reads_a_disconnect(cls: Any) -> None:
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:  # the whole body, as the proxy reads it
+            message = await receive()
+            seen.append(message["type"])
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"too late"})
+
+    protocol, transport = connect(cls, app, body_timeout=BOUND)
+    protocol.data_received(HEAD + b"{")  # one of two body bytes
+    await wait_closed(transport)
+    await settle()
+    assert transport.written.startswith(b"HTTP/1.1 408")
+    assert b"too late" not in transport.written
+    assert seen == ["http.request", "http.disconnect"]
+
+
+@pytest.mark.parametrize("cls", [BoundedHttpToolsProtocol, BoundedH11Protocol])
+async def test_a_reply_already_started_is_closed_not_interrupted(cls: Any) -> None:
+    """An app that answers before reading the body: the timeout cannot write a 408 into
+    its reply, so the connection only closes."""
+    gate = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"early", "more_body": True})
+        await gate.wait()
+
+    protocol, transport = connect(cls, app, body_timeout=BOUND)
+    protocol.data_received(HEAD + b"{")
+    await wait_closed(transport)
+    assert transport.written.startswith(b"HTTP/1.1 200")
+    assert b"408" not in transport.written
+    gate.set()
+    await settle()
+
+
+async def test_a_pipelined_slow_body_behind_a_streaming_reply_only_closes() -> None:
+    gate = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"streaming", "more_body": True})
+        await gate.wait()
+
+    protocol, transport = connect(BoundedHttpToolsProtocol, app, body_timeout=BOUND)
+    protocol.data_received(HEAD + b"{}")
+    await settle()
+    protocol.data_received(HEAD + b"{")  # pipelined: waits behind the first reply
+    assert protocol.pipeline
+    await wait_closed(transport)
+    assert b"408" not in transport.written
+    gate.set()
+    await settle()
+
+
+@pytest.mark.parametrize("cls", [BoundedHttpToolsProtocol, BoundedH11Protocol])
+async def test_a_body_in_one_read_arms_no_timer(cls: Any) -> None:
+    protocol, _ = connect(cls)
+    protocol.data_received(HEAD + b"{}")
+    assert protocol._body_timer is None
+    await settle()  # answered: the connection takes the next request
+    protocol.data_received(HEAD)
+    assert protocol._body_timer is not None  # a body still to come
+    protocol.data_received(b"{}")
+    assert protocol._body_timer is None
+    await settle()

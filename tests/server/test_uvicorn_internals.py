@@ -1,0 +1,171 @@
+"""The parts of uvicorn (and of h11 and httptools under it) that core/server/ relies on but
+that are not uvicorn's public API. One test per internal, naming the code that relies on it,
+so an upgrade past the bound in pyproject.toml fails here, loudly, instead of silently
+undoing the head, body and connection bounds. docs/development.md says how to raise it.
+
+The protocols are driven in-process through a recording transport, as uvicorn's own tests
+do; tests/security/test_server_bounds.py and test_body_timeout.py cover the same bounds
+over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from collections import deque
+from typing import Any
+
+import h11
+import pytest
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from core.server.h11_protocol import BoundedH11Protocol
+from core.server.httptools_protocol import BoundedHttpToolsProtocol
+from core.server.limits import ServerLimits
+from core.server.runner import server_config
+from tests.server.protocol_harness import HEAD, App, connect, settle
+
+BOTH = [BoundedHttpToolsProtocol, BoundedH11Protocol]
+
+
+@pytest.mark.parametrize("cls", BOTH)
+async def test_the_protocol_keeps_config_app_loop_logger_and_connections(cls: Any) -> None:
+    """core/server/bounds.py `init_bounds` reads `self.config.server_limits` and keeps
+    `self.app` (the proxy) aside; `choose_app` counts `self.connections`, the server-wide
+    set a connection joins in `connection_made` and leaves in `connection_lost`; the timers
+    use `self.loop`; `self.logger` logs the 503."""
+    protocol, _ = connect(cls, max_connections=7)
+    assert protocol.limits.max_connections == 7
+    assert protocol.app is protocol.config.loaded_app is protocol._proxy_app
+    assert protocol.loop is asyncio.get_running_loop()
+    assert hasattr(protocol.logger, "warning")
+    assert isinstance(protocol.connections, set) and protocol in protocol.connections
+    protocol.connection_lost(None)
+    assert protocol not in protocol.connections
+
+
+async def test_httptools_calls_the_parser_callbacks_inside_data_received() -> None:
+    """core/server/httptools_protocol.py tracks where a request is from the overridden
+    `on_message_begin`, `on_headers_complete` and `on_message_complete`, which httptools
+    must call synchronously from uvicorn's `data_received`."""
+    assert issubclass(BoundedHttpToolsProtocol, HttpToolsProtocol)
+    protocol, _ = connect(BoundedHttpToolsProtocol)
+    protocol.data_received(HEAD[:20])
+    assert protocol.head_begun() and not protocol.reading_body()
+    protocol.data_received(HEAD[20:])
+    assert protocol.reading_body()
+    protocol.data_received(b"{}")
+    assert protocol.awaiting_head() and not protocol.reading_body()
+    await settle()
+
+
+async def test_h11_reports_their_state_and_trailing_data() -> None:
+    """core/server/h11_protocol.py reads `self.conn` (an h11.Connection): `their_state`
+    IDLE with bytes in `trailing_data[0]` is a head pending, SEND_BODY a body pending."""
+    assert issubclass(BoundedH11Protocol, H11Protocol)
+    protocol, _ = connect(BoundedH11Protocol)
+    assert isinstance(protocol.conn, h11.Connection)
+    protocol.data_received(HEAD[:20])
+    assert protocol.conn.their_state is h11.IDLE
+    data, closed = protocol.conn.trailing_data
+    assert data == HEAD[:20] and closed is False
+    protocol.data_received(HEAD[20:])
+    assert protocol.conn.their_state is h11.SEND_BODY
+    protocol.data_received(b"{}")
+    assert protocol.conn.their_state is h11.DONE
+    await settle()
+
+
+@pytest.mark.parametrize("cls", BOTH)
+async def test_the_cycle_flags_and_a_disconnect_set_from_outside(cls: Any) -> None:
+    """core/server/bounds.py reads `self.cycle.response_started` / `response_complete`, and
+    on a body timeout sets `cycle.disconnected` and `cycle.message_event`: the app waiting
+    for its body must then read `http.disconnect`, and what it sends must be dropped."""
+    app = App()
+    protocol, transport = connect(cls, app)
+    protocol.data_received(HEAD)  # the head, no body yet
+    await settle()
+    cycle = protocol.cycle
+    assert cycle.response_started is False and cycle.response_complete is False
+    assert isinstance(cycle.message_event, asyncio.Event)
+    cycle.disconnected = True
+    cycle.message_event.set()
+    await settle()
+    assert app.received == [{"type": "http.disconnect"}]
+    assert transport.written == b""  # the app's 200 went nowhere
+    assert cycle.response_started is False
+
+
+async def test_a_finished_cycle_says_so() -> None:
+    """core/server/bounds.py `_head_timed_out`: a pipelined head behind a reply still
+    streaming waits for `cycle.response_complete`."""
+    protocol, transport = connect(BoundedHttpToolsProtocol)
+    protocol.data_received(HEAD + b"{}")
+    await settle()
+    assert protocol.cycle.response_started and protocol.cycle.response_complete
+    assert transport.written.startswith(b"HTTP/1.1 200")
+
+
+async def test_httptools_queues_pipelined_requests_in_pipeline() -> None:
+    """core/server/bounds.py `_body_timed_out` writes no 408 while `pipeline` (uvicorn's
+    deque of requests waiting behind a reply) holds one: a reply is on the wire."""
+    gate = asyncio.Event()
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        await gate.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    protocol, _ = connect(BoundedHttpToolsProtocol, slow)
+    assert isinstance(protocol.pipeline, deque) and not protocol.pipeline
+    protocol.data_received(HEAD + b"{}" + HEAD)
+    await settle()
+    assert len(protocol.pipeline) == 1
+    gate.set()
+    await settle()
+
+
+@pytest.mark.parametrize("cls", BOTH)
+async def test_send_400_response_is_the_hook_for_a_request_that_is_not_http(cls: Any) -> None:
+    """core/server/*_protocol.py override `send_400_response(msg)`, which uvicorn calls on a
+    parse error (and h11 past `h11_max_incomplete_event_size`), to answer JSON."""
+    protocol, transport = connect(cls)
+    protocol.data_received(b"NOT HTTP AT ALL\r\n\r\n")
+    assert transport.written.startswith(b"HTTP/1.1 400")
+    assert b"content-type: application/json" in transport.written
+    assert transport.closed
+
+
+@pytest.mark.parametrize("cls", BOTH)
+async def test_an_upgrade_hands_the_transport_to_another_protocol(cls: Any) -> None:
+    """core/server/bounds.py `upgraded()` compares `transport.get_protocol()` with the HTTP
+    protocol: uvicorn hands a WebSocket upgrade over with `transport.set_protocol`, and the
+    HTTP protocol's timers must leave that connection alone."""
+    protocol, transport = connect(cls)
+    assert protocol.config.ws_protocol_class is not None  # websockets is installed
+    protocol.data_received(
+        b"GET /v1/realtime HTTP/1.1\r\nHost: proxy.test\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    assert transport.get_protocol() is not protocol
+    assert protocol.upgraded()
+    assert protocol._body_timer is None and protocol._head_timer is None
+    await settle()
+    transport.protocol.connection_lost(None)
+
+
+def test_the_config_takes_the_server_options_and_survives_pickling() -> None:
+    """core/server/runner.py `server_config`: uvicorn.Config takes a protocol class as
+    `http`, `h11_max_incomplete_event_size`, a float `timeout_keep_alive` (handed to
+    call_later), and an extra `server_limits` attribute that worker processes get back when
+    they unpickle the Config (`llm-proxy serve --workers N`)."""
+    limits = ServerLimits(max_header_bytes=4096, idle_timeout=1.5, body_timeout=3.0)
+    config = server_config("core.cli:app_from_environment", "127.0.0.1", 0, limits, factory=True)
+    assert config.http in (BoundedHttpToolsProtocol, BoundedH11Protocol)
+    assert config.h11_max_incomplete_event_size == 4096
+    assert config.timeout_keep_alive == 1.5
+    copy = pickle.loads(pickle.dumps(config))  # noqa: S301  # our own bytes, as workers do
+    assert copy.server_limits == limits
+    assert copy.http is config.http
