@@ -22,8 +22,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("llm-proxy: refusing to start; run `llm-proxy check` for details", file=sys.stderr)
         return 2
     if args.workers > 1:
-        guard = load_settings().guard
-        if (guard.limits_on or guard.budgets_on) and guard.limit_store.startswith("memory"):
+        settings = load_settings()
+        guard = settings.guard
+        counted = guard.limits_on or settings.usage.budgets_on
+        if counted and guard.limit_store.startswith("memory"):
             # Each process would keep its own count: N workers would let N times the limit
             # through, silently.
             print(
