@@ -7,7 +7,7 @@ import os
 import secrets
 import sys
 
-from core.config import ConfigError, load_settings
+from core.config import ConfigError, load_settings, mask_url_passwords
 
 DEMO_PORT = 8787
 MOCK_PORT = 8788
@@ -19,7 +19,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     app = create_app()
     if isinstance(app, MisconfiguredApp):
-        print("llm-proxy: refusing to start; run `llm-proxy check` for details", file=sys.stderr)
+        # A server can refuse to start (a function cannot: it answers 500 instead, see
+        # docs/refusals.md); say what is wrong, as `check` does.
+        for problem in app.problems:
+            print(f"llm-proxy: refusing to start: {mask_url_passwords(problem)}", file=sys.stderr)
         return 2
     if args.workers > 1:
         settings = load_settings()
@@ -146,7 +149,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     app = create_app(settings)  # opens the stores, as `serve` will
     if isinstance(app, MisconfiguredApp):
         for problem in app.problems:
-            print(f"error: {problem}")
+            print(f"error: {mask_url_passwords(problem)}")
         return 1
     print(
         f"ok: default route /v1 -> {settings.upstream_base_url}; "

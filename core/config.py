@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -38,12 +39,25 @@ DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # above OpenAI's 25 MB audio upload l
 DEFAULT_MAX_JSON_BYTES = 10 * 1024 * 1024
 
 
+# user:password@ in any URL a problem sentence quotes (a redis:// store, a mistyped base URL).
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:'\"]*:)[^@\s/'\"]*@")
+
+
+def mask_url_passwords(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", text)
+
+
 class ConfigError(Exception):
-    """The environment does not describe a usable proxy; `problems` names each variable."""
+    """The environment does not describe a usable proxy; `problems` names each variable.
+
+    Each sentence may quote the value it refuses (", got ..."), for the operator; a password
+    in a quoted URL is masked here, so no reader of the problems (check, serve, the log)
+    prints one."""
 
     def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
+        self.problems = [mask_url_passwords(problem) for problem in problems]
+        super().__init__("; ".join(self.problems))
 
 
 def hash_token(token: str) -> bytes:
