@@ -98,7 +98,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     token = os.environ.get("PROXY_ACCESS_TOKEN") or "demo-" + secrets.token_urlsafe(18)
     env = {**os.environ, **demo_environment(args.port, args.mock_port, token)}
-    settings = load(env)
+    try:
+        settings = load(env)
+    except ConfigError as exc:  # a bad value in the caller's own environment or .env
+        for problem in exc.problems:
+            print(f"llm-proxy: refusing to start: {problem}", file=sys.stderr)
+        return 2
     from core.devtools.demo_page import PageApp
 
     # The example chat page (examples/chat) at /, on the proxy's own origin.

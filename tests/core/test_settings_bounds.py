@@ -136,3 +136,16 @@ def test_a_quoted_url_password_is_masked_in_every_problem() -> None:
     found = problems(UPSTREAM_BASE_URL="ftp://user:fake-s3cret@upstream.test/v1")
     assert found and all("fake-s3cret" not in p for p in found)
     assert any("ftp://user:***@upstream.test/v1" in p for p in found)
+
+
+def test_demo_refuses_a_bad_value_from_the_environment() -> None:
+    result = subprocess.run(
+        [*CLI, "demo", "--port", str(free_port()), "--mock-port", str(free_port())],
+        env=cli_env(MODEL_PRICES='{"mock-*": {"input": NaN, "output": 1}}'),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "refusing to start: MODEL_PRICES" in result.stderr
+    assert "Traceback" not in result.stderr
