@@ -177,6 +177,26 @@ def cmd_usage(args: argparse.Namespace) -> int:
     return run_usage_command(args)
 
 
+def port_number(raw: str) -> int:
+    """PORT or --port: a TCP port."""
+    return _whole_number(raw, 1, 65535)
+
+
+def worker_count(raw: str) -> int:
+    """WORKERS or --workers: processes sharing the port, a handful per core at most."""
+    return _whole_number(raw, 1, 256)
+
+
+def _whole_number(raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-proxy", description="A streaming LLM API proxy.")
     parser.add_argument(
@@ -188,11 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the proxy, configured from the environment")
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEMO_PORT)))
+    # String defaults go through `type` too: PORT=abc is an argparse error naming --port,
+    # not a traceback.
+    serve.add_argument("--port", type=port_number, default=os.environ.get("PORT", str(DEMO_PORT)))
     serve.add_argument(
         "--workers",
-        type=int,
-        default=int(os.environ.get("WORKERS", "1")),
+        type=worker_count,
+        default=os.environ.get("WORKERS", "1"),
         help="processes sharing the port (one per core on a VM or container)",
     )
     serve.set_defaults(func=cmd_serve)

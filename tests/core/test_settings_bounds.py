@@ -149,3 +149,12 @@ def test_demo_refuses_a_bad_value_from_the_environment() -> None:
     assert result.returncode == 2
     assert "refusing to start: MODEL_PRICES" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("name", "raw"), [("PORT", "abc"), ("PORT", "70000"), ("WORKERS", "0")])
+def test_serve_refuses_a_bad_port_or_worker_count_without_a_traceback(name: str, raw: str) -> None:
+    result = subprocess.run(
+        [*CLI, "serve"], env=cli_env(**{name: raw}), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert f"--{name.lower()}" in result.stderr and "Traceback" not in result.stderr

@@ -110,3 +110,22 @@ def test_every_number_is_bounded_above_and_below(cls: type) -> None:
         assert math.isfinite(spec.low) and math.isfinite(spec.high), spec.env
         if default is not None:
             assert spec.low <= default <= spec.high or (default == 0 and spec.zero_is_off)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'os.environ.get("NEW_SETTING", "1")',
+        "environ.get('NEW_SETTING')",
+        'os.getenv("NEW_SETTING")',
+        'value = os.environ["NEW_SETTING"]',
+        'parse_float(env, "NEW_SETTING", 2.0, problems)',
+    ],
+)
+def test_the_scan_sees_each_way_of_reading_a_variable(line: str) -> None:
+    """The checks above are only as good as this scan: a new read must be seen."""
+    assert any(pattern.findall(line) == ["NEW_SETTING"] for pattern in READS)
+
+
+def test_a_variable_the_platform_writes_is_not_a_read() -> None:
+    assert not any(pattern.findall('os.environ["_X_AMZN_TRACE_ID"] = trace') for pattern in READS)
