@@ -119,12 +119,15 @@ def _provider_rows() -> Iterator[tuple[str, str, str, str]]:
         seen.add(record.env)
         key, upstream = provider_env_names(record)
         yield key, "unset", "secret, comma list", f"Keys for the {record.prefix} route."
-        origin = f"`{record.upstream}`" if record.upstream else "unset (required with the key)"
+        origin = f"`{record.upstream}`" if record.upstream else "unset (required for this route)"
         yield upstream, origin, "URL, comma list", f"The {record.name} origin."
 
 
 def _row(item: Field[Any], spec: Setting) -> tuple[str, str, str, str]:
-    return _row_of(spec, default_of(item), str(item.type))
+    name, default, kind, text = _row_of(spec, default_of(item), str(item.type))
+    if not item.repr:  # a key, a token, or a URL that may carry a password
+        kind += ", secret (never logged)"
+    return name, default, kind, text
 
 
 def _row_of(spec: Setting, default: Any, annotation: str) -> tuple[str, str, str, str]:

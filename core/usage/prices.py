@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 
 from core.protocols import Usage
+from core.usage.settings import MAX_OUTPUT_LIMIT, MAX_RATE_USD
 
 # Output tokens assumed when a request sets no cap and the model's own limit is unknown.
 DEFAULT_MAX_OUTPUT = 32_768
@@ -77,13 +78,6 @@ BUILT_IN: dict[str, Price] = {
 
 class PriceError(ValueError):
     """MODEL_PRICES is not a JSON object of {pattern: {input, output[, cached_input]}}."""
-
-
-# USD per 1M tokens: the dearest list price today is a few hundred; past this a rate is a
-# typo, and 1e308 would overflow every reservation into inf (a 500 on every priced request).
-MAX_RATE_USD = 100_000.0
-# Output tokens: the largest model limits are in the hundreds of thousands.
-MAX_OUTPUT_LIMIT = 10_000_000
 
 
 def _refuse_constant(name: str) -> float:

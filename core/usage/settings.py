@@ -14,6 +14,11 @@ from core.env import read_settings, setting
 # start rather than multiplied into every request's reservation.
 MAX_BUDGET_USD = 10_000_000.0
 BUDGET_WINDOWS = ("day", "month")
+# MODEL_PRICES, in USD per 1M tokens: the dearest list price today is a few hundred; past
+# this a rate is a typo, and 1e308 would overflow every reservation into inf (a 500 on every
+# priced request). Output tokens: the largest model limits are in the hundreds of thousands.
+MAX_RATE_USD = 100_000.0
+MAX_OUTPUT_LIMIT = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,9 @@ class UsageSettings:
         "MODEL_PRICES",
         "",
         "Prices in USD per 1M tokens (JSON, `*` wildcards), matched before the built-in "
-        'table, e.g. {"my-model-*": {"input": 3, "output": 12, "cached_input": 1.5}}.',
+        'table, e.g. `{"my-model-*": {"input": 3, "output": 12, "cached_input": 1.5}}`; '
+        f"rates from 0 to {MAX_RATE_USD:,.0f}; max_output (tokens, at most "
+        f"{MAX_OUTPUT_LIMIT:,}) optional.",
         custom=True,
         shown_default="built-in table only",
     )
