@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup setup-run demo serve test docs lint typecheck pytest bench bench-profile bench-tools bench-express clean vercel-tools sdk-node redis-server setup-browser lambda-tools check-deploy build-StreamFunction build-ApiFunction
+.PHONY: setup setup-run demo serve test docs lint typecheck pytest bench bench-profile bench-tools bench-express clean config-docs vercel-tools sdk-node redis-server setup-browser lambda-tools check-deploy build-StreamFunction build-ApiFunction
 
 # Two installs into one venv, each with its own stamp: `setup-run` is what the proxy and the
 # demo need (the package and its `speed` extra); `setup` is everything the tests, type checks
@@ -37,6 +37,11 @@ lint: setup
 
 typecheck: setup
 	$(BIN)/mypy
+
+# The configuration reference, generated from the settings declarations (a test fails when
+# the page is stale).
+config-docs: setup
+	$(BIN)/python -m core.settings_reference > docs/configuration.md
 
 pytest: setup vercel-tools sdk-node redis-server setup-browser lambda-tools
 	$(BIN)/pytest

@@ -8,7 +8,7 @@ import secrets
 import sys
 
 from core import __version__
-from core.config import ConfigError, load_settings
+from core.config import ConfigError, load_settings, mask_url_passwords
 
 DEMO_PORT = 8787
 MOCK_PORT = 8788
@@ -20,11 +20,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     app = create_app()
     if isinstance(app, MisconfiguredApp):
-        print("llm-proxy: refusing to start; run `llm-proxy check` for details", file=sys.stderr)
+        # A server can refuse to start (a function cannot: it answers 500 instead, see
+        # docs/refusals.md); say what is wrong, as `check` does.
+        for problem in app.problems:
+            print(f"llm-proxy: refusing to start: {mask_url_passwords(problem)}", file=sys.stderr)
         return 2
     if args.workers > 1:
-        guard = load_settings().guard
-        if (guard.limits_on or guard.budgets_on) and guard.limit_store.startswith("memory"):
+        settings = load_settings()
+        guard = settings.guard
+        counted = guard.limits_on or settings.usage.budgets_on
+        if counted and guard.limit_store.startswith("memory"):
             # Each process would keep its own count: N workers would let N times the limit
             # through, silently.
             print(
@@ -102,7 +107,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     token = os.environ.get("PROXY_ACCESS_TOKEN") or "demo-" + secrets.token_urlsafe(18)
     admin_token = "demo-admin-" + secrets.token_urlsafe(32)
     env = {**os.environ, **demo_environment(args.port, args.mock_port, token, admin_token)}
-    settings = load(env)
+    try:
+        settings = load(env)
+    except ConfigError as exc:  # a bad value in the caller's own environment or .env
+        for problem in exc.problems:
+            print(f"llm-proxy: refusing to start: {problem}", file=sys.stderr)
+        return 2
     from core.devtools.demo_page import PageApp
 
     # The example chat page (examples/chat) at /, on the proxy's own origin.
@@ -157,7 +167,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     app = create_app(settings)  # opens the stores, as `serve` will
     if isinstance(app, MisconfiguredApp):
         for problem in app.problems:
-            print(f"error: {problem}")
+            print(f"error: {mask_url_passwords(problem)}")
         return 1
     print(
         f"ok: default route /v1 -> {settings.upstream_base_url}; "
@@ -180,6 +190,26 @@ def cmd_usage(args: argparse.Namespace) -> int:
     return run_usage_command(args)
 
 
+def port_number(raw: str) -> int:
+    """PORT or --port: a TCP port."""
+    return _whole_number(raw, 1, 65535)
+
+
+def worker_count(raw: str) -> int:
+    """WORKERS or --workers: processes sharing the port, a handful per core at most."""
+    return _whole_number(raw, 1, 256)
+
+
+def _whole_number(raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-proxy", description="A streaming LLM API proxy.")
     parser.add_argument(
@@ -192,11 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the proxy, configured from the environment")
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEMO_PORT)))
+    # String defaults go through `type` too: PORT=abc is an argparse error naming --port,
+    # not a traceback.
+    serve.add_argument("--port", type=port_number, default=os.environ.get("PORT", str(DEMO_PORT)))
     serve.add_argument(
         "--workers",
-        type=int,
-        default=int(os.environ.get("WORKERS", "1")),
+        type=worker_count,
+        default=os.environ.get("WORKERS", "1"),
         help="processes sharing the port (one per core on a VM or container)",
     )
     serve.set_defaults(func=cmd_serve)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -14,7 +15,7 @@ from core.access.guard_settings import (
 )
 from core.cache.settings import CacheSettings, parse_cache_settings
 from core.digest import sha256
-from core.env import parse_bool, parse_choice, parse_float, parse_int
+from core.env import Setting, read_settings, read_value, setting
 from core.providers import (
     CATALOGUE,
     Provider,
@@ -22,9 +23,12 @@ from core.providers import (
     provider_env_names,
     split_upstreams,
 )
-from core.server.limits import ServerLimits, parse_server_limits
+
+# Only the limits: settings never import the runner (uvicorn and the protocols).
+from core.server.limits import ServerLimits
 from core.stores import store_url_problem
 from core.stores.calls import DEFAULT_STORE_TIMEOUT
+from core.usage.settings import UsageSettings, parse_usage_settings
 
 MIN_TOKEN_LENGTH = 16
 MIN_ADMIN_TOKEN_LENGTH = 32
@@ -35,12 +39,25 @@ DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # above OpenAI's 25 MB audio upload l
 DEFAULT_MAX_JSON_BYTES = 10 * 1024 * 1024
 
 
+# user:password@ in any URL a problem sentence quotes (a redis:// store, a mistyped base URL).
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:'\"]*:)[^@\s/'\"]*@")
+
+
+def mask_url_passwords(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", text)
+
+
 class ConfigError(Exception):
-    """The environment does not describe a usable proxy; `problems` names each variable."""
+    """The environment does not describe a usable proxy; `problems` names each variable.
+
+    Each sentence may quote the value it refuses (", got ..."), for the operator; a password
+    in a quoted URL is masked here, so no reader of the problems (check, serve, the log)
+    prints one."""
 
     def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
+        self.problems = [mask_url_passwords(problem) for problem in problems]
+        super().__init__("; ".join(self.problems))
 
 
 def hash_token(token: str) -> bytes:
@@ -48,59 +65,231 @@ def hash_token(token: str) -> bytes:
     return sha256(token)
 
 
+# The server's limits are declared beside the server (core/server/limits.py), which reads them when
+# it starts; here they are described for the reference and bounded with every other number.
+SERVER_LIMITS: dict[str, Setting] = {
+    "max_header_bytes": Setting(
+        "MAX_HEADER_BYTES",
+        "Bytes of a request head (request line + headers); past this the reply is 431.",
+        low=1024,
+        high=1024 * 1024,
+        unit="bytes",
+    ),
+    "header_timeout": Setting(
+        "HEADER_TIMEOUT",
+        "From a connection's start (or a request's first byte) to the end of its head (408).",
+        low=0.1,
+        high=600,
+        unit="s",
+    ),
+    "body_timeout": Setting(
+        "BODY_TIMEOUT",
+        "From the end of a request's head to the end of its body; a caller that trickles its "
+        "body past this gets 408.",
+        low=0.1,
+        high=3600,
+        unit="s",
+    ),
+    "idle_timeout": Setting(
+        "IDLE_TIMEOUT",
+        "An idle keep-alive connection between requests stays open this long.",
+        low=0.1,
+        high=3600,
+        unit="s",
+    ),
+    "max_connections": Setting(
+        "MAX_CONNECTIONS",
+        "Open connections per process; a request on one past it gets 503.",
+        low=1,
+        high=1_000_000,
+    ),
+}
+
+
 @dataclass(frozen=True)
 class Settings:
-    upstream_base_url: str
-    # repr=False: a Settings object printed in a traceback or log must not leak the key.
-    upstream_api_key: str = field(repr=False)
-    access_token_hashes: tuple[bytes, ...] = field(repr=False, default=())
-    allowed_origins: tuple[str, ...] = ()
-    connect_timeout: float = 10.0
+    upstream_base_url: str = setting(
+        "UPSTREAM_BASE_URL",
+        "",
+        "The default route's target: /v1/<path> goes to <UPSTREAM_BASE_URL>/<path>. A comma "
+        "list spreads requests round robin and fails over.",
+        custom=True,
+        shown_default="unset (required unless a provider route is configured)",
+    )
+    upstream_api_key: str = setting(
+        "UPSTREAM_API_KEY",
+        "",
+        "The real key for the default route (AWS: or UPSTREAM_API_KEY_SECRET_ID / "
+        "UPSTREAM_API_KEY_SSM_PARAMETER).",
+        custom=True,
+        secret=True,
+        shown_default="unset (required with UPSTREAM_BASE_URL)",
+    )
+    access_token_hashes: tuple[bytes, ...] = setting(
+        "PROXY_ACCESS_TOKEN",
+        (),
+        f"Caller credential(s), at least {MIN_TOKEN_LENGTH} characters each; a comma list "
+        "allows rotation. Optional with TOKEN_STORE, JWT_JWKS_URL or ALLOW_ANONYMOUS.",
+        custom=True,
+        secret=True,
+        shown_default="unset",
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        "ALLOWED_ORIGINS",
+        (),
+        "CORS allowlist (comma list of https://app.example.com); `*` only by explicit choice.",
+        custom=True,
+        shown_default="unset (browsers refused)",
+    )
+    connect_timeout: float = setting(
+        "UPSTREAM_CONNECT_TIMEOUT",
+        10.0,
+        "Seconds to connect to the upstream.",
+        low=0.1,
+        high=300,
+        unit="s",
+    )
     # Bounds the wait for the first byte and every gap between bytes; there is no total
     # timeout, so a long generation that keeps producing is never cut.
-    read_timeout: float = 300.0
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
-    access_log: bool = True
+    read_timeout: float = setting(
+        "UPSTREAM_READ_TIMEOUT",
+        300.0,
+        "Seconds to wait for the first byte and between bytes (no total timeout on streams).",
+        low=0.1,
+        high=3600,
+        unit="s",
+    )
+    max_body_bytes: int = setting(
+        "MAX_BODY_BYTES",
+        DEFAULT_MAX_BODY_BYTES,
+        "Request bodies above this get 413 (uploads included).",
+        low=1,
+        high=2 * 1024**3,
+        unit="bytes",
+    )
+    max_json_bytes: int = setting(
+        "MAX_JSON_BYTES",
+        DEFAULT_MAX_JSON_BYTES,
+        "JSON request bodies above this get 413 (uploads keep MAX_BODY_BYTES).",
+        low=1,
+        high=2 * 1024**3,
+        unit="bytes",
+    )
+    access_log: bool = setting(
+        "ACCESS_LOG", True, "One JSON access-log line per request on stderr (no secrets)."
+    )
     # "auto" picks aiohttp under httpx for long-running servers, httpx's own otherwise.
-    transport: str = "auto"
-    # What to do with the upstream stream when the caller leaves: cancel (default) or drain.
-    on_disconnect: str = "cancel"
+    transport: str = setting(
+        "UPSTREAM_TRANSPORT",
+        "auto",
+        "auto, aiohttp or httpx. auto: aiohttp for servers, httpx for functions.",
+        choices=("auto", "aiohttp", "httpx"),
+    )
+    on_disconnect: str = setting(
+        "ON_CLIENT_DISCONNECT",
+        "cancel",
+        "What happens to the upstream stream when the caller leaves: cancel or drain.",
+        choices=("cancel", "drain"),
+    )
     # Provider routes: keys (a comma list rotates) and origin overrides, by env prefix
-    # (`ANTHROPIC` for ANTHROPIC_API_KEY / ANTHROPIC_UPSTREAM); see core/providers.py.
+    # (`ANTHROPIC` for ANTHROPIC_API_KEY / ANTHROPIC_UPSTREAM); see core/providers.py. Their
+    # variables are named by the catalogue, so the reference lists them from it.
     provider_keys: Mapping[str, tuple[str, ...]] = field(repr=False, default_factory=dict)
     provider_upstreams: Mapping[str, str] = field(default_factory=dict)
-    # Per-caller tokens: "" (only PROXY_ACCESS_TOKEN), sqlite:///path, dynamodb://table,
-    # redis://host or rediss://host, memory://. How long a looked-up token is trusted
-    # before the store is asked again: the most a revocation can lag.
-    token_store: str = field(repr=False, default="")
-    token_cache_seconds: float = 2.0
-    # The longest a request waits for the token or limit store before a 503.
-    store_timeout: float = DEFAULT_STORE_TIMEOUT
-    # What a connection may hold before authentication; servers only. Validated here with
-    # the rest, and read from the same variables by core/server/runner.py to start a server.
+    token_store: str = setting(
+        "TOKEN_STORE",
+        "",
+        "Per-caller tokens (`llm-proxy tokens`): sqlite:///path, dynamodb://table, "
+        "redis://host, rediss://host or memory://.",
+        custom=True,
+        secret=True,
+        shown_default="unset (only PROXY_ACCESS_TOKEN)",
+    )
+    token_cache_seconds: float = setting(
+        "TOKEN_CACHE_SECONDS",
+        2.0,
+        "How long a looked-up token is trusted before the store is asked again: the most a "
+        "revocation can lag.",
+        low=0,
+        high=MAX_TOKEN_CACHE_SECONDS,
+        unit="s",
+    )
+    store_timeout: float = setting(
+        "STORE_TIMEOUT",
+        DEFAULT_STORE_TIMEOUT,
+        "The longest a request waits for the token or limit store before a 503.",
+        low=0.05,
+        high=60,
+        unit="s",
+    )
+    # What a connection may hold before authentication; servers only (SERVER_LIMITS).
     server: ServerLimits = field(default_factory=ServerLimits)
-    # Browser callers: JWT sign-in, anonymous mode, client IP, rate limits, request policy
+    # Callers: JWT sign-in, anonymous mode, client IP, rate limits, request policy
     # (core/access/guard_settings.py); all off by default.
     guard: GuardSettings = field(default_factory=GuardSettings)
-    # The usage ledger's store (core/usage/ledger.py): USAGE_STORE, else LIMIT_STORE, else
-    # TOKEN_STORE, else memory://.
-    usage_store: str = field(repr=False, default="memory://")
-    # The dashboard at /admin (core/admin): off unless ADMIN_TOKEN is set.
-    admin_token: str = field(repr=False, default="")
+    # Spend caps and prices (core/usage/settings.py); off by default.
+    usage: UsageSettings = field(default_factory=UsageSettings)
+    usage_store: str = setting(
+        "USAGE_STORE",
+        "memory://",
+        "The usage ledger's store (`llm-proxy usage`, the dashboard's charts).",
+        custom=True,
+        secret=True,
+        shown_default="LIMIT_STORE, else TOKEN_STORE, else memory:// (per process)",
+    )
+    admin_token: str = setting(
+        "ADMIN_TOKEN",
+        "",
+        f"The dashboard's credential (at least {MIN_ADMIN_TOKEN_LENGTH} characters); "
+        "unset = no dashboard.",
+        custom=True,
+        secret=True,
+        shown_default="unset (dashboard off)",
+    )
     # The response cache (core/cache); off unless CACHE_URL is set.
     cache: CacheSettings = field(default_factory=CacheSettings)
-    # Realtime (core/realtime): the longest a proxied WebSocket session lasts; the tokens it
-    # reserves up front while a token limit or budget is on (settled to the metered figure);
-    # whether the ephemeral-key routes may mint keys, and what each key is charged.
-    realtime_max_seconds: float = 1800.0
-    realtime_reserve_tokens: int = 20_000
-    allow_ephemeral_keys: bool = False
-    ephemeral_key_tokens: int = 20_000
-    # Gemini streams that end without a finishReason are continued (core/proxy/recovery.py),
-    # at most this many times per request.
-    gemini_stream_recovery: bool = False
-    gemini_stream_recovery_attempts: int = 2
+    realtime_max_seconds: float = setting(
+        "REALTIME_MAX_SECONDS",
+        1800.0,
+        "A proxied WebSocket session is closed (1008) at this age.",
+        low=0.1,
+        high=86_400,
+        unit="s",
+    )
+    realtime_reserve_tokens: int = setting(
+        "REALTIME_RESERVE_TOKENS",
+        20_000,
+        "Tokens reserved per session while a token limit or budget is on; settled to the "
+        "metered figure.",
+        low=1,
+        high=10**9,
+    )
+    allow_ephemeral_keys: bool = setting(
+        "ALLOW_EPHEMERAL_KEYS",
+        False,
+        "Let callers mint short-lived provider keys (realtime client secrets, Gemini auth "
+        "tokens), checked against their scopes.",
+    )
+    ephemeral_key_tokens: int = setting(
+        "EPHEMERAL_KEY_TOKENS",
+        20_000,
+        "Tokens charged per minted key against the caller's token limit and budget.",
+        low=1,
+        high=10**9,
+    )
+    gemini_stream_recovery: bool = setting(
+        "GEMINI_STREAM_RECOVERY",
+        False,
+        "Continue Gemini streams that end without a finishReason, in the same stream.",
+    )
+    # Each continuation is one more billed upstream call: a small upper bound.
+    gemini_stream_recovery_attempts: int = setting(
+        "GEMINI_STREAM_RECOVERY_ATTEMPTS",
+        2,
+        "The most continuations per request (each is one more billed upstream call).",
+        low=1,
+        high=5,
+    )
 
     def providers(self) -> tuple[Provider, ...]:
         """Every route this deployment serves (core/providers.py)."""
@@ -214,6 +403,16 @@ def _parse_admin(env: Mapping[str, str], problems: list[str]) -> tuple[str, str]
     return admin_token, usage_store
 
 
+def _parse_server_limits(env: Mapping[str, str], problems: list[str]) -> ServerLimits:
+    """ServerLimits from SERVER_LIMITS: its defaults are the server's own (core/server/limits.py)."""
+    defaults = ServerLimits()
+    values = {
+        name: read_value(spec, getattr(defaults, name), env, problems)
+        for name, spec in SERVER_LIMITS.items()
+    }
+    return ServerLimits(**values)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the environment or raise ConfigError listing every problem."""
     env = os.environ if environ is None else environ
@@ -239,12 +438,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     token_hashes = _parse_tokens(
         env, problems, required=not token_store and not callers_need_no_shared_token(env)
     )
-    cache_seconds = parse_float(env, "TOKEN_CACHE_SECONDS", 2.0, problems, allow_zero=True)
-    if cache_seconds > MAX_TOKEN_CACHE_SECONDS:
-        problems.append(
-            f"TOKEN_CACHE_SECONDS must be at most {MAX_TOKEN_CACHE_SECONDS:g}: "
-            "it bounds how long a revoked token keeps working"
-        )
     admin_token, usage_store = _parse_admin(env, problems)
     origins = tuple(
         o.strip().rstrip("/") for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip()
@@ -255,36 +448,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 f"ALLOWED_ORIGINS entries must look like https://app.example.com, got {origin!r}"
             )
 
-    settings = Settings(
+    settings = read_settings(
+        Settings,
+        env,
+        problems,
         upstream_base_url=base_url,
         upstream_api_key=api_key,
         access_token_hashes=token_hashes,
         allowed_origins=origins,
-        connect_timeout=parse_float(env, "UPSTREAM_CONNECT_TIMEOUT", 10.0, problems),
-        read_timeout=parse_float(env, "UPSTREAM_READ_TIMEOUT", 300.0, problems),
-        max_body_bytes=parse_int(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, problems),
-        max_json_bytes=parse_int(env, "MAX_JSON_BYTES", DEFAULT_MAX_JSON_BYTES, problems),
-        access_log=parse_bool(env, "ACCESS_LOG", True, problems),
-        transport=parse_choice(env, "UPSTREAM_TRANSPORT", ("auto", "aiohttp", "httpx"), problems),
-        on_disconnect=parse_choice(env, "ON_CLIENT_DISCONNECT", ("cancel", "drain"), problems),
         provider_keys=provider_keys,
         provider_upstreams=provider_upstreams,
         token_store=token_store,
-        token_cache_seconds=cache_seconds,
-        store_timeout=parse_float(env, "STORE_TIMEOUT", DEFAULT_STORE_TIMEOUT, problems),
         guard=parse_guard_settings(env, problems, origins, token_store),
+        usage=parse_usage_settings(env, problems),
         usage_store=usage_store,
         admin_token=admin_token,
-        server=parse_server_limits(env, problems),
+        server=_parse_server_limits(env, problems),
         cache=parse_cache_settings(env, problems),
-        realtime_max_seconds=parse_float(env, "REALTIME_MAX_SECONDS", 1800.0, problems),
-        realtime_reserve_tokens=parse_int(env, "REALTIME_RESERVE_TOKENS", 20_000, problems),
-        allow_ephemeral_keys=parse_bool(env, "ALLOW_EPHEMERAL_KEYS", False, problems),
-        ephemeral_key_tokens=parse_int(env, "EPHEMERAL_KEY_TOKENS", 20_000, problems),
-        gemini_stream_recovery=parse_bool(env, "GEMINI_STREAM_RECOVERY", False, problems),
-        gemini_stream_recovery_attempts=parse_int(
-            env, "GEMINI_STREAM_RECOVERY_ATTEMPTS", 2, problems
-        ),
     )
     if problems:
         raise ConfigError(problems)

@@ -45,17 +45,41 @@ _ANTHROPIC_TYPE = {
 }
 
 
+# The Stainless SDKs (openai, anthropic) retry 408, 409, 429 and 5xx, sleeping as long as
+# Retry-After says, unless the reply carries `x-should-retry: false`. A refusal that a retry
+# cannot cure within this many seconds says so, and the SDK raises at once instead of
+# hanging (a budget's Retry-After runs to the window's end: hours). docs/refusals.md.
+RETRY_SOON_SECONDS = 10.0
+
+
 class ProxyError(Exception):
     """A failure the proxy answers itself: status, machine code and a message for people."""
 
     status = 500
     code = "proxy_error"
     openai_type = "server_error"
+    # Whether a client's automatic retry may cure this soon. None: by status, where only a
+    # passing fault (502, 503, 504: an upstream or a store that did not answer) is retried.
+    retryable: bool | None = None
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        retryable: bool | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        if retryable is not None:
+            self.retryable = retryable
+
+    @property
+    def should_retry(self) -> bool:
+        if self.retryable is not None:
+            return self.retryable
+        return self.status in (502, 503, 504)
 
 
 class BadRequest(ProxyError):
@@ -111,16 +135,22 @@ class PayloadTooLarge(ProxyError):
 
 
 class RateLimited(ProxyError):
+    """A rate or token limit; retryable only when its window ends within RETRY_SOON_SECONDS
+    (the raise site decides, from the wait it puts in Retry-After)."""
+
     status = 429
     code = "rate_limit_exceeded"
     openai_type = "rate_limit_error"
+    retryable = False
 
 
 class QuotaExceeded(RateLimited):
-    """A spend cap (BUDGET_*) has no room for this request's worst case."""
+    """A spend cap (BUDGET_*) has no room for this request's worst case: it renews at the
+    window's end, hours away, so no retry can cure it."""
 
     code = "insufficient_quota"
     openai_type = "insufficient_quota"
+    retryable = False
 
 
 class ServiceUnavailable(ProxyError):
@@ -138,11 +168,13 @@ class Misconfigured(ProxyError):
 
 
 class ProxyOffline(ProxyError):
-    """The operator switched the service off, or a scheduled offline window is on."""
+    """The operator switched the service off, or a scheduled offline window is on. Not
+    retried: a page should say "switched off" now, not after two Retry-After sleeps."""
 
     status = 503
     code = "service_offline"
     openai_type = "server_error"
+    retryable = False
 
 
 class UpstreamUnreachable(ProxyError):
@@ -209,4 +241,6 @@ def render(error: ProxyError, shape: ErrorShape) -> tuple[int, list[tuple[bytes,
         (b"content-length", str(len(body)).encode()),
     ]
     headers.extend((k.lower().encode(), v.encode()) for k, v in error.headers.items())
+    if not error.should_retry:
+        headers.append((b"x-should-retry", b"false"))
     return error.status, headers, body

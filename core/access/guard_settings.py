@@ -1,4 +1,4 @@
-"""Settings for browser callers: sign-in by JWT, anonymous mode, client IP, limits, policy.
+"""Settings for callers: sign-in by JWT, anonymous mode, client IP, rate limits, policy.
 
 Parsed with the rest of the settings (core/config.py calls `parse_guard_settings`) and
 kept in one frozen record, so `core.proxy.pipeline.build_pipeline` can decide once, at
@@ -8,10 +8,10 @@ start, which checks a request pays for. This module imports nothing heavy: it ru
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from core.env import parse_bool, parse_choice, parse_float, parse_int
+from core.env import parse_bool, read_settings, setting
 from core.stores import store_url_problem
 
 # Asymmetric algorithms only: a JWKS holds public keys, and an HMAC algorithm would let
@@ -26,47 +26,128 @@ CLIENT_IP_SOURCES = ("auto", "socket", "aws", "vercel", "cloud-run")
 @dataclass(frozen=True)
 class GuardSettings:
     # Sign-in: tokens of an identity provider, checked against its published keys.
-    jwt_jwks_url: str = ""
-    jwt_issuer: str = ""
-    jwt_audiences: tuple[str, ...] = ()
-    jwt_algorithms: tuple[str, ...] = DEFAULT_JWT_ALGORITHMS
-    jwt_leeway: float = 30.0
-    jwt_cache_seconds: float = 600.0
+    jwt_jwks_url: str = setting(
+        "JWT_JWKS_URL",
+        "",
+        "The identity provider's JWKS (https://); signed-in callers then need no "
+        "PROXY_ACCESS_TOKEN.",
+        custom=True,
+        shown_default="unset (sign-in off)",
+    )
+    jwt_issuer: str = setting(
+        "JWT_ISSUER",
+        "",
+        "The `iss` the tokens must carry; required with JWT_JWKS_URL.",
+        custom=True,
+    )
+    jwt_audiences: tuple[str, ...] = setting(
+        "JWT_AUDIENCE", (), "Accepted `aud` values (comma list); unset = not checked.", custom=True
+    )
+    jwt_algorithms: tuple[str, ...] = setting(
+        "JWT_ALGORITHMS",
+        DEFAULT_JWT_ALGORITHMS,
+        "Accepted signature algorithms (comma list, asymmetric only).",
+        custom=True,
+        shown_default=",".join(DEFAULT_JWT_ALGORITHMS),
+    )
+    jwt_leeway: float = setting(
+        "JWT_LEEWAY_SECONDS",
+        30.0,
+        "Clock skew allowed on exp/nbf/iat.",
+        low=0,
+        high=600,
+        unit="s",
+    )
+    jwt_cache_seconds: float = setting(
+        "JWT_JWKS_CACHE_SECONDS",
+        600.0,
+        "How long fetched signing keys are kept.",
+        low=0,
+        high=86_400,
+        unit="s",
+    )
     # Public demos: callers without a credential, keyed by client IP.
-    allow_anonymous: bool = False
-    # Where the client IP comes from: auto, socket, aws, vercel, cloud-run, xff:N, header:NAME.
-    client_ip_source: str = "auto"
+    allow_anonymous: bool = setting(
+        "ALLOW_ANONYMOUS",
+        False,
+        "Callers without a credential, counted per client IP; needs ALLOWED_ORIGINS (not *) "
+        "and RATE_LIMIT_REQUESTS.",
+    )
+    client_ip_source: str = setting(
+        "CLIENT_IP_SOURCE",
+        "auto",
+        "Where the client IP comes from: auto, socket, aws, vercel, cloud-run, xff:N "
+        "(N trusted proxies) or header:NAME.",
+        custom=True,
+    )
     # Rate limits per caller (0 = off), over one fixed window.
-    rate_limit_requests: int = 0
-    rate_limit_tokens: int = 0
-    rate_limit_window: float = 60.0
+    rate_limit_requests: int = setting(
+        "RATE_LIMIT_REQUESTS",
+        0,
+        "Requests per caller per window; 0 = off.",
+        low=1,
+        high=10**9,
+        zero_is_off=True,
+    )
+    rate_limit_tokens: int = setting(
+        "RATE_LIMIT_TOKENS",
+        0,
+        "Tokens (input + output, metered) per caller per window; 0 = off.",
+        low=1,
+        high=10**12,
+        zero_is_off=True,
+    )
+    rate_limit_window: float = setting(
+        "RATE_LIMIT_WINDOW",
+        60.0,
+        "The fixed window both rate limits count over.",
+        low=1,
+        high=31 * 86_400,
+        unit="s",
+    )
     # repr=False: a redis:// URL carries the store's password.
-    limit_store: str = field(repr=False, default="")
-    # What a request gets while the limit store is unreachable: "closed" (503) or "open".
-    limits_on_store_error: str = "closed"
+    limit_store: str = setting(
+        "LIMIT_STORE",
+        "",
+        "Where limit and budget counters live: sqlite:///path, redis://host, dynamodb://table, "
+        "memory://.",
+        custom=True,
+        secret=True,
+        shown_default="TOKEN_STORE, else memory:// (per process)",
+    )
+    limits_on_store_error: str = setting(
+        "LIMITS_ON_STORE_ERROR",
+        "closed",
+        "While the limit store is unreachable: closed (503) or open (unmetered).",
+        choices=("closed", "open"),
+    )
     # Request policy.
-    allowed_models: tuple[str, ...] = ()
-    max_tokens_cap: int = 0
-    max_messages: int = 0
-    # Spend caps in US dollars over a UTC calendar window ("day" or "month"); 0 = none.
-    budget_per_caller_usd: float = 0.0
-    budget_total_usd: float = 0.0
-    budget_window: str = "day"
-    # MODEL_PRICES, as given (JSON); parsed where the price table is built.
-    model_prices: str = ""
+    allowed_models: tuple[str, ...] = setting(
+        "ALLOWED_MODELS",
+        (),
+        "Models callers may ask for (comma list, `*` wildcards); unset = any.",
+        custom=True,
+    )
+    max_tokens_cap: int = setting(
+        "MAX_TOKENS_CAP",
+        0,
+        "The most output tokens a request may ask for; 0 = no cap.",
+        low=1,
+        high=10**7,
+        zero_is_off=True,
+    )
+    max_messages: int = setting(
+        "MAX_MESSAGES",
+        0,
+        "The most messages a request may carry; 0 = no cap.",
+        low=1,
+        high=10**6,
+        zero_is_off=True,
+    )
 
     @property
     def limits_on(self) -> bool:
         return self.rate_limit_requests > 0 or self.rate_limit_tokens > 0
-
-    @property
-    def budgets_on(self) -> bool:
-        return self.budget_per_caller_usd > 0 or self.budget_total_usd > 0
-
-    @property
-    def caps_on(self) -> bool:
-        """Some rule counts tokens or dollars: the meter must read every reply."""
-        return self.rate_limit_tokens > 0 or self.budgets_on
 
     @property
     def policy_on(self) -> bool:
@@ -75,13 +156,7 @@ class GuardSettings:
     @property
     def enabled(self) -> bool:
         """True if any browser-facing check is configured; False costs a request nothing."""
-        return (
-            bool(self.jwt_jwks_url)
-            or self.allow_anonymous
-            or self.limits_on
-            or self.policy_on
-            or self.budgets_on
-        )
+        return bool(self.jwt_jwks_url) or self.allow_anonymous or self.limits_on or self.policy_on
 
 
 def _split(raw: str) -> tuple[str, ...]:
@@ -134,72 +209,37 @@ def parse_guard_settings(
     elif issuer or audiences:
         problems.append("JWT_ISSUER / JWT_AUDIENCE are set but JWT_JWKS_URL is not")
 
-    requests = parse_int(env, "RATE_LIMIT_REQUESTS", 0, problems, allow_zero=True)
-    tokens = parse_int(env, "RATE_LIMIT_TOKENS", 0, problems, allow_zero=True)
-    window = parse_float(env, "RATE_LIMIT_WINDOW", 60.0, problems, allow_zero=True)
-    if window < 1:
-        problems.append("RATE_LIMIT_WINDOW must be at least 1 second")
-        window = 60.0
     limit_store = env.get("LIMIT_STORE", "").strip()
     if limit_store and (problem := store_url_problem("LIMIT_STORE", limit_store)):
         problems.append(problem)
-    on_error = env.get("LIMITS_ON_STORE_ERROR", "").strip().lower() or "closed"
-    if on_error not in ("closed", "open"):
-        problems.append(f"LIMITS_ON_STORE_ERROR must be closed or open, got {on_error!r}")
-        on_error = "closed"
+    client_ip_source = env.get("CLIENT_IP_SOURCE", "").strip() or "auto"
+    _check_client_ip_source(client_ip_source, problems)
 
-    anonymous = parse_bool(env, "ALLOW_ANONYMOUS", False, problems)
-    if anonymous:
+    settings = read_settings(
+        GuardSettings,
+        env,
+        problems,
+        jwt_jwks_url=jwks_url,
+        jwt_issuer=issuer,
+        jwt_audiences=audiences,
+        jwt_algorithms=algorithms,
+        client_ip_source=client_ip_source,
+        # Counters live beside the tokens unless told otherwise; memory only as a last resort.
+        limit_store=limit_store or token_store or "memory://",
+        allowed_models=_split(env.get("ALLOWED_MODELS", "")),
+    )
+    if settings.allow_anonymous:
         # A public endpoint with no origin list or no limit is an open key: refuse to start.
         if not allowed_origins or "*" in allowed_origins:
             problems.append(
                 "ALLOW_ANONYMOUS=true needs ALLOWED_ORIGINS to list the pages allowed to call "
                 "(not *)"
             )
-        if requests <= 0:
+        if settings.rate_limit_requests <= 0:
             problems.append(
                 "ALLOW_ANONYMOUS=true needs RATE_LIMIT_REQUESTS (a per-IP limit) to be set"
             )
-
-    model_prices = env.get("MODEL_PRICES", "").strip()
-    if model_prices:
-        from core.usage.prices import PriceError, parse_prices
-
-        try:
-            parse_prices(model_prices)
-        except PriceError as exc:
-            problems.append(str(exc))
-
-    client_ip_source = env.get("CLIENT_IP_SOURCE", "").strip() or "auto"
-    _check_client_ip_source(client_ip_source, problems)
-
-    return GuardSettings(
-        jwt_jwks_url=jwks_url,
-        jwt_issuer=issuer,
-        jwt_audiences=audiences,
-        jwt_algorithms=algorithms,
-        jwt_leeway=parse_float(env, "JWT_LEEWAY_SECONDS", 30.0, problems, allow_zero=True),
-        jwt_cache_seconds=parse_float(
-            env, "JWT_JWKS_CACHE_SECONDS", 600.0, problems, allow_zero=True
-        ),
-        allow_anonymous=anonymous,
-        client_ip_source=client_ip_source,
-        rate_limit_requests=requests,
-        rate_limit_tokens=tokens,
-        rate_limit_window=window,
-        # Counters live beside the tokens unless told otherwise; memory only as a last resort.
-        limit_store=limit_store or token_store or "memory://",
-        limits_on_store_error=on_error,
-        allowed_models=_split(env.get("ALLOWED_MODELS", "")),
-        max_tokens_cap=parse_int(env, "MAX_TOKENS_CAP", 0, problems, allow_zero=True),
-        max_messages=parse_int(env, "MAX_MESSAGES", 0, problems, allow_zero=True),
-        budget_per_caller_usd=parse_float(
-            env, "BUDGET_PER_CALLER_USD", 0.0, problems, allow_zero=True
-        ),
-        budget_total_usd=parse_float(env, "BUDGET_TOTAL_USD", 0.0, problems, allow_zero=True),
-        budget_window=parse_choice(env, "BUDGET_WINDOW", ("day", "month"), problems),
-        model_prices=model_prices,
-    )
+    return settings
 
 
 def callers_need_no_shared_token(env: Mapping[str, str]) -> bool:

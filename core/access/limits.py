@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.digest import sha256_hex
-from core.errors import ProxyError, RateLimited
+from core.errors import RETRY_SOON_SECONDS, ProxyError, RateLimited
 from core.proxy.stages import HeaderTicket, Outcome, Ticket
 from core.stores import Store
 from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store
@@ -137,7 +137,9 @@ class RateLimiter:
     def refusal(message: str, wait: float, headers: RawHeaders) -> RateLimited:
         extra = {name.decode(): value.decode() for name, value in headers}
         extra["retry-after"] = str(max(1, math.ceil(wait)))
-        return RateLimited(message, headers=extra)
+        # A window that ends in seconds is worth an SDK's retry; a long one would hang it.
+        retryable = wait <= RETRY_SOON_SECONDS
+        return RateLimited(message, headers=extra, retryable=retryable)
 
 
 class RequestLimit:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from core.env import parse_bool, parse_choice, parse_float, parse_int
+from core.env import read_settings, setting
 from core.stores import STORE_SCHEMES
 
 DEFAULT_MAX_ENTRY_BYTES = 1024 * 1024
@@ -15,17 +15,50 @@ CACHE_SCOPES = ("caller", "shared")
 
 @dataclass(frozen=True)
 class CacheSettings:
-    # "" (off), memory://, sqlite:///path, redis://..., dynamodb://table. repr=False: a
-    # redis:// URL carries the store's password.
-    url: str = field(repr=False, default="")
-    ttl_seconds: float = 3600.0
-    # caller: entries per caller identity; shared: one answer for every allowed caller.
-    scope: str = "caller"
-    # Also cache requests whose answer may differ each time (temperature absent or > 0).
-    nondeterministic: bool = False
-    max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
-    # The memory store's LRU size.
-    max_entries: int = DEFAULT_MAX_ENTRIES
+    # repr=False: a redis:// URL carries the store's password.
+    url: str = setting(
+        "CACHE_URL",
+        "",
+        "The response cache's store: memory, sqlite:///path/cache.db, redis://host:6379/1 or "
+        "dynamodb://table; unset = no cache.",
+        custom=True,
+        secret=True,
+        shown_default="unset (cache off)",
+    )
+    ttl_seconds: float = setting(
+        "CACHE_TTL_SECONDS",
+        3600.0,
+        "How long an entry is replayed.",
+        low=1,
+        high=366 * 86_400,
+        unit="s",
+    )
+    scope: str = setting(
+        "CACHE_SCOPE",
+        "caller",
+        "caller: entries per caller identity; shared: one answer for every allowed caller.",
+        choices=CACHE_SCOPES,
+    )
+    nondeterministic: bool = setting(
+        "CACHE_NONDETERMINISTIC",
+        False,
+        "Also cache requests whose answer may differ each time (temperature absent or > 0).",
+    )
+    max_entry_bytes: int = setting(
+        "CACHE_MAX_ENTRY_BYTES",
+        DEFAULT_MAX_ENTRY_BYTES,
+        "Larger replies are not stored (DynamoDB: at most 280 KiB).",
+        low=1,
+        high=64 * 1024 * 1024,
+        unit="bytes",
+    )
+    max_entries: int = setting(
+        "CACHE_MAX_ENTRIES",
+        DEFAULT_MAX_ENTRIES,
+        "Entries the memory store keeps (least recently used dropped first).",
+        low=1,
+        high=10**7,
+    )
 
     @property
     def on(self) -> bool:
@@ -54,11 +87,4 @@ def _parse_url(env: Mapping[str, str], problems: list[str]) -> str:
 
 def parse_cache_settings(env: Mapping[str, str], problems: list[str]) -> CacheSettings:
     """Read CACHE_*, appending one sentence per problem."""
-    return CacheSettings(
-        url=_parse_url(env, problems),
-        ttl_seconds=parse_float(env, "CACHE_TTL_SECONDS", 3600.0, problems),
-        scope=parse_choice(env, "CACHE_SCOPE", CACHE_SCOPES, problems),
-        nondeterministic=parse_bool(env, "CACHE_NONDETERMINISTIC", False, problems),
-        max_entry_bytes=parse_int(env, "CACHE_MAX_ENTRY_BYTES", DEFAULT_MAX_ENTRY_BYTES, problems),
-        max_entries=parse_int(env, "CACHE_MAX_ENTRIES", DEFAULT_MAX_ENTRIES, problems),
-    )
+    return read_settings(CacheSettings, env, problems, url=_parse_url(env, problems))

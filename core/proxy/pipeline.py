@@ -53,7 +53,7 @@ def build_identify(settings: Settings, token_check: TokenCheck) -> Identify:
         anonymous = frozenset(o.encode() for o in settings.allowed_origins if o != "*")
     # Shared-token and anonymous callers are counted per client IP only where something
     # counts them, or keeps cache entries per caller.
-    counts = config.limits_on or config.budgets_on or settings.cache.per_caller
+    counts = config.limits_on or settings.usage.budgets_on or settings.cache.per_caller
     client_ip = client_ip_rule(config.client_ip_source) if counts else None
     return Identify(token_check, client_ip, jwt, anonymous)
 
@@ -111,7 +111,7 @@ class RecordUsage:
 def prices_of(settings: Settings) -> PriceTable:
     from core.usage.prices import PriceTable, parse_prices
 
-    prices = settings.guard.model_prices
+    prices = settings.usage.model_prices
     return PriceTable(parse_prices(prices) if prices else None)
 
 
@@ -129,6 +129,7 @@ def build_pipeline(
     ledger: UsageLedger | None = None,
 ) -> tuple[Pipeline, Budget | None]:
     config = settings.guard
+    usage = settings.usage
     before: list[Check] = []
     if status is not None:
         before.append(KillSwitch(status))
@@ -145,7 +146,7 @@ def build_pipeline(
     capped = []
     if config.rate_limit_tokens:
         capped.append("RATE_LIMIT_TOKENS")
-    if config.budgets_on:
+    if usage.budgets_on:
         capped.append("BUDGET_*")
     if capped:
         before.append(MeterableRoutesOnly(", ".join(capped)))
@@ -160,7 +161,7 @@ def build_pipeline(
             )
         )
     # A stored token may carry its own budget (`tokens create --budget-usd`).
-    budgets = config.budgets_on or bool(settings.token_store)
+    budgets = usage.budgets_on or bool(settings.token_store)
     if config.limits_on or budgets:
         from core.usage.estimate import WorstCase
 
@@ -193,13 +194,13 @@ def build_pipeline(
                 store,
                 prices,
                 estimate,
-                per_caller_usd=config.budget_per_caller_usd,
-                total_usd=config.budget_total_usd,
-                window=config.budget_window,
+                per_caller_usd=usage.budget_per_caller_usd,
+                total_usd=usage.budget_total_usd,
+                window=usage.budget_window,
                 timeout=settings.store_timeout,
             )
             after.append(budget)
-        if config.limits_on or config.budgets_on:
+        if config.limits_on or usage.budgets_on:
             _log_limits(settings)
     if settings.cache.on:
         from core.cache.check import ResponseCache
@@ -216,13 +217,17 @@ def build_pipeline(
         else (),
         # The cache keys on the parsed body: a field named twice must not let two bodies
         # an upstream reads differently share one entry.
-        strict_json=bool(settings.token_store) or config.enabled or settings.cache.on,
+        strict_json=bool(settings.token_store)
+        or config.enabled
+        or usage.budgets_on
+        or settings.cache.on,
     )
     return pipeline, budget
 
 
 def _log_limits(settings: Settings) -> None:
     config = settings.guard
+    usage = settings.usage
     scheme = config.limit_store.partition("://")[0]
     logger.info(
         "limits: %s requests, %s tokens per %gs per caller; budgets: %s per caller, %s in all "
@@ -230,9 +235,9 @@ def _log_limits(settings: Settings) -> None:
         config.rate_limit_requests or "no limit on",
         config.rate_limit_tokens or "no limit on",
         config.rate_limit_window,
-        f"${config.budget_per_caller_usd:g}" if config.budget_per_caller_usd else "no limit",
-        f"${config.budget_total_usd:g}" if config.budget_total_usd else "no limit",
-        config.budget_window,
+        f"${usage.budget_per_caller_usd:g}" if usage.budget_per_caller_usd else "no limit",
+        f"${usage.budget_total_usd:g}" if usage.budget_total_usd else "no limit",
+        usage.budget_window,
         scheme,
         config.limits_on_store_error,
     )

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 
 from core.protocols import Usage
+from core.usage.settings import MAX_OUTPUT_LIMIT, MAX_RATE_USD
 
 # Output tokens assumed when a request sets no cap and the model's own limit is unknown.
 DEFAULT_MAX_OUTPUT = 32_768
@@ -79,11 +80,18 @@ class PriceError(ValueError):
     """MODEL_PRICES is not a JSON object of {pattern: {input, output[, cached_input]}}."""
 
 
+def _refuse_constant(name: str) -> float:
+    # json.loads reads NaN, Infinity and -Infinity by default; no price is any of them.
+    raise ValueError(name)
+
+
 def parse_prices(text: str) -> dict[str, Price]:
     try:
-        raw = json.loads(text)
+        raw = json.loads(text, parse_constant=_refuse_constant)
     except ValueError:
-        raise PriceError("MODEL_PRICES must be JSON") from None
+        raise PriceError(
+            "MODEL_PRICES must be JSON with finite numbers (no NaN or Infinity)"
+        ) from None
     if not isinstance(raw, dict):
         raise PriceError("MODEL_PRICES must be a JSON object of model pattern -> prices")
     prices = {}
@@ -95,21 +103,33 @@ def parse_prices(text: str) -> dict[str, Price]:
                 input=_rate(entry, "input"),
                 output=_rate(entry, "output"),
                 cached_input=_rate(entry, "cached_input") if "cached_input" in entry else None,
-                max_output=int(entry.get("max_output", DEFAULT_MAX_OUTPUT)),
+                max_output=_output_limit(entry),
             )
-        except (TypeError, ValueError):
+        except (KeyError, TypeError, ValueError):
             raise PriceError(
                 f"MODEL_PRICES[{pattern!r}] needs numbers: input and output (USD per 1M "
-                "tokens), optionally cached_input and max_output"
+                f"tokens, 0 to {MAX_RATE_USD:g}), optionally cached_input and max_output "
+                f"(a whole number of tokens, 0 to {MAX_OUTPUT_LIMIT})"
             ) from None
     return prices
 
 
 def _rate(entry: dict[str, object], name: str) -> float:
     value = entry[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(name)
+    if not 0 <= value <= MAX_RATE_USD:  # NaN fails this too
         raise ValueError(name)
     return float(value)
+
+
+def _output_limit(entry: dict[str, object]) -> int:
+    value = entry.get("max_output", DEFAULT_MAX_OUTPUT)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("max_output")
+    if not 0 <= value <= MAX_OUTPUT_LIMIT or value != int(value):
+        raise ValueError("max_output")
+    return int(value)
 
 
 def _specificity(pattern: str) -> tuple[bool, int]:
