@@ -36,11 +36,16 @@ class ReplySource(Protocol):
     """What the relay reads: an upstream reply (core/upstream/client.py) or a stream made
     from several of them (stream recovery)."""
 
-    status_code: int
-    raw_headers: RawHeaders
-    stream: AsyncIterable[bytes]
+    # Read-only: a source may hold a more precise type (an async generator).
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def raw_headers(self) -> RawHeaders: ...
+    @property
+    def stream(self) -> AsyncIterable[bytes]: ...
     # What reading `stream` raises when the body breaks.
-    stream_errors: tuple[type[BaseException], ...]
+    @property
+    def stream_errors(self) -> tuple[type[BaseException], ...]: ...
 
 
 @dataclass
