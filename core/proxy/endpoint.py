@@ -12,44 +12,36 @@ reads a copy when some rule needs the figures.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-import httpx
-
 from core.errors import (
-    BadRequest,
     CallerLeft,
     ErrorShape,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     ProxyError,
-    map_transport_error,
     send_error,
 )
-from core.providers import Provider, match_provider, next_attempt
+from core.providers import Provider, match_provider
 from core.proxy.access_log import BODY_SEND
-from core.proxy.headers import upstream_request_headers
+from core.proxy.forward import Forwarder
 from core.proxy.relay import Exchange, relay, reply_headers
 from core.proxy.request import ALLOWED_METHODS, ProxyRequest, build_request
 from core.proxy.stages import Outcome, reply_ticket
 from core.proxy.taps import build_taps
-from core.types import send_response
 
 if TYPE_CHECKING:
-    from core.access.identify import Identify
     from core.config import Settings
     from core.proxy.relay import ReplySource
     from core.proxy.scrub import Scrubber
-    from core.proxy.stages import Check, ReplyTicket, StoredReply, Ticket
+    from core.proxy.stages import Check, Pipeline, ReplyTicket, StoredReply, Ticket
     from core.proxy.uploads import UploadSessions
     from core.types import Receive, RequestLog, Scope, Send
-    from core.upstream.client import UpstreamClient, UpstreamReply
+    from core.upstream.client import UpstreamClient
     from core.usage.budget import Budget
     from core.usage.meter import UsageMeter
 
@@ -58,21 +50,6 @@ logger = logging.getLogger("llm_proxy")
 ALLOW_HEADER = ", ".join(sorted(ALLOWED_METHODS)).encode()
 # RFC 3986 pchar minus unreserved (always safe for `quote`): what a path keeps literally.
 _PATH_SAFE = "/:@!$&'()*+,;="
-
-
-@dataclass
-class Pipeline:
-    """The stages a deployment runs, decided once at start (core/app.py)."""
-
-    identify: Identify
-    # Admission rules that decide on the head alone, then those that need the body.
-    before_body: tuple[Check, ...] = ()
-    after_body: tuple[Check, ...] = ()
-    # Extra usage readers at settlement (the usage ledger): every reply is metered.
-    settlers: tuple[Any, ...] = ()
-    # Some rule decides on the body (scopes, policy, limits, budgets): JSON is parsed with
-    # the repeated-field checks. Otherwise it is only checked to be JSON, by the C decoder.
-    strict_json: bool = True
 
 
 def _request_log(scope: Scope) -> RequestLog | None:
@@ -92,6 +69,8 @@ class ProxyEndpoint:
         self.settings = settings
         self.providers = providers
         self.client = client
+        # Key and target rotation (core/proxy/forward.py).
+        self.forward = Forwarder(settings, client)
         self.pipeline = pipeline
         self.scrubber = scrubber
         # Gemini's resumable uploads: upload URLs rewritten, upload legs let in by upload_id.
@@ -145,38 +124,12 @@ class ProxyEndpoint:
     async def usage_report(
         self, scope: Scope, receive: Receive, send: Send, budget: Budget | None
     ) -> None:
-        """`GET /proxy/usage`: the caller's own spend and tokens this window, read with its
-        usual credential, so a page can show the quota left."""
-        log = _request_log(scope)
-        try:
-            if scope["method"] not in ("GET", "HEAD"):
-                raise MethodNotAllowed(f"Method {scope['method']} is not allowed here.")
-            request = build_request(scope, self.providers[0], "/usage", log)
-            await self.identify(request)
-            if budget is not None:
-                figures = await budget.caller_figures(request)
-            else:
-                figures = {
-                    "window": None,
-                    "spent_usd": None,
-                    "limit_usd": None,
-                    "remaining_usd": None,
-                    "input_tokens": None,
-                    "output_tokens": None,
-                }
-        except ProxyError as error:
-            if log is not None:
-                log.error = error.code
-            extra = [(b"allow", b"GET, HEAD")] if isinstance(error, MethodNotAllowed) else []
-            await send_error(send, error, "openai", extra)
-            return
-        body = json.dumps(figures, separators=(",", ":")).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"cache-control", b"no-store"),
-        ]
-        await send_response(send, 200, headers, body)
+        """`GET /proxy/usage` (core/proxy/usage_report.py)."""
+        from core.proxy.usage_report import usage_report
+
+        await usage_report(
+            scope, send, provider=self.providers[0], identify=self.identify, budget=budget
+        )
 
     async def identify(self, request: ProxyRequest) -> None:
         identify = self.pipeline.identify
@@ -302,47 +255,6 @@ class ProxyEndpoint:
             # with anything else must not starve the relay.
             await asyncio.sleep(0)
 
-    async def forward(self, request: ProxyRequest, body: bytes, metering: bool) -> UpstreamReply:
-        provider = request.provider
-        path = request.remainder
-        if request.query:
-            path += "?" + request.query.decode("latin-1")
-        headers = upstream_request_headers(request.headers, identity_encoding=metering)
-        client = self.client
-        keys = list(provider.keys.attempts())
-        targets = provider.targets
-        order = targets.order() if request.target is None else (request.target,)
-        key_at = target_at = 0
-        try:
-            while True:
-                key = keys[key_at]
-                sent = [*headers, key] if key is not None else headers
-                target = order[target_at]
-                try:
-                    response = await client.send(
-                        request.method, targets.urls[target] + path, sent, body
-                    )
-                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                    if target_at + 1 == len(order):
-                        raise
-                    # Nothing was sent: the next target gets the request.
-                    logger.warning("upstream target unreachable: %s", type(exc).__name__)
-                    target_at += 1
-                    continue
-                request.target = target
-                step = next_attempt(response.status_code, key_at, len(keys), target_at, len(order))
-                if step is None:
-                    return response
-                # Refused or overloaded before any byte reached the caller: the next key,
-                # or target, or both, get the same request (core/providers.py).
-                await response.aclose()
-                key_at, target_at = step
-        except httpx.InvalidURL:
-            raise BadRequest("The request path is not a valid URL path.") from None
-        except httpx.HTTPError as exc:
-            logger.warning("upstream request failed: %s", type(exc).__name__)
-            raise map_transport_error(exc, self.settings) from None
-
     async def forward_and_relay(
         self, request: ProxyRequest, tickets: list[Ticket], send: Send, state: Exchange
     ) -> None:
@@ -363,7 +275,7 @@ class ProxyEndpoint:
         sent_at = time.perf_counter()
         # A stream that may be spliced is asked for uncompressed, like a metered one.
         response = await self.forward(request, body, metering or recovery is not None)
-        if self.uploads is not None and request.wire.name == "gemini":
+        if self.uploads is not None and request.provider.resumable_uploads:
             raw = response.raw_headers
             rewritten = await self.uploads.rewrite_reply(request, raw)
             if rewritten is not raw:

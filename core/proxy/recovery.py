@@ -221,7 +221,7 @@ class StreamRecovery:
 
     @staticmethod
     def wanted(request: ProxyRequest) -> bool:
-        return request.wire.name == "gemini" and request.route.name == "stream-generate"
+        return request.provider.stream_recovery and request.route.name == "stream-generate"
 
     async def applies(self, request: ProxyRequest, response: UpstreamReply) -> bool:
         """A stream this can splice: a 200 in a shape it reads, for one answer."""

@@ -106,7 +106,7 @@ async def relay(
             body = b"".join([chunk async for chunk in stream])
         except source.stream_errors as exc:
             raise map_transport_error(exc, settings) from None
-        if taps.chain:
+        if taps.feed is not None:
             body = taps.feed(body) + taps.flush()
         if len(body) != length:
             headers = _without(headers, b"content-length")
@@ -126,7 +126,7 @@ async def relay(
     if taps.copy is not None:
         taps.copy.start(status, headers, source.raw_headers)
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    feed = taps.feed if taps.chain else None
+    feed = taps.feed
     sent = 0
     try:
         # The transport's own stream: raw bytes as they arrive, no re-chunking.

@@ -108,7 +108,7 @@ class ByteCount:
 class Taps:
     """The chain built for one reply."""
 
-    __slots__ = ("chain", "changes_length", "copy", "inflates", "meter")
+    __slots__ = ("chain", "changes_length", "copy", "feed", "inflates", "meter")
 
     def __init__(
         self,
@@ -125,8 +125,15 @@ class Taps:
         self.changes_length = changes_length
         # The scrubber sends a compressed body uncompressed: content-encoding goes.
         self.inflates = inflates
+        # What a chunk goes through: nothing, the one tap's own feed (no loop on the
+        # relay's hot path), or every tap in turn.
+        self.feed: Callable[[bytes], bytes] | None = None
+        if len(chain) == 1:
+            self.feed = chain[0].feed
+        elif chain:
+            self.feed = self._feed_all
 
-    def feed(self, chunk: bytes) -> bytes:
+    def _feed_all(self, chunk: bytes) -> bytes:
         for tap in self.chain:
             chunk = tap.feed(chunk)
         return chunk
