@@ -7,12 +7,15 @@ The request body is read whole (bounded by MAX_BODY_BYTES, and MAX_JSON_BYTES fo
 LLM requests are small, and a known length is what every provider expects. The response
 is never read whole: its raw bytes go to the caller as they arrive, and the usage meter
 reads a copy when some rule needs the figures.
+
+The parts live beside it: the stages' rules (stages.py, joined by pipeline.py), forward
+(forward.py), the reply's taps (taps.py) and the relay (relay.py); docs/architecture.md
+shows how they fit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -44,8 +47,6 @@ if TYPE_CHECKING:
     from core.upstream.client import UpstreamClient
     from core.usage.budget import Budget
     from core.usage.meter import UsageMeter
-
-logger = logging.getLogger("llm_proxy")
 
 ALLOW_HEADER = ", ".join(sorted(ALLOWED_METHODS)).encode()
 # RFC 3986 pchar minus unreserved (always safe for `quote`): what a path keeps literally.
