@@ -66,6 +66,16 @@ WARMUP = 2.0  # first requests spread over most of it, so the streams are out of
 DELAY_MS = 25
 EVENTS = 40  # the mock sends a role event, `chunks` words, a stop event and [DONE]
 TARGETS = ("direct", "bare relay", "proxy", "metered", "express", "portkey")
+# BENCH_STREAMS_BEFORE=<a checkout of an earlier version> adds its proxy and metered proxy
+# to the same run ("proxy before", "metered before"): a change's effect, side by side.
+BEFORE = os.environ.get("BENCH_STREAMS_BEFORE", "")
+if BEFORE:
+    TARGETS = (*TARGETS[:4], "proxy before", "metered before", *TARGETS[4:])
+# BENCH_STREAMS_TARGETS="direct,bare relay,proxy" takes only those.
+if os.environ.get("BENCH_STREAMS_TARGETS"):
+    TARGETS = tuple(
+        t for t in TARGETS if t in os.environ["BENCH_STREAMS_TARGETS"].split(",") or "before" in t
+    )
 EXPRESS = ROOT / "bench" / "express"
 PORTKEY = ROOT / "bench" / "portkey"
 # The load generator's extra request headers (bench/stream_load.py), for a target that is
@@ -135,12 +145,16 @@ def target(name: str, upstream: str, upstream_pid: int) -> Iterator[tuple[str, i
         return
     if name == "bare relay":
         args = [PYTHON, "-m", "bench.bare_relay", str(port)]
-    elif name in ("proxy", "metered"):
+    elif name.startswith(("proxy", "metered")):
         args = [PYTHON, "-m", "core.cli", "serve", "--port", str(port)]
         # metered: a token limit no one reaches, so every stream is metered (the usage
         # option spliced in and taken back out, the meter reading each event) and settled.
-        extra = {"RATE_LIMIT_TOKENS": "1000000000000"} if name == "metered" else {}
+        extra = {"RATE_LIMIT_TOKENS": "1000000000000"} if name.startswith("metered") else {}
         env = proxy_env(upstream, **extra)
+        if name.endswith(" before"):
+            with process(args, env, ready, cwd=Path(BEFORE)) as proc:
+                yield f"{url}/v1/chat/completions", proc.pid
+            return
     else:
         args = [shutil.which("node") or "node", str(EXPRESS / "proxy.js"), str(port)]
     with process(args, env, ready) as proc:
@@ -334,7 +348,7 @@ def table(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
 
 
 # Issue 18's targets: CPU per event against the bare relay, at 500 streams for the verdict.
-CPU_TARGETS = {"proxy": 1.15, "metered": 1.25}
+CPU_TARGETS = {"proxy": 1.15, "metered": 1.25, "proxy before": 1.15, "metered before": 1.25}
 
 
 def verdicts(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
