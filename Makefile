@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup setup-run demo serve test docs lint typecheck pytest bench bench-profile bench-tools bench-express clean config-docs vercel-tools sdk-node redis-server setup-browser lambda-tools check-deploy build-StreamFunction build-ApiFunction
+.PHONY: setup setup-run demo serve test docs lint typecheck pytest bench bench-profile bench-tools bench-express bench-portkey clean config-docs vercel-tools sdk-node redis-server setup-browser lambda-tools check-deploy build-StreamFunction build-ApiFunction
 
 # Two installs into one venv, each with its own stamp: `setup-run` is what the proxy and the
 # demo need (the package and its `speed` extra); `setup` is everything the tests, type checks
@@ -119,7 +119,14 @@ bench/express/node_modules/.installed: bench/express/package.json bench/express/
 	npm ci --prefix bench/express --no-audit --no-fund --loglevel=error
 	touch $@
 
-bench: setup bench-tools bench-express
+# Portkey's open-source gateway, a baseline of bench/bench_streams.py, pinned by its lock file.
+bench-portkey: bench/portkey/node_modules/.installed
+
+bench/portkey/node_modules/.installed: bench/portkey/package.json bench/portkey/package-lock.json
+	npm ci --prefix bench/portkey --no-audit --no-fund --loglevel=error
+	touch $@
+
+bench: setup bench-tools bench-express bench-portkey
 	$(BIN)/python -m bench
 
 # py-spy on the proxy under 500 streams: docs/proxy-streams.svg and the top functions.

@@ -8,7 +8,10 @@ events 25 ms apart from the mock upstream (one second a stream). Side by side in
                forwarding the body and relaying chunks, no checks: the floor of our stack;
 - proxy:       `llm-proxy serve`, one process;
 - metered:     the same with a token limit on, so every stream is metered and settled;
-- express:     the seed recipe's Express proxy (bench/express: express + fetch + reader loop).
+- express:     the seed recipe's Express proxy (bench/express: express + fetch + reader loop);
+- portkey:     Portkey's open-source gateway (bench/portkey, @portkey-ai/gateway pinned),
+               configured per request by headers; a preload re-wraps each fetch() response
+               so it streams on Node 20 (its issue #1389, "TypeError: immutable").
 
 Each point gets a fresh mock upstream and a fresh server. The load generator
 (bench/stream_load.py) runs in its own processes. Server CPU is the server process and its
@@ -62,8 +65,22 @@ ROUNDS = int(os.environ.get("BENCH_STREAMS_ROUNDS", "1"))  # figures are medians
 WARMUP = 2.0  # first requests spread over most of it, so the streams are out of phase
 DELAY_MS = 25
 EVENTS = 40  # the mock sends a role event, `chunks` words, a stop event and [DONE]
-TARGETS = ("direct", "bare relay", "proxy", "metered", "express")
+TARGETS = ("direct", "bare relay", "proxy", "metered", "express", "portkey")
+# BENCH_STREAMS_BEFORE=<a checkout of an earlier version> adds its proxy and metered proxy
+# to the same run ("proxy before", "metered before"): a change's effect, side by side.
+BEFORE = os.environ.get("BENCH_STREAMS_BEFORE", "")
+if BEFORE:
+    TARGETS = (*TARGETS[:4], "proxy before", "metered before", *TARGETS[4:])
+# BENCH_STREAMS_TARGETS="direct,bare relay,proxy" takes only those.
+if os.environ.get("BENCH_STREAMS_TARGETS"):
+    TARGETS = tuple(
+        t for t in TARGETS if t in os.environ["BENCH_STREAMS_TARGETS"].split(",") or "before" in t
+    )
 EXPRESS = ROOT / "bench" / "express"
+PORTKEY = ROOT / "bench" / "portkey"
+# The load generator's extra request headers (bench/stream_load.py), for a target that is
+# configured per request: Portkey's gateway reads its provider and upstream from headers.
+LOAD_HEADERS = "BENCH_LOAD_HEADERS"
 DOCS = ROOT / "docs"
 
 
@@ -94,6 +111,14 @@ def express_missing() -> str | None:
     return None
 
 
+def portkey_missing() -> str | None:
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (PORTKEY / "node_modules" / "@portkey-ai" / "gateway").is_dir():
+        return "bench/portkey has no node_modules (`make bench-portkey`)"
+    return None
+
+
 @contextlib.contextmanager
 def target(name: str, upstream: str, upstream_pid: int) -> Iterator[tuple[str, int]]:
     """The server under test: (its chat completions URL, its pid)."""
@@ -104,17 +129,35 @@ def target(name: str, upstream: str, upstream_pid: int) -> Iterator[tuple[str, i
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {"UPSTREAM": upstream}
+    ready = f"{url}/health"
+    if name == "portkey":
+        gateway = PORTKEY / "node_modules" / "@portkey-ai" / "gateway" / "build"
+        args = [shutil.which("node") or "node", "--import", str(PORTKEY / "preload.mjs")]
+        args += [str(gateway / "start-server.js"), f"--port={port}", "--headless"]
+        env = {"NODE_ENV": "production"}
+        headers = f"x-portkey-provider: openai\r\nx-portkey-custom-host: {upstream}/v1\r\n"
+        os.environ[LOAD_HEADERS] = headers  # the load processes inherit it
+        try:
+            with process(args, env, f"{url}/") as proc:
+                yield f"{url}/v1/chat/completions", proc.pid
+        finally:
+            os.environ.pop(LOAD_HEADERS, None)
+        return
     if name == "bare relay":
         args = [PYTHON, "-m", "bench.bare_relay", str(port)]
-    elif name in ("proxy", "metered"):
+    elif name.startswith(("proxy", "metered")):
         args = [PYTHON, "-m", "core.cli", "serve", "--port", str(port)]
         # metered: a token limit no one reaches, so every stream is metered (the usage
         # option spliced in and taken back out, the meter reading each event) and settled.
-        extra = {"RATE_LIMIT_TOKENS": "1000000000000"} if name == "metered" else {}
+        extra = {"RATE_LIMIT_TOKENS": "1000000000000"} if name.startswith("metered") else {}
         env = proxy_env(upstream, **extra)
+        if name.endswith(" before"):
+            with process(args, env, ready, cwd=Path(BEFORE)) as proc:
+                yield f"{url}/v1/chat/completions", proc.pid
+            return
     else:
         args = [shutil.which("node") or "node", str(EXPRESS / "proxy.js"), str(port)]
-    with process(args, env, f"{url}/health") as proc:
+    with process(args, env, ready) as proc:
         yield f"{url}/v1/chat/completions", proc.pid
 
 
@@ -259,14 +302,15 @@ def allow_many_sockets() -> list[str]:
 def collect() -> tuple[dict[str, dict[int, dict[str, float]]], list[str]]:
     notes = allow_many_sockets()
     results: dict[str, dict[int, dict[str, float]]] = {name: {} for name in TARGETS}
-    missing = express_missing()
-    if missing:
-        notes.append(f"  express skipped: {missing}")
+    missing = {"express": express_missing(), "portkey": portkey_missing()}
+    for skipped, why in missing.items():
+        if why:
+            notes.append(f"  {skipped} skipped: {why}")
     rounds: dict[tuple[str, int], list[dict[str, float]]] = {}
     for _ in range(ROUNDS):  # each round takes every point once, so drift hits them all
         for connections in CONNECTIONS:
             for name in TARGETS:
-                if name == "express" and missing:
+                if missing.get(name):
                     continue
                 with (
                     mock_upstream() as (upstream, mock_pid),
@@ -303,34 +347,49 @@ def table(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
     return lines
 
 
+# Issue 18's targets: CPU per event against the bare relay, at 500 streams for the verdict.
+CPU_TARGETS = {"proxy": 1.15, "metered": 1.25, "proxy before": 1.15, "metered before": 1.25}
+
+
 def verdicts(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
-    proxy, bare, direct = results["proxy"], results["bare relay"], results["direct"]
+    bare, direct = results["bare relay"], results["direct"]
     lines = []
-    for connections in CONNECTIONS:
-        if connections in proxy and connections in bare:
-            ratio = proxy[connections]["cpu_us_per_event"] / bare[connections]["cpu_us_per_event"]
+    for name, target_ratio in CPU_TARGETS.items():
+        points = results.get(name, {})
+        for connections in CONNECTIONS:
+            if connections in points and connections in bare:
+                ratio = (
+                    points[connections]["cpu_us_per_event"] / bare[connections]["cpu_us_per_event"]
+                )
+                lines.append(
+                    row(
+                        f"CPU per event, {name} / bare relay, {connections} streams",
+                        f"{ratio:.2f}x",
+                        f"<= {target_ratio}x" if connections == 500 else "",
+                        ratio <= target_ratio if connections == 500 else None,
+                    )
+                )
+        if 500 in points and 500 in direct:
+            share = points[500]["events_per_s"] / direct[500]["events_per_s"]
             lines.append(
                 row(
-                    f"CPU per event, proxy / bare relay, {connections} streams",
-                    f"{ratio:.2f}x",
-                    "<= 1.2x",
-                    ratio <= 1.2,
+                    f"events/s, {name} / direct, 500 streams",
+                    f"{share:.2f}x",
+                    ">= 0.9x",
+                    share >= 0.9,
                 )
             )
-    if 500 in proxy:
-        share = proxy[500]["events_per_s"] / direct[500]["events_per_s"]
-        lines.append(
-            row("events/s, proxy / direct, 500 streams", f"{share:.2f}x", ">= 0.9x", share >= 0.9)
-        )
-    metered = results.get("metered", {})
+        if 1000 in points:
+            rss = points[1000]["peak_rss_mb"]
+            lines.append(
+                row(f"{name} peak RSS, 1000 streams", f"{rss:.0f} MB", "<= 80 MB", rss <= 80)
+            )
+    proxy, metered = results.get("proxy", {}), results.get("metered", {})
     if 500 in metered and 500 in proxy:
         cost = metered[500]["cpu_us_per_event"] - proxy[500]["cpu_us_per_event"]
         lines.append(
             row("metering cost per relayed event, 500 streams", f"{cost:+.1f} us", "", None)
         )
-    if 1000 in proxy:
-        rss = proxy[1000]["peak_rss_mb"]
-        lines.append(row("proxy peak RSS, 1000 streams", f"{rss:.0f} MB", "<= 80 MB", rss <= 80))
     return lines
 
 
@@ -497,13 +556,15 @@ def summarise(raw: str, top: int = 15) -> list[str]:
 def profile() -> list[str]:
     spy = py_spy()
     DOCS.mkdir(exist_ok=True)
-    svg = DOCS / "proxy-streams.svg"
+    # BENCH_PROFILE_TARGET=metered profiles the metered proxy instead.
+    name = os.environ.get("BENCH_PROFILE_TARGET", "proxy")
+    svg = DOCS / ("proxy-streams.svg" if name == "proxy" else f"{name}-streams.svg")
     seconds = WARMUP + 2 * PROFILE_SECONDS + 2
     allow_many_sockets()
     start = time.monotonic() + 0.5
     with (
         mock_upstream() as (upstream, mock_pid),
-        target("proxy", upstream, mock_pid) as (url, pid),
+        target(name, upstream, mock_pid) as (url, pid),
         tempfile.TemporaryDirectory() as tmp,
         loading(url, PROFILE_CONNECTIONS, start, seconds, f"{tmp}/load") as loaders,
     ):
@@ -523,7 +584,7 @@ def profile() -> list[str]:
         for loader in loaders:
             loader.wait(timeout=60)
     return [
-        f"proxy profile, {PROFILE_CONNECTIONS} streams ({EVENTS} events {DELAY_MS} ms apart),"
+        f"{name} profile, {PROFILE_CONNECTIONS} streams ({EVENTS} events {DELAY_MS} ms apart),"
         f" py-spy {PROFILE_SECONDS} s",
         *summarise(text),
         f"  flame graph: {svg.relative_to(ROOT)}",

@@ -36,12 +36,12 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def process(
-    args: list[str], env: Mapping[str, str], ready_url: str
+    args: list[str], env: Mapping[str, str], ready_url: str, cwd: Path = ROOT
 ) -> Iterator[subprocess.Popen[bytes]]:
     # stderr to a file, not a pipe: a chatty server would block on a full pipe.
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
-        args, env={**os.environ, **env}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log
+        args, env={**os.environ, **env}, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log
     )
     try:
         deadline = time.monotonic() + 30

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import resource
 import sys
@@ -123,6 +124,7 @@ async def run(
     request = (
         f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
         f"Authorization: Bearer {BENCH_TOKEN}\r\nContent-Type: application/json\r\n"
+        f"{os.environ.get('BENCH_LOAD_HEADERS', '')}"
         f"Content-Length: {len(BODY)}\r\n\r\n"
     ).encode() + BODY
     load = Load((start + warmup, start + warmup + duration), delay_ms / 1000, events)

@@ -116,7 +116,7 @@ class ProxyApp:
         scrubber = Scrubber(key for provider in self.providers for key in provider.api_keys)
         # Gemini's resumable uploads, where a Gemini route is on (loaded only then).
         uploads = None
-        if any(provider.wire.name == "gemini" for provider in self.providers):
+        if any(provider.resumable_uploads for provider in self.providers):
             from core.proxy.uploads import UploadSessions
 
             uploads = UploadSessions(self.token_store)

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+import httpx
 
 from core.types import Send, send_response
+
+if TYPE_CHECKING:
+    from core.config import Settings
 
 ErrorShape = Literal["openai", "anthropic", "gemini"]
 
@@ -191,6 +196,32 @@ class UpstreamTimeout(ProxyError):
     status = 504
     code = "upstream_timeout"
     openai_type = "server_error"
+
+
+# ---- control flow: not answered as an error body --------------------------------------
+
+
+class CallerLeft(Exception):
+    """The caller disconnected before the reply ended: raised in the disconnect listener,
+    it ends the task group and so cancels the relay."""
+
+
+class UpstreamStreamBroken(Exception):
+    """The upstream failed after the response began; the only honest signal left is to
+    abort the connection, so the client sees a truncated body instead of a clean end."""
+
+
+def map_transport_error(exc: BaseException, settings: Settings) -> ProxyError:
+    """Transport failures before any response byte, as the 502/504 a caller can act on."""
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return UpstreamTimeout(
+            "The upstream provider did not answer in time "
+            f"(connect {settings.connect_timeout:g}s, first byte {settings.read_timeout:g}s)."
+        )
+    return UpstreamUnreachable("The upstream provider could not be reached.")
+
+
+# ---- rendering ------------------------------------------------------------------------
 
 
 def error_body(error: ProxyError, shape: ErrorShape) -> bytes:

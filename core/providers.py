@@ -118,6 +118,21 @@ class Provider:
     model_in_path: str = ""
     # Further targets beside `upstream` (`<ENV>_UPSTREAM=https://a,https://b`).
     more_upstreams: tuple[str, ...] = ()
+    # ---- capabilities: what the code reads instead of a provider's name ----
+    # Resumable uploads (Gemini's Files API): upload URLs in replies are rewritten to the
+    # proxy, and upload legs are let in by their upload_id (core/proxy/uploads.py).
+    resumable_uploads: bool = False
+    # An unfinished stream may be continued (GEMINI_STREAM_RECOVERY, core/proxy/recovery.py).
+    stream_recovery: bool = False
+    # Its minting route issues auth tokens (Gemini) rather than OpenAI client secrets
+    # (core/realtime/minting.py).
+    mints_auth_tokens: bool = False
+    # The realtime protocol its WebSocket sessions speak (core/realtime/wire.py), or "".
+    realtime: str = "openai"
+    # The SDK that suits the route, and the path after the prefix its base URL takes
+    # (the dashboard's snippets, core/admin/api.py).
+    sdk: str = "openai"
+    sdk_path: str = "/v1"
 
     @cached_property
     def wire(self) -> Wire:
@@ -160,6 +175,9 @@ CATALOGUE: tuple[Provider, ...] = (
         key_template="{key}",
         error_shape="anthropic",
         env="ANTHROPIC",
+        realtime="",
+        sdk="anthropic",
+        sdk_path="",
     ),
     Provider(
         name="gemini",
@@ -170,6 +188,12 @@ CATALOGUE: tuple[Provider, ...] = (
         error_shape="gemini",
         env="GEMINI",
         model_in_path="/models/",
+        resumable_uploads=True,
+        stream_recovery=True,
+        mints_auth_tokens=True,
+        realtime="gemini",
+        sdk="google-genai",
+        sdk_path="",
     ),
     # Gemini's OpenAI-compatible endpoint takes the same key as a Bearer token and
     # answers in OpenAI's shape; the longer prefix wins over `/gemini`.
@@ -178,6 +202,7 @@ CATALOGUE: tuple[Provider, ...] = (
         prefix="/gemini/v1beta/openai",
         upstream="https://generativelanguage.googleapis.com/v1beta/openai",
         env="GEMINI",
+        sdk_path="/",
     ),
     # Azure has no shared host: AZURE_OPENAI_UPSTREAM=https://<resource>.openai.azure.com.
     Provider(
@@ -188,6 +213,8 @@ CATALOGUE: tuple[Provider, ...] = (
         key_template="{key}",
         env="AZURE_OPENAI",
         model_in_path="/deployments/",
+        sdk="azure-openai",
+        sdk_path="",
     ),
     _compatible("deepseek", "https://api.deepseek.com"),
     _compatible("groq", "https://api.groq.com/openai"),
@@ -196,9 +223,9 @@ CATALOGUE: tuple[Provider, ...] = (
     _compatible("together", "https://api.together.xyz"),
     _compatible("xai", "https://api.x.ai"),
     _compatible("fireworks", "https://api.fireworks.ai/inference"),
-    _compatible("perplexity", "https://api.perplexity.ai"),
+    _compatible("perplexity", "https://api.perplexity.ai", sdk_path=""),
     _compatible("moonshot", "https://api.moonshot.cn"),
-    _compatible("zhipu", "https://open.bigmodel.cn/api/paas"),
+    _compatible("zhipu", "https://open.bigmodel.cn/api/paas", sdk_path="/v4"),
     _compatible("dashscope", "https://dashscope.aliyuncs.com/compatible-mode"),
     _compatible("hunyuan", "https://api.hunyuan.cloud.tencent.com"),
     _compatible("ollama", "", key_optional=True),
@@ -261,6 +288,7 @@ def default_provider(base_url: str, api_key: str) -> Provider:
         more_upstreams=tuple(more),
         api_keys=keys,
         error_shape="openai",
+        sdk_path="",
     )
 
 

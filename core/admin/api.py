@@ -115,20 +115,7 @@ def key_fingerprint(key: str) -> str:
 
 def sdk_base_path(provider: Provider) -> tuple[str, str]:
     """Which SDK a route suits and the base path (after the proxy's origin) it takes."""
-    prefix = provider.prefix
-    if provider.error_shape == "anthropic":
-        return "anthropic", prefix
-    if provider.error_shape == "gemini":
-        return "google-genai", prefix
-    if provider.name == "azure":
-        return "azure-openai", prefix
-    if provider.name == "default" or provider.name == "perplexity":
-        return "openai", prefix
-    if provider.name == "gemini":  # Gemini's OpenAI-compatible endpoint
-        return "openai", prefix + "/"
-    if provider.name == "zhipu":
-        return "openai", prefix + "/v4"
-    return "openai", prefix + "/v1"
+    return provider.sdk, provider.prefix + provider.sdk_path
 
 
 class AdminAPI:

@@ -11,13 +11,22 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from core.access.client_ip import client_ip_rule, detect_platform
 from core.access.identify import Identify
 from core.errors import ProxyError
-from core.proxy.endpoint import Pipeline
-from core.proxy.stages import Authorize, Check, EphemeralKeysOff, MeterableRoutesOnly
+from core.proxy.stages import (
+    Authorize,
+    Check,
+    EphemeralKeysOff,
+    MeterableRoutesOnly,
+    Pipeline,
+    Settler,
+)
 from core.stores.calls import call_store_later
 
 if TYPE_CHECKING:
@@ -26,8 +35,9 @@ if TYPE_CHECKING:
     from core.config import Settings
     from core.proxy.request import ProxyRequest
     from core.proxy.stages import Outcome, Ticket
-    from core.stores import StoreSet
+    from core.stores import Store, StoreSet
     from core.usage.budget import Budget
+    from core.usage.estimate import WorstCase
     from core.usage.ledger import UsageLedger
     from core.usage.prices import PriceTable
 
@@ -120,6 +130,197 @@ def _log_ledger_failure(done: asyncio.Future[None]) -> None:
         logger.warning("usage ledger write failed: %s", type(done.exception()).__name__)
 
 
+@dataclass
+class Contribution:
+    """What one feature adds to the stages: its checks (on the head, then on the body),
+    its settlers, whether its rules read the body's fields, and the budget (the usage
+    report reads it)."""
+
+    before_body: tuple[Check, ...] = ()
+    after_body: tuple[Check, ...] = ()
+    settlers: tuple[Settler, ...] = ()
+    strict_json: bool = False
+    budget: Budget | None = None
+
+
+class Deployment:
+    """What the features are built from: settings, stores and the services made at start.
+    The store, prices and estimate the limits and the budget share are made once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stores: StoreSet,
+        status: ServiceStatus | None,
+        ledger: UsageLedger | None,
+    ) -> None:
+        self.settings = settings
+        self.config = settings.guard
+        self.stores = stores
+        self.status = status
+        self.ledger = ledger
+
+    @cached_property
+    def limit_store(self) -> Store:
+        return self.stores.open(self.config.limit_store)
+
+    @cached_property
+    def prices(self) -> PriceTable:
+        return prices_of(self.settings)
+
+    @cached_property
+    def estimate(self) -> WorstCase:
+        from core.usage.estimate import WorstCase
+
+        settings = self.settings
+        return WorstCase(
+            self.prices,
+            self.config.max_tokens_cap,
+            session_tokens=settings.realtime_reserve_tokens,
+            key_tokens=settings.ephemeral_key_tokens,
+        )
+
+
+# ---- each feature's contribution: None when its settings leave it off -----------------
+
+
+def kill_switch(deployment: Deployment) -> Contribution | None:
+    if deployment.status is None:
+        return None
+    return Contribution(before_body=(KillSwitch(deployment.status),))
+
+
+def token_scopes(deployment: Deployment) -> Contribution | None:
+    return Contribution(
+        after_body=(Authorize(),), strict_json=bool(deployment.settings.token_store)
+    )
+
+
+def ephemeral_keys(deployment: Deployment) -> Contribution:
+    # Ephemeral keys (core/realtime/minting.py): refused unless allowed; their ticket comes
+    # before the limits' and the budget's, which keep the charge it sets.
+    settings = deployment.settings
+    if not settings.allow_ephemeral_keys:
+        return Contribution(before_body=(EphemeralKeysOff(),))
+    from core.realtime.minting import EphemeralKeys
+
+    return Contribution(after_body=(EphemeralKeys(settings.ephemeral_key_tokens),))
+
+
+def meterable_routes_only(deployment: Deployment) -> Contribution | None:
+    config = deployment.config
+    capped = []
+    if config.rate_limit_tokens:
+        capped.append("RATE_LIMIT_TOKENS")
+    if deployment.settings.usage.budgets_on:
+        capped.append("BUDGET_*")
+    if not capped:
+        return None
+    return Contribution(before_body=(MeterableRoutesOnly(", ".join(capped)),))
+
+
+def request_policy(deployment: Deployment) -> Contribution | None:
+    config = deployment.config
+    if not config.policy_on:
+        return None
+    from core.access.policy import RequestPolicy
+
+    policy = RequestPolicy(
+        allowed_models=config.allowed_models,
+        max_tokens_cap=config.max_tokens_cap,
+        max_messages=config.max_messages,
+    )
+    return Contribution(after_body=(policy,), strict_json=True)
+
+
+def rate_limits(deployment: Deployment) -> Contribution | None:
+    config = deployment.config
+    if not config.limits_on:
+        return None
+    from core.access.limits import RateLimiter, RequestLimit, TokenLimit
+
+    limiter = RateLimiter(
+        deployment.limit_store,
+        requests=config.rate_limit_requests,
+        tokens=config.rate_limit_tokens,
+        window=config.rate_limit_window,
+        fail_open=config.limits_on_store_error == "open",
+        timeout=deployment.settings.store_timeout,
+    )
+    after: tuple[Check, ...] = ()
+    if config.rate_limit_tokens:
+        after = (TokenLimit(limiter, deployment.estimate),)
+    return Contribution(before_body=(RequestLimit(limiter),), after_body=after, strict_json=True)
+
+
+def budgets(deployment: Deployment) -> Contribution | None:
+    config = deployment.settings.usage
+    # A stored token may carry its own budget (`tokens create --budget-usd`).
+    if not (config.budgets_on or deployment.settings.token_store):
+        return None
+    from core.usage.budget import Budget
+
+    budget = Budget(
+        deployment.limit_store,
+        deployment.prices,
+        deployment.estimate,
+        per_caller_usd=config.budget_per_caller_usd,
+        total_usd=config.budget_total_usd,
+        window=config.budget_window,
+        timeout=deployment.settings.store_timeout,
+    )
+    return Contribution(
+        after_body=(budget,),
+        strict_json=deployment.config.enabled or config.budgets_on,
+        budget=budget,
+    )
+
+
+def announce_limits(deployment: Deployment) -> Contribution | None:
+    if deployment.config.limits_on or deployment.settings.usage.budgets_on:
+        _log_limits(deployment.settings)
+    return None
+
+
+def response_cache(deployment: Deployment) -> Contribution | None:
+    settings = deployment.settings
+    if not settings.cache.on:
+        return None
+    from core.cache.check import ResponseCache
+
+    _log_cache(settings)
+    # The cache keys on the parsed body: a field named twice must not let two bodies
+    # an upstream reads differently share one entry.
+    cache = ResponseCache.from_settings(settings.cache, deployment.stores)
+    return Contribution(after_body=(cache,), strict_json=True)
+
+
+def usage_ledger(deployment: Deployment) -> Contribution | None:
+    if deployment.ledger is None:
+        return None
+    settings = deployment.settings
+    record = RecordUsage(deployment.ledger, prices_of(settings), settings.store_timeout)
+    return Contribution(settlers=(record,))
+
+
+# The features in stage order: within each list of checks (head, body), a feature's
+# checks run after those of the features above it. Ephemeral keys come before the
+# limits and the budget, which keep the charge their ticket sets; the cache comes last,
+# so a hit has passed every rule and still counts as a request.
+FEATURES: tuple[Callable[[Deployment], Contribution | None], ...] = (
+    kill_switch,
+    token_scopes,
+    ephemeral_keys,
+    meterable_routes_only,
+    request_policy,
+    rate_limits,
+    budgets,
+    announce_limits,
+    response_cache,
+    usage_ledger,
+)
+
+
 def build_pipeline(
     settings: Settings,
     token_check: TokenCheck,
@@ -128,99 +329,29 @@ def build_pipeline(
     status: ServiceStatus | None = None,
     ledger: UsageLedger | None = None,
 ) -> tuple[Pipeline, Budget | None]:
-    config = settings.guard
-    usage = settings.usage
+    """The stages of this deployment: each feature's contribution, joined in order."""
+    deployment = Deployment(settings, stores, status, ledger)
     before: list[Check] = []
-    if status is not None:
-        before.append(KillSwitch(status))
-    after: list[Check] = [Authorize()]
-    # Ephemeral keys (core/realtime/minting.py): refused unless allowed; their ticket comes
-    # before the limits' and the budget's, which keep the charge it sets.
-    if settings.allow_ephemeral_keys:
-        from core.realtime.minting import EphemeralKeys
-
-        after.append(EphemeralKeys(settings.ephemeral_key_tokens))
-    else:
-        before.append(EphemeralKeysOff())
+    after: list[Check] = []
+    settlers: list[Settler] = []
+    # The token's scopes or a guard rule decide on the body's fields: parsed strictly.
+    strict_json = settings.guard.enabled
     budget = None
-    capped = []
-    if config.rate_limit_tokens:
-        capped.append("RATE_LIMIT_TOKENS")
-    if usage.budgets_on:
-        capped.append("BUDGET_*")
-    if capped:
-        before.append(MeterableRoutesOnly(", ".join(capped)))
-    if config.policy_on:
-        from core.access.policy import RequestPolicy
-
-        after.append(
-            RequestPolicy(
-                allowed_models=config.allowed_models,
-                max_tokens_cap=config.max_tokens_cap,
-                max_messages=config.max_messages,
-            )
-        )
-    # A stored token may carry its own budget (`tokens create --budget-usd`).
-    budgets = usage.budgets_on or bool(settings.token_store)
-    if config.limits_on or budgets:
-        from core.usage.estimate import WorstCase
-
-        store = stores.open(config.limit_store)
-        prices = prices_of(settings)
-        estimate = WorstCase(
-            prices,
-            config.max_tokens_cap,
-            session_tokens=settings.realtime_reserve_tokens,
-            key_tokens=settings.ephemeral_key_tokens,
-        )
-        if config.limits_on:
-            from core.access.limits import RateLimiter, RequestLimit, TokenLimit
-
-            limiter = RateLimiter(
-                store,
-                requests=config.rate_limit_requests,
-                tokens=config.rate_limit_tokens,
-                window=config.rate_limit_window,
-                fail_open=config.limits_on_store_error == "open",
-                timeout=settings.store_timeout,
-            )
-            before.append(RequestLimit(limiter))
-            if config.rate_limit_tokens:
-                after.append(TokenLimit(limiter, estimate))
-        if budgets:
-            from core.usage.budget import Budget
-
-            budget = Budget(
-                store,
-                prices,
-                estimate,
-                per_caller_usd=usage.budget_per_caller_usd,
-                total_usd=usage.budget_total_usd,
-                window=usage.budget_window,
-                timeout=settings.store_timeout,
-            )
-            after.append(budget)
-        if config.limits_on or usage.budgets_on:
-            _log_limits(settings)
-    if settings.cache.on:
-        from core.cache.check import ResponseCache
-
-        # Last: a hit must have passed every rule, and still counts as a request.
-        after.append(ResponseCache.from_settings(settings.cache, stores))
-        _log_cache(settings)
+    for feature in FEATURES:
+        contribution = feature(deployment)
+        if contribution is None:
+            continue
+        before.extend(contribution.before_body)
+        after.extend(contribution.after_body)
+        settlers.extend(contribution.settlers)
+        strict_json = strict_json or contribution.strict_json
+        budget = contribution.budget or budget
     pipeline = Pipeline(
         identify=build_identify(settings, token_check),
         before_body=tuple(before),
         after_body=tuple(after),
-        settlers=(RecordUsage(ledger, prices_of(settings), settings.store_timeout),)
-        if ledger is not None
-        else (),
-        # The cache keys on the parsed body: a field named twice must not let two bodies
-        # an upstream reads differently share one entry.
-        strict_json=bool(settings.token_store)
-        or config.enabled
-        or usage.budgets_on
-        or settings.cache.on,
+        settlers=tuple(settlers),
+        strict_json=strict_json,
     )
     return pipeline, budget
 

@@ -16,18 +16,20 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from core.errors import ProxyError
+from core.errors import ProxyError, UpstreamStreamBroken
 from core.protocols import Usage
 from core.proxy.access_log import access_logger
 
 if TYPE_CHECKING:
-    from core.proxy.endpoint import ProxyEndpoint, _Exchange
     from core.proxy.request import ProxyRequest
-    from core.proxy.stages import Ticket
-    from core.types import Send
+    from core.proxy.stages import Outcome
     from core.upstream.client import UpstreamReply
+
+    # Sends a request upstream (core/proxy/forward.py): request, body, uncompressed.
+    Forward = Callable[[ProxyRequest, bytes, bool], Awaitable[UpstreamReply]]
 
 logger = logging.getLogger("llm_proxy")
 
@@ -219,7 +221,7 @@ class StreamRecovery:
 
     @staticmethod
     def wanted(request: ProxyRequest) -> bool:
-        return request.wire.name == "gemini" and request.route.name == "stream-generate"
+        return request.provider.stream_recovery and request.route.name == "stream-generate"
 
     async def applies(self, request: ProxyRequest, response: UpstreamReply) -> bool:
         """A stream this can splice: a 200 in a shape it reads, for one answer."""
@@ -239,90 +241,16 @@ class StreamRecovery:
             and request.wire.answers(document) == 1
         )
 
-    async def relay(
+    def source(
         self,
-        endpoint: ProxyEndpoint,
         request: ProxyRequest,
         response: UpstreamReply,
-        send: Send,
-        state: _Exchange,
-        tickets: list[Ticket],
+        outcome: Outcome,
         metering: bool,
-    ) -> None:
-        headers, _ = endpoint.reply_headers(response, tickets)
-        headers = [(n, v) for n, v in headers if n != b"content-length"]
-        sse = "event-stream" in _header(response, b"content-type").lower()
-        outcome = state.outcome
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        document = await request.document()
-        text: list[str] = []
-        sent_events = 0
-        total: Usage | None = Usage()
-        current = response
-        number = 1
-        started = time.perf_counter()
-        while True:
-            attempt = _Attempt(request.wire)
-            splitter = EventSplitter(sse)
-            broken = False
-            try:
-                async for chunk in current.stream:
-                    for raw in splitter.feed(chunk):
-                        attempt.read(_event_json(raw, sse))
-                        sent_events = await self._send_event(raw, sse, sent_events, send, state)
-                rest = splitter.rest()
-                if rest:
-                    attempt.read(_event_json(rest, sse))
-                    sent_events = await self._send_event(rest, sse, sent_events, send, state)
-            except (*current.stream_errors, ValueError) as exc:  # type: ignore[misc]
-                broken = True
-                logger.warning("gemini stream broke on attempt %d: %s", number, type(exc).__name__)
-            finally:
-                if current is not response:
-                    await current.aclose()
-            text.extend(attempt.text)
-            total = _add(total, attempt.usage)
-            if metering:
-                outcome.usage = total
-            self._log(request, number, current, started, attempt, broken)
-            if attempt.finished:
-                broken = False  # a cut after the last word lost nothing
-                break
-            if number > self.attempts or outcome.caller_left:
-                break  # out of attempts, or nobody is left to read a continuation
-            number += 1
-            started = time.perf_counter()
-            body = continuation_body(document, "".join(text)) if text else request.body
-            try:
-                current = await endpoint.forward(request, body, True)
-            except ProxyError:
-                self._log(request, number, None, started, None, True)
-                broken = True
-                break
-            if not await self.applies(request, current):
-                self._log(request, number, current, started, None, True)
-                await current.aclose()
-                broken = True
-                break
-        if broken:
-            from core.proxy.endpoint import UpstreamStreamBroken
-
-            # Recovery ran out: the caller sees a truncated stream, as without it.
-            raise UpstreamStreamBroken(f"gemini stream broke after {number} attempts")
-        tail = b"" if sse else (b"\r\n]" if sent_events else b"[]")
-        outcome.complete = True
-        await endpoint.finish_metering(request, None, tickets, state)
-        state.response_done = True
-        if not outcome.caller_left:
-            await send({"type": "http.response.body", "body": tail, "more_body": False})
-
-    @staticmethod
-    async def _send_event(raw: bytes, sse: bool, sent: int, send: Send, state: _Exchange) -> int:
-        if not sse:
-            raw = (b"[" if sent == 0 else b"\r\n,") + raw
-        if not state.outcome.caller_left:
-            await send({"type": "http.response.body", "body": raw, "more_body": True})
-        return sent + 1
+        forward: Forward,
+    ) -> RecoveredStream:
+        """The caller's one stream, made of `response` and the continuations it needs."""
+        return RecoveredStream(self, request, response, outcome, metering, forward)
 
     def _log(
         self,
@@ -353,6 +281,112 @@ class StreamRecovery:
             fields["input_tokens"] = attempt.usage.input_tokens
             fields["output_tokens"] = attempt.usage.output_tokens
         access_logger.info(json.dumps(fields, separators=(",", ":")))
+
+
+class RecoveredStream:
+    """A reply source (core/proxy/relay.py) that is one stream to the caller: the first
+    reply's whole events, then each continuation's, framed as one SSE stream or one JSON
+    array. Continuations are asked through `forward` (core/proxy/forward.py). A stream that
+    cannot be completed raises UpstreamStreamBroken after its last whole event."""
+
+    # Reading the upstream's streams, failures are caught here, not by the relay.
+    stream_errors: tuple[type[BaseException], ...] = ()
+    status_code = 200
+
+    def __init__(
+        self,
+        recovery: StreamRecovery,
+        request: ProxyRequest,
+        response: UpstreamReply,
+        outcome: Outcome,
+        metering: bool,
+        forward: Forward,
+    ) -> None:
+        self.recovery = recovery
+        self.request = request
+        self.response = response
+        self.outcome = outcome
+        self.metering = metering
+        self.forward = forward
+        # The events go out as they are spliced: the length is not the first reply's.
+        self.raw_headers = [
+            (n, v) for n, v in response.raw_headers if n.lower() != b"content-length"
+        ]
+        self.sse = "event-stream" in _header(response, b"content-type").lower()
+        self.stream = self._events()
+
+    async def aclose(self) -> None:
+        """Stops the splicing (the caller left mid-stream): the attempt open is closed."""
+        await self.stream.aclose()
+
+    async def _events(self) -> AsyncGenerator[bytes, None]:
+        recovery, request, outcome, sse = self.recovery, self.request, self.outcome, self.sse
+        response = self.response
+        document = await request.document()
+        text: list[str] = []
+        sent_events = 0
+        total: Usage | None = Usage()
+        current = response
+        number = 1
+        started = time.perf_counter()
+        while True:
+            attempt = _Attempt(request.wire)
+            splitter = EventSplitter(sse)
+            broken = False
+            try:
+                async for chunk in current.stream:
+                    for raw in splitter.feed(chunk):
+                        attempt.read(_event_json(raw, sse))
+                        yield _framed(raw, sse, sent_events)
+                        sent_events += 1
+                rest = splitter.rest()
+                if rest:
+                    attempt.read(_event_json(rest, sse))
+                    yield _framed(rest, sse, sent_events)
+                    sent_events += 1
+            except (*current.stream_errors, ValueError) as exc:  # type: ignore[misc]
+                broken = True
+                logger.warning("gemini stream broke on attempt %d: %s", number, type(exc).__name__)
+            finally:
+                if current is not response:
+                    await current.aclose()
+            text.extend(attempt.text)
+            total = _add(total, attempt.usage)
+            if self.metering:
+                outcome.usage = total
+            recovery._log(request, number, current, started, attempt, broken)
+            if attempt.finished:
+                broken = False  # a cut after the last word lost nothing
+                break
+            if number > recovery.attempts or outcome.caller_left:
+                break  # out of attempts, or nobody is left to read a continuation
+            number += 1
+            started = time.perf_counter()
+            body = continuation_body(document, "".join(text)) if text else request.body
+            try:
+                current = await self.forward(request, body, True)
+            except ProxyError:
+                recovery._log(request, number, None, started, None, True)
+                broken = True
+                break
+            if not await recovery.applies(request, current):
+                recovery._log(request, number, current, started, None, True)
+                await current.aclose()
+                broken = True
+                break
+        if broken:
+            # Recovery ran out: the caller sees a truncated stream, as without it.
+            raise UpstreamStreamBroken(f"gemini stream broke after {number} attempts")
+        if not sse:
+            yield b"\r\n]" if sent_events else b"[]"
+
+
+def _framed(raw: bytes, sse: bool, sent: int) -> bytes:
+    """An event as the caller's one stream carries it: a JSON array's elements get the
+    bracket or comma that places them in one array."""
+    if sse:
+        return raw
+    return (b"[" if sent == 0 else b"\r\n,") + raw
 
 
 def _header(response: UpstreamReply, name: bytes, default: str = "") -> str:

@@ -18,12 +18,14 @@ it takes a copy of the reply as the caller gets it and decides at settlement wha
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from core.errors import Forbidden
 
 if TYPE_CHECKING:
+    from core.access.identify import Identify
     from core.protocols import Usage
     from core.proxy.request import ProxyRequest
 
@@ -82,6 +84,25 @@ class Check(Protocol):
     reads_body: bool
 
     async def admit(self, request: ProxyRequest) -> Ticket | None: ...
+
+
+# A usage reader at settlement (the usage ledger): sees every reply's outcome.
+Settler = Callable[["ProxyRequest", Outcome], Awaitable[None]]
+
+
+@dataclass
+class Pipeline:
+    """The stages a deployment runs, decided once at start (core/proxy/pipeline.py)."""
+
+    identify: Identify
+    # Admission rules that decide on the head alone, then those that need the body.
+    before_body: tuple[Check, ...] = ()
+    after_body: tuple[Check, ...] = ()
+    # Extra usage readers at settlement (the usage ledger): every reply is metered.
+    settlers: tuple[Settler, ...] = ()
+    # Some rule decides on the body (scopes, policy, limits, budgets): JSON is parsed with
+    # the repeated-field checks. Otherwise it is only checked to be JSON, by the C decoder.
+    strict_json: bool = True
 
 
 @dataclass

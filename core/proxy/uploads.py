@@ -90,7 +90,7 @@ def root_upload_route(
     if not path.startswith("/upload/") or b"upload_id" not in query.lower():
         return None
     for provider in providers:
-        if provider.wire.name == "gemini" and provider.error_shape == "gemini":
+        if provider.resumable_uploads:
             return provider, path
     return None
 
@@ -196,7 +196,7 @@ class UploadSessions:
     async def admit_upload_leg(self, request: ProxyRequest) -> bool:
         """For an upload leg (an upload path with an upload_id), identify the caller by the
         session it started; False for any other request."""
-        if not is_upload_path(request.path) or request.wire.name != "gemini":
+        if not is_upload_path(request.path) or not request.provider.resumable_uploads:
             return False
         upload_id = upload_id_of(request.query)
         if upload_id is None:

@@ -51,7 +51,7 @@ class EphemeralKeys:
             document = {}
         if not isinstance(document, dict):
             raise BadRequest("An ephemeral-key request needs a JSON object body.")
-        if request.wire.name == "gemini":
+        if request.provider.mints_auth_tokens:
             cap_gemini_token(document, self.clock())
         elif request.path.endswith("/client_secrets"):
             cap_openai_client_secret(document)

@@ -171,7 +171,7 @@ class RealtimeEndpoint:
             provider, remainder = endpoint.route(scope)
             shape = provider.error_shape
             log.route = provider.name
-            realtime = REALTIME_WIRES.get(provider.wire.name)
+            realtime = REALTIME_WIRES.get(provider.realtime)
             request, protocols = socket_request(scope, provider, remainder, log)
             if realtime is None or not realtime.is_session_path(request.path):
                 raise NotFound(

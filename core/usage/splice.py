@@ -83,6 +83,14 @@ class UsageChunkFilter:
         self._pending = b""
 
     def __call__(self, chunk: bytes) -> bytes:
+        if not self._pending and chunk.endswith(b"\n\n"):
+            # Whole events whose only usage is the option's `"usage":null` (all but the
+            # last chunk of a stream): one replace, no split into events.
+            mentions = chunk.count(b'"usage"')
+            if mentions == 0:
+                return chunk
+            if mentions == chunk.count(_NULL_USAGE):
+                return chunk.replace(_NULL_USAGE, b"")
         data = self._pending + chunk if self._pending else chunk
         boundaries = list(_BOUNDARY.finditer(data))
         if not boundaries:

@@ -1,0 +1,77 @@
+"""Forward: one request to the upstream, with key and target rotation.
+
+The caller's credentials and client headers are stripped, the real key is set
+(core/proxy/headers.py). Each request starts on the provider's next key and next target;
+a refusal or overload before any byte reached the caller moves on to the next key, the
+next target, or both (`next_attempt`, core/providers.py); a target that cannot be reached
+hands the request to the next one, since nothing was sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import httpx
+
+from core.errors import BadRequest, map_transport_error
+from core.providers import next_attempt
+from core.proxy.headers import upstream_request_headers
+
+if TYPE_CHECKING:
+    from core.config import Settings
+    from core.proxy.request import ProxyRequest
+    from core.upstream.client import UpstreamClient, UpstreamReply
+
+logger = logging.getLogger("llm_proxy")
+
+
+class Forwarder:
+    def __init__(self, settings: Settings, client: UpstreamClient) -> None:
+        self.settings = settings
+        self.client = client
+
+    async def __call__(
+        self, request: ProxyRequest, body: bytes, uncompressed: bool
+    ) -> UpstreamReply:
+        """The upstream's reply to `request` with `body`; `uncompressed` asks the upstream
+        for an identity-encoded body (the meter or a splice reads it)."""
+        provider = request.provider
+        path = request.remainder
+        if request.query:
+            path += "?" + request.query.decode("latin-1")
+        headers = upstream_request_headers(request.headers, identity_encoding=uncompressed)
+        client = self.client
+        keys = list(provider.keys.attempts())
+        targets = provider.targets
+        order = targets.order() if request.target is None else (request.target,)
+        key_at = target_at = 0
+        try:
+            while True:
+                key = keys[key_at]
+                sent = [*headers, key] if key is not None else headers
+                target = order[target_at]
+                try:
+                    response = await client.send(
+                        request.method, targets.urls[target] + path, sent, body
+                    )
+                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                    if target_at + 1 == len(order):
+                        raise
+                    # Nothing was sent: the next target gets the request.
+                    logger.warning("upstream target unreachable: %s", type(exc).__name__)
+                    target_at += 1
+                    continue
+                request.target = target
+                step = next_attempt(response.status_code, key_at, len(keys), target_at, len(order))
+                if step is None:
+                    return response
+                # Refused or overloaded before any byte reached the caller: the next key,
+                # or target, or both, get the same request (core/providers.py).
+                await response.aclose()
+                key_at, target_at = step
+        except httpx.InvalidURL:
+            raise BadRequest("The request path is not a valid URL path.") from None
+        except httpx.HTTPError as exc:
+            logger.warning("upstream request failed: %s", type(exc).__name__)
+            raise map_transport_error(exc, self.settings) from None

@@ -1,0 +1,149 @@
+"""The relay: a reply's bytes from their source, through the taps, to the caller.
+
+One relay serves every reply: a whole body (small, with a known length: sent in one
+piece) and a stream (each chunk sent as it arrives, never re-chunked). The source is an
+upstream reply or anything shaped like one (stream recovery's spliced stream,
+core/proxy/recovery.py); the taps are built by core/proxy/taps.py. The relay settles
+before the last message, so a caller's next request sees this one's figures.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from core.errors import UpstreamStreamBroken, map_transport_error
+from core.proxy.headers import client_response_headers
+from core.proxy.stages import Outcome
+
+if TYPE_CHECKING:
+    from core.config import Settings
+    from core.proxy.scrub import Scrubber
+    from core.proxy.stages import RawHeaders, ReplyTicket, Ticket
+    from core.proxy.taps import Taps
+    from core.types import Send
+    from core.usage.meter import UsageMeter
+
+logger = logging.getLogger("llm_proxy")
+
+# A reply this small with a known length goes out in one piece.
+SMALL_BODY = 64 * 1024
+
+
+class ReplySource(Protocol):
+    """What the relay reads: an upstream reply (core/upstream/client.py) or a stream made
+    from several of them (stream recovery)."""
+
+    # Read-only: a source may hold a more precise type (an async generator).
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def raw_headers(self) -> RawHeaders: ...
+    @property
+    def stream(self) -> AsyncIterable[bytes]: ...
+    # What reading `stream` raises when the body breaks.
+    @property
+    def stream_errors(self) -> tuple[type[BaseException], ...]: ...
+
+
+@dataclass
+class Exchange:
+    """What the relay and the disconnect listener share."""
+
+    outcome: Outcome = field(default_factory=Outcome)
+    # Set before the last body message: some servers answer receive() with a disconnect
+    # as soon as the response is complete, which is not the caller leaving.
+    response_done: bool = False
+    settled: bool = False
+    error: BaseException | None = None
+    meter: UsageMeter | None = None
+    # The response cache's copy of the reply (core/cache), fed what the caller gets.
+    copy: ReplyTicket | None = None
+
+
+def reply_headers(
+    raw_headers: RawHeaders, scrubber: Scrubber, tickets: list[Ticket]
+) -> tuple[RawHeaders, int | None]:
+    """The headers the caller gets, and the body's length if the upstream said it."""
+    headers, length = client_response_headers(raw_headers, scrubber)
+    extra = [header for ticket in tickets for header in ticket.headers]
+    if extra:
+        if any(name.startswith(b"x-ratelimit-") for name, _ in extra):
+            # The provider's own x-ratelimit-* describe the key owner's account, not
+            # this caller: ours replace them.
+            headers = [(n, v) for n, v in headers if not n.startswith(b"x-ratelimit-")]
+        headers.extend(extra)
+    return headers, length
+
+
+def _without(headers: RawHeaders, name: bytes) -> RawHeaders:
+    return [(n, v) for n, v in headers if n != name]
+
+
+async def relay(
+    source: ReplySource,
+    headers: RawHeaders,
+    length: int | None,
+    taps: Taps,
+    exchange: Exchange,
+    send: Send,
+    body_send: Send,
+    settle: Callable[[], Awaitable[None]],
+    settings: Settings,
+) -> None:
+    """Send the reply: `send` for the head, `body_send` (the server's own, past the
+    wrappers that only touch the head) for the body. `settle` runs before the last byte."""
+    status = source.status_code
+    outcome = exchange.outcome
+    if taps.inflates:
+        headers = _without(headers, b"content-encoding")
+    stream = source.stream
+
+    if length is not None and length <= SMALL_BODY:
+        try:
+            body = b"".join([chunk async for chunk in stream])
+        except source.stream_errors as exc:
+            raise map_transport_error(exc, settings) from None
+        if taps.feed is not None:
+            body = taps.feed(body) + taps.flush()
+        if len(body) != length:
+            headers = _without(headers, b"content-length")
+            headers.append((b"content-length", str(len(body)).encode()))
+        if taps.copy is not None:
+            taps.copy.start(status, headers, source.raw_headers)
+        outcome.complete = True
+        await settle()
+        exchange.response_done = True
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await body_send({"type": "http.response.body", "body": body})
+        return
+
+    if taps.changes_length:
+        # The body changes length: it goes out chunked.
+        headers = _without(headers, b"content-length")
+    if taps.copy is not None:
+        taps.copy.start(status, headers, source.raw_headers)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    feed = taps.feed
+    sent = 0
+    try:
+        # The transport's own stream: raw bytes as they arrive, no re-chunking.
+        async for chunk in stream:
+            if feed is not None:
+                chunk = feed(chunk)
+            if chunk and not outcome.caller_left:
+                sent += len(chunk)
+                await body_send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except source.stream_errors as exc:
+        logger.warning("upstream stream broke after %d bytes: %s", sent, type(exc).__name__)
+        raise UpstreamStreamBroken(f"upstream stream broke after {sent} bytes") from None
+    outcome.complete = True
+    tail = taps.flush() if taps.chain else b""
+    # Settled before the last message, not after: the caller's next request then sees
+    # these figures, and a function platform cannot freeze us before the write.
+    await settle()
+    exchange.response_done = True
+    if not outcome.caller_left:
+        await body_send({"type": "http.response.body", "body": tail, "more_body": False})

@@ -1,0 +1,195 @@
+"""The reply's taps: small transforms the body passes through on its way to the caller.
+
+Each tap has `feed(chunk) -> bytes` (what goes on) and `flush() -> bytes` (what it held
+back, once the body ended), like httpx's content decoders. `build_taps` is the one place
+that decides which taps a reply gets and in which order; the relay (core/proxy/relay.py)
+only runs the chain and never knows which taps are in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from core.proxy.scrub import Scrubber
+    from core.proxy.stages import Outcome, RawHeaders, ReplyTicket
+    from core.types import RequestLog
+    from core.usage.meter import UsageMeter
+    from core.usage.splice import UsageChunkFilter
+
+
+class Tap(Protocol):
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+class Transform:
+    """A tap made of a transform's own feed and flush (the usage-chunk filter, the
+    scrubber): bound methods kept as attributes, so a chunk costs no extra call."""
+
+    __slots__ = ("feed", "flush")
+
+    def __init__(self, feed: Callable[[bytes], bytes], flush: Callable[[], bytes]) -> None:
+        self.feed = feed
+        self.flush = flush
+
+
+class MeterTap:
+    """The usage meter reads a copy of every byte the upstream sent; the chunk goes on
+    unchanged. Its figures are read at settlement (`meter.finish()`), not from the chain."""
+
+    __slots__ = ("meter",)
+
+    def __init__(self, meter: UsageMeter) -> None:
+        self.meter = meter
+
+    def feed(self, chunk: bytes) -> bytes:
+        self.meter.feed(chunk)
+        return chunk
+
+    def flush(self) -> bytes:
+        return b""
+
+
+class CopyTap:
+    """The response cache's copy of the reply, as the caller gets it.
+
+    The cache keeps the headers the caller got, which the relay knows for sure only once
+    it decided the content length (after the chain ran, for a small whole body): chunks fed
+    before `start` wait for it."""
+
+    __slots__ = ("started", "ticket", "waiting")
+
+    def __init__(self, ticket: ReplyTicket) -> None:
+        self.ticket = ticket
+        self.started = False
+        self.waiting: list[bytes] = []
+
+    def start(self, status: int, headers: RawHeaders, upstream_headers: RawHeaders) -> None:
+        self.ticket.start(status, headers, upstream_headers)
+        self.started = True
+        for chunk in self.waiting:
+            self.ticket.feed(chunk)
+        self.waiting = []
+
+    def feed(self, chunk: bytes) -> bytes:
+        if chunk:
+            if self.started:
+                self.ticket.feed(chunk)
+            else:
+                self.waiting.append(chunk)
+        return chunk
+
+    def flush(self) -> bytes:
+        return b""
+
+
+class ByteCount:
+    """The access log's byte count and first-byte time: what the caller is sent. Last in
+    the chain, so it counts what goes out; nothing is counted once the caller left."""
+
+    __slots__ = ("log", "outcome")
+
+    def __init__(self, log: RequestLog, outcome: Outcome) -> None:
+        self.log = log
+        self.outcome = outcome
+
+    def feed(self, chunk: bytes) -> bytes:
+        if chunk and not self.outcome.caller_left:
+            self.log.body_sent(len(chunk))
+        return chunk
+
+    def flush(self) -> bytes:
+        return b""
+
+
+class Taps:
+    """The chain built for one reply."""
+
+    __slots__ = ("chain", "changes_length", "copy", "feed", "inflates", "meter")
+
+    def __init__(
+        self,
+        chain: tuple[Tap, ...],
+        meter: UsageMeter | None,
+        copy: CopyTap | None,
+        changes_length: bool,
+        inflates: bool,
+    ) -> None:
+        self.chain = chain
+        self.meter = meter
+        self.copy = copy
+        # Some tap may change the body's length: it cannot go out with the upstream's.
+        self.changes_length = changes_length
+        # The scrubber sends a compressed body uncompressed: content-encoding goes.
+        self.inflates = inflates
+        # What a chunk goes through: nothing, the one tap's own feed (no loop on the
+        # relay's hot path), or every tap in turn.
+        self.feed: Callable[[bytes], bytes] | None = None
+        if len(chain) == 1:
+            self.feed = chain[0].feed
+        elif chain:
+            self.feed = self._feed_all
+
+    def _feed_all(self, chunk: bytes) -> bytes:
+        for tap in self.chain:
+            chunk = tap.feed(chunk)
+        return chunk
+
+    def flush(self) -> bytes:
+        """What every tap held back, each flushed tail passed through the taps after it."""
+        data = b""
+        for tap in self.chain:
+            data = tap.feed(data) + tap.flush()
+        return data
+
+
+def scrubs_body(status: int) -> bool:
+    """Whether a reply's body is scrubbed of the proxy's keys: the one place that decides
+    it. A refusal or error body may quote the key (an echo of the request)."""
+    return status >= 300
+
+
+def build_taps(
+    *,
+    status: int,
+    headers: RawHeaders,
+    meter: UsageMeter | None = None,
+    usage_filter: UsageChunkFilter | None = None,
+    scrubber: Scrubber | None = None,
+    copy: ReplyTicket | None = None,
+    log: RequestLog | None = None,
+    outcome: Outcome,
+) -> Taps:
+    """The taps of one reply, in their order. Each sees what the taps before it passed on:
+
+    1. meter: the upstream's bytes exactly as they came (a usage-only event the filter
+       takes out must still be counted);
+    2. usage-chunk filter: takes out what the proxy's own include_usage added;
+    3. scrubber: the proxy's keys out of the body, after which nothing may see it raw;
+    4. cache copy: the body exactly as the caller gets it, so a replay is the same bytes;
+    5. byte count: last, it counts what is sent.
+    """
+    chain: list[Tap] = []
+    if meter is not None:
+        meter.start(headers)
+        chain.append(MeterTap(meter))
+    if usage_filter is not None:
+        chain.append(Transform(usage_filter, usage_filter.flush))
+    inflates = scrubbing = False
+    if scrubber and scrubs_body(status):
+        scrubbing = True
+        encoding = next((v for n, v in headers if n == b"content-encoding"), b"")
+        scrub = scrubber.stream(encoding)
+        inflates = scrub.inflates
+        chain.append(Transform(scrub, scrub.flush))
+    copy_tap = None
+    if copy is not None:
+        copy_tap = CopyTap(copy)
+        chain.append(copy_tap)
+    if log is not None:
+        chain.append(ByteCount(log, outcome))
+    changes_length = usage_filter is not None or scrubbing
+    return Taps(tuple(chain), meter, copy_tap, changes_length, inflates)

@@ -1,0 +1,128 @@
+"""The reply's tap chain (core/proxy/taps.py): each tap sees what the taps before it
+passed on, and what they held back comes out, in order, at the end."""
+
+from __future__ import annotations
+
+from core.protocols import WIRES, Usage
+from core.proxy.scrub import Scrubber
+from core.proxy.stages import Outcome, ReplyTicket
+from core.proxy.taps import build_taps, scrubs_body
+from core.types import RequestLog
+from core.usage.meter import UsageMeter
+from core.usage.splice import UsageChunkFilter
+
+KEY = b"sk-fake-key-0123456789"
+SSE = [(b"content-type", b"text/event-stream")]
+
+# An OpenAI stream as the upstream sends it when the proxy asked for usage, event by event.
+METERED_EVENTS = [
+    b'data: {"id":"c","choices":[{"delta":{"content":"a"}}],"usage":null}\n\n',
+    b'data: {"id":"c","choices":[{"delta":{"content":"b"}}],"usage":null}\n\n',
+    b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}\n\n',
+    b"data: [DONE]\n\n",
+]
+PLAIN = (
+    b'data: {"id":"c","choices":[{"delta":{"content":"a"}}]}\n\n'
+    b'data: {"id":"c","choices":[{"delta":{"content":"b"}}]}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+class Copy(ReplyTicket):
+    def __init__(self) -> None:
+        self.headers = []
+        self.started: tuple[int, list[tuple[bytes, bytes]]] | None = None
+        self.chunks: list[bytes] = []
+
+    def start(self, status: int, headers: list[tuple[bytes, bytes]], upstream: object) -> None:
+        self.started = (status, headers)
+
+    def feed(self, chunk: bytes) -> None:
+        assert self.started is not None, "the copy is fed only once it knows its headers"
+        self.chunks.append(chunk)
+
+
+def _log() -> RequestLog:
+    log = RequestLog(request_id="r", method="POST", path="/v1/chat/completions")
+    log.started = 0.0
+    return log
+
+
+def test_the_meter_reads_what_the_upstream_sent_and_the_caller_gets_it_without_the_option() -> None:
+    meter = UsageMeter(WIRES["openai"])
+    copy, log, outcome = Copy(), _log(), Outcome()
+    taps = build_taps(
+        status=200,
+        headers=SSE,
+        meter=meter,
+        usage_filter=UsageChunkFilter(),
+        copy=copy,
+        log=log,
+        outcome=outcome,
+    )
+    assert taps.changes_length
+    assert taps.copy is not None
+    taps.copy.start(200, SSE, SSE)
+    out = b"".join(taps.feed(event) for event in METERED_EVENTS) + taps.flush()  # type: ignore[misc]
+    assert out == PLAIN
+    # The usage-only event the filter takes out was still read by the meter before it.
+    assert meter.finish() == Usage(1, 2)
+    assert b"".join(copy.chunks) == PLAIN
+    assert log.bytes_out == len(PLAIN)
+
+
+def test_an_error_body_is_scrubbed_before_the_cache_copy_and_the_byte_count() -> None:
+    body = b'{"error":"bad key ' + KEY + b' given"}'
+    copy, log = Copy(), _log()
+    taps = build_taps(
+        status=401,
+        headers=[(b"content-type", b"application/json")],
+        scrubber=Scrubber([KEY.decode()]),
+        copy=copy,
+        log=log,
+        outcome=Outcome(),
+    )
+    assert taps.feed is not None
+    # Fed in pieces that split the key; the copy waits for its headers (a whole body's
+    # length is known only once the chain ran).
+    out = b"".join(taps.feed(body[i : i + 5]) for i in range(0, len(body), 5)) + taps.flush()
+    assert out == b'{"error":"bad key [redacted] given"}'
+    assert taps.copy is not None
+    taps.copy.start(401, [], [])
+    assert b"".join(copy.chunks) == out
+    assert log.bytes_out == len(out)
+
+
+def test_a_success_is_not_scrubbed_and_a_plain_reply_has_no_taps() -> None:
+    assert scrubs_body(401) and scrubs_body(500) and scrubs_body(302)
+    assert not scrubs_body(200)
+    taps = build_taps(status=200, headers=SSE, scrubber=Scrubber([KEY.decode()]), outcome=Outcome())
+    assert taps.feed is None and not taps.changes_length and not taps.inflates
+
+
+def test_nothing_is_counted_once_the_caller_left() -> None:
+    log, outcome = _log(), Outcome()
+    taps = build_taps(status=200, headers=SSE, log=log, outcome=outcome)
+    assert taps.feed is not None
+    taps.feed(b"data: a\n\n")
+    outcome.caller_left = True
+    taps.feed(b"data: b\n\n")
+    assert log.bytes_out == len(b"data: a\n\n")
+    assert log.first_byte_ms is not None
+
+
+def test_the_filter_and_the_meter_agree_whatever_the_chunking() -> None:
+    """Whole events (the usual case, read without splitting) and events cut anywhere give
+    the same stream and the same usage."""
+    stream = b"".join(METERED_EVENTS)
+    cuts = [METERED_EVENTS, [stream[i : i + 7] for i in range(0, len(stream), 7)], [stream]]
+    for chunks in cuts:
+        meter = UsageMeter(WIRES["openai"])
+        meter.start(SSE)
+        chunk_filter = UsageChunkFilter()
+        out = b""
+        for chunk in chunks:
+            meter.feed(chunk)
+            out += chunk_filter(chunk)
+        assert out + chunk_filter.flush() == PLAIN
+        assert meter.finish() == Usage(1, 2)
