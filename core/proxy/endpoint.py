@@ -341,7 +341,7 @@ class ProxyEndpoint:
         path = request.remainder
         if request.query:
             path += "?" + request.query.decode("latin-1")
-        headers = upstream_request_headers(request.headers, identity_encoding=metering)
+        headers = upstream_request_headers(request.headers, identity_encoding=True)
         client = self.client
         keys = list(provider.keys.attempts())
         targets = provider.targets
@@ -449,12 +449,14 @@ class ProxyEndpoint:
         status = response.status_code
         if meter is not None:
             meter.start(headers)
-        # A refusal or error body may quote the key (an echo of the request): scrubbed,
-        # and sent uncompressed when it came compressed.
+        # Any body may quote the key (a refusal, an echo of the request in a 200): scrubbed
+        # (core/proxy/scrub.py), and sent uncompressed when it came compressed.
         scrub = None
-        if status >= 300 and self.scrubber:
+        if self.scrubber:
             encoding = next((v for n, v in headers if n == b"content-encoding"), b"")
-            scrub = self.scrubber.stream(encoding)
+            scrub = self.scrubber.stream(
+                encoding, error=status >= 300, keep_length=(length or 0) > _SMALL_BODY
+            )
             if scrub.inflates:
                 headers = [(n, v) for n, v in headers if n != b"content-encoding"]
         stream = response.stream
@@ -485,7 +487,7 @@ class ProxyEndpoint:
             await send({"type": "http.response.body", "body": body})
             return
 
-        if chunk_filter is not None or scrub is not None:
+        if chunk_filter is not None or (scrub is not None and scrub.inflates):
             # The body changes length: it goes out chunked.
             headers = [(n, v) for n, v in headers if n != b"content-length"]
         if copy is not None:

@@ -253,6 +253,8 @@ class StreamRecovery:
         headers = [(n, v) for n, v in headers if n != b"content-length"]
         sse = "event-stream" in _header(response, b"content-type").lower()
         outcome = state.outcome
+        # Every reply is scrubbed of keys (core/proxy/scrub.py); events go out whole.
+        scrub = endpoint.scrubber
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         document = await request.document()
         text: list[str] = []
@@ -269,11 +271,13 @@ class StreamRecovery:
                 async for chunk in current.stream:
                     for raw in splitter.feed(chunk):
                         attempt.read(_event_json(raw, sse))
-                        sent_events = await self._send_event(raw, sse, sent_events, send, state)
+                        sent_events = await self._send_event(
+                            scrub(raw), sse, sent_events, send, state
+                        )
                 rest = splitter.rest()
                 if rest:
                     attempt.read(_event_json(rest, sse))
-                    sent_events = await self._send_event(rest, sse, sent_events, send, state)
+                    sent_events = await self._send_event(scrub(rest), sse, sent_events, send, state)
             except (*current.stream_errors, ValueError) as exc:  # type: ignore[misc]
                 broken = True
                 logger.warning("gemini stream broke on attempt %d: %s", number, type(exc).__name__)

@@ -36,7 +36,12 @@ if TYPE_CHECKING:
     from core.stores import Store
     from core.types import Scope
 
-UPLOAD_URL_HEADERS = frozenset({b"x-goog-upload-url", b"x-goog-upload-control-url"})
+# Headers of a Gemini reply that hand the caller a URL on the upstream's host: the upload
+# URLs, and the Location (and Content-Location) an upload's start leg may carry. Each is
+# pointed at the proxy, or dropped.
+UPLOAD_URL_HEADERS = frozenset(
+    {b"x-goog-upload-url", b"x-goog-upload-control-url", b"location", b"content-location"}
+)
 # How long an upload_id handed out by the proxy is honoured: a large upload resumed later
 # in the day still works; Google keeps a session about a week.
 SESSION_SECONDS = 24 * 3600
