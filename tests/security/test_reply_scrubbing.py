@@ -68,7 +68,8 @@ def _echo_headers(stream: bool, compressed: bool = False) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("stream", "compressed"), [(True, False), (False, False), (False, True)],
+    ("stream", "compressed"),
+    [(True, False), (False, False), (False, True)],
     ids=["event-stream", "whole-with-length", "gzip"],
 )
 def test_a_200_that_echoes_the_key_is_scrubbed(stream: bool, compressed: bool) -> None:

@@ -58,7 +58,9 @@ def stream_of(write: Any) -> Any:
     return models_or(reply)
 
 
-@pytest.mark.parametrize("write", [spaced, escaped, usage_first], ids=["spaced", "escaped", "usage-first"])
+@pytest.mark.parametrize(
+    "write", [spaced, escaped, usage_first], ids=["spaced", "escaped", "usage-first"]
+)
 def test_the_usage_chunk_is_taken_out_however_the_json_is_spelt(write: Any) -> None:
     with metered(ScriptedUpstream(stream_of(write)), RATE_LIMIT_TOKENS="100000") as proxy:
         before = remaining(proxy)
