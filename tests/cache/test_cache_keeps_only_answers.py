@@ -237,6 +237,7 @@ def test_a_hit_replays_no_per_request_header() -> None:
                 assert name not in second.headers, name
             assert second.headers["content-type"] == first.headers["content-type"]
             assert second.headers["x-proxy-request-id"] != first.headers["x-proxy-request-id"]
+        assert upstream.calls == 3
 
 
 def test_a_header_that_shapes_the_reply_is_part_of_the_key() -> None:
@@ -255,6 +256,7 @@ def test_a_header_that_shapes_the_reply_is_part_of_the_key() -> None:
         assert (
             plain_claude.headers["x-proxy-cache"] == "miss" and beta.content != plain_claude.content
         )
+        assert upstream.calls == 4
 
 
 def test_shared_scope_no_cache_does_not_replace_what_everyone_gets() -> None:
@@ -270,3 +272,4 @@ def test_shared_scope_no_cache_does_not_replace_what_everyone_gets() -> None:
         later = _send(proxy, "openai", "gpt", question)
         assert later.headers["x-proxy-cache"] == "hit"
         assert later.content == first.content  # main: the bypassing caller's answer 2
+        assert upstream.calls == 2
