@@ -393,6 +393,10 @@ class ProxyEndpoint:
 
                 body = ask_for_stream_usage(body, document)
                 chunk_filter = UsageChunkFilter()
+        if self.uploads is not None and request.wire.name == "gemini":
+            from core.proxy.uploads import restore_addresses
+
+            body = restore_addresses(request, body)
         recovery = self.recovery if self.recovery and self.recovery.wanted(request) else None
         sent_at = time.perf_counter()
         # A stream that may be spliced is asked for uncompressed, like a metered one.
@@ -452,10 +456,18 @@ class ProxyEndpoint:
         # Any body may quote the key (a refusal, an echo of the request in a 200): scrubbed
         # (core/proxy/scrub.py), and sent uncompressed when it came compressed.
         scrub = None
-        if self.scrubber:
+        rewrites: tuple[tuple[bytes, bytes], ...] = ()
+        if self.uploads is not None and request.wire.name == "gemini":
+            from core.proxy.uploads import address_rewrites  # File uris name the proxy
+
+            rewrites = address_rewrites(request)
+        if self.scrubber or rewrites:
             encoding = next((v for n, v in headers if n == b"content-encoding"), b"")
             scrub = self.scrubber.stream(
-                encoding, error=status >= 300, keep_length=(length or 0) > _SMALL_BODY
+                encoding,
+                error=status >= 300,
+                keep_length=(length or 0) > _SMALL_BODY,
+                rewrites=rewrites,
             )
             if scrub.inflates:
                 headers = [(n, v) for n, v in headers if n != b"content-encoding"]
@@ -487,7 +499,7 @@ class ProxyEndpoint:
             await send({"type": "http.response.body", "body": body})
             return
 
-        if chunk_filter is not None or (scrub is not None and scrub.inflates):
+        if chunk_filter is not None or (scrub is not None and scrub.changes_length):
             # The body changes length: it goes out chunked.
             headers = [(n, v) for n, v in headers if n != b"content-length"]
         if copy is not None:

@@ -172,9 +172,16 @@ class Scrubber:
         return [(name, self(value)) for name, value in headers]
 
     def stream(
-        self, encoding: bytes = b"", *, error: bool = True, keep_length: bool = False
+        self,
+        encoding: bytes = b"",
+        *,
+        error: bool = True,
+        keep_length: bool = False,
+        rewrites: tuple[tuple[bytes, bytes], ...] = (),
     ) -> StreamScrubber:
-        return StreamScrubber(self, encoding, error=error, keep_length=keep_length)
+        return StreamScrubber(
+            self, encoding, error=error, keep_length=keep_length, rewrites=rewrites
+        )
 
 
 class StreamScrubber:
@@ -193,9 +200,14 @@ class StreamScrubber:
         *,
         error: bool = True,
         keep_length: bool = False,
+        rewrites: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
         self._scrubber = scrubber
-        self._keep_length = keep_length
+        # (old, new) byte strings replaced too: the upstream's address by the proxy's
+        # (core/proxy/uploads.py). They change the body's length.
+        self._rewrites = tuple((old, new) for old, new in rewrites if old and old != new)
+        self._rewrite_bytes = frozenset(byte for old, _ in self._rewrites for byte in old)
+        self._keep_length = keep_length and not self._rewrites
         self._held = b""
         encoding = encoding.strip().lower()
         self.inflates = encoding not in (b"", b"identity")
@@ -235,12 +247,39 @@ class StreamScrubber:
             chunk = self._held + chunk
         data = scrubber(chunk, keep_length=self._keep_length)
         hold = scrubber.holdback(data)
+        if self._rewrites:
+            data = self._rewrite(data)
+            hold = max(hold, self._rewrite_holdback(data))
         if not hold:
             self._held = b""
             return data
         self._held = data[-hold:]
         return data[:-hold]
 
+    @property
+    def changes_length(self) -> bool:
+        """Whether the body may come out another length than it came in."""
+        return self.inflates or bool(self._rewrites)
+
+    def _rewrite(self, data: bytes) -> bytes:
+        for old, new in self._rewrites:
+            if old in data:
+                data = data.replace(old, new)
+        return data
+
+    def _rewrite_holdback(self, data: bytes) -> int:
+        """The longest end of `data` that begins one of the rewritten strings."""
+        if not data or data[-1] not in self._rewrite_bytes:
+            return 0
+        longest = 0
+        for old, _ in self._rewrites:
+            for size in range(min(len(old) - 1, len(data)), longest, -1):
+                if data.endswith(old[:size]):
+                    longest = size
+                    break
+        return longest
+
     def flush(self) -> bytes:
         rest, self._held = self._held, b""
-        return self._scrubber(rest, keep_length=self._keep_length)
+        rest = self._scrubber(rest, keep_length=self._keep_length)
+        return self._rewrite(rest) if self._rewrites else rest

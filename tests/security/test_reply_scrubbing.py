@@ -122,3 +122,68 @@ def test_the_upload_start_leg_location_names_the_proxy_not_the_upstream() -> Non
     assert reply.headers["location"] == expected
     assert reply.headers["content-location"] == f"{proxy.url}/gemini/private/elsewhere"
     assert upstream_host not in json.dumps(dict(reply.headers))
+
+
+class FileUpstream:
+    """A private Gemini upstream whose File resources name its own address, as Google's
+    name generativelanguage.googleapis.com."""
+
+    def __init__(self) -> None:
+        self.scripted = ScriptedUpstream(self.reply)
+        self.file_uris: list[str] = []
+
+    def reply(self, request: dict[str, Any]) -> Any:
+        host = request["headers"]["host"]
+        path = request["path"]
+        if path.startswith("/upload/") and "start" in request["headers"].get(
+            "x-goog-upload-command", ""
+        ):
+            url = f"http://{host}/upload/v1beta/files?upload_id=u1"
+            return 200, [*JSON, ("x-goog-upload-url", url), ("location", url)], [(0, b"{}")]
+        file = {"name": "files/abc", "uri": f"http://{host}/v1beta/files/abc", "state": "ACTIVE"}
+        if path.startswith("/upload/"):
+            body = json.dumps({"file": file}).encode()
+            return 200, [*JSON, ("x-goog-upload-status", "final")], [(0, body[:30]), (0, body[30:])]
+        if path.endswith("/files"):
+            listed = json.dumps({"files": [file] * 3}).replace("/", "\\/").encode()  # escaped
+            return 200, JSON, [(0, listed)]
+        if path.endswith(":generateContent"):
+            sent = json.loads(request["body"])
+            self.file_uris.append(sent["contents"][0]["parts"][0]["fileData"]["fileUri"])
+            answer = {"candidates": [{"content": {"parts": [{"text": "a cat"}]}}]}
+            return 200, JSON, [(0, json.dumps(answer).encode())]
+        return 404, JSON, [(0, b"{}")]
+
+
+def test_a_file_resource_names_the_proxy_and_its_uri_still_works() -> None:
+    upstream = FileUpstream()
+    key = {"x-goog-api-key": FAKE_TOKEN}
+    with metered(upstream.scripted) as proxy:
+        start = httpx.post(
+            f"{proxy.url}/gemini/upload/v1beta/files",
+            headers={
+                **key,
+                "x-goog-upload-protocol": "resumable",
+                "x-goog-upload-command": "start",
+            },
+            json={"file": {"display_name": "cat"}},
+        )
+        finished = httpx.post(
+            start.headers["x-goog-upload-url"],
+            content=b"meow",
+            headers={"x-goog-upload-command": "upload, finalize", "x-goog-upload-offset": "0"},
+        )
+        listed = httpx.get(f"{proxy.url}/gemini/v1beta/files", headers=key)
+        upstream_host = upstream.scripted.seen[0].headers["host"]
+        uri = finished.json()["file"]["uri"]
+        assert uri == f"{proxy.url}/gemini/v1beta/files/abc"
+        assert upstream_host not in finished.text and upstream_host not in listed.text
+        assert [f["uri"] for f in listed.json()["files"]] == [uri] * 3
+        # The uri handed out still names the file for the model: the upstream gets its own.
+        answer = httpx.post(
+            f"{proxy.url}/gemini/v1beta/models/g:generateContent",
+            headers=key,
+            json={"contents": [{"parts": [{"fileData": {"fileUri": uri}}, {"text": "what?"}]}]},
+        )
+        assert answer.status_code == 200
+        assert upstream.file_uris == [f"http://{upstream_host}/v1beta/files/abc"]
