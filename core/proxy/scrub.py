@@ -57,7 +57,10 @@ class _Key:
 
 
 class Scrubber:
-    def __init__(self, keys: Iterable[str]) -> None:
+    def __init__(self, keys: Iterable[str], upstreams: Iterable[str] = ()) -> None:
+        # scheme://host[:port] of every configured upstream: a reply header naming one is
+        # dropped (a Location, a Link...: it would send the caller around the proxy).
+        self.upstreams = tuple({origin.encode("latin-1") for origin in upstreams if origin})
         found = {key.encode() for key in keys if len(key) >= _MIN_KEY_LENGTH}
         # Longest first, so a key that contains another is replaced whole.
         self.keys = tuple(sorted(found, key=len, reverse=True))
@@ -78,7 +81,7 @@ class Scrubber:
         self._trailing = re.compile(b"[" + klass + b"]+\\Z") if self.keys else None
 
     def __bool__(self) -> bool:
-        return bool(self.keys)
+        return bool(self.keys or self.upstreams)
 
     def __call__(self, data: bytes, *, keep_length: bool = False) -> bytes:
         """`data` with every key, whole or masked, replaced. `keep_length`: by a
@@ -167,6 +170,13 @@ class Scrubber:
         return False
 
     def headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        upstreams = self.upstreams
+        if upstreams:
+            headers = [
+                (name, value)
+                for name, value in headers
+                if not any(origin in value for origin in upstreams)
+            ]
         if not self.keys:
             return headers
         return [(name, self(value)) for name, value in headers]
@@ -245,6 +255,15 @@ class StreamScrubber:
         scrubber = self._scrubber
         if self._held:
             chunk = self._held + chunk
+        # The common case, inline: no key's last four in the chunk, and a last byte that
+        # begins no key (an event stream's "\n"): one find per key, nothing held back.
+        for tail in scrubber._tails:
+            if tail in chunk:
+                break
+        else:
+            if not self._rewrites and (not chunk or chunk[-1] not in scrubber._alphabet):
+                self._held = b""
+                return chunk
         data = scrubber(chunk, keep_length=self._keep_length)
         hold = scrubber.holdback(data)
         if self._rewrites:

@@ -187,3 +187,27 @@ def test_a_file_resource_names_the_proxy_and_its_uri_still_works() -> None:
         )
         assert answer.status_code == 200
         assert upstream.file_uris == [f"http://{upstream_host}/v1beta/files/abc"]
+
+
+def _redirect(request: dict[str, Any]) -> Any:
+    upstream = f"http://{request['headers']['host']}"
+    headers = [
+        *JSON,
+        ("location", f"{upstream}/v1/chat/completions/elsewhere"),
+        ("link", f'<{upstream}/v1/docs>; rel="help"'),
+        ("x-kept", "nothing of the upstream here"),
+    ]
+    return 307, headers, [(0, b"{}")]
+
+
+def test_no_reply_header_names_the_upstream() -> None:
+    """Redirects are not followed; one passed on would send the caller (and its token)
+    around the proxy, straight to the upstream's address."""
+    upstream = ScriptedUpstream(_redirect)
+    with metered(upstream) as proxy:
+        reply = httpx.post(f"{proxy.url}/v1/chat/completions", json={"model": "m"}, headers=AUTH)
+        upstream_host = upstream.seen[-1].headers["host"]
+    assert reply.status_code == 307
+    assert upstream_host not in json.dumps(dict(reply.headers))
+    assert "location" not in reply.headers and "link" not in reply.headers
+    assert reply.headers["x-kept"] == "nothing of the upstream here"
