@@ -94,3 +94,26 @@ def test_a_usage_key_spelt_with_escapes_is_counted_in_a_whole_reply() -> None:
         assert reply.status_code == 200
         # Charged what it used (100), not the whole reservation.
         assert before - remaining(proxy) == 100
+
+
+def test_stream_options_spelt_with_an_escape_still_gets_usage_asked_for() -> None:
+    """The caller set `stream_options` (written `stream\\u005foptions`, as JSON allows)
+    without include_usage: the proxy must still send valid JSON asking for usage."""
+    upstream = ScriptedUpstream(stream_of(spaced))
+    body = (
+        b'{"model": "m", "stream": true, "stream\\u005foptions": {"include_usage": false},'
+        b' "messages": [{"role": "user", "content": "hi"}]}'
+    )
+    with metered(upstream, RATE_LIMIT_TOKENS="100000") as proxy:
+        before = remaining(proxy)
+        reply = httpx.post(
+            f"{proxy.url}/v1/chat/completions",
+            content=body,
+            headers={**AUTH, "content-type": "application/json"},
+            timeout=10,
+        )
+        assert reply.status_code == 200
+        sent = json.loads(upstream.seen[-1].body)  # main sent broken JSON here
+        assert sent["stream_options"] == {"include_usage": True}
+        assert b"70" not in reply.content  # the usage chunk taken back out
+        assert before - remaining(proxy) == 100
