@@ -42,6 +42,7 @@ NOT_SHAPING = frozenset(
         b"accept-encoding",
         b"cache-control",
         b"pragma",
+        b"priority",
         b"idempotency-key",
         b"x-goog-api-client",
         b"anthropic-dangerous-direct-browser-access",
