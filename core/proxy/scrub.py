@@ -218,6 +218,10 @@ class StreamScrubber:
         self._rewrites = tuple((old, new) for old, new in rewrites if old and old != new)
         self._rewrite_bytes = frozenset(byte for old, _ in self._rewrites for byte in old)
         self._keep_length = keep_length and not self._rewrites
+        # Read once per chunk in the common case: kept here to spare the lookups.
+        self._tails = scrubber._tails
+        self._alphabet = scrubber._alphabet
+        self._plain = not self._rewrites
         self._held = b""
         encoding = encoding.strip().lower()
         self.inflates = encoding not in (b"", b"identity")
@@ -252,18 +256,20 @@ class StreamScrubber:
     def __call__(self, chunk: bytes) -> bytes:
         if self.inflates:
             chunk = self._inflate(chunk)
-        scrubber = self._scrubber
-        if self._held:
-            chunk = self._held + chunk
+        held = self._held
+        if held:
+            chunk = held + chunk
         # The common case, inline: no key's last four in the chunk, and a last byte that
         # begins no key (an event stream's "\n"): one find per key, nothing held back.
-        for tail in scrubber._tails:
+        for tail in self._tails:
             if tail in chunk:
                 break
         else:
-            if not self._rewrites and (not chunk or chunk[-1] not in scrubber._alphabet):
-                self._held = b""
+            if self._plain and (not chunk or chunk[-1] not in self._alphabet):
+                if held:
+                    self._held = b""
                 return chunk
+        scrubber = self._scrubber
         data = scrubber(chunk, keep_length=self._keep_length)
         hold = scrubber.holdback(data)
         if self._rewrites:
