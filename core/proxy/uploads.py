@@ -295,8 +295,12 @@ def restore_addresses(request: ProxyRequest, body: bytes) -> bytes:
     if request.upload_leg or not request.is_json:
         return body  # a file's own bytes are the caller's, never rewritten
     base = proxy_base(request)
-    if not base.startswith("http") or base.encode("latin-1") not in body.replace(b"\\/", b"/"):
+    if not base.startswith("http"):
+        return body
+    plain, escaped = base.encode("latin-1"), _escaped(base)
+    # Two finds and no copy for the common body that names no File.
+    if plain not in body and escaped not in body:
         return body
     target = request.provider.targets.urls[request.target or 0].rstrip("/")
-    body = body.replace(base.encode("latin-1"), target.encode("latin-1"))
-    return body.replace(_escaped(base), _escaped(target))
+    body = body.replace(plain, target.encode("latin-1"))
+    return body.replace(escaped, _escaped(target))
