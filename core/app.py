@@ -113,7 +113,12 @@ class ProxyApp:
         pipeline, self.budget = build_pipeline(
             settings, token_check, self.stores, status=self.status, ledger=self.ledger
         )
-        scrubber = Scrubber(key for provider in self.providers for key in provider.api_keys)
+        scrubber = Scrubber(
+            (key for provider in self.providers for key in provider.api_keys),
+            upstreams=(
+                origin for provider in self.providers for origin in provider.targets.origins
+            ),
+        )
         # Gemini's resumable uploads, where a Gemini route is on (loaded only then).
         uploads = None
         if any(provider.resumable_uploads for provider in self.providers):

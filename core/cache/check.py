@@ -6,11 +6,15 @@ returns a ticket carrying the stored reply: the endpoint sends it, calls no upst
 settles every ticket with zero cost (limits and budgets give their reservation back), the
 tokens saved going to the access log. A miss returns a ticket the relay feeds a copy of the
 reply, bounded by CACHE_MAX_ENTRY_BYTES (it stops copying once over); settlement stores it
-only if the reply is a 200 read to its end, uncompressed and not marked `no-store`.
+only if the reply is a 200 read to its end, uncompressed, not marked `no-store`, and an
+answer by its own protocol's measure: a finished stream, not an `{"error": ...}` body
+(core/cache/complete.py).
 
-The caller's `Cache-Control: no-cache` skips the lookup and refreshes the entry with the new
-reply; `no-store` skips the cache both ways. Every reply on a provider route says which
-happened: `x-proxy-cache: hit`, `miss` or `bypass`.
+The caller's `Cache-Control: no-cache` skips the lookup; with CACHE_SCOPE=caller it
+refreshes the caller's own entry with the new reply, with CACHE_SCOPE=shared it writes
+nothing (one caller must not replace the answer every other caller gets). `no-store` skips
+the cache both ways. Every reply on a provider route says which happened:
+`x-proxy-cache: hit`, `miss` or `bypass`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from core.cache.complete import finished
 from core.cache.entry import EntryUnreadable, decode, encode, kept_headers
 from core.cache.key import cache_control, cache_key, cacheable_document, deterministic
 from core.proxy.stages import HeaderTicket, RawHeaders, ReplyTicket, StoredReply
@@ -112,11 +117,19 @@ class ResponseCache:
             if log is not None:
                 log.cache = "bypass"
             return HeaderTicket(BYPASS)
+        if b"no-cache" in directives and self.shared:
+            # A fresh answer for this caller, kept for nobody: the shared entry is replaced
+            # only when it expires.
+            if log is not None:
+                log.cache = "bypass"
+            return HeaderTicket(BYPASS)
         key = await cache_key(request, document, scope)
+        stream = await request.is_stream()
+        wire = request.wire.name
         if b"no-cache" in directives:
             if log is not None:
                 log.cache = "bypass"
-            return CacheTicket(self, key, BYPASS)
+            return CacheTicket(self, key, BYPASS, wire=wire, stream=stream)
         stored = await self.lookup(key)
         if stored is not None:
             if log is not None:
@@ -124,10 +137,10 @@ class ResponseCache:
                 if stored.usage is not None:
                     log.saved_input_tokens = stored.usage.input_tokens
                     log.saved_output_tokens = stored.usage.output_tokens
-            return CacheTicket(self, key, HIT, replay=stored)
+            return CacheTicket(self, key, HIT, replay=stored, wire=wire, stream=stream)
         if log is not None:
             log.cache = "miss"
-        return CacheTicket(self, key, MISS)
+        return CacheTicket(self, key, MISS, wire=wire, stream=stream)
 
     async def lookup(self, key: str) -> StoredReply | None:
         try:
@@ -161,9 +174,16 @@ class CacheTicket(ReplyTicket):
         key: str,
         headers: RawHeaders,
         replay: StoredReply | None = None,
+        *,
+        wire: str = "openai",
+        stream: bool = False,
     ) -> None:
         self.cache = cache
         self.key = key
+        # What the reply must look like to be an answer (core/cache/complete.py).
+        self.wire = wire
+        self.stream = stream
+        self.content_type = b""
         self.headers = headers
         self.replay = replay
         # A reply that may be kept is metered: its usage is stored with it, to report the
@@ -184,6 +204,7 @@ class CacheTicket(ReplyTicket):
                 return
             if lowered == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
                 return  # a compressed body could reach a caller that cannot read it
+        self.content_type = next((v for n, v in headers if n.lower() == b"content-type"), b"")
         self.status = status
         self.kept = kept_headers(headers)
         self.chunks = []
@@ -209,5 +230,7 @@ class CacheTicket(ReplyTicket):
             or outcome.upstream_status != 200
         ):
             return
+        if not finished(self.wire, self.content_type, b"".join(chunks), self.stream):
+            return  # unfinished, or an error with a 200: replayed, it would last the TTL
         reply = StoredReply(self.status, self.kept, chunks, outcome.usage)
         await self.cache.keep(self.key, reply)

@@ -1,9 +1,11 @@
 """A stored reply as a store document, and what of a reply is kept.
 
 Stores keep JSON documents, so the body goes in base64, whole, with the length of each
-upstream chunk beside it (a replay writes the same chunks). Headers are kept as the caller
-got them, minus those made fresh for each request: the date, the request id, the cache and
-rate-limit headers (the proxy adds current ones to every reply, hits included).
+upstream chunk beside it (a replay writes the same chunks). Of the headers, only those that
+describe the body are kept (an allowlist: `KEPT_HEADERS`): everything else an upstream
+sends is about one request (x-request-id, request-id, anthropic-ratelimit-*,
+openai-processing-ms, date, set-cookie, cf-ray, server timing...) and a hit must not replay
+it. The proxy adds current x-proxy-* and rate-limit headers to every reply, hits included.
 """
 
 from __future__ import annotations
@@ -14,9 +16,18 @@ from typing import Any
 from core.protocols import Usage
 from core.proxy.stages import RawHeaders, StoredReply
 
-_VERSION = 1
-_PER_REQUEST = frozenset({b"date", b"retry-after"})
-_PER_REQUEST_PREFIXES = (b"x-ratelimit-", b"x-proxy-")
+# 2: headers kept by allowlist (version 1 entries may hold per-request headers).
+_VERSION = 2
+# What a replay needs to be read as the first reply was; nothing about that request.
+KEPT_HEADERS = frozenset(
+    {
+        b"content-type",
+        b"content-length",
+        b"content-language",
+        b"cache-control",
+        b"x-accel-buffering",
+    }
+)
 
 
 class EntryUnreadable(ValueError):
@@ -24,11 +35,7 @@ class EntryUnreadable(ValueError):
 
 
 def kept_headers(headers: RawHeaders) -> RawHeaders:
-    return [
-        (name, value)
-        for name, value in headers
-        if name not in _PER_REQUEST and not name.startswith(_PER_REQUEST_PREFIXES)
-    ]
+    return [(name, value) for name, value in headers if name.lower() in KEPT_HEADERS]
 
 
 def encode(reply: StoredReply) -> dict[str, Any]:
@@ -57,7 +64,9 @@ def decode(doc: dict[str, Any]) -> StoredReply:
             at += size
         if at != len(body):
             raise EntryUnreadable("chunk lengths do not add up")
-        headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in doc["headers"]]
+        headers = kept_headers(
+            [(n.encode("latin-1"), v.encode("latin-1")) for n, v in doc["headers"]]
+        )
         for name, value in headers:
             if name == b"content-length" and value != str(len(body)).encode():
                 raise EntryUnreadable("the body is not the length its header says")

@@ -6,10 +6,15 @@ request that asks the model to sample (temperature absent or above 0) may get a 
 answer each time, so it is cached only with CACHE_NONDETERMINISTIC=true; a route that does
 not generate (embeddings) has one answer.
 
-The key is the SHA-256 of: the provider route, the method, the upstream path and query
-(credential removed), the body as canonical JSON (keys sorted, no whitespace), whether it
-streams, the request headers that change the reply's shape (API version and betas), and
-the scope: the caller's identity (CACHE_SCOPE=caller) or `shared`.
+The key is the SHA-256 of: the provider route, the method, the upstream path and the whole
+query (credential removed: `alt=sse`, `$fields`... all count), the body as canonical JSON
+(keys sorted, no whitespace), whether it streams, every request header the proxy forwards
+upstream (core/proxy/headers.py) except those known not to shape the reply
+(`NOT_SHAPING`), and the scope: the caller's identity (CACHE_SCOPE=caller) or `shared`.
+
+Headers are counted by exclusion, not inclusion: a header the proxy forwards may change
+the reply (anthropic-version, anthropic-beta, openai-beta, Accept, X-Goog-FieldMask, and
+whatever a provider adds next), so it is in the key unless listed here as one that does not.
 """
 
 from __future__ import annotations
@@ -19,14 +24,31 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
+from core.proxy.headers import upstream_request_headers
+
 if TYPE_CHECKING:
     from core.proxy.request import ProxyRequest
 
 KEY_PREFIX = "cache:"
 # Bumped when the key material or the stored document changes shape.
-_VERSION = 1
-# Request headers that change what the upstream answers, so belong in the key.
-_SHAPING_HEADERS = frozenset({b"anthropic-version", b"anthropic-beta", b"openai-beta"})
+_VERSION = 2
+# Forwarded request headers that do not change what the upstream answers: client
+# telemetry, the body's type (it is parsed), retry bookkeeping, and the coding (the proxy
+# asks for identity). Every other forwarded header is part of the key.
+NOT_SHAPING = frozenset(
+    {
+        b"user-agent",
+        b"content-type",
+        b"accept-encoding",
+        b"cache-control",
+        b"pragma",
+        b"priority",
+        b"idempotency-key",
+        b"x-goog-api-client",
+        b"anthropic-dangerous-direct-browser-access",
+    }
+)
+_NOT_SHAPING_PREFIXES = (b"x-stainless-",)
 # Canonical JSON of a larger body is made on a worker thread (as request.py parses it).
 _OFF_LOOP = 256 * 1024
 
@@ -66,9 +88,9 @@ def deterministic(request: ProxyRequest, document: dict[str, Any]) -> bool:
 
 def _material(request: ProxyRequest, document: dict[str, Any], stream: bool, scope: str) -> bytes:
     shaping = sorted(
-        (name.decode("latin-1"), value.decode("latin-1"))
-        for name, value in request.headers
-        if name in _SHAPING_HEADERS
+        (name.decode("latin-1").lower(), value.decode("latin-1").strip())
+        for name, value in upstream_request_headers(request.headers)
+        if name.lower() not in NOT_SHAPING and not name.lower().startswith(_NOT_SHAPING_PREFIXES)
     )
     material = {
         "v": _VERSION,

@@ -272,6 +272,13 @@ class ProxyEndpoint:
 
                 body = ask_for_stream_usage(body, document)
                 chunk_filter = UsageChunkFilter()
+        rewrites: tuple[tuple[bytes, bytes], ...] = ()
+        if self.uploads is not None and request.provider.resumable_uploads:
+            from core.proxy.uploads import address_rewrites, restore_addresses
+
+            # File uris in replies name the proxy; a caller's fileUri naming it goes back.
+            body = restore_addresses(request, body)
+            rewrites = address_rewrites(request)
         recovery = self.recovery if self.recovery and self.recovery.wanted(request) else None
         sent_at = time.perf_counter()
         # A stream that may be spliced is asked for uncompressed, like a metered one.
@@ -309,6 +316,8 @@ class ProxyEndpoint:
                 copy=state.copy if source is response else None,
                 log=log,
                 outcome=outcome,
+                length=length,
+                rewrites=rewrites,
             )
             # The body goes straight to the server (core/proxy/access_log.py, BODY_SEND).
             body_send = request.scope.get(BODY_SEND, send) if log is not None else send

@@ -34,13 +34,16 @@ class Forwarder:
     async def __call__(
         self, request: ProxyRequest, body: bytes, uncompressed: bool
     ) -> UpstreamReply:
-        """The upstream's reply to `request` with `body`; `uncompressed` asks the upstream
-        for an identity-encoded body (the meter or a splice reads it)."""
+        """The upstream's reply to `request` with `body`. Every request asks for an
+        identity-encoded body now (the scrubber reads every reply); `uncompressed` stays
+        for the callers that need it said (the meter, a splice, stream recovery)."""
         provider = request.provider
         path = request.remainder
         if request.query:
             path += "?" + request.query.decode("latin-1")
-        headers = upstream_request_headers(request.headers, identity_encoding=uncompressed)
+        # Every reply is asked for uncompressed (issue 19): the scrubber reads every body, and
+        # an upstream that compresses anyway is inflated by it.
+        headers = upstream_request_headers(request.headers, identity_encoding=True)
         client = self.client
         keys = list(provider.keys.attempts())
         targets = provider.targets

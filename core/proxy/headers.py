@@ -116,8 +116,12 @@ def _connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
 
 def upstream_request_headers(headers: RawHeaders, *, identity_encoding: bool = False) -> RawHeaders:
     """The caller's headers made safe to send upstream; the forward stage adds the key.
-    `identity_encoding`: ask for an uncompressed reply, so the usage meter reads it as is
-    (core/usage/meter.py)."""
+
+    Every reply is read by the proxy: scrubbed of its keys (core/proxy/scrub.py), and metered
+    or cached when those are on. So the upstream is asked for an uncompressed reply
+    (Accept-Encoding: identity) whatever the caller accepts: cheaper than inflating a copy,
+    and the caller gets the same content. `identity_encoding` is kept for callers of the old
+    signature; False still asks only for codings the proxy can read back."""
     extra_drop = _connection_tokens(headers)
     kept = [
         (name, value)
@@ -130,8 +134,8 @@ def upstream_request_headers(headers: RawHeaders, *, identity_encoding: bool = F
         kept = [(name, value) for name, value in kept if name != b"accept-encoding"]
         kept.append((b"accept-encoding", b"identity"))
     else:
-        # Only codings the proxy can read back (an error reply is scrubbed of keys,
-        # core/proxy/scrub.py): br or zstd would carry a key past the scrubber.
+        # Only codings the proxy can read back: br or zstd would carry a key past the
+        # scrubber.
         kept = [
             (name, _decodable(value)) if name == b"accept-encoding" else (name, value)
             for name, value in kept

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from core.errors import UpstreamStreamBroken, map_transport_error
 from core.proxy.headers import client_response_headers
 from core.proxy.stages import Outcome
+from core.proxy.taps import SMALL_BODY
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("llm_proxy")
 
 # A reply this small with a known length goes out in one piece.
-SMALL_BODY = 64 * 1024
 
 
 class ReplySource(Protocol):

@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+# A reply this small with a known length is read whole and sent in one piece (relay.py).
+SMALL_BODY = 64 * 1024
+
 if TYPE_CHECKING:
     from core.proxy.scrub import Scrubber
     from core.proxy.stages import Outcome, RawHeaders, ReplyTicket
@@ -148,8 +151,10 @@ class Taps:
 
 def scrubs_body(status: int) -> bool:
     """Whether a reply's body is scrubbed of the proxy's keys: the one place that decides
-    it. A refusal or error body may quote the key (an echo of the request)."""
-    return status >= 300
+    it. Every body is (issue 19): a refusal may quote the key, and so may an upstream that
+    echoes request headers in a 200. A chunk with no key in it costs one find per key
+    (core/proxy/scrub.py)."""
+    return True
 
 
 def build_taps(
@@ -162,6 +167,8 @@ def build_taps(
     copy: ReplyTicket | None = None,
     log: RequestLog | None = None,
     outcome: Outcome,
+    length: int | None = None,
+    rewrites: tuple[tuple[bytes, bytes], ...] = (),
 ) -> Taps:
     """The taps of one reply, in their order. Each sees what the taps before it passed on:
 
@@ -179,11 +186,17 @@ def build_taps(
     if usage_filter is not None:
         chain.append(Transform(usage_filter, usage_filter.flush))
     inflates = scrubbing = False
-    if scrubber and scrubs_body(status):
-        scrubbing = True
+    if scrubber is not None and (scrubber or rewrites) and scrubs_body(status):
         encoding = next((v for n, v in headers if n == b"content-encoding"), b"")
-        scrub = scrubber.stream(encoding)
+        scrub = scrubber.stream(
+            encoding,
+            error=status >= 300,
+            # A large body of declared length keeps it: a key is replaced byte for byte.
+            keep_length=(length or 0) > SMALL_BODY,
+            rewrites=rewrites,
+        )
         inflates = scrub.inflates
+        scrubbing = scrub.changes_length
         chain.append(Transform(scrub, scrub.flush))
     copy_tap = None
     if copy is not None:

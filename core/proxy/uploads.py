@@ -36,7 +36,12 @@ if TYPE_CHECKING:
     from core.stores import Store
     from core.types import Scope
 
-UPLOAD_URL_HEADERS = frozenset({b"x-goog-upload-url", b"x-goog-upload-control-url"})
+# Headers of a Gemini reply that hand the caller a URL on the upstream's host: the upload
+# URLs, and the Location (and Content-Location) an upload's start leg may carry. Each is
+# pointed at the proxy, or dropped.
+UPLOAD_URL_HEADERS = frozenset(
+    {b"x-goog-upload-url", b"x-goog-upload-control-url", b"location", b"content-location"}
+)
 # How long an upload_id handed out by the proxy is honoured: a large upload resumed later
 # in the day still works; Google keeps a session about a week.
 SESSION_SECONDS = 24 * 3600
@@ -250,3 +255,52 @@ class UploadSessions:
                 await self.issue(upload_id, session)
             kept.append((name, rewritten.encode("latin-1")))
         return kept
+
+
+# ---- the upstream's address in file resources ----------------------------------------------
+#
+# A Gemini File resource (the upload's finalize reply, files.get, files.list) names the
+# file by a URL on the upstream's host: `"uri": "<upstream>/v1beta/files/abc"`. Handed back
+# verbatim it would name a private upstream's address; so in every Gemini reply the
+# configured upstream's base URL is replaced by the proxy's own (`<proxy>/gemini`), and in
+# every Gemini request the proxy's base is put back, so `fileData.fileUri` taken from such a
+# File still reaches the model as the upstream's URI.
+
+
+def _escaped(text: str) -> bytes:
+    return text.replace("/", "\\/").encode("latin-1")  # as JSON may write it
+
+
+def proxy_base(request: ProxyRequest) -> str:
+    """The URL this caller reaches the provider's routes at, or just the prefix."""
+    origin = public_origin(request.scope)
+    return (origin or "") + request.provider.prefix
+
+
+def address_rewrites(request: ProxyRequest) -> tuple[tuple[bytes, bytes], ...]:
+    """(upstream base URL, proxy base URL) for every configured target, plain and with
+    JSON's escaped solidus: what a Gemini reply's bytes get replaced."""
+    base = proxy_base(request)
+    pairs: list[tuple[bytes, bytes]] = []
+    for url in request.provider.targets.urls:
+        url = url.rstrip("/")
+        pairs.append((url.encode("latin-1"), base.encode("latin-1")))
+        pairs.append((_escaped(url), _escaped(base)))
+    return tuple(pairs)
+
+
+def restore_addresses(request: ProxyRequest, body: bytes) -> bytes:
+    """A Gemini request body with the proxy's base URL put back to the upstream's (a
+    `fileData.fileUri` copied from a File the proxy handed out)."""
+    if request.upload_leg or not request.is_json:
+        return body  # a file's own bytes are the caller's, never rewritten
+    base = proxy_base(request)
+    if not base.startswith("http"):
+        return body
+    plain, escaped = base.encode("latin-1"), _escaped(base)
+    # Two finds and no copy for the common body that names no File.
+    if plain not in body and escaped not in body:
+        return body
+    target = request.provider.targets.urls[request.target or 0].rstrip("/")
+    body = body.replace(plain, target.encode("latin-1"))
+    return body.replace(escaped, _escaped(target))

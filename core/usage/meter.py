@@ -24,6 +24,7 @@ import zlib
 from typing import TYPE_CHECKING, Any
 
 from core.protocols import Usage
+from core.usage.jsonbytes import has_escaped_key
 
 if TYPE_CHECKING:
     from core.protocols import Wire
@@ -47,6 +48,7 @@ class UsageMeter:
         self._pending = b""
         self._buffer = bytearray()
         self._inflate: Any = None
+        self._truncated = False
 
     def start(self, headers: list[tuple[bytes, bytes]]) -> None:
         for name, value in headers:
@@ -79,6 +81,7 @@ class UsageMeter:
             buffer += chunk
             if len(buffer) > _KEEP_WHOLE:
                 del buffer[: len(buffer) - _TAIL]
+                self._truncated = True
 
     def _feed_lines(self, chunk: bytes) -> None:
         data = self._pending + chunk if self._pending else chunk
@@ -86,7 +89,9 @@ class UsageMeter:
         # stream asked for usage says `"usage":null` in every event but the last. Two scans
         # in C, and no line is split or parsed.
         mentions = data.count(b"sage")
-        if mentions == 0 or mentions == data.count(_NO_USAGE):
+        # A name spelt with `\u` escapes may hide "sage" (issue 19, class 5): such chunks
+        # take the line-by-line path.
+        if (mentions == 0 or mentions == data.count(_NO_USAGE)) and b"\\u" not in data:
             self._pending = data[data.rfind(b"\n") + 1 :]
             if len(self._pending) > _MAX_LINE:
                 self._pending = b""
@@ -97,7 +102,8 @@ class UsageMeter:
             self._pending = b""  # no usage line is this long; content lines may be
         for line in lines:
             # Cheap test first: most events carry no usage.
-            if b"sage" in line and line.startswith(b"data:"):
+            # A key spelt with `\u` escapes is the rare case the byte test would miss.
+            if line.startswith(b"data:") and (b"sage" in line or has_escaped_key(line)):
                 self._read_event(line[5:])
 
     def _read_event(self, raw: bytes) -> None:
@@ -149,3 +155,35 @@ class UsageMeter:
                         self.usage = read
                         self.found = True
                         return
+        if not self._truncated and has_escaped_key(text):
+            # A usage key spelt with escapes: the document is parsed whole (it was kept).
+            try:
+                document = json.loads(decoded)
+            except ValueError:
+                return
+            names = tuple(json.loads(key) for key in self.wire.usage_keys)
+            value = _last_member(document, names)
+            if isinstance(value, dict):
+                read = self.wire.read_usage(value, self.usage)
+                if read is not None:
+                    self.usage = read
+                    self.found = True
+
+
+def _last_member(node: Any, names: tuple[str, ...]) -> Any:
+    """The value of the last member named one of `names`, anywhere in a parsed document."""
+    found = None
+    stack = [node]
+    order: list[Any] = []
+    while stack:  # depth first, in document order
+        item = stack.pop()
+        if isinstance(item, dict):
+            for name, value in item.items():
+                if name in names:
+                    order.append(value)
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    if order:
+        found = order[-1]
+    return found

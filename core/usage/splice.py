@@ -6,16 +6,30 @@ the proxy splices the option into the body bytes (the rest of the body goes upst
 sent, not re-serialised), and takes back out of the reply what the option adds: the
 `"usage":null` member of every chunk and the final usage-only chunk (`"choices":[]`), so
 the caller's stream is byte for byte what it would have been.
+
+Both are found with byte patterns that allow whatever whitespace JSON does (an
+OpenAI-compatible server writing `"choices": []`, as Python's json.dumps does, is common),
+in either member order; an event whose member names are written with `\\u` escapes is parsed
+instead (core/usage/jsonbytes.py). A usage-only chunk left in would crash the caller's
+`chunk.choices[0]`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
+from core.usage.jsonbytes import event_json, has_escaped_key, member
+
 _OPTION = b'"stream_options":{"include_usage":true}'
 _NULL_USAGE = b',"usage":null'
-_NULL_USAGE_SPACED = re.compile(rb',\s*"usage"\s*:\s*null')
+# `"usage":null` after another member, or first with another after it.
+_NULL_USAGE_SPACED = re.compile(rb",\s*" + member(b"usage") + rb"null(?=\s*[,}])")
+_NULL_USAGE_FIRST = re.compile(rb"(?<=\{)\s*" + member(b"usage") + rb"null\s*,\s*")
+_USAGE_OBJECT = re.compile(member(b"usage") + rb"\{")
+_EMPTY_CHOICES = re.compile(member(b"choices") + rb"\[\s*\]")
+_ANY_CHOICES = re.compile(member(b"choices"))
 _BOUNDARY = re.compile(rb"\r?\n\r?\n")
 _MAX_EVENT = 1024 * 1024
 
@@ -56,16 +70,40 @@ def ask_for_stream_usage(body: bytes, document: dict[str, Any]) -> bytes:
     if "stream_options" not in document:
         start = body.index(b"{") + 1
         return body[:start] + _OPTION + b"," + body[start:]
-    # Rare (the caller set stream_options without include_usage): find the member.
+    # Rare (the caller set stream_options without include_usage): the member is found in
+    # the bytes; when its spelling defeats that (a `\u` escape in a name, an odd value),
+    # the body is written again from the document instead.
+    try:
+        spliced = _splice_options(body, document)
+        expected = {**document, "stream_options": _with_usage(document["stream_options"])}
+        if json.loads(spliced) == expected:
+            return spliced
+    except (ValueError, IndexError):
+        pass
+    rewritten = {**document, "stream_options": _with_usage(document["stream_options"])}
+    return json.dumps(rewritten, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _with_usage(options: Any) -> dict[str, Any]:
+    return (
+        {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+    )
+
+
+def _splice_options(body: bytes, document: dict[str, Any]) -> bytes:
     at = _top_level_member(body, b'"stream_options"')
+    if at < 0:
+        raise ValueError("stream_options not found in the bytes")
     value_start = at + (len(body[at:]) - len(body[at:].lstrip()))
     options = document["stream_options"]
     if isinstance(options, dict) and body[value_start : value_start + 1] == b"{":
         inner = value_start + 1
         if "include_usage" in options:
             # `"include_usage":false`: the value is replaced, the rest kept.
-            member = _top_level_member(body[value_start:], b'"include_usage"')
-            rest = body[value_start + member :].lstrip()
+            member_at = _top_level_member(body[value_start:], b'"include_usage"')
+            if member_at < 0:
+                raise ValueError("include_usage not found in the bytes")
+            rest = body[value_start + member_at :].lstrip()
             old = b"false" if rest.startswith(b"false") else b"null"
             begin = len(body) - len(rest)
             return body[:begin] + b"true" + body[begin + len(old) :]
@@ -73,6 +111,25 @@ def ask_for_stream_usage(body: bytes, document: dict[str, Any]) -> bytes:
         return body[:inner] + b'"include_usage":true' + (b"" if closing else b",") + body[inner:]
     # `"stream_options":null`
     return body[:value_start] + b'{"include_usage":true}' + body[value_start + 4 :]
+
+
+def is_usage_only(event: bytes) -> bool:
+    """Whether an SSE event is the usage-only chunk include_usage adds: a usage object and
+    no choice (`"choices":[]`, any spacing, either order; or no choices member at all)."""
+    if _USAGE_OBJECT.search(event) is not None:
+        if _EMPTY_CHOICES.search(event) is not None:
+            return True
+        if _ANY_CHOICES.search(event) is None and not has_escaped_key(event):
+            return True
+    elif not has_escaped_key(event):
+        return False
+    # Member names spelt with escapes, or a usage object beside some choices: parse.
+    chunk = event_json(event)
+    return (
+        isinstance(chunk, dict)
+        and isinstance(chunk.get("usage"), dict)
+        and not chunk.get("choices")
+    )
 
 
 class UsageChunkFilter:
@@ -83,7 +140,7 @@ class UsageChunkFilter:
         self._pending = b""
 
     def __call__(self, chunk: bytes) -> bytes:
-        if not self._pending and chunk.endswith(b"\n\n"):
+        if not self._pending and chunk.endswith(b"\n\n") and b"\\u" not in chunk:
             # Whole events whose only usage is the option's `"usage":null` (all but the
             # last chunk of a stream): one replace, no split into events.
             mentions = chunk.count(b'"usage"')
@@ -107,12 +164,13 @@ class UsageChunkFilter:
             event = data[start : boundary.start()]
             separator = boundary.group()
             start = boundary.end()
-            if b'"usage"' in event:
-                if b'"choices":[]' in event and b'"usage":{' in event:
+            if b"usage" in event or b"\\u" in event:
+                if is_usage_only(event):
                     continue  # the usage-only chunk the caller did not ask for
                 event = event.replace(_NULL_USAGE, b"")
                 if b'"usage"' in event:
                     event = _NULL_USAGE_SPACED.sub(b"", event)
+                    event = _NULL_USAGE_FIRST.sub(b"", event)
             kept.append(event + separator)
         return b"".join(kept)
 

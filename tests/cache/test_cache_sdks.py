@@ -266,12 +266,18 @@ def test_no_cache_bypasses_the_lookup_and_refreshes_the_entry(stack: CacheStack)
     reset_upstream(stack.upstream)
     messages = fresh_messages()
     three = openai_client(stack, stack.token, **{"x-mock-chunks": "3"})
-    five = openai_client(stack, stack.token, **{"x-mock-chunks": "5", "cache-control": "no-cache"})
+    five = openai_client(stack, stack.token, **{"x-mock-chunks": "5"})
+    five_fresh = openai_client(
+        stack, stack.token, **{"x-mock-chunks": "5", "cache-control": "no-cache"}
+    )
     first = chat_raw(three, messages)
-    refreshed = chat_raw(five, messages)
-    after = chat_raw(three, messages)
+    refreshed = chat_raw(five_fresh, messages)
+    after = chat_raw(five, messages)
     assert (first[0], refreshed[0], after[0]) == ("miss", "bypass", "hit")
     assert after[1] == refreshed[1] != first[1]
+    # A header the upstream shapes its reply by (here the mock's x-mock-chunks) is part of
+    # the key: the first entry is still there, untouched.
+    assert chat_raw(three, messages)[:2] == ("hit", first[1])
     assert upstream_calls(stack) == 2
 
 

@@ -154,7 +154,9 @@ def test_query_string_passes_verbatim(adapter: Adapter) -> None:
         assert seen == query
 
 
-def test_upstream_sees_the_real_key_and_nothing_of_the_caller(adapter: Adapter) -> None:
+def test_upstream_sees_the_real_key_and_nothing_of_the_caller(
+    adapter: Adapter, mock_upstream: RunningServer
+) -> None:
     reply = adapter.send(
         Request(
             "POST",
@@ -172,7 +174,11 @@ def test_upstream_sees_the_real_key_and_nothing_of_the_caller(adapter: Adapter) 
     )
     assert reply.status == 200
     seen: dict[str, str] = json.loads(reply.body)["headers"]
-    assert seen["authorization"] == f"Bearer {FAKE_UPSTREAM_KEY}"
+    # The upstream got the real key; its echo of it in a 200 reaches the caller scrubbed
+    # (issue 19: every reply is scrubbed).
+    (recorded,) = upstream_seen(mock_upstream)
+    assert recorded["headers"]["authorization"] == f"Bearer {FAKE_UPSTREAM_KEY}"
+    assert seen["authorization"] == "Bearer [redacted]"
     assert seen["x-custom-sdk-header"] == "kept"
     for name in ("x-api-key", "x-goog-api-key", "api-key", "cookie", "origin", "referer"):
         assert name not in seen, name

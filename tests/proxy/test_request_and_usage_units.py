@@ -214,3 +214,22 @@ def test_prices_match_the_most_specific_pattern_and_overrides_win() -> None:
     assert table.find("unknown-model") is None
     price = table.find("fake-model")
     assert price is not None and price.cost_usd(Usage(1_000_000, 0)) == 10
+
+
+def test_the_stream_scrubber_holds_back_only_what_could_begin_a_key() -> None:
+    key = "sk-fake-key-0123456789wxyz"
+    scrubber = Scrubber([key])
+    stream = scrubber.stream(error=False)
+    event = b'data: {"choices":[{"delta":{"content":"hello world"}}]}\n\n'
+    assert stream(event) == event  # an event goes out whole, at once
+    assert stream(b"a word ending the chunk") == b"a word ending the chunk"
+    assert stream(b"quoted: sk-fa") == b"quoted: "  # held: it may be a key
+    assert stream(b"ke-and-more") == b"sk-fake-and-more"  # it was not
+    assert stream(b"masked: sk-f****") == b"masked: "
+    assert stream(b"**wxyz, see") + stream.flush() == b"[redacted], see"
+    # Cut anywhere, the stream comes out as the whole body scrubbed at once.
+    text = f'{{"m":"{key} and sk-...wxyz and sk-fake-****wxyz."}}'.encode()
+    for cut in range(len(text)):
+        stream = scrubber.stream(error=False)
+        assert stream(text[:cut]) + stream(text[cut:]) + stream.flush() == scrubber(text)
+    assert key.encode() not in scrubber(text) and b"wxyz" not in scrubber(text)

@@ -93,11 +93,17 @@ def test_an_error_body_is_scrubbed_before_the_cache_copy_and_the_byte_count() ->
     assert log.bytes_out == len(out)
 
 
-def test_a_success_is_not_scrubbed_and_a_plain_reply_has_no_taps() -> None:
-    assert scrubs_body(401) and scrubs_body(500) and scrubs_body(302)
-    assert not scrubs_body(200)
-    taps = build_taps(status=200, headers=SSE, scrubber=Scrubber([KEY.decode()]), outcome=Outcome())
-    assert taps.feed is None and not taps.changes_length and not taps.inflates
+def test_every_reply_is_scrubbed_and_a_proxy_without_keys_has_no_taps() -> None:
+    # Issue 19: an upstream may echo the key in a 200 body too.
+    assert all(scrubs_body(status) for status in (200, 302, 401, 500))
+    scrubbed = build_taps(
+        status=200, headers=SSE, scrubber=Scrubber([KEY.decode()]), outcome=Outcome()
+    )
+    assert scrubbed.feed is not None
+    echoed = scrubbed.feed(b"data: " + KEY + b"\n\n") + scrubbed.flush()
+    assert KEY not in echoed and b"[redacted]" in echoed
+    plain = build_taps(status=200, headers=SSE, scrubber=Scrubber([]), outcome=Outcome())
+    assert plain.feed is None and not plain.changes_length and not plain.inflates
 
 
 def test_nothing_is_counted_once_the_caller_left() -> None:

@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import core.upstream.client as upstream_client
-from core.app import create_app
+from core.app import HEALTH_BODY, create_app
 from core.config import load_settings
 from core.server.runner import http_protocol
 from core.types import Message, Receive, Scope, Send
@@ -412,7 +412,7 @@ def check_reply(call: Call, reply: Reply, logs: list[str], recorder: Recorder) -
     ids = [v for n, v in reply.headers if n.lower() == b"x-proxy-request-id"]
     assert len(ids) == 1, f"x-proxy-request-id: {ids}"
     if call.path == "/health" and call.method in ("GET", "HEAD"):
-        assert reply.status == 200 and reply.body == b'{"status":"ok"}'
+        assert reply.status == 200 and reply.body == HEALTH_BODY
     elif reply.status == 200 and not call.is_preflight():
         assert recorder.urls, "a 200 the upstream never gave"
         assert reply.body == UPSTREAM_BODY or call.method == "HEAD"

@@ -1,0 +1,111 @@
+"""Whether a reply is an answer worth keeping: finished, and not an error dressed as a 200.
+
+A stream can end cleanly at the HTTP level and still be unfinished: the provider closed it
+early, a gateway cut it, a compatible server forgot its terminator. Replayed for the cache's
+lifetime, it would give every caller the same half answer. So a reply is kept only when its
+own protocol says it is done:
+
+- OpenAI chat and completions streams: a `finish_reason` on some choice and `data: [DONE]`;
+- OpenAI Responses streams: a `response.completed` event;
+- Anthropic streams: `message_stop`;
+- Gemini (`alt=sse` or the streamed JSON array): a candidate with a `finishReason`;
+- any whole JSON reply: a JSON value that parses, with no top-level `error` member (some
+  vendors, OpenRouter among them, answer errors with a 200).
+
+Any event or array item with a top-level `error` (a mid-stream failure) also keeps a
+stream out. The check runs once per reply that would be stored, on the copy the cache holds
+(at most CACHE_MAX_ENTRY_BYTES), and parses the JSON: no assumption about spacing, member
+order or escapes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+_BOUNDARY = re.compile(rb"\r?\n\r?\n")
+
+
+def _events(body: bytes) -> Iterator[tuple[bytes, Any]]:
+    """(event name, parsed data) of every SSE event; data that is not JSON comes as bytes."""
+    for raw in _BOUNDARY.split(body):
+        name = b""
+        lines = []
+        for line in raw.replace(b"\r\n", b"\n").split(b"\n"):
+            if line.startswith(b"event:"):
+                name = line[6:].strip()
+            elif line.startswith(b"data:"):
+                lines.append(line[5:].strip())
+        if not lines:
+            continue
+        data = b"\n".join(lines)
+        try:
+            yield name, json.loads(data)
+        except ValueError:
+            yield name, data
+
+
+def _is_error(item: Any) -> bool:
+    return isinstance(item, dict) and "error" in item
+
+
+def _openai_chat_done(items: list[tuple[bytes, Any]]) -> bool:
+    done = any(data == b"[DONE]" for _, data in items)
+    finished = any(
+        isinstance(choice, dict) and choice.get("finish_reason")
+        for _, data in items
+        if isinstance(data, dict)
+        for choice in (data.get("choices") or [])
+    )
+    return done and finished
+
+
+def _gemini_done(items: list[Any]) -> bool:
+    return any(
+        isinstance(candidate, dict) and candidate.get("finishReason")
+        for item in items
+        if isinstance(item, dict)
+        for candidate in (item.get("candidates") or [])
+    )
+
+
+def finished_stream(wire: str, body: bytes) -> bool:
+    """Whether an event stream of this wire ("openai", "anthropic", "gemini") ended done."""
+    items = list(_events(body))
+    if not items or any(_is_error(data) or name == b"error" for name, data in items):
+        return False
+    kinds = {data.get("type") for _, data in items if isinstance(data, dict)}
+    names = {name for name, _ in items}
+    if wire == "anthropic":
+        return "message_stop" in kinds or b"message_stop" in names
+    if wire == "gemini":
+        return _gemini_done([data for _, data in items])
+    if any(isinstance(kind, str) and kind.startswith("response.") for kind in kinds):
+        return "response.completed" in kinds
+    return _openai_chat_done(items)
+
+
+def finished_document(wire: str, body: bytes, stream: bool) -> bool:
+    """Whether a whole JSON reply is an answer: parses, no `error`; a streamed Gemini array
+    also needs a finishReason."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return False
+    if isinstance(document, list):
+        if any(_is_error(item) for item in document):
+            return False
+        return not stream or wire != "gemini" or _gemini_done(document)
+    return not _is_error(document)
+
+
+def finished(wire: str, content_type: bytes, body: bytes, stream: bool) -> bool:
+    """Whether a 200 reply may be kept (see the module's docstring)."""
+    kind = content_type.lower()
+    if kind.startswith(b"text/event-stream"):
+        return finished_stream(wire, body)
+    if b"json" in kind:
+        return finished_document(wire, body, stream)
+    return not stream  # a stream in a shape none of the checks reads: not kept
