@@ -95,6 +95,12 @@ class Settings:
     # whether the ephemeral-key routes may mint keys, and what each key is charged.
     realtime_max_seconds: float = 1800.0
     realtime_reserve_tokens: int = 20_000
+    # While a session is open: how often the kill switch and the caller's token are checked
+    # again, the sessions one caller may hold open at once (0: no cap), and the largest
+    # frame a caller may send (never above MAX_BODY_BYTES).
+    realtime_recheck_seconds: float = 5.0
+    realtime_sessions_per_caller: int = 4
+    realtime_max_frame_bytes: int = 16 * 1024 * 1024
     allow_ephemeral_keys: bool = False
     ephemeral_key_tokens: int = 20_000
     # Gemini streams that end without a finishReason are continued (core/proxy/recovery.py),
@@ -279,6 +285,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         cache=parse_cache_settings(env, problems),
         realtime_max_seconds=parse_float(env, "REALTIME_MAX_SECONDS", 1800.0, problems),
         realtime_reserve_tokens=parse_int(env, "REALTIME_RESERVE_TOKENS", 20_000, problems),
+        realtime_recheck_seconds=parse_float(env, "REALTIME_RECHECK_SECONDS", 5.0, problems),
+        realtime_sessions_per_caller=parse_int(
+            env, "REALTIME_SESSIONS_PER_CALLER", 4, problems, allow_zero=True
+        ),
+        realtime_max_frame_bytes=parse_int(
+            env, "REALTIME_MAX_FRAME_BYTES", 16 * 1024 * 1024, problems
+        ),
         allow_ephemeral_keys=parse_bool(env, "ALLOW_EPHEMERAL_KEYS", False, problems),
         ephemeral_key_tokens=parse_int(env, "EPHEMERAL_KEY_TOKENS", 20_000, problems),
         gemini_stream_recovery=parse_bool(env, "GEMINI_STREAM_RECOVERY", False, problems),

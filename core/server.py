@@ -42,6 +42,14 @@ def parse_server_limits(env: Mapping[str, str], problems: list[str]) -> ServerLi
     return limits
 
 
+def ws_frame_bound(env: Mapping[str, str]) -> int:
+    """The largest WebSocket frame a caller may send: REALTIME_MAX_FRAME_BYTES, never above
+    MAX_BODY_BYTES (defaults 16 and 32 MiB; invalid values are reported elsewhere)."""
+    frame = parse_int(env, "REALTIME_MAX_FRAME_BYTES", 16 * 1024 * 1024, [])
+    body = parse_int(env, "MAX_BODY_BYTES", 32 * 1024 * 1024, [])
+    return min(frame, body)
+
+
 def http_protocol() -> Any:
     """uvicorn's protocol with the head and connection bounds: over httptools when it is
     installed (the `speed` extra, the Dockerfile), else over h11."""
@@ -81,6 +89,9 @@ def server_config(
         # The client IP is core/access/client_ip.py's job, per platform; uvicorn's own rewrite
         # trusts X-Forwarded-For from any loopback peer, which a caller can fill in.
         proxy_headers=options.pop("proxy_headers", False),
+        # A caller's WebSocket frame is bounded by the proxy's settings, not the library's
+        # 16 MiB (the session checks it again: core/realtime/session.py).
+        ws_max_size=options.pop("ws_max_size", ws_frame_bound(os.environ)),
         **options,
     )
     config.server_limits = limits  # type: ignore[attr-defined]  # read per connection

@@ -33,6 +33,8 @@ from core.server_refusals import (
     HEAD_TOO_LARGE,
     HEAD_TOO_LARGE_MESSAGE,
     NOT_HTTP,
+    OVERLOADED,
+    OVERLOADED_MESSAGE,
     overloaded,
     plain_error,
 )
@@ -109,6 +111,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if over:
             self.logger.warning("over MAX_CONNECTIONS (%d): answering 503", len(self.connections))
         super().on_headers_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        # A WebSocket session is a connection like any other (uvicorn counts it once it is
+        # upgraded, but never refuses an upgrade): past MAX_CONNECTIONS it gets the 503.
+        if len(self.connections) > self.limits.max_connections:
+            self.logger.warning("over MAX_CONNECTIONS (%d): refusing an upgrade", len(self.connections))
+            self._refuse(*OVERLOADED, OVERLOADED_MESSAGE)
+            return
+        super().handle_websocket_upgrade()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

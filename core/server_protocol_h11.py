@@ -22,6 +22,8 @@ from core.server_refusals import (
     HEAD_TOO_LARGE,
     HEAD_TOO_LARGE_MESSAGE,
     NOT_HTTP,
+    OVERLOADED,
+    OVERLOADED_MESSAGE,
     overloaded,
     plain_error,
 )
@@ -54,6 +56,13 @@ class BoundedH11Protocol(H11Protocol):
                 self._arm_head_timer()
         else:
             self._cancel_head_timer()
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        # As in core/server_protocol.py: an upgrade past MAX_CONNECTIONS gets the 503.
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(*OVERLOADED, OVERLOADED_MESSAGE)
+            return
+        super().handle_websocket_upgrade(event)
 
     def _head_pending(self) -> bool:
         return self.conn.their_state is h11.IDLE and bool(self.conn.trailing_data[0])

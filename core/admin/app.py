@@ -32,10 +32,11 @@ from core.admin.security import (
     SECURITY_HEADERS,
     AdminAuth,
     FailureLimiter,
+    SignedOutSessions,
     Session,
     cross_site_reason,
     csrf_matches,
-    is_loopback_host,
+    cookie_is_secure,
     session_cookie,
 )
 from core.types import ASGIApp, Message, Receive, Scope, Send
@@ -85,6 +86,7 @@ class Admin:
         self.auth = AdminAuth(settings.admin_token)
         store = proxy.token_store or proxy.stores.open("memory://")
         self.failures = FailureLimiter(store)
+        self.signed_out = SignedOutSessions(store)
         self.client_ip = client_ip_rule(settings.guard.client_ip_source)
         ledger = proxy.ledger or UsageLedger(proxy.stores.open(settings.usage_store))
         assert proxy.status is not None  # ADMIN_TOKEN set: the kill switch exists
@@ -105,7 +107,9 @@ class Admin:
         )
 
     async def _limited(self, ip: str) -> Response | None:
-        wait = await off_loop(self.failures.store, lambda: self.failures.retry_after(ip))
+        """None when this attempt may be checked (its place in the failure count reserved:
+        `_right` gives it back), else the 429 to send."""
+        wait = await off_loop(self.failures.store, lambda: self.failures.reserve(ip))
         if wait is None:
             return None
         return error_response(
@@ -115,8 +119,26 @@ class Admin:
             **{"retry-after": str(wait)},
         )
 
-    def session(self, request: Request) -> Session | None:
-        return self.auth.verify(request.cookies.get(COOKIE_NAME))
+    async def _right(self, ip: str) -> None:
+        await off_loop(self.failures.store, lambda: self.failures.succeeded(ip))
+
+    async def session(self, request: Request) -> Session | None:
+        """The session the cookie proves, unless it was signed out (on any instance)."""
+        session = self.auth.verify(request.cookies.get(COOKIE_NAME))
+        if session is None:
+            return None
+        signed_out = self.signed_out
+        if await off_loop(signed_out.store, lambda: signed_out.is_revoked(session)):
+            return None
+        return session
+
+    @staticmethod
+    def _secure(request: Request) -> bool:
+        return cookie_is_secure(
+            request.scope.get("scheme", "http"),
+            request.scope.get("headers", []),
+            request.headers.get("host", ""),
+        )
 
     async def authenticate(self, request: Request) -> Response | None:
         """None if the request may go on, else the refusal to send."""
@@ -131,12 +153,12 @@ class Admin:
                 return limited
             scheme, _, credential = authorization.partition(" ")
             if scheme.lower() == "bearer" and self.auth.token_matches(credential.strip()):
+                await self._right(ip)
                 return None  # a script: no cookie, so no CSRF to guard against
-            await off_loop(self.failures.store, lambda: self.failures.failed(ip))
             return error_response(
                 401, "not_admin", "Send 'Authorization: Bearer <ADMIN_TOKEN>' or sign in."
             )
-        session = self.session(request)
+        session = await self.session(request)
         if session is None:
             return error_response(401, "not_signed_in", "Sign in at /admin/sign-in.")
         if request.method not in SAFE_METHODS and not csrf_matches(
@@ -153,12 +175,12 @@ class Admin:
         name = request.path_params.get("page", "tokens")
         if name not in PAGES:
             return error_response(404, "not_found", "No such dashboard page.")
-        if self._refusal(request) is not None or self.session(request) is None:
+        if self._refusal(request) is not None or await self.session(request) is None:
             return RedirectResponse("/admin/sign-in", status_code=303)
         return Response(_static("app.html"), media_type="text/html; charset=utf-8")
 
     async def home(self, request: Request) -> Response:
-        signed_in = self.session(request) is not None
+        signed_in = await self.session(request) is not None
         return RedirectResponse("/admin/tokens" if signed_in else "/admin/sign-in", 303)
 
     def _sign_in_page(self, message: str = "", status: int = 200) -> Response:
@@ -170,7 +192,7 @@ class Admin:
         return Response(text, status_code=status, media_type="text/html; charset=utf-8")
 
     async def sign_in_form(self, request: Request) -> Response:
-        if self.session(request) is not None:
+        if await self.session(request) is not None:
             return RedirectResponse("/admin/tokens", status_code=303)
         return self._sign_in_page()
 
@@ -183,6 +205,8 @@ class Admin:
             page = self._sign_in_page("Too many wrong tokens: wait a few minutes.", 429)
             page.headers["retry-after"] = limited.headers["retry-after"]
             return page
+        # From here this attempt holds a place in the failure count (a wrong or unread
+        # token keeps it; only the right one gives it back).
         body = b""
         async for chunk in request.stream():
             body += chunk
@@ -191,22 +215,30 @@ class Admin:
         fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=5)
         candidate = (fields.get("token") or [""])[0].strip()
         if not candidate or not self.auth.token_matches(candidate):
-            await off_loop(self.failures.store, lambda: self.failures.failed(ip))
             logger.warning("admin sign-in refused")
             return self._sign_in_page("That is not the admin token.", 401)
+        await self._right(ip)
         value, _ = self.auth.issue()
         response = RedirectResponse("/admin/tokens", status_code=303)
-        secure = not is_loopback_host(request.headers.get("host", ""))
-        response.headers.append("set-cookie", session_cookie(value, secure=secure))
+        response.headers.append(
+            "set-cookie", session_cookie(value, secure=self._secure(request))
+        )
         return response
 
     async def sign_out(self, request: Request) -> Response:
         refusal = await self.authenticate(request)
         if refusal is not None:
             return refusal
+        # Revoked on the server: a copy of the cookie (another tab, a stolen one) is
+        # refused from now on, not only this browser's deleted.
+        session = await self.session(request)
+        if session is not None:
+            signed_out = self.signed_out
+            await off_loop(signed_out.store, lambda: signed_out.revoke(session))
         response = JSONResponse({"signed_out": True})
-        secure = not is_loopback_host(request.headers.get("host", ""))
-        response.headers.append("set-cookie", session_cookie("", secure=secure, max_age=0))
+        response.headers.append(
+            "set-cookie", session_cookie("", secure=self._secure(request), max_age=0)
+        )
         return response
 
     async def static(self, request: Request) -> Response:
@@ -224,7 +256,7 @@ class Admin:
 
     async def session_info(self, request: Request) -> Response:
         refusal = self._refusal(request)
-        session = self.session(request)
+        session = await self.session(request)
         if refusal is not None or session is None:
             return refusal or error_response(401, "not_signed_in", "Sign in at /admin/sign-in.")
         return JSONResponse({"csrf": session.csrf, "expires_at": session.expires_at})

@@ -41,6 +41,7 @@ from core.types import send_response
 
 if TYPE_CHECKING:
     from core.access.identify import Identify
+    from core.access.status import ServiceStatus
     from core.config import Settings
     from core.proxy.scrub import Scrubber
     from core.proxy.stages import Check, ReplyTicket, StoredReply, Ticket
@@ -82,6 +83,8 @@ class Pipeline:
     # Some rule decides on the body (scopes, policy, limits, budgets): JSON is parsed with
     # the repeated-field checks. Otherwise it is only checked to be JSON, by the C decoder.
     strict_json: bool = True
+    # The kill switch and schedule, also checked while a realtime session is open.
+    status: ServiceStatus | None = None
 
 
 @dataclass
@@ -187,6 +190,9 @@ class ProxyEndpoint:
                 raise MethodNotAllowed(f"Method {scope['method']} is not allowed here.")
             request = build_request(scope, self.providers[0], "/usage", log)
             await self.identify(request)
+            # A proxy route like the others: 503 while switched off (README).
+            if self.pipeline.status is not None:
+                await self.pipeline.status.check(time.time())
             if budget is not None:
                 figures = await budget.caller_figures(request)
             else:

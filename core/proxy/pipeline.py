@@ -217,6 +217,7 @@ def build_pipeline(
         # The cache keys on the parsed body: a field named twice must not let two bodies
         # an upstream reads differently share one entry.
         strict_json=bool(settings.token_store) or config.enabled or settings.cache.on,
+        status=status,
     )
     return pipeline, budget
 

@@ -219,7 +219,8 @@ class EphemeralKeysOff:
     async def admit(self, request: ProxyRequest) -> Ticket | None:
         if request.route.kind == "minting":
             raise EphemeralKeysRefused(
-                f"This proxy does not mint ephemeral keys ({request.remainder[:100]!r}): "
+                "This proxy does not mint ephemeral keys or create provider-side realtime "
+                f"sessions ({request.remainder[:100]!r}): "
                 "the operator can allow it with ALLOW_EPHEMERAL_KEYS=true. Realtime "
                 "sessions can also run through the proxy itself over a WebSocket when it "
                 "runs as a server."
