@@ -419,8 +419,9 @@ class RealtimeEndpoint:
         stages = self.stages
 
         async def end(group: TaskGroup, code: int, text: str) -> None:
-            await upstream.close(code=1000)
+            # The caller's close first: the provider's answering close must not overtake it.
             await _close(send, code, text, relay)
+            await upstream.close(code=1000)
             group.cancel_scope.cancel()
 
         async def recheck(group: TaskGroup) -> bool:
