@@ -116,7 +116,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # A WebSocket session is a connection like any other (uvicorn counts it once it is
         # upgraded, but never refuses an upgrade): past MAX_CONNECTIONS it gets the 503.
         if len(self.connections) > self.limits.max_connections:
-            self.logger.warning("over MAX_CONNECTIONS (%d): refusing an upgrade", len(self.connections))
+            self.logger.warning(
+                "over MAX_CONNECTIONS (%d): refusing an upgrade", len(self.connections)
+            )
             self._refuse(*OVERLOADED, OVERLOADED_MESSAGE)
             return
         super().handle_websocket_upgrade()

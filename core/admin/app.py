@@ -32,11 +32,11 @@ from core.admin.security import (
     SECURITY_HEADERS,
     AdminAuth,
     FailureLimiter,
-    SignedOutSessions,
     Session,
+    SignedOutSessions,
+    cookie_is_secure,
     cross_site_reason,
     csrf_matches,
-    cookie_is_secure,
     session_cookie,
 )
 from core.types import ASGIApp, Message, Receive, Scope, Send
@@ -220,9 +220,7 @@ class Admin:
         await self._right(ip)
         value, _ = self.auth.issue()
         response = RedirectResponse("/admin/tokens", status_code=303)
-        response.headers.append(
-            "set-cookie", session_cookie(value, secure=self._secure(request))
-        )
+        response.headers.append("set-cookie", session_cookie(value, secure=self._secure(request)))
         return response
 
     async def sign_out(self, request: Request) -> Response:

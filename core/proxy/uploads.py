@@ -239,7 +239,9 @@ class UploadSessions:
         try:
             await self.token_check.identify_digest(bytes.fromhex(session.token))
         except ValueError:
-            raise UnknownUploadSession("This upload session is not valid.", headers=_FINAL) from None
+            raise UnknownUploadSession(
+                "This upload session is not valid.", headers=_FINAL
+            ) from None
         except Unauthorized:
             raise UnknownUploadSession(
                 "The token that started this upload is no longer valid: start the upload "

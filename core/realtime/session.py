@@ -65,8 +65,8 @@ if TYPE_CHECKING:
     from core.errors import ErrorShape
     from core.providers import Provider
     from core.proxy.request import ProxyRequest
-    from core.realtime.stages import SessionStages
     from core.proxy.stages import Ticket
+    from core.realtime.stages import SessionStages
     from core.types import Receive, Scope, Send
 
 logger = logging.getLogger("llm_proxy")

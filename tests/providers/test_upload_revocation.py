@@ -54,4 +54,3 @@ def test_an_upload_id_stops_working_when_its_token_is_revoked(
     # Final: the SDKs stop instead of retrying the refused chunk.
     assert refused.headers["x-goog-upload-status"] == "final"
     assert "no longer valid" in refused.text
-

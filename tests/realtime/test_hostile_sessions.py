@@ -278,6 +278,7 @@ async def test_sessions_per_caller_are_capped(
         assert refused.value.response.status_code == 429
         assert b"REALTIME_SESSIONS_PER_CALLER" in refused.value.response.body
         await first.close()
+
         # A closed session gives its place back.
         async def third_opens() -> bool:
             try:
@@ -318,7 +319,11 @@ async def test_websocket_sessions_count_against_max_connections(
         REALTIME_SESSIONS_PER_CALLER="0",
     )
     url = f"http://127.0.0.1:{port}"
-    args = [PYTHON, "-m", "handlers.http"] if parser == "httptools" else [PYTHON, "-c", WITHOUT_HTTPTOOLS]
+    args = (
+        [PYTHON, "-m", "handlers.http"]
+        if parser == "httptools"
+        else [PYTHON, "-c", WITHOUT_HTTPTOOLS]
+    )
     with run_process(args, env, f"{url}/health"):
         opened = []
         refused = 0
