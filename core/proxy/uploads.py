@@ -72,7 +72,8 @@ def upload_id_of(query: bytes) -> str | None:
     found = [
         value
         for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-        if name.lower() == "upload_id"
+        # `UPLOAD_ID`, `%75pload_id` (decoded here) and `uploadId` are one name upstream.
+        if name.replace("_", "").lower() == "uploadid"
     ]
     if not found:
         return None

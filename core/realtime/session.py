@@ -123,6 +123,10 @@ class _Watch:
     wire: RealtimeWire
     # The model checked at the handshake.
     model: str | None
+    byte_markers: tuple[bytes, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.byte_markers = tuple(marker.encode() for marker in self.wire.markers)
 
 
 @dataclass
@@ -448,7 +452,10 @@ class RealtimeEndpoint:
 
         async def allowed(group: TaskGroup, frame: str | bytes) -> bool:
             """Whether a caller frame may go to the provider (the session ended if not)."""
-            if len(frame) > max_frame:
+            size = len(frame)
+            if isinstance(frame, str) and size * 4 > max_frame:
+                size = len(frame.encode())  # UTF-8 bytes, counted only near the bound
+            if size > max_frame:
                 await end(
                     group,
                     CLOSE_TOO_BIG,
@@ -456,8 +463,8 @@ class RealtimeEndpoint:
                 )
                 return False
             wire = watch.wire
-            text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
-            if not any(marker in text for marker in wire.markers):
+            markers = wire.markers if isinstance(frame, str) else watch.byte_markers
+            if not any(marker in frame for marker in markers):  # type: ignore[operator]
                 return True  # audio chunks and the like: never parsed
             try:
                 message = parse_frame(frame, wire.policed)

@@ -193,7 +193,15 @@ class OpenAIRealtime(RealtimeWire):
     markers = ("response.create", "input_audio_buffer.commit", "session.update")
 
     def model_in_query(self, query: bytes) -> str | None:
-        return query_value(query, "model")
+        # Azure names the model as its deployment: the one the proxy checks must be the one
+        # the provider reads, so naming both is refused like naming either twice.
+        model = query_value(query, "model")
+        deployment = query_value(query, "deployment")
+        if model is not None and deployment is not None:
+            raise RepeatedField(
+                "The query names both 'model' and 'deployment'; name the model once."
+            )
+        return model if model is not None else deployment
 
     def inspect(self, message: Any, model: str | None) -> tuple[bool, str | None]:
         if not isinstance(message, dict):

@@ -68,6 +68,36 @@ async def test_a_model_named_twice_in_the_query_is_refused(
     assert upstream.sessions == []  # the provider never saw the second model
 
 
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        # Azure reads the deployment: checked as the model, never beside another one.
+        ("deployment=gpt-realtime", 403),
+        ("model=gpt-realtime-mini&deployment=gpt-realtime", 400),
+        ("deployment=gpt-realtime-mini&Deployment=gpt-realtime", 400),
+    ],
+)
+async def test_an_azure_deployment_is_the_model_checked(
+    start_proxy: ProxyFactory,
+    fake: tuple[FakeRealtime, RunningServer],
+    upstream: FakeRealtime,
+    tmp_path: Path,
+    query: str,
+    status: int,
+) -> None:
+    store_url, token = scoped_token(tmp_path, "gpt-realtime-mini")
+    with start_proxy(
+        TOKEN_STORE=store_url,
+        AZURE_OPENAI_API_KEY="fake-azure-key",
+        AZURE_OPENAI_UPSTREAM=fake[1].url,
+    ) as proxy:
+        url = ws_url(proxy.url) + "/azure/openai/realtime?api-version=2025-04-01&" + query
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url, additional_headers={"api-key": token})
+    assert refused.value.response.status_code == status
+    assert upstream.sessions == []
+
+
 async def test_a_gemini_setup_naming_the_model_twice_is_refused(
     start_proxy: ProxyFactory, upstream: FakeRealtime, tmp_path: Path
 ) -> None:
