@@ -23,9 +23,8 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.errors import BadRequest
+from core.errors import BadRequest, Forbidden
 from core.protocols import Usage
-from core.proxy.stages import EphemeralKeysRefused
 
 if TYPE_CHECKING:
     from core.proxy.request import ProxyRequest
@@ -33,6 +32,10 @@ if TYPE_CHECKING:
 
 # The longest an ephemeral key minted here may live, in seconds.
 MAX_KEY_SECONDS = 600
+
+
+class RealtimeCallRefused(Forbidden):
+    code = "realtime_call_refused"
 
 
 class EphemeralKeys:
@@ -49,7 +52,7 @@ class EphemeralKeys:
             return None
         if request.route.name == "realtime-call":
             # The proxy can neither read an SDP offer's session nor end the call it makes.
-            raise EphemeralKeysRefused(
+            raise RealtimeCallRefused(
                 "This proxy does not create WebRTC or SIP realtime calls "
                 f"({request.remainder[:100]!r}): mint a client secret (POST "
                 "/v1/realtime/client_secrets) and open the call with the provider using it, "
