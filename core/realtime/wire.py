@@ -131,6 +131,10 @@ def _name_key(name: str) -> str:
 def query_value(query: bytes, name: str) -> str | None:
     """The one value of a policed query parameter. Named twice, in any spelling, is refused:
     the proxy would check one value while the upstream honoured the other."""
+    if b";" in query:
+        # Some servers split a query on `;` as well as `&`: `?model=a;model=b` would be one
+        # value here and two there.
+        raise RepeatedField("The query may not contain ';'; separate parameters with '&'.")
     wanted = _name_key(name)
     found = [
         value

@@ -52,6 +52,7 @@ def scoped_token(tmp_path: Path, *models: str) -> tuple[str, str]:
         "model=gpt-realtime-mini&%6Dodel=gpt-realtime",
         "model=gpt-realtime-mini&MODEL=gpt-realtime",
         "model=gpt-realtime-mini&Model=gpt-realtime",
+        "model=gpt-realtime-mini;model=gpt-realtime",
     ],
 )
 async def test_a_model_named_twice_in_the_query_is_refused(
