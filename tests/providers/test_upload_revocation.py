@@ -13,7 +13,14 @@ from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
 from tests.providers.test_gemini_upload_legs import GEMINI_KEY, START, upload
-from tests.servers import RunningServer, proxy_env, reset_upstream, serve_in_thread
+from tests.servers import (
+    FAKE_TOKEN,
+    RunningServer,
+    proxy_env,
+    reset_upstream,
+    serve_in_thread,
+    upstream_requests,
+)
 
 
 def start_upload(proxy: RunningServer, token: str) -> str:
@@ -54,3 +61,17 @@ def test_an_upload_id_stops_working_when_its_token_is_revoked(
     # Final: the SDKs stop instead of retrying the refused chunk.
     assert refused.headers["x-goog-upload-status"] == "final"
     assert "no longer valid" in refused.text
+
+
+@pytest.mark.parametrize("second", ["uploadId", "UPLOAD_ID", "%75pload_id"])
+def test_an_upload_id_named_twice_in_any_spelling_is_refused(
+    mock_upstream: RunningServer, second: str
+) -> None:
+    env = proxy_env(mock_upstream.url, GEMINI_API_KEY=GEMINI_KEY, GEMINI_UPSTREAM=mock_upstream.url)
+    with serve_in_thread(create_app(load_settings(env))) as proxy:
+        url = start_upload(proxy, FAKE_TOKEN)
+        reset_upstream(mock_upstream)
+        refused = upload(f"{url}&{second}=another-upload")
+    assert refused.status_code == 400
+    assert "more than once" in refused.text
+    assert upstream_requests(mock_upstream) == []  # the leg never reached the provider
