@@ -106,21 +106,23 @@ class Admin:
             403, "cross_origin", f"The dashboard takes no cross-origin requests ({reason})."
         )
 
-    async def _limited(self, ip: str) -> Response | None:
-        """None when this attempt may be checked (its place in the failure count reserved:
-        `_right` gives it back), else the 429 to send."""
-        wait = await off_loop(self.failures.store, lambda: self.failures.reserve(ip))
+    async def _check_token(self, ip: str, candidate: str) -> tuple[bool, Response | None]:
+        """Whether `candidate` is the admin token, or the 429 to send when this address has
+        no attempts left. Each attempt reserves its place in the failure count before the
+        comparison (a right token gives it back), so concurrent guesses cannot all be
+        compared while the count is read."""
+        failures, auth = self.failures, self.auth
+        matched, wait = await off_loop(
+            failures.store, lambda: failures.attempt(ip, lambda: auth.token_matches(candidate))
+        )
         if wait is None:
-            return None
-        return error_response(
+            return matched, None
+        return False, error_response(
             429,
             "too_many_failures",
             f"Too many wrong admin tokens from this address; try again in {wait} s.",
             **{"retry-after": str(wait)},
         )
-
-    async def _right(self, ip: str) -> None:
-        await off_loop(self.failures.store, lambda: self.failures.succeeded(ip))
 
     async def session(self, request: Request) -> Session | None:
         """The session the cookie proves, unless it was signed out (on any instance)."""
@@ -147,13 +149,15 @@ class Admin:
             return refusal
         authorization = request.headers.get("authorization")
         if authorization is not None:
-            ip = self.client_ip(request.scope)
-            limited = await self._limited(ip)
+            scheme, _, credential = authorization.partition(" ")
+            if scheme.lower() != "bearer":
+                credential = ""  # counted as a wrong token
+            matched, limited = await self._check_token(
+                self.client_ip(request.scope), credential.strip()
+            )
             if limited is not None:
                 return limited
-            scheme, _, credential = authorization.partition(" ")
-            if scheme.lower() == "bearer" and self.auth.token_matches(credential.strip()):
-                await self._right(ip)
+            if matched:
                 return None  # a script: no cookie, so no CSRF to guard against
             return error_response(
                 401, "not_admin", "Send 'Authorization: Bearer <ADMIN_TOKEN>' or sign in."
@@ -199,14 +203,6 @@ class Admin:
     async def sign_in(self, request: Request) -> Response:
         if self._refusal(request) is not None:
             return self._sign_in_page("Sign-in from another site is refused.", 403)
-        ip = self.client_ip(request.scope)
-        limited = await self._limited(ip)
-        if limited is not None:
-            page = self._sign_in_page("Too many wrong tokens: wait a few minutes.", 429)
-            page.headers["retry-after"] = limited.headers["retry-after"]
-            return page
-        # From here this attempt holds a place in the failure count (a wrong or unread
-        # token keeps it; only the right one gives it back).
         body = b""
         async for chunk in request.stream():
             body += chunk
@@ -214,10 +210,14 @@ class Admin:
                 return self._sign_in_page("That form is too large.", 413)
         fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=5)
         candidate = (fields.get("token") or [""])[0].strip()
-        if not candidate or not self.auth.token_matches(candidate):
+        matched, limited = await self._check_token(self.client_ip(request.scope), candidate)
+        if limited is not None:
+            page = self._sign_in_page("Too many wrong tokens: wait a few minutes.", 429)
+            page.headers["retry-after"] = limited.headers["retry-after"]
+            return page
+        if not matched:
             logger.warning("admin sign-in refused")
             return self._sign_in_page("That is not the admin token.", 401)
-        await self._right(ip)
         value, _ = self.auth.issue()
         response = RedirectResponse("/admin/tokens", status_code=303)
         response.headers.append("set-cookie", session_cookie(value, secure=self._secure(request)))

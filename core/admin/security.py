@@ -27,7 +27,9 @@ import hmac
 import ipaddress
 import json
 import secrets
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.stores import Store
@@ -220,6 +222,7 @@ class FailureLimiter:
         self.store = store
         self.max_failures = max_failures
         self.window = window
+        self._one_at_a_time = threading.Lock()
 
     def _key(self, ip: str, now: float) -> tuple[str, float]:
         slot = int(now // self.window)
@@ -243,3 +246,19 @@ class FailureLimiter:
         now = time.time() if now is None else now
         key, ends = self._key(ip, now)
         self.store.increment(key, {"failures": -1}, expires_at=ends)
+
+    def attempt(self, ip: str, matches: Callable[[], bool]) -> tuple[bool, int | None]:
+        """One credential check under the limit, in one step (one thread for a blocking
+        store, so a script's concurrent right calls hold a place only for that moment):
+        (False, seconds to wait) with no attempt left, else (whether it matched, None)."""
+        # One attempt at a time in this process: a right call's place is given back before
+        # the next is reserved (other instances share only the count).
+        with self._one_at_a_time:
+            now = time.time()
+            wait = self.reserve(ip, now)
+            if wait is not None:
+                return False, wait
+            if not matches():
+                return False, None
+            self.succeeded(ip, now)
+            return True, None

@@ -56,6 +56,15 @@ async def test_right_sign_ins_do_not_use_up_the_failure_allowance(proxy: Running
         assert wrong.status_code == 401
 
 
+async def test_concurrent_right_bearer_calls_are_not_refused(proxy: RunningServer) -> None:
+    # Each call reserves a place before its check and gives it back after: a script's
+    # parallel calls must not run out of places (a SQLite store: checks run on threads).
+    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with httpx.AsyncClient(base_url=proxy.url, headers=headers, timeout=30) as client:
+        replies = await asyncio.gather(*(client.get("/admin/api/tokens") for _ in range(20)))
+    assert [reply.status_code for reply in replies] == [200] * 20
+
+
 @pytest.mark.parametrize(
     ("headers", "secure"),
     [
