@@ -70,7 +70,9 @@ def cmd_mock_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo_environment(port: int, mock_port: int, token: str, admin_token: str) -> dict[str, str]:
+def demo_environment(
+    port: int, mock_port: int, token: str, admin_token: str
+) -> dict[str, str]:
     """The demo always talks to the built-in mock (a real key in .env is never spent by a
     demo); a token or origins already set in the environment win. It shows what an owner
     gets beyond the relay: the dashboard (tokens kept in memory for the run), a budget the
