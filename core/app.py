@@ -124,7 +124,7 @@ class ProxyApp:
         if any(provider.resumable_uploads for provider in self.providers):
             from core.proxy.uploads import UploadSessions
 
-            uploads = UploadSessions(self.token_store)
+            uploads = UploadSessions(self.token_store, token_check)
         self.endpoint = ProxyEndpoint(
             settings, self.providers, self.upstream, pipeline, scrubber, uploads
         )
@@ -137,8 +137,9 @@ class ProxyApp:
     def realtime(self) -> ASGIApp:
         if self._realtime is None:
             from core.realtime.session import RealtimeEndpoint
+            from core.realtime.stages import EndpointStages
 
-            self._realtime = RealtimeEndpoint(self.settings, self.endpoint)
+            self._realtime = RealtimeEndpoint(self.settings, EndpointStages(self.endpoint))
         return self._realtime
 
     def admin(self) -> ASGIApp:

@@ -264,6 +264,34 @@ class Settings:
         low=1,
         high=10**9,
     )
+    # While a session is open: how often the kill switch and the caller's token are checked
+    # again, the sessions one caller may hold open at once, and the largest frame a caller
+    # may send (never above MAX_BODY_BYTES).
+    realtime_recheck_seconds: float = setting(
+        "REALTIME_RECHECK_SECONDS",
+        5.0,
+        "How often an open realtime session checks the kill switch and its caller's token "
+        "again (also on every frame that starts a turn).",
+        low=0.1,
+        high=3600,
+        unit="s",
+    )
+    realtime_sessions_per_caller: int = setting(
+        "REALTIME_SESSIONS_PER_CALLER",
+        4,
+        "Realtime sessions one caller may hold open at once, per process (0: no cap).",
+        low=0,
+        high=100_000,
+    )
+    realtime_max_frame_bytes: int = setting(
+        "REALTIME_MAX_FRAME_BYTES",
+        16 * 1024 * 1024,
+        "The largest WebSocket frame a caller may send (never above MAX_BODY_BYTES); a larger "
+        "one closes the session with 1009.",
+        low=1024,
+        high=64 * 1024 * 1024,
+        unit="bytes",
+    )
     allow_ephemeral_keys: bool = setting(
         "ALLOW_EPHEMERAL_KEYS",
         False,

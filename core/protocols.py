@@ -38,6 +38,10 @@ UNREADABLE = Route("unreadable", "other")
 _BATCH = Route("unreadable", "batch", generates=True)
 # Ephemeral keys for realtime sessions the caller then opens with the provider directly.
 EPHEMERAL_KEY = Route("minting", "ephemeral-key")
+# A provider-side realtime session made over HTTP (WebRTC's SDP offer, a SIP call's accept):
+# its media then flows between the caller and the provider, unmetered and past every rule,
+# so creating one is minting too. Refused even while minting is on (core/realtime/minting.py).
+REALTIME_CALL = Route("minting", "realtime-call")
 
 
 @dataclass(frozen=True)
@@ -60,10 +64,34 @@ def _int(value: Any) -> int:
 
 def route_path(remainder: str) -> str:
     """The path as an upstream would read it, for matching routes only: decoded, repeated
-    and trailing slashes dropped, lower case. `/v1/Chat//completions/` is still chat."""
+    and trailing slashes dropped, lower case, path parameters (`;x`, which servlet-style
+    routers ignore) cut from each segment. `/v1/Chat//completions;x/` is still chat."""
     decoded = unquote(unquote(remainder))
-    parts = [part for part in decoded.lower().split("/") if part]
-    return "/" + "/".join(parts)
+    parts = [part.partition(";")[0] for part in decoded.lower().split("/")]
+    return "/" + "/".join(part for part in parts if part)
+
+
+def _squashed(path: str) -> str:
+    # `client_secrets`, `clientSecrets` and `clientsecrets` are one route to a lenient router
+    # (gRPC transcoding takes both spellings): routes that mint are matched without `_`.
+    return path.replace("_", "")
+
+
+# Realtime routes over HTTP, squashed: OpenAI's (and Azure's GA `/openai/v1/...`) and
+# Azure's preview `realtimeapi/sessions`, which mint a client secret from a JSON body.
+_KEY_MINTING = ("/realtime/clientsecrets", "/realtime/sessions", "/realtime/transcriptionsessions")
+_AZURE_KEY_MINTING = ("/realtimeapi/sessions",)
+
+
+def _realtime_route(path: str) -> Route | None:
+    """A POST under a realtime segment creates or drives a provider-side session: a key
+    mint, or a WebRTC / SIP call (`/realtime`, `/realtime/calls`, `/realtimertc`, ...)."""
+    squashed = _squashed(path)
+    if _ends(squashed, *_KEY_MINTING, *_AZURE_KEY_MINTING):
+        return EPHEMERAL_KEY
+    if any(segment.startswith("realtime") for segment in squashed.split("/")):
+        return REALTIME_CALL
+    return None
 
 
 class Wire:
@@ -134,17 +162,38 @@ def _answers(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
 
 
+class AmbiguousModel(ValueError):
+    """A minting body that names its session's model in two places or two spellings."""
+
+
+def _field(document: dict[str, Any], name: str) -> Any:
+    """The value of `name` in any of its spellings (`bidi_generate_content_setup`,
+    `bidiGenerateContentSetup`: protobuf JSON reads both); two spellings are ambiguous."""
+    found = [key for key in document if key.replace("_", "").lower() == name]
+    if len(found) > 1:
+        raise AmbiguousModel(f"{found[0]!r} and {found[1]!r} are one field")
+    return document[found[0]] if found else None
+
+
 def _minted_model(document: dict[str, Any]) -> Any:
     # OpenAI client_secrets: session.model; OpenAI realtime/sessions: model; Gemini
     # auth_tokens: bidiGenerateContentSetup.model (the Live setup, also nested in `setup`).
-    session = document.get("session")
+    # Exactly one of these may name it: the provider reads one, the proxy checks the same.
+    named = []
+    session = _field(document, "session")
     if isinstance(session, dict):
-        return session.get("model")
-    setup = document.get("bidiGenerateContentSetup")
+        named.append(_field(session, "model"))
+    setup = _field(document, "bidigeneratecontentsetup")
     if isinstance(setup, dict):
-        nested = setup.get("setup")
-        return setup.get("model") or (nested.get("model") if isinstance(nested, dict) else None)
-    return document.get("model")
+        named.append(_field(setup, "model"))
+        nested = _field(setup, "setup")
+        if isinstance(nested, dict):
+            named.append(_field(nested, "model"))
+    named.append(_field(document, "model"))
+    models = [model for model in named if model is not None]
+    if len(models) > 1:
+        raise AmbiguousModel("the session's model is named in more than one place")
+    return models[0] if models else None
 
 
 def _ends(path: str, *suffixes: str) -> bool:
@@ -183,13 +232,9 @@ class OpenAIWire(Wire):
             return Route("metered", "embeddings")
         if _ends(path, "/batches"):
             return _BATCH
-        if _ends(
-            path,
-            "/realtime/client_secrets",
-            "/realtime/sessions",
-            "/realtime/transcription_sessions",
-        ):
-            return EPHEMERAL_KEY
+        realtime = _realtime_route(path)
+        if realtime is not None:
+            return realtime
         if _ends(path, "/responses/input_tokens", "/moderations") or "/responses/" in path:
             # Counting tokens, moderation, cancelling or deleting a stored response.
             return FREE
@@ -311,7 +356,7 @@ class GeminiWire(Wire):
             return FREE
         if path.endswith(":batchgeneratecontent"):
             return _BATCH
-        if path.endswith("/auth_tokens"):
+        if _squashed(path).endswith("/authtokens"):
             return EPHEMERAL_KEY
         return UNREADABLE
 

@@ -138,7 +138,11 @@ class TokenCheck:
 
     async def identify(self, credential: bytes | None) -> Caller:
         """The caller behind `credential`; Unauthorized if it is no valid token."""
-        digest = self._digest(credential)
+        return await self.identify_digest(self._digest(credential))
+
+    async def identify_digest(self, digest: bytes) -> Caller:
+        """As `identify`, from the credential's SHA-256: an upload leg checks again the
+        token that started its upload, which the leg itself does not carry."""
         if self._is_shared_token(digest):
             return SHARED_TOKEN_CALLER
         if self._store is None:

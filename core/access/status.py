@@ -5,8 +5,10 @@ if none), so every instance obeys a change within TOKEN_CACHE_SECONDS. A window 
 nightly, `{"nightly": "22:00-06:00"}` (UTC, may wrap past midnight), or absolute,
 `{"from": "2026-12-24T18:00:00Z", "to": "2026-12-27T08:00:00Z"}`; either may carry a `note`.
 
-While offline every proxy route answers 503 in the caller's own error shape; /health and
-/admin keep working. A store that cannot be read keeps the last known status (online if
+While offline every proxy route answers 503 in the caller's own error shape (/proxy/usage
+included); /health and /admin keep working. An open realtime session is closed with 1013
+(try again later) within REALTIME_RECHECK_SECONDS, or at once on a frame that starts a turn
+(core/realtime/stages.py). A store that cannot be read keeps the last known status (online if
 none was ever read): the switch is an operator's tool, not a credential check, and the
 token check already fails closed for stored tokens when the store is down.
 """

@@ -35,9 +35,10 @@ from core.admin.security import (
     AdminAuth,
     FailureLimiter,
     Session,
+    SignedOutSessions,
+    cookie_is_secure,
     cross_site_reason,
     csrf_matches,
-    is_loopback_host,
     session_cookie,
 )
 from core.types import ASGIApp, Message, Receive, Scope, Send
@@ -100,6 +101,8 @@ class Admin:
     def __init__(self, parts: AdminParts) -> None:
         self.auth = AdminAuth(parts.admin_token)
         self.failures = FailureLimiter(parts.failure_store)
+        # Sessions signed out before their cookie expires (kept where the failures are).
+        self.signed_out = SignedOutSessions(parts.failure_store)
         self.client_ip = client_ip_rule(parts.client_ip_source)
         self.api = AdminAPI(parts.token_store, parts.ledger, parts.status, parts.providers)
 
@@ -117,19 +120,41 @@ class Admin:
             403, "cross_origin", f"The dashboard takes no cross-origin requests ({reason})."
         )
 
-    async def _limited(self, ip: str) -> Response | None:
-        wait = await off_loop(self.failures.store, lambda: self.failures.retry_after(ip))
+    async def _check_token(self, ip: str, candidate: str) -> tuple[bool, Response | None]:
+        """Whether `candidate` is the admin token, or the 429 to send when this address has
+        no attempts left. Each attempt reserves its place in the failure count before the
+        comparison (a right token gives it back), so concurrent guesses cannot all be
+        compared while the count is read."""
+        failures, auth = self.failures, self.auth
+        matched, wait = await off_loop(
+            failures.store, lambda: failures.attempt(ip, lambda: auth.token_matches(candidate))
+        )
         if wait is None:
-            return None
-        return error_response(
+            return matched, None
+        return False, error_response(
             429,
             "too_many_failures",
             f"Too many wrong admin tokens from this address; try again in {wait} s.",
             **{"retry-after": str(wait)},
         )
 
-    def session(self, request: Request) -> Session | None:
-        return self.auth.verify(request.cookies.get(COOKIE_NAME))
+    async def session(self, request: Request) -> Session | None:
+        """The session the cookie proves, unless it was signed out (on any instance)."""
+        session = self.auth.verify(request.cookies.get(COOKIE_NAME))
+        if session is None:
+            return None
+        signed_out = self.signed_out
+        if await off_loop(signed_out.store, lambda: signed_out.is_revoked(session)):
+            return None
+        return session
+
+    @staticmethod
+    def _secure(request: Request) -> bool:
+        return cookie_is_secure(
+            request.scope.get("scheme", "http"),
+            request.scope.get("headers", []),
+            request.headers.get("host", ""),
+        )
 
     async def authenticate(self, request: Request) -> Response | None:
         """None if the request may go on, else the refusal to send."""
@@ -138,18 +163,20 @@ class Admin:
             return refusal
         authorization = request.headers.get("authorization")
         if authorization is not None:
-            ip = self.client_ip(request.scope)
-            limited = await self._limited(ip)
+            scheme, _, credential = authorization.partition(" ")
+            if scheme.lower() != "bearer":
+                credential = ""  # counted as a wrong token
+            matched, limited = await self._check_token(
+                self.client_ip(request.scope), credential.strip()
+            )
             if limited is not None:
                 return limited
-            scheme, _, credential = authorization.partition(" ")
-            if scheme.lower() == "bearer" and self.auth.token_matches(credential.strip()):
+            if matched:
                 return None  # a script: no cookie, so no CSRF to guard against
-            await off_loop(self.failures.store, lambda: self.failures.failed(ip))
             return error_response(
                 401, "not_admin", "Send 'Authorization: Bearer <ADMIN_TOKEN>' or sign in."
             )
-        session = self.session(request)
+        session = await self.session(request)
         if session is None:
             return error_response(401, "not_signed_in", "Sign in at /admin/sign-in.")
         if request.method not in SAFE_METHODS and not csrf_matches(
@@ -166,12 +193,12 @@ class Admin:
         name = request.path_params.get("page", "tokens")
         if name not in PAGES:
             return error_response(404, "not_found", "No such dashboard page.")
-        if self._refusal(request) is not None or self.session(request) is None:
+        if self._refusal(request) is not None or await self.session(request) is None:
             return RedirectResponse("/admin/sign-in", status_code=303)
         return Response(_static("app.html"), media_type="text/html; charset=utf-8")
 
     async def home(self, request: Request) -> Response:
-        signed_in = self.session(request) is not None
+        signed_in = await self.session(request) is not None
         return RedirectResponse("/admin/tokens" if signed_in else "/admin/sign-in", 303)
 
     def _sign_in_page(self, message: str = "", status: int = 200) -> Response:
@@ -183,19 +210,13 @@ class Admin:
         return Response(text, status_code=status, media_type="text/html; charset=utf-8")
 
     async def sign_in_form(self, request: Request) -> Response:
-        if self.session(request) is not None:
+        if await self.session(request) is not None:
             return RedirectResponse("/admin/tokens", status_code=303)
         return self._sign_in_page()
 
     async def sign_in(self, request: Request) -> Response:
         if self._refusal(request) is not None:
             return self._sign_in_page("Sign-in from another site is refused.", 403)
-        ip = self.client_ip(request.scope)
-        limited = await self._limited(ip)
-        if limited is not None:
-            page = self._sign_in_page("Too many wrong tokens: wait a few minutes.", 429)
-            page.headers["retry-after"] = limited.headers["retry-after"]
-            return page
         body = b""
         async for chunk in request.stream():
             body += chunk
@@ -203,23 +224,33 @@ class Admin:
                 return self._sign_in_page("That form is too large.", 413)
         fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=5)
         candidate = (fields.get("token") or [""])[0].strip()
-        if not candidate or not self.auth.token_matches(candidate):
-            await off_loop(self.failures.store, lambda: self.failures.failed(ip))
+        matched, limited = await self._check_token(self.client_ip(request.scope), candidate)
+        if limited is not None:
+            page = self._sign_in_page("Too many wrong tokens: wait a few minutes.", 429)
+            page.headers["retry-after"] = limited.headers["retry-after"]
+            return page
+        if not matched:
             logger.warning("admin sign-in refused")
             return self._sign_in_page("That is not the admin token.", 401)
         value, _ = self.auth.issue()
         response = RedirectResponse("/admin/tokens", status_code=303)
-        secure = not is_loopback_host(request.headers.get("host", ""))
-        response.headers.append("set-cookie", session_cookie(value, secure=secure))
+        response.headers.append("set-cookie", session_cookie(value, secure=self._secure(request)))
         return response
 
     async def sign_out(self, request: Request) -> Response:
         refusal = await self.authenticate(request)
         if refusal is not None:
             return refusal
+        # Revoked on the server: a copy of the cookie (another tab, a stolen one) is
+        # refused from now on, not only this browser's deleted.
+        session = await self.session(request)
+        if session is not None:
+            signed_out = self.signed_out
+            await off_loop(signed_out.store, lambda: signed_out.revoke(session))
         response = JSONResponse({"signed_out": True})
-        secure = not is_loopback_host(request.headers.get("host", ""))
-        response.headers.append("set-cookie", session_cookie("", secure=secure, max_age=0))
+        response.headers.append(
+            "set-cookie", session_cookie("", secure=self._secure(request), max_age=0)
+        )
         return response
 
     async def static(self, request: Request) -> Response:
@@ -237,7 +268,7 @@ class Admin:
 
     async def session_info(self, request: Request) -> Response:
         refusal = self._refusal(request)
-        session = self.session(request)
+        session = await self.session(request)
         if refusal is not None or session is None:
             return refusal or error_response(401, "not_signed_in", "Sign in at /admin/sign-in.")
         return JSONResponse({"csrf": session.csrf, "expires_at": session.expires_at})

@@ -129,7 +129,12 @@ class ProxyEndpoint:
         from core.proxy.usage_report import usage_report
 
         await usage_report(
-            scope, send, provider=self.providers[0], identify=self.identify, budget=budget
+            scope,
+            send,
+            provider=self.providers[0],
+            identify=self.identify,
+            budget=budget,
+            status=self.pipeline.status,
         )
 
     async def identify(self, request: ProxyRequest) -> None:

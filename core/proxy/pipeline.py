@@ -352,6 +352,7 @@ def build_pipeline(
         after_body=tuple(after),
         settlers=tuple(settlers),
         strict_json=strict_json,
+        status=status,
     )
     return pipeline, budget
 

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 from core.access.credentials import Caller, find_credential, split_key_param
 from core.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
-from core.protocols import Route, route_path
+from core.protocols import AmbiguousModel, Route, route_path
 
 if TYPE_CHECKING:
     from core.protocols import Wire
@@ -213,7 +213,12 @@ class ProxyRequest:
             resource = remainder.split(":", 1)[0].strip("/").split("/")
             if len(resource) >= 2:
                 return "/".join(resource[-2:])
-        model = self.wire.model_in(self.route, await self.document())
+        try:
+            model = self.wire.model_in(self.route, await self.document())
+        except AmbiguousModel as exc:
+            raise RepeatedField(
+                f"The request body names its model ambiguously ({str(exc)[:200]}); name it once."
+            ) from None
         if not isinstance(model, str):
             return None
         # Gemini's OpenAI-compatible endpoint accepts `models/gemini-...` as well.

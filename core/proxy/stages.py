@@ -26,6 +26,7 @@ from core.errors import Forbidden
 
 if TYPE_CHECKING:
     from core.access.identify import Identify
+    from core.access.status import ServiceStatus
     from core.protocols import Usage
     from core.proxy.request import ProxyRequest
 
@@ -103,6 +104,9 @@ class Pipeline:
     # Some rule decides on the body (scopes, policy, limits, budgets): JSON is parsed with
     # the repeated-field checks. Otherwise it is only checked to be JSON, by the C decoder.
     strict_json: bool = True
+    # The kill switch and schedule: checked by every proxy route (the usage report too),
+    # and again while a realtime session is open.
+    status: ServiceStatus | None = None
 
 
 @dataclass
@@ -240,7 +244,8 @@ class EphemeralKeysOff:
     async def admit(self, request: ProxyRequest) -> Ticket | None:
         if request.route.kind == "minting":
             raise EphemeralKeysRefused(
-                f"This proxy does not mint ephemeral keys ({request.remainder[:100]!r}): "
+                "This proxy does not mint ephemeral keys or create provider-side realtime "
+                f"sessions ({request.remainder[:100]!r}): "
                 "the operator can allow it with ALLOW_EPHEMERAL_KEYS=true. Realtime "
                 "sessions can also run through the proxy itself over a WebSocket when it "
                 "runs as a server."

@@ -10,7 +10,9 @@ provider (or to a private upstream's address). So the proxy rewrites it to its o
 origin, under the provider's prefix, keeping the upload_id, and remembers the upload_id as
 issued to the caller who started the session. google-genai (Python) sends the upload leg
 with no credential at all, so the upload_id is its authorization: only an upload_id this
-proxy handed out recently, to an authenticated caller, is accepted. The bytes still go only
+proxy handed out recently, to an authenticated caller, is accepted, and only while the
+token that started it is still valid (checked again on each leg: a revoked, disabled or
+expired token, or a shared token rotated out, ends its uploads). The bytes still go only
 to the configured upstream; no host named in a request is ever used.
 """
 
@@ -24,12 +26,13 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
-from core.access.credentials import Caller, split_key_param
+from core.access.credentials import SHARED_TOKEN_CALLER, Caller, split_key_param
 from core.digest import sha256
 from core.errors import BadRequest, Unauthorized
 from core.protocols import route_path
 
 if TYPE_CHECKING:
+    from core.access.credentials import TokenCheck
     from core.providers import Provider
     from core.proxy.headers import RawHeaders
     from core.proxy.request import ProxyRequest
@@ -74,7 +77,8 @@ def upload_id_of(query: bytes) -> str | None:
     found = [
         value
         for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-        if name.lower() == "upload_id"
+        # `UPLOAD_ID`, `%75pload_id` (decoded here) and `uploadId` are one name upstream.
+        if name.replace("_", "").lower() == "uploadid"
     ]
     if not found:
         return None
@@ -145,6 +149,9 @@ class UploadSession:
     # The path it was issued for (normalised, after the provider's prefix): the upload_id
     # opens that path and no other.
     path: str
+    # SHA-256 (hex) of the proxy token that started it, checked again on each leg; empty
+    # for a caller with no token to revoke (anonymous, a JWT user).
+    token: str = ""
 
 
 class UploadSessions:
@@ -152,8 +159,9 @@ class UploadSessions:
     store when one is configured (every instance sees them), else in this process's memory
     (bounded, oldest dropped first)."""
 
-    def __init__(self, store: Store | None) -> None:
+    def __init__(self, store: Store | None, token_check: TokenCheck | None = None) -> None:
         self.store = store
+        self.token_check = token_check
         self._memory: OrderedDict[str, tuple[float, UploadSession]] = OrderedDict()
 
     @staticmethod
@@ -196,6 +204,7 @@ class UploadSessions:
             counted_as=str(doc.get("counted_as", "")),
             target=target if isinstance(target, int) else -1,
             path=str(doc.get("path", "")),
+            token=str(doc.get("token", "")),
         )
 
     async def admit_upload_leg(self, request: ProxyRequest) -> bool:
@@ -219,6 +228,7 @@ class UploadSessions:
                 "start the upload again.",
                 headers=_FINAL,
             )
+        await self.check_token(session)
         request.target = session.target
         request.caller = Caller(session.caller)
         request.counted_as = session.counted_as or session.caller
@@ -226,6 +236,24 @@ class UploadSessions:
         if request.log is not None:
             request.log.caller = session.caller
         return True
+
+    async def check_token(self, session: UploadSession) -> None:
+        """The token that started the upload, checked again: revoked means the upload_id
+        stops working at once (within TOKEN_CACHE_SECONDS), not when it expires."""
+        if not session.token or self.token_check is None:
+            return
+        try:
+            await self.token_check.identify_digest(bytes.fromhex(session.token))
+        except ValueError:
+            raise UnknownUploadSession(
+                "This upload session is not valid.", headers=_FINAL
+            ) from None
+        except Unauthorized:
+            raise UnknownUploadSession(
+                "The token that started this upload is no longer valid: start the upload "
+                "again with a valid token.",
+                headers=_FINAL,
+            ) from None
 
     async def rewrite_reply(self, request: ProxyRequest, headers: RawHeaders) -> RawHeaders:
         """The reply's upload URLs pointed at the proxy, each upload_id remembered as issued
@@ -249,8 +277,13 @@ class UploadSessions:
             upload_id = upload_id_of(urlsplit(rewritten).query.encode("latin-1"))
             if upload_id is not None and caller is not None:
                 label = caller.label
+                token = ""
+                if request.credential and (
+                    caller.record is not None or caller is SHARED_TOKEN_CALLER
+                ):
+                    token = sha256(request.credential).hex()
                 session = UploadSession(
-                    label, request.counted_as or label, target, route_path(remainder)
+                    label, request.counted_as or label, target, route_path(remainder), token
                 )
                 await self.issue(upload_id, session)
             kept.append((name, rewritten.encode("latin-1")))

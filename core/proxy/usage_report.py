@@ -4,6 +4,7 @@ credential, so a page can show the quota left."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from core.proxy.request import ProxyRequest, build_request
 from core.types import send_response
 
 if TYPE_CHECKING:
+    from core.access.status import ServiceStatus
     from core.providers import Provider
     from core.types import RequestLog, Scope, Send
     from core.usage.budget import Budget
@@ -34,6 +36,7 @@ async def usage_report(
     provider: Provider,
     identify: Callable[[ProxyRequest], Awaitable[None]],
     budget: Budget | None,
+    status: ServiceStatus | None = None,
 ) -> None:
     """Answer the report; `identify` is the identify stage, `provider` any route's record
     (the report reads no body and calls no upstream)."""
@@ -43,6 +46,9 @@ async def usage_report(
             raise MethodNotAllowed(f"Method {scope['method']} is not allowed here.")
         request = build_request(scope, provider, "/usage", log)
         await identify(request)
+        # A proxy route like the others: 503 while switched off.
+        if status is not None:
+            await status.check(time.time())
         if budget is not None:
             figures = await budget.caller_figures(request)
         else:

@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.errors import BadRequest
+from core.errors import BadRequest, Forbidden
 from core.protocols import Usage
 
 if TYPE_CHECKING:
@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 # The longest an ephemeral key minted here may live, in seconds.
 MAX_KEY_SECONDS = 600
+
+
+class RealtimeCallRefused(Forbidden):
+    code = "realtime_call_refused"
 
 
 class EphemeralKeys:
@@ -46,14 +50,24 @@ class EphemeralKeys:
     async def admit(self, request: ProxyRequest) -> Ticket | None:
         if request.route.kind != "minting":
             return None
+        if request.route.name == "realtime-call":
+            # The proxy can neither read an SDP offer's session nor end the call it makes.
+            raise RealtimeCallRefused(
+                "This proxy does not create WebRTC or SIP realtime calls "
+                f"({request.remainder[:100]!r}): mint a client secret (POST "
+                "/v1/realtime/client_secrets) and open the call with the provider using it, "
+                "or open a WebSocket session through the proxy."
+            )
         document = await request.document()
         if document is None and not request.body.strip():
             document = {}
         if not isinstance(document, dict):
             raise BadRequest("An ephemeral-key request needs a JSON object body.")
+        # A model named in two places or spellings is refused even where no rule reads it.
+        await request.model()
         if request.provider.mints_auth_tokens:
             cap_gemini_token(document, self.clock())
-        elif request.path.endswith("/client_secrets"):
+        elif request.path.replace("_", "").endswith("/clientsecrets"):
             cap_openai_client_secret(document)
         else:
             cap_openai_session_secret(document)

@@ -13,11 +13,18 @@ A refusal before the upgrade is an HTTP answer in the protocol's JSON shape (the
 `websocket.http.response` extension; without it, a close with 1008). Once accepted, a
 refusal is a close with 1008 and the reason. The upstream host is the provider's
 configured origin; nothing the caller sends chooses it.
+
+A session is a request that lasts (core/realtime/stages.py): while it is open the caller's
+token and the kill switch are checked again every REALTIME_RECHECK_SECONDS and on each
+frame that starts a turn; a frame that names another model or sets the session up again
+is refused; frames are bounded by REALTIME_MAX_FRAME_BYTES (never above MAX_BODY_BYTES);
+one caller holds at most REALTIME_SESSIONS_PER_CALLER sessions at once. Close codes: 1008
+(a rule refused: token revoked, scope, model), 1009 (frame too large), 1013 (the proxy
+is switched off: try again later), 1011 (the provider failed).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -30,6 +37,8 @@ from core.errors import (
     CorsOriginNotAllowed,
     NotFound,
     ProxyError,
+    ProxyOffline,
+    RateLimited,
     UpstreamTimeout,
     UpstreamUnreachable,
     render,
@@ -40,7 +49,13 @@ from core.proxy.access_log import access_logger, format_line, new_request_id
 from core.proxy.headers import upstream_request_headers
 from core.proxy.request import build_request
 from core.proxy.stages import Outcome
-from core.realtime.wire import REALTIME_WIRES, RealtimeWire, SessionMeter, split_browser_key
+from core.realtime.wire import (
+    REALTIME_WIRES,
+    RealtimeWire,
+    SessionMeter,
+    parse_frame,
+    split_browser_key,
+)
 from core.types import RequestLog
 
 if TYPE_CHECKING:
@@ -49,9 +64,9 @@ if TYPE_CHECKING:
     from core.config import Settings
     from core.errors import ErrorShape
     from core.providers import Provider
-    from core.proxy.endpoint import ProxyEndpoint
     from core.proxy.request import ProxyRequest
     from core.proxy.stages import Ticket
+    from core.realtime.stages import SessionStages
     from core.types import Receive, Scope, Send
 
 logger = logging.getLogger("llm_proxy")
@@ -65,6 +80,17 @@ _HEARTBEAT_SECONDS = 30.0
 _REASON_BYTES = 123
 # Close codes that may not be sent in a close frame, and what stands in for them.
 _UNSENDABLE = {1004: 1011, 1005: 1000, 1006: 1011, 1015: 1011}
+# RFC 6455 / IANA: a rule refused (policy), a frame too large, try again later.
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_LATER = 1013
+# Callers counted together (a shared token without per-IP counting, anonymous callers) are
+# many people: the per-caller cap does not apply to them; MAX_CONNECTIONS still does.
+_POOLED_CALLERS = frozenset({"shared", "anonymous"})
+
+
+class TooManySessions(RateLimited):
+    code = "too_many_sessions"
 
 
 class UpstreamRefusedSession(ProxyError):
@@ -87,6 +113,20 @@ def sendable(code: int | None) -> int:
 
 def reason(text: str) -> str:
     return text.encode()[:_REASON_BYTES].decode("utf-8", "ignore")
+
+
+@dataclass
+class _Watch:
+    """What the relay checks a session's caller frames against."""
+
+    request: ProxyRequest
+    wire: RealtimeWire
+    # The model checked at the handshake.
+    model: str | None
+    byte_markers: tuple[bytes, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.byte_markers = tuple(marker.encode() for marker in self.wire.markers)
 
 
 @dataclass
@@ -130,9 +170,12 @@ def upstream_url(request: ProxyRequest) -> str:
 class RealtimeEndpoint:
     """The ASGI app for `websocket` scopes on every provider route."""
 
-    def __init__(self, settings: Settings, endpoint: ProxyEndpoint) -> None:
+    def __init__(self, settings: Settings, stages: SessionStages) -> None:
         self.settings = settings
-        self.endpoint = endpoint
+        self.stages = stages
+        # Open sessions per caller identity, in this process.
+        self.open_sessions: dict[str, int] = {}
+        self.max_frame = min(settings.realtime_max_frame_bytes, settings.max_body_bytes)
         self.any_origin = "*" in settings.allowed_origins
         self.origins = frozenset(o.encode() for o in settings.allowed_origins if o != "*")
 
@@ -163,12 +206,13 @@ class RealtimeEndpoint:
         if (await receive())["type"] != "websocket.connect":
             return
         shape: ErrorShape = "openai"
-        endpoint = self.endpoint
+        stages = self.stages
         tickets: list[Ticket] = []
         relay = _Relay(Outcome())
         request = None
+        holder: str | None = None
         try:
-            provider, remainder = endpoint.route(scope)
+            provider, remainder = stages.route(scope)
             shape = provider.error_shape
             log.route = provider.name
             realtime = REALTIME_WIRES.get(provider.realtime)
@@ -179,8 +223,9 @@ class RealtimeEndpoint:
                     "/v1/realtime?model=... (OpenAI) or the Gemini Live path under /gemini."
                 )
             self.check_origin(request)
-            await endpoint.identify(request)
-            await endpoint.admit(request, endpoint.pipeline.before_body, tickets)
+            await stages.identify(request)
+            await stages.admit_head(request, tickets)
+            holder = self.hold_session(request)
             first: str | bytes | None = None
             if realtime.model_in_first_message:
                 # Gemini: accepted first, since the model comes in the first message.
@@ -192,7 +237,7 @@ class RealtimeEndpoint:
             else:
                 model = realtime.model_in_query(request.query)
                 request.use_document({"model": model} if model else {})
-            await endpoint.admit(request, endpoint.pipeline.after_body, tickets)
+            await stages.admit_body(request, tickets)
             log.model = await request.model()
             # A token limit or budget holds a reservation the session must stay within.
             capped = any(ticket.needs_usage for ticket in tickets)
@@ -206,16 +251,41 @@ class RealtimeEndpoint:
                     await upstream.send_str(first)
                 elif first is not None:
                     await upstream.send_bytes(first)
-                await self.relay(receive, send, upstream, realtime.meter(), relay, capped)
+                watch = _Watch(request, realtime, log.model)
+                await self.relay(receive, send, upstream, realtime.meter(), relay, capped, watch)
             finally:
                 await client.close()
         except ProxyError as error:
             log.error = error.code
             await self.refuse(scope, send, error, shape, relay, log)
         finally:
+            if holder is not None:
+                self.release_session(holder)
             with anyio.CancelScope(shield=True):
                 if tickets or request is not None:
-                    await endpoint.settle(tickets, relay.outcome, request)
+                    await stages.settle(tickets, relay.outcome, request)
+
+    def hold_session(self, request: ProxyRequest) -> str | None:
+        """Counts the session against its caller's cap; TooManySessions (429) past it."""
+        cap = self.settings.realtime_sessions_per_caller
+        holder = request.counted_as
+        if not cap or not holder or holder in _POOLED_CALLERS:
+            return None
+        held = self.open_sessions.get(holder, 0)
+        if held >= cap:
+            raise TooManySessions(
+                f"This caller has {held} realtime sessions open, the most allowed at once "
+                "(REALTIME_SESSIONS_PER_CALLER); close one first."
+            )
+        self.open_sessions[holder] = held + 1
+        return holder
+
+    def release_session(self, holder: str) -> None:
+        held = self.open_sessions.get(holder, 0) - 1
+        if held > 0:
+            self.open_sessions[holder] = held
+        else:
+            self.open_sessions.pop(holder, None)
 
     async def accept(
         self, send: Send, subprotocol: str | None, relay: _Relay, log: RequestLog
@@ -267,10 +337,10 @@ class RealtimeEndpoint:
         frame = message.get("text")
         if frame is None:
             frame = message.get("bytes") or b""
-        try:
-            parsed = json.loads(frame)
-        except ValueError:
-            parsed = None
+        if len(frame) > self.max_frame:
+            raise BadRequest(f"The setup message is larger than {self.max_frame} bytes.")
+        # As strict as an HTTP body: a model named twice is refused, not checked once.
+        parsed = parse_frame(frame, realtime.policed)
         model = realtime.model_in_setup(parsed)
         if model is None:
             raise BadRequest(
@@ -338,14 +408,74 @@ class RealtimeEndpoint:
         meter: SessionMeter,
         relay: _Relay,
         capped: bool,
+        watch: _Watch,
     ) -> None:
-        """Frames both ways, unchanged, until either side closes, the time limit, or (while
-        a token limit or budget holds its reservation) the reservation is used up: a cap
-        that a long session could run past would be no cap."""
+        """Frames both ways, unchanged, until either side closes, the time limit, (while
+        a token limit or budget holds its reservation) the reservation is used up (a cap
+        that a long session could run past would be no cap), or a rule ends it: the token
+        revoked or the proxy switched off (checked every REALTIME_RECHECK_SECONDS and on
+        each frame that starts a turn), a frame too large, or one naming another model."""
         from aiohttp import WSMsgType
 
         limit = self.settings.realtime_max_seconds
         reserved = self.settings.realtime_reserve_tokens if capped else 0
+        max_frame = self.max_frame
+        stages = self.stages
+
+        async def end(group: TaskGroup, code: int, text: str) -> None:
+            # The caller's close first: the provider's answering close must not overtake it.
+            await _close(send, code, text, relay)
+            await upstream.close(code=1000)
+            group.cancel_scope.cancel()
+
+        async def recheck(group: TaskGroup) -> bool:
+            """False (and the session ended) when a rule no longer lets it go on."""
+            try:
+                await stages.recheck(watch.request)
+            except ProxyError as error:
+                log = watch.request.log
+                if log is not None:
+                    log.error = error.code
+                code = CLOSE_TRY_LATER if isinstance(error, ProxyOffline) else CLOSE_POLICY
+                if error.status >= 500 and not isinstance(error, ProxyOffline):
+                    code = 1011
+                await end(group, code, error.message)
+                return False
+            return True
+
+        async def every_few_seconds(group: TaskGroup) -> None:
+            period = self.settings.realtime_recheck_seconds
+            while True:
+                await anyio.sleep(period)
+                if not await recheck(group):
+                    return
+
+        async def allowed(group: TaskGroup, frame: str | bytes) -> bool:
+            """Whether a caller frame may go to the provider (the session ended if not)."""
+            size = len(frame)
+            if isinstance(frame, str) and size * 4 > max_frame:
+                size = len(frame.encode())  # UTF-8 bytes, counted only near the bound
+            if size > max_frame:
+                await end(
+                    group,
+                    CLOSE_TOO_BIG,
+                    f"Frame larger than {max_frame} bytes (REALTIME_MAX_FRAME_BYTES).",
+                )
+                return False
+            wire = watch.wire
+            markers = wire.markers if isinstance(frame, str) else watch.byte_markers
+            if not any(marker in frame for marker in markers):  # type: ignore[operator]
+                return True  # audio chunks and the like: never parsed
+            try:
+                message = parse_frame(frame, wire.policed)
+            except ProxyError as error:
+                await end(group, CLOSE_POLICY, error.message)
+                return False
+            starts_turn, refusal = wire.inspect(message, watch.model)
+            if refusal is not None:
+                await end(group, CLOSE_POLICY, refusal)
+                return False
+            return not starts_turn or await recheck(group)
 
         async def used_up(group: TaskGroup) -> bool:
             if not reserved or meter.finish().total < reserved:
@@ -367,11 +497,14 @@ class RealtimeEndpoint:
                 kind = message["type"]
                 if kind == "websocket.receive":
                     text = message.get("text")
+                    frame = text if text is not None else (message.get("bytes") or b"")
+                    if not await allowed(group, frame):
+                        return
                     try:
                         if text is not None:
                             await upstream.send_str(text)
                         else:
-                            await upstream.send_bytes(message.get("bytes") or b"")
+                            await upstream.send_bytes(frame)
                     except (OSError, RuntimeError):
                         pass  # the upstream is closing: its close reaches the caller
                 elif kind == "websocket.disconnect":
@@ -416,6 +549,7 @@ class RealtimeEndpoint:
             async with anyio.create_task_group() as group:
                 group.start_soon(from_caller, group)
                 group.start_soon(from_upstream, group)
+                group.start_soon(every_few_seconds, group)
         if timer.cancelled_caught:
             await upstream.close(code=1000)
             await _close(

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from core.protocols import Usage
+from core.proxy.request import RepeatedField, strict_json
 
 BROWSER_KEY_PREFIX = "openai-insecure-api-key."
 
@@ -121,12 +122,53 @@ def _gemini_usage(metadata: dict[str, Any]) -> Usage:
     return Usage(prompt, output, field("cachedContentTokenCount", "cached_content_token_count"))
 
 
+def _name_key(name: str) -> str:
+    # `model`, `MODEL`, `Model` and (decoded by parse_qsl) `%6Dodel` are one parameter to a
+    # lenient upstream.
+    return name.replace("_", "").lower()
+
+
+def query_value(query: bytes, name: str) -> str | None:
+    """The one value of a policed query parameter. Named twice, in any spelling, is refused:
+    the proxy would check one value while the upstream honoured the other."""
+    if b";" in query:
+        # Some servers split a query on `;` as well as `&`: `?model=a;model=b` would be one
+        # value here and two there.
+        raise RepeatedField("The query may not contain ';'; separate parameters with '&'.")
+    wanted = _name_key(name)
+    found = [
+        value
+        for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+        if _name_key(key) == wanted
+    ]
+    if len(found) > 1:
+        raise RepeatedField(f"The query names {name!r} more than once; send it once.")
+    return found[0] if found else None
+
+
+def parse_frame(frame: str | bytes, policed: frozenset[str]) -> Any:
+    """A caller's JSON frame that the proxy decides on, parsed as strictly as an HTTP body
+    (core/proxy/request.py): a field named twice, or a policed one in two spellings, is
+    refused. None when the frame is not JSON."""
+    try:
+        return strict_json(frame if isinstance(frame, bytes) else frame.encode(), policed)
+    except RepeatedField:
+        raise
+    except (ValueError, RecursionError):
+        return None
+
+
 class RealtimeWire:
     """One provider's realtime protocol."""
 
     name = "openai"
     # The model comes with the first client message rather than the URL.
     model_in_first_message = False
+    # Fields of the caller's frames read with the repeated-field checks.
+    policed: frozenset[str] = frozenset({"model", "type", "session", "setup"})
+    # Substrings of a caller frame that may start a turn or name a model: only those frames
+    # are parsed (audio chunks never are).
+    markers: tuple[str, ...] = ()
 
     def is_session_path(self, path: str) -> bool:
         raise NotImplementedError
@@ -136,6 +178,11 @@ class RealtimeWire:
 
     def model_in_setup(self, message: Any) -> str | None:
         return None
+
+    def inspect(self, message: Any, model: str | None) -> tuple[bool, str | None]:
+        """For a parsed caller frame: whether it starts a turn, and why it is refused (it
+        names another model, or configures the session again), or None."""
+        return False, None
 
     def meter(self) -> SessionMeter:
         raise NotImplementedError
@@ -147,11 +194,31 @@ class OpenAIRealtime(RealtimeWire):
     def is_session_path(self, path: str) -> bool:
         return path.endswith("/realtime")
 
+    markers = ("response.create", "input_audio_buffer.commit", "session.update")
+
     def model_in_query(self, query: bytes) -> str | None:
-        for name, value in parse_qsl(query.decode("latin-1")):
-            if name == "model":
-                return value
-        return None
+        # Azure names the model as its deployment: the one the proxy checks must be the one
+        # the provider reads, so naming both is refused like naming either twice.
+        model = query_value(query, "model")
+        deployment = query_value(query, "deployment")
+        if model is not None and deployment is not None:
+            raise RepeatedField(
+                "The query names both 'model' and 'deployment'; name the model once."
+            )
+        return model if model is not None else deployment
+
+    def inspect(self, message: Any, model: str | None) -> tuple[bool, str | None]:
+        if not isinstance(message, dict):
+            return False, None
+        kind = message.get("type")
+        if kind in ("response.create", "input_audio_buffer.commit"):
+            return True, None
+        if kind == "session.update":
+            session = message.get("session")
+            named = session.get("model") if isinstance(session, dict) else None
+            if named is not None and named != model:
+                return False, "A session.update may not change the session's model."
+        return False, None
 
     def meter(self) -> SessionMeter:
         return OpenAIRealtimeMeter()
@@ -165,10 +232,24 @@ class GeminiLive(RealtimeWire):
         # Constrained sessions (ephemeral tokens) go to Google directly, not through here.
         return path.startswith("/ws/") and path.endswith(".generativeservice.bidigeneratecontent")
 
+    markers = ("setup", "lientContent", "lient_content", "ctivityStart", "ctivity_start")
+
     def model_in_setup(self, message: Any) -> str | None:
         setup = message.get("setup") if isinstance(message, dict) else None
         model = setup.get("model") if isinstance(setup, dict) else None
         return model if isinstance(model, str) else None
+
+    def inspect(self, message: Any, model: str | None) -> tuple[bool, str | None]:
+        if not isinstance(message, dict):
+            return False, None
+        if "setup" in message:
+            return False, "A Live session is set up once, by its first message."
+        realtime = message.get("realtimeInput", message.get("realtime_input"))
+        starts = any(name in message for name in ("clientContent", "client_content")) or (
+            isinstance(realtime, dict)
+            and any(name in realtime for name in ("activityStart", "activity_start"))
+        )
+        return starts, None
 
     def meter(self) -> SessionMeter:
         return GeminiLiveMeter()

@@ -28,6 +28,8 @@ from core.server.refusals import (
     BODY_TIMEOUT_MESSAGE,
     HEAD_TIMEOUT,
     HEAD_TIMEOUT_MESSAGE,
+    OVERLOADED,
+    OVERLOADED_MESSAGE,
     REQUEST_TIMEOUT,
     overloaded,
     plain_error,
@@ -147,6 +149,16 @@ class BoundedConnection:
     def end_bounds(self) -> None:
         self.cancel_head_timer()
         self.cancel_body_timer()
+
+    def upgrade_over_limit(self) -> bool:
+        """A WebSocket session is a connection like any other: uvicorn counts it once it is
+        upgraded but never refuses an upgrade, so past MAX_CONNECTIONS it gets the 503 here
+        (and no upstream socket is opened for it)."""
+        if len(self.connections) <= self.limits.max_connections:
+            return False
+        self.logger.warning("over MAX_CONNECTIONS (%d): refusing an upgrade", len(self.connections))
+        self.refuse(*OVERLOADED, OVERLOADED_MESSAGE)
+        return True
 
     def refuse(self, status: int, reason: str, message: str) -> None:
         """A reply of the server's own (no app), then the connection closes."""

@@ -57,6 +57,10 @@ class BoundedH11Protocol(BoundedConnection, H11Protocol):
         else:
             self.cancel_head_timer()
 
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        if not self.upgrade_over_limit():
+            super().handle_websocket_upgrade(event)
+
     def send_400_response(self, msg: str) -> None:
         if len(self.conn.trailing_data[0]) > self.limits.max_header_bytes:
             self.refuse(*HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE)  # h11's own size bound

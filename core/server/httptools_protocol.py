@@ -102,6 +102,10 @@ class BoundedHttpToolsProtocol(BoundedConnection, HttpToolsProtocol):
         self._parsed = True
         self.cancel_body_timer()
 
+    def handle_websocket_upgrade(self) -> None:
+        if not self.upgrade_over_limit():
+            super().handle_websocket_upgrade()
+
     def send_400_response(self, msg: str) -> None:
         # uvicorn's is text/plain; every error the proxy gives is JSON an SDK can read.
         self.refuse(*NOT_HTTP)

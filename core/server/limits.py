@@ -45,3 +45,11 @@ def parse_server_limits(env: Mapping[str, str], problems: list[str]) -> ServerLi
     if 0 < limits.max_header_bytes < 1024:
         problems.append(f"MAX_HEADER_BYTES must be at least 1024, got {limits.max_header_bytes}")
     return limits
+
+
+def ws_frame_bound(env: Mapping[str, str]) -> int:
+    """The largest WebSocket frame a caller may send: REALTIME_MAX_FRAME_BYTES, never above
+    MAX_BODY_BYTES (defaults 16 and 32 MiB; invalid values are reported by the settings)."""
+    frame = parse_int(env, "REALTIME_MAX_FRAME_BYTES", 16 * 1024 * 1024, [])
+    body = parse_int(env, "MAX_BODY_BYTES", 32 * 1024 * 1024, [])
+    return min(frame, body)

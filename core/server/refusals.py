@@ -52,6 +52,8 @@ async def overloaded(scope: Scope, receive: Receive, send: Send) -> None:
     await send_response(send, status, headers, body)
 
 
+OVERLOADED = 503, "Service Unavailable"
+OVERLOADED_MESSAGE = "The proxy has too many open connections; try again shortly."
 NOT_HTTP = 400, "Bad Request", "The request is not valid HTTP/1.1."
 HEAD_TOO_LARGE_MESSAGE = "The request head is larger than the proxy allows."
 HEAD_TIMEOUT_MESSAGE = "The request head did not arrive in time."

@@ -7,7 +7,7 @@ import asyncio
 import os
 from typing import Any
 
-from core.server.limits import ServerLimits, parse_server_limits
+from core.server.limits import ServerLimits, parse_server_limits, ws_frame_bound
 from core.types import ASGIApp
 
 
@@ -50,6 +50,9 @@ def server_config(
         # The client IP is core/access/client_ip.py's job, per platform; uvicorn's own rewrite
         # trusts X-Forwarded-For from any loopback peer, which a caller can fill in.
         proxy_headers=options.pop("proxy_headers", False),
+        # A caller's WebSocket frame is bounded by the proxy's settings, not the library's
+        # 16 MiB (the session checks it again: core/realtime/session.py).
+        ws_max_size=options.pop("ws_max_size", ws_frame_bound(os.environ)),
         **options,
     )
     config.server_limits = limits  # type: ignore[attr-defined]  # read per connection

@@ -109,9 +109,17 @@ def test_failures_are_limited_per_ip_and_window() -> None:
     limiter = FailureLimiter(open_store("memory://"), max_failures=3, window=300)
     now = time.time() // 300 * 300 + 1  # the start of a window
     for _ in range(3):
-        assert limiter.retry_after("10.0.0.1", now) is None
-        limiter.failed("10.0.0.1", now)
-    wait = limiter.retry_after("10.0.0.1", now)
+        assert limiter.reserve("10.0.0.1", now) is None  # reserved, then failed: kept
+    wait = limiter.reserve("10.0.0.1", now)
     assert wait is not None and 0 < wait <= 300
-    assert limiter.retry_after("10.0.0.2", now) is None
-    assert limiter.retry_after("10.0.0.1", now + 300) is None  # the next window
+    assert limiter.reserve("10.0.0.2", now) is None
+    assert limiter.reserve("10.0.0.1", now + 300) is None  # the next window
+
+
+def test_a_right_credential_gives_its_reservation_back() -> None:
+    limiter = FailureLimiter(open_store("memory://"), max_failures=2, window=300)
+    now = time.time() // 300 * 300 + 1
+    for _ in range(5):
+        assert limiter.reserve("10.0.0.1", now) is None
+        limiter.succeeded("10.0.0.1", now)
+    assert limiter.reserve("10.0.0.1", now) is None

@@ -131,7 +131,7 @@ async def test_the_access_log_line_names_the_session_and_no_secret(
             )
         )
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "llm_proxy.access"]
-    (line,) = [entry for entry in lines if entry["path"].endswith("BidiGenerateContent")]
+    (line,) = [entry for entry in lines if entry.get("path", "").endswith("BidiGenerateContent")]
     assert (line["route"], line["status"], line["model"]) == ("gemini", 101, MODEL)
     assert (line["input_tokens"], line["output_tokens"]) == (30, 9)
     assert FAKE_TOKEN not in caplog.text and GEMINI_KEY not in caplog.text

@@ -1,0 +1,80 @@
+"""What a realtime session needs of the proxy's stages, as one small interface.
+
+A session is a request that lasts. It goes through the same stages as an HTTP request
+(identify, the checks on the head, the checks on the body, settle) at its handshake, and
+while it is open it is checked again (`recheck`): every REALTIME_RECHECK_SECONDS and on
+each frame that starts a turn, the caller is identified again (a revoked, disabled or
+expired token ends the session) and the rules that hold while a session is open run again
+(the kill switch and the schedule).
+
+`SessionStages` is what core/realtime/session.py depends on; `EndpointStages` is the one
+place that knows how the HTTP endpoint provides it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from core.proxy.stages import Authorize
+
+if TYPE_CHECKING:
+    from core.providers import Provider
+    from core.proxy.endpoint import ProxyEndpoint
+    from core.proxy.request import ProxyRequest
+    from core.proxy.stages import Outcome, Ticket
+    from core.types import Scope
+
+
+class SessionStages(Protocol):
+    def route(self, scope: Scope) -> tuple[Provider, str]: ...
+
+    async def identify(self, request: ProxyRequest) -> None: ...
+
+    async def admit_head(self, request: ProxyRequest, tickets: list[Ticket]) -> None: ...
+
+    async def admit_body(self, request: ProxyRequest, tickets: list[Ticket]) -> None: ...
+
+    async def recheck(self, request: ProxyRequest) -> None: ...
+
+    async def settle(
+        self, tickets: list[Ticket], outcome: Outcome, request: ProxyRequest | None
+    ) -> None: ...
+
+
+class EndpointStages:
+    """The HTTP endpoint's stages, offered to sessions."""
+
+    def __init__(self, endpoint: ProxyEndpoint) -> None:
+        self.endpoint = endpoint
+        self.pipeline = endpoint.pipeline
+
+    def route(self, scope: Scope) -> tuple[Provider, str]:
+        return self.endpoint.route(scope)
+
+    async def identify(self, request: ProxyRequest) -> None:
+        await self.endpoint.identify(request)
+
+    async def admit_head(self, request: ProxyRequest, tickets: list[Ticket]) -> None:
+        await self.endpoint.admit(request, self.pipeline.before_body, tickets)
+
+    async def admit_body(self, request: ProxyRequest, tickets: list[Ticket]) -> None:
+        await self.endpoint.admit(request, self.pipeline.after_body, tickets)
+
+    async def recheck(self, request: ProxyRequest) -> None:
+        """Raises the ProxyError that ends the session: the token no longer valid, or the
+        proxy switched off. Cheap: both reads are cached (TOKEN_CACHE_SECONDS)."""
+        identify = self.pipeline.identify
+        caller = await identify.caller(request)
+        if caller.record is not None:
+            # The same token, still valid: its fresh record, whose scopes may have narrowed.
+            request.caller = caller
+            await Authorize().admit(request)
+        status = self.pipeline.status
+        if status is not None:
+            await status.check(time.time())
+
+    async def settle(
+        self, tickets: list[Ticket], outcome: Outcome, request: ProxyRequest | None
+    ) -> None:
+        await self.endpoint.settle(tickets, outcome, request)

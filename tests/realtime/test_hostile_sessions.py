@@ -1,0 +1,391 @@
+"""Realtime sessions against a hostile caller (issue 19, classes 1 and 2), over real sockets:
+the proxy and the fake provider both on uvicorn, the caller a plain `websockets` client.
+
+A session is a request that lasts: one checked model, frames bounded by the proxy, and
+the kill switch, revocation and the per-caller cap reaching it while it is open."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from core.access.status import ServiceStatus
+from core.access.tokens import create_token, revoke_token
+from core.stores import open_store
+from tests.realtime.conftest import ProxyFactory, eventually
+from tests.realtime.fake_upstream import LIVE_PATH, FakeRealtime
+from tests.servers import (
+    FAKE_TOKEN,
+    FAKE_UPSTREAM_KEY,
+    PYTHON,
+    RunningServer,
+    free_port,
+    proxy_env,
+    run_process,
+)
+
+AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}"}
+
+
+def ws_url(http_url: str) -> str:
+    return "ws" + http_url[4:]
+
+
+def scoped_token(tmp_path: Path, *models: str) -> tuple[str, str]:
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    token, _ = create_token(open_store(store_url), "scoped", models=models)
+    return store_url, token
+
+
+# ---- class 1: one value checked, another forwarded ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "model=gpt-realtime-mini&model=gpt-realtime",
+        "model=gpt-realtime-mini&%6Dodel=gpt-realtime",
+        "model=gpt-realtime-mini&MODEL=gpt-realtime",
+        "model=gpt-realtime-mini&Model=gpt-realtime",
+        "model=gpt-realtime-mini;model=gpt-realtime",
+    ],
+)
+async def test_a_model_named_twice_in_the_query_is_refused(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, tmp_path: Path, query: str
+) -> None:
+    store_url, token = scoped_token(tmp_path, "gpt-realtime-mini")
+    with start_proxy(TOKEN_STORE=store_url) as proxy:
+        url = ws_url(proxy.url) + "/v1/realtime?" + query
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"})
+    reply = refused.value.response
+    assert reply.status_code == 400
+    assert json.loads(reply.body)["error"]["code"] == "repeated_field"
+    assert upstream.sessions == []  # the provider never saw the second model
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        # Azure reads the deployment: checked as the model, never beside another one.
+        ("deployment=gpt-realtime", 403),
+        ("model=gpt-realtime-mini&deployment=gpt-realtime", 400),
+        ("deployment=gpt-realtime-mini&Deployment=gpt-realtime", 400),
+    ],
+)
+async def test_an_azure_deployment_is_the_model_checked(
+    start_proxy: ProxyFactory,
+    fake: tuple[FakeRealtime, RunningServer],
+    upstream: FakeRealtime,
+    tmp_path: Path,
+    query: str,
+    status: int,
+) -> None:
+    store_url, token = scoped_token(tmp_path, "gpt-realtime-mini")
+    with start_proxy(
+        TOKEN_STORE=store_url,
+        AZURE_OPENAI_API_KEY="fake-azure-key",
+        AZURE_OPENAI_UPSTREAM=fake[1].url,
+    ) as proxy:
+        url = ws_url(proxy.url) + "/azure/openai/realtime?api-version=2025-04-01&" + query
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url, additional_headers={"api-key": token})
+    assert refused.value.response.status_code == status
+    assert upstream.sessions == []
+
+
+async def test_a_gemini_setup_naming_the_model_twice_is_refused(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, tmp_path: Path
+) -> None:
+    store_url, token = scoped_token(tmp_path, "gemini-live-*-flash*")
+    # Pro first (unchecked to a first-wins reader), then flash (what a last-wins check saw).
+    setup = (
+        '{"setup": {"model": "models/gemini-live-2.5-pro", '
+        '"model": "models/gemini-live-2.5-flash-preview"}}'
+    )
+    with start_proxy(TOKEN_STORE=store_url) as proxy:
+        url = ws_url(proxy.url) + "/gemini" + LIVE_PATH + f"?key={token}"
+        async with websockets.connect(url) as socket:
+            await socket.send(setup)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert "more than once" in closed.value.rcvd.reason
+    assert upstream.sessions == []
+
+
+async def test_a_second_setup_or_a_model_change_mid_session_is_refused(
+    start_proxy: ProxyFactory, upstream: FakeRealtime
+) -> None:
+    with start_proxy() as proxy:
+        url = ws_url(proxy.url) + "/gemini" + LIVE_PATH + f"?key={FAKE_TOKEN}"
+        async with websockets.connect(url) as socket:
+            await socket.send('{"setup": {"model": "models/gemini-live-2.5-flash-preview"}}')
+            await asyncio.wait_for(socket.recv(), 5)  # setupComplete
+            await socket.send('{"setup": {"model": "models/gemini-live-2.5-pro"}}')
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        url = ws_url(proxy.url) + "/v1/realtime?model=gpt-realtime-mini"
+        async with websockets.connect(url, additional_headers=AUTH) as socket:
+            await socket.recv()  # session.created
+            update = {"type": "session.update", "session": {"model": "gpt-realtime"}}
+            await socket.send(json.dumps(update))
+            with pytest.raises(websockets.ConnectionClosed) as changed:
+                await asyncio.wait_for(socket.recv(), 5)
+        assert changed.value.rcvd is not None and changed.value.rcvd.code == 1008
+        assert "model" in changed.value.rcvd.reason
+    # Neither reached the provider.
+    assert all("gemini-live-2.5-pro" not in str(s["received"]) for s in upstream.sessions)
+    assert all("session.update" not in str(s["received"]) for s in upstream.sessions)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {
+            "bidiGenerateContentSetup": {"model": "models/gemini-live-2.5-flash-preview"},
+            "bidi_generate_content_setup": {"model": "models/gemini-live-2.5-pro"},
+        },
+        {
+            "bidiGenerateContentSetup": {
+                "model": "models/gemini-live-2.5-flash-preview",
+                "setup": {"model": "models/gemini-live-2.5-pro"},
+            }
+        },
+    ],
+)
+async def test_a_gemini_mint_naming_a_second_model_is_refused(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, tmp_path: Path, body: object
+) -> None:
+    store_url, token = scoped_token(tmp_path, "gemini-live-*-flash*")
+    with start_proxy(ALLOW_EPHEMERAL_KEYS="true", TOKEN_STORE=store_url) as proxy:
+        reply = httpx.post(
+            f"{proxy.url}/gemini/v1alpha/auth_tokens",
+            headers={"x-goog-api-key": token},
+            json=body,
+        )
+    assert reply.status_code == 400
+    assert reply.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert upstream.minted == []
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "body"),
+    [
+        ("/v1/realtime/client_secrets;x", "application/json", b"{}"),
+        ("/v1/realtime/client_secrets/", "application/json", b"{}"),
+        ("/v1/Realtime/Client_Secrets", "application/json", b"{}"),
+        ("/v1/realtime/client%5Fsecrets", "application/json", b"{}"),
+        ("/v1/realtime/clientSecrets", "application/json", b"{}"),
+        ("/v1/realtime/calls", "application/sdp", b"v=0\r\n"),
+        ("/v1/realtime/calls;x/", "application/sdp", b"v=0\r\n"),
+        ("/v1/realtime?model=gpt-realtime", "application/sdp", b"v=0\r\n"),
+        ("/v1/realtime/calls/rtc_1/accept", "application/json", b"{}"),
+        ("/gemini/v1alpha/authTokens", "application/json", b"{}"),
+        ("/gemini/v1alpha/auth_tokens;x", "application/json", b"{}"),
+    ],
+)
+async def test_with_minting_off_every_session_creating_route_is_refused(
+    start_proxy: ProxyFactory,
+    upstream: FakeRealtime,
+    path: str,
+    content_type: str,
+    body: bytes,
+) -> None:
+    with start_proxy() as proxy:
+        reply = httpx.post(
+            proxy.url + path,
+            headers={**AUTH, "x-goog-api-key": FAKE_TOKEN, "content-type": content_type},
+            content=body,
+        )
+    assert reply.status_code == 403
+    assert "ALLOW_EPHEMERAL_KEYS" in reply.text
+    assert upstream.minted == []
+
+
+async def test_with_minting_on_a_webrtc_call_is_still_refused(
+    start_proxy: ProxyFactory, upstream: FakeRealtime
+) -> None:
+    with start_proxy(ALLOW_EPHEMERAL_KEYS="true") as proxy:
+        reply = httpx.post(
+            f"{proxy.url}/v1/realtime/calls?model=gpt-realtime",
+            headers={**AUTH, "content-type": "application/sdp"},
+            content=b"v=0\r\n",
+        )
+    assert reply.status_code == 403
+    assert "client_secrets" in reply.text
+    assert upstream.minted == []
+
+
+# ---- class 2: long-lived things outlive the rules -------------------------------------
+
+
+async def test_the_kill_switch_closes_an_open_session(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, tmp_path: Path
+) -> None:
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    with start_proxy(
+        TOKEN_STORE=store_url, TOKEN_CACHE_SECONDS="0.2", REALTIME_RECHECK_SECONDS="0.5"
+    ) as proxy:
+        url = ws_url(proxy.url) + "/v1/realtime?model=gpt-realtime"
+        async with websockets.connect(url, additional_headers=AUTH) as socket:
+            await socket.recv()  # session.created
+            ServiceStatus(open_store(store_url)).set_online(False)
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:  # frames still flow until the next check
+                    await asyncio.wait_for(socket.recv(), 5)
+            waited = asyncio.get_running_loop().time() - started
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    assert "switched off" in closed.value.rcvd.reason
+    assert waited < 3
+    await eventually(lambda: upstream.sessions[-1]["closed_with"] is not None)
+
+
+async def test_a_turn_after_revocation_closes_the_session_at_once(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, tmp_path: Path
+) -> None:
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    store = open_store(store_url)
+    token, record = create_token(store, "revoked-mid-session")
+    # The periodic check is far away: only the turn's own check can end it.
+    with start_proxy(
+        TOKEN_STORE=store_url, TOKEN_CACHE_SECONDS="0", REALTIME_RECHECK_SECONDS="600"
+    ) as proxy:
+        url = ws_url(proxy.url) + "/v1/realtime?model=gpt-realtime"
+        headers = {"Authorization": f"Bearer {token}"}
+        async with websockets.connect(url, additional_headers=headers) as socket:
+            await socket.recv()  # session.created
+            await socket.send(json.dumps({"type": "response.create"}))
+            await socket.recv()  # response.created: allowed while the token is good
+            await socket.recv()  # response.done
+            revoke_token(store, record.id)
+            await socket.send(json.dumps({"type": "response.create"}))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert "not valid" in closed.value.rcvd.reason
+    # The provider got one turn, not two.
+    turns = [f for f in upstream.sessions[-1]["received"] if "response.create" in str(f)]
+    assert len(turns) == 1
+
+
+async def test_a_revoked_token_loses_its_session_within_the_recheck_period(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, tmp_path: Path
+) -> None:
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    store = open_store(store_url)
+    token, record = create_token(store, "quiet-session")
+    with start_proxy(
+        TOKEN_STORE=store_url, TOKEN_CACHE_SECONDS="0.2", REALTIME_RECHECK_SECONDS="0.5"
+    ) as proxy:
+        url = ws_url(proxy.url) + "/gemini" + LIVE_PATH + f"?key={token}"
+        async with websockets.connect(url) as socket:
+            await socket.send('{"setup": {"model": "models/gemini-live-2.5-flash-preview"}}')
+            await asyncio.wait_for(socket.recv(), 5)  # setupComplete
+            revoke_token(store, record.id)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+async def test_sessions_per_caller_are_capped(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, tmp_path: Path
+) -> None:
+    store_url, token = scoped_token(tmp_path)
+    headers = {"Authorization": f"Bearer {token}"}
+    with start_proxy(TOKEN_STORE=store_url, REALTIME_SESSIONS_PER_CALLER="2") as proxy:
+        url = ws_url(proxy.url) + "/v1/realtime?model=gpt-realtime"
+        first = await websockets.connect(url, additional_headers=headers)
+        second = await websockets.connect(url, additional_headers=headers)
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url, additional_headers=headers)
+        assert refused.value.response.status_code == 429
+        assert b"REALTIME_SESSIONS_PER_CALLER" in refused.value.response.body
+        await first.close()
+
+        # A closed session gives its place back.
+        async def third_opens() -> bool:
+            try:
+                socket = await websockets.connect(url, additional_headers=headers)
+            except websockets.InvalidStatus:
+                return False
+            await socket.close()
+            return True
+
+        deadline = asyncio.get_running_loop().time() + 5
+        opened = await third_opens()
+        while not opened and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+            opened = await third_opens()
+        assert opened
+        await second.close()
+
+
+# The real server entry, as the Dockerfile runs it (httptools), and without httptools (h11).
+WITHOUT_HTTPTOOLS = (
+    "import runpy, sys; sys.modules['httptools'] = None; "
+    "runpy.run_module('handlers.http', run_name='__main__')"
+)
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+async def test_websocket_sessions_count_against_max_connections(
+    fake: tuple[FakeRealtime, RunningServer], upstream: FakeRealtime, parser: str
+) -> None:
+    port = free_port()
+    env = proxy_env(
+        fake[1].url,
+        HOST="127.0.0.1",
+        PORT=str(port),
+        OPENAI_API_KEY=FAKE_UPSTREAM_KEY,
+        OPENAI_UPSTREAM=fake[1].url,
+        MAX_CONNECTIONS="3",
+        REALTIME_SESSIONS_PER_CALLER="0",
+    )
+    url = f"http://127.0.0.1:{port}"
+    args = (
+        [PYTHON, "-m", "handlers.http"]
+        if parser == "httptools"
+        else [PYTHON, "-c", WITHOUT_HTTPTOOLS]
+    )
+    with run_process(args, env, f"{url}/health"):
+        opened = []
+        refused = 0
+        try:
+            for _ in range(6):
+                try:
+                    socket = await websockets.connect(
+                        ws_url(url) + "/v1/realtime?model=gpt-realtime", additional_headers=AUTH
+                    )
+                    opened.append(socket)
+                except websockets.InvalidStatus as exc:
+                    assert exc.response.status_code == 503
+                    refused += 1
+            assert (len(opened), refused) == (3, 3)
+            assert len(upstream.sessions) == 3  # no upstream socket for a refused one
+        finally:
+            for socket in opened:
+                await socket.close()
+
+
+async def test_a_frame_over_the_proxy_bound_is_refused(
+    start_proxy: ProxyFactory, upstream: FakeRealtime
+) -> None:
+    with start_proxy(MAX_BODY_BYTES=str(1024 * 1024)) as proxy:
+        url = ws_url(proxy.url) + "/v1/realtime?model=gpt-realtime"
+        async with websockets.connect(url, additional_headers=AUTH, max_size=None) as socket:
+            await socket.recv()  # session.created
+            await socket.send(b"x" * 1000)
+            assert await socket.recv() == b"x" * 1000  # a small frame passes
+            await socket.send(b"x" * (3 * 1024 * 1024))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    assert all(len(frame) < 1024 * 1024 for frame in upstream.sessions[-1]["received"])
