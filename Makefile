@@ -33,6 +33,7 @@ serve: setup-run
 lint: setup
 	$(BIN)/ruff check core handlers tests bench
 	$(BIN)/ruff format --check core handlers tests bench
+	$(BIN)/python tools/lint_secrets.py core handlers
 
 typecheck: setup
 	$(BIN)/mypy
