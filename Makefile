@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup setup-run demo serve test lint typecheck pytest bench bench-profile bench-tools bench-express clean vercel-tools sdk-node redis-server setup-browser lambda-tools check-deploy build-StreamFunction build-ApiFunction
+.PHONY: mutation setup setup-run demo serve test lint typecheck pytest bench bench-profile bench-tools bench-express clean vercel-tools sdk-node redis-server setup-browser lambda-tools check-deploy build-StreamFunction build-ApiFunction
 
 # Two installs into one venv, each with its own stamp: `setup-run` is what the proxy and the
 # demo need (the package and its `speed` extra); `setup` is everything the tests, type checks
@@ -96,6 +96,12 @@ build-StreamFunction build-ApiFunction:
 		$(LAMBDA_PYTHON) -m compileall -q -j 0 --invalidation-mode unchecked-hash "$(ARTIFACTS_DIR)"; fi
 
 test: lint typecheck pytest
+
+# Mutation testing of the code that guards money and secrets (docs/mutation.md): hours on a
+# 2-core machine, so on demand and not part of `make test`. `make mutation TARGETS=cors`
+# runs some targets only (names: `python tools/mutation.py --list`).
+mutation: setup
+	$(BIN)/python tools/mutation.py $(TARGETS)
 
 # wrk, from Debian's packages, is the load generator of bench/.
 bench-tools:
