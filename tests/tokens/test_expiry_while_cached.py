@@ -18,11 +18,11 @@ def test_an_expired_token_is_refused_while_its_lookup_is_still_cached(
     mock_upstream: RunningServer, tmp_path
 ) -> None:
     store_url = f"sqlite:///{tmp_path}/tokens.db"
-    expires_at = time.time() + 1.0  # well inside the 5 s cache
-    token, record = create_token(open_store(store_url), "short-lived", expires_at=expires_at)
     # A cache far longer than the token's life: the second request must take the cached path.
     env = proxy_env(mock_upstream.url, TOKEN_STORE=store_url, TOKEN_CACHE_SECONDS="5")
     with serve_in_thread(create_app(load_settings(env))) as proxy:
+        expires_at = time.time() + 1.5  # well inside the 5 s cache
+        token, record = create_token(open_store(store_url), "short-lived", expires_at=expires_at)
         url = f"{proxy.url}/v1/chat/completions"
         body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
         headers = {"authorization": f"Bearer {token}"}
