@@ -1,0 +1,51 @@
+"""An error reply streamed in pieces reaches the caller whole, with the key redacted even
+where it is split across pieces: the scrubber holds back a key's length at each piece's end,
+and that held-back tail must be sent when the body ends."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.servers import FAKE_UPSTREAM_KEY
+from tests.usage.scripted_upstream import ScriptedUpstream
+from tests.usage.test_bypasses import AUTH, metered
+
+ERROR_HEADERS = [("content-type", "application/json")]
+
+
+def _error_body(filler: int) -> bytes:
+    # An upstream echoing the request, key included, inside a long error document.
+    document = {
+        "error": {
+            "message": "x" * filler + f" Incorrect API key provided: {FAKE_UPSTREAM_KEY}.",
+            "type": "invalid_request_error",
+            "code": "invalid_api_key",
+        }
+    }
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize("filler", [10, 70_000])  # under and over the proxy's small-body bound
+@pytest.mark.parametrize("piece", [7, 1000])  # key split across pieces, or a whole key in one
+def test_a_streamed_error_arrives_whole_and_scrubbed(filler: int, piece: int) -> None:
+    body = _error_body(filler)
+    pieces = [body[i : i + piece] for i in range(0, len(body), piece)]
+
+    def reply(request: dict[str, Any]) -> Any:
+        return 401, ERROR_HEADERS, [(0, p) for p in pieces]
+
+    with metered(ScriptedUpstream(reply)) as proxy:
+        got = httpx.post(
+            f"{proxy.url}/v1/chat/completions",
+            json={"model": "m", "messages": []},
+            headers=AUTH,
+            timeout=30,
+        )
+    assert got.status_code == 401
+    assert FAKE_UPSTREAM_KEY not in got.text
+    assert got.content == body.replace(FAKE_UPSTREAM_KEY.encode(), b"[redacted]")
+    assert got.json()["error"]["code"] == "invalid_api_key"  # the tail is there
