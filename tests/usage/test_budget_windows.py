@@ -65,7 +65,6 @@ def test_a_day_window_ends_at_midnight_utc(
     midnight = _at(*next_day)
     for moment in (_at(*day), _at(*day, 23, 59, 59), midnight - 0.001):
         window = Window.containing(moment, "day")
-        assert window.name == "%04d-%02d-%02d" % day
+        assert window.name == "{:04d}-{:02d}-{:02d}".format(*day)
         assert window.ends_at == midnight
-    assert Window.containing(midnight, "day").name == "%04d-%02d-%02d" % next_day
-
+    assert Window.containing(midnight, "day").name == "{:04d}-{:02d}-{:02d}".format(*next_day)
