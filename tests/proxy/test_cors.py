@@ -7,7 +7,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.servers import FAKE_TOKEN, RunningServer
+from core.app import create_app
+from core.config import load_settings
+from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 
 PAGE = "http://app.example.test"
 CHAT = {"model": "mock-model", "messages": [{"role": "user", "content": "hi"}]}
@@ -93,3 +95,22 @@ def test_a_path_that_only_starts_like_the_dashboard_gets_cors(proxy: RunningServ
         headers={"origin": PAGE, "access-control-request-method": "GET"},
     )
     assert reply.headers.get("access-control-allow-origin") == PAGE
+
+
+def test_a_page_may_read_the_rate_limit_and_request_id_headers(
+    mock_upstream: RunningServer,
+) -> None:
+    # Its own proxy, built inside the test: mutation testing maps the middleware's
+    # construction to this test, not only to whichever test first built a shared one.
+    env = proxy_env(mock_upstream.url, RATE_LIMIT_REQUESTS="100", RATE_LIMIT_TOKENS="100000")
+    with serve_in_thread(create_app(load_settings(env))) as own:
+        reply = httpx.post(
+            f"{own.url}/v1/chat/completions",
+            json=CHAT,
+            headers={"authorization": f"Bearer {FAKE_TOKEN}", "origin": PAGE},
+        )
+    exposed = [h.strip() for h in reply.headers["access-control-expose-headers"].split(",")]
+    for name in ("x-proxy-request-id", "retry-after", "x-ratelimit-remaining-tokens"):
+        assert name in exposed
+    # And the page can indeed read them: each is on this reply.
+    assert "x-ratelimit-remaining-tokens" in reply.headers
