@@ -101,3 +101,23 @@ def test_two_store_clients_reserve_one_cap_atomically(
     assert granted.count(1) == 25
     assert granted.count(None) == 15
     assert stores[0].increment(key, {}, expires_at=4e9)["n"] == 25
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reserve_grants_the_room_left_then_nothing_at_the_cap(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The edge a race only sometimes reaches: a reservation that would pass the cap gets the
+    room left, and once the cap is reached exactly, the next gets None (refused), never 0."""
+    url = store_env(backend, tmp_path, request).get("LIMIT_STORE", "memory://")
+    store = open_store(url)
+    key = f"edge:{backend}:{tmp_path.name}"
+    assert store.reserve(key, "n", 40, 100, expires_at=4e9) == 40
+    assert store.reserve(key, "n", 40, 100, expires_at=4e9) == 40
+    assert store.reserve(key, "n", 40, 100, expires_at=4e9) == 20  # the room left
+    assert store.reserve(key, "n", 1, 100, expires_at=4e9) is None  # exactly at the cap
+    assert store.increment(key, {}, expires_at=4e9)["n"] == 100
+    # Given back (a refund), the room is there again.
+    store.increment(key, {"n": -30}, expires_at=4e9)
+    assert store.reserve(key, "n", 40, 100, expires_at=4e9) == 30
+    assert store.reserve(key, "n", 40, 100, expires_at=4e9) is None
