@@ -114,3 +114,29 @@ def test_a_page_may_read_the_rate_limit_and_request_id_headers(
         assert name in exposed
     # And the page can indeed read them: each is on this reply.
     assert "x-ratelimit-remaining-tokens" in reply.headers
+
+
+def test_a_server_side_call_without_an_origin_passes_untouched(proxy: RunningServer) -> None:
+    # Every SDK call from a server: the body is read, the reply is whole, no CORS header.
+    reply = httpx.post(
+        f"{proxy.url}/v1/chat/completions",
+        json=CHAT,
+        headers={"authorization": f"Bearer {FAKE_TOKEN}"},
+    )
+    assert reply.status_code == 200
+    assert reply.json()["object"] == "chat.completion"
+    assert "vary" not in reply.headers
+    assert not any(name.startswith("access-control-") for name in reply.headers)
+
+
+def test_a_reply_to_a_page_keeps_its_own_headers(proxy: RunningServer) -> None:
+    reply = httpx.post(
+        f"{proxy.url}/v1/chat/completions",
+        json=CHAT,
+        headers={"authorization": f"Bearer {FAKE_TOKEN}", "origin": PAGE},
+    )
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("application/json")
+    assert "x-proxy-request-id" in reply.headers
+    assert reply.json()["object"] == "chat.completion"
+    assert reply.headers["access-control-allow-origin"] == PAGE
