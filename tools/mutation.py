@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / ".mutation"
+MYPY = Path(sys.executable).parent / "mypy"
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,9 @@ def prepare(target: Target, tests_from: str | None) -> tuple[Path, list[str]]:
         f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
         'pytest_add_cli_args = ["-q", "-p", "no:cacheprovider", "-x"]\n'
         'also_copy = ["handlers"]\n'
+        # A mutant mypy rejects is caught by `make typecheck` (part of `make test`), as a
+        # failing test would catch it: mutmut counts it killed without running the tests.
+        f"type_check_command = {_toml_list([str(MYPY), '--output', 'json', *target.modules])}\n"
         # TOML literal strings: the backslashes reach mutmut as written.
         "do_not_mutate_patterns = [" + ", ".join("'" + p + "'" for p in SKIPPED_LINES) + "]\n"
     )
@@ -235,7 +239,7 @@ def run(target: Target, mutmut: Path, tests_from: str | None) -> Score:
     score = Score(target.name, survived=[], seconds=seconds)
     for line in listing.splitlines():
         name, _, status = line.strip().rpartition(": ")
-        if status == "killed" or status == "timeout":
+        if status in ("killed", "timeout", "caught by type check"):
             score.killed += 1
         elif status == "survived":
             assert score.survived is not None
