@@ -27,7 +27,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / ".mutation"
-MYPY = Path(sys.executable).parent / "mypy"
 
 
 @dataclass(frozen=True)
@@ -197,7 +196,7 @@ def prepare(target: Target, tests_from: str | None) -> tuple[Path, list[str]]:
         'also_copy = ["handlers"]\n'
         # A mutant mypy rejects is caught by `make typecheck` (part of `make test`), as a
         # failing test would catch it: mutmut counts it killed without running the tests.
-        f"type_check_command = {_toml_list([str(MYPY), '--output', 'json', *target.modules])}\n"
+        f"type_check_command = {_toml_list([sys.executable, '-m', 'mypy', '--output', 'json', *target.modules])}\n"
         # TOML literal strings: the backslashes reach mutmut as written.
         "do_not_mutate_patterns = [" + ", ".join("'" + p + "'" for p in SKIPPED_LINES) + "]\n"
     )
