@@ -185,6 +185,7 @@ def prepare(target: Target, tests_from: str | None) -> tuple[Path, list[str]]:
     shutil.rmtree(place / "mutants", ignore_errors=True)
     # A test file that does not exist in that commit is left out.
     tests = [t for t in target.tests if (place / t.partition("::")[0]).exists()]
+    type_check = [sys.executable, "-m", "mypy", "--output", "json", *target.modules]
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     pyproject = re.sub(r"(?ms)^\[tool\.mutmut\].*?(?=^\[|\Z)", "", pyproject)
     pyproject += (
@@ -196,7 +197,7 @@ def prepare(target: Target, tests_from: str | None) -> tuple[Path, list[str]]:
         'also_copy = ["handlers"]\n'
         # A mutant mypy rejects is caught by `make typecheck` (part of `make test`), as a
         # failing test would catch it: mutmut counts it killed without running the tests.
-        f"type_check_command = {_toml_list([sys.executable, '-m', 'mypy', '--output', 'json', *target.modules])}\n"
+        f"type_check_command = {_toml_list(type_check)}\n"
         # TOML literal strings: the backslashes reach mutmut as written.
         "do_not_mutate_patterns = [" + ", ".join("'" + p + "'" for p in SKIPPED_LINES) + "]\n"
     )
