@@ -49,3 +49,45 @@ def test_a_streamed_error_arrives_whole_and_scrubbed(filler: int, piece: int) ->
     assert FAKE_UPSTREAM_KEY not in got.text
     assert got.content == body.replace(FAKE_UPSTREAM_KEY.encode(), b"[redacted]")
     assert got.json()["error"]["code"] == "invalid_api_key"  # the tail is there
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_a_compressed_streamed_error_is_inflated_and_scrubbed(coding: str) -> None:
+    import zlib
+
+    body = _error_body(70_000)
+    packer = zlib.compressobj(wbits=31 if coding == "gzip" else 15)
+    packed = packer.compress(body) + packer.flush()
+    pieces = [packed[i : i + 333] for i in range(0, len(packed), 333)]
+    headers = [*ERROR_HEADERS, ("content-encoding", coding)]
+
+    def reply(request: dict[str, Any]) -> Any:
+        return 401, headers, [(0, p) for p in pieces]
+
+    with metered(ScriptedUpstream(reply)) as proxy:
+        got = httpx.post(
+            f"{proxy.url}/v1/chat/completions",
+            json={"model": "m", "messages": []},
+            headers={**AUTH, "accept-encoding": coding},
+            timeout=30,
+        )
+    assert got.status_code == 401
+    assert "content-encoding" not in got.headers  # sent as the proxy could read it
+    assert got.content == body.replace(FAKE_UPSTREAM_KEY.encode(), b"[redacted]")
+
+
+def test_an_error_in_a_coding_the_proxy_cannot_read_is_not_passed_on() -> None:
+    body = b"\x00\x01 opaque bytes that may hide " + FAKE_UPSTREAM_KEY.encode()
+
+    def reply(request: dict[str, Any]) -> Any:
+        return 401, [*ERROR_HEADERS, ("content-encoding", "br")], [(0, body)]
+
+    with metered(ScriptedUpstream(reply)) as proxy:
+        got = httpx.post(
+            f"{proxy.url}/v1/chat/completions",
+            json={"model": "m", "messages": []},
+            headers=AUTH,
+            timeout=30,
+        )
+    assert got.status_code == 401
+    assert FAKE_UPSTREAM_KEY.encode() not in got.content
