@@ -91,3 +91,46 @@ def test_an_error_in_a_coding_the_proxy_cannot_read_is_not_passed_on() -> None:
         )
     assert got.status_code == 401
     assert FAKE_UPSTREAM_KEY.encode() not in got.content
+
+
+MIB = 1024 * 1024
+
+
+def _send_error_pieces(pieces: list[bytes], coding: str, delay: float = 0) -> httpx.Response:
+    headers = [*ERROR_HEADERS, ("content-encoding", coding)]
+
+    def reply(request: dict[str, Any]) -> Any:
+        return 401, headers, [(delay, p) for p in pieces]
+
+    with metered(ScriptedUpstream(reply)) as proxy:
+        return httpx.post(
+            f"{proxy.url}/v1/chat/completions",
+            json={"model": "m", "messages": []},
+            headers={**AUTH, "accept-encoding": coding},
+            timeout=60,
+        )
+
+
+def test_a_compressed_error_inflates_to_one_mib_at_most() -> None:
+    import zlib
+
+    # A small gzip body that inflates to 3 MiB (a decompression bomb), the key past the cap.
+    body = b"a" * (3 * MIB) + FAKE_UPSTREAM_KEY.encode()
+    packer = zlib.compressobj(wbits=31)
+    packed = packer.compress(body) + packer.flush()
+    got = _send_error_pieces([packed[i : i + 512] for i in range(0, len(packed), 512)], "gzip")
+    assert got.status_code == 401
+    assert got.content == body[:MIB]  # the first MiB, nothing more, nothing invented
+
+
+def test_a_corrupt_compressed_error_stops_where_it_breaks() -> None:
+    import zlib
+
+    body = _error_body(10)
+    packer = zlib.compressobj(wbits=31)
+    packed = packer.compress(body) + packer.flush(zlib.Z_SYNC_FLUSH)
+    # Readable up to here, then bytes that are no deflate stream at all.
+    # Apart in time, so each arrives as its own read.
+    got = _send_error_pieces([packed, b"\xff" * 64, b"more after the break"], "gzip", 0.2)
+    assert got.status_code == 401
+    assert got.content == body.replace(FAKE_UPSTREAM_KEY.encode(), b"[redacted]")
