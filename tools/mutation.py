@@ -147,7 +147,11 @@ TARGETS: tuple[Target, ...] = (
     Target(
         "admin",
         ("core/admin/security.py",),
-        ("tests/admin/test_security.py", "tests/admin/test_admin_app.py"),
+        (
+            "tests/admin/test_security_edges.py",
+            "tests/admin/test_security.py",
+            "tests/admin/test_admin_app.py",
+        ),
     ),
     Target(
         "realtime",
