@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup setup-run demo serve test docs lint typecheck pytest bench bench-profile bench-tools bench-express bench-portkey clean config-docs vercel-tools sdk-node redis-server setup-browser lambda-tools check-deploy build-StreamFunction build-ApiFunction
+.PHONY: mutation setup setup-run demo serve test docs lint typecheck pytest bench bench-profile bench-tools bench-express bench-portkey clean config-docs vercel-tools sdk-node redis-server setup-browser lambda-tools check-deploy build-StreamFunction build-ApiFunction
 
 # Two installs into one venv, each with its own stamp: `setup-run` is what the proxy and the
 # demo need (the package and its `speed` extra); `setup` is everything the tests, type checks
@@ -34,6 +34,7 @@ lint: setup
 	$(BIN)/ruff check core handlers tests bench
 	$(BIN)/ruff format --check core handlers tests bench
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/python tools/lint_secrets.py core handlers
 
 typecheck: setup
 	$(BIN)/mypy
@@ -106,6 +107,12 @@ test: lint typecheck docs pytest
 # of the nav into a failure.
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# Mutation testing of the code that guards money and secrets (docs/mutation.md): hours on a
+# 2-core machine, so on demand and not part of `make test`. `make mutation TARGETS=cors`
+# runs some targets only (names: `python tools/mutation.py --list`).
+mutation: setup
+	$(BIN)/python tools/mutation.py $(TARGETS)
 
 # wrk, from Debian's packages, is the load generator of bench/.
 bench-tools:

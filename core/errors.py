@@ -10,8 +10,6 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
-import httpx
-
 from core.types import Send, send_response
 
 if TYPE_CHECKING:
@@ -213,6 +211,10 @@ class UpstreamStreamBroken(Exception):
 
 def map_transport_error(exc: BaseException, settings: Settings) -> ProxyError:
     """Transport failures before any response byte, as the 502/504 a caller can act on."""
+    # Imported here, not at the top: settings import this module and must not pull in a
+    # transport (already loaded by whoever saw `exc`, so this costs a dict lookup).
+    import httpx
+
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return UpstreamTimeout(
             "The upstream provider did not answer in time "

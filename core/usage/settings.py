@@ -10,15 +10,13 @@ from dataclasses import dataclass
 
 from core.env import read_settings, setting
 
+# The price bounds are written once, beside the parser that applies them (prices.py).
+from core.usage.prices import MAX_OUTPUT_LIMIT, MAX_RATE_USD
+
 # A budget or a price past these is a typo or a test of the parser, not a plan: refused at
 # start rather than multiplied into every request's reservation.
 MAX_BUDGET_USD = 10_000_000.0
 BUDGET_WINDOWS = ("day", "month")
-# MODEL_PRICES, in USD per 1M tokens: the dearest list price today is a few hundred; past
-# this a rate is a typo, and 1e308 would overflow every reservation into inf (a 500 on every
-# priced request). Output tokens: the largest model limits are in the hundreds of thousands.
-MAX_RATE_USD = 100_000.0
-MAX_OUTPUT_LIMIT = 10_000_000
 
 
 @dataclass(frozen=True)

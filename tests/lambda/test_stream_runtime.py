@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
+from tests.support.polling import wait_until
 
 from .events import HttpRequest, api_gateway_v1, function_url
 from .fake_runtime_api import FakeRuntimeApi, Reply, fake_runtime_api
@@ -122,8 +123,10 @@ def test_deadline_ends_a_long_stream_before_lambda_cuts_it(
     assert reply.error_type == "DeadlineExceeded"
     assert 3 <= len(events_of(reply)) < 40
     # The upstream request was cancelled with it, not left generating.
-    time.sleep(0.3)
-    (stream,) = httpx.get(f"{upstream[1].url}/_mock/streams").json()
+    streams = wait_until(
+        lambda: httpx.get(f"{upstream[1].url}/_mock/streams").json(), lambda found: bool(found)
+    )
+    (stream,) = streams
     assert stream["completed"] is False
 
 

@@ -22,6 +22,7 @@ import httpx
 from core.app import create_app
 from core.config import load_settings
 from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
+from tests.support.polling import wait_until
 from tests.usage.scripted_upstream import (
     ScriptedUpstream,
     gzipped,
@@ -128,11 +129,10 @@ def test_2_drain_keeps_reading_and_counts_the_exact_usage() -> None:
     upstream = ScriptedUpstream(models_or(_late_usage))
     with metered(upstream, RATE_LIMIT_TOKENS="5000", ON_CLIENT_DISCONNECT="drain") as proxy:
         _leave_after_content(proxy)
-        deadline = time.monotonic() + 5
-        while not upstream.finished and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.2)
-        assert remaining(proxy) == 4900
+        # Settlement follows the upstream's end by a moment: poll for it, bounded, rather
+        # than sleep a fixed time that loses the race under load.
+        assert wait_until(lambda: upstream.finished, bool)
+        assert wait_until(lambda: remaining(proxy), lambda left: left == 4900) == 4900
 
 
 def test_3_a_streamed_legacy_completion_is_counted() -> None:

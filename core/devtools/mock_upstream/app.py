@@ -92,6 +92,9 @@ class MockUpstream:
                 "raw_path": (scope.get("raw_path") or b"").decode("latin-1"),
                 "query": query,
                 "headers": headers,
+                # As they arrived, repeats kept: `headers` holds only a repeated name's last
+                # value, which would hide a caller's credential sent beside the real key.
+                "header_list": _header_list(scope),
                 "body_sha256": hashlib.sha256(body).hexdigest(),
                 "body_length": len(body),
             }
@@ -130,12 +133,17 @@ class MockUpstream:
             await send_whole(send, 404, dumps({"error": "unknown control path"}), False)
 
 
+def _header_list(scope: Scope) -> list[list[str]]:
+    return [[k.decode("latin-1").lower(), v.decode("latin-1")] for k, v in scope["headers"]]
+
+
 def _echo(scope: Scope, headers: dict[str, str], query: str, body: bytes) -> dict[str, Any]:
     return {
         "method": scope["method"],
         "path": scope["path"],
         "query": query,
         "headers": headers,
+        "header_list": _header_list(scope),
         "body_sha256": hashlib.sha256(body).hexdigest(),
         "body_length": len(body),
     }
