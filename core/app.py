@@ -13,7 +13,7 @@ request, and the proxy has exactly two routes.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from core.access.credentials import token_check_from_settings
 from core.config import ConfigError, Settings, load_settings
@@ -24,6 +24,7 @@ from core.proxy.endpoint import ProxyEndpoint
 from core.proxy.pipeline import build_pipeline
 from core.proxy.scrub import Scrubber
 from core.stores import StoreSet, StoreUnopenable
+from core.telemetry import build_telemetry
 from core.types import ASGIApp, Receive, Scope, Send, send_response
 from core.upstream.client import UpstreamClient, choose_transport
 
@@ -107,19 +108,30 @@ class ProxyApp:
             from core.usage.ledger import UsageLedger
 
             self.ledger = UsageLedger(self.stores.open(settings.usage_store))
-        pipeline, self.budget = build_pipeline(
-            settings, token_check, self.stores, status=self.status, ledger=self.ledger
-        )
         scrubber = Scrubber(key for provider in self.providers for key in provider.api_keys)
+        # Traces, metrics and the request log (core/telemetry): None when none is on.
+        self.telemetry, otel = build_telemetry(self.ledger, scrubber, concurrent=concurrent)
+        pipeline, self.budget = build_pipeline(
+            settings,
+            token_check,
+            self.stores,
+            status=self.status,
+            ledger=self.ledger,
+            telemetry=self.telemetry,
+        )
+        client = self.upstream
+        if self.telemetry is not None:
+            from core.telemetry.hub import AttemptRecorder
+
+            # The client's face, each `send` an attempt (core/telemetry/hub.py).
+            client = cast("UpstreamClient", AttemptRecorder(client, self.telemetry, otel))
         # Gemini's resumable uploads, where a Gemini route is on (loaded only then).
         uploads = None
         if any(provider.wire.name == "gemini" for provider in self.providers):
             from core.proxy.uploads import UploadSessions
 
             uploads = UploadSessions(self.token_store)
-        self.endpoint = ProxyEndpoint(
-            settings, self.providers, self.upstream, pipeline, scrubber, uploads
-        )
+        self.endpoint = ProxyEndpoint(settings, self.providers, client, pipeline, scrubber, uploads)
         # WebSocket sessions (OpenAI Realtime, Gemini Live) through the same stages; only a
         # server (uvicorn) ever delivers one, so it is built on the first.
         self._realtime: ASGIApp | None = None
@@ -166,6 +178,8 @@ class ProxyApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.upstream.aclose()
+                if self.telemetry is not None:
+                    await self.telemetry.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -192,8 +206,12 @@ def create_app(settings: Settings | None = None, *, concurrent: bool = True) -> 
         problem = f"{_store_variable(settings, exc.url)} could not be opened ({exc.reason})"
         logger.error("config: %s", problem)
         return MisconfiguredApp([problem])
-    with_cors = CORSMiddleware(proxy, settings.allowed_origins, EXPOSED_HEADERS)
-    return AccessLogMiddleware(with_cors, enabled=settings.access_log, proxy=proxy)
+    app: ASGIApp = CORSMiddleware(proxy, settings.allowed_origins, EXPOSED_HEADERS)
+    if proxy.telemetry is not None:
+        from core.telemetry.hub import TelemetryMiddleware
+
+        app = TelemetryMiddleware(app, proxy.telemetry)
+    return AccessLogMiddleware(app, enabled=settings.access_log, proxy=proxy)
 
 
 def _store_variable(settings: Settings, url: str) -> str:

@@ -16,7 +16,9 @@ MOCK_PORT = 8788
 def cmd_serve(args: argparse.Namespace) -> int:
     from core.app import MisconfiguredApp, create_app
     from core.server import serve
+    from core.telemetry.serving import mark_server
 
+    mark_server(args.workers)  # /metrics, shared by the workers
     app = create_app()
     if isinstance(app, MisconfiguredApp):
         print("llm-proxy: refusing to start; run `llm-proxy check` for details", file=sys.stderr)

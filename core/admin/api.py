@@ -32,7 +32,7 @@ from core.access.tokens import (
 from core.access.tokens_cli import check_provider_names, token_state
 from core.stores import Store
 from core.usage.cli import usage_report
-from core.usage.ledger import GROUPINGS
+from core.usage.ledger import GROUPINGS, REQUEST_LOG_SIZE, request_figures
 
 if TYPE_CHECKING:
     from core.access.status import ServiceStatus
@@ -274,6 +274,30 @@ class AdminAPI:
         since = _since(request.query_params.get("since"))
         report = await off_loop(self.ledger.store, lambda: usage_report(self.ledger, by, since))
         return JSONResponse(report)
+
+    async def requests(self, request: Request) -> Response:
+        """The latest requests from the ledger's request log, filtered by caller, model and
+        status (a code like 429, a class like 5xx, or a refusal code), with the latency and
+        time-to-first-byte percentiles of those shown."""
+        query = request.query_params
+        try:
+            limit = min(max(int(query.get("limit", "200")), 1), REQUEST_LOG_SIZE)
+        except ValueError:
+            raise APIError(400, "bad_field", "limit must be a number") from None
+        filters = {name: query.get(name, "")[:200] for name in ("caller", "model", "status")}
+        entries = await off_loop(
+            self.ledger.store,
+            lambda: self.ledger.recent_requests(limit=REQUEST_LOG_SIZE, **filters),
+        )
+        return JSONResponse(
+            {
+                "requests": [entry.to_json() for entry in entries[:limit]],
+                "figures": request_figures(entries),
+                "callers": sorted({entry.caller for entry in entries if entry.caller}),
+                "models": sorted({entry.model for entry in entries if entry.model}),
+            },
+            headers={"cache-control": "no-store"},
+        )
 
     async def providers_info(self, request: Request) -> Response:
         today = datetime.datetime.now(datetime.UTC).date()

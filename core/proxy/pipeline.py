@@ -21,6 +21,8 @@ from core.proxy.stages import Authorize, Check, EphemeralKeysOff, MeterableRoute
 from core.stores.calls import call_store_later
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from core.access.credentials import TokenCheck
     from core.access.status import ServiceStatus
     from core.config import Settings
@@ -127,6 +129,7 @@ def build_pipeline(
     *,
     status: ServiceStatus | None = None,
     ledger: UsageLedger | None = None,
+    telemetry: Callable[[ProxyRequest, Outcome], Awaitable[None]] | None = None,
 ) -> tuple[Pipeline, Budget | None]:
     config = settings.guard
     before: list[Check] = []
@@ -211,9 +214,17 @@ def build_pipeline(
         identify=build_identify(settings, token_check),
         before_body=tuple(before),
         after_body=tuple(after),
-        settlers=(RecordUsage(ledger, prices_of(settings), settings.store_timeout),)
-        if ledger is not None
-        else (),
+        settlers=tuple(
+            settler
+            for settler in (
+                RecordUsage(ledger, prices_of(settings), settings.store_timeout)
+                if ledger is not None
+                else None,
+                # Last: it reads the cost the ledger's settler priced.
+                telemetry,
+            )
+            if settler is not None
+        ),
         # The cache keys on the parsed body: a field named twice must not let two bodies
         # an upstream reads differently share one entry.
         strict_json=bool(settings.token_store) or config.enabled or settings.cache.on,
