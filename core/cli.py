@@ -52,8 +52,10 @@ def app_from_environment() -> object:
     from core.app import create_app
     from core.proxy.access_log import configure_logging
     from core.server import tune_gc
+    from core.telemetry.serving import mark_server
 
     configure_logging()  # each worker process is an entry point of its own
+    mark_server()  # a worker of `serve --workers N` (the parent chose the metrics directory)
     app = create_app()
     tune_gc()
     return app
