@@ -122,21 +122,21 @@ def test_workers_add_up_and_match_the_ledger(
     url = f"http://127.0.0.1:{port}"
     args = [PYTHON, "-m", "core.cli", "serve", "--workers", "2", "--port", str(port)]
     sent = 24
-    with run_process(args, env, f"{url}/health"):
-        with httpx.Client(timeout=20) as client:  # new connections: both workers serve
-            for index in range(sent):
-                reply = httpx.post(
-                    f"{url}/v1/chat/completions",
-                    headers={"authorization": f"Bearer {FAKE_TOKEN}", "connection": "close"},
-                    json={
-                        "model": "gpt-test",
-                        "stream": index % 2 == 0,
-                        "messages": [{"role": "user", "content": "hi"}],
-                    },
-                    timeout=20,
-                )
-                assert reply.status_code == 200
-            text = client.get(f"{url}/metrics").text
+    # A new connection per request: the kernel hands them to both workers.
+    with run_process(args, env, f"{url}/health"), httpx.Client(timeout=20) as client:
+        for index in range(sent):
+            reply = httpx.post(
+                f"{url}/v1/chat/completions",
+                headers={"authorization": f"Bearer {FAKE_TOKEN}", "connection": "close"},
+                json={
+                    "model": "gpt-test",
+                    "stream": index % 2 == 0,
+                    "messages": [{"role": "user", "content": "hi"}],
+                },
+                timeout=20,
+            )
+            assert reply.status_code == 200
+        text = client.get(f"{url}/metrics").text
     requests = samples(text, "llm_proxy_requests_total")
     assert requests[(("refusal", ""), ("route", "default"), ("status", "200"))] == sent
     tokens = samples(text, "llm_proxy_tokens_total")
