@@ -284,17 +284,20 @@ class AdminAPI:
             limit = min(max(int(query.get("limit", "200")), 1), REQUEST_LOG_SIZE)
         except ValueError:
             raise APIError(400, "bad_field", "limit must be a number") from None
-        filters = {name: query.get(name, "")[:200] for name in ("caller", "model", "status")}
-        entries = await off_loop(
-            self.ledger.store,
-            lambda: self.ledger.recent_requests(limit=REQUEST_LOG_SIZE, **filters),
+        caller, model, status = (
+            query.get(name, "")[:200] for name in ("caller", "model", "status")
         )
+        latest = await off_loop(
+            self.ledger.store, lambda: self.ledger.recent_requests(limit=REQUEST_LOG_SIZE)
+        )
+        entries = [entry for entry in latest if entry.matches(caller, model, status)]
         return JSONResponse(
             {
                 "requests": [entry.to_json() for entry in entries[:limit]],
                 "figures": request_figures(entries),
-                "callers": sorted({entry.caller for entry in entries if entry.caller}),
-                "models": sorted({entry.model for entry in entries if entry.model}),
+                # What the filters offer: every caller and model in the log.
+                "callers": sorted({entry.caller for entry in latest if entry.caller}),
+                "models": sorted({entry.model for entry in latest if entry.model}),
             },
             headers={"cache-control": "no-store"},
         )

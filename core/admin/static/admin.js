@@ -285,13 +285,19 @@ let requestsTimer = null;
 pages.requests = async (view) => {
   const params = new URLSearchParams(location.search);
   const filters = { caller: params.get("caller") || "", model: params.get("model") || "", status: params.get("status") || "" };
+  const choices = (name, options) => [el("option", { value: "", text: "all" }),
+    ...[...new Set(filters[name] ? [...options, filters[name]] : options)].map((o) => el("option", { value: o, text: o, selected: o === filters[name] }))];
   const select = (name, label, options) => el("div", {}, el("label", { for: "f-" + name, text: label }),
-    el("select", { id: "f-" + name, name, on: { change: () => { filters[name] = view.querySelector("#f-" + name).value; apply(); } } },
-      el("option", { value: "", text: "all" }), options.map((o) => el("option", { value: o, text: o, selected: o === filters[name] }))));
+    el("select", { id: "f-" + name, name, on: { change: (event) => { filters[name] = event.target.value; apply(); } } }, choices(name, options)));
   const live = el("input", { id: "live", type: "checkbox", checked: true, style: "width:auto" });
-  const head = el("div", { id: "request-filters" });
+  // Built once: a live refresh only changes the caller and model lists, never the controls.
+  const head = el("div", { id: "request-filters", class: "inline" },
+    select("caller", "Caller", []), select("model", "Model", []),
+    select("status", "Status", ["2xx", "4xx", "5xx", "401", "403", "429", "rate_limited", "budget_exceeded"]),
+    el("div", {}, el("label", { for: "live", text: "Refresh live" }), live));
   const figures = el("div", { id: "request-figures" });
   const table = el("div", { id: "request-list" });
+  const shown = { caller: "", model: "" };
   function apply() {
     const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v));
     history.replaceState(null, "", "?" + query.toString());
@@ -301,11 +307,10 @@ pages.requests = async (view) => {
     const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v));
     query.set("limit", "200");
     const data = await api("GET", "requests?" + query.toString());
-    head.replaceChildren(el("div", { class: "inline" },
-      select("caller", "Caller", data.callers.concat(filters.caller && !data.callers.includes(filters.caller) ? [filters.caller] : [])),
-      select("model", "Model", data.models.concat(filters.model && !data.models.includes(filters.model) ? [filters.model] : [])),
-      select("status", "Status", ["2xx", "4xx", "5xx", "401", "403", "429", "rate_limited", "budget_exceeded"]),
-      el("div", {}, el("label", { for: "live", text: "Refresh live" }), live)));
+    for (const [name, options] of [["caller", data.callers], ["model", data.models]]) {
+      const key = options.join("\n");
+      if (shown[name] !== key) { shown[name] = key; head.querySelector("#f-" + name).replaceChildren(...choices(name, options)); }
+    }
     figures.replaceChildren(percentileCard(data.figures, "request-percentiles"));
     if (!data.requests.length) {
       table.replaceChildren(el("p", { class: "empty" }, "No requests yet."));
