@@ -31,8 +31,8 @@ from core.access.tokens import (
 )
 from core.access.tokens_cli import check_provider_names, token_state
 from core.stores import Store
-from core.usage.cli import usage_report
-from core.usage.ledger import GROUPINGS, REQUEST_LOG_SIZE, request_figures
+from core.usage.cli import requests_report, usage_report
+from core.usage.ledger import GROUPINGS, REQUEST_LOG_SIZE
 
 if TYPE_CHECKING:
     from core.access.status import ServiceStatus
@@ -284,23 +284,11 @@ class AdminAPI:
             limit = min(max(int(query.get("limit", "200")), 1), REQUEST_LOG_SIZE)
         except ValueError:
             raise APIError(400, "bad_field", "limit must be a number") from None
-        caller, model, status = (
-            query.get(name, "")[:200] for name in ("caller", "model", "status")
+        filters = {name: query.get(name, "")[:200] for name in ("caller", "model", "status")}
+        report = await off_loop(
+            self.ledger.store, lambda: requests_report(self.ledger, limit=limit, **filters)
         )
-        latest = await off_loop(
-            self.ledger.store, lambda: self.ledger.recent_requests(limit=REQUEST_LOG_SIZE)
-        )
-        entries = [entry for entry in latest if entry.matches(caller, model, status)]
-        return JSONResponse(
-            {
-                "requests": [entry.to_json() for entry in entries[:limit]],
-                "figures": request_figures(entries),
-                # What the filters offer: every caller and model in the log.
-                "callers": sorted({entry.caller for entry in latest if entry.caller}),
-                "models": sorted({entry.model for entry in latest if entry.model}),
-            },
-            headers={"cache-control": "no-store"},
-        )
+        return JSONResponse(report, headers={"cache-control": "no-store"})
 
     async def providers_info(self, request: Request) -> Response:
         today = datetime.datetime.now(datetime.UTC).date()
