@@ -62,7 +62,13 @@ ROUNDS = int(os.environ.get("BENCH_STREAMS_ROUNDS", "1"))  # figures are medians
 WARMUP = 2.0  # first requests spread over most of it, so the streams are out of phase
 DELAY_MS = 25
 EVENTS = 40  # the mock sends a role event, `chunks` words, a stop event and [DONE]
-TARGETS = ("direct", "bare relay", "proxy", "metered", "express")
+# telemetry: the proxy exporting OpenTelemetry traces and metrics to a local sink
+# (bench/otlp_sink.py). BENCH_STREAMS_TARGETS (e.g. "proxy,telemetry") runs a subset.
+TARGETS = tuple(
+    os.environ.get(
+        "BENCH_STREAMS_TARGETS", "direct,bare relay,proxy,metered,telemetry,express"
+    ).split(",")
+)
 EXPRESS = ROOT / "bench" / "express"
 DOCS = ROOT / "docs"
 
@@ -106,6 +112,13 @@ def target(name: str, upstream: str, upstream_pid: int) -> Iterator[tuple[str, i
     env = {"UPSTREAM": upstream}
     if name == "bare relay":
         args = [PYTHON, "-m", "bench.bare_relay", str(port)]
+    elif name == "telemetry":
+        with otlp_sink() as collector:
+            env = proxy_env(upstream, OTEL_EXPORTER_OTLP_ENDPOINT=collector)
+            args = [PYTHON, "-m", "core.cli", "serve", "--port", str(port)]
+            with process(args, env, f"{url}/health") as proc:
+                yield f"{url}/v1/chat/completions", proc.pid
+        return
     elif name in ("proxy", "metered"):
         args = [PYTHON, "-m", "core.cli", "serve", "--port", str(port)]
         # metered: a token limit no one reaches, so every stream is metered (the usage
@@ -116,6 +129,14 @@ def target(name: str, upstream: str, upstream_pid: int) -> Iterator[tuple[str, i
         args = [shutil.which("node") or "node", str(EXPRESS / "proxy.js"), str(port)]
     with process(args, env, f"{url}/health") as proc:
         yield f"{url}/v1/chat/completions", proc.pid
+
+
+@contextlib.contextmanager
+def otlp_sink() -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with process([PYTHON, "-m", "bench.otlp_sink", str(port)], {}, f"{url}/"):
+        yield url
 
 
 def cpu_seconds(pid: int) -> float:
@@ -289,7 +310,9 @@ def table(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
     ]
     for name, points in results.items():
         for connections, r in points.items():
-            direct = results["direct"].get(connections, {}).get("events_per_s") or float("nan")
+            direct = results.get("direct", {}).get(connections, {}).get("events_per_s") or float(
+                "nan"
+            )
             lines.append(
                 f"  {name:<11} {connections:>5} {r['events_per_s']:>9,.0f}"
                 f" {r['events_per_s'] / direct:>8.2f}x {r['late_p50_ms']:>6.1f} ms"
@@ -304,7 +327,7 @@ def table(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
 
 
 def verdicts(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
-    proxy, bare, direct = results["proxy"], results["bare relay"], results["direct"]
+    proxy, bare, direct = (results.get(n, {}) for n in ("proxy", "bare relay", "direct"))
     lines = []
     for connections in CONNECTIONS:
         if connections in proxy and connections in bare:
@@ -317,7 +340,7 @@ def verdicts(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
                     ratio <= 1.2,
                 )
             )
-    if 500 in proxy:
+    if 500 in proxy and 500 in direct:
         share = proxy[500]["events_per_s"] / direct[500]["events_per_s"]
         lines.append(
             row("events/s, proxy / direct, 500 streams", f"{share:.2f}x", ">= 0.9x", share >= 0.9)
@@ -327,6 +350,17 @@ def verdicts(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
         cost = metered[500]["cpu_us_per_event"] - proxy[500]["cpu_us_per_event"]
         lines.append(
             row("metering cost per relayed event, 500 streams", f"{cost:+.1f} us", "", None)
+        )
+    traced = results.get("telemetry", {})
+    if 500 in traced and 500 in proxy:
+        ratio = traced[500]["cpu_us_per_event"] / proxy[500]["cpu_us_per_event"]
+        lines.append(
+            row(
+                "CPU per event, telemetry on / off, 500 streams",
+                f"{ratio:.2f}x",
+                "<= 1.1x",
+                ratio <= 1.1,
+            )
         )
     if 1000 in proxy:
         rss = proxy[1000]["peak_rss_mb"]
