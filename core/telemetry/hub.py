@@ -64,7 +64,6 @@ class Telemetry:
         self.metrics_endpoint: ASGIApp | None = None
         # Function platforms: export before the invocation ends (the process may freeze).
         self.flush_each = False
-        self.open = 0
 
     def on_start(self, scope: Scope) -> RequestRecord:
         record = RequestRecord(
@@ -72,8 +71,6 @@ class Telemetry:
         )
         record.log = scope.get("llm_proxy.log")
         scope[RECORD_KEY] = record
-        CURRENT.set(record)
-        self.open += 1
         for sink in self.sinks:
             sink.start(record, scope)
         return record
@@ -122,7 +119,6 @@ class Telemetry:
             record.content = self.content.capture(document)
 
     def on_end(self, record: RequestRecord) -> None:
-        self.open -= 1
         record.finish()
         for sink in self.sinks:
             try:
@@ -167,9 +163,12 @@ class TelemetryMiddleware:
             return
         telemetry = self.telemetry
         record = telemetry.on_start(scope)
+        # The upstream client's wrapper finds the request it serves here.
+        current = CURRENT.set(record)
         try:
             await self.app(scope, receive, send)
         finally:
+            CURRENT.reset(current)
             telemetry.on_end(record)
             if telemetry.flush_each:
                 await telemetry.flush()
