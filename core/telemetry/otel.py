@@ -94,6 +94,7 @@ class OpenTelemetrySink:
             self.tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
             self.tracer = self.tracer_provider.get_tracer("llm_proxy")
         self.instruments: dict[str, Any] = {}
+        self.counts = _Counts()
         if metrics_wanted(env):
             self._metrics(resource)
 
@@ -125,23 +126,34 @@ class OpenTelemetrySink:
                 description="Time from the request's arrival to the first reply byte",
                 explicit_bucket_boundaries_advisory=seconds,
             ),
-            "requests": meter.create_counter(
-                "llm_proxy.requests",
-                unit="{request}",
-                description="Requests by status and refusal code",
-            ),
-            "cache_hits": meter.create_counter(
-                "llm_proxy.cache.hits",
-                unit="{request}",
-                description="Replies from the response cache",
-            ),
-            "spend": meter.create_counter(
-                "llm_proxy.spend", unit="USD", description="What the replies cost, where priced"
-            ),
-            "open": meter.create_up_down_counter(
-                "llm_proxy.open", unit="{stream}", description="Requests and sessions in flight"
-            ),
         }
+        # Counts are kept in plain dicts and read by the SDK at export time (observable
+        # instruments): a request then pays for four histogram measurements, not eight.
+        counts = self.counts
+        meter.create_observable_counter(
+            "llm_proxy.requests",
+            callbacks=[_observe(counts.requests)],
+            unit="{request}",
+            description="Requests by status and refusal code",
+        )
+        meter.create_observable_counter(
+            "llm_proxy.cache.hits",
+            callbacks=[_observe(counts.cache_hits)],
+            unit="{request}",
+            description="Replies from the response cache",
+        )
+        meter.create_observable_counter(
+            "llm_proxy.spend",
+            callbacks=[_observe(counts.spend)],
+            unit="USD",
+            description="What the replies cost, where priced",
+        )
+        meter.create_observable_up_down_counter(
+            "llm_proxy.open",
+            callbacks=[_observe(counts.open)],
+            unit="{stream}",
+            description="Requests and sessions in flight",
+        )
 
     # ---- the sink ----------------------------------------------------------------------
 
@@ -158,9 +170,8 @@ class OpenTelemetrySink:
                 kind=SpanKind.CLIENT,
                 start_time=record.started_ns,
             )
-        open_streams = self.instruments.get("open")
-        if open_streams is not None:
-            open_streams.add(1, {"llm_proxy.kind": record.kind})
+        if self.instruments:
+            _add(self.counts.open, (("llm_proxy.kind", record.kind),), 1)
 
     def attempt_headers(
         self, record: RequestRecord, attempt: Attempt, headers: list[tuple[bytes, bytes]]
@@ -235,7 +246,8 @@ class OpenTelemetrySink:
         # Metric series are labelled only with a model an upstream accepted.
         measured["gen_ai.request.model"] = record.model_label
         instruments = self.instruments
-        instruments["open"].add(-1, {"llm_proxy.kind": record.kind})
+        counts = self.counts
+        _add(counts.open, (("llm_proxy.kind", record.kind),), -1)
         instruments["duration"].record(record.duration_s, measured)
         if record.first_byte_s is not None and record.stream:
             instruments["first_chunk"].record(record.first_byte_s, measured)
@@ -243,18 +255,17 @@ class OpenTelemetrySink:
             tokens = instruments["tokens"]
             tokens.record(record.input_tokens, {**measured, "gen_ai.token.type": "input"})
             tokens.record(record.output_tokens or 0, {**measured, "gen_ai.token.type": "output"})
-        instruments["requests"].add(
-            1,
-            {
-                "http.response.status_code": record.status or 0,
-                "llm_proxy.refusal": record.refusal or "",
-                "llm_proxy.route": record.route or "",
-            },
+        route = record.route or ""
+        status = (
+            ("http.response.status_code", record.status or 0),
+            ("llm_proxy.refusal", record.refusal or ""),
+            ("llm_proxy.route", route),
         )
+        _add(counts.requests, status, 1)
         if record.cache_hit:
-            instruments["cache_hits"].add(1, {"llm_proxy.route": record.route or ""})
+            _add(counts.cache_hits, (("llm_proxy.route", route),), 1)
         if record.cost_usd:
-            instruments["spend"].add(record.cost_usd, {"llm_proxy.route": record.route or ""})
+            _add(counts.spend, (("llm_proxy.route", route),), record.cost_usd)
 
     async def flush(self) -> None:
         """Export what is pending, waiting FLUSH_SECONDS at most (function platforms)."""
@@ -275,6 +286,33 @@ class OpenTelemetrySink:
             self.tracer_provider.shutdown()
         if self.meter_provider is not None:
             self.meter_provider.shutdown()
+
+
+Labels = tuple[tuple[str, Any], ...]
+
+
+class _Counts:
+    """Running totals by attribute set, read at each export."""
+
+    def __init__(self) -> None:
+        self.requests: dict[Labels, float] = {}
+        self.cache_hits: dict[Labels, float] = {}
+        self.spend: dict[Labels, float] = {}
+        self.open: dict[Labels, float] = {}
+
+
+def _add(totals: dict[Labels, float], labels: Labels, amount: float) -> None:
+    totals[labels] = totals.get(labels, 0) + amount
+
+
+def _observe(totals: dict[Labels, float]) -> Any:
+    from opentelemetry.metrics import Observation
+
+    def callback(options: Any) -> list[Observation]:
+        # Runs on the exporter's thread: a snapshot (one C-level call under the GIL).
+        return [Observation(value, dict(labels)) for labels, value in list(totals.items())]
+
+    return callback
 
 
 def genai_attributes(record: RequestRecord) -> dict[str, Any]:
