@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup setup-run demo serve test lint typecheck pytest bench bench-profile bench-tools bench-express clean vercel-tools sdk-node redis-server prometheus-server setup-browser lambda-tools check-deploy build-StreamFunction build-ApiFunction
+.PHONY: setup setup-run demo serve test docs lint typecheck pytest bench bench-profile bench-tools bench-express clean vercel-tools sdk-node redis-server prometheus-server setup-browser lambda-tools check-deploy build-StreamFunction build-ApiFunction
 
 # Two installs into one venv, each with its own stamp: `setup-run` is what the proxy and the
 # demo need (the package and its `speed` extra); `setup` is everything the tests, type checks
@@ -100,7 +100,12 @@ build-StreamFunction build-ApiFunction:
 	if command -v $(LAMBDA_PYTHON) >/dev/null 2>&1; then \
 		$(LAMBDA_PYTHON) -m compileall -q -j 0 --invalidation-mode unchecked-hash "$(ARTIFACTS_DIR)"; fi
 
-test: lint typecheck pytest
+test: lint typecheck docs pytest
+
+# The manual: mkdocs.yml, pages under docs/; --strict turns a broken link or a page left out
+# of the nav into a failure.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # wrk, from Debian's packages, is the load generator of bench/.
 bench-tools:

@@ -12,13 +12,15 @@ request, and the proxy has exactly two routes.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, cast
 
+from core import __version__
 from core.access.credentials import token_check_from_settings
 from core.config import ConfigError, Settings, load_settings
 from core.errors import Misconfigured, send_error
-from core.proxy.access_log import AccessLogMiddleware
+from core.proxy.access_log import AccessLogMiddleware, access_logger
 from core.proxy.cors import CORSMiddleware, is_admin_path
 from core.proxy.endpoint import ProxyEndpoint
 from core.proxy.pipeline import build_pipeline
@@ -66,7 +68,8 @@ EXPOSED_HEADERS = [
     "x-goog-upload-size-received",
 ]
 
-HEALTH_BODY = b'{"status":"ok"}'
+# The version tells an operator which release answers; nothing about the configuration.
+HEALTH_BODY = b'{"status":"ok","version":"' + __version__.encode() + b'"}'
 # Where a caller reads its own usage and remaining budget with its usual credential.
 USAGE_PATH = "/proxy/usage"
 
@@ -206,6 +209,10 @@ def create_app(settings: Settings | None = None, *, concurrent: bool = True) -> 
         problem = f"{_store_variable(settings, exc.url)} could not be opened ({exc.reason})"
         logger.error("config: %s", problem)
         return MisconfiguredApp([problem])
+    if settings.access_log:
+        # One line per process start (a cold start, on functions): which release, which routes.
+        routes = [provider.name for provider in proxy.providers]
+        access_logger.info(json.dumps({"event": "start", "version": __version__, "routes": routes}))
     app: ASGIApp = CORSMiddleware(proxy, settings.allowed_origins, EXPOSED_HEADERS)
     if proxy.telemetry is not None:
         from core.telemetry.hub import TelemetryMiddleware

@@ -7,6 +7,7 @@ import os
 import secrets
 import sys
 
+from core import __version__
 from core.config import ConfigError, load_settings
 
 DEMO_PORT = 8787
@@ -73,11 +74,18 @@ def cmd_mock_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo_environment(port: int, mock_port: int, token: str) -> dict[str, str]:
+def demo_environment(
+    port: int, mock_port: int, token: str, admin_token: str
+) -> dict[str, str]:
     """The demo always talks to the built-in mock (a real key in .env is never spent by a
-    demo); a token or origins already set in the environment win."""
+    demo); a token or origins already set in the environment win. It shows what an owner
+    gets beyond the relay: the dashboard (tokens kept in memory for the run), a budget the
+    page shows, and the response cache."""
     defaults = {
         "PROXY_ACCESS_TOKEN": token,
+        "ADMIN_TOKEN": admin_token,
+        "TOKEN_STORE": "memory://",
+        "CACHE_URL": "memory",
         "ALLOWED_ORIGINS": f"http://127.0.0.1:{port},http://localhost:{port}",
         # A daily dollar budget at made-up prices, so the page shows the quota left.
         "BUDGET_PER_CALLER_USD": "1",
@@ -96,7 +104,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from core.server import serve_together
 
     token = os.environ.get("PROXY_ACCESS_TOKEN") or "demo-" + secrets.token_urlsafe(18)
-    env = {**os.environ, **demo_environment(args.port, args.mock_port, token)}
+    admin_token = "demo-admin-" + secrets.token_urlsafe(32)
+    env = {**os.environ, **demo_environment(args.port, args.mock_port, token, admin_token)}
     settings = load(env)
     from core.devtools.demo_page import PageApp
 
@@ -116,6 +125,10 @@ llm-proxy demo: proxy {base}  ->  mock upstream http://127.0.0.1:{args.mock_port
   SDK:      OpenAI(base_url="{base}/v1", api_key="{shown_token}")
   health:   {base}/health
   chat:     {base}/#token={shown_token}   (the example page, examples/chat)
+  budget:   $1 a day per caller at made-up prices; {base}/proxy/usage shows what is left
+  cache:    a request with "temperature":0, sent twice: the second answer comes from the
+            cache (x-proxy-cache: hit), with no upstream call
+  admin:    {base}/admin/sign-in   admin token: {env["ADMIN_TOKEN"]}
 
 Ctrl-C stops it.""",
         flush=True,
@@ -178,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("LLM_PROXY_ENV_FILE", ".env"),
         help="read settings from this file if it exists (default .env)",
     )
+    parser.add_argument("--version", action="version", version=f"llm-proxy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the proxy, configured from the environment")

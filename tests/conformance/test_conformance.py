@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
+from core import __version__
 from tests.conformance.adapters import CLIENT_IP, Adapter, HttpAdapter, Request
 from tests.conformance.switchable_upstream import SwitchableRelay
 from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, upstream_requests
@@ -32,7 +33,7 @@ def upstream_seen(mock_upstream: RunningServer) -> list[dict[str, Any]]:
 def test_health(adapter: Adapter) -> None:
     reply = adapter.send(Request("GET", "/health"))
     assert reply.status == 200
-    assert json.loads(reply.body) == {"status": "ok"}
+    assert json.loads(reply.body) == {"status": "ok", "version": __version__}
 
 
 @pytest.mark.parametrize(

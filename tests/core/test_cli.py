@@ -117,6 +117,26 @@ def test_demo_works_as_printed_with_the_openai_sdk() -> None:
         )
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert text.startswith("Hello from the mock upstream")
+        # What the banner promises beyond the relay: the cache, the budget, the dashboard.
+        same = {
+            "model": "mock-model",
+            "temperature": 0,
+            "messages": [{"role": "user", "content": "x"}],
+        }
+        auth = {"Authorization": f"Bearer {token}"}
+        base = f"http://127.0.0.1:{port}"
+        first = httpx.post(f"{base}/v1/chat/completions", json=same, headers=auth)
+        second = httpx.post(f"{base}/v1/chat/completions", json=same, headers=auth)
+        assert first.headers["x-proxy-cache"] == "miss"
+        assert second.headers["x-proxy-cache"] == "hit" and second.json() == first.json()
+        usage = httpx.get(f"{base}/proxy/usage", headers=auth).json()
+        assert usage["limit_usd"] == 1.0 and 0 < usage["remaining_usd"] < 1.0
+        admin_token = re.search(r"admin token:\s+(\S+)", banner).group(1)  # type: ignore[union-attr]
+        assert f"{base}/admin/sign-in" in banner
+        with httpx.Client(base_url=base) as browser:
+            signed_in = browser.post("/admin/sign-in", data={"token": admin_token})
+            assert signed_in.status_code == 303
+            assert browser.get("/admin/tokens").status_code == 200
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -9,6 +9,7 @@ import httpx
 import pytest
 import respx
 
+from core import __version__
 from core.app import create_app
 from core.config import load_settings
 from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
@@ -283,7 +284,7 @@ async def test_cors_headers_on_real_responses_only_for_allowed_origins(
 
 async def test_health_reveals_nothing(proxy: httpx.AsyncClient) -> None:
     response = await proxy.get("/health")
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {"status": "ok", "version": __version__}
     assert "upstream" not in response.text
 
 

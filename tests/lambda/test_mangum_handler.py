@@ -20,6 +20,7 @@ from unittest import mock
 
 import pytest
 
+from core import __version__
 from tests.servers import (
     FAKE_TOKEN,
     FAKE_UPSTREAM_KEY,
@@ -99,7 +100,7 @@ def bearer(token: str = FAKE_TOKEN) -> tuple[str, str]:
 def test_health(lambda_module: ModuleType, shape: Shape) -> None:
     status, headers, body, _ = call(lambda_module, shape(HttpRequest("GET", "/health")))
     assert status == 200
-    assert json.loads(body) == {"status": "ok"}
+    assert json.loads(body) == {"status": "ok", "version": __version__}
     assert headers["content-type"] == "application/json"
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core import __version__
 from tests.servers import (
     FAKE_TOKEN,
     RunningServer,
@@ -134,7 +135,7 @@ def test_health_reply_is_prelude_delimiter_body(emulator: Emulator) -> None:
     prelude, body = emulator.invoke(function_url(HttpRequest("GET", "/health")))
     assert prelude["statusCode"] == 200
     assert prelude["headers"]["content-type"] == "application/json"  # type: ignore[index]
-    assert json.loads(body) == {"status": "ok"}
+    assert json.loads(body) == {"status": "ok", "version": __version__}
 
 
 def test_sse_stream_is_complete(emulator: Emulator) -> None:
