@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: mutation setup setup-run demo serve test docs lint typecheck pytest bench bench-profile bench-tools bench-express bench-portkey clean config-docs vercel-tools sdk-node redis-server setup-browser lambda-tools check-deploy build-StreamFunction build-ApiFunction
+.PHONY: mutation setup setup-run demo serve test docs lint typecheck pytest bench bench-profile bench-tools bench-express bench-portkey clean config-docs vercel-tools sdk-node redis-server prometheus-server setup-browser lambda-tools check-deploy build-StreamFunction build-ApiFunction
 
 # Two installs into one venv, each with its own stamp: `setup-run` is what the proxy and the
 # demo need (the package and its `speed` extra); `setup` is everything the tests, type checks
@@ -44,7 +44,7 @@ typecheck: setup
 config-docs: setup
 	$(BIN)/python -m core.settings_reference > docs/configuration.md
 
-pytest: setup vercel-tools sdk-node redis-server setup-browser lambda-tools
+pytest: setup vercel-tools sdk-node redis-server prometheus-server setup-browser lambda-tools
 	$(BIN)/pytest
 
 # The Vercel CLI, pinned in tools/vercel, for the offline `vercel build` in tests/platforms.
@@ -68,6 +68,12 @@ redis-server:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 
 # Debian's chromium for tests/browser (Playwright drives it; it never downloads a browser).
+# Debian's Prometheus server: tests/telemetry scrapes the proxy with it and reads the counters
+# back through its HTTP query API.
+prometheus-server:
+	@command -v prometheus >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; }
+
 setup-browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }

@@ -65,7 +65,9 @@ ROUNDS = int(os.environ.get("BENCH_STREAMS_ROUNDS", "1"))  # figures are medians
 WARMUP = 2.0  # first requests spread over most of it, so the streams are out of phase
 DELAY_MS = 25
 EVENTS = 40  # the mock sends a role event, `chunks` words, a stop event and [DONE]
-TARGETS = ("direct", "bare relay", "proxy", "metered", "express", "portkey")
+# telemetry: the proxy exporting OpenTelemetry traces and metrics to a local sink
+# (bench/otlp_sink.py).
+TARGETS = ("direct", "bare relay", "proxy", "metered", "telemetry", "express", "portkey")
 # BENCH_STREAMS_BEFORE=<a checkout of an earlier version> adds its proxy and metered proxy
 # to the same run ("proxy before", "metered before"): a change's effect, side by side.
 BEFORE = os.environ.get("BENCH_STREAMS_BEFORE", "")
@@ -145,6 +147,13 @@ def target(name: str, upstream: str, upstream_pid: int) -> Iterator[tuple[str, i
         return
     if name == "bare relay":
         args = [PYTHON, "-m", "bench.bare_relay", str(port)]
+    elif name == "telemetry":
+        with otlp_sink() as collector:
+            env = proxy_env(upstream, OTEL_EXPORTER_OTLP_ENDPOINT=collector)
+            args = [PYTHON, "-m", "core.cli", "serve", "--port", str(port)]
+            with process(args, env, f"{url}/health") as proc:
+                yield f"{url}/v1/chat/completions", proc.pid
+        return
     elif name.startswith(("proxy", "metered")):
         args = [PYTHON, "-m", "core.cli", "serve", "--port", str(port)]
         # metered: a token limit no one reaches, so every stream is metered (the usage
@@ -159,6 +168,14 @@ def target(name: str, upstream: str, upstream_pid: int) -> Iterator[tuple[str, i
         args = [shutil.which("node") or "node", str(EXPRESS / "proxy.js"), str(port)]
     with process(args, env, ready) as proc:
         yield f"{url}/v1/chat/completions", proc.pid
+
+
+@contextlib.contextmanager
+def otlp_sink() -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with process([PYTHON, "-m", "bench.otlp_sink", str(port)], {}, f"{url}/"):
+        yield url
 
 
 def cpu_seconds(pid: int) -> float:
@@ -333,7 +350,9 @@ def table(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
     ]
     for name, points in results.items():
         for connections, r in points.items():
-            direct = results["direct"].get(connections, {}).get("events_per_s") or float("nan")
+            direct = results.get("direct", {}).get(connections, {}).get("events_per_s") or float(
+                "nan"
+            )
             lines.append(
                 f"  {name:<11} {connections:>5} {r['events_per_s']:>9,.0f}"
                 f" {r['events_per_s'] / direct:>8.2f}x {r['late_p50_ms']:>6.1f} ms"
@@ -353,6 +372,7 @@ CPU_TARGETS = {"proxy": 1.15, "metered": 1.25, "proxy before": 1.15, "metered be
 
 def verdicts(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
     bare, direct = results["bare relay"], results["direct"]
+    proxy = results.get("proxy", {})
     lines = []
     for name, target_ratio in CPU_TARGETS.items():
         points = results.get(name, {})
@@ -389,6 +409,17 @@ def verdicts(results: dict[str, dict[int, dict[str, float]]]) -> list[str]:
         cost = metered[500]["cpu_us_per_event"] - proxy[500]["cpu_us_per_event"]
         lines.append(
             row("metering cost per relayed event, 500 streams", f"{cost:+.1f} us", "", None)
+        )
+    traced = results.get("telemetry", {})
+    if 500 in traced and 500 in proxy:
+        ratio = traced[500]["cpu_us_per_event"] / proxy[500]["cpu_us_per_event"]
+        lines.append(
+            row(
+                "CPU per event, telemetry on / off, 500 streams",
+                f"{ratio:.2f}x",
+                "<= 1.1x",
+                ratio <= 1.1,
+            )
         )
     return lines
 

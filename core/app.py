@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from core import __version__
 from core.access.credentials import token_check_from_settings
@@ -26,6 +26,7 @@ from core.proxy.endpoint import ProxyEndpoint
 from core.proxy.pipeline import build_pipeline
 from core.proxy.scrub import Scrubber
 from core.stores import StoreSet, StoreUnopenable
+from core.telemetry import build_telemetry
 from core.types import ASGIApp, Receive, Scope, Send, send_response
 from core.upstream.client import UpstreamClient, choose_transport
 
@@ -110,24 +111,35 @@ class ProxyApp:
             from core.usage.ledger import UsageLedger
 
             self.ledger = UsageLedger(self.stores.open(settings.usage_store))
-        pipeline, self.budget = build_pipeline(
-            settings, token_check, self.stores, status=self.status, ledger=self.ledger
-        )
         scrubber = Scrubber(
             (key for provider in self.providers for key in provider.api_keys),
             upstreams=(
                 origin for provider in self.providers for origin in provider.targets.origins
             ),
         )
+        # Traces, metrics and the request log (core/telemetry): None when none is on.
+        self.telemetry, otel = build_telemetry(self.ledger, scrubber, concurrent=concurrent)
+        pipeline, self.budget = build_pipeline(
+            settings,
+            token_check,
+            self.stores,
+            status=self.status,
+            ledger=self.ledger,
+            telemetry=self.telemetry,
+        )
+        client = self.upstream
+        if self.telemetry is not None:
+            from core.telemetry.hub import AttemptRecorder
+
+            # The client's face, each `send` an attempt (core/telemetry/hub.py).
+            client = cast("UpstreamClient", AttemptRecorder(client, self.telemetry, otel))
         # Gemini's resumable uploads, where a Gemini route is on (loaded only then).
         uploads = None
         if any(provider.resumable_uploads for provider in self.providers):
             from core.proxy.uploads import UploadSessions
 
             uploads = UploadSessions(self.token_store, token_check)
-        self.endpoint = ProxyEndpoint(
-            settings, self.providers, self.upstream, pipeline, scrubber, uploads
-        )
+        self.endpoint = ProxyEndpoint(settings, self.providers, client, pipeline, scrubber, uploads)
         # WebSocket sessions (OpenAI Realtime, Gemini Live) through the same stages; only a
         # server (uvicorn) ever delivers one, so it is built on the first.
         self._realtime: ASGIApp | None = None
@@ -186,6 +198,8 @@ class ProxyApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.upstream.aclose()
+                if self.telemetry is not None:
+                    await self.telemetry.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -216,8 +230,12 @@ def create_app(settings: Settings | None = None, *, concurrent: bool = True) -> 
         # One line per process start (a cold start, on functions): which release, which routes.
         routes = [provider.name for provider in proxy.providers]
         access_logger.info(json.dumps({"event": "start", "version": __version__, "routes": routes}))
-    with_cors = CORSMiddleware(proxy, settings.allowed_origins, EXPOSED_HEADERS)
-    return AccessLogMiddleware(with_cors, enabled=settings.access_log, proxy=proxy)
+    app: ASGIApp = CORSMiddleware(proxy, settings.allowed_origins, EXPOSED_HEADERS)
+    if proxy.telemetry is not None:
+        from core.telemetry.hub import TelemetryMiddleware
+
+        app = TelemetryMiddleware(app, proxy.telemetry)
+    return AccessLogMiddleware(app, enabled=settings.access_log, proxy=proxy)
 
 
 def _store_variable(settings: Settings, url: str) -> str:

@@ -17,7 +17,9 @@ MOCK_PORT = 8788
 def cmd_serve(args: argparse.Namespace) -> int:
     from core.app import MisconfiguredApp, create_app
     from core.server.runner import serve
+    from core.telemetry.serving import mark_server
 
+    mark_server(args.workers)  # /metrics, shared by the workers
     app = create_app()
     if isinstance(app, MisconfiguredApp):
         # A server can refuse to start (a function cannot: it answers 500 instead, see
@@ -56,8 +58,10 @@ def app_from_environment() -> object:
     from core.app import create_app
     from core.proxy.access_log import configure_logging
     from core.server.runner import tune_gc
+    from core.telemetry.serving import mark_server
 
     configure_logging()  # each worker process is an entry point of its own
+    mark_server()  # a worker of `serve --workers N` (the parent chose the metrics directory)
     app = create_app()
     tune_gc()
     return app

@@ -53,6 +53,61 @@ PLATFORM_VARIABLES: tuple[tuple[str, str], ...] = (
     ("K_SERVICE", "Cloud Run services and functions: client IP from X-Forwarded-For."),
 )
 
+# Telemetry (core/telemetry) is configured by the standard OpenTelemetry variables, read by
+# the SDK itself when it is on, plus the proxy's own METRICS_TOKEN.
+TELEMETRY_VARIABLES: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "unset (off)",
+        "URL",
+        "Turns OpenTelemetry traces and metrics on, exported over OTLP/HTTP to this collector.",
+    ),
+    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "unset", "URL", "Traces only, to this endpoint."),
+    ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "unset", "URL", "Metrics only, to this endpoint."),
+    (
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "http/protobuf",
+        "text",
+        "Only http/protobuf is supported; another value is refused in the log.",
+    ),
+    ("OTEL_TRACES_EXPORTER", "otlp", "text", "`none` turns traces off."),
+    ("OTEL_METRICS_EXPORTER", "otlp", "text", "`none` turns metrics off."),
+    ("OTEL_SDK_DISABLED", "false", "true/false", "Turns OpenTelemetry off whatever else is set."),
+    ("OTEL_SERVICE_NAME", "llm-proxy", "text", "The service name on every span and metric."),
+    (
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "unset",
+        "key=value list",
+        "More resource attributes (deployment.environment=prod, ...).",
+    ),
+    ("OTEL_TRACES_SAMPLER", "parentbased_always_on", "text", "The standard sampler choice."),
+    ("OTEL_METRIC_EXPORT_INTERVAL", "60000", "ms", "How often metrics are exported."),
+    (
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+        "false",
+        "true/false",
+        "Capture prompts on spans, truncated and scrubbed of every key.",
+    ),
+    (
+        "METRICS_TOKEN",
+        "unset",
+        "text, secret (never logged)",
+        "Bearer token for `/metrics` on servers; unset, only a loopback scrape is answered.",
+    ),
+    (
+        "PROMETHEUS_MULTIPROC_DIR",
+        "a temporary folder",
+        "path",
+        "Where `serve --workers N` keeps the workers' counters for one `/metrics`.",
+    ),
+    (
+        "WEB_CONCURRENCY",
+        "1",
+        "number",
+        "Worker processes, as `--workers` (read by `/metrics` to add the workers up).",
+    ),
+)
+
 # AWS Lambda: a secret named by reference instead of its value (handlers/aws/secrets.py).
 SECRET_SUFFIXES = ("_SECRET_ID", "_SSM_PARAMETER")
 
@@ -65,6 +120,11 @@ def _groups() -> Iterator[tuple[str, str, list[tuple[str, str, str, str]]]]:
     from core.server.limits import ServerLimits
     from core.usage.settings import UsageSettings
 
+    yield (
+        "Telemetry (core/telemetry)",
+        "OpenTelemetry and Prometheus; see the observability page. Off unless set.",
+        list(TELEMETRY_VARIABLES),
+    )
     yield (
         "Proxy (core/config.py)",
         "The default route, callers' credentials, timeouts, stores and realtime.",

@@ -12,9 +12,11 @@ import os
 
 from core.app import create_app
 from core.proxy.access_log import configure_logging
+from core.telemetry.serving import mark_server
 
 # The entry point owns the process's logging; an app that embeds the proxy keeps its own.
 configure_logging()
+mark_server(int(os.environ.get("WEB_CONCURRENCY", "1") or 1))  # /metrics is served
 app = create_app()
 
 

@@ -31,8 +31,8 @@ from core.access.tokens import (
 )
 from core.access.tokens_cli import check_provider_names, token_state
 from core.stores import Store
-from core.usage.cli import usage_report
-from core.usage.ledger import GROUPINGS
+from core.usage.cli import requests_report, usage_report
+from core.usage.ledger import GROUPINGS, REQUEST_LOG_SIZE
 
 if TYPE_CHECKING:
     from core.access.status import ServiceStatus
@@ -261,6 +261,21 @@ class AdminAPI:
         since = _since(request.query_params.get("since"))
         report = await off_loop(self.ledger.store, lambda: usage_report(self.ledger, by, since))
         return JSONResponse(report)
+
+    async def requests(self, request: Request) -> Response:
+        """The latest requests from the ledger's request log, filtered by caller, model and
+        status (a code like 429, a class like 5xx, or a refusal code), with the latency and
+        time-to-first-byte percentiles of those shown."""
+        query = request.query_params
+        try:
+            limit = min(max(int(query.get("limit", "200")), 1), REQUEST_LOG_SIZE)
+        except ValueError:
+            raise APIError(400, "bad_field", "limit must be a number") from None
+        filters = {name: query.get(name, "")[:200] for name in ("caller", "model", "status")}
+        report = await off_loop(
+            self.ledger.store, lambda: requests_report(self.ledger, limit=limit, **filters)
+        )
+        return JSONResponse(report, headers={"cache-control": "no-store"})
 
     async def providers_info(self, request: Request) -> Response:
         today = datetime.datetime.now(datetime.UTC).date()

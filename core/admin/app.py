@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("llm_proxy")
 
-PAGES = ("tokens", "usage", "providers", "status", "routes")
+PAGES = ("tokens", "usage", "requests", "providers", "status", "routes")
 STATIC_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -309,6 +309,7 @@ class Admin:
             Route("/admin/api/schedule", guarded(api.put_schedule), methods=["PUT"]),
             Route("/admin/api/usage", guarded(api.usage), methods=["GET"]),
             Route("/admin/api/providers", guarded(api.providers_info), methods=["GET"]),
+            Route("/admin/api/requests", guarded(api.requests), methods=["GET"]),
             Route("/admin/api/routes", guarded(api.routes), methods=["GET"]),
             Route("/admin/{page}", self.page, methods=["GET"]),
         ]

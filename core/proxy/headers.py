@@ -53,6 +53,8 @@ CLIENT_IDENTIFYING = frozenset(
         b"x-cloud-trace-context",
         b"traceparent",
         b"tracestate",
+        # W3C baggage is the caller's key-value context (user ids, tenants): never upstream.
+        b"baggage",
         b"x-request-id",
         b"x-correlation-id",
         # Platform ids (functions-framework adds one to every request).

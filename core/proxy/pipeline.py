@@ -30,6 +30,8 @@ from core.proxy.stages import (
 from core.stores.calls import call_store_later
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from core.access.credentials import TokenCheck
     from core.access.status import ServiceStatus
     from core.config import Settings
@@ -328,6 +330,7 @@ def build_pipeline(
     *,
     status: ServiceStatus | None = None,
     ledger: UsageLedger | None = None,
+    telemetry: Callable[[ProxyRequest, Outcome], Awaitable[None]] | None = None,
 ) -> tuple[Pipeline, Budget | None]:
     """The stages of this deployment: each feature's contribution, joined in order."""
     deployment = Deployment(settings, stores, status, ledger)
@@ -346,6 +349,8 @@ def build_pipeline(
         settlers.extend(contribution.settlers)
         strict_json = strict_json or contribution.strict_json
         budget = contribution.budget or budget
+    if telemetry is not None:
+        settlers.append(telemetry)  # last: it reads the cost the ledger's settler priced
     pipeline = Pipeline(
         identify=build_identify(settings, token_check),
         before_body=tuple(before),

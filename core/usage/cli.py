@@ -1,4 +1,6 @@
-"""`llm-proxy usage [--by caller|provider|model|day] [--since YYYY-MM-DD] [--json]`."""
+"""`llm-proxy usage [--by caller|provider|model|day] [--since YYYY-MM-DD] [--json]`, and
+`llm-proxy usage --requests [--caller C] [--model M] [--status S]`: the latest requests and
+their latency percentiles, the figures the dashboard's Requests page shows."""
 
 from __future__ import annotations
 
@@ -11,7 +13,13 @@ from typing import Any
 
 from core.config import usage_store_url
 from core.stores import StoreURLError, open_store
-from core.usage.ledger import GROUPINGS, UsageLedger, UsageRow
+from core.usage.ledger import (
+    GROUPINGS,
+    REQUEST_LOG_SIZE,
+    UsageLedger,
+    UsageRow,
+    request_figures,
+)
 
 
 def add_usage_parser(sub: Any, handler: Callable[[argparse.Namespace], int]) -> None:
@@ -30,6 +38,17 @@ def add_usage_parser(sub: Any, handler: Callable[[argparse.Namespace], int]) -> 
         "--since", type=parse_day, default=None, help="first UTC day to count, YYYY-MM-DD"
     )
     usage.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    usage.add_argument(
+        "--requests",
+        action="store_true",
+        help="the latest requests (the request log) and their latency percentiles",
+    )
+    usage.add_argument("--caller", default="", help="with --requests: only this caller")
+    usage.add_argument("--model", default="", help="with --requests: only this model")
+    usage.add_argument(
+        "--status", default="", help="with --requests: a status (429), class (5xx) or refusal code"
+    )
+    usage.add_argument("--limit", type=int, default=50, help="with --requests: rows (default 50)")
     usage.set_defaults(func=handler)
 
 
@@ -49,6 +68,46 @@ def usage_report(ledger: UsageLedger, by: str, since: datetime.date | None) -> d
         "rows": [row.to_json() for row in rows],
         "total": _total(rows).to_json(),
     }
+
+
+def requests_report(
+    ledger: UsageLedger, *, caller: str = "", model: str = "", status: str = "", limit: int = 200
+) -> dict[str, Any]:
+    """What `llm-proxy usage --requests --json` prints and GET /admin/api/requests returns."""
+    latest = ledger.recent_requests(limit=REQUEST_LOG_SIZE)
+    entries = [entry for entry in latest if entry.matches(caller, model, status)]
+    return {
+        "requests": [entry.to_json() for entry in entries[: max(1, limit)]],
+        "figures": request_figures(entries),
+        # What the dashboard's filters offer: every caller and model in the log.
+        "callers": sorted({entry.caller for entry in latest if entry.caller}),
+        "models": sorted({entry.model for entry in latest if entry.model}),
+    }
+
+
+def format_requests(report: dict[str, Any]) -> str:
+    figures = report["figures"]
+    lines = [
+        "{} requests; latency p50/p90/p99 ms: {}; first byte p50/p90/p99 ms: {}".format(
+            figures["requests"],
+            "/".join(str(v) for v in figures["latency_ms"].values()) or "-",
+            "/".join(str(v) for v in figures["first_byte_ms"].values()) or "-",
+        )
+    ]
+    for row in report["requests"]:
+        at = datetime.datetime.fromtimestamp(row["at"], datetime.UTC).strftime("%m-%d %H:%M:%S")
+        status = f"{row['status']} {row['refusal']}".strip()
+        tokens = (
+            "-" if row["input_tokens"] is None else f"{row['input_tokens']}/{row['output_tokens']}"
+        )
+        first = "-" if row["first_byte_ms"] is None else f"{row['first_byte_ms']:.0f}"
+        cost = "-" if row["cost_usd"] is None else f"{row['cost_usd']:.6f}"
+        lines.append(
+            f"{at}  {row['caller'] or '-':<16} {row['provider']:<10} {row['model'] or '-':<24} "
+            f"{status:<20} {row['latency_ms']:>8.0f} {first:>6} {tokens:>12} {cost:>10} "
+            f"{row['cache'] or '-'}"
+        )
+    return "\n".join(lines)
 
 
 def _total(rows: list[UsageRow]) -> UsageRow:
@@ -102,6 +161,12 @@ def run_usage_command(args: argparse.Namespace) -> int:
     except StoreURLError as exc:
         print(f"error: USAGE_STORE: {exc}", file=sys.stderr)
         return 2
+    if args.requests:
+        report = requests_report(
+            ledger, caller=args.caller, model=args.model, status=args.status, limit=args.limit
+        )
+        print(json.dumps(report, indent=2) if args.json else format_requests(report))
+        return 0
     if args.json:
         print(json.dumps(usage_report(ledger, args.by, args.since), indent=2))
         return 0

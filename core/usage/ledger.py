@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 import time
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 from urllib.parse import quote, unquote
 
 from core.stores import Store
@@ -173,6 +173,133 @@ class UsageLedger:
                 _add(totals, caller, group.counters)
         return _row(caller, totals.get(caller, {}))
 
+    def record_request(self, entry: RequestEntry) -> None:
+        """Keep one request in the bounded request log (the dashboard's Requests page)."""
+        _record_request(self.store, entry)
+
+    def recent_requests(self, **filters: Any) -> list[RequestEntry]:
+        return recent_requests(self.store, **filters)
+
     def callers_window(self, since: datetime.date) -> dict[str, UsageRow]:
         """Every caller's totals since `since`, from one scan (for a list of tokens)."""
         return {row.key: row for row in self.rows(by="caller", since=since)}
+
+
+# ---- the request log: the latest requests, one document each, bounded per store ------
+
+REQUEST_PREFIX = "requests:"
+# The most requests a store keeps: each new one takes the next of this many slots, so the
+# log never grows past it whatever the traffic (and each row lasts a week at most).
+REQUEST_LOG_SIZE = 2000
+REQUEST_RETENTION_SECONDS = 7 * _DAY
+_SEQUENCE_KEY = "requests:sequence"
+
+
+@dataclass(frozen=True)
+class RequestEntry:
+    """One proxied request as the dashboard's Requests page shows it."""
+
+    at: float
+    caller: str
+    provider: str
+    model: str
+    status: int
+    refusal: str = ""
+    latency_ms: float = 0.0
+    first_byte_ms: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+    cache: str = ""
+    stream: bool = False
+    request_id: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "at": self.at,
+            "caller": self.caller,
+            "provider": self.provider,
+            "model": self.model,
+            "status": self.status,
+            "refusal": self.refusal,
+            "latency_ms": round(self.latency_ms, 2),
+            "first_byte_ms": None if self.first_byte_ms is None else round(self.first_byte_ms, 2),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 6),
+            "cache": self.cache,
+            "stream": self.stream,
+            "request_id": self.request_id,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, object]) -> RequestEntry | None:
+        try:
+            return cls(**{name: doc[name] for name in _ENTRY_FIELDS if name in doc})  # type: ignore[arg-type]
+        except TypeError:
+            return None
+
+    def matches(self, caller: str, model: str, status: str) -> bool:
+        if caller and self.caller != caller:
+            return False
+        if model and self.model != model:
+            return False
+        if status:
+            code = str(self.status)
+            if status.endswith("xx"):
+                return code[:1] == status[:1]
+            return status in (code, self.refusal)
+        return True
+
+
+_ENTRY_FIELDS = tuple(RequestEntry.__dataclass_fields__)
+
+
+def _record_request(store: Store, entry: RequestEntry) -> None:
+    sequence = store.increment(
+        _SEQUENCE_KEY, {"n": 1}, expires_at=entry.at + RETENTION_DAYS * _DAY
+    )["n"]
+    slot = sequence % REQUEST_LOG_SIZE
+    store.put(
+        f"{REQUEST_PREFIX}{slot:05d}",
+        entry.to_json(),
+        expires_at=entry.at + REQUEST_RETENTION_SECONDS,
+    )
+
+
+def recent_requests(
+    store: Store, *, limit: int = 200, caller: str = "", model: str = "", status: str = ""
+) -> list[RequestEntry]:
+    """The latest requests first, filtered; reads the whole bounded log (admin use)."""
+    entries = []
+    for item in store.scan(REQUEST_PREFIX):
+        entry = RequestEntry.from_json(item.doc)
+        if entry is not None and entry.matches(caller, model, status):
+            entries.append(entry)
+    entries.sort(key=lambda entry: entry.at, reverse=True)
+    return entries[:limit]
+
+
+def percentiles(values: list[float], points: tuple[int, ...] = (50, 90, 99)) -> dict[str, float]:
+    """Nearest-rank percentiles, e.g. {"p50": .., "p90": .., "p99": ..}; {} for no values."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    last = len(ordered) - 1
+    return {
+        f"p{p}": round(ordered[min(last, max(0, -(-p * len(ordered) // 100) - 1))], 2)
+        for p in points
+    }
+
+
+def request_figures(entries: list[RequestEntry]) -> dict[str, object]:
+    """Latency and time-to-first-byte percentiles of the given requests (those that reached
+    an upstream; a refusal's few microseconds would only flatter the figures)."""
+    forwarded = [e for e in entries if not e.refusal and e.cache != "hit"]
+    return {
+        "requests": len(entries),
+        "latency_ms": percentiles([e.latency_ms for e in forwarded]),
+        "first_byte_ms": percentiles(
+            [e.first_byte_ms for e in forwarded if e.first_byte_ms is not None]
+        ),
+    }

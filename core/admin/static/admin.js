@@ -62,6 +62,7 @@ async function copy(text, what) {
 const fmt = {
   int: (n) => Number(n || 0).toLocaleString("en-US"),
   usd: (n) => "$" + Number(n || 0).toFixed(Number(n) >= 100 ? 2 : 4),
+  ms: (n) => (Number(n) >= 1000 ? (Number(n) / 1000).toFixed(2) + " s" : Math.round(Number(n || 0)) + " ms"),
   when: (s) => (s ? new Date(s * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC" : "never"),
   // Axis labels: as few characters as say the amount.
   usdAxis: (n) => "$" + (Number(n) > 0 && Number(n) < 0.01 ? Number(n).toPrecision(2) : Number(n) >= 10 ? Math.round(n) : Number(n) >= 1 ? Number(n).toFixed(1).replace(/\.0$/, "") : Number(n).toFixed(2).replace(/\.?0+$/, "") || "0"),
@@ -233,8 +234,9 @@ pages.tokens = async (view) => {
 pages.usage = async (view) => {
   const range = new URLSearchParams(location.search).get("days") || "30";
   const since = daysAgo(Number(range) - 1);
-  const [days, callers, models] = await Promise.all(
-    ["day", "caller", "model"].map((by) => api("GET", `usage?by=${by}&since=${since}`)));
+  const [days, callers, models, latest] = await Promise.all([
+    ...["day", "caller", "model"].map((by) => api("GET", `usage?by=${by}&since=${since}`)),
+    api("GET", "requests?limit=1")]);
   // Every day in the range, zeros included, so gaps show as gaps.
   const byDay = Object.fromEntries(days.rows.map((r) => [r.key, r]));
   const series = [];
@@ -257,6 +259,7 @@ pages.usage = async (view) => {
       el("div", {}, el("b", {}, fmt.short(t.total_tokens)), "tokens"),
       el("div", {}, el("b", {}, fmt.usd(t.cost_usd)), "cost"),
       el("div", {}, el("b", {}, fmt.short(t.saved_tokens)), "tokens saved by the cache")),
+    percentileCard(latest.figures, "usage-percentiles"),
     el("div", { class: "grid2" },
       el("div", { class: "card" }, el("h2", {}, "Tokens per day"), legend([["input", "input"], ["output", "output"]]),
         dayChart(series, [{ key: "input_tokens", cls: "input", label: "input" }, { key: "output_tokens", cls: "output", label: "output" }], fmt.short, "chart-day-tokens")),
@@ -266,6 +269,76 @@ pages.usage = async (view) => {
       el("div", { class: "card" }, el("h2", {}, "Tokens per model"), rankChart(models.rows, "total_tokens", "output", fmt.short, "chart-models"))),
     el("div", { class: "card" }, el("h2", {}, "Per caller"), table(callers.rows, "Caller")),
     el("div", { class: "card" }, el("h2", {}, "Per model"), table(models.rows, "Model")));
+};
+
+// Latency and time-to-first-byte percentiles of the latest requests (the ledger's request log).
+function percentileCard(figures, id) {
+  const cell = (label, values) => el("div", {}, el("b", {}, values && values.p50 !== undefined ? `${fmt.ms(values.p50)} / ${fmt.ms(values.p90)} / ${fmt.ms(values.p99)}` : "–"), label);
+  return el("div", { class: "card totals", id },
+    el("div", {}, el("b", {}, fmt.int(figures.requests)), "latest requests"),
+    cell("latency p50 / p90 / p99", figures.latency_ms),
+    cell("first byte p50 / p90 / p99", figures.first_byte_ms));
+}
+
+let requestsTimer = null;
+
+pages.requests = async (view) => {
+  const params = new URLSearchParams(location.search);
+  const filters = { caller: params.get("caller") || "", model: params.get("model") || "", status: params.get("status") || "" };
+  const choices = (name, options) => [el("option", { value: "", text: "all" }),
+    ...[...new Set(filters[name] ? [...options, filters[name]] : options)].map((o) => el("option", { value: o, text: o, selected: o === filters[name] }))];
+  const select = (name, label, options) => el("div", {}, el("label", { for: "f-" + name, text: label }),
+    el("select", { id: "f-" + name, name, on: { change: (event) => { filters[name] = event.target.value; apply(); } } }, choices(name, options)));
+  const live = el("input", { id: "live", type: "checkbox", checked: true, style: "width:auto" });
+  // Built once: a live refresh only changes the caller and model lists, never the controls.
+  const head = el("div", { id: "request-filters", class: "inline" },
+    select("caller", "Caller", []), select("model", "Model", []),
+    select("status", "Status", ["2xx", "4xx", "5xx", "401", "403", "429", "rate_limited", "budget_exceeded"]),
+    el("div", {}, el("label", { for: "live", text: "Refresh live" }), live));
+  const figures = el("div", { id: "request-figures" });
+  const table = el("div", { id: "request-list" });
+  const shown = { caller: "", model: "" };
+  function apply() {
+    const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v));
+    history.replaceState(null, "", "?" + query.toString());
+    load();
+  }
+  async function load() {
+    const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v));
+    query.set("limit", "200");
+    const data = await api("GET", "requests?" + query.toString());
+    for (const [name, options] of [["caller", data.callers], ["model", data.models]]) {
+      const key = options.join("\n");
+      if (shown[name] !== key) { shown[name] = key; head.querySelector("#f-" + name).replaceChildren(...choices(name, options)); }
+    }
+    figures.replaceChildren(percentileCard(data.figures, "request-percentiles"));
+    if (!data.requests.length) {
+      table.replaceChildren(el("p", { class: "empty" }, "No requests yet."));
+      return;
+    }
+    table.replaceChildren(el("table", {},
+      el("thead", {}, el("tr", {}, ["Time (UTC)", "Caller", "Provider", "Model", "Status", "Latency", "First byte", "Tokens in / out", "Cost", "Cache"].map((h, i) => el("th", { class: i >= 5 && i <= 8 ? "num" : null }, h)))),
+      el("tbody", {}, data.requests.map((r) => el("tr", { "data-request-id": r.request_id, class: r.status >= 400 ? "failed" : null },
+        el("td", { class: "mono", title: r.request_id }, new Date(r.at * 1000).toISOString().slice(5, 19).replace("T", " ")),
+        el("td", {}, r.caller || "–"),
+        el("td", {}, r.provider),
+        el("td", {}, r.model || "–"),
+        el("td", {}, el("span", { class: "pill " + (r.status >= 400 ? "disabled" : "active") }, r.refusal ? `${r.status} ${r.refusal}` : String(r.status))),
+        el("td", { class: "num" }, fmt.ms(r.latency_ms)),
+        el("td", { class: "num" }, r.first_byte_ms === null ? "–" : fmt.ms(r.first_byte_ms)),
+        el("td", { class: "num" }, r.input_tokens === null ? "–" : `${fmt.int(r.input_tokens)} / ${fmt.int(r.output_tokens)}`),
+        el("td", { class: "num" }, r.cost_usd === null ? "–" : fmt.usd(r.cost_usd)),
+        el("td", {}, r.cache || "–"))))));
+  }
+  view.replaceChildren(el("h1", {}, "Requests ", el("span", { class: "muted" }, "the latest, newest first")),
+    el("div", { class: "card" }, head), figures, el("div", { class: "card" }, table));
+  await load();
+  clearInterval(requestsTimer);
+  // Live: read again every few seconds while this page is shown and the box is ticked.
+  requestsTimer = setInterval(() => {
+    if (document.body.dataset.ready !== "requests" || !document.getElementById("live")) { clearInterval(requestsTimer); return; }
+    if (document.getElementById("live").checked && !document.hidden) attempt(load);
+  }, 3000);
 };
 
 pages.providers = async (view) => {

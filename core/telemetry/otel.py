@@ -1,0 +1,369 @@
+"""OpenTelemetry traces and metrics over OTLP/HTTP, following the GenAI conventions.
+
+Imported only when an OTLP endpoint is set (core/telemetry/__init__.py): the SDK and the
+exporter are the `otel` extra. Configured by the standard variables alone: the endpoints,
+headers, timeout, compression, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
+OTEL_TRACES_SAMPLER, OTEL_BSP_*, OTEL_METRIC_EXPORT_INTERVAL; OTEL_TRACES_EXPORTER=none or
+OTEL_METRICS_EXPORTER=none turn one half off. The providers are this proxy's own, not the
+process-global ones, so an app that embeds the proxy keeps its telemetry apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:
+    from core.telemetry.record import Attempt, RequestRecord
+    from core.types import Scope
+
+logger = logging.getLogger("llm_proxy")
+
+# The most a function invocation waits for its export before it ends (the process may
+# be frozen after the reply): a slow or unreachable collector costs a caller at most this.
+FLUSH_SECONDS = 1.0
+TOKEN_BUCKETS = [4**n for n in range(14)]  # 1 .. 67,108,864, as the conventions advise
+SECONDS_BUCKETS = [
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+]
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def _on(*names: str, env: Mapping[str, str]) -> bool:
+    return any(env.get(name) for name in names)
+
+
+def traces_wanted(env: Mapping[str, str]) -> bool:
+    if env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    return _on("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", env=env)
+
+
+def metrics_wanted(env: Mapping[str, str]) -> bool:
+    if env.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    return _on("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", env=env)
+
+
+def _resource(env: Mapping[str, str]) -> Resource:
+    named = env.get("OTEL_SERVICE_NAME") or "service.name=" in env.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    )
+    return Resource.create({} if named else {"service.name": "llm-proxy"})
+
+
+class OpenTelemetrySink:
+    def __init__(self, env: Mapping[str, str] = os.environ) -> None:
+        protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        if protocol != "http/protobuf":
+            logger.warning(
+                "OTEL_EXPORTER_OTLP_PROTOCOL=%s: this proxy exports OTLP over HTTP (protobuf) only",
+                protocol,
+            )
+        resource = _resource(env)
+        self.tracer_provider: Any = None
+        self.meter_provider: Any = None
+        self.tracer: Any = None
+        if traces_wanted(env):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            self.tracer_provider = TracerProvider(resource=resource)
+            self.tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            self.tracer = self.tracer_provider.get_tracer("llm_proxy")
+        self.instruments: dict[str, Any] = {}
+        self.counts = _Counts()
+        if metrics_wanted(env):
+            self._metrics(resource)
+
+    def _metrics(self, resource: Resource) -> None:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+        meter = self.meter_provider.get_meter("llm_proxy")
+        seconds = SECONDS_BUCKETS
+        self.instruments = {
+            "tokens": meter.create_histogram(
+                "gen_ai.client.token.usage",
+                unit="{token}",
+                description="Input and output tokens per request, as the reply reported them",
+                explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+            ),
+            "duration": meter.create_histogram(
+                "gen_ai.client.operation.duration",
+                unit="s",
+                description="Time from the request's arrival to the reply's end",
+                explicit_bucket_boundaries_advisory=seconds,
+            ),
+            "first_chunk": meter.create_histogram(
+                "gen_ai.client.operation.time_to_first_chunk",
+                unit="s",
+                description="Time from the request's arrival to the first reply byte",
+                explicit_bucket_boundaries_advisory=seconds,
+            ),
+        }
+        # Counts are kept in plain dicts and read by the SDK at export time (observable
+        # instruments): a request then pays for four histogram measurements, not eight.
+        counts = self.counts
+        meter.create_observable_counter(
+            "llm_proxy.requests",
+            callbacks=[_observe(counts.requests)],
+            unit="{request}",
+            description="Requests by status and refusal code",
+        )
+        meter.create_observable_counter(
+            "llm_proxy.cache.hits",
+            callbacks=[_observe(counts.cache_hits)],
+            unit="{request}",
+            description="Replies from the response cache",
+        )
+        meter.create_observable_counter(
+            "llm_proxy.spend",
+            callbacks=[_observe(counts.spend)],
+            unit="USD",
+            description="What the replies cost, where priced",
+        )
+        meter.create_observable_up_down_counter(
+            "llm_proxy.open",
+            callbacks=[_observe(counts.open)],
+            unit="{stream}",
+            description="Requests and sessions in flight",
+        )
+
+    # ---- the sink ----------------------------------------------------------------------
+
+    def start(self, record: RequestRecord, scope: Scope) -> None:
+        if self.tracer is not None:
+            carrier = {}
+            for name, value in scope.get("headers", ()):
+                if name == b"traceparent" or name == b"tracestate":
+                    carrier[name.decode()] = value.decode("latin-1")
+            parent = _PROPAGATOR.extract(carrier) if carrier else None
+            record.span = self.tracer.start_span(
+                record.operation,
+                context=parent,
+                kind=SpanKind.CLIENT,
+                start_time=record.started_ns,
+            )
+        if self.instruments:
+            _add(self.counts.open, (("llm_proxy.kind", record.kind),), 1)
+
+    def attempt_headers(
+        self, record: RequestRecord, attempt: Attempt, headers: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        """A child span for one upstream try; its id goes upstream as the parent."""
+        span = record.span
+        if span is None:
+            return headers
+        child = self.tracer.start_span(
+            "upstream attempt",
+            context=trace.set_span_in_context(span),
+            kind=SpanKind.CLIENT,
+            start_time=attempt.started_ns,
+            attributes={"server.address": attempt.server},
+        )
+        attempt.span = child
+        context = child.get_span_context()
+        if not context.is_valid:
+            return headers
+        traceparent = (
+            f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+        )
+        return [*headers, (b"traceparent", traceparent.encode())]
+
+    def end(self, record: RequestRecord) -> None:
+        attributes = genai_attributes(record)
+        if record.span is not None:
+            self._end_span(record, attributes)
+        if self.instruments:
+            self._measure(record, attributes)
+
+    def _end_span(self, record: RequestRecord, attributes: dict[str, Any]) -> None:
+        span = record.span
+        model = record.request_model
+        if model:
+            span.update_name(f"{record.operation} {model[:100]}")
+        span.set_attributes(attributes)
+        span.set_attributes(proxy_attributes(record))
+        if record.content:
+            span.set_attributes(record.content)
+        if record.first_byte_ns is not None:
+            span.add_event("llm_proxy.first_byte", timestamp=record.first_byte_ns)
+        end_ns = record.started_ns + int(record.duration_s * 1e9)
+        last = len(record.attempts) - 1
+        for index, attempt in enumerate(record.attempts):
+            child = attempt.span
+            if child is None:
+                continue
+            if attempt.status is not None:
+                child.set_attribute("http.response.status_code", attempt.status)
+            if attempt.error is not None:
+                child.set_attribute("error.type", attempt.error)
+                child.set_status(Status(StatusCode.ERROR))
+            # The try that answered lasts as long as its reply; a failed one, to its answer.
+            child.end(end_time=end_ns if index == last else attempt.ended_ns)
+        if "error.type" in attributes:
+            span.set_status(Status(StatusCode.ERROR))
+        span.end(end_time=end_ns)
+
+    def _measure(self, record: RequestRecord, attributes: dict[str, Any]) -> None:
+        measured: dict[str, Any] = {
+            name: attributes[name]
+            for name in (
+                "gen_ai.operation.name",
+                "gen_ai.provider.name",
+                "gen_ai.request.model",
+                "server.address",
+                "error.type",
+            )
+            if name in attributes
+        }
+        # Metric series are labelled only with a model an upstream accepted.
+        measured["gen_ai.request.model"] = record.model_label
+        instruments = self.instruments
+        counts = self.counts
+        _add(counts.open, (("llm_proxy.kind", record.kind),), -1)
+        instruments["duration"].record(record.duration_s, measured)
+        if record.first_byte_s is not None and record.stream:
+            instruments["first_chunk"].record(record.first_byte_s, measured)
+        if record.input_tokens is not None and not record.cache_hit:
+            tokens = instruments["tokens"]
+            tokens.record(record.input_tokens, {**measured, "gen_ai.token.type": "input"})
+            tokens.record(record.output_tokens or 0, {**measured, "gen_ai.token.type": "output"})
+        route = record.route or ""
+        status = (
+            ("http.response.status_code", record.status or 0),
+            ("llm_proxy.refusal", record.refusal or ""),
+            ("llm_proxy.route", route),
+        )
+        _add(counts.requests, status, 1)
+        if record.cache_hit:
+            _add(counts.cache_hits, (("llm_proxy.route", route),), 1)
+        if record.cost_usd:
+            _add(counts.spend, (("llm_proxy.route", route),), record.cost_usd)
+
+    async def flush(self) -> None:
+        """Export what is pending, waiting FLUSH_SECONDS at most (function platforms)."""
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self._flush), FLUSH_SECONDS)
+        except TimeoutError:
+            logger.warning("telemetry export took longer than %gs; not waited for", FLUSH_SECONDS)
+
+    def _flush(self) -> None:
+        millis = int(FLUSH_SECONDS * 1000)
+        if self.tracer_provider is not None:
+            self.tracer_provider.force_flush(millis)
+        if self.meter_provider is not None:
+            self.meter_provider.force_flush(millis)
+
+    def shutdown(self) -> None:
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown()
+
+
+Labels = tuple[tuple[str, Any], ...]
+
+
+class _Counts:
+    """Running totals by attribute set, read at each export."""
+
+    def __init__(self) -> None:
+        self.requests: dict[Labels, float] = {}
+        self.cache_hits: dict[Labels, float] = {}
+        self.spend: dict[Labels, float] = {}
+        self.open: dict[Labels, float] = {}
+
+
+def _add(totals: dict[Labels, float], labels: Labels, amount: float) -> None:
+    totals[labels] = totals.get(labels, 0) + amount
+
+
+def _observe(totals: dict[Labels, float]) -> Any:
+    from opentelemetry.metrics import Observation
+
+    def callback(options: Any) -> list[Observation]:
+        # Runs on the exporter's thread: a snapshot (one C-level call under the GIL).
+        return [Observation(value, dict(labels)) for labels, value in list(totals.items())]
+
+    return callback
+
+
+def genai_attributes(record: RequestRecord) -> dict[str, Any]:
+    """The GenAI semantic-convention attributes the record supports."""
+    attributes: dict[str, Any] = {"gen_ai.operation.name": record.operation}
+    if record.provider_name:
+        attributes["gen_ai.provider.name"] = record.provider_name
+    if record.request_model:
+        attributes["gen_ai.request.model"] = record.request_model[:200]
+    if record.response_model:
+        attributes["gen_ai.response.model"] = record.response_model[:200]
+    if record.max_tokens is not None:
+        attributes["gen_ai.request.max_tokens"] = record.max_tokens
+    if record.input_tokens is not None:
+        attributes["gen_ai.usage.input_tokens"] = record.input_tokens
+        attributes["gen_ai.usage.output_tokens"] = record.output_tokens or 0
+        if record.cached_input_tokens:
+            attributes["gen_ai.usage.cache_read.input_tokens"] = record.cached_input_tokens
+    if record.finish_reasons:
+        attributes["gen_ai.response.finish_reasons"] = list(record.finish_reasons)
+    if record.server:
+        attributes["server.address"] = record.server
+    if record.status is not None:
+        attributes["http.response.status_code"] = record.status
+    if record.first_byte_s is not None and record.stream:
+        attributes["gen_ai.response.time_to_first_chunk"] = record.first_byte_s
+    error = record.error_type
+    if error is not None:
+        attributes["error.type"] = error
+    return attributes
+
+
+def proxy_attributes(record: RequestRecord) -> dict[str, Any]:
+    """This proxy's own: who called (the label, never the credential), route, cache, cost."""
+    attributes: dict[str, Any] = {"llm_proxy.stream": record.stream}
+    if record.caller:
+        attributes["llm_proxy.caller"] = record.caller[:200]
+    if record.route:
+        attributes["llm_proxy.route"] = record.route
+    log = record.log
+    if log is not None:
+        attributes["llm_proxy.request_id"] = log.request_id
+        if log.cache:
+            attributes["llm_proxy.cache"] = log.cache
+        if log.upstream_status is not None:
+            attributes["llm_proxy.upstream_status"] = log.upstream_status
+    if record.cache_hit:
+        attributes["llm_proxy.cache"] = "hit"
+    if record.refusal:
+        attributes["llm_proxy.refusal"] = record.refusal
+    if record.cost_usd is not None:
+        attributes["llm_proxy.cost_usd"] = round(record.cost_usd, 6)
+    attributes["llm_proxy.attempts"] = len(record.attempts)
+    return attributes
