@@ -19,9 +19,11 @@ from core.providers import (
     CATALOGUE,
     Provider,
     build_provider_table,
+    enabled_providers,
     provider_env_names,
     split_upstreams,
 )
+from core.proxy.model_routes import RoutingSettings, parse_routing_settings
 from core.server import ServerLimits, parse_server_limits
 from core.stores import store_url_problem
 from core.stores.calls import DEFAULT_STORE_TIMEOUT
@@ -101,6 +103,8 @@ class Settings:
     # at most this many times per request.
     gemini_stream_recovery: bool = False
     gemini_stream_recovery_attempts: int = 2
+    # MODEL_ROUTES and MODEL_FALLBACKS (core/proxy/model_routes.py); off unless set.
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
 
     def providers(self) -> tuple[Provider, ...]:
         """Every route this deployment serves (core/providers.py)."""
@@ -284,6 +288,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         gemini_stream_recovery=parse_bool(env, "GEMINI_STREAM_RECOVERY", False, problems),
         gemini_stream_recovery_attempts=parse_int(
             env, "GEMINI_STREAM_RECOVERY_ATTEMPTS", 2, problems
+        ),
+        routing=parse_routing_settings(
+            env, problems, enabled_providers(provider_keys, provider_upstreams), bool(base_url)
         ),
     )
     if problems:

@@ -42,6 +42,7 @@ from core.types import send_response
 if TYPE_CHECKING:
     from core.access.identify import Identify
     from core.config import Settings
+    from core.proxy.model_routes import ModelRouter
     from core.proxy.scrub import Scrubber
     from core.proxy.stages import Check, ReplyTicket, StoredReply, Ticket
     from core.proxy.uploads import UploadSessions
@@ -114,6 +115,9 @@ def map_transport_error(exc: BaseException, settings: Settings) -> ProxyError:
 
 
 class ProxyEndpoint:
+    # MODEL_ROUTES / MODEL_FALLBACKS (core/proxy/model_routes.py), set by the app when on.
+    model_router: ModelRouter | None = None
+
     def __init__(
         self,
         settings: Settings,
@@ -228,6 +232,10 @@ class ProxyEndpoint:
         try:
             await self.admit(request, self.pipeline.before_body, tickets)
             await self.read_body(request, receive)
+            router = self.model_router
+            if router is not None and await router.route(request, tickets, send):
+                await self.settle(tickets, Outcome())  # answered here: the model list
+                return
             await self.admit(request, self.pipeline.after_body, tickets)
         except BaseException:
             # Refused after an earlier rule reserved: give the reservation back.
@@ -396,7 +404,12 @@ class ProxyEndpoint:
         recovery = self.recovery if self.recovery and self.recovery.wanted(request) else None
         sent_at = time.perf_counter()
         # A stream that may be spliced is asked for uncompressed, like a metered one.
-        response = await self.forward(request, body, metering or recovery is not None)
+        identity = metering or recovery is not None
+        fallbacks = self.model_router.fallbacks if self.model_router is not None else None
+        if fallbacks is not None:
+            response = await fallbacks.forward(self, request, tickets, state, body, identity)
+        else:
+            response = await self.forward(request, body, identity)
         if self.uploads is not None and request.wire.name == "gemini":
             raw = response.raw_headers
             rewritten = await self.uploads.rewrite_reply(request, raw)
