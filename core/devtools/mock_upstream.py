@@ -50,6 +50,7 @@ from email.policy import HTTP
 from typing import Any
 from urllib.parse import parse_qs
 
+from core.devtools.mock_compat import serve_compat
 from core.types import Receive, Scope, Send
 
 WORDS = (
@@ -239,6 +240,8 @@ class MockUpstream:
         status = _int_header(headers, "x-mock-status", 0)
         if status:
             await reply.json(status, _error_payload(path, status), gemini=_is_gemini(path))
+            return
+        if await serve_compat(path, headers, body, reply):  # other providers' OpenAI surfaces
             return
         if "/echo" in path:
             await reply.json(200, _echo(scope, headers, query, body))
