@@ -34,23 +34,20 @@ async def send_model_list(router: ModelRouter, request: ProxyRequest, send: Send
         sources.setdefault(record.name, (record, []))[1].append(pattern)
     default = router.default
     patterns = [pattern for pattern, _ in router.routes]
-    lists = [
-        _listed(router, record, claims, exclude=()) for record, claims in sources.values()
-    ]
+    lists = [_listed(router, record, claims, exclude=()) for record, claims in sources.values()]
     if default is not None and default.upstream and default.name not in sources:
         lists.append(_listed(router, default, ["*"], exclude=tuple(patterns)))
     found = await asyncio.gather(*lists)
-    record = request.caller.record if request.caller is not None else None
-    scoped = request.caller is not None and request.caller.scoped and record is not None
+    caller = request.caller
+    token = caller.record if caller is not None and caller.scoped else None
     seen: set[str] = set()
     data = []
     for models in found:
         for model in models:
             if model["id"] in seen:
                 continue
-            if scoped and not (
-                record.allows_provider(model["owned_by"])  # type: ignore[union-attr]
-                and record.allows_model(model["id"])  # type: ignore[union-attr]
+            if token is not None and not (
+                token.allows_provider(model["owned_by"]) and token.allows_model(model["id"])
             ):
                 continue
             seen.add(model["id"])

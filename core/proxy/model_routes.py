@@ -118,7 +118,8 @@ def parse_routing_settings(
         unserved = [
             model
             for model in chain
-            if not default_route and not any(fnmatch.fnmatchcase(model, p) for p, _ in parsed.routes)
+            if not default_route
+            and not any(fnmatch.fnmatchcase(model, p) for p, _ in parsed.routes)
         ]
         if unserved:
             problems.append(

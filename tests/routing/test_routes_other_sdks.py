@@ -67,6 +67,7 @@ def test_vercel_ai_sdk_sees_the_fallback_model(node_results: dict[str, dict[str,
 
 def test_langchain_chat_openai_reaches_routed_models(routed: Routed) -> None:
     import langchain_openai
+
     for model, provider in (("claude-haiku-4-5", "anthropic"), ("gemini-2.5-flash", "gemini")):
         routed.reset()
         chat = langchain_openai.ChatOpenAI(

@@ -48,7 +48,9 @@ def test_a_chain_naming_a_model_no_route_serves_is_refused() -> None:
         "MODEL_FALLBACKS chains look like gpt-4o>claude-sonnet-4-5 (two models or more), "
         "got 'claude-x'"
     ]
-    twice = problems(MODEL_ROUTES="claude-*=anthropic", MODEL_FALLBACKS="claude-a>claude-b,claude-a>claude-c")
+    twice = problems(
+        MODEL_ROUTES="claude-*=anthropic", MODEL_FALLBACKS="claude-a>claude-b,claude-a>claude-c"
+    )
     assert twice == [
         "MODEL_FALLBACKS falls back from 'claude-a' in two chains: each model may have one "
         "next model"
@@ -90,8 +92,14 @@ def test_check_prints_one_line_per_routing_problem() -> None:
     ("body", "expected"),
     [
         (b'{"model":"gpt-4o","n":1}', b'{"model":"claude-x","n":1}'),
-        (b'{ "a": {"model": "inner"},\n  "model" :  "gpt-4o" }', b'{ "a": {"model": "inner"},\n  "model" :  "claude-x" }'),
-        (b'{"messages":[{"content":"say \\"model\\": x"}],"model":"g\\u0070t"}', b'{"messages":[{"content":"say \\"model\\": x"}],"model":"claude-x"}'),
+        (
+            b'{ "a": {"model": "inner"},\n  "model" :  "gpt-4o" }',
+            b'{ "a": {"model": "inner"},\n  "model" :  "claude-x" }',
+        ),
+        (
+            b'{"messages":[{"content":"say \\"model\\": x"}],"model":"g\\u0070t"}',
+            b'{"messages":[{"content":"say \\"model\\": x"}],"model":"claude-x"}',
+        ),
     ],
 )
 def test_only_the_top_level_model_value_changes(body: bytes, expected: bytes) -> None:
