@@ -45,6 +45,8 @@ class Routed:
     store_url: str
     # Stored tokens: unscoped, scoped to the default route, scoped to anthropic.
     tokens: dict[str, str]
+    # The identity the unscoped token's usage is kept under (used by one test only).
+    any_caller: str
 
     def reset(self) -> None:
         for upstream in self.upstreams.values():
@@ -58,8 +60,9 @@ def routed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Routed]:
     upstreams = {name: mock.__enter__() for name, mock in zip(names, mocks, strict=True)}
     store_url = f"sqlite:///{Path(tmp_path_factory.mktemp('routing'))}/store.db"
     store = open_store(store_url)
+    any_token, any_record = create_token(store, "any")
     tokens = {
-        "any": create_token(store, "any")[0],
+        "any": any_token,
         "default-only": create_token(store, "default-only", providers=("default",))[0],
         "anthropic-only": create_token(store, "anthropic-only", providers=("anthropic",))[0],
     }
@@ -84,6 +87,6 @@ def routed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Routed]:
         CACHE_URL="memory://",
     )
     with serve_in_thread(create_app(load_settings(env))) as proxy:
-        yield Routed(proxy, upstreams, store_url, tokens)
+        yield Routed(proxy, upstreams, store_url, tokens, "token:" + any_record.id)
     for mock in mocks:
         mock.__exit__(None, None, None)
