@@ -238,6 +238,8 @@ class ModelFallbacks:
                 copy.needs_usage = True
             tickets[at:] = admitted
             state.copy = copy
+            # The target index the last attempt pinned is the last provider's, not this one's.
+            request.target = None
             marker.name(candidate)
             return rest, True
         return (), False

@@ -278,3 +278,51 @@ def test_cache_keeps_a_routed_reply_under_its_provider(routed: Routed) -> None:
     assert second.headers["x-proxy-cache"] == "hit"
     assert second.headers["x-proxy-model"] == "claude-haiku-4-5"
     assert len(only_reached(routed, "anthropic")) == 1
+
+
+def test_fallback_from_a_provider_with_several_targets_to_one_with_one() -> None:
+    """The target the failed provider's last attempt pinned is not carried to the next
+    provider (which has fewer targets)."""
+    from core.app import create_app
+    from core.config import load_settings
+    from core.devtools.mock_upstream import MockOptions, MockUpstream
+    from tests.servers import proxy_env, serve_in_thread
+
+    with (
+        serve_in_thread(MockUpstream(MockOptions())) as first,
+        serve_in_thread(MockUpstream(MockOptions())) as second,
+        serve_in_thread(MockUpstream(MockOptions())) as claude,
+    ):
+        env = proxy_env(
+            first.url,
+            UPSTREAM_BASE_URL=f"{first.url}/v1,{second.url}/v1",
+            ANTHROPIC_API_KEY=KEYS["anthropic"],
+            ANTHROPIC_UPSTREAM=claude.url,
+            MODEL_ROUTES="claude-*=anthropic",
+            MODEL_FALLBACKS="gpt-4o>claude-sonnet-4-5",
+        )
+        with serve_in_thread(create_app(load_settings(env))) as proxy:
+            for _ in range(3):  # each request starts on the other target
+                reply = httpx.post(
+                    f"{proxy.url}/v1/chat/completions",
+                    json={"model": "gpt-4o", "messages": HI},
+                    headers={
+                        "authorization": f"Bearer {FAKE_TOKEN}",
+                        "x-mock-fail-models": "gpt-4o",
+                    },
+                )
+                assert reply.status_code == 200, reply.text
+                assert reply.headers["x-proxy-model"] == "claude-sonnet-4-5"
+        assert len(upstream_requests(claude)) == 3
+        assert len(upstream_requests(first)) == len(upstream_requests(second)) == 3
+
+
+def test_browsers_may_read_which_model_answered(routed: Routed) -> None:
+    reply = httpx.post(
+        f"{routed.proxy.url}/v1/chat/completions",
+        json={"model": "claude-haiku-4-5", "messages": HI},
+        headers={"authorization": f"Bearer {FAKE_TOKEN}", "origin": "http://app.example.test"},
+    )
+    assert reply.headers["x-proxy-model"] == "claude-haiku-4-5"
+    exposed = reply.headers["access-control-expose-headers"].split(", ")
+    assert "x-proxy-model" in exposed
