@@ -1,11 +1,14 @@
 """What MODEL_ROUTES and MODEL_FALLBACKS cost a plain OpenAI request (issue 22).
 
-Two `llm-proxy serve` processes in front of one mock upstream: `plain` as today, and
-`routed` with routes (claude-*, gemini-*, deepseek-*) and a fallback chain that this
-request's model is not part of. The load is the same on both: streams of a gpt-* model, 40
-SSE events each, from 16 concurrent clients, the two servers measured in alternate rounds so
-drift in the machine's load hits both. Reported: server CPU per stream and per event
-(utime + stime of the server process over the window), and their difference.
+Two `llm-proxy serve` processes in front of one mock upstream, with the same provider keys:
+`plain` as today, and `routed` with routes (claude-*, gemini-*, deepseek-*) and a fallback
+chain that this request's model is not part of. The load is the same on both: streams of a
+gpt-* model, 40 SSE events each, from 16 concurrent clients; the two servers are measured in
+alternate rounds, each first in turn, so drift in the machine's load hits both. Reported:
+server CPU per stream and per event (utime + stime of the server process over the window)
+and their difference; and, in process, the CPU the routing decision itself takes per request
+(the router's choice of provider and the fallback lookup for a model in no chain), which the
+relay of the events never pays again.
 
 BENCH_ROUTING_STREAMS (default 400 per round) and BENCH_ROUTING_ROUNDS (default 3) shorten
 or lengthen a run.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import httpx
 import psutil
@@ -33,7 +37,9 @@ HEADERS = {
 }
 
 
-def routed_env(upstream: str) -> dict[str, str]:
+def providers_env(upstream: str) -> dict[str, str]:
+    """The same provider routes on both servers (a Gemini key alone switches on work of its
+    own, resumable uploads), so the only difference is routing."""
     return {
         "ANTHROPIC_API_KEY": "fake-anthropic-key-bench",
         "ANTHROPIC_UPSTREAM": upstream,
@@ -41,6 +47,12 @@ def routed_env(upstream: str) -> dict[str, str]:
         "GEMINI_UPSTREAM": upstream,
         "DEEPSEEK_API_KEY": "fake-deepseek-key-bench",
         "DEEPSEEK_UPSTREAM": upstream,
+    }
+
+
+def routed_env(upstream: str) -> dict[str, str]:
+    return {
+        **providers_env(upstream),
         "MODEL_ROUTES": "claude-*=anthropic,gemini-*=gemini,deepseek-*=deepseek",
         "MODEL_FALLBACKS": "gpt-4o>claude-sonnet-4-5>gemini-2.5-pro",
     }
@@ -80,19 +92,63 @@ def measure(url: str, pid: int, streams: int) -> tuple[float, int]:
     return _cpu_seconds(pid) - before, events
 
 
+def decision_cost(requests: int = 20_000, repeats: int = 7) -> float:
+    """CPU microseconds per request of the routing decision, in process (median of repeats)."""
+    from core.app import ProxyApp
+    from core.config import load_settings
+    from core.proxy.request import build_request
+
+    env = {
+        "UPSTREAM_BASE_URL": "http://127.0.0.1:9/v1",
+        "UPSTREAM_API_KEY": "fake-upstream-key-bench",
+        "PROXY_ACCESS_TOKEN": BENCH_TOKEN,
+        **routed_env("http://127.0.0.1:9"),
+    }
+    app = ProxyApp(load_settings(env))
+    router = app.endpoint.model_router
+    assert router is not None and router.fallbacks is not None
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+    }
+    provider, remainder = app.endpoint.route(scope)  # type: ignore[arg-type]
+    request = build_request(scope, provider, remainder, None)  # type: ignore[arg-type]
+    request.body = BODY
+
+    async def measure_all() -> list[float]:
+        await request.document()
+        figures = []
+        for _ in range(repeats):
+            started = time.process_time()
+            for _ in range(requests):
+                await router.route(request, [], None)  # type: ignore[arg-type]
+                router.fallbacks.after.get(await request.model() or "", ())  # type: ignore[union-attr]
+            figures.append((time.process_time() - started) / requests * 1e6)
+        return figures
+
+    return median(asyncio.run(measure_all()))
+
+
 def run() -> list[str]:
     lines = ["routing: CPU of a plain OpenAI stream with and without MODEL_ROUTES"]
+    lines.append(row("routing decision per request (in process)", f"{decision_cost():.1f} us"))
     with (
         mock_upstream() as upstream,
-        proxy_server(upstream) as plain,
+        proxy_server(upstream, **providers_env(upstream)) as plain,
         proxy_server(upstream, **routed_env(upstream)) as routed,
     ):
         for url, pid in (plain, routed):
             measure(url, pid, 50)  # warm the pools
         per_event: dict[str, list[float]] = {"plain": [], "routed": []}
         per_stream: dict[str, list[float]] = {"plain": [], "routed": []}
+        servers = [("plain", plain), ("routed", routed)]
         for _ in range(ROUNDS):
-            for name, (url, pid) in (("plain", plain), ("routed", routed)):
+            servers.reverse()  # each goes first in turn: no order bias
+            for name, (url, pid) in servers:
                 seconds, events = measure(url, pid, STREAMS)
                 assert events == STREAMS * EVENTS, (name, events)
                 per_event[name].append(seconds / events * 1e6)
