@@ -24,7 +24,7 @@ import httpx
 
 from core.errors import ProxyError, UpstreamTimeout, UpstreamUnreachable
 from core.proxy.model_routes import ModelTicket
-from core.proxy.stages import Outcome, reply_ticket
+from core.proxy.stages import HeaderTicket, Outcome, reply_ticket
 
 if TYPE_CHECKING:
     from core.proxy.endpoint import ProxyEndpoint
@@ -203,15 +203,25 @@ class ModelFallbacks:
         after it, and whether it moved."""
         checks = endpoint.pipeline.after_body
         at = tickets.index(marker) + 1
+        document = await request.document()
+        if model_value_span(request.body) is None or not isinstance(document, dict):
+            logger.warning("model fallback: the request's model cannot be rewritten")
+            return (), False
+        # The failed attempt spent nothing: its reservations are given back first, so the
+        # next model's reservation has the room they held. What stays is their headers
+        # (the caller's rate-limit figures), should no model be admitted.
+        released = tickets[at:]
+        for ticket in released:
+            await ticket.settle(Outcome(upstream_status=status))
+        tickets[at:] = [HeaderTicket(list(t.headers)) for t in released if t.headers]
+        state.copy = None
         while rest:
             candidate, rest = rest[0], rest[1:]
-            saved = (request.body, await request.document(), request.provider)
+            saved = (request.body, document, request.provider)
             body = with_model(request.body, candidate)
-            if body is None or not isinstance(saved[1], dict):
-                logger.warning("model fallback: the request's model cannot be rewritten")
-                return (), False
+            assert body is not None  # the span was found above
             request.body = body
-            request.use_document({**saved[1], "model": candidate})
+            request.use_document({**document, "model": candidate})
             admitted: list[Ticket] = []
             try:
                 await self.router.reroute(request, candidate)
@@ -227,9 +237,6 @@ class ModelFallbacks:
                 if request.log is not None:
                     request.log.route = saved[2].name
                 continue
-            # The failed attempt spent nothing: its reservations are given back.
-            for ticket in tickets[at:]:
-                await ticket.settle(Outcome(upstream_status=status))
             copy = reply_ticket(admitted)
             if copy is not None and copy.replay is not None:
                 # A stored reply for the next model is not replayed mid-exchange: the call

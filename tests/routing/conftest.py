@@ -14,6 +14,7 @@ from core.app import create_app
 from core.config import load_settings
 from core.devtools.mock_upstream import MockOptions, MockUpstream
 from core.stores import open_store
+from core.usage.ledger import UsageLedger
 from tests.servers import (
     FAKE_UPSTREAM_KEY,
     RunningServer,
@@ -47,6 +48,7 @@ class Routed:
     tokens: dict[str, str]
     # The identity the unscoped token's usage is kept under (used by one test only).
     any_caller: str
+    ledger: UsageLedger
 
     def reset(self) -> None:
         for upstream in self.upstreams.values():
@@ -65,6 +67,8 @@ def routed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Routed]:
         "any": any_token,
         "default-only": create_token(store, "default-only", providers=("default",))[0],
         "anthropic-only": create_token(store, "anthropic-only", providers=("anthropic",))[0],
+        # Less room than one request's worst case: each attempt reserves all of it.
+        "small-budget": create_token(store, "small-budget", budget_usd=0.01)[0],
     }
     env = proxy_env(
         upstreams["default"].url,
@@ -86,7 +90,10 @@ def routed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Routed]:
         BUDGET_PER_CALLER_USD="1000",
         CACHE_URL="memory://",
     )
-    with serve_in_thread(create_app(load_settings(env))) as proxy:
-        yield Routed(proxy, upstreams, store_url, tokens, "token:" + any_record.id)
+    app = create_app(load_settings(env))
+    # The proxy's own ledger: read through the store object that writes it.
+    ledger = app.proxy.ledger  # type: ignore[attr-defined]
+    with serve_in_thread(app) as proxy:
+        yield Routed(proxy, upstreams, store_url, tokens, "token:" + any_record.id, ledger)
     for mock in mocks:
         mock.__exit__(None, None, None)

@@ -14,8 +14,6 @@ import httpx
 import openai
 import pytest
 
-from core.stores import open_store
-from core.usage.ledger import UsageLedger
 from tests.routing.conftest import KEYS, Routed
 from tests.servers import FAKE_TOKEN, upstream_requests
 
@@ -242,7 +240,7 @@ def _poll(condition: Any, timeout: float = 5.0) -> Any:
 
 def test_ledger_and_budget_charge_the_provider_that_served(routed: Routed) -> None:
     token = routed.tokens["any"]  # this test's own caller: no other test's usage is in it
-    ledger = UsageLedger(open_store(routed.store_url))
+    ledger = routed.ledger
     routed.reset()
     reply = client(routed, token).chat.completions.create(
         model="gpt-4o",
@@ -267,6 +265,19 @@ def test_ledger_and_budget_charge_the_provider_that_served(routed: Routed) -> No
     # "hi" is 1 prompt token, 8 chunks 8 output tokens, at claude's $100 per million.
     assert usage["spent_usd"] == pytest.approx(9 * 100 / 1_000_000)
     assert (usage["input_tokens"], usage["output_tokens"]) == (1, 8)
+
+
+def test_a_fallback_gets_the_room_the_failed_attempt_reserved(routed: Routed) -> None:
+    token = routed.tokens["small-budget"]
+    routed.reset()
+    raw = client(routed, token).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=HI, extra_headers={"x-mock-fail-models": "gpt-4o"}
+    )
+    assert raw.headers["x-proxy-model"] == "claude-sonnet-4-5"
+    usage = httpx.get(
+        f"{routed.proxy.url}/proxy/usage", headers={"authorization": f"Bearer {token}"}
+    ).json()
+    assert usage["spent_usd"] == pytest.approx(9 * 100 / 1_000_000)  # claude's, and only it
 
 
 def test_cache_keeps_a_routed_reply_under_its_provider(routed: Routed) -> None:
