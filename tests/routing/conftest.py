@@ -89,6 +89,10 @@ def routed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Routed]:
         MODEL_PRICES=PRICES,
         BUDGET_PER_CALLER_USD="1000",
         CACHE_URL="memory://",
+        # The ledger in memory, written as each reply settles (a SQLite ledger is written by
+        # one background thread for the whole test process, on no schedule a test can see).
+        USAGE_STORE="memory://",
+        ADMIN_TOKEN="test-admin-token-for-routing-0123456789",
     )
     app = create_app(load_settings(env))
     # The proxy's own ledger: read through the store object that writes it.

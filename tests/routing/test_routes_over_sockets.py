@@ -258,7 +258,8 @@ def test_ledger_and_budget_charge_the_provider_that_served(routed: Routed) -> No
         }
 
     # Written in the background: polled, bounded. The failed gpt-4o attempt spent nothing.
-    assert _poll(recorded, timeout=15) == {("anthropic", "claude-sonnet-4-5"): 1}
+    everything = lambda: [(g.caller, g.provider, g.model) for g in ledger._groups(None)]  # noqa: E731
+    assert _poll(recorded, timeout=15) == {("anthropic", "claude-sonnet-4-5"): 1}, everything()
     usage = httpx.get(
         f"{routed.proxy.url}/proxy/usage", headers={"authorization": f"Bearer {token}"}
     ).json()
