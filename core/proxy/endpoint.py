@@ -557,7 +557,10 @@ class ProxyEndpoint:
         if meter is not None:
             state.outcome.usage = meter.finish()
         state.settled = True
-        await self.settle(tickets, state.outcome, request)
+        # Shielded: the openai SDKs close the connection as soon as they read [DONE], which
+        # can land while this awaits a store; cancelled here, the budget charge and the
+        # ledger entry were lost (and, settled=True, nobody settled again).
+        await asyncio.shield(self.settle(tickets, state.outcome, request))
 
     async def settle(
         self, tickets: list[Ticket], outcome: Outcome, request: ProxyRequest | None = None
