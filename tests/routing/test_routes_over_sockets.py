@@ -338,3 +338,48 @@ def test_browsers_may_read_which_model_answered(routed: Routed) -> None:
     assert reply.headers["x-proxy-model"] == "claude-haiku-4-5"
     exposed = reply.headers["access-control-expose-headers"].split(", ")
     assert "x-proxy-model" in exposed
+
+
+def test_a_surface_without_stream_usage_is_refused_streams_under_a_cap() -> None:
+    """A vendor whose OpenAI-compatible surface cannot report a stream's usage: under a
+    budget its streams are refused (nothing sent), its whole replies still metered."""
+    from dataclasses import replace
+
+    from core.app import create_app
+    from core.config import load_settings
+    from core.devtools.mock_upstream import MockOptions, MockUpstream
+    from core.providers import OpenAISurface
+    from core.proxy.model_routes import surface_record
+    from tests.servers import proxy_env, serve_in_thread
+
+    with serve_in_thread(MockUpstream(MockOptions())) as vendor:
+        env = proxy_env(
+            vendor.url,
+            GROQ_API_KEY="fake-groq-key-routing",
+            GROQ_UPSTREAM=f"{vendor.url}/openai",
+            MODEL_ROUTES="llama-*=groq",
+            BUDGET_PER_CALLER_USD="10",
+            MODEL_PRICES='{"*": {"input": 1, "output": 1}}',
+        )
+        app = create_app(load_settings(env))
+        router = app.proxy.endpoint.model_router  # type: ignore[attr-defined]
+        groq = next(p for p in app.proxy.providers if p.name == "groq")  # type: ignore[attr-defined]
+        # As a vendor would be declared: `_compatible(..., openai_surface=OpenAISurface(
+        # stream_usage=False))`.
+        without = replace(groq, openai_surface=OpenAISurface(stream_usage=False))
+        router.routes[0] = ("llama-*", surface_record(without))
+        with serve_in_thread(app) as proxy:
+            reset = httpx.post(f"{vendor.url}/_mock/reset")
+            assert reset.status_code == 200
+            llama = client_for(proxy.url)
+            with pytest.raises(openai.PermissionDeniedError, match="does not report a stream"):
+                llama.chat.completions.create(model="llama-3", messages=HI, stream=True)
+            assert not upstream_requests(vendor)
+            reply = llama.chat.completions.create(model="llama-3", messages=HI)
+            assert reply.usage is not None and reply.usage.completion_tokens == 8
+            [seen_request] = upstream_requests(vendor)
+            assert seen_request["path"] == "/openai/v1/chat/completions"
+
+
+def client_for(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=FAKE_TOKEN, max_retries=0, timeout=20)
