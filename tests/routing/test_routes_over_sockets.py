@@ -383,3 +383,32 @@ def test_a_surface_without_stream_usage_is_refused_streams_under_a_cap() -> None
 
 def client_for(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=FAKE_TOKEN, max_retries=0, timeout=20)
+
+
+def test_without_a_default_route_v1_serves_routed_models_only() -> None:
+    from core.app import create_app
+    from core.config import load_settings
+    from core.devtools.mock_upstream import MockOptions, MockUpstream
+    from tests.servers import serve_in_thread
+
+    with serve_in_thread(MockUpstream(MockOptions())) as claude:
+        env = {
+            "PROXY_ACCESS_TOKEN": FAKE_TOKEN,
+            "ACCESS_LOG": "false",
+            "ANTHROPIC_API_KEY": KEYS["anthropic"],
+            "ANTHROPIC_UPSTREAM": claude.url,
+            "MODEL_ROUTES": "claude-*=anthropic",
+        }
+        with serve_in_thread(create_app(load_settings(env))) as proxy:
+            sdk = client_for(proxy.url)
+            assert sdk.chat.completions.create(model="claude-haiku-4-5", messages=HI).choices
+            with pytest.raises(openai.NotFoundError, match="No route on this proxy serves"):
+                sdk.chat.completions.create(model="gpt-4o", messages=HI)
+            with pytest.raises(openai.NotFoundError, match="routes by model only"):
+                sdk.responses.create(model="claude-haiku-4-5", input="hi")
+            assert {m.owned_by for m in sdk.models.list()} == {"anthropic"}
+        # The refusals sent nothing; the chat and the model list reached Anthropic's surface.
+        assert [(r["method"], r["path"]) for r in upstream_requests(claude)] == [
+            ("POST", "/v1/chat/completions"),
+            ("GET", "/v1/models"),
+        ]
