@@ -66,6 +66,8 @@ EXPOSED_HEADERS = [
     "x-goog-upload-status",
     "x-goog-upload-chunk-granularity",
     "x-goog-upload-size-received",
+    # The model that answered, when MODEL_ROUTES / MODEL_FALLBACKS chose it.
+    "x-proxy-model",
 ]
 
 # The version tells an operator which release answers; nothing about the configuration.
@@ -96,6 +98,11 @@ class ProxyApp:
         self.token_store = self.stores.open(settings.token_store) if settings.token_store else None
         token_check = token_check_from_settings(settings, self.token_store)
         self.providers = settings.providers()
+        router = None
+        if settings.routing.on:  # MODEL_ROUTES, MODEL_FALLBACKS
+            from core.proxy.model_routes import build_model_router
+
+            self.providers, router = build_model_router(settings, self.providers, self.upstream)
         # The kill switch exists where someone can throw it: the dashboard, or a shared
         # token store. Both it and the ledger load only when used (cold start).
         self.status: ServiceStatus | None = None
@@ -140,6 +147,7 @@ class ProxyApp:
 
             uploads = UploadSessions(self.token_store, token_check)
         self.endpoint = ProxyEndpoint(settings, self.providers, client, pipeline, scrubber, uploads)
+        self.endpoint.model_router = router
         # WebSocket sessions (OpenAI Realtime, Gemini Live) through the same stages; only a
         # server (uvicorn) ever delivers one, so it is built on the first.
         self._realtime: ASGIApp | None = None

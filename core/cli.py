@@ -92,11 +92,19 @@ def demo_environment(port: int, mock_port: int, token: str, admin_token: str) ->
         "ALLOWED_ORIGINS": f"http://127.0.0.1:{port},http://localhost:{port}",
         # A daily dollar budget at made-up prices, so the page shows the quota left.
         "BUDGET_PER_CALLER_USD": "1",
-        "MODEL_PRICES": '{"mock-*": {"input": 100, "output": 400}}',
+        "MODEL_PRICES": '{"mock-*": {"input": 100, "output": 400}, "gpt-*": '
+        '{"input": 100, "output": 400}, "claude-*": {"input": 300, "output": 1500}, '
+        '"gemini-*": {"input": 125, "output": 1000}}',
+        # One base URL for several providers (docs/model-routing.md), all on the mock.
+        "MODEL_ROUTES": "claude-*=anthropic,gemini-*=gemini",
+        "MODEL_FALLBACKS": "gpt-4o>claude-sonnet-4-5>gemini-2.5-pro",
     }
     chosen = {name: os.environ.get(name) or value for name, value in defaults.items()}
     chosen["UPSTREAM_BASE_URL"] = f"http://127.0.0.1:{mock_port}/v1"
     chosen["UPSTREAM_API_KEY"] = "sk-mock-upstream-key-not-real"
+    for provider in ("ANTHROPIC", "GEMINI"):  # the routes' providers are the mock too
+        chosen[f"{provider}_API_KEY"] = f"fake-{provider.lower()}-key-not-real"
+        chosen[f"{provider}_UPSTREAM"] = f"http://127.0.0.1:{mock_port}"
     return chosen
 
 

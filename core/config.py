@@ -20,9 +20,11 @@ from core.providers import (
     CATALOGUE,
     Provider,
     build_provider_table,
+    enabled_providers,
     provider_env_names,
     split_upstreams,
 )
+from core.routing import RoutingSettings, parse_routing_settings
 
 # Only the limits: settings never import the runner (uvicorn and the protocols).
 from core.server.limits import ServerLimits
@@ -318,6 +320,8 @@ class Settings:
         low=1,
         high=5,
     )
+    # MODEL_ROUTES and MODEL_FALLBACKS (core/proxy/model_routes.py); off unless set.
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
 
     def providers(self) -> tuple[Provider, ...]:
         """Every route this deployment serves (core/providers.py)."""
@@ -493,6 +497,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         admin_token=admin_token,
         server=_parse_server_limits(env, problems),
         cache=parse_cache_settings(env, problems),
+        routing=parse_routing_settings(
+            env, problems, enabled_providers(provider_keys, provider_upstreams), bool(base_url)
+        ),
     )
     if problems:
         raise ConfigError(problems)

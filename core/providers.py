@@ -10,6 +10,11 @@ variable (`<ENV>_API_KEY`, a comma list rotates) and may be pointed elsewhere wi
 `<ENV>_UPSTREAM` (a comma list spreads requests across several targets and fails over
 between them); `build_provider_table` turns the enabled ones into live records.
 Adding an OpenAI-compatible vendor is one `_compatible(...)` line.
+
+A record may also name its OpenAI-compatible surface (`OpenAISurface`): where, under the
+provider's upstream, it answers OpenAI's chat completions, and how that surface takes the
+key. MODEL_ROUTES (core/proxy/model_routes.py) sends the default route's requests there by
+model name.
 """
 
 from __future__ import annotations
@@ -98,6 +103,26 @@ def next_attempt(
 
 
 @dataclass(frozen=True)
+class OpenAISurface:
+    """Where a provider answers OpenAI's own requests (chat completions, embeddings,
+    models), and how it wants the key there: Gemini at /v1beta/openai with its key as a
+    Bearer token, Anthropic's OpenAI SDK compatibility at /v1, an OpenAI-compatible
+    vendor at its usual /v1."""
+
+    # Appended to each upstream target of the record: `<target><path>/chat/completions`.
+    path: str = "/v1"
+    key_header: str = "Authorization"
+    key_template: str = "Bearer {key}"
+    # Whether it serves /embeddings (Anthropic has no embeddings API).
+    embeddings: bool = True
+    # Whether a stream reports usage when asked (`stream_options.include_usage`): without
+    # it a capped proxy cannot meter a stream there, and refuses it.
+    stream_usage: bool = True
+    # Fixed headers its model list wants beside the key (Anthropic's /v1/models).
+    models_headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Provider:
     name: str
     prefix: str
@@ -133,6 +158,8 @@ class Provider:
     # (the dashboard's snippets, core/admin/api.py).
     sdk: str = "openai"
     sdk_path: str = "/v1"
+    # Its OpenAI-compatible surface, if it has one (core/proxy/model_routes.py).
+    openai_surface: OpenAISurface | None = None
 
     @cached_property
     def wire(self) -> Wire:
@@ -159,8 +186,19 @@ class Provider:
 
 
 def _compatible(name: str, upstream: str, **options: object) -> Provider:
-    """An OpenAI-compatible vendor: Bearer key, OpenAI paths and error shape."""
-    return Provider(name=name, prefix=f"/{name}", upstream=upstream, env=name.upper(), **options)  # type: ignore[arg-type]
+    """An OpenAI-compatible vendor: Bearer key, OpenAI paths and error shape; its own
+    OpenAI-compatible surface is itself, at /v1."""
+    return Provider(
+        name=name,
+        prefix=f"/{name}",
+        upstream=upstream,
+        env=name.upper(),
+        openai_surface=OPENAI_SURFACE,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+OPENAI_SURFACE = OpenAISurface()
 
 
 # Each upstream is chosen so that a vendor's SDK base URL is `<proxy>/<name>` plus the path
@@ -178,6 +216,11 @@ CATALOGUE: tuple[Provider, ...] = (
         realtime="",
         sdk="anthropic",
         sdk_path="",
+        # Anthropic's OpenAI SDK compatibility: the OpenAI SDK's Bearer key at /v1; no
+        # embeddings; stream_options.include_usage is supported.
+        openai_surface=OpenAISurface(
+            embeddings=False, models_headers=(("anthropic-version", "2023-06-01"),)
+        ),
     ),
     Provider(
         name="gemini",
@@ -194,6 +237,8 @@ CATALOGUE: tuple[Provider, ...] = (
         realtime="gemini",
         sdk="google-genai",
         sdk_path="",
+        # The same key as a Bearer token, answering in OpenAI's shape (chat, embeddings).
+        openai_surface=OpenAISurface(path="/v1beta/openai"),
     ),
     # Gemini's OpenAI-compatible endpoint takes the same key as a Bearer token and
     # answers in OpenAI's shape; the longer prefix wins over `/gemini`.

@@ -108,6 +108,22 @@ TELEMETRY_VARIABLES: tuple[tuple[str, str, str, str], ...] = (
     ),
 )
 
+# Model routing (core/routing.py): parsed as a pair, so declared here for the reference.
+ROUTING_VARIABLES: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "MODEL_ROUTES",
+        "unset (off)",
+        "pattern=provider list",
+        "OpenAI-format requests on /v1 whose model matches go to that provider's OpenAI-compatible surface, e.g. `claude-*=anthropic,gemini-*=gemini`.",
+    ),
+    (
+        "MODEL_FALLBACKS",
+        "unset (off)",
+        "model>model>... list",
+        "Chains tried in turn on a connect failure, a 5xx or a 429 before the first byte, e.g. `gpt-4o>claude-sonnet-4-5`.",
+    ),
+)
+
 # AWS Lambda: a secret named by reference instead of its value (handlers/aws/secrets.py).
 SECRET_SUFFIXES = ("_SECRET_ID", "_SSM_PARAMETER")
 
@@ -120,6 +136,11 @@ def _groups() -> Iterator[tuple[str, str, list[tuple[str, str, str, str]]]]:
     from core.server.limits import ServerLimits
     from core.usage.settings import UsageSettings
 
+    yield (
+        "Model routing (core/routing.py)",
+        "One base URL for every model; see the model-routing page. Off unless set.",
+        list(ROUTING_VARIABLES),
+    )
     yield (
         "Telemetry (core/telemetry)",
         "OpenTelemetry and Prometheus; see the observability page. Off unless set.",

@@ -39,6 +39,7 @@ from core.proxy.taps import build_taps
 
 if TYPE_CHECKING:
     from core.config import Settings
+    from core.proxy.model_routes import ModelRouter
     from core.proxy.relay import ReplySource
     from core.proxy.scrub import Scrubber
     from core.proxy.stages import Check, Pipeline, ReplyTicket, StoredReply, Ticket
@@ -58,6 +59,9 @@ def _request_log(scope: Scope) -> RequestLog | None:
 
 
 class ProxyEndpoint:
+    # MODEL_ROUTES / MODEL_FALLBACKS (core/proxy/model_routes.py), set by the app when on.
+    model_router: ModelRouter | None = None
+
     def __init__(
         self,
         settings: Settings,
@@ -153,6 +157,10 @@ class ProxyEndpoint:
         try:
             await self.admit(request, self.pipeline.before_body, tickets)
             await self.read_body(request, receive)
+            router = self.model_router
+            if router is not None and await router.route(request, tickets, send):
+                await self.settle(tickets, Outcome())  # answered here: the model list
+                return
             await self.admit(request, self.pipeline.after_body, tickets)
         except BaseException:
             # Refused after an earlier rule reserved: give the reservation back.
@@ -287,7 +295,12 @@ class ProxyEndpoint:
         recovery = self.recovery if self.recovery and self.recovery.wanted(request) else None
         sent_at = time.perf_counter()
         # A stream that may be spliced is asked for uncompressed, like a metered one.
-        response = await self.forward(request, body, metering or recovery is not None)
+        identity = metering or recovery is not None
+        fallbacks = self.model_router.fallbacks if self.model_router is not None else None
+        if fallbacks is not None:
+            response = await fallbacks.forward(self, request, tickets, state, body, identity)
+        else:
+            response = await self.forward(request, body, identity)
         if self.uploads is not None and request.provider.resumable_uploads:
             raw = response.raw_headers
             rewritten = await self.uploads.rewrite_reply(request, raw)
@@ -348,7 +361,10 @@ class ProxyEndpoint:
         if meter is not None:
             state.outcome.usage = meter.finish()
         state.settled = True
-        await self.settle(tickets, state.outcome, request)
+        # Shielded: the openai SDKs close the connection as soon as they read [DONE], which
+        # can land while this awaits a store; cancelled here, the budget charge and the
+        # ledger entry were lost (and, settled=True, nobody settled again).
+        await asyncio.shield(self.settle(tickets, state.outcome, request))
 
     async def settle(
         self, tickets: list[Ticket], outcome: Outcome, request: ProxyRequest | None = None

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from core.devtools.mock_upstream import anthropic, audio, gemini, openai
+from core.devtools.mock_upstream.compat import serve_compat
 from core.devtools.mock_upstream.errors import error_payload, is_gemini_path, not_found
 from core.devtools.mock_upstream.framing import Reply, dumps, json_body, read_form, send_whole
 from core.devtools.mock_upstream.knobs import Knobs, MockOptions, int_header, read_knobs
@@ -104,6 +105,8 @@ class MockUpstream:
         status = int_header(headers, "x-mock-status", 0)
         if status:
             await reply.json(status, error_payload(path, status), gemini=is_gemini_path(path))
+            return
+        if await serve_compat(path, headers, body, reply):  # other providers' OpenAI surfaces
             return
         if "/echo" in path:
             await reply.json(200, _echo(scope, headers, query, body))

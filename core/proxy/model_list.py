@@ -1,0 +1,120 @@
+"""`GET /v1/models` under MODEL_ROUTES: the union of what the routes serve, in OpenAI's list
+shape, so model pickers and SDKs that list models show every model one base URL reaches.
+
+Each provider's own list is asked for at once (its OpenAI-compatible surface's /models, with
+its key), and kept to the models its routes claim: a route `claude-*=anthropic` lists the
+Anthropic models named claude-*, the default route those no route claims. A caller whose
+token is limited to some providers or models sees only those. A provider that does not
+answer in time is left out of the list (and logged), not the whole reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.providers import Provider
+
+    # The router (core/proxy/model_routes.py) calls this module: named by type only.
+    ModelRouter = Any
+    from core.proxy.request import ProxyRequest
+    from core.types import Send
+
+logger = logging.getLogger("llm_proxy")
+
+# A model list is small; more than this from one provider is not read.
+_MAX_LIST_BYTES = 4 * 1024 * 1024
+
+
+async def send_model_list(router: ModelRouter, request: ProxyRequest, send: Send) -> None:
+    sources: dict[str, tuple[Provider, list[str]]] = {}
+    for pattern, record in router.routes:
+        sources.setdefault(record.name, (record, []))[1].append(pattern)
+    default = router.default
+    patterns = [pattern for pattern, _ in router.routes]
+    lists = [_listed(router, record, claims, exclude=()) for record, claims in sources.values()]
+    if default is not None and default.upstream and default.name not in sources:
+        lists.append(_listed(router, default, ["*"], exclude=tuple(patterns)))
+    found = await asyncio.gather(*lists)
+    caller = request.caller
+    token = caller.record if caller is not None and caller.scoped else None
+    seen: set[str] = set()
+    data = []
+    for models in found:
+        for model in models:
+            if model["id"] in seen:
+                continue
+            if token is not None and not (
+                token.allows_provider(model["owned_by"]) and token.allows_model(model["id"])
+            ):
+                continue
+            seen.add(model["id"])
+            data.append(model)
+    body = json.dumps({"object": "list", "data": data}, separators=(",", ":")).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body if request.method == "GET" else b""})
+
+
+async def _listed(
+    router: ModelRouter, record: Provider, claims: list[str], exclude: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """The models `record` lists that match `claims` and none of `exclude`."""
+    try:
+        document = await asyncio.wait_for(_fetch(router, record), router.timeout)
+    except Exception as exc:
+        logger.warning("model list: %s did not answer (%s)", record.name, type(exc).__name__)
+        return []
+    items = document.get("data") if isinstance(document, dict) else None
+    listed = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            continue
+        # Gemini's surface names its models `models/gemini-...`; requests take either.
+        model = item["id"].removeprefix("models/")
+        if not any(fnmatch.fnmatchcase(model, p) for p in claims):
+            continue
+        if any(fnmatch.fnmatchcase(model, p) for p in exclude):
+            continue
+        created = item.get("created")
+        listed.append(
+            {
+                "id": model,
+                "object": "model",
+                "created": created if isinstance(created, int) else 0,
+                "owned_by": record.name,
+            }
+        )
+    return listed
+
+
+async def _fetch(router: ModelRouter, record: Provider) -> Any:
+    key = next(record.keys.attempts())
+    headers = [(b"accept", b"application/json")]
+    if key is not None:
+        headers.append(key)
+    surface = record.openai_surface
+    if surface is not None and record.name != "default":
+        headers.extend((n.encode(), v.encode()) for n, v in surface.models_headers)
+    reply = await router.client.send("GET", record.targets.urls[0] + "/models", headers, b"")
+    try:
+        if reply.status_code != 200:
+            raise ValueError(f"status {reply.status_code}")
+        chunks = []
+        size = 0
+        async for chunk in reply.stream:
+            size += len(chunk)
+            if size > _MAX_LIST_BYTES:
+                raise ValueError("list too large")
+            chunks.append(chunk)
+    finally:
+        await reply.aclose()
+    return json.loads(b"".join(chunks))
