@@ -89,6 +89,9 @@ def demo_environment(port: int, mock_port: int, token: str, admin_token: str) ->
         "ADMIN_TOKEN": admin_token,
         "TOKEN_STORE": "memory://",
         "CACHE_URL": "memory",
+        # A realtime session reserves this much of the $1 budget up front (the mock's own
+        # realtime endpoint answers it).
+        "REALTIME_RESERVE_TOKENS": "2000",
         "ALLOWED_ORIGINS": f"http://127.0.0.1:{port},http://localhost:{port}",
         # A daily dollar budget at made-up prices, so the page shows the quota left.
         "BUDGET_PER_CALLER_USD": "1",
@@ -145,6 +148,8 @@ llm-proxy demo: proxy {base}  ->  mock upstream http://127.0.0.1:{args.mock_port
   cache:    a request with "temperature":0, sent twice: the second answer comes from the
             cache (x-proxy-cache: hit), with no upstream call
   admin:    {base}/admin/sign-in   admin token: {env["ADMIN_TOKEN"]}
+  realtime: ws://127.0.0.1:{args.port}/v1/realtime?model=mock-realtime  (the mock's sessions;
+            AsyncOpenAI(base_url="{base}/v1", ...).realtime.connect(model="mock-realtime"))
 
 Ctrl-C stops it.""",
         flush=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -137,6 +138,8 @@ def test_demo_works_as_printed_with_the_openai_sdk() -> None:
             signed_in = browser.post("/admin/sign-in", data={"token": admin_token})
             assert signed_in.status_code == 303
             assert browser.get("/admin/tokens").status_code == 200
+        # The mock's realtime sessions, through the proxy, with the openai SDK's client.
+        assert asyncio.run(realtime_turn(base, token)) == "Hello from the mock realtime upstream."
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -162,3 +165,16 @@ def test_env_file_is_read_and_the_environment_wins(tmp_path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "/v1 -> https://api.openai.com/v1" in result.stdout
     assert "https://env.example" in result.stdout and "file.example" not in result.stdout
+
+
+async def realtime_turn(base: str, token: str) -> str:
+    client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=token, max_retries=0)
+    text = ""
+    async with client.realtime.connect(model="mock-realtime") as connection:
+        await connection.response.create()
+        async for event in connection:
+            if event.type == "response.output_text.delta":
+                text += event.delta
+            elif event.type == "response.done":
+                break
+    return text

@@ -18,6 +18,7 @@ from core.devtools.mock_upstream.compat import serve_compat
 from core.devtools.mock_upstream.errors import error_payload, is_gemini_path, not_found
 from core.devtools.mock_upstream.framing import Reply, dumps, json_body, read_form, send_whole
 from core.devtools.mock_upstream.knobs import Knobs, MockOptions, int_header, read_knobs
+from core.devtools.mock_upstream.realtime import realtime_session
 from core.devtools.mock_upstream.uploads import ResumableUploads
 from core.types import Receive, Scope, Send
 
@@ -73,6 +74,9 @@ class MockUpstream:
             while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] == "websocket":  # OpenAI Realtime, Gemini Live
+            await realtime_session(scope, receive, send)
             return
         body = b""
         more = True
