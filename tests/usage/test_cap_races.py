@@ -31,7 +31,13 @@ def store_env(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> d
     if backend == "sqlite":
         return {"LIMIT_STORE": f"sqlite:///{tmp_path}/caps.db"}
     if backend == "redis":
-        return {"LIMIT_STORE": request.getfixturevalue("limits_redis_url")}
+        url = request.getfixturevalue("limits_redis_url")
+        # The server is shared by the session's usage tests: what earlier tests spent as the
+        # same caller today would count against this test's cap.
+        import redis
+
+        redis.Redis.from_url(url).flushdb()
+        return {"LIMIT_STORE": url}
     return {}
 
 
