@@ -202,7 +202,7 @@ OPENAI_SURFACE = OpenAISurface()
 
 
 # Each upstream is chosen so that a vendor's SDK base URL is `<proxy>/<name>` plus the path
-# the vendor documents after its host (README, "Providers and tokens", lists them).
+# the vendor documents after its host (docs/providers.md lists them).
 CATALOGUE: tuple[Provider, ...] = (
     _compatible("openai", "https://api.openai.com"),
     Provider(

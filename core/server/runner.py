@@ -63,7 +63,7 @@ def tune_gc() -> None:
     """For a long-running server: what start-up built (modules, the app, the pool) is moved
     out of the collector's sight, so full collections stop walking it again and again.
 
-    Young collections keep CPython's default pace. Measured at 1000 streams (README,
+    Young collections keep CPython's default pace. Measured at 1000 streams (docs/performance.md,
     Performance): thresholds of 20,000 cut the proxy's CPU per relayed event from about
     1.25x to 1.15x the bare relay's, but peak RSS rose from 78 to 98 MB; memory won."""
     import gc

@@ -1,7 +1,7 @@
 """The shared, pooled upstream HTTP client: one per event loop, reused across requests.
 
 httpx is the API the code uses. Under it, long-running servers get aiohttp's transport:
-httpx's own connection pool is the throughput bottleneck under concurrency (see README,
+httpx's own connection pool is the throughput bottleneck under concurrency (see docs/performance.md,
 Performance). A function instance that serves one request at a time (Lambda, Vercel)
 keeps httpx's own transport and skips importing aiohttp, which costs ~200 ms of cold start.
 """
@@ -136,7 +136,7 @@ class UpstreamClient:
 
         The aiohttp transport takes the raw request directly: building an httpx.Request
         and Response around it cost more than half of the proxy's own time per request
-        (in-process profile, README Performance)."""
+        (in-process profile, docs/performance.md)."""
         parsed = self._parsed(url)
         pool = self._get_pool()
         send_raw = getattr(pool, "send_raw", None)
