@@ -16,20 +16,17 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.browser.chromium import chromium_context
-from tests.servers import free_port
+from tests.support.demo import running_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 MKDOCS = Path(sys.executable).with_name("mkdocs")
-DEMO = [sys.executable, "-m", "core.cli", "demo"]
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -85,36 +82,12 @@ def test_the_site_home_page_leads_to_the_quickstart(browser: Any, site_url: str)
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[dict[str, str]]:
-    port, mock_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_TOKEN"))}
-    proc = subprocess.Popen(
-        [*DEMO, "--port", str(port), "--mock-port", str(mock_port), "--delay-ms", "20"],
-        env={**env, "LLM_PROXY_ENV_FILE": "/nonexistent"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        banner = ""
-        deadline = time.monotonic() + 20
-        while "Ctrl-C" not in banner:
-            assert time.monotonic() < deadline and proc.stdout is not None
-            banner += proc.stdout.readline()
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                httpx.get(f"{base}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with running_demo("--delay-ms", "20") as running:
         yield {
-            "base": base,
-            "chat": re.search(r"chat:\s+(\S+)", banner).group(1),  # type: ignore[union-attr]
-            "admin": re.search(r"admin token:\s+(\S+)", banner).group(1),  # type: ignore[union-attr]
+            "base": running.base,
+            "chat": re.search(r"chat:\s+(\S+)", running.banner).group(1),  # type: ignore[union-attr]
+            "admin": re.search(r"admin token:\s+(\S+)", running.banner).group(1),  # type: ignore[union-attr]
         }
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_the_demo_chat_page_streams_and_shows_the_budget(

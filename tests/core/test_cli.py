@@ -7,12 +7,12 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import httpx
 import openai
 
 from tests.servers import free_port
+from tests.support.demo import running_demo
 
 CLI = [sys.executable, "-m", "core.cli"]
 CLEAN_ENV = {
@@ -90,28 +90,10 @@ def test_several_workers_refuse_limits_counted_in_memory() -> None:
 
 
 def test_demo_works_as_printed_with_the_openai_sdk() -> None:
-    port, mock_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [*CLI, "demo", "--port", str(port), "--mock-port", str(mock_port), "--delay-ms", "5"],
-        env=CLEAN_ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        banner = ""
-        deadline = time.monotonic() + 20
-        while "Ctrl-C" not in banner:
-            assert time.monotonic() < deadline and proc.stdout is not None
-            banner += proc.stdout.readline()
+    with running_demo("--delay-ms", "5") as demo:
+        banner, port = demo.banner, demo.port
         token = re.search(r"token:\s+(\S+)", banner).group(1)  # type: ignore[union-attr]
         assert f"curl -N http://127.0.0.1:{port}/v1/chat/completions" in banner
-        for _ in range(100):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=token, max_retries=0)
         stream = client.chat.completions.create(
             model="mock-model", messages=[{"role": "user", "content": "hi"}], stream=True
@@ -140,9 +122,6 @@ def test_demo_works_as_printed_with_the_openai_sdk() -> None:
             assert browser.get("/admin/tokens").status_code == 200
         # The mock's realtime sessions, through the proxy, with the openai SDK's client.
         assert asyncio.run(realtime_turn(base, token)) == "Hello from the mock realtime upstream."
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_env_file_is_read_and_the_environment_wins(tmp_path) -> None:
