@@ -294,13 +294,11 @@ class ProxyEndpoint:
             rewrites = address_rewrites(request)
         recovery = self.recovery if self.recovery and self.recovery.wanted(request) else None
         sent_at = time.perf_counter()
-        # A stream that may be spliced is asked for uncompressed, like a metered one.
-        identity = metering or recovery is not None
         fallbacks = self.model_router.fallbacks if self.model_router is not None else None
         if fallbacks is not None:
-            response = await fallbacks.forward(self, request, tickets, state, body, identity)
+            response = await fallbacks.forward(self, request, tickets, state, body)
         else:
-            response = await self.forward(request, body, identity)
+            response = await self.forward(request, body)
         if self.uploads is not None and request.provider.resumable_uploads:
             raw = response.raw_headers
             rewritten = await self.uploads.rewrite_reply(request, raw)

@@ -160,7 +160,6 @@ class ModelFallbacks:
         tickets: list[Ticket],
         state: Any,
         body: bytes,
-        identity: bool,
     ) -> UpstreamReply:
         """`endpoint.forward`, moving down the model's chain while the answer is a failure
         another model could avoid."""
@@ -168,13 +167,13 @@ class ModelFallbacks:
         model = await request.model() if marker is not None else None
         rest = self.after.get(model, ()) if model is not None else ()
         if not rest:
-            return await endpoint.forward(request, body, identity)
+            return await endpoint.forward(request, body)
         assert marker is not None
         spliced = body is not request.body  # include_usage was spliced in for the meter
         while True:
             failure: UpstreamReply | ProxyError
             try:
-                response = await endpoint.forward(request, body, identity)
+                response = await endpoint.forward(request, body)
             except ProxyError as error:
                 if not rest or not _connect_failure(error):
                     raise

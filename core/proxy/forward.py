@@ -31,19 +31,15 @@ class Forwarder:
         self.settings = settings
         self.client = client
 
-    async def __call__(
-        self, request: ProxyRequest, body: bytes, uncompressed: bool
-    ) -> UpstreamReply:
-        """The upstream's reply to `request` with `body`. Every request asks for an
-        identity-encoded body now (the scrubber reads every reply); `uncompressed` stays
-        for the callers that need it said (the meter, a splice, stream recovery)."""
+    async def __call__(self, request: ProxyRequest, body: bytes) -> UpstreamReply:
+        """The upstream's reply to `request` with `body`, asked for uncompressed: the
+        scrubber reads every reply, and the meter, a splice and stream recovery read some."""
         provider = request.provider
         path = request.remainder
         if request.query:
             path += "?" + request.query.decode("latin-1")
-        # Every reply is asked for uncompressed (issue 19): the scrubber reads every body, and
-        # an upstream that compresses anyway is inflated by it.
-        headers = upstream_request_headers(request.headers, identity_encoding=True)
+        # An upstream that compresses anyway is inflated by the scrubber.
+        headers = upstream_request_headers(request.headers)
         client = self.client
         keys = list(provider.keys.attempts())
         targets = provider.targets

@@ -116,14 +116,13 @@ def _connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
     return frozenset(tokens)
 
 
-def upstream_request_headers(headers: RawHeaders, *, identity_encoding: bool = False) -> RawHeaders:
+def upstream_request_headers(headers: RawHeaders) -> RawHeaders:
     """The caller's headers made safe to send upstream; the forward stage adds the key.
 
     Every reply is read by the proxy: scrubbed of its keys (core/proxy/scrub.py), and metered
     or cached when those are on. So the upstream is asked for an uncompressed reply
     (Accept-Encoding: identity) whatever the caller accepts: cheaper than inflating a copy,
-    and the caller gets the same content. `identity_encoding` is kept for callers of the old
-    signature; False still asks only for codings the proxy can read back."""
+    and the caller gets the same content."""
     extra_drop = _connection_tokens(headers)
     kept = [
         (name, value)
@@ -132,29 +131,9 @@ def upstream_request_headers(headers: RawHeaders, *, identity_encoding: bool = F
         and name not in extra_drop
         and not name.startswith(CLIENT_IDENTIFYING_PREFIXES)
     ]
-    if identity_encoding:
-        kept = [(name, value) for name, value in kept if name != b"accept-encoding"]
-        kept.append((b"accept-encoding", b"identity"))
-    else:
-        # Only codings the proxy can read back: br or zstd would carry a key past the
-        # scrubber.
-        kept = [
-            (name, _decodable(value)) if name == b"accept-encoding" else (name, value)
-            for name, value in kept
-        ]
+    kept = [(name, value) for name, value in kept if name != b"accept-encoding"]
+    kept.append((b"accept-encoding", b"identity"))
     return kept
-
-
-_DECODABLE = frozenset({b"gzip", b"x-gzip", b"deflate", b"identity"})
-
-
-def _decodable(accept_encoding: bytes) -> bytes:
-    kept = [
-        part.strip()
-        for part in accept_encoding.split(b",")
-        if part.partition(b";")[0].strip().lower() in _DECODABLE
-    ]
-    return b", ".join(kept) or b"identity"
 
 
 def client_response_headers(

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from core.proxy.stages import Outcome
     from core.upstream.client import UpstreamReply
 
-    # Sends a request upstream (core/proxy/forward.py): request, body, uncompressed.
-    Forward = Callable[[ProxyRequest, bytes, bool], Awaitable[UpstreamReply]]
+    # Sends a request upstream (core/proxy/forward.py), asked for an uncompressed reply.
+    Forward = Callable[[ProxyRequest, bytes], Awaitable[UpstreamReply]]
 
 logger = logging.getLogger("llm_proxy")
 
@@ -364,7 +364,7 @@ class RecoveredStream:
             started = time.perf_counter()
             body = continuation_body(document, "".join(text)) if text else request.body
             try:
-                current = await self.forward(request, body, True)
+                current = await self.forward(request, body)
             except ProxyError:
                 recovery._log(request, number, None, started, None, True)
                 broken = True
