@@ -10,6 +10,7 @@ import itertools
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 
@@ -129,7 +130,7 @@ def streaming(samples: int = 100) -> list[str]:
 
 
 def _wall_s(
-    code: str, env: dict[str, str], runs: int, python: str = PYTHON, cwd: object = ROOT
+    code: str, env: dict[str, str], runs: int, python: str = PYTHON, cwd: Path = ROOT
 ) -> float:
     times = []
     for _ in range(runs):
@@ -182,7 +183,7 @@ def cold_start(runs: int = 10) -> list[str]:
         if package is None:
             return [*lines, row("... from the sam build package", "not measured (no python3.12)")]
         python_bin, task = package
-        python = os.path.join(python_bin, "python3")
+        python = str(Path(python_bin) / "python3")
         packaged_bare = _wall_s("pass", env, runs, python, task)
         packaged = _wall_s("import handlers.http", env, runs, python, task)
     return [
