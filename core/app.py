@@ -148,6 +148,11 @@ class ProxyApp:
             uploads = UploadSessions(self.token_store, token_check)
         self.endpoint = ProxyEndpoint(settings, self.providers, client, pipeline, scrubber, uploads)
         self.endpoint.model_router = router
+        if otel is not None:
+            from core.telemetry.reply import reply_facts_tap
+
+            # gen_ai.response.model and finish reasons, read from the relayed reply.
+            self.endpoint.reply_reader = reply_facts_tap
         # WebSocket sessions (OpenAI Realtime, Gemini Live) through the same stages; only a
         # server (uvicorn) ever delivers one, so it is built on the first.
         self._realtime: ASGIApp | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -38,11 +39,14 @@ from core.proxy.stages import Outcome, reply_ticket
 from core.proxy.taps import build_taps
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from core.config import Settings
     from core.proxy.model_routes import ModelRouter
     from core.proxy.relay import ReplySource
     from core.proxy.scrub import Scrubber
-    from core.proxy.stages import Check, Pipeline, ReplyTicket, StoredReply, Ticket
+    from core.proxy.stages import Check, Pipeline, RawHeaders, ReplyTicket, StoredReply, Ticket
+    from core.proxy.taps import Tap
     from core.proxy.uploads import UploadSessions
     from core.types import Receive, RequestLog, Scope, Send
     from core.upstream.client import UpstreamClient
@@ -61,6 +65,9 @@ def _request_log(scope: Scope) -> RequestLog | None:
 class ProxyEndpoint:
     # MODEL_ROUTES / MODEL_FALLBACKS (core/proxy/model_routes.py), set by the app when on.
     model_router: ModelRouter | None = None
+    # Telemetry's reader of the answered model and finish reasons (core/telemetry/reply.py),
+    # set by the app only when OpenTelemetry is on: otherwise no reply gets the tap.
+    reply_reader: Callable[[ProxyRequest, RawHeaders, bool], Tap | None] | None = None
 
     def __init__(
         self,
@@ -334,6 +341,7 @@ class ProxyEndpoint:
                 outcome=outcome,
                 length=length,
                 rewrites=rewrites,
+                reader=None if self.reply_reader is None else partial(self.reply_reader, request),
             )
             # The body goes straight to the server (core/proxy/access_log.py, BODY_SEND).
             body_send = request.scope.get(BODY_SEND, send) if log is not None else send

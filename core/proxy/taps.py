@@ -108,6 +108,13 @@ class ByteCount:
         return b""
 
 
+class ReaderFactory(Protocol):
+    """Builds a tap that reads the reply as the caller gets it (telemetry's reply facts),
+    or None; told whether an earlier tap sends a compressed body on uncompressed."""
+
+    def __call__(self, headers: RawHeaders, inflated: bool) -> Tap | None: ...
+
+
 class Taps:
     """The chain built for one reply."""
 
@@ -169,6 +176,7 @@ def build_taps(
     outcome: Outcome,
     length: int | None = None,
     rewrites: tuple[tuple[bytes, bytes], ...] = (),
+    reader: ReaderFactory | None = None,
 ) -> Taps:
     """The taps of one reply, in their order. Each sees what the taps before it passed on:
 
@@ -177,7 +185,9 @@ def build_taps(
     2. usage-chunk filter: takes out what the proxy's own include_usage added;
     3. scrubber: the proxy's keys out of the body, after which nothing may see it raw;
     4. cache copy: the body exactly as the caller gets it, so a replay is the same bytes;
-    5. byte count: last, it counts what is sent.
+    5. reader (telemetry's answered model and finish reasons, only when OpenTelemetry is
+       on): after the scrubber, so what it exports holds no key, and reads an inflated body;
+    6. byte count: last, it counts what is sent.
     """
     chain: list[Tap] = []
     if meter is not None:
@@ -202,6 +212,10 @@ def build_taps(
     if copy is not None:
         copy_tap = CopyTap(copy)
         chain.append(copy_tap)
+    if reader is not None:
+        read = reader(headers, inflates)
+        if read is not None:
+            chain.append(read)
     if log is not None:
         chain.append(ByteCount(log, outcome))
     changes_length = usage_filter is not None or scrubbing

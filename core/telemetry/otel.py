@@ -243,8 +243,12 @@ class OpenTelemetrySink:
             )
             if name in attributes
         }
-        # Metric series are labelled only with a model an upstream accepted.
-        measured["gen_ai.request.model"] = record.model_label
+        # Metric series are labelled only with a model an upstream accepted; the model
+        # that answered is the upstream's own word, a bounded set.
+        label = record.model_label
+        measured["gen_ai.request.model"] = label
+        if label and record.response_model:
+            measured["gen_ai.response.model"] = record.response_model[:100]
         instruments = self.instruments
         counts = self.counts
         _add(counts.open, (("llm_proxy.kind", record.kind),), -1)

@@ -1,0 +1,204 @@
+"""The answered model and the finish reasons, read from the relayed reply: a tap.
+
+gen_ai.response.model and gen_ai.response.finish_reasons are in the reply, not the request:
+OpenAI chat and completions (`model`, `choices[].finish_reason`), OpenAI Responses (the
+response object's `model`, and its `status` or `incomplete_details.reason` once it ended),
+Anthropic (`message_start`'s `message.model`, `message_delta`'s `delta.stop_reason`, or the
+whole message's), Gemini (`modelVersion`, `candidates[].finishReason`), in an event stream
+or a whole JSON document.
+
+Built only when OpenTelemetry is on (core/proxy/endpoint.py), so a deployment without it
+pays nothing. With it, a chunk costs a few `count`/`find` scans in C: an event is parsed
+only when it may hold a field still wanted (the model once, a finish reason that is not
+null), and only lines, never a whole stream, are held back. A whole reply is kept up to
+`_KEEP_WHOLE` and parsed once at its end. Telemetry is informational: a key spelt with
+`\\u` escapes, which the meter must catch, is not looked for here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from core.telemetry.hub import RECORD_KEY
+
+if TYPE_CHECKING:
+    from core.proxy.request import ProxyRequest
+    from core.telemetry.record import RequestRecord
+
+# A whole reply longer than this is not parsed for its model (it is an image or a file).
+_KEEP_WHOLE = 1024 * 1024
+# No line holding a model or a finish reason is this long; a content line may be.
+_MAX_LINE = 1024 * 1024
+# A request asks for a handful of choices or candidates at most; this bounds the attribute.
+_MAX_REASONS = 16
+# How each protocol's events name the model (an event that holds it is parsed once).
+_MODEL_KEY = {"gemini": b'"modelVersion"'}
+# The fields a finish reason is in, and how each says "not yet" (then nothing is parsed).
+_FINISH = {
+    "openai": (b'"finish_reason"', (b'"finish_reason":null', b'"finish_reason": null')),
+    "anthropic": (b'"stop_reason"', (b'"stop_reason":null', b'"stop_reason": null')),
+    "gemini": (b'"finishReason"', ()),
+}
+# Responses: the events that end a response, each with the whole response object.
+_RESPONSES_END = (b'response.completed"', b'response.incomplete"', b'response.failed"')
+_ENDED = frozenset({"completed", "incomplete", "failed", "cancelled"})
+
+
+def reply_facts_tap(
+    request: ProxyRequest, headers: list[tuple[bytes, bytes]], inflated: bool
+) -> ReplyFacts | None:
+    """The tap for one reply, or None when nothing would read what it finds. `inflated`:
+    a tap before it sends a compressed body on uncompressed (the scrubber)."""
+    record: RequestRecord | None = request.scope.get(RECORD_KEY)
+    if record is None:
+        return None
+    stream = document = False
+    for name, value in headers:
+        if name == b"content-type":
+            lowered = value.lower()
+            stream = lowered.startswith(b"text/event-stream")
+            document = not stream and b"json" in lowered
+        elif name == b"content-encoding" and not inflated:
+            # Compressed, and no tap before this one inflated it: not read.
+            identity = value.strip().lower() in (b"", b"identity")
+            if not identity:
+                return None
+    if not (stream or document):
+        return None
+    wire = request.wire.name
+    return ReplyFacts(record, wire, stream, responses=request.route.name == "responses")
+
+
+class ReplyFacts:
+    """Reads a copy of the reply; the chunk goes on unchanged."""
+
+    __slots__ = (
+        "document",
+        "finish_key",
+        "model_key",
+        "not_yet",
+        "pending",
+        "reasons",
+        "record",
+        "responses",
+        "stream",
+    )
+
+    def __init__(self, record: RequestRecord, wire: str, stream: bool, *, responses: bool) -> None:
+        self.record = record
+        self.stream = stream
+        self.responses = responses
+        self.model_key: bytes | None = _MODEL_KEY.get(wire, b'"model"')
+        self.finish_key, self.not_yet = _FINISH.get(wire, _FINISH["openai"])
+        self.pending = b""
+        self.document: bytearray | None = bytearray()
+        self.reasons: list[str] = []
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.stream:
+            self._lines(chunk)
+        elif self.document is not None:
+            if len(self.document) + len(chunk) > _KEEP_WHOLE:
+                self.document = None  # too long to parse: not read
+            else:
+                self.document += chunk
+        return chunk
+
+    def flush(self) -> bytes:
+        if self.stream:
+            if self.pending.startswith(b"data:"):
+                self._read_line(self.pending[5:])
+            self.pending = b""
+        elif self.document:
+            try:
+                document = json.loads(self.document)
+            except ValueError:
+                document = None
+            self._read(document)
+            self.document = bytearray()
+        return b""
+
+    # ---- event streams --------------------------------------------------------------
+
+    def _wanted(self, data: bytes) -> bool:
+        """Whether `data` may hold a field still wanted: scans in C, nothing parsed."""
+        if self.model_key is not None and self.model_key in data:
+            return True
+        if self.responses:
+            return any(end in data for end in _RESPONSES_END)
+        mentions = data.count(self.finish_key)
+        if not mentions:
+            return False
+        for null in self.not_yet:
+            mentions -= data.count(null)
+        return mentions > 0
+
+    def _lines(self, chunk: bytes) -> None:
+        data = self.pending + chunk if self.pending else chunk
+        if not self._wanted(data):
+            cut = data.rfind(b"\n") + 1
+            self.pending = data[cut:] if len(data) - cut <= _MAX_LINE else b""
+            return
+        lines = data.split(b"\n")
+        pending = lines.pop()
+        self.pending = pending if len(pending) <= _MAX_LINE else b""
+        for line in lines:
+            if line.startswith(b"data:") and self._wanted(line):
+                self._read_line(line[5:])
+
+    def _read_line(self, raw: bytes) -> None:
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            return
+        self._read(event)
+
+    # ---- what an event or a document says -------------------------------------------
+
+    def _read(self, event: Any) -> None:
+        if isinstance(event, list):  # Gemini's streamed JSON array
+            for item in event:
+                self._read(item)
+            return
+        if not isinstance(event, dict):
+            return
+        model, reasons = facts_of(event)
+        record = self.record
+        if model and self.model_key is not None:
+            record.response_model = model
+            self.model_key = None  # found: no later event is parsed for it
+        if reasons and len(self.reasons) < _MAX_REASONS:
+            self.reasons += reasons[: _MAX_REASONS - len(self.reasons)]
+            record.finish_reasons = tuple(self.reasons)
+
+
+def facts_of(event: dict[str, Any]) -> tuple[str | None, list[str]]:
+    """The model and the finish reasons one event (or whole reply) states, in any protocol."""
+    model = event.get("model") or event.get("modelVersion")
+    reasons: list[str] = []
+    for key, name in (("choices", "finish_reason"), ("candidates", "finishReason")):
+        items = event.get(key)
+        if isinstance(items, list):
+            for item in items:
+                reason = item.get(name) if isinstance(item, dict) else None
+                if isinstance(reason, str) and reason:
+                    reasons.append(reason)
+    # Anthropic: the whole message's stop_reason, or message_delta's.
+    delta = event.get("delta")
+    stop = delta.get("stop_reason") if isinstance(delta, dict) else event.get("stop_reason")
+    if isinstance(stop, str) and stop:
+        reasons.append(stop)
+    # Responses: a whole response object, ended.
+    status = event.get("status")
+    if event.get("object") == "response" and status in _ENDED:
+        details = event.get("incomplete_details")
+        reason = details.get("reason") if isinstance(details, dict) else None
+        reasons.append(reason if isinstance(reason, str) and reason else status)
+    # Anthropic's message_start holds the message; a Responses event, the response.
+    inner = event.get("message") or event.get("response")
+    if isinstance(inner, dict):
+        inner_model, inner_reasons = facts_of(inner)
+        model = model or inner_model
+        reasons += inner_reasons
+    return (model if isinstance(model, str) else None), reasons
