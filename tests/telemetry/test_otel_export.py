@@ -81,6 +81,9 @@ def test_openai_stream_span_continues_the_callers_trace(stack: TelemetryStack) -
     assert attributes["gen_ai.provider.name"] == "openai"
     assert attributes["gen_ai.request.model"] == "gpt-test"
     assert attributes["gen_ai.request.max_tokens"] == 64
+    # Read from the relayed stream: the model that answered, and why it stopped.
+    assert attributes["gen_ai.response.model"] == "gpt-test"
+    assert attributes["gen_ai.response.finish_reasons"] == ["stop"]
     assert attributes["gen_ai.usage.input_tokens"] > 0
     assert attributes["gen_ai.usage.output_tokens"] > 0
     assert attributes["server.address"] == "127.0.0.1"
@@ -122,6 +125,8 @@ def test_anthropic_stream_span(stack: TelemetryStack) -> None:
     assert attributes["gen_ai.operation.name"] == "chat"
     assert attributes["gen_ai.request.model"] == "claude-test"
     assert attributes["gen_ai.request.max_tokens"] == 100
+    assert attributes["gen_ai.response.model"] == "claude-test"  # message_start
+    assert attributes["gen_ai.response.finish_reasons"] == ["end_turn"]  # message_delta
     assert attributes["gen_ai.usage.input_tokens"] > 0
     assert attributes["gen_ai.usage.output_tokens"] > 0
     assert attributes["llm_proxy.stream"] is True
@@ -150,8 +155,61 @@ def test_gemini_stream_span(stack: TelemetryStack) -> None:
     attributes = found[0].attributes
     assert attributes["gen_ai.operation.name"] == "generate_content"
     assert attributes["gen_ai.request.model"] == "gemini-2.0-flash"
+    # modelVersion: the model that answered is not always the one asked for.
+    assert attributes["gen_ai.response.model"] == "mock-model"
+    assert attributes["gen_ai.response.finish_reasons"] == ["STOP"]
     assert attributes["gen_ai.usage.input_tokens"] > 0
     assert attributes["llm_proxy.stream"] is True
+    assert_no_secrets(stack)
+
+
+def test_responses_stream_span(stack: TelemetryStack) -> None:
+    client = openai.OpenAI(
+        base_url=f"{stack.proxy.url}/openai/v1", api_key=stack.token, max_retries=0
+    )
+    with client.responses.with_streaming_response.create(
+        model="gpt-responses-test", input=prompt(), stream=True
+    ) as reply:
+        request_id = reply.headers["x-proxy-request-id"]
+        body = b"".join(reply.iter_bytes())
+    assert b"response.completed" in body
+    attributes = span_for(stack, request_id).attributes
+    assert attributes["gen_ai.response.model"] == "gpt-responses-test"
+    assert attributes["gen_ai.response.finish_reasons"] == ["completed"]
+    assert_no_secrets(stack)
+
+
+def test_whole_replies_name_the_model_and_finish_reason(stack: TelemetryStack) -> None:
+    openai_client = openai.OpenAI(
+        base_url=f"{stack.proxy.url}/openai/v1", api_key=stack.token, max_retries=0
+    )
+    tool: Any = {
+        "type": "function",
+        "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},
+    }
+    chat = openai_client.chat.completions.with_raw_response.create(
+        model="gpt-whole-test",
+        messages=[{"role": "user", "content": prompt()}],
+        tools=[tool],
+    )
+    assert chat.parse().choices[0].finish_reason == "tool_calls"
+    attributes = span_for(stack, chat.headers["x-proxy-request-id"]).attributes
+    assert attributes["llm_proxy.stream"] is False
+    assert attributes["gen_ai.response.model"] == "gpt-whole-test"
+    assert attributes["gen_ai.response.finish_reasons"] == ["tool_calls"]
+
+    anthropic_client = anthropic.Anthropic(
+        base_url=f"{stack.proxy.url}/anthropic", api_key=stack.token, max_retries=0
+    )
+    message = anthropic_client.messages.with_raw_response.create(
+        model="claude-whole-test",
+        max_tokens=50,
+        messages=[{"role": "user", "content": prompt()}],
+    )
+    assert message.parse().stop_reason == "end_turn"
+    attributes = span_for(stack, message.headers["x-proxy-request-id"]).attributes
+    assert attributes["gen_ai.response.model"] == "claude-whole-test"
+    assert attributes["gen_ai.response.finish_reasons"] == ["end_turn"]
     assert_no_secrets(stack)
 
 
@@ -238,6 +296,8 @@ def test_metrics_follow_the_genai_conventions(stack: TelemetryStack) -> None:
     types = {point.attributes["gen_ai.token.type"] for point in tokens}
     assert types == {"input", "output"}
     assert all(point.attributes["gen_ai.operation.name"] for point in tokens)
+    # The answered model beside the asked one, on the series of accepted requests.
+    assert any(point.attributes.get("gen_ai.response.model") == "gpt-test" for point in tokens)
     statuses = {
         (point.attributes["http.response.status_code"], point.attributes["llm_proxy.refusal"])
         for point in received.latest_points("llm_proxy.requests")
