@@ -133,6 +133,7 @@ class ProxyApp:
             status=self.status,
             ledger=self.ledger,
             telemetry=self.telemetry,
+            telemetry_meters=self.telemetry is not None and self.telemetry.meters,
         )
         client = self.upstream
         if self.telemetry is not None:

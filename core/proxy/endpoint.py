@@ -94,7 +94,7 @@ class ProxyEndpoint:
             self.recovery = StreamRecovery(
                 settings.gemini_stream_recovery_attempts, settings.access_log
             )
-        self.always_meter = bool(pipeline.settlers)
+        self.always_meter = pipeline.meter_every_reply
         self.drain = settings.on_disconnect == "drain"
 
     def route(self, scope: Scope) -> tuple[Provider, str]:

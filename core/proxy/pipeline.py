@@ -331,6 +331,7 @@ def build_pipeline(
     status: ServiceStatus | None = None,
     ledger: UsageLedger | None = None,
     telemetry: Callable[[ProxyRequest, Outcome], Awaitable[None]] | None = None,
+    telemetry_meters: bool = False,
 ) -> tuple[Pipeline, Budget | None]:
     """The stages of this deployment: each feature's contribution, joined in order."""
     deployment = Deployment(settings, stores, status, ledger)
@@ -349,6 +350,7 @@ def build_pipeline(
         settlers.extend(contribution.settlers)
         strict_json = strict_json or contribution.strict_json
         budget = contribution.budget or budget
+    meter_every_reply = bool(settlers) or telemetry_meters
     if telemetry is not None:
         settlers.append(telemetry)  # last: it reads the cost the ledger's settler priced
     pipeline = Pipeline(
@@ -356,6 +358,7 @@ def build_pipeline(
         before_body=tuple(before),
         after_body=tuple(after),
         settlers=tuple(settlers),
+        meter_every_reply=meter_every_reply,
         strict_json=strict_json,
         status=status,
     )

@@ -99,8 +99,11 @@ class Pipeline:
     # Admission rules that decide on the head alone, then those that need the body.
     before_body: tuple[Check, ...] = ()
     after_body: tuple[Check, ...] = ()
-    # Extra usage readers at settlement (the usage ledger): every reply is metered.
+    # Extra readers at settlement (the usage ledger, telemetry).
     settlers: tuple[Settler, ...] = ()
+    # Some settler reads every reply's usage (the ledger, OpenTelemetry): every reply is
+    # metered. Prometheus alone counts the tokens of replies metered for a rule anyway.
+    meter_every_reply: bool = False
     # Some rule decides on the body (scopes, policy, limits, budgets): JSON is parsed with
     # the repeated-field checks. Otherwise it is only checked to be JSON, by the C decoder.
     strict_json: bool = True

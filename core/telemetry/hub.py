@@ -64,6 +64,10 @@ class Telemetry:
         self.metrics_endpoint: ASGIApp | None = None
         # Function platforms: export before the invocation ends (the process may freeze).
         self.flush_each = False
+        # Every reply is metered for it (OpenTelemetry's gen_ai.usage.*). Prometheus alone
+        # does not ask it: a reply no rule meters then costs nothing per event, and its
+        # tokens are not counted (llm_proxy_tokens counts replies metered anyway).
+        self.meters = False
 
     def on_start(self, scope: Scope) -> RequestRecord:
         record = RequestRecord(

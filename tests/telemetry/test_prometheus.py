@@ -4,6 +4,8 @@ what the usage ledger recorded."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -21,8 +23,10 @@ from tests.servers import (
     RunningServer,
     free_port,
     proxy_env,
+    reset_upstream,
     run_process,
     serve_in_thread,
+    upstream_requests,
 )
 
 METRICS_TOKEN = "fake-metrics-token-0123456789"
@@ -75,11 +79,30 @@ def test_loopback_scrape_reads_requests_by_status_and_refusal(server_proxy: Runn
     assert len(refused) == 1 and refused[0]["refusal"], refused  # the refusal's own code
     first_chunk = samples(text, "gen_ai_client_operation_time_to_first_chunk_seconds_count")
     assert sum(first_chunk.values()) == 3
-    tokens = samples(text, "llm_proxy_tokens_total")
-    assert tokens[(("model", "gpt-test"), ("route", "default"), ("type", "output"))] > 0
+    # Counting is per request: a deployment with no rule that meters leaves each stream
+    # as it was (no usage asked for, no event read), so it has no token counts.
+    assert samples(text, "llm_proxy_tokens_total") == {}
     assert samples(text, "llm_proxy_open")[(("kind", "http"),)] == 0
     for secret in (FAKE_TOKEN, "fake-wrong-token-0000", "sk-mock"):
         assert secret not in text
+
+
+def test_counting_leaves_the_request_as_the_caller_sent_it(
+    server_proxy: RunningServer, mock_upstream: RunningServer
+) -> None:
+    body = json.dumps(
+        {"model": "gpt-test", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    ).encode()
+    reset_upstream(mock_upstream)
+    reply = httpx.post(
+        f"{server_proxy.url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {FAKE_TOKEN}", "content-type": "application/json"},
+        content=body,
+        timeout=20,
+    )
+    assert reply.status_code == 200 and b"[DONE]" in reply.content
+    [sent] = upstream_requests(mock_upstream)
+    assert sent["body_sha256"] == hashlib.sha256(body).hexdigest()  # no stream_options added
 
 
 def test_scrape_through_a_local_reverse_proxy_is_refused(server_proxy: RunningServer) -> None:
