@@ -48,6 +48,8 @@ SECONDS_BUCKETS = [
     81.92,
 ]
 _PROPAGATOR = TraceContextTextMapPropagator()
+_INPUT = ("gen_ai.token.type", "input")
+_OUTPUT = ("gen_ai.token.type", "output")
 
 
 def _on(*names: str, env: Mapping[str, str]) -> bool:
@@ -94,6 +96,7 @@ class OpenTelemetrySink:
             self.tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
             self.tracer = self.tracer_provider.get_tracer("llm_proxy")
         self.instruments: dict[str, Any] = {}
+        self.histograms: Any = None
         self.counts = _Counts()
         if metrics_wanted(env):
             self._metrics(resource)
@@ -103,32 +106,38 @@ class OpenTelemetrySink:
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-        reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+        from core.telemetry.histograms import Histograms, WithHistograms
+
+        # The histograms are aggregated here and added to each export (histograms.py): a
+        # request's four measurements cost a lookup each, not the SDK's attribute handling.
+        histograms = self.histograms = Histograms(resource, "llm_proxy")
+        exporter = WithHistograms(OTLPMetricExporter(), histograms)
+        reader = PeriodicExportingMetricReader(exporter)
         self.meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
         meter = self.meter_provider.get_meter("llm_proxy")
         seconds = SECONDS_BUCKETS
         self.instruments = {
-            "tokens": meter.create_histogram(
+            "tokens": histograms.create(
                 "gen_ai.client.token.usage",
-                unit="{token}",
-                description="Input and output tokens per request, as the reply reported them",
-                explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+                "{token}",
+                "Input and output tokens per request, as the reply reported them",
+                TOKEN_BUCKETS,
             ),
-            "duration": meter.create_histogram(
+            "duration": histograms.create(
                 "gen_ai.client.operation.duration",
-                unit="s",
-                description="Time from the request's arrival to the reply's end",
-                explicit_bucket_boundaries_advisory=seconds,
+                "s",
+                "Time from the request's arrival to the reply's end",
+                seconds,
             ),
-            "first_chunk": meter.create_histogram(
+            "first_chunk": histograms.create(
                 "gen_ai.client.operation.time_to_first_chunk",
-                unit="s",
-                description="Time from the request's arrival to the first reply byte",
-                explicit_bucket_boundaries_advisory=seconds,
+                "s",
+                "Time from the request's arrival to the first reply byte",
+                seconds,
             ),
         }
         # Counts are kept in plain dicts and read by the SDK at export time (observable
-        # instruments): a request then pays for four histogram measurements, not eight.
+        # instruments): a request pays for no SDK measurement at all.
         counts = self.counts
         meter.create_observable_counter(
             "llm_proxy.requests",
@@ -208,10 +217,11 @@ class OpenTelemetrySink:
         model = record.request_model
         if model:
             span.update_name(f"{record.operation} {model[:100]}")
-        span.set_attributes(attributes)
-        span.set_attributes(proxy_attributes(record))
+        # One call: the SDK takes its lock and checks its limits once.
+        everything = {**attributes, **proxy_attributes(record)}
         if record.content:
-            span.set_attributes(record.content)
+            everything.update(record.content)
+        span.set_attributes(everything)
         if record.first_byte_ns is not None:
             span.add_event("llm_proxy.first_byte", timestamp=record.first_byte_ns)
         end_ns = record.started_ns + int(record.duration_s * 1e9)
@@ -232,33 +242,35 @@ class OpenTelemetrySink:
         span.end(end_time=end_ns)
 
     def _measure(self, record: RequestRecord, attributes: dict[str, Any]) -> None:
-        measured: dict[str, Any] = {
-            name: attributes[name]
-            for name in (
-                "gen_ai.operation.name",
-                "gen_ai.provider.name",
-                "gen_ai.request.model",
-                "server.address",
-                "error.type",
-            )
-            if name in attributes
-        }
+        # The metric attributes, as a tuple the histograms key their series by.
+        labels: list[tuple[str, Any]] = [
+            ("gen_ai.operation.name", attributes["gen_ai.operation.name"])
+        ]
+        provider = attributes.get("gen_ai.provider.name")
+        if provider is not None:
+            labels.append(("gen_ai.provider.name", provider))
         # Metric series are labelled only with a model an upstream accepted; the model
         # that answered is the upstream's own word, a bounded set.
         label = record.model_label
-        measured["gen_ai.request.model"] = label
+        labels.append(("gen_ai.request.model", label))
         if label and record.response_model:
-            measured["gen_ai.response.model"] = record.response_model[:100]
+            labels.append(("gen_ai.response.model", record.response_model[:100]))
+        for name in ("server.address", "error.type"):
+            value = attributes.get(name)
+            if value is not None:
+                labels.append((name, value))
+        measured = tuple(labels)
         instruments = self.instruments
         counts = self.counts
+        with self.histograms.lock:
+            instruments["duration"].record(record.duration_s, measured)
+            if record.first_byte_s is not None and record.stream:
+                instruments["first_chunk"].record(record.first_byte_s, measured)
+            if record.input_tokens is not None and not record.cache_hit:
+                tokens = instruments["tokens"]
+                tokens.record(record.input_tokens, (*measured, _INPUT))
+                tokens.record(record.output_tokens or 0, (*measured, _OUTPUT))
         _add(counts.open, (("llm_proxy.kind", record.kind),), -1)
-        instruments["duration"].record(record.duration_s, measured)
-        if record.first_byte_s is not None and record.stream:
-            instruments["first_chunk"].record(record.first_byte_s, measured)
-        if record.input_tokens is not None and not record.cache_hit:
-            tokens = instruments["tokens"]
-            tokens.record(record.input_tokens, {**measured, "gen_ai.token.type": "input"})
-            tokens.record(record.output_tokens or 0, {**measured, "gen_ai.token.type": "output"})
         route = record.route or ""
         status = (
             ("http.response.status_code", record.status or 0),

@@ -54,6 +54,11 @@ class Point:
     attributes: dict[str, Any]
     value: float  # a sum's value, or a histogram's sum
     count: int = 0  # a histogram's count
+    unit: str = ""
+    # A histogram's buckets, and 2 for cumulative (AGGREGATION_TEMPORALITY_CUMULATIVE).
+    bucket_counts: tuple[int, ...] = ()
+    explicit_bounds: tuple[float, ...] = ()
+    temporality: int = 0
 
 
 @dataclass
@@ -122,7 +127,12 @@ def _decode_metrics(body: bytes, received: Received) -> None:
                         points.append(Point(metric.name, attributes(p.attributes), value))
                 elif kind == "histogram":
                     for h in metric.histogram.data_points:
-                        points.append(Point(metric.name, attributes(h.attributes), h.sum, h.count))
+                        point = Point(metric.name, attributes(h.attributes), h.sum, h.count)
+                        point.unit = metric.unit
+                        point.bucket_counts = tuple(h.bucket_counts)
+                        point.explicit_bounds = tuple(h.explicit_bounds)
+                        point.temporality = metric.histogram.aggregation_temporality
+                        points.append(point)
                 with received.lock:
                     received.points.extend(points)
 

@@ -305,3 +305,50 @@ def test_metrics_follow_the_genai_conventions(stack: TelemetryStack) -> None:
     assert (200, "") in statuses
     assert any(status == 401 and refusal for status, refusal in statuses)
     assert_no_secrets(stack)
+
+
+def test_histograms_bucket_each_request_once(stack: TelemetryStack) -> None:
+    """A model of its own gives the request its own series: one measurement each, in the
+    bucket its value falls in, as a backend computing percentiles reads them."""
+    client = openai.OpenAI(
+        base_url=f"{stack.proxy.url}/openai/v1", api_key=stack.token, max_retries=0
+    )
+    model = f"gpt-histogram-{secrets.token_hex(3)}"
+    completion = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": prompt()}]
+    )
+    assert completion.usage is not None
+    received = stack.received
+
+    def points(metric: str) -> list[Any]:
+        return [
+            point
+            for point in received.latest_points(metric)
+            if point.attributes.get("gen_ai.request.model") == model
+        ]
+
+    deadline = time.monotonic() + 15
+    while len(points("gen_ai.client.token.usage")) < 2 or not points(
+        "gen_ai.client.operation.duration"
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    tokens = {p.attributes["gen_ai.token.type"]: p for p in points("gen_ai.client.token.usage")}
+    expected = {
+        "input": completion.usage.prompt_tokens,
+        "output": completion.usage.completion_tokens,
+    }
+    for kind, value in expected.items():
+        point = tokens[kind]
+        assert (point.count, point.value, point.unit) == (1, value, "{token}")
+        assert point.temporality == 2  # cumulative
+        assert point.attributes["gen_ai.response.model"] == model
+        # Explicit buckets hold (bound[i-1], bound[i]]; the last is everything above.
+        index = next(
+            (i for i, bound in enumerate(point.explicit_bounds) if value <= bound),
+            len(point.explicit_bounds),
+        )
+        assert point.bucket_counts[index] == 1 and sum(point.bucket_counts) == 1
+    [duration] = points("gen_ai.client.operation.duration")
+    assert duration.count == 1 and 0 < duration.value < 10 and duration.unit == "s"
+    assert sum(duration.bucket_counts) == 1
