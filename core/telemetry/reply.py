@@ -34,13 +34,12 @@ _MAX_LINE = 1024 * 1024
 _MAX_REASONS = 16
 # How each protocol's events name the model (an event that holds it is parsed once).
 _MODEL_KEY = {"gemini": b'"modelVersion"'}
-# The fields a finish reason is in, and how each says "not yet" (then nothing is parsed).
-_FINISH = {
-    "openai": (b'"finish_reason"', (b'"finish_reason":null', b'"finish_reason": null')),
-    "anthropic": (b'"stop_reason"', (b'"stop_reason":null', b'"stop_reason": null')),
-    "gemini": (b'"finishReason"', ()),
-}
-# Responses: the events that end a response, each with the whole response object.
+# What an event that states a finish reason holds, and an event still going does not:
+# OpenAI's finish_reason and Anthropic's stop_reason are null until then (a string value,
+# written compact or with one space after the colon, as the providers and Python's json
+# do), Gemini's finishReason is absent. Responses: the events that end a response.
+_REASON_STRING = (b'_reason":"', b'_reason": "')
+_FINISH = {"openai": _REASON_STRING, "anthropic": _REASON_STRING, "gemini": (b'"finishReason"',)}
 _RESPONSES_END = (b'response.completed"', b'response.incomplete"', b'response.failed"')
 _ENDED = frozenset({"completed", "incomplete", "failed", "cancelled"})
 
@@ -73,31 +72,28 @@ def reply_facts_tap(
 class ReplyFacts:
     """Reads a copy of the reply; the chunk goes on unchanged."""
 
-    __slots__ = (
-        "document",
-        "finish_key",
-        "model_key",
-        "not_yet",
-        "pending",
-        "reasons",
-        "record",
-        "responses",
-        "stream",
-    )
+    __slots__ = ("document", "finish", "model_key", "pending", "reasons", "record", "stream")
 
     def __init__(self, record: RequestRecord, wire: str, stream: bool, *, responses: bool) -> None:
         self.record = record
         self.stream = stream
-        self.responses = responses
         self.model_key: bytes | None = _MODEL_KEY.get(wire, b'"model"')
-        self.finish_key, self.not_yet = _FINISH.get(wire, _FINISH["openai"])
+        self.finish = _RESPONSES_END if responses else _FINISH.get(wire, _REASON_STRING)
         self.pending = b""
         self.document: bytearray | None = bytearray()
         self.reasons: list[str] = []
 
     def feed(self, chunk: bytes) -> bytes:
         if self.stream:
-            self._lines(chunk)
+            # Inline, as it runs for every event: a few scans in C, and most events end
+            # here (the model was read from the first, no finish reason yet).
+            data = self.pending + chunk if self.pending else chunk
+            if self._wanted(data):
+                self._lines(data)
+            elif data.endswith(b"\n"):
+                self.pending = b""
+            else:
+                self._keep_tail(data)
         elif self.document is not None:
             if len(self.document) + len(chunk) > _KEEP_WHOLE:
                 self.document = None  # too long to parse: not read
@@ -125,21 +121,18 @@ class ReplyFacts:
         """Whether `data` may hold a field still wanted: scans in C, nothing parsed."""
         if self.model_key is not None and self.model_key in data:
             return True
-        if self.responses:
-            return any(end in data for end in _RESPONSES_END)
-        mentions = data.count(self.finish_key)
-        if not mentions:
-            return False
-        for null in self.not_yet:
-            mentions -= data.count(null)
-        return mentions > 0
+        # A loop, not any(): a generator would cost a frame on every event.
+        for needle in self.finish:  # noqa: SIM110
+            if needle in data:
+                return True
+        return False
 
-    def _lines(self, chunk: bytes) -> None:
-        data = self.pending + chunk if self.pending else chunk
-        if not self._wanted(data):
-            cut = data.rfind(b"\n") + 1
-            self.pending = data[cut:] if len(data) - cut <= _MAX_LINE else b""
-            return
+    def _keep_tail(self, data: bytes) -> None:
+        """The unfinished last line waits for the rest (a field may straddle chunks)."""
+        tail = data[data.rfind(b"\n") + 1 :]
+        self.pending = tail if len(tail) <= _MAX_LINE else b""
+
+    def _lines(self, data: bytes) -> None:
         lines = data.split(b"\n")
         pending = lines.pop()
         self.pending = pending if len(pending) <= _MAX_LINE else b""
