@@ -165,7 +165,12 @@ class ProxyApp:
             from core.realtime.session import RealtimeEndpoint
             from core.realtime.stages import EndpointStages
 
-            self._realtime = RealtimeEndpoint(self.settings, EndpointStages(self.endpoint))
+            realtime = RealtimeEndpoint(self.settings, EndpointStages(self.endpoint))
+            if self.endpoint.reply_reader is not None:  # OpenTelemetry is on
+                from core.telemetry.reply import session_facts
+
+                realtime.frame_reader = session_facts
+            self._realtime = realtime
         return self._realtime
 
     def admin(self) -> ASGIApp:

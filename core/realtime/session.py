@@ -59,6 +59,8 @@ from core.realtime.wire import (
 from core.types import RequestLog
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from anyio.abc import TaskGroup
 
     from core.config import Settings
@@ -170,6 +172,11 @@ def upstream_url(request: ProxyRequest) -> str:
 class RealtimeEndpoint:
     """The ASGI app for `websocket` scopes on every provider route."""
 
+    # Telemetry's reader of the answered model and response statuses (core/telemetry/
+    # reply.py), set by the app only when OpenTelemetry is on: it wraps the session's meter
+    # (the one reader of every upstream frame), so the relay has no branch for it.
+    frame_reader: Callable[[Scope, str, SessionMeter], SessionMeter] | None = None
+
     def __init__(self, settings: Settings, stages: SessionStages) -> None:
         self.settings = settings
         self.stages = stages
@@ -252,7 +259,10 @@ class RealtimeEndpoint:
                 elif first is not None:
                     await upstream.send_bytes(first)
                 watch = _Watch(request, realtime, log.model)
-                await self.relay(receive, send, upstream, realtime.meter(), relay, capped, watch)
+                meter = realtime.meter()
+                if self.frame_reader is not None:
+                    meter = self.frame_reader(scope, realtime.name, meter)
+                await self.relay(receive, send, upstream, meter, relay, capped, watch)
             finally:
                 await client.close()
         except ProxyError as error:

@@ -18,13 +18,26 @@ null), and only lines, never a whole stream, are held back. A whole reply is kep
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from core.telemetry.hub import RECORD_KEY
 
 if TYPE_CHECKING:
+    from core.protocols import Usage
     from core.proxy.request import ProxyRequest
     from core.telemetry.record import RequestRecord
+    from core.types import Scope
+
+    Meter = TypeVar("Meter", bound="SessionMeter")
+
+
+class SessionMeter(Protocol):
+    """A realtime session's usage meter (core/realtime/wire.py), as far as it is read here."""
+
+    def feed(self, frame: str | bytes) -> None: ...
+
+    def finish(self) -> Usage: ...
+
 
 # A whole reply longer than this is not parsed for its model (it is an image or a file).
 _KEEP_WHOLE = 1024 * 1024
@@ -195,3 +208,60 @@ def facts_of(event: dict[str, Any]) -> tuple[str | None, list[str]]:
         model = model or inner_model
         reasons += inner_reasons
     return (model if isinstance(model, str) else None), reasons
+
+
+# ---- realtime sessions ----------------------------------------------------------------
+
+
+def session_facts(scope: Scope, wire: str, meter: Meter) -> Meter:
+    """A realtime session's meter, also reading the session's model and each response's
+    end; Gemini Live names neither in its frames, so its meter is left as it is."""
+    record: RequestRecord | None = scope.get(RECORD_KEY)
+    if record is None or wire != "openai":
+        return meter
+    return cast("Meter", SessionFacts(record, meter))
+
+
+class SessionFacts:
+    """OpenAI Realtime: `session.created` (and `session.updated`) name the model, each
+    `response.done` ends a response with a status (and a reason when incomplete or
+    cancelled). Any other frame costs two `in` scans; audio deltas are never parsed."""
+
+    __slots__ = ("meter", "reasons", "record")
+
+    def __init__(self, record: RequestRecord, meter: SessionMeter) -> None:
+        self.record = record
+        self.meter = meter
+        self.reasons: list[str] = []
+
+    def feed(self, frame: str | bytes) -> None:
+        self.meter.feed(frame)
+        text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
+        if '"session.' not in text and '"response.done"' not in text:
+            return
+        try:
+            event = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        kind = event.get("type")
+        if kind in ("session.created", "session.updated"):
+            session = event.get("session")
+            model = session.get("model") if isinstance(session, dict) else None
+            if isinstance(model, str) and model:
+                self.record.response_model = model
+        elif kind == "response.done" and len(self.reasons) < _MAX_REASONS:
+            response = event.get("response")
+            if not isinstance(response, dict):
+                return
+            details = response.get("status_details")
+            reason = details.get("reason") if isinstance(details, dict) else None
+            status = response.get("status")
+            said = reason if isinstance(reason, str) and reason else status
+            if isinstance(said, str) and said:
+                self.reasons.append(said)
+                self.record.finish_reasons = tuple(self.reasons)
+
+    def finish(self) -> Usage:
+        return self.meter.finish()

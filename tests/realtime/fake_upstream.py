@@ -123,7 +123,8 @@ class FakeRealtime:
                 return
             elif event.get("type") == "response.create":
                 await send_json(send, {"type": "response.created", "response": {"id": "r1"}})
-                done = {"type": "response.done", "response": {"id": "r1", "usage": OPENAI_USAGE}}
+                response = {"id": "r1", "status": "completed", "usage": OPENAI_USAGE}
+                done = {"type": "response.done", "response": response}
                 await send_json(send, done)
             elif "setup" in event:
                 await send_bytes(send, {"setupComplete": {}})

@@ -57,6 +57,9 @@ async def test_realtime_session_is_one_span(
     assert attributes["gen_ai.provider.name"] == "openai"
     assert attributes["http.response.status_code"] == 101
     assert attributes["gen_ai.usage.output_tokens"] == 20
+    # session.created names the model that answers; response.done how the response ended.
+    assert attributes["gen_ai.response.model"] == "fake"
+    assert attributes["gen_ai.response.finish_reasons"] == ["completed"]
     assert FAKE_TOKEN not in repr(attributes) and FAKE_UPSTREAM_KEY not in repr(attributes)
 
 
