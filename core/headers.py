@@ -8,12 +8,19 @@ here; event streams are told not to be buffered by proxies on the way.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
+from urllib.parse import unquote_to_bytes
 
-if TYPE_CHECKING:
-    from core.proxy.scrub import Scrubber
+from core.errors import Unauthorized
 
 RawHeaders = list[tuple[bytes, bytes]]
+
+
+class HeaderScrubber(Protocol):
+    """What the reply's headers need of the scrubber (core/proxy/scrub.py): keys redacted."""
+
+    def headers(self, headers: RawHeaders) -> RawHeaders: ...
+
 
 # RFC 9110 section 7.6.1: connection-specific fields, never forwarded.
 HOP_BY_HOP = frozenset(
@@ -137,7 +144,7 @@ def upstream_request_headers(headers: RawHeaders) -> RawHeaders:
 
 
 def client_response_headers(
-    headers: RawHeaders, scrubber: Scrubber | None = None
+    headers: RawHeaders, scrubber: HeaderScrubber | None = None
 ) -> tuple[RawHeaders, int | None]:
     """Upstream response headers fit for the caller, and the body's length if declared.
     CORS is the proxy's alone to decide: an upstream's Access-Control-* never pass (an
@@ -168,3 +175,46 @@ def client_response_headers(
     if scrubber:
         kept = scrubber.headers(kept)
     return kept, content_length
+
+
+# ---- where each SDK puts its key: the caller's credential rides in the same slot ----
+
+_HEADER_SLOTS = (b"authorization", b"x-api-key", b"x-goog-api-key", b"api-key")
+
+
+def _is_key_name(name: bytes) -> bool:
+    # `KEY=` and `%6Bey=` are the same credential to a lenient upstream: none goes there.
+    if b"%" in name:
+        name = unquote_to_bytes(name)
+    return name.lower() == b"key"
+
+
+def split_key_param(query: bytes) -> tuple[bytes | None, bytes]:
+    """Take Gemini's `key=` out of a raw query string; the rest stays byte for byte."""
+    if not query or (b"ey=" not in query.lower() and b"%" not in query):
+        return None, query
+    found: bytes | None = None
+    kept = []
+    for part in query.split(b"&"):
+        name, equals, value = part.partition(b"=")
+        if equals and _is_key_name(name):
+            found = unquote_to_bytes(value)
+        else:
+            kept.append(part)
+    return found, b"&".join(kept)
+
+
+def find_credential(headers: RawHeaders, key_param: bytes | None) -> bytes | None:
+    """The caller's credential from the first slot that has one, or None if no slot does."""
+    for name, value in headers:
+        if name in _HEADER_SLOTS:
+            if name == b"authorization":
+                scheme, _, rest = value.partition(b" ")
+                if scheme.lower() != b"bearer":
+                    raise Unauthorized(
+                        "The Authorization header must use the Bearer scheme: "
+                        "'Authorization: Bearer <your proxy token>'."
+                    )
+                value = rest
+            return value.strip()
+    return key_param.strip() if key_param is not None else None

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from core.access.credentials import Caller, find_credential, split_key_param
 from core.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
+from core.headers import find_credential, split_key_param
 from core.protocols import AmbiguousModel, Route, route_path
 
 if TYPE_CHECKING:
+    from core.caller import Caller
     from core.protocols import Wire
     from core.providers import Provider
     from core.types import Receive, RequestLog, Scope

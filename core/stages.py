@@ -1,14 +1,19 @@
-"""The stages of one request, in the order the endpoint runs them:
+"""The shapes every feature plugs into the stages with, below the features themselves.
 
-identify (who is calling) -> authorize (the token's scopes) -> admit (kill switch, policy,
-rate limits, budget reservation) -> forward -> relay -> settle (metered usage replaces
-each reservation).
+The stages of one request, in the order core/proxy/endpoint.py runs them: identify (who
+is calling) -> checks on the head -> read the body -> checks on the body (scopes, policy,
+limits, budget reservation, cache lookup) -> forward -> relay -> settle (metered usage
+replaces each reservation).
 
 An admission rule is a `Check`. It says whether it needs the body (rules that do not run
 before the body is read, so a caller over its limit costs no memory or parsing) and
 whether it needs the reply's usage. Admitting returns a `Ticket` (or None) whose `settle`
 runs when the exchange is over, also when the caller left early. A deployment with no
 rules has empty lists: nothing runs, nothing is metered.
+
+Each feature says what it adds as a `Contribution`, built from the `Deployment` (settings,
+stores, and what features share) by a function in the feature's own package;
+core/proxy/pipeline.py joins them in the order core/app.py lists them.
 
 A `ReplyTicket` deals in the reply itself rather than its usage (the response cache): it
 may carry the whole answer (`replay`), so the endpoint sends that and calls no upstream, or
@@ -17,18 +22,18 @@ it takes a copy of the reply as the caller gets it and decides at settlement wha
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
-
-from core.errors import Forbidden
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from core.access.identify import Identify
-    from core.access.status import ServiceStatus
+    from core.config import Settings
     from core.protocols import Usage
-    from core.proxy.request import ProxyRequest
+    from core.request import ProxyRequest
+    from core.stores import Store, StoreSet
+
+T = TypeVar("T")
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -92,24 +97,6 @@ Settler = Callable[["ProxyRequest", Outcome], Awaitable[None]]
 
 
 @dataclass
-class Pipeline:
-    """The stages a deployment runs, decided once at start (core/proxy/pipeline.py)."""
-
-    identify: Identify
-    # Admission rules that decide on the head alone, then those that need the body.
-    before_body: tuple[Check, ...] = ()
-    after_body: tuple[Check, ...] = ()
-    # Extra usage readers at settlement (the usage ledger): every reply is metered.
-    settlers: tuple[Settler, ...] = ()
-    # Some rule decides on the body (scopes, policy, limits, budgets): JSON is parsed with
-    # the repeated-field checks. Otherwise it is only checked to be JSON, by the C decoder.
-    strict_json: bool = True
-    # The kill switch and schedule: checked by every proxy route (the usage report too),
-    # and again while a realtime session is open.
-    status: ServiceStatus | None = None
-
-
-@dataclass
 class StoredReply:
     """A whole reply as the caller got it, kept to be sent again byte for byte."""
 
@@ -160,94 +147,44 @@ class HeaderTicket:
         return None
 
 
-class Authorize:
-    """A stored token's scopes: which providers and models it may use."""
+@dataclass
+class Contribution:
+    """What one feature adds to the stages: its checks (on the head, then on the body),
+    its settlers, and whether its rules read the body's fields (then JSON is parsed with
+    the repeated-field checks)."""
 
-    reads_body = True
-
-    async def admit(self, request: ProxyRequest) -> Ticket | None:
-        caller = request.caller
-        record = caller.record if caller is not None else None
-        if record is None or not caller or not caller.scoped:
-            return None
-        provider = request.provider
-        if not record.allows_provider(provider.name):
-            raise Forbidden(
-                f"This token may not use the provider {provider.name!r} "
-                f"(allowed: {', '.join(record.providers)})."
-            )
-        if not record.models:
-            return None
-        model = await request.model()
-        if model is None:
-            # A read (listing models, fetching a batch) names no model and spends nothing.
-            if request.method in ("GET", "HEAD"):
-                return None
-            raise Forbidden(
-                "This token is limited to some models, and this request names none the proxy "
-                "can read (a JSON body's 'model' or the model in the path)."
-            )
-        if not record.allows_model(model):
-            raise Forbidden(
-                f"This token may not use the model {model[:200]!r} "
-                f"(allowed: {', '.join(record.models)})."
-            )
-        return None
+    before_body: tuple[Check, ...] = ()
+    after_body: tuple[Check, ...] = ()
+    settlers: tuple[Settler, ...] = ()
+    strict_json: bool = False
 
 
-class UnmeteredRouteRefused(Forbidden):
-    code = "route_not_metered"
+class Deployment:
+    """What the features are built from, once at start: the settings, the stores, and the
+    services more than one feature (or the app) uses, each made once (`shared`)."""
+
+    def __init__(self, settings: Settings, stores: StoreSet) -> None:
+        self.settings = settings
+        self.stores = stores
+        self._shared: dict[Callable[[Deployment], Any], Any] = {}
+
+    @cached_property
+    def token_store(self) -> Store | None:
+        url = self.settings.token_store
+        return self.stores.open(url) if url else None
+
+    @cached_property
+    def limit_store(self) -> Store:
+        return self.stores.open(self.settings.guard.limit_store)
+
+    def shared(self, make: Callable[[Deployment], T]) -> T:
+        """`make(self)`, called once per deployment: the limits and the budget count in one
+        store with one price table, and the dashboard throws the kill switch the stages read."""
+        if make not in self._shared:
+            self._shared[make] = make(self)
+        made: T = self._shared[make]
+        return made
 
 
-class MeterableRoutesOnly:
-    """While usage is capped, a call that may spend but whose usage the meter cannot read
-    (an image or audio route, a batch, a credential-minting route) is refused: a cap that
-    cannot count is no cap."""
-
-    reads_body = False
-
-    def __init__(self, settings_named: str) -> None:
-        self.settings_named = settings_named
-
-    async def admit(self, request: ProxyRequest) -> Ticket | None:
-        refuse_unmetered_route(request, self.settings_named)
-        return None
-
-
-def refuse_unmetered_route(request: ProxyRequest, settings_named: str) -> None:
-    if request.route.kind == "unreadable":
-        raise UnmeteredRouteRefused(
-            f"This proxy caps usage ({settings_named}) and cannot meter "
-            f"{request.method} {request.remainder[:200]!r}: the route is refused. "
-            "Metered routes: chat/completions, completions, responses, embeddings "
-            "(OpenAI), messages (Anthropic), generateContent and streamGenerateContent "
-            "(Gemini)."
-        )
-
-
-def estimated_prompt_tokens(body: bytes) -> int:
-    """An upper estimate of a prompt's tokens from its size: about 3 bytes a token holds for
-    English text (4 characters a token) and for CJK (one 3-byte character a token)."""
-    return math.ceil(len(body) / 3)
-
-
-class EphemeralKeysRefused(Forbidden):
-    code = "ephemeral_keys_disabled"
-
-
-class EphemeralKeysOff:
-    """Minting routes are refused, before the body is read, unless ALLOW_EPHEMERAL_KEYS
-    (core/realtime/minting.py serves them when it is set)."""
-
-    reads_body = False
-
-    async def admit(self, request: ProxyRequest) -> Ticket | None:
-        if request.route.kind == "minting":
-            raise EphemeralKeysRefused(
-                "This proxy does not mint ephemeral keys or create provider-side realtime "
-                f"sessions ({request.remainder[:100]!r}): "
-                "the operator can allow it with ALLOW_EPHEMERAL_KEYS=true. Realtime "
-                "sessions can also run through the proxy itself over a WebSocket when it "
-                "runs as a server."
-            )
-        return None
+# One feature's part of the stages; None when its settings leave it off.
+Feature = Callable[[Deployment], Contribution | None]

@@ -63,7 +63,7 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target(
         "scopes",
-        ("core/access/policy.py", "core/proxy/stages.py"),
+        ("core/access/policy.py", "core/stages.py"),
         (
             "tests/policy",
             "tests/tokens/test_scope_lookalikes.py",
@@ -73,7 +73,7 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target(
         "headers",
-        ("core/proxy/headers.py",),
+        ("core/headers.py",),
         (
             "tests/providers/test_credential_slots.py",
             "tests/providers/test_routes.py",

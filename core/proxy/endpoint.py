@@ -33,17 +33,18 @@ from core.providers import Provider, match_provider
 from core.proxy.access_log import BODY_SEND
 from core.proxy.forward import Forwarder
 from core.proxy.relay import Exchange, relay, reply_headers
-from core.proxy.request import ALLOWED_METHODS, ProxyRequest, build_request
-from core.proxy.stages import Outcome, reply_ticket
 from core.proxy.taps import build_taps
+from core.request import ALLOWED_METHODS, ProxyRequest, build_request
+from core.stages import Outcome, reply_ticket
 
 if TYPE_CHECKING:
     from core.config import Settings
     from core.proxy.model_routes import ModelRouter
+    from core.proxy.pipeline import Pipeline
     from core.proxy.relay import ReplySource
     from core.proxy.scrub import Scrubber
-    from core.proxy.stages import Check, Pipeline, ReplyTicket, StoredReply, Ticket
     from core.proxy.uploads import UploadSessions
+    from core.stages import Check, ReplyTicket, StoredReply, Ticket
     from core.types import Receive, RequestLog, Scope, Send
     from core.upstream.client import UpstreamClient
     from core.usage.budget import Budget

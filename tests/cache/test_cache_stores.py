@@ -13,7 +13,7 @@ import pytest
 from core.cache.check import MISS, CacheTicket, ResponseCache
 from core.cache.settings import CacheSettings
 from core.protocols import Usage
-from core.proxy.stages import Outcome, RawHeaders, StoredReply
+from core.stages import Outcome, RawHeaders, StoredReply
 from tests.tokens.backends import fresh_store_url
 
 KINDS = ["memory", "sqlite", "redis", "dynamodb"]

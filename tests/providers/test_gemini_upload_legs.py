@@ -16,9 +16,9 @@ import pytest
 from core.app import create_app
 from core.config import load_settings
 from core.errors import BadRequest
+from core.headers import client_response_headers
 from core.providers import CATALOGUE
 from core.proxy import uploads
-from core.proxy.headers import client_response_headers
 from core.proxy.scrub import Scrubber
 from core.proxy.uploads import proxy_upload_url, public_origin, upload_id_of
 from core.stores import open_store
