@@ -8,7 +8,7 @@ LLM requests are small, and a known length is what every provider expects. The r
 is never read whole: its raw bytes go to the caller as they arrive, and the usage meter
 reads a copy when some rule needs the figures.
 
-The parts live beside it: the stages' rules (stages.py, joined by pipeline.py), forward
+The parts live beside it: the stages (pipeline.py joins what each feature adds), forward
 (forward.py), the reply's taps (taps.py) and the relay (relay.py); docs/architecture.md
 shows how they fit.
 """
