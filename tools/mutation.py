@@ -63,7 +63,7 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target(
         "scopes",
-        ("core/access/policy.py", "core/stages.py"),
+        ("core/access/policy.py", "core/access/scopes.py", "core/stages.py"),
         (
             "tests/policy",
             "tests/tokens/test_scope_lookalikes.py",
@@ -113,7 +113,7 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target(
         "budgets",
-        ("core/usage/prices.py", "core/usage/budget.py"),
+        ("core/usage/prices.py", "core/usage/budget.py", "core/usage/caps.py"),
         (
             "tests/usage/test_budget.py",
             "tests/usage/test_budget_windows.py",
