@@ -3,12 +3,9 @@ does not turn a rule on never imports the rule's module (cold start)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 
-from tests.servers import PYTHON, REPO
+from tests.support.imports import modules_imported
 
 ENV = {
     "UPSTREAM_BASE_URL": "https://api.openai.com/v1",
@@ -31,23 +28,8 @@ RULES = {
 }
 
 
-def modules_loaded_building_the_app(extra: dict[str, str]) -> set[str]:
-    env = {
-        "PATH": os.environ["PATH"],
-        "LLM_PROXY_ENV_FILE": os.devnull + ".absent",
-        **ENV,
-        **extra,
-    }
-    done = subprocess.run(
-        [PYTHON, "-X", "importtime", "-c", "import handlers.http"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+def modules_loaded_building_the_app(settings: dict[str, str]) -> set[str]:
+    return modules_imported("handlers.http", {**ENV, **settings})
 
 
 def test_nothing_configured_loads_no_rule_module() -> None:
