@@ -31,8 +31,8 @@ from bench.harness import BENCH_TOKEN, PYTHON, ROOT, median, mock_upstream, prox
 
 # The test suite's fake Runtime API (tests/lambda is not importable by plain syntax:
 # `lambda` is a keyword).
-fake = importlib.import_module("tests.lambda.fake_runtime_api")
-events = importlib.import_module("tests.lambda.events")
+fake = importlib.import_module("tests.handlers.aws.fake_runtime_api")
+events = importlib.import_module("tests.support.lambda_events")
 
 WRAPPER = ROOT / "handlers" / "aws" / "exec_wrapper"
 CHAT = {"model": "mock-model", "messages": [{"role": "user", "content": "hi"}]}

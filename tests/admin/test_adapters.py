@@ -15,8 +15,8 @@ from tests.admin.conftest import ADMIN_TOKEN
 from tests.servers import PYTHON, RunningServer, free_port, proxy_env, run_process
 
 # `lambda` is a keyword: the package is imported by name.
-events = importlib.import_module("tests.lambda.events")
-mangum_tests = importlib.import_module("tests.lambda.test_mangum_handler")
+events = importlib.import_module("tests.support.lambda_events")
+mangum_tests = importlib.import_module("tests.handlers.aws.test_mangum_handler")
 
 
 def admin_env(upstream: str, tmp_path: Path) -> dict[str, str]:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.servers import FAKE_TOKEN, OTHER_TOKEN, RunningServer
-from tests.usage.scripted_upstream import ScriptedUpstream
+from tests.support.scripted_upstream import ScriptedUpstream
 from tests.usage.test_bypasses import EVENTS, JSON, metered
 
 _counter = itertools.count()

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.servers import FAKE_UPSTREAM_KEY
-from tests.usage.scripted_upstream import ScriptedUpstream
+from tests.support.scripted_upstream import ScriptedUpstream
 from tests.usage.test_bypasses import AUTH, metered
 
 ERROR_HEADERS = [("content-type", "application/json")]

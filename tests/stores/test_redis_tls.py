@@ -14,7 +14,7 @@ import pytest
 
 from core.stores import open_store
 from tests.servers import free_port
-from tests.tokens.backends import REDIS_SERVER
+from tests.support.store_backends import REDIS_SERVER
 
 PASSWORD = "mock-redis-password-not-real"
 

@@ -1,4 +1,5 @@
-"""The fake realtime upstream on a loopback socket, and proxies in front of it."""
+"""Fixtures for tests/realtime and tests/telemetry: the fake realtime upstream on a loopback
+socket, and proxies in front of it; a conftest or test module imports the ones it uses."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 
 from core.app import create_app
 from core.config import load_settings
-from tests.realtime.fake_upstream import GEMINI_KEY, FakeRealtime
 from tests.servers import FAKE_UPSTREAM_KEY, RunningServer, proxy_env, serve_in_thread
+from tests.support.fake_realtime import GEMINI_KEY, FakeRealtime
 
 ProxyFactory = Callable[..., contextlib.AbstractContextManager[RunningServer]]
 

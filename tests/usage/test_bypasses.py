@@ -23,7 +23,7 @@ from core.app import create_app
 from core.config import load_settings
 from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 from tests.support.polling import wait_until
-from tests.usage.scripted_upstream import (
+from tests.support.scripted_upstream import (
     ScriptedUpstream,
     gzipped,
     openai_chunks,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.stores import open_store
-from tests.usage.scripted_upstream import ScriptedUpstream
+from tests.support.scripted_upstream import ScriptedUpstream
 from tests.usage.test_bypasses import JSON, chats_at_once, metered, models_or
 
 PRICES = json.dumps({"fake-*": {"input": 10, "output": 100}})

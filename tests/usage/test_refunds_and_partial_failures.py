@@ -23,7 +23,7 @@ import pytest
 
 from tests.servers import FAKE_TOKEN
 from tests.support.polling import wait_until
-from tests.usage.scripted_upstream import ScriptedUpstream, sse
+from tests.support.scripted_upstream import ScriptedUpstream, sse
 from tests.usage.test_bypasses import AUTH, JSON, chat, metered, models_or, remaining
 
 PRICES = json.dumps({"fake-*": {"input": 10, "output": 100}})

@@ -29,8 +29,7 @@ from tests.servers import (
     reset_upstream,
     upstream_requests,
 )
-
-from .events import EVENT_SHAPES, HttpRequest, parse_query
+from tests.support.lambda_events import EVENT_SHAPES, HttpRequest, parse_query
 
 MAX_BODY = 64 * 1024
 Shape = Callable[[HttpRequest], dict[str, Any]]
