@@ -24,8 +24,8 @@ from core.app import create_app
 from core.config import load_settings
 from core.types import Receive, Scope, Send
 from core.usage.ledger import UsageEntry
-from tests.admin.conftest import ADMIN_TOKEN
 from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
+from tests.support.admin import ADMIN_TOKEN
 from tests.support.chromium import CHROMIUM, FLAGS
 
 CACHE_SECONDS = 1.0

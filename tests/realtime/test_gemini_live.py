@@ -20,7 +20,7 @@ from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
 from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
-from tests.stores.test_redis_tls import make_certificates
+from tests.support.certificates import make_certificates
 from tests.support.fake_realtime import GEMINI_KEY, LIVE_PATH, FakeRealtime
 from tests.support.realtime import eventually
 
