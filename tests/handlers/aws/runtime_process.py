@@ -17,7 +17,7 @@ from core.devtools.mock_upstream import MockOptions, MockUpstream
 from core.types import Receive, Scope, Send
 from tests.servers import stop_process
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 WRAPPER = REPO / "handlers" / "aws" / "exec_wrapper"
 VENV_BIN = str(Path(sys.executable).parent)
 

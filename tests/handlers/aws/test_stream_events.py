@@ -17,8 +17,14 @@ from handlers.aws.events import (
     event_source,
 )
 from handlers.aws.runtime_api import PRELUDE_DELIMITER
-
-from .events import SOURCE_IP, HttpRequest, alb, api_gateway_v1, api_gateway_v2, function_url
+from tests.support.lambda_events import (
+    SOURCE_IP,
+    HttpRequest,
+    alb,
+    api_gateway_v1,
+    api_gateway_v2,
+    function_url,
+)
 
 
 def headers_of(scope: dict[str, Any]) -> list[tuple[str, str]]:

@@ -1,3 +1,7 @@
+"""Store fixtures for the folders whose tests run once per backend (tests/access,
+tests/stores): a conftest imports the fixtures and sets `pytest_generate_tests =
+every_backend`, so each test that takes a store runs on memory, SQLite, DynamoDB and Redis."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -6,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from core.stores import Store, open_store
-from tests.tokens.backends import fresh_store_url, redis_server
+from tests.support.store_backends import fresh_store_url, redis_server
 
 BACKENDS = ["memory", "sqlite", "dynamodb", "redis"]
+# The backends two instances can share (memory is one process's own).
+SHARED_BACKENDS = ["sqlite", "dynamodb", "redis"]
 
 
 @pytest.fixture(scope="session")
@@ -26,13 +32,22 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(params=SHARED_BACKENDS)
+def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store two store objects (or two proxy instances) can share."""
+    with fresh_store_url(
+        request.param, tmp_path, lambda: request.getfixturevalue("redis_url")
+    ) as url:
+        yield url
+
+
 @pytest.fixture
 def store(store_url: str) -> Store:
     return open_store(store_url)
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every test that takes a store runs once per backend."""
+def every_backend(metafunc: pytest.Metafunc) -> None:
+    """Every test that takes a store runs once per backend, unless it names its own."""
     chosen = any(
         "store_url" in str(marker.args[0])
         for marker in metafunc.definition.iter_markers("parametrize")

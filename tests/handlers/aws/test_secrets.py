@@ -22,8 +22,8 @@ from tests.servers import (
     proxy_env,
     upstream_requests,
 )
+from tests.support.lambda_events import HttpRequest, function_url
 
-from .events import HttpRequest, function_url
 from .fake_runtime_api import fake_runtime_api
 from .runtime_process import running_runtime
 

@@ -25,11 +25,11 @@ import pytest
 
 from handlers.aws.secrets import secret_references
 from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, proxy_env
+from tests.support.lambda_events import HttpRequest, function_url
 
-from .events import HttpRequest, function_url
 from .fake_runtime_api import fake_runtime_api
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 OSLS = REPO / "tools" / "lambda" / "node_modules" / ".bin" / "osls"
 WRAPPER_PATH = "/var/task/handlers/aws/exec_wrapper"
 # Framework-generated, not ours: osls adds a DependsOn that a Ref already implies.

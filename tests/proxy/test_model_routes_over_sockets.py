@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.routing.conftest import KEYS, Routed
+from tests.proxy.conftest import KEYS, Routed
 from tests.servers import FAKE_TOKEN, upstream_requests
 
 HI = [{"role": "user", "content": "hi"}]

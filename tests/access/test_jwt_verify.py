@@ -10,7 +10,7 @@ import pytest
 
 from core.access.jwt_auth import IdentityKeysUnavailable, JWKSCache, JWTVerifier, looks_like_jwt
 from core.errors import Unauthorized
-from tests.jwt.keys import (
+from tests.access.jwt_keys import (
     AUDIENCE,
     ISSUER,
     JWKSServer,

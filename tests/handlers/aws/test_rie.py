@@ -29,8 +29,8 @@ from tests.servers import (
     serve_in_thread,
     stop_process,
 )
+from tests.support.lambda_events import HttpRequest, api_gateway_v1, function_url
 
-from .events import HttpRequest, api_gateway_v1, function_url
 from .runtime_process import REPO, WRAPPER, RecordingUpstream, runtime_env
 
 FETCH_RIE = REPO / "tools" / "lambda" / "fetch_rie.py"

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.routing.conftest import Routed
-from tests.routing.test_routes_over_sockets import only_reached
+from tests.proxy.conftest import Routed
+from tests.proxy.test_model_routes_over_sockets import only_reached
 from tests.servers import FAKE_TOKEN
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools" / "sdk-node"

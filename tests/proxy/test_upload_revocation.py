@@ -12,7 +12,7 @@ from core.access.tokens import create_token, revoke_token, set_disabled
 from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
-from tests.providers.test_gemini_upload_legs import GEMINI_KEY, START, upload
+from tests.proxy.test_gemini_upload_legs import GEMINI_KEY, START, upload
 from tests.servers import (
     FAKE_TOKEN,
     RunningServer,

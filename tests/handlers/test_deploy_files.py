@@ -21,14 +21,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.platforms.vercel_output import (
+from tests.servers import FAKE_TOKEN, RunningServer, proxy_env
+from tests.support.vercel_output import (
     REPO,
     RunningFunction,
     materialized_function,
     run_vercel_function,
     vercel_build,
 )
-from tests.servers import FAKE_TOKEN, RunningServer, proxy_env
 
 
 def git_mode(path: str) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 from core.app import create_app
 from core.config import ConfigError, load_settings
-from tests.jwt.keys import AUDIENCE, ISSUER, JWKSServer, KeyPair, jwks_served, mint, rsa_key
+from tests.access.jwt_keys import AUDIENCE, ISSUER, JWKSServer, KeyPair, jwks_served, mint, rsa_key
 from tests.servers import (
     FAKE_UPSTREAM_KEY,
     RunningServer,

@@ -8,7 +8,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.providers.stack import fake_key
 from tests.servers import (
     FAKE_TOKEN,
     FAKE_UPSTREAM_KEY,
@@ -16,6 +15,7 @@ from tests.servers import (
     reset_upstream,
     upstream_requests,
 )
+from tests.support.all_providers import fake_key
 
 CHAT = {"model": "some-model", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -24,7 +24,7 @@ from tests.servers import (
     reset_upstream,
     serve_in_thread,
 )
-from tests.usage.scripted_upstream import ScriptedUpstream
+from tests.support.scripted_upstream import ScriptedUpstream
 
 GEMINI_KEY = "mock-gemini-recovery-key-not-real"
 PATH = "/gemini/v1beta/models/gemini-test:streamGenerateContent"

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
+from tests.support.lambda_events import HttpRequest, api_gateway_v1, function_url
 from tests.support.polling import wait_until
 
-from .events import HttpRequest, api_gateway_v1, function_url
 from .fake_runtime_api import FakeRuntimeApi, Reply, fake_runtime_api
 from .runtime_process import RecordingUpstream, RuntimeProcess, running_runtime
 
@@ -238,7 +238,7 @@ def test_the_entry_refuses_to_run_outside_lambda() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "handlers.aws.stream"],
         env={"PATH": "/usr/bin:/bin"},
-        cwd=str(Path(__file__).resolve().parents[2]),
+        cwd=str(Path(__file__).resolve().parents[3]),
         capture_output=True,
         text=True,
         timeout=30,
