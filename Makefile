@@ -47,7 +47,7 @@ config-docs: setup
 pytest: setup vercel-tools sdk-node redis-server prometheus-server setup-browser lambda-tools
 	$(BIN)/pytest
 
-# The Vercel CLI, pinned in tools/vercel, for the offline `vercel build` in tests/platforms.
+# The Vercel CLI, pinned in tools/vercel, for the offline `vercel build` in tests/handlers.
 # Also needs python3.12 on PATH (Vercel's Python runtime version).
 vercel-tools: tools/vercel/node_modules/.installed
 
@@ -88,9 +88,9 @@ tools/lambda/node_modules/.installed: tools/lambda/package.json tools/lambda/pac
 	touch $@
 
 # serverless.yml packaged and its CloudFormation linted; template.yaml through the SAM
-# transform and cfn-lint; the packaged zip run on a bare Python (tests/lambda).
+# transform and cfn-lint; the packaged zip run on a bare Python (tests/handlers/aws).
 check-deploy: lambda-tools
-	$(BIN)/pytest -q tests/lambda/test_deploy_files.py
+	$(BIN)/pytest -q tests/handlers/aws/test_aws_deploy_files.py
 
 # `sam build` (template.yaml, BuildMethod: makefile) calls these with ARTIFACTS_DIR set.
 # Wheels for the function's platform (arm64, CPython 3.12), not the build machine's.

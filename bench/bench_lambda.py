@@ -14,7 +14,6 @@ core app alone.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import shutil
@@ -29,10 +28,9 @@ from typing import Any
 
 from bench.harness import BENCH_TOKEN, PYTHON, ROOT, median, mock_upstream, proxy_env, row
 
-# The test suite's fake Runtime API (tests/lambda is not importable by plain syntax:
-# `lambda` is a keyword).
-fake = importlib.import_module("tests.lambda.fake_runtime_api")
-events = importlib.import_module("tests.lambda.events")
+# The test suite's fake Runtime API and Lambda event shapes.
+from tests.handlers.aws import fake_runtime_api as fake
+from tests.support import lambda_events as events
 
 WRAPPER = ROOT / "handlers" / "aws" / "exec_wrapper"
 CHAT = {"model": "mock-model", "messages": [{"role": "user", "content": "hi"}]}

@@ -72,7 +72,7 @@ def measure(platform: type[Adapter], upstream: str, starts: int, samples: int) -
 
 
 def run(starts: int = 3, samples: int = 60) -> list[str]:
-    from tests.platforms.vercel_output import materialized_function
+    from tests.support.vercel_output import materialized_function
 
     materialized_function()  # `vercel build` once, outside the timings
     lines = [

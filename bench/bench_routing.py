@@ -96,7 +96,7 @@ def decision_cost(requests: int = 20_000, repeats: int = 7) -> float:
     """CPU microseconds per request of the routing decision, in process (median of repeats)."""
     from core.app import ProxyApp
     from core.config import load_settings
-    from core.proxy.request import build_request
+    from core.request import build_request
 
     env = {
         "UPSTREAM_BASE_URL": "http://127.0.0.1:9/v1",

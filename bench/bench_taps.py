@@ -16,8 +16,8 @@ from collections.abc import Callable
 from bench.harness import row
 from core.protocols import WIRES
 from core.proxy.scrub import Scrubber
-from core.proxy.stages import Outcome
 from core.proxy.taps import Taps, build_taps
+from core.stages import Outcome
 from core.types import RequestLog
 from core.usage.meter import UsageMeter
 from core.usage.splice import UsageChunkFilter

@@ -16,7 +16,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, cast
 
-from core import __version__
+from core import __version__, access, cache, realtime, usage
 from core.access.credentials import token_check_from_settings
 from core.config import ConfigError, Settings, load_settings
 from core.errors import Misconfigured, send_error
@@ -25,6 +25,7 @@ from core.proxy.cors import CORSMiddleware, is_admin_path
 from core.proxy.endpoint import ProxyEndpoint
 from core.proxy.pipeline import build_pipeline
 from core.proxy.scrub import Scrubber
+from core.stages import Deployment, Feature
 from core.stores import StoreSet, StoreUnopenable
 from core.telemetry import build_telemetry
 from core.types import ASGIApp, Receive, Scope, Send, send_response
@@ -70,6 +71,26 @@ EXPOSED_HEADERS = [
     "x-proxy-model",
 ]
 
+# Each feature's part of the stages (core/stages.py `Contribution`), built in its own
+# package, in stage order: within each list of checks (head, body), a feature's checks run
+# after those of the features above it. Ephemeral keys come before the limits and the
+# budget, which keep the charge their ticket sets; the token limit reserves in the request
+# limit's counter; the cache comes last, so a hit has passed every rule and still counts as
+# a request. Settlers run in this order too, and telemetry after them all.
+FEATURES: tuple[Feature, ...] = (
+    access.kill_switch,
+    access.token_scopes,
+    realtime.ephemeral_keys,
+    usage.meterable_routes_only,
+    access.request_policy,
+    access.request_limits,
+    usage.token_limits,
+    usage.budgets,
+    usage.announce_limits,
+    cache.response_cache,
+    usage.record_usage,
+)
+
 # The version tells an operator which release answers; nothing about the configuration.
 HEALTH_BODY = b'{"status":"ok","version":"' + __version__.encode() + b'"}'
 # Where a caller reads its own usage and remaining budget with its usual credential.
@@ -95,7 +116,8 @@ class ProxyApp:
         # kill switch, the ledger and the dashboard (a memory:// store is only shared at
         # all this way).
         self.stores = StoreSet()
-        self.token_store = self.stores.open(settings.token_store) if settings.token_store else None
+        deployment = Deployment(settings, self.stores)
+        self.token_store = deployment.token_store
         token_check = token_check_from_settings(settings, self.token_store)
         self.providers = settings.providers()
         router = None
@@ -103,21 +125,10 @@ class ProxyApp:
             from core.proxy.model_routes import build_model_router
 
             self.providers, router = build_model_router(settings, self.providers, self.upstream)
-        # The kill switch exists where someone can throw it: the dashboard, or a shared
-        # token store. Both it and the ledger load only when used (cold start).
-        self.status: ServiceStatus | None = None
-        if settings.admin_token or settings.token_store:
-            from core.access.status import ServiceStatus
-
-            self.status = ServiceStatus(
-                self.token_store or self.stores.open("memory://"), settings.token_cache_seconds
-            )
-        # The ledger is kept when someone can read it: the dashboard, or a shared store.
-        self.ledger: UsageLedger | None = None
-        if settings.admin_token or settings.usage_store != "memory://":
-            from core.usage.ledger import UsageLedger
-
-            self.ledger = UsageLedger(self.stores.open(settings.usage_store))
+        # The kill switch exists where someone can throw it, the ledger where someone can
+        # read it (the dashboard, a shared store); each loads only then (cold start).
+        self.status: ServiceStatus | None = access.service_status(deployment)
+        self.ledger: UsageLedger | None = usage.usage_ledger(deployment)
         scrubber = Scrubber(
             (key for provider in self.providers for key in provider.api_keys),
             upstreams=(
@@ -125,16 +136,17 @@ class ProxyApp:
             ),
         )
         # Traces, metrics and the request log (core/telemetry): None when none is on.
-        self.telemetry, otel = build_telemetry(self.ledger, scrubber, concurrent=concurrent)
-        pipeline, self.budget = build_pipeline(
-            settings,
+        self.telemetry, otel = build_telemetry(self.ledger, scrubber.keys, concurrent=concurrent)
+        pipeline = build_pipeline(
+            deployment,
+            FEATURES,
             token_check,
-            self.stores,
             status=self.status,
-            ledger=self.ledger,
             telemetry=self.telemetry,
             telemetry_meters=self.telemetry is not None and self.telemetry.meters,
         )
+        # What the usage report reads: the budget the stages charge.
+        self.budget = usage.spending_budget(deployment)
         client = self.upstream
         if self.telemetry is not None:
             from core.telemetry.hub import AttemptRecorder

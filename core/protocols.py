@@ -102,7 +102,7 @@ class Wire:
     usage_keys: tuple[bytes, ...] = (b'"usage"',)
     # Field names whose spellings a lenient upstream may mix up (Go's encoding/json matches
     # keys case-insensitively; protobuf JSON takes snake_case and camelCase): a body naming
-    # one of these twice in any spelling is refused (core/proxy/request.py).
+    # one of these twice in any spelling is refused (core/request.py).
     policed_fields: frozenset[str] = frozenset()
 
     def route(self, method: str, path: str) -> Route:

@@ -12,6 +12,7 @@ from core.config import load_settings
 from core.devtools.mock_upstream import MockOptions, MockUpstream
 from core.proxy.access_log import configure_logging
 from tests.servers import RunningServer, proxy_env, serve_in_thread
+from tests.support.all_providers import all_providers_env
 
 # A developer's own .env must not leak into tests that run the CLI (in-process or not).
 os.environ["LLM_PROXY_ENV_FILE"] = os.devnull + ".absent"
@@ -30,4 +31,13 @@ def mock_upstream() -> Iterator[RunningServer]:
 def proxy(mock_upstream: RunningServer) -> Iterator[RunningServer]:
     app = create_app(load_settings(proxy_env(mock_upstream.url)))
     with serve_in_thread(app) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def all_providers_proxy(mock_upstream: RunningServer) -> Iterator[RunningServer]:
+    """Every catalogue provider switched on, each pointed at the mock upstream (the
+    catalogue's routes in tests/core, the credential slots in tests/access)."""
+    env = proxy_env(mock_upstream.url, **all_providers_env(mock_upstream.url))
+    with serve_in_thread(create_app(load_settings(env))) as server:
         yield server

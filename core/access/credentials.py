@@ -13,14 +13,12 @@ import asyncio
 import hmac
 import logging
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import unquote_to_bytes
 
-from core.access.tokens import TokenRecord, record_from_item, store_key
+from core.access.tokens import record_from_item, store_key
+from core.caller import SHARED_TOKEN_CALLER, Caller, TokenRecord
 from core.digest import sha256
 from core.errors import ProxyError, Unauthorized
-from core.proxy.headers import RawHeaders
 from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store, call_store_later
 
 if TYPE_CHECKING:
@@ -38,46 +36,6 @@ _MAX_PENDING_TOUCHES = 64
 # made-up tokens.
 _CACHE_LIMIT = 10_000
 
-_HEADER_SLOTS = (b"authorization", b"x-api-key", b"x-goog-api-key", b"api-key")
-
-
-def _is_key_name(name: bytes) -> bool:
-    # `KEY=` and `%6Bey=` are the same credential to a lenient upstream: none goes there.
-    if b"%" in name:
-        name = unquote_to_bytes(name)
-    return name.lower() == b"key"
-
-
-def split_key_param(query: bytes) -> tuple[bytes | None, bytes]:
-    """Take Gemini's `key=` out of a raw query string; the rest stays byte for byte."""
-    if not query or (b"ey=" not in query.lower() and b"%" not in query):
-        return None, query
-    found: bytes | None = None
-    kept = []
-    for part in query.split(b"&"):
-        name, equals, value = part.partition(b"=")
-        if equals and _is_key_name(name):
-            found = unquote_to_bytes(value)
-        else:
-            kept.append(part)
-    return found, b"&".join(kept)
-
-
-def find_credential(headers: RawHeaders, key_param: bytes | None) -> bytes | None:
-    """The caller's credential from the first slot that has one, or None if no slot does."""
-    for name, value in headers:
-        if name in _HEADER_SLOTS:
-            if name == b"authorization":
-                scheme, _, rest = value.partition(b" ")
-                if scheme.lower() != b"bearer":
-                    raise Unauthorized(
-                        "The Authorization header must use the Bearer scheme: "
-                        "'Authorization: Bearer <your proxy token>'."
-                    )
-                value = rest
-            return value.strip()
-    return key_param.strip() if key_param is not None else None
-
 
 class TokenStoreUnavailable(ProxyError):
     """The token store did not answer, so the caller cannot be identified."""
@@ -85,19 +43,6 @@ class TokenStoreUnavailable(ProxyError):
     status = 503
     code = "token_store_unavailable"
     openai_type = "server_error"
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling: the shared access token (unscoped) or one stored token."""
-
-    label: str
-    record: TokenRecord | None = None
-    # True when the token limits providers or models, so unscoped callers skip the check.
-    scoped: bool = False
-
-
-SHARED_TOKEN_CALLER = Caller("access-token")
 
 
 class TokenCheck:

@@ -1,7 +1,7 @@
 """Settings for callers: sign-in by JWT, anonymous mode, client IP, rate limits, policy.
 
 Parsed with the rest of the settings (core/config.py calls `parse_guard_settings`) and
-kept in one frozen record, so `core.proxy.pipeline.build_pipeline` can decide once, at
+kept in one frozen record, so the features (core/access/__init__.py) decide once, at
 start, which checks a request pays for. This module imports nothing heavy: it runs at every cold start.
 """
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from core.access.credentials import SHARED_TOKEN_CALLER, Caller
+from core.caller import SHARED_TOKEN_CALLER, Caller
 from core.errors import Forbidden
 
 if TYPE_CHECKING:
     from core.access.client_ip import ClientIPRule
     from core.access.credentials import TokenCheck
     from core.access.jwt_auth import JWTVerifier
-    from core.proxy.request import ProxyRequest
+    from core.config import Settings
+    from core.request import ProxyRequest
 
 ANONYMOUS_CALLER = Caller("anonymous")
 
@@ -67,3 +68,33 @@ class Identify:
                 return "shared" if caller is SHARED_TOKEN_CALLER else "anonymous"
             return "ip:" + self.client_ip(request.scope)
         return caller.label  # "user:<sub>"
+
+
+def build_identify(settings: Settings, token_check: TokenCheck) -> Identify:
+    """The identify stage of this deployment: JWT, anonymous calls and counting per client
+    IP only where their settings ask for them."""
+    config = settings.guard
+    jwt = None
+    if config.jwt_jwks_url:
+        from core.access.jwt_auth import verifier_from_settings  # PyJWT loads only here
+
+        jwt = verifier_from_settings(
+            config.jwt_jwks_url,
+            config.jwt_issuer,
+            config.jwt_audiences,
+            config.jwt_algorithms,
+            config.jwt_leeway,
+            config.jwt_cache_seconds,
+        )
+    anonymous = None
+    if config.allow_anonymous:
+        anonymous = frozenset(o.encode() for o in settings.allowed_origins if o != "*")
+    # Shared-token and anonymous callers are counted per client IP only where something
+    # counts them, or keeps cache entries per caller.
+    counts = config.limits_on or settings.usage.budgets_on or settings.cache.per_caller
+    client_ip = None
+    if counts:
+        from core.access.client_ip import client_ip_rule
+
+        client_ip = client_ip_rule(config.client_ip_source)
+    return Identify(token_check, client_ip, jwt, anonymous)

@@ -21,20 +21,22 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.digest import sha256_hex
 from core.errors import RETRY_SOON_SECONDS, ProxyError, RateLimited
-from core.proxy.stages import HeaderTicket, Outcome, Ticket
+from core.stages import HeaderTicket, Outcome, Ticket
 from core.stores import Store
 from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store
 
 if TYPE_CHECKING:
     from core.protocols import Usage
-    from core.proxy.request import ProxyRequest
-    from core.usage.estimate import WorstCase
+    from core.request import ProxyRequest
+
+    # The most a request can use, reserved up front (core/usage/estimate.py `WorstCase`).
+    Estimate = Callable[[ProxyRequest], Awaitable[Usage]]
 
 logger = logging.getLogger("llm_proxy")
 
@@ -187,7 +189,7 @@ class TokenLimit:
 
     reads_body = True
 
-    def __init__(self, limiter: RateLimiter, estimate: WorstCase) -> None:
+    def __init__(self, limiter: RateLimiter, estimate: Estimate) -> None:
         self.limiter = limiter
         self.estimate = estimate
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from core.errors import BadRequest, Forbidden
 
 if TYPE_CHECKING:
-    from core.proxy.request import ProxyRequest
-    from core.proxy.stages import Ticket
+    from core.request import ProxyRequest
+    from core.stages import Ticket
 
 
 class PolicyRefused(BadRequest):

@@ -22,11 +22,15 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import ProxyOffline
 from core.stores import Store
 from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store
+
+if TYPE_CHECKING:
+    from core.request import ProxyRequest
+    from core.stages import Ticket
 
 logger = logging.getLogger("llm_proxy")
 
@@ -254,3 +258,16 @@ class ServiceStatus:
 
     def set_windows(self, raw: Any) -> StatusDoc:
         return self._write(StatusDoc(self.read().online, tuple(parse_windows(raw))))
+
+
+class KillSwitch:
+    """Offline now, or in a scheduled window: every proxy route answers 503."""
+
+    reads_body = False
+
+    def __init__(self, status: ServiceStatus) -> None:
+        self.status = status
+
+    async def admit(self, request: ProxyRequest) -> Ticket | None:
+        await self.status.check(time.time())
+        return None

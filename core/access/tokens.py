@@ -7,13 +7,13 @@ Scopes are lists of provider names and model patterns (`gpt-4o*`); empty means a
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import secrets
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 
+from core.caller import TokenRecord
 from core.digest import sha256_hex
 from core.stores import Item, Store
 
@@ -26,36 +26,6 @@ _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 class TokenError(ValueError):
     """A token command cannot be carried out; the message says why, for people."""
-
-
-@dataclass(frozen=True)
-class TokenRecord:
-    id: str
-    label: str
-    providers: tuple[str, ...] = ()
-    models: tuple[str, ...] = ()
-    created_at: float = 0.0
-    expires_at: float | None = None
-    disabled: bool = False
-    # A spending cap in USD for the budget stage to enforce; None means no cap.
-    budget_usd: float | None = None
-    # Filled from the store's own column, never written with the document.
-    last_used: float | None = field(default=None, compare=False)
-    token_hash: str = field(default="", compare=False)
-
-    def expired(self, now: float) -> bool:
-        return self.expires_at is not None and self.expires_at <= now
-
-    def allows_provider(self, provider: str) -> bool:
-        return not self.providers or provider in self.providers
-
-    def allows_model(self, model: str) -> bool:
-        return not self.models or any(fnmatch.fnmatchcase(model, p) for p in self.models)
-
-    def to_doc(self) -> dict[str, object]:
-        doc = asdict(self)
-        del doc["last_used"], doc["token_hash"]
-        return doc
 
 
 def hash_hex(token: str | bytes) -> str:

@@ -12,7 +12,6 @@ from typing import Any
 
 from core.access.tokens import (
     TokenError,
-    TokenRecord,
     create_token,
     list_tokens,
     parse_expiry,
@@ -20,6 +19,7 @@ from core.access.tokens import (
     set_disabled,
     split_list,
 )
+from core.caller import TokenRecord
 from core.stores import Store, StoreURLError, open_store
 
 

@@ -22,7 +22,6 @@ from starlette.responses import JSONResponse, Response
 from core.access.status import ScheduleError
 from core.access.tokens import (
     TokenError,
-    TokenRecord,
     create_token,
     list_tokens,
     parse_expiry,
@@ -30,6 +29,7 @@ from core.access.tokens import (
     set_disabled,
 )
 from core.access.tokens_cli import check_provider_names, token_state
+from core.caller import TokenRecord
 from core.stores import Store
 from core.usage.cli import requests_report, usage_report
 from core.usage.ledger import GROUPINGS, REQUEST_LOG_SIZE

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 from core.cache.complete import finished
 from core.cache.entry import EntryUnreadable, decode, encode, kept_headers
 from core.cache.key import cache_control, cache_key, cacheable_document, deterministic
-from core.proxy.stages import HeaderTicket, RawHeaders, ReplyTicket, StoredReply
+from core.stages import HeaderTicket, RawHeaders, ReplyTicket, StoredReply
 from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store
 
 if TYPE_CHECKING:
     from core.cache.settings import CacheSettings
-    from core.proxy.request import ProxyRequest
-    from core.proxy.stages import Outcome, Ticket
+    from core.request import ProxyRequest
+    from core.stages import Outcome, Ticket
 from core.stores import Store, StoreSet
 
 logger = logging.getLogger("llm_proxy")

@@ -14,7 +14,7 @@ import base64
 from typing import Any
 
 from core.protocols import Usage
-from core.proxy.stages import RawHeaders, StoredReply
+from core.stages import RawHeaders, StoredReply
 
 # 2: headers kept by allowlist (version 1 entries may hold per-request headers).
 _VERSION = 2

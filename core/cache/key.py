@@ -9,7 +9,7 @@ not generate (embeddings) has one answer.
 The key is the SHA-256 of: the provider route, the method, the upstream path and the whole
 query (credential removed: `alt=sse`, `$fields`... all count), the body as canonical JSON
 (keys sorted, no whitespace), whether it streams, every request header the proxy forwards
-upstream (core/proxy/headers.py) except those known not to shape the reply
+upstream (core/headers.py) except those known not to shape the reply
 (`NOT_SHAPING`), and the scope: the caller's identity (CACHE_SCOPE=caller) or `shared`.
 
 Headers are counted by exclusion, not inclusion: a header the proxy forwards may change
@@ -24,10 +24,10 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-from core.proxy.headers import upstream_request_headers
+from core.headers import upstream_request_headers
 
 if TYPE_CHECKING:
-    from core.proxy.request import ProxyRequest
+    from core.request import ProxyRequest
 
 KEY_PREFIX = "cache:"
 # Bumped when the key material or the stored document changes shape.

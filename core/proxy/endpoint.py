@@ -8,7 +8,7 @@ LLM requests are small, and a known length is what every provider expects. The r
 is never read whole: its raw bytes go to the caller as they arrive, and the usage meter
 reads a copy when some rule needs the figures.
 
-The parts live beside it: the stages' rules (stages.py, joined by pipeline.py), forward
+The parts live beside it: the stages (pipeline.py joins what each feature adds), forward
 (forward.py), the reply's taps (taps.py) and the relay (relay.py); docs/architecture.md
 shows how they fit.
 """
@@ -34,20 +34,21 @@ from core.providers import Provider, match_provider
 from core.proxy.access_log import BODY_SEND
 from core.proxy.forward import Forwarder
 from core.proxy.relay import Exchange, relay, reply_headers
-from core.proxy.request import ALLOWED_METHODS, ProxyRequest, build_request
-from core.proxy.stages import Outcome, reply_ticket
 from core.proxy.taps import build_taps
+from core.request import ALLOWED_METHODS, ProxyRequest, build_request
+from core.stages import Outcome, reply_ticket
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from core.config import Settings
     from core.proxy.model_routes import ModelRouter
+    from core.proxy.pipeline import Pipeline
     from core.proxy.relay import ReplySource
     from core.proxy.scrub import Scrubber
-    from core.proxy.stages import Check, Pipeline, RawHeaders, ReplyTicket, StoredReply, Ticket
     from core.proxy.taps import Tap
     from core.proxy.uploads import UploadSessions
+    from core.stages import Check, RawHeaders, ReplyTicket, StoredReply, Ticket
     from core.types import Receive, RequestLog, Scope, Send
     from core.upstream.client import UpstreamClient
     from core.usage.budget import Budget

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from core.errors import ProxyError, UpstreamTimeout, UpstreamUnreachable
-from core.proxy.stages import HeaderTicket, Outcome, reply_ticket
+from core.stages import HeaderTicket, Outcome, reply_ticket
 
 if TYPE_CHECKING:
     # The endpoint calls the chain; the chain calls back its forward, admit and settle.
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     # The router (core/proxy/model_routes.py) builds this module's chains: named here by
     # type only, so the two never import each other.
     ModelRouter = Any
-    from core.proxy.request import ProxyRequest
-    from core.proxy.stages import Ticket
+    from core.request import ProxyRequest
+    from core.stages import Ticket
     from core.upstream.client import UpstreamReply
 
 logger = logging.getLogger("llm_proxy")

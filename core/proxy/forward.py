@@ -1,7 +1,7 @@
 """Forward: one request to the upstream, with key and target rotation.
 
 The caller's credentials and client headers are stripped, the real key is set
-(core/proxy/headers.py). Each request starts on the provider's next key and next target;
+(core/headers.py). Each request starts on the provider's next key and next target;
 a refusal or overload before any byte reached the caller moves on to the next key, the
 next target, or both (`next_attempt`, core/providers.py); a target that cannot be reached
 hands the request to the next one, since nothing was sent.
@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 import httpx
 
 from core.errors import BadRequest, map_transport_error
+from core.headers import upstream_request_headers
 from core.providers import next_attempt
-from core.proxy.headers import upstream_request_headers
 
 if TYPE_CHECKING:
     from core.config import Settings
-    from core.proxy.request import ProxyRequest
+    from core.request import ProxyRequest
     from core.upstream.client import UpstreamClient, UpstreamReply
 
 logger = logging.getLogger("llm_proxy")

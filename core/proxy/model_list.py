@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     # The router (core/proxy/model_routes.py) calls this module: named by type only.
     ModelRouter = Any
-    from core.proxy.request import ProxyRequest
+    from core.request import ProxyRequest
     from core.types import Send
 
 logger = logging.getLogger("llm_proxy")

@@ -22,13 +22,13 @@ from core.errors import BadRequest, NotFound
 from core.protocols import OpenAIWire
 from core.providers import Provider
 from core.proxy.fallbacks import MODEL_HEADER, ModelTicket  # noqa: F401 (re-exported)
-from core.proxy.stages import UnmeteredRouteRefused
 from core.routing import RoutingSettings, parse_routing_settings  # noqa: F401 (re-exported)
+from core.usage.caps import UnmeteredRouteRefused
 
 if TYPE_CHECKING:
     from core.config import Settings
-    from core.proxy.request import ProxyRequest
-    from core.proxy.stages import Ticket
+    from core.request import ProxyRequest
+    from core.stages import Ticket
     from core.types import Send
     from core.upstream.client import UpstreamClient
 

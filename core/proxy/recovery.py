@@ -24,8 +24,8 @@ from core.protocols import Usage
 from core.proxy.access_log import access_logger
 
 if TYPE_CHECKING:
-    from core.proxy.request import ProxyRequest
-    from core.proxy.stages import Outcome
+    from core.request import ProxyRequest
+    from core.stages import Outcome
     from core.upstream.client import UpstreamReply
 
     # Sends a request upstream (core/proxy/forward.py), asked for an uncompressed reply.

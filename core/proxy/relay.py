@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from core.errors import UpstreamStreamBroken, map_transport_error
-from core.proxy.headers import client_response_headers
-from core.proxy.stages import Outcome
+from core.headers import client_response_headers
 from core.proxy.taps import SMALL_BODY
+from core.stages import Outcome
 
 if TYPE_CHECKING:
     from core.config import Settings
     from core.proxy.scrub import Scrubber
-    from core.proxy.stages import RawHeaders, ReplyTicket, Ticket
     from core.proxy.taps import Taps
+    from core.stages import RawHeaders, ReplyTicket, Ticket
     from core.types import Send
     from core.usage.meter import UsageMeter
 

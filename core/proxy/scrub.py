@@ -24,7 +24,7 @@ from typing import Any
 REDACTED = b"[redacted]"
 # An error reply is inflated to at most this much: refusals are short, bombs are not.
 _MAX_INFLATED = 1024 * 1024
-# A 2xx reply compressed although asked for identity (core/proxy/headers.py) is inflated in
+# A 2xx reply compressed although asked for identity (core/headers.py) is inflated in
 # steps of at most this much: each step's output is bounded, the whole is not (it is the
 # reply the caller asked for).
 _INFLATE_STEP = 4 * 1024 * 1024
@@ -197,7 +197,7 @@ class Scrubber:
 class StreamScrubber:
     """Scrubs a body that arrives in pieces: a key split across two chunks is still found.
 
-    A compressed body (gzip, deflate: the codings the proxy can read, core/proxy/headers.py)
+    A compressed body (gzip, deflate: the codings the proxy can read, core/headers.py)
     is inflated first and goes out uncompressed (`inflates`); an error body at most
     `_MAX_INFLATED` bytes of it. A body in a coding the proxy cannot read is not passed on
     at all, since nothing in it can be checked. `keep_length`: a body of declared length

@@ -16,7 +16,7 @@ SMALL_BODY = 64 * 1024
 
 if TYPE_CHECKING:
     from core.proxy.scrub import Scrubber
-    from core.proxy.stages import Outcome, RawHeaders, ReplyTicket
+    from core.stages import Outcome, RawHeaders, ReplyTicket
     from core.types import RequestLog
     from core.usage.meter import UsageMeter
     from core.usage.splice import UsageChunkFilter

@@ -26,16 +26,17 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
-from core.access.credentials import SHARED_TOKEN_CALLER, Caller, split_key_param
+from core.caller import SHARED_TOKEN_CALLER, Caller
 from core.digest import sha256
 from core.errors import BadRequest, Unauthorized
+from core.headers import split_key_param
 from core.protocols import route_path
 
 if TYPE_CHECKING:
     from core.access.credentials import TokenCheck
+    from core.headers import RawHeaders
     from core.providers import Provider
-    from core.proxy.headers import RawHeaders
-    from core.proxy.request import ProxyRequest
+    from core.request import ProxyRequest
     from core.stores import Store
     from core.types import Scope
 

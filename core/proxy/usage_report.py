@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from core.errors import MethodNotAllowed, ProxyError, send_error
-from core.proxy.request import ProxyRequest, build_request
+from core.request import ProxyRequest, build_request
 from core.types import send_response
 
 if TYPE_CHECKING:

@@ -27,8 +27,8 @@ from core.errors import BadRequest, Forbidden
 from core.protocols import Usage
 
 if TYPE_CHECKING:
-    from core.proxy.request import ProxyRequest
-    from core.proxy.stages import Outcome, RawHeaders, Ticket
+    from core.request import ProxyRequest
+    from core.stages import Outcome, RawHeaders, Ticket
 
 # The longest an ephemeral key minted here may live, in seconds.
 MAX_KEY_SECONDS = 600

@@ -2,7 +2,7 @@
 
 Servers only (uvicorn: `llm-proxy serve`, handlers.http, containers, Cloud Run); a
 function platform never delivers a WebSocket, and a handshake reaching the HTTP path is
-answered with a pointer to ephemeral keys (core/proxy/request.py).
+answered with a pointer to ephemeral keys (core/request.py).
 
     route -> the request object (credential from the caller's slot, the browser subprotocol
     included) -> identify -> checks on the head -> the model (URL, or the first message)
@@ -43,12 +43,10 @@ from core.errors import (
     UpstreamUnreachable,
     render,
 )
+from core.headers import upstream_request_headers
 from core.protocols import Route
 from core.providers import RETRY_ON_NEXT_KEY
 from core.proxy.access_log import access_logger, format_line, new_request_id
-from core.proxy.headers import upstream_request_headers
-from core.proxy.request import build_request
-from core.proxy.stages import Outcome
 from core.realtime.wire import (
     REALTIME_WIRES,
     RealtimeWire,
@@ -56,6 +54,8 @@ from core.realtime.wire import (
     parse_frame,
     split_browser_key,
 )
+from core.request import build_request
+from core.stages import Outcome
 from core.types import RequestLog
 
 if TYPE_CHECKING:
@@ -66,9 +66,9 @@ if TYPE_CHECKING:
     from core.config import Settings
     from core.errors import ErrorShape
     from core.providers import Provider
-    from core.proxy.request import ProxyRequest
-    from core.proxy.stages import Ticket
     from core.realtime.stages import SessionStages
+    from core.request import ProxyRequest
+    from core.stages import Ticket
     from core.types import Receive, Scope, Send
 
 logger = logging.getLogger("llm_proxy")

@@ -16,13 +16,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from core.proxy.stages import Authorize
+from core.access.scopes import Authorize
 
 if TYPE_CHECKING:
     from core.providers import Provider
     from core.proxy.endpoint import ProxyEndpoint
-    from core.proxy.request import ProxyRequest
-    from core.proxy.stages import Outcome, Ticket
+    from core.request import ProxyRequest
+    from core.stages import Outcome, Ticket
     from core.types import Scope
 
 

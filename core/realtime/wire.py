@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from core.protocols import Usage
-from core.proxy.request import RepeatedField, strict_json
+from core.request import RepeatedField, strict_json
 
 BROWSER_KEY_PREFIX = "openai-insecure-api-key."
 
@@ -148,7 +148,7 @@ def query_value(query: bytes, name: str) -> str | None:
 
 def parse_frame(frame: str | bytes, policed: frozenset[str]) -> Any:
     """A caller's JSON frame that the proxy decides on, parsed as strictly as an HTTP body
-    (core/proxy/request.py): a field named twice, or a policed one in two spellings, is
+    (core/request.py): a field named twice, or a policed one in two spellings, is
     refused. None when the frame is not JSON."""
     try:
         return strict_json(frame if isinstance(frame, bytes) else frame.encode(), policed)

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from core.telemetry import serving
 
 if TYPE_CHECKING:
-    from core.proxy.scrub import Scrubber
     from core.telemetry.hub import Sink, Telemetry
     from core.usage.ledger import UsageLedger
 
@@ -44,13 +43,14 @@ def otel_wanted(env: Mapping[str, str]) -> bool:
 
 def build_telemetry(
     ledger: UsageLedger | None,
-    scrubber: Scrubber,
+    api_keys: Iterable[bytes],
     *,
     concurrent: bool,
     env: Mapping[str, str] = os.environ,
 ) -> tuple[Telemetry | None, object | None]:
     """The deployment's telemetry and its OpenTelemetry sink (for the attempt recorder),
-    or (None, None) when nothing is configured."""
+    or (None, None) when nothing is configured. `api_keys` are the keys content capture
+    scrubs from what it records (the reply scrubber's own list)."""
     sinks: list[Sink] = []
     otel = None
     content = None
@@ -68,7 +68,7 @@ def build_telemetry(
             from core.telemetry.content import ContentCapture, capture_wanted
 
             if capture_wanted(env):
-                content = ContentCapture(key.decode() for key in scrubber.keys)
+                content = ContentCapture(key.decode() for key in api_keys)
     metrics_token = env.get("METRICS_TOKEN", "").strip()
     prometheus = None
     if serving.SERVER:

@@ -27,8 +27,8 @@ from core.errors import ProxyError
 from core.telemetry.record import Attempt, RequestRecord, max_tokens_of, server_address
 
 if TYPE_CHECKING:
-    from core.proxy.request import ProxyRequest
-    from core.proxy.stages import Outcome
+    from core.request import ProxyRequest
+    from core.stages import Outcome
     from core.types import ASGIApp, Receive, Scope, Send
     from core.upstream.client import UpstreamReply
 

@@ -24,7 +24,7 @@ from core.telemetry.hub import RECORD_KEY
 
 if TYPE_CHECKING:
     from core.protocols import Usage
-    from core.proxy.request import ProxyRequest
+    from core.request import ProxyRequest
     from core.telemetry.record import RequestRecord
     from core.types import Scope
 

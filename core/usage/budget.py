@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 from core.access.limits import caller_key
 from core.errors import Forbidden, QuotaExceeded, ServiceUnavailable
 from core.protocols import Usage
-from core.proxy.stages import refuse_unmetered_route
 from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store
+from core.usage.caps import refuse_unmetered_route
 
 if TYPE_CHECKING:
-    from core.proxy.request import ProxyRequest
-    from core.proxy.stages import Outcome, RawHeaders
+    from core.request import ProxyRequest
+    from core.stages import Outcome, RawHeaders
     from core.stores import Store
     from core.usage.estimate import WorstCase
     from core.usage.prices import PriceTable

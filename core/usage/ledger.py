@@ -13,13 +13,24 @@ and add them up; they are for the admin, never on a request's path.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import quote, unquote
 
+from core.errors import ProxyError
 from core.stores import Store
+from core.stores.calls import call_store_later
+
+if TYPE_CHECKING:
+    from core.request import ProxyRequest
+    from core.stages import Outcome
+    from core.usage.prices import PriceTable
+
+logger = logging.getLogger("llm_proxy")
 
 KEY_PREFIX = "usage:"
 RETENTION_DAYS = 400
@@ -303,3 +314,43 @@ def request_figures(entries: list[RequestEntry]) -> dict[str, object]:
             [e.first_byte_ms for e in forwarded if e.first_byte_ms is not None]
         ),
     }
+
+
+class RecordUsage:
+    """The settle stage's usage ledger entry: what each metered reply used and cost."""
+
+    def __init__(self, ledger: UsageLedger, prices: PriceTable, timeout: float) -> None:
+        self.ledger = ledger
+        self.prices = prices
+        self.timeout = timeout
+
+    async def __call__(self, request: ProxyRequest, outcome: Outcome) -> None:
+        if not outcome.billable or request.route.kind not in ("metered", "minting"):
+            return
+        usage = outcome.usage
+        try:
+            model = await request.model()
+        except ProxyError:
+            model = None
+        if outcome.cost_usd is None and usage is not None:
+            # No budget priced it: the ledger still shows what it cost, where a price is known.
+            price = self.prices.find(model)
+            if price is not None:
+                outcome.cost_usd = price.cost_usd(usage)
+        entry = UsageEntry(
+            caller=request.counted_as,
+            provider=request.provider.name,
+            model=model or "",
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            cached_input_tokens=usage.cached_input_tokens if usage else 0,
+            cost_usd=outcome.cost_usd or 0.0,
+        )
+        # Bookkeeping: written in the background, so no reply waits on the ledger's store.
+        done = call_store_later(self.ledger.store, self.ledger.record, entry)
+        done.add_done_callback(_log_ledger_failure)
+
+
+def _log_ledger_failure(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        logger.warning("usage ledger write failed: %s", type(done.exception()).__name__)

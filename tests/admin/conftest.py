@@ -1,3 +1,5 @@
+"""The dashboard app in-process, and a client that carries the admin token as a bearer."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -8,26 +10,7 @@ import pytest
 
 from core.app import create_app
 from core.config import load_settings
-from tests.servers import proxy_env
-
-ADMIN_TOKEN = "admin-token-for-tests-0123456789abcdef"
-OPENAI_KEY = "fake-openai-key-last-WXYZ"
-
-
-def admin_env(upstream: str = "http://127.0.0.1:9", **extra: str) -> dict[str, str]:
-    settings = {
-        "ADMIN_TOKEN": ADMIN_TOKEN,
-        "TOKEN_STORE": "memory://",
-        "TOKEN_CACHE_SECONDS": "0.3",
-        "OPENAI_API_KEY": OPENAI_KEY,
-        "OPENAI_UPSTREAM": upstream,
-    }
-    return proxy_env(upstream, **{**settings, **extra})
-
-
-def client_for(app: Any, ip: str = "127.0.0.1", host: str = "127.0.0.1:8787") -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, client=(ip, 50000))
-    return httpx.AsyncClient(transport=transport, base_url=f"http://{host}")
+from tests.support.admin import ADMIN_TOKEN, admin_env, client_for
 
 
 @pytest.fixture
@@ -40,11 +23,3 @@ async def bearer(app: Any) -> Iterator[httpx.AsyncClient]:
     async with client_for(app) as client:
         client.headers["authorization"] = f"Bearer {ADMIN_TOKEN}"
         yield client
-
-
-async def sign_in(client: httpx.AsyncClient, token: str = ADMIN_TOKEN) -> httpx.Response:
-    return await client.post(
-        "/admin/sign-in",
-        content=f"token={token}",
-        headers={"content-type": "application/x-www-form-urlencoded"},
-    )

@@ -4,19 +4,16 @@ Mangum handler (API Gateway HTTP API event)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from pathlib import Path
 
 import httpx
 
-from tests.admin.conftest import ADMIN_TOKEN
 from tests.servers import PYTHON, RunningServer, free_port, proxy_env, run_process
-
-# `lambda` is a keyword: the package is imported by name.
-events = importlib.import_module("tests.lambda.events")
-mangum_tests = importlib.import_module("tests.lambda.test_mangum_handler")
+from tests.support import lambda_events as events
+from tests.support.admin import ADMIN_TOKEN
+from tests.support.buffered_lambda import call, import_handler
 
 
 def admin_env(upstream: str, tmp_path: Path) -> dict[str, str]:
@@ -41,7 +38,7 @@ def test_through_the_http_server_entry(mock_upstream: RunningServer, tmp_path: P
 
 
 def test_through_mangum(mock_upstream: RunningServer, tmp_path: Path) -> None:
-    module = mangum_tests.import_handler(admin_env(mock_upstream.url, tmp_path))
+    module = import_handler(admin_env(mock_upstream.url, tmp_path))
     try:
         request = events.HttpRequest(
             "PUT",
@@ -52,7 +49,7 @@ def test_through_mangum(mock_upstream: RunningServer, tmp_path: Path) -> None:
             ],
             body=b'{"online": false}',
         )
-        status, headers, body, _ = mangum_tests.call(module, events.api_gateway_v2(request))
+        status, headers, body, _ = call(module, events.api_gateway_v2(request))
         assert status == 200, body
         assert json.loads(body)["online"] is False
         assert headers["x-content-type-options"] == "nosniff"
@@ -63,7 +60,7 @@ def test_through_mangum(mock_upstream: RunningServer, tmp_path: Path) -> None:
             headers=[("Authorization", "Bearer test-caller-token-0123456789")],
             body=b"{}",
         )
-        status, _, body, _ = mangum_tests.call(module, events.api_gateway_v2(chat))
+        status, _, body, _ = call(module, events.api_gateway_v2(chat))
         assert status == 503 and json.loads(body)["error"]["code"] == "service_offline"
     finally:
         sys.modules.pop("handlers.aws.buffered", None)

@@ -14,8 +14,8 @@ import pytest
 from core.app import create_app
 from core.config import load_settings
 from core.usage.ledger import UsageEntry
-from tests.admin.conftest import ADMIN_TOKEN, admin_env, client_for, sign_in
 from tests.servers import FAKE_TOKEN, proxy_env
+from tests.support.admin import ADMIN_TOKEN, admin_env, client_for, sign_in
 
 
 def proxy_of(app: Any) -> Any:

@@ -17,7 +17,7 @@ from core.admin.security import (
 )
 from core.config import ConfigError, load_settings
 from core.stores import open_store
-from tests.admin.conftest import ADMIN_TOKEN, admin_env
+from tests.support.admin import ADMIN_TOKEN, admin_env
 
 
 def test_a_short_admin_token_is_a_config_error_naming_it() -> None:

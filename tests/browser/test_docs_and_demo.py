@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.chromium import chromium_context
+from tests.support.chromium import chromium_context
 from tests.support.demo import running_demo
 
 ROOT = Path(__file__).resolve().parents[2]

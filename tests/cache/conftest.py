@@ -22,7 +22,7 @@ from core.devtools.mock_upstream import MockOptions, MockUpstream
 from core.stores import open_store
 from core.types import Message, Receive, Scope, Send
 from tests.servers import RunningServer, proxy_env, serve_in_thread
-from tests.tokens.backends import redis_server
+from tests.support.store_backends import redis_server
 
 KEYS = {
     "OPENAI": "fake-openai-cache-key-for-tests",

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from tests.servers import FAKE_TOKEN, OTHER_TOKEN, RunningServer
-from tests.usage.scripted_upstream import ScriptedUpstream
-from tests.usage.test_bypasses import EVENTS, JSON, metered
+from tests.support.metered import EVENTS, JSON, metered
+from tests.support.scripted_upstream import ScriptedUpstream
 
 _counter = itertools.count()
 PER_REQUEST = {

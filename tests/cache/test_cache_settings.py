@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 
+from core.app import FEATURES
 from core.cache.key import cache_control, cache_key, cacheable_document, deterministic
 from core.config import ConfigError, Settings, load_settings
 from core.providers import match_provider
 from core.proxy.access_log import format_line
-from core.proxy.pipeline import build_pipeline
-from core.proxy.request import ProxyRequest, build_request
+from core.proxy.pipeline import Pipeline, build_pipeline
+from core.request import ProxyRequest, build_request
+from core.stages import Deployment
 from core.stores import StoreSet
 from core.types import RequestLog
 
@@ -31,10 +33,15 @@ def settings(**env: str) -> Settings:
     return load_settings({**BASE, **env})
 
 
+def stages_of(settings: Settings) -> Pipeline:
+    """The stages the app builds for these settings (its feature list, in its order)."""
+    return build_pipeline(Deployment(settings, StoreSet()), FEATURES, None)  # type: ignore[arg-type]
+
+
 def test_the_cache_is_off_unless_cache_url_is_set() -> None:
     plain = settings()
     assert not plain.cache.on
-    pipeline, _ = build_pipeline(plain, None, StoreSet())  # type: ignore[arg-type]
+    pipeline = stages_of(plain)
     assert not any(type(check).__name__ == "ResponseCache" for check in pipeline.after_body)
 
 
@@ -52,11 +59,7 @@ def test_defaults_and_spellings() -> None:
 
 
 def test_the_cache_check_runs_last_and_callers_are_told_apart() -> None:
-    pipeline, _ = build_pipeline(
-        settings(CACHE_URL="memory"),
-        None,  # type: ignore[arg-type]
-        StoreSet(),
-    )
+    pipeline = stages_of(settings(CACHE_URL="memory"))
     assert type(pipeline.after_body[-1]).__name__ == "ResponseCache"
     # Shared-token callers get a per-address identity even with no limit configured.
     assert pipeline.identify.client_ip is not None

@@ -13,8 +13,8 @@ import pytest
 from core.cache.check import MISS, CacheTicket, ResponseCache
 from core.cache.settings import CacheSettings
 from core.protocols import Usage
-from core.proxy.stages import Outcome, RawHeaders, StoredReply
-from tests.tokens.backends import fresh_store_url
+from core.stages import Outcome, RawHeaders, StoredReply
+from tests.support.store_backends import fresh_store_url
 
 KINDS = ["memory", "sqlite", "redis", "dynamodb"]
 SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]

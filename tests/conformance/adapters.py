@@ -216,7 +216,7 @@ class VercelFluid(HttpAdapter):
 
     @contextlib.contextmanager
     def start(self, env: Mapping[str, str]) -> Iterator[None]:
-        from tests.platforms.vercel_output import materialized_function, run_vercel_function
+        from tests.support.vercel_output import materialized_function, run_vercel_function
 
         with run_vercel_function(materialized_function(), env) as function:
             self.base_url = function.url

@@ -23,7 +23,7 @@ def imported_modules(path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "module", ["recovery", "pipeline", "relay", "taps", "forward", "stages", "usage_report"]
+    "module", ["recovery", "pipeline", "relay", "taps", "forward", "usage_report"]
 )
 def test_no_part_of_the_request_path_imports_the_endpoint(module: str) -> None:
     assert "core.proxy.endpoint" not in imported_modules(PROXY / f"{module}.py")

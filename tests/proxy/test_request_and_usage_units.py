@@ -11,8 +11,8 @@ import pytest
 from core.errors import BadRequest
 from core.protocols import WIRES, Usage, route_path
 from core.providers import Provider
-from core.proxy.request import RepeatedField, build_request
 from core.proxy.scrub import Scrubber
+from core.request import RepeatedField, build_request
 from core.usage.meter import UsageMeter
 from core.usage.prices import PriceTable, parse_prices
 from core.usage.splice import UsageChunkFilter, ask_for_stream_usage

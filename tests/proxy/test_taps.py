@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from core.protocols import WIRES, Usage
 from core.proxy.scrub import Scrubber
-from core.proxy.stages import Outcome, ReplyTicket
 from core.proxy.taps import build_taps, scrubs_body
+from core.stages import Outcome, ReplyTicket
 from core.types import RequestLog
 from core.usage.meter import UsageMeter
 from core.usage.splice import UsageChunkFilter

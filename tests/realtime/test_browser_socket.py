@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from core.types import Receive, Scope, Send
-from tests.browser.chromium import chromium_context
-from tests.realtime.conftest import ProxyFactory
-from tests.realtime.fake_upstream import FakeRealtime
 from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, serve_in_thread
+from tests.support.chromium import chromium_context
+from tests.support.fake_realtime import FakeRealtime
+from tests.support.realtime import ProxyFactory
 
 # Opens the socket, asks for one response, and reports what the page saw.
 SESSION_SCRIPT = """async ([url, token]) => {

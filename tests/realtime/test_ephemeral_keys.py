@@ -16,9 +16,9 @@ from openai import AsyncOpenAI
 
 from core.access.tokens import create_token
 from core.stores import open_store
-from tests.realtime.conftest import ProxyFactory
-from tests.realtime.fake_upstream import GEMINI_KEY, FakeRealtime
 from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
+from tests.support.fake_realtime import GEMINI_KEY, FakeRealtime
+from tests.support.realtime import ProxyFactory
 
 SESSION = {"type": "realtime", "model": "gpt-realtime"}
 

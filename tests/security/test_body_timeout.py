@@ -226,8 +226,8 @@ async def test_a_websocket_session_outlives_the_body_bound(parser: str) -> None:
     there (a session open for 2.5x BODY_TIMEOUT still relays)."""
     import websockets
 
-    from tests.realtime.fake_upstream import FakeRealtime
     from tests.servers import FAKE_UPSTREAM_KEY, serve_in_thread
+    from tests.support.fake_realtime import FakeRealtime
 
     with serve_in_thread(FakeRealtime()) as fake:
         port = free_port()

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 
 from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
-from tests.usage.scripted_upstream import ScriptedUpstream
-from tests.usage.test_bypasses import AUTH, JSON, metered, models_or
+from tests.support.metered import AUTH, JSON, metered, models_or
+from tests.support.scripted_upstream import ScriptedUpstream
 
 GEMINI_KEY = "sk-fake-gemini-key-for-tests"
 

@@ -1,7 +1,7 @@
 """Lookalike inputs beside every allowlist's negative test: CORS origins, anonymous-mode
 origins, providers' route prefixes. A comparison loosened to a prefix, a suffix, a case fold
 or a decoding lets one of them through, and a test here fails. (Models in scopes:
-tests/tokens/test_scope_lookalikes.py.)"""
+tests/access/test_token_scope_lookalikes.py.)"""
 
 from __future__ import annotations
 

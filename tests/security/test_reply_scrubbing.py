@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
-from tests.usage.scripted_upstream import ScriptedUpstream
-from tests.usage.test_bypasses import AUTH, EVENTS, JSON, metered, models_or
+from tests.support.metered import AUTH, EVENTS, JSON, metered, models_or
+from tests.support.scripted_upstream import ScriptedUpstream
 
 KEY = FAKE_UPSTREAM_KEY  # sk-mock-upstream-key-not-real
 MASKED = [

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from tests.servers import FAKE_UPSTREAM_KEY
-from tests.usage.scripted_upstream import ScriptedUpstream
-from tests.usage.test_bypasses import AUTH, metered
+from tests.support.metered import AUTH, metered
+from tests.support.scripted_upstream import ScriptedUpstream
 
 ERROR_HEADERS = [("content-type", "application/json")]
 

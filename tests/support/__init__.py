@@ -1,2 +1,3 @@
-"""Shared fakes and assertions for the suites (the mock upstream's records, stores that
-fail on demand, clocks, polling)."""
+"""Fakes, fixtures and assertions used by more than one folder of tests/ (the mock
+upstream's records, store backends, scripted and realtime upstreams, polling); see
+docs/development.md, "The layout of tests/"."""

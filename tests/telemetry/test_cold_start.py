@@ -4,13 +4,13 @@ and a function handler with no ledger builds the proxy without the telemetry lay
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
 from core.app import create_app
 from core.config import load_settings
-from tests.servers import PYTHON, REPO, proxy_env
+from tests.servers import proxy_env
+from tests.support.imports import modules_imported
 
 ENV = {
     "UPSTREAM_BASE_URL": "https://api.openai.com/v1",
@@ -21,17 +21,7 @@ ENV = {
 
 @pytest.mark.parametrize("handler", ["handlers.http", "handlers.vercel", "handlers.gcp"])
 def test_no_opentelemetry_module_is_imported_when_off(handler: str) -> None:
-    env = {"PATH": os.environ["PATH"], "LLM_PROXY_ENV_FILE": os.devnull + ".absent", **ENV}
-    done = subprocess.run(
-        [PYTHON, "-X", "importtime", "-c", f"import {handler}"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()]
+    imported = modules_imported(handler, ENV)
     assert not [name for name in imported if name.startswith("opentelemetry")]
     if handler != "handlers.http":  # only servers count for /metrics
         assert not [name for name in imported if name.startswith("prometheus_client")]

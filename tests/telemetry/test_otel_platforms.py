@@ -19,9 +19,9 @@ from openai import AsyncOpenAI
 from core.app import create_app
 from core.config import load_settings
 from core.telemetry.otel import FLUSH_SECONDS
-from tests.realtime.conftest import ProxyFactory, fake, start_proxy, upstream  # noqa: F401 (fixtures)
-from tests.realtime.fake_upstream import FakeRealtime
 from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, proxy_env
+from tests.support.fake_realtime import FakeRealtime
+from tests.support.realtime import ProxyFactory, fake, start_proxy, upstream  # noqa: F401 (fixtures)
 from tests.telemetry.otlp_receiver import Received, otlp_receiver
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tokens.backends import fresh_store_url, redis_server
+from tests.support.store_backends import fresh_store_url, redis_server
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ import pytest
 
 from core.stores import open_store
 from tests.servers import FAKE_TOKEN
-from tests.usage.scripted_upstream import ScriptedUpstream
-from tests.usage.test_bypasses import AUTH, JSON, chat, chats_at_once, metered, models_or
+from tests.support.metered import AUTH, JSON, chat, chats_at_once, metered, models_or
+from tests.support.scripted_upstream import ScriptedUpstream
 
 # 1M input tokens $10, 1M output $100: 30 in + 70 out = $0.0073 a request.
 PRICES = json.dumps({"fake-*": {"input": 10, "output": 100}})
@@ -143,7 +143,7 @@ def test_fifty_concurrent_requests_overshoot_a_total_cap_by_at_most_one(
 def test_dynamodb_reserves_with_one_conditional_update(tmp_path: Path) -> None:
     """moto is not thread-safe, so the race itself runs on the other stores; here: the room
     is checked by DynamoDB in the same UpdateItem that adds (no read-then-write)."""
-    from tests.tokens.backends import fresh_store_url
+    from tests.support.store_backends import fresh_store_url
 
     with fresh_store_url("dynamodb", tmp_path, lambda: "") as url:
         store = open_store(url)

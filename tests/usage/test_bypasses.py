@@ -8,71 +8,32 @@ not be known.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 
-from core.app import create_app
-from core.config import load_settings
-from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
+from tests.servers import FAKE_TOKEN, RunningServer
+from tests.support.metered import (
+    AUTH,
+    EVENTS,
+    JSON,
+    chat,
+    chats_at_once,
+    metered,
+    models_or,
+    remaining,
+)
 from tests.support.polling import wait_until
-from tests.usage.scripted_upstream import (
+from tests.support.scripted_upstream import (
     ScriptedUpstream,
     gzipped,
     openai_chunks,
 )
 
-AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}"}
 USAGE = {"prompt_tokens": 30, "completion_tokens": 70, "total_tokens": 100}
-JSON = [("content-type", "application/json")]
-EVENTS = [("content-type", "text/event-stream")]
-
-
-@contextlib.contextmanager
-def metered(upstream: ScriptedUpstream, **extra: str) -> Iterator[RunningServer]:
-    with serve_in_thread(upstream) as up:
-        env = proxy_env(
-            up.url,
-            GEMINI_API_KEY="sk-fake-gemini-key-for-tests",
-            GEMINI_UPSTREAM=up.url,
-            ANTHROPIC_API_KEY="sk-fake-anthropic-key-tests",
-            ANTHROPIC_UPSTREAM=up.url,
-            **extra,
-        )
-        with serve_in_thread(create_app(load_settings(env))) as proxy:
-            yield proxy
-
-
-def remaining(proxy: RunningServer) -> int:
-    """The caller's tokens left, read from a request that costs nothing (a GET)."""
-    reply = httpx.get(f"{proxy.url}/v1/models", headers=AUTH, timeout=10)
-    return int(reply.headers["x-ratelimit-remaining-tokens"])
-
-
-def chat(stream: bool = False, **extra: Any) -> dict[str, Any]:
-    return {
-        "model": "fake-model",
-        "messages": [{"role": "user", "content": "hi"}],
-        "max_tokens": 100,
-        "stream": stream,
-        **extra,
-    }
-
-
-def models_or(reply: Any) -> Any:
-    def answer(request: dict[str, Any]) -> Any:
-        if request["path"].endswith("/models"):
-            return 200, JSON, [(0, b'{"object":"list","data":[]}')]
-        return reply(request)
-
-    return answer
 
 
 def test_1_a_gzipped_reply_is_counted() -> None:
@@ -203,22 +164,6 @@ def test_6_a_reply_of_many_mib_is_counted() -> None:
         )
         assert len(reply.content) == len(body)
         assert remaining(proxy) == 900
-
-
-def chats_at_once(proxy: RunningServer, count: int) -> list[int]:
-    """`count` chat requests released together; their statuses."""
-    gate = threading.Event()
-
-    def one(_: int) -> int:
-        gate.wait()
-        return httpx.post(
-            f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH, timeout=30
-        ).status_code
-
-    with ThreadPoolExecutor(count) as pool:
-        futures = [pool.submit(one, i) for i in range(count)]
-        gate.set()
-        return [f.result() for f in futures]
 
 
 def test_7_concurrent_requests_cannot_pass_the_limit_together() -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from core.stores import open_store
-from tests.usage.scripted_upstream import ScriptedUpstream
-from tests.usage.test_bypasses import JSON, chats_at_once, metered, models_or
+from tests.support.metered import JSON, chats_at_once, metered, models_or
+from tests.support.scripted_upstream import ScriptedUpstream
 
 PRICES = json.dumps({"fake-*": {"input": 10, "output": 100}})
 USAGE = {"prompt_tokens": 30, "completion_tokens": 70, "total_tokens": 100}

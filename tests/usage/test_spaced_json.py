@@ -16,8 +16,8 @@ import openai
 import pytest
 
 from tests.servers import FAKE_TOKEN
-from tests.usage.scripted_upstream import ScriptedUpstream
-from tests.usage.test_bypasses import AUTH, EVENTS, JSON, chat, metered, models_or, remaining
+from tests.support.metered import AUTH, EVENTS, JSON, chat, metered, models_or, remaining
+from tests.support.scripted_upstream import ScriptedUpstream
 
 USAGE = {"prompt_tokens": 30, "completion_tokens": 70, "total_tokens": 100}
 BASE = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}

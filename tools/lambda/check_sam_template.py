@@ -36,7 +36,9 @@ def translate(template_path: Path) -> dict[str, Any]:
     # A placeholder S3 location stands in for what `sam package` uploads.
     for resource in template.get("Resources", {}).values():
         if resource.get("Type") == "AWS::Serverless::Function":
-            resource.setdefault("Properties", {})["CodeUri"] = "s3://placeholder-bucket/llm-proxy.zip"
+            resource.setdefault("Properties", {})["CodeUri"] = (
+                "s3://placeholder-bucket/llm-proxy.zip"
+            )
     template.get("Globals", {}).get("Function", {}).pop("CodeUri", None)
     return dict(transform(json.loads(json.dumps(template)), {}, NoManagedPolicies()))
 

@@ -29,8 +29,18 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as folder:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--only-binary=:all:", f"aws-sam-cli=={SAM_CLI_VERSION}", "-d", folder],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                f"aws-sam-cli=={SAM_CLI_VERSION}",
+                "-d",
+                folder,
+            ],
             check=True,
         )
         (wheel,) = Path(folder).glob("aws_sam_cli-*.whl")

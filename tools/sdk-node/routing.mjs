@@ -1,5 +1,5 @@
 // The Vercel AI SDK (@ai-sdk/openai) and the openai Node SDK through MODEL_ROUTES: one base
-// URL, several providers' models. One JSON line per case, read by tests/routing.
+// URL, several providers' models. One JSON line per case, read by tests/proxy/test_model_routes_other_sdks.py.
 // Env: PROXY_URL, TOKEN.
 import OpenAI from "openai";
 import { generateText, jsonSchema, streamText, tool } from "ai";

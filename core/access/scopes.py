@@ -1,0 +1,49 @@
+"""A stored token's scopes as a check on the body: which providers and models it may use.
+
+Realtime sessions run the same check again while open (core/realtime/stages.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from core.errors import Forbidden
+
+if TYPE_CHECKING:
+    from core.request import ProxyRequest
+    from core.stages import Ticket
+
+
+class Authorize:
+    """A stored token's scopes: which providers and models it may use."""
+
+    reads_body = True
+
+    async def admit(self, request: ProxyRequest) -> Ticket | None:
+        caller = request.caller
+        record = caller.record if caller is not None else None
+        if record is None or not caller or not caller.scoped:
+            return None
+        provider = request.provider
+        if not record.allows_provider(provider.name):
+            raise Forbidden(
+                f"This token may not use the provider {provider.name!r} "
+                f"(allowed: {', '.join(record.providers)})."
+            )
+        if not record.models:
+            return None
+        model = await request.model()
+        if model is None:
+            # A read (listing models, fetching a batch) names no model and spends nothing.
+            if request.method in ("GET", "HEAD"):
+                return None
+            raise Forbidden(
+                "This token is limited to some models, and this request names none the proxy "
+                "can read (a JSON body's 'model' or the model in the path)."
+            )
+        if not record.allows_model(model):
+            raise Forbidden(
+                f"This token may not use the model {model[:200]!r} "
+                f"(allowed: {', '.join(record.models)})."
+            )
+        return None

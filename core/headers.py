@@ -1,0 +1,220 @@
+"""Header hygiene in both directions.
+
+Inbound: the caller's credentials, anything that identifies the caller or the platform in
+front of us, and hop-by-hop headers stay here; the provider sees an ordinary API call.
+Outbound: hop-by-hop headers and headers that would reveal the key owner's account stay
+here; event streams are told not to be buffered by proxies on the way.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+from urllib.parse import unquote_to_bytes
+
+from core.errors import Unauthorized
+
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+class HeaderScrubber(Protocol):
+    """What the reply's headers need of the scrubber (core/proxy/scrub.py): keys redacted."""
+
+    def headers(self, headers: RawHeaders) -> RawHeaders: ...
+
+
+# RFC 9110 section 7.6.1: connection-specific fields, never forwarded.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+# Every slot an SDK may carry the caller's credential in, plus cookies.
+CALLER_CREDENTIALS = frozenset(
+    {b"authorization", b"x-api-key", b"x-goog-api-key", b"api-key", b"cookie"}
+)
+
+# Set again by the HTTP client for the upstream connection.
+RECOMPUTED = frozenset({b"host", b"content-length", b"expect"})
+
+# Headers that identify the caller, the browser or the platform in front of the proxy.
+CLIENT_IDENTIFYING = frozenset(
+    {
+        b"forwarded",
+        b"via",
+        b"x-real-ip",
+        b"x-client-ip",
+        b"true-client-ip",
+        b"client-ip",
+        b"x-cluster-client-ip",
+        b"fastly-client-ip",
+        b"x-original-forwarded-for",
+        b"x-cloud-trace-context",
+        b"traceparent",
+        b"tracestate",
+        # W3C baggage is the caller's key-value context (user ids, tenants): never upstream.
+        b"baggage",
+        b"x-request-id",
+        b"x-correlation-id",
+        # Platform ids (functions-framework adds one to every request).
+        b"function-execution-id",
+        # Browser context: an Origin makes some providers answer as to a browser.
+        b"origin",
+        b"referer",
+    }
+)
+CLIENT_IDENTIFYING_PREFIXES = (
+    b"x-forwarded-",
+    b"cf-",
+    b"x-amzn-",
+    b"x-amz-",
+    b"x-vercel-",
+    b"x-appengine-",
+    b"x-fc-",
+    b"x-scf-",
+    b"x-tcb-",
+    b"x-envoy-",
+    b"sec-",
+    b"x-proxy-",
+)
+
+# Which organisation or project a multi-organisation key bills is the deployer's choice,
+# not the caller's.
+ACCOUNT_SELECTORS = frozenset({b"openai-organization", b"openai-project"})
+
+_DROP_INBOUND = (
+    HOP_BY_HOP | CALLER_CREDENTIALS | RECOMPUTED | CLIENT_IDENTIFYING | ACCOUNT_SELECTORS
+)
+
+# Outbound: cookies belong to the provider's domain, organisation/project names identify
+# whose key this is, and the server in front of us sets its own Date.
+_DROP_OUTBOUND = HOP_BY_HOP | frozenset(
+    {
+        b"set-cookie",
+        b"openai-organization",
+        b"openai-project",
+        b"anthropic-organization-id",
+        b"alt-svc",
+        b"server",
+        b"date",
+    }
+)
+
+# Ours to set: CORS (core/proxy/cors.py) and the request id (core/proxy/access_log.py).
+_DROP_OUTBOUND_PREFIXES = (b"access-control-", b"x-proxy-")
+
+EVENT_STREAM_HEADERS: RawHeaders = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+
+
+def _connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
+    """Names listed in Connection are hop-by-hop for this message too (RFC 9110 7.6.1)."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return frozenset(tokens)
+
+
+def upstream_request_headers(headers: RawHeaders) -> RawHeaders:
+    """The caller's headers made safe to send upstream; the forward stage adds the key.
+
+    Every reply is read by the proxy: scrubbed of its keys (core/proxy/scrub.py), and metered
+    or cached when those are on. So the upstream is asked for an uncompressed reply
+    (Accept-Encoding: identity) whatever the caller accepts: cheaper than inflating a copy,
+    and the caller gets the same content."""
+    extra_drop = _connection_tokens(headers)
+    kept = [
+        (name, value)
+        for name, value in headers
+        if name not in _DROP_INBOUND
+        and name not in extra_drop
+        and not name.startswith(CLIENT_IDENTIFYING_PREFIXES)
+    ]
+    kept = [(name, value) for name, value in kept if name != b"accept-encoding"]
+    kept.append((b"accept-encoding", b"identity"))
+    return kept
+
+
+def client_response_headers(
+    headers: RawHeaders, scrubber: HeaderScrubber | None = None
+) -> tuple[RawHeaders, int | None]:
+    """Upstream response headers fit for the caller, and the body's length if declared.
+    CORS is the proxy's alone to decide: an upstream's Access-Control-* never pass (an
+    upstream `*` would open every reply to any page, and a second ACAO beside ours makes
+    browsers refuse the reply). Any of the proxy's keys in a value is redacted."""
+    extra_drop = _connection_tokens(headers)
+    kept: RawHeaders = []
+    is_event_stream = False
+    content_length: int | None = None
+    for name, value in headers:
+        lowered = name.lower()
+        if (
+            lowered in _DROP_OUTBOUND
+            or lowered in extra_drop
+            or lowered.startswith(_DROP_OUTBOUND_PREFIXES)
+        ):
+            continue
+        if lowered == b"content-length" and value.isdigit():
+            content_length = int(value)
+        elif lowered == b"content-type" and value.lower().startswith(b"text/event-stream"):
+            is_event_stream = True
+        elif is_event_stream and lowered in (b"cache-control", b"x-accel-buffering"):
+            continue
+        kept.append((lowered, value))
+    if is_event_stream:
+        kept = [(n, v) for n, v in kept if n not in (b"cache-control", b"x-accel-buffering")]
+        kept.extend(EVENT_STREAM_HEADERS)
+    if scrubber:
+        kept = scrubber.headers(kept)
+    return kept, content_length
+
+
+# ---- where each SDK puts its key: the caller's credential rides in the same slot ----
+
+_HEADER_SLOTS = (b"authorization", b"x-api-key", b"x-goog-api-key", b"api-key")
+
+
+def _is_key_name(name: bytes) -> bool:
+    # `KEY=` and `%6Bey=` are the same credential to a lenient upstream: none goes there.
+    if b"%" in name:
+        name = unquote_to_bytes(name)
+    return name.lower() == b"key"
+
+
+def split_key_param(query: bytes) -> tuple[bytes | None, bytes]:
+    """Take Gemini's `key=` out of a raw query string; the rest stays byte for byte."""
+    if not query or (b"ey=" not in query.lower() and b"%" not in query):
+        return None, query
+    found: bytes | None = None
+    kept = []
+    for part in query.split(b"&"):
+        name, equals, value = part.partition(b"=")
+        if equals and _is_key_name(name):
+            found = unquote_to_bytes(value)
+        else:
+            kept.append(part)
+    return found, b"&".join(kept)
+
+
+def find_credential(headers: RawHeaders, key_param: bytes | None) -> bytes | None:
+    """The caller's credential from the first slot that has one, or None if no slot does."""
+    for name, value in headers:
+        if name in _HEADER_SLOTS:
+            if name == b"authorization":
+                scheme, _, rest = value.partition(b" ")
+                if scheme.lower() != b"bearer":
+                    raise Unauthorized(
+                        "The Authorization header must use the Bearer scheme: "
+                        "'Authorization: Bearer <your proxy token>'."
+                    )
+                value = rest
+            return value.strip()
+    return key_param.strip() if key_param is not None else None

@@ -1,0 +1,283 @@
+"""One request as the stages see it, built once: headers scanned once, JSON parsed at most
+once and only when a stage asks for it.
+
+The body is read after the caller is identified and admitted on what the head says, so a
+caller who may not call spends no memory or parsing on the proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from core.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
+from core.headers import find_credential, split_key_param
+from core.protocols import AmbiguousModel, Route, route_path
+
+if TYPE_CHECKING:
+    from core.caller import Caller
+    from core.protocols import Wire
+    from core.providers import Provider
+    from core.types import Receive, RequestLog, Scope
+
+ALLOWED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
+# Bodies above this size are parsed on a worker thread: the event loop keeps serving every
+# other request while a large document is decoded.
+_PARSE_OFF_LOOP = 256 * 1024
+_NOT_PARSED: Any = object()
+
+
+class RepeatedField(BadRequest):
+    code = "repeated_field"
+
+
+_FORBIDDEN_IN_PATH = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+class WebSocketUnsupported(BadRequest):
+    code = "websocket_unsupported"
+
+
+# A WebSocket handshake that reached the HTTP path: the platform (a function: Lambda,
+# Vercel, Cloud Run functions) cannot hold the connection, or the server has no WebSocket
+# support. On servers the proxy relays WebSockets itself (core/realtime/session.py).
+WEBSOCKET_UNSUPPORTED = (
+    "This deployment of the proxy cannot hold WebSocket connections. For a realtime "
+    "session from a browser or app, mint a short-lived key through the proxy "
+    "(POST /v1/realtime/client_secrets for OpenAI, POST /gemini/v1alpha/auth_tokens for "
+    "Gemini; the operator sets ALLOW_EPHEMERAL_KEYS=true) and connect to the provider with "
+    "it, or run the proxy as a server (llm-proxy serve, a container, Cloud Run)."
+)
+
+
+def check_path(remainder: str) -> None:
+    """Refuse paths that try to climb out of the route or smuggle separators."""
+    decoded = unquote(unquote(remainder)) if "%" in remainder else remainder
+    if _FORBIDDEN_IN_PATH.search(decoded):
+        raise BadRequest("The request path contains a forbidden character.")
+    for segment in decoded.split("/"):
+        # `..;x` is `..` to servlet containers (path parameters), which many gateways are.
+        if segment.partition(";")[0] in (".", ".."):
+            raise BadRequest("The request path may not contain '.' or '..' segments.")
+
+
+def _field_key(name: str) -> str:
+    # `max_tokens`, `MAX_TOKENS`, `maxTokens` and `generation_config` / `generationConfig`
+    # are one field to some upstream.
+    return name.replace("_", "").lower()
+
+
+def strict_json(body: bytes, policed: frozenset[str]) -> Any:
+    """`json.loads` for a body the proxy decides on. A field named twice is refused, and so
+    is a policed field in two spellings: the proxy would check one value while a provider
+    or gateway that reads the other runs a model or a token cap nobody checked."""
+
+    def one_value_per_name(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        document = dict(pairs)
+        if len(document) != len(pairs):
+            seen: set[str] = set()
+            for name, _ in pairs:
+                if name in seen:
+                    raise RepeatedField(
+                        f"The request body names the field {name[:100]!r} more than once; "
+                        "send it once."
+                    )
+                seen.add(name)
+        if policed:
+            spellings: dict[str, str] = {}
+            for name in document:
+                key = _field_key(name)
+                if key in policed:
+                    if key in spellings:
+                        raise RepeatedField(
+                            f"The request body names the field {name[:100]!r} twice in "
+                            f"different spellings ({spellings[key][:100]!r}); send it once."
+                        )
+                    spellings[key] = name
+        return document
+
+    return json.loads(body, object_pairs_hook=one_value_per_name)
+
+
+def _parse(body: bytes, strict: bool, wire: Wire) -> Any:
+    try:
+        # The plain C decoder when no rule reads the body: a validity check only.
+        return strict_json(body, wire.policed_fields) if strict else json.loads(body)
+    except RecursionError:
+        raise BadRequest("The request body's JSON is nested too deeply.") from None
+    except RepeatedField:
+        raise
+    except ValueError as exc:
+        # The decoder's message gives line and column, never the body itself.
+        reason = str(exc).split(":", 1)[0]
+        raise BadRequest(f"The request body is not valid JSON ({reason}).") from None
+
+
+@dataclass(slots=True)
+class ProxyRequest:
+    scope: Scope
+    method: str
+    provider: Provider
+    # The path after the provider's prefix, as sent; `path` is it normalised for matching.
+    remainder: str
+    path: str
+    route: Route
+    # The raw query with the credential parameter taken out.
+    query: bytes
+    credential: bytes | None
+    headers: list[tuple[bytes, bytes]]
+    content_length: int | None
+    content_type: bytes
+    content_encoding: bytes
+    origin: bytes | None
+    log: RequestLog | None
+    body: bytes = b""
+    caller: Caller | None = None
+    # The identity limits, budgets and usage are counted under (core/access/identify.py).
+    counted_as: str = ""
+    # Parse with the repeated-field checks: on when a rule decides on the body.
+    strict: bool = True
+    # A resumable upload's bytes (core/proxy/uploads.py): raw, whatever Content-Type says.
+    upload_leg: bool = False
+    # Which of the provider's upstream targets served it (pinned beforehand for an upload
+    # leg: its session lives on the target that started it).
+    target: int | None = None
+    _document: Any = field(default=_NOT_PARSED, repr=False)
+
+    @property
+    def wire(self) -> Wire:
+        return self.provider.wire
+
+    @property
+    def is_json(self) -> bool:
+        # The SDKs label an upload's raw bytes application/json.
+        return b"json" in self.content_type and not self.upload_leg
+
+    @property
+    def encoded(self) -> bool:
+        """The body is compressed: the proxy cannot read it."""
+        return self.content_encoding not in (b"", b"identity")
+
+    async def read_body(self, receive: Receive, limit: int) -> None:
+        declared = self.content_length
+        if declared is not None and declared > limit:
+            raise PayloadTooLarge(
+                f"The request body is larger than the proxy's limit of {limit} bytes."
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequest("The client disconnected while sending the body.")
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(
+                        f"The request body is larger than the proxy's limit of {limit} bytes."
+                    )
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        self.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def document(self) -> Any:
+        """The JSON body, parsed once; None when there is no JSON body to read."""
+        if self._document is _NOT_PARSED:
+            body = self.body
+            if not body or self.encoded or self.upload_leg:
+                self._document = None
+            elif not self.is_json and body.lstrip()[:1] not in (b"{", b"["):
+                self._document = None  # an upload or form: not JSON, nothing to read
+            elif len(body) > _PARSE_OFF_LOOP:
+                self._document = await asyncio.to_thread(_parse, body, self.strict, self.wire)
+            else:
+                self._document = _parse(body, self.strict, self.wire)
+        return self._document
+
+    async def model(self) -> str | None:
+        """The model asked for: the path's model segment (Gemini `/models/{model}:...`,
+        Azure `/deployments/{name}/...`) or the JSON body's `model`."""
+        marker = self.provider.model_in_path
+        remainder = self.remainder
+        if marker and marker in remainder:
+            segment = remainder.split(marker, 1)[1]
+            return unquote(segment.split("/", 1)[0].split(":", 1)[0]) or None
+        if marker and ":" in remainder:
+            # A method called on another resource (Gemini `tunedModels/x:generateContent`):
+            # name it with its collection, so a scope written for models never matches it.
+            resource = remainder.split(":", 1)[0].strip("/").split("/")
+            if len(resource) >= 2:
+                return "/".join(resource[-2:])
+        try:
+            model = self.wire.model_in(self.route, await self.document())
+        except AmbiguousModel as exc:
+            raise RepeatedField(
+                f"The request body names its model ambiguously ({str(exc)[:200]}); name it once."
+            ) from None
+        if not isinstance(model, str):
+            return None
+        # Gemini's OpenAI-compatible endpoint accepts `models/gemini-...` as well.
+        return model.removeprefix("models/")
+
+    def use_document(self, document: Any) -> None:
+        """The parsed body of a request whose content arrives another way: a WebSocket
+        session's model from its URL or its first message (core/realtime/session.py)."""
+        self._document = document
+
+    async def is_stream(self) -> bool:
+        return self.wire.is_stream(self.route, self.path, self.query, await self.document())
+
+
+def build_request(
+    scope: Scope, provider: Provider, remainder: str, log: RequestLog | None
+) -> ProxyRequest:
+    """The request object for a routed call; BadRequest for what no stage should see."""
+    method = scope["method"]
+    if method not in ALLOWED_METHODS:
+        raise MethodNotAllowed(f"Method {method} is not allowed on this proxy.")
+    check_path(remainder)
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    content_length: int | None = None
+    content_type = b""
+    content_encoding = b""
+    origin: bytes | None = None
+    for name, value in headers:
+        if b"\r" in value or b"\n" in value or b"\x00" in value:
+            raise BadRequest("A request header contains a line break or NUL byte.")
+        if name == b"content-length":
+            try:
+                content_length = int(value)
+            except ValueError:
+                raise BadRequest("The Content-Length header is not a number.") from None
+        elif name == b"content-type":
+            content_type = value.lower()
+        elif name == b"content-encoding":
+            content_encoding = value.strip().lower()
+        elif name == b"origin":
+            origin = value
+        elif name == b"upgrade" and value.strip().lower() == b"websocket":
+            raise WebSocketUnsupported(WEBSOCKET_UNSUPPORTED)
+    key_param, query = split_key_param(scope.get("query_string", b""))
+    path = route_path(remainder)
+    return ProxyRequest(
+        scope=scope,
+        method=method,
+        provider=provider,
+        remainder=remainder,
+        path=path,
+        route=provider.wire.route(method, path),
+        query=query,
+        credential=find_credential(headers, key_param),
+        headers=headers,
+        content_length=content_length,
+        content_type=content_type,
+        content_encoding=content_encoding,
+        origin=origin,
+        log=log,
+    )

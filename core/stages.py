@@ -1,0 +1,190 @@
+"""The shapes every feature plugs into the stages with, below the features themselves.
+
+The stages of one request, in the order core/proxy/endpoint.py runs them: identify (who
+is calling) -> checks on the head -> read the body -> checks on the body (scopes, policy,
+limits, budget reservation, cache lookup) -> forward -> relay -> settle (metered usage
+replaces each reservation).
+
+An admission rule is a `Check`. It says whether it needs the body (rules that do not run
+before the body is read, so a caller over its limit costs no memory or parsing) and
+whether it needs the reply's usage. Admitting returns a `Ticket` (or None) whose `settle`
+runs when the exchange is over, also when the caller left early. A deployment with no
+rules has empty lists: nothing runs, nothing is metered.
+
+Each feature says what it adds as a `Contribution`, built from the `Deployment` (settings,
+stores, and what features share) by a function in the feature's own package;
+core/proxy/pipeline.py joins them in the order core/app.py lists them.
+
+A `ReplyTicket` deals in the reply itself rather than its usage (the response cache): it
+may carry the whole answer (`replay`), so the endpoint sends that and calls no upstream, or
+it takes a copy of the reply as the caller gets it and decides at settlement what to keep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from core.config import Settings
+    from core.protocols import Usage
+    from core.request import ProxyRequest
+    from core.stores import Store, StoreSet
+
+T = TypeVar("T")
+
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+@dataclass
+class Outcome:
+    """How an exchange ended, as settlement needs it."""
+
+    upstream_status: int | None = None
+    # What the meter read; None if the reply reported no usage it could read.
+    usage: Usage | None = None
+    # The reply was read to its end (not cut by the caller leaving or the upstream failing).
+    complete: bool = False
+    caller_left: bool = False
+    # Set by the budget's settlement: what this request cost in US dollars.
+    cost_usd: float | None = None
+    # Answered from the response cache: no upstream call, nothing to charge; `usage` is
+    # what the stored reply reported (the tokens saved).
+    cache_hit: bool = False
+
+    @property
+    def billable(self) -> bool:
+        """Whether the provider may have charged: a success, or a reply that broke off."""
+        if self.cache_hit:
+            return False
+        status = self.upstream_status
+        return status is not None and 200 <= status < 300
+
+    def tokens(self, reserved: Usage) -> Usage:
+        """The tokens to charge: those metered, nothing for a refusal, and the whole
+        reservation when a billable reply reported nothing readable (fail closed)."""
+        if not self.billable:
+            from core.protocols import Usage
+
+            return Usage()
+        if self.usage is not None and self.complete:
+            return self.usage
+        if self.usage is not None:
+            # Cut short: the figures so far may be partial; charge whichever is more.
+            return self.usage if self.usage.total >= reserved.total else reserved
+        return reserved
+
+
+class Ticket(Protocol):
+    # Headers the reply carries for this rule (the caller's rate-limit figures).
+    headers: RawHeaders
+    # Settles on the reply's usage: the relay meters the reply.
+    needs_usage: bool
+
+    async def settle(self, outcome: Outcome) -> None: ...
+
+
+class Check(Protocol):
+    reads_body: bool
+
+    async def admit(self, request: ProxyRequest) -> Ticket | None: ...
+
+
+# A usage reader at settlement (the usage ledger): sees every reply's outcome.
+Settler = Callable[["ProxyRequest", Outcome], Awaitable[None]]
+
+
+@dataclass
+class StoredReply:
+    """A whole reply as the caller got it, kept to be sent again byte for byte."""
+
+    status: int
+    headers: RawHeaders
+    # The body as it arrived, one item per upstream chunk (one for a whole JSON reply).
+    chunks: list[bytes]
+    usage: Usage | None = None
+
+
+class ReplyTicket:
+    """A ticket that sees the reply itself (the response cache).
+
+    With `replay` set at admission, the endpoint sends that reply, calls no upstream and
+    settles every ticket with a cache-hit outcome. Otherwise the relay calls `start` once
+    and `feed` with each chunk the caller gets, and `settle` decides what to keep.
+    """
+
+    headers: RawHeaders
+    needs_usage: bool = False
+    replay: StoredReply | None = None
+
+    def start(self, status: int, headers: RawHeaders, upstream_headers: RawHeaders) -> None:
+        return None
+
+    def feed(self, chunk: bytes) -> None:
+        return None
+
+    async def settle(self, outcome: Outcome) -> None:
+        return None
+
+
+def reply_ticket(tickets: list[Ticket]) -> ReplyTicket | None:
+    for ticket in tickets:
+        if isinstance(ticket, ReplyTicket):
+            return ticket
+    return None
+
+
+@dataclass
+class HeaderTicket:
+    """A ticket that only adds headers and has nothing to settle."""
+
+    headers: RawHeaders = field(default_factory=list)
+    needs_usage: bool = False
+
+    async def settle(self, outcome: Outcome) -> None:
+        return None
+
+
+@dataclass
+class Contribution:
+    """What one feature adds to the stages: its checks (on the head, then on the body),
+    its settlers, and whether its rules read the body's fields (then JSON is parsed with
+    the repeated-field checks)."""
+
+    before_body: tuple[Check, ...] = ()
+    after_body: tuple[Check, ...] = ()
+    settlers: tuple[Settler, ...] = ()
+    strict_json: bool = False
+
+
+class Deployment:
+    """What the features are built from, once at start: the settings, the stores, and the
+    services more than one feature (or the app) uses, each made once (`shared`)."""
+
+    def __init__(self, settings: Settings, stores: StoreSet) -> None:
+        self.settings = settings
+        self.stores = stores
+        self._shared: dict[Callable[[Deployment], Any], Any] = {}
+
+    @cached_property
+    def token_store(self) -> Store | None:
+        url = self.settings.token_store
+        return self.stores.open(url) if url else None
+
+    @cached_property
+    def limit_store(self) -> Store:
+        return self.stores.open(self.settings.guard.limit_store)
+
+    def shared(self, make: Callable[[Deployment], T]) -> T:
+        """`make(self)`, called once per deployment: the limits and the budget count in one
+        store with one price table, and the dashboard throws the kill switch the stages read."""
+        if make not in self._shared:
+            self._shared[make] = make(self)
+        made: T = self._shared[make]
+        return made
+
+
+# One feature's part of the stages; None when its settings leave it off.
+Feature = Callable[[Deployment], Contribution | None]

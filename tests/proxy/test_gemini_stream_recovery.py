@@ -1,0 +1,224 @@
+"""Gemini stream recovery (GEMINI_STREAM_RECOVERY=true) over real sockets, against the mock
+upstream cutting its stream mid-sentence (`x-mock-cut-after`) and continuing a reply begun
+in the model's turn (`x-mock-continue`): one stream to the caller, every word once."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from core.app import create_app
+from core.config import load_settings
+from core.devtools.mock_upstream import _text
+from core.proxy.recovery import EventSplitter, continuation_body, conversation_language
+from tests.servers import (
+    FAKE_TOKEN,
+    RunningServer,
+    proxy_env,
+    reset_upstream,
+    serve_in_thread,
+)
+from tests.support.scripted_upstream import ScriptedUpstream
+
+GEMINI_KEY = "mock-gemini-recovery-key-not-real"
+PATH = "/gemini/v1beta/models/gemini-test:streamGenerateContent"
+CUT = {"x-mock-continue": "1", "x-mock-cut-after": "3", "x-mock-chunks": "8"}
+
+
+@contextmanager
+def gemini_proxy(upstream: RunningServer, **extra: str) -> Iterator[RunningServer]:
+    env = proxy_env(upstream.url, GEMINI_API_KEY=GEMINI_KEY, GEMINI_UPSTREAM=upstream.url, **extra)
+    with serve_in_thread(create_app(load_settings(env))) as server:
+        yield server
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("{"):
+            self.lines.append(json.loads(message))
+
+
+@pytest.fixture
+def access_lines() -> Iterator[list[dict[str, Any]]]:
+    handler = Lines()
+    logger = logging.getLogger("llm_proxy.access")
+    logger.addHandler(handler)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+
+
+def stream(proxy: RunningServer, text: str, sse: bool, headers: dict[str, str]) -> bytes:
+    body = {"contents": [{"role": "user", "parts": [{"text": text}]}]}
+    with httpx.stream(
+        "POST",
+        f"{proxy.url}{PATH}" + ("?alt=sse" if sse else ""),
+        json=body,
+        headers={"x-goog-api-key": FAKE_TOKEN, **headers},
+        timeout=20,
+    ) as reply:
+        assert reply.status_code == 200
+        return b"".join(reply.iter_raw())
+
+
+def events(raw: bytes, sse: bool) -> list[dict[str, Any]]:
+    if not sse:
+        return list(json.loads(raw))
+    return [json.loads(line[5:]) for line in raw.splitlines() if line.startswith(b"data:")]
+
+
+def words(chunks: list[dict[str, Any]]) -> str:
+    return "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks)
+
+
+def gemini_requests(upstream: RunningServer) -> list[dict[str, Any]]:
+    seen = httpx.get(f"{upstream.url}/_mock/requests").json()
+    return [r for r in seen if ":streamGenerateContent" in r["path"]]
+
+
+@pytest.mark.parametrize("sse", [True, False], ids=["sse", "json-array"])
+def test_a_cut_stream_is_continued_seamlessly(
+    mock_upstream: RunningServer, access_lines: list[dict[str, Any]], sse: bool
+) -> None:
+    admin = "a" * 32  # keeps a usage ledger: every reply is metered
+    with gemini_proxy(
+        mock_upstream, GEMINI_STREAM_RECOVERY="true", ADMIN_TOKEN=admin, ACCESS_LOG="true"
+    ) as proxy:
+        reset_upstream(mock_upstream)
+        raw = stream(proxy, "tell me a story", sse, CUT)
+    chunks = events(raw, sse)
+    # Three replies (3 + 3 + 2 words), one stream, each word once, a clean end.
+    assert words(chunks) == _text(8)
+    assert len(chunks) == 8
+    assert chunks[-1]["candidates"][0]["finishReason"] == "STOP"
+    assert len(gemini_requests(mock_upstream)) == 3
+
+    attempts = [line for line in access_lines if line["event"] == "stream_attempt"]
+    assert [(a["attempt"], a["ended"]) for a in attempts] == [
+        (1, "cut"),
+        (2, "cut"),
+        (3, "finished"),
+    ]
+    assert sum(a["output_tokens"] for a in attempts) == 8
+    [request_line] = [line for line in access_lines if line["event"] == "request"]
+    assert request_line["status"] == 200 and request_line["route"] == "gemini"
+    # Settled: the sum of every attempt's usage.
+    assert request_line["output_tokens"] == 8
+    assert request_line["input_tokens"] == sum(a["input_tokens"] for a in attempts)
+    assert len({a["request_id"] for a in attempts} | {request_line["request_id"]}) == 1
+
+
+def test_the_continuation_carries_the_text_so_far_and_the_instruction() -> None:
+    document = {
+        "contents": [{"role": "user", "parts": [{"text": "给我讲个故事"}]}],
+        "generationConfig": {"temperature": 0.2},
+    }
+    body = json.loads(continuation_body(document, "从前有座山"))
+    assert body["generationConfig"] == {"temperature": 0.2}
+    _, model, ask = body["contents"]
+    assert model == {"role": "model", "parts": [{"text": "从前有座山"}]}
+    assert ask["role"] == "user" and "不要重复" in ask["parts"][0]["text"]
+    assert conversation_language([{"parts": [{"text": "Tell me a story"}]}]) == "en"
+    assert conversation_language([{"parts": [{"text": "物語を話してください"}]}]) == "ja"
+    assert conversation_language([{"parts": [{"text": "이야기 해줘"}]}]) == "ko"
+    # The last user message decides, not the model's words.
+    mixed = [
+        {"role": "user", "parts": [{"text": "你好"}]},
+        {"role": "model", "parts": [{"text": "Hello"}]},
+        {"role": "user", "parts": [{"text": "in English please"}]},
+    ]
+    assert conversation_language(mixed) == "en"
+
+
+def test_recovery_is_bounded(mock_upstream: RunningServer) -> None:
+    with gemini_proxy(
+        mock_upstream, GEMINI_STREAM_RECOVERY="true", GEMINI_STREAM_RECOVERY_ATTEMPTS="1"
+    ) as proxy:
+        reset_upstream(mock_upstream)
+        # Two replies of 3 words, then no attempt left: the caller sees a truncated stream.
+        with pytest.raises(httpx.RemoteProtocolError):
+            stream(proxy, "hi", True, CUT)
+    assert len(gemini_requests(mock_upstream)) == 2
+
+
+def test_off_by_default(mock_upstream: RunningServer) -> None:
+    with gemini_proxy(mock_upstream) as proxy:
+        reset_upstream(mock_upstream)
+        with pytest.raises(httpx.RemoteProtocolError):
+            stream(proxy, "hi", True, CUT)
+    assert len(gemini_requests(mock_upstream)) == 1
+
+
+def test_a_finished_stream_is_passed_on_once(mock_upstream: RunningServer) -> None:
+    with gemini_proxy(mock_upstream, GEMINI_STREAM_RECOVERY="true") as proxy:
+        reset_upstream(mock_upstream)
+        raw = stream(proxy, "hi", False, {"x-mock-chunks": "5"})
+    assert words(events(raw, False)) == _text(5)
+    assert len(gemini_requests(mock_upstream)) == 1
+
+
+def test_event_splitter_keeps_whole_events_only() -> None:
+    sse = EventSplitter(sse=True)
+    assert sse.feed(b'data: {"a":1}\r\n\r\ndata: {"b"') == [b'data: {"a":1}\r\n\r\n']
+    assert sse.feed(b":2}\n\n") == [b'data: {"b":2}\n\n']
+    array = EventSplitter(sse=False)
+    assert array.feed(b'[{"t":"a}\\"{"}') == [b'{"t":"a}\\"{"}']
+    assert array.feed(b'\r\n,{"x":[1,{"y":2}') == []
+    assert array.feed(b"]}\r\n]") == [b'{"x":[1,{"y":2}]}']
+
+
+def test_a_stream_that_simply_stops_is_continued() -> None:
+    """No cut: the upstream ends its reply cleanly, but without a finishReason."""
+
+    def event(text: str, finished: bool) -> bytes:
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}}
+        if finished:
+            candidate["finishReason"] = "STOP"
+        usage = {"promptTokenCount": 2, "candidatesTokenCount": 1, "totalTokenCount": 3}
+        return (
+            b"data: "
+            + json.dumps({"candidates": [candidate], "usageMetadata": usage}).encode()
+            + b"\r\n\r\n"
+        )
+
+    def reply(request: dict[str, Any]) -> Any:
+        first = "Continue exactly" not in request["body"].decode()
+        parts = [event("Once upon", False)] if first else [event(" a time", True)]
+        return 200, [("content-type", "text/event-stream")], [(0, part) for part in parts]
+
+    upstream = ScriptedUpstream(reply)
+    with (
+        serve_in_thread(upstream) as server,
+        gemini_proxy(server, GEMINI_STREAM_RECOVERY="true") as proxy,
+    ):
+        raw = stream(proxy, "a story please", True, {})
+    assert words(events(raw, True)) == "Once upon a time"
+    continued = json.loads(upstream.seen[1].body)
+    assert continued["contents"][1] == {"role": "model", "parts": [{"text": "Once upon"}]}
+    assert continued["contents"][2]["parts"][0]["text"].startswith("Continue exactly")
+
+
+def test_google_genai_reads_one_whole_stream(mock_upstream: RunningServer) -> None:
+    from google import genai
+    from google.genai import types as genai_types
+
+    with gemini_proxy(mock_upstream, GEMINI_STREAM_RECOVERY="true") as proxy:
+        options = genai_types.HttpOptions(
+            base_url=f"{proxy.url}/gemini", headers=CUT, timeout=20_000
+        )
+        client = genai.Client(api_key=FAKE_TOKEN, http_options=options)
+        chunks = list(client.models.generate_content_stream(model="gemini-test", contents="hi"))
+    assert "".join(chunk.text or "" for chunk in chunks) == _text(8)
+    assert chunks[-1].candidates and chunks[-1].candidates[0].finish_reason == "STOP"

@@ -1,0 +1,77 @@
+"""An upload_id lives no longer than the token that started it (issue 19, class 2): each
+upload leg checks that token again, over real sockets against the mock upstream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.access.tokens import create_token, revoke_token, set_disabled
+from core.app import create_app
+from core.config import load_settings
+from core.stores import open_store
+from tests.proxy.test_gemini_upload_legs import GEMINI_KEY, START, upload
+from tests.servers import (
+    FAKE_TOKEN,
+    RunningServer,
+    proxy_env,
+    reset_upstream,
+    serve_in_thread,
+    upstream_requests,
+)
+
+
+def start_upload(proxy: RunningServer, token: str) -> str:
+    reply = httpx.post(
+        f"{proxy.url}/gemini/upload/v1beta/files",
+        headers={**START, "x-goog-api-key": token},
+        json={"file": {"display_name": "notes"}},
+    )
+    assert reply.status_code == 200, reply.text
+    return reply.headers["x-goog-upload-url"]
+
+
+@pytest.mark.parametrize("how", ["revoked", "disabled"])
+def test_an_upload_id_stops_working_when_its_token_is_revoked(
+    mock_upstream: RunningServer, tmp_path: Path, how: str
+) -> None:
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    store = open_store(store_url)
+    token, record = create_token(store, "uploader")
+    env = proxy_env(
+        mock_upstream.url,
+        GEMINI_API_KEY=GEMINI_KEY,
+        GEMINI_UPSTREAM=mock_upstream.url,
+        TOKEN_STORE=store_url,
+        TOKEN_CACHE_SECONDS="0",
+    )
+    with serve_in_thread(create_app(load_settings(env))) as proxy:
+        reset_upstream(mock_upstream)
+        kept = start_upload(proxy, token)
+        assert upload(kept).status_code == 200  # a good token's upload goes through
+        url = start_upload(proxy, token)
+        if how == "revoked":
+            revoke_token(store, record.id)
+        else:
+            set_disabled(store, record.id, True)
+        refused = upload(url)
+    assert refused.status_code == 401
+    # Final: the SDKs stop instead of retrying the refused chunk.
+    assert refused.headers["x-goog-upload-status"] == "final"
+    assert "no longer valid" in refused.text
+
+
+@pytest.mark.parametrize("second", ["uploadId", "UPLOAD_ID", "%75pload_id"])
+def test_an_upload_id_named_twice_in_any_spelling_is_refused(
+    mock_upstream: RunningServer, second: str
+) -> None:
+    env = proxy_env(mock_upstream.url, GEMINI_API_KEY=GEMINI_KEY, GEMINI_UPSTREAM=mock_upstream.url)
+    with serve_in_thread(create_app(load_settings(env))) as proxy:
+        url = start_upload(proxy, FAKE_TOKEN)
+        reset_upstream(mock_upstream)
+        refused = upload(f"{url}&{second}=another-upload")
+    assert refused.status_code == 400
+    assert "more than once" in refused.text
+    assert upstream_requests(mock_upstream) == []  # the leg never reached the provider
