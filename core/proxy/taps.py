@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from core.usage.usage_tap import UsageTap
+
 # A reply this small with a known length is read whole and sent in one piece (relay.py).
 SMALL_BODY = 64 * 1024
 
@@ -37,23 +39,6 @@ class Transform:
     def __init__(self, feed: Callable[[bytes], bytes], flush: Callable[[], bytes]) -> None:
         self.feed = feed
         self.flush = flush
-
-
-class MeterTap:
-    """The usage meter reads a copy of every byte the upstream sent; the chunk goes on
-    unchanged. Its figures are read at settlement (`meter.finish()`), not from the chain."""
-
-    __slots__ = ("meter",)
-
-    def __init__(self, meter: UsageMeter) -> None:
-        self.meter = meter
-
-    def feed(self, chunk: bytes) -> bytes:
-        self.meter.feed(chunk)
-        return chunk
-
-    def flush(self) -> bytes:
-        return b""
 
 
 class CopyTap:
@@ -182,8 +167,9 @@ def build_taps(
     chain: list[Tap] = []
     if meter is not None:
         meter.start(headers)
-        chain.append(MeterTap(meter))
-    if usage_filter is not None:
+        # The meter and the filter on one pass (1 and 2): their common case tested once.
+        chain.append(UsageTap(meter, usage_filter))
+    elif usage_filter is not None:
         chain.append(Transform(usage_filter, usage_filter.flush))
     inflates = scrubbing = False
     if scrubber is not None and (scrubber or rewrites) and scrubs_body(status):
