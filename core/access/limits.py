@@ -18,6 +18,7 @@ lets the request through unmetered and logs it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -60,6 +61,15 @@ def duration(seconds: float) -> str:
 
 def caller_key(identity: str) -> str:
     # Hashed: a JWT `sub` or label may be long or hold any character a store dislikes.
+    if len(identity) > 200:
+        return sha256_hex(identity, 32)
+    return _recent_caller_key(identity)
+
+
+@functools.lru_cache(maxsize=4096)
+def _recent_caller_key(identity: str) -> str:
+    # Kept for the callers seen lately (short identities only, so the cache stays small):
+    # a request asks once per rule that counts it.
     return sha256_hex(identity, 32)
 
 

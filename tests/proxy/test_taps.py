@@ -3,6 +3,9 @@ passed on, and what they held back comes out, in order, at the end."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 from core.protocols import WIRES, Usage
 from core.proxy.scrub import Scrubber
 from core.proxy.taps import build_taps, scrubs_body
@@ -132,3 +135,29 @@ def test_the_filter_and_the_meter_agree_whatever_the_chunking() -> None:
             out += chunk_filter(chunk)
         assert out + chunk_filter.flush() == PLAIN
         assert meter.finish() == Usage(1, 2)
+
+
+def test_a_replys_taps_are_freed_when_it_ends_not_left_to_the_garbage_collector() -> None:
+    """At 500 streams a chain kept alive by a reference cycle lives on until a full
+    collection: memory, and collector time walking every open stream."""
+    gc.disable()
+    try:
+        meter = UsageMeter(WIRES["openai"])
+        freed = weakref.ref(meter)
+        taps = build_taps(
+            status=200,
+            headers=SSE,
+            meter=meter,
+            usage_filter=UsageChunkFilter(),
+            scrubber=Scrubber([KEY.decode()]),
+            log=_log(),
+            outcome=Outcome(),
+        )
+        assert taps.feed is not None
+        for event in METERED_EVENTS:
+            taps.feed(event)
+        taps.flush()
+        del taps, meter
+        assert freed() is None
+    finally:
+        gc.enable()
