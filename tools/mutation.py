@@ -156,7 +156,14 @@ TARGETS: tuple[Target, ...] = (
     Target(
         "realtime",
         ("core/realtime/session.py",),
-        ("tests/realtime/test_units.py", "tests/realtime/test_openai_realtime.py"),
+        (
+            "tests/realtime/test_units.py",
+            "tests/realtime/test_openai_realtime.py",
+            # Gemini Live names its model in the first message: `first_message` is reached
+            # only from these.
+            "tests/realtime/test_gemini_live.py",
+            "tests/realtime/test_hostile_sessions.py",
+        ),
         # The admission: who may open a session, and what its first message may ask.
         (
             "core.realtime.session.xǁRealtimeEndpointǁcheck_origin__mutmut_*",
@@ -245,11 +252,14 @@ def run(target: Target, mutmut: Path, tests_from: str | None) -> Score:
         name, _, status = line.strip().rpartition(": ")
         if status in ("killed", "timeout", "caught by type check"):
             score.killed += 1
-        elif status == "survived":
+        elif status in ("survived", "no tests"):
+            # A mutant no selected test reaches is one no test would notice: it counts as
+            # surviving, not as "not run", or a test selection missing a function would
+            # raise the score.
             assert score.survived is not None
             score.survived.append(name)
         elif name:
-            score.not_run += 1  # outside the chosen functions, or no test reaches it
+            score.not_run += 1  # outside the chosen functions
     for mutant in score.survived or []:
         diff = subprocess.run(
             [str(mutmut), "show", mutant], cwd=place, capture_output=True, text=True, check=False
