@@ -69,6 +69,8 @@ TARGETS: tuple[Target, ...] = (
             "tests/tokens/test_scope_lookalikes.py",
             "tests/tokens/test_tokens_over_proxy.py",
             "tests/usage/test_refunds_and_partial_failures.py",
+            "tests/usage/test_charge_units.py",
+            "tests/usage/test_budget.py::test_a_route_the_meter_cannot_read_is_refused_under_a_budget",
         ),
     ),
     Target(
