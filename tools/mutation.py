@@ -80,6 +80,7 @@ TARGETS: tuple[Target, ...] = (
             "tests/providers/test_credential_slots.py",
             "tests/providers/test_routes.py",
             "tests/core/test_forward_unit.py",
+            "tests/proxy/test_header_units.py",
             "tests/security/test_hostile_requests.py",
         ),
     ),
