@@ -57,6 +57,7 @@ TARGETS: tuple[Target, ...] = (
             "tests/tokens/test_tokens_over_proxy.py",
             "tests/tokens/test_expiry_while_cached.py",
             "tests/tokens/test_tokens_logic.py",
+            "tests/tokens/test_credential_units.py",
             "tests/limits/test_anonymous.py",
             "tests/jwt/test_jwt_over_proxy.py",
         ),
