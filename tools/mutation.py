@@ -141,6 +141,7 @@ TARGETS: tuple[Target, ...] = (
         ("core/stores/memory.py", "core/stores/sqlite.py"),
         (
             "tests/limits/test_counters.py",
+            "tests/limits/test_store_edges.py",
             "tests/tokens/test_store_contract.py",
             "tests/usage/test_cap_races.py",
         ),
