@@ -103,13 +103,20 @@ def test_an_event_stream_is_marked_unbuffered_once_whatever_the_upstream_said() 
     for content_type in (b"text/event-stream", b"Text/Event-Stream; charset=utf-8"):
         kept, _ = client_response_headers(
             [
+                # Before the content type and after it: both are replaced.
                 (b"cache-control", b"max-age=600"),
+                (b"x-accel-buffering", b"yes"),
                 (b"content-type", content_type),
                 (b"x-accel-buffering", b"yes"),
                 (b"cache-control", b"public"),
+                (b"x-request-id", b"req-1"),
             ]
         )
-        assert kept == [(b"content-type", content_type), *EVENT_STREAM_HEADERS]
+        assert kept == [
+            (b"content-type", content_type),
+            (b"x-request-id", b"req-1"),
+            *EVENT_STREAM_HEADERS,
+        ]
 
 
 def test_a_reply_that_is_not_an_event_stream_keeps_its_cache_headers() -> None:
