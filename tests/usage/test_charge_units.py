@@ -20,6 +20,9 @@ RESERVED = Usage(300, 200)
         # Cut short: the figures so far may be partial, so whichever is more.
         (Outcome(200, Usage(10, 5)), RESERVED),
         (Outcome(200, Usage(900, 100)), Usage(900, 100)),
+        # As many as reserved: the reply's own split, which a budget prices (output
+        # tokens cost more than input).
+        (Outcome(200, Usage(450, 50)), Usage(450, 50)),
         # Billable and nothing readable: the whole reservation (fail closed).
         (Outcome(200), RESERVED),
         # Refused upstream, never reached, or answered from the cache: nothing.
@@ -27,7 +30,17 @@ RESERVED = Usage(300, 200)
         (Outcome(None), Usage()),
         (Outcome(200, Usage(10, 5), complete=True, cache_hit=True), Usage()),
     ],
-    ids=["whole-less", "whole-more", "cut-less", "cut-more", "unread", "4xx", "none", "cached"],
+    ids=[
+        "whole-less",
+        "whole-more",
+        "cut-less",
+        "cut-more",
+        "cut-same",
+        "unread",
+        "4xx",
+        "none",
+        "cached",
+    ],
 )
 def test_settlement_charges_by_how_the_reply_ended(outcome: Outcome, charged: Usage) -> None:
     assert outcome.tokens(RESERVED) == charged
