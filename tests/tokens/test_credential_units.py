@@ -292,3 +292,28 @@ def test_limits_count_a_stored_token_by_id_and_shared_callers_together_or_by_ip(
     assert by_ip.counted_as(request(), SHARED_TOKEN_CALLER) == "ip:203.0.113.9"
     assert by_ip.counted_as(request(), ANONYMOUS_CALLER) == "ip:203.0.113.9"
     assert by_ip.counted_as(request(), Caller("alice", record)) == "token:" + record.id
+
+
+async def test_the_lookup_cache_starts_over_past_its_bound(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flood of made-up tokens cannot grow the cache without end: past the bound it is
+    emptied, so what it held is looked up again."""
+    monkeypatch.setattr(credentials, "_CACHE_LIMIT", 2)
+    store = CountingStore()
+    check = TokenCheck((), store, cache_seconds=60)
+    for made_up in (b"made-up-a", b"made-up-b", b"made-up-c", b"made-up-a"):
+        with pytest.raises(Unauthorized):
+            await check.identify(made_up)
+    assert store.gets == 4
+
+
+async def test_a_last_use_write_that_fails_does_not_fail_the_request(clock: Clock) -> None:
+    class NoTouch(CountingStore):
+        def touch(self, key: str, when: float) -> None:
+            raise ConnectionError("read-only replica")
+
+    store = NoTouch()
+    token, _ = create_token(store, "read-only")
+    caller = await TokenCheck((), store, cache_seconds=0).identify(token.encode())
+    assert caller.label == "read-only"
