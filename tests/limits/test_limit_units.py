@@ -197,6 +197,7 @@ async def test_a_request_that_can_spend_nothing_reserves_nothing() -> None:
     [
         (Outcome(200, Usage(100, 50), complete=True), 150),  # metered, less than reserved
         (Outcome(200, Usage(300, 100), complete=True), 400),  # exactly what was reserved
+        (Outcome(200, Usage(301, 100), complete=True), 401),  # one token more
         (Outcome(200, Usage(900, 300), complete=True), 1200),  # more than reserved
         (Outcome(500), 0),  # refused upstream: given back
         (Outcome(200), 400),  # nothing readable: the reservation stands
