@@ -112,6 +112,19 @@ def test_without_a_bound_the_memory_store_keeps_every_document() -> None:
     assert len(store.scan("k")) == 50
 
 
+def test_marking_an_item_used_keeps_its_expiry(
+    store: MemoryStore | SQLiteStore, clock: Clock
+) -> None:
+    """A token's last use is written on every use: it must not make an expiring item
+    permanent."""
+    store.put("token:a", {"v": 1}, expires_at=NOW + 10)
+    store.touch("token:a", NOW + 5)
+    item = store.get("token:a")
+    assert item is not None and item.last_used == NOW + 5 and item.expires_at == NOW + 10
+    clock.now = NOW + 10
+    assert store.get("token:a") is None
+
+
 def test_touch_of_a_missing_item_creates_nothing(store: MemoryStore | SQLiteStore) -> None:
     store.touch("token:gone", NOW)
     assert store.get("token:gone") is None
