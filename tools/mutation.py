@@ -113,6 +113,8 @@ TARGETS: tuple[Target, ...] = (
         (
             "tests/usage/test_bypasses.py",
             "tests/usage/test_refunds_and_partial_failures.py",
+            # The splice and usage keys however the JSON is spelt (escapes, spaces).
+            "tests/usage/test_spaced_json.py",
             "tests/proxy/test_request_and_usage_units.py",
             "tests/limits/test_limits_over_proxy.py",
         ),
