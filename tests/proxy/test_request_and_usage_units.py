@@ -234,3 +234,47 @@ def test_the_stream_scrubber_holds_back_only_what_could_begin_a_key() -> None:
         stream = scrubber.stream(error=False)
         assert stream(text[:cut]) + stream(text[cut:]) + stream.flush() == scrubber(text)
     assert key.encode() not in scrubber(text) and b"wxyz" not in scrubber(text)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            b'{"model": "m", "stream": true, "stream_options": {"include_usage": false}, "n": 1}',
+            b'{"model": "m", "stream": true, "stream_options": {"include_usage": true}, "n": 1}',
+        ),
+        (
+            b'{"stream": true, "stream_options" : { "include_usage" :  null }, "n": 1}',
+            b'{"stream": true, "stream_options" : { "include_usage" :  true }, "n": 1}',
+        ),
+        (
+            b'{"stream": true, "stream_options": { "other": 1 }, "n": 2}',
+            b'{"stream": true, "stream_options": {"include_usage":true, "other": 1 }, "n": 2}',
+        ),
+        (
+            b'{"stream": true, "stream_options": {  }, "n": 2}',
+            b'{"stream": true, "stream_options": {"include_usage":true  }, "n": 2}',
+        ),
+        (
+            b'{"stream": true, "stream_options" :  null , "n": 2}',
+            b'{"stream": true, "stream_options" :  {"include_usage":true} , "n": 2}',
+        ),
+        # The member is found at the top level only: not inside a string (escaped quotes
+        # and brackets included) nor in a nested object or list.
+        (
+            b'{"messages": [{"content": "a \\" \\"stream_options\\": {[", '
+            b'"x": {"stream_options": {"include_usage": false}}}], '
+            b'"stream_options": {"include_usage": false}, "stream": true}',
+            b'{"messages": [{"content": "a \\" \\"stream_options\\": {[", '
+            b'"x": {"stream_options": {"include_usage": false}}}], '
+            b'"stream_options": {"include_usage": true}, "stream": true}',
+        ),
+    ],
+    ids=["false", "null-spaced", "other-option", "empty", "null", "nested-lookalikes"],
+)
+def test_the_splice_keeps_the_callers_bytes_however_they_are_spaced(
+    body: bytes, expected: bytes
+) -> None:
+    """Only include_usage changes: the rest reaches the upstream as the caller wrote it
+    (rewriting the document would respace it, and reorder nothing a test could see)."""
+    assert ask_for_stream_usage(body, json.loads(body)) == expected
