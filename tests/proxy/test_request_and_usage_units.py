@@ -269,8 +269,28 @@ def test_the_stream_scrubber_holds_back_only_what_could_begin_a_key() -> None:
             b'"x": {"stream_options": {"include_usage": false}}}], '
             b'"stream_options": {"include_usage": true}, "stream": true}',
         ),
+        (
+            b'{"stream": true, "stream_options":{"include_usage": false}, "n": 1}',
+            b'{"stream": true, "stream_options":{"include_usage": true}, "n": 1}',
+        ),
+        # A nested object closed before a nested lookalike: the depth is counted back down.
+        (
+            b'{"messages": [{"a": {}, "stream_options": {"include_usage": false}}], '
+            b'"stream_options": {"include_usage": false}}',
+            b'{"messages": [{"a": {}, "stream_options": {"include_usage": false}}], '
+            b'"stream_options": {"include_usage": true}}',
+        ),
     ],
-    ids=["false", "null-spaced", "other-option", "empty", "null", "nested-lookalikes"],
+    ids=[
+        "false",
+        "null-spaced",
+        "other-option",
+        "empty",
+        "null",
+        "nested-lookalikes",
+        "no-space",
+        "closed-then-nested",
+    ],
 )
 def test_the_splice_keeps_the_callers_bytes_however_they_are_spaced(
     body: bytes, expected: bytes
@@ -278,3 +298,11 @@ def test_the_splice_keeps_the_callers_bytes_however_they_are_spaced(
     """Only include_usage changes: the rest reaches the upstream as the caller wrote it
     (rewriting the document would respace it, and reorder nothing a test could see)."""
     assert ask_for_stream_usage(body, json.loads(body)) == expected
+
+
+def test_a_name_spelt_with_an_escape_keeps_the_callers_other_stream_options() -> None:
+    """The bytes cannot be spliced there, so the body is written again: with every option
+    the caller set, and include_usage on."""
+    body = b'{"stream": true, "stream\\u005foptions": {"include_obfuscation": false}}'
+    sent = json.loads(ask_for_stream_usage(body, json.loads(body)))
+    assert sent["stream_options"] == {"include_obfuscation": False, "include_usage": True}
