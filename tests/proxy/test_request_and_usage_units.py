@@ -306,3 +306,38 @@ def test_a_name_spelt_with_an_escape_keeps_the_callers_other_stream_options() ->
     body = b'{"stream": true, "stream\\u005foptions": {"include_obfuscation": false}}'
     sent = json.loads(ask_for_stream_usage(body, json.loads(body)))
     assert sent["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+
+
+@pytest.mark.parametrize(
+    ("event", "usage_only"),
+    [
+        (b'data: {"choices":[],"usage":{"prompt_tokens":1}}', True),
+        (b'data: {"usage": {"prompt_tokens":1}, "choices": [ ]}', True),
+        (b'data: {"id":"c","usage":{"prompt_tokens":1}}', True),
+        (b'data: {"\\u0075sage":{"prompt_tokens":1},"choices":[]}', True),
+        # Content beside the usage (some providers put both in the last chunk): the
+        # caller must get it.
+        (b'data: {"choices":[{"delta":{"content":"x"}}],"usage":{"prompt_tokens":1}}', False),
+        (b'data: {"usage":{"prompt_tokens":1},"ch\\u006fices":[{"delta":{"content":"x"}}]}', False),
+        (b'data: {"choices":[{"delta":{"content":"x"}}],"usage":null}', False),
+        (b'data: {"choices":[{"delta":{"content":"usage"}}]}', False),
+    ],
+    ids=["empty", "spaced", "no-choices", "escaped-usage", "content", "escaped", "null", "word"],
+)
+def test_only_the_chunk_that_carries_nothing_but_usage_is_taken_out(
+    event: bytes, usage_only: bool
+) -> None:
+    from core.usage.splice import is_usage_only
+
+    assert is_usage_only(event) is usage_only
+
+
+def test_usage_is_read_from_data_lines_written_without_a_space() -> None:
+    """`data:{...}` is as valid an event-stream line as `data: {...}`: the caller is charged
+    what the reply used, not its whole reservation."""
+    meter = UsageMeter(WIRES["openai"])
+    meter.start([(b"content-type", b"text/event-stream")])
+    meter.feed(b'data:{"choices":[{"delta":{"content":"hi"}}]}\n\n')
+    meter.feed(b'data:{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}\n\n')
+    meter.feed(b"data:[DONE]\n\n")
+    assert meter.finish() == Usage(7, 3)
