@@ -341,3 +341,12 @@ def test_usage_is_read_from_data_lines_written_without_a_space() -> None:
     meter.feed(b'data:{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}\n\n')
     meter.feed(b"data:[DONE]\n\n")
     assert meter.finish() == Usage(7, 3)
+
+
+def test_an_event_over_the_filters_bound_reaches_the_caller_unchanged() -> None:
+    """Past 1 MiB without an event boundary the filter stops holding the bytes back and
+    passes them on as they came, and what follows too."""
+    chunks = [b"data: " + b"x" * (1024 * 1024 + 1), b"\n\n", b"data: [DONE]\n\n"]
+    usage_filter = UsageChunkFilter()
+    sent = b"".join(usage_filter(chunk) for chunk in chunks) + usage_filter.flush()
+    assert sent == b"".join(chunks)
