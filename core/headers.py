@@ -118,7 +118,9 @@ def _connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
     """Names listed in Connection are hop-by-hop for this message too (RFC 9110 7.6.1)."""
     tokens: set[bytes] = set()
     for name, value in headers:
-        if name == b"connection":
+        # An upstream's names keep the case they were sent in (httpx's and aiohttp's raw
+        # headers); the caller's arrive lower-cased from the ASGI server.
+        if name.lower() == b"connection":
             tokens.update(t.strip().lower() for t in value.split(b","))
     return frozenset(tokens)
 

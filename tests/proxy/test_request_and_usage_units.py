@@ -234,3 +234,119 @@ def test_the_stream_scrubber_holds_back_only_what_could_begin_a_key() -> None:
         stream = scrubber.stream(error=False)
         assert stream(text[:cut]) + stream(text[cut:]) + stream.flush() == scrubber(text)
     assert key.encode() not in scrubber(text) and b"wxyz" not in scrubber(text)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            b'{"model": "m", "stream": true, "stream_options": {"include_usage": false}, "n": 1}',
+            b'{"model": "m", "stream": true, "stream_options": {"include_usage": true}, "n": 1}',
+        ),
+        (
+            b'{"stream": true, "stream_options" : { "include_usage" :  null }, "n": 1}',
+            b'{"stream": true, "stream_options" : { "include_usage" :  true }, "n": 1}',
+        ),
+        (
+            b'{"stream": true, "stream_options": { "other": 1 }, "n": 2}',
+            b'{"stream": true, "stream_options": {"include_usage":true, "other": 1 }, "n": 2}',
+        ),
+        (
+            b'{"stream": true, "stream_options": {  }, "n": 2}',
+            b'{"stream": true, "stream_options": {"include_usage":true  }, "n": 2}',
+        ),
+        (
+            b'{"stream": true, "stream_options" :  null , "n": 2}',
+            b'{"stream": true, "stream_options" :  {"include_usage":true} , "n": 2}',
+        ),
+        # The member is found at the top level only: not inside a string (escaped quotes
+        # and brackets included) nor in a nested object or list.
+        (
+            b'{"messages": [{"content": "a \\" \\"stream_options\\": {[", '
+            b'"x": {"stream_options": {"include_usage": false}}}], '
+            b'"stream_options": {"include_usage": false}, "stream": true}',
+            b'{"messages": [{"content": "a \\" \\"stream_options\\": {[", '
+            b'"x": {"stream_options": {"include_usage": false}}}], '
+            b'"stream_options": {"include_usage": true}, "stream": true}',
+        ),
+        (
+            b'{"stream": true, "stream_options":{"include_usage": false}, "n": 1}',
+            b'{"stream": true, "stream_options":{"include_usage": true}, "n": 1}',
+        ),
+        # A nested object closed before a nested lookalike: the depth is counted back down.
+        (
+            b'{"messages": [{"a": {}, "stream_options": {"include_usage": false}}], '
+            b'"stream_options": {"include_usage": false}}',
+            b'{"messages": [{"a": {}, "stream_options": {"include_usage": false}}], '
+            b'"stream_options": {"include_usage": true}}',
+        ),
+    ],
+    ids=[
+        "false",
+        "null-spaced",
+        "other-option",
+        "empty",
+        "null",
+        "nested-lookalikes",
+        "no-space",
+        "closed-then-nested",
+    ],
+)
+def test_the_splice_keeps_the_callers_bytes_however_they_are_spaced(
+    body: bytes, expected: bytes
+) -> None:
+    """Only include_usage changes: the rest reaches the upstream as the caller wrote it
+    (rewriting the document would respace it, and reorder nothing a test could see)."""
+    assert ask_for_stream_usage(body, json.loads(body)) == expected
+
+
+def test_a_name_spelt_with_an_escape_keeps_the_callers_other_stream_options() -> None:
+    """The bytes cannot be spliced there, so the body is written again: with every option
+    the caller set, and include_usage on."""
+    body = b'{"stream": true, "stream\\u005foptions": {"include_obfuscation": false}}'
+    sent = json.loads(ask_for_stream_usage(body, json.loads(body)))
+    assert sent["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+
+
+@pytest.mark.parametrize(
+    ("event", "usage_only"),
+    [
+        (b'data: {"choices":[],"usage":{"prompt_tokens":1}}', True),
+        (b'data: {"usage": {"prompt_tokens":1}, "choices": [ ]}', True),
+        (b'data: {"id":"c","usage":{"prompt_tokens":1}}', True),
+        (b'data: {"\\u0075sage":{"prompt_tokens":1},"choices":[]}', True),
+        # Content beside the usage (some providers put both in the last chunk): the
+        # caller must get it.
+        (b'data: {"choices":[{"delta":{"content":"x"}}],"usage":{"prompt_tokens":1}}', False),
+        (b'data: {"usage":{"prompt_tokens":1},"ch\\u006fices":[{"delta":{"content":"x"}}]}', False),
+        (b'data: {"choices":[{"delta":{"content":"x"}}],"usage":null}', False),
+        (b'data: {"choices":[{"delta":{"content":"usage"}}]}', False),
+    ],
+    ids=["empty", "spaced", "no-choices", "escaped-usage", "content", "escaped", "null", "word"],
+)
+def test_only_the_chunk_that_carries_nothing_but_usage_is_taken_out(
+    event: bytes, usage_only: bool
+) -> None:
+    from core.usage.splice import is_usage_only
+
+    assert is_usage_only(event) is usage_only
+
+
+def test_usage_is_read_from_data_lines_written_without_a_space() -> None:
+    """`data:{...}` is as valid an event-stream line as `data: {...}`: the caller is charged
+    what the reply used, not its whole reservation."""
+    meter = UsageMeter(WIRES["openai"])
+    meter.start([(b"content-type", b"text/event-stream")])
+    meter.feed(b'data:{"choices":[{"delta":{"content":"hi"}}]}\n\n')
+    meter.feed(b'data:{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}\n\n')
+    meter.feed(b"data:[DONE]\n\n")
+    assert meter.finish() == Usage(7, 3)
+
+
+def test_an_event_over_the_filters_bound_reaches_the_caller_unchanged() -> None:
+    """Past 1 MiB without an event boundary the filter stops holding the bytes back and
+    passes them on as they came, and what follows too."""
+    chunks = [b"data: " + b"x" * (1024 * 1024 + 1), b"\n\n", b"data: [DONE]\n\n"]
+    usage_filter = UsageChunkFilter()
+    sent = b"".join(usage_filter(chunk) for chunk in chunks) + usage_filter.flush()
+    assert sent == b"".join(chunks)
