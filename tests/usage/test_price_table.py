@@ -94,12 +94,12 @@ class TestParsePrices:
             parse_prices(f'{{"m": {entry}}}')
 
     def test_nan_is_refused_even_in_a_field_the_proxy_does_not_read(self) -> None:
-        with pytest.raises(PriceError, match="^MODEL_PRICES must be JSON with finite numbers"):
+        with pytest.raises(PriceError, match=r"^MODEL_PRICES must be JSON with finite numbers"):
             parse_prices('{"m": {"input": 1, "output": 1, "note": NaN}}')
 
     def test_the_shape_is_refused_with_what_it_must_be(self) -> None:
         with pytest.raises(
-            PriceError, match="^MODEL_PRICES must be a JSON object of model pattern -> prices$"
+            PriceError, match=r"^MODEL_PRICES must be a JSON object of model pattern -> prices$"
         ):
             parse_prices('[{"input": 1, "output": 1}]')
         with pytest.raises(PriceError, match=r"^MODEL_PRICES\['m'\] must be an object$"):
