@@ -126,6 +126,7 @@ TARGETS: tuple[Target, ...] = (
         (
             "tests/usage/test_budget.py",
             "tests/usage/test_budget_windows.py",
+            "tests/usage/test_price_table.py",
             "tests/usage/test_cap_races.py",
             "tests/usage/test_refunds_and_partial_failures.py",
         ),
