@@ -124,3 +124,31 @@ async def test_the_usage_report_answers_503_while_switched_off(
         assert reply.status_code == 503
         assert reply.json()["error"]["code"] == "service_offline"
         assert (await client.get("/health")).status_code == 200
+
+
+class TestSignOutEndsOnlyItsOwnSession:
+    """Sign-out revokes one session by its id: another browser's session, and the next
+    sign-in, keep working."""
+
+    async def test_the_other_browser_and_the_next_sign_in_stay_signed_in(
+        self, proxy: RunningServer
+    ) -> None:
+        async with (
+            httpx.AsyncClient(base_url=proxy.url) as laptop,
+            httpx.AsyncClient(base_url=proxy.url) as phone,
+        ):
+            for browser in (laptop, phone):
+                signed_in = await browser.post(
+                    "/admin/sign-in", content=f"token={ADMIN_TOKEN}", headers=FORM
+                )
+                assert signed_in.status_code == 303
+            csrf = (await laptop.get("/admin/api/session")).json()["csrf"]
+            assert (
+                await laptop.post("/admin/sign-out", headers={"x-csrf-token": csrf})
+            ).status_code == 200
+            assert (await phone.get("/admin/api/tokens")).status_code == 200
+            again = await laptop.post(
+                "/admin/sign-in", content=f"token={ADMIN_TOKEN}", headers=FORM
+            )
+            assert again.status_code == 303
+            assert (await laptop.get("/admin/api/tokens")).status_code == 200
