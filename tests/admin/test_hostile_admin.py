@@ -152,3 +152,19 @@ class TestSignOutEndsOnlyItsOwnSession:
             )
             assert again.status_code == 303
             assert (await laptop.get("/admin/api/tokens")).status_code == 200
+
+
+class TestARightSignInGivesBackOnlyItsOwnPlace:
+    async def test_the_guesses_before_it_still_count(self, proxy: RunningServer) -> None:
+        """4 wrong guesses, the admin signs in, 1 more guess is checked and then the limit
+        (5 a window) holds: the admin's sign-in does not buy a guesser another try."""
+        async with httpx.AsyncClient(base_url=proxy.url) as client:
+
+            async def sign_in(token: str) -> int:
+                reply = await client.post("/admin/sign-in", content=f"token={token}", headers=FORM)
+                return reply.status_code
+
+            assert [await sign_in("wrong") for _ in range(4)] == [401] * 4
+            assert await sign_in(ADMIN_TOKEN) == 303
+            assert await sign_in("wrong") == 401
+            assert await sign_in("wrong") == 429
