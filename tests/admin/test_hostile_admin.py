@@ -124,3 +124,47 @@ async def test_the_usage_report_answers_503_while_switched_off(
         assert reply.status_code == 503
         assert reply.json()["error"]["code"] == "service_offline"
         assert (await client.get("/health")).status_code == 200
+
+
+class TestSignOutEndsOnlyItsOwnSession:
+    """Sign-out revokes one session by its id: another browser's session, and the next
+    sign-in, keep working."""
+
+    async def test_the_other_browser_and_the_next_sign_in_stay_signed_in(
+        self, proxy: RunningServer
+    ) -> None:
+        async with (
+            httpx.AsyncClient(base_url=proxy.url) as laptop,
+            httpx.AsyncClient(base_url=proxy.url) as phone,
+        ):
+            for browser in (laptop, phone):
+                signed_in = await browser.post(
+                    "/admin/sign-in", content=f"token={ADMIN_TOKEN}", headers=FORM
+                )
+                assert signed_in.status_code == 303
+            csrf = (await laptop.get("/admin/api/session")).json()["csrf"]
+            assert (
+                await laptop.post("/admin/sign-out", headers={"x-csrf-token": csrf})
+            ).status_code == 200
+            assert (await phone.get("/admin/api/tokens")).status_code == 200
+            again = await laptop.post(
+                "/admin/sign-in", content=f"token={ADMIN_TOKEN}", headers=FORM
+            )
+            assert again.status_code == 303
+            assert (await laptop.get("/admin/api/tokens")).status_code == 200
+
+
+class TestARightSignInGivesBackOnlyItsOwnPlace:
+    async def test_the_guesses_before_it_still_count(self, proxy: RunningServer) -> None:
+        """4 wrong guesses, the admin signs in, 1 more guess is checked and then the limit
+        (5 a window) holds: the admin's sign-in does not buy a guesser another try."""
+        async with httpx.AsyncClient(base_url=proxy.url) as client:
+
+            async def sign_in(token: str) -> int:
+                reply = await client.post("/admin/sign-in", content=f"token={token}", headers=FORM)
+                return reply.status_code
+
+            assert [await sign_in("wrong") for _ in range(4)] == [401] * 4
+            assert await sign_in(ADMIN_TOKEN) == 303
+            assert await sign_in("wrong") == 401
+            assert await sign_in("wrong") == 429

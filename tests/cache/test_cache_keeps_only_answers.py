@@ -9,6 +9,7 @@ replays no per-request header."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import itertools
 import json
 from collections.abc import Iterator
@@ -105,6 +106,26 @@ class Upstream:
             return 200, [*EVENTS, *headers], _anthropic_stream(n, finished)
         if model.startswith("gemini-stream"):
             return 200, [*EVENTS, *headers], _gemini_stream(n, finished)
+        if model.startswith("coded-"):
+            # `coded-gzip`, `coded-identity`, `coded-` (an empty value): the upstream sends
+            # that Content-Encoding whatever the proxy asked for.
+            coding = model.removeprefix("coded-")
+            answer = json.dumps(
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": f"answer {n}"},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                }
+            ).encode()
+            if coding == "gzip":
+                answer = gzip.compress(answer)
+            return 200, [*JSON, ("content-encoding", coding), *headers], [(0, answer)]
         if model.startswith("error-200"):
             error = {"error": {"message": "Provider returned error", "code": 502}}
             return 200, [*JSON, *headers], [(0, json.dumps(error).encode())]
@@ -273,3 +294,25 @@ def test_shared_scope_no_cache_does_not_replace_what_everyone_gets() -> None:
         assert later.headers["x-proxy-cache"] == "hit"
         assert later.content == first.content  # main: the bypassing caller's answer 2
         assert upstream.calls == 2
+
+
+class TestAReplyTheUpstreamCompressedAnyway:
+    """The proxy asks for `identity`, but an upstream may compress regardless. Kept, the
+    gzip bytes would be replayed for the TTL to callers that never said they read gzip."""
+
+    def test_a_gzip_reply_reaches_its_caller_and_is_not_stored(self) -> None:
+        with cached() as (proxy, upstream):
+            first, second = _twice(proxy, "openai", "coded-gzip")
+            assert first.status_code == second.status_code == 200
+            assert first.json()["choices"][0]["message"]["content"] == "answer 1"
+            assert second.headers["x-proxy-cache"] == "miss"
+            assert second.json()["choices"][0]["message"]["content"] == "answer 2"
+            assert upstream.calls == 2
+
+    @pytest.mark.parametrize("coding", ["identity", ""])
+    def test_a_reply_marked_uncompressed_is_stored(self, coding: str) -> None:
+        with cached() as (proxy, upstream):
+            first, second = _twice(proxy, "openai", f"coded-{coding}")
+            assert second.headers["x-proxy-cache"] == "hit"
+            assert second.content == first.content
+            assert upstream.calls == 1

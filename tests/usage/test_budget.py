@@ -3,6 +3,7 @@ the caller's own figures at /proxy/usage, and a model with no price."""
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 from typing import Any
@@ -158,3 +159,68 @@ def test_dynamodb_reserves_with_one_conditional_update(tmp_path: Path) -> None:
         assert store.reserve("budget:k", "micros", 40, 100, expires_at=4e9) is None
         assert all("ConditionExpression" in call for call in calls)
         assert calls[0]["UpdateExpression"].endswith("ADD #c :a")
+
+
+class TestTheCallersOwnFigures:
+    """`GET /proxy/usage` as a caller reads it: before any spending, past its budget, with
+    only a deployment-wide cap, and reading it must never lose what was spent."""
+
+    def test_a_caller_that_spent_nothing_sees_zeros_and_the_whole_budget(self) -> None:
+        with metered(fixed_reply(), BUDGET_PER_CALLER_USD="1", MODEL_PRICES=PRICES) as proxy:
+            figures = usage_of(proxy)
+            assert figures["spent_usd"] == 0
+            assert figures["remaining_usd"] == 1
+            assert (figures["input_tokens"], figures["output_tokens"]) == (0, 0)
+            # Reading first must not break the counter the next request reserves on.
+            reply = httpx.post(f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH)
+            assert reply.status_code == 200
+            assert usage_of(proxy)["spent_usd"] == pytest.approx(COST, abs=1e-6)
+
+    def test_the_window_resets_at_the_next_midnight_utc(self) -> None:
+        with metered(fixed_reply(), BUDGET_PER_CALLER_USD="1", MODEL_PRICES=PRICES) as proxy:
+            figures = usage_of(proxy)
+        resets = datetime.datetime.fromisoformat(figures["resets_at"])
+        assert resets.utcoffset() == datetime.timedelta(0)
+        day = datetime.date.fromisoformat(figures["window"])
+        assert resets == datetime.datetime(
+            day.year, day.month, day.day, tzinfo=datetime.UTC
+        ) + datetime.timedelta(days=1)
+
+    def test_past_its_budget_nothing_remains(self) -> None:
+        # $0.01 holds one request's cost ($0.0073); the second is admitted on the room
+        # left and settles at its real cost, past the budget.
+        with metered(fixed_reply(), BUDGET_PER_CALLER_USD="0.01", MODEL_PRICES=PRICES) as proxy:
+            for _ in range(2):
+                reply = httpx.post(f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH)
+                assert reply.status_code == 200
+            figures = usage_of(proxy)
+            assert figures["spent_usd"] > 0.01
+            assert figures["remaining_usd"] == 0
+
+    def test_under_only_a_total_cap_the_caller_has_no_limit_of_its_own(self) -> None:
+        with metered(fixed_reply(), BUDGET_TOTAL_USD="5", MODEL_PRICES=PRICES) as proxy:
+            assert (
+                httpx.post(
+                    f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH
+                ).status_code
+                == 200
+            )
+            figures = usage_of(proxy)
+            assert figures["limit_usd"] is None and figures["remaining_usd"] is None
+            assert figures["spent_usd"] == pytest.approx(COST, abs=1e-6)
+
+    def test_on_redis_reading_the_figures_keeps_the_spend(self, limits_redis_url: str) -> None:
+        """A read sets the counter's expiry (EXPIREAT on Redis): set in the past, Redis
+        would delete the caller's spend and its budget would start again."""
+        with metered(
+            fixed_reply(),
+            BUDGET_PER_CALLER_USD="1",
+            MODEL_PRICES=PRICES,
+            LIMIT_STORE=limits_redis_url,
+        ) as proxy:
+            token = {"Authorization": f"Bearer {FAKE_TOKEN}"}
+            before = usage_of(proxy)["spent_usd"]  # the Redis server is shared by the session
+            reply = httpx.post(f"{proxy.url}/v1/chat/completions", json=chat(), headers=token)
+            assert reply.status_code == 200
+            assert usage_of(proxy)["spent_usd"] == pytest.approx(before + COST, abs=1e-6)
+            assert usage_of(proxy)["spent_usd"] == pytest.approx(before + COST, abs=1e-6)
