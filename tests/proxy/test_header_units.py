@@ -1,5 +1,5 @@
 """Header hygiene as units, both directions: what the upstream is sent and what the caller
-gets. The proxy-level tests (tests/providers/test_credential_slots.py, test_forward_unit.py)
+gets. The proxy-level tests (tests/access/test_credential_slots.py, tests/proxy/test_endpoint_in_process.py)
 show the sets are applied; these pin the rules around them: names listed in Connection,
 prefixes, case, repeated headers, the event-stream marks and the declared length."""
 
@@ -11,8 +11,9 @@ from core.headers import (
     upstream_request_headers,
 )
 from core.proxy.scrub import Scrubber
+from tests.servers import FAKE_UPSTREAM_KEY
 
-UPSTREAM_KEY = "sk-fake-upstream-key-0123456789abcdef"
+UPSTREAM_KEY = FAKE_UPSTREAM_KEY  # the suite's obviously fake key
 
 
 def names(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
