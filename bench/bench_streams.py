@@ -64,7 +64,9 @@ SECONDS = float(os.environ.get("BENCH_STREAMS_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_STREAMS_ROUNDS", "1"))  # figures are medians of the rounds
 WARMUP = 2.0  # first requests spread over most of it, so the streams are out of phase
 DELAY_MS = 25
-EVENTS = 40  # the mock sends a role event, `chunks` words, a stop event and [DONE]
+EVENTS = int(
+    os.environ.get("BENCH_STREAMS_EVENTS", "40")
+)  # the mock sends a role event, `chunks` words, a stop event and [DONE]
 # telemetry: the proxy exporting OpenTelemetry traces and metrics to a local sink
 # (bench/otlp_sink.py).
 TARGETS = ("direct", "bare relay", "proxy", "metered", "telemetry", "express", "portkey")
@@ -495,7 +497,7 @@ def run() -> list[str]:
 
 # --- profile ------------------------------------------------------------------------------
 
-PROFILE_CONNECTIONS = 500
+PROFILE_CONNECTIONS = int(os.environ.get("BENCH_PROFILE_CONNECTIONS", "500"))
 PROFILE_SECONDS = 5
 NATIVE = os.environ.get("BENCH_PROFILE_NATIVE", "1") != "0"
 

@@ -339,7 +339,6 @@ class ProxyEndpoint:
                 # A spliced stream is not one upstream answer: the cache keeps none of it.
                 copy=state.copy if source is response else None,
                 log=log,
-                outcome=outcome,
                 length=length,
                 rewrites=rewrites,
                 reader=None if self.reply_reader is None else partial(self.reply_reader, request),

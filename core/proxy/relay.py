@@ -117,6 +117,8 @@ async def relay(
         await settle()
         exchange.response_done = True
         await send({"type": "http.response.start", "status": status, "headers": headers})
+        if taps.log is not None and body:
+            taps.log.body_sent(len(body))
         await body_send({"type": "http.response.body", "body": body})
         return
 
@@ -127,6 +129,7 @@ async def relay(
         taps.copy.start(status, headers, source.raw_headers)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     feed = taps.feed
+    log = taps.log
     sent = 0
     try:
         # The transport's own stream: raw bytes as they arrive, no re-chunking.
@@ -134,11 +137,17 @@ async def relay(
             if feed is not None:
                 chunk = feed(chunk)
             if chunk and not outcome.caller_left:
+                if not sent and log is not None:
+                    log.body_sent(0)  # the first byte's time
                 sent += len(chunk)
                 await body_send({"type": "http.response.body", "body": chunk, "more_body": True})
     except source.stream_errors as exc:
         logger.warning("upstream stream broke after %d bytes: %s", sent, type(exc).__name__)
         raise UpstreamStreamBroken(f"upstream stream broke after {sent} bytes") from None
+    finally:
+        # What the caller was sent, however the stream ended (the access log, telemetry).
+        if log is not None:
+            log.bytes_out += sent
     outcome.complete = True
     tail = taps.flush() if taps.chain else b""
     # Settled before the last message, not after: the caller's next request then sees
@@ -146,4 +155,6 @@ async def relay(
     await settle()
     exchange.response_done = True
     if not outcome.caller_left:
+        if tail and log is not None:
+            log.body_sent(len(tail))
         await body_send({"type": "http.response.body", "body": tail, "more_body": False})

@@ -18,7 +18,7 @@ SMALL_BODY = 64 * 1024
 
 if TYPE_CHECKING:
     from core.proxy.scrub import Scrubber
-    from core.stages import Outcome, RawHeaders, ReplyTicket
+    from core.stages import RawHeaders, ReplyTicket
     from core.types import RequestLog
     from core.usage.meter import UsageMeter
     from core.usage.splice import UsageChunkFilter
@@ -74,25 +74,6 @@ class CopyTap:
         return b""
 
 
-class ByteCount:
-    """The access log's byte count and first-byte time: what the caller is sent. Last in
-    the chain, so it counts what goes out; nothing is counted once the caller left."""
-
-    __slots__ = ("log", "outcome")
-
-    def __init__(self, log: RequestLog, outcome: Outcome) -> None:
-        self.log = log
-        self.outcome = outcome
-
-    def feed(self, chunk: bytes) -> bytes:
-        if chunk and not self.outcome.caller_left:
-            self.log.body_sent(len(chunk))
-        return chunk
-
-    def flush(self) -> bytes:
-        return b""
-
-
 class ReaderFactory(Protocol):
     """Builds a tap that reads the reply as the caller gets it (telemetry's reply facts),
     or None; told whether an earlier tap sends a compressed body on uncompressed."""
@@ -103,7 +84,7 @@ class ReaderFactory(Protocol):
 class Taps:
     """The chain built for one reply."""
 
-    __slots__ = ("chain", "changes_length", "copy", "feed", "inflates", "meter")
+    __slots__ = ("chain", "changes_length", "copy", "feed", "inflates", "log", "meter")
 
     def __init__(
         self,
@@ -112,10 +93,14 @@ class Taps:
         copy: CopyTap | None,
         changes_length: bool,
         inflates: bool,
+        log: RequestLog | None = None,
     ) -> None:
         self.chain = chain
         self.meter = meter
         self.copy = copy
+        # The access log's byte count and first-byte time: what the caller is sent, counted
+        # by the relay after the chain (a tap of its own cost a call on every event).
+        self.log = log
         # Some tap may change the body's length: it cannot go out with the upstream's.
         self.changes_length = changes_length
         # The scrubber sends a compressed body uncompressed: content-encoding goes.
@@ -173,7 +158,6 @@ def build_taps(
     scrubber: Scrubber | None = None,
     copy: ReplyTicket | None = None,
     log: RequestLog | None = None,
-    outcome: Outcome,
     length: int | None = None,
     rewrites: tuple[tuple[bytes, bytes], ...] = (),
     reader: ReaderFactory | None = None,
@@ -187,7 +171,7 @@ def build_taps(
     4. cache copy: the body exactly as the caller gets it, so a replay is the same bytes;
     5. reader (telemetry's answered model and finish reasons, only when OpenTelemetry is
        on): after the scrubber, so what it exports holds no key, and reads an inflated body;
-    6. byte count: last, it counts what is sent.
+    6. the access log's byte count: not a tap, the relay counts what it sends (`log`).
     """
     chain: list[Tap] = []
     if meter is not None:
@@ -217,7 +201,5 @@ def build_taps(
         read = reader(headers, inflates)
         if read is not None:
             chain.append(read)
-    if log is not None:
-        chain.append(ByteCount(log, outcome))
     changes_length = usage_filter is not None or scrubbing
-    return Taps(tuple(chain), meter, copy_tap, changes_length, inflates)
+    return Taps(tuple(chain), meter, copy_tap, changes_length, inflates, log)

@@ -129,6 +129,50 @@ def test_upstream_dying_mid_stream_truncates_the_response() -> None:
             assert httpx.get(f"{proxy.url}/health").status_code == 200
 
 
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_upstream_stalling_mid_stream_is_cut_after_the_read_timeout(transport: str) -> None:
+    """UPSTREAM_READ_TIMEOUT bounds every gap between bytes, not only the first byte: an
+    upstream that goes quiet mid-stream is given up on, and the caller's stream ends
+    without its [DONE] (the relay never makes a cut stream look complete)."""
+    import asyncio
+
+    async def stalling_upstream(scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        head = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        for n in range(2):
+            event = b'data: {"n":%d}\n\n' % n
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await asyncio.sleep(4)  # quiet far past the 0.5 s read timeout
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+    with serve_in_thread(stalling_upstream) as upstream:
+        env = proxy_env(upstream.url, UPSTREAM_TRANSPORT=transport, UPSTREAM_READ_TIMEOUT="0.5")
+        with serve_in_thread(create_app(load_settings(env))) as proxy:
+            started = time.monotonic()
+            received = b""
+            with (
+                pytest.raises(httpx.RemoteProtocolError),
+                httpx.stream(
+                    "POST",
+                    f"{proxy.url}/v1/chat/completions",
+                    content=CHAT,
+                    headers=AUTH,
+                    timeout=10,
+                ) as response,
+            ):
+                assert response.status_code == 200
+                for chunk in response.iter_raw():
+                    received += chunk
+            took = time.monotonic() - started
+            assert received.count(b"data: {") == 2
+            assert b"[DONE]" not in received
+            # Given up on after the 0.5 s gap (with some slack), not after the 4 s stall.
+            assert took < 2.5, took
+            assert httpx.get(f"{proxy.url}/health").status_code == 200
+
+
 def test_raw_malformed_requests_do_not_take_the_server_down(proxy: RunningServer) -> None:
     for raw in (
         b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \x00\x01\r\n\r\n",

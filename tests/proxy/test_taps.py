@@ -9,7 +9,7 @@ import weakref
 from core.protocols import WIRES, Usage
 from core.proxy.scrub import Scrubber
 from core.proxy.taps import build_taps, scrubs_body
-from core.stages import Outcome, ReplyTicket
+from core.stages import ReplyTicket
 from core.types import RequestLog
 from core.usage.meter import UsageMeter
 from core.usage.splice import UsageChunkFilter
@@ -53,7 +53,7 @@ def _log() -> RequestLog:
 
 def test_the_meter_reads_what_the_upstream_sent_and_the_caller_gets_it_without_the_option() -> None:
     meter = UsageMeter(WIRES["openai"])
-    copy, log, outcome = Copy(), _log(), Outcome()
+    copy, log = Copy(), _log()
     taps = build_taps(
         status=200,
         headers=SSE,
@@ -61,7 +61,6 @@ def test_the_meter_reads_what_the_upstream_sent_and_the_caller_gets_it_without_t
         usage_filter=UsageChunkFilter(),
         copy=copy,
         log=log,
-        outcome=outcome,
     )
     assert taps.changes_length
     assert taps.copy is not None
@@ -71,10 +70,10 @@ def test_the_meter_reads_what_the_upstream_sent_and_the_caller_gets_it_without_t
     # The usage-only event the filter takes out was still read by the meter before it.
     assert meter.finish() == Usage(1, 2)
     assert b"".join(copy.chunks) == PLAIN
-    assert log.bytes_out == len(PLAIN)
+    assert taps.log is log  # the relay counts what it sends (tests/proxy/test_relay.py)
 
 
-def test_an_error_body_is_scrubbed_before_the_cache_copy_and_the_byte_count() -> None:
+def test_an_error_body_is_scrubbed_before_the_cache_copy() -> None:
     body = b'{"error":"bad key ' + KEY + b' given"}'
     copy, log = Copy(), _log()
     taps = build_taps(
@@ -83,7 +82,6 @@ def test_an_error_body_is_scrubbed_before_the_cache_copy_and_the_byte_count() ->
         scrubber=Scrubber([KEY.decode()]),
         copy=copy,
         log=log,
-        outcome=Outcome(),
     )
     assert taps.feed is not None
     # Fed in pieces that split the key; the copy waits for its headers (a whole body's
@@ -93,31 +91,17 @@ def test_an_error_body_is_scrubbed_before_the_cache_copy_and_the_byte_count() ->
     assert taps.copy is not None
     taps.copy.start(401, [], [])
     assert b"".join(copy.chunks) == out
-    assert log.bytes_out == len(out)
 
 
 def test_every_reply_is_scrubbed_and_a_proxy_without_keys_has_no_taps() -> None:
     # Issue 19: an upstream may echo the key in a 200 body too.
     assert all(scrubs_body(status) for status in (200, 302, 401, 500))
-    scrubbed = build_taps(
-        status=200, headers=SSE, scrubber=Scrubber([KEY.decode()]), outcome=Outcome()
-    )
+    scrubbed = build_taps(status=200, headers=SSE, scrubber=Scrubber([KEY.decode()]))
     assert scrubbed.feed is not None
     echoed = scrubbed.feed(b"data: " + KEY + b"\n\n") + scrubbed.flush()
     assert KEY not in echoed and b"[redacted]" in echoed
-    plain = build_taps(status=200, headers=SSE, scrubber=Scrubber([]), outcome=Outcome())
+    plain = build_taps(status=200, headers=SSE, scrubber=Scrubber([]))
     assert plain.feed is None and not plain.changes_length and not plain.inflates
-
-
-def test_nothing_is_counted_once_the_caller_left() -> None:
-    log, outcome = _log(), Outcome()
-    taps = build_taps(status=200, headers=SSE, log=log, outcome=outcome)
-    assert taps.feed is not None
-    taps.feed(b"data: a\n\n")
-    outcome.caller_left = True
-    taps.feed(b"data: b\n\n")
-    assert log.bytes_out == len(b"data: a\n\n")
-    assert log.first_byte_ms is not None
 
 
 def test_the_filter_and_the_meter_agree_whatever_the_chunking() -> None:
@@ -151,7 +135,6 @@ def test_a_replys_taps_are_freed_when_it_ends_not_left_to_the_garbage_collector(
             usage_filter=UsageChunkFilter(),
             scrubber=Scrubber([KEY.decode()]),
             log=_log(),
-            outcome=Outcome(),
         )
         assert taps.feed is not None
         for event in METERED_EVENTS:

@@ -111,3 +111,37 @@ async def test_without_the_patch_aiohttp_still_reads_a_reset_as_a_clean_end(
         while await response.content.readany():
             pass
         assert response.content.is_eof()
+
+
+async def test_the_read_timer_is_aiohttps_own_rearmed_lazily() -> None:
+    """aiohttp_transport.py `_ResetAwareHandler` overrides `_reschedule_timeout` (what
+    aiohttp calls for each chunk that arrives, and to start the read timeout) and reads
+    `_read_timeout`, `_read_timeout_handle`, `_loop`, `_drop_timeout` and
+    `_on_read_timeout`. The timeout must still fire a full sock_read after the last chunk,
+    never sooner, and a pause (`_drop_timeout`) must stop it."""
+    loop = asyncio.get_running_loop()
+    handler = _ResetAwareHandler(loop=loop)
+    handler.read_timeout = 0.3
+    assert handler._read_timeout == 0.3
+    started = loop.time()
+    handler.start_timeout()
+    first_timer = handler._read_timeout_handle
+    assert first_timer is not None
+    await asyncio.sleep(0.2)
+    handler._reschedule_timeout()  # a chunk came: the same timer, not a new one
+    assert handler._read_timeout_handle is first_timer
+    await asyncio.sleep(0.2)  # 0.4 s from the start, 0.2 s after the chunk
+    assert handler.exception() is None
+    await asyncio.sleep(0.25)  # 0.45 s after the chunk
+    error = handler.exception()
+    assert isinstance(error, aiohttp.SocketTimeoutError)
+    assert loop.time() - started >= 0.5
+
+    paused = _ResetAwareHandler(loop=loop)
+    paused.read_timeout = 0.1
+    paused.start_timeout()
+    paused._drop_timeout()  # reading paused by us: the peer is not late
+    assert paused._read_timeout_handle is None
+    await asyncio.sleep(0.2)
+    assert paused.exception() is None
+    assert callable(ResponseHandler._on_read_timeout)
