@@ -498,7 +498,7 @@ def run() -> list[str]:
 # --- profile ------------------------------------------------------------------------------
 
 PROFILE_CONNECTIONS = int(os.environ.get("BENCH_PROFILE_CONNECTIONS", "500"))
-PROFILE_SECONDS = 5
+PROFILE_SECONDS = int(os.environ.get("BENCH_PROFILE_SECONDS", "5"))
 NATIVE = os.environ.get("BENCH_PROFILE_NATIVE", "1") != "0"
 
 

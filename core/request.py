@@ -8,6 +8,7 @@ caller who may not call spends no memory or parsing on the proxy.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ class RepeatedField(BadRequest):
 
 
 _FORBIDDEN_IN_PATH = re.compile(r"[\x00-\x1f\x7f\\]")
+# A header value that could split a header line when sent on.
+_LINE_BREAK_OR_NUL = re.compile(rb"[\r\n\x00]").search
 
 
 class WebSocketUnsupported(BadRequest):
@@ -234,6 +237,16 @@ class ProxyRequest:
         return self.wire.is_stream(self.route, self.path, self.query, await self.document())
 
 
+@functools.lru_cache(maxsize=1024)
+def _routed(wire: Wire, method: str, remainder: str) -> tuple[str, Route]:
+    """The checked path as routes read it, and its route: the same for every request to
+    the same path, so worked out once per path (BadRequest is raised, never kept). Bounded,
+    as callers choose the paths; `Route` is frozen, so sharing one is safe."""
+    check_path(remainder)
+    path = route_path(remainder)
+    return path, wire.route(method, path)
+
+
 def build_request(
     scope: Scope, provider: Provider, remainder: str, log: RequestLog | None
 ) -> ProxyRequest:
@@ -241,14 +254,14 @@ def build_request(
     method = scope["method"]
     if method not in ALLOWED_METHODS:
         raise MethodNotAllowed(f"Method {method} is not allowed on this proxy.")
-    check_path(remainder)
+    path, route = _routed(provider.wire, method, remainder)
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     content_length: int | None = None
     content_type = b""
     content_encoding = b""
     origin: bytes | None = None
     for name, value in headers:
-        if b"\r" in value or b"\n" in value or b"\x00" in value:
+        if _LINE_BREAK_OR_NUL(value) is not None:
             raise BadRequest("A request header contains a line break or NUL byte.")
         if name == b"content-length":
             try:
@@ -264,14 +277,13 @@ def build_request(
         elif name == b"upgrade" and value.strip().lower() == b"websocket":
             raise WebSocketUnsupported(WEBSOCKET_UNSUPPORTED)
     key_param, query = split_key_param(scope.get("query_string", b""))
-    path = route_path(remainder)
     return ProxyRequest(
         scope=scope,
         method=method,
         provider=provider,
         remainder=remainder,
         path=path,
-        route=provider.wire.route(method, path),
+        route=route,
         query=query,
         credential=find_credential(headers, key_param),
         headers=headers,

@@ -16,9 +16,11 @@ shows how they fit.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+from collections.abc import Awaitable, Coroutine
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from core.errors import (
@@ -370,7 +372,7 @@ class ProxyEndpoint:
         # Shielded: the openai SDKs close the connection as soon as they read [DONE], which
         # can land while this awaits a store; cancelled here, the budget charge and the
         # ledger entry were lost (and, settled=True, nobody settled again).
-        await asyncio.shield(self.settle(tickets, state.outcome, request))
+        await shielded(self.settle(tickets, state.outcome, request))
 
     async def settle(
         self, tickets: list[Ticket], outcome: Outcome, request: ProxyRequest | None = None
@@ -388,3 +390,13 @@ class ProxyEndpoint:
                 log.input_tokens = usage.input_tokens
                 log.output_tokens = usage.output_tokens
             log.cost_usd = outcome.cost_usd
+
+
+def shielded(work: Coroutine[Any, Any, None]) -> Awaitable[None]:
+    """`asyncio.shield(work)`, with `work` started at once (an eager task, Python 3.12+).
+    Settling usually finishes without waiting on anything (in-memory stores): then there
+    is no task to schedule and no round of the event loop to wait for, on every request."""
+    if sys.version_info < (3, 12):
+        return asyncio.shield(work)
+    task = asyncio.Task(work, loop=asyncio.get_running_loop(), eager_start=True)
+    return task if task.done() else asyncio.shield(task)
