@@ -11,8 +11,8 @@ from core.app import create_app
 from core.config import load_settings
 from core.devtools.mock_upstream import MockOptions, MockUpstream
 from core.proxy.access_log import configure_logging
-from tests.servers import RunningServer, proxy_env, serve_in_thread
 from tests.support.all_providers import all_providers_env
+from tests.support.servers import RunningServer, proxy_env, serve_in_thread
 
 # A developer's own .env must not leak into tests that run the CLI (in-process or not).
 os.environ["LLM_PROXY_ENV_FILE"] = os.devnull + ".absent"

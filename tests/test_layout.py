@@ -38,6 +38,13 @@ def test_every_test_folder_mirrors_code_or_is_a_suite_kept_apart() -> None:
     assert _folders(TESTS / "handlers") <= _packages(ROOT / "handlers")
 
 
+def test_nothing_but_the_suite_s_own_files_sits_at_the_top_of_tests() -> None:
+    top = {path.name for path in TESTS.glob("*.py")}
+    assert top <= {"__init__.py", "conftest.py", "test_layout.py"}, (
+        "shared helpers live in tests/support, tests in the folder of the code they test"
+    )
+
+
 def test_tests_core_holds_only_tests_of_core_top_level_modules() -> None:
     modules = {path.stem for path in (ROOT / "core").glob("*.py")}
     strays = []

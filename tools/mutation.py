@@ -116,7 +116,7 @@ TARGETS: tuple[Target, ...] = (
             "tests/usage/test_refunds_and_partial_failures.py",
             # The splice and usage keys however the JSON is spelt (escapes, spaces).
             "tests/usage/test_spaced_json.py",
-            "tests/proxy/test_request_and_usage_units.py",
+            "tests/usage/test_usage_readers.py",
             "tests/access/test_limits_over_proxy.py",
         ),
     ),

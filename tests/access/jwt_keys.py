@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from core.types import Receive, Scope, Send
-from tests.servers import RunningServer, serve_in_thread
+from tests.support.servers import RunningServer, serve_in_thread
 
 ISSUER = "https://issuer.example.test/pool-1"
 AUDIENCE = "app-client-123"

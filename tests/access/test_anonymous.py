@@ -8,7 +8,7 @@ import pytest
 
 from core.app import MisconfiguredApp, create_app
 from core.config import ConfigError, load_settings
-from tests.servers import RunningServer, proxy_env, serve_in_thread
+from tests.support.servers import RunningServer, proxy_env, serve_in_thread
 
 PAGE = "http://app.example.test"
 CHAT = {"model": "mock-model", "messages": [{"role": "user", "content": "hi"}]}

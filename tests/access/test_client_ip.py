@@ -11,7 +11,7 @@ from mangum.handlers.alb import ALB
 from mangum.handlers.api_gateway import APIGateway, HTTPGateway
 
 from core.access.client_ip import client_ip_rule, detect_platform
-from tests.servers import PYTHON, RunningServer, free_port, proxy_env, run_process
+from tests.support.servers import PYTHON, RunningServer, free_port, proxy_env, run_process
 
 REAL = "203.0.113.7"
 SPOOFED = "6.6.6.6"

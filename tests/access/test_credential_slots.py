@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from core.providers import CATALOGUE
-from tests.servers import FAKE_TOKEN, RunningServer, reset_upstream, upstream_requests
 from tests.support.secrets import assert_token_absent
+from tests.support.servers import FAKE_TOKEN, RunningServer, reset_upstream, upstream_requests
 
 
 def _route(prefix: str, error_shape: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 from core.app import create_app
 from core.config import ConfigError, load_settings
 from tests.access.jwt_keys import AUDIENCE, ISSUER, JWKSServer, KeyPair, jwks_served, mint, rsa_key
-from tests.servers import (
+from tests.support.servers import (
     FAKE_UPSTREAM_KEY,
     RunningServer,
     proxy_env,

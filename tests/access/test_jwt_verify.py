@@ -22,7 +22,7 @@ from tests.access.jwt_keys import (
     mint,
     rsa_key,
 )
-from tests.servers import RunningServer
+from tests.support.servers import RunningServer
 
 
 @pytest.fixture(scope="module")

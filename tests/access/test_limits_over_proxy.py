@@ -16,7 +16,7 @@ import pytest
 
 from core.app import create_app
 from core.config import load_settings
-from tests.servers import (
+from tests.support.servers import (
     FAKE_TOKEN,
     RunningServer,
     free_port,

@@ -12,7 +12,7 @@ from core.access.tokens import create_token
 from core.app import create_app
 from core.config import ConfigError, load_settings
 from core.stores import open_store
-from tests.servers import (
+from tests.support.servers import (
     FAKE_TOKEN,
     RunningServer,
     proxy_env,

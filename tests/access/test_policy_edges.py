@@ -13,7 +13,7 @@ import respx
 
 from core.app import create_app
 from core.config import load_settings
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
+from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
 
 UPSTREAM = "https://api.upstream.test/v1"
 GEMINI_UPSTREAM = "https://gemini.upstream.test"

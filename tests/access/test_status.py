@@ -15,7 +15,7 @@ from core.app import create_app
 from core.config import load_settings
 from core.errors import ProxyOffline
 from core.stores import open_store
-from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
+from tests.support.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 
 CACHE = 0.3
 

@@ -11,7 +11,7 @@ from core.access.tokens import create_token
 from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
-from tests.servers import RunningServer, proxy_env, serve_in_thread
+from tests.support.servers import RunningServer, proxy_env, serve_in_thread
 
 
 def test_an_expired_token_is_refused_while_its_lookup_is_still_cached(

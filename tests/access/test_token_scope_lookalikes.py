@@ -13,14 +13,14 @@ from core.access.tokens import create_token
 from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
-from tests.servers import (
+from tests.support.lookalikes import name_lookalikes
+from tests.support.servers import (
     RunningServer,
     proxy_env,
     reset_upstream,
     serve_in_thread,
     upstream_requests,
 )
-from tests.support.lookalikes import name_lookalikes
 
 ALLOWED = "gpt-4o-mini"
 PATTERN = "gemini-*-flash"

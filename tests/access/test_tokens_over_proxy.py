@@ -15,7 +15,7 @@ from core.access.tokens import create_token, list_tokens, revoke_token, set_disa
 from core.app import create_app
 from core.config import load_settings
 from core.stores import Store, open_store
-from tests.servers import (
+from tests.support.servers import (
     FAKE_TOKEN,
     RunningServer,
     proxy_env,
@@ -242,7 +242,7 @@ def test_out_of_scope_model_is_403(
 def test_an_unreachable_store_is_a_503_without_its_address(
     mock_upstream: RunningServer, tmp_path: Path
 ) -> None:
-    from tests.servers import free_port
+    from tests.support.servers import free_port
 
     store_url = f"redis://:secret-password@127.0.0.1:{free_port()}/0"
     app = create_app(load_settings(token_env(mock_upstream.url, store_url)))

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.servers import PYTHON, RunningServer, free_port, proxy_env, run_process
 from tests.support import lambda_events as events
 from tests.support.admin import ADMIN_TOKEN
 from tests.support.buffered_lambda import call, import_handler
+from tests.support.servers import PYTHON, RunningServer, free_port, proxy_env, run_process
 
 
 def admin_env(upstream: str, tmp_path: Path) -> dict[str, str]:

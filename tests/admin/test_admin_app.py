@@ -14,8 +14,8 @@ import pytest
 from core.app import create_app
 from core.config import load_settings
 from core.usage.ledger import UsageEntry
-from tests.servers import FAKE_TOKEN, proxy_env
 from tests.support.admin import ADMIN_TOKEN, admin_env, client_for, sign_in
+from tests.support.servers import FAKE_TOKEN, proxy_env
 
 
 def proxy_of(app: Any) -> Any:
@@ -146,7 +146,7 @@ async def test_a_proxy_token_is_never_an_admin_credential(app: Any) -> None:
 
 
 async def test_cors_never_answers_for_admin(app: Any) -> None:
-    # ALLOWED_ORIGINS lists this origin (tests.servers.proxy_env): the proxy would say yes.
+    # ALLOWED_ORIGINS lists this origin (tests.support.servers.proxy_env): the proxy would say yes.
     origin = "http://app.example.test"
     async with client_for(app) as client:
         proxy_preflight = await client.options(

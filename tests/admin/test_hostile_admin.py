@@ -14,8 +14,8 @@ from core.access.status import ServiceStatus
 from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
-from tests.servers import FAKE_TOKEN, RunningServer, serve_in_thread
 from tests.support.admin import ADMIN_TOKEN, admin_env
+from tests.support.servers import FAKE_TOKEN, RunningServer, serve_in_thread
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 

@@ -24,9 +24,9 @@ from core.app import create_app
 from core.config import load_settings
 from core.types import Receive, Scope, Send
 from core.usage.ledger import UsageEntry
-from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 from tests.support.admin import ADMIN_TOKEN
 from tests.support.chromium import CHROMIUM, FLAGS
+from tests.support.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 
 CACHE_SECONDS = 1.0
 WRONG = "not-the-admin-token-not-the-admin-token"

@@ -16,8 +16,14 @@ from core.config import load_settings
 from core.devtools.demo_page import PageApp
 from core.devtools.mock_upstream import MockOptions, MockUpstream
 from core.types import ASGIApp, Message, Receive, Scope, Send
-from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread, upstream_requests
 from tests.support.chromium import chromium_context
+from tests.support.servers import (
+    FAKE_TOKEN,
+    RunningServer,
+    proxy_env,
+    serve_in_thread,
+    upstream_requests,
+)
 
 CHUNKS = 8
 DELAY_MS = 150

@@ -21,7 +21,7 @@ from core.access.tokens import create_token
 from core.app import create_app
 from core.config import load_settings
 from tests.browser.test_admin_dashboard import chromium, dashboard_env, open_page, sign_in  # noqa: F401
-from tests.servers import RunningServer, serve_in_thread
+from tests.support.servers import RunningServer, serve_in_thread
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from core.config import load_settings
 from core.devtools.mock_upstream import MockOptions, MockUpstream
 from core.stores import open_store
 from core.types import Message, Receive, Scope, Send
-from tests.servers import RunningServer, proxy_env, serve_in_thread
+from tests.support.servers import RunningServer, proxy_env, serve_in_thread
 from tests.support.store_backends import redis_server
 
 KEYS = {

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import FAKE_TOKEN, OTHER_TOKEN, RunningServer
 from tests.support.metered import EVENTS, JSON, metered
 from tests.support.scripted_upstream import ScriptedUpstream
+from tests.support.servers import FAKE_TOKEN, OTHER_TOKEN, RunningServer
 
 _counter = itertools.count()
 PER_REQUEST = {

@@ -8,7 +8,7 @@ import pytest
 
 from tests.cache.conftest import CacheStack
 from tests.cache.test_cache_sdks import fresh_messages, upstream_calls
-from tests.servers import reset_upstream
+from tests.support.servers import reset_upstream
 
 
 def _chat(stack: CacheStack, messages: object, **headers: str) -> httpx.Response:

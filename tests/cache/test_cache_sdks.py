@@ -19,7 +19,7 @@ from google import genai
 from google.genai import types as genai_types
 
 from tests.cache.conftest import CacheStack
-from tests.servers import FAKE_TOKEN, RunningServer, reset_upstream, upstream_requests
+from tests.support.servers import FAKE_TOKEN, RunningServer, reset_upstream, upstream_requests
 
 _counter = itertools.count()
 

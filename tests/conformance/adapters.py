@@ -26,7 +26,7 @@ import pytest
 
 from core.app import create_app
 from core.config import load_settings
-from tests.servers import run_process, serve_in_thread, stop_process
+from tests.support.servers import run_process, serve_in_thread, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

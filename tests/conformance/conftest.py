@@ -9,7 +9,7 @@ import pytest
 
 from tests.conformance.adapters import ADAPTER_PARAMS, Adapter
 from tests.conformance.switchable_upstream import SwitchableRelay
-from tests.servers import RunningServer, proxy_env, reset_upstream
+from tests.support.servers import RunningServer, proxy_env, reset_upstream
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tests.conformance.adapters import Adapter, AwsLambdaStreaming, Request
-from tests.servers import serve_in_thread
+from tests.support.servers import serve_in_thread
 
 # Hop-by-hop and framing headers: the front end's own business on each side.
 _NOT_RELAYED = {"connection", "keep-alive", "transfer-encoding", "content-length", "te"}

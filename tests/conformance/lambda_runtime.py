@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from tests.conformance.adapters import CLIENT_IP, Reply, Request
-from tests.servers import serve_in_thread
+from tests.support.servers import serve_in_thread
 
 _TEXT_TYPES = ("text/", "application/json", "application/x-www-form-urlencoded")
 PRELUDE_END = b"\0" * 8

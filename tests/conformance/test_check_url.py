@@ -25,7 +25,7 @@ from tests.conformance.adapters import (
     VercelFluid,
 )
 from tests.conformance.lambda_front import lambda_front
-from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
+from tests.support.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 
 ORIGIN = "http://app.example.test"  # in proxy_env's ALLOWED_ORIGINS
 STREAMING = [

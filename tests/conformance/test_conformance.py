@@ -19,7 +19,7 @@ import pytest
 from core import __version__
 from tests.conformance.adapters import CLIENT_IP, Adapter, HttpAdapter, Request
 from tests.conformance.switchable_upstream import SwitchableRelay
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, upstream_requests
+from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, upstream_requests
 
 ORIGIN = "http://app.example.test"
 BEARER = {"authorization": f"Bearer {FAKE_TOKEN}"}

@@ -11,8 +11,8 @@ import sys
 import httpx
 import openai
 
-from tests.servers import free_port
 from tests.support.demo import running_demo
+from tests.support.servers import free_port
 
 CLI = [sys.executable, "-m", "core.cli"]
 CLEAN_ENV = {

@@ -15,7 +15,7 @@ from core.cache.settings import CacheSettings
 from core.config import SERVER_LIMITS, ConfigError, Settings, load_settings
 from core.env import Setting, declared, default_of
 from core.usage.settings import UsageSettings
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, free_port
+from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, free_port
 
 CLI = [sys.executable, "-m", "core.cli"]
 BASE = {

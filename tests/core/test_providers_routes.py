@@ -8,14 +8,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import (
+from tests.support.all_providers import fake_key
+from tests.support.servers import (
     FAKE_TOKEN,
     FAKE_UPSTREAM_KEY,
     RunningServer,
     reset_upstream,
     upstream_requests,
 )
-from tests.support.all_providers import fake_key
 
 CHAT = {"model": "some-model", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -15,7 +15,7 @@ import pytest
 from core import __version__
 from core.app import create_app
 from core.config import load_settings
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, proxy_env
+from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, proxy_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ from core.devtools import mock_upstream
 from core.devtools.mock_upstream import MockUpstream, route
 from core.devtools.mock_upstream.framing import Reply
 from core.devtools.mock_upstream.knobs import Knobs
-from tests.servers import PYTHON, free_port, run_process
+from tests.support.servers import PYTHON, free_port, run_process
 
 
 def test_python_dash_m_serves_the_mock() -> None:

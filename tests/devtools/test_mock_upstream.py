@@ -19,7 +19,7 @@ from google import genai
 from google.genai import types as genai_types
 
 from core.devtools.mock_upstream import MockOptions, MockUpstream, count_words
-from tests.servers import RunningServer, reset_upstream, serve_in_thread
+from tests.support.servers import RunningServer, reset_upstream, serve_in_thread
 
 KEY = "fake-mock-key-for-tests"
 CHUNKS = 8  # the session mock's default

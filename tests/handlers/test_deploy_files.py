@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.servers import FAKE_TOKEN, RunningServer, proxy_env
+from tests.support.servers import FAKE_TOKEN, RunningServer, proxy_env
 from tests.support.vercel_output import (
     REPO,
     RunningFunction,

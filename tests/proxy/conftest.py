@@ -15,7 +15,7 @@ from core.config import load_settings
 from core.devtools.mock_upstream import MockOptions, MockUpstream
 from core.stores import open_store
 from core.usage.ledger import UsageLedger
-from tests.servers import (
+from tests.support.servers import (
     FAKE_UPSTREAM_KEY,
     RunningServer,
     free_port,

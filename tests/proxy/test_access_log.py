@@ -11,7 +11,13 @@ import pytest
 
 from core.app import create_app
 from core.config import load_settings
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, proxy_env, serve_in_thread
+from tests.support.servers import (
+    FAKE_TOKEN,
+    FAKE_UPSTREAM_KEY,
+    RunningServer,
+    proxy_env,
+    serve_in_thread,
+)
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ import pytest
 
 from core.app import create_app
 from core.config import load_settings
-from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
+from tests.support.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 
 PAGE = "http://app.example.test"
 CHAT = {"model": "mock-model", "messages": [{"role": "user", "content": "hi"}]}

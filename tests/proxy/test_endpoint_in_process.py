@@ -12,7 +12,7 @@ import respx
 from core import __version__
 from core.app import create_app
 from core.config import load_settings
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
+from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
 
 UPSTREAM = "https://api.upstream.test/v1"
 AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}"}

@@ -17,14 +17,14 @@ from core.app import create_app
 from core.config import load_settings
 from core.devtools.mock_upstream import _text
 from core.proxy.recovery import EventSplitter, continuation_body, conversation_language
-from tests.servers import (
+from tests.support.scripted_upstream import ScriptedUpstream
+from tests.support.servers import (
     FAKE_TOKEN,
     RunningServer,
     proxy_env,
     reset_upstream,
     serve_in_thread,
 )
-from tests.support.scripted_upstream import ScriptedUpstream
 
 GEMINI_KEY = "mock-gemini-recovery-key-not-real"
 PATH = "/gemini/v1beta/models/gemini-test:streamGenerateContent"

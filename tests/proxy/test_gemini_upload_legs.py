@@ -22,7 +22,7 @@ from core.proxy import uploads
 from core.proxy.scrub import Scrubber
 from core.proxy.uploads import proxy_upload_url, public_origin, upload_id_of
 from core.stores import open_store
-from tests.servers import (
+from tests.support.servers import (
     FAKE_TOKEN,
     RunningServer,
     proxy_env,

@@ -11,7 +11,7 @@ from core.headers import (
     upstream_request_headers,
 )
 from core.proxy.scrub import Scrubber
-from tests.servers import FAKE_UPSTREAM_KEY
+from tests.support.servers import FAKE_UPSTREAM_KEY
 
 UPSTREAM_KEY = FAKE_UPSTREAM_KEY  # the suite's obviously fake key
 

@@ -12,7 +12,7 @@ import pytest
 from core.app import create_app
 from core.config import load_settings
 from core.types import Receive, Scope, Send
-from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
+from tests.support.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 
 KEY_A = "sk-mock-rotation-a-not-real"
 KEY_B = "sk-mock-rotation-b-not-real"

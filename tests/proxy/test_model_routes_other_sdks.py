@@ -15,7 +15,7 @@ import pytest
 
 from tests.proxy.conftest import Routed
 from tests.proxy.test_model_routes_over_sockets import only_reached
-from tests.servers import FAKE_TOKEN
+from tests.support.servers import FAKE_TOKEN
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools" / "sdk-node"
 REPLY = "Hello from the mock upstream, streamed token"

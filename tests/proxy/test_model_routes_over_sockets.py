@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from tests.proxy.conftest import KEYS, Routed
-from tests.servers import FAKE_TOKEN, upstream_requests
+from tests.support.servers import FAKE_TOKEN, upstream_requests
 
 HI = [{"role": "user", "content": "hi"}]
 TOOL = {
@@ -298,7 +298,7 @@ def test_fallback_from_a_provider_with_several_targets_to_one_with_one() -> None
     from core.app import create_app
     from core.config import load_settings
     from core.devtools.mock_upstream import MockOptions, MockUpstream
-    from tests.servers import proxy_env, serve_in_thread
+    from tests.support.servers import proxy_env, serve_in_thread
 
     with (
         serve_in_thread(MockUpstream(MockOptions())) as first,
@@ -350,7 +350,7 @@ def test_a_surface_without_stream_usage_is_refused_streams_under_a_cap() -> None
     from core.devtools.mock_upstream import MockOptions, MockUpstream
     from core.providers import OpenAISurface
     from core.proxy.model_routes import surface_record
-    from tests.servers import proxy_env, serve_in_thread
+    from tests.support.servers import proxy_env, serve_in_thread
 
     with serve_in_thread(MockUpstream(MockOptions())) as vendor:
         env = proxy_env(
@@ -389,7 +389,7 @@ def test_without_a_default_route_v1_serves_routed_models_only() -> None:
     from core.app import create_app
     from core.config import load_settings
     from core.devtools.mock_upstream import MockOptions, MockUpstream
-    from tests.servers import serve_in_thread
+    from tests.support.servers import serve_in_thread
 
     with serve_in_thread(MockUpstream(MockOptions())) as claude:
         env = {

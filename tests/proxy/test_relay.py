@@ -14,7 +14,7 @@ from core.proxy.relay import Exchange, relay
 from core.proxy.scrub import Scrubber
 from core.proxy.taps import build_taps
 from core.types import Message, RequestLog
-from tests.servers import proxy_env
+from tests.support.servers import proxy_env
 
 KEY = "sk-fake-relay-key-0123456789"
 SSE = [(b"content-type", b"text/event-stream")]

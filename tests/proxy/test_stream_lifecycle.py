@@ -12,7 +12,7 @@ import pytest
 from core.app import create_app
 from core.config import load_settings
 from core.devtools.mock_upstream import MockUpstream
-from tests.servers import FAKE_TOKEN, RunningServer, free_port, proxy_env, serve_in_thread
+from tests.support.servers import FAKE_TOKEN, RunningServer, free_port, proxy_env, serve_in_thread
 
 AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}", "content-type": "application/json"}
 CHAT = b'{"model":"m","stream":true,"messages":[]}'

@@ -13,7 +13,7 @@ from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
 from tests.proxy.test_gemini_upload_legs import GEMINI_KEY, START, upload
-from tests.servers import (
+from tests.support.servers import (
     FAKE_TOKEN,
     RunningServer,
     proxy_env,

@@ -15,7 +15,7 @@ from core.app import create_app
 from core.config import ConfigError, load_settings
 from core.providers import next_attempt
 from core.types import Receive, Scope, Send
-from tests.servers import (
+from tests.support.servers import (
     FAKE_TOKEN,
     RunningServer,
     free_port,

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from core.types import Receive, Scope, Send
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, serve_in_thread
 from tests.support.chromium import chromium_context
 from tests.support.fake_realtime import FakeRealtime
 from tests.support.realtime import ProxyFactory
+from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, serve_in_thread
 
 # Opens the socket, asks for one response, and reports what the page saw.
 SESSION_SCRIPT = """async ([url, token]) => {

@@ -16,9 +16,9 @@ from openai import AsyncOpenAI
 
 from core.access.tokens import create_token
 from core.stores import open_store
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
 from tests.support.fake_realtime import GEMINI_KEY, FakeRealtime
 from tests.support.realtime import ProxyFactory
+from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
 
 SESSION = {"type": "realtime", "model": "gpt-realtime"}
 

@@ -19,10 +19,10 @@ from core.access.tokens import create_token
 from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
-from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 from tests.support.certificates import make_certificates
 from tests.support.fake_realtime import GEMINI_KEY, LIVE_PATH, FakeRealtime
 from tests.support.realtime import eventually
+from tests.support.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 
 MODEL = "gemini-live-2.5-flash-preview"
 

@@ -17,7 +17,9 @@ import websockets
 from core.access.status import ServiceStatus
 from core.access.tokens import create_token, revoke_token
 from core.stores import open_store
-from tests.servers import (
+from tests.support.fake_realtime import LIVE_PATH, FakeRealtime
+from tests.support.realtime import ProxyFactory, eventually
+from tests.support.servers import (
     FAKE_TOKEN,
     FAKE_UPSTREAM_KEY,
     PYTHON,
@@ -26,8 +28,6 @@ from tests.servers import (
     proxy_env,
     run_process,
 )
-from tests.support.fake_realtime import LIVE_PATH, FakeRealtime
-from tests.support.realtime import ProxyFactory, eventually
 
 AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}"}
 

@@ -17,9 +17,9 @@ from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
 from core.usage.ledger import UsageLedger
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, proxy_env
 from tests.support.fake_realtime import FakeRealtime
 from tests.support.realtime import ProxyFactory, eventually
+from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, proxy_env
 
 
 def ws_url(http_url: str) -> str:

@@ -16,7 +16,7 @@ from core.realtime.minting import (
 )
 from core.realtime.session import reason, sendable
 from core.realtime.wire import GeminiLiveMeter, OpenAIRealtimeMeter, split_browser_key
-from tests.servers import proxy_env
+from tests.support.servers import proxy_env
 
 NOW = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC)
 

@@ -12,7 +12,7 @@ from core.access.tokens import create_token
 from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
-from tests.servers import RunningServer, proxy_env, serve_in_thread
+from tests.support.servers import RunningServer, proxy_env, serve_in_thread
 
 KEYS = {
     "OPENAI": "sk-mock-openai-sdk-key-not-real",

@@ -14,7 +14,7 @@ from google import genai
 from google.genai import types as genai_types
 
 from tests.sdk.conftest import KEYS, SDKStack
-from tests.servers import reset_upstream, upstream_requests
+from tests.support.servers import reset_upstream, upstream_requests
 
 CHUNKS = 8
 TEXT = "Hello from the mock upstream, streamed token"

@@ -14,7 +14,7 @@ from google import genai
 from google.genai import types as genai_types
 
 from tests.sdk.conftest import KEYS, SDKStack
-from tests.servers import reset_upstream, upstream_requests
+from tests.support.servers import reset_upstream, upstream_requests
 
 FILE_SIZE = 5 * 1024 * 1024
 

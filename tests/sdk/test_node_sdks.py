@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.sdk.conftest import KEYS, SDKStack
-from tests.servers import reset_upstream, upstream_requests
+from tests.support.servers import reset_upstream, upstream_requests
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools" / "sdk-node"
 

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.servers import (
+from tests.support.servers import (
     FAKE_TOKEN,
     FAKE_UPSTREAM_KEY,
     OTHER_TOKEN,

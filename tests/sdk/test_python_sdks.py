@@ -14,7 +14,7 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
 from tests.sdk.conftest import KEYS, SDKStack
-from tests.servers import reset_upstream, upstream_requests
+from tests.support.servers import reset_upstream, upstream_requests
 
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
 BAD_TOKEN = "llmp_not-a-real-token-000000000000"

@@ -32,7 +32,7 @@ from core.app import MisconfiguredApp, create_app
 from core.config import load_settings
 from core.stores import open_store
 from core.types import Receive, Scope, Send
-from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
+from tests.support.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 
 HOUR = "3600"
 

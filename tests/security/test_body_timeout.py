@@ -19,7 +19,7 @@ import pytest
 
 from core.config import ConfigError, load_settings
 from core.server.limits import ServerLimits
-from tests.servers import (
+from tests.support.servers import (
     FAKE_TOKEN,
     PYTHON,
     RunningServer,
@@ -226,8 +226,8 @@ async def test_a_websocket_session_outlives_the_body_bound(parser: str) -> None:
     there (a session open for 2.5x BODY_TIMEOUT still relays)."""
     import websockets
 
-    from tests.servers import FAKE_UPSTREAM_KEY, serve_in_thread
     from tests.support.fake_realtime import FakeRealtime
+    from tests.support.servers import FAKE_UPSTREAM_KEY, serve_in_thread
 
     with serve_in_thread(FakeRealtime()) as fake:
         port = free_port()

@@ -6,7 +6,7 @@ import sys
 
 from core.config import load_settings
 from core.upstream.client import UpstreamClient
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
+from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
 
 
 def test_url_cache_does_not_keep_long_one_off_urls() -> None:

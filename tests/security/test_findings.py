@@ -15,7 +15,7 @@ from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
 from core.types import ASGIApp
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
+from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
 
 UPSTREAM = "https://api.upstream.test/v1"
 AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}", "content-type": "application/json"}

@@ -39,7 +39,7 @@ from core.app import HEALTH_BODY, create_app
 from core.config import load_settings
 from core.server.runner import http_protocol
 from core.types import Message, Receive, Scope, Send
-from tests.servers import FAKE_TOKEN, serve_in_thread
+from tests.support.servers import FAKE_TOKEN, serve_in_thread
 
 OPENAI_KEY = "sk-fake-openai-key-0123456789"
 ANTHROPIC_KEY = "sk-fake-anthropic-key-0123456789"

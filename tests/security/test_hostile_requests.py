@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
 from tests.support.metered import AUTH, JSON, metered, models_or
 from tests.support.scripted_upstream import ScriptedUpstream
+from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
 
 GEMINI_KEY = "sk-fake-gemini-key-for-tests"
 

@@ -12,7 +12,8 @@ import pytest
 
 from core.app import create_app
 from core.config import load_settings
-from tests.servers import (
+from tests.support.lookalikes import name_lookalikes, origin_lookalikes
+from tests.support.servers import (
     FAKE_TOKEN,
     RunningServer,
     proxy_env,
@@ -20,7 +21,6 @@ from tests.servers import (
     serve_in_thread,
     upstream_requests,
 )
-from tests.support.lookalikes import name_lookalikes, origin_lookalikes
 
 PAGE = "http://app.example.test"
 CHAT = {"model": "mock-model", "messages": [{"role": "user", "content": "hi"}]}

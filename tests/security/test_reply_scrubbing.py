@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
 from tests.support.metered import AUTH, EVENTS, JSON, metered, models_or
 from tests.support.scripted_upstream import ScriptedUpstream
+from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
 
 KEY = FAKE_UPSTREAM_KEY  # sk-mock-upstream-key-not-real
 MASKED = [

@@ -10,7 +10,13 @@ import pytest
 from core.app import create_app
 from core.config import load_settings
 from core.types import Receive, Scope, Send
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, free_port, proxy_env, serve_in_thread
+from tests.support.servers import (
+    FAKE_TOKEN,
+    FAKE_UPSTREAM_KEY,
+    free_port,
+    proxy_env,
+    serve_in_thread,
+)
 
 
 class BreaksMidStream:

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import PYTHON, RunningServer, free_port, proxy_env, run_process
+from tests.support.servers import PYTHON, RunningServer, free_port, proxy_env, run_process
 
 LIMITS = {
     "MAX_HEADER_BYTES": "16384",

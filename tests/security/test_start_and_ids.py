@@ -10,7 +10,7 @@ import respx
 
 from core.app import MisconfiguredApp, create_app
 from core.config import ConfigError, load_settings
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
+from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
 
 UPSTREAM = "https://api.upstream.test/v1"
 

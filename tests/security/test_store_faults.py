@@ -20,7 +20,7 @@ from core.access.tokens import create_token, revoke_token
 from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
+from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
 
 UPSTREAM = "https://api.upstream.test/v1"
 ANTHROPIC = "https://api.anthropic.test"

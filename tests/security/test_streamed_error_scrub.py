@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import FAKE_UPSTREAM_KEY
 from tests.support.metered import AUTH, metered
 from tests.support.scripted_upstream import ScriptedUpstream
+from tests.support.servers import FAKE_UPSTREAM_KEY
 
 ERROR_HEADERS = [("content-type", "application/json")]
 

@@ -20,7 +20,7 @@ import pytest
 
 from core.app import create_app
 from core.config import load_settings
-from tests.servers import FAKE_TOKEN, proxy_env, serve_in_thread
+from tests.support.servers import FAKE_TOKEN, proxy_env, serve_in_thread
 
 BODY = b"data: " + b"x" * 100_000 + b"\n\n"
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"

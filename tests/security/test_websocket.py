@@ -10,7 +10,7 @@ import pytest
 
 from core.app import create_app
 from core.config import load_settings
-from tests.servers import FAKE_TOKEN, proxy_env, serve_in_thread
+from tests.support.servers import FAKE_TOKEN, proxy_env, serve_in_thread
 
 UPGRADE = (
     "GET {path} HTTP/1.1\r\nHost: proxy.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"

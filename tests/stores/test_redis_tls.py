@@ -11,8 +11,8 @@ from urllib.parse import quote
 import pytest
 
 from core.stores import open_store
-from tests.servers import free_port
 from tests.support.certificates import make_certificates
+from tests.support.servers import free_port
 from tests.support.store_backends import REDIS_SERVER
 
 PASSWORD = "mock-redis-password-not-real"

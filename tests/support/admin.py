@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from tests.servers import proxy_env
+from tests.support.servers import proxy_env
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789abcdef"
 OPENAI_KEY = "fake-openai-key-last-WXYZ"

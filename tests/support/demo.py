@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 # Nothing of the machine's own settings (or a .env) may choose what the demo runs.
 CLEAN_ENV = {

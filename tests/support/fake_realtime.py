@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from core.types import Receive, Scope, Send
-from tests.servers import FAKE_UPSTREAM_KEY
+from tests.support.servers import FAKE_UPSTREAM_KEY
 
 GEMINI_KEY = "fake-gemini-upstream-key-not-real"
 LIVE_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"

@@ -7,7 +7,7 @@ import os
 import subprocess
 from collections.abc import Mapping
 
-from tests.servers import PYTHON, REPO
+from tests.support.servers import PYTHON, REPO
 
 
 def modules_imported(module: str, settings: Mapping[str, str]) -> set[str]:

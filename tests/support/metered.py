@@ -13,8 +13,8 @@ import httpx
 
 from core.app import create_app
 from core.config import load_settings
-from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 from tests.support.scripted_upstream import ScriptedUpstream
+from tests.support.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 
 AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}"}
 JSON = [("content-type", "application/json")]

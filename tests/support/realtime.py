@@ -12,8 +12,8 @@ import pytest
 
 from core.app import create_app
 from core.config import load_settings
-from tests.servers import FAKE_UPSTREAM_KEY, RunningServer, proxy_env, serve_in_thread
 from tests.support.fake_realtime import GEMINI_KEY, FakeRealtime
+from tests.support.servers import FAKE_UPSTREAM_KEY, RunningServer, proxy_env, serve_in_thread
 
 ProxyFactory = Callable[..., contextlib.AbstractContextManager[RunningServer]]
 

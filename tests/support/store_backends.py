@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tests.servers import free_port, stop_process
+from tests.support.servers import free_port, stop_process
 
 DYNAMODB_TABLE = "llm-proxy-tokens-test"
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.servers import stop_process
+from tests.support.servers import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 VERCEL_CLI = REPO / "tools" / "vercel" / "node_modules" / ".bin" / "vercel"

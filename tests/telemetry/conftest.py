@@ -13,7 +13,7 @@ from core.access.tokens import create_token
 from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
-from tests.servers import RunningServer, free_port, proxy_env, serve_in_thread
+from tests.support.servers import RunningServer, free_port, proxy_env, serve_in_thread
 from tests.telemetry.otlp_receiver import Received, otlp_receiver
 
 KEYS = {

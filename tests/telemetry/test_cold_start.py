@@ -9,8 +9,8 @@ import pytest
 
 from core.app import create_app
 from core.config import load_settings
-from tests.servers import proxy_env
 from tests.support.imports import modules_imported
+from tests.support.servers import proxy_env
 
 ENV = {
     "UPSTREAM_BASE_URL": "https://api.openai.com/v1",

@@ -16,7 +16,7 @@ import openai
 from google import genai
 from google.genai import types as genai_types
 
-from tests.servers import FAKE_UPSTREAM_KEY, reset_upstream, upstream_requests
+from tests.support.servers import FAKE_UPSTREAM_KEY, reset_upstream, upstream_requests
 from tests.telemetry.conftest import TelemetryStack
 from tests.telemetry.otlp_receiver import Span
 

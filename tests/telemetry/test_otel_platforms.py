@@ -19,9 +19,9 @@ from openai import AsyncOpenAI
 from core.app import create_app
 from core.config import load_settings
 from core.telemetry.otel import FLUSH_SECONDS
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, proxy_env
 from tests.support.fake_realtime import FakeRealtime
 from tests.support.realtime import ProxyFactory, fake, start_proxy, upstream  # noqa: F401 (fixtures)
+from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, proxy_env
 from tests.telemetry.otlp_receiver import Received, otlp_receiver
 
 
@@ -136,7 +136,7 @@ async def test_a_hanging_collector_delays_an_invocation_by_the_flush_bound_at_mo
 def test_prompt_content_only_with_the_switch_scrubbed_and_cut(
     mock_upstream: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.servers import serve_in_thread
+    from tests.support.servers import serve_in_thread
 
     secret_prompt = f"my key is {FAKE_UPSTREAM_KEY} and sk-live-abcdefghijklmnop " + "x" * 9000
     with otlp_receiver() as (endpoint, received):

@@ -17,7 +17,7 @@ from core.config import load_settings
 from core.stores import open_store
 from core.telemetry import serving
 from core.usage.ledger import UsageLedger
-from tests.servers import (
+from tests.support.servers import (
     FAKE_TOKEN,
     PYTHON,
     RunningServer,

@@ -15,7 +15,7 @@ import httpx
 
 from core.stores import open_store
 from core.usage.ledger import UsageLedger
-from tests.servers import (
+from tests.support.servers import (
     FAKE_TOKEN,
     PYTHON,
     RunningServer,

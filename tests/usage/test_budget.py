@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from core.stores import open_store
-from tests.servers import FAKE_TOKEN
 from tests.support.metered import AUTH, JSON, chat, chats_at_once, metered, models_or
 from tests.support.scripted_upstream import ScriptedUpstream
+from tests.support.servers import FAKE_TOKEN
 
 # 1M input tokens $10, 1M output $100: 30 in + 70 out = $0.0073 a request.
 PRICES = json.dumps({"fake-*": {"input": 10, "output": 100}})

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 
-from tests.servers import FAKE_TOKEN, RunningServer
 from tests.support.metered import (
     AUTH,
     EVENTS,
@@ -32,6 +31,7 @@ from tests.support.scripted_upstream import (
     gzipped,
     openai_chunks,
 )
+from tests.support.servers import FAKE_TOKEN, RunningServer
 
 USAGE = {"prompt_tokens": 30, "completion_tokens": 70, "total_tokens": 100}
 

@@ -14,7 +14,7 @@ from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
 from core.usage.ledger import UsageLedger
-from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
+from tests.support.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 
 
 @pytest.fixture

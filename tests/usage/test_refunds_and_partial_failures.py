@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import FAKE_TOKEN
 from tests.support.metered import AUTH, JSON, chat, metered, models_or, remaining
 from tests.support.polling import wait_until
 from tests.support.scripted_upstream import ScriptedUpstream, sse
+from tests.support.servers import FAKE_TOKEN
 
 PRICES = json.dumps({"fake-*": {"input": 10, "output": 100}})
 USAGE = {"prompt_tokens": 30, "completion_tokens": 70, "total_tokens": 100}

@@ -17,7 +17,7 @@ from google.genai import types as genai_types
 
 from core.app import create_app
 from core.config import load_settings
-from tests.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
+from tests.support.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 
 CREATED = re.compile(rb'"created":\s*\d+')
 

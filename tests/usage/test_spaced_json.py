@@ -15,9 +15,9 @@ import httpx
 import openai
 import pytest
 
-from tests.servers import FAKE_TOKEN
 from tests.support.metered import AUTH, EVENTS, JSON, chat, metered, models_or, remaining
 from tests.support.scripted_upstream import ScriptedUpstream
+from tests.support.servers import FAKE_TOKEN
 
 USAGE = {"prompt_tokens": 30, "completion_tokens": 70, "total_tokens": 100}
 BASE = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}

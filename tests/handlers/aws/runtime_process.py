@@ -15,7 +15,7 @@ from pathlib import Path
 
 from core.devtools.mock_upstream import MockOptions, MockUpstream
 from core.types import Receive, Scope, Send
-from tests.servers import stop_process
+from tests.support.servers import stop_process
 
 REPO = Path(__file__).resolve().parents[3]
 WRAPPER = REPO / "handlers" / "aws" / "exec_wrapper"

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from handlers.aws.secrets import secret_references
-from tests.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, proxy_env
 from tests.support.lambda_events import HttpRequest, function_url
+from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, proxy_env
 
 from .fake_runtime_api import fake_runtime_api
 

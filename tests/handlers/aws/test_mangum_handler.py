@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from core import __version__
-from tests.servers import (
+from tests.support.buffered_lambda import call, import_handler
+from tests.support.lambda_events import EVENT_SHAPES, HttpRequest, parse_query
+from tests.support.servers import (
     FAKE_TOKEN,
     FAKE_UPSTREAM_KEY,
     RunningServer,
@@ -26,8 +28,6 @@ from tests.servers import (
     reset_upstream,
     upstream_requests,
 )
-from tests.support.buffered_lambda import call, import_handler
-from tests.support.lambda_events import EVENT_SHAPES, HttpRequest, parse_query
 
 MAX_BODY = 64 * 1024
 Shape = Callable[[HttpRequest], dict[str, Any]]

@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 from core import __version__
-from tests.servers import (
+from tests.support.lambda_events import HttpRequest, api_gateway_v1, function_url
+from tests.support.servers import (
     FAKE_TOKEN,
     RunningServer,
     free_port,
@@ -29,7 +30,6 @@ from tests.servers import (
     serve_in_thread,
     stop_process,
 )
-from tests.support.lambda_events import HttpRequest, api_gateway_v1, function_url
 
 from .runtime_process import REPO, WRAPPER, RecordingUpstream, runtime_env
 

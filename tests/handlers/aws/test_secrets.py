@@ -14,7 +14,8 @@ from moto.core import set_initial_no_auth_action_count
 from moto.server import ThreadedMotoServer
 
 from handlers.aws.secrets import SecretError, create_app_with_secrets, environ_with_secrets
-from tests.servers import (
+from tests.support.lambda_events import HttpRequest, function_url
+from tests.support.servers import (
     FAKE_TOKEN,
     FAKE_UPSTREAM_KEY,
     RunningServer,
@@ -22,7 +23,6 @@ from tests.servers import (
     proxy_env,
     upstream_requests,
 )
-from tests.support.lambda_events import HttpRequest, function_url
 
 from .fake_runtime_api import fake_runtime_api
 from .runtime_process import running_runtime
