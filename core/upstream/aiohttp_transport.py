@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import ssl
 from collections.abc import AsyncIterator
+from time import monotonic as _monotonic
 from typing import Any, cast
 
 import aiohttp
@@ -46,10 +47,11 @@ class _ResetAwareHandler(ResponseHandler):
     """
 
     # sock_read, re-armed lazily. aiohttp cancels and re-creates its read timer on every
-    # chunk that arrives (a TimerHandle and two event-loop calls per SSE event). Here a
-    # chunk only notes when it came; the one timer, when it fires, re-arms itself for the
-    # rest of the gap if bytes came meanwhile. Same bound, same error, fired at the same
-    # moment (last byte + sock_read), at a fraction of the cost per event.
+    # chunk that arrives (a TimerHandle and two event-loop calls, about 9 us on uvloop, per
+    # SSE event). Here a chunk only notes when it came; the one timer, when it fires,
+    # re-arms itself for the rest of the gap if bytes came meanwhile. Same bound, same
+    # error, fired at the same moment (last byte + sock_read). `time.monotonic`, not
+    # `loop.time()`: uvloop's costs several times more, and only delays are handed over.
     _last_read = 0.0
 
     def _reschedule_timeout(self) -> None:
@@ -57,21 +59,19 @@ class _ResetAwareHandler(ResponseHandler):
         if not timeout:
             self._drop_timeout()
             return
-        self._last_read = self._loop.time()
+        self._last_read = _monotonic()
         if self._read_timeout_handle is None:
-            self._read_timeout_handle = self._loop.call_at(
-                self._last_read + timeout, self._read_timer_fired
-            )
+            self._read_timeout_handle = self._loop.call_later(timeout, self._read_timer_fired)
 
     def _read_timer_fired(self) -> None:
         self._read_timeout_handle = None
         timeout = self._read_timeout
         if not timeout:
             return
-        due = self._last_read + timeout
+        left = self._last_read + timeout - _monotonic()
         # A millisecond of slack: the loop's timers may fire that much early.
-        if self._loop.time() + 0.001 < due:
-            self._read_timeout_handle = self._loop.call_at(due, self._read_timer_fired)
+        if left > 0.001:
+            self._read_timeout_handle = self._loop.call_later(left, self._read_timer_fired)
             return
         self._on_read_timeout()
 
