@@ -20,7 +20,7 @@ import uvicorn
 
 from core.types import ASGIApp
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FAKE_UPSTREAM_KEY = "sk-mock-upstream-key-not-real"
 FAKE_TOKEN = "test-caller-token-0123456789"
 OTHER_TOKEN = "test-rotated-token-abcdefghij"
