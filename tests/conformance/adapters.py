@@ -287,13 +287,13 @@ class AwsLambdaStreaming(Adapter):
 
     @contextlib.contextmanager
     def start(self, env: Mapping[str, str]) -> Iterator[None]:
-        from tests.conformance.lambda_runtime import fake_runtime_api
+        from tests.support.lambda_runtime_api import fake_runtime_api
 
-        with fake_runtime_api() as (api, address):
+        with fake_runtime_api() as api:
             self.api = api
             runtime_env = {
                 **env,
-                "AWS_LAMBDA_RUNTIME_API": address,
+                "AWS_LAMBDA_RUNTIME_API": api.address,
                 "AWS_LAMBDA_FUNCTION_NAME": "llm-proxy",
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
                 "AWS_REGION": "eu-west-1",
@@ -321,7 +321,10 @@ class AwsLambdaStreaming(Adapter):
         return function_url_event(request, dict(self.front_headers))
 
     def send(self, request: Request) -> Reply:
-        return self.api.invoke(self.event(request))
+        from tests.conformance.lambda_runtime import reply_from_stream
+
+        sent_at = time.monotonic()
+        return reply_from_stream(self.api.invoke(self.event(request)), sent_at)
 
 
 # Header names as a REST API passes them: as sent, not lower-cased.

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tests.conformance.adapters import Adapter, AwsLambdaStreaming, Request
+from tests.conformance.lambda_runtime import status_and_headers
 from tests.support.servers import serve_in_thread
 
 # Hop-by-hop and framing headers: the front end's own business on each side.
@@ -91,8 +92,8 @@ class LambdaFront:
                 kind, value = await asyncio.to_thread(parts.get, True, _PART_TIMEOUT)
             except queue.Empty:
                 kind, value = "end", None
-            if kind == "start":
-                await self._start(send, *value)
+            if kind == "prelude":
+                await self._start(send, *status_and_headers(value))
                 started = True
             elif kind == "data" and value:
                 await send({"type": "http.response.body", "body": value, "more_body": True})

@@ -1,5 +1,6 @@
-"""AWS Lambda, played by the test: Function URL and REST API events, a context object, and
-a fake Runtime API for runtimes that poll for work and stream their reply.
+"""AWS Lambda's side of a conformance request: Function URL and REST API events, a context
+object, and a function's reply (buffered result, or a streamed one as the fake Runtime API
+in tests/support/lambda_runtime_api.py received it) turned into a conformance Reply.
 
 Event shapes:
 - Lambda Function URL (payload format 2.0): raw path and query, lower-case headers with
@@ -9,31 +10,25 @@ Event shapes:
   `multiValueHeaders` (all), the path and query decoded (`path` without the stage,
   `requestContext.path` with it), every body base64-encoded (the API declares
   `BinaryMediaTypes: */*`, so binary bodies survive).
-Streaming reply (aws-lambda-nodejs-runtime-interface-client, HttpResponseStream): a JSON
-prelude with statusCode/headers (and cookies, or multiValueHeaders for a REST API), eight
-NUL bytes, then the body as it is produced.
+A reply (a buffered result, or a streamed reply's prelude) carries statusCode and headers,
+and cookies or, for a REST API, multiValueHeaders.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import json
-import queue
 import time
 import uuid
-from collections.abc import Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
 from tests.conformance.adapters import CLIENT_IP, Reply, Request
-from tests.support.servers import serve_in_thread
+from tests.support.lambda_runtime_api import FUNCTION_ARN
+from tests.support.lambda_runtime_api import Reply as StreamedReply
 
 _TEXT_TYPES = ("text/", "application/json", "application/x-www-form-urlencoded")
-PRELUDE_END = b"\0" * 8
 
 
 def function_url_event(request: Request, front_headers: dict[str, str]) -> dict[str, Any]:
@@ -150,7 +145,7 @@ def rest_api_event(
 class LambdaContext:
     function_name: str = "llm-proxy"
     function_version: str = "$LATEST"
-    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:llm-proxy"
+    invoked_function_arn: str = FUNCTION_ARN
     memory_limit_in_mb: int = 512
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     log_group_name: str = "/aws/lambda/llm-proxy"
@@ -161,207 +156,29 @@ class LambdaContext:
         return int((self.deadline - time.time()) * 1000)
 
 
+def status_and_headers(reply: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
+    """The status and header lines of a buffered result or a streamed reply's prelude."""
+    headers = [(k.lower(), str(v)) for k, v in (reply.get("headers") or {}).items()]
+    for name, values in (reply.get("multiValueHeaders") or {}).items():
+        headers.extend((name.lower(), str(v)) for v in values)
+    headers.extend(("set-cookie", c) for c in reply.get("cookies") or [])
+    return int(reply.get("statusCode", 200)), headers
+
+
 def reply_from_buffered_result(result: dict[str, Any], sent_at: float) -> Reply:
     """A Function URL response object (what a buffered handler returns) as a Reply."""
     arrived = time.monotonic()
-    headers = [(k.lower(), str(v)) for k, v in (result.get("headers") or {}).items()]
-    for name, values in (result.get("multiValueHeaders") or {}).items():
-        headers.extend((name.lower(), str(v)) for v in values)
-    headers.extend(("set-cookie", c) for c in result.get("cookies") or [])
+    status, headers = status_and_headers(result)
     raw = result.get("body") or ""
     body = base64.b64decode(raw) if result.get("isBase64Encoded") else raw.encode()
-    return Reply(int(result["statusCode"]), headers, [(arrived, body)] if body else [], sent_at)
+    return Reply(status, headers, [(arrived, body)] if body else [], sent_at)
 
 
-@dataclass
-class _Invocation:
-    event: dict[str, Any]
-    sent_at: float
-    done: Future[Reply] = field(default_factory=Future)
-    # For a front end that relays the reply as it comes: ("start", (status, headers)),
-    # then ("data", bytes) for each piece, then ("end", None).
-    parts: queue.Queue[tuple[str, Any]] | None = None
-
-    def publish(self, kind: str, value: Any = None) -> None:
-        if self.parts is not None:
-            self.parts.put((kind, value))
-
-
-class FakeRuntimeApi:
-    """The Lambda Runtime API on loopback: hands out queued events, collects replies
-    (streamed or buffered) with the arrival time of every body piece."""
-
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[_Invocation] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: dict[str, _Invocation] = {}
-        self.errors: list[dict[str, Any]] = []
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                self._loop = asyncio.get_running_loop()
-                self._queue = asyncio.Queue()
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        path: str = scope["path"]
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        if path.endswith("/invocation/next"):
-            assert self._queue is not None
-            invocation_or_none = await _next_unless_gone(self._queue, receive)
-            if invocation_or_none is None:
-                return  # the runtime stopped while it waited for work
-            invocation = invocation_or_none
-            request_id = invocation.event["requestContext"]["requestId"]
-            self._pending[request_id] = invocation
-            await _respond(
-                send,
-                200,
-                json.dumps(invocation.event).encode(),
-                [
-                    (b"lambda-runtime-aws-request-id", request_id.encode()),
-                    (
-                        b"lambda-runtime-deadline-ms",
-                        str(int(time.time() * 1000) + 300_000).encode(),
-                    ),
-                    (
-                        b"lambda-runtime-invoked-function-arn",
-                        LambdaContext.invoked_function_arn.encode(),
-                    ),
-                    (b"lambda-runtime-trace-id", b"Root=1-00000000-000000000000000000000000"),
-                ],
-            )
-        elif path.endswith("/response"):
-            request_id = path.split("/")[-2]
-            invocation = self._pending.pop(request_id)
-            streaming = headers.get("lambda-runtime-function-response-mode") == "streaming"
-            reply = await (
-                _read_streamed(receive, invocation)
-                if streaming
-                else _read_buffered(receive, invocation)
-            )
-            await _respond(send, 202, b'{"status":"OK"}')
-            invocation.done.set_result(reply)
-        elif path.endswith("/error"):
-            body = await _read_all(receive)
-            self.errors.append(
-                {"path": path, "headers": headers, "body": body.decode(errors="replace")}
-            )
-            request_id = path.split("/")[-2]
-            invocation_or_none = self._pending.pop(request_id, None)
-            await _respond(send, 202, b'{"status":"OK"}')
-            if invocation_or_none is not None:
-                invocation_or_none.done.set_exception(
-                    RuntimeError(f"function error: {body[:500]!r}")
-                )
-        else:
-            await _respond(send, 404, b"{}")
-
-    def invoke(self, event: dict[str, Any], timeout: float = 30) -> Reply:
-        assert self._loop is not None and self._queue is not None
-        invocation = _Invocation(event, time.monotonic())
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, invocation)
-        return invocation.done.result(timeout=timeout)
-
-    def invoke_streaming(self, event: dict[str, Any]) -> queue.Queue[tuple[str, Any]]:
-        """Hand out `event`; the reply's parts arrive on the returned queue as Lambda
-        receives them (what a Function URL or API Gateway relays to its caller)."""
-        assert self._loop is not None and self._queue is not None
-        invocation = _Invocation(event, time.monotonic(), parts=queue.Queue())
-        invocation.done.add_done_callback(
-            lambda done: invocation.publish("end", None if done.exception() else "ok")
-        )
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, invocation)
-        assert invocation.parts is not None
-        return invocation.parts
-
-
-async def _respond(
-    send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), *(headers or [])],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _next_unless_gone(work: asyncio.Queue[_Invocation], receive: Any) -> _Invocation | None:
-    """The next queued invocation, or None if the runtime's connection closes first."""
-
-    async def disconnected() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-    get = asyncio.ensure_future(work.get())
-    gone = asyncio.ensure_future(disconnected())
-    await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
-    gone.cancel()
-    if get.done():
-        return get.result()
-    get.cancel()
-    return None
-
-
-async def _read_all(receive: Any) -> bytes:
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            return body
-
-
-async def _read_buffered(receive: Any, invocation: _Invocation) -> Reply:
-    reply = reply_from_buffered_result(json.loads(await _read_all(receive)), invocation.sent_at)
-    invocation.publish("start", (reply.status, reply.headers))
-    invocation.publish("data", reply.body)
-    return reply
-
-
-async def _read_streamed(receive: Any, invocation: _Invocation) -> Reply:
-    pending = b""
-    prelude: dict[str, Any] | None = None
-    chunks: list[tuple[float, bytes]] = []
-    while True:
-        message = await receive()
-        data = message.get("body", b"")
-        if prelude is None:
-            pending += data
-            if PRELUDE_END in pending:
-                raw, _, rest = pending.partition(PRELUDE_END)
-                prelude = json.loads(raw)
-                invocation.publish("start", _status_and_headers(prelude))
-                if rest:
-                    chunks.append((time.monotonic(), rest))
-                    invocation.publish("data", rest)
-        elif data:
-            chunks.append((time.monotonic(), data))
-            invocation.publish("data", data)
-        if not message.get("more_body"):
-            break
-    if prelude is None:
-        raise RuntimeError(f"streamed reply without a prelude: {pending[:200]!r}")
-    status, headers = _status_and_headers(prelude)
-    return Reply(status, headers, chunks, invocation.sent_at)
-
-
-def _status_and_headers(prelude: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
-    headers = [(k.lower(), str(v)) for k, v in (prelude.get("headers") or {}).items()]
-    for name, values in (prelude.get("multiValueHeaders") or {}).items():
-        headers.extend((name.lower(), str(v)) for v in values)
-    headers.extend(("set-cookie", c) for c in prelude.get("cookies") or [])
-    return int(prelude.get("statusCode", 200)), headers
-
-
-@contextlib.contextmanager
-def fake_runtime_api() -> Iterator[tuple[FakeRuntimeApi, str]]:
-    """A FakeRuntimeApi on a free loopback port: (api, "127.0.0.1:PORT")."""
-    api = FakeRuntimeApi()
-    # Backstop: a runtime's last long poll for /next that is still open when we stop.
-    with serve_in_thread(api, timeout_graceful_shutdown=1) as server:  # type: ignore[arg-type]
-        yield api, f"127.0.0.1:{server.port}"
+def reply_from_stream(received: StreamedReply, sent_at: float) -> Reply:
+    """A streamed reply as the fake Runtime API received it, as a Reply."""
+    if received.error is not None:
+        raise RuntimeError(f"function error: {json.dumps(received.error)[:500]}")
+    if not received.prelude:
+        raise RuntimeError(f"streamed reply without a prelude: {received.body[:200]!r}")
+    status, headers = status_and_headers(received.prelude)
+    return Reply(status, headers, received.chunks, sent_at)

@@ -25,9 +25,8 @@ import pytest
 
 from handlers.aws.secrets import secret_references
 from tests.support.lambda_events import HttpRequest, function_url
+from tests.support.lambda_runtime_api import fake_runtime_api
 from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, proxy_env
-
-from .fake_runtime_api import fake_runtime_api
 
 REPO = Path(__file__).resolve().parents[3]
 OSLS = REPO / "tools" / "lambda" / "node_modules" / ".bin" / "osls"

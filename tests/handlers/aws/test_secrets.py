@@ -15,6 +15,7 @@ from moto.server import ThreadedMotoServer
 
 from handlers.aws.secrets import SecretError, create_app_with_secrets, environ_with_secrets
 from tests.support.lambda_events import HttpRequest, function_url
+from tests.support.lambda_runtime_api import fake_runtime_api
 from tests.support.servers import (
     FAKE_TOKEN,
     FAKE_UPSTREAM_KEY,
@@ -24,7 +25,6 @@ from tests.support.servers import (
     upstream_requests,
 )
 
-from .fake_runtime_api import fake_runtime_api
 from .runtime_process import running_runtime
 
 SECRET_NAME = "llm-proxy/openai"

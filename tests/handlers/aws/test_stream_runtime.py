@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from tests.support.lambda_events import HttpRequest, api_gateway_v1, function_url
+from tests.support.lambda_runtime_api import FakeRuntimeApi, Reply, fake_runtime_api
 from tests.support.polling import wait_until
 from tests.support.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 
-from .fake_runtime_api import FakeRuntimeApi, Reply, fake_runtime_api
 from .runtime_process import RecordingUpstream, RuntimeProcess, running_runtime
 
 HTTP_INTEGRATION = "application/vnd.awslambda.http-integration-response"

@@ -5,6 +5,14 @@ hand an app: chunk boundaries (when each piece arrived) and request trailers (wh
 streamed reply reports a failure). It hands out queued events with a deadline, records
 streamed and buffered replies, error reports and init errors, and can hang up on a reply
 mid-stream the way a vanished caller would.
+
+A reply can also be followed as it arrives (`invoke_streaming`, or `on_part` to
+`submit`), the way a Function URL or API Gateway relays it to its caller: ("prelude",
+the JSON prelude) once, ("data", bytes) for each body piece, then ("end", the Reply).
+
+Streaming reply (aws-lambda-nodejs-runtime-interface-client, HttpResponseStream): a JSON
+prelude with statusCode/headers (and cookies, or multiValueHeaders for a REST API), eight
+NUL bytes, then the body as it is produced.
 """
 
 from __future__ import annotations
@@ -13,15 +21,20 @@ import asyncio
 import base64
 import contextlib
 import json
+import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 PRELUDE_END = b"\0" * 8
+FUNCTION_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:llm-proxy"
+
+# ("prelude", dict), ("data", bytes), ("end", Reply): a reply as it arrives.
+Part = tuple[str, Any]
 
 
 @dataclass
@@ -66,7 +79,12 @@ class _Pending:
     deadline_in: float
     cut_after_bytes: int | None
     future: Future[Reply]
+    on_part: Callable[[str, Any], None] | None = None
     reply: Reply | None = None
+
+    def publish(self, kind: str, value: Any) -> None:
+        if self.on_part is not None:
+            self.on_part(kind, value)
 
 
 class FakeRuntimeApi:
@@ -108,16 +126,30 @@ class FakeRuntimeApi:
         self.port = self._server.sockets[0].getsockname()[1]
 
     def submit(
-        self, event: dict[str, Any], *, deadline_in: float = 300, cut_after_bytes: int | None = None
+        self,
+        event: dict[str, Any],
+        *,
+        deadline_in: float = 300,
+        cut_after_bytes: int | None = None,
+        on_part: Callable[[str, Any], None] | None = None,
     ) -> Future[Reply]:
+        """Queue `event` for the runtime's next poll; `on_part(kind, value)` (called on
+        the fake's own thread) follows the reply as it arrives."""
         future: Future[Reply] = Future()
-        pending = _Pending(event, deadline_in, cut_after_bytes, future)
+        pending = _Pending(event, deadline_in, cut_after_bytes, future, on_part)
         assert self._queue is not None
         self._loop.call_soon_threadsafe(self._queue.put_nowait, pending)
         return future
 
     def invoke(self, event: dict[str, Any], *, timeout: float = 30, **options: Any) -> Reply:
         return self.submit(event, **options).result(timeout=timeout)
+
+    def invoke_streaming(self, event: dict[str, Any], **options: Any) -> queue.Queue[Part]:
+        """Hand out `event`; the reply's parts arrive on the returned queue as Lambda
+        receives them (what a Function URL or API Gateway relays to its caller)."""
+        parts: queue.Queue[Part] = queue.Queue()
+        self.submit(event, on_part=lambda kind, value: parts.put((kind, value)), **options)
+        return parts
 
     # ---- the HTTP side -------------------------------------------------------------------
 
@@ -152,7 +184,9 @@ class FakeRuntimeApi:
             self.next_calls += 1
             if self.first_next_at is None:
                 self.first_next_at = time.monotonic()
-            pending = await self._queue.get()
+            pending = await _next_unless_gone(self._queue, reader)
+            if pending is None:
+                return False  # the runtime went away while it waited for work
             request_id = str(uuid.uuid4())
             pending.reply = Reply(request_id=request_id, sent_at=time.monotonic())
             self._in_flight[request_id] = pending
@@ -164,7 +198,7 @@ class FakeRuntimeApi:
                 {
                     "Lambda-Runtime-Aws-Request-Id": request_id,
                     "Lambda-Runtime-Deadline-Ms": str(deadline_ms),
-                    "Lambda-Runtime-Invoked-Function-Arn": "arn:aws:lambda:eu-west-1:123456789012:function:llm-proxy",
+                    "Lambda-Runtime-Invoked-Function-Arn": FUNCTION_ARN,
                     "Lambda-Runtime-Trace-Id": "Root=1-00000000-000000000000000000000000",
                 },
             )
@@ -184,15 +218,36 @@ class FakeRuntimeApi:
             reply.error["type_header"] = headers.get("lambda-runtime-function-error-type")
             finished = True
         elif headers.get("transfer-encoding", "").lower() == "chunked":
-            finished = await _read_streamed(reader, reply, pending.cut_after_bytes)
+            finished = await _read_streamed(reader, pending)
         else:
-            reply.chunks.append((time.monotonic(), await _read_body(reader, headers)))
+            body = await _read_body(reader, headers)
+            reply.chunks.append((time.monotonic(), body))
+            pending.publish("data", body)
             finished = True
         reply.finished_at = time.monotonic()
         if finished:
             await _respond(writer, 202, b'{"status":"OK"}')
+        pending.publish("end", reply)
         pending.future.set_result(reply)
         return finished
+
+
+async def _next_unless_gone(
+    work: asyncio.Queue[_Pending], reader: asyncio.StreamReader
+) -> _Pending | None:
+    """The next queued invocation, or None if the runtime's connection closes first (the
+    event then waits for a runtime that is still there)."""
+    get = asyncio.ensure_future(work.get())
+    gone = asyncio.ensure_future(reader.read(1))  # a runtime waiting for work sends nothing
+    try:
+        await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not get.done():
+            get.cancel()
+        gone.cancel()
+        # Let the read wind down before anything else reads from this connection.
+        await asyncio.wait({gone})
+    return get.result() if get.done() and not get.cancelled() else None
 
 
 async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
@@ -207,11 +262,11 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
     return await reader.readexactly(int(headers.get("content-length", "0")))
 
 
-async def _read_streamed(
-    reader: asyncio.StreamReader, reply: Reply, cut_after_bytes: int | None
-) -> bool:
+async def _read_streamed(reader: asyncio.StreamReader, pending: _Pending) -> bool:
     """Read a chunked reply as it arrives; False if we hung up on it on purpose."""
-    pending = b""
+    assert pending.reply is not None
+    reply = pending.reply
+    before_prelude = b""
     received = 0
     while True:
         size = int((await reader.readline()).split(b";")[0], 16)
@@ -223,15 +278,18 @@ async def _read_streamed(
         received += size
         arrived = time.monotonic()
         if not reply.prelude:
-            pending += data
-            if PRELUDE_END in pending:
-                raw, _, rest = pending.partition(PRELUDE_END)
+            before_prelude += data
+            if PRELUDE_END in before_prelude:
+                raw, _, rest = before_prelude.partition(PRELUDE_END)
                 reply.prelude = json.loads(raw)
+                pending.publish("prelude", reply.prelude)
                 if rest:
                     reply.chunks.append((arrived, rest))
+                    pending.publish("data", rest)
         else:
             reply.chunks.append((arrived, data))
-        if cut_after_bytes is not None and received >= cut_after_bytes:
+            pending.publish("data", data)
+        if pending.cut_after_bytes is not None and received >= pending.cut_after_bytes:
             reply.cut = True
             return False
 
