@@ -13,7 +13,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.servers import PYTHON, REPO, free_port, proxy_env
+from tests.support.servers import PYTHON, REPO, free_port, proxy_env
 
 
 def test_a_package_without_its_http_client_stops_before_it_listens(tmp_path: Path) -> None:
