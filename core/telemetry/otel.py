@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.sdk.resources import Resource
 
 from core.telemetry.spans import (
+    SPAN_ATTRIBUTES,
     STATUS_ERROR,
     KeyValues,
     OtlpHttp,
@@ -103,12 +104,16 @@ class OpenTelemetrySink:
         limit = env.get("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT") or env.get(
             "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"
         )
-        self.keyvalues = KeyValues(int(limit) if limit and limit.strip().isdigit() else None)
+        self.keyvalues = KeyValues(
+            SPAN_ATTRIBUTES,
+            int(limit) if limit and limit.strip().isdigit() else None,
+            unique=("llm_proxy.request_id", "gen_ai.input.messages"),
+        )
         if traces_wanted(env):
             self.spans = SpanBatches(
                 env,
                 OtlpHttp(env),
-                encode_resource(self.keyvalues, resource.attributes),
+                encode_resource(resource.attributes),
                 encode_scope("llm_proxy"),
             )
         self.meter_provider: Any = None

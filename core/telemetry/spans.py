@@ -96,30 +96,54 @@ def any_value(value: Any) -> bytes | None:
     return None
 
 
+# How many (key, value) pairs a KeyValues keeps encoded; past it, it starts again (a caller
+# naming a new model on each request only costs the encoding it would have anyway).
+_MAX_CACHED = 4096
+
+
 class KeyValues:
-    """Encodes attribute dicts as repeated KeyValue fields; each key's bytes are made once."""
+    """Encodes attribute dicts as repeated KeyValue fields under one field tag. A string or
+    integer pair is encoded once and kept: most of a span's attributes (operation, provider,
+    model, route, server, status, caller) repeat from request to request. Keys in `unique`
+    (a request id, prompt content) are never kept."""
 
-    def __init__(self, value_limit: int | None = None) -> None:
-        self.keys: dict[str, bytes] = {}
+    def __init__(
+        self, tag: bytes, value_limit: int | None = None, unique: Iterable[str] = ()
+    ) -> None:
+        self.tag = tag
         self.value_limit = value_limit
+        self.unique = frozenset(unique)
+        self.pairs: dict[tuple[str, Any], bytes] = {}
 
-    def encode(self, tag: bytes, attributes: Mapping[str, Any]) -> list[bytes]:
-        keys = self.keys
-        limit = self.value_limit
+    def encode(self, attributes: Mapping[str, Any]) -> list[bytes]:
+        pairs = self.pairs
         out = []
         for key, value in attributes.items():
-            if limit is not None:
-                value = _limited(value, limit)
-            encoded = any_value(value)
-            if encoded is None:
-                continue
-            prefix = keys.get(key)
-            if prefix is None:
-                data = key.encode()
-                prefix = keys[key] = b"\x0a" + varint(len(data)) + data  # KeyValue.key = 1
-            pair = prefix + b"\x12" + varint(len(encoded)) + encoded  # KeyValue.value = 2
-            out.append(tag + varint(len(pair)) + pair)
+            kind = type(value)
+            if kind is str or kind is int:
+                pair = pairs.get((key, value))
+                if pair is None:
+                    pair = self._pair(key, value)
+                    if pair is not None and key not in self.unique:
+                        if len(pairs) >= _MAX_CACHED:
+                            pairs.clear()
+                        pairs[key, value] = pair
+            else:
+                pair = self._pair(key, value)
+            if pair is not None:
+                out.append(pair)
         return out
+
+    def _pair(self, key: str, value: Any) -> bytes | None:
+        """One KeyValue (key = 1, value = 2), framed under the tag."""
+        if self.value_limit is not None:
+            value = _limited(value, self.value_limit)
+        encoded = any_value(value)
+        if encoded is None:
+            return None
+        data = key.encode()
+        pair = b"\x0a" + varint(len(data)) + data + b"\x12" + varint(len(encoded)) + encoded
+        return self.tag + varint(len(pair)) + pair
 
 
 def _limited(value: Any, limit: int) -> Any:
@@ -130,6 +154,8 @@ def _limited(value: Any, limit: int) -> Any:
     return value
 
 
+# Span.attributes (field 9, length-delimited): the tag of a span's KeyValues.
+SPAN_ATTRIBUTES = b"\x4a"
 # Span kinds (trace.proto); this proxy's spans are all CLIENT.
 KIND_CLIENT = 3
 # Status codes: UNSET (an empty Status, as the SDK exports it) and ERROR.
@@ -141,7 +167,7 @@ FLAGS_REMOTE_PARENT = _FIXED32(0x300)
 
 
 def encode_span(
-    keyvalues: KeyValues,
+    keyvalues: KeyValues,  # tagged 0x4a: Span.attributes = 9
     trace_id: bytes,
     span_id: bytes,
     parent_id: bytes,
@@ -173,7 +199,7 @@ def encode_span(
         b"\x41",  # end_time_unix_nano = 8
         _FIXED64(end_ns),
     )
-    parts += keyvalues.encode(b"\x4a", attributes)  # attributes = 9
+    parts += keyvalues.encode(attributes)  # attributes = 9 (the KeyValues' tag)
     for event_name, at_ns in events:  # events = 11: time_unix_nano = 1, name = 2
         parts.append(
             _field(b"\x5a", b"\x09" + _FIXED64(at_ns) + _field(b"\x12", event_name.encode()))
@@ -192,9 +218,9 @@ def export_request(resource: bytes, scope: bytes, spans: list[bytes]) -> bytes:
     return _field(b"\x0a", resource_spans)
 
 
-def encode_resource(keyvalues: KeyValues, attributes: Mapping[str, Any]) -> bytes:
+def encode_resource(attributes: Mapping[str, Any]) -> bytes:
     """A Resource message: its attributes (field 1)."""
-    return b"".join(keyvalues.encode(b"\x0a", attributes))
+    return b"".join(KeyValues(b"\x0a").encode(attributes))
 
 
 def encode_scope(name: str) -> bytes:

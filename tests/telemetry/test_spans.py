@@ -11,6 +11,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 from core.telemetry.spans import (
+    SPAN_ATTRIBUTES,
     STATUS_ERROR,
     KeyValues,
     Sampler,
@@ -30,9 +31,8 @@ PARENT = bytes(range(40, 48))
 
 
 def decode(spans: list[bytes], resource: dict[str, Any] | None = None) -> Any:
-    keyvalues = KeyValues()
     body = export_request(
-        encode_resource(keyvalues, resource or {"service.name": "svc"}),
+        encode_resource(resource or {"service.name": "svc"}),
         encode_scope("llm_proxy"),
         spans,
     )
@@ -67,7 +67,7 @@ def test_a_span_decodes_with_every_field_and_attribute_type() -> None:
         "too big": 2**64,
     }
     span = encode_span(
-        KeyValues(),
+        KeyValues(SPAN_ATTRIBUTES),
         TRACE,
         SPAN,
         PARENT,
@@ -108,8 +108,8 @@ def test_a_span_decodes_with_every_field_and_attribute_type() -> None:
 
 def test_a_root_span_and_an_unset_status() -> None:
     spans = [
-        encode_span(KeyValues(), TRACE, SPAN, b"", "chat", 1, 2, {"a": 1}),
-        encode_span(KeyValues(), TRACE, PARENT, SPAN, "upstream attempt", 1, 2, {}),
+        encode_span(KeyValues(SPAN_ATTRIBUTES), TRACE, SPAN, b"", "chat", 1, 2, {"a": 1}),
+        encode_span(KeyValues(SPAN_ATTRIBUTES), TRACE, PARENT, SPAN, "upstream attempt", 1, 2, {}),
     ]
     root, child = decode(spans).resource_spans[0].scope_spans[0].spans
     assert root.parent_span_id == b"" and root.trace_state == ""
@@ -120,7 +120,14 @@ def test_a_root_span_and_an_unset_status() -> None:
 
 def test_a_value_length_limit_cuts_strings() -> None:
     span = encode_span(
-        KeyValues(value_limit=3), TRACE, SPAN, b"", "x", 1, 2, {"s": "abcdef", "l": ["abcd"]}
+        KeyValues(SPAN_ATTRIBUTES, value_limit=3),
+        TRACE,
+        SPAN,
+        b"",
+        "x",
+        1,
+        2,
+        {"s": "abcdef", "l": ["abcd"]},
     )
     [decoded] = decode([span]).resource_spans[0].scope_spans[0].spans
     assert attributes(decoded.attributes) == {"s": "abc", "l": ["abc"]}
