@@ -399,7 +399,7 @@ def genai_attributes(record: RequestRecord) -> dict[str, Any]:
         if record.cached_input_tokens:
             attributes["gen_ai.usage.cache_read.input_tokens"] = record.cached_input_tokens
     if record.finish_reasons:
-        attributes["gen_ai.response.finish_reasons"] = list(record.finish_reasons)
+        attributes["gen_ai.response.finish_reasons"] = record.finish_reasons  # a tuple
     if record.server:
         attributes["server.address"] = record.server
     if record.status is not None:

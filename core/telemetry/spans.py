@@ -116,23 +116,32 @@ class KeyValues:
         self.pairs: dict[tuple[str, Any], bytes] = {}
 
     def encode(self, attributes: Mapping[str, Any]) -> list[bytes]:
-        pairs = self.pairs
+        get = self.pairs.get
         out = []
-        for key, value in attributes.items():
-            kind = type(value)
-            if kind is str or kind is int:
-                pair = pairs.get((key, value))
-                if pair is None:
-                    pair = self._pair(key, value)
-                    if pair is not None and key not in self.unique:
-                        if len(pairs) >= _MAX_CACHED:
-                            pairs.clear()
-                        pairs[key, value] = pair
+        for item in attributes.items():
+            # A bool is never looked up: (key, True) would find a kept (key, 1).
+            if type(item[1]) is bool:
+                pair = self._pair(*item)
             else:
-                pair = self._pair(key, value)
+                try:
+                    pair = get(item)  # the (key, value) tuple itself is the dict key
+                except TypeError:  # a list: not hashable, never kept
+                    pair = None
+                if pair is None:
+                    pair = self._keep(*item)
             if pair is not None:
                 out.append(pair)
         return out
+
+    def _keep(self, key: str, value: Any) -> bytes | None:
+        pair = self._pair(key, value)
+        kind = type(value)
+        if pair is not None and (kind is str or kind is int) and key not in self.unique:
+            pairs = self.pairs
+            if len(pairs) >= _MAX_CACHED:
+                pairs.clear()
+            pairs[key, value] = pair
+        return pair
 
     def _pair(self, key: str, value: Any) -> bytes | None:
         """One KeyValue (key = 1, value = 2), framed under the tag."""
