@@ -53,6 +53,13 @@ _MODEL_KEY = {"gemini": b'"modelVersion"'}
 # do), Gemini's finishReason is absent. Responses: the events that end a response.
 _REASON_STRING = (b'_reason":"', b'_reason": "')
 _FINISH = {"openai": _REASON_STRING, "anthropic": _REASON_STRING, "gemini": (b'"finishReason"',)}
+# OpenAI's and Anthropic's reason keys: one scan finds each, then the byte after the colon
+# says whether the value is a string (an OpenAI event holds `"finish_reason":null` until
+# the last, so a scan for either spelling alone would fail on every event, and two scans
+# cost twice). `bytes.find`, not `in`: `in` first tries the needle as an integer, which
+# raises and clears a TypeError inside every call (about twice find's instructions).
+_REASON_KEY = b'_reason":'
+_AFTER_KEY = len(_REASON_KEY)
 _RESPONSES_END = (b'response.completed"', b'response.incomplete"', b'response.failed"')
 _ENDED = frozenset({"completed", "incomplete", "failed", "cancelled"})
 
@@ -98,12 +105,28 @@ class ReplyFacts:
 
     def feed(self, chunk: bytes) -> bytes:
         if self.stream:
-            # Inline, as it runs for every event: a few scans in C, and most events end
-            # here (the model was read from the first, no finish reason yet).
+            # Inline, as it runs for every event: a few scans in C and no call of our own
+            # (`_wanted`, written out), and most events end here (the model was read from
+            # the first, no finish reason yet).
             data = self.pending + chunk if self.pending else chunk
-            if self._wanted(data):
+            key = self.model_key
+            if key is not None and data.find(key) != -1:
                 self._lines(data)
-            elif data.endswith(b"\n"):
+                return chunk
+            if self.finish is _REASON_STRING:
+                at = data.find(_REASON_KEY)
+                while at != -1:
+                    at += _AFTER_KEY
+                    if data[at : at + 1] == b'"' or data[at : at + 2] == b' "':
+                        self._lines(data)
+                        return chunk
+                    at = data.find(_REASON_KEY, at)
+            else:
+                for needle in self.finish:
+                    if data.find(needle) != -1:
+                        self._lines(data)
+                        return chunk
+            if data.endswith(b"\n"):
                 self.pending = b""
             else:
                 self._keep_tail(data)
@@ -132,11 +155,11 @@ class ReplyFacts:
 
     def _wanted(self, data: bytes) -> bool:
         """Whether `data` may hold a field still wanted: scans in C, nothing parsed."""
-        if self.model_key is not None and self.model_key in data:
+        if self.model_key is not None and data.find(self.model_key) != -1:
             return True
-        # A loop, not any(): a generator would cost a frame on every event.
+        # A loop, not any(): a generator would cost a frame.
         for needle in self.finish:  # noqa: SIM110
-            if needle in data:
+            if data.find(needle) != -1:
                 return True
         return False
 
