@@ -4,8 +4,13 @@ Imported only when an OTLP endpoint is set (core/telemetry/__init__.py): the SDK
 exporter are the `otel` extra. Configured by the standard variables alone: the endpoints,
 headers, timeout, compression, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
 OTEL_TRACES_SAMPLER, OTEL_BSP_*, OTEL_METRIC_EXPORT_INTERVAL; OTEL_TRACES_EXPORTER=none or
-OTEL_METRICS_EXPORTER=none turn one half off. The providers are this proxy's own, not the
-process-global ones, so an app that embeds the proxy keeps its telemetry apart.
+OTEL_METRICS_EXPORTER=none turn one half off. Nothing here is process-global, so an app
+that embeds the proxy keeps its own telemetry apart.
+
+Spans are written from the request record at its end, straight to OTLP protobuf, and
+batched (core/telemetry/spans.py): the SDK's tracer is not used. Metrics go through the
+SDK's meter provider and OTLP exporter, the histograms aggregated here (histograms.py);
+the resource is the SDK's (`Resource.create`, which reads the resource variables).
 """
 
 from __future__ import annotations
