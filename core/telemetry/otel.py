@@ -4,8 +4,13 @@ Imported only when an OTLP endpoint is set (core/telemetry/__init__.py): the SDK
 exporter are the `otel` extra. Configured by the standard variables alone: the endpoints,
 headers, timeout, compression, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
 OTEL_TRACES_SAMPLER, OTEL_BSP_*, OTEL_METRIC_EXPORT_INTERVAL; OTEL_TRACES_EXPORTER=none or
-OTEL_METRICS_EXPORTER=none turn one half off. The providers are this proxy's own, not the
-process-global ones, so an app that embeds the proxy keeps its telemetry apart.
+OTEL_METRICS_EXPORTER=none turn one half off. Nothing here is process-global, so an app
+that embeds the proxy keeps its own telemetry apart.
+
+Spans are written from the request record at its end, straight to OTLP protobuf, and
+batched (core/telemetry/spans.py): the SDK's tracer is not used. Metrics go through the
+SDK's meter provider and OTLP exporter, the histograms aggregated here (histograms.py);
+the resource is the SDK's (`Resource.create`, which reads the resource variables).
 """
 
 from __future__ import annotations
@@ -16,10 +21,23 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from core.telemetry.spans import (
+    SPAN_ATTRIBUTES,
+    STATUS_ERROR,
+    KeyValues,
+    OtlpHttp,
+    Sampler,
+    SpanBatches,
+    SpanContext,
+    encode_resource,
+    encode_scope,
+    encode_span,
+    new_id,
+    parse_traceparent,
+    parse_tracestate,
+)
 
 if TYPE_CHECKING:
     from core.telemetry.record import Attempt, RequestRecord
@@ -47,7 +65,7 @@ SECONDS_BUCKETS = [
     40.96,
     81.92,
 ]
-_PROPAGATOR = TraceContextTextMapPropagator()
+_FIRST_BYTE = "llm_proxy.first_byte"
 _INPUT = ("gen_ai.token.type", "input")
 _OUTPUT = ("gen_ai.token.type", "output")
 
@@ -84,17 +102,26 @@ class OpenTelemetrySink:
                 protocol,
             )
         resource = _resource(env)
-        self.tracer_provider: Any = None
-        self.meter_provider: Any = None
-        self.tracer: Any = None
+        # Traces: spans encoded from the request record at its end and batched
+        # (core/telemetry/spans.py); the SDK's tracer is not used.
+        self.spans: SpanBatches | None = None
+        self.sampler = Sampler(env)
+        limit = env.get("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT") or env.get(
+            "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"
+        )
+        self.keyvalues = KeyValues(
+            SPAN_ATTRIBUTES,
+            int(limit) if limit and limit.strip().isdigit() else None,
+            unique=("llm_proxy.request_id", "gen_ai.input.messages"),
+        )
         if traces_wanted(env):
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-            from opentelemetry.sdk.trace import TracerProvider
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-            self.tracer_provider = TracerProvider(resource=resource)
-            self.tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-            self.tracer = self.tracer_provider.get_tracer("llm_proxy")
+            self.spans = SpanBatches(
+                env,
+                OtlpHttp(env),
+                encode_resource(resource.attributes),
+                encode_scope("llm_proxy"),
+            )
+        self.meter_provider: Any = None
         self.instruments: dict[str, Any] = {}
         self.histograms: Any = None
         self.counts = _Counts()
@@ -167,79 +194,109 @@ class OpenTelemetrySink:
     # ---- the sink ----------------------------------------------------------------------
 
     def start(self, record: RequestRecord, scope: Scope) -> None:
-        if self.tracer is not None:
-            carrier = {}
-            for name, value in scope.get("headers", ()):
-                if name == b"traceparent" or name == b"tracestate":
-                    carrier[name.decode()] = value.decode("latin-1")
-            parent = _PROPAGATOR.extract(carrier) if carrier else None
-            record.span = self.tracer.start_span(
-                record.operation,
-                context=parent,
-                kind=SpanKind.CLIENT,
-                start_time=record.started_ns,
-            )
+        if self.spans is not None:
+            record.span = self._context(scope.get("headers", ()))
         if self.instruments:
             _add(self.counts.open, (("llm_proxy.kind", record.kind),), 1)
+
+    def _context(self, headers: Any) -> SpanContext:
+        """The request span's ids: a caller's trace continued (W3C trace context), or a new
+        one; sampled as OTEL_TRACES_SAMPLER says."""
+        traceparent = None
+        tracestate: list[str] = []
+        for name, value in headers:
+            if name == b"traceparent":
+                traceparent = value.decode("latin-1")
+            elif name == b"tracestate":
+                tracestate.append(value.decode("latin-1"))
+        parent = parse_traceparent(traceparent) if traceparent is not None else None
+        if parent is None:
+            trace_id = new_id(16)
+            return SpanContext(trace_id, new_id(8), b"", self.sampler.sampled(trace_id, None))
+        trace_id, parent_id, flags = parent
+        return SpanContext(
+            trace_id,
+            new_id(8),
+            parent_id,
+            self.sampler.sampled(trace_id, flags),
+            remote=True,
+            trace_state=parse_tracestate(tracestate) if tracestate else "",
+        )
 
     def attempt_headers(
         self, record: RequestRecord, attempt: Attempt, headers: list[tuple[bytes, bytes]]
     ) -> list[tuple[bytes, bytes]]:
         """A child span for one upstream try; its id goes upstream as the parent."""
-        span = record.span
-        if span is None:
+        context: SpanContext | None = record.span
+        if context is None:
             return headers
-        child = self.tracer.start_span(
-            "upstream attempt",
-            context=trace.set_span_in_context(span),
-            kind=SpanKind.CLIENT,
-            start_time=attempt.started_ns,
-            attributes={"server.address": attempt.server},
-        )
-        attempt.span = child
-        context = child.get_span_context()
-        if not context.is_valid:
-            return headers
-        traceparent = (
-            f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
-        )
+        child = attempt.span = new_id(8)
+        flags = "01" if context.sampled else "00"
+        traceparent = f"00-{context.trace_hex}-{child.hex()}-{flags}"
         return [*headers, (b"traceparent", traceparent.encode())]
 
     def end(self, record: RequestRecord) -> None:
         attributes = genai_attributes(record)
-        if record.span is not None:
+        if record.span is not None and record.span.sampled:
             self._end_span(record, attributes)
         if self.instruments:
             self._measure(record, attributes)
 
     def _end_span(self, record: RequestRecord, attributes: dict[str, Any]) -> None:
-        span = record.span
+        """The request's span and one child per upstream try, encoded and queued."""
+        context: SpanContext = record.span
+        assert self.spans is not None
         model = record.request_model
-        if model:
-            span.update_name(f"{record.operation} {model[:100]}")
-        # One call: the SDK takes its lock and checks its limits once.
+        name = f"{record.operation} {model[:100]}" if model else record.operation
         everything = {**attributes, **proxy_attributes(record)}
         if record.content:
             everything.update(record.content)
-        span.set_attributes(everything)
-        if record.first_byte_ns is not None:
-            span.add_event("llm_proxy.first_byte", timestamp=record.first_byte_ns)
         end_ns = record.started_ns + int(record.duration_s * 1e9)
+        first_byte = record.first_byte_ns
+        keyvalues = self.keyvalues
+        trace_id = context.trace_id
+        spans = [
+            encode_span(
+                keyvalues,
+                trace_id,
+                context.span_id,
+                context.parent_id,
+                name,
+                record.started_ns,
+                end_ns,
+                everything,
+                trace_state=context.trace_state,
+                remote_parent=context.remote,
+                events=((_FIRST_BYTE, first_byte),) if first_byte is not None else (),
+                status=STATUS_ERROR if "error.type" in attributes else 0,
+            )
+        ]
         last = len(record.attempts) - 1
         for index, attempt in enumerate(record.attempts):
             child = attempt.span
             if child is None:
                 continue
+            child_attributes: dict[str, Any] = {"server.address": attempt.server}
             if attempt.status is not None:
-                child.set_attribute("http.response.status_code", attempt.status)
+                child_attributes["http.response.status_code"] = attempt.status
             if attempt.error is not None:
-                child.set_attribute("error.type", attempt.error)
-                child.set_status(Status(StatusCode.ERROR))
+                child_attributes["error.type"] = attempt.error
             # The try that answered lasts as long as its reply; a failed one, to its answer.
-            child.end(end_time=end_ns if index == last else attempt.ended_ns)
-        if "error.type" in attributes:
-            span.set_status(Status(StatusCode.ERROR))
-        span.end(end_time=end_ns)
+            spans.append(
+                encode_span(
+                    keyvalues,
+                    trace_id,
+                    child,
+                    context.span_id,
+                    "upstream attempt",
+                    attempt.started_ns,
+                    end_ns if index == last else attempt.ended_ns,
+                    child_attributes,
+                    trace_state=context.trace_state,
+                    status=STATUS_ERROR if attempt.error is not None else 0,
+                )
+            )
+        self.spans.add(spans)
 
     def _measure(self, record: RequestRecord, attributes: dict[str, Any]) -> None:
         # The metric attributes, as a tuple the histograms key their series by.
@@ -291,15 +348,14 @@ class OpenTelemetrySink:
             logger.warning("telemetry export took longer than %gs; not waited for", FLUSH_SECONDS)
 
     def _flush(self) -> None:
-        millis = int(FLUSH_SECONDS * 1000)
-        if self.tracer_provider is not None:
-            self.tracer_provider.force_flush(millis)
+        if self.spans is not None:
+            self.spans.flush(FLUSH_SECONDS)
         if self.meter_provider is not None:
-            self.meter_provider.force_flush(millis)
+            self.meter_provider.force_flush(int(FLUSH_SECONDS * 1000))
 
     def shutdown(self) -> None:
-        if self.tracer_provider is not None:
-            self.tracer_provider.shutdown()
+        if self.spans is not None:
+            self.spans.shutdown()
         if self.meter_provider is not None:
             self.meter_provider.shutdown()
 
@@ -348,7 +404,7 @@ def genai_attributes(record: RequestRecord) -> dict[str, Any]:
         if record.cached_input_tokens:
             attributes["gen_ai.usage.cache_read.input_tokens"] = record.cached_input_tokens
     if record.finish_reasons:
-        attributes["gen_ai.response.finish_reasons"] = list(record.finish_reasons)
+        attributes["gen_ai.response.finish_reasons"] = record.finish_reasons  # a tuple
     if record.server:
         attributes["server.address"] = record.server
     if record.status is not None:

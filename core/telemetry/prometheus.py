@@ -14,11 +14,18 @@ never a label: a caller cannot grow the number of series.
 from __future__ import annotations
 
 import hmac
+import math
 import os
+import time
+from bisect import bisect_left
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from core.errors import NotFound, Unauthorized, send_error
 
@@ -29,19 +36,36 @@ if TYPE_CHECKING:
 SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 _FORWARDING = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip"})
+# As prometheus_client decides whether a counter has a `_created` sample.
+_USE_CREATED = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False").lower() not in (
+    "true",
+    "1",
+    "t",
+)
+_REQUESTS = "Proxied requests and realtime sessions by route, status and refusal code"
+_TOKENS = "Tokens the replies reported (type: input, output, cached_input)"
+_CACHE_HITS = "Replies from the response cache"
+_SPEND = "What the replies cost, where priced"
+_DURATION_NAME = "gen_ai_client_operation_duration_seconds"
+_DURATION = "Time from the request's arrival to the reply's end"
+_FIRST_CHUNK_NAME = "gen_ai_client_operation_time_to_first_chunk_seconds"
+_FIRST_CHUNK = "Time from a streamed request's arrival to its first reply byte"
+_OPEN = "Requests and realtime sessions in flight (kind: http, websocket)"
+
+
+Key = tuple[str, ...]
 
 
 class _Children:
-    """A metric's labelled children, kept by their label values. prometheus_client's own
-    `labels()` checks the values, takes a lock and builds a key on every call (about a
-    third of this sink's time per request); a proxy asks for the same few children over and
-    over. It holds no child the metric does not hold too."""
+    """A prometheus_client metric's labelled children, kept by their label values (multiple
+    worker processes): its own `labels()` checks the values, takes a lock and builds a key
+    on every call; a proxy asks for the same few children over and over."""
 
     __slots__ = ("known", "metric")
 
     def __init__(self, metric: Any) -> None:
         self.metric = metric
-        self.known: dict[tuple[str, ...], Any] = {}
+        self.known: dict[Key, Any] = {}
 
     def __call__(self, *values: str) -> Any:
         child = self.known.get(values)
@@ -50,86 +74,208 @@ class _Children:
         return child
 
 
+class _ClientCount:
+    """A prometheus_client counter or gauge (files every worker shares)."""
+
+    __slots__ = ("children",)
+
+    def __init__(self, metric: Any) -> None:
+        self.children = _Children(metric)
+
+    def add(self, key: Key, amount: float) -> None:
+        self.children(*key).inc(amount)
+
+
+class _ClientHistogram:
+    __slots__ = ("children",)
+
+    def __init__(self, metric: Any) -> None:
+        self.children = _Children(metric)
+
+    def observe(self, key: Key, value: float) -> None:
+        self.children(*key).observe(value)
+
+
+class _Count:
+    """A counter or gauge of this process: totals in a dict by label values, read into a
+    prometheus_client family at scrape time. An update is a dict lookup and an addition,
+    not prometheus_client's lock, value object and label checks."""
+
+    __slots__ = ("created", "doc", "kind", "labels", "name", "values")
+
+    def __init__(self, name: str, doc: str, labels: Key, kind: str = "counter") -> None:
+        self.name = name
+        self.doc = doc
+        self.labels = labels
+        self.kind = kind
+        self.values: dict[Key, float] = {}
+        self.created: dict[Key, float] = {}
+
+    def add(self, key: Key, amount: float) -> None:
+        values = self.values
+        value = values.get(key)
+        if value is None:
+            self.created[key] = time.time()
+            values[key] = float(amount)
+        else:
+            values[key] = value + amount
+
+    def family(self) -> Metric:
+        """As prometheus_client's own Counter or Gauge exposes it."""
+        metric = Metric(self.name, self.doc, self.kind)
+        created = self.created
+        for key, value in list(self.values.items()):
+            labels = dict(zip(self.labels, key, strict=True))
+            if self.kind == "gauge":
+                metric.add_sample(self.name, labels, value)
+                continue
+            metric.add_sample(f"{self.name}_total", labels, value)
+            if _USE_CREATED:
+                metric.add_sample(f"{self.name}_created", labels, created[key])
+        return metric
+
+
+class _Histogram:
+    """A histogram of this process: per label values, a count per bucket and the sum."""
+
+    __slots__ = ("bounds", "created", "doc", "labels", "name", "series", "upper")
+
+    def __init__(self, name: str, doc: str, labels: Key, buckets: tuple[float, ...]) -> None:
+        self.name = name
+        self.doc = doc
+        self.labels = labels
+        self.bounds = [float(bound) for bound in buckets]
+        # The bucket labels, as prometheus_client writes them (le="+Inf" last).
+        self.upper = [floatToGoString(bound) for bound in (*self.bounds, math.inf)]
+        # Per label values: one count per bucket (+Inf last), then the sum.
+        self.series: dict[Key, list[float]] = {}
+        self.created: dict[Key, float] = {}
+
+    def observe(self, key: Key, value: float) -> None:
+        series = self.series.get(key)
+        if series is None:
+            self.created[key] = time.time()
+            series = self.series[key] = [0.0] * (len(self.bounds) + 2)
+        # A bucket holds what is at most its bound (le): bisect_left finds it.
+        series[bisect_left(self.bounds, value)] += 1
+        series[-1] += value
+
+    def family(self) -> Metric:
+        metric = Metric(self.name, self.doc, "histogram")
+        name = self.name
+        for key, series in list(self.series.items()):
+            labels = dict(zip(self.labels, key, strict=True))
+            total = 0.0
+            for upper, count in zip(self.upper, series, strict=False):
+                total += count
+                metric.add_sample(f"{name}_bucket", {**labels, "le": upper}, total)
+            metric.add_sample(f"{name}_count", labels, total)
+            metric.add_sample(f"{name}_sum", labels, series[-1])
+            if _USE_CREATED:
+                metric.add_sample(f"{name}_created", labels, self.created[key])
+        return metric
+
+
+class _Collector(Collector):
+    def __init__(self, metrics: list[_Count | _Histogram]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        return [metric.family() for metric in self.metrics]
+
+
 class PrometheusSink:
+    requests: _Count | _ClientCount
+    tokens: _Count | _ClientCount
+    cache_hits: _Count | _ClientCount
+    spend: _Count | _ClientCount
+    open: _Count | _ClientCount
+    duration: _Histogram | _ClientHistogram
+    first_chunk: _Histogram | _ClientHistogram
+    registry: CollectorRegistry | None
+
     def __init__(self) -> None:
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-        # A registry of our own: several apps in one process (tests, embedding) never
-        # collide in prometheus_client's global one.
-        registry = None if self.multiprocess else CollectorRegistry()
-        self.registry = registry
+        if self.multiprocess:
+            self._client_metrics()
+        else:
+            self._own_metrics()
+
+    def _own_metrics(self) -> None:
+        """One process: plain totals, collected at scrape time into a registry of our own
+        (several apps in one process, tests or embedding, never collide)."""
+        self.requests = _Count("llm_proxy_requests", _REQUESTS, ("route", "status", "refusal"))
+        self.tokens = _Count("llm_proxy_tokens", _TOKENS, ("route", "model", "type"))
+        self.cache_hits = _Count("llm_proxy_cache_hits", _CACHE_HITS, ("route",))
+        self.spend = _Count("llm_proxy_spend_usd", _SPEND, ("route", "model"))
+        self.duration = _Histogram(
+            _DURATION_NAME, _DURATION, ("route", "operation"), SECONDS_BUCKETS
+        )
+        self.first_chunk = _Histogram(
+            _FIRST_CHUNK_NAME, _FIRST_CHUNK, ("route", "operation"), SECONDS_BUCKETS
+        )
+        self.open = _Count("llm_proxy_open", _OPEN, ("kind",), "gauge")
+        self.registry = registry = CollectorRegistry()
+        registry.register(
+            _Collector(
+                [
+                    self.requests,
+                    self.tokens,
+                    self.cache_hits,
+                    self.spend,
+                    self.duration,
+                    self.first_chunk,
+                    self.open,
+                ]
+            )
+        )
+
+    def _client_metrics(self) -> None:
+        """`--workers N`: prometheus_client's metrics, whose values every worker writes to
+        files in PROMETHEUS_MULTIPROC_DIR, so a scrape of any worker adds them all up."""
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.registry = None
         labels = ("route", "status", "refusal")
-        self.requests = Counter(
-            "llm_proxy_requests",
-            "Proxied requests and realtime sessions by route, status and refusal code",
-            labels,
-            registry=registry,
+        self.requests = _ClientCount(Counter("llm_proxy_requests", _REQUESTS, labels))
+        self.tokens = _ClientCount(Counter("llm_proxy_tokens", _TOKENS, ("route", "model", "type")))
+        self.cache_hits = _ClientCount(Counter("llm_proxy_cache_hits", _CACHE_HITS, ("route",)))
+        self.spend = _ClientCount(Counter("llm_proxy_spend_usd", _SPEND, ("route", "model")))
+        self.duration = _ClientHistogram(
+            Histogram(_DURATION_NAME, _DURATION, ("route", "operation"), buckets=SECONDS_BUCKETS)
         )
-        self.tokens = Counter(
-            "llm_proxy_tokens",
-            "Tokens the replies reported (type: input, output, cached_input)",
-            ("route", "model", "type"),
-            registry=registry,
+        self.first_chunk = _ClientHistogram(
+            Histogram(
+                _FIRST_CHUNK_NAME, _FIRST_CHUNK, ("route", "operation"), buckets=SECONDS_BUCKETS
+            )
         )
-        self.cache_hits = Counter(
-            "llm_proxy_cache_hits", "Replies from the response cache", ("route",), registry=registry
+        self.open = _ClientCount(
+            Gauge("llm_proxy_open", _OPEN, ("kind",), multiprocess_mode="livesum")
         )
-        self.spend = Counter(
-            "llm_proxy_spend_usd",
-            "What the replies cost, where priced",
-            ("route", "model"),
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "gen_ai_client_operation_duration_seconds",
-            "Time from the request's arrival to the reply's end",
-            ("route", "operation"),
-            buckets=SECONDS_BUCKETS,
-            registry=registry,
-        )
-        self.first_chunk = Histogram(
-            "gen_ai_client_operation_time_to_first_chunk_seconds",
-            "Time from a streamed request's arrival to its first reply byte",
-            ("route", "operation"),
-            buckets=SECONDS_BUCKETS,
-            registry=registry,
-        )
-        self.open = Gauge(
-            "llm_proxy_open",
-            "Requests and realtime sessions in flight (kind: http, websocket)",
-            ("kind",),
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self._open = _Children(self.open)
-        self._requests = _Children(self.requests)
-        self._tokens = _Children(self.tokens)
-        self._cache_hits = _Children(self.cache_hits)
-        self._spend = _Children(self.spend)
-        self._duration = _Children(self.duration)
-        self._first_chunk = _Children(self.first_chunk)
 
     def start(self, record: RequestRecord, scope: Scope) -> None:
-        self._open(record.kind).inc()
+        self.open.add((record.kind,), 1)
 
     def end(self, record: RequestRecord) -> None:
         route = record.route or ""
-        self._open(record.kind).dec()
-        self._requests(route, str(record.status or 0), record.refusal or "").inc()
-        operation = record.operation
-        self._duration(route, operation).observe(record.duration_s)
+        self.open.add((record.kind,), -1)
+        self.requests.add((route, str(record.status or 0), record.refusal or ""), 1)
+        operation = (route, record.operation)
+        self.duration.observe(operation, record.duration_s)
         if record.stream and record.first_byte_s is not None:
-            self._first_chunk(route, operation).observe(record.first_byte_s)
+            self.first_chunk.observe(operation, record.first_byte_s)
         if record.cache_hit:
-            self._cache_hits(route).inc()
+            self.cache_hits.add((route,), 1)
             return  # a hit's tokens were saved, not spent
         model = record.model_label
         if record.input_tokens is not None:
-            self._tokens(route, model, "input").inc(record.input_tokens)
-            self._tokens(route, model, "output").inc(record.output_tokens or 0)
+            tokens = self.tokens
+            tokens.add((route, model, "input"), record.input_tokens)
+            tokens.add((route, model, "output"), record.output_tokens or 0)
             if record.cached_input_tokens:
-                self._tokens(route, model, "cached_input").inc(record.cached_input_tokens)
+                tokens.add((route, model, "cached_input"), record.cached_input_tokens)
         if record.cost_usd:
-            self._spend(route, model).inc(record.cost_usd)
+            self.spend.add((route, model), record.cost_usd)
 
     async def flush(self) -> None:
         return None

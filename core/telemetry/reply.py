@@ -18,6 +18,7 @@ null), and only lines, never a whole stream, are held back. A whole reply is kep
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from core.telemetry.hub import RECORD_KEY
@@ -53,6 +54,11 @@ _MODEL_KEY = {"gemini": b'"modelVersion"'}
 # do), Gemini's finishReason is absent. Responses: the events that end a response.
 _REASON_STRING = (b'_reason":"', b'_reason": "')
 _FINISH = {"openai": _REASON_STRING, "anthropic": _REASON_STRING, "gemini": (b'"finishReason"',)}
+# OpenAI's and Anthropic's reason written as a string, in one search (an OpenAI event holds
+# `"finish_reason":null` until the last): a call into C costs more than its scan, so one
+# search, not a scan per spelling. Elsewhere `bytes.find`, not `in`: `in` first tries the
+# needle as an integer, which raises and clears a TypeError inside every call.
+_REASON_STATED = re.compile(rb'_reason": ?"')
 _RESPONSES_END = (b'response.completed"', b'response.incomplete"', b'response.failed"')
 _ENDED = frozenset({"completed", "incomplete", "failed", "cancelled"})
 
@@ -98,12 +104,24 @@ class ReplyFacts:
 
     def feed(self, chunk: bytes) -> bytes:
         if self.stream:
-            # Inline, as it runs for every event: a few scans in C, and most events end
-            # here (the model was read from the first, no finish reason yet).
+            # Inline, as it runs for every event: a few scans in C and no call of our own
+            # (`_wanted`, written out), and most events end here (the model was read from
+            # the first, no finish reason yet).
             data = self.pending + chunk if self.pending else chunk
-            if self._wanted(data):
+            key = self.model_key
+            if key is not None and data.find(key) != -1:
                 self._lines(data)
-            elif data.endswith(b"\n"):
+                return chunk
+            if self.finish is _REASON_STRING:
+                if _REASON_STATED.search(data) is not None:
+                    self._lines(data)
+                    return chunk
+            else:
+                for needle in self.finish:
+                    if data.find(needle) != -1:
+                        self._lines(data)
+                        return chunk
+            if data[-1:] == b"\n":  # a slice of one byte is a cached object: no call
                 self.pending = b""
             else:
                 self._keep_tail(data)
@@ -132,11 +150,11 @@ class ReplyFacts:
 
     def _wanted(self, data: bytes) -> bool:
         """Whether `data` may hold a field still wanted: scans in C, nothing parsed."""
-        if self.model_key is not None and self.model_key in data:
+        if self.model_key is not None and data.find(self.model_key) != -1:
             return True
-        # A loop, not any(): a generator would cost a frame on every event.
+        # A loop, not any(): a generator would cost a frame.
         for needle in self.finish:  # noqa: SIM110
-            if needle in data:
+            if data.find(needle) != -1:
                 return True
         return False
 

@@ -79,3 +79,23 @@ def test_a_whole_reply_too_long_is_not_kept() -> None:
 def test_an_error_reply_says_nothing() -> None:
     body = json.dumps({"error": {"message": "no", "type": "invalid_request_error"}}).encode()
     assert read(body, "openai", stream=False) == (None, [])
+
+
+@pytest.mark.parametrize("spaced", [False, True])
+def test_a_reason_after_a_null_one_in_the_same_event(spaced: bool) -> None:
+    """Both choices in one event, the first still going: the second's reason is read."""
+    choices = [
+        {"index": 0, "delta": {"content": "x"}, "finish_reason": None},
+        {"index": 1, "delta": {}, "finish_reason": "length"},
+    ]
+    first = {"model": "gpt-x", "choices": [{"index": 0, "delta": {}, "finish_reason": None}]}
+    body = sse(first, {"model": "gpt-x", "choices": choices}, spaced=spaced)
+    assert read(body, "openai", stream=True, size=0) == ("gpt-x", ["length"])
+    # Event by event, as a model sends them.
+    events = body.split(b"\n\n")
+    record = RequestRecord(kind="http", method="POST", path="/v1/x")
+    tap = ReplyFacts(record, "openai", True, responses=False)
+    for event in events[:-1]:
+        tap.feed(event + b"\n\n")
+    tap.flush()
+    assert list(record.finish_reasons) == ["length"]
