@@ -81,6 +81,19 @@ TELEMETRY_VARIABLES: tuple[tuple[str, str, str, str], ...] = (
         "More resource attributes (deployment.environment=prod, ...).",
     ),
     ("OTEL_TRACES_SAMPLER", "parentbased_always_on", "text", "The standard sampler choice."),
+    ("OTEL_TRACES_SAMPLER_ARG", "1.0", "number", "The traceidratio samplers' ratio, 0 to 1."),
+    (
+        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        "unset (no limit)",
+        "number",
+        "Span attribute strings are cut to this many characters.",
+    ),
+    (
+        "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        "unset",
+        "number",
+        "As OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT, for spans; this one wins.",
+    ),
     ("OTEL_METRIC_EXPORT_INTERVAL", "60000", "ms", "How often metrics are exported."),
     (
         "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
@@ -99,6 +112,12 @@ TELEMETRY_VARIABLES: tuple[tuple[str, str, str, str], ...] = (
         "a temporary folder",
         "path",
         "Where `serve --workers N` keeps the workers' counters for one `/metrics`.",
+    ),
+    (
+        "PROMETHEUS_DISABLE_CREATED_SERIES",
+        "false",
+        "true/false",
+        "`/metrics` leaves out the `_created` samples, as prometheus-client does.",
     ),
     (
         "WEB_CONCURRENCY",
