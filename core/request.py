@@ -20,6 +20,8 @@ from core.headers import find_credential, split_key_param
 from core.protocols import AmbiguousModel, Route, route_path
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from core.caller import Caller
     from core.protocols import Wire
     from core.providers import Provider
@@ -74,10 +76,18 @@ def _field_key(name: str) -> str:
     return name.replace("_", "").lower()
 
 
-def strict_json(body: bytes, policed: frozenset[str]) -> Any:
-    """`json.loads` for a body the proxy decides on. A field named twice is refused, and so
-    is a policed field in two spellings: the proxy would check one value while a provider
-    or gateway that reads the other runs a model or a token cap nobody checked."""
+# The field key of each member name seen lately: a body's names are mostly the same few
+# (`model`, `messages`, `role`, `content`), each worth a dict lookup rather than a
+# replace and a lower. Bounded, so a body of made-up names cannot grow it.
+_FIELD_KEYS: dict[str, str] = {}
+_FIELD_KEYS_MAX = 4096
+
+
+def _one_value_per_name(
+    policed: frozenset[str],
+) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """The object hook of `strict_json`: every JSON object of the body goes through it."""
+    known = _FIELD_KEYS
 
     def one_value_per_name(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         document = dict(pairs)
@@ -93,7 +103,11 @@ def strict_json(body: bytes, policed: frozenset[str]) -> Any:
         if policed:
             spellings: dict[str, str] = {}
             for name in document:
-                key = _field_key(name)
+                key = known.get(name)
+                if key is None:
+                    key = _field_key(name)
+                    if len(known) < _FIELD_KEYS_MAX:
+                        known[name] = key
                 if key in policed:
                     if key in spellings:
                         raise RepeatedField(
@@ -103,13 +117,40 @@ def strict_json(body: bytes, policed: frozenset[str]) -> Any:
                     spellings[key] = name
         return document
 
-    return json.loads(body, object_pairs_hook=one_value_per_name)
+    return one_value_per_name
 
 
-def _parse(body: bytes, strict: bool, wire: Wire) -> Any:
+def strict_json(body: bytes, policed: frozenset[str]) -> Any:
+    """`json.loads` for a body the proxy decides on. A field named twice is refused, and so
+    is a policed field in two spellings: the proxy would check one value while a provider
+    or gateway that reads the other runs a model or a token cap nobody checked."""
+    return json.loads(body, object_pairs_hook=_one_value_per_name(policed))
+
+
+# One strict decoder per set of policed fields, built once: `json.loads` with a hook builds
+# a decoder (and its C scanner) on every call. Used on the event loop only (`_parse` with
+# `shared`): a body parsed on a worker thread gets a decoder of its own.
+_STRICT_DECODERS: dict[frozenset[str], json.JSONDecoder] = {}
+
+
+def _strict_decoder(policed: frozenset[str]) -> json.JSONDecoder:
+    decoder = _STRICT_DECODERS.get(policed)
+    if decoder is None:
+        decoder = json.JSONDecoder(object_pairs_hook=_one_value_per_name(policed))
+        _STRICT_DECODERS[policed] = decoder
+    return decoder
+
+
+def _parse(body: bytes, strict: bool, wire: Wire, shared: bool = False) -> Any:
     try:
-        # The plain C decoder when no rule reads the body: a validity check only.
-        return strict_json(body, wire.policed_fields) if strict else json.loads(body)
+        if not strict:
+            # The plain C decoder when no rule reads the body: a validity check only.
+            return json.loads(body)
+        if not shared:
+            return strict_json(body, wire.policed_fields)
+        # What `json.loads` does with bytes, with the decoder built once.
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+        return _strict_decoder(wire.policed_fields).decode(text)
     except RecursionError:
         raise BadRequest("The request body's JSON is nested too deeply.") from None
     except RepeatedField:
@@ -200,7 +241,7 @@ class ProxyRequest:
             elif len(body) > _PARSE_OFF_LOOP:
                 self._document = await asyncio.to_thread(_parse, body, self.strict, self.wire)
             else:
-                self._document = _parse(body, self.strict, self.wire)
+                self._document = _parse(body, self.strict, self.wire, shared=True)
         return self._document
 
     async def model(self) -> str | None:

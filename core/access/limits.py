@@ -97,6 +97,9 @@ class RateLimiter:
         self.clock = clock
         self._amounts = {"requests": 1}
         self._last_error_log = 0.0
+        # The limits as the headers write them, once.
+        self._requests_value = str(requests).encode()
+        self._tokens_value = str(tokens).encode()
 
     def window_of(self, identity: str) -> tuple[str, float, float]:
         """The caller's counter key, when its window resets, and when the item expires."""
@@ -107,7 +110,9 @@ class RateLimiter:
         return f"rl:{index}:{caller_key(identity)}", reset_at, reset_at + self.window
 
     async def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """A store call, waited for at most `timeout` (core/stores/calls.py)."""
+        """A store call, waited for at most `timeout` (core/stores/calls.py). The checks
+        call a store in process (`blocking` False: the memory store) directly instead: no
+        thread and no wait to bound, as call_store itself would, without its two awaits."""
         return await call_store(self.store, self.timeout, method, *args, **kwargs)
 
     def store_failed(self, exc: BaseException) -> None:
@@ -125,23 +130,24 @@ class RateLimiter:
 
     def headers(self, counts: dict[str, int], wait: float) -> RawHeaders:
         headers: RawHeaders = []
+        reset = duration(wait).encode()
         if self.requests:
             headers += [
-                (b"x-ratelimit-limit-requests", str(self.requests).encode()),
+                (b"x-ratelimit-limit-requests", self._requests_value),
                 (
                     b"x-ratelimit-remaining-requests",
                     str(max(0, self.requests - counts.get("requests", 0))).encode(),
                 ),
-                (b"x-ratelimit-reset-requests", duration(wait).encode()),
+                (b"x-ratelimit-reset-requests", reset),
             ]
         if self.tokens:
             headers += [
-                (b"x-ratelimit-limit-tokens", str(self.tokens).encode()),
+                (b"x-ratelimit-limit-tokens", self._tokens_value),
                 (
                     b"x-ratelimit-remaining-tokens",
                     str(max(0, self.tokens - counts.get("tokens", 0))).encode(),
                 ),
-                (b"x-ratelimit-reset-tokens", duration(wait).encode()),
+                (b"x-ratelimit-reset-tokens", reset),
             ]
         return headers
 
@@ -165,28 +171,31 @@ class RequestLimit:
     async def admit(self, request: ProxyRequest) -> Ticket | None:
         limiter = self.limiter
         key, reset_at, expires_at = limiter.window_of(request.counted_as)
+        store = limiter.store
         try:
-            counts = await limiter.call(
-                limiter.store.increment, key, limiter._amounts, expires_at=expires_at
-            )
+            if store.blocking:
+                counts = await limiter.call(
+                    store.increment, key, limiter._amounts, expires_at=expires_at
+                )
+            else:
+                counts = store.increment(key, limiter._amounts, expires_at=expires_at)
         except Exception as exc:
             limiter.store_failed(exc)
             return None
         wait = reset_at - limiter.clock()
         headers = limiter.headers(counts, wait)
-        window = duration(limiter.window)
         if limiter.requests and counts.get("requests", 0) > limiter.requests:
             raise limiter.refusal(
-                f"Rate limit reached: {limiter.requests} requests per {window} for this caller. "
-                f"Try again in {duration(wait)}.",
+                f"Rate limit reached: {limiter.requests} requests per "
+                f"{duration(limiter.window)} for this caller. Try again in {duration(wait)}.",
                 wait,
                 headers,
             )
         used = counts.get("tokens", 0)
         if limiter.tokens and used >= limiter.tokens:
             raise limiter.refusal(
-                f"Token limit reached: {limiter.tokens} tokens per {window} for this caller "
-                f"({used} used). Try again in {duration(wait)}.",
+                f"Token limit reached: {limiter.tokens} tokens per {duration(limiter.window)} "
+                f"for this caller ({used} used). Try again in {duration(wait)}.",
                 wait,
                 headers,
             )
@@ -209,15 +218,16 @@ class TokenLimit:
         if worst.total == 0:
             return None
         key, reset_at, expires_at = limiter.window_of(request.counted_as)
+        store = limiter.store
         try:
-            reserved = await limiter.call(
-                limiter.store.reserve,
-                key,
-                "tokens",
-                worst.total,
-                limiter.tokens,
-                expires_at=expires_at,
-            )
+            if store.blocking:
+                reserved = await limiter.call(
+                    store.reserve, key, "tokens", worst.total, limiter.tokens, expires_at=expires_at
+                )
+            else:
+                reserved = store.reserve(
+                    key, "tokens", worst.total, limiter.tokens, expires_at=expires_at
+                )
         except Exception as exc:
             limiter.store_failed(exc)
             return None
@@ -249,10 +259,14 @@ class TokenReservation:
         if change == 0:
             return
         limiter = self.limiter
+        store = limiter.store
         try:
-            await limiter.call(
-                limiter.store.increment, self.key, {"tokens": change}, expires_at=self.expires_at
-            )
+            if store.blocking:
+                await limiter.call(
+                    store.increment, self.key, {"tokens": change}, expires_at=self.expires_at
+                )
+            else:
+                store.increment(self.key, {"tokens": change}, expires_at=self.expires_at)
         except Exception as exc:
             with contextlib.suppress(LimitStoreUnavailable):  # the reply is over
                 limiter.store_failed(exc)

@@ -25,7 +25,7 @@ def member(name: bytes) -> bytes:
 
 def has_escaped_key(data: bytes) -> bool:
     """Whether some member name in `data` is written with a `\\u` escape."""
-    return b"\\u" in data and _ESCAPED_KEY.search(data) is not None
+    return data.find(b"\\u") >= 0 and _ESCAPED_KEY.search(data) is not None
 
 
 def event_json(event: bytes) -> Any:

@@ -29,43 +29,47 @@ _NULL_USAGE = b',"usage":null'
 
 
 class UsageTap:
-    """Feeds `meter` every chunk as it came; passes on what `usage_filter` (if any) keeps."""
+    """Feeds `meter` every chunk as it came; passes on what `usage_filter` (if any) keeps.
+    Built once the meter has started (core/proxy/taps.py): its headers decide whether the
+    short cut can apply (a meter started later only ever takes the long way)."""
 
-    __slots__ = ("filter", "meter")
+    __slots__ = ("filter", "meter", "plain")
 
     def __init__(self, meter: UsageMeter, usage_filter: UsageChunkFilter | None) -> None:
         self.meter = meter
         self.filter = usage_filter
+        # The meter reads an uncompressed event stream: fixed by its start (an unreadable
+        # reply never becomes readable; only an inflating meter turns unreadable later).
+        self.plain = meter._stream and meter.readable and meter._inflate is None
 
     def feed(self, chunk: bytes) -> bytes:
         # `bytes.find` rather than `in`: the same search, but CPython's `bytes in bytes`
         # first tries the needle as an integer and builds (then drops) a TypeError, which
         # doubles the cost of each test on every event of a stream.
-        meter = self.meter
-        # The meter reads an uncompressed event stream and holds no unfinished line (its
-        # own state, read here, never changed).
-        idle = meter._stream and meter.readable and meter._inflate is None and not meter._pending
+        # The meter holds no unfinished line (its own state, read here, never changed).
         usage_filter = self.filter
         if usage_filter is None:
             if (
-                idle
+                self.plain
                 and chunk[-1:] == b"\n"
+                and not self.meter._pending
                 and chunk.find(b"sage") < 0
                 and (chunk.find(b"\\") < 0 or chunk.find(b"\\u") < 0)
             ):
                 return chunk  # nothing the meter reads, nothing it would hold back
-            meter.feed(chunk)
+            self.meter.feed(chunk)
             return chunk
         if (
-            idle
+            self.plain
             and chunk[-2:] == b"\n\n"
+            and not self.meter._pending
             and not usage_filter._pending
             and (chunk.find(b"\\") < 0 or chunk.find(b"\\u") < 0)
         ):
             kept = chunk.replace(_NULL_USAGE, b"")
             if kept.find(b"sage") < 0:
                 return kept
-        meter.feed(chunk)
+        self.meter.feed(chunk)
         return usage_filter(chunk)
 
     def flush(self) -> bytes:

@@ -3,11 +3,14 @@ named twice is refused), and the nesting bound."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from core.errors import BadRequest
+from core.protocols import WIRES
 from core.providers import Provider
-from core.request import RepeatedField, build_request
+from core.request import RepeatedField, _parse, build_request
 
 
 def request_for(path: str, body: bytes, model_in_path: str = "", shape: str = "openai") -> object:
@@ -71,6 +74,33 @@ async def test_unpoliced_fields_may_differ_in_case() -> None:
     # Tool schemas name properties as they like: only the fields rules read are policed.
     body = b'{"tools":[{"parameters":{"properties":{"id":{},"ID":{}}}}]}'
     assert await request_for("/v1/chat/completions", body).document()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"model":"m","messages":[{"role":"user","content":"\u00e9"}]}'.encode("utf-16"),
+        '{"model":"m","messages":[{"role":"user","content":"\u00e9"}]}'.encode("utf-32-le"),
+        b'\xef\xbb\xbf{"model":"m","max_tokens":3}',
+        b'{"model":"m"} x',
+        b'{"model":"m","MODEL":"n"}',
+        b'{"Max_Tokens":1,"messages":[{"maxTokens":1,"max_tokens":2}]}',
+        b"\xff",
+    ],
+)
+def test_the_decoder_built_once_parses_as_json_loads_does(body: bytes) -> None:
+    # On the event loop the strict decoder is built once (`shared`); on a worker thread
+    # each body gets its own: the same document or the same refusal, every time.
+    def outcome(shared: bool) -> object:
+        try:
+            return _parse(body, True, WIRES["openai"], shared=shared)
+        except BadRequest as exc:
+            return type(exc), str(exc)
+
+    first = outcome(True)
+    assert first == outcome(False) == outcome(True)
+    if not isinstance(first, tuple):
+        assert first == json.loads(body)
 
 
 async def test_deep_nesting_is_a_bad_request() -> None:

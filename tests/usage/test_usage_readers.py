@@ -4,14 +4,16 @@ and its filter, the meter on each protocol, prices."""
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
+import re
 
 import pytest
 
 from core.protocols import WIRES, Usage
 from core.usage.meter import UsageMeter
 from core.usage.prices import PriceTable, parse_prices
-from core.usage.splice import UsageChunkFilter, ask_for_stream_usage
+from core.usage.splice import UsageChunkFilter, ask_for_stream_usage, event_ends
 
 
 @pytest.mark.parametrize(
@@ -70,6 +72,15 @@ def _meter(
     for chunk in chunks:
         meter.feed(chunk)
     return meter.finish()
+
+
+def test_events_end_where_the_blank_line_pattern_says() -> None:
+    # Every string of up to 9 bytes of `a`, CR and LF: the same spans as the regex.
+    pattern = re.compile(rb"\r?\n\r?\n")
+    for size in range(10):
+        for letters in itertools.product(b"a\r\n", repeat=size):
+            data = bytes(letters)
+            assert event_ends(data) == [m.span() for m in pattern.finditer(data)], data
 
 
 def test_the_meter_reads_each_protocol() -> None:
