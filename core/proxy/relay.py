@@ -150,6 +150,11 @@ async def relay(
             log.bytes_out += sent
     outcome.complete = True
     tail = taps.flush() if taps.chain else b""
+    if not tail:
+        # The caller has every byte but the body's end. The openai SDKs hang up as soon as
+        # they read [DONE], which can land while this settles: that is not leaving early,
+        # and the log and the ledger must not call a complete stream a disconnect.
+        exchange.response_done = True
     # Settled before the last message, not after: the caller's next request then sees
     # these figures, and a function platform cannot freeze us before the write.
     await settle()

@@ -124,3 +124,26 @@ async def test_a_broken_stream_still_logs_what_was_sent() -> None:
     assert got == EVENTS[:1]
     assert log.bytes_out == len(EVENTS[0])
     assert not exchange.outcome.complete
+
+
+async def test_a_caller_hanging_up_while_a_finished_stream_settles_has_not_left_early() -> None:
+    """The openai SDKs close the connection once they read [DONE], which can land while the
+    relay settles: by then the stream is complete, and the disconnect listener must read it
+    so (`response_done`), or the log and the ledger call a complete stream a disconnect. A
+    whole body is not sent until after settling: a hang-up then is a caller leaving."""
+    seen: list[bool] = []
+    settings = load_settings(proxy_env("http://upstream.invalid"))
+
+    async def nothing(message: Message) -> None:
+        pass
+
+    for source, length in ((Source(EVENTS), None), (Source([b"{}"], length=2), 2)):
+        exchange = Exchange()
+        taps = build_taps(status=200, headers=SSE, log=_log(), length=length)
+
+        async def settle(exchange: Exchange = exchange) -> None:
+            seen.append(exchange.response_done)
+
+        await relay(source, SSE, length, taps, exchange, nothing, nothing, settle, settings)
+        assert exchange.response_done
+    assert seen == [True, False]
