@@ -278,14 +278,24 @@ class ProxyRequest:
         return self.wire.is_stream(self.route, self.path, self.query, await self.document())
 
 
-@functools.lru_cache(maxsize=1024)
-def _routed(wire: Wire, method: str, remainder: str) -> tuple[str, Route]:
-    """The checked path as routes read it, and its route: the same for every request to
-    the same path, so worked out once per path (BadRequest is raised, never kept). Bounded,
-    as callers choose the paths; `Route` is frozen, so sharing one is safe."""
+def _route_of(wire: Wire, method: str, remainder: str) -> tuple[str, Route]:
     check_path(remainder)
     path = route_path(remainder)
     return path, wire.route(method, path)
+
+
+# The checked path as routes read it, and its route: the same for every request to the
+# same path, so worked out once per path (BadRequest is raised, never kept). Bounded in
+# entries and in what each may hold, as callers choose the paths; `Route` is frozen, so
+# sharing one is safe.
+_route_of_known = functools.lru_cache(maxsize=1024)(_route_of)
+_CACHED_PATH_CHARS = 256
+
+
+def _routed(wire: Wire, method: str, remainder: str) -> tuple[str, Route]:
+    if len(remainder) > _CACHED_PATH_CHARS:
+        return _route_of(wire, method, remainder)
+    return _route_of_known(wire, method, remainder)
 
 
 def build_request(

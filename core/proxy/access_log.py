@@ -40,6 +40,8 @@ def configure_logging(level: int = logging.INFO) -> None:
 # without a getrandom() system call on every request.
 _ID_BYTES = 8
 _ids: list[str] = []
+# A forked worker must not hand out the ids its parent had left in the pool.
+os.register_at_fork(after_in_child=_ids.clear)
 
 
 def new_request_id() -> str:

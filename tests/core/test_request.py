@@ -106,3 +106,17 @@ def test_the_decoder_built_once_parses_as_json_loads_does(body: bytes) -> None:
 async def test_deep_nesting_is_a_bad_request() -> None:
     with pytest.raises(BadRequest, match="nested"):
         await request_for("/v1/x", b"[" * 50_000 + b"]" * 50_000).document()  # type: ignore[attr-defined]
+
+
+def test_paths_are_checked_on_every_request_however_long_and_however_often() -> None:
+    """Routes are worked out once per short path (a bounded cache); a refusal is never
+    kept, and a long path is checked and routed afresh."""
+    long_tail = "a" * 300
+    for _ in range(2):
+        with pytest.raises(BadRequest):
+            request_for("/v1/chat/../completions", b"{}")
+        with pytest.raises(BadRequest):
+            request_for(f"/v1/{long_tail}/../chat/completions", b"{}")
+    assert request_for("/v1/Chat//completions/", b"{}").route.name == "chat"  # type: ignore[attr-defined]
+    long_path = f"/v1/{long_tail}/chat/completions"
+    assert request_for(long_path, b"{}").route.name == "chat"  # type: ignore[attr-defined]
