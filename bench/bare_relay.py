@@ -1,6 +1,7 @@
 """The floor of our stack, as a baseline: uvicorn + httptools + uvloop serving a plain ASGI
 app that forwards the body with aiohttp's ClientSession (used directly, configured as
 core/upstream/aiohttp_transport.py configures it) and relays the chunks. No checks.
+The collector is tuned as the proxy tunes it (core/server/runner.py).
 Run: UPSTREAM=http://127.0.0.1:N python -m bench.bare_relay PORT"""
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
 
 
 if __name__ == "__main__":
+    # The collector as `llm-proxy serve` sets it (core/server/runner.py): the floor is the
+    # same stack, so the ratios measure the proxy's own work, not a setting.
+    from core.server.runner import tune_gc
+
+    tune_gc()
     uvicorn.run(
         app,
         host="127.0.0.1",

@@ -199,18 +199,32 @@ class UpstreamTimeout(ProxyError):
 # ---- control flow: not answered as an error body --------------------------------------
 
 
-class CallerLeft(Exception):
-    """The caller disconnected before the reply ended: raised in the disconnect listener,
-    it ends the task group and so cancels the relay."""
-
-
 class UpstreamStreamBroken(Exception):
     """The upstream failed after the response began; the only honest signal left is to
     abort the connection, so the client sees a truncated body instead of a clean end."""
 
 
+def forget_frames(exc: BaseException) -> None:
+    """Drops the tracebacks of a transport error the proxy handled, and of the errors it
+    was raised from or during. A traceback holds every frame it passed through, and the
+    relay's frames hold the request; the transport keeps the error too (aiohttp's body
+    reader does), so the two make a reference cycle. Only the collector's full passes free
+    one, and with it the request's body and state. The proxy logs such an error's type,
+    never its traceback."""
+    pending = [exc]
+    seen: set[int] = set()
+    while pending:
+        error = pending.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        error.__traceback__ = None
+        pending.extend(e for e in (error.__cause__, error.__context__) if e is not None)
+
+
 def map_transport_error(exc: BaseException, settings: Settings) -> ProxyError:
     """Transport failures before any response byte, as the 502/504 a caller can act on."""
+    forget_frames(exc)
     # Imported here, not at the top: settings import this module and must not pull in a
     # transport (already loaded by whoever saw `exc`, so this costs a dict lookup).
     import httpx

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from core.errors import (
-    CallerLeft,
     ErrorShape,
     MethodNotAllowed,
     NotFound,
@@ -241,12 +240,15 @@ class ProxyEndpoint:
         # arrives wakes the task that waits for it, and in this task that would resume
         # every frame above it too (the middlewares, the endpoint, the stages: about ten
         # coroutines per chunk); in its own task, three.
-        try:
-            async with asyncio.TaskGroup() as group:
-                listener = group.create_task(self.listen_for_disconnect(receive, state))
+        # Nothing in the group raises: a caller who leaves cancels the relay itself (an
+        # exception group would hold every frame of the request in a reference cycle, kept
+        # until the collector's next full pass).
+        relaying: list[asyncio.Task[None]] = []
+        async with asyncio.TaskGroup() as group:
+            listener = group.create_task(self.listen_for_disconnect(receive, state, relaying))
+            relaying.append(
                 group.create_task(self.relay_then_stop(request, tickets, send, state, listener))
-        except* CallerLeft:
-            pass
+            )
         if not state.settled:
             if state.meter is not None:
                 state.outcome.usage = state.meter.finish()  # what was read before the end
@@ -254,7 +256,13 @@ class ProxyEndpoint:
         if state.outcome.caller_left and request.log is not None:
             request.log.error = "client_disconnected"
         if state.error is not None:
-            raise state.error
+            # Taken off `state` first: raised from here, its traceback holds this frame,
+            # which holds `state`; kept there too, the two would make a cycle.
+            error, state.error = state.error, None
+            try:
+                raise error
+            finally:
+                del error
 
     async def relay_then_stop(
         self,
@@ -278,7 +286,9 @@ class ProxyEndpoint:
         except Exception as exc:
             state.error = exc
 
-    async def listen_for_disconnect(self, receive: Receive, state: Exchange) -> None:
+    async def listen_for_disconnect(
+        self, receive: Receive, state: Exchange, relaying: list[asyncio.Task[None]]
+    ) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -286,7 +296,9 @@ class ProxyEndpoint:
                     return
                 state.outcome.caller_left = True
                 if not self.drain:
-                    raise CallerLeft
+                    # The upstream request ends with the relay (ON_CLIENT_DISCONNECT=cancel).
+                    for task in relaying:
+                        task.cancel()
                 return
             # Only a disconnect should come after the body; a server that answers at once
             # with anything else must not starve the relay.

@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from core.errors import ProxyError, UpstreamStreamBroken
+from core.errors import ProxyError, UpstreamStreamBroken, forget_frames
 from core.protocols import Usage
 from core.proxy.access_log import access_logger
 
@@ -347,6 +347,7 @@ class RecoveredStream:
             except (*current.stream_errors, ValueError) as exc:  # type: ignore[misc]
                 broken = True
                 logger.warning("gemini stream broke on attempt %d: %s", number, type(exc).__name__)
+                forget_frames(exc)
             finally:
                 if current is not response:
                     await current.aclose()

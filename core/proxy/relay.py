@@ -14,7 +14,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from core.errors import UpstreamStreamBroken, map_transport_error
+from core.errors import UpstreamStreamBroken, forget_frames, map_transport_error
 from core.headers import client_response_headers
 from core.proxy.taps import SMALL_BODY
 from core.stages import Outcome
@@ -143,6 +143,7 @@ async def relay(
                 await body_send({"type": "http.response.body", "body": chunk, "more_body": True})
     except source.stream_errors as exc:
         logger.warning("upstream stream broke after %d bytes: %s", sent, type(exc).__name__)
+        forget_frames(exc)
         raise UpstreamStreamBroken(f"upstream stream broke after {sent} bytes") from None
     finally:
         # What the caller was sent, however the stream ended (the access log, telemetry).

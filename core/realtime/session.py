@@ -25,6 +25,7 @@ is switched off: try again later), 1011 (the provider failed).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from core.errors import (
     RateLimited,
     UpstreamTimeout,
     UpstreamUnreachable,
+    forget_frames,
     render,
 )
 from core.headers import upstream_request_headers
@@ -60,8 +62,6 @@ from core.types import RequestLog
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from anyio.abc import TaskGroup
 
     from core.config import Settings
     from core.errors import ErrorShape
@@ -264,6 +264,12 @@ class RealtimeEndpoint:
                     meter = self.frame_reader(scope, realtime.name, meter)
                 await self.relay(receive, send, upstream, meter, relay, capped, watch)
             finally:
+                # aiohttp keeps the error that ended the socket, in a reference cycle of its
+                # own objects; its traceback holds this session's frames and with them the
+                # request (core/errors.py, forget_frames).
+                ended_by = upstream.exception()
+                if ended_by is not None:
+                    forget_frames(ended_by)
                 await client.close()
         except ProxyError as error:
             log.error = error.code
@@ -394,6 +400,7 @@ class RealtimeEndpoint:
                         )
                     return session, upstream
                 except aiohttp.WSServerHandshakeError as exc:
+                    forget_frames(exc)
                     if exc.status in RETRY_ON_NEXT_KEY and number < len(attempts):
                         continue
                     raise UpstreamRefusedSession(exc.status) from None
@@ -404,6 +411,7 @@ class RealtimeEndpoint:
                     ) from None
                 except (aiohttp.ClientError, OSError) as exc:
                     logger.warning("realtime upstream failed: %s", type(exc).__name__)
+                    forget_frames(exc)
                     raise UpstreamUnreachable("The provider could not be reached.") from None
             raise AssertionError("a key ring always yields at least one attempt")
         except BaseException:
@@ -432,13 +440,23 @@ class RealtimeEndpoint:
         max_frame = self.max_frame
         stages = self.stages
 
-        async def end(group: TaskGroup, code: int, text: str) -> None:
+        # Asyncio's task group, not anyio's: anyio keeps each task it cancelled in a
+        # reference cycle (its done callback holds the CancelledError, whose traceback
+        # holds the callback's frame), and with it this session until the collector runs.
+        tasks: list[asyncio.Task[None]] = []
+
+        def stop() -> None:
+            """Ends the session's three loops (the one that calls it at its next await)."""
+            for task in tasks:
+                task.cancel()
+
+        async def end(code: int, text: str) -> None:
             # The caller's close first: the provider's answering close must not overtake it.
             await _close(send, code, text, relay)
             await upstream.close(code=1000)
-            group.cancel_scope.cancel()
+            stop()
 
-        async def recheck(group: TaskGroup) -> bool:
+        async def recheck() -> bool:
             """False (and the session ended) when a rule no longer lets it go on."""
             try:
                 await stages.recheck(watch.request)
@@ -449,25 +467,24 @@ class RealtimeEndpoint:
                 code = CLOSE_TRY_LATER if isinstance(error, ProxyOffline) else CLOSE_POLICY
                 if error.status >= 500 and not isinstance(error, ProxyOffline):
                     code = 1011
-                await end(group, code, error.message)
+                await end(code, error.message)
                 return False
             return True
 
-        async def every_few_seconds(group: TaskGroup) -> None:
+        async def every_few_seconds() -> None:
             period = self.settings.realtime_recheck_seconds
             while True:
-                await anyio.sleep(period)
-                if not await recheck(group):
+                await asyncio.sleep(period)
+                if not await recheck():
                     return
 
-        async def allowed(group: TaskGroup, frame: str | bytes) -> bool:
+        async def allowed(frame: str | bytes) -> bool:
             """Whether a caller frame may go to the provider (the session ended if not)."""
             size = len(frame)
             if isinstance(frame, str) and size * 4 > max_frame:
                 size = len(frame.encode())  # UTF-8 bytes, counted only near the bound
             if size > max_frame:
                 await end(
-                    group,
                     CLOSE_TOO_BIG,
                     f"Frame larger than {max_frame} bytes (REALTIME_MAX_FRAME_BYTES).",
                 )
@@ -479,15 +496,15 @@ class RealtimeEndpoint:
             try:
                 message = parse_frame(frame, wire.policed)
             except ProxyError as error:
-                await end(group, CLOSE_POLICY, error.message)
+                await end(CLOSE_POLICY, error.message)
                 return False
             starts_turn, refusal = wire.inspect(message, watch.model)
             if refusal is not None:
-                await end(group, CLOSE_POLICY, refusal)
+                await end(CLOSE_POLICY, refusal)
                 return False
-            return not starts_turn or await recheck(group)
+            return not starts_turn or await recheck()
 
-        async def used_up(group: TaskGroup) -> bool:
+        async def used_up() -> bool:
             if not reserved or meter.finish().total < reserved:
                 return False
             await upstream.close(code=1000)
@@ -498,17 +515,17 @@ class RealtimeEndpoint:
                 "open a new one.",
                 relay,
             )
-            group.cancel_scope.cancel()
+            stop()
             return True
 
-        async def from_caller(group: TaskGroup) -> None:
+        async def from_caller() -> None:
             while True:
                 message = await receive()
                 kind = message["type"]
                 if kind == "websocket.receive":
                     text = message.get("text")
                     frame = text if text is not None else (message.get("bytes") or b"")
-                    if not await allowed(group, frame):
+                    if not await allowed(frame):
                         return
                     try:
                         if text is not None:
@@ -522,45 +539,59 @@ class RealtimeEndpoint:
                     code = sendable(message.get("code"))
                     words = (message.get("reason") or "").encode()[:_REASON_BYTES]
                     await upstream.close(code=code, message=words)
-                    group.cancel_scope.cancel()
+                    stop()
                     return
 
-        async def from_upstream(group: TaskGroup) -> None:
+        async def from_upstream() -> None:
             while True:
                 frame = await upstream.receive()
                 kind = frame.type
                 if kind == WSMsgType.TEXT:
                     meter.feed(frame.data)
                     await _send(send, {"type": "websocket.send", "text": frame.data}, relay)
-                    if await used_up(group):
+                    if await used_up():
                         return
                 elif kind == WSMsgType.BINARY:
                     meter.feed(frame.data)
                     await _send(send, {"type": "websocket.send", "bytes": frame.data}, relay)
-                    if await used_up(group):
+                    if await used_up():
                         return
-                elif kind in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                elif kind == WSMsgType.CLOSING:
+                    # Another loop of this session is closing the socket (aiohttp wakes the
+                    # reader first): it ends the session once its close frame is out, and
+                    # stopping it now would cut the close short (the provider would see
+                    # 1005 instead of the caller's code).
+                    return
+                elif kind in (WSMsgType.CLOSE, WSMsgType.CLOSED):
                     words = frame.extra if kind == WSMsgType.CLOSE and frame.extra else ""
                     # No close frame (1006: the connection dropped, or no pong): a response
                     # may have been cut before its usage, so the reservation stands.
                     if not relay.closed:  # not the close this proxy started
                         relay.upstream_failed = upstream.close_code in (None, 1006)
                     await _close(send, sendable(upstream.close_code), str(words), relay)
-                    group.cancel_scope.cancel()
+                    stop()
                     return
                 elif kind == WSMsgType.ERROR:
                     relay.upstream_failed = True
                     logger.warning("realtime upstream broke: %s", type(frame.data).__name__)
                     await _close(send, 1011, "The provider's connection failed.", relay)
-                    group.cancel_scope.cancel()
+                    stop()
                     return
 
-        with anyio.move_on_after(limit) as timer:
-            async with anyio.create_task_group() as group:
-                group.start_soon(from_caller, group)
-                group.start_soon(from_upstream, group)
-                group.start_soon(every_few_seconds, group)
-        if timer.cancelled_caught:
+        timed_out = False
+        try:
+            async with asyncio.timeout(limit), asyncio.TaskGroup() as group:
+                tasks.extend(
+                    group.create_task(loop())
+                    for loop in (from_caller, from_upstream, every_few_seconds)
+                )
+        except TimeoutError:
+            timed_out = True
+        finally:
+            # A cancelled task keeps its CancelledError, whose traceback holds the task's
+            # frames, which hold `stop` and so this list: emptied, no cycle is left.
+            tasks.clear()
+        if timed_out:
             await upstream.close(code=1000)
             await _close(
                 send,

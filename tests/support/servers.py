@@ -68,6 +68,44 @@ def serve_in_thread(app: ASGIApp, **options: object) -> Iterator[RunningServer]:
         thread.join(timeout=10)
 
 
+@contextlib.contextmanager
+def serve_as_deployed(app: ASGIApp) -> Iterator[RunningServer]:
+    """Serve `app` in a background thread as `llm-proxy serve` does: the proxy's own server
+    options and bounded protocol (core/server/runner.py), on uvloop when installed."""
+    from core.server.runner import server_config
+
+    config = server_config(app, "127.0.0.1", 0)
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+
+    def run() -> None:
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(server.serve())
+        else:
+            # Its own loop, not the process's policy: other tests keep asyncio's.
+            loop = uvloop.new_event_loop()
+            try:
+                loop.run_until_complete(server.serve())
+            finally:
+                loop.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield RunningServer(url=f"http://127.0.0.1:{port}", port=port)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 def proxy_env(upstream_url: str, **extra: str) -> dict[str, str]:
     env = {
         "UPSTREAM_BASE_URL": f"{upstream_url}/v1",
