@@ -29,7 +29,7 @@ from typing import Any
 from bench.harness import BENCH_TOKEN, PYTHON, ROOT, median, mock_upstream, proxy_env, row
 
 # The test suite's fake Runtime API and Lambda event shapes.
-from tests.handlers.aws import fake_runtime_api as fake
+from tests.support import lambda_runtime_api as fake
 from tests.support import lambda_events as events
 
 WRAPPER = ROOT / "handlers" / "aws" / "exec_wrapper"
