@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import BENCH_TOKEN, PYTHON, ROOT, median, mock_upstream, proxy_env, row
+from tests.support import lambda_events as events
 
 # The test suite's fake Runtime API and Lambda event shapes.
 from tests.support import lambda_runtime_api as fake
-from tests.support import lambda_events as events
 
 WRAPPER = ROOT / "handlers" / "aws" / "exec_wrapper"
 CHAT = {"model": "mock-model", "messages": [{"role": "user", "content": "hi"}]}

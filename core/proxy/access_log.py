@@ -102,7 +102,7 @@ class AccessLogMiddleware:
             # this scope: left here, the two make a reference cycle that only the collector's
             # full passes free, with the whole request's state hanging from it (at 500
             # streams, a few thousand objects a second for it to find).
-            del scope[BODY_SEND]
+            scope.pop(BODY_SEND, None)
             log.total_ms = (time.perf_counter() - started) * 1000
             if self.enabled:
                 access_logger.info(format_line(log))

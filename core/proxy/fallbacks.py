@@ -177,7 +177,8 @@ class ModelFallbacks:
             except ProxyError as error:
                 if not rest or not _connect_failure(error):
                     raise
-                failure = error
+                # Kept without its traceback, which holds this frame (and so `failure`).
+                failure = error.with_traceback(None)
                 status = None
             else:
                 if not rest or response.status_code not in FALL_BACK_ON:
@@ -187,7 +188,11 @@ class ModelFallbacks:
             rest, moved = await self._next(endpoint, request, tickets, marker, state, rest, status)
             if not moved:
                 if isinstance(failure, ProxyError):
-                    raise failure
+                    # Raised from here, its traceback holds this frame: the local goes first.
+                    try:
+                        raise failure
+                    finally:
+                        del failure
                 return failure
             logger.warning(
                 "model fallback: %s answered %s, trying %s",

@@ -16,6 +16,8 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from core.errors import forget_frames
+
 if TYPE_CHECKING:
     from core.providers import Provider
 
@@ -72,6 +74,7 @@ async def _listed(
         document = await asyncio.wait_for(_fetch(router, record), router.timeout)
     except Exception as exc:
         logger.warning("model list: %s did not answer (%s)", record.name, type(exc).__name__)
+        forget_frames(exc)  # the transport keeps it: core/errors.py
         return []
     items = document.get("data") if isinstance(document, dict) else None
     listed = []

@@ -133,8 +133,10 @@ def proxy(
         MISTRAL_API_KEY="fake-mistral-key-not-real",
         MISTRAL_UPSTREAM=f"http://127.0.0.1:{free_port()}",
         MODEL_ROUTES="mistral-*=mistral",
+        MODEL_FALLBACKS="mistral-y>gpt-4o-mini",
         MAX_BODY_BYTES="100000",
         UPSTREAM_READ_TIMEOUT="0.5",
+        ALLOW_EPHEMERAL_KEYS="true",
         **SETUPS[request.param],
     )
     with serve_as_deployed(create_app(load_settings(env))) as server:
@@ -145,6 +147,7 @@ def proxy(
 class Reply:
     status_code: int
     text: str
+    headers: dict[str, str]
 
 
 def connect(url: str) -> http.client.HTTPConnection:
@@ -153,15 +156,19 @@ def connect(url: str) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(urlsplit(url).netloc, timeout=10)
 
 
-def post(url: str, path: str, body: object, **headers: str) -> Reply:
-    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+def call(url: str, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Reply:
     connection = connect(url)
     try:
-        connection.request("POST", path, body=content, headers={**AUTH, **headers})
+        connection.request(method, path, body=body, headers=headers)
         reply = connection.getresponse()
-        return Reply(reply.status, reply.read().decode())
+        return Reply(reply.status, reply.read().decode(), dict(reply.getheaders()))
     finally:
         connection.close()
+
+
+def post(url: str, path: str, body: object, **headers: str) -> Reply:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return call(url, "POST", path, content, {**AUTH, **headers})
 
 
 def openai_stream(url: str) -> None:
@@ -213,6 +220,8 @@ def upstream_errors(url: str) -> None:
 
 def upstream_unreachable(url: str) -> None:
     assert post(url, "/v1/chat/completions", {**CHAT, "model": "mistral-x"}).status_code == 502
+    # With a fallback: the next model in the chain answers.
+    assert post(url, "/v1/chat/completions", {**CHAT, "model": "mistral-y"}).status_code == 200
 
 
 def upstream_too_slow(url: str) -> None:
@@ -229,6 +238,31 @@ def refusals(url: str) -> None:
     assert post(url, "/v1/chat/completions", b"{not json").status_code == 400
     assert post(url, "/v1/chat/completions", b" " * 200_000).status_code == 413
     assert post(url, "/nowhere", CHAT).status_code == 404
+
+
+def gemini_upload(url: str) -> None:
+    start = {
+        "x-goog-upload-protocol": "resumable",
+        "x-goog-upload-command": "start",
+        "x-goog-upload-header-content-length": "11",
+        "x-goog-upload-header-content-type": "text/plain",
+    }
+    begun = post(url, "/gemini/upload/v1beta/files", {"file": {"display_name": "notes"}}, **start)
+    assert begun.status_code == 200, begun.text
+    leg = urlsplit(begun.headers["x-goog-upload-url"])
+    headers = {"x-goog-upload-command": "upload, finalize", "x-goog-upload-offset": "0"}
+    done = call(url, "POST", f"{leg.path}?{leg.query}", b"hello world", headers)
+    assert done.status_code == 200, done.text
+
+
+def reads(url: str) -> None:
+    assert call(url, "GET", "/v1/models", None, AUTH).status_code == 200
+    assert call(url, "GET", "/proxy/usage", None, AUTH).status_code == 200
+
+
+def minting(url: str) -> None:
+    body = {"model": "gpt-realtime", "client_secret": {"expires_after": {"seconds": 60}}}
+    assert post(url, "/openai/v1/realtime/sessions", body).status_code == 200
 
 
 def realtime_session(url: str) -> None:
@@ -257,6 +291,9 @@ CASES: dict[str, Callable[[str], None]] = {
         upstream_unreachable,
         upstream_too_slow,
         refusals,
+        gemini_upload,
+        reads,
+        minting,
         realtime_session,
     )
 }
