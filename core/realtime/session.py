@@ -80,6 +80,10 @@ SESSION_ROUTE = Route("metered", "realtime")
 _HEARTBEAT_SECONDS = 30.0
 # RFC 6455: a close frame's reason is at most 123 bytes of UTF-8.
 _REASON_BYTES = 123
+# How long the proxy waits for the provider to answer its close frame. The frame goes out at
+# once; a provider that never answers, or keeps sending instead, must not keep the session
+# (its caller's slot, its reservation, the sockets) open any longer than this.
+CLOSE_WAIT_SECONDS = 1.0
 # Close codes that may not be sent in a close frame, and what stands in for them.
 _UNSENDABLE = {1004: 1011, 1005: 1000, 1006: 1011, 1015: 1011}
 # RFC 6455 / IANA: a rule refused (policy), a frame too large, try again later.
@@ -453,7 +457,7 @@ class RealtimeEndpoint:
         async def end(code: int, text: str) -> None:
             # The caller's close first: the provider's answering close must not overtake it.
             await _close(send, code, text, relay)
-            await upstream.close(code=1000)
+            await _close_upstream(upstream, 1000)
             stop()
 
         async def recheck() -> bool:
@@ -507,7 +511,7 @@ class RealtimeEndpoint:
         async def used_up() -> bool:
             if not reserved or meter.finish().total < reserved:
                 return False
-            await upstream.close(code=1000)
+            await _close_upstream(upstream, 1000)
             await _close(
                 send,
                 1008,
@@ -538,7 +542,7 @@ class RealtimeEndpoint:
                     relay.caller_gone = relay.closed = True
                     code = sendable(message.get("code"))
                     words = (message.get("reason") or "").encode()[:_REASON_BYTES]
-                    await upstream.close(code=code, message=words)
+                    await _close_upstream(upstream, code, words)
                     stop()
                     return
 
@@ -585,14 +589,17 @@ class RealtimeEndpoint:
                     group.create_task(loop())
                     for loop in (from_caller, from_upstream, every_few_seconds)
                 )
-        except TimeoutError:
+        except TimeoutError as expired:
             timed_out = True
+            # asyncio's task group keeps the CancelledError it ended with in a local of a
+            # frame its traceback holds (Python 3.12): the cycle would hold this session.
+            forget_frames(expired)
         finally:
             # A cancelled task keeps its CancelledError, whose traceback holds the task's
             # frames, which hold `stop` and so this list: emptied, no cycle is left.
             tasks.clear()
         if timed_out:
-            await upstream.close(code=1000)
+            await _close_upstream(upstream, 1000)
             await _close(
                 send,
                 1008,
@@ -603,6 +610,16 @@ class RealtimeEndpoint:
         outcome.usage = meter.finish()
         outcome.complete = not relay.upstream_failed
         outcome.caller_left = relay.caller_gone
+
+
+async def _close_upstream(upstream: Any, code: int, message: bytes = b"") -> None:
+    """The close frame to the provider, and at most CLOSE_WAIT_SECONDS for its answer
+    (aiohttp's own bound applies to each frame read meanwhile, not to the whole wait)."""
+    try:
+        async with asyncio.timeout(CLOSE_WAIT_SECONDS):
+            await upstream.close(code=code, message=message)
+    except TimeoutError as late:
+        forget_frames(late)  # aiohttp closed the socket; nothing to keep
 
 
 async def _send(send: Send, message: dict[str, Any], relay: _Relay) -> None:

@@ -21,8 +21,9 @@ import http.client
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -137,6 +138,8 @@ def proxy(
         MAX_BODY_BYTES="100000",
         UPSTREAM_READ_TIMEOUT="0.5",
         ALLOW_EPHEMERAL_KEYS="true",
+        REALTIME_MAX_SECONDS="1.5",
+        REALTIME_MAX_FRAME_BYTES="65536",
         **SETUPS[request.param],
     )
     with serve_as_deployed(create_app(load_settings(env))) as server:
@@ -265,17 +268,59 @@ def minting(url: str) -> None:
     assert post(url, "/openai/v1/realtime/sessions", body).status_code == 200
 
 
-def realtime_session(url: str) -> None:
+def realtime(url: str, then: Callable[[Any], Awaitable[None]]) -> None:
+    """A realtime session through the proxy: opened, `then` run on the caller's socket."""
+
     async def session() -> None:
-        address = "ws" + url[4:] + "/v1/realtime?model=gpt-realtime"
+        # The OpenAI route: the fake provider (tests/support/fake_realtime.py) takes its
+        # `test.close` frame.
+        address = "ws" + url[4:] + "/openai/v1/realtime?model=gpt-realtime"
         headers = {"Authorization": f"Bearer {FAKE_TOKEN}"}
         async with websockets.connect(address, additional_headers=headers) as socket:
             json.loads(await asyncio.wait_for(socket.recv(), 5))  # session.created
-            await socket.send('{"type":"response.create"}')
-            while json.loads(await asyncio.wait_for(socket.recv(), 5))["type"] != "response.done":
-                pass
+            await then(socket)
 
     asyncio.run(session())
+
+
+async def closed_with(socket: Any) -> int:
+    """The close code the proxy ends the caller's session with."""
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(socket.recv(), 5)
+    return int(closed.value.rcvd.code)
+
+
+def realtime_session(url: str) -> None:  # the caller closes it
+    async def turn(socket: Any) -> None:
+        await socket.send('{"type":"response.create"}')
+        while json.loads(await asyncio.wait_for(socket.recv(), 5))["type"] != "response.done":
+            pass
+
+    realtime(url, turn)
+
+
+def realtime_time_limit(url: str) -> None:
+    async def wait(socket: Any) -> None:
+        assert await closed_with(socket) == 1008
+
+    realtime(url, wait)
+
+
+def realtime_provider_closes(url: str) -> None:
+    async def ask(socket: Any) -> None:
+        await socket.send('{"type":"test.close","code":4001,"reason":"done"}')
+        assert await closed_with(socket) == 4001
+
+    realtime(url, ask)
+
+
+def realtime_frame_too_large(url: str) -> None:
+    async def flood(socket: Any) -> None:
+        await socket.send('{"type":"conversation.item.create","text":"' + "x" * 70_000 + '"}')
+        assert await closed_with(socket) == 1009
+
+    realtime(url, flood)
 
 
 CASES: dict[str, Callable[[str], None]] = {
@@ -295,6 +340,9 @@ CASES: dict[str, Callable[[str], None]] = {
         reads,
         minting,
         realtime_session,
+        realtime_time_limit,
+        realtime_provider_closes,
+        realtime_frame_too_large,
     )
 }
 
@@ -330,6 +378,6 @@ def test_a_finished_request_leaves_nothing_for_the_collector(
             CASES[case](proxy.url)
         wait_until_idle(proxy.url)
         time.sleep(0.1)  # the access log line and the connection's close, after the gauge
-    allowed = AFTER_A_WEBSOCKET if case == "realtime_session" else frozenset()
+    allowed = AFTER_A_WEBSOCKET if case.startswith("realtime") else frozenset()
     kept = leaked(garbage, allowed)
     assert not kept, f"kept in reference cycles: {dict(kept)}"

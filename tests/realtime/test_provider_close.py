@@ -1,0 +1,97 @@
+"""A provider that does not answer the proxy's close frame cannot hold a session open.
+
+When a caller leaves, the proxy sends the provider a close frame and waits for its answer,
+at most CLOSE_WAIT_SECONDS (core/realtime/session.py). The provider here is a bare
+WebSocket server on a raw socket that never answers a close: silent, or sending frames the
+whole time. Held open, the session would keep the caller's slot under
+REALTIME_SESSIONS_PER_CALLER, its reservation unsettled and both sockets until
+REALTIME_MAX_SECONDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import re
+import time
+from dataclasses import dataclass, field
+
+import pytest
+import websockets
+
+from core.realtime.session import CLOSE_WAIT_SECONDS
+from tests.support.realtime import ProxyFactory
+from tests.support.servers import FAKE_TOKEN
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, 4.2.2
+
+
+def server_frame(payload: bytes) -> bytes:
+    """An unmasked text frame (a server's), payload under 126 bytes."""
+    return bytes([0x81, len(payload)]) + payload
+
+
+@dataclass
+class DeafProvider:
+    """Accepts a session, says session.created, then never answers a close frame."""
+
+    chatty: bool
+    close_frame_at: float | None = None  # when the proxy's close frame arrived
+    gone_at: float | None = None  # when the proxy closed the socket
+    sessions: list[None] = field(default_factory=list)
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        found = re.search(rb"(?i)sec-websocket-key: *(\S+)", head)
+        assert found is not None
+        # SHA-1 is what the handshake is made of (RFC 6455), not a security choice.
+        digest = hashlib.sha1(found.group(1) + _GUID, usedforsecurity=False).digest()
+        accept = base64.b64encode(digest)
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        writer.write(server_frame(b'{"type":"session.created","session":{}}'))
+        self.sessions.append(None)
+        while True:
+            if self.chatty:
+                writer.write(server_frame(b'{"type":"response.output_text.delta"}'))
+            try:
+                data = await asyncio.wait_for(reader.read(65536), 0.2)
+            except TimeoutError:
+                continue
+            if not data:
+                self.gone_at = time.monotonic()
+                writer.close()
+                return
+            if data[0] & 0x0F == 0x8 and self.close_frame_at is None:
+                self.close_frame_at = time.monotonic()  # and never answered
+
+
+@pytest.mark.parametrize("chatty", [False, True], ids=["silent", "sending"])
+async def test_a_provider_that_never_answers_the_close_is_let_go(
+    start_proxy: ProxyFactory, chatty: bool
+) -> None:
+    provider = DeafProvider(chatty)
+    server = await asyncio.start_server(provider, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with start_proxy(
+            OPENAI_UPSTREAM=f"http://127.0.0.1:{port}", REALTIME_MAX_SECONDS="30"
+        ) as proxy:
+            url = "ws" + proxy.url[4:] + "/openai/v1/realtime?model=gpt-realtime"
+            headers = {"Authorization": f"Bearer {FAKE_TOKEN}"}
+            async with websockets.connect(url, additional_headers=headers) as socket:
+                await asyncio.wait_for(socket.recv(), 5)  # session.created
+                left_at = time.monotonic()
+            deadline = left_at + 10
+            while provider.gone_at is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+    finally:
+        server.close()
+    assert provider.sessions, "the proxy never reached the provider"
+    # The caller's close went on to the provider, which was then let go within the bound.
+    assert provider.close_frame_at is not None
+    assert provider.gone_at is not None, "the session was still open 10 s after the caller left"
+    assert provider.gone_at - left_at < CLOSE_WAIT_SECONDS + 1.0
