@@ -619,7 +619,9 @@ async def _close_upstream(upstream: Any, code: int, message: bytes = b"") -> Non
         async with asyncio.timeout(CLOSE_WAIT_SECONDS):
             await upstream.close(code=code, message=message)
     except TimeoutError as late:
-        forget_frames(late)  # aiohttp closed the socket; nothing to keep
+        # aiohttp closes the socket when its wait is cancelled (and the session's client
+        # closes whatever is left when the session ends): nothing to keep.
+        forget_frames(late)
 
 
 async def _send(send: Send, message: dict[str, Any], relay: _Relay) -> None:
