@@ -1,7 +1,8 @@
 """A provider that does not answer the proxy's close frame cannot hold a session open.
 
-When a caller leaves, the proxy sends the provider a close frame and waits for its answer,
-at most CLOSE_WAIT_SECONDS (core/realtime/session.py). The provider here is a bare
+However a session ends (the caller leaves, a rule ends it, the time limit), the proxy sends
+the provider a close frame and waits for its answer at most CLOSE_WAIT_SECONDS
+(core/realtime/session.py). The provider here is a bare
 WebSocket server on a raw socket that never answers a close: silent, or sending frames the
 whole time. Held open, the session would keep the caller's slot under
 REALTIME_SESSIONS_PER_CALLER, its reservation unsettled and both sockets until
@@ -15,7 +16,9 @@ import base64
 import hashlib
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import websockets
@@ -69,29 +72,60 @@ class DeafProvider:
                 self.close_frame_at = time.monotonic()  # and never answered
 
 
+async def caller_leaves(socket: Any) -> None:
+    pass  # the block ends: the caller's close
+
+
+async def frame_too_large(socket: Any) -> None:
+    await socket.send("x" * 70_000)  # over REALTIME_MAX_FRAME_BYTES: the proxy ends it (1009)
+    await closed(socket)
+
+
+async def time_limit(socket: Any) -> None:
+    await closed(socket)  # REALTIME_MAX_SECONDS: the proxy ends it (1008)
+
+
+async def closed(socket: Any) -> None:
+    with pytest.raises(websockets.ConnectionClosed):
+        while True:
+            await asyncio.wait_for(socket.recv(), 10)
+
+
+ENDINGS: dict[str, Callable[[Any], Awaitable[None]]] = {
+    "caller leaves": caller_leaves,
+    "frame too large": frame_too_large,
+    "time limit": time_limit,
+}
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS))
 @pytest.mark.parametrize("chatty", [False, True], ids=["silent", "sending"])
 async def test_a_provider_that_never_answers_the_close_is_let_go(
-    start_proxy: ProxyFactory, chatty: bool
+    start_proxy: ProxyFactory, chatty: bool, ending: str
 ) -> None:
     provider = DeafProvider(chatty)
     server = await asyncio.start_server(provider, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
+    limit = "1" if ending == "time limit" else "30"
     try:
         with start_proxy(
-            OPENAI_UPSTREAM=f"http://127.0.0.1:{port}", REALTIME_MAX_SECONDS="30"
+            OPENAI_UPSTREAM=f"http://127.0.0.1:{port}",
+            REALTIME_MAX_SECONDS=limit,
+            REALTIME_MAX_FRAME_BYTES="65536",
         ) as proxy:
             url = "ws" + proxy.url[4:] + "/openai/v1/realtime?model=gpt-realtime"
             headers = {"Authorization": f"Bearer {FAKE_TOKEN}"}
             async with websockets.connect(url, additional_headers=headers) as socket:
                 await asyncio.wait_for(socket.recv(), 5)  # session.created
-                left_at = time.monotonic()
-            deadline = left_at + 10
+                await ENDINGS[ending](socket)
+                ended_at = time.monotonic()
+            deadline = ended_at + 10
             while provider.gone_at is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
     finally:
         server.close()
     assert provider.sessions, "the proxy never reached the provider"
-    # The caller's close went on to the provider, which was then let go within the bound.
+    # The proxy's close went to the provider, which was then let go within the bound.
     assert provider.close_frame_at is not None
-    assert provider.gone_at is not None, "the session was still open 10 s after the caller left"
-    assert provider.gone_at - left_at < CLOSE_WAIT_SECONDS + 1.0
+    assert provider.gone_at is not None, "the session was still open 10 s after it ended"
+    assert provider.gone_at - ended_at < CLOSE_WAIT_SECONDS + 1.0
