@@ -58,6 +58,10 @@ if TYPE_CHECKING:
 ALLOW_HEADER = ", ".join(sorted(ALLOWED_METHODS)).encode()
 # RFC 3986 pchar minus unreserved (always safe for `quote`): what a path keeps literally.
 _PATH_SAFE = "/:@!$&'()*+,;="
+# How long a caller's hang-up waits for the relay to read the upstream's end of body before
+# it counts as leaving early (listen_for_disconnect). Well under what cancelling the
+# upstream promptly allows (tests/proxy/test_stream_lifecycle.py: within a second).
+_HANG_UP_GRACE_SECONDS = 0.1
 
 
 def _request_log(scope: Scope) -> RequestLog | None:
@@ -292,6 +296,11 @@ class ProxyEndpoint:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
+                if not state.response_done and relaying:
+                    # The SDKs stop reading at a stream's last event ([DONE], message_stop)
+                    # and hang up while the upstream's end of body may still be on its way:
+                    # a moment's grace tells a complete stream from a caller leaving early.
+                    await asyncio.wait(relaying, timeout=_HANG_UP_GRACE_SECONDS)
                 if state.response_done:
                     return
                 state.outcome.caller_left = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ import pytest
 from core.app import create_app
 from core.config import load_settings
 from core.devtools.mock_upstream import MockUpstream
+from tests.support.scripted_upstream import ScriptedUpstream
 from tests.support.servers import FAKE_TOKEN, RunningServer, free_port, proxy_env, serve_in_thread
 
 AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}", "content-type": "application/json"}
@@ -201,3 +204,33 @@ def test_upstream_records_real_key_not_caller_token_when_streaming(
     assert FAKE_TOKEN not in str(seen)
     assert seen["query"] == ""
     assert MockUpstream is not None
+
+
+def test_a_caller_hanging_up_at_done_before_the_upstream_ends_is_not_a_disconnect(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The openai SDK stops reading at `[DONE]` and hangs up. The upstream's end of body
+    can still be on its way (here 50 ms later): the stream was complete all the same, and
+    the access log and the ledger must not call it a disconnect."""
+    events = [b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n', b"data: [DONE]\n\n"]
+    parts = [(0.0, event) for event in events] + [(0.05, b"")]  # the end, 50 ms later
+    upstream = ScriptedUpstream(
+        lambda request: (200, [("content-type", "text/event-stream")], parts)
+    )
+    with serve_in_thread(upstream) as mock:
+        env = proxy_env(mock.url, ACCESS_LOG="true")
+        with serve_in_thread(create_app(load_settings(env))) as proxy:
+            caplog.set_level(logging.INFO, logger="llm_proxy.access")
+            connection = http.client.HTTPConnection(f"127.0.0.1:{proxy.port}", timeout=10)
+            connection.request("POST", "/v1/chat/completions", body=CHAT, headers=AUTH)
+            reply = connection.getresponse()
+            while reply.readline() != b"data: [DONE]\n":
+                pass
+            connection.close()  # as the SDK does, before the body's end
+            deadline = time.monotonic() + 5
+            while not any('"event":"request"' in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "no access log line"
+                time.sleep(0.02)
+    [line] = [r.getMessage() for r in caplog.records if '"event":"request"' in r.getMessage()]
+    assert '"status":200' in line
+    assert "client_disconnected" not in line
