@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,20 +52,8 @@ def serve_in_thread(app: ASGIApp, **options: object) -> Iterator[RunningServer]:
         **options,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield RunningServer(url=f"http://127.0.0.1:{port}", port=port)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with _running(server, lambda: asyncio.run(server.serve())) as running:
+        yield running
 
 
 @contextlib.contextmanager
@@ -74,9 +62,7 @@ def serve_as_deployed(app: ASGIApp) -> Iterator[RunningServer]:
     options and bounded protocol (core/server/runner.py), on uvloop when installed."""
     from core.server.runner import server_config
 
-    config = server_config(app, "127.0.0.1", 0)
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server = uvicorn.Server(server_config(app, "127.0.0.1", 0))
 
     def run() -> None:
         try:
@@ -91,6 +77,14 @@ def serve_as_deployed(app: ASGIApp) -> Iterator[RunningServer]:
             finally:
                 loop.close()
 
+    with _running(server, run) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _running(server: uvicorn.Server, run: Callable[[], None]) -> Iterator[RunningServer]:
+    """`run` (which serves `server`) in a daemon thread, from started until the block ends."""
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
