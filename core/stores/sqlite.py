@@ -86,16 +86,35 @@ class SQLiteStore:
         try:
             # A write waits this long for a lock someone else holds, then fails (503).
             db.execute(f"PRAGMA busy_timeout={self._busy_ms}")
-            db.execute("PRAGMA journal_mode=WAL")  # readers never wait for the CLI
-            # Safe with WAL (no corruption on a crash, at worst the last commits roll back)
-            # and it drops the fsync per rate-limit increment that cost 2/3 of throughput.
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(_SCHEMA)
-            db.execute(_COUNTERS_SCHEMA)
+            self._set_up(db)
         except BaseException:
             db.close()
             raise
         return db
+
+    def _set_up(self, db: sqlite3.Connection) -> None:
+        """WAL mode and the tables, retried while another connection sets up the same new
+        file: switching a new file to WAL can fail at once with "database is locked",
+        without waiting in the busy handler (SQLite's deadlock avoidance), when the CLI
+        and the proxy (or two of its threads) open it together, e.g. after `rm tokens.db`.
+        """
+        deadline = time.monotonic() + self._busy_ms / 1000
+        pause = 0.005
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode=WAL")  # readers never wait for the CLI
+                # Safe with WAL (no corruption on a crash, at worst the last commits roll
+                # back); it drops the fsync per rate-limit increment that cost 2/3 of
+                # throughput.
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(_SCHEMA)
+                db.execute(_COUNTERS_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     def get(self, key: str) -> Item | None:
         row = (
@@ -224,6 +243,14 @@ def _file_identity(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_dev, stat.st_ino
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: someone else holds the file for now."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _item(row: tuple[str, str, float | None, float | None]) -> Item:

@@ -86,6 +86,32 @@ async def test_a_deleted_or_replaced_database_is_reopened(tmp_path: Path, how: s
         assert await status(proxy, FAKE_TOKEN) == 200
 
 
+def test_a_new_file_opened_by_several_at_once_opens_for_all(tmp_path: Path) -> None:
+    """After `rm tokens.db` the proxy's threads and the CLI can create the new file
+    together; switching it to WAL failed at once with "database is locked" for one of them
+    (about one round in eight here), never waiting in the busy handler."""
+    from core.stores.sqlite import SQLiteStore
+
+    failures: list[str] = []
+    for round_number in range(60):
+        path = str(tmp_path / f"tokens-{round_number}.db")
+        start = threading.Barrier(3)
+
+        def open_it(path: str = path, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                SQLiteStore(path).put("key", {"round": 1})
+            except Exception as exc:  # collected and asserted below
+                failures.append(repr(exc))
+
+        threads = [threading.Thread(target=open_it) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+
+
 @contextlib.contextmanager
 def writer_holding_the_lock(path: Path, seconds: float) -> Iterator[None]:
     """Another process's writer (the CLI, a stuck job) holding SQLite's write lock."""
