@@ -17,6 +17,7 @@ on provider names. A protocol says, for a method and path:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -154,6 +155,15 @@ class Wire:
         """True when a stream reports usage only if asked and this request did not ask."""
         return False
 
+    # What a stream's last event holds, for protocols whose SDKs stop reading at it: the
+    # proxy settles before relaying that event (core/proxy/stream_end.py). Empty: the
+    # caller reads to the body's end, which the proxy sends after settling anyway.
+    last_event_mark = b""
+
+    def is_last_event(self, name: bytes, data: bytes) -> bool:
+        """Whether one whole event (its `event:` name and joined `data:`) ends the stream."""
+        return False
+
 
 _OUTPUT_CAP_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
@@ -278,6 +288,12 @@ class OpenAIWire(Wire):
         options = document.get("stream_options")
         return not (isinstance(options, dict) and options.get("include_usage") is True)
 
+    # Chat and completions streams end with `data: [DONE]`; the openai SDK stops there.
+    last_event_mark = b"[DONE]"
+
+    def is_last_event(self, name: bytes, data: bytes) -> bool:
+        return not name and data == b"[DONE]"
+
 
 _ANTHROPIC_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens")
 
@@ -323,6 +339,19 @@ class AnthropicWire(Wire):
         if "output_tokens" in usage:
             into = Usage(into.input_tokens, _int(usage["output_tokens"]), into.cached_input_tokens)
         return into
+
+    # Streams end with message_stop, after the message_delta that holds the usage; the
+    # anthropic SDK stops reading there.
+    last_event_mark = b"message_stop"
+
+    def is_last_event(self, name: bytes, data: bytes) -> bool:
+        if name not in (b"", b"message_stop"):
+            return False
+        try:
+            event = json.loads(data)
+        except ValueError:
+            return False
+        return isinstance(event, dict) and event.get("type") == "message_stop"
 
 
 _GEMINI_FIELDS = ("promptTokenCount", "candidatesTokenCount", "totalTokenCount")

@@ -35,6 +35,7 @@ from core.providers import Provider, match_provider
 from core.proxy.access_log import BODY_SEND
 from core.proxy.forward import Forwarder
 from core.proxy.relay import Exchange, relay, reply_headers
+from core.proxy.stream_end import stream_end
 from core.proxy.taps import build_taps
 from core.request import ALLOWED_METHODS, ProxyRequest, build_request
 from core.stages import Outcome, reply_ticket
@@ -378,6 +379,7 @@ class ProxyEndpoint:
                 length=length,
                 rewrites=rewrites,
                 reader=None if self.reply_reader is None else partial(self.reply_reader, request),
+                last_event=stream_end(request.wire, headers) if source.status_code == 200 else None,
             )
             # The body goes straight to the server (core/proxy/access_log.py, BODY_SEND).
             body_send = request.scope.get(BODY_SEND, send) if log is not None else send

@@ -130,17 +130,29 @@ async def relay(
     await send({"type": "http.response.start", "status": status, "headers": headers})
     feed = taps.feed
     log = taps.log
+    last_event = taps.last_event
+    settled = False
     sent = 0
     try:
         # The transport's own stream: raw bytes as they arrive, no re-chunking.
         async for chunk in stream:
+            ends = last_event is not None and last_event(chunk)
             if feed is not None:
                 chunk = feed(chunk)
+            if ends:
+                # The stream's last event (core/proxy/stream_end.py): the SDKs stop reading
+                # there and may ask again at once, so the figures go in before it goes out.
+                outcome.complete = True
+                await settle()
+                settled = True
             if chunk and not outcome.caller_left:
                 if not sent and log is not None:
                     log.body_sent(0)  # the first byte's time
                 sent += len(chunk)
                 await body_send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if ends:
+                # A hang-up from here on is a caller done reading, not one leaving early.
+                exchange.response_done = True
     except source.stream_errors as exc:
         logger.warning("upstream stream broke after %d bytes: %s", sent, type(exc).__name__)
         forget_frames(exc)
@@ -158,7 +170,8 @@ async def relay(
         exchange.response_done = True
     # Settled before the last message, not after: the caller's next request then sees
     # these figures, and a function platform cannot freeze us before the write.
-    await settle()
+    if not settled:
+        await settle()
     exchange.response_done = True
     if not outcome.caller_left:
         if tail and log is not None:

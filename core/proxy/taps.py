@@ -18,6 +18,7 @@ SMALL_BODY = 64 * 1024
 
 if TYPE_CHECKING:
     from core.proxy.scrub import Scrubber
+    from core.proxy.stream_end import StreamEnd
     from core.stages import RawHeaders, ReplyTicket
     from core.types import RequestLog
     from core.usage.meter import UsageMeter
@@ -84,7 +85,16 @@ class ReaderFactory(Protocol):
 class Taps:
     """The chain built for one reply."""
 
-    __slots__ = ("chain", "changes_length", "copy", "feed", "inflates", "log", "meter")
+    __slots__ = (
+        "chain",
+        "changes_length",
+        "copy",
+        "feed",
+        "inflates",
+        "last_event",
+        "log",
+        "meter",
+    )
 
     def __init__(
         self,
@@ -94,8 +104,12 @@ class Taps:
         changes_length: bool,
         inflates: bool,
         log: RequestLog | None = None,
+        last_event: StreamEnd | None = None,
     ) -> None:
         self.chain = chain
+        # Tells the chunk that holds the stream's last event, read before the chain runs:
+        # the relay settles before sending it (core/proxy/stream_end.py).
+        self.last_event = last_event
         self.meter = meter
         self.copy = copy
         # The access log's byte count and first-byte time: what the caller is sent, counted
@@ -161,6 +175,7 @@ def build_taps(
     length: int | None = None,
     rewrites: tuple[tuple[bytes, bytes], ...] = (),
     reader: ReaderFactory | None = None,
+    last_event: StreamEnd | None = None,
 ) -> Taps:
     """The taps of one reply, in their order. Each sees what the taps before it passed on:
 
@@ -202,4 +217,4 @@ def build_taps(
         if read is not None:
             chain.append(read)
     changes_length = usage_filter is not None or scrubbing
-    return Taps(tuple(chain), meter, copy_tap, changes_length, inflates, log)
+    return Taps(tuple(chain), meter, copy_tap, changes_length, inflates, log, last_event)
