@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass(frozen=True)
 class TokenRecord:
+    """A stored token as the store holds it: its id and label, and what it may reach."""
+
     id: str
     label: str
     providers: tuple[str, ...] = ()

@@ -110,6 +110,8 @@ SERVER_LIMITS: dict[str, Setting] = {
 
 @dataclass(frozen=True)
 class Settings:
+    """Everything the proxy reads from its environment, read once at start (load_settings)."""
+
     upstream_base_url: str = setting(
         "UPSTREAM_BASE_URL",
         "",

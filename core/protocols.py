@@ -27,6 +27,8 @@ RouteKind = Literal["free", "metered", "minting", "unreadable"]
 
 @dataclass(frozen=True)
 class Route:
+    """What kind of request a path is (metered, free, unreadable, minting) and its short name."""
+
     kind: RouteKind
     # A short name for logs and the policy: "chat", "responses", "messages", "generate"...
     name: str

@@ -124,6 +124,8 @@ class OpenAISurface:
 
 @dataclass(frozen=True)
 class Provider:
+    """One upstream route: its path prefix, origin, keys and what its protocol can do."""
+
     name: str
     prefix: str
     # scheme://host[/base path]; the remainder of the caller's path is appended to it.

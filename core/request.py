@@ -161,8 +161,10 @@ def _parse(body: bytes, strict: bool, wire: Wire, shared: bool = False) -> Any:
         raise BadRequest(f"The request body is not valid JSON ({reason}).") from None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # state, not a value: compared by identity
 class ProxyRequest:
+    """One caller request as the stages see it: where it goes, its body, and what was decided."""
+
     scope: Scope
     method: str
     provider: Provider

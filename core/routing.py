@@ -27,6 +27,8 @@ class RoutingSettings:
 
 @dataclass(frozen=True)
 class _Parsed:
+    """MODEL_ROUTES read: model patterns with their routes, and fallback chains."""
+
     routes: list[tuple[str, str]] = field(default_factory=list)
     chains: list[tuple[str, ...]] = field(default_factory=list)
 

@@ -38,7 +38,7 @@ T = TypeVar("T")
 RawHeaders = list[tuple[bytes, bytes]]
 
 
-@dataclass
+@dataclass(eq=False)  # state, not a value: compared by identity
 class Outcome:
     """How an exchange ended, as settlement needs it."""
 
@@ -136,7 +136,7 @@ def reply_ticket(tickets: list[Ticket]) -> ReplyTicket | None:
     return None
 
 
-@dataclass
+@dataclass(eq=False)  # state, not a value: compared by identity
 class HeaderTicket:
     """A ticket that only adds headers and has nothing to settle."""
 
@@ -147,7 +147,7 @@ class HeaderTicket:
         return None
 
 
-@dataclass
+@dataclass(eq=False)  # state, not a value: compared by identity
 class Contribution:
     """What one feature adds to the stages: its checks (on the head, then on the body),
     its settlers, and whether its rules read the body's fields (then JSON is parsed with

@@ -22,7 +22,7 @@ async def send_response(
     await send({"type": "http.response.body", "body": body})
 
 
-@dataclass
+@dataclass(eq=False)  # state, not a value: compared by identity
 class RequestLog:
     """What one access-log line says; filled in as the request goes through the layers."""
 

@@ -25,6 +25,8 @@ CLIENT_IP_SOURCES = ("auto", "socket", "aws", "vercel", "cloud-run")
 
 @dataclass(frozen=True)
 class GuardSettings:
+    """Who may call and how much: sign-in (JWT), anonymous callers, rate limits, caps."""
+
     # Sign-in: tokens of an identity provider, checked against its published keys.
     jwt_jwks_url: str = setting(
         "JWT_JWKS_URL",

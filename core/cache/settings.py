@@ -15,6 +15,8 @@ CACHE_SCOPES = ("caller", "shared")
 
 @dataclass(frozen=True)
 class CacheSettings:
+    """The response cache: where it keeps replies, for how long, and which it keeps."""
+
     # repr=False: a redis:// URL carries the store's password.
     url: str = setting(
         "CACHE_URL",

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from core.stages import Check, Deployment, Feature, Settler
 
 
-@dataclass
+@dataclass(eq=False)  # state, not a value: compared by identity
 class Pipeline:
     """The stages a deployment runs, decided once at start."""
 

@@ -48,7 +48,7 @@ class ReplySource(Protocol):
     def stream_errors(self) -> tuple[type[BaseException], ...]: ...
 
 
-@dataclass
+@dataclass(eq=False)  # state, not a value: compared by identity
 class Exchange:
     """What the relay and the disconnect listener share."""
 

@@ -23,6 +23,8 @@ STORE_SCHEMES = frozenset({"memory", "sqlite", "dynamodb", "redis", "rediss"})
 
 @dataclass(frozen=True)
 class Item:
+    """One document of a store under its key, with its expiry and last use."""
+
     key: str
     doc: dict[str, Any]
     expires_at: float | None = None

@@ -27,6 +27,8 @@ MAX_OUTPUT_LIMIT = 10_000_000
 
 @dataclass(frozen=True)
 class Price:
+    """US dollars per million tokens of one model, and its longest answer."""
+
     input: float
     output: float
     cached_input: float | None = None

@@ -21,6 +21,8 @@ BUDGET_WINDOWS = ("day", "month")
 
 @dataclass(frozen=True)
 class UsageSettings:
+    """Spend budgets (per caller, in total, their window) and model prices."""
+
     budget_per_caller_usd: float = setting(
         "BUDGET_PER_CALLER_USD",
         0.0,
