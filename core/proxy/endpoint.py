@@ -63,6 +63,9 @@ _PATH_SAFE = "/:@!$&'()*+,;="
 # it counts as leaving early (listen_for_disconnect). Well under what cancelling the
 # upstream promptly allows (tests/proxy/test_stream_lifecycle.py: within a second).
 _HANG_UP_GRACE_SECONDS = 0.1
+# How long the relay reads on, after the caller hung up past the stream's last event, for
+# the upstream's end of body (core/proxy/stream_end.py).
+_UPSTREAM_END_GRACE_SECONDS = 1.0
 
 
 def _request_log(scope: Scope) -> RequestLog | None:
@@ -303,6 +306,15 @@ class ProxyEndpoint:
                     # a moment's grace tells a complete stream from a caller leaving early.
                     await asyncio.wait(relaying, timeout=_HANG_UP_GRACE_SECONDS)
                 if state.response_done:
+                    if state.last_event_sent and relaying:
+                        # Settled at the last event; the upstream's end is only worth
+                        # waiting for to keep its pooled connection. Bounded: an upstream
+                        # that stalls after its last event is not read until the timeout.
+                        _, stalled = await asyncio.wait(
+                            relaying, timeout=_UPSTREAM_END_GRACE_SECONDS
+                        )
+                        for task in stalled:
+                            task.cancel()
                     return
                 state.outcome.caller_left = True
                 if not self.drain:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from core.errors import UpstreamStreamBroken, forget_frames, map_transport_error
 from core.headers import client_response_headers
+from core.proxy.stream_end import TAIL
 from core.proxy.taps import SMALL_BODY
 from core.stages import Outcome
 
@@ -57,6 +58,8 @@ class Exchange:
     # as soon as the response is complete, which is not the caller leaving.
     response_done: bool = False
     settled: bool = False
+    # The stream's last event went out (core/proxy/stream_end.py): settled, complete.
+    last_event_sent: bool = False
     error: BaseException | None = None
     meter: UsageMeter | None = None
     # The response cache's copy of the reply (core/cache), fed what the caller gets.
@@ -131,12 +134,17 @@ async def relay(
     feed = taps.feed
     log = taps.log
     last_event = taps.last_event
+    mark = last_event.mark if last_event is not None else None
+    previous = b""
     settled = False
     sent = 0
     try:
         # The transport's own stream: raw bytes as they arrive, no re-chunking.
         async for chunk in stream:
-            ends = last_event is not None and last_event(chunk)
+            ends = (
+                mark is not None and chunk.find(mark, -TAIL) >= 0 and last_event(chunk, previous)  # type: ignore[misc]
+            )
+            previous = chunk
             if feed is not None:
                 chunk = feed(chunk)
             if ends:
@@ -152,7 +160,7 @@ async def relay(
                 await body_send({"type": "http.response.body", "body": chunk, "more_body": True})
             if ends:
                 # A hang-up from here on is a caller done reading, not one leaving early.
-                exchange.response_done = True
+                exchange.last_event_sent = exchange.response_done = True
     except source.stream_errors as exc:
         logger.warning("upstream stream broke after %d bytes: %s", sent, type(exc).__name__)
         forget_frames(exc)

@@ -25,33 +25,32 @@ if TYPE_CHECKING:
     from core.protocols import Wire
 
 # The mark must sit this close to the chunk's end: a last event is short.
-_TAIL = 96
+TAIL = 96
 
 
 class StreamEnd:
-    """Called with each chunk the upstream sends, in order: True for the chunk whose last
-    event ends the stream (and only the first such chunk)."""
+    """Tells the chunk whose last event ends the stream (only the first such chunk).
 
-    __slots__ = ("at_event_start", "found", "mark", "wire")
+    The relay runs the cheap part itself on every chunk (`chunk.find(mark, -TAIL)`, one C
+    call) and calls this only for a chunk that holds the mark near its end: a call per
+    chunk cost about 1 % of the proxy's CPU at 500 streams."""
+
+    __slots__ = ("found", "mark", "wire")
 
     def __init__(self, wire: Wire) -> None:
         self.wire = wire
         self.mark = wire.last_event_mark
-        # The next chunk starts an event: true at the body's start.
-        self.at_event_start = True
         self.found = False
 
-    def __call__(self, chunk: bytes) -> bool:
-        at_event_start = self.at_event_start
-        ends_event = chunk[-2:] == b"\n\n"
-        self.at_event_start = ends_event
-        if not ends_event or chunk.find(self.mark, len(chunk) - _TAIL) < 0 or self.found:
+    def __call__(self, chunk: bytes, previous: bytes) -> bool:
+        """`previous`: the chunk before this one (empty at the body's start)."""
+        if self.found or chunk[-2:] != b"\n\n":
             return False
         start = chunk.rfind(b"\n\n", 0, len(chunk) - 2)
         if start >= 0:
             event = chunk[start + 2 : -2]
-        elif at_event_start:
-            event = chunk[:-2]
+        elif not previous or previous[-2:] == b"\n\n":
+            event = chunk[:-2]  # the chunk starts an event
         else:
             return False
         name, data = _fields(event)

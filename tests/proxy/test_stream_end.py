@@ -9,6 +9,8 @@ end would charge a stream before its usage event arrived)."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 from typing import Any
 
@@ -16,20 +18,30 @@ import httpx
 import openai
 import pytest
 
+from core.app import create_app
+from core.config import load_settings
 from core.protocols import AnthropicWire, GeminiWire, OpenAIWire
-from core.proxy.stream_end import StreamEnd, stream_end
+from core.proxy.stream_end import TAIL, StreamEnd, stream_end
 from tests.support.metered import AUTH, EVENTS, metered, models_or, remaining
+from tests.support.polling import wait_until
 from tests.support.scripted_upstream import ScriptedUpstream, openai_chunks, sse
-from tests.support.servers import FAKE_TOKEN
+from tests.support.servers import FAKE_TOKEN, proxy_env, serve_in_thread
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8")]
 USAGE = {"prompt_tokens": 30, "completion_tokens": 70, "total_tokens": 100}
 
 
 def chunks_ending(wire: Any, chunks: list[bytes]) -> list[int]:
-    """The indices of the chunks the test calls the stream's end."""
+    """The indices of the chunks the relay takes for the stream's end (its own test, then
+    the detector's)."""
     end = StreamEnd(wire)
-    return [index for index, chunk in enumerate(chunks) if end(chunk)]
+    found = []
+    previous = b""
+    for index, chunk in enumerate(chunks):
+        if chunk.find(end.mark, -TAIL) >= 0 and end(chunk, previous):
+            found.append(index)
+        previous = chunk
+    return found
 
 
 def text_event(text: str) -> bytes:
@@ -42,6 +54,20 @@ def test_done_is_found_alone_or_after_other_events() -> None:
     assert chunks_ending(OpenAIWire(), events) == [1]
     assert chunks_ending(OpenAIWire(), [b"".join(events)]) == [0]
     assert chunks_ending(OpenAIWire(), [b"data:[DONE]\n\n"]) == [0]
+
+
+def test_a_short_chunk_holding_the_end_is_found() -> None:
+    """Under TAIL bytes, a search window counted from the chunk's end started past the
+    mark (a ping and message_stop in one 87-byte chunk went unseen)."""
+    chunk = (
+        b'event: ping\ndata: {"type": "ping"}\n\n'
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    )
+    assert len(chunk) < TAIL
+    assert chunks_ending(AnthropicWire(), [chunk]) == [0]
+    for size in range(14, TAIL + 2):
+        padded = b"data: " + b"x" * max(0, size - 30) + b"\n\ndata: [DONE]\n\n"
+        assert chunks_ending(OpenAIWire(), [padded]) == [0], len(padded)
 
 
 def test_only_the_first_end_counts() -> None:
@@ -100,23 +126,78 @@ def late_end(events: list[bytes], seconds: float) -> Any:
     return models_or(reply)
 
 
+class LateEndUpstream:
+    """An upstream on a raw socket that sends a stream up to its last event and then never
+    ends the body: it notes when the proxy lets the connection go (`let_go_at`)."""
+
+    def __init__(self, events: list[bytes]) -> None:
+        self.events = events
+        self.let_go_at: float | None = None
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.answer, args=(connection,), daemon=True).start()
+
+    def answer(self, connection: socket.socket) -> None:
+        with connection:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += connection.recv(65536)
+            if b"/models" in head.split(b"\r\n", 1)[0]:
+                body = b'{"object":"list","data":[]}'
+                connection.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                return
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n"
+            )
+            for event in self.events:
+                connection.sendall(b"%x\r\n%s\r\n" % (len(event), event))
+            connection.settimeout(10)
+            try:
+                while connection.recv(65536):  # the request's body, then nothing
+                    pass
+            except OSError:
+                pass
+            self.let_go_at = time.monotonic()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
 def test_the_next_request_after_done_sees_this_ones_tokens() -> None:
-    """The openai SDK's loop ends at [DONE]; the upstream ends 3 s later. The tokens left,
-    read at once, are already net of this stream's 100 (on main: its whole reservation
-    was still held)."""
-    upstream = ScriptedUpstream(late_end(openai_chunks(3, USAGE), 3.0))
-    with metered(upstream, RATE_LIMIT_TOKENS="100000") as proxy:
-        before = remaining(proxy)
-        client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=FAKE_TOKEN, max_retries=0)
-        started = time.monotonic()
-        stream = client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "hi"}], stream=True
-        )
-        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
-        read_in = time.monotonic() - started
-        assert text == "w0 w1 w2 "
-        assert read_in < 2.0, "the SDK waited for the upstream's end: nothing to test"
-        assert before - remaining(proxy) == 100
+    """The openai SDK's loop ends at [DONE]; the upstream never ends its body. The tokens
+    left, read at once, are already net of this stream's 100 (on main: its whole
+    reservation was still held), and the upstream is let go a moment after the SDK hung
+    up, not at the read timeout."""
+    upstream = LateEndUpstream(openai_chunks(3, USAGE))
+    env = proxy_env(upstream.url, RATE_LIMIT_TOKENS="100000", UPSTREAM_READ_TIMEOUT="30")
+    try:
+        with serve_in_thread(create_app(load_settings(env))) as proxy:
+            before = remaining(proxy)
+            client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=FAKE_TOKEN, max_retries=0)
+            stream = client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+            hung_up_at = time.monotonic()
+            assert text == "w0 w1 w2 "
+            assert before - remaining(proxy) == 100
+            wait_until(lambda: upstream.let_go_at, lambda at: at is not None, timeout=5)
+    finally:
+        upstream.close()
+    assert upstream.let_go_at is not None, "the upstream was held past 5 s"
+    assert upstream.let_go_at - hung_up_at < 2.0
 
 
 def test_a_reader_stopping_at_message_stop_sees_the_tokens_charged() -> None:
