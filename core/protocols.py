@@ -157,10 +157,10 @@ class Wire:
         """True when a stream reports usage only if asked and this request did not ask."""
         return False
 
-    # What a stream's last event holds, for protocols whose SDKs stop reading at it: the
+    # How a stream's last event ends, for protocols whose SDKs stop reading at it: the
     # proxy settles before relaying that event (core/proxy/stream_end.py). Empty: the
     # caller reads to the body's end, which the proxy sends after settling anyway.
-    last_event_mark = b""
+    last_event_tail = b""
 
     def is_last_event(self, name: bytes, data: bytes) -> bool:
         """Whether one whole event (its `event:` name and joined `data:`) ends the stream."""
@@ -291,7 +291,7 @@ class OpenAIWire(Wire):
         return not (isinstance(options, dict) and options.get("include_usage") is True)
 
     # Chat and completions streams end with `data: [DONE]`; the openai SDK stops there.
-    last_event_mark = b"[DONE]"
+    last_event_tail = b"[DONE]\n\n"
 
     def is_last_event(self, name: bytes, data: bytes) -> bool:
         return not name and data == b"[DONE]"
@@ -344,7 +344,7 @@ class AnthropicWire(Wire):
 
     # Streams end with message_stop, after the message_delta that holds the usage; the
     # anthropic SDK stops reading there.
-    last_event_mark = b"message_stop"
+    last_event_tail = b'"message_stop"}\n\n'
 
     def is_last_event(self, name: bytes, data: bytes) -> bool:
         if name not in (b"", b"message_stop"):

@@ -306,7 +306,7 @@ class ProxyEndpoint:
                     # a moment's grace tells a complete stream from a caller leaving early.
                     await asyncio.wait(relaying, timeout=_HANG_UP_GRACE_SECONDS)
                 if state.response_done:
-                    if state.last_event_sent and relaying:
+                    if state.awaiting_upstream_end and relaying:
                         # Settled at the last event; the upstream's end is only worth
                         # waiting for to keep its pooled connection. Bounded: an upstream
                         # that stalls after its last event is not read until the timeout.
@@ -391,7 +391,10 @@ class ProxyEndpoint:
                 length=length,
                 rewrites=rewrites,
                 reader=None if self.reply_reader is None else partial(self.reply_reader, request),
-                last_event=stream_end(request.wire, headers) if source.status_code == 200 else None,
+                # Watched only where a next request could tell: something to settle.
+                last_event=stream_end(request.wire, headers)
+                if source.status_code == 200 and (metering or tickets)
+                else None,
             )
             # The body goes straight to the server (core/proxy/access_log.py, BODY_SEND).
             body_send = request.scope.get(BODY_SEND, send) if log is not None else send

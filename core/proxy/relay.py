@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Protocol
 
 from core.errors import UpstreamStreamBroken, forget_frames, map_transport_error
 from core.headers import client_response_headers
-from core.proxy.stream_end import TAIL
 from core.proxy.taps import SMALL_BODY
 from core.stages import Outcome
 
@@ -58,8 +57,9 @@ class Exchange:
     # as soon as the response is complete, which is not the caller leaving.
     response_done: bool = False
     settled: bool = False
-    # The stream's last event went out (core/proxy/stream_end.py): settled, complete.
-    last_event_sent: bool = False
+    # The stream's last event went out (core/proxy/stream_end.py), settled, and the
+    # upstream's end of body is still to come.
+    awaiting_upstream_end: bool = False
     error: BaseException | None = None
     meter: UsageMeter | None = None
     # The response cache's copy of the reply (core/cache), fed what the caller gets.
@@ -134,15 +134,16 @@ async def relay(
     feed = taps.feed
     log = taps.log
     last_event = taps.last_event
-    mark = last_event.mark if last_event is not None else None
+    tail = last_event.tail if last_event is not None else None
     previous = b""
     settled = False
     sent = 0
     try:
         # The transport's own stream: raw bytes as they arrive, no re-chunking.
         async for chunk in stream:
+            # `tail` is set only with `last_event`: one local test per chunk, not two.
             ends = (
-                mark is not None and chunk.find(mark, -TAIL) >= 0 and last_event(chunk, previous)  # type: ignore[misc]
+                tail is not None and chunk.endswith(tail) and last_event(chunk, previous)  # type: ignore[misc]
             )
             previous = chunk
             if feed is not None:
@@ -160,12 +161,13 @@ async def relay(
                 await body_send({"type": "http.response.body", "body": chunk, "more_body": True})
             if ends:
                 # A hang-up from here on is a caller done reading, not one leaving early.
-                exchange.last_event_sent = exchange.response_done = True
+                exchange.awaiting_upstream_end = exchange.response_done = True
     except source.stream_errors as exc:
         logger.warning("upstream stream broke after %d bytes: %s", sent, type(exc).__name__)
         forget_frames(exc)
         raise UpstreamStreamBroken(f"upstream stream broke after {sent} bytes") from None
     finally:
+        exchange.awaiting_upstream_end = False
         # What the caller was sent, however the stream ended (the access log, telemetry).
         if log is not None:
             log.bytes_out += sent
