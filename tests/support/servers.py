@@ -107,6 +107,10 @@ def proxy_env(upstream_url: str, **extra: str) -> dict[str, str]:
         "PROXY_ACCESS_TOKEN": f"{FAKE_TOKEN},{OTHER_TOKEN}",
         "ALLOWED_ORIGINS": "http://app.example.test",
         "ACCESS_LOG": "false",
+        # Rate limits count in fixed windows aligned to the clock: with the default minute,
+        # a test that spans a boundary reads the next window's empty counter (about one
+        # run in thirty for a two-second test). A day's window makes that a midnight race.
+        "RATE_LIMIT_WINDOW": "86400",
     }
     env.update(extra)
     return env
