@@ -13,6 +13,7 @@ from core.config import ConfigError, load_settings
 from tests.access.jwt_keys import AUDIENCE, ISSUER, JWKSServer, KeyPair, jwks_served, mint, rsa_key
 from tests.support.servers import (
     FAKE_UPSTREAM_KEY,
+    LONG_WINDOW,
     RunningServer,
     proxy_env,
     reset_upstream,
@@ -36,7 +37,7 @@ def jwt_proxy(mock_upstream: RunningServer, signing_key: KeyPair) -> Iterator[Ru
             JWT_ISSUER=ISSUER,
             JWT_AUDIENCE=AUDIENCE,
             RATE_LIMIT_REQUESTS="2",
-            RATE_LIMIT_WINDOW="3600",
+            RATE_LIMIT_WINDOW=LONG_WINDOW,
         )
         with serve_in_thread(create_app(load_settings(env))) as server:
             yield server

@@ -18,6 +18,7 @@ from core.app import create_app
 from core.config import load_settings
 from tests.support.servers import (
     FAKE_TOKEN,
+    LONG_WINDOW,
     RunningServer,
     free_port,
     proxy_env,
@@ -38,7 +39,7 @@ def limited_proxy(upstream: RunningServer, **extra: str) -> Iterator[RunningServ
         ANTHROPIC_UPSTREAM=upstream.url,
         GEMINI_API_KEY="sk-mock-gemini-key-not-real",
         GEMINI_UPSTREAM=upstream.url,
-        RATE_LIMIT_WINDOW="3600",
+        RATE_LIMIT_WINDOW=LONG_WINDOW,
         **extra,
     )
     with serve_in_thread(create_app(load_settings(env))) as server:
@@ -66,11 +67,11 @@ def test_the_request_over_the_limit_is_a_429_and_never_reaches_upstream(
         )
         refused = post(proxy, "/v1/chat/completions", CHAT)
         assert refused.status_code == 429
-        assert 1 <= int(refused.headers["retry-after"]) <= 3600
+        assert 1 <= int(refused.headers["retry-after"]) <= int(LONG_WINDOW)
         assert refused.headers["x-ratelimit-remaining-requests"] == "0"
         error = refused.json()["error"]
         assert error["code"] == "rate_limit_exceeded" and error["type"] == "rate_limit_error"
-        assert "2 requests per 60m0s" in error["message"]
+        assert "2 requests per 44640m0s" in error["message"]  # 31 days
         assert len(upstream_requests(mock_upstream)) == 2
 
 

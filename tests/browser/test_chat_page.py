@@ -19,6 +19,7 @@ from core.types import ASGIApp, Message, Receive, Scope, Send
 from tests.support.chromium import chromium_context
 from tests.support.servers import (
     FAKE_TOKEN,
+    LONG_WINDOW,
     RunningServer,
     proxy_env,
     serve_in_thread,
@@ -158,7 +159,7 @@ def test_a_rate_limit_is_shown_to_the_user(
     browser: Any, slow_upstream: RunningServer, page_server: RunningServer
 ) -> None:
     with proxy_for(
-        slow_upstream, page_server, RATE_LIMIT_REQUESTS="1", RATE_LIMIT_WINDOW="3600"
+        slow_upstream, page_server, RATE_LIMIT_REQUESTS="1", RATE_LIMIT_WINDOW=LONG_WINDOW
     ) as (proxy_url, _):
         tab = open_page(browser, f"http://127.0.0.1:{page_server.port}", proxy_url)
         say(tab, "first")

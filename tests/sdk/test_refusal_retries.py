@@ -32,9 +32,7 @@ from core.app import MisconfiguredApp, create_app
 from core.config import load_settings
 from core.stores import open_store
 from core.types import Receive, Scope, Send
-from tests.support.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
-
-HOUR = "3600"
+from tests.support.servers import FAKE_TOKEN, LONG_WINDOW, RunningServer, proxy_env, serve_in_thread
 
 
 class CountingApp:
@@ -120,13 +118,13 @@ def schedule(upstream: RunningServer, tmp_path: Path) -> tuple[Any, str]:
 
 def request_limit(upstream: RunningServer, tmp_path: Path) -> tuple[Any, str]:
     # One request an hour; `prime` spends it before the SDK asks.
-    app = proxy_app(upstream, RATE_LIMIT_REQUESTS="1", RATE_LIMIT_WINDOW=HOUR)
+    app = proxy_app(upstream, RATE_LIMIT_REQUESTS="1", RATE_LIMIT_WINDOW=LONG_WINDOW)
     return app, FAKE_TOKEN
 
 
 def token_limit(upstream: RunningServer, tmp_path: Path) -> tuple[Any, str]:
     # 5 tokens an hour, spent by `prime` (the mock's reply counts 9).
-    return proxy_app(upstream, RATE_LIMIT_TOKENS="5", RATE_LIMIT_WINDOW=HOUR), FAKE_TOKEN
+    return proxy_app(upstream, RATE_LIMIT_TOKENS="5", RATE_LIMIT_WINDOW=LONG_WINDOW), FAKE_TOKEN
 
 
 def policy(upstream: RunningServer, tmp_path: Path) -> tuple[Any, str]:

@@ -100,6 +100,14 @@ def _running(server: uvicorn.Server, run: Callable[[], None]) -> Iterator[Runnin
         thread.join(timeout=10)
 
 
+# Rate limits count in fixed windows aligned to the clock. With the default minute, a test
+# spanning a boundary read the next window's empty counter (one run in thirty for a
+# two-second test), and one primed in an hour's last 10 s saw its refusal called
+# retryable (tests/sdk/test_refusal_retries.py, at 22:59:5x). The longest window the
+# proxy takes puts a boundary once a month.
+LONG_WINDOW = str(31 * 86_400)
+
+
 def proxy_env(upstream_url: str, **extra: str) -> dict[str, str]:
     env = {
         "UPSTREAM_BASE_URL": f"{upstream_url}/v1",
@@ -107,10 +115,7 @@ def proxy_env(upstream_url: str, **extra: str) -> dict[str, str]:
         "PROXY_ACCESS_TOKEN": f"{FAKE_TOKEN},{OTHER_TOKEN}",
         "ALLOWED_ORIGINS": "http://app.example.test",
         "ACCESS_LOG": "false",
-        # Rate limits count in fixed windows aligned to the clock: with the default minute,
-        # a test that spans a boundary reads the next window's empty counter (about one
-        # run in thirty for a two-second test). A day's window makes that a midnight race.
-        "RATE_LIMIT_WINDOW": "86400",
+        "RATE_LIMIT_WINDOW": LONG_WINDOW,
     }
     env.update(extra)
     return env

@@ -14,6 +14,7 @@ import pytest
 from core.stores import open_store
 from tests.support.metered import JSON, chats_at_once, metered, models_or
 from tests.support.scripted_upstream import ScriptedUpstream
+from tests.support.servers import LONG_WINDOW
 
 PRICES = json.dumps({"fake-*": {"input": 10, "output": 100}})
 USAGE = {"prompt_tokens": 30, "completion_tokens": 70, "total_tokens": 100}
@@ -47,7 +48,7 @@ def test_the_request_limit_holds_for_one_caller_under_a_race(
 ) -> None:
     extra = {"RATE_LIMIT_REQUESTS": "5", **store_env(backend, tmp_path, request)}
     if backend == "redis":
-        extra["RATE_LIMIT_WINDOW"] = "3600"
+        extra["RATE_LIMIT_WINDOW"] = LONG_WINDOW
     with metered(slow_reply(), **extra) as proxy:
         statuses = chats_at_once(proxy, 20)
     assert statuses.count(200) == 5
