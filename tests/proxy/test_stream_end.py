@@ -8,9 +8,8 @@ end would charge a stream before its usage event arrived)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import socket
-import threading
 import time
 from typing import Any
 
@@ -24,6 +23,7 @@ from core.protocols import AnthropicWire, GeminiWire, OpenAIWire
 from core.proxy.stream_end import StreamEnd, stream_end
 from tests.support.metered import AUTH, EVENTS, metered, models_or, remaining
 from tests.support.polling import wait_until
+from tests.support.raw_upstream import raw_upstream
 from tests.support.scripted_upstream import ScriptedUpstream, openai_chunks, sse
 from tests.support.servers import FAKE_TOKEN, proxy_env, serve_in_thread
 
@@ -126,52 +126,37 @@ def late_end(events: list[bytes], seconds: float) -> Any:
 
 
 class LateEndUpstream:
-    """An upstream on a raw socket that sends a stream up to its last event and then never
-    ends the body: it notes when the proxy lets the connection go (`let_go_at`)."""
+    """Sends a stream up to its last event and then never ends the body; notes when the
+    proxy lets the connection go (`let_go_at`)."""
 
     def __init__(self, events: list[bytes]) -> None:
         self.events = events
         self.let_go_at: float | None = None
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self.serve, daemon=True).start()
 
-    def serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.answer, args=(connection,), daemon=True).start()
-
-    def answer(self, connection: socket.socket) -> None:
-        with connection:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += connection.recv(65536)
-            if b"/models" in head.split(b"\r\n", 1)[0]:
-                body = b'{"object":"list","data":[]}'
-                connection.sendall(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                    b"content-length: %d\r\n\r\n%s" % (len(body), body)
-                )
-                return
-            connection.sendall(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                b"transfer-encoding: chunked\r\n\r\n"
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b"/models" in head.split(b"\r\n", 1)[0]:
+            body = b'{"object":"list","data":[]}'
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(body), body)
             )
-            for event in self.events:
-                connection.sendall(b"%x\r\n%s\r\n" % (len(event), event))
-            connection.settimeout(10)
-            try:
-                while connection.recv(65536):  # the request's body, then nothing
+            writer.close()
+            return
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        for event in self.events:
+            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+        try:
+            async with asyncio.timeout(10):
+                while await reader.read(65536):  # the request's body, then nothing
                     pass
-            except OSError:
-                pass
-            self.let_go_at = time.monotonic()
-
-    def close(self) -> None:
-        self.listener.close()
+        except (TimeoutError, OSError):
+            pass
+        self.let_go_at = time.monotonic()
+        writer.close()
 
 
 def test_the_next_request_after_done_sees_this_ones_tokens() -> None:
@@ -180,8 +165,10 @@ def test_the_next_request_after_done_sees_this_ones_tokens() -> None:
     reservation was still held), and the upstream is let go a moment after the SDK hung
     up, not at the read timeout."""
     upstream = LateEndUpstream(openai_chunks(3, USAGE))
-    env = proxy_env(upstream.url, RATE_LIMIT_TOKENS="100000", UPSTREAM_READ_TIMEOUT="30")
-    try:
+    with raw_upstream(upstream) as port:
+        env = proxy_env(
+            f"http://127.0.0.1:{port}", RATE_LIMIT_TOKENS="100000", UPSTREAM_READ_TIMEOUT="30"
+        )
         with serve_in_thread(create_app(load_settings(env))) as proxy:
             before = remaining(proxy)
             client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=FAKE_TOKEN, max_retries=0)
@@ -193,8 +180,6 @@ def test_the_next_request_after_done_sees_this_ones_tokens() -> None:
             assert text == "w0 w1 w2 "
             assert before - remaining(proxy) == 100
             wait_until(lambda: upstream.let_go_at, lambda at: at is not None, timeout=5)
-    finally:
-        upstream.close()
     assert upstream.let_go_at is not None, "the upstream was held past 5 s"
     assert upstream.let_go_at - hung_up_at < 2.0
 

@@ -12,27 +12,21 @@ import asyncio
 import contextlib
 import socket
 import struct
-import threading
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from core.app import create_app
 from core.config import load_settings
+from tests.support.raw_upstream import raw_upstream
 from tests.support.servers import FAKE_TOKEN, proxy_env, serve_in_thread
 
 BODY = b"data: " + b"x" * 100_000 + b"\n\n"
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
 
 
-@contextlib.contextmanager
-def close_delimited_upstream(*, reset: bool) -> Iterator[int]:
-    """A raw asyncio server: every request gets HEAD + BODY, then a reset (SO_LINGER 0) or
-    an orderly close."""
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    port = 0
+def close_delimited_upstream(*, reset: bool) -> contextlib.AbstractContextManager[int]:
+    """Every request gets HEAD + BODY, then a reset (SO_LINGER 0) or an orderly close."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -46,25 +40,7 @@ def close_delimited_upstream(*, reset: bool) -> Iterator[int]:
         else:
             writer.close()
 
-    stop = asyncio.Event()
-
-    async def main() -> None:
-        nonlocal port
-        server = await asyncio.start_server(answer, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        started.set()
-        async with server:
-            await stop.wait()
-
-    thread = threading.Thread(target=lambda: loop.run_until_complete(main()), daemon=True)
-    thread.start()
-    started.wait(5)
-    try:
-        yield port
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(5)
-        loop.close()
+    return raw_upstream(answer)
 
 
 def fetch_through_proxy(upstream_port: int, transport: str) -> bytes:
