@@ -64,9 +64,10 @@ class DeafProvider:
                 data = await asyncio.wait_for(reader.read(65536), 0.2)
             except TimeoutError:
                 continue
-            except ConnectionResetError:
+            except ConnectionError:
                 # Let go with frames of ours still unread: closing such a socket sends a
-                # reset, not an end of stream (RFC 1122, 4.2.2.13).
+                # reset, not an end of stream (RFC 1122, 4.2.2.13), which a read sees as a
+                # reset and a write of ours (the chatty provider's) as a broken pipe.
                 data = b""
             if not data:
                 self.gone_at = time.monotonic()
