@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,7 @@ class TokenRecord:
         return doc
 
 
-@dataclass(frozen=True)
-class Caller:
+class Caller(NamedTuple):
     """Who is calling: the shared access token (unscoped) or one stored token."""
 
     label: str

@@ -18,15 +18,13 @@ on provider names. A protocol says, for a method and path:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import unquote
 
 RouteKind = Literal["free", "metered", "minting", "unreadable"]
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     """What kind of request a path is (metered, free, unreadable, minting) and its short name."""
 
     kind: RouteKind
@@ -47,8 +45,7 @@ EPHEMERAL_KEY = Route("minting", "ephemeral-key")
 REALTIME_CALL = Route("minting", "realtime-call")
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(NamedTuple):
     """Tokens a reply reports, in one shape for every protocol. `input_tokens` counts every
     prompt token, cached ones included; `cached_input_tokens` is the cheaper part of it."""
 

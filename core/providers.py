@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from core.errors import ErrorShape
@@ -102,8 +103,7 @@ def next_attempt(
     return None
 
 
-@dataclass(frozen=True)
-class OpenAISurface:
+class OpenAISurface(NamedTuple):
     """Where a provider answers OpenAI's own requests (chat completions, embeddings,
     models), and how it wants the key there: Gemini at /v1beta/openai with its key as a
     Bearer token, Anthropic's OpenAI SDK compatibility at /v1, an OpenAI-compatible

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from core.providers import CATALOGUE, Provider
 
 
-@dataclass(frozen=True)
-class RoutingSettings:
+class RoutingSettings(NamedTuple):
     """MODEL_ROUTES as (pattern, provider name) pairs, first match wins; MODEL_FALLBACKS as
     chains of model names, each tried in turn."""
 
@@ -25,12 +24,11 @@ class RoutingSettings:
         return bool(self.routes or self.fallbacks)
 
 
-@dataclass(frozen=True)
-class _Parsed:
+class _Parsed(NamedTuple):
     """MODEL_ROUTES read: model patterns with their routes, and fallback chains."""
 
-    routes: list[tuple[str, str]] = field(default_factory=list)
-    chains: list[tuple[str, ...]] = field(default_factory=list)
+    routes: list[tuple[str, str]]
+    chains: list[tuple[str, ...]]
 
 
 def _surfaces() -> dict[str, Provider]:
@@ -51,7 +49,7 @@ def parse_routing_settings(
     """MODEL_ROUTES and MODEL_FALLBACKS, one sentence per problem. `enabled` are the
     catalogue records the settings switch on; `default_route` whether UPSTREAM_BASE_URL
     serves /v1 (then it serves every model no route claims)."""
-    parsed = _Parsed()
+    parsed = _Parsed([], [])
     surfaces = _surfaces()
     enabled_names = {record.name for record in enabled}
     for entry in _split(env.get("MODEL_ROUTES", ""), ","):

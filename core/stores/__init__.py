@@ -13,16 +13,14 @@ only then (boto3 and redis stay out of a cold start that does not use them).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 # Every URL scheme `open_store` understands.
 STORE_SCHEMES = frozenset({"memory", "sqlite", "dynamodb", "redis", "rediss"})
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One document of a store under its key, with its expiry and last use."""
 
     key: str

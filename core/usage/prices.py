@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from core.protocols import Usage
 
@@ -25,8 +25,7 @@ MAX_RATE_USD = 100_000.0
 MAX_OUTPUT_LIMIT = 10_000_000
 
 
-@dataclass(frozen=True)
-class Price:
+class Price(NamedTuple):
     """US dollars per million tokens of one model, and its longest answer."""
 
     input: float
