@@ -6,6 +6,7 @@ directly, or a bare Python process.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
@@ -179,15 +180,23 @@ def cold_start(runs: int = 10) -> list[str]:
     ]
     from bench.bench_lambda import lambda_package
 
-    with lambda_package() as package:
+    # BENCH_COLD_START_BEFORE=<another checkout>: its package is built too and measured in
+    # turn with this one, so the two figures share the machine's state (issue 18).
+    before_root = os.environ.get("BENCH_COLD_START_BEFORE")
+    with contextlib.ExitStack() as stack:
+        package = stack.enter_context(lambda_package())
         if package is None:
             return [*lines, row("... from the sam build package", "not measured (no python3.12)")]
         python_bin, task = package
         python = str(Path(python_bin) / "python3")
+        tasks = [task]
+        if before_root:
+            before = stack.enter_context(lambda_package(Path(before_root)))
+            if before is not None:
+                tasks.append(before[1])
         packaged_bare = _wall_s("pass", env, runs, python, task)
-        packaged = _wall_s("import handlers.http", env, runs, python, task)
-    return [
-        *lines,
+        packaged, *before_figure = _walls_in_turn("import handlers.http", env, runs, python, tasks)
+    lines += [
         row("bare python3.12 process (no packages)", f"{packaged_bare * 1000:.0f} ms"),
         row(
             "import handlers.http + build app, sam build package (what ships)",
@@ -196,6 +205,27 @@ def cold_start(runs: int = 10) -> list[str]:
             packaged <= 0.15,
         ),
     ]
+    if before_figure:
+        lines.append(
+            row(
+                f"... the same from {Path(before_root or '').name}, measured in turn",
+                f"{before_figure[0] * 1000:.0f} ms ({packaged / before_figure[0]:.2f}x)",
+                "no worse",
+                packaged <= before_figure[0] * 1.02,
+            )
+        )
+    return lines
+
+
+def _walls_in_turn(
+    code: str, env: dict[str, str], runs: int, python: str, roots: list[Path]
+) -> list[float]:
+    """The median wall time of `code` run in each of `roots`, the roots taking turns."""
+    times: list[list[float]] = [[] for _ in roots]
+    for _ in range(runs):
+        for root, kept in zip(roots, times, strict=True):
+            kept.append(_wall_s(code, env, 1, python, root))
+    return [median(kept) for kept in times]
 
 
 def memory(total_mb: int = 200) -> list[str]:

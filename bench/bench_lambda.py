@@ -100,28 +100,29 @@ def _wall_s(code: str, runs: int, python: str = PYTHON, cwd: Path = ROOT) -> flo
 
 
 @contextlib.contextmanager
-def lambda_package() -> Iterator[tuple[str, Path] | None]:
-    """(bin dir of a bare Python 3.12, task root built by `sam build`'s make target), or None
-    when there is no python3.12 here. The bench's own environment may forbid writing
-    bytecode (PYTHONDONTWRITEBYTECODE), as Lambda's read-only /var/task does."""
+def lambda_package(root: Path = ROOT) -> Iterator[tuple[str, Path] | None]:
+    """(bin dir of a bare Python 3.12, task root built by `sam build`'s make target in the
+    checkout `root`), or None when there is no python3.12 here. The bench's own environment
+    may forbid writing bytecode (PYTHONDONTWRITEBYTECODE), as Lambda's read-only /var/task
+    does."""
     python312 = shutil.which("python3.12")
     if python312 is None:
         yield None
         return
     with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        task = root / "task"
+        task = Path(folder) / "task"
         built = subprocess.run(
             ["make", "-s", "build-StreamFunction", f"ARTIFACTS_DIR={task}", f"PYTHON={PYTHON}"],
-            cwd=ROOT,
+            cwd=root,
             capture_output=True,
             check=False,
         )
         if built.returncode != 0:
             yield None
             return
-        subprocess.run([python312, "-m", "venv", "--without-pip", str(root / "py")], check=True)
-        yield str(root / "py" / "bin"), task
+        venv = Path(folder) / "py"
+        subprocess.run([python312, "-m", "venv", "--without-pip", str(venv)], check=True)
+        yield str(venv / "bin"), task
 
 
 def cold_start(runs: int = 10) -> list[str]:

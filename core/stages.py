@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -147,8 +147,7 @@ class HeaderTicket:
         return None
 
 
-@dataclass(eq=False)  # state, not a value: compared by identity
-class Contribution:
+class Contribution(NamedTuple):
     """What one feature adds to the stages: its checks (on the head, then on the body),
     its settlers, and whether its rules read the body's fields (then JSON is parsed with
     the repeated-field checks)."""

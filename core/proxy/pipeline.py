@@ -9,8 +9,7 @@ folds its middleware list.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from core.access.identify import build_identify
 
@@ -21,8 +20,7 @@ if TYPE_CHECKING:
     from core.stages import Check, Deployment, Feature, Settler
 
 
-@dataclass(eq=False)  # state, not a value: compared by identity
-class Pipeline:
+class Pipeline(NamedTuple):
     """The stages a deployment runs, decided once at start."""
 
     identify: Identify
