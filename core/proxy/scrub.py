@@ -19,7 +19,9 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
+
+Frame = TypeVar("Frame", str, bytes)
 
 REDACTED = b"[redacted]"
 # An error reply is inflated to at most this much: refusals are short, bombs are not.
@@ -66,6 +68,9 @@ class Scrubber:
         self.keys = tuple(sorted(found, key=len, reverse=True))
         self._entries = tuple(_Key(key) for key in self.keys)
         self._tails = tuple({entry.tail for entry in self._entries})
+        # Keys are ASCII in practice; one that is not makes every text frame encoded.
+        ascii_tails = all(tail.isascii() for tail in self._tails)
+        self._text_tails = tuple(t.decode() for t in self._tails) if ascii_tails else None
         # Every byte a key or a mask may contain: a chunk ending in any other byte ends no
         # key's beginning, so holds nothing back (the common case: SSE ends in "\n\n").
         alphabet = set(_MASK_BYTES) | {b"\\"[0]}
@@ -90,6 +95,19 @@ class Scrubber:
             if data.find(tail) >= 0:  # not `in`: see StreamScrubber.__call__
                 return self._redact(data, keep_length)
         return data
+
+    def frame(self, frame: Frame) -> Frame:
+        """A WebSocket frame (text or bytes) or close reason, scrubbed whole: frames come
+        whole, so nothing is held back. A text frame is encoded only when it holds a key's
+        last four characters (keys are ASCII)."""
+        if isinstance(frame, bytes):
+            return self(frame)
+        if self._text_tails is None:
+            return self(frame.encode()).decode("utf-8", "replace")
+        for tail in self._text_tails:
+            if tail in frame:
+                return self._redact(frame.encode(), False).decode("utf-8", "replace")
+        return frame
 
     def _redact(self, data: bytes, keep_length: bool) -> bytes:
         for entry in self._entries:

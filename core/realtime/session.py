@@ -443,6 +443,8 @@ class RealtimeEndpoint:
         reserved = self.settings.realtime_reserve_tokens if capped else 0
         max_frame = self.max_frame
         stages = self.stages
+        # The provider's frames and close reason are a reply: keys out, as on HTTP.
+        scrub = stages.scrub_frame
 
         # Asyncio's task group, not anyio's: anyio keeps each task it cancelled in a
         # reference cycle (its done callback holds the CancelledError, whose traceback
@@ -496,7 +498,11 @@ class RealtimeEndpoint:
             wire = watch.wire
             markers = wire.markers if isinstance(frame, str) else watch.byte_markers
             if not any(marker in frame for marker in markers):  # type: ignore[operator]
-                return True  # audio chunks and the like: never parsed
+                # The provider decodes JSON escapes: `response\u002ecreate` is a marker
+                # to it. A frame with a backslash is parsed too; audio (base64) has none.
+                escape = "\\" if isinstance(frame, str) else b"\\"
+                if escape not in frame:  # type: ignore[operator]
+                    return True  # audio chunks and the like: never parsed
             try:
                 message = parse_frame(frame, wire.policed)
             except ProxyError as error:
@@ -552,12 +558,14 @@ class RealtimeEndpoint:
                 kind = frame.type
                 if kind == WSMsgType.TEXT:
                     meter.feed(frame.data)
-                    await _send(send, {"type": "websocket.send", "text": frame.data}, relay)
+                    text = scrub(frame.data)
+                    await _send(send, {"type": "websocket.send", "text": text}, relay)
                     if await used_up():
                         return
                 elif kind == WSMsgType.BINARY:
                     meter.feed(frame.data)
-                    await _send(send, {"type": "websocket.send", "bytes": frame.data}, relay)
+                    data = scrub(frame.data)
+                    await _send(send, {"type": "websocket.send", "bytes": data}, relay)
                     if await used_up():
                         return
                 elif kind == WSMsgType.CLOSING:
@@ -568,6 +576,7 @@ class RealtimeEndpoint:
                     return
                 elif kind in (WSMsgType.CLOSE, WSMsgType.CLOSED):
                     words = frame.extra if kind == WSMsgType.CLOSE and frame.extra else ""
+                    words = scrub(str(words))
                     # No close frame (1006: the connection dropped, or no pong): a response
                     # may have been cut before its usage, so the reservation stands.
                     if not relay.closed:  # not the close this proxy started
@@ -608,7 +617,9 @@ class RealtimeEndpoint:
             )
         outcome = relay.outcome
         outcome.usage = meter.finish()
-        outcome.complete = not relay.upstream_failed
+        # A response under way when the session ended (the caller hung up, the time limit,
+        # the reservation used up) is a reply cut short: at least the reservation is charged.
+        outcome.complete = not relay.upstream_failed and not meter.cut_short()
         outcome.caller_left = relay.caller_gone
 
 

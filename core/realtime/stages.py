@@ -14,7 +14,7 @@ place that knows how the HTTP endpoint provides it.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from core.access.scopes import Authorize
 
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from core.request import ProxyRequest
     from core.stages import Outcome, Ticket
     from core.types import Scope
+
+
+Frame = TypeVar("Frame", str, bytes)
 
 
 class SessionStages(Protocol):
@@ -36,6 +39,8 @@ class SessionStages(Protocol):
     async def admit_body(self, request: ProxyRequest, tickets: list[Ticket]) -> None: ...
 
     async def recheck(self, request: ProxyRequest) -> None: ...
+
+    def scrub_frame(self, frame: Frame) -> Frame: ...
 
     async def settle(
         self, tickets: list[Ticket], outcome: Outcome, request: ProxyRequest | None
@@ -60,6 +65,11 @@ class EndpointStages:
 
     async def admit_body(self, request: ProxyRequest, tickets: list[Ticket]) -> None:
         await self.endpoint.admit(request, self.pipeline.after_body, tickets)
+
+    def scrub_frame(self, frame: Frame) -> Frame:
+        """A provider's frame (or close reason) with the proxy's keys taken out, whole or
+        masked, as every HTTP reply body is (core/proxy/scrub.py)."""
+        return self.endpoint.scrubber.frame(frame)
 
     async def recheck(self, request: ProxyRequest) -> None:
         """Raises the ProxyError that ends the session: the token no longer valid, or the

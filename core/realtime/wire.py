@@ -17,6 +17,7 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl
 
+from core.headers import ACCOUNT_SELECTORS, CALLER_CREDENTIALS
 from core.protocols import Usage
 from core.request import RepeatedField, strict_json
 
@@ -40,6 +41,12 @@ class SessionMeter:
     def finish(self) -> Usage:
         return self.total
 
+    def cut_short(self) -> bool:
+        """Whether a response was under way (begun, its usage not yet reported) when the
+        session ended: then what was read is partial, and the session is settled as a
+        reply cut short (at least its reservation), as an HTTP stream the caller left."""
+        return False
+
 
 def _parse(frame: str | bytes) -> Any:
     try:
@@ -57,13 +64,31 @@ def _add(one: Usage, other: Usage) -> Usage:
 
 
 class OpenAIRealtimeMeter(SessionMeter):
+    """Sums each `response.done`'s usage; counts the responses begun (`response.created`)
+    and not yet done."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open_responses = 0
+
+    def cut_short(self) -> bool:
+        return self.open_responses > 0
+
     def feed(self, frame: str | bytes) -> None:
-        marker = '"response.done"' if isinstance(frame, str) else b'"response.done"'
-        if marker not in frame:  # type: ignore[operator]
+        done = '"response.done"' if isinstance(frame, str) else b'"response.done"'
+        created = '"response.created"' if isinstance(frame, str) else b'"response.created"'
+        if done not in frame and created not in frame:  # type: ignore[operator]
             return  # audio deltas and the like: never parsed
         event = _parse(frame)
-        if not isinstance(event, dict) or event.get("type") != "response.done":
+        if not isinstance(event, dict):
             return
+        kind = event.get("type")
+        if kind == "response.created":
+            self.open_responses += 1
+            return
+        if kind != "response.done":
+            return
+        self.open_responses = max(0, self.open_responses - 1)
         response = event.get("response")
         usage = response.get("usage") if isinstance(response, dict) else None
         if not isinstance(usage, dict):
@@ -77,12 +102,23 @@ class OpenAIRealtimeMeter(SessionMeter):
 
 
 class GeminiLiveMeter(SessionMeter):
+    """The largest figures of each turn, added up over the turns; a turn is under way from
+    the model's first output (`modelTurn`) or usage until its `turnComplete`."""
+
     def __init__(self) -> None:
         super().__init__()
         self.turn = Usage()
+        self.answering = False
+
+    def cut_short(self) -> bool:
+        return self.answering
 
     def feed(self, frame: str | bytes) -> None:
         text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
+        if "odelTurn" in text or "odel_turn" in text:
+            # Not parsed (audio): a mention anywhere errs towards "under way", which only
+            # matters if the session ends before the turn's turnComplete.
+            self.answering = True
         if "sageMetadata" not in text and "urnComplete" not in text:
             return
         message = _parse(text)
@@ -90,6 +126,7 @@ class GeminiLiveMeter(SessionMeter):
             return
         metadata = message.get("usageMetadata", message.get("usage_metadata"))
         if isinstance(metadata, dict):
+            self.answering = True
             read = _gemini_usage(metadata)
             turn = self.turn
             self.turn = Usage(
@@ -103,6 +140,7 @@ class GeminiLiveMeter(SessionMeter):
         ):
             self.total = _add(self.total, self.turn)
             self.turn = Usage()
+            self.answering = False
 
     def finish(self) -> Usage:
         return _add(self.total, self.turn)
@@ -258,13 +296,23 @@ class GeminiLive(RealtimeWire):
 REALTIME_WIRES: dict[str, RealtimeWire] = {"openai": OpenAIRealtime(), "gemini": GeminiLive()}
 
 
+# A browser cannot set headers on a WebSocket, so OpenAI takes some as subprotocols named
+# `<header>.<value>` (`openai-organization.org-...`, `openai-project.proj_...`). Those the
+# proxy drops from an HTTP request (credentials, the account a key bills) are dropped here
+# too: the same rule on both surfaces.
+_DROPPED_AS_SUBPROTOCOLS = frozenset(
+    name.decode() for name in ACCOUNT_SELECTORS | CALLER_CREDENTIALS
+) | {"openai-insecure-api-key"}
+
+
 def split_browser_key(subprotocols: list[str]) -> tuple[str | None, list[str]]:
-    """The caller's credential from OpenAI's browser subprotocol, and the others to pass on."""
+    """The caller's credential from OpenAI's browser subprotocol, and the others to pass on
+    (without any that carries a credential or chooses the account billed)."""
     credential = None
     kept = []
     for protocol in subprotocols:
         if protocol.startswith(BROWSER_KEY_PREFIX):
             credential = protocol[len(BROWSER_KEY_PREFIX) :]
-        else:
+        elif protocol.partition(".")[0].strip().lower() not in _DROPPED_AS_SUBPROTOCOLS:
             kept.append(protocol)
     return credential, kept

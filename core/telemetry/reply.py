@@ -39,6 +39,8 @@ class SessionMeter(Protocol):
 
     def finish(self) -> Usage: ...
 
+    def cut_short(self) -> bool: ...
+
 
 # A whole reply longer than this is not parsed for its model (it is an image or a file).
 _KEEP_WHOLE = 1024 * 1024
@@ -283,3 +285,6 @@ class SessionFacts:
 
     def finish(self) -> Usage:
         return self.meter.finish()
+
+    def cut_short(self) -> bool:
+        return self.meter.cut_short()

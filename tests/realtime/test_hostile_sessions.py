@@ -389,3 +389,141 @@ async def test_a_frame_over_the_proxy_bound_is_refused(
                 await asyncio.wait_for(socket.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
     assert all(len(frame) < 1024 * 1024 for frame in upstream.sessions[-1]["received"])
+
+
+# ---- what the provider reads, not what the proxy's substring test sees ------------------
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        # `.` written as a JSON escape: the provider decodes it to session.update.
+        '{"type": "session\\u002eupdate", "session": {"model": "gpt-realtime"}}',
+        # The key name escaped.
+        '{"type": "session.update", "\\u0073ession": {"model": "gpt-realtime"}}',
+    ],
+)
+async def test_an_escaped_model_change_is_refused(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, frame: str
+) -> None:
+    with start_proxy() as proxy:
+        url = ws_url(proxy.url) + "/v1/realtime?model=gpt-realtime-mini"
+        async with websockets.connect(url, additional_headers=AUTH) as socket:
+            await socket.recv()  # session.created
+            await socket.send(frame)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert all('gpt-realtime"' not in str(f) for f in upstream.sessions[-1]["received"])
+
+
+async def test_an_escaped_turn_after_revocation_closes_the_session(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, tmp_path: Path
+) -> None:
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    store = open_store(store_url)
+    token, record = create_token(store, "escaped-turn")
+    with start_proxy(
+        TOKEN_STORE=store_url, TOKEN_CACHE_SECONDS="0", REALTIME_RECHECK_SECONDS="600"
+    ) as proxy:
+        url = ws_url(proxy.url) + "/v1/realtime?model=gpt-realtime"
+        async with websockets.connect(
+            url, additional_headers={"Authorization": f"Bearer {token}"}
+        ) as socket:
+            await socket.recv()  # session.created
+            revoke_token(store, record.id)
+            await socket.send('{"type": "response\\u002ecreate"}')
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert upstream.sessions[-1]["received"] == []
+
+
+async def test_an_escaped_second_gemini_setup_is_refused(
+    start_proxy: ProxyFactory, upstream: FakeRealtime
+) -> None:
+    with start_proxy() as proxy:
+        url = ws_url(proxy.url) + "/gemini" + LIVE_PATH + f"?key={FAKE_TOKEN}"
+        async with websockets.connect(url) as socket:
+            await socket.send('{"setup": {"model": "models/gemini-live-2.5-flash-preview"}}')
+            await asyncio.wait_for(socket.recv(), 5)  # setupComplete
+            await socket.send('{"\\u0073etup": {"model": "models/gemini-live-2.5-pro"}}')
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert all("2.5-pro" not in str(s["received"]) for s in upstream.sessions)
+
+
+# ---- the reply side of a session: the same rules as an HTTP reply -----------------------
+
+
+async def test_the_providers_frames_and_close_reason_never_carry_the_key(
+    start_proxy: ProxyFactory, upstream: FakeRealtime
+) -> None:
+    with start_proxy() as proxy:
+        url = ws_url(proxy.url) + "/v1/realtime?model=gpt-realtime"
+        async with websockets.connect(url, additional_headers=AUTH) as socket:
+            await socket.recv()  # session.created
+            await socket.send(json.dumps({"type": "test.quote_key"}))
+            text = await asyncio.wait_for(socket.recv(), 5)
+            binary = await asyncio.wait_for(socket.recv(), 5)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+    assert isinstance(text, str) and isinstance(binary, bytes)
+    assert "bad key [redacted]" in text and b"bad key [redacted]" in binary
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+    # Masked as providers mask (`sk-**********real`): the mask and the last four go.
+    assert closed.value.rcvd.reason.endswith("[redacted]")
+    for seen in (text, binary.decode(), closed.value.rcvd.reason):
+        assert FAKE_UPSTREAM_KEY not in seen and FAKE_UPSTREAM_KEY[-4:] not in seen
+
+
+async def test_subprotocols_cannot_choose_the_account_billed(
+    start_proxy: ProxyFactory, upstream: FakeRealtime
+) -> None:
+    offered = [
+        "realtime",
+        f"openai-insecure-api-key.{FAKE_TOKEN}",
+        "openai-organization.org-someone-else",
+        "OpenAI-Project.proj_other",
+        "openai-beta.realtime-v1",
+    ]
+    with start_proxy() as proxy:
+        url = ws_url(proxy.url) + "/v1/realtime?model=gpt-realtime"
+        async with websockets.connect(url, subprotocols=offered) as socket:  # type: ignore[arg-type]
+            await socket.recv()  # session.created
+    # The browser's credential and both account selectors stay with the proxy, as their
+    # header forms do on HTTP; a feature flag passes.
+    assert upstream.sessions[-1]["subprotocols"] == ["realtime", "openai-beta.realtime-v1"]
+
+
+async def test_a_caller_hanging_up_mid_response_is_charged_its_reservation(
+    start_proxy: ProxyFactory, upstream: FakeRealtime
+) -> None:
+    prices = json.dumps({"gpt-realtime*": {"input": 32, "output": 64}})
+    with start_proxy(
+        BUDGET_PER_CALLER_USD="5", MODEL_PRICES=prices, REALTIME_RESERVE_TOKENS="10000"
+    ) as proxy:
+        url = ws_url(proxy.url) + "/v1/realtime?model=gpt-realtime"
+
+        def spent() -> float:
+            reply = httpx.get(f"{proxy.url}/proxy/usage", headers=AUTH)
+            return float(reply.json()["spent_usd"])
+
+        async with websockets.connect(url, additional_headers=AUTH) as socket:
+            await socket.recv()  # session.created
+            await socket.send(json.dumps({"type": "test.slow_response", "seconds": 3}))
+            created = json.loads(await asyncio.wait_for(socket.recv(), 5))
+            assert created["type"] == "response.created"
+        # Gone before the response's usage: charged as an HTTP stream cut short is, its
+        # whole reservation (10,000 output tokens at $64 per million), not nothing.
+        await eventually(lambda: spent() > 0)
+        assert spent() == pytest.approx(0.64)
+        # A session whose responses all finished is charged what they reported.
+        async with websockets.connect(url, additional_headers=AUTH) as socket:
+            await socket.recv()
+            await socket.send(json.dumps({"type": "response.create"}))
+            await socket.recv()  # response.created
+            await socket.recv()  # response.done
+        await eventually(lambda: spent() > 0.641)
+        assert spent() == pytest.approx(0.64 + (50 * 32 + 20 * 64) / 1e6, abs=1e-6)

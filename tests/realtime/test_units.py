@@ -141,3 +141,26 @@ def test_realtime_settings_are_validated() -> None:
     text = " ".join(bad.value.problems)
     for name in ("ALLOW_EPHEMERAL_KEYS", "REALTIME_MAX_SECONDS", "EPHEMERAL_KEY_TOKENS"):
         assert name in text
+
+
+def test_a_meter_knows_a_response_was_under_way_when_the_session_ended() -> None:
+    openai = OpenAIRealtimeMeter()
+    assert not openai.cut_short()
+    openai.feed(json.dumps({"type": "response.created", "response": {"id": "r"}}))
+    openai.feed(json.dumps({"type": "response.audio.delta", "delta": "AAAA"}))
+    assert openai.cut_short()
+    usage = {"input_tokens": 5, "output_tokens": 7}
+    openai.feed(json.dumps({"type": "response.done", "response": {"usage": usage}}))
+    assert not openai.cut_short() and openai.finish() == Usage(5, 7)
+    # A transcript quoting an event name is not an event.
+    openai.feed(json.dumps({"type": "response.text.delta", "delta": '"response.created"'}))
+    assert not openai.cut_short()
+
+    gemini = GeminiLiveMeter()
+    assert not gemini.cut_short()
+    gemini.feed(json.dumps({"serverContent": {"modelTurn": {"parts": [{"text": "Hi"}]}}}))
+    assert gemini.cut_short()
+    gemini.feed(json.dumps({"serverContent": {"turnComplete": True}}))
+    assert not gemini.cut_short()
+    gemini.feed(json.dumps({"usageMetadata": {"promptTokenCount": 3}}).encode())
+    assert gemini.cut_short()  # usage of a turn not yet complete

@@ -4,6 +4,8 @@ frames, reports usage the way each provider does, and closes with a code on requ
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,10 +103,13 @@ class FakeRealtime:
         await send(accept)
         if not gemini:
             await send_json(send, {"type": "session.created", "session": {"model": "fake"}})
+        pending: list[asyncio.Future[None]] = []
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 seen["closed_with"] = message.get("code")
+                for task in pending:
+                    task.cancel()
                 return
             frame = message.get("text")
             if frame is None:
@@ -121,6 +126,20 @@ class FakeRealtime:
                     {"type": "websocket.close", "code": event["code"], "reason": event["reason"]}
                 )
                 return
+            elif event.get("type") == "test.quote_key":
+                # A provider quoting the key it was sent, as providers' refusals do: whole
+                # in a text and a binary frame, masked in its close reason.
+                key = (headers.get("authorization") or "")[len("Bearer ") :]
+                await send_json(send, {"type": "error", "error": {"message": f"bad key {key}"}})
+                await send_bytes(send, {"error": {"message": f"bad key {key}"}})
+                masked = key[:3] + "*" * 10 + key[-4:]
+                await send({"type": "websocket.close", "code": 4001, "reason": f"key {masked}"})
+                return
+            elif event.get("type") == "test.slow_response":
+                # A long answer: begun at once, its usage only after `seconds`.
+                await send_json(send, {"type": "response.created", "response": {"id": "r2"}})
+                response = {"id": "r2", "status": "completed", "usage": OPENAI_USAGE}
+                pending.append(asyncio.ensure_future(send_later(send, event["seconds"], response)))
             elif event.get("type") == "response.create":
                 await send_json(send, {"type": "response.created", "response": {"id": "r1"}})
                 response = {"id": "r1", "status": "completed", "usage": OPENAI_USAGE}
@@ -137,6 +156,12 @@ class FakeRealtime:
                 )
             else:
                 await send(echo(frame))
+
+
+async def send_later(send: Send, seconds: float, response: dict[str, Any]) -> None:
+    await asyncio.sleep(seconds)
+    with contextlib.suppress(Exception):  # the session may be gone by then
+        await send_json(send, {"type": "response.done", "response": response})
 
 
 def echo(frame: str | bytes) -> dict[str, Any]:
