@@ -141,16 +141,31 @@ def _strict_decoder(policed: frozenset[str]) -> json.JSONDecoder:
     return decoder
 
 
+def _one_model(document: Any) -> Any:
+    """A body the rules read names one model. OpenRouter and gateways like it also read
+    `models`, a list of fallbacks tried in turn: listing others beside `model` would have
+    one model checked (scopes, ALLOWED_MODELS, prices) and another run."""
+    if isinstance(document, dict) and "models" in document:
+        listed = document["models"]
+        model = document.get("model")
+        if not isinstance(listed, list) or any(entry != model for entry in listed):
+            raise RepeatedField(
+                "The request body lists other models in 'models' beside 'model'; send one "
+                "model per request (the proxy's MODEL_FALLBACKS tries others for you)."
+            )
+    return document
+
+
 def _parse(body: bytes, strict: bool, wire: Wire, shared: bool = False) -> Any:
     try:
         if not strict:
             # The plain C decoder when no rule reads the body: a validity check only.
             return json.loads(body)
         if not shared:
-            return strict_json(body, wire.policed_fields)
+            return _one_model(strict_json(body, wire.policed_fields))
         # What `json.loads` does with bytes, with the decoder built once.
         text = body.decode(json.detect_encoding(body), "surrogatepass")
-        return _strict_decoder(wire.policed_fields).decode(text)
+        return _one_model(_strict_decoder(wire.policed_fields).decode(text))
     except RecursionError:
         raise BadRequest("The request body's JSON is nested too deeply.") from None
     except RepeatedField:

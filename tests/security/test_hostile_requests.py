@@ -112,6 +112,21 @@ def test_3_a_policed_field_in_two_spellings_is_refused() -> None:
     assert upstream.seen == []
 
 
+def test_3b_a_fallback_list_of_other_models_is_refused_where_models_are_checked() -> None:
+    # OpenRouter reads `models` (fallbacks tried in turn): the allowed model checked, another
+    # run. Where a rule reads the model, the body must name one.
+    upstream = ScriptedUpstream(models_or(_ok))
+    with metered(upstream, ALLOWED_MODELS="small-*") as proxy:
+        for listed in (["huge-405b"], ["small-1", "huge-405b"], "huge-405b"):
+            body = {"model": "small-1", "models": listed, "max_tokens": 10, "messages": []}
+            reply = httpx.post(f"{proxy.url}/v1/chat/completions", json=body, headers=AUTH)
+            assert reply.status_code == 400, listed
+            assert reply.json()["error"]["code"] == "repeated_field"
+        assert upstream.seen == []
+        same = {"model": "small-1", "models": ["small-1"], "max_tokens": 10, "messages": []}
+        assert httpx.post(f"{proxy.url}/v1/chat/completions", json=same, headers=AUTH).is_success
+
+
 def test_4_deeply_nested_json_is_a_400_not_a_500() -> None:
     with metered(ScriptedUpstream(models_or(_ok))) as proxy:
         body = "[" * 100_000 + "]" * 100_000
