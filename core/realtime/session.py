@@ -499,10 +499,14 @@ class RealtimeEndpoint:
             markers = wire.markers if isinstance(frame, str) else watch.byte_markers
             if not any(marker in frame for marker in markers):  # type: ignore[operator]
                 # The provider decodes JSON escapes: `response\u002ecreate` is a marker
-                # to it. A frame with a backslash is parsed too; audio (base64) has none.
-                escape = "\\" if isinstance(frame, str) else b"\\"
-                if escape not in frame:  # type: ignore[operator]
-                    return True  # audio chunks and the like: never parsed
+                # to it. A frame with a backslash is parsed too, and a binary one with a
+                # NUL (JSON in UTF-16 or UTF-32 hides every marker); audio (base64) has
+                # neither.
+                if isinstance(frame, str):
+                    if "\\" not in frame:
+                        return True  # audio chunks and the like: never parsed
+                elif b"\\" not in frame and b"\x00" not in frame:
+                    return True
             try:
                 message = parse_frame(frame, wire.policed)
             except ProxyError as error:

@@ -439,19 +439,27 @@ async def test_an_escaped_turn_after_revocation_closes_the_session(
     assert upstream.sessions[-1]["received"] == []
 
 
+@pytest.mark.parametrize(
+    "second",
+    [
+        '{"\\u0073etup": {"model": "models/gemini-live-2.5-pro"}}',
+        # JSON in UTF-16 (a decoder that detects the encoding reads it) hides every marker.
+        '{"setup": {"model": "models/gemini-live-2.5-pro"}}'.encode("utf-16"),
+    ],
+)
 async def test_an_escaped_second_gemini_setup_is_refused(
-    start_proxy: ProxyFactory, upstream: FakeRealtime
+    start_proxy: ProxyFactory, upstream: FakeRealtime, second: str | bytes
 ) -> None:
     with start_proxy() as proxy:
         url = ws_url(proxy.url) + "/gemini" + LIVE_PATH + f"?key={FAKE_TOKEN}"
         async with websockets.connect(url) as socket:
             await socket.send('{"setup": {"model": "models/gemini-live-2.5-flash-preview"}}')
             await asyncio.wait_for(socket.recv(), 5)  # setupComplete
-            await socket.send('{"\\u0073etup": {"model": "models/gemini-live-2.5-pro"}}')
+            await socket.send(second)
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await asyncio.wait_for(socket.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
-    assert all("2.5-pro" not in str(s["received"]) for s in upstream.sessions)
+    assert all(len(s["received"]) <= 1 for s in upstream.sessions)  # the first setup only
 
 
 # ---- the reply side of a session: the same rules as an HTTP reply -----------------------
