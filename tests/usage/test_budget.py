@@ -122,6 +122,40 @@ def test_a_route_the_meter_cannot_read_is_refused_under_a_budget() -> None:
         assert httpx.get(f"{proxy.url}/v1/models", headers=AUTH).status_code == 200
 
 
+def test_compaction_is_metered_from_its_reply_never_free() -> None:
+    """Finding 5: POST /v1/responses/compact runs the model, but any path under /responses/
+    was free, so it went on past a spent budget. Its reply is a Responses object whose
+    usage settles the reservation, like POST /v1/responses."""
+    usage = {"input_tokens": 30, "output_tokens": 70, "total_tokens": 100}
+    body = json.dumps({"object": "response.compaction", "output": [], "usage": usage}).encode()
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, body)])))
+    with metered(upstream, BUDGET_PER_CALLER_USD="0.01", MODEL_PRICES=PRICES) as proxy:
+        compact = {"model": "fake-model", "input": "hi"}
+        statuses = [
+            httpx.post(f"{proxy.url}/v1/responses/compact", json=compact, headers=AUTH).status_code
+            for _ in range(3)
+        ]
+        # $0.01 holds one ($0.0073); the second is admitted on the room left.
+        assert statuses == [200, 200, 429]
+        figures = usage_of(proxy)
+        assert (figures["input_tokens"], figures["output_tokens"]) == (60, 140)
+        assert figures["spent_usd"] == pytest.approx(2 * COST, abs=1e-6)
+    assert [seen.path for seen in upstream.seen].count("/v1/responses/compact") == 2
+
+
+def test_other_posts_under_responses_are_refused_under_a_budget() -> None:
+    with metered(fixed_reply(), BUDGET_PER_CALLER_USD="1", MODEL_PRICES=PRICES) as proxy:
+        reply = httpx.post(
+            f"{proxy.url}/v1/responses/summarize", json={"model": "fake-model"}, headers=AUTH
+        )
+        assert reply.status_code == 403
+        assert reply.json()["error"]["code"] == "route_not_metered"
+        # Counting tokens and cancelling a background response still cost nothing.
+        for path in ("/v1/responses/input_tokens", "/v1/responses/resp_1/cancel"):
+            reply = httpx.post(f"{proxy.url}{path}", json={"model": "none-priced"}, headers=AUTH)
+            assert reply.status_code == 200, path
+
+
 @pytest.mark.parametrize("backend", ["memory", "sqlite", "redis"])
 def test_fifty_concurrent_requests_overshoot_a_total_cap_by_at_most_one(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
