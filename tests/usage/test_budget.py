@@ -156,6 +156,80 @@ def test_other_posts_under_responses_are_refused_under_a_budget() -> None:
             assert reply.status_code == 200, path
 
 
+BIG = "1" + "0" * 4000  # 4001 digits: Python's JSON still reads it as an int
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "message"),
+    [
+        (
+            "/v1/chat/completions",
+            '{"model":"fake-model","messages":[{"role":"user","content":"hi"}],"n":%s}',
+            AUTH,
+            lambda reply: reply.json()["error"]["message"],
+        ),
+        (
+            "/v1/completions",
+            '{"model":"fake-model","prompt":["a","b"],"n":%s}',
+            AUTH,
+            lambda reply: reply.json()["error"]["message"],
+        ),
+        (
+            "/gemini/v1beta/models/fake-model:generateContent",
+            '{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"candidateCount":%s}}',
+            {"x-goog-api-key": FAKE_TOKEN},
+            lambda reply: reply.json()["error"]["message"],
+        ),
+    ],
+)
+def test_an_absurd_answer_count_is_a_400_in_the_callers_shape(
+    path: str, body: str, headers: dict[str, str], message: Any
+) -> None:
+    """Finding 7: n or candidateCount of 4001 digits overflowed the dollar arithmetic into a
+    500 in OpenAI's shape on every route."""
+    upstream = fixed_reply()
+    with metered(upstream, BUDGET_PER_CALLER_USD="5", MODEL_PRICES=PRICES) as proxy:
+        reply = httpx.post(
+            f"{proxy.url}{path}",
+            content=(body % BIG).encode(),
+            headers={**headers, "content-type": "application/json"},
+        )
+        assert reply.status_code == 400, reply.text
+        assert "answers" in message(reply)
+        if path.startswith("/gemini/"):
+            assert reply.json()["error"]["status"] == "INVALID_ARGUMENT"
+        else:
+            assert reply.json()["error"]["code"] == "too_many_answers"
+    assert upstream.seen == []
+
+
+def test_a_huge_output_cap_reserves_no_more_than_any_model_writes() -> None:
+    """max_tokens (and its spellings) of 4001 digits on a model whose price states no
+    limit (max_output 0): reserved as the longest answer a price may state, no overflow."""
+    prices = json.dumps({"fake-*": {"input": 10, "output": 100, "max_output": 0}})
+    anthropic = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
+    cases = [
+        ("/v1/chat/completions", chat(), "max_tokens", AUTH),
+        ("/v1/responses", {"model": "fake-model", "input": "hi"}, "max_output_tokens", AUTH),
+        ("/anthropic/v1/messages", anthropic, "max_tokens", {"x-api-key": FAKE_TOKEN}),
+    ]
+    # Read alike by OpenAI's (Responses) and Anthropic's usage readers.
+    usage = json.dumps({"usage": {"input_tokens": 30, "output_tokens": 70}}).encode()
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, usage)])))
+    with metered(upstream, BUDGET_PER_CALLER_USD="5000", MODEL_PRICES=prices) as proxy:
+        for path, document, field, headers in cases:
+            body = json.dumps({**document, field: "BIG"}).replace('"BIG"', BIG)
+            reply = httpx.post(
+                f"{proxy.url}{path}",
+                content=body.encode(),
+                headers={**headers, "content-type": "application/json"},
+            )
+            assert reply.status_code == 200, (path, reply.text)
+        # 10M tokens at $100 per 1M is $1000 a request: three fit, and the worst case held
+        # while each ran was a number, not an overflow.
+        assert usage_of(proxy)["spent_usd"] == pytest.approx(3 * COST, abs=1e-5)
+
+
 @pytest.mark.parametrize("backend", ["memory", "sqlite", "redis"])
 def test_fifty_concurrent_requests_overshoot_a_total_cap_by_at_most_one(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
