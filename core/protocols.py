@@ -209,6 +209,14 @@ def _ends(path: str, *suffixes: str) -> bool:
     return any(path.endswith(suffix) for suffix in suffixes)
 
 
+def _cancels_response(path: str) -> bool:
+    """`/responses/{id}/cancel`: one id segment, nothing else. The only free POST under
+    /responses/ besides input_tokens; reading, listing and deleting are GET and DELETE."""
+    _, found, tail = path.rpartition("/responses/")
+    segments = tail.split("/")
+    return bool(found) and len(segments) == 2 and segments[1] == "cancel"
+
+
 class OpenAIWire(Wire):
     name = "openai"
     usage_keys = (b'"usage"',)
@@ -241,12 +249,17 @@ class OpenAIWire(Wire):
             return Route("metered", "embeddings")
         if _ends(path, "/batches"):
             return _BATCH
+        if _ends(path, "/responses/compact"):
+            # Compaction runs the model over the conversation and bills it; its reply is a
+            # Responses object (`response.compaction`) with Responses usage.
+            return Route("metered", "compact", generates=True)
         realtime = _realtime_route(path)
         if realtime is not None:
             return realtime
-        if _ends(path, "/responses/input_tokens", "/moderations") or "/responses/" in path:
-            # Counting tokens, moderation, cancelling or deleting a stored response.
+        if _ends(path, "/responses/input_tokens", "/moderations") or _cancels_response(path):
+            # Counting tokens, moderation (free at OpenAI), cancelling a background response.
             return FREE
+        # Anything else (a route OpenAI adds later under /responses/ among them) may spend.
         return UNREADABLE
 
     def usage_in(self, event: Any) -> dict[str, Any] | None:

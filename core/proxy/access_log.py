@@ -23,6 +23,9 @@ REQUEST_ID_HEADER = b"x-proxy-request-id"
 # skips the wrappers (this log's, CORS's), which only ever touch the response start. The
 # relay counts its bytes on the log itself (RequestLog.body_sent).
 BODY_SEND = "llm_proxy.body_send"
+# The error shape of the provider the request was routed to (core/proxy/endpoint.py): the
+# last-resort answer below speaks the caller's protocol, as every other error does.
+ERROR_SHAPE = "llm_proxy.error_shape"
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -96,7 +99,7 @@ class AccessLogMiddleware:
             if log.status is not None:
                 raise  # the response began; aborting the connection is the honest signal
             error = ProxyError("The proxy failed unexpectedly; see its logs for the request id.")
-            await send_error(logging_send, error, "openai")
+            await send_error(logging_send, error, scope.get(ERROR_SHAPE, "openai"))
         finally:
             # The server's `send` is a method of the connection's request cycle, which holds
             # this scope: left here, the two make a reference cycle that only the collector's

@@ -32,7 +32,7 @@ from core.errors import (
     send_error,
 )
 from core.providers import Provider, match_provider
-from core.proxy.access_log import BODY_SEND
+from core.proxy.access_log import BODY_SEND, ERROR_SHAPE
 from core.proxy.forward import Forwarder
 from core.proxy.relay import Exchange, relay, reply_headers
 from core.proxy.stream_end import stream_end
@@ -131,7 +131,7 @@ class ProxyEndpoint:
         log = _request_log(scope)
         try:
             provider, remainder = self.route(scope)
-            shape = provider.error_shape
+            shape = scope[ERROR_SHAPE] = provider.error_shape
             if log is not None:
                 log.route = provider.name
             request = build_request(scope, provider, remainder, log)

@@ -2,7 +2,9 @@
 
 Prompt: an upper estimate from the body's size. Output: the request's own cap (max_tokens
 and its spellings, times the answers asked for: OpenAI `n`, a list of prompts, Gemini
-`candidateCount`), else MAX_TOKENS_CAP, else the model's own limit from the price table.
+`candidateCount`), else MAX_TOKENS_CAP, else the model's own limit from the price table;
+never more than that limit (or MAX_OUTPUT_LIMIT) an answer. More than MAX_ANSWERS answers
+is refused (400): no provider gives them, and their worst case would overflow the sums.
 A route that generates no text (embeddings) reserves its prompt only. A realtime session
 reserves REALTIME_RESERVE_TOKENS up front (its usage is metered as it goes), and a minted
 ephemeral key EPHEMERAL_KEY_TOKENS (used outside the proxy: charged in full).
@@ -13,12 +15,27 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from core.errors import BadRequest
 from core.protocols import Usage
-from core.usage.prices import DEFAULT_MAX_OUTPUT
+from core.usage.prices import DEFAULT_MAX_OUTPUT, MAX_OUTPUT_LIMIT
 
 if TYPE_CHECKING:
     from core.request import ProxyRequest
     from core.usage.prices import PriceTable
+
+
+# Answers one request may ask for. OpenAI's `n` stops at 128, Gemini's candidateCount at 8,
+# a legacy completions request takes 2048 prompts: past this the count is a mistake or an
+# attack, and its worst case (up to MAX_OUTPUT_LIMIT tokens an answer) would overflow the
+# dollar arithmetic and the stores' 64-bit counters. 10**6 answers of 10**7 tokens at the
+# dearest rate a price may have is 10**18 micro-dollars: still a 64-bit integer.
+MAX_ANSWERS = 1_000_000
+
+
+class TooManyAnswers(BadRequest):
+    """A request asks for more answers (n, candidateCount, prompts) than any provider gives."""
+
+    code = "too_many_answers"
 
 
 def estimated_prompt_tokens(body: bytes) -> int:
@@ -63,9 +80,17 @@ class WorstCase:
             for _, value in wire.output_caps(document)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0
         ]
+        answers = wire.answers(document)
+        if answers > MAX_ANSWERS:
+            # Not the count itself: n times the prompts may have more digits than str() takes.
+            raise TooManyAnswers(
+                f"The request asks for more than {MAX_ANSWERS:,} answers (n, candidateCount "
+                "or a list of prompts); no provider gives that many."
+            )
         per_answer = max(asked) if asked else 0
         if not per_answer:
             per_answer = self.max_tokens_cap or model_limit or DEFAULT_MAX_OUTPUT
-        if model_limit:
-            per_answer = min(per_answer, model_limit)
-        return Usage(prompt, per_answer * wire.answers(document))
+        # No model writes more than the longest answer a price may state: a max_tokens past
+        # it (a 4000-digit one included) reserves that, and the sums stay finite.
+        per_answer = min(per_answer, model_limit or MAX_OUTPUT_LIMIT)
+        return Usage(prompt, per_answer * answers)

@@ -124,6 +124,22 @@ def test_listing_models_is_not_a_generation(policy_proxy) -> None:
     assert httpx.get(f"{proxy.url}/v1/models", headers=AUTH).status_code == 200
 
 
+def test_compaction_is_a_generation_the_policy_checks(
+    policy_proxy, mock_upstream: RunningServer
+) -> None:
+    """POST /v1/responses/compact runs the model (finding 5): ALLOWED_MODELS and
+    MAX_TOKENS_CAP apply to it as to /v1/responses, and a refusal spends nothing."""
+    proxy, _ = policy_proxy
+    reset_upstream(mock_upstream)
+    reply = post(proxy, "/v1/responses/compact", {"model": "gpt-4o", "input": "hi"})
+    assert reply.status_code == 403
+    assert reply.json()["error"]["code"] == "model_not_allowed"
+    reply = post(proxy, "/v1/responses/compact", {"model": "mock-model", "input": "hi"})
+    assert reply.status_code == 400
+    assert "MAX_TOKENS_CAP" in reply.json()["error"]["message"]
+    assert upstream_requests(mock_upstream) == []
+
+
 def test_per_token_and_global_lists_both_apply(policy_proxy) -> None:
     proxy, scoped = policy_proxy
     as_scoped = {"authorization": f"Bearer {scoped}"}

@@ -201,6 +201,13 @@ def test_responses_input_tokens(mock: RunningServer) -> None:
     assert counted.input_tokens == 6
 
 
+def test_responses_compact(mock: RunningServer) -> None:
+    compacted = oai(mock).responses.compact(model="gpt-x", input="four words of input")
+    assert compacted.object == "response.compaction"
+    assert compacted.output[-1].type == "compaction"
+    assert (compacted.usage.input_tokens, compacted.usage.output_tokens) == (4, CHUNKS)
+
+
 def test_responses_reasoning_reports_reasoning_tokens(mock: RunningServer) -> None:
     reply = oai(mock).responses.create(model="o-x", input="hi", reasoning={"effort": "low"})
     assert [item.type for item in reply.output] == ["reasoning", "message"]

@@ -65,3 +65,42 @@ def test_one_line_per_request_with_timings_and_no_secrets(
     text = caplog.text
     for secret in (FAKE_TOKEN, FAKE_UPSTREAM_KEY, "wrong-token-value-123456", "key="):
         assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "shape_of"),
+    [
+        ("/v1/chat/completions", {"authorization": f"Bearer {FAKE_TOKEN}"}, "openai"),
+        ("/anthropic/v1/messages", {"x-api-key": FAKE_TOKEN}, "anthropic"),
+        ("/gemini/v1beta/models/g:generateContent", {"x-goog-api-key": FAKE_TOKEN}, "gemini"),
+    ],
+)
+async def test_the_last_resort_answer_speaks_the_routed_protocol(
+    monkeypatch: pytest.MonkeyPatch, path: str, headers: dict[str, str], shape_of: str
+) -> None:
+    """An exception no layer expected (finding 7: an OverflowError in the budget) is a 500
+    in the shape of the provider the request was routed to, not always OpenAI's."""
+
+    async def fails(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("core.proxy.endpoint.ProxyEndpoint.handle", fails)
+    env = proxy_env(
+        "http://127.0.0.1:9",
+        ANTHROPIC_API_KEY="sk-fake-anthropic-key-for-tests",
+        GEMINI_API_KEY="sk-fake-gemini-key-for-tests",
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(load_settings(env))),
+        base_url="http://proxy.test",
+    ) as proxy:
+        reply = await proxy.post(path, json={}, headers=headers)
+    assert reply.status_code == 500
+    error = reply.json()
+    if shape_of == "anthropic":
+        assert (error["type"], error["error"]["type"]) == ("error", "api_error")
+    elif shape_of == "gemini":
+        assert error["error"]["status"] == "INTERNAL"
+    else:
+        assert error["error"]["code"] == "proxy_error"
+    assert "unexpectedly" in reply.text

@@ -122,6 +122,114 @@ def test_a_route_the_meter_cannot_read_is_refused_under_a_budget() -> None:
         assert httpx.get(f"{proxy.url}/v1/models", headers=AUTH).status_code == 200
 
 
+def test_compaction_is_metered_from_its_reply_never_free() -> None:
+    """Finding 5: POST /v1/responses/compact runs the model, but any path under /responses/
+    was free, so it went on past a spent budget. Its reply is a Responses object whose
+    usage settles the reservation, like POST /v1/responses."""
+    usage = {"input_tokens": 30, "output_tokens": 70, "total_tokens": 100}
+    body = json.dumps({"object": "response.compaction", "output": [], "usage": usage}).encode()
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, body)])))
+    with metered(upstream, BUDGET_PER_CALLER_USD="0.01", MODEL_PRICES=PRICES) as proxy:
+        compact = {"model": "fake-model", "input": "hi"}
+        statuses = [
+            httpx.post(f"{proxy.url}/v1/responses/compact", json=compact, headers=AUTH).status_code
+            for _ in range(3)
+        ]
+        # $0.01 holds one ($0.0073); the second is admitted on the room left.
+        assert statuses == [200, 200, 429]
+        figures = usage_of(proxy)
+        assert (figures["input_tokens"], figures["output_tokens"]) == (60, 140)
+        assert figures["spent_usd"] == pytest.approx(2 * COST, abs=1e-6)
+    assert [seen.path for seen in upstream.seen].count("/v1/responses/compact") == 2
+
+
+def test_other_posts_under_responses_are_refused_under_a_budget() -> None:
+    with metered(fixed_reply(), BUDGET_PER_CALLER_USD="1", MODEL_PRICES=PRICES) as proxy:
+        reply = httpx.post(
+            f"{proxy.url}/v1/responses/summarize", json={"model": "fake-model"}, headers=AUTH
+        )
+        assert reply.status_code == 403
+        assert reply.json()["error"]["code"] == "route_not_metered"
+        # Counting tokens and cancelling a background response still cost nothing.
+        for path in ("/v1/responses/input_tokens", "/v1/responses/resp_1/cancel"):
+            reply = httpx.post(f"{proxy.url}{path}", json={"model": "none-priced"}, headers=AUTH)
+            assert reply.status_code == 200, path
+
+
+BIG = "1" + "0" * 4000  # 4001 digits: Python's JSON still reads it as an int
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "message"),
+    [
+        (
+            "/v1/chat/completions",
+            '{"model":"fake-model","messages":[{"role":"user","content":"hi"}],"n":%s}',
+            AUTH,
+            lambda reply: reply.json()["error"]["message"],
+        ),
+        (
+            "/v1/completions",
+            '{"model":"fake-model","prompt":["a","b"],"n":%s}',
+            AUTH,
+            lambda reply: reply.json()["error"]["message"],
+        ),
+        (
+            "/gemini/v1beta/models/fake-model:generateContent",
+            '{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"candidateCount":%s}}',
+            {"x-goog-api-key": FAKE_TOKEN},
+            lambda reply: reply.json()["error"]["message"],
+        ),
+    ],
+)
+def test_an_absurd_answer_count_is_a_400_in_the_callers_shape(
+    path: str, body: str, headers: dict[str, str], message: Any
+) -> None:
+    """Finding 7: n or candidateCount of 4001 digits overflowed the dollar arithmetic into a
+    500 in OpenAI's shape on every route."""
+    upstream = fixed_reply()
+    with metered(upstream, BUDGET_PER_CALLER_USD="5", MODEL_PRICES=PRICES) as proxy:
+        reply = httpx.post(
+            f"{proxy.url}{path}",
+            content=(body % BIG).encode(),
+            headers={**headers, "content-type": "application/json"},
+        )
+        assert reply.status_code == 400, reply.text
+        assert "answers" in message(reply)
+        if path.startswith("/gemini/"):
+            assert reply.json()["error"]["status"] == "INVALID_ARGUMENT"
+        else:
+            assert reply.json()["error"]["code"] == "too_many_answers"
+    assert upstream.seen == []
+
+
+def test_a_huge_output_cap_reserves_no_more_than_any_model_writes() -> None:
+    """max_tokens (and its spellings) of 4001 digits on a model whose price states no
+    limit (max_output 0): reserved as the longest answer a price may state, no overflow."""
+    prices = json.dumps({"fake-*": {"input": 10, "output": 100, "max_output": 0}})
+    anthropic = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
+    cases = [
+        ("/v1/chat/completions", chat(), "max_tokens", AUTH),
+        ("/v1/responses", {"model": "fake-model", "input": "hi"}, "max_output_tokens", AUTH),
+        ("/anthropic/v1/messages", anthropic, "max_tokens", {"x-api-key": FAKE_TOKEN}),
+    ]
+    # Read alike by OpenAI's (Responses) and Anthropic's usage readers.
+    usage = json.dumps({"usage": {"input_tokens": 30, "output_tokens": 70}}).encode()
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, usage)])))
+    with metered(upstream, BUDGET_PER_CALLER_USD="5000", MODEL_PRICES=prices) as proxy:
+        for path, document, field, headers in cases:
+            body = json.dumps({**document, field: "BIG"}).replace('"BIG"', BIG)
+            reply = httpx.post(
+                f"{proxy.url}{path}",
+                content=body.encode(),
+                headers={**headers, "content-type": "application/json"},
+            )
+            assert reply.status_code == 200, (path, reply.text)
+        # 10M tokens at $100 per 1M is $1000 a request: three fit, and the worst case held
+        # while each ran was a number, not an overflow.
+        assert usage_of(proxy)["spent_usd"] == pytest.approx(3 * COST, abs=1e-5)
+
+
 @pytest.mark.parametrize("backend", ["memory", "sqlite", "redis"])
 def test_fifty_concurrent_requests_overshoot_a_total_cap_by_at_most_one(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest

@@ -42,6 +42,7 @@ ROUTES: list[Route] = [
     route("/chat/completions", openai.chat),
     route("/responses", openai.responses),
     route("/responses/input_tokens", openai.responses_input_tokens),
+    route("/responses/compact", openai.responses_compact),
     route("/completions", openai.completions),
     route(("/audio/transcriptions", "/audio/translations"), audio.transcription, read_form),
     route("/audio/speech", audio.speech),

@@ -1,5 +1,5 @@
 """OpenAI's wire formats: chat completions, legacy completions, the Responses API (with
-input_tokens), embeddings and models. Audio is in audio.py."""
+input_tokens and compact), embeddings and models. Audio is in audio.py."""
 
 from __future__ import annotations
 
@@ -341,6 +341,37 @@ async def responses(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None
             sse({"type": name, "sequence_number": number, **data}, name)
             for number, (name, data) in enumerate(events)
         ]
+    )
+
+
+async def responses_compact(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    """`POST /responses/compact`: the model reads the conversation and answers with one
+    opaque compaction item, billed as a response is (never streamed)."""
+    usage = usage_for(request, knobs, knobs.chunks)
+    await reply.generating()
+    await reply.json(
+        200,
+        {
+            "id": "cmp_mock",
+            "object": "response.compaction",
+            "created_at": int(time.time()),
+            "output": [
+                {
+                    "id": "cmp_item_mock",
+                    "type": "compaction",
+                    "encrypted_content": base64.b64encode(
+                        reply_text(knobs.chunks).encode()
+                    ).decode(),
+                }
+            ],
+            "usage": {
+                "input_tokens": usage.prompt,
+                "input_tokens_details": {"cached_tokens": usage.cached},
+                "output_tokens": usage.completion,
+                "output_tokens_details": {"reasoning_tokens": usage.reasoning},
+                "total_tokens": usage.total,
+            },
+        },
     )
 
 
