@@ -34,6 +34,9 @@ class Route(NamedTuple):
 
 
 FREE = Route("free", "read")
+# Free where the provider's record says so (`free_moderation`: OpenAI), unreadable elsewhere
+# (Mistral bills its moderation, and other vendors may): core/request.py decides.
+MODERATION = Route("free", "moderations")
 UNREADABLE = Route("unreadable", "other")
 # Batches generate text later, outside any reply the meter or the policy could read.
 _BATCH = Route("unreadable", "batch", generates=True)
@@ -256,8 +259,10 @@ class OpenAIWire(Wire):
         realtime = _realtime_route(path)
         if realtime is not None:
             return realtime
-        if _ends(path, "/responses/input_tokens", "/moderations") or _cancels_response(path):
-            # Counting tokens, moderation (free at OpenAI), cancelling a background response.
+        if _ends(path, "/moderations"):
+            return MODERATION
+        if _ends(path, "/responses/input_tokens") or _cancels_response(path):
+            # Counting tokens, cancelling a background response.
             return FREE
         # Anything else (a route OpenAI adds later under /responses/ among them) may spend.
         return UNREADABLE

@@ -156,6 +156,9 @@ class Provider:
     mints_auth_tokens: bool = False
     # The realtime protocol its WebSocket sessions speak (core/realtime/wire.py), or "".
     realtime: str = "openai"
+    # Its /moderations costs nothing (OpenAI's does; Mistral bills its own): then free to
+    # every caller, otherwise a route the proxy cannot meter (refused while capped).
+    free_moderation: bool = False
     # The SDK that suits the route, and the path after the prefix its base URL takes
     # (the dashboard's snippets, core/admin/api.py).
     sdk: str = "openai"
@@ -206,7 +209,7 @@ OPENAI_SURFACE = OpenAISurface()
 # Each upstream is chosen so that a vendor's SDK base URL is `<proxy>/<name>` plus the path
 # the vendor documents after its host (docs/providers.md lists them).
 CATALOGUE: tuple[Provider, ...] = (
-    _compatible("openai", "https://api.openai.com"),
+    _compatible("openai", "https://api.openai.com", free_moderation=True),
     Provider(
         name="anthropic",
         prefix="/anthropic",
@@ -336,6 +339,11 @@ def default_provider(base_url: str, api_key: str) -> Provider:
         api_keys=keys,
         error_shape="openai",
         sdk_path="",
+        # Free moderation only where the catalogue says the host gives it (OpenAI's).
+        free_moderation=any(
+            record.free_moderation and record.upstream and first.startswith(record.upstream)
+            for record in CATALOGUE
+        ),
     )
 
 

@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 from core.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
 from core.headers import find_credential, split_key_param
-from core.protocols import AmbiguousModel, Route, route_path
+from core.protocols import MODERATION, UNREADABLE, AmbiguousModel, Route, route_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -323,6 +323,8 @@ def build_request(
     if method not in ALLOWED_METHODS:
         raise MethodNotAllowed(f"Method {method} is not allowed on this proxy.")
     path, route = _routed(provider.wire, method, remainder)
+    if route is MODERATION and not provider.free_moderation:
+        route = UNREADABLE
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     content_length: int | None = None
     content_type = b""

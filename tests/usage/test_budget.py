@@ -11,10 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
+from core.app import create_app
+from core.config import load_settings
 from core.stores import open_store
 from tests.support.metered import AUTH, JSON, chat, chats_at_once, metered, models_or
 from tests.support.scripted_upstream import ScriptedUpstream
-from tests.support.servers import FAKE_TOKEN
+from tests.support.servers import FAKE_TOKEN, proxy_env, serve_in_thread
 
 # 1M input tokens $10, 1M output $100: 30 in + 70 out = $0.0073 a request.
 PRICES = json.dumps({"fake-*": {"input": 10, "output": 100}})
@@ -154,6 +156,34 @@ def test_other_posts_under_responses_are_refused_under_a_budget() -> None:
         for path in ("/v1/responses/input_tokens", "/v1/responses/resp_1/cancel"):
             reply = httpx.post(f"{proxy.url}{path}", json={"model": "none-priced"}, headers=AUTH)
             assert reply.status_code == 200, path
+
+
+def test_moderation_is_free_only_where_the_provider_gives_it_free() -> None:
+    """OpenAI's /moderations costs nothing; Mistral bills its own, and another vendor may:
+    there it is a route the proxy cannot meter, refused while a budget is on."""
+    reply = json.dumps({"id": "modr", "results": []}).encode()
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, reply)])))
+    with serve_in_thread(upstream) as up:
+        env = proxy_env(
+            up.url,
+            BUDGET_PER_CALLER_USD="1",
+            MODEL_PRICES=PRICES,
+            OPENAI_API_KEY="sk-fake-openai-key-for-tests",
+            OPENAI_UPSTREAM=up.url,
+            MISTRAL_API_KEY="fake-mistral-key-for-tests",
+            MISTRAL_UPSTREAM=up.url,
+        )
+        with serve_in_thread(create_app(load_settings(env))) as proxy:
+            body = {"model": "omni-moderation-latest", "input": "hi"}
+            free = httpx.post(f"{proxy.url}/openai/v1/moderations", json=body, headers=AUTH)
+            assert free.status_code == 200
+            for path in ("/mistral/v1/moderations", "/mistral/v1/chat/moderations"):
+                billed = httpx.post(f"{proxy.url}{path}", json=body, headers=AUTH)
+                assert billed.status_code == 403, path
+                assert billed.json()["error"]["code"] == "route_not_metered"
+    assert [seen.path for seen in upstream.seen if "moderations" in seen.path] == [
+        "/v1/moderations"
+    ]
 
 
 BIG = "1" + "0" * 4000  # 4001 digits: Python's JSON still reads it as an int
