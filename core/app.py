@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import TYPE_CHECKING, cast
 
 from core import __version__, access, cache, realtime, usage
@@ -275,14 +276,38 @@ def _store_variable(settings: Settings, url: str) -> str:
     return "TOKEN_STORE" if url == settings.token_store else "LIMIT_STORE"
 
 
+# A word shaped like an environment variable's name, in a problem's text.
+_VARIABLE_NAME = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b")
+
+
+def public_variables(problems: list[str]) -> list[str]:
+    """The variables `problems` are about, each once, in order: the proxy's own names only.
+
+    A problem's text is for the operator (the log, `llm-proxy check`) and may quote what it
+    refuses: a value (a key pasted into the wrong variable), a secret's ARN or an SSM
+    parameter's path (the AWS account and region), a store's URL. Only names from the
+    configuration reference reach a caller, so no such text can, however it is worded."""
+    from core.settings_reference import documented_variables
+
+    known = documented_variables()
+    named: list[str] = []
+    for problem in problems:
+        for name in _VARIABLE_NAME.findall(problem):
+            if name in known and name not in named:
+                named.append(name)
+    return named
+
+
 class MisconfiguredApp:
     """Stands in for the proxy when the settings are invalid."""
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
-        # Each problem ends in ", got <value>": the log keeps the value for the operator,
-        # the reply to every caller does not (a key pasted into the wrong variable).
-        self.public_problems = [problem.split(", got ", 1)[0] for problem in problems]
+        # Every caller, signed in or not, gets this reply: it names the variables to fix
+        # and no more (public_variables); the log has each problem in full.
+        names = public_variables(problems)
+        checks = f"check {', '.join(names)}; " if names else ""
+        self.public_message = f"The proxy is misconfigured: {checks}its log says why."
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -297,5 +322,5 @@ class MisconfiguredApp:
             return
         if scope["type"] != "http":
             return
-        error = Misconfigured("The proxy is misconfigured: " + "; ".join(self.public_problems))
+        error = Misconfigured(self.public_message)
         await send_error(send, error, "openai")

@@ -1,10 +1,12 @@
 """Request policy: which models, how many output tokens, how many messages.
 
-Checked on the parsed JSON body before anything goes upstream, for every route that
-generates text (the provider's protocol says which: core/protocols.py). Routes that
-generate no text (embeddings, speech, listing models) pass. What the policy cannot read is
-refused while it is on: a compressed or non-JSON body on a generating route, and batch
-routes, whose requests run later outside any reply.
+Checked on the parsed JSON body before anything goes upstream. ALLOWED_MODELS holds for
+every request that may spend (generations, embeddings, minted keys, realtime sessions,
+core/realtime/): each must name a model on the list, since one that names none gets the
+provider's default; only reads and file uploads name none. The caps hold for every route
+that generates text (the provider's protocol says which: core/protocols.py). What the
+policy cannot read is refused while it is on: a compressed or non-JSON body on a
+generating route, and batch routes, whose requests run later outside any reply.
 
 A refusal names its rule (the setting) so whoever reads the error knows what to change:
 403 for a model the deployment does not serve, 400 for a request shape over a cap. The
@@ -20,8 +22,17 @@ from typing import TYPE_CHECKING, Any
 from core.errors import BadRequest, Forbidden
 
 if TYPE_CHECKING:
+    from core.protocols import Route
     from core.request import ProxyRequest
     from core.stages import Ticket
+
+
+def runs_a_model(route: Route) -> bool:
+    """Whether a route may run a model: a generation, an embedding, a realtime session, a
+    minted key, a batch. Asked without one, the provider runs its default (a minted Gemini
+    token opens any Live model), so under ALLOWED_MODELS such a request must name one. Only
+    an unreadable route that generates nothing (a file upload) may name none."""
+    return route.kind != "unreadable" or route.generates
 
 
 class PolicyRefused(BadRequest):
@@ -85,9 +96,8 @@ class RequestPolicy:
                 ) from None
             raise
         if model is None:
-            document = await request.document()
-            if not document and not request.route.generates:
-                return  # a body that is not JSON (file upload) names no model to check
+            if not runs_a_model(request.route) and await request.document() is None:
+                return  # a file upload: its body is not JSON, and it runs no model
             raise ModelNotAllowed(
                 "Policy ALLOWED_MODELS: this proxy serves only some models, and the request "
                 "names none (set 'model')."

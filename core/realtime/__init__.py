@@ -24,7 +24,10 @@ def ephemeral_keys(deployment: Deployment) -> Contribution:
         return Contribution(before_body=(EphemeralKeysOff(),))
     from core.realtime.minting import EphemeralKeys
 
-    return Contribution(after_body=(EphemeralKeys(settings.ephemeral_key_tokens),))
+    keys = EphemeralKeys(
+        settings.ephemeral_key_tokens, models_listed=bool(settings.guard.allowed_models)
+    )
+    return Contribution(after_body=(keys,))
 
 
 class EphemeralKeysRefused(Forbidden):

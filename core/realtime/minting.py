@@ -8,6 +8,9 @@ operator sets ALLOW_EPHEMERAL_KEYS=true, and when on:
 
 - the caller's scopes and ALLOWED_MODELS apply to the session's model (the protocol says
   where it sits: core/protocols.py `Wire.model_in`), through the usual Authorize and policy;
+  a mint that names no model is refused while either is in force, and a Gemini token must
+  also lock its model (`bidiGenerateContentSetup.model`, kept by `fieldMask`), since an
+  unlocked one opens any Live model;
 - the key lives at most ten minutes and, for Gemini, opens one session: the small JSON
   body is parsed, its expiry fields are capped (inserted where the provider's default is
   longer) and it is re-serialised, so the provider reads exactly what was checked;
@@ -38,14 +41,30 @@ class RealtimeCallRefused(Forbidden):
     code = "realtime_call_refused"
 
 
+class LiveModelUnlocked(Forbidden):
+    """A Gemini auth token that would let its holder choose the model, while a rule limits
+    the models (ALLOWED_MODELS, a model-scoped token)."""
+
+    code = "model_not_allowed"
+
+
 class EphemeralKeys:
     """Caps a minting request's expiry and use count; charges the key a fixed worst case."""
 
     reads_body = True
 
-    def __init__(self, key_tokens: int, clock: Any = None) -> None:
+    def __init__(self, key_tokens: int, clock: Any = None, models_listed: bool = False) -> None:
         self.key_tokens = key_tokens
         self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
+        # ALLOWED_MODELS is set: every key must be held to a model it lists.
+        self.models_listed = models_listed
+
+    def models_ruled(self, request: ProxyRequest) -> bool:
+        """Whether a rule limits this caller's models: ALLOWED_MODELS or its token's scope."""
+        caller = request.caller
+        if self.models_listed or caller is None or not caller.scoped:
+            return self.models_listed
+        return caller.record is not None and bool(caller.record.models)
 
     async def admit(self, request: ProxyRequest) -> Ticket | None:
         if request.route.kind != "minting":
@@ -66,6 +85,8 @@ class EphemeralKeys:
         # A model named in two places or spellings is refused even where no rule reads it.
         await request.model()
         if request.provider.mints_auth_tokens:
+            if self.models_ruled(request):
+                require_locked_model(document)
             cap_gemini_token(document, self.clock())
         elif request.path.replace("_", "").endswith("/clientsecrets"):
             cap_openai_client_secret(document)
@@ -128,6 +149,41 @@ def cap_openai_session_secret(document: dict[str, Any]) -> None:
     seconds = after.get("seconds") if isinstance(after, dict) else None
     secret["expires_after"] = {"anchor": "created_at", "seconds": _seconds(seconds)}
     document["client_secret"] = secret
+
+
+def _one(document: dict[str, Any], name: str) -> Any:
+    """The value of `name` in its one spelling, or None; two spellings are refused (a
+    decoder might read either)."""
+    found = [key for key in document if _spelling(key) == _spelling(name)]
+    if len(found) > 1:
+        raise BadRequest(f"The request names {found[0]!r} and {found[1]!r}: name it once.")
+    return document[found[0]] if found else None
+
+
+def require_locked_model(document: dict[str, Any]) -> None:
+    """Refuse a Gemini auth token whose Live model is not fixed by the token itself.
+
+    Google applies `bidiGenerateContentSetup` to the session the token opens; with a
+    non-empty `fieldMask`, only the fields it lists, the rest coming from the holder's own
+    setup message. The model checked here is the one used only when it sits in that setup
+    and the mask (if any) keeps it."""
+    setup = _one(document, "bidiGenerateContentSetup")
+    model = _one(setup, "model") if isinstance(setup, dict) else None
+    if not isinstance(model, str) or not model:
+        raise LiveModelUnlocked(
+            "Models are limited here (ALLOWED_MODELS or this token's scope), and a Gemini "
+            "auth token opens any Live model unless it names one: set "
+            "bidiGenerateContentSetup.model (liveConnectConstraints.model in the SDKs)."
+        )
+    mask = _one(document, "fieldMask")
+    if mask is None or mask == "":
+        return  # no mask: the whole setup, model included, is locked
+    paths = mask.split(",") if isinstance(mask, str) else None
+    if paths is None or "model" not in (path.strip() for path in paths):
+        raise LiveModelUnlocked(
+            "Models are limited here (ALLOWED_MODELS or this token's scope): a Gemini auth "
+            "token's fieldMask must include 'model', or the token's holder chooses it."
+        )
 
 
 def _rfc3339(moment: datetime.datetime) -> str:

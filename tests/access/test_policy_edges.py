@@ -158,6 +158,29 @@ async def test_a_json_body_naming_no_model_is_refused_on_every_route(models_only
     assert models_only.forwarded == 0
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/embeddings", b""),
+        ("/v1/chat/completions", b""),
+        ("/v1/realtime/client_secrets", b""),
+        ("/gemini/v1alpha/auth_tokens", b""),
+        # A JSON body that names no model on a route the proxy cannot read either.
+        ("/v1/images/generations", b"{}"),
+    ],
+)
+async def test_a_request_that_may_spend_and_names_no_model_is_refused(
+    path: str, body: bytes
+) -> None:
+    """An empty body has no document: it passed ALLOWED_MODELS on every route that does not
+    generate text, and the provider ran (or minted a key for) its default model."""
+    async for proxy in _proxy(ALLOWED_MODELS="ok-*", ALLOW_EPHEMERAL_KEYS="true"):
+        reply = await proxy.post(path, content=body, headers={"content-type": "application/json"})
+        assert reply.status_code == 403, reply.text
+        assert "ALLOWED_MODELS" in reply.text
+        assert proxy.forwarded == 0
+
+
 async def test_a_generation_whose_body_is_not_json_names_no_model_and_is_refused(
     models_only: Proxy,
 ) -> None:

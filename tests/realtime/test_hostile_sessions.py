@@ -7,7 +7,9 @@ the kill switch, revocation and the per-caller cap reaching it while it is open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -221,6 +223,158 @@ async def test_with_minting_on_a_webrtc_call_is_still_refused(
     assert reply.status_code == 403
     assert "client_secrets" in reply.text
     assert upstream.minted == []
+
+
+# ---- a model rule holds when no model is named ----------------------------------------
+
+# Each rule that limits models: the deployment's list, or a model-scoped token.
+MODEL_RULES = ["allowed-models", "scoped-token"]
+LIVE_FLASH = "models/gemini-live-2.5-flash-preview"
+
+
+@contextlib.contextmanager
+def ruled_proxy(
+    start_proxy: ProxyFactory, tmp_path: Path, rule: str, **extra: str
+) -> Iterator[tuple[RunningServer, str]]:
+    """A proxy whose rule admits gpt-realtime-mini and the Live flash models, and the
+    credential to call it with."""
+    models = ("gpt-realtime-mini", "gemini-live-*-flash*")
+    if rule == "allowed-models":
+        with start_proxy(ALLOWED_MODELS=",".join(models), **extra) as server:
+            yield server, FAKE_TOKEN
+        return
+    store_url, token = scoped_token(tmp_path, *models)
+    with start_proxy(TOKEN_STORE=store_url, **extra) as server:
+        yield server, token
+
+
+@pytest.mark.parametrize("rule", MODEL_RULES)
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/realtime/client_secrets", b""),
+        ("/v1/realtime/sessions", b""),
+        ("/v1/realtime/transcription_sessions", b""),
+        ("/v1/realtime/client_secrets", b"{}"),
+        ("/gemini/v1alpha/auth_tokens", b""),
+        ("/gemini/v1alpha/auth_tokens", b"{}"),
+    ],
+)
+async def test_a_mint_naming_no_model_is_refused_under_a_model_rule(
+    start_proxy: ProxyFactory,
+    upstream: FakeRealtime,
+    tmp_path: Path,
+    rule: str,
+    path: str,
+    body: bytes,
+) -> None:
+    """An empty body let ALLOWED_MODELS through: the provider then minted a key for its
+    default model, or (Gemini) a token for any Live model."""
+    with ruled_proxy(start_proxy, tmp_path, rule, ALLOW_EPHEMERAL_KEYS="true") as (server, token):
+        reply = httpx.post(
+            server.url + path,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "x-goog-api-key": token,
+                "content-type": "application/json",
+            },
+            content=body,
+        )
+    assert reply.status_code == 403, reply.text
+    assert upstream.minted == []
+
+
+@pytest.mark.parametrize("rule", MODEL_RULES)
+@pytest.mark.parametrize("query", ["", "?model=", "?deployment="])
+async def test_a_session_naming_no_model_is_refused_under_a_model_rule(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, tmp_path: Path, rule: str, query: str
+) -> None:
+    """Without ?model= the provider opens its default model."""
+    with ruled_proxy(start_proxy, tmp_path, rule) as (server, token):
+        url = ws_url(server.url) + "/v1/realtime" + query
+        headers = {"Authorization": f"Bearer {token}"}
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url, additional_headers=headers)
+        assert refused.value.response.status_code == 403
+        # The model it names is still admitted.
+        url = ws_url(server.url) + "/v1/realtime?model=gpt-realtime-mini"
+        async with websockets.connect(url, additional_headers=headers) as socket:
+            await asyncio.wait_for(socket.recv(), 5)  # session.created
+    assert [session["query"] for session in upstream.sessions] == [{"model": ["gpt-realtime-mini"]}]
+
+
+@pytest.mark.parametrize("rule", MODEL_RULES)
+@pytest.mark.parametrize(
+    ("body", "minted"),
+    [
+        ({"bidiGenerateContentSetup": {"model": LIVE_FLASH}}, True),
+        ({"bidiGenerateContentSetup": {"model": LIVE_FLASH}, "fieldMask": ""}, True),
+        (
+            {
+                "bidiGenerateContentSetup": {"model": LIVE_FLASH, "temperature": 0.2},
+                "fieldMask": "model,temperature",
+            },
+            True,
+        ),
+        # The mask keeps only the temperature: the holder's own setup names the model.
+        (
+            {
+                "bidiGenerateContentSetup": {"model": LIVE_FLASH, "temperature": 0.2},
+                "fieldMask": "temperature",
+            },
+            False,
+        ),
+        ({"bidiGenerateContentSetup": {"model": LIVE_FLASH}, "field_mask": "temperature"}, False),
+        ({"bidiGenerateContentSetup": {"model": LIVE_FLASH}, "fieldMask": ["model"]}, False),
+        # Named where the token service does not read it: not a constraint.
+        ({"model": LIVE_FLASH}, False),
+        ({"bidiGenerateContentSetup": {"setup": {"model": LIVE_FLASH}}}, False),
+    ],
+    ids=[
+        "locked",
+        "empty-mask",
+        "mask-with-model",
+        "mask-without-model",
+        "snake-mask-without-model",
+        "mask-not-a-string",
+        "top-level-model",
+        "nested-setup-model",
+    ],
+)
+async def test_a_gemini_token_must_lock_its_model_under_a_model_rule(
+    start_proxy: ProxyFactory,
+    upstream: FakeRealtime,
+    tmp_path: Path,
+    rule: str,
+    body: dict[str, object],
+    minted: bool,
+) -> None:
+    with ruled_proxy(start_proxy, tmp_path, rule, ALLOW_EPHEMERAL_KEYS="true") as (server, token):
+        reply = httpx.post(
+            f"{server.url}/gemini/v1alpha/auth_tokens",
+            headers={"x-goog-api-key": token},
+            json=body,
+        )
+    if minted:
+        assert reply.status_code == 200, reply.text
+        assert len(upstream.minted) == 1
+    else:
+        assert reply.status_code == 403, reply.text
+        assert reply.json()["error"]["status"] == "PERMISSION_DENIED"
+        assert upstream.minted == []
+
+
+async def test_without_a_model_rule_a_gemini_token_need_not_name_a_model(
+    start_proxy: ProxyFactory, upstream: FakeRealtime
+) -> None:
+    with start_proxy(ALLOW_EPHEMERAL_KEYS="true") as proxy:
+        reply = httpx.post(
+            f"{proxy.url}/gemini/v1alpha/auth_tokens",
+            headers={"x-goog-api-key": FAKE_TOKEN},
+            json={"fieldMask": "temperature"},
+        )
+    assert reply.status_code == 200, reply.text
+    assert len(upstream.minted) == 1
 
 
 # ---- class 2: long-lived things outlive the rules -------------------------------------

@@ -11,8 +11,8 @@ import pytest
 import respx
 
 from core.access.tokens import create_token
-from core.app import create_app
-from core.config import load_settings
+from core.app import MisconfiguredApp, create_app
+from core.config import ConfigError, load_settings
 from core.stores import open_store
 from core.types import ASGIApp
 from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
@@ -194,6 +194,42 @@ async def test_misconfigured_reply_does_not_echo_variable_values() -> None:
     assert response.status_code == 500
     assert leaked not in response.text
     assert "UPSTREAM_BASE_URL" in response.json()["error"]["message"]
+
+
+PASTED = "sk-fake-pasted-secret-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        # Problems that quote the value inside the sentence, not after ", got ".
+        ("MODEL_ROUTES", f"{PASTED}=nosuchprovider"),
+        ("MODEL_FALLBACKS", f"{PASTED}>{PASTED}"),
+        ("MODEL_PRICES", json.dumps({PASTED: 1})),
+        ("UPSTREAM_BASE_URL", f"https://user:{PASTED}@api.upstream.test/v1?key={PASTED}"),
+    ],
+)
+async def test_misconfigured_reply_names_only_the_variable(variable: str, value: str) -> None:
+    """Every caller gets the misconfigured reply: what a problem quotes (a value, a URL, a
+    secret's ARN) stays in the operator's log, whatever the problem's wording."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env(**{variable: value}))
+    app = MisconfiguredApp(caught.value.problems)
+    async with client(app) as proxy:
+        response = await proxy.get("/v1/models")
+    assert response.status_code == 500
+    assert variable in response.json()["error"]["message"]
+    assert PASTED not in response.text
+    assert "upstream.test" not in response.text
+
+
+async def test_misconfigured_reply_keeps_a_store_problem_to_the_log() -> None:
+    problem = "TOKEN_STORE could not be opened (OperationalError: /srv/acme-prod/tokens.db)"
+    async with client(MisconfiguredApp([problem])) as proxy:
+        response = await proxy.get("/v1/models")
+    message = response.json()["error"]["message"]
+    assert "TOKEN_STORE" in message
+    assert "acme-prod" not in message
 
 
 # ---- what the provider's reply says about the key owner -----------------------------

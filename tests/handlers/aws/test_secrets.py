@@ -139,22 +139,46 @@ def test_no_region_is_a_setup_error_not_a_crash(monkeypatch: pytest.MonkeyPatch)
         environ_with_secrets({"UPSTREAM_API_KEY_SECRET_ID": SECRET_NAME})
 
 
-async def ask(app: Any, path: str) -> httpx.Response:
+async def ask(app: Any, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    if headers is None:
+        headers = {"authorization": f"Bearer {FAKE_TOKEN}"}
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="https://lambda.test") as client:
-        return await client.get(path, headers={"authorization": f"Bearer {FAKE_TOKEN}"})
+        return await client.get(path, headers=headers)
 
 
-async def test_unreadable_secret_makes_every_request_a_named_500(
-    aws: None, mock_upstream: RunningServer
+MISSING_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:llm-proxy/prod/openai-AbCdEf"
+MISSING_PARAMETER = "/llm-proxy/prod/access-tokens"
+
+
+@pytest.mark.parametrize(
+    ("variable", "reference", "target"),
+    [
+        ("UPSTREAM_API_KEY_SECRET_ID", "llm-proxy/missing", "UPSTREAM_API_KEY"),
+        ("UPSTREAM_API_KEY_SECRET_ID", MISSING_ARN, "UPSTREAM_API_KEY"),
+        ("PROXY_ACCESS_TOKEN_SSM_PARAMETER", MISSING_PARAMETER, "PROXY_ACCESS_TOKEN"),
+    ],
+    ids=["secret-name", "secret-arn", "ssm-parameter"],
+)
+async def test_unreadable_secret_makes_every_request_a_500_naming_only_the_variable(
+    aws: None, mock_upstream: RunningServer, variable: str, reference: str, target: str
 ) -> None:
+    """Every caller, signed in or not, gets the 500: it names the variable to fix, never
+    the secret's ARN or the parameter's path (the AWS account, region and naming). The
+    operator's log keeps them."""
     env = proxy_env(mock_upstream.url)
-    del env["UPSTREAM_API_KEY"]
-    env["UPSTREAM_API_KEY_SECRET_ID"] = "llm-proxy/missing"
-    reply = await ask(create_app_with_secrets(env), "/v1/models")
-    assert reply.status_code == 500
-    message = reply.json()["error"]["message"]
-    assert "UPSTREAM_API_KEY" in message and "'llm-proxy/missing' does not exist" in message
+    del env[target]
+    env[variable] = reference
+    app = create_app_with_secrets(env)
+    reply = await ask(app, "/v1/models")
+    anonymous = await ask(app, "/v1/models", headers={})
+    for answer in (reply, anonymous):
+        assert answer.status_code == 500
+        message = answer.json()["error"]["message"]
+        assert target in message
+        for part in (reference, "123456789012", "eu-west-1", "llm-proxy"):
+            assert part not in answer.text, part
+    assert any(reference in problem for problem in app.problems)  # type: ignore[attr-defined]
 
 
 def test_streaming_runtime_reads_its_key_from_secrets_manager_at_cold_start(
