@@ -37,6 +37,9 @@ FREE = Route("free", "read")
 # Free where the provider's record says so (`free_moderation`: OpenAI), unreadable elsewhere
 # (Mistral bills its moderation, and other vendors may): core/request.py decides.
 MODERATION = Route("free", "moderations")
+# Audio transcriptions and translations, image edits and variations: a multipart form that
+# names its model in a field (read by core/form_fields.py), a reply the meter cannot read.
+FORM_WITH_MODEL = Route("unreadable", "form")
 UNREADABLE = Route("unreadable", "other")
 # Batches generate text later, outside any reply the meter or the policy could read.
 _BATCH = Route("unreadable", "batch", generates=True)
@@ -261,6 +264,14 @@ class OpenAIWire(Wire):
             return realtime
         if _ends(path, "/moderations"):
             return MODERATION
+        if _ends(
+            path,
+            "/audio/transcriptions",
+            "/audio/translations",
+            "/images/edits",
+            "/images/variations",
+        ):
+            return FORM_WITH_MODEL
         if _ends(path, "/responses/input_tokens") or _cancels_response(path):
             # Counting tokens, cancelling a background response.
             return FREE

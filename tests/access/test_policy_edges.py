@@ -227,3 +227,66 @@ async def test_a_batch_is_refused_while_an_output_cap_is_set(capped: Proxy) -> N
     assert reply.status_code == 400
     assert "(a batch)" in reply.json()["error"]["message"]
     assert capped.forwarded == 0
+
+
+def form(*fields: tuple[str, bytes], boundary: str = "xyz") -> tuple[bytes, dict[str, str]]:
+    """A multipart form as the openai SDK sends a transcription."""
+    body = b""
+    for name, value in fields:
+        filename = '; filename="a.wav"' if name == "file" else ""
+        body += (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{filename}\r\n\r\n'
+            ).encode()
+            + value
+            + b"\r\n"
+        )
+    body += f"--{boundary}--\r\n".encode()
+    return body, {"content-type": f"multipart/form-data; boundary={boundary}"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/audio/transcriptions", "/v1/audio/translations", "/v1/images/edits"],
+)
+async def test_a_form_names_its_model_and_the_list_holds_to_it(
+    models_only: Proxy, path: str
+) -> None:
+    allowed, headers = form(("file", b"RIFF\x00\x01"), ("model", b"ok-whisper"))
+    assert (await models_only.post(path, content=allowed, headers=headers)).status_code == 200
+    refused, headers = form(("file", b"RIFF\x00\x01"), ("model", b"whisper-large"))
+    reply = await models_only.post(path, content=refused, headers=headers)
+    assert reply.status_code == 403
+    assert reply.json()["error"]["code"] == "model_not_allowed"
+    assert models_only.forwarded == 1
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        # Named twice (a provider's form reader may keep either).
+        (("model", b"ok-whisper"), ("model", b"whisper-large")),
+        (("model", b"ok-whisper"), ("MODEL", b"whisper-large")),
+    ],
+)
+async def test_a_form_naming_its_model_twice_is_refused(
+    models_only: Proxy, fields: tuple[tuple[str, bytes], ...]
+) -> None:
+    body, headers = form(("file", b"RIFF"), *fields)
+    reply = await models_only.post("/v1/audio/transcriptions", content=body, headers=headers)
+    assert reply.status_code == 400
+    assert reply.json()["error"]["code"] == "repeated_field"
+    assert models_only.forwarded == 0
+
+
+async def test_a_form_the_proxy_cannot_read_is_refused_not_guessed(models_only: Proxy) -> None:
+    body = b"--xyz\r\nContent-Disposition: form-data; name*=UTF-8''model\r\n\r\nbig\r\n--xyz--"
+    headers = {"content-type": "multipart/form-data; boundary=xyz"}
+    extended = await models_only.post("/v1/audio/transcriptions", content=body, headers=headers)
+    assert extended.status_code == 400
+    unclosed, headers = form(("model", b"whisper-large"))
+    reply = await models_only.post(
+        "/v1/audio/transcriptions", content=unclosed[:-8], headers=headers
+    )
+    assert reply.status_code == 400
+    assert models_only.forwarded == 0
