@@ -63,9 +63,13 @@ def _add(one: Usage, other: Usage) -> Usage:
     )
 
 
+_TRANSCRIBED = "conversation.item.input_audio_transcription.completed"
+
+
 class OpenAIRealtimeMeter(SessionMeter):
-    """Sums each `response.done`'s usage; counts the responses begun (`response.created`)
-    and not yet done."""
+    """Sums each `response.done`'s usage and each input transcription's (billed apart, by
+    the transcription model; a figure in seconds, whisper-1's, is not tokens and is left
+    out); counts the responses begun (`response.created`) and not yet done."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -75,9 +79,15 @@ class OpenAIRealtimeMeter(SessionMeter):
         return self.open_responses > 0
 
     def feed(self, frame: str | bytes) -> None:
-        done = '"response.done"' if isinstance(frame, str) else b'"response.done"'
-        created = '"response.created"' if isinstance(frame, str) else b'"response.created"'
-        if done not in frame and created not in frame:  # type: ignore[operator]
+        text = isinstance(frame, str)
+        done = '"response.done"' if text else b'"response.done"'
+        created = '"response.created"' if text else b'"response.created"'
+        transcribed = "_transcription.completed" if text else b"_transcription.completed"
+        if (
+            done not in frame  # type: ignore[operator]
+            and created not in frame  # type: ignore[operator]
+            and transcribed not in frame  # type: ignore[operator]
+        ):
             return  # audio deltas and the like: never parsed
         event = _parse(frame)
         if not isinstance(event, dict):
@@ -86,13 +96,20 @@ class OpenAIRealtimeMeter(SessionMeter):
         if kind == "response.created":
             self.open_responses += 1
             return
+        if kind == _TRANSCRIBED:
+            usage = event.get("usage")
+            if isinstance(usage, dict) and usage.get("type", "tokens") == "tokens":
+                self._add(usage)
+            return
         if kind != "response.done":
             return
         self.open_responses = max(0, self.open_responses - 1)
         response = event.get("response")
         usage = response.get("usage") if isinstance(response, dict) else None
-        if not isinstance(usage, dict):
-            return
+        if isinstance(usage, dict):
+            self._add(usage)
+
+    def _add(self, usage: dict[str, Any]) -> None:
         details = usage.get("input_token_details")
         cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
         self.total = _add(

@@ -164,3 +164,22 @@ def test_a_meter_knows_a_response_was_under_way_when_the_session_ended() -> None
     assert not gemini.cut_short()
     gemini.feed(json.dumps({"usageMetadata": {"promptTokenCount": 3}}).encode())
     assert gemini.cut_short()  # usage of a turn not yet complete
+
+
+def test_the_openai_meter_counts_input_transcriptions_billed_apart() -> None:
+    meter = OpenAIRealtimeMeter()
+    tokens = {
+        "type": "tokens",
+        "input_tokens": 14,
+        "output_tokens": 6,
+        "total_tokens": 20,
+        "input_token_details": {"audio_tokens": 14, "text_tokens": 0},
+    }
+    event = "conversation.item.input_audio_transcription.completed"
+    meter.feed(json.dumps({"type": event, "item_id": "i", "transcript": "hi", "usage": tokens}))
+    # whisper-1 reports seconds, not tokens: not counted as tokens.
+    seconds = {"type": "duration", "seconds": 3.2}
+    meter.feed(json.dumps({"type": event, "item_id": "j", "transcript": "x", "usage": seconds}))
+    usage = {"input_tokens": 5, "output_tokens": 7}
+    meter.feed(json.dumps({"type": "response.done", "response": {"usage": usage}}))
+    assert meter.finish() == Usage(19, 13)
