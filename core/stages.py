@@ -53,14 +53,21 @@ class Outcome:
     # Answered from the response cache: no upstream call, nothing to charge; `usage` is
     # what the stored reply reported (the tokens saved).
     cache_hit: bool = False
+    # The request went to the provider (a connection was made or may have been): it may
+    # run and be billed even if no answer comes back (the caller left before the headers,
+    # the first byte timed out).
+    sent: bool = False
 
     @property
     def billable(self) -> bool:
-        """Whether the provider may have charged: a success, or a reply that broke off."""
+        """Whether the provider may have charged: a success, a reply that broke off, or a
+        request sent that never got its answer (charged its reservation: fail closed)."""
         if self.cache_hit:
             return False
         status = self.upstream_status
-        return status is not None and 200 <= status < 300
+        if status is None:
+            return self.sent
+        return 200 <= status < 300
 
     def tokens(self, reserved: Usage) -> Usage:
         """The tokens to charge: those metered, nothing for a refusal, and the whole

@@ -33,7 +33,7 @@ from core.errors import (
 )
 from core.providers import Provider, match_provider
 from core.proxy.access_log import BODY_SEND, ERROR_SHAPE
-from core.proxy.forward import Forwarder
+from core.proxy.forward import Forwarder, never_reached
 from core.proxy.relay import Exchange, relay, reply_headers
 from core.proxy.stream_end import stream_end
 from core.proxy.taps import build_taps
@@ -352,10 +352,20 @@ class ProxyEndpoint:
         recovery = self.recovery if self.recovery and self.recovery.wanted(request) else None
         sent_at = time.perf_counter()
         fallbacks = self.model_router.fallbacks if self.model_router is not None else None
-        if fallbacks is not None:
-            response = await fallbacks.forward(self, request, tickets, state, body)
-        else:
-            response = await self.forward(request, body)
+        # From here the provider may run the request, and bill it, whether or not an answer
+        # comes back: a caller who leaves before the headers, or a first-byte timeout, is
+        # settled as a reply cut short (its reservation). Only a connection never made
+        # sent nothing.
+        state.outcome.sent = True
+        try:
+            if fallbacks is not None:
+                response = await fallbacks.forward(self, request, tickets, state, body)
+            else:
+                response = await self.forward(request, body)
+        except ProxyError as error:
+            if never_reached(error):
+                state.outcome.sent = False
+            raise
         if self.uploads is not None and request.provider.resumable_uploads:
             raw = response.raw_headers
             rewritten = await self.uploads.rewrite_reply(request, raw)

@@ -20,9 +20,8 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from core.errors import ProxyError, UpstreamTimeout, UpstreamUnreachable
+from core.errors import ProxyError
+from core.proxy.forward import never_reached
 from core.stages import HeaderTicket, Outcome, reply_ticket
 
 if TYPE_CHECKING:
@@ -119,16 +118,6 @@ def with_model(body: bytes, model: str) -> bytes | None:
     return body[:start] + json.dumps(model).encode() + body[end:]
 
 
-def _connect_failure(error: ProxyError) -> bool:
-    """The upstream was never reached: refused, unresolvable, or the connect timed out
-    (a first-byte timeout is not: the request may be running there)."""
-    if isinstance(error, UpstreamUnreachable):
-        return isinstance(error.__context__, httpx.ConnectError | httpx.ConnectTimeout)
-    if isinstance(error, UpstreamTimeout):
-        return isinstance(error.__context__, httpx.ConnectTimeout)
-    return False
-
-
 # The header that tells the caller which model answered (exposed to browsers by CORS).
 MODEL_HEADER = b"x-proxy-model"
 
@@ -175,7 +164,7 @@ class ModelFallbacks:
             try:
                 response = await endpoint.forward(request, body)
             except ProxyError as error:
-                if not rest or not _connect_failure(error):
+                if not rest or not never_reached(error):
                     raise
                 # Kept without its traceback, which holds this frame (and so `failure`).
                 failure = error.with_traceback(None)

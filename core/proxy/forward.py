@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from core.errors import BadRequest, map_transport_error
+from core.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable, map_transport_error
 from core.headers import upstream_request_headers
 from core.providers import next_attempt
 
@@ -24,6 +24,16 @@ if TYPE_CHECKING:
     from core.upstream.client import UpstreamClient, UpstreamReply
 
 logger = logging.getLogger("llm_proxy")
+
+
+def never_reached(error: BaseException) -> bool:
+    """The upstream was never reached: refused, unresolvable, or the connect timed out
+    (a first-byte timeout is not: the request may be running there, and billed)."""
+    if isinstance(error, UpstreamUnreachable):
+        return isinstance(error.__context__, httpx.ConnectError | httpx.ConnectTimeout)
+    if isinstance(error, UpstreamTimeout):
+        return isinstance(error.__context__, httpx.ConnectTimeout)
+    return False
 
 
 class Forwarder:

@@ -103,10 +103,14 @@ class Budget:
                 "The proxy's budget store is unavailable; try again shortly."
             ) from None
 
-    def caller_limit_usd(self, request: ProxyRequest) -> float:
+    def caller_limit_usd(self, request: ProxyRequest) -> float | None:
+        """The caller's budget, or None for none: a token's own (0 included: a token held
+        at nothing spends nothing), else BUDGET_PER_CALLER_USD if set."""
         record = request.caller.record if request.caller is not None else None
         own = record.budget_usd if record is not None else None
-        return float(own) if own else self.per_caller_usd
+        if own is not None:
+            return float(own)
+        return self.per_caller_usd or None
 
     def keys(self, identity: str, window: Window) -> tuple[str, str]:
         prefix = f"budget:{window.name}:"
@@ -114,7 +118,7 @@ class Budget:
 
     async def admit(self, request: ProxyRequest) -> BudgetReservation | None:
         caller_limit = self.caller_limit_usd(request)
-        if request.route.kind == "free" or not (caller_limit or self.total_usd):
+        if request.route.kind == "free" or (caller_limit is None and not self.total_usd):
             return None  # no budget applies to this caller (a token may carry its own)
         refuse_unmetered_route(request, "a dollar budget")
         model = await request.model()
@@ -132,7 +136,7 @@ class Budget:
         expires_at = window.ends_at + _KEEP_AFTER_WINDOW
         caller_item, total_item = self.keys(request.counted_as, window)
         store = self.store
-        if caller_limit > 0:
+        if caller_limit is not None:
             held = await self._call(
                 store.reserve,
                 caller_item,
@@ -187,8 +191,10 @@ class Budget:
         return {
             "window": window.name,
             "spent_usd": usd(spent),
-            "limit_usd": limit or None,
-            "remaining_usd": usd(max(0, math.floor(limit * MICROS) - spent)) if limit else None,
+            "limit_usd": limit,
+            "remaining_usd": (
+                usd(max(0, math.floor(limit * MICROS) - spent)) if limit is not None else None
+            ),
             "input_tokens": counts.get("input", 0),
             "output_tokens": counts.get("output", 0),
             "resets_at": datetime.datetime.fromtimestamp(window.ends_at, datetime.UTC).isoformat(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -362,3 +363,63 @@ class TestTheCallersOwnFigures:
             assert reply.status_code == 200
             assert usage_of(proxy)["spent_usd"] == pytest.approx(before + COST, abs=1e-6)
             assert usage_of(proxy)["spent_usd"] == pytest.approx(before + COST, abs=1e-6)
+
+
+def slow_headers(seconds: float) -> ScriptedUpstream:
+    """A non-streamed generation whose reply (headers included) comes when it is done."""
+
+    def reply(request: Any) -> Any:
+        time.sleep(seconds)
+        body = json.dumps({"choices": [], "usage": USAGE}).encode()
+        return 200, JSON, [(0, body)]
+
+    return ScriptedUpstream(models_or(reply))
+
+
+@pytest.mark.parametrize("how", ["caller hangs up", "first byte times out"])
+def test_a_request_sent_but_never_answered_is_charged_its_reservation(how: str) -> None:
+    """The provider has the request and may run (and bill) it: a caller who leaves before
+    the headers, or a first-byte timeout, is settled as a reply cut short. Before, both
+    gave the whole reservation back, and a caller could spend without end."""
+    upstream = slow_headers(0.8)
+    extra = {"UPSTREAM_READ_TIMEOUT": "0.3"} if how == "first byte times out" else {}
+    # A worst case of 30 + 1,000 tokens: $0.1003 at these prices; $0.25 holds two.
+    prices = json.dumps({"fake-*": {"input": 10, "output": 100, "max_output": 1000}})
+    with metered(upstream, BUDGET_PER_CALLER_USD="0.25", MODEL_PRICES=prices, **extra) as proxy:
+        statuses = []
+        for _ in range(4):
+            try:
+                reply = httpx.post(
+                    f"{proxy.url}/v1/chat/completions",
+                    json=chat(max_tokens=1000),
+                    headers=AUTH,
+                    timeout=0.3 if how == "caller hangs up" else 10,
+                )
+                statuses.append(reply.status_code)
+            except httpx.ReadTimeout:
+                statuses.append(0)
+            time.sleep(0.9)  # the upstream finishes; the proxy settles
+        spent = usage_of(proxy)["spent_usd"]
+    expected = 0 if how == "caller hangs up" else 504
+    # Two worst cases fit, the third is admitted on the room left, the fourth is refused.
+    assert statuses == [expected, expected, expected, 429]
+    assert spent >= 0.25
+    assert len(upstream.seen) == 3
+
+
+def test_a_token_held_at_a_budget_of_zero_spends_nothing(tmp_path: Path) -> None:
+    """0 is a budget, not "none": a token an operator holds at $0 is refused, where it used
+    to fall back to no cap at all (BUDGET_PER_CALLER_USD unset)."""
+    from core.access.tokens import create_token
+
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    frozen, _ = create_token(open_store(store_url), "frozen", budget_usd=0)
+    headers = {"Authorization": f"Bearer {frozen}"}
+    with metered(fixed_reply(), TOKEN_STORE=store_url, MODEL_PRICES=PRICES) as proxy:
+        reply = httpx.post(f"{proxy.url}/v1/chat/completions", json=chat(), headers=headers)
+        assert reply.status_code == 429
+        assert reply.json()["error"]["code"] == "insufficient_quota"
+        figures = usage_of(proxy, **headers)
+        assert (figures["limit_usd"], figures["remaining_usd"]) == (0, 0)
+        # A token with no budget of its own, on a deployment with none, is not capped.
+        assert httpx.post(f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH).is_success
