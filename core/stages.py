@@ -93,6 +93,18 @@ class Ticket(Protocol):
     async def settle(self, outcome: Outcome) -> None: ...
 
 
+def reserved_tokens(tickets: list[Ticket]) -> int | None:
+    """The tokens the request was admitted for (the largest worst case a token limit or a
+    budget reserved), or None when no rule reserved any."""
+    # TokenReservation and BudgetReservation keep the worst case they reserved.
+    worst = [
+        reservation.total
+        for ticket in tickets
+        if (reservation := getattr(ticket, "worst", None)) is not None
+    ]
+    return max(worst) if worst else None
+
+
 class Check(Protocol):
     reads_body: bool
 

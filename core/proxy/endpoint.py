@@ -38,7 +38,7 @@ from core.proxy.relay import Exchange, relay, reply_headers
 from core.proxy.stream_end import stream_end
 from core.proxy.taps import build_taps
 from core.request import ALLOWED_METHODS, ProxyRequest, build_request
-from core.stages import Outcome, reply_ticket
+from core.stages import Outcome, reply_ticket, reserved_tokens
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -165,6 +165,22 @@ class ProxyEndpoint:
         request.counted_as = identify.counted_as(request, caller)
         if request.log is not None:
             request.log.caller = caller.label
+
+    async def recheck(self, request: ProxyRequest) -> None:
+        """Raises the ProxyError that stops a request still under way from going on: its
+        token no longer valid (or narrowed past it), or the proxy switched off. Run before
+        each further upstream call of one request (a stream's continuation) and while a
+        realtime session is open. Cheap: both reads are cached (TOKEN_CACHE_SECONDS)."""
+        from core.access.scopes import Authorize
+
+        caller = await self.pipeline.identify.caller(request)
+        if caller.record is not None:
+            # The same token, still valid: its fresh record, whose scopes may have narrowed.
+            request.caller = caller
+            await Authorize().admit(request)
+        status = self.pipeline.status
+        if status is not None:
+            await status.check(time.time())
 
     async def handle(self, request: ProxyRequest, receive: Receive, send: Send) -> None:
         uploads = self.uploads
@@ -383,7 +399,15 @@ class ProxyEndpoint:
             if recovery is not None and await recovery.applies(request, response):
                 # Continues a Gemini stream that ended unfinished (core/proxy/recovery.py):
                 # the relay reads the spliced stream as it reads any reply.
-                source = recovery.source(request, response, outcome, metering, self.forward)
+                source = recovery.source(
+                    request,
+                    response,
+                    outcome,
+                    metering,
+                    self.forward,
+                    body,
+                    partial(self.may_continue, request, tickets, outcome),
+                )
             elif metering:
                 from core.usage.meter import UsageMeter
 
@@ -419,6 +443,21 @@ class ProxyEndpoint:
             if source is not response:
                 await source.aclose()  # type: ignore[attr-defined]
             await response.aclose()
+
+    async def may_continue(
+        self, request: ProxyRequest, tickets: list[Ticket], outcome: Outcome
+    ) -> bool:
+        """Whether a stream's continuation may be asked (core/proxy/recovery.py): it is
+        another upstream call, so the token and the kill switch are checked again, and it
+        is asked only while what was metered is within the request's reservation (so the
+        charge passes the reservation by one continuation at most)."""
+        try:
+            await self.recheck(request)
+        except ProxyError:
+            return False
+        reserved = reserved_tokens(tickets)
+        used = outcome.usage.total if outcome.usage is not None else 0
+        return reserved is None or used < reserved
 
     async def finish_metering(
         self,

@@ -248,9 +248,15 @@ class StreamRecovery:
         outcome: Outcome,
         metering: bool,
         forward: Forward,
+        body: bytes,
+        may_continue: Callable[[], Awaitable[bool]],
     ) -> RecoveredStream:
-        """The caller's one stream, made of `response` and the continuations it needs."""
-        return RecoveredStream(self, request, response, outcome, metering, forward)
+        """The caller's one stream, made of `response` and the continuations it needs.
+        `body` is what went upstream (file addresses restored); `may_continue` says whether
+        another upstream call may be made for it (the endpoint's rules, checked again)."""
+        return RecoveredStream(
+            self, request, response, outcome, metering, forward, body, may_continue
+        )
 
     def _log(
         self,
@@ -301,6 +307,8 @@ class RecoveredStream:
         outcome: Outcome,
         metering: bool,
         forward: Forward,
+        body: bytes,
+        may_continue: Callable[[], Awaitable[bool]],
     ) -> None:
         self.recovery = recovery
         self.request = request
@@ -308,6 +316,8 @@ class RecoveredStream:
         self.outcome = outcome
         self.metering = metering
         self.forward = forward
+        self.body = body
+        self.may_continue = may_continue
         # The events go out as they are spliced: the length is not the first reply's.
         self.raw_headers = [
             (n, v) for n, v in response.raw_headers if n.lower() != b"content-length"
@@ -322,7 +332,8 @@ class RecoveredStream:
     async def _events(self) -> AsyncGenerator[bytes, None]:
         recovery, request, outcome, sse = self.recovery, self.request, self.outcome, self.sse
         response = self.response
-        document = await request.document()
+        # The body as it went upstream (a fileUri naming the proxy restored), not as sent.
+        document = await request.document() if self.body is request.body else json.loads(self.body)
         text: list[str] = []
         sent_events = 0
         total: Usage | None = Usage()
@@ -361,9 +372,11 @@ class RecoveredStream:
                 break
             if number > recovery.attempts or outcome.caller_left:
                 break  # out of attempts, or nobody is left to read a continuation
+            if not await self.may_continue():
+                break  # revoked, switched off, or its reservation used up: no more calls
             number += 1
             started = time.perf_counter()
-            body = continuation_body(document, "".join(text)) if text else request.body
+            body = continuation_body(document, "".join(text)) if text else self.body
             try:
                 current = await self.forward(request, body)
             except ProxyError:

@@ -13,10 +13,7 @@ place that knows how the HTTP endpoint provides it.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Protocol, TypeVar
-
-from core.access.scopes import Authorize
 
 if TYPE_CHECKING:
     from core.providers import Provider
@@ -73,16 +70,9 @@ class EndpointStages:
 
     async def recheck(self, request: ProxyRequest) -> None:
         """Raises the ProxyError that ends the session: the token no longer valid, or the
-        proxy switched off. Cheap: both reads are cached (TOKEN_CACHE_SECONDS)."""
-        identify = self.pipeline.identify
-        caller = await identify.caller(request)
-        if caller.record is not None:
-            # The same token, still valid: its fresh record, whose scopes may have narrowed.
-            request.caller = caller
-            await Authorize().admit(request)
-        status = self.pipeline.status
-        if status is not None:
-            await status.check(time.time())
+        proxy switched off (ProxyEndpoint.recheck: the same check a stream's
+        continuation gets)."""
+        await self.endpoint.recheck(request)
 
     async def settle(
         self, tickets: list[Ticket], outcome: Outcome, request: ProxyRequest | None

@@ -222,3 +222,76 @@ def test_google_genai_reads_one_whole_stream(mock_upstream: RunningServer) -> No
         chunks = list(client.models.generate_content_stream(model="gemini-test", contents="hi"))
     assert "".join(chunk.text or "" for chunk in chunks) == _text(8)
     assert chunks[-1].candidates and chunks[-1].candidates[0].finish_reason == "STOP"
+
+
+def never_finishing(on_request: Any = None) -> ScriptedUpstream:
+    """A Gemini upstream whose every stream ends without a finishReason, reporting 1,000
+    output tokens each time: recovery asks again until something stops it."""
+
+    def reply(request: dict[str, Any]) -> Any:
+        if on_request is not None:
+            on_request()
+        candidate = {"content": {"role": "model", "parts": [{"text": "more "}]}}
+        usage = {"promptTokenCount": 10, "candidatesTokenCount": 1000, "totalTokenCount": 1010}
+        event = json.dumps({"candidates": [candidate], "usageMetadata": usage})
+        return 200, [("content-type", "text/event-stream")], [(0, f"data: {event}\n\n".encode())]
+
+    return ScriptedUpstream(reply)
+
+
+def ask(proxy: RunningServer, token: str) -> httpx.Response:
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+        "generationConfig": {"maxOutputTokens": 1000},
+    }
+    return httpx.post(
+        f"{proxy.url}{PATH}?alt=sse", json=body, headers={"x-goog-api-key": token}, timeout=20
+    )
+
+
+def test_continuations_stop_once_the_reservation_is_used() -> None:
+    """Each continuation is another upstream call on the caller's bill: it is asked only
+    while what was metered is within the request's reservation, so a request admitted for
+    one worst case is charged at most one continuation past it (not one per attempt)."""
+    prices = json.dumps({"gemini-*": {"input": 10, "output": 100, "max_output": 1000}})
+    upstream = never_finishing()
+    with (
+        serve_in_thread(upstream) as server,
+        gemini_proxy(
+            server,
+            GEMINI_STREAM_RECOVERY="true",
+            GEMINI_STREAM_RECOVERY_ATTEMPTS="5",
+            BUDGET_PER_CALLER_USD="1",
+            MODEL_PRICES=prices,
+        ) as proxy,
+    ):
+        ask(proxy, FAKE_TOKEN)
+        spent = httpx.get(
+            f"{proxy.url}/proxy/usage", headers={"x-goog-api-key": FAKE_TOKEN}
+        ).json()["output_tokens"]
+    # The first reply (1,000 output tokens) is within its reservation of 1,000 and the
+    # prompt; the second passes it, and no third is asked.
+    assert len(upstream.seen) == 2
+    assert spent == 2000
+
+
+def test_a_token_revoked_mid_stream_gets_no_continuation(tmp_path: Any) -> None:
+    from core.access.tokens import create_token, revoke_token
+    from core.stores import open_store
+
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    store = open_store(store_url)
+    token, record = create_token(store, "revoked-mid-stream")
+    upstream = never_finishing(on_request=lambda: revoke_token(store, record.id))
+    with (
+        serve_in_thread(upstream) as server,
+        gemini_proxy(
+            server,
+            GEMINI_STREAM_RECOVERY="true",
+            GEMINI_STREAM_RECOVERY_ATTEMPTS="3",
+            TOKEN_STORE=store_url,
+            TOKEN_CACHE_SECONDS="0",
+        ) as proxy,
+    ):
+        ask(proxy, token)
+    assert len(upstream.seen) == 1  # revoked during the first: no continuation is asked
