@@ -17,10 +17,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("llm_proxy")
 
+# Requests from no one identified (a 401: anyone on the internet) written to the log per
+# minute and process: enough to see a misconfigured client, too few for a stranger to push
+# the real entries out of the ring (REQUEST_LOG_SIZE) or to run up store writes. Every one
+# still has its access-log line and its Prometheus count.
+UNIDENTIFIED_PER_MINUTE = 30
+
 
 class RequestLogSink:
     def __init__(self, ledger: UsageLedger) -> None:
         self.ledger = ledger
+        self._minute = 0
+        self._unidentified = 0
 
     def start(self, record: RequestRecord, scope: Scope) -> None:
         return None
@@ -29,6 +37,8 @@ class RequestLogSink:
         log = record.log
         if log is None or log.route is None:
             return  # no provider route matched: not a proxied request
+        if not log.caller and not self._unidentified_room():
+            return
         entry = RequestEntry(
             at=time.time() - record.duration_s,
             caller=log.caller or "",
@@ -51,6 +61,13 @@ class RequestLogSink:
 
     async def flush(self) -> None:
         return None
+
+    def _unidentified_room(self) -> bool:
+        minute = int(time.monotonic() // 60)
+        if minute != self._minute:
+            self._minute, self._unidentified = minute, 0
+        self._unidentified += 1
+        return self._unidentified <= UNIDENTIFIED_PER_MINUTE
 
 
 def _log_failure(done: asyncio.Future[None]) -> None:

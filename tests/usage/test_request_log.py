@@ -5,12 +5,17 @@ figures the dashboard's Requests page shows."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from core.app import create_app
 from core.cli import main
+from core.config import load_settings
 from core.stores import open_store
+from core.telemetry.request_log import UNIDENTIFIED_PER_MINUTE
 from core.usage import ledger as ledger_module
 from core.usage.cli import requests_report
 from core.usage.ledger import RequestEntry, UsageLedger, percentiles, request_figures
@@ -91,3 +96,38 @@ def test_usage_requests_command_prints_the_dashboards_figures(
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("1 requests; latency p50/p90/p99 ms: -")
     assert "429 rate_limited" in table[1] and len(table) == 2
+
+
+def test_strangers_cannot_push_the_real_requests_out_of_the_log(tmp_path: Path) -> None:
+    """A 401 is anyone on the internet: at most UNIDENTIFIED_PER_MINUTE of them a minute are
+    written, so the ring keeps the callers' own requests (and stores are not written on
+    a stranger's behalf without end)."""
+    from tests.support.scripted_upstream import ScriptedUpstream
+    from tests.support.servers import FAKE_TOKEN, proxy_env, serve_in_thread
+
+    url = f"sqlite:///{tmp_path}/usage.db"
+    reply = json.dumps({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+    upstream = ScriptedUpstream(
+        lambda r: (200, [("content-type", "application/json")], [(0, reply.encode())])
+    )
+    with serve_in_thread(upstream) as up:
+        app = create_app(load_settings(proxy_env(up.url, USAGE_STORE=url)))
+        with serve_in_thread(app) as proxy, httpx.Client(base_url=proxy.url) as client:
+            body = {"model": "m", "messages": []}
+            for _ in range(UNIDENTIFIED_PER_MINUTE + 20):
+                stranger = {"Authorization": "Bearer not-a-token-of-this-proxy"}
+                assert (
+                    client.post("/v1/chat/completions", json=body, headers=stranger).status_code
+                    == 401
+                )
+            own = {"Authorization": f"Bearer {FAKE_TOKEN}"}
+            assert client.post("/v1/chat/completions", json=body, headers=own).status_code == 200
+    ledger = UsageLedger(open_store(url))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(
+        e.status == 200 for e in ledger.recent_requests()
+    ):
+        time.sleep(0.05)  # written in the background
+    entries = ledger.recent_requests()
+    assert [e.status for e in entries].count(401) <= UNIDENTIFIED_PER_MINUTE
+    assert [e.status for e in entries].count(200) == 1
