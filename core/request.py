@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from core.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
-from core.form_fields import form_field, is_form
 from core.headers import find_credential, split_key_param
 from core.protocols import (
     FORM_WITH_MODEL,
@@ -283,9 +282,13 @@ class ProxyRequest:
             resource = remainder.split(":", 1)[0].strip("/").split("/")
             if len(resource) >= 2:
                 return "/".join(resource[-2:])
-        if self.route is FORM_WITH_MODEL and is_form(self.content_type):
-            # Transcriptions, image edits: the model is a form field (core/form_fields.py).
-            return form_field(self.body, self.content_type, "model") or None
+        if self.route is FORM_WITH_MODEL:
+            # Transcriptions, image edits: the model is a form field. Loaded on first use
+            # (its patterns are compiled at import), as few deployments see these routes.
+            from core.form_fields import form_field, is_form
+
+            if is_form(self.content_type):
+                return form_field(self.body, self.content_type, "model") or None
         try:
             model = self.wire.model_in(self.route, await self.document())
         except AmbiguousModel as exc:

@@ -15,8 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from core.access.tokens import record_from_item, store_key
-from core.caller import SHARED_TOKEN_CALLER, Caller, TokenRecord
+from core.caller import SHARED_TOKEN_CALLER, Caller
 from core.digest import sha256
 from core.errors import ProxyError, Unauthorized
 from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store, call_store_later
@@ -24,6 +23,7 @@ from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store, call_store_late
 if TYPE_CHECKING:
     from core.config import Settings
     from core.stores import Store
+    from core.token_record import TokenRecord
 
 logger = logging.getLogger("llm_proxy")
 
@@ -63,6 +63,13 @@ class TokenCheck:
         # digest -> (monotonic time fetched, record or None for "no such token")
         self._cache: dict[bytes, tuple[float, TokenRecord | None]] = {}
         self._touching: set[asyncio.Future[None]] = set()
+        if store is not None:
+            # The stored tokens' code, loaded only where there is a token store: a
+            # deployment with PROXY_ACCESS_TOKEN alone starts without it (cold start).
+            from core.access.tokens import record_from_item, store_key
+
+            self._record_from_item = record_from_item
+            self._store_key = store_key
 
     def _digest(self, credential: bytes | None) -> bytes:
         if credential is None:
@@ -109,7 +116,8 @@ class TokenCheck:
         store = self._store
         assert store is not None
         try:
-            item = await call_store(store, self._store_timeout, store.get, store_key(digest.hex()))
+            key = self._store_key(digest.hex())
+            item = await call_store(store, self._store_timeout, store.get, key)
         except Exception as exc:
             # The type only: a driver's message may quote the store URL and its password.
             logger.error("token store lookup failed: %s", type(exc).__name__)
@@ -118,7 +126,7 @@ class TokenCheck:
             ) from None
         record = None
         if item is not None:
-            found = record_from_item(item)
+            found = self._record_from_item(item)
             # The store is keyed by the digest already; this re-check costs nothing.
             if hmac.compare_digest(found.token_hash, digest.hex()):
                 record = found
@@ -134,7 +142,7 @@ class TokenCheck:
         wall = time.time()
         if record.last_used is not None and wall - record.last_used < TOUCH_INTERVAL:
             return
-        key = store_key(record.token_hash)
+        key = self._store_key(record.token_hash)
 
         def touch() -> None:
             try:

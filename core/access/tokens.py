@@ -13,9 +13,9 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from core.caller import TokenRecord
 from core.digest import sha256_hex
 from core.stores import Item, Store
+from core.token_record import TokenRecord
 
 KEY_PREFIX = "token:"
 TOKEN_PREFIX = "llmp_"  # noqa: S105 (a marker, not a secret)

@@ -19,8 +19,8 @@ from core.access.tokens import (
     set_disabled,
     split_list,
 )
-from core.caller import TokenRecord
 from core.stores import Store, StoreURLError, open_store
+from core.token_record import TokenRecord
 
 
 def add_tokens_parser(sub: Any, handler: Callable[[argparse.Namespace], int]) -> None:

@@ -29,8 +29,8 @@ from core.access.tokens import (
     set_disabled,
 )
 from core.access.tokens_cli import check_provider_names, token_state
-from core.caller import TokenRecord
 from core.stores import Store
+from core.token_record import TokenRecord
 from core.usage.cli import requests_report, usage_report
 from core.usage.ledger import GROUPINGS, REQUEST_LOG_SIZE
 

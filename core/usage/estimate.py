@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from core.errors import BadRequest
 from core.protocols import Usage
-from core.usage.prices import DEFAULT_MAX_OUTPUT, MAX_OUTPUT_LIMIT
+from core.usage.bounds import DEFAULT_MAX_OUTPUT, MAX_OUTPUT_LIMIT
 
 if TYPE_CHECKING:
     from core.request import ProxyRequest

@@ -15,14 +15,12 @@ from typing import NamedTuple
 
 from core.protocols import Usage
 
-# Output tokens assumed when a request sets no cap and the model's own limit is unknown.
-DEFAULT_MAX_OUTPUT = 32_768
-
-# MODEL_PRICES, in USD per 1M tokens: the dearest list price today is a few hundred; past
-# this a rate is a typo, and 1e308 would overflow every reservation into inf (a 500 on every
-# priced request). Output tokens: the largest model limits are in the hundreds of thousands.
-MAX_RATE_USD = 100_000.0
-MAX_OUTPUT_LIMIT = 10_000_000
+# Re-exported: the parser below applies them, and callers of the table read them here.
+from core.usage.bounds import (
+    DEFAULT_MAX_OUTPUT,
+    MAX_OUTPUT_LIMIT,
+    MAX_RATE_USD,
+)
 
 
 class Price(NamedTuple):

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from core.env import read_settings, setting
 
-# The price bounds are written once, beside the parser that applies them (prices.py).
-from core.usage.prices import MAX_OUTPUT_LIMIT, MAX_RATE_USD
+# The price bounds, written once (bounds.py): the price table itself loads only when used.
+from core.usage.bounds import MAX_OUTPUT_LIMIT, MAX_RATE_USD
 
 # A budget or a price past these is a typo or a test of the parser, not a plan: refused at
 # start rather than multiplied into every request's reservation.

@@ -25,6 +25,11 @@ RULES = {
     "core.usage.budget": {"BUDGET_TOTAL_USD": "5"},
     "core.cache.check": {"CACHE_URL": "memory"},
     "core.realtime.minting": {"ALLOW_EPHEMERAL_KEYS": "true"},
+    # Stored tokens' records and lookups: only with a token store.
+    "core.access.tokens": {"TOKEN_STORE": "memory://"},
+    "core.token_record": {"TOKEN_STORE": "memory://"},
+    # The price table: only where something prices a request.
+    "core.usage.prices": {"BUDGET_TOTAL_USD": "5"},
 }
 
 
