@@ -177,6 +177,29 @@ def _answers(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
 
 
+# Where an OpenAI realtime session (a mint's body, a session.update's `session`, a realtime
+# or transcription session's body) names its input transcription model, billed apart.
+_TRANSCRIPTION_PATHS = (
+    ("session", "audio", "input", "transcription", "model"),
+    ("session", "input_audio_transcription", "model"),
+    ("audio", "input", "transcription", "model"),
+    ("input_audio_transcription", "model"),
+)
+
+
+def transcription_models(document: Any) -> list[Any]:
+    """Every transcription model a realtime session's settings name (each may be run and
+    billed beside the session's own model, so each is held to the same rules)."""
+    found = []
+    for path in _TRANSCRIPTION_PATHS:
+        value = document
+        for name in path:
+            value = value.get(name) if isinstance(value, dict) else None
+        if value is not None:
+            found.append(value)
+    return found
+
+
 class AmbiguousModel(ValueError):
     """A minting body that names its session's model in two places or two spellings."""
 

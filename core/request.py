@@ -24,6 +24,7 @@ from core.protocols import (
     AmbiguousModel,
     Route,
     route_path,
+    transcription_models,
 )
 
 if TYPE_CHECKING:
@@ -299,6 +300,17 @@ class ProxyRequest:
             return None
         # Gemini's OpenAI-compatible endpoint accepts `models/gemini-...` as well.
         return model.removeprefix("models/")
+
+    async def other_models(self) -> list[str]:
+        """Models a request names besides its own, each run (and billed) with it: an OpenAI
+        realtime session's input transcription model, in a mint's body or a session's
+        settings. A name that is not text is refused: no rule could check it."""
+        if self.route.kind != "minting" and self.route.name != "realtime":
+            return []
+        named = transcription_models(await self.document())
+        if any(not isinstance(name, str) for name in named):
+            raise BadRequest("A transcription model must be named as text.")
+        return named
 
     def use_document(self, document: Any) -> None:
         """The parsed body of a request whose content arrives another way: a WebSocket

@@ -50,6 +50,8 @@ class RequestPolicy:
     max_messages: int = 0
 
     reads_body = True
+    # Decides on the models a request names: run again on a realtime session's new settings.
+    reads_models = True
 
     async def admit(self, request: ProxyRequest) -> Ticket | None:
         """Raise ModelNotAllowed / PolicyRefused if the request breaks a rule."""
@@ -102,11 +104,13 @@ class RequestPolicy:
                 "Policy ALLOWED_MODELS: this proxy serves only some models, and the request "
                 "names none (set 'model')."
             )
-        if not any(fnmatch.fnmatchcase(model, pattern) for pattern in self.allowed_models):
-            raise ModelNotAllowed(
-                f"Policy ALLOWED_MODELS: the model {model[:200]!r} is not served by this proxy "
-                f"(allowed: {', '.join(self.allowed_models)})."
-            )
+        # A realtime session's transcription model runs beside it, on the same bill.
+        for named in (model, *await request.other_models()):
+            if not any(fnmatch.fnmatchcase(named, pattern) for pattern in self.allowed_models):
+                raise ModelNotAllowed(
+                    f"Policy ALLOWED_MODELS: the model {named[:200]!r} is not served by this "
+                    f"proxy (allowed: {', '.join(self.allowed_models)})."
+                )
 
     def _check_messages(self, request: ProxyRequest, document: dict[str, Any]) -> None:
         name, count = request.wire.conversation_length(request.route, document)

@@ -18,6 +18,8 @@ class Authorize:
     """A stored token's scopes: which providers and models it may use."""
 
     reads_body = True
+    # Decides on the models a request names: run again on a realtime session's new settings.
+    reads_models = True
 
     async def admit(self, request: ProxyRequest) -> Ticket | None:
         caller = request.caller
@@ -41,9 +43,11 @@ class Authorize:
                 "This token is limited to some models, and this request names none the proxy "
                 "can read (a JSON body's 'model' or the model in the path)."
             )
-        if not record.allows_model(model):
-            raise Forbidden(
-                f"This token may not use the model {model[:200]!r} "
-                f"(allowed: {', '.join(record.models)})."
-            )
+        # A realtime session's transcription model runs beside it, on the same bill.
+        for named in (model, *await request.other_models()):
+            if not record.allows_model(named):
+                raise Forbidden(
+                    f"This token may not use the model {named[:200]!r} "
+                    f"(allowed: {', '.join(record.models)})."
+                )
         return None

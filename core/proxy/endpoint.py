@@ -182,6 +182,13 @@ class ProxyEndpoint:
         if status is not None:
             await status.check(time.time())
 
+    async def check_models(self, request: ProxyRequest) -> None:
+        """Runs the body checks that decide on the models a request names (scopes,
+        ALLOWED_MODELS) again: for a realtime session whose settings changed mid-session."""
+        for check in self.pipeline.after_body:
+            if getattr(check, "reads_models", False):
+                await check.admit(request)
+
     async def handle(self, request: ProxyRequest, receive: Receive, send: Send) -> None:
         uploads = self.uploads
         if uploads is None or not await uploads.admit_upload_leg(request):

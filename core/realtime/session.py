@@ -46,7 +46,7 @@ from core.errors import (
     render,
 )
 from core.headers import upstream_request_headers
-from core.protocols import Route
+from core.protocols import Route, transcription_models
 from core.providers import RETRY_ON_NEXT_KEY
 from core.proxy.access_log import access_logger, format_line, new_request_id
 from core.realtime.wire import (
@@ -516,6 +516,16 @@ class RealtimeEndpoint:
             if refusal is not None:
                 await end(CLOSE_POLICY, refusal)
                 return False
+            settings = wire.new_settings(message)
+            if settings is not None and transcription_models({"session": settings}):
+                # A model that runs beside the session's (its input transcription): held to
+                # the same scopes and ALLOWED_MODELS, and kept for the rechecks after.
+                watch.request.use_document({"model": watch.model, "session": settings})
+                try:
+                    await stages.check_models(watch.request)
+                except ProxyError as error:
+                    await end(CLOSE_POLICY, error.message)
+                    return False
             return not starts_turn or await recheck()
 
         async def used_up() -> bool:

@@ -242,6 +242,11 @@ class RealtimeWire:
     def meter(self) -> SessionMeter:
         raise NotImplementedError
 
+    def new_settings(self, message: Any) -> dict[str, Any] | None:
+        """The session settings a parsed caller frame changes (OpenAI's session.update), if
+        any: the rules on models read them as they read a mint's body."""
+        return None
+
 
 class OpenAIRealtime(RealtimeWire):
     name = "openai"
@@ -277,6 +282,12 @@ class OpenAIRealtime(RealtimeWire):
 
     def meter(self) -> SessionMeter:
         return OpenAIRealtimeMeter()
+
+    def new_settings(self, message: Any) -> dict[str, Any] | None:
+        if isinstance(message, dict) and message.get("type") == "session.update":
+            session = message.get("session")
+            return session if isinstance(session, dict) else None
+        return None
 
 
 class GeminiLive(RealtimeWire):

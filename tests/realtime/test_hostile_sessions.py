@@ -689,3 +689,52 @@ async def test_a_caller_hanging_up_mid_response_is_charged_its_reservation(
             await socket.recv()  # response.done
         await eventually(lambda: spent() > 0.641)
         assert spent() == pytest.approx(0.64 + (50 * 32 + 20 * 64) / 1e6, abs=1e-6)
+
+
+# ---- a transcription model runs beside the session's: the same rules hold to it ----------
+
+
+@pytest.mark.parametrize(
+    "session",
+    [
+        {"audio": {"input": {"transcription": {"model": "gpt-4o-transcribe"}}}},
+        {"input_audio_transcription": {"model": "gpt-4o-transcribe"}},
+    ],
+)
+async def test_a_mint_naming_a_transcription_model_the_rules_refuse_is_refused(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, session: dict[str, object]
+) -> None:
+    with start_proxy(
+        ALLOW_EPHEMERAL_KEYS="true", ALLOWED_MODELS="gpt-realtime*,gpt-4o-mini-transcribe"
+    ) as proxy:
+        url = f"{proxy.url}/v1/realtime/client_secrets"
+        body = {"session": {"type": "realtime", "model": "gpt-realtime", **session}}
+        refused = httpx.post(url, headers=AUTH, json=body)
+        assert refused.status_code == 403, refused.text
+        assert "gpt-4o-transcribe" in refused.json()["error"]["message"]
+        assert upstream.minted == []
+        allowed = json.loads(
+            json.dumps(body).replace("gpt-4o-transcribe", "gpt-4o-mini-transcribe")
+        )
+        assert httpx.post(url, headers=AUTH, json=allowed).status_code == 200
+
+
+async def test_a_session_update_setting_a_transcription_model_out_of_scope_ends_the_session(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, tmp_path: Path
+) -> None:
+    store_url, token = scoped_token(tmp_path, "gpt-realtime*", "gpt-4o-mini-transcribe")
+    with start_proxy(TOKEN_STORE=store_url) as proxy:
+        url = ws_url(proxy.url) + "/v1/realtime?model=gpt-realtime"
+        headers = {"Authorization": f"Bearer {token}"}
+        async with websockets.connect(url, additional_headers=headers) as socket:
+            await socket.recv()  # session.created
+            allowed = {"input_audio_transcription": {"model": "gpt-4o-mini-transcribe"}}
+            await socket.send(json.dumps({"type": "session.update", "session": allowed}))
+            assert "session.update" in await asyncio.wait_for(socket.recv(), 5)  # echoed
+            dearer = {"audio": {"input": {"transcription": {"model": "gpt-4o-transcribe"}}}}
+            await socket.send(json.dumps({"type": "session.update", "session": dearer}))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert "gpt-4o-transcribe" in closed.value.rcvd.reason
+    assert all("gpt-4o-transcribe" not in str(f) for f in upstream.sessions[-1]["received"])
