@@ -14,7 +14,8 @@ import re
 
 from core.errors import BadRequest
 
-_BOUNDARY = re.compile(rb'boundary=(?:"([^"]{1,200})"|([^\s;,"]{1,200}))', re.IGNORECASE)
+# A header line folded onto the next (obsolete, but a lenient reader unfolds it).
+_FOLDED = re.compile(rb"\r\n[ \t]+")
 _DISPOSITION = re.compile(rb"^content-disposition:(.*)$", re.IGNORECASE | re.MULTILINE)
 # `name="model"` or `name=model`; `filename=` is another parameter.
 _NAME = re.compile(rb'(?:^|;)\s*name\s*=\s*(?:"([^"]*)"|([^\s;]+))', re.IGNORECASE)
@@ -35,12 +36,28 @@ def is_form(content_type: bytes) -> bool:
     return content_type.lstrip().startswith(b"multipart/form-data")
 
 
-def form_field(body: bytes, content_type: bytes, name: str) -> str | None:
-    """The one value of text field `name` in a multipart form, or None if absent."""
-    found = _BOUNDARY.search(content_type)
-    if found is None:
-        raise UnreadableForm("The multipart form has no boundary in its Content-Type.")
-    delimiter = b"--" + (found.group(1) or found.group(2))
+def boundary(content_types: list[bytes]) -> bytes:
+    """The form's boundary, read as a header parameter parser reads it (quotes, case of
+    the name, the value's own case kept): exactly one Content-Type, with exactly one
+    plain `boundary` parameter, or the form is refused."""
+    from email.message import Message  # loaded already: http.client (httpx) imports it
+
+    if len(content_types) != 1:
+        raise UnreadableForm("The request has more than one Content-Type.")
+    header = Message()
+    header["content-type"] = content_types[0].decode("latin-1")
+    params = header.get_params(failobj=[]) or []
+    named = [(key.lower(), value) for key, value in params[1:]]
+    found = [value for key, value in named if key.rstrip("*") == "boundary"]
+    if len(found) != 1 or not isinstance(found[0], str) or not 0 < len(found[0]) <= 200:
+        raise UnreadableForm("The multipart form needs one plain boundary in its Content-Type.")
+    return found[0].encode("latin-1")
+
+
+def form_field(body: bytes, content_types: list[bytes], name: str) -> str | None:
+    """The one value of text field `name` in a multipart form, or None if absent.
+    `content_types`: the request's Content-Type header values, as sent (case kept)."""
+    delimiter = b"--" + boundary(content_types)
     wanted = name.lower().encode()
     values: list[bytes] = []
     parts = body.split(delimiter)
@@ -50,6 +67,7 @@ def form_field(body: bytes, content_type: bytes, name: str) -> str | None:
         head, blank, content = part.partition(b"\r\n\r\n")
         if not blank:
             raise UnreadableForm("A part of the multipart form has no header end.")
+        head = _FOLDED.sub(b" ", head)
         for disposition in _DISPOSITION.findall(head):
             if _EXTENDED_NAME.search(disposition):
                 raise UnreadableForm("A multipart field is named with name*=; use name=.")

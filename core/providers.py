@@ -341,7 +341,9 @@ def default_provider(base_url: str, api_key: str) -> Provider:
         sdk_path="",
         # Free moderation only where the catalogue says the host gives it (OpenAI's).
         free_moderation=any(
-            record.free_moderation and record.upstream and first.startswith(record.upstream)
+            record.free_moderation
+            and record.upstream
+            and (first == record.upstream or first.startswith(record.upstream + "/"))
             for record in CATALOGUE
         ),
     )

@@ -289,7 +289,9 @@ class ProxyRequest:
             from core.form_fields import form_field, is_form
 
             if is_form(self.content_type):
-                return form_field(self.body, self.content_type, "model") or None
+                # The header as sent: a boundary's case is its own.
+                sent = [value for name, value in self.headers if name == b"content-type"]
+                return form_field(self.body, sent, "model") or None
         try:
             model = self.wire.model_in(self.route, await self.document())
         except AmbiguousModel as exc:

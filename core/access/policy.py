@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.errors import BadRequest, Forbidden
+from core.protocols import FORM_WITH_MODEL
 
 if TYPE_CHECKING:
     from core.protocols import Route
@@ -31,8 +32,9 @@ def runs_a_model(route: Route) -> bool:
     """Whether a route may run a model: a generation, an embedding, a realtime session, a
     minted key, a batch. Asked without one, the provider runs its default (a minted Gemini
     token opens any Live model), so under ALLOWED_MODELS such a request must name one. Only
-    an unreadable route that generates nothing (a file upload) may name none."""
-    return route.kind != "unreadable" or route.generates
+    an unreadable route that generates nothing (a file upload) may name none; a form that
+    runs a model (a transcription, an image edit) runs the provider's default without one."""
+    return route.kind != "unreadable" or route.generates or route is FORM_WITH_MODEL
 
 
 class PolicyRefused(BadRequest):

@@ -32,7 +32,8 @@ def never_reached(error: BaseException) -> bool:
     if isinstance(error, UpstreamUnreachable):
         return isinstance(error.__context__, httpx.ConnectError | httpx.ConnectTimeout)
     if isinstance(error, UpstreamTimeout):
-        return isinstance(error.__context__, httpx.ConnectTimeout)
+        # No connection from the proxy's own pool in time: nothing left the proxy either.
+        return isinstance(error.__context__, httpx.ConnectTimeout | httpx.PoolTimeout)
     return False
 
 

@@ -284,7 +284,9 @@ class OpenAIRealtime(RealtimeWire):
         return OpenAIRealtimeMeter()
 
     def new_settings(self, message: Any) -> dict[str, Any] | None:
-        if isinstance(message, dict) and message.get("type") == "session.update":
+        # The beta's transcription sessions take their settings the same way.
+        kinds = ("session.update", "transcription_session.update")
+        if isinstance(message, dict) and message.get("type") in kinds:
             session = message.get("session")
             return session if isinstance(session, dict) else None
         return None

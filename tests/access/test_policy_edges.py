@@ -290,3 +290,52 @@ async def test_a_form_the_proxy_cannot_read_is_refused_not_guessed(models_only: 
     )
     assert reply.status_code == 400
     assert models_only.forwarded == 0
+
+
+async def test_a_browsers_form_keeps_its_boundarys_case(models_only: Proxy) -> None:
+    # Chrome and Safari: `----WebKitFormBoundary...`, mixed case, as fetch(FormData) sends.
+    boundary = "----WebKitFormBoundary7MA4YWxkTrZu0gW"
+    body, headers = form(("file", b"RIFF"), ("model", b"ok-whisper"), boundary=boundary)
+    reply = await models_only.post("/v1/audio/transcriptions", content=body, headers=headers)
+    assert reply.status_code == 200, reply.text
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data; xboundary=aaa; boundary=bbb",
+        'multipart/form-data; charset="boundary=aaa"; boundary=bbb',
+    ],
+)
+async def test_the_boundary_is_the_parameter_a_header_parser_reads(
+    models_only: Proxy, content_type: str
+) -> None:
+    """A decoy form under `--aaa` names an allowed model; the form under the real boundary,
+    the one the provider reads, names another."""
+    decoy, _ = form(("model", b"ok-whisper"), boundary="aaa")
+    real, _ = form(("file", b"RIFF"), ("model", b"gpt-4o-transcribe"), boundary="bbb")
+    reply = await models_only.post(
+        "/v1/audio/transcriptions",
+        content=decoy + real,
+        headers={"content-type": content_type},
+    )
+    assert reply.status_code == 403, reply.text
+    assert models_only.forwarded == 0
+
+
+async def test_a_folded_model_field_is_read_and_a_form_naming_none_is_refused(
+    models_only: Proxy,
+) -> None:
+    folded = (
+        b'--xyz\r\nContent-Disposition: form-data;\r\n name="model"\r\n\r\n'
+        b"gpt-4o-transcribe\r\n--xyz--\r\n"
+    )
+    headers = {"content-type": "multipart/form-data; boundary=xyz"}
+    reply = await models_only.post("/v1/audio/transcriptions", content=folded, headers=headers)
+    assert reply.status_code == 403
+    # No model at all: the provider would run its default image model.
+    body, headers = form(("image", b"PNG"), ("prompt", b"a cat"))
+    reply = await models_only.post("/v1/images/edits", content=body, headers=headers)
+    assert reply.status_code == 403
+    assert reply.json()["error"]["code"] == "model_not_allowed"
+    assert models_only.forwarded == 0

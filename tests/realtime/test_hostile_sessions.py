@@ -719,8 +719,9 @@ async def test_a_mint_naming_a_transcription_model_the_rules_refuse_is_refused(
         assert httpx.post(url, headers=AUTH, json=allowed).status_code == 200
 
 
+@pytest.mark.parametrize("kind", ["session.update", "transcription_session.update"])
 async def test_a_session_update_setting_a_transcription_model_out_of_scope_ends_the_session(
-    start_proxy: ProxyFactory, upstream: FakeRealtime, tmp_path: Path
+    start_proxy: ProxyFactory, upstream: FakeRealtime, tmp_path: Path, kind: str
 ) -> None:
     store_url, token = scoped_token(tmp_path, "gpt-realtime*", "gpt-4o-mini-transcribe")
     with start_proxy(TOKEN_STORE=store_url) as proxy:
@@ -732,7 +733,7 @@ async def test_a_session_update_setting_a_transcription_model_out_of_scope_ends_
             await socket.send(json.dumps({"type": "session.update", "session": allowed}))
             assert "session.update" in await asyncio.wait_for(socket.recv(), 5)  # echoed
             dearer = {"audio": {"input": {"transcription": {"model": "gpt-4o-transcribe"}}}}
-            await socket.send(json.dumps({"type": "session.update", "session": dearer}))
+            await socket.send(json.dumps({"type": kind, "session": dearer}))
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await asyncio.wait_for(socket.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
