@@ -204,10 +204,11 @@ class AmbiguousModel(ValueError):
     """A minting body that names its session's model in two places or two spellings."""
 
 
-def _field(document: dict[str, Any], name: str) -> Any:
+def field_in(document: dict[str, Any], name: str) -> Any:
     """The value of `name` in any of its spellings (`bidi_generate_content_setup`,
     `bidiGenerateContentSetup`: protobuf JSON reads both); two spellings are ambiguous."""
-    found = [key for key in document if key.replace("_", "").lower() == name]
+    wanted = name.replace("_", "").lower()
+    found = [key for key in document if key.replace("_", "").lower() == wanted]
     if len(found) > 1:
         raise AmbiguousModel(f"{found[0]!r} and {found[1]!r} are one field")
     return document[found[0]] if found else None
@@ -218,16 +219,16 @@ def _minted_model(document: dict[str, Any]) -> Any:
     # auth_tokens: bidiGenerateContentSetup.model (the Live setup, also nested in `setup`).
     # Exactly one of these may name it: the provider reads one, the proxy checks the same.
     named = []
-    session = _field(document, "session")
+    session = field_in(document, "session")
     if isinstance(session, dict):
-        named.append(_field(session, "model"))
-    setup = _field(document, "bidigeneratecontentsetup")
+        named.append(field_in(session, "model"))
+    setup = field_in(document, "bidigeneratecontentsetup")
     if isinstance(setup, dict):
-        named.append(_field(setup, "model"))
-        nested = _field(setup, "setup")
+        named.append(field_in(setup, "model"))
+        nested = field_in(setup, "setup")
         if isinstance(nested, dict):
-            named.append(_field(nested, "model"))
-    named.append(_field(document, "model"))
+            named.append(field_in(nested, "model"))
+    named.append(field_in(document, "model"))
     models = [model for model in named if model is not None]
     if len(models) > 1:
         raise AmbiguousModel("the session's model is named in more than one place")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.errors import BadRequest, Forbidden
-from core.protocols import Usage
+from core.protocols import AmbiguousModel, Usage, field_in
 
 if TYPE_CHECKING:
     from core.request import ProxyRequest
@@ -61,10 +61,11 @@ class EphemeralKeys:
 
     def models_ruled(self, request: ProxyRequest) -> bool:
         """Whether a rule limits this caller's models: ALLOWED_MODELS or its token's scope."""
+        if self.models_listed:
+            return True
         caller = request.caller
-        if self.models_listed or caller is None or not caller.scoped:
-            return self.models_listed
-        return caller.record is not None and bool(caller.record.models)
+        record = caller.record if caller is not None else None
+        return record is not None and bool(record.models)
 
     async def admit(self, request: ProxyRequest) -> Ticket | None:
         if request.route.kind != "minting":
@@ -151,15 +152,6 @@ def cap_openai_session_secret(document: dict[str, Any]) -> None:
     document["client_secret"] = secret
 
 
-def _one(document: dict[str, Any], name: str) -> Any:
-    """The value of `name` in its one spelling, or None; two spellings are refused (a
-    decoder might read either)."""
-    found = [key for key in document if _spelling(key) == _spelling(name)]
-    if len(found) > 1:
-        raise BadRequest(f"The request names {found[0]!r} and {found[1]!r}: name it once.")
-    return document[found[0]] if found else None
-
-
 def require_locked_model(document: dict[str, Any]) -> None:
     """Refuse a Gemini auth token whose Live model is not fixed by the token itself.
 
@@ -167,15 +159,18 @@ def require_locked_model(document: dict[str, Any]) -> None:
     non-empty `fieldMask`, only the fields it lists, the rest coming from the holder's own
     setup message. The model checked here is the one used only when it sits in that setup
     and the mask (if any) keeps it."""
-    setup = _one(document, "bidiGenerateContentSetup")
-    model = _one(setup, "model") if isinstance(setup, dict) else None
+    try:
+        setup = field_in(document, "bidiGenerateContentSetup")
+        model = field_in(setup, "model") if isinstance(setup, dict) else None
+        mask = field_in(document, "fieldMask")
+    except AmbiguousModel as exc:
+        raise BadRequest(f"The request names one field twice ({exc}): name it once.") from None
     if not isinstance(model, str) or not model:
         raise LiveModelUnlocked(
             "Models are limited here (ALLOWED_MODELS or this token's scope), and a Gemini "
             "auth token opens any Live model unless it names one: set "
             "bidiGenerateContentSetup.model (liveConnectConstraints.model in the SDKs)."
         )
-    mask = _one(document, "fieldMask")
     if mask is None or mask == "":
         return  # no mask: the whole setup, model included, is locked
     paths = mask.split(",") if isinstance(mask, str) else None

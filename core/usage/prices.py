@@ -15,12 +15,8 @@ from typing import NamedTuple
 
 from core.protocols import Usage
 
-# Re-exported: the parser below applies them, and callers of the table read them here.
-from core.usage.bounds import (
-    DEFAULT_MAX_OUTPUT,
-    MAX_OUTPUT_LIMIT,
-    MAX_RATE_USD,
-)
+# Written in bounds.py (the settings read them without loading this table).
+from core.usage.bounds import DEFAULT_MAX_OUTPUT, MAX_OUTPUT_LIMIT, MAX_RATE_USD
 
 
 class Price(NamedTuple):
