@@ -224,7 +224,8 @@ class ProxyRequest:
     @property
     def is_json(self) -> bool:
         # The SDKs label an upload's raw bytes application/json.
-        return b"json" in self.content_type and not self.upload_leg
+        # `find`, not `in`: see core/proxy/scrub.py's StreamScrubber.__call__.
+        return self.content_type.find(b"json") >= 0 and not self.upload_leg
 
     @property
     def encoded(self) -> bool:

@@ -41,6 +41,9 @@ _WORD_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 _SHOWN_TAIL = 4
 
 
+_NO_BYTES: frozenset[int] = frozenset()
+
+
 def _same_length(size: int) -> bytes:
     return (REDACTED + b"*" * size)[:size] if size >= len(REDACTED) else b"*" * size
 
@@ -188,14 +191,19 @@ class Scrubber:
         return False
 
     def headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        # Almost no reply names an upstream or holds a key in a header: one search of all
+        # the values at once tells, and only then is each header judged on its own (a
+        # match across two values only costs that). `find`, not `in`: see
+        # StreamScrubber.__call__.
+        values = b"\n".join([value for _, value in headers])
         upstreams = self.upstreams
-        if upstreams:
+        if any(values.find(origin) >= 0 for origin in upstreams):
             headers = [
                 (name, value)
                 for name, value in headers
-                if not any(origin in value for origin in upstreams)
+                if all(value.find(origin) < 0 for origin in upstreams)
             ]
-        if not self.keys:
+        if not any(values.find(tail) >= 0 for tail in self._tails):
             return headers
         return [(name, self(value)) for name, value in headers]
 
@@ -234,14 +242,19 @@ class StreamScrubber:
         # (old, new) byte strings replaced too: the upstream's address by the proxy's
         # (core/proxy/uploads.py). They change the body's length.
         self._rewrites = tuple((old, new) for old, new in rewrites if old and old != new)
-        self._rewrite_bytes = frozenset(byte for old, _ in self._rewrites for byte in old)
+        self._rewrite_bytes = (
+            frozenset(byte for old, _ in self._rewrites for byte in old)
+            if self._rewrites
+            else _NO_BYTES
+        )
         self._keep_length = keep_length and not self._rewrites
         # Read once per chunk in the common case: kept here to spare the lookups.
         self._tails = scrubber._tails
         self._alphabet = scrubber._alphabet
         self._plain = not self._rewrites
         self._held = b""
-        encoding = encoding.strip().lower()
+        if encoding:
+            encoding = encoding.strip().lower()
         self.inflates = encoding not in (b"", b"identity")
         self._inflater: Any = None
         self._readable = True

@@ -9,6 +9,7 @@ telemetry library.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -151,7 +152,22 @@ def operation_name(path: str, kind: str = "http") -> str:
 
 
 def server_address(url: str) -> str:
-    return urlsplit(url).hostname or ""
+    """The host an upstream URL names. Read once per origin (scheme://authority, from
+    the configuration: nothing a caller sends chooses it), not parsed on every request."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return urlsplit(url).hostname or ""
+    end = len(rest)
+    for mark in "/?#":
+        at = rest.find(mark, 0, end)
+        if at >= 0:
+            end = at
+    return _host_of(scheme + "://" + rest[:end])
+
+
+@functools.lru_cache(maxsize=64)
+def _host_of(origin: str) -> str:
+    return urlsplit(origin).hostname or ""
 
 
 def max_tokens_of(document: Any) -> int | None:

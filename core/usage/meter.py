@@ -55,7 +55,7 @@ class UsageMeter:
             if name == b"content-type":
                 lowered = value.lower()
                 self._stream = lowered.startswith(b"text/event-stream")
-                self._json = not self._stream and b"json" in lowered
+                self._json = not self._stream and lowered.find(b"json") >= 0
             elif name == b"content-encoding":
                 encoding = value.strip().lower()
                 if encoding in (b"gzip", b"x-gzip"):
