@@ -105,6 +105,22 @@ def test_counting_leaves_the_request_as_the_caller_sent_it(
     assert sent["body_sha256"] == hashlib.sha256(body).hexdigest()  # no stream_options added
 
 
+def test_paths_a_stranger_makes_up_add_no_series(server_proxy: RunningServer) -> None:
+    # The operation label came from the path's `:method`: each made-up method (on a 404,
+    # no token needed) was a new histogram series, so memory and the scrape grew without
+    # bound.
+    for index in range(20):
+        reply = httpx.post(f"{server_proxy.url}/no/such/route:made{index}", timeout=20)
+        assert reply.status_code == 404
+    text = httpx.get(f"{server_proxy.url}/metrics").text
+    operations = {
+        dict(labels)["operation"]
+        for labels in samples(text, "gen_ai_client_operation_duration_seconds_count")
+    }
+    assert not any(name.startswith("made") for name in operations), operations
+    assert len(operations) <= 2, operations
+
+
 def test_scrape_through_a_local_reverse_proxy_is_refused(server_proxy: RunningServer) -> None:
     reply = httpx.get(f"{server_proxy.url}/metrics", headers={"x-forwarded-for": "203.0.113.9"})
     assert reply.status_code == 404
