@@ -340,6 +340,27 @@ def test_browsers_may_read_which_model_answered(routed: Routed) -> None:
     assert "x-proxy-model" in exposed
 
 
+@pytest.mark.parametrize(
+    "model", ["gpt-4o-mini\r\nset-cookie: a=b", "claude-haiku-4-5\x00", "gpt-4o\x7f"]
+)
+def test_a_model_name_with_control_characters_still_gets_its_reply(
+    routed: Routed, model: str
+) -> None:
+    """The caller's model went into `x-proxy-model` as sent: a CR, LF, NUL or DEL made the
+    server refuse the header after the upstream had answered (and billed), so the caller got
+    a dropped connection and the log a traceback. The header carries a safe spelling."""
+    reply = httpx.post(
+        f"{routed.proxy.url}/v1/chat/completions",
+        json={"model": model, "messages": HI},
+        headers={"authorization": f"Bearer {FAKE_TOKEN}"},
+        timeout=20,
+    )
+    assert reply.status_code == 200, reply.text
+    assert "set-cookie" not in reply.headers
+    named = reply.headers["x-proxy-model"]
+    assert named.isprintable() and named.startswith(model[:3]), named
+
+
 def test_a_surface_without_stream_usage_is_refused_streams_under_a_cap() -> None:
     """A vendor whose OpenAI-compatible surface cannot report a stream's usage: under a
     budget its streams are refused (nothing sent), its whole replies still metered."""
