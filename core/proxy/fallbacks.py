@@ -225,7 +225,13 @@ class ModelFallbacks:
         checks = endpoint.pipeline.after_body
         at = tickets.index(marker) + 1
         document = await request.document()
-        if model_value_span(request.body) is None or not isinstance(document, dict):
+        # `models` (OpenRouter's list, tried in turn) may only repeat `model`: rewriting
+        # `model` alone would leave it naming the failed model for a provider that reads it.
+        if (
+            model_value_span(request.body) is None
+            or not isinstance(document, dict)
+            or "models" in document
+        ):
             logger.warning("model fallback: the request's model cannot be rewritten")
             return (), False
         # The failed attempt spent nothing: its reservations are given back first, so the

@@ -154,6 +154,28 @@ def test_chain_falls_back_on_a_503_with_only_the_model_changed(routed: Routed) -
     assert not reached["gemini"]
 
 
+def test_a_body_with_a_models_list_is_not_rewritten_for_the_next_model(routed: Routed) -> None:
+    """`models` (OpenRouter's list, tried in turn) may repeat `model`. A fallback rewrote
+    `model` alone, so the next provider got a body whose `models` still named the failed
+    model: admitted, scoped and priced as one model, run as another by a provider that
+    reads the list. Such a body is not rewritten: the caller gets the failure."""
+    routed.reset()
+    body = b'{"model":"gpt-4o","models":["gpt-4o"],"messages":[{"role":"user","content":"hi"}]}'
+    reply = httpx.post(
+        f"{routed.proxy.url}/v1/chat/completions",
+        content=body,
+        headers={
+            "authorization": f"Bearer {FAKE_TOKEN}",
+            "content-type": "application/json",
+            "x-mock-fail-models": "gpt-4o",
+        },
+    )
+    assert reply.status_code == 503, reply.text
+    reached = seen(routed)
+    assert len(reached["default"]) == 1
+    assert not reached["anthropic"] and not reached["gemini"]
+
+
 def test_chain_goes_on_to_the_last_model_and_streams(routed: Routed) -> None:
     routed.reset()
     raw = client(routed).chat.completions.with_raw_response.create(
