@@ -198,7 +198,7 @@ class ProxyEndpoint:
             await self.admit(request, self.pipeline.before_body, tickets)
             await self.read_body(request, receive)
             router = self.model_router
-            if router is not None and await router.route(request, tickets, send):
+            if router is not None and await router.route(request, tickets, send, self.scrubber):
                 await self.settle(tickets, Outcome())  # answered here: the model list
                 return
             await self.admit(request, self.pipeline.after_body, tickets)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ProxyError
@@ -122,15 +123,24 @@ def with_model(body: bytes, model: str) -> bytes | None:
 MODEL_HEADER = b"x-proxy-model"
 
 
+# Bytes no server sends in a header value (uvicorn and h11 raise on them): the caller wrote
+# the model name, and a raise there comes after the upstream has answered and billed.
+_NOT_IN_HEADER = re.compile(rb"[\x00-\x1f\x7f]")
+
+
+def _model_header(model: str) -> tuple[bytes, bytes]:
+    return MODEL_HEADER, _NOT_IN_HEADER.sub(b"?", model.encode("latin-1", "replace")[:200])
+
+
 class ModelTicket(HeaderTicket):
     """Tells the caller which model answers (`x-proxy-model`). It also marks where the
     checks on the body start in the request's tickets: a fallback replaces those."""
 
     def __init__(self, model: str) -> None:
-        super().__init__([(MODEL_HEADER, model.encode("latin-1", "replace")[:200])])
+        super().__init__([_model_header(model)])
 
     def name(self, model: str) -> None:
-        self.headers[0] = (MODEL_HEADER, model.encode("latin-1", "replace")[:200])
+        self.headers[0] = _model_header(model)
 
 
 class ModelFallbacks:
@@ -215,7 +225,13 @@ class ModelFallbacks:
         checks = endpoint.pipeline.after_body
         at = tickets.index(marker) + 1
         document = await request.document()
-        if model_value_span(request.body) is None or not isinstance(document, dict):
+        # `models` (OpenRouter's list, tried in turn) may only repeat `model`: rewriting
+        # `model` alone would leave it naming the failed model for a provider that reads it.
+        if (
+            model_value_span(request.body) is None
+            or not isinstance(document, dict)
+            or "models" in document
+        ):
             logger.warning("model fallback: the request's model cannot be rewritten")
             return (), False
         # The failed attempt spent nothing: its reservations are given back first, so the

@@ -20,6 +20,7 @@ from core.errors import forget_frames
 
 if TYPE_CHECKING:
     from core.providers import Provider
+    from core.proxy.scrub import Scrubber
 
     # The router (core/proxy/model_routes.py) calls this module: named by type only.
     ModelRouter = Any
@@ -32,7 +33,9 @@ logger = logging.getLogger("llm_proxy")
 _MAX_LIST_BYTES = 4 * 1024 * 1024
 
 
-async def send_model_list(router: ModelRouter, request: ProxyRequest, send: Send) -> None:
+async def send_model_list(
+    router: ModelRouter, request: ProxyRequest, send: Send, scrubber: Scrubber
+) -> None:
     sources: dict[str, tuple[Provider, list[str]]] = {}
     for pattern, record in router.routes:
         sources.setdefault(record.name, (record, []))[1].append(pattern)
@@ -57,6 +60,9 @@ async def send_model_list(router: ModelRouter, request: ProxyRequest, send: Send
             seen.add(model["id"])
             data.append(model)
     body = json.dumps({"object": "list", "data": data}, separators=(",", ":")).encode()
+    # Written here from the upstreams' lists, not relayed: an id echoing a key would pass
+    # every tap, the scrubber included.
+    body = scrubber(body)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

@@ -27,6 +27,7 @@ from core.usage.caps import UnmeteredRouteRefused
 
 if TYPE_CHECKING:
     from core.config import Settings
+    from core.proxy.scrub import Scrubber
     from core.request import ProxyRequest
     from core.stages import Ticket
     from core.types import Send
@@ -109,16 +110,18 @@ class ModelRouter:
         default = self.default
         return default if default is not None and default.upstream else None
 
-    async def route(self, request: ProxyRequest, tickets: list[Ticket], send: Send) -> bool:
+    async def route(
+        self, request: ProxyRequest, tickets: list[Ticket], send: Send, scrubber: Scrubber
+    ) -> bool:
         """Point a default-route request at the provider its model names. True when the
-        request was answered here (the model list)."""
+        request was answered here (the model list, scrubbed as a relayed reply would be)."""
         if request.provider is not self.default:
             return False
         path = request.path
         if path == "/models" and request.method in ("GET", "HEAD") and self.routes:
             from core.proxy.model_list import send_model_list
 
-            await send_model_list(self, request, send)
+            await send_model_list(self, request, send, scrubber)
             return True
         if request.method != "POST" or path not in ROUTED_PATHS:
             if self.default is not None and not self.default.upstream:

@@ -7,8 +7,9 @@ path. Under `--workers N` every worker writes its counts to files in a shared te
 directory (PROMETHEUS_MULTIPROC_DIR, core/telemetry/serving.py) and a scrape of any
 worker reads them all.
 
-The model label is only ever a model an upstream accepted (a 2xx reply), and the caller is
-never a label: a caller cannot grow the number of series.
+The model label is only ever a model an upstream accepted (a 2xx reply), at most
+MODEL_LABELS of them, and the caller is never a label: a caller cannot grow the number of
+series.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ _DURATION = "Time from the request's arrival to the reply's end"
 _FIRST_CHUNK_NAME = "gen_ai_client_operation_time_to_first_chunk_seconds"
 _FIRST_CHUNK = "Time from a streamed request's arrival to its first reply byte"
 _OPEN = "Requests and realtime sessions in flight (kind: http, websocket)"
+# Distinct model labels a process keeps; further models share OTHER_MODEL. A 2xx bounds
+# them only where the upstream refuses names it does not serve: one that runs any name
+# (llama.cpp's server, a gateway ignoring `model`) would take a new series per request.
+MODEL_LABELS = 500
+OTHER_MODEL = "other"
 
 
 Key = tuple[str, ...]
@@ -195,6 +201,8 @@ class PrometheusSink:
     registry: CollectorRegistry | None
 
     def __init__(self) -> None:
+        # The model labels in use (at most MODEL_LABELS).
+        self.models: set[str] = set()
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         if self.multiprocess:
             self._client_metrics()
@@ -268,6 +276,11 @@ class PrometheusSink:
             self.cache_hits.add((route,), 1)
             return  # a hit's tokens were saved, not spent
         model = record.model_label
+        if model not in self.models:
+            if len(self.models) >= MODEL_LABELS:
+                model = OTHER_MODEL
+            else:
+                self.models.add(model)
         if record.input_tokens is not None:
             tokens = self.tokens
             tokens.add((route, model, "input"), record.input_tokens)

@@ -133,6 +133,20 @@ class RequestRecord:
             self.first_byte_ns = self.started_ns + int(self.log.first_byte_ms * 1_000_000)
 
 
+# Gemini's other model methods, by their name in lower case (as matched) and as written.
+_GEMINI_METHODS = {
+    name.lower(): name
+    for name in (
+        "countTokens",
+        "batchGenerateContent",
+        "asyncBatchEmbedContent",
+        "predict",
+        "predictLongRunning",
+        "generateAnswer",
+    )
+}
+
+
 def operation_name(path: str, kind: str = "http") -> str:
     """gen_ai.operation.name from the route's path (well-known values where one fits)."""
     if kind == "websocket":
@@ -148,7 +162,9 @@ def operation_name(path: str, kind: str = "http") -> str:
         return "embeddings"
     if method in ("generatecontent", "streamgeneratecontent"):
         return "generate_content"
-    return path.rsplit("/", 1)[-1].partition(":")[2] or "http"
+    # A metric label: any caller (a stranger's 404 included) chooses the path, so only a
+    # method Gemini has keeps its name; anything else would be a new series per request.
+    return _GEMINI_METHODS.get(method, "http")
 
 
 def server_address(url: str) -> str:

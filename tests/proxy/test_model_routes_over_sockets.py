@@ -154,6 +154,28 @@ def test_chain_falls_back_on_a_503_with_only_the_model_changed(routed: Routed) -
     assert not reached["gemini"]
 
 
+def test_a_body_with_a_models_list_is_not_rewritten_for_the_next_model(routed: Routed) -> None:
+    """`models` (OpenRouter's list, tried in turn) may repeat `model`. A fallback rewrote
+    `model` alone, so the next provider got a body whose `models` still named the failed
+    model: admitted, scoped and priced as one model, run as another by a provider that
+    reads the list. Such a body is not rewritten: the caller gets the failure."""
+    routed.reset()
+    body = b'{"model":"gpt-4o","models":["gpt-4o"],"messages":[{"role":"user","content":"hi"}]}'
+    reply = httpx.post(
+        f"{routed.proxy.url}/v1/chat/completions",
+        content=body,
+        headers={
+            "authorization": f"Bearer {FAKE_TOKEN}",
+            "content-type": "application/json",
+            "x-mock-fail-models": "gpt-4o",
+        },
+    )
+    assert reply.status_code == 503, reply.text
+    reached = seen(routed)
+    assert len(reached["default"]) == 1
+    assert not reached["anthropic"] and not reached["gemini"]
+
+
 def test_chain_goes_on_to_the_last_model_and_streams(routed: Routed) -> None:
     routed.reset()
     raw = client(routed).chat.completions.with_raw_response.create(
@@ -338,6 +360,27 @@ def test_browsers_may_read_which_model_answered(routed: Routed) -> None:
     assert reply.headers["x-proxy-model"] == "claude-haiku-4-5"
     exposed = reply.headers["access-control-expose-headers"].split(", ")
     assert "x-proxy-model" in exposed
+
+
+@pytest.mark.parametrize(
+    "model", ["gpt-4o-mini\r\nset-cookie: a=b", "claude-haiku-4-5\x00", "gpt-4o\x7f"]
+)
+def test_a_model_name_with_control_characters_still_gets_its_reply(
+    routed: Routed, model: str
+) -> None:
+    """The caller's model went into `x-proxy-model` as sent: a CR, LF, NUL or DEL made the
+    server refuse the header after the upstream had answered (and billed), so the caller got
+    a dropped connection and the log a traceback. The header carries a safe spelling."""
+    reply = httpx.post(
+        f"{routed.proxy.url}/v1/chat/completions",
+        json={"model": model, "messages": HI},
+        headers={"authorization": f"Bearer {FAKE_TOKEN}"},
+        timeout=20,
+    )
+    assert reply.status_code == 200, reply.text
+    assert "set-cookie" not in reply.headers
+    named = reply.headers["x-proxy-model"]
+    assert named.isprintable() and named.startswith(model[:3]), named
 
 
 def test_a_surface_without_stream_usage_is_refused_streams_under_a_cap() -> None:

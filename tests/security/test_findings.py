@@ -321,3 +321,34 @@ async def test_model_scope_covers_gemini_tuned_models(tmp_path: Path) -> None:
     assert tuned.status_code == 403, tuned.text
     assert tuned.json()["error"]["status"] == "PERMISSION_DENIED"
     assert route.call_count == 1
+
+
+# ---- the model list MODEL_ROUTES builds ----------------------------------------------
+ANTHROPIC = "https://anthropic.upstream.test"
+ANTHROPIC_KEY = "fake-anthropic-key-for-the-list-0123"
+
+
+@respx.mock
+async def test_the_routed_model_list_is_scrubbed_of_the_keys() -> None:
+    """`GET /v1/models` under MODEL_ROUTES is a reply the proxy writes from each provider's
+    own list: an upstream that echoes its key into an id, whole or masked, reached the
+    caller there, past the scrubber every relayed reply goes through."""
+    masked = ANTHROPIC_KEY[:7] + "****" + ANTHROPIC_KEY[-4:]
+    respx.get(f"{UPSTREAM}/models").respond(
+        200, json={"data": [{"id": "gpt-4o"}, {"id": f"gpt-echo-{FAKE_UPSTREAM_KEY}"}]}
+    )
+    respx.get(f"{ANTHROPIC}/v1/models").respond(
+        200, json={"data": [{"id": "claude-a"}, {"id": f"claude-echo-{masked}"}]}
+    )
+    extra = {
+        "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
+        "ANTHROPIC_UPSTREAM": ANTHROPIC,
+        "MODEL_ROUTES": "claude-*=anthropic",
+    }
+    async with client(create_app(load_settings(env(**extra)))) as proxy:
+        reply = await proxy.get("/v1/models", headers=AUTH)
+    assert reply.status_code == 200, reply.text
+    ids = [model["id"] for model in reply.json()["data"]]
+    assert "gpt-4o" in ids and "claude-a" in ids, ids
+    for secret in (FAKE_UPSTREAM_KEY, ANTHROPIC_KEY, masked, ANTHROPIC_KEY[-8:]):
+        assert secret not in reply.text

@@ -105,6 +105,49 @@ def test_counting_leaves_the_request_as_the_caller_sent_it(
     assert sent["body_sha256"] == hashlib.sha256(body).hexdigest()  # no stream_options added
 
 
+def test_paths_a_stranger_makes_up_add_no_series(server_proxy: RunningServer) -> None:
+    # The operation label came from the path's `:method`: each made-up method (on a 404,
+    # no token needed) was a new histogram series, so memory and the scrape grew without
+    # bound.
+    for index in range(20):
+        reply = httpx.post(f"{server_proxy.url}/no/such/route:made{index}", timeout=20)
+        assert reply.status_code == 404
+    text = httpx.get(f"{server_proxy.url}/metrics").text
+    operations = {
+        dict(labels)["operation"]
+        for labels in samples(text, "gen_ai_client_operation_duration_seconds_count")
+    }
+    assert not any(name.startswith("made") for name in operations), operations
+    assert len(operations) <= 2, operations
+
+
+def test_models_an_upstream_takes_whatever_their_name_add_bounded_series(
+    mock_upstream: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model label is the caller's model wherever the upstream answered 2xx: an upstream
+    that runs any name (llama.cpp's server, the mock, a gateway that ignores `model`) let a
+    caller add a series per request. Past the bound, further names share one label."""
+    from core.telemetry import prometheus
+
+    monkeypatch.setattr(serving, "SERVER", True)
+    monkeypatch.setattr(prometheus, "MODEL_LABELS", 3, raising=False)
+    # The ledger is kept: every reply is metered.
+    env = proxy_env(mock_upstream.url, ADMIN_TOKEN="test-admin-token-for-metrics-0123456789")
+    with serve_in_thread(create_app(load_settings(env))) as proxy:
+        for index in range(8):
+            reply = httpx.post(
+                f"{proxy.url}/v1/chat/completions",
+                headers={"authorization": f"Bearer {FAKE_TOKEN}"},
+                json={"model": f"made-up-{index}", "messages": [{"role": "user", "content": "hi"}]},
+                timeout=20,
+            )
+            assert reply.status_code == 200
+        tokens = samples(httpx.get(f"{proxy.url}/metrics").text, "llm_proxy_tokens_total")
+    models = {dict(labels)["model"] for labels in tokens}
+    assert len(models) <= 4, models  # three names, then one shared label
+    assert sum(v for k, v in tokens.items() if dict(k)["type"] == "input") == 8  # all counted
+
+
 def test_scrape_through_a_local_reverse_proxy_is_refused(server_proxy: RunningServer) -> None:
     reply = httpx.get(f"{server_proxy.url}/metrics", headers={"x-forwarded-for": "203.0.113.9"})
     assert reply.status_code == 404

@@ -22,6 +22,9 @@ from core.types import RequestLog
         ("/gemini/v1beta/models/text-embedding-004:embedContent", "embeddings"),
         ("/gemini/v1beta/models/gemini-2.0-flash:countTokens", "countTokens"),
         ("/v1/models", "http"),
+        # A label: a method the caller made up is not a new series.
+        ("/gemini/v1beta/models/gemini-2.0-flash:madeUp1", "http"),
+        ("/anything:COUNTTOKENS", "countTokens"),
     ],
 )
 def test_operation_names(path: str, operation: str) -> None:
