@@ -131,7 +131,9 @@ class Taps:
         """What every tap held back, each flushed tail passed through the taps after it."""
         data = b""
         for tap in self.chain:
-            data = tap.feed(data) + tap.flush()
+            if data:  # nothing to feed is nothing for any tap (and spares each a pass)
+                data = tap.feed(data)
+            data += tap.flush()
         return data
 
 

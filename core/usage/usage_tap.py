@@ -33,7 +33,7 @@ class UsageTap:
     Built once the meter has started (core/proxy/taps.py): its headers decide whether the
     short cut can apply (a meter started later only ever takes the long way)."""
 
-    __slots__ = ("filter", "meter", "plain")
+    __slots__ = ("filter", "meter", "plain", "ready")
 
     def __init__(self, meter: UsageMeter, usage_filter: UsageChunkFilter | None) -> None:
         self.meter = meter
@@ -41,36 +41,41 @@ class UsageTap:
         # The meter reads an uncompressed event stream: fixed by its start (an unreadable
         # reply never becomes readable; only an inflating meter turns unreadable later).
         self.plain = meter._stream and meter.readable and meter._inflate is None
+        # `plain`, and neither the meter nor the filter holds an unfinished line or event:
+        # the short cut applies. Only the long way changes what they hold, so it is
+        # computed again there, not read from both on every event.
+        self.ready = self.plain
 
     def feed(self, chunk: bytes) -> bytes:
         # `bytes.find` rather than `in`: the same search, but CPython's `bytes in bytes`
         # first tries the needle as an integer and builds (then drops) a TypeError, which
         # doubles the cost of each test on every event of a stream.
-        # The meter holds no unfinished line (its own state, read here, never changed).
         usage_filter = self.filter
         if usage_filter is None:
             if (
-                self.plain
+                self.ready
                 and chunk[-1:] == b"\n"
-                and not self.meter._pending
                 and chunk.find(b"sage") < 0
                 and (chunk.find(b"\\") < 0 or chunk.find(b"\\u") < 0)
             ):
                 return chunk  # nothing the meter reads, nothing it would hold back
-            self.meter.feed(chunk)
+            meter = self.meter
+            meter.feed(chunk)
+            self.ready = self.plain and not meter._pending
             return chunk
         if (
-            self.plain
+            self.ready
             and chunk[-2:] == b"\n\n"
-            and not self.meter._pending
-            and not usage_filter._pending
             and (chunk.find(b"\\") < 0 or chunk.find(b"\\u") < 0)
         ):
             kept = chunk.replace(_NULL_USAGE, b"")
             if kept.find(b"sage") < 0:
                 return kept
-        self.meter.feed(chunk)
-        return usage_filter(chunk)
+        meter = self.meter
+        meter.feed(chunk)
+        kept = usage_filter(chunk)
+        self.ready = self.plain and not meter._pending and not usage_filter._pending
+        return kept
 
     def flush(self) -> bytes:
         return self.filter.flush() if self.filter is not None else b""
