@@ -20,6 +20,9 @@ class Caller(NamedTuple):
     record: TokenRecord | None = None
     # True when the token limits providers or models, so unscoped callers skip the check.
     scoped: bool = False
+    # When the credential stops working (a stored token's expiry, a JWT's `exp`), epoch
+    # seconds: what it mints must not outlive it (core/realtime/minting.py).
+    expires_at: float | None = None
 
 
 SHARED_TOKEN_CALLER = Caller("access-token")

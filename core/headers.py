@@ -8,10 +8,14 @@ here; event streams are told not to be buffered by proxies on the way.
 
 from __future__ import annotations
 
-from typing import Protocol
+import re
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote_to_bytes
 
 from core.errors import Unauthorized
+
+if TYPE_CHECKING:
+    from core.types import Scope
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -221,3 +225,26 @@ def find_credential(headers: RawHeaders, key_param: bytes | None) -> bytes | Non
                 value = rest
             return value.strip()
     return key_param.strip() if key_param is not None else None
+
+
+# A plain host[:port]: the only Host a reply may name the proxy by.
+_HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def public_origin(scope: Scope) -> str | None:
+    """scheme://host the caller reached the proxy at, as the platform hands it to us. Host
+    (and X-Forwarded-Proto) are the caller's to choose, but they only shape the URL handed
+    back to that same caller (a cached reply that names it is kept under it too,
+    core/cache/key.py); anything that is not a plain host[:port] is not used."""
+    host = proto = None
+    for name, value in scope["headers"]:
+        if name == b"host" and host is None:
+            host = value.decode("latin-1")
+        elif name == b"x-forwarded-proto" and proto is None:
+            proto = value.decode("latin-1").split(",", 1)[0].strip().lower()
+    if host is None or not _HOST.fullmatch(host):
+        return None
+    scheme = proto if proto in ("http", "https") else scope.get("scheme", "http")
+    if scheme not in ("http", "https"):
+        return None
+    return f"{scheme}://{host}{scope.get('root_path', '')}"

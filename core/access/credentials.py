@@ -106,7 +106,12 @@ class TokenCheck:
             raise Unauthorized(f"The proxy token {record.id} is disabled.")
         if record.expired(time.time()):
             raise Unauthorized(f"The proxy token {record.id} has expired.")
-        return Caller(record.label, record, scoped=bool(record.providers or record.models))
+        return Caller(
+            record.label,
+            record,
+            scoped=bool(record.providers or record.models),
+            expires_at=record.expires_at,
+        )
 
     async def _lookup(self, digest: bytes) -> TokenRecord | None:
         now = time.monotonic()

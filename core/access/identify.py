@@ -46,7 +46,8 @@ class Identify:
 
             if looks_like_jwt(credential):
                 claims = await self.jwt.verify(credential)
-                return Caller("user:" + claims["sub"][:200])
+                # `exp` is required and checked to be a number (core/access/jwt_auth.py).
+                return Caller("user:" + claims["sub"][:200], expires_at=float(claims["exp"]))
         if credential is None and self.anonymous_origins is not None:
             # CORS alone only stops a page from *reading* the reply; a request from another
             # site's page, or none, would still spend the key. Anonymous calls need a page

@@ -6,9 +6,9 @@ returns a ticket carrying the stored reply: the endpoint sends it, calls no upst
 settles every ticket with zero cost (limits and budgets give their reservation back), the
 tokens saved going to the access log. A miss returns a ticket the relay feeds a copy of the
 reply, bounded by CACHE_MAX_ENTRY_BYTES (it stops copying once over); settlement stores it
-only if the reply is a 200 read to its end, uncompressed, not marked `no-store`, and an
-answer by its own protocol's measure: a finished stream, not an `{"error": ...}` body
-(core/cache/complete.py).
+only if the reply is a 200 read to its end, uncompressed, not marked `no-store` (nor
+`private` under CACHE_SCOPE=shared), and an answer by its own protocol's measure: a
+finished stream, not an `{"error": ...}` body (core/cache/complete.py).
 
 The caller's `Cache-Control: no-cache` skips the lookup; with CACHE_SCOPE=caller it
 refreshes the caller's own entry with the new reply, with CACHE_SCOPE=shared it writes
@@ -202,6 +202,8 @@ class CacheTicket(ReplyTicket):
             lowered = name.lower()
             if lowered == b"cache-control" and b"no-store" in value.lower():
                 return
+            if lowered == b"cache-control" and self.cache.shared and b"private" in value.lower():
+                return  # for one user only: a shared cache must not keep it (RFC 9111 5.2.2.7)
             if lowered == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
                 return  # a compressed body could reach a caller that cannot read it
         self.content_type = next((v for n, v in headers if n.lower() == b"content-type"), b"")

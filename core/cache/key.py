@@ -10,7 +10,8 @@ The key is the SHA-256 of: the provider route, the method, the upstream path and
 query (credential removed: `alt=sse`, `$fields`... all count), the body as canonical JSON
 (keys sorted, no whitespace), whether it streams, every request header the proxy forwards
 upstream (core/headers.py) except those known not to shape the reply
-(`NOT_SHAPING`), and the scope: the caller's identity (CACHE_SCOPE=caller) or `shared`.
+(`NOT_SHAPING`), where the proxy rewrites the reply to name itself (Gemini) the address the
+caller reached it at, and the scope: the caller's identity (CACHE_SCOPE=caller) or `shared`.
 
 Headers are counted by exclusion, not inclusion: a header the proxy forwards may change
 the reply (anthropic-version, anthropic-beta, openai-beta, Accept, X-Goog-FieldMask, and
@@ -24,14 +25,15 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-from core.headers import upstream_request_headers
+from core.headers import public_origin, upstream_request_headers
 
 if TYPE_CHECKING:
     from core.request import ProxyRequest
 
 KEY_PREFIX = "cache:"
-# Bumped when the key material or the stored document changes shape.
-_VERSION = 2
+# Bumped when the key material or the stored document changes shape (3: the proxy's
+# address, for replies rewritten to name it).
+_VERSION = 3
 # Forwarded request headers that do not change what the upstream answers: client
 # telemetry, the body's type (it is parsed), retry bookkeeping, and the coding (the proxy
 # asks for identity). Every other forwarded header is part of the key.
@@ -101,6 +103,10 @@ def _material(request: ProxyRequest, document: dict[str, Any], stream: bool, sco
         "body": document,
         "stream": stream,
         "headers": shaping,
+        # A Gemini reply names the proxy by the Host (and X-Forwarded-Proto) this caller sent
+        # (core/proxy/uploads.py), which the upstream never sees: a reply rewritten for one
+        # address must not be replayed to a caller who reached the proxy at another.
+        "origin": public_origin(request.scope) if request.provider.resumable_uploads else None,
         "scope": scope,
     }
     return json.dumps(material, sort_keys=True, separators=(",", ":")).encode()

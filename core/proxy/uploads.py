@@ -19,7 +19,6 @@ to the configured upstream; no host named in a request is ever used.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
@@ -29,7 +28,7 @@ from urllib.parse import parse_qsl, urlsplit
 from core.caller import SHARED_TOKEN_CALLER, Caller
 from core.digest import sha256
 from core.errors import BadRequest, Unauthorized
-from core.headers import split_key_param
+from core.headers import public_origin, split_key_param
 from core.protocols import route_path
 
 if TYPE_CHECKING:
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
     from core.providers import Provider
     from core.request import ProxyRequest
     from core.stores import Store
-    from core.types import Scope
 
 # Headers of a Gemini reply that hand the caller a URL on the upstream's host: the upload
 # URLs, and the Location (and Content-Location) an upload's start leg may carry. Each is
@@ -52,7 +50,6 @@ SESSION_SECONDS = 24 * 3600
 # Sessions remembered in memory when there is no token store: the oldest go first.
 MEMORY_SESSIONS = 10_000
 _MAX_UPLOAD_ID = 512
-_HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _STORE_PREFIX = "upload:"
 
 
@@ -103,24 +100,6 @@ def root_upload_route(
         if provider.resumable_uploads:
             return provider, path
     return None
-
-
-def public_origin(scope: Scope) -> str | None:
-    """scheme://host the caller reached the proxy at, as the platform hands it to us. Host
-    (and X-Forwarded-Proto) are the caller's to choose, but they only shape the URL handed
-    back to that same caller; anything that is not a plain host[:port] is not used."""
-    host = proto = None
-    for name, value in scope["headers"]:
-        if name == b"host" and host is None:
-            host = value.decode("latin-1")
-        elif name == b"x-forwarded-proto" and proto is None:
-            proto = value.decode("latin-1").split(",", 1)[0].strip().lower()
-    if host is None or not _HOST.fullmatch(host):
-        return None
-    scheme = proto if proto in ("http", "https") else scope.get("scheme", "http")
-    if scheme not in ("http", "https"):
-        return None
-    return f"{scheme}://{host}{scope.get('root_path', '')}"
 
 
 def proxy_upload_url(

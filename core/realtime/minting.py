@@ -11,9 +11,11 @@ operator sets ALLOW_EPHEMERAL_KEYS=true, and when on:
   a mint that names no model is refused while either is in force, and a Gemini token must
   also lock its model (`bidiGenerateContentSetup.model`, kept by `fieldMask`), since an
   unlocked one opens any Live model;
-- the key lives at most ten minutes and, for Gemini, opens one session: the small JSON
-  body is parsed, its expiry fields are capped (inserted where the provider's default is
-  longer) and it is re-serialised, so the provider reads exactly what was checked;
+- the key lives at most ten minutes, and never past the expiry of the credential that
+  minted it (a stored token's, a JWT's `exp`: the proxy cannot revoke the key, so it must
+  not outlive what the proxy would refuse), and, for Gemini, opens one session: the small
+  JSON body is parsed, its expiry fields are capped (inserted where the provider's default
+  is longer) and it is re-serialised, so the provider reads exactly what was checked;
 - each minted key counts as a request and is charged EPHEMERAL_KEY_TOKENS against the
   caller's token limit and budget, never refunded: what the key spends is never seen here.
   A refusal by the provider (no key minted) charges nothing.
@@ -35,6 +37,10 @@ if TYPE_CHECKING:
 
 # The longest an ephemeral key minted here may live, in seconds.
 MAX_KEY_SECONDS = 600
+# How long OpenAI's beta `realtime/sessions` secret lives when the body does not say, and
+# how long a Gemini auth token may start a session when its `newSessionExpireTime` does not.
+SESSION_SECRET_DEFAULT_SECONDS = 60
+NEW_SESSION_DEFAULT_SECONDS = 60
 
 
 class RealtimeCallRefused(Forbidden):
@@ -67,6 +73,17 @@ class EphemeralKeys:
         record = caller.record if caller is not None else None
         return record is not None and bool(record.models)
 
+    def key_seconds(self, request: ProxyRequest) -> int:
+        """How long a key minted now may live: ten minutes, and never past the expiry of
+        the caller's credential (at least a second: the identify stage refused it if it
+        had already expired)."""
+        caller = request.caller
+        expires_at = caller.expires_at if caller is not None else None
+        if expires_at is None:
+            return MAX_KEY_SECONDS
+        left = int(expires_at - self.clock().timestamp())
+        return max(1, min(MAX_KEY_SECONDS, left))
+
     async def admit(self, request: ProxyRequest) -> Ticket | None:
         if request.route.kind != "minting":
             return None
@@ -85,14 +102,15 @@ class EphemeralKeys:
             raise BadRequest("An ephemeral-key request needs a JSON object body.")
         # A model named in two places or spellings is refused even where no rule reads it.
         await request.model()
+        seconds = self.key_seconds(request)
         if request.provider.mints_auth_tokens:
             if self.models_ruled(request):
                 require_locked_model(document)
-            cap_gemini_token(document, self.clock())
+            cap_gemini_token(document, self.clock(), seconds)
         elif request.path.replace("_", "").endswith("/clientsecrets"):
-            cap_openai_client_secret(document)
+            cap_openai_client_secret(document, seconds)
         else:
-            cap_openai_session_secret(document)
+            cap_openai_session_secret(document, seconds)
         request.body = json.dumps(document, separators=(",", ":")).encode()
         return MintedKey(Usage(0, self.key_tokens))
 
@@ -125,30 +143,32 @@ def _pop(document: dict[str, Any], name: str) -> Any:
     return value
 
 
-def _seconds(value: Any) -> int:
-    good = isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_KEY_SECONDS
-    return value if good else MAX_KEY_SECONDS
+def _seconds(value: Any, most: int) -> int:
+    good = isinstance(value, int) and not isinstance(value, bool) and 0 < value <= most
+    return value if good else most
 
 
-def cap_openai_client_secret(document: dict[str, Any]) -> None:
-    """`expires_after` set to at most ten minutes (OpenAI's default is ten minutes, up to
-    two hours when asked): inserted when absent, so a changed default changes nothing."""
+def cap_openai_client_secret(document: dict[str, Any], most: int = MAX_KEY_SECONDS) -> None:
+    """`expires_after` set to at most `most` seconds (OpenAI's default is ten minutes, up
+    to two hours when asked): inserted when absent, so a changed default changes nothing."""
     after = _pop(document, "expires_after")
     seconds = after.get("seconds") if isinstance(after, dict) else None
-    document["expires_after"] = {"anchor": "created_at", "seconds": _seconds(seconds)}
+    document["expires_after"] = {"anchor": "created_at", "seconds": _seconds(seconds, most)}
 
 
-def cap_openai_session_secret(document: dict[str, Any]) -> None:
-    """Beta `realtime/sessions`: `client_secret.expires_after` capped when given (the
-    default is one minute)."""
+def cap_openai_session_secret(document: dict[str, Any], most: int = MAX_KEY_SECONDS) -> None:
+    """Beta `realtime/sessions`: `client_secret.expires_after` capped at `most` seconds
+    when given, and inserted when the default (one minute) would be longer."""
     secret = _pop(document, "client_secret")
     if secret is None:
-        return
+        if most >= SESSION_SECRET_DEFAULT_SECONDS:
+            return
+        secret = {}
     if not isinstance(secret, dict):
         secret = {}
     after = _pop(secret, "expires_after")
     seconds = after.get("seconds") if isinstance(after, dict) else None
-    secret["expires_after"] = {"anchor": "created_at", "seconds": _seconds(seconds)}
+    secret["expires_after"] = {"anchor": "created_at", "seconds": _seconds(seconds, most)}
     document["client_secret"] = secret
 
 
@@ -203,11 +223,15 @@ def _parse_time(value: Any) -> datetime.datetime | None:
     return moment if moment.tzinfo is not None else None
 
 
-def cap_gemini_token(document: dict[str, Any], now: datetime.datetime) -> None:
-    """`expireTime` at most ten minutes away (inserted: Google's default is 30 minutes),
-    `newSessionExpireTime` capped when given (default one minute), `uses` exactly 1."""
-    latest = now + datetime.timedelta(seconds=MAX_KEY_SECONDS)
-    for name, insert in (("expireTime", True), ("newSessionExpireTime", False)):
+def cap_gemini_token(
+    document: dict[str, Any], now: datetime.datetime, most: int = MAX_KEY_SECONDS
+) -> None:
+    """`expireTime` at most `most` seconds away (inserted: Google's default is 30 minutes),
+    `newSessionExpireTime` capped when given or when its default (one minute) is longer than
+    `most`, `uses` exactly 1."""
+    latest = now + datetime.timedelta(seconds=most)
+    late_sessions = most < NEW_SESSION_DEFAULT_SECONDS
+    for name, insert in (("expireTime", True), ("newSessionExpireTime", late_sessions)):
         given = _pop(document, name)
         if given is None and not insert:
             continue

@@ -386,3 +386,16 @@ def test_without_cache_url_replies_say_nothing_of_a_cache(proxy: RunningServer) 
         headers={"authorization": f"Bearer {FAKE_TOKEN}"},
     )
     assert reply.status_code == 200 and "x-proxy-cache" not in reply.headers
+
+
+def test_a_reply_marked_private_is_not_shared(shared_stack: CacheStack) -> None:
+    """`Cache-Control: private` says the reply is for one user: a shared cache must not
+    store it (RFC 9111 5.2.2.7). Under CACHE_SCOPE=shared it went to every caller."""
+    reset_upstream(shared_stack.upstream)
+    messages = fresh_messages()
+    mark = {"x-reply-cache-control": "private"}
+    first = openai_client(shared_stack, shared_stack.token, **mark)
+    other = openai_client(shared_stack, shared_stack.other_token, **mark)
+    assert chat_raw(first, messages)[0] == "miss"
+    assert chat_raw(other, messages)[0] == "miss"  # main: a hit, the first caller's reply
+    assert upstream_calls(shared_stack) == 2
