@@ -109,6 +109,9 @@ _DROP_OUTBOUND = HOP_BY_HOP | frozenset(
         b"alt-svc",
         b"server",
         b"date",
+        # Ours replace them (NOT_A_PAGE).
+        b"content-security-policy",
+        b"x-content-type-options",
     }
 )
 
@@ -116,6 +119,16 @@ _DROP_OUTBOUND = HOP_BY_HOP | frozenset(
 _DROP_OUTBOUND_PREFIXES = (b"access-control-", b"x-proxy-")
 
 EVENT_STREAM_HEADERS: RawHeaders = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+
+# Every relayed reply is data for an SDK, never a page, yet it shares its origin with the
+# admin dashboard (/admin). A reply a browser would render (an upstream's text/html, a
+# caller's uploaded file read back) runs no script and gets an origin of its own, so it
+# cannot reach the dashboard's session; and no type is guessed from the bytes. Headers a
+# fetch() or an SDK never acts on.
+NOT_A_PAGE: RawHeaders = [
+    (b"content-security-policy", b"sandbox"),
+    (b"x-content-type-options", b"nosniff"),
+]
 
 
 def _connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
@@ -178,6 +191,7 @@ def client_response_headers(
     if is_event_stream:
         kept = [(n, v) for n, v in kept if n not in (b"cache-control", b"x-accel-buffering")]
         kept.extend(EVENT_STREAM_HEADERS)
+    kept.extend(NOT_A_PAGE)
     if scrubber:
         kept = scrubber.headers(kept)
     return kept, content_length

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from core.headers import (
     EVENT_STREAM_HEADERS,
-    client_response_headers,
+    NOT_A_PAGE,
     upstream_request_headers,
+)
+from core.headers import (
+    client_response_headers as with_page_guard,
 )
 from core.proxy.scrub import Scrubber
 from tests.support.servers import FAKE_UPSTREAM_KEY
@@ -18,6 +21,16 @@ UPSTREAM_KEY = FAKE_UPSTREAM_KEY  # the suite's obviously fake key
 
 def names(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
     return [name for name, _ in headers]
+
+
+def client_response_headers(
+    headers: list[tuple[bytes, bytes]], scrubber: Scrubber | None = None
+) -> tuple[list[tuple[bytes, bytes]], int | None]:
+    """What the caller gets, less the two headers every relayed reply ends with (their
+    own test below)."""
+    kept, length = with_page_guard(headers, scrubber)
+    assert kept[-len(NOT_A_PAGE) :] == NOT_A_PAGE
+    return kept[: -len(NOT_A_PAGE)], length
 
 
 # ---- to the upstream ---------------------------------------------------------------------
@@ -124,6 +137,23 @@ def test_a_reply_that_is_not_an_event_stream_keeps_its_cache_headers() -> None:
     upstream = [(b"content-type", b"application/json"), (b"cache-control", b"max-age=60")]
     kept, _ = client_response_headers(upstream)
     assert kept == upstream
+
+
+def test_a_relayed_reply_is_never_a_page_that_shares_the_dashboards_origin() -> None:
+    # An upstream's HTML (or a caller's file read back) would render on the proxy's
+    # origin, beside /admin: sandboxed, it runs no script and has an origin of its own.
+    kept, _ = with_page_guard(
+        [
+            (b"Content-Type", b"text/html"),
+            (b"Content-Security-Policy", b"default-src *; script-src 'unsafe-inline'"),
+            (b"X-Content-Type-Options", b"sniff-away"),
+        ]
+    )
+    assert kept == [
+        (b"content-type", b"text/html"),
+        (b"content-security-policy", b"sandbox"),
+        (b"x-content-type-options", b"nosniff"),
+    ]
 
 
 def test_a_key_in_a_header_value_is_redacted() -> None:

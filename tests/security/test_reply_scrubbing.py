@@ -211,3 +211,18 @@ def test_no_reply_header_names_the_upstream() -> None:
     assert upstream_host not in json.dumps(dict(reply.headers))
     assert "location" not in reply.headers and "link" not in reply.headers
     assert reply.headers["x-kept"] == "nothing of the upstream here"
+
+
+def test_an_upstream_page_is_sandboxed_off_the_dashboards_origin() -> None:
+    # An upstream (or a caller's file read back) answering text/html with a script: on the
+    # proxy's origin, beside /admin, it would run with the dashboard's cookies in reach.
+    page = b"<html><script>fetch('/admin/api/tokens')</script></html>"
+
+    def reply(request: dict[str, Any]) -> Any:
+        return 200, [("content-type", "text/html"), ("x-content-type-options", "off")], [(0, page)]
+
+    with metered(ScriptedUpstream(reply)) as proxy:
+        got = httpx.get(f"{proxy.url}/v1/files/file-1/content", headers=AUTH)
+    assert got.status_code == 200 and got.content == page
+    assert got.headers.get_list("content-security-policy") == ["sandbox"]
+    assert got.headers.get_list("x-content-type-options") == ["nosniff"]
