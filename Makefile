@@ -120,10 +120,11 @@ docs: setup
 mutation: setup
 	$(BIN)/python tools/mutation.py $(TARGETS)
 
-# wrk, from Debian's packages, is the load generator of bench/.
+# wrk, from Debian's packages, is the load generator of bench/; valgrind counts the
+# instructions of bench/bench_instructions.py.
 bench-tools:
-	@command -v wrk >/dev/null 2>&1 || { \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+	@{ command -v wrk && command -v valgrind; } >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk valgrind; }
 
 # The seed recipe's Express proxy, a baseline of bench/bench_streams.py, from its lock file.
 bench-express: bench/express/node_modules/.installed
