@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -202,9 +203,17 @@ def test_workers_add_up_and_match_the_ledger(
                 timeout=20,
             )
             assert reply.status_code == 200
-        text = client.get(f"{url}/metrics").text
-    requests = samples(text, "llm_proxy_requests_total")
-    assert requests[(("refusal", ""), ("route", "default"), ("status", "200"))] == sent
+        # A request is counted when its handling ends, which can come a moment after the
+        # caller read its last byte: a scrape right after may still miss the last one.
+        deadline = time.monotonic() + 10
+        while True:
+            text = client.get(f"{url}/metrics").text
+            requests = samples(text, "llm_proxy_requests_total")
+            key = (("refusal", ""), ("route", "default"), ("status", "200"))
+            if requests.get(key) == sent or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert requests[key] == sent
     tokens = samples(text, "llm_proxy_tokens_total")
     ledger = UsageLedger(open_store(store_url))
     [row] = ledger.rows(by="model")
