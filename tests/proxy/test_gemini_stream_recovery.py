@@ -295,3 +295,29 @@ def test_a_token_revoked_mid_stream_gets_no_continuation(tmp_path: Any) -> None:
     ):
         ask(proxy, token)
     assert len(upstream.seen) == 1  # revoked during the first: no continuation is asked
+
+
+def test_a_stream_reporting_no_usage_gets_no_continuation_under_a_budget() -> None:
+    """Usage that could not be read is not zero: a stream that ended unfinished without
+    reporting its tokens is charged its reservation (fail closed), and a continuation past
+    it would be generated uncharged. Under a budget no continuation is asked for it."""
+
+    def reply(request: dict[str, Any]) -> Any:
+        candidate = {"content": {"role": "model", "parts": [{"text": "more "}]}}
+        event = json.dumps({"candidates": [candidate]})  # no usageMetadata
+        return 200, [("content-type", "text/event-stream")], [(0, f"data: {event}\n\n".encode())]
+
+    prices = json.dumps({"gemini-*": {"input": 10, "output": 100, "max_output": 1000}})
+    upstream = ScriptedUpstream(reply)
+    with (
+        serve_in_thread(upstream) as server,
+        gemini_proxy(
+            server,
+            GEMINI_STREAM_RECOVERY="true",
+            GEMINI_STREAM_RECOVERY_ATTEMPTS="5",
+            BUDGET_PER_CALLER_USD="1",
+            MODEL_PRICES=prices,
+        ) as proxy,
+    ):
+        ask(proxy, FAKE_TOKEN)
+    assert len(upstream.seen) == 1
