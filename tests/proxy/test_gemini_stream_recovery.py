@@ -321,3 +321,24 @@ def test_a_stream_reporting_no_usage_gets_no_continuation_under_a_budget() -> No
     ):
         ask(proxy, FAKE_TOKEN)
     assert len(upstream.seen) == 1
+
+
+def test_the_kill_switch_mid_stream_stops_continuations(tmp_path: Any) -> None:
+    from core.access.status import ServiceStatus
+    from core.stores import open_store
+
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    status = ServiceStatus(open_store(store_url))
+    upstream = never_finishing(on_request=lambda: status.set_online(False))
+    with (
+        serve_in_thread(upstream) as server,
+        gemini_proxy(
+            server,
+            GEMINI_STREAM_RECOVERY="true",
+            GEMINI_STREAM_RECOVERY_ATTEMPTS="3",
+            TOKEN_STORE=store_url,
+            TOKEN_CACHE_SECONDS="0",
+        ) as proxy,
+    ):
+        ask(proxy, FAKE_TOKEN)
+    assert len(upstream.seen) == 1  # switched off during the first: no continuation
