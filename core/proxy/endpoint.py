@@ -464,7 +464,7 @@ class ProxyEndpoint:
         # Usage that could not be read is not zero: the stream is charged its whole
         # reservation already, and each further call would be generated uncharged.
         usage = outcome.usage
-        return usage is not None and usage.total < reserved
+        return usage is not None and not outcome.unread_calls and usage.total < reserved
 
     async def finish_metering(
         self,
