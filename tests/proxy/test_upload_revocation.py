@@ -106,3 +106,28 @@ def test_an_upload_url_handed_out_on_a_leg_stops_with_the_same_token(
         refused = upload(second)
     assert refused.status_code == 401
     assert refused.headers["x-goog-upload-status"] == "final"
+
+
+def test_an_upload_id_stops_when_its_token_expires(
+    mock_upstream: RunningServer, tmp_path: Path
+) -> None:
+    """Expiry is checked on every leg, cached record or not (TOKEN_CACHE_SECONDS=5 here)."""
+    import time
+
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    store = open_store(store_url)
+    token, _ = create_token(store, "short-lived", expires_at=time.time() + 1.5)
+    env = proxy_env(
+        mock_upstream.url,
+        GEMINI_API_KEY=GEMINI_KEY,
+        GEMINI_UPSTREAM=mock_upstream.url,
+        TOKEN_STORE=store_url,
+        TOKEN_CACHE_SECONDS="5",
+    )
+    with serve_in_thread(create_app(load_settings(env))) as proxy:
+        reset_upstream(mock_upstream)
+        url = start_upload(proxy, token)
+        time.sleep(1.6)
+        refused = upload(url)
+    assert refused.status_code == 401
+    assert refused.headers["x-goog-upload-status"] == "final"
