@@ -255,8 +255,10 @@ class UploadSessions:
                 caller = None  # its session ended meanwhile: nothing new is issued
             else:
                 token = parent.token
-        elif request.credential and caller is not None and (
-            caller.record is not None or caller is SHARED_TOKEN_CALLER
+        elif (
+            request.credential
+            and caller is not None
+            and (caller.record is not None or caller is SHARED_TOKEN_CALLER)
         ):
             token = sha256(request.credential).hex()
         kept: RawHeaders = []

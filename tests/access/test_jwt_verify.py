@@ -254,6 +254,7 @@ async def test_a_jwks_larger_than_the_cap_is_not_read_to_its_end(
     from core.access import jwt_auth
 
     monkeypatch.setattr(jwt_auth, "MAX_JWKS_BYTES", 1024)
+
     async def endless(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         if scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":

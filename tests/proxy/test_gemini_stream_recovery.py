@@ -375,9 +375,7 @@ def test_a_continuation_whose_usage_is_unreadable_is_charged_on_top_of_the_first
         ) as proxy,
     ):
         ask(proxy, FAKE_TOKEN)
-        spent = httpx.get(
-            f"{proxy.url}/proxy/usage", headers={"x-goog-api-key": FAKE_TOKEN}
-        ).json()
+        spent = httpx.get(f"{proxy.url}/proxy/usage", headers={"x-goog-api-key": FAKE_TOKEN}).json()
     assert len(upstream.seen) == 2
     # At least the first reply's 900 and the prompt the continuation sent again.
     assert spent["input_tokens"] + spent["output_tokens"] >= 900 + 600
