@@ -57,6 +57,11 @@ class Outcome:
     # run and be billed even if no answer comes back (the caller left before the headers,
     # the first byte timed out).
     sent: bool = False
+    # Further upstream calls of this request whose usage could not be read (a Gemini
+    # stream's continuations, core/proxy/recovery.py): each is charged its reservation on
+    # top of `usage` (what the others reported; None: the first was unread too, charged
+    # its reservation), fail closed per call rather than one reservation for them all.
+    unread_calls: int = 0
 
     @property
     def billable(self) -> bool:
@@ -76,6 +81,16 @@ class Outcome:
             from core.protocols import Usage
 
             return Usage()
+        if self.unread_calls:
+            from core.protocols import Usage
+
+            n = self.unread_calls
+            base = self.usage if self.usage is not None else reserved
+            return Usage(
+                base.input_tokens + n * reserved.input_tokens,
+                base.output_tokens + n * reserved.output_tokens,
+                base.cached_input_tokens + n * reserved.cached_input_tokens,
+            )
         if self.usage is not None and self.complete:
             return self.usage
         if self.usage is not None:

@@ -74,17 +74,14 @@ class JWKSCache:
         self._attempted_at = self.clock()
         self.fetches += 1
         try:
-            async with httpx.AsyncClient(timeout=JWKS_TIMEOUT, follow_redirects=False) as client:
-                response = await client.get(self.url, headers={"accept": "application/json"})
-            if response.status_code != 200:
-                raise ValueError(f"status {response.status_code}")
-            if len(response.content) > MAX_JWKS_BYTES:
-                raise ValueError("JWKS too large")
-            document = json.loads(response.content)
+            # The whole fetch in JWKS_TIMEOUT (httpx's timeout bounds each read only: a
+            # body sent a byte at a time would hold the lock every sign-in waits on).
+            content = await asyncio.wait_for(self._download(), JWKS_TIMEOUT)
+            document = json.loads(content)
             keys = document.get("keys") if isinstance(document, dict) else None
             if not isinstance(keys, list):
                 raise ValueError("no 'keys' list")
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, ValueError, TimeoutError) as exc:
             # Keep the keys we have: a provider outage must not sign everyone out.
             logger.error("JWKS fetch failed: %s", type(exc).__name__)
             return
@@ -97,6 +94,22 @@ class JWKSCache:
             fresh[str(key.get("kid", ""))] = key
         self._keys = fresh
         self._fetched_at = self.clock()
+
+    async def _download(self) -> bytes:
+        """The JWKS body, read only up to MAX_JWKS_BYTES: a larger one is refused as soon
+        as it passes the cap, never held whole."""
+        async with (
+            httpx.AsyncClient(timeout=JWKS_TIMEOUT, follow_redirects=False) as client,
+            client.stream("GET", self.url, headers={"accept": "application/json"}) as response,
+        ):
+            if response.status_code != 200:
+                raise ValueError(f"status {response.status_code}")
+            content = bytearray()
+            async for chunk in response.aiter_bytes():
+                content += chunk
+                if len(content) > MAX_JWKS_BYTES:
+                    raise ValueError("JWKS too large")
+            return bytes(content)
 
     async def key(self, kid: str) -> dict[str, Any] | None:
         """The JWK for `kid` ("" for a token without one), fetching when stale or unknown."""

@@ -459,8 +459,12 @@ class ProxyEndpoint:
         except ProxyError:
             return False
         reserved = reserved_tokens(tickets)
-        used = outcome.usage.total if outcome.usage is not None else 0
-        return reserved is None or used < reserved
+        if reserved is None:
+            return True
+        # Usage that could not be read is not zero: the stream is charged its whole
+        # reservation already, and each further call would be generated uncharged.
+        usage = outcome.usage
+        return usage is not None and not outcome.unread_calls and usage.total < reserved
 
     async def finish_metering(
         self,

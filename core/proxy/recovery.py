@@ -203,9 +203,9 @@ class _Attempt:
                 self.text.append(part["text"])
 
 
-def _add(total: Usage | None, usage: Usage | None) -> Usage | None:
-    if total is None or usage is None:
-        return None  # an attempt whose usage could not be read: charged as unread
+def _add(total: Usage | None, usage: Usage) -> Usage:
+    if total is None:
+        return usage
     return Usage(
         total.input_tokens + usage.input_tokens,
         total.output_tokens + usage.output_tokens,
@@ -336,7 +336,9 @@ class RecoveredStream:
         document = await request.document() if self.body is request.body else json.loads(self.body)
         text: list[str] = []
         sent_events = 0
-        total: Usage | None = Usage()
+        # What the attempts that reported usage used, and how many reported none.
+        total: Usage | None = None
+        unread = 0
         current = response
         number = 1
         started = time.perf_counter()
@@ -363,9 +365,16 @@ class RecoveredStream:
                 if current is not response:
                     await current.aclose()
             text.extend(attempt.text)
-            total = _add(total, attempt.usage)
+            if attempt.usage is None:
+                unread += 1
+            else:
+                total = _add(total, attempt.usage)
             if self.metering:
+                # None while no attempt was read: the whole reservation, as for any reply.
+                # Past that, each unread attempt is charged its reservation on top of the
+                # metered ones (Outcome.tokens), not lost in a single one.
                 outcome.usage = total
+                outcome.unread_calls = unread if total is not None else max(0, unread - 1)
             recovery._log(request, number, current, started, attempt, broken)
             if attempt.finished:
                 broken = False  # a cut after the last word lost nothing

@@ -244,6 +244,23 @@ class UploadSessions:
         origin = public_origin(request.scope)
         caller = request.caller
         target = request.target or 0
+        token = ""
+        if request.upload_leg:
+            # A leg carries no token of its own: an upload URL its reply hands out belongs
+            # to the token that started the leg's session, or it would outlive that token
+            # (and each leg could mint the next, for ever).
+            leg_id = upload_id_of(request.query)
+            parent = await self.find(leg_id) if leg_id is not None else None
+            if parent is None:
+                caller = None  # its session ended meanwhile: nothing new is issued
+            else:
+                token = parent.token
+        elif (
+            request.credential
+            and caller is not None
+            and (caller.record is not None or caller is SHARED_TOKEN_CALLER)
+        ):
+            token = sha256(request.credential).hex()
         kept: RawHeaders = []
         for name, value in headers:
             if name.lower() not in UPLOAD_URL_HEADERS:
@@ -257,11 +274,6 @@ class UploadSessions:
             upload_id = upload_id_of(urlsplit(rewritten).query.encode("latin-1"))
             if upload_id is not None and caller is not None:
                 label = caller.label
-                token = ""
-                if request.credential and (
-                    caller.record is not None or caller is SHARED_TOKEN_CALLER
-                ):
-                    token = sha256(request.credential).hex()
                 session = UploadSession(
                     label, request.counted_as or label, target, route_path(remainder), token
                 )

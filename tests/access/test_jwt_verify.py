@@ -210,3 +210,68 @@ def test_only_compact_jws_looks_like_a_jwt(rsa_pair) -> None:
     assert looks_like_jwt(mint(rsa_pair).encode())
     assert not looks_like_jwt(b"llmp_abcdefghijklmnop")
     assert not looks_like_jwt(b"eyJonly.one-dot")
+
+
+async def test_a_jwks_fetch_that_drips_forever_is_cut_by_the_timeout(
+    monkeypatch: pytest.MonkeyPatch, rsa_pair
+) -> None:
+    """JWKS_TIMEOUT bounds the whole fetch, not each read: a JWKS endpoint that sends a byte
+    now and then (JSON allows endless whitespace) would otherwise hold the fetch, and every
+    sign-in waiting on its lock, for as long as it likes."""
+    import asyncio
+
+    from core.access import jwt_auth
+
+    monkeypatch.setattr(jwt_auth, "JWKS_TIMEOUT", 0.5)
+
+    async def drip(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(100):  # 10 s at most, a byte every 0.1 s
+            await send({"type": "http.response.body", "body": b" ", "more_body": True})
+            await asyncio.sleep(0.1)
+        await send({"type": "http.response.body", "body": b""})
+
+    with jwks_served(drip) as running:  # type: ignore[arg-type]
+        check = verifier(running)
+        started = time.monotonic()
+        with pytest.raises(IdentityKeysUnavailable):
+            await check.verify(mint(rsa_pair).encode())
+        assert time.monotonic() - started < 3
+
+
+async def test_a_jwks_larger_than_the_cap_is_not_read_to_its_end(
+    monkeypatch: pytest.MonkeyPatch, rsa_pair
+) -> None:
+    """MAX_JWKS_BYTES stops the reading, not only the parsing: an endless JWKS body is
+    dropped once it passes the cap instead of being held in memory whole."""
+    import asyncio
+
+    from core.access import jwt_auth
+
+    monkeypatch.setattr(jwt_auth, "MAX_JWKS_BYTES", 1024)
+
+    async def endless(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        chunk = b" " * 65536
+        for _ in range(256):  # 16 MB at most
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await asyncio.sleep(0.005)
+        await send({"type": "http.response.body", "body": b""})
+
+    with jwks_served(endless) as running:  # type: ignore[arg-type]
+        check = verifier(running)
+        started = time.monotonic()
+        with pytest.raises(IdentityKeysUnavailable):
+            await check.verify(mint(rsa_pair).encode())
+        # The whole 16 MB take over a second to send; the cap is passed in the first chunk.
+        assert time.monotonic() - started < 1

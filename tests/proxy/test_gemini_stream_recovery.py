@@ -295,3 +295,87 @@ def test_a_token_revoked_mid_stream_gets_no_continuation(tmp_path: Any) -> None:
     ):
         ask(proxy, token)
     assert len(upstream.seen) == 1  # revoked during the first: no continuation is asked
+
+
+def test_a_stream_reporting_no_usage_gets_no_continuation_under_a_budget() -> None:
+    """Usage that could not be read is not zero: a stream that ended unfinished without
+    reporting its tokens is charged its reservation (fail closed), and a continuation past
+    it would be generated uncharged. Under a budget no continuation is asked for it."""
+
+    def reply(request: dict[str, Any]) -> Any:
+        candidate = {"content": {"role": "model", "parts": [{"text": "more "}]}}
+        event = json.dumps({"candidates": [candidate]})  # no usageMetadata
+        return 200, [("content-type", "text/event-stream")], [(0, f"data: {event}\n\n".encode())]
+
+    prices = json.dumps({"gemini-*": {"input": 10, "output": 100, "max_output": 1000}})
+    upstream = ScriptedUpstream(reply)
+    with (
+        serve_in_thread(upstream) as server,
+        gemini_proxy(
+            server,
+            GEMINI_STREAM_RECOVERY="true",
+            GEMINI_STREAM_RECOVERY_ATTEMPTS="5",
+            BUDGET_PER_CALLER_USD="1",
+            MODEL_PRICES=prices,
+        ) as proxy,
+    ):
+        ask(proxy, FAKE_TOKEN)
+    assert len(upstream.seen) == 1
+
+
+def test_the_kill_switch_mid_stream_stops_continuations(tmp_path: Any) -> None:
+    from core.access.status import ServiceStatus
+    from core.stores import open_store
+
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    status = ServiceStatus(open_store(store_url))
+    upstream = never_finishing(on_request=lambda: status.set_online(False))
+    with (
+        serve_in_thread(upstream) as server,
+        gemini_proxy(
+            server,
+            GEMINI_STREAM_RECOVERY="true",
+            GEMINI_STREAM_RECOVERY_ATTEMPTS="3",
+            TOKEN_STORE=store_url,
+            TOKEN_CACHE_SECONDS="0",
+        ) as proxy,
+    ):
+        ask(proxy, FAKE_TOKEN)
+    assert len(upstream.seen) == 1  # switched off during the first: no continuation
+
+
+def test_a_continuation_whose_usage_is_unreadable_is_charged_on_top_of_the_first() -> None:
+    """The first reply reported 900 tokens (600 of prompt), within the reservation; its
+    continuation re-sent that prompt and reported nothing readable. Charging the one
+    reservation for both would bill less than the two calls certainly used: the unread
+    attempt is charged its reservation on top of what was metered."""
+
+    def reply(request: dict[str, Any]) -> Any:
+        candidate = {"content": {"role": "model", "parts": [{"text": "more "}]}}
+        event: dict[str, Any] = {"candidates": [candidate]}
+        if "Continue exactly" not in request["body"].decode():
+            event["usageMetadata"] = {
+                "promptTokenCount": 600,
+                "candidatesTokenCount": 300,
+                "totalTokenCount": 900,
+            }
+        data = json.dumps(event)
+        return 200, [("content-type", "text/event-stream")], [(0, f"data: {data}\n\n".encode())]
+
+    prices = json.dumps({"gemini-*": {"input": 10, "output": 100, "max_output": 1000}})
+    upstream = ScriptedUpstream(reply)
+    with (
+        serve_in_thread(upstream) as server,
+        gemini_proxy(
+            server,
+            GEMINI_STREAM_RECOVERY="true",
+            GEMINI_STREAM_RECOVERY_ATTEMPTS="1",
+            BUDGET_PER_CALLER_USD="1",
+            MODEL_PRICES=prices,
+        ) as proxy,
+    ):
+        ask(proxy, FAKE_TOKEN)
+        spent = httpx.get(f"{proxy.url}/proxy/usage", headers={"x-goog-api-key": FAKE_TOKEN}).json()
+    assert len(upstream.seen) == 2
+    # At least the first reply's 900 and the prompt the continuation sent again.
+    assert spent["input_tokens"] + spent["output_tokens"] >= 900 + 600

@@ -75,3 +75,59 @@ def test_an_upload_id_named_twice_in_any_spelling_is_refused(
     assert refused.status_code == 400
     assert "more than once" in refused.text
     assert upstream_requests(mock_upstream) == []  # the leg never reached the provider
+
+
+def test_an_upload_url_handed_out_on_a_leg_stops_with_the_same_token(
+    mock_upstream: RunningServer, tmp_path: Path
+) -> None:
+    """An upload leg carries no token of its own: an upload URL its reply hands out (a
+    `start` sent down the leg) belongs to the token that started the first session. Issued
+    as tokenless, it would outlive that token's revocation, and each leg could mint the
+    next: an upload capability without end."""
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    store = open_store(store_url)
+    token, record = create_token(store, "uploader")
+    env = proxy_env(
+        mock_upstream.url,
+        GEMINI_API_KEY=GEMINI_KEY,
+        GEMINI_UPSTREAM=mock_upstream.url,
+        TOKEN_STORE=store_url,
+        TOKEN_CACHE_SECONDS="0",
+    )
+    with serve_in_thread(create_app(load_settings(env))) as proxy:
+        reset_upstream(mock_upstream)
+        first = start_upload(proxy, token)
+        # The start command again, down the upload leg: no credential, the upload_id only.
+        again = httpx.post(first, headers=START, json={"file": {"display_name": "notes"}})
+        assert again.status_code == 200, again.text
+        second = again.headers.get("x-goog-upload-url")
+        assert second and second != first
+        revoke_token(store, record.id)
+        refused = upload(second)
+    assert refused.status_code == 401
+    assert refused.headers["x-goog-upload-status"] == "final"
+
+
+def test_an_upload_id_stops_when_its_token_expires(
+    mock_upstream: RunningServer, tmp_path: Path
+) -> None:
+    """Expiry is checked on every leg, cached record or not (TOKEN_CACHE_SECONDS=5 here)."""
+    import time
+
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    store = open_store(store_url)
+    token, _ = create_token(store, "short-lived", expires_at=time.time() + 1.5)
+    env = proxy_env(
+        mock_upstream.url,
+        GEMINI_API_KEY=GEMINI_KEY,
+        GEMINI_UPSTREAM=mock_upstream.url,
+        TOKEN_STORE=store_url,
+        TOKEN_CACHE_SECONDS="5",
+    )
+    with serve_in_thread(create_app(load_settings(env))) as proxy:
+        reset_upstream(mock_upstream)
+        url = start_upload(proxy, token)
+        time.sleep(1.6)
+        refused = upload(url)
+    assert refused.status_code == 401
+    assert refused.headers["x-goog-upload-status"] == "final"
