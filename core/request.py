@@ -367,10 +367,16 @@ def build_request(
                 content_length = int(value)
             except ValueError:
                 raise BadRequest("The Content-Length header is not a number.") from None
+        # A repeated Content-Type or Content-Encoding is read as one comma-joined value,
+        # the form a Function URL, an HTTP API and Mangum's REST API events hand over: a
+        # server must not read only the last copy (`application/json` then `text/plain`
+        # escaped MAX_JSON_BYTES; `gzip` then `identity` passed a body the upstream
+        # inflates as plain) where Lambda reads them all.
         elif name == b"content-type":
-            content_type = value.lower()
+            content_type = content_type + b"," + value.lower() if content_type else value.lower()
         elif name == b"content-encoding":
-            content_encoding = value.strip().lower()
+            value = value.strip().lower()
+            content_encoding = content_encoding + b"," + value if content_encoding else value
         elif name == b"origin":
             origin = value
         elif name == b"upgrade" and value.strip().lower() == b"websocket":
