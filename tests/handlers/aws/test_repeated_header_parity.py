@@ -141,3 +141,42 @@ def test_a_compressed_body_stays_unreadable_whatever_encoding_follows(
     # PolicyRefused: a 400 in Gemini's shape.
     assert both(server, lambda_module, shape, request) == (400, 400)
     assert upstream_requests(mock_upstream) == []
+
+
+# ---- the path: decoded once, as AWS decodes it, never twice --------------------------------
+
+# The caller asks for a file whose name holds a literal `%2F`: `a%252Fb` on the wire.
+RAW_PATH = "/v1/echo/a%252Fb"
+ONCE_DECODED = "/v1/echo/a%2Fb"
+
+
+def _payload_v2(request: HttpRequest) -> dict[str, Any]:
+    event = function_url(request)
+    event["rawPath"] = RAW_PATH  # as sent; requestContext.http.path is decoded once
+    return event
+
+
+def _rest_api(request: HttpRequest) -> dict[str, Any]:
+    return api_gateway_v1(request)  # `path` and `proxy` decoded once by API Gateway
+
+
+@pytest.mark.parametrize("build", [_payload_v2, _rest_api], ids=["function-url", "rest-api"])
+def test_an_encoded_percent_in_the_path_reaches_upstream_as_on_a_server(
+    server: RunningServer,
+    lambda_module: ModuleType,
+    mock_upstream: RunningServer,
+    build: Callable[[HttpRequest], dict[str, Any]],
+) -> None:
+    # Mangum decodes the path AWS already decoded: `%252F` became a `/` on the upstream
+    # (and `%25252e%25252e` a 400 for `..` the caller never sent).
+    reset_upstream(mock_upstream)
+    on_server = httpx.get(
+        server.url + RAW_PATH, headers={"authorization": f"Bearer {FAKE_TOKEN}"}, trust_env=False
+    )
+    assert on_server.status_code == 200
+    request = HttpRequest("GET", ONCE_DECODED, headers=[("Authorization", f"Bearer {FAKE_TOKEN}")])
+    status, _, body, _ = call(lambda_module, build(request))
+    assert status == 200, body
+    server_seen, lambda_seen = (r["raw_path"] for r in upstream_requests(mock_upstream))
+    assert server_seen == RAW_PATH
+    assert lambda_seen == server_seen
