@@ -215,6 +215,9 @@ class ProxyRequest:
     # Which of the provider's upstream targets served it (pinned beforehand for an upload
     # leg: its session lives on the target that started it).
     target: int | None = None
+    # MAX_JSON_BYTES, once the body is read: it bounds a body parsed as JSON for its
+    # shape (`{...}` labelled text/plain) as it bounds one labelled JSON. 0: no bound.
+    max_json_bytes: int = 0
     _document: Any = field(default=_NOT_PARSED, repr=False)
 
     @property
@@ -264,6 +267,12 @@ class ProxyRequest:
                 self._document = None
             elif not self.is_json and body.lstrip()[:1] not in (b"{", b"["):
                 self._document = None  # an upload or form: not JSON, nothing to read
+            elif not self.is_json and 0 < self.max_json_bytes < len(body):
+                # A label must not lift the bound off what is parsed all the same.
+                raise PayloadTooLarge(
+                    "The request body is JSON larger than the proxy's limit of "
+                    f"{self.max_json_bytes} bytes (MAX_JSON_BYTES)."
+                )
             elif len(body) > _PARSE_OFF_LOOP:
                 self._document = await asyncio.to_thread(_parse, body, self.strict, self.wire)
             else:

@@ -119,6 +119,21 @@ def test_a_json_content_type_among_two_keeps_the_json_limit(
     assert both(server, lambda_module, shape, request) == (413, 413)
 
 
+def test_a_json_body_labelled_as_text_keeps_the_json_limit(
+    server: RunningServer, lambda_module: ModuleType, shape: Shape
+) -> None:
+    # ALLOWED_MODELS reads the model from a body shaped like JSON whatever its label, so
+    # the label alone must not lift MAX_JSON_BYTES off what is parsed (before: 200 both).
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [], "pad": "x" * 2 * MAX_JSON})
+    request = HttpRequest(
+        "POST",
+        "/v1/chat/completions",
+        headers=[("Authorization", f"Bearer {FAKE_TOKEN}"), ("Content-Type", "text/plain")],
+        body=body.encode(),
+    )
+    assert both(server, lambda_module, shape, request) == (413, 413)
+
+
 def test_a_compressed_body_stays_unreadable_whatever_encoding_follows(
     server: RunningServer, lambda_module: ModuleType, shape: Shape, mock_upstream: RunningServer
 ) -> None:
