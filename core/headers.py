@@ -226,9 +226,17 @@ def split_key_param(query: bytes) -> tuple[bytes | None, bytes]:
 
 
 def find_credential(headers: RawHeaders, key_param: bytes | None) -> bytes | None:
-    """The caller's credential from the first slot that has one, or None if no slot does."""
+    """The caller's credential from the first slot that has one, or None if no slot does.
+    A slot header sent twice is refused: a Function URL or an HTTP API joins the copies
+    into one value no token matches, so a server must not pick one of them either."""
+    found: bytes | None = None
+    slot = b""
     for name, value in headers:
         if name in _HEADER_SLOTS:
+            if found is not None:
+                if name == slot:
+                    raise Unauthorized(f"The {name.decode()} header is sent twice; send it once.")
+                continue
             if name == b"authorization":
                 scheme, _, rest = value.partition(b" ")
                 if scheme.lower() != b"bearer":
@@ -237,7 +245,9 @@ def find_credential(headers: RawHeaders, key_param: bytes | None) -> bytes | Non
                         "'Authorization: Bearer <your proxy token>'."
                     )
                 value = rest
-            return value.strip()
+            found, slot = value.strip(), name
+    if found is not None:
+        return found
     return key_param.strip() if key_param is not None else None
 
 

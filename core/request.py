@@ -215,6 +215,9 @@ class ProxyRequest:
     # Which of the provider's upstream targets served it (pinned beforehand for an upload
     # leg: its session lives on the target that started it).
     target: int | None = None
+    # MAX_JSON_BYTES, once the body is read: it bounds a body parsed as JSON for its
+    # shape (`{...}` labelled text/plain) as it bounds one labelled JSON. 0: no bound.
+    max_json_bytes: int = 0
     _document: Any = field(default=_NOT_PARSED, repr=False)
 
     @property
@@ -264,6 +267,12 @@ class ProxyRequest:
                 self._document = None
             elif not self.is_json and body.lstrip()[:1] not in (b"{", b"["):
                 self._document = None  # an upload or form: not JSON, nothing to read
+            elif not self.is_json and 0 < self.max_json_bytes < len(body):
+                # A label must not lift the bound off what is parsed all the same.
+                raise PayloadTooLarge(
+                    "The request body is JSON larger than the proxy's limit of "
+                    f"{self.max_json_bytes} bytes (MAX_JSON_BYTES)."
+                )
             elif len(body) > _PARSE_OFF_LOOP:
                 self._document = await asyncio.to_thread(_parse, body, self.strict, self.wire)
             else:
@@ -367,10 +376,16 @@ def build_request(
                 content_length = int(value)
             except ValueError:
                 raise BadRequest("The Content-Length header is not a number.") from None
+        # A repeated Content-Type or Content-Encoding is read as one comma-joined value,
+        # the form a Function URL, an HTTP API and Mangum's REST API events hand over: a
+        # server must not read only the last copy (`application/json` then `text/plain`
+        # escaped MAX_JSON_BYTES; `gzip` then `identity` passed a body the upstream
+        # inflates as plain) where Lambda reads them all.
         elif name == b"content-type":
-            content_type = value.lower()
+            content_type = content_type + b"," + value.lower() if content_type else value.lower()
         elif name == b"content-encoding":
-            content_encoding = value.strip().lower()
+            value = value.strip().lower()
+            content_encoding = content_encoding + b"," + value if content_encoding else value
         elif name == b"origin":
             origin = value
         elif name == b"upgrade" and value.strip().lower() == b"websocket":

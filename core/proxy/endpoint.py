@@ -224,6 +224,7 @@ class ProxyEndpoint:
     async def read_body(self, request: ProxyRequest, receive: Receive) -> None:
         settings = self.settings
         limit = settings.max_body_bytes
+        request.max_json_bytes = settings.max_json_bytes
         if request.is_json and settings.max_json_bytes < limit:
             limit = settings.max_json_bytes
         try:
