@@ -212,31 +212,39 @@ def test_only_compact_jws_looks_like_a_jwt(rsa_pair) -> None:
     assert not looks_like_jwt(b"eyJonly.one-dot")
 
 
-async def test_a_jwks_fetch_that_drips_forever_is_cut_by_the_timeout(
-    monkeypatch: pytest.MonkeyPatch, rsa_pair
-) -> None:
-    """JWKS_TIMEOUT bounds the whole fetch, not each read: a JWKS endpoint that sends a byte
-    now and then (JSON allows endless whitespace) would otherwise hold the fetch, and every
-    sign-in waiting on its lock, for as long as it likes."""
+def whitespace_jwks(chunk: bytes, count: int, pause: float):  # type: ignore[no-untyped-def]
+    """An ASGI JWKS endpoint that answers 200 and then sends `chunk` (whitespace, which JSON
+    allows without end) `count` times, `pause` seconds apart."""
     import asyncio
 
-    from core.access import jwt_auth
-
-    monkeypatch.setattr(jwt_auth, "JWKS_TIMEOUT", 0.5)
-
-    async def drip(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+    async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         if scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        for _ in range(100):  # 10 s at most, a byte every 0.1 s
-            await send({"type": "http.response.body", "body": b" ", "more_body": True})
-            await asyncio.sleep(0.1)
+        for _ in range(count):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await asyncio.sleep(pause)
         await send({"type": "http.response.body", "body": b""})
 
-    with jwks_served(drip) as running:  # type: ignore[arg-type]
+    return app
+
+
+async def test_a_jwks_fetch_that_drips_forever_is_cut_by_the_timeout(
+    monkeypatch: pytest.MonkeyPatch, rsa_pair
+) -> None:
+    """JWKS_TIMEOUT bounds the whole fetch, not each read: a JWKS endpoint that sends a byte
+    now and then (JSON allows endless whitespace) would otherwise hold the fetch, and every
+    sign-in waiting on its lock, for as long as it likes."""
+
+    from core.access import jwt_auth
+
+    monkeypatch.setattr(jwt_auth, "JWKS_TIMEOUT", 0.5)
+
+    # 10 s at most, a byte every 0.1 s.
+    with jwks_served(whitespace_jwks(b" ", 100, 0.1)) as running:  # type: ignore[arg-type]
         check = verifier(running)
         started = time.monotonic()
         with pytest.raises(IdentityKeysUnavailable):
@@ -249,24 +257,12 @@ async def test_a_jwks_larger_than_the_cap_is_not_read_to_its_end(
 ) -> None:
     """MAX_JWKS_BYTES stops the reading, not only the parsing: an endless JWKS body is
     dropped once it passes the cap instead of being held in memory whole."""
-    import asyncio
 
     from core.access import jwt_auth
 
     monkeypatch.setattr(jwt_auth, "MAX_JWKS_BYTES", 1024)
 
-    async def endless(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        chunk = b" " * 65536
-        for _ in range(256):  # 16 MB at most
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await asyncio.sleep(0.005)
-        await send({"type": "http.response.body", "body": b""})
+    endless = whitespace_jwks(b" " * 65536, 256, 0.005)  # 16 MB at most
 
     with jwks_served(endless) as running:  # type: ignore[arg-type]
         check = verifier(running)

@@ -297,27 +297,38 @@ def test_a_token_revoked_mid_stream_gets_no_continuation(tmp_path: Any) -> None:
     assert len(upstream.seen) == 1  # revoked during the first: no continuation is asked
 
 
+def unfinished(usage: dict[str, int] | None = None) -> Any:
+    """A Gemini stream that ends without a finishReason (so it is continued), with
+    `usage` as its usageMetadata or none."""
+    candidate = {"content": {"role": "model", "parts": [{"text": "more "}]}}
+    event: dict[str, Any] = {"candidates": [candidate]}
+    if usage is not None:
+        event["usageMetadata"] = usage
+    data = json.dumps(event)
+    return 200, [("content-type", "text/event-stream")], [(0, f"data: {data}\n\n".encode())]
+
+
+def budgeted_recovery(server: RunningServer, attempts: int) -> Any:
+    """The proxy with stream recovery on, under a per-caller dollar budget."""
+    prices = json.dumps({"gemini-*": {"input": 10, "output": 100, "max_output": 1000}})
+    return gemini_proxy(
+        server,
+        GEMINI_STREAM_RECOVERY="true",
+        GEMINI_STREAM_RECOVERY_ATTEMPTS=str(attempts),
+        BUDGET_PER_CALLER_USD="1",
+        MODEL_PRICES=prices,
+    )
+
+
 def test_a_stream_reporting_no_usage_gets_no_continuation_under_a_budget() -> None:
     """Usage that could not be read is not zero: a stream that ended unfinished without
     reporting its tokens is charged its reservation (fail closed), and a continuation past
     it would be generated uncharged. Under a budget no continuation is asked for it."""
 
-    def reply(request: dict[str, Any]) -> Any:
-        candidate = {"content": {"role": "model", "parts": [{"text": "more "}]}}
-        event = json.dumps({"candidates": [candidate]})  # no usageMetadata
-        return 200, [("content-type", "text/event-stream")], [(0, f"data: {event}\n\n".encode())]
-
-    prices = json.dumps({"gemini-*": {"input": 10, "output": 100, "max_output": 1000}})
-    upstream = ScriptedUpstream(reply)
+    upstream = ScriptedUpstream(lambda request: unfinished())  # no usageMetadata
     with (
         serve_in_thread(upstream) as server,
-        gemini_proxy(
-            server,
-            GEMINI_STREAM_RECOVERY="true",
-            GEMINI_STREAM_RECOVERY_ATTEMPTS="5",
-            BUDGET_PER_CALLER_USD="1",
-            MODEL_PRICES=prices,
-        ) as proxy,
+        budgeted_recovery(server, attempts=5) as proxy,
     ):
         ask(proxy, FAKE_TOKEN)
     assert len(upstream.seen) == 1
@@ -351,28 +362,16 @@ def test_a_continuation_whose_usage_is_unreadable_is_charged_on_top_of_the_first
     attempt is charged its reservation on top of what was metered."""
 
     def reply(request: dict[str, Any]) -> Any:
-        candidate = {"content": {"role": "model", "parts": [{"text": "more "}]}}
-        event: dict[str, Any] = {"candidates": [candidate]}
-        if "Continue exactly" not in request["body"].decode():
-            event["usageMetadata"] = {
-                "promptTokenCount": 600,
-                "candidatesTokenCount": 300,
-                "totalTokenCount": 900,
-            }
-        data = json.dumps(event)
-        return 200, [("content-type", "text/event-stream")], [(0, f"data: {data}\n\n".encode())]
+        if "Continue exactly" in request["body"].decode():
+            return unfinished()
+        return unfinished(
+            {"promptTokenCount": 600, "candidatesTokenCount": 300, "totalTokenCount": 900}
+        )
 
-    prices = json.dumps({"gemini-*": {"input": 10, "output": 100, "max_output": 1000}})
     upstream = ScriptedUpstream(reply)
     with (
         serve_in_thread(upstream) as server,
-        gemini_proxy(
-            server,
-            GEMINI_STREAM_RECOVERY="true",
-            GEMINI_STREAM_RECOVERY_ATTEMPTS="1",
-            BUDGET_PER_CALLER_USD="1",
-            MODEL_PRICES=prices,
-        ) as proxy,
+        budgeted_recovery(server, attempts=1) as proxy,
     ):
         ask(proxy, FAKE_TOKEN)
         spent = httpx.get(f"{proxy.url}/proxy/usage", headers={"x-goog-api-key": FAKE_TOKEN}).json()
