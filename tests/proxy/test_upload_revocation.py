@@ -3,6 +3,7 @@ upload leg checks that token again, over real sockets against the mock upstream.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,20 @@ from tests.support.servers import (
 )
 
 
+def gemini_on_token_store(
+    mock_upstream: RunningServer, store_url: str, cache_seconds: str = "0"
+) -> AbstractContextManager[RunningServer]:
+    """The proxy in front of the mock's Gemini, its tokens in `store_url`."""
+    env = proxy_env(
+        mock_upstream.url,
+        GEMINI_API_KEY=GEMINI_KEY,
+        GEMINI_UPSTREAM=mock_upstream.url,
+        TOKEN_STORE=store_url,
+        TOKEN_CACHE_SECONDS=cache_seconds,
+    )
+    return serve_in_thread(create_app(load_settings(env)))
+
+
 def start_upload(proxy: RunningServer, token: str) -> str:
     reply = httpx.post(
         f"{proxy.url}/gemini/upload/v1beta/files",
@@ -40,14 +55,7 @@ def test_an_upload_id_stops_working_when_its_token_is_revoked(
     store_url = f"sqlite:///{tmp_path}/tokens.db"
     store = open_store(store_url)
     token, record = create_token(store, "uploader")
-    env = proxy_env(
-        mock_upstream.url,
-        GEMINI_API_KEY=GEMINI_KEY,
-        GEMINI_UPSTREAM=mock_upstream.url,
-        TOKEN_STORE=store_url,
-        TOKEN_CACHE_SECONDS="0",
-    )
-    with serve_in_thread(create_app(load_settings(env))) as proxy:
+    with gemini_on_token_store(mock_upstream, store_url) as proxy:
         reset_upstream(mock_upstream)
         kept = start_upload(proxy, token)
         assert upload(kept).status_code == 200  # a good token's upload goes through
@@ -87,14 +95,7 @@ def test_an_upload_url_handed_out_on_a_leg_stops_with_the_same_token(
     store_url = f"sqlite:///{tmp_path}/tokens.db"
     store = open_store(store_url)
     token, record = create_token(store, "uploader")
-    env = proxy_env(
-        mock_upstream.url,
-        GEMINI_API_KEY=GEMINI_KEY,
-        GEMINI_UPSTREAM=mock_upstream.url,
-        TOKEN_STORE=store_url,
-        TOKEN_CACHE_SECONDS="0",
-    )
-    with serve_in_thread(create_app(load_settings(env))) as proxy:
+    with gemini_on_token_store(mock_upstream, store_url) as proxy:
         reset_upstream(mock_upstream)
         first = start_upload(proxy, token)
         # The start command again, down the upload leg: no credential, the upload_id only.
@@ -117,14 +118,7 @@ def test_an_upload_id_stops_when_its_token_expires(
     store_url = f"sqlite:///{tmp_path}/tokens.db"
     store = open_store(store_url)
     token, _ = create_token(store, "short-lived", expires_at=time.time() + 1.5)
-    env = proxy_env(
-        mock_upstream.url,
-        GEMINI_API_KEY=GEMINI_KEY,
-        GEMINI_UPSTREAM=mock_upstream.url,
-        TOKEN_STORE=store_url,
-        TOKEN_CACHE_SECONDS="5",
-    )
-    with serve_in_thread(create_app(load_settings(env))) as proxy:
+    with gemini_on_token_store(mock_upstream, store_url, cache_seconds="5") as proxy:
         reset_upstream(mock_upstream)
         url = start_upload(proxy, token)
         time.sleep(1.6)
