@@ -7,6 +7,7 @@ body has the shape it expects, so every error the proxy makes goes through `rend
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
@@ -61,6 +62,9 @@ class ProxyError(Exception):
     status = 500
     code = "proxy_error"
     openai_type = "server_error"
+    # A transport failure that sent nothing upstream (map_transport_error): nothing ran
+    # there, so nothing can have been billed.
+    never_sent = False
     # Whether a client's automatic retry may cure this soon. None: by status, where only a
     # passing fault (502, 503, 504: an upstream or a store that did not answer) is retried.
     retryable: bool | None = None
@@ -196,6 +200,32 @@ class UpstreamTimeout(ProxyError):
     openai_type = "server_error"
 
 
+# ---- transport failures: the transports' errors in the proxy's own terms --------------
+
+
+class TransportFailure(Exception):
+    """An upstream request that failed in the transport: raised by the aiohttp transport,
+    and by the upstream client for httpx's own errors (core/upstream/client.py). The proxy's
+    code reads these two flags, not a transport's exception classes: a server then never
+    imports httpx (its import and its command line's, when rich and click are installed,
+    are a tenth of a server's memory at rest)."""
+
+    def __init__(self, kind: str, *, timed_out: bool = False, never_sent: bool = False):
+        # What failed, as httpx names it (ConnectError, ReadTimeout...): a low-cardinality
+        # name for logs and telemetry's error.type, never a message that could hold a URL.
+        super().__init__(kind)
+        self.kind = kind
+        # No answer in time (connect, pool or first byte): a 504, not a 502.
+        self.timed_out = timed_out
+        # Nothing reached the upstream (refused, unresolvable, no connection in time): the
+        # request can go to another target, and nothing can have been billed.
+        self.never_sent = never_sent
+
+
+class InvalidUpstreamURL(TransportFailure):
+    """The URL built from the configured target and the caller's path is not one."""
+
+
 # ---- control flow: not answered as an error body --------------------------------------
 
 
@@ -223,18 +253,28 @@ def forget_frames(exc: BaseException) -> None:
 
 
 def map_transport_error(exc: BaseException, settings: Settings) -> ProxyError:
-    """Transport failures before any response byte, as the 502/504 a caller can act on."""
+    """Transport failures before any response byte, as the 502/504 a caller can act on.
+    `exc` is a TransportFailure, a TimeoutError, or what an httpx reply's body raised."""
     forget_frames(exc)
-    # Imported here, not at the top: settings import this module and must not pull in a
-    # transport (already loaded by whoever saw `exc`, so this costs a dict lookup).
-    import httpx
-
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
-        return UpstreamTimeout(
+    if isinstance(exc, TransportFailure):
+        timed_out = exc.timed_out
+    else:
+        # Only an httpx reply's body raises httpx's errors, so httpx is loaded already: a
+        # look in sys.modules, never an import.
+        httpx = sys.modules.get("httpx")
+        timed_out = isinstance(exc, TimeoutError) or (
+            httpx is not None and isinstance(exc, httpx.TimeoutException)
+        )
+    error: ProxyError
+    if timed_out:
+        error = UpstreamTimeout(
             "The upstream provider did not answer in time "
             f"(connect {settings.connect_timeout:g}s, first byte {settings.read_timeout:g}s)."
         )
-    return UpstreamUnreachable("The upstream provider could not be reached.")
+    else:
+        error = UpstreamUnreachable("The upstream provider could not be reached.")
+    error.never_sent = isinstance(exc, TransportFailure) and exc.never_sent
+    return error
 
 
 # ---- rendering ------------------------------------------------------------------------

@@ -12,9 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import httpx
-
-from core.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable, map_transport_error
+from core.errors import BadRequest, InvalidUpstreamURL, TransportFailure, map_transport_error
 from core.headers import upstream_request_headers
 from core.providers import next_attempt
 
@@ -27,14 +25,10 @@ logger = logging.getLogger("llm_proxy")
 
 
 def never_reached(error: BaseException) -> bool:
-    """The upstream was never reached: refused, unresolvable, or the connect timed out
-    (a first-byte timeout is not: the request may be running there, and billed)."""
-    if isinstance(error, UpstreamUnreachable):
-        return isinstance(error.__context__, httpx.ConnectError | httpx.ConnectTimeout)
-    if isinstance(error, UpstreamTimeout):
-        # No connection from the proxy's own pool in time: nothing left the proxy either.
-        return isinstance(error.__context__, httpx.ConnectTimeout | httpx.PoolTimeout)
-    return False
+    """The upstream was never reached: refused, unresolvable, or no connection in time from
+    the proxy's own pool or the connect (a first-byte timeout is not: the request may be
+    running there, and billed). Set by map_transport_error from the transport's failure."""
+    return getattr(error, "never_sent", False) is True
 
 
 class Forwarder:
@@ -65,11 +59,11 @@ class Forwarder:
                     response = await client.send(
                         request.method, targets.urls[target] + path, sent, body
                     )
-                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                    if target_at + 1 == len(order):
+                except TransportFailure as exc:
+                    if not exc.never_sent or target_at + 1 == len(order):
                         raise
                     # Nothing was sent: the next target gets the request.
-                    logger.warning("upstream target unreachable: %s", type(exc).__name__)
+                    logger.warning("upstream target unreachable: %s", exc.kind)
                     target_at += 1
                     continue
                 request.target = target
@@ -80,8 +74,8 @@ class Forwarder:
                 # or target, or both, get the same request (core/providers.py).
                 await response.aclose()
                 key_at, target_at = step
-        except httpx.InvalidURL:
+        except InvalidUpstreamURL:
             raise BadRequest("The request path is not a valid URL path.") from None
-        except httpx.HTTPError as exc:
-            logger.warning("upstream request failed: %s", type(exc).__name__)
+        except TransportFailure as exc:
+            logger.warning("upstream request failed: %s", exc.kind)
             raise map_transport_error(exc, self.settings) from None

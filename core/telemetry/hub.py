@@ -23,7 +23,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from core.errors import ProxyError
+from core.errors import ProxyError, TransportFailure
 from core.telemetry.record import Attempt, RequestRecord, max_tokens_of, server_address
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ class AttemptRecorder:
         try:
             reply = await self._client.send(method, url, headers, body)
         except BaseException as exc:
-            attempt.error = type(exc).__name__
+            attempt.error = exc.kind if isinstance(exc, TransportFailure) else type(exc).__name__
             attempt.ended_ns = time.time_ns()
             self._telemetry.on_attempt(record, attempt)
             raise

@@ -1,39 +1,43 @@
-"""httpx's transport API over aiohttp's connection pool, for long-running servers.
+"""The upstream client's transport over aiohttp's connection pool, for long-running servers.
 
 Why not httpx-aiohttp: it hands aiohttp the URL as a string, which aiohttp re-quotes
 (`?path=a%2Fb` reaches the provider as `?path=a/b`), it lets aiohttp add its own
 User-Agent/Accept headers, and it maps refused connections to ConnectTimeout. This module
 keeps the URL byte for byte, adds no header, keeps no cookies, and maps failures to the
-httpx exceptions that mean the same thing. aiohttp does all the HTTP; this is only the
-adapter between the two APIs.
+proxy's own TransportFailure (core/errors.py). aiohttp does all the HTTP; this is only the
+adapter to the upstream client's raw API (core/upstream/client.py). It imports no httpx:
+a server that relays through aiohttp never loads it.
 """
 
 from __future__ import annotations
 
 import functools
 import ssl
-from collections.abc import AsyncIterator
 from time import monotonic as _monotonic
 from typing import Any, cast
 
 import aiohttp
 import certifi
-import httpx
 from aiohttp.client_proto import ResponseHandler
 from yarl import URL
 
+from core.errors import TransportFailure
+from core.upstream.timeouts import Timeouts
 
-def _map_error(exc: Exception) -> httpx.TransportError:
-    message = type(exc).__name__
+
+def _map_error(exc: Exception) -> TransportFailure:
+    # Named as httpx names the same failures: telemetry's error.type reads the same
+    # whichever transport ran.
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout(message)
+        # No connection in time (the pool's wait or the connect): nothing was sent.
+        return TransportFailure("ConnectTimeout", timed_out=True, never_sent=True)
     if isinstance(exc, TimeoutError):  # aiohttp's other timeouts (sock_read) subclass it
-        return httpx.ReadTimeout(message)
+        return TransportFailure("ReadTimeout", timed_out=True)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(message)
+        return TransportFailure("ConnectError", never_sent=True)  # refused, unresolvable
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        return httpx.RemoteProtocolError(message)
-    return httpx.ReadError(message)
+        return TransportFailure("RemoteProtocolError")
+    return TransportFailure("ReadError")
 
 
 class _ResetAwareHandler(ResponseHandler):
@@ -92,36 +96,15 @@ class _Connector(aiohttp.TCPConnector):
         self._factory = cast("functools.partial[ResponseHandler]", factory)
 
 
-class _ResponseStream(httpx.AsyncByteStream):
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            # iter_any: whatever has arrived, as soon as it arrives (no fixed chunk size).
-            async for chunk in self._response.content.iter_any():
-                yield chunk
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _map_error(exc) from exc
-
-    async def aclose(self) -> None:
-        # A fully read body returns the connection to the pool; a half-read one closes it.
-        if self._response.content.at_eof():
-            self._response.release()
-        else:
-            self._response.close()
-
-
 # A body that breaks while the relay reads it (a reset: _ResetAwareHandler; a read timeout).
-_STREAM_ERRORS: tuple[type[BaseException], ...] = (
-    httpx.HTTPError,
-    aiohttp.ClientError,
-    TimeoutError,
-)
+_STREAM_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError)
 
 
 class AiohttpReply:
     """An aiohttp response as core/upstream/client.py's UpstreamReply."""
+
+    # One per stream in flight: no instance dict.
+    __slots__ = ("_response", "raw_headers", "status_code", "stream", "stream_errors")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self.status_code = response.status
@@ -129,13 +112,19 @@ class AiohttpReply:
         # iter_any: whatever has arrived, as soon as it arrives (no fixed chunk size).
         self.stream = response.content.iter_any()
         self.stream_errors = _STREAM_ERRORS
-        self.aclose = _ResponseStream(response).aclose
+        self._response = response
+
+    async def aclose(self) -> None:
+        # A fully read body returns the connection to the pool; a half-read one closes it.
+        response = self._response
+        if response.content.at_eof():
+            response.release()
+        else:
+            response.close()
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    def __init__(
-        self, *, max_connections: int, keepalive_expiry: float, timeout: httpx.Timeout
-    ) -> None:
+class AiohttpTransport:
+    def __init__(self, *, max_connections: int, keepalive_expiry: float, timeout: Timeouts) -> None:
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
         self._timeout = aiohttp.ClientTimeout(
@@ -178,30 +167,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _map_error(exc) from exc
         return AiohttpReply(response)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
-        try:
-            response = await self._get_session().request(
-                request.method,
-                URL(str(request.url), encoded=True),
-                headers=headers,
-                data=request.content or None,
-                allow_redirects=False,
-                timeout=self._timeout,
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _map_error(exc) from exc
-        extensions: dict[str, object] = {"http_version": b"HTTP/1.1"}
-        if response.reason:
-            extensions["reason_phrase"] = response.reason.encode()
-        return httpx.Response(
-            status_code=response.status,
-            headers=list(response.raw_headers),
-            stream=_ResponseStream(response),
-            request=request,
-            extensions=extensions,
-        )
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -1,9 +1,11 @@
 """The shared, pooled upstream HTTP client: one per event loop, reused across requests.
 
-httpx is the API the code uses. Under it, long-running servers get aiohttp's transport:
-httpx's own connection pool is the throughput bottleneck under concurrency (see docs/performance.md,
-Performance). A function instance that serves one request at a time (Lambda, Vercel)
-keeps httpx's own transport and skips importing aiohttp, which costs ~200 ms of cold start.
+Two transports under one raw API (`send`: method, URL, raw headers, body). Long-running
+servers get aiohttp's: httpx's own connection pool is the throughput bottleneck under
+concurrency (see docs/performance.md, Performance), and a server then never imports httpx
+at all. A function instance that serves one request at a time (Lambda, Vercel) keeps
+httpx's own transport and skips importing aiohttp, which costs ~200 ms of cold start.
+Either way a failure is a TransportFailure (core/errors.py), never a transport's class.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 from collections.abc import AsyncIterable
-from typing import Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.config import Settings
+from core.errors import InvalidUpstreamURL, TransportFailure
+from core.upstream.timeouts import Timeouts
+
+if TYPE_CHECKING:
+    import httpx
 
 # Parsed upstream URLs by string: a proxy sees the same few URLs over and over, and
 # parsing one costs more than half of building an httpx.Request.
@@ -25,7 +30,22 @@ _URL_CACHE_SIZE = 512
 _CACHEABLE_URL_LENGTH = 2048
 
 # Generous pool: a proxy's concurrency is its callers', not ours to cap.
-_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
+MAX_CONNECTIONS = 1000
+MAX_KEEPALIVE_CONNECTIONS = 200
+KEEPALIVE_EXPIRY_SECONDS = 30.0
+# httpx's own bound on a URL, kept on the aiohttp path too (InvalidUpstreamURL past it).
+MAX_URL_LENGTH = 65_536
+
+
+def check_url(url: str) -> None:
+    """What httpx refuses in a URL whose origin comes from configuration (checked at start)
+    and whose path and query come from the caller: too long, or an ASCII control character.
+    The aiohttp path sends the URL as given, so it is checked the same way, not parsed."""
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidUpstreamURL("InvalidURL")
+    # str.isprintable also refuses non-ASCII spaces, which httpx quotes instead.
+    if not url.isprintable() and any(c.isascii() and not c.isprintable() for c in url):
+        raise InvalidUpstreamURL("InvalidURL")
 
 
 def aiohttp_available() -> bool:
@@ -38,31 +58,50 @@ def choose_transport(settings: Settings, *, concurrent: bool) -> str:
     return "aiohttp" if concurrent and aiohttp_available() else "httpx"
 
 
-def build_transport(
-    settings: Settings, transport: str, timeout: httpx.Timeout
-) -> httpx.AsyncBaseTransport:
+def build_transport(settings: Settings, transport: str, timeout: Timeouts) -> Any:
+    """An AiohttpTransport (it has `send_raw`) or an httpx.AsyncBaseTransport."""
     if transport == "aiohttp":
         # Heavy (~200 ms): imported only when chosen.
         from core.upstream.aiohttp_transport import AiohttpTransport
 
         return AiohttpTransport(
-            max_connections=_LIMITS.max_connections or 1000,
-            keepalive_expiry=_LIMITS.keepalive_expiry or 30,
+            max_connections=MAX_CONNECTIONS,
+            keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
             timeout=timeout,
         )
-    return httpx.AsyncHTTPTransport(limits=_LIMITS, trust_env=False)
+    import httpx
+
+    limits = httpx.Limits(
+        max_connections=MAX_CONNECTIONS,
+        max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS,
+        keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
+    )
+    return httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+
+
+def httpx_failure(exc: httpx.HTTPError | httpx.InvalidURL) -> TransportFailure:
+    """httpx's error before a response, in the proxy's terms (httpx is loaded: it raised)."""
+    import httpx
+
+    kind = type(exc).__name__
+    if isinstance(exc, httpx.InvalidURL):
+        return InvalidUpstreamURL(kind)
+    never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    return TransportFailure(
+        kind, timed_out=isinstance(exc, httpx.TimeoutException), never_sent=never_sent
+    )
 
 
 class UpstreamReply(Protocol):
     """An upstream response as the relay needs it: status, raw headers, the body as it
-    arrives (failures raise httpx.TransportError subclasses), and a way to close it."""
+    arrives (failures raise one of `stream_errors`), and a way to close it."""
 
     status_code: int
     raw_headers: list[tuple[bytes, bytes]]
     stream: AsyncIterable[bytes]
-    # What reading `stream` raises when the body breaks, besides httpx.HTTPError: the
-    # transport's own errors, so the relay reads the transport's stream with no adapter
-    # in between (one async generator less per relayed event).
+    # What reading `stream` raises when the body breaks: the transport's own errors, so
+    # the relay reads the transport's stream with no adapter in between (one async
+    # generator less per relayed event).
     stream_errors: tuple[type[BaseException], ...]
 
     async def aclose(self) -> None: ...
@@ -72,6 +111,8 @@ class HttpxReply:
     """An httpx.Response seen as an UpstreamReply (functions use httpx's own transport)."""
 
     def __init__(self, response: httpx.Response) -> None:
+        import httpx
+
         self.status_code = response.status_code
         self.raw_headers = response.headers.raw
         self.stream: AsyncIterable[bytes] = response.stream  # type: ignore[assignment]
@@ -80,7 +121,7 @@ class HttpxReply:
 
 
 class UpstreamClient:
-    """Sends httpx Requests through one pooled transport per event loop.
+    """Sends requests through one pooled transport per event loop.
 
     The proxy talks to httpx's transport API directly rather than through
     `httpx.AsyncClient`: a client would keep a cookie jar shared by every caller (an
@@ -95,15 +136,20 @@ class UpstreamClient:
     def __init__(self, settings: Settings, transport: str) -> None:
         self._settings = settings
         self.transport = transport
-        self._timeouts = httpx.Timeout(
+        self._timeouts = Timeouts(
             connect=settings.connect_timeout,
             # Bounds the first byte and each gap between bytes; no total timeout.
             read=settings.read_timeout,
-            write=settings.read_timeout,
             pool=settings.connect_timeout,
         )
-        self._timeout = self._timeouts.as_dict()
-        self._pool: httpx.AsyncBaseTransport | None = None
+        # As httpx's request extension reads them.
+        self._timeout = {
+            "connect": settings.connect_timeout,
+            "read": settings.read_timeout,
+            "write": settings.read_timeout,
+            "pool": settings.connect_timeout,
+        }
+        self._pool: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._urls: dict[str, httpx.URL] = {}
 
@@ -111,7 +157,7 @@ class UpstreamClient:
         """Build the pool (and import its transport) now rather than on the first request."""
         self._get_pool()
 
-    def _get_pool(self) -> httpx.AsyncBaseTransport:
+    def _get_pool(self) -> Any:
         loop = asyncio.get_running_loop()
         if self._pool is None or self._loop is not loop:
             self._pool = build_transport(self._settings, self.transport, self._timeouts)
@@ -122,6 +168,8 @@ class UpstreamClient:
         """The URL checked and parsed (httpx.InvalidURL if it is not one), cached."""
         parsed = self._urls.get(url)
         if parsed is None:
+            import httpx
+
             parsed = httpx.URL(url)
             if len(url) <= _CACHEABLE_URL_LENGTH:
                 if len(self._urls) >= _URL_CACHE_SIZE:
@@ -137,16 +185,25 @@ class UpstreamClient:
         The aiohttp transport takes the raw request directly: building an httpx.Request
         and Response around it cost more than half of the proxy's own time per request
         (in-process profile, docs/performance.md)."""
-        parsed = self._parsed(url)
         pool = self._get_pool()
         send_raw = getattr(pool, "send_raw", None)
         if send_raw is not None:
+            check_url(url)
             reply: UpstreamReply = await send_raw(method, url, headers, body)
             return reply
-        request = httpx.Request(
-            method, parsed, headers=headers, content=body, extensions={"timeout": self._timeout}
-        )
-        return HttpxReply(await pool.handle_async_request(request))
+        import httpx
+
+        try:
+            request = httpx.Request(
+                method,
+                self._parsed(url),
+                headers=headers,
+                content=body,
+                extensions={"timeout": self._timeout},
+            )
+            return HttpxReply(await pool.handle_async_request(request))
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is no HTTPError
+            raise httpx_failure(exc) from exc
 
     async def aclose(self) -> None:
         if self._pool is not None and self._loop is asyncio.get_running_loop():
