@@ -76,13 +76,15 @@ def reply_headers(
         if any(name.startswith(b"x-ratelimit-") for name, _ in extra):
             # The provider's own x-ratelimit-* describe the key owner's account, not
             # this caller: ours replace them.
-            headers = [(n, v) for n, v in headers if not n.startswith(b"x-ratelimit-")]
+            headers[:] = [(n, v) for n, v in headers if not n.startswith(b"x-ratelimit-")]
         headers.extend(extra)
     return headers, length
 
 
-def _without(headers: RawHeaders, name: bytes) -> RawHeaders:
-    return [(n, v) for n, v in headers if n != name]
+def _drop(headers: RawHeaders, name: bytes) -> None:
+    """`name` taken out of `headers` in place. The head is held (by the endpoint and here)
+    for as long as its stream lasts: one list a reply, not one more per change."""
+    headers[:] = [(n, v) for n, v in headers if n != name]
 
 
 async def relay(
@@ -101,7 +103,7 @@ async def relay(
     status = source.status_code
     outcome = exchange.outcome
     if taps.inflates:
-        headers = _without(headers, b"content-encoding")
+        _drop(headers, b"content-encoding")
     stream = source.stream
 
     if length is not None and length <= SMALL_BODY:
@@ -112,7 +114,7 @@ async def relay(
         if taps.feed is not None:
             body = taps.feed(body) + taps.flush()
         if len(body) != length:
-            headers = _without(headers, b"content-length")
+            _drop(headers, b"content-length")
             headers.append((b"content-length", str(len(body)).encode()))
         if taps.copy is not None:
             taps.copy.start(status, headers, source.raw_headers)
@@ -127,7 +129,7 @@ async def relay(
 
     if taps.changes_length:
         # The body changes length: it goes out chunked.
-        headers = _without(headers, b"content-length")
+        _drop(headers, b"content-length")
     if taps.copy is not None:
         taps.copy.start(status, headers, source.raw_headers)
     await send({"type": "http.response.start", "status": status, "headers": headers})
