@@ -529,16 +529,26 @@ class RealtimeEndpoint:
             return not starts_turn or await recheck()
 
         async def used_up() -> bool:
-            if not reserved or meter.finish().total < reserved:
+            if not reserved:
+                return False
+            if meter.unread_turns():
+                # A cap cannot count what was never reported: no further turn is relayed
+                # (the unread one is charged the reservation at settlement).
+                code, text = (
+                    1011,
+                    "The provider reported no usage for a response, and usage is capped "
+                    "here; open a new session.",
+                )
+            elif meter.finish().total >= reserved:
+                code, text = (
+                    1008,
+                    f"Session used its {reserved} reserved tokens (REALTIME_RESERVE_TOKENS); "
+                    "open a new one.",
+                )
+            else:
                 return False
             await _close_upstream(upstream, 1000)
-            await _close(
-                send,
-                1008,
-                f"Session used its {reserved} reserved tokens (REALTIME_RESERVE_TOKENS); "
-                "open a new one.",
-                relay,
-            )
+            await _close(send, code, text, relay)
             stop()
             return True
 
@@ -631,6 +641,8 @@ class RealtimeEndpoint:
             )
         outcome = relay.outcome
         outcome.usage = meter.finish()
+        # Each response whose usage was never reported is charged the reservation on top.
+        outcome.unread_calls = meter.unread_turns()
         # A response under way when the session ended (the caller hung up, the time limit,
         # the reservation used up) is a reply cut short: at least the reservation is charged.
         outcome.complete = not relay.upstream_failed and not meter.cut_short()

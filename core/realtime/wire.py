@@ -34,12 +34,21 @@ class SessionMeter:
     def __init__(self) -> None:
         self.total = Usage()
         self.frames = 0
+        # Responses (turns) that ended without usage this meter could read.
+        self.unread = 0
 
     def feed(self, frame: str | bytes) -> None:
         raise NotImplementedError
 
     def finish(self) -> Usage:
         return self.total
+
+    def unread_turns(self) -> int:
+        """How many of the provider's responses ended without usage this meter could read.
+        Zero tokens would be a guess, and the wrong way: each is charged the session's
+        reservation, and under a cap the session ends at the first (fail closed, as a
+        stream's continuation does, core/proxy/recovery.py)."""
+        return self.unread
 
     def cut_short(self) -> bool:
         """Whether a response was under way (begun, its usage not yet reported) when the
@@ -108,6 +117,8 @@ class OpenAIRealtimeMeter(SessionMeter):
         usage = response.get("usage") if isinstance(response, dict) else None
         if isinstance(usage, dict):
             self._add(usage)
+        else:
+            self.unread += 1
 
     def _add(self, usage: dict[str, Any]) -> None:
         details = usage.get("input_token_details")
@@ -126,6 +137,8 @@ class GeminiLiveMeter(SessionMeter):
         super().__init__()
         self.turn = Usage()
         self.answering = False
+        # Whether the turn under way has reported usage.
+        self.turn_read = False
 
     def cut_short(self) -> bool:
         return self.answering
@@ -143,7 +156,7 @@ class GeminiLiveMeter(SessionMeter):
             return
         metadata = message.get("usageMetadata", message.get("usage_metadata"))
         if isinstance(metadata, dict):
-            self.answering = True
+            self.answering = self.turn_read = True
             read = _gemini_usage(metadata)
             turn = self.turn
             self.turn = Usage(
@@ -155,9 +168,11 @@ class GeminiLiveMeter(SessionMeter):
         if isinstance(content, dict) and (
             content.get("turnComplete") is True or content.get("turn_complete") is True
         ):
+            if self.answering and not self.turn_read:
+                self.unread += 1  # the model answered; what it cost was never said
             self.total = _add(self.total, self.turn)
             self.turn = Usage()
-            self.answering = False
+            self.answering = self.turn_read = False
 
     def finish(self) -> Usage:
         return _add(self.total, self.turn)

@@ -41,6 +41,8 @@ class SessionMeter(Protocol):
 
     def cut_short(self) -> bool: ...
 
+    def unread_turns(self) -> int: ...
+
 
 # A whole reply longer than this is not parsed for its model (it is an image or a file).
 _KEEP_WHOLE = 1024 * 1024
@@ -288,3 +290,6 @@ class SessionFacts:
 
     def cut_short(self) -> bool:
         return self.meter.cut_short()
+
+    def unread_turns(self) -> int:
+        return self.meter.unread_turns()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,12 +10,15 @@ from pathlib import Path
 import httpx
 import pytest
 import respx
+import websockets
 
 from core.access.tokens import create_token
 from core.app import MisconfiguredApp, create_app
 from core.config import ConfigError, load_settings
 from core.stores import open_store
 from core.types import ASGIApp
+from tests.support.fake_realtime import LIVE_PATH, FakeRealtime
+from tests.support.realtime import ProxyFactory, eventually
 from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
 
 UPSTREAM = "https://api.upstream.test/v1"
@@ -352,3 +356,61 @@ async def test_the_routed_model_list_is_scrubbed_of_the_keys() -> None:
     assert "gpt-4o" in ids and "claude-a" in ids, ids
     for secret in (FAKE_UPSTREAM_KEY, ANTHROPIC_KEY, masked, ANTHROPIC_KEY[-8:]):
         assert secret not in reply.text
+
+
+# ---- realtime sessions: usage the proxy cannot read ------------------------------------
+REALTIME_PRICES = json.dumps(
+    {"gpt-realtime*": {"input": 32, "output": 64}, "*gemini-live*": {"input": 32, "output": 64}}
+)
+
+
+def spent_usd(proxy_url: str) -> float:
+    reply = httpx.get(f"{proxy_url}/proxy/usage", headers=AUTH)
+    return float(reply.json()["spent_usd"])
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+async def test_a_realtime_turn_without_usage_is_charged_and_ends_a_capped_session(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, provider: str
+) -> None:
+    """A provider turn whose usage the proxy cannot read (an OpenAI `response.done` with no
+    `usage`, a Gemini Live turn completed with no `usageMetadata`) was settled as zero
+    tokens, and a session under a budget ran on: every further turn generated uncharged
+    until REALTIME_MAX_SECONDS. Fail closed, as stream recovery is: under a cap the session
+    ends at the first such turn, and that turn is charged the session's reservation."""
+    with start_proxy(
+        BUDGET_PER_CALLER_USD="5", MODEL_PRICES=REALTIME_PRICES, REALTIME_RESERVE_TOKENS="10000"
+    ) as proxy:
+        base = ws_base(proxy.url)
+        if provider == "openai":
+            url = base + "/v1/realtime?model=gpt-realtime"
+            turn = json.dumps({"type": "test.unmetered_response"})
+            connect = websockets.connect(url, additional_headers=AUTH)
+        else:
+            url = base + "/gemini" + LIVE_PATH + f"?key={FAKE_TOKEN}"
+            turn = json.dumps({"clientContent": {"turnComplete": True}, "testUnmetered": True})
+            connect = websockets.connect(url)
+        async with connect as socket:
+            if provider == "openai":
+                await socket.recv()  # session.created
+            else:
+                await socket.send('{"setup": {"model": "models/gemini-live-2.5-flash-preview"}}')
+                await asyncio.wait_for(socket.recv(), 5)  # setupComplete
+            await socket.send(turn)
+            await asyncio.wait_for(socket.recv(), 5)  # response.created / modelTurn
+            await asyncio.wait_for(socket.recv(), 5)  # response.done / turnComplete
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await socket.send(turn)  # a second turn: never reaches the provider
+                await asyncio.wait_for(socket.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+        assert "usage" in closed.value.rcvd.reason
+        # The unread turn costs the whole reservation (10,000 output tokens at $64 per
+        # million), not nothing.
+        await eventually(lambda: spent_usd(proxy.url) > 0)
+        assert spent_usd(proxy.url) == pytest.approx(0.64)
+    turns = [frame for frame in upstream.sessions[-1]["received"] if "nmetered" in str(frame)]
+    assert len(turns) == 1
+
+
+def ws_base(http_url: str) -> str:
+    return "ws" + http_url[4:]
