@@ -31,6 +31,7 @@ from core.errors import (
     ProxyError,
     send_error,
 )
+from core.headers import NOT_A_PAGE
 from core.providers import Provider, match_provider
 from core.proxy.access_log import BODY_SEND, ERROR_SHAPE
 from core.proxy.forward import Forwarder, never_reached
@@ -249,7 +250,13 @@ class ProxyEndpoint:
         latency). Settled first, as the relay does, so limits and budgets see zero cost."""
         outcome = Outcome(usage=reply.usage, complete=True, cache_hit=True)
         await self.settle(tickets, outcome, request)
-        headers = [*reply.headers, *(header for ticket in tickets for header in ticket.headers)]
+        # The entry keeps only the headers that describe its body: the ones every relayed
+        # reply gets (no page, core/headers.py) are added again, as the relay adds them.
+        headers = [
+            *reply.headers,
+            *NOT_A_PAGE,
+            *(header for ticket in tickets for header in ticket.headers),
+        ]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         chunks = reply.chunks or [b""]
         last = len(chunks) - 1

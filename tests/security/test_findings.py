@@ -414,3 +414,41 @@ async def test_a_realtime_turn_without_usage_is_charged_and_ends_a_capped_sessio
 
 def ws_base(http_url: str) -> str:
     return "ws" + http_url[4:]
+
+
+# ---- the response cache's replays ------------------------------------------------------
+CACHED = {"model": "m", "temperature": 0, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@respx.mock
+async def test_a_cache_hit_is_no_more_a_page_than_the_reply_it_replays() -> None:
+    """Every relayed reply carries `Content-Security-Policy: sandbox` and `nosniff`, so
+    nothing it holds runs beside the dashboard's session; a cache hit replayed only the
+    stored content headers and lost both."""
+    answer = {"choices": [{"message": {"content": "<script>alert(1)</script>"}}]}
+    route = respx.post(f"{UPSTREAM}/chat/completions").respond(200, json=answer)
+    async with client(create_app(load_settings(env(CACHE_URL="memory://")))) as proxy:
+        first = await proxy.post("/v1/chat/completions", json=CACHED, headers=AUTH)
+        hit = await proxy.post("/v1/chat/completions", json=CACHED, headers=AUTH)
+    assert route.call_count == 1 and hit.headers["x-proxy-cache"] == "hit"
+    for reply in (first, hit):
+        assert reply.headers.get("content-security-policy") == "sandbox"
+        assert reply.headers.get("x-content-type-options") == "nosniff"
+        assert len(reply.headers.get_list("content-security-policy")) == 1
+
+
+@respx.mock
+async def test_a_200_in_no_shape_of_the_protocol_is_not_kept() -> None:
+    """A metered route answers JSON or an event stream. A 200 in another shape (a gateway's
+    or captive portal's HTML page, plain text) is no answer, yet it was kept and replayed to
+    the caller for the cache's whole lifetime without reaching the provider again."""
+    route = respx.post(f"{UPSTREAM}/chat/completions").respond(
+        200,
+        content=b"<html>Please sign in to the network</html>",
+        headers={"content-type": "text/html"},
+    )
+    async with client(create_app(load_settings(env(CACHE_URL="memory://")))) as proxy:
+        for _ in range(2):
+            reply = await proxy.post("/v1/chat/completions", json=CACHED, headers=AUTH)
+            assert reply.headers["x-proxy-cache"] == "miss"
+    assert route.call_count == 2
