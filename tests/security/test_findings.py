@@ -17,9 +17,19 @@ from core.app import MisconfiguredApp, create_app
 from core.config import ConfigError, load_settings
 from core.stores import open_store
 from core.types import ASGIApp
+from tests.access.jwt_keys import ISSUER, JWKSServer, jwks_served, mint, rsa_key
+from tests.proxy.test_gemini_upload_legs import GEMINI_KEY, START, upload
 from tests.support.fake_realtime import LIVE_PATH, FakeRealtime
 from tests.support.realtime import ProxyFactory, eventually
-from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
+from tests.support.servers import (
+    FAKE_TOKEN,
+    FAKE_UPSTREAM_KEY,
+    RunningServer,
+    proxy_env,
+    reset_upstream,
+    serve_in_thread,
+    upstream_requests,
+)
 
 UPSTREAM = "https://api.upstream.test/v1"
 AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}", "content-type": "application/json"}
@@ -452,3 +462,43 @@ async def test_a_200_in_no_shape_of_the_protocol_is_not_kept() -> None:
             reply = await proxy.post("/v1/chat/completions", json=CACHED, headers=AUTH)
             assert reply.headers["x-proxy-cache"] == "miss"
     assert route.call_count == 2
+
+
+# ---- an upload_id and the sign-in that started it ---------------------------------------
+
+
+def test_an_upload_id_stops_when_the_jwt_that_started_it_expires(
+    mock_upstream: RunningServer,
+) -> None:
+    """A stored token's upload_id dies with the token (checked on every leg); one started
+    with a JWT kept working for the upload_id's whole day, long past the sign-in's `exp`,
+    for anyone holding the URL: the capability outlived the credential that made it, as a
+    minted key may not."""
+    import time
+
+    signing_key = rsa_key("upload-1")
+    with jwks_served(JWKSServer(keys=[signing_key.jwk()])) as jwks:
+        env = proxy_env(
+            mock_upstream.url,
+            GEMINI_API_KEY=GEMINI_KEY,
+            GEMINI_UPSTREAM=mock_upstream.url,
+            PROXY_ACCESS_TOKEN="",
+            JWT_JWKS_URL=f"{jwks.url}/.well-known/jwks.json",
+            JWT_ISSUER=ISSUER,
+            JWT_LEEWAY_SECONDS="0",
+        )
+        with serve_in_thread(create_app(load_settings(env))) as proxy:
+            signed_in = mint(signing_key, exp=int(time.time()) + 2)
+            started = httpx.post(
+                f"{proxy.url}/gemini/upload/v1beta/files",
+                headers={**START, "x-goog-api-key": signed_in},
+                json={"file": {"display_name": "notes"}},
+            )
+            assert started.status_code == 200, started.text
+            url = started.headers["x-goog-upload-url"]
+            time.sleep(2.5)
+            reset_upstream(mock_upstream)
+            refused = upload(url)
+    assert refused.status_code == 401, refused.text
+    assert refused.headers["x-goog-upload-status"] == "final"
+    assert upstream_requests(mock_upstream) == []  # the bytes never reached the provider
