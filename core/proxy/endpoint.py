@@ -183,6 +183,14 @@ class ProxyEndpoint:
         if status is not None:
             await status.check(time.time())
 
+    async def count_turn(self, request: ProxyRequest) -> None:
+        """Counts a response a realtime session's provider began against the rules that
+        count requests (RATE_LIMIT_REQUESTS); raises the ProxyError of the one it breaks."""
+        for check in self.pipeline.before_body:
+            count = getattr(check, "count_turn", None)
+            if count is not None:
+                await count(request)
+
     async def check_models(self, request: ProxyRequest) -> None:
         """Runs the body checks that decide on the models a request names (scopes,
         ALLOWED_MODELS) again: for a realtime session whose settings changed mid-session."""

@@ -36,12 +36,20 @@ class SessionMeter:
         self.frames = 0
         # Responses (turns) that ended without usage this meter could read.
         self.unread = 0
+        # Responses (turns) the provider began.
+        self.begun = 0
 
     def feed(self, frame: str | bytes) -> None:
         raise NotImplementedError
 
     def finish(self) -> Usage:
         return self.total
+
+    def responses_begun(self) -> int:
+        """How many responses (turns) the provider has begun: each is a request to the
+        rules that count requests, whether a caller's frame asked for it or the provider's
+        own turn detection did."""
+        return self.begun
 
     def unread_turns(self) -> int:
         """How many of the provider's responses ended without usage this meter could read.
@@ -104,6 +112,7 @@ class OpenAIRealtimeMeter(SessionMeter):
         kind = event.get("type")
         if kind == "response.created":
             self.open_responses += 1
+            self.begun += 1
             return
         if kind == _TRANSCRIBED:
             usage = event.get("usage")
@@ -137,8 +146,9 @@ class GeminiLiveMeter(SessionMeter):
         super().__init__()
         self.turn = Usage()
         self.answering = False
-        # Whether the turn under way has reported usage.
+        # Whether the turn under way has reported usage, and has produced output.
         self.turn_read = False
+        self.turn_output = False
 
     def cut_short(self) -> bool:
         return self.answering
@@ -149,6 +159,9 @@ class GeminiLiveMeter(SessionMeter):
             # Not parsed (audio): a mention anywhere errs towards "under way", which only
             # matters if the session ends before the turn's turnComplete.
             self.answering = True
+            if not self.turn_output:
+                self.turn_output = True
+                self.begun += 1
         if "sageMetadata" not in text and "urnComplete" not in text:
             return
         message = _parse(text)
@@ -172,7 +185,7 @@ class GeminiLiveMeter(SessionMeter):
                 self.unread += 1  # the model answered; what it cost was never said
             self.total = _add(self.total, self.turn)
             self.turn = Usage()
-            self.answering = self.turn_read = False
+            self.answering = self.turn_read = self.turn_output = False
 
     def finish(self) -> Usage:
         return _add(self.total, self.turn)

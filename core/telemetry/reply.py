@@ -43,6 +43,8 @@ class SessionMeter(Protocol):
 
     def unread_turns(self) -> int: ...
 
+    def responses_begun(self) -> int: ...
+
 
 # A whole reply longer than this is not parsed for its model (it is an image or a file).
 _KEEP_WHOLE = 1024 * 1024
@@ -293,3 +295,6 @@ class SessionFacts:
 
     def unread_turns(self) -> int:
         return self.meter.unread_turns()
+
+    def responses_begun(self) -> int:
+        return self.meter.responses_begun()

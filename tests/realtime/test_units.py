@@ -189,6 +189,22 @@ def test_a_meter_counts_the_responses_whose_usage_it_could_not_read() -> None:
     assert gemini.unread_turns() == 1
 
 
+def test_a_meter_counts_the_responses_the_provider_began() -> None:
+    openai = OpenAIRealtimeMeter()
+    for _ in range(2):
+        openai.feed(json.dumps({"type": "response.created", "response": {"id": "r"}}))
+        openai.feed(json.dumps({"type": "response.done", "response": {"usage": {}}}))
+    assert openai.responses_begun() == 2
+
+    gemini = GeminiLiveMeter()
+    answer = json.dumps({"serverContent": {"modelTurn": {"parts": [{"text": "Hi"}]}}})
+    for _ in range(2):
+        gemini.feed(answer)
+        gemini.feed(answer)  # the same turn's next chunk
+        gemini.feed(json.dumps({"serverContent": {"turnComplete": True}}))
+    assert gemini.responses_begun() == 2
+
+
 def test_the_openai_meter_counts_input_transcriptions_billed_apart() -> None:
     meter = OpenAIRealtimeMeter()
     tokens = {

@@ -502,3 +502,46 @@ def test_an_upload_id_stops_when_the_jwt_that_started_it_expires(
     assert refused.status_code == 401, refused.text
     assert refused.headers["x-goog-upload-status"] == "final"
     assert upstream_requests(mock_upstream) == []  # the bytes never reached the provider
+
+
+# ---- a realtime session's turns and RATE_LIMIT_REQUESTS ---------------------------------
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+async def test_a_realtime_sessions_responses_count_against_the_request_limit(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, provider: str
+) -> None:
+    """A session counted as one request, at its handshake, however many responses it ran:
+    under RATE_LIMIT_REQUESTS alone (no token limit or budget, so no reservation bounds
+    the session: an anonymous demo's setup) one session generated without end until
+    REALTIME_MAX_SECONDS. Each response the provider begins now counts as a request, and
+    the one past the limit ends the session."""
+    with start_proxy(RATE_LIMIT_REQUESTS="3") as proxy:
+        base = ws_base(proxy.url)
+        if provider == "openai":
+            connect = websockets.connect(
+                base + "/v1/realtime?model=gpt-realtime", additional_headers=AUTH
+            )
+            turn, last = json.dumps({"type": "response.create"}), "response.done"
+        else:
+            connect = websockets.connect(base + "/gemini" + LIVE_PATH + f"?key={FAKE_TOKEN}")
+            turn, last = json.dumps({"clientContent": {"turnComplete": True}}), "turnComplete"
+        done = 0
+        async with connect as socket:
+            if provider == "openai":
+                await socket.recv()  # session.created
+            else:
+                await socket.send('{"setup": {"model": "models/gemini-live-2.5-flash-preview"}}')
+                await asyncio.wait_for(socket.recv(), 5)  # setupComplete
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                for _ in range(6):
+                    await socket.send(turn)
+                    while True:
+                        frame = await asyncio.wait_for(socket.recv(), 5)
+                        if last in str(frame):
+                            done += 1
+                            break
+    # The handshake and two responses are the three requests; the third response is cut.
+    assert done == 2
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert "Rate limit" in closed.value.rcvd.reason
