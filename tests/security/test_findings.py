@@ -545,3 +545,37 @@ async def test_a_realtime_sessions_responses_count_against_the_request_limit(
     assert done == 2
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     assert "Rate limit" in closed.value.rcvd.reason
+
+
+# ---- MAX_TOKENS_CAP / MAX_MESSAGES and realtime sessions ---------------------------------
+
+
+@pytest.mark.parametrize("rule", [{"MAX_TOKENS_CAP": "256"}, {"MAX_MESSAGES": "4"}])
+async def test_a_realtime_session_is_refused_while_the_policy_caps_requests(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, rule: dict[str, str]
+) -> None:
+    """Every generation must ask for at most MAX_TOKENS_CAP output tokens and carry at most
+    MAX_MESSAGES messages; a realtime session (or a key minted for one) asks for neither:
+    its responses default to the model's whole output limit ("inf") and its conversation
+    grows with every turn, none of it in a body the policy reads. Sessions and mints ran
+    as if no cap were set; like batches, they are refused while one is."""
+    with start_proxy(ALLOW_EPHEMERAL_KEYS="true", **rule) as proxy:
+        url = ws_base(proxy.url) + "/v1/realtime?model=gpt-realtime"
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(url, additional_headers=AUTH):
+                pass
+        assert refused.value.response.status_code == 400
+        assert next(iter(rule)) in refused.value.response.body.decode()
+        live = ws_base(proxy.url) + "/gemini" + LIVE_PATH + f"?key={FAKE_TOKEN}"
+        async with websockets.connect(live) as socket:
+            await socket.send('{"setup": {"model": "models/gemini-live-2.5-flash-preview"}}')
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        minted = httpx.post(
+            f"{proxy.url}/v1/realtime/client_secrets",
+            json={"session": {"type": "realtime", "model": "gpt-realtime"}},
+            headers=AUTH,
+        )
+        assert minted.status_code == 400, minted.text
+    assert upstream.sessions == [] and upstream.minted == []
