@@ -172,11 +172,11 @@ class RequestLimit:
         return await self.count(request, tokens_too=True)
 
     async def count_turn(self, request: ProxyRequest) -> None:
-        """A response a realtime session's provider begins, counted as one more request
-        (RateLimited past the limit): a session is a request that lasts, and without a
-        token limit or budget nothing else bounds how many it runs. The token limit is the
-        session's reservation's to hold (counted at the handshake), so only requests are
-        checked here."""
+        """A further upstream call of a request that lasts (a response a realtime
+        session's provider begins, a Gemini stream's continuation), counted as one more
+        request (RateLimited past the limit): without a token limit or budget nothing else
+        bounds how many it makes. The token limit is the reservation's to hold (counted
+        when the request was admitted), so only requests are checked here."""
         if self.limiter.requests:
             await self.count(request, tokens_too=False)
 

@@ -184,8 +184,9 @@ class ProxyEndpoint:
             await status.check(time.time())
 
     async def count_turn(self, request: ProxyRequest) -> None:
-        """Counts a response a realtime session's provider began against the rules that
-        count requests (RATE_LIMIT_REQUESTS); raises the ProxyError of the one it breaks."""
+        """Counts a further upstream call of a request that lasts (a response a realtime
+        session's provider began, a stream's continuation) against the rules that count
+        requests (RATE_LIMIT_REQUESTS); raises the ProxyError of the one it breaks."""
         for check in self.pipeline.before_body:
             count = getattr(check, "count_turn", None)
             if count is not None:
@@ -467,20 +468,27 @@ class ProxyEndpoint:
         self, request: ProxyRequest, tickets: list[Ticket], outcome: Outcome
     ) -> bool:
         """Whether a stream's continuation may be asked (core/proxy/recovery.py): it is
-        another upstream call, so the token and the kill switch are checked again, and it
+        another upstream call, so the token and the kill switch are checked again, it
         is asked only while what was metered is within the request's reservation (so the
-        charge passes the reservation by one continuation at most)."""
+        charge passes the reservation by one continuation at most), and it counts as a
+        request against RATE_LIMIT_REQUESTS."""
         try:
             await self.recheck(request)
         except ProxyError:
             return False
         reserved = reserved_tokens(tickets)
-        if reserved is None:
-            return True
-        # Usage that could not be read is not zero: the stream is charged its whole
-        # reservation already, and each further call would be generated uncharged.
-        usage = outcome.usage
-        return usage is not None and not outcome.unread_calls and usage.total < reserved
+        if reserved is not None:
+            # Usage that could not be read is not zero: the stream is charged its whole
+            # reservation already, and each further call would be generated uncharged.
+            usage = outcome.usage
+            if usage is None or outcome.unread_calls or usage.total >= reserved:
+                return False
+        # Another upstream call: a request to RATE_LIMIT_REQUESTS, as a session's turn is.
+        try:
+            await self.count_turn(request)
+        except ProxyError:
+            return False
+        return True
 
     async def finish_metering(
         self,

@@ -579,3 +579,26 @@ async def test_a_realtime_session_is_refused_while_the_policy_caps_requests(
         )
         assert minted.status_code == 400, minted.text
     assert upstream.sessions == [] and upstream.minted == []
+
+
+def test_a_streams_continuations_count_against_the_request_limit() -> None:
+    """Each continuation GEMINI_STREAM_RECOVERY asks is another upstream call, yet only the
+    caller's request was counted: under RATE_LIMIT_REQUESTS a request whose stream never
+    finished made 1 + GEMINI_STREAM_RECOVERY_ATTEMPTS calls. Each continuation now counts
+    as a request (as each response of a realtime session does), and none is asked past
+    the limit."""
+    from tests.proxy.test_gemini_stream_recovery import ask, gemini_proxy, never_finishing
+
+    upstream = never_finishing()
+    with (
+        serve_in_thread(upstream) as server,
+        gemini_proxy(
+            server,
+            GEMINI_STREAM_RECOVERY="true",
+            GEMINI_STREAM_RECOVERY_ATTEMPTS="5",
+            RATE_LIMIT_REQUESTS="2",
+        ) as proxy,
+    ):
+        ask(proxy, FAKE_TOKEN)
+    # The request and one continuation are the two requests the window allows.
+    assert len(upstream.seen) == 2
