@@ -9,8 +9,8 @@ own protocol says it is done:
 - OpenAI Responses streams: a `response.completed` event;
 - Anthropic streams: `message_stop`;
 - Gemini (`alt=sse` or the streamed JSON array): a candidate with a `finishReason`;
-- any whole JSON reply: a JSON value that parses, with no top-level `error` member (some
-  vendors, OpenRouter among them, answer errors with a 200);
+- any whole JSON reply: a JSON value that parses, with no top-level `error` member other
+  than `null` (some vendors, OpenRouter among them, answer errors with a 200);
 - nothing else: a reply that is neither JSON nor an event stream (an HTML page a gateway
   answered with a 200) is no answer of a metered route.
 
@@ -50,7 +50,8 @@ def _events(body: bytes) -> Iterator[tuple[bytes, Any]]:
 
 
 def _is_error(item: Any) -> bool:
-    return isinstance(item, dict) and "error" in item
+    # Not the member's mere presence: every Responses API object carries `"error": null`.
+    return isinstance(item, dict) and item.get("error") is not None
 
 
 def _openai_chat_done(items: list[tuple[bytes, Any]]) -> bool:
