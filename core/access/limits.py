@@ -169,6 +169,18 @@ class RequestLimit:
         self.limiter = limiter
 
     async def admit(self, request: ProxyRequest) -> Ticket | None:
+        return await self.count(request, tokens_too=True)
+
+    async def count_turn(self, request: ProxyRequest) -> None:
+        """A further upstream call of a request that lasts (a response a realtime
+        session's provider begins, a Gemini stream's continuation), counted as one more
+        request (RateLimited past the limit): without a token limit or budget nothing else
+        bounds how many it makes. The token limit is the reservation's to hold (counted
+        when the request was admitted), so only requests are checked here."""
+        if self.limiter.requests:
+            await self.count(request, tokens_too=False)
+
+    async def count(self, request: ProxyRequest, *, tokens_too: bool) -> Ticket | None:
         limiter = self.limiter
         key, reset_at, expires_at = limiter.window_of(request.counted_as)
         store = limiter.store
@@ -192,7 +204,7 @@ class RequestLimit:
                 headers,
             )
         used = counts.get("tokens", 0)
-        if limiter.tokens and used >= limiter.tokens:
+        if tokens_too and limiter.tokens and used >= limiter.tokens:
             raise limiter.refusal(
                 f"Token limit reached: {limiter.tokens} tokens per {duration(limiter.window)} "
                 f"for this caller ({used} used). Try again in {duration(wait)}.",

@@ -6,7 +6,8 @@ core/realtime/): each must name a model on the list, since one that names none g
 provider's default; only reads and file uploads name none. The caps hold for every route
 that generates text (the provider's protocol says which: core/protocols.py). What the
 policy cannot read is refused while it is on: a compressed or non-JSON body on a
-generating route, and batch routes, whose requests run later outside any reply.
+generating route, batch routes, whose requests run later outside any reply, and realtime
+sessions and the keys minted for them, whose responses run in frames no body check reads.
 
 A refusal names its rule (the setting) so whoever reads the error knows what to change:
 403 for a model the deployment does not serve, 400 for a request shape over a cap. The
@@ -62,7 +63,18 @@ class RequestPolicy:
             return None
         if self.allowed_models:
             await self._check_model(request)
-        if not route.generates or not (self.max_messages or self.max_tokens_cap):
+        if not (self.max_messages or self.max_tokens_cap):
+            return None
+        if route.kind == "minting" or route.name == "realtime":
+            # A realtime session (through the proxy, or with a key minted for it) runs
+            # responses that ask for no output cap (the default is the model's whole limit)
+            # over a conversation that grows each turn, in frames no body check reads.
+            raise PolicyRefused(
+                "Policy: a realtime session (or an ephemeral key for one) runs responses "
+                "the proxy cannot hold to MAX_TOKENS_CAP / MAX_MESSAGES: refused while "
+                "they are set."
+            )
+        if not route.generates:
             return None
         if route.kind == "unreadable":
             raise PolicyRefused(

@@ -9,8 +9,10 @@ own protocol says it is done:
 - OpenAI Responses streams: a `response.completed` event;
 - Anthropic streams: `message_stop`;
 - Gemini (`alt=sse` or the streamed JSON array): a candidate with a `finishReason`;
-- any whole JSON reply: a JSON value that parses, with no top-level `error` member (some
-  vendors, OpenRouter among them, answer errors with a 200).
+- any whole JSON reply: a JSON value that parses, with no top-level `error` member other
+  than `null` (some vendors, OpenRouter among them, answer errors with a 200);
+- nothing else: a reply that is neither JSON nor an event stream (an HTML page a gateway
+  answered with a 200) is no answer of a metered route.
 
 Any event or array item with a top-level `error` (a mid-stream failure) also keeps a
 stream out. The check runs once per reply that would be stored, on the copy the cache holds
@@ -48,7 +50,8 @@ def _events(body: bytes) -> Iterator[tuple[bytes, Any]]:
 
 
 def _is_error(item: Any) -> bool:
-    return isinstance(item, dict) and "error" in item
+    # Not the member's mere presence: every Responses API object carries `"error": null`.
+    return isinstance(item, dict) and item.get("error") is not None
 
 
 def _openai_chat_done(items: list[tuple[bytes, Any]]) -> bool:
@@ -106,6 +109,10 @@ def finished(wire: str, content_type: bytes, body: bytes, stream: bool) -> bool:
     kind = content_type.lower()
     if kind.startswith(b"text/event-stream"):
         return finished_stream(wire, body)
-    if b"json" in kind:
+    if b"json" in kind or not kind.strip():
+        # Unlabelled: kept only if it parses as an answer.
         return finished_document(wire, body, stream)
-    return not stream  # a stream in a shape none of the checks reads: not kept
+    # A metered route answers JSON or an event stream: a 200 in any other shape (a
+    # gateway's or captive portal's HTML page, plain text) is no answer, and replayed it
+    # would stand in for the provider for the cache's whole lifetime.
+    return False

@@ -31,6 +31,7 @@ from core.errors import (
     ProxyError,
     send_error,
 )
+from core.headers import NOT_A_PAGE
 from core.providers import Provider, match_provider
 from core.proxy.access_log import BODY_SEND, ERROR_SHAPE
 from core.proxy.forward import Forwarder, never_reached
@@ -190,6 +191,15 @@ class ProxyEndpoint:
         if status is not None:
             await status.check(time.time())
 
+    async def count_turn(self, request: ProxyRequest) -> None:
+        """Counts a further upstream call of a request that lasts (a response a realtime
+        session's provider began, a stream's continuation) against the rules that count
+        requests (RATE_LIMIT_REQUESTS); raises the ProxyError of the one it breaks."""
+        for check in self.pipeline.before_body:
+            count = getattr(check, "count_turn", None)
+            if count is not None:
+                await count(request)
+
     async def check_models(self, request: ProxyRequest) -> None:
         """Runs the body checks that decide on the models a request names (scopes,
         ALLOWED_MODELS) again: for a realtime session whose settings changed mid-session."""
@@ -257,7 +267,13 @@ class ProxyEndpoint:
         latency). Settled first, as the relay does, so limits and budgets see zero cost."""
         outcome = Outcome(usage=reply.usage, complete=True, cache_hit=True)
         await self.settle(tickets, outcome, request)
-        headers = [*reply.headers, *(header for ticket in tickets for header in ticket.headers)]
+        # The entry keeps only the headers that describe its body: the ones every relayed
+        # reply gets (no page, core/headers.py) are added again, as the relay adds them.
+        headers = [
+            *reply.headers,
+            *NOT_A_PAGE,
+            *(header for ticket in tickets for header in ticket.headers),
+        ]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         chunks = reply.chunks or [b""]
         last = len(chunks) - 1
@@ -458,20 +474,27 @@ class ProxyEndpoint:
         self, request: ProxyRequest, tickets: list[Ticket], outcome: Outcome
     ) -> bool:
         """Whether a stream's continuation may be asked (core/proxy/recovery.py): it is
-        another upstream call, so the token and the kill switch are checked again, and it
+        another upstream call, so the token and the kill switch are checked again, it
         is asked only while what was metered is within the request's reservation (so the
-        charge passes the reservation by one continuation at most)."""
+        charge passes the reservation by one continuation at most), and it counts as a
+        request against RATE_LIMIT_REQUESTS."""
         try:
             await self.recheck(request)
         except ProxyError:
             return False
         reserved = reserved_tokens(tickets)
-        if reserved is None:
-            return True
-        # Usage that could not be read is not zero: the stream is charged its whole
-        # reservation already, and each further call would be generated uncharged.
-        usage = outcome.usage
-        return usage is not None and not outcome.unread_calls and usage.total < reserved
+        if reserved is not None:
+            # Usage that could not be read is not zero: the stream is charged its whole
+            # reservation already, and each further call would be generated uncharged.
+            usage = outcome.usage
+            if usage is None or outcome.unread_calls or usage.total >= reserved:
+                return False
+        # Another upstream call: a request to RATE_LIMIT_REQUESTS, as a session's turn is.
+        try:
+            await self.count_turn(request)
+        except ProxyError:
+            return False
+        return True
 
     async def finish_metering(
         self,

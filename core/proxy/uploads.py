@@ -12,7 +12,8 @@ issued to the caller who started the session. google-genai (Python) sends the up
 with no credential at all, so the upload_id is its authorization: only an upload_id this
 proxy handed out recently, to an authenticated caller, is accepted, and only while the
 token that started it is still valid (checked again on each leg: a revoked, disabled or
-expired token, or a shared token rotated out, ends its uploads). The bytes still go only
+expired token, or a shared token rotated out, ends its uploads) and never past the expiry
+of the credential that started it (a JWT's `exp`: a sign-in cannot be looked up again). The bytes still go only
 to the configured upstream; no host named in a request is ever used.
 """
 
@@ -132,6 +133,10 @@ class UploadSession:
     # SHA-256 (hex) of the proxy token that started it, checked again on each leg; empty
     # for a caller with no token to revoke (anonymous, a JWT user).
     token: str = ""
+    # When the credential that started it expires (a JWT's `exp`, a stored token's expiry),
+    # as a UNIX time; 0 for one that does not. A JWT cannot be looked up again, so this is
+    # what ends its uploads: the upload_id must not outlive the sign-in that made it.
+    expires_at: float = 0.0
 
 
 class UploadSessions:
@@ -151,6 +156,8 @@ class UploadSessions:
     async def issue(self, upload_id: str, session: UploadSession) -> None:
         key = self._key(upload_id)
         expires_at = time.time() + SESSION_SECONDS
+        if session.expires_at:
+            expires_at = min(expires_at, session.expires_at)
         store = self.store
         if store is None:
             memory = self._memory
@@ -179,12 +186,15 @@ class UploadSessions:
             return None
         doc = item.doc
         target = doc.get("target")
+        expires = doc.get("expires_at", 0.0)
         return UploadSession(
             caller=str(doc.get("caller", "upload")),
             counted_as=str(doc.get("counted_as", "")),
             target=target if isinstance(target, int) else -1,
             path=str(doc.get("path", "")),
             token=str(doc.get("token", "")),
+            # Unreadable is treated as already expired: fail closed.
+            expires_at=float(expires) if isinstance(expires, int | float) else 1.0,
         )
 
     async def admit_upload_leg(self, request: ProxyRequest) -> bool:
@@ -206,6 +216,13 @@ class UploadSessions:
             raise UnknownUploadSession(
                 "This upload session was not started through this proxy, or it expired: "
                 "start the upload again.",
+                headers=_FINAL,
+            )
+        if session.expires_at and session.expires_at <= time.time():
+            # A store may keep an item past its expiry (DynamoDB deletes late): checked here.
+            raise UnknownUploadSession(
+                "The sign-in that started this upload has expired: start the upload again "
+                "with a valid credential.",
                 headers=_FINAL,
             )
         await self.check_token(session)
@@ -245,16 +262,17 @@ class UploadSessions:
         caller = request.caller
         target = request.target or 0
         token = ""
+        expires_at = (caller.expires_at or 0.0) if caller is not None else 0.0
         if request.upload_leg:
             # A leg carries no token of its own: an upload URL its reply hands out belongs
-            # to the token that started the leg's session, or it would outlive that token
-            # (and each leg could mint the next, for ever).
+            # to the token that started the leg's session, and ends when it does, or it
+            # would outlive that token (and each leg could mint the next, for ever).
             leg_id = upload_id_of(request.query)
             parent = await self.find(leg_id) if leg_id is not None else None
             if parent is None:
                 caller = None  # its session ended meanwhile: nothing new is issued
             else:
-                token = parent.token
+                token, expires_at = parent.token, parent.expires_at
         elif (
             request.credential
             and caller is not None
@@ -275,7 +293,12 @@ class UploadSessions:
             if upload_id is not None and caller is not None:
                 label = caller.label
                 session = UploadSession(
-                    label, request.counted_as or label, target, route_path(remainder), token
+                    label,
+                    request.counted_as or label,
+                    target,
+                    route_path(remainder),
+                    token,
+                    expires_at,
                 )
                 await self.issue(upload_id, session)
             kept.append((name, rewritten.encode("latin-1")))

@@ -18,7 +18,8 @@ A session is a request that lasts (core/realtime/stages.py): while it is open th
 token and the kill switch are checked again every REALTIME_RECHECK_SECONDS and on each
 frame that starts a turn; a frame that names another model or sets the session up again
 is refused; frames are bounded by REALTIME_MAX_FRAME_BYTES (never above MAX_BODY_BYTES);
-one caller holds at most REALTIME_SESSIONS_PER_CALLER sessions at once. Close codes: 1008
+one caller holds at most REALTIME_SESSIONS_PER_CALLER sessions at once; each response the
+provider begins counts as a request against RATE_LIMIT_REQUESTS. Close codes: 1008
 (a rule refused: token revoked, scope, model), 1009 (frame too large), 1013 (the proxy
 is switched off: try again later), 1011 (the provider failed).
 """
@@ -528,17 +529,48 @@ class RealtimeEndpoint:
                     return False
             return not starts_turn or await recheck()
 
+        counted = 0  # responses begun that were counted as requests
+
+        async def over_a_rule() -> bool:
+            """After each provider frame: a response it began is counted as a request
+            (RATE_LIMIT_REQUESTS holds for turns, whoever started them: a caller's frame
+            or the provider's own turn detection), then the reservation is checked. True
+            (and the session ended) when a rule stops it."""
+            nonlocal counted
+            begun = meter.responses_begun()
+            if begun > counted:
+                counted = begun
+                try:
+                    await stages.count_turn(watch.request)
+                except ProxyError as error:
+                    log = watch.request.log
+                    if log is not None:
+                        log.error = error.code
+                    await end(1011 if error.status >= 500 else CLOSE_POLICY, error.message)
+                    return True
+            return await used_up()
+
         async def used_up() -> bool:
-            if not reserved or meter.finish().total < reserved:
+            if not reserved:
+                return False
+            if meter.unread_turns():
+                # A cap cannot count what was never reported: no further turn is relayed
+                # (the unread one is charged the reservation at settlement).
+                code, text = (
+                    1011,
+                    "The provider reported no usage for a response, and usage is capped "
+                    "here; open a new session.",
+                )
+            elif meter.finish().total >= reserved:
+                code, text = (
+                    1008,
+                    f"Session used its {reserved} reserved tokens (REALTIME_RESERVE_TOKENS); "
+                    "open a new one.",
+                )
+            else:
                 return False
             await _close_upstream(upstream, 1000)
-            await _close(
-                send,
-                1008,
-                f"Session used its {reserved} reserved tokens (REALTIME_RESERVE_TOKENS); "
-                "open a new one.",
-                relay,
-            )
+            await _close(send, code, text, relay)
             stop()
             return True
 
@@ -574,13 +606,13 @@ class RealtimeEndpoint:
                     meter.feed(frame.data)
                     text = scrub(frame.data)
                     await _send(send, {"type": "websocket.send", "text": text}, relay)
-                    if await used_up():
+                    if await over_a_rule():
                         return
                 elif kind == WSMsgType.BINARY:
                     meter.feed(frame.data)
                     data = scrub(frame.data)
                     await _send(send, {"type": "websocket.send", "bytes": data}, relay)
-                    if await used_up():
+                    if await over_a_rule():
                         return
                 elif kind == WSMsgType.CLOSING:
                     # Another loop of this session is closing the socket (aiohttp wakes the
@@ -631,6 +663,8 @@ class RealtimeEndpoint:
             )
         outcome = relay.outcome
         outcome.usage = meter.finish()
+        # Each response whose usage was never reported is charged the reservation on top.
+        outcome.unread_calls = meter.unread_turns()
         # A response under way when the session ended (the caller hung up, the time limit,
         # the reservation used up) is a reply cut short: at least the reservation is charged.
         outcome.complete = not relay.upstream_failed and not meter.cut_short()

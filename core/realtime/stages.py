@@ -5,7 +5,8 @@ A session is a request that lasts. It goes through the same stages as an HTTP re
 while it is open it is checked again (`recheck`): every REALTIME_RECHECK_SECONDS and on
 each frame that starts a turn, the caller is identified again (a revoked, disabled or
 expired token ends the session) and the rules that hold while a session is open run again
-(the kill switch and the schedule).
+(the kill switch and the schedule). Each response the provider begins counts as a request
+(`count_turn`): RATE_LIMIT_REQUESTS holds for the turns, not only the handshake.
 
 `SessionStages` is what core/realtime/session.py depends on; `EndpointStages` is the one
 place that knows how the HTTP endpoint provides it.
@@ -36,6 +37,8 @@ class SessionStages(Protocol):
     async def admit_body(self, request: ProxyRequest, tickets: list[Ticket]) -> None: ...
 
     async def recheck(self, request: ProxyRequest) -> None: ...
+
+    async def count_turn(self, request: ProxyRequest) -> None: ...
 
     def scrub_frame(self, frame: Frame) -> Frame: ...
 
@@ -80,6 +83,11 @@ class EndpointStages:
         proxy switched off (ProxyEndpoint.recheck: the same check a stream's
         continuation gets)."""
         await self.endpoint.recheck(request)
+
+    async def count_turn(self, request: ProxyRequest) -> None:
+        """Raises the ProxyError that ends the session: a response the provider began,
+        counted as a request, is past RATE_LIMIT_REQUESTS."""
+        await self.endpoint.count_turn(request)
 
     async def settle(
         self, tickets: list[Ticket], outcome: Outcome, request: ProxyRequest | None

@@ -34,12 +34,29 @@ class SessionMeter:
     def __init__(self) -> None:
         self.total = Usage()
         self.frames = 0
+        # Responses (turns) that ended without usage this meter could read.
+        self.unread = 0
+        # Responses (turns) the provider began.
+        self.begun = 0
 
     def feed(self, frame: str | bytes) -> None:
         raise NotImplementedError
 
     def finish(self) -> Usage:
         return self.total
+
+    def responses_begun(self) -> int:
+        """How many responses (turns) the provider has begun: each is a request to the
+        rules that count requests, whether a caller's frame asked for it or the provider's
+        own turn detection did."""
+        return self.begun
+
+    def unread_turns(self) -> int:
+        """How many of the provider's responses ended without usage this meter could read.
+        Zero tokens would be a guess, and the wrong way: each is charged the session's
+        reservation, and under a cap the session ends at the first (fail closed, as a
+        stream's continuation does, core/proxy/recovery.py)."""
+        return self.unread
 
     def cut_short(self) -> bool:
         """Whether a response was under way (begun, its usage not yet reported) when the
@@ -95,6 +112,7 @@ class OpenAIRealtimeMeter(SessionMeter):
         kind = event.get("type")
         if kind == "response.created":
             self.open_responses += 1
+            self.begun += 1
             return
         if kind == _TRANSCRIBED:
             usage = event.get("usage")
@@ -108,6 +126,8 @@ class OpenAIRealtimeMeter(SessionMeter):
         usage = response.get("usage") if isinstance(response, dict) else None
         if isinstance(usage, dict):
             self._add(usage)
+        else:
+            self.unread += 1
 
     def _add(self, usage: dict[str, Any]) -> None:
         details = usage.get("input_token_details")
@@ -126,6 +146,9 @@ class GeminiLiveMeter(SessionMeter):
         super().__init__()
         self.turn = Usage()
         self.answering = False
+        # Whether the turn under way has reported usage, and has produced output.
+        self.turn_read = False
+        self.turn_output = False
 
     def cut_short(self) -> bool:
         return self.answering
@@ -136,6 +159,9 @@ class GeminiLiveMeter(SessionMeter):
             # Not parsed (audio): a mention anywhere errs towards "under way", which only
             # matters if the session ends before the turn's turnComplete.
             self.answering = True
+            if not self.turn_output:
+                self.turn_output = True
+                self.begun += 1
         if "sageMetadata" not in text and "urnComplete" not in text:
             return
         message = _parse(text)
@@ -143,7 +169,7 @@ class GeminiLiveMeter(SessionMeter):
             return
         metadata = message.get("usageMetadata", message.get("usage_metadata"))
         if isinstance(metadata, dict):
-            self.answering = True
+            self.answering = self.turn_read = True
             read = _gemini_usage(metadata)
             turn = self.turn
             self.turn = Usage(
@@ -155,9 +181,11 @@ class GeminiLiveMeter(SessionMeter):
         if isinstance(content, dict) and (
             content.get("turnComplete") is True or content.get("turn_complete") is True
         ):
+            if self.answering and not self.turn_read:
+                self.unread += 1  # the model answered; what it cost was never said
             self.total = _add(self.total, self.turn)
             self.turn = Usage()
-            self.answering = False
+            self.answering = self.turn_read = self.turn_output = False
 
     def finish(self) -> Usage:
         return _add(self.total, self.turn)

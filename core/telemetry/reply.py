@@ -41,6 +41,10 @@ class SessionMeter(Protocol):
 
     def cut_short(self) -> bool: ...
 
+    def unread_turns(self) -> int: ...
+
+    def responses_begun(self) -> int: ...
+
 
 # A whole reply longer than this is not parsed for its model (it is an image or a file).
 _KEEP_WHOLE = 1024 * 1024
@@ -288,3 +292,9 @@ class SessionFacts:
 
     def cut_short(self) -> bool:
         return self.meter.cut_short()
+
+    def unread_turns(self) -> int:
+        return self.meter.unread_turns()
+
+    def responses_begun(self) -> int:
+        return self.meter.responses_begun()

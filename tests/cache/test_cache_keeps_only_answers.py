@@ -245,6 +245,18 @@ def test_a_200_whose_body_is_an_error_is_not_stored() -> None:
         assert upstream.calls == 2
 
 
+def test_a_responses_reply_with_a_null_error_is_an_answer() -> None:
+    """Every Responses API object carries `"error": null`: read as an error, no
+    non-streamed Responses reply was ever kept. A non-null `error` still keeps a reply out."""
+    from core.cache.complete import finished
+
+    reply = {"object": "response", "status": "completed", "error": None, "output": []}
+    assert finished("openai", b"application/json", json.dumps(reply).encode(), False)
+    failed = {**reply, "status": "failed", "error": {"code": "server_error"}}
+    assert not finished("openai", b"application/json", json.dumps(failed).encode(), False)
+    assert not finished("openai", b"application/json", b'{"error": {"message": "x"}}', False)
+
+
 def test_a_hit_replays_no_per_request_header() -> None:
     with cached() as (proxy, upstream):
         for kind, model in (

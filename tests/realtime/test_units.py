@@ -166,6 +166,45 @@ def test_a_meter_knows_a_response_was_under_way_when_the_session_ended() -> None
     assert gemini.cut_short()  # usage of a turn not yet complete
 
 
+def test_a_meter_counts_the_responses_whose_usage_it_could_not_read() -> None:
+    openai = OpenAIRealtimeMeter()
+    usage = {"input_tokens": 5, "output_tokens": 7}
+    openai.feed(json.dumps({"type": "response.done", "response": {"usage": usage}}))
+    assert openai.unread_turns() == 0
+    openai.feed(json.dumps({"type": "response.done", "response": {"status": "completed"}}))
+    openai.feed(json.dumps({"type": "response.done", "response": {"usage": None}}))
+    assert openai.unread_turns() == 2 and openai.finish() == Usage(5, 7)
+
+    gemini = GeminiLiveMeter()
+    answer = json.dumps({"serverContent": {"modelTurn": {"parts": [{"text": "Hi"}]}}})
+    complete = json.dumps({"serverContent": {"turnComplete": True}})
+    gemini.feed(answer)
+    gemini.feed(json.dumps({"usageMetadata": {"promptTokenCount": 3}}))
+    gemini.feed(complete)
+    assert gemini.unread_turns() == 0
+    gemini.feed(complete)  # no answer, nothing to charge
+    assert gemini.unread_turns() == 0
+    gemini.feed(answer)
+    gemini.feed(complete)  # an answer whose cost was never said
+    assert gemini.unread_turns() == 1
+
+
+def test_a_meter_counts_the_responses_the_provider_began() -> None:
+    openai = OpenAIRealtimeMeter()
+    for _ in range(2):
+        openai.feed(json.dumps({"type": "response.created", "response": {"id": "r"}}))
+        openai.feed(json.dumps({"type": "response.done", "response": {"usage": {}}}))
+    assert openai.responses_begun() == 2
+
+    gemini = GeminiLiveMeter()
+    answer = json.dumps({"serverContent": {"modelTurn": {"parts": [{"text": "Hi"}]}}})
+    for _ in range(2):
+        gemini.feed(answer)
+        gemini.feed(answer)  # the same turn's next chunk
+        gemini.feed(json.dumps({"serverContent": {"turnComplete": True}}))
+    assert gemini.responses_begun() == 2
+
+
 def test_the_openai_meter_counts_input_transcriptions_billed_apart() -> None:
     meter = OpenAIRealtimeMeter()
     tokens = {

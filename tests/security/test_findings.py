@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,13 +10,26 @@ from pathlib import Path
 import httpx
 import pytest
 import respx
+import websockets
 
 from core.access.tokens import create_token
 from core.app import MisconfiguredApp, create_app
 from core.config import ConfigError, load_settings
 from core.stores import open_store
 from core.types import ASGIApp
-from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
+from tests.access.jwt_keys import ISSUER, JWKSServer, jwks_served, mint, rsa_key
+from tests.proxy.test_gemini_upload_legs import GEMINI_KEY, START, upload
+from tests.support.fake_realtime import LIVE_PATH, FakeRealtime
+from tests.support.realtime import ProxyFactory, eventually
+from tests.support.servers import (
+    FAKE_TOKEN,
+    FAKE_UPSTREAM_KEY,
+    RunningServer,
+    proxy_env,
+    reset_upstream,
+    serve_in_thread,
+    upstream_requests,
+)
 
 UPSTREAM = "https://api.upstream.test/v1"
 AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}", "content-type": "application/json"}
@@ -352,3 +366,239 @@ async def test_the_routed_model_list_is_scrubbed_of_the_keys() -> None:
     assert "gpt-4o" in ids and "claude-a" in ids, ids
     for secret in (FAKE_UPSTREAM_KEY, ANTHROPIC_KEY, masked, ANTHROPIC_KEY[-8:]):
         assert secret not in reply.text
+
+
+# ---- realtime sessions: usage the proxy cannot read ------------------------------------
+REALTIME_PRICES = json.dumps(
+    {"gpt-realtime*": {"input": 32, "output": 64}, "*gemini-live*": {"input": 32, "output": 64}}
+)
+
+
+def spent_usd(proxy_url: str) -> float:
+    reply = httpx.get(f"{proxy_url}/proxy/usage", headers=AUTH)
+    return float(reply.json()["spent_usd"])
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+async def test_a_realtime_turn_without_usage_is_charged_and_ends_a_capped_session(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, provider: str
+) -> None:
+    """A provider turn whose usage the proxy cannot read (an OpenAI `response.done` with no
+    `usage`, a Gemini Live turn completed with no `usageMetadata`) was settled as zero
+    tokens, and a session under a budget ran on: every further turn generated uncharged
+    until REALTIME_MAX_SECONDS. Fail closed, as stream recovery is: under a cap the session
+    ends at the first such turn, and that turn is charged the session's reservation."""
+    with start_proxy(
+        BUDGET_PER_CALLER_USD="5", MODEL_PRICES=REALTIME_PRICES, REALTIME_RESERVE_TOKENS="10000"
+    ) as proxy:
+        base = ws_base(proxy.url)
+        if provider == "openai":
+            url = base + "/v1/realtime?model=gpt-realtime"
+            turn = json.dumps({"type": "test.unmetered_response"})
+            connect = websockets.connect(url, additional_headers=AUTH)
+        else:
+            url = base + "/gemini" + LIVE_PATH + f"?key={FAKE_TOKEN}"
+            turn = json.dumps({"clientContent": {"turnComplete": True}, "testUnmetered": True})
+            connect = websockets.connect(url)
+        async with connect as socket:
+            if provider == "openai":
+                await socket.recv()  # session.created
+            else:
+                await socket.send('{"setup": {"model": "models/gemini-live-2.5-flash-preview"}}')
+                await asyncio.wait_for(socket.recv(), 5)  # setupComplete
+            await socket.send(turn)
+            await asyncio.wait_for(socket.recv(), 5)  # response.created / modelTurn
+            await asyncio.wait_for(socket.recv(), 5)  # response.done / turnComplete
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await socket.send(turn)  # a second turn: never reaches the provider
+                await asyncio.wait_for(socket.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+        assert "usage" in closed.value.rcvd.reason
+        # The unread turn costs the whole reservation (10,000 output tokens at $64 per
+        # million), not nothing.
+        await eventually(lambda: spent_usd(proxy.url) > 0)
+        assert spent_usd(proxy.url) == pytest.approx(0.64)
+    turns = [frame for frame in upstream.sessions[-1]["received"] if "nmetered" in str(frame)]
+    assert len(turns) == 1
+
+
+def ws_base(http_url: str) -> str:
+    return "ws" + http_url[4:]
+
+
+# ---- the response cache's replays ------------------------------------------------------
+CACHED = {"model": "m", "temperature": 0, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@respx.mock
+async def test_a_cache_hit_is_no_more_a_page_than_the_reply_it_replays() -> None:
+    """Every relayed reply carries `Content-Security-Policy: sandbox` and `nosniff`, so
+    nothing it holds runs beside the dashboard's session; a cache hit replayed only the
+    stored content headers and lost both."""
+    answer = {"choices": [{"message": {"content": "<script>alert(1)</script>"}}]}
+    route = respx.post(f"{UPSTREAM}/chat/completions").respond(200, json=answer)
+    async with client(create_app(load_settings(env(CACHE_URL="memory://")))) as proxy:
+        first = await proxy.post("/v1/chat/completions", json=CACHED, headers=AUTH)
+        hit = await proxy.post("/v1/chat/completions", json=CACHED, headers=AUTH)
+    assert route.call_count == 1 and hit.headers["x-proxy-cache"] == "hit"
+    for reply in (first, hit):
+        assert reply.headers.get("content-security-policy") == "sandbox"
+        assert reply.headers.get("x-content-type-options") == "nosniff"
+        assert len(reply.headers.get_list("content-security-policy")) == 1
+
+
+@respx.mock
+async def test_a_200_in_no_shape_of_the_protocol_is_not_kept() -> None:
+    """A metered route answers JSON or an event stream. A 200 in another shape (a gateway's
+    or captive portal's HTML page, plain text) is no answer, yet it was kept and replayed to
+    the caller for the cache's whole lifetime without reaching the provider again."""
+    route = respx.post(f"{UPSTREAM}/chat/completions").respond(
+        200,
+        content=b"<html>Please sign in to the network</html>",
+        headers={"content-type": "text/html"},
+    )
+    async with client(create_app(load_settings(env(CACHE_URL="memory://")))) as proxy:
+        for _ in range(2):
+            reply = await proxy.post("/v1/chat/completions", json=CACHED, headers=AUTH)
+            assert reply.headers["x-proxy-cache"] == "miss"
+    assert route.call_count == 2
+
+
+# ---- an upload_id and the sign-in that started it ---------------------------------------
+
+
+def test_an_upload_id_stops_when_the_jwt_that_started_it_expires(
+    mock_upstream: RunningServer,
+) -> None:
+    """A stored token's upload_id dies with the token (checked on every leg); one started
+    with a JWT kept working for the upload_id's whole day, long past the sign-in's `exp`,
+    for anyone holding the URL: the capability outlived the credential that made it, as a
+    minted key may not."""
+    import time
+
+    signing_key = rsa_key("upload-1")
+    with jwks_served(JWKSServer(keys=[signing_key.jwk()])) as jwks:
+        env = proxy_env(
+            mock_upstream.url,
+            GEMINI_API_KEY=GEMINI_KEY,
+            GEMINI_UPSTREAM=mock_upstream.url,
+            PROXY_ACCESS_TOKEN="",
+            JWT_JWKS_URL=f"{jwks.url}/.well-known/jwks.json",
+            JWT_ISSUER=ISSUER,
+            JWT_LEEWAY_SECONDS="0",
+        )
+        with serve_in_thread(create_app(load_settings(env))) as proxy:
+            signed_in = mint(signing_key, exp=int(time.time()) + 2)
+            started = httpx.post(
+                f"{proxy.url}/gemini/upload/v1beta/files",
+                headers={**START, "x-goog-api-key": signed_in},
+                json={"file": {"display_name": "notes"}},
+            )
+            assert started.status_code == 200, started.text
+            url = started.headers["x-goog-upload-url"]
+            time.sleep(2.5)
+            reset_upstream(mock_upstream)
+            refused = upload(url)
+    assert refused.status_code == 401, refused.text
+    assert refused.headers["x-goog-upload-status"] == "final"
+    assert upstream_requests(mock_upstream) == []  # the bytes never reached the provider
+
+
+# ---- a realtime session's turns and RATE_LIMIT_REQUESTS ---------------------------------
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+async def test_a_realtime_sessions_responses_count_against_the_request_limit(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, provider: str
+) -> None:
+    """A session counted as one request, at its handshake, however many responses it ran:
+    under RATE_LIMIT_REQUESTS alone (no token limit or budget, so no reservation bounds
+    the session: an anonymous demo's setup) one session generated without end until
+    REALTIME_MAX_SECONDS. Each response the provider begins now counts as a request, and
+    the one past the limit ends the session."""
+    with start_proxy(RATE_LIMIT_REQUESTS="3") as proxy:
+        base = ws_base(proxy.url)
+        if provider == "openai":
+            connect = websockets.connect(
+                base + "/v1/realtime?model=gpt-realtime", additional_headers=AUTH
+            )
+            turn, last = json.dumps({"type": "response.create"}), "response.done"
+        else:
+            connect = websockets.connect(base + "/gemini" + LIVE_PATH + f"?key={FAKE_TOKEN}")
+            turn, last = json.dumps({"clientContent": {"turnComplete": True}}), "turnComplete"
+        done = 0
+        async with connect as socket:
+            if provider == "openai":
+                await socket.recv()  # session.created
+            else:
+                await socket.send('{"setup": {"model": "models/gemini-live-2.5-flash-preview"}}')
+                await asyncio.wait_for(socket.recv(), 5)  # setupComplete
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                for _ in range(6):
+                    await socket.send(turn)
+                    while True:
+                        frame = await asyncio.wait_for(socket.recv(), 5)
+                        if last in str(frame):
+                            done += 1
+                            break
+    # The handshake and two responses are the three requests; the third response is cut.
+    assert done == 2
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert "Rate limit" in closed.value.rcvd.reason
+
+
+# ---- MAX_TOKENS_CAP / MAX_MESSAGES and realtime sessions ---------------------------------
+
+
+@pytest.mark.parametrize("rule", [{"MAX_TOKENS_CAP": "256"}, {"MAX_MESSAGES": "4"}])
+async def test_a_realtime_session_is_refused_while_the_policy_caps_requests(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, rule: dict[str, str]
+) -> None:
+    """Every generation must ask for at most MAX_TOKENS_CAP output tokens and carry at most
+    MAX_MESSAGES messages; a realtime session (or a key minted for one) asks for neither:
+    its responses default to the model's whole output limit ("inf") and its conversation
+    grows with every turn, none of it in a body the policy reads. Sessions and mints ran
+    as if no cap were set; like batches, they are refused while one is."""
+    with start_proxy(ALLOW_EPHEMERAL_KEYS="true", **rule) as proxy:
+        url = ws_base(proxy.url) + "/v1/realtime?model=gpt-realtime"
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(url, additional_headers=AUTH):
+                pass
+        assert refused.value.response.status_code == 400
+        assert next(iter(rule)) in refused.value.response.body.decode()
+        live = ws_base(proxy.url) + "/gemini" + LIVE_PATH + f"?key={FAKE_TOKEN}"
+        async with websockets.connect(live) as socket:
+            await socket.send('{"setup": {"model": "models/gemini-live-2.5-flash-preview"}}')
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        minted = httpx.post(
+            f"{proxy.url}/v1/realtime/client_secrets",
+            json={"session": {"type": "realtime", "model": "gpt-realtime"}},
+            headers=AUTH,
+        )
+        assert minted.status_code == 400, minted.text
+    assert upstream.sessions == [] and upstream.minted == []
+
+
+def test_a_streams_continuations_count_against_the_request_limit() -> None:
+    """Each continuation GEMINI_STREAM_RECOVERY asks is another upstream call, yet only the
+    caller's request was counted: under RATE_LIMIT_REQUESTS a request whose stream never
+    finished made 1 + GEMINI_STREAM_RECOVERY_ATTEMPTS calls. Each continuation now counts
+    as a request (as each response of a realtime session does), and none is asked past
+    the limit."""
+    from tests.proxy.test_gemini_stream_recovery import ask, gemini_proxy, never_finishing
+
+    upstream = never_finishing()
+    with (
+        serve_in_thread(upstream) as server,
+        gemini_proxy(
+            server,
+            GEMINI_STREAM_RECOVERY="true",
+            GEMINI_STREAM_RECOVERY_ATTEMPTS="5",
+            RATE_LIMIT_REQUESTS="2",
+        ) as proxy,
+    ):
+        ask(proxy, FAKE_TOKEN)
+    # The request and one continuation are the two requests the window allows.
+    assert len(upstream.seen) == 2

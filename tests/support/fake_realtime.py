@@ -140,6 +140,11 @@ class FakeRealtime:
                 await send_json(send, {"type": "response.created", "response": {"id": "r2"}})
                 response = {"id": "r2", "status": "completed", "usage": OPENAI_USAGE}
                 pending.append(asyncio.ensure_future(send_later(send, event["seconds"], response)))
+            elif event.get("type") == "test.unmetered_response":
+                # A response whose `response.done` reports no usage the proxy can read.
+                await send_json(send, {"type": "response.created", "response": {"id": "r3"}})
+                done = {"type": "response.done", "response": {"id": "r3", "status": "completed"}}
+                await send_json(send, done)
             elif event.get("type") == "response.create":
                 await send_json(send, {"type": "response.created", "response": {"id": "r1"}})
                 response = {"id": "r1", "status": "completed", "usage": OPENAI_USAGE}
@@ -147,6 +152,11 @@ class FakeRealtime:
                 await send_json(send, done)
             elif "setup" in event:
                 await send_bytes(send, {"setupComplete": {}})
+            elif "clientContent" in event and event.get("testUnmetered"):
+                # A Live turn that answers and completes without any usageMetadata.
+                content = {"modelTurn": {"parts": [{"text": "Hello from Live"}]}}
+                await send_bytes(send, {"serverContent": content})
+                await send_bytes(send, {"serverContent": {"turnComplete": True}})
             elif "clientContent" in event or "client_content" in event:
                 content = {"modelTurn": {"parts": [{"text": "Hello from Live"}]}}
                 await send_bytes(send, {"serverContent": content, "usageMetadata": GEMINI_TURN[0]})
