@@ -570,15 +570,19 @@ class RealtimeEndpoint:
             while True:
                 frame = await upstream.receive()
                 kind = frame.type
+                # Scrubbed before the meter sees it: the meter may carry telemetry's reader
+                # (frame_reader), which exports what it reads (the answered model), so it
+                # reads the frame as the caller gets it, as on HTTP (core/proxy/taps.py).
+                # A key's replacement changes no usage figure.
                 if kind == WSMsgType.TEXT:
-                    meter.feed(frame.data)
                     text = scrub(frame.data)
+                    meter.feed(text)
                     await _send(send, {"type": "websocket.send", "text": text}, relay)
                     if await used_up():
                         return
                 elif kind == WSMsgType.BINARY:
-                    meter.feed(frame.data)
                     data = scrub(frame.data)
+                    meter.feed(data)
                     await _send(send, {"type": "websocket.send", "bytes": data}, relay)
                     if await used_up():
                         return

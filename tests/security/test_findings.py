@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import respx
+import websockets
 
 from core.access.tokens import create_token
 from core.app import MisconfiguredApp, create_app
 from core.config import ConfigError, load_settings
 from core.stores import open_store
 from core.types import ASGIApp
+from tests.support.fake_realtime import FakeRealtime
+from tests.support.realtime import ProxyFactory, fake, start_proxy, upstream  # noqa: F401 (fixtures)
 from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
+from tests.telemetry.otlp_receiver import Received, otlp_receiver
 
 UPSTREAM = "https://api.upstream.test/v1"
 AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}", "content-type": "application/json"}
@@ -352,3 +359,54 @@ async def test_the_routed_model_list_is_scrubbed_of_the_keys() -> None:
     assert "gpt-4o" in ids and "claude-a" in ids, ids
     for secret in (FAKE_UPSTREAM_KEY, ANTHROPIC_KEY, masked, ANTHROPIC_KEY[-8:]):
         assert secret not in reply.text
+
+
+# ---- what telemetry exports of a realtime session ------------------------------------
+
+
+@pytest.fixture
+def otlp() -> Iterator[Received]:
+    with otlp_receiver() as (endpoint, received), pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        patch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        patch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "100")
+        yield received
+
+
+def _points(received: Received, metric: str) -> list[Any]:
+    deadline = time.monotonic() + 15
+    while not received.latest_points(metric) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return received.latest_points(metric)
+
+
+async def test_a_realtime_sessions_telemetry_holds_no_key_the_provider_echoed(
+    otlp: Received,
+    start_proxy: ProxyFactory,  # noqa: F811
+    upstream: FakeRealtime,  # noqa: F811
+) -> None:
+    """On HTTP, telemetry reads the reply after the scrubber (core/proxy/taps.py). A
+    realtime session's frames reached telemetry's reader raw: a provider that echoed its
+    key into `session.model` had the key exported as gen_ai.response.model, in the span
+    and as a metric attribute, to whatever collector OTEL_EXPORTER_OTLP_ENDPOINT names,
+    while the caller's copy of the same frame was scrubbed."""
+    with start_proxy() as proxy:
+        url = proxy.url.replace("http://", "ws://") + "/v1/realtime?model=gpt-realtime"
+        auth = {"Authorization": f"Bearer {FAKE_TOKEN}"}
+        async with websockets.connect(url, additional_headers=auth) as socket:
+            await socket.recv()  # session.created
+            await socket.send(json.dumps({"type": "test.key_in_session"}))
+            updated = await asyncio.wait_for(socket.recv(), 5)
+            await socket.send(json.dumps({"type": "response.create"}))
+            while json.loads(await asyncio.wait_for(socket.recv(), 5))["type"] != "response.done":
+                pass
+        spans = await asyncio.to_thread(
+            otlp.wait_for_spans,
+            lambda span: span.attributes.get("gen_ai.operation.name") == "realtime",
+        )
+        points = await asyncio.to_thread(_points, otlp, "gen_ai.client.token.usage")
+    assert FAKE_UPSTREAM_KEY not in str(updated)  # the caller's copy: scrubbed
+    assert spans and points
+    exported = repr([span.attributes for span in spans]) + repr([p.attributes for p in points])
+    assert "gpt-realtime-for-" in exported  # the model the provider named is still read
+    assert FAKE_UPSTREAM_KEY not in exported and FAKE_UPSTREAM_KEY[-8:] not in exported
