@@ -410,3 +410,58 @@ async def test_a_realtime_sessions_telemetry_holds_no_key_the_provider_echoed(
     exported = repr([span.attributes for span in spans]) + repr([p.attributes for p in points])
     assert "gpt-realtime-for-" in exported  # the model the provider named is still read
     assert FAKE_UPSTREAM_KEY not in exported and FAKE_UPSTREAM_KEY[-8:] not in exported
+
+
+# ---- caller-supplied text printed to the operator's terminal -------------------------
+
+# A model name a caller chose: a terminal escape (set the window title, clear the screen),
+# a carriage return and a line that imitates the report's own rows.
+HOSTILE_MODEL = "gpt\x1b]0;owned\x07\x1b[2J\r\n01-01 00:00:00  admin  default  gpt-4o  200"
+
+
+@respx.mock
+async def test_the_usage_reports_print_no_control_character_a_caller_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`llm-proxy usage --requests` and `llm-proxy usage --by model` print what callers
+    named (the model, 200 characters of it) to the operator's terminal: escape sequences
+    ran there (a retitled window, a cleared screen, OSC 52 writes the clipboard on some
+    terminals) and CR/LF forged report lines."""
+    from core.cli import main
+
+    store = f"sqlite:///{tmp_path}/usage.db"
+    respx.post(f"{UPSTREAM}/chat/completions").respond(
+        200,
+        json={"model": "m", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}},
+    )
+    async with client(create_app(load_settings(env(USAGE_STORE=store)))) as proxy:
+        reply = await proxy.post(
+            "/v1/chat/completions", headers=AUTH, json={"model": HOSTILE_MODEL, "messages": []}
+        )
+        assert reply.status_code == 200
+        await asyncio.sleep(0.3)  # the ledger writes in the background
+    printed = ""
+    for argv in (["--requests"], ["--by", "model"]):
+        assert main(["usage", "--store", store, *argv]) == 0
+        printed += capsys.readouterr().out
+    assert "owned" in printed  # the row is there, its text shown escaped
+    for control in ("\x1b", "\x07", "\r"):
+        assert control not in printed
+    assert not any(line.startswith("01-01") for line in printed.splitlines())
+
+
+def test_tokens_list_prints_no_control_character_of_a_label(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A label (and model scopes) set through the dashboard's JSON API, printed by
+    `llm-proxy tokens list` and `tokens revoke`: the same escapes, the same forged rows."""
+    from core.cli import main
+
+    store = f"sqlite:///{tmp_path}/tokens.db"
+    create_token(open_store(store), "bob\x1b[2J\rFORGED", models=("m\x1b]0;x\x07",))
+    assert main(["tokens", "--store", store, "list"]) == 0
+    assert main(["tokens", "--store", store, "revoke", "bob\x1b[2J\rFORGED"]) == 0
+    printed = capsys.readouterr().out
+    assert "FORGED" in printed
+    for control in ("\x1b", "\x07", "\r"):
+        assert control not in printed
