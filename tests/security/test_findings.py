@@ -21,7 +21,7 @@ from core.stores import open_store
 from core.types import ASGIApp
 from tests.support.fake_realtime import FakeRealtime
 from tests.support.realtime import ProxyFactory, fake, start_proxy, upstream  # noqa: F401 (fixtures)
-from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
+from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, proxy_env
 from tests.telemetry.otlp_receiver import Received, otlp_receiver
 
 UPSTREAM = "https://api.upstream.test/v1"
@@ -465,3 +465,40 @@ def test_tokens_list_prints_no_control_character_of_a_label(
     assert "FORGED" in printed
     for control in ("\x1b", "\x07", "\r"):
         assert control not in printed
+
+
+# ---- a reply that fails midway on buffered Lambda ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "shape_field"),
+    [("/v1/chat/completions", "code"), ("/anthropic/v1/messages", "type")],
+)
+def test_buffered_lambda_answers_a_cut_stream_with_a_json_error(
+    mock_upstream: RunningServer, path: str, shape_field: str
+) -> None:
+    """Mangum sends nothing until the app returned, so a stream the upstream cuts has
+    reached no one yet. Mangum answered it as `500 text/plain "Internal Server Error"`,
+    dropping every header the proxy had set (CORS: a browser could not even read it; the
+    request id): the one non-JSON error a caller could get, on that platform alone."""
+    from tests.conformance.adapters import AwsLambdaMangum, Request
+
+    env = proxy_env(mock_upstream.url, ANTHROPIC_API_KEY=FAKE_UPSTREAM_KEY)
+    env["ANTHROPIC_UPSTREAM"] = mock_upstream.url
+    origin = env["ALLOWED_ORIGINS"]
+    adapter = AwsLambdaMangum()
+    headers = {
+        "authorization": f"Bearer {FAKE_TOKEN}",
+        "content-type": "application/json",
+        "origin": origin,
+        "x-mock-cut-after": "2",
+    }
+    body = json.dumps({"model": "m", "stream": True, "max_tokens": 9, "messages": []})
+    with adapter.start(env):
+        reply = adapter.send(Request("POST", path, headers, body.encode()))
+    assert reply.status == 502, (reply.status, reply.body[:200])
+    assert reply.header("content-type") == "application/json"
+    error = json.loads(reply.body)["error"]
+    assert error[shape_field] == ("upstream_unreachable" if shape_field == "code" else "api_error")
+    assert reply.header("access-control-allow-origin") == origin
+    assert reply.header("x-proxy-request-id")
