@@ -197,6 +197,22 @@ def client_response_headers(
     return kept, content_length
 
 
+def content_coding(headers: RawHeaders) -> bytes:
+    """A reply's content coding, read from every Content-Encoding line: a list split over
+    two lines is one list (RFC 9110, 5.3), as the caller's client reads it. `identity` and
+    empty entries add no coding. b"" for none, one coding (`gzip`) as it is, and a stacked
+    list whole (`gzip, gzip`), which no reader of the body can inflate, so each of them
+    refuses it. The one place a reply's coding is read (the scrubber, the meter, stream
+    recovery): reading one line of two let a body reach the caller unscrubbed."""
+    codings = [
+        part.strip().lower()
+        for name, value in headers
+        if name.lower() == b"content-encoding"
+        for part in value.split(b",")
+    ]
+    return b", ".join(c for c in codings if c not in (b"", b"identity"))
+
+
 # ---- where each SDK puts its key: the caller's credential rides in the same slot ----
 
 _HEADER_SLOTS = (b"authorization", b"x-api-key", b"x-goog-api-key", b"api-key")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -502,3 +503,47 @@ def test_buffered_lambda_answers_a_cut_stream_with_a_json_error(
     assert error[shape_field] == ("upstream_unreachable" if shape_field == "code" else "api_error")
     assert reply.header("access-control-allow-origin") == origin
     assert reply.header("x-proxy-request-id")
+
+
+# ---- a reply's Content-Encoding over two header lines --------------------------------
+
+
+@pytest.mark.parametrize(
+    "codings",
+    [["identity", "gzip"], ["", "gzip"], ["gzip", "gzip"]],
+    ids=["identity-then-gzip", "empty-then-gzip", "gzip-twice"],
+)
+def test_a_reply_coding_split_over_two_header_lines_is_read_whole(codings: list[str]) -> None:
+    """The scrubber read a reply's coding from its first Content-Encoding line only. An
+    upstream echoing the key under `identity` + `gzip` (one list over two lines, RFC 9110)
+    had its gzip body passed on unread, the two lines with it, and the caller's client
+    inflated it: the key in plain text. Under `gzip` + `gzip` one layer was inflated and
+    the still-compressed rest sent on without a coding: one gunzip away."""
+    import gzip
+
+    from tests.support.metered import JSON, metered, models_or
+    from tests.support.scripted_upstream import ScriptedUpstream
+
+    def reply(request: dict[str, Any]) -> Any:
+        body = json.dumps({"headers": request["headers"]}).encode()
+        for coding in codings:
+            if coding == "gzip":
+                body = gzip.compress(body)
+        return 200, [*JSON, *(("content-encoding", c) for c in codings)], [(0, body)]
+
+    with metered(ScriptedUpstream(models_or(reply))) as proxy:
+        got = httpx.post(
+            f"{proxy.url}/v1/chat/completions",
+            json={"model": "m"},
+            headers={"Authorization": f"Bearer {FAKE_TOKEN}"},
+        )
+    assert got.status_code == 200
+    seen = [got.content]
+    with contextlib.suppress(OSError, EOFError):
+        seen.append(gzip.decompress(got.content))
+    for body in seen:
+        assert FAKE_UPSTREAM_KEY.encode() not in body
+        assert FAKE_UPSTREAM_KEY[8:].encode() not in body
+    if codings.count("gzip") == 1:  # one coding: read, scrubbed, sent on inflated
+        assert b"[redacted]" in got.content
+        assert "content-encoding" not in got.headers
