@@ -547,3 +547,32 @@ def test_a_reply_coding_split_over_two_header_lines_is_read_whole(codings: list[
     if codings.count("gzip") == 1:  # one coding: read, scrubbed, sent on inflated
         assert b"[redacted]" in got.content
         assert "content-encoding" not in got.headers
+
+
+# ---- the dashboard's JSON API answers in JSON -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("DELETE", "/admin/api/status", 405),
+        ("POST", "/admin/api/usage", 405),
+        ("GET", "/admin/api/nothing-here", 404),
+        ("GET", "/admin/api/tokens/abc/def/ghi", 404),
+        ("PUT", "/admin", 405),
+    ],
+)
+async def test_the_dashboard_refuses_an_unknown_route_or_method_in_json(
+    method: str, path: str, status: int
+) -> None:
+    """Every error the proxy makes is JSON, the dashboard's own included (`{"error":
+    {"code", "message"}}`, what its scripts parse); a method or path no route serves got
+    Starlette's `text/plain` "Method Not Allowed" / "Not Found" instead."""
+    admin = env(ADMIN_TOKEN="a" * 40)
+    async with client(create_app(load_settings(admin))) as proxy:
+        reply = await proxy.request(method, path, headers={"authorization": f"Bearer {'a' * 40}"})
+    assert reply.status_code == status
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json()["error"]["code"] == ("not_found" if status == 404 else "method_not_allowed")
+    if status == 405:
+        assert reply.headers["allow"]
