@@ -22,7 +22,13 @@ from core.stores import open_store
 from core.types import ASGIApp
 from tests.support.fake_realtime import FakeRealtime
 from tests.support.realtime import ProxyFactory, fake, start_proxy, upstream  # noqa: F401 (fixtures)
-from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, proxy_env
+from tests.support.servers import (
+    FAKE_TOKEN,
+    FAKE_UPSTREAM_KEY,
+    RunningServer,
+    proxy_env,
+    serve_in_thread,
+)
 from tests.telemetry.otlp_receiver import Received, otlp_receiver
 
 UPSTREAM = "https://api.upstream.test/v1"
@@ -576,3 +582,28 @@ async def test_the_dashboard_refuses_an_unknown_route_or_method_in_json(
     assert reply.json()["error"]["code"] == ("not_found" if status == 404 else "method_not_allowed")
     if status == 405:
         assert reply.headers["allow"]
+
+
+def test_check_url_prints_no_control_character_the_server_sent() -> None:
+    """`llm-proxy check --url` quotes the checked server's error message in its report:
+    the same escapes reached the operator's terminal from whatever answered there."""
+    from core.devtools.check_url import check_deployment
+    from core.types import Receive, Scope, Send
+
+    message = "bad\x1b]0;owned\x07\x1b[2J\r\nok   stream: forged"
+
+    async def server(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = json.dumps({"error": {"message": message}}).encode()
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    lines: list[str] = []
+    with serve_in_thread(server) as running:
+        check_deployment(running.url, token="t", model="m", print_line=lines.append)
+    printed = "\n".join(lines)
+    assert "owned" in printed
+    for control in ("\x1b", "\x07", "\r"):
+        assert control not in printed
+    assert not any(line.startswith("ok   stream") for line in lines)
