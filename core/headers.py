@@ -162,6 +162,11 @@ def upstream_request_headers(headers: RawHeaders) -> RawHeaders:
     return kept
 
 
+# Bytes uvicorn refuses in a header value it sends (a RuntimeError in its `send`; h11 a
+# LocalProtocolError), which both upstream clients accept in a reply's headers.
+_UNSENDABLE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def client_response_headers(
     headers: RawHeaders, scrubber: HeaderScrubber | None = None
 ) -> tuple[RawHeaders, int | None]:
@@ -187,6 +192,10 @@ def client_response_headers(
             is_event_stream = True
         elif is_event_stream and lowered in (b"cache-control", b"x-accel-buffering"):
             continue
+        if _UNSENDABLE.search(value) is not None:
+            # Sent as it came, the reply the upstream answered (and billed) would be lost:
+            # the server refuses the head, and the caller's connection drops.
+            value = _UNSENDABLE.sub(b"?", value)
         kept.append((lowered, value))
     if is_event_stream:
         kept = [(n, v) for n, v in kept if n not in (b"cache-control", b"x-accel-buffering")]

@@ -607,3 +607,66 @@ def test_check_url_prints_no_control_character_the_server_sent() -> None:
     for control in ("\x1b", "\x07", "\r"):
         assert control not in printed
     assert not any(line.startswith("ok   stream") for line in lines)
+
+
+# ---- an upstream reply header the server cannot send -----------------------------------
+
+
+@contextlib.contextmanager
+def _raw_upstream(header_line: bytes) -> Iterator[str]:
+    """An upstream that answers every request with one header line as given, bytes the
+    HTTP clients accept but uvicorn refuses to send (a control character in a value)."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                with contextlib.suppress(OSError):
+                    while b"\r\n\r\n" not in data:
+                        data += conn.recv(65536)
+                    body = b'{"ok":true}'
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                        + header_line
+                        + b"\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+                        + body
+                    )
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("value", [b"a\x1b[2Jb", b"a\x01b", b"a\x7fb"], ids=["esc", "soh", "del"])
+def test_an_upstream_header_with_a_control_character_still_gets_its_reply(
+    transport: str, value: bytes
+) -> None:
+    """Both upstream clients accept a control character in a reply header's value; uvicorn
+    refuses to send one (RuntimeError in its `send`). The caller lost the reply the
+    upstream had answered (and billed): no response at all, its connection dropped, and a
+    traceback in the log. The header's value goes out with those bytes replaced."""
+    with _raw_upstream(b"x-odd: " + value) as url:
+        app = create_app(load_settings(proxy_env(url, UPSTREAM_TRANSPORT=transport)))
+        with serve_in_thread(app) as proxy:
+            reply = httpx.post(
+                f"{proxy.url}/v1/chat/completions",
+                json={"model": "m"},
+                headers={"authorization": f"Bearer {FAKE_TOKEN}"},
+                timeout=10,
+            )
+    assert reply.status_code == 200
+    assert reply.json() == {"ok": True}
+    expected = "a?b" if len(value) == 3 else "a?[2Jb"
+    assert reply.headers["x-odd"] == expected
