@@ -106,7 +106,10 @@ class UpstreamRefusedSession(ProxyError):
 
     def __init__(self, status: int) -> None:
         super().__init__(f"The provider refused the realtime session (HTTP {status}).")
-        self.status = status
+        # The provider's own refusal status when it is one (a 401, a 429...); anything
+        # else is a 502 (a 200 or a 302 is no refusal, and past 599 the server has no
+        # status line: uvicorn failed in its `send`), as on HTTP (core/proxy/forward.py).
+        self.status = status if 400 <= status <= 599 else 502
 
 
 def sendable(code: int | None) -> int:

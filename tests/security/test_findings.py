@@ -613,9 +613,10 @@ def test_check_url_prints_no_control_character_the_server_sent() -> None:
 
 
 @contextlib.contextmanager
-def _raw_upstream(header_line: bytes) -> Iterator[str]:
-    """An upstream that answers every request with one header line as given, bytes the
-    HTTP clients accept but uvicorn refuses to send (a control character in a value)."""
+def _raw_upstream(header_line: bytes, status: bytes = b"200 OK") -> Iterator[str]:
+    """An upstream that answers every request with one header line (and status) as given,
+    bytes the HTTP clients accept but uvicorn refuses to send (a control character in a
+    value, a status outside 100-599)."""
     import socket
     import threading
 
@@ -635,7 +636,9 @@ def _raw_upstream(header_line: bytes) -> Iterator[str]:
                         data += conn.recv(65536)
                     body = b'{"ok":true}'
                     conn.sendall(
-                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                        b"HTTP/1.1 "
+                        + status
+                        + b"\r\ncontent-type: application/json\r\n"
                         + header_line
                         + b"\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
                         + body
@@ -670,3 +673,42 @@ def test_an_upstream_header_with_a_control_character_still_gets_its_reply(
     assert reply.json() == {"ok": True}
     expected = "a?b" if len(value) == 3 else "a?[2Jb"
     assert reply.headers["x-odd"] == expected
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("status", [b"999 Odd", b"600 Beyond", b"101 Switching Protocols"])
+def test_an_upstream_status_no_reply_may_carry_is_a_502(transport: str, status: bytes) -> None:
+    """Both clients take any three digits for a status; uvicorn has no status line past
+    599 (a KeyError in its `send`), and a 101 is no reply to a POST. The caller's
+    connection dropped (a traceback in the log), or it got a 101 with a body: a 502 in
+    its protocol's shape instead."""
+    with _raw_upstream(b"x-kept: 1", status) as url:
+        extra = {"ANTHROPIC_API_KEY": FAKE_UPSTREAM_KEY, "ANTHROPIC_UPSTREAM": url}
+        app = create_app(load_settings(proxy_env(url, UPSTREAM_TRANSPORT=transport, **extra)))
+        with serve_in_thread(app) as proxy:
+            reply = httpx.post(
+                f"{proxy.url}/anthropic/v1/messages",
+                json={"model": "m", "max_tokens": 1, "messages": []},
+                headers={"x-api-key": FAKE_TOKEN},
+                timeout=10,
+            )
+    assert reply.status_code == 502, reply.status_code
+    assert reply.json()["error"]["type"] == "api_error"
+
+
+@pytest.mark.parametrize("status", [b"999 Odd", b"600 Beyond", b"200 OK", b"302 Found"])
+async def test_an_upstream_handshake_status_no_refusal_may_carry_is_a_502(status: bytes) -> None:
+    """The same on a realtime session: the provider's handshake status was passed on as
+    the refusal's. Past 599 the caller got uvicorn's bare 500 ("unexpected realtime
+    error" in the log); a 200 or a 302 came as a "refusal" with that status."""
+    with _raw_upstream(b"x-kept: 1", status) as url:
+        extra = {"OPENAI_API_KEY": FAKE_UPSTREAM_KEY, "OPENAI_UPSTREAM": url}
+        app = create_app(load_settings(proxy_env(url, **extra)))
+        with serve_in_thread(app) as proxy:
+            address = proxy.url.replace("http://", "ws://") + "/v1/realtime?model=gpt-realtime"
+            auth = {"Authorization": f"Bearer {FAKE_TOKEN}"}
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with websockets.connect(address, additional_headers=auth):
+                    pass
+    assert refused.value.response.status_code == 502
+    assert json.loads(refused.value.response.body)["error"]["code"] == "upstream_refused_session"
