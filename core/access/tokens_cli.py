@@ -19,7 +19,7 @@ from core.access.tokens import (
     set_disabled,
     split_list,
 )
-from core.stores import Store, StoreURLError, open_store
+from core.stores import Store, StoreUnopenable, StoreURLError, open_store
 from core.text import printable
 from core.token_record import TokenRecord
 
@@ -106,7 +106,7 @@ def _open(args: argparse.Namespace) -> Store | None:
         return None
     try:
         return open_store(url)
-    except StoreURLError as exc:
+    except (StoreURLError, StoreUnopenable) as exc:
         print(f"error: TOKEN_STORE: {exc}", file=sys.stderr)
         return None
 
@@ -119,6 +119,11 @@ def run_tokens_command(args: argparse.Namespace) -> int:
         return _run(store, args)
     except TokenError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        # A store that cannot be reached or read: one line, not the driver's traceback,
+        # whose text may quote the store's address (stores/__init__.py, _reason).
+        print(f"error: TOKEN_STORE could not be read ({type(exc).__name__})", file=sys.stderr)
         return 1
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.config import usage_store_url
-from core.stores import StoreURLError, open_store
+from core.stores import StoreUnopenable, StoreURLError, open_store
 from core.text import printable
 from core.usage.ledger import (
     GROUPINGS,
@@ -162,9 +162,19 @@ def run_usage_command(args: argparse.Namespace) -> int:
         return 2
     try:
         ledger = UsageLedger(open_store(url))
-    except StoreURLError as exc:
+    except (StoreURLError, StoreUnopenable) as exc:
         print(f"error: USAGE_STORE: {exc}", file=sys.stderr)
         return 2
+    try:
+        return _print_usage(ledger, args)
+    except Exception as exc:
+        # A store that cannot be reached or read: one line, not the driver's traceback,
+        # whose text may quote the store's address (stores/__init__.py, _reason).
+        print(f"error: USAGE_STORE could not be read ({type(exc).__name__})", file=sys.stderr)
+        return 1
+
+
+def _print_usage(ledger: UsageLedger, args: argparse.Namespace) -> int:
     if args.requests:
         report = requests_report(
             ledger, caller=args.caller, model=args.model, status=args.status, limit=args.limit

@@ -712,3 +712,26 @@ async def test_an_upstream_handshake_status_no_refusal_may_carry_is_a_502(status
                     pass
     assert refused.value.response.status_code == 502
     assert json.loads(refused.value.response.body)["error"]["code"] == "upstream_refused_session"
+
+
+@pytest.mark.parametrize("command", ["tokens", "usage"])
+@pytest.mark.parametrize(
+    "store",
+    ["redis://:s3cret-store-pw@127.0.0.1:1/0", "sqlite:////nonexistent-dir/sub/tokens.db"],
+    ids=["unreachable-redis", "unopenable-sqlite"],
+)
+def test_the_cli_reports_a_store_it_cannot_use_in_one_line(
+    command: str, store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`llm-proxy tokens` / `usage` on a store that cannot be opened or reached printed the
+    driver's whole traceback (sixty-odd lines; some drivers' texts quote the URL)."""
+    from core.cli import main
+
+    argv = [command, "--store", store]
+    argv += ["list"] if command == "tokens" else ["--requests"]
+    assert main(argv) != 0
+    printed = capsys.readouterr()
+    out = printed.out + printed.err
+    assert "Traceback" not in out and "s3cret-store-pw" not in out
+    assert ("TOKEN_STORE" if command == "tokens" else "USAGE_STORE") in out
+    assert len(out.strip().splitlines()) == 1
