@@ -77,8 +77,13 @@ class WholeReply:
         try:
             await self.app(scope, receive, hold)
         except Exception as exc:
-            if not held:
-                raise  # nothing began: the access log middleware answers these itself
+            last = held[-1] if held else None
+            if last is None or (last["type"] == "http.response.body" and not last.get("more_body")):
+                # Nothing began (the access log middleware answers these itself), or the
+                # reply was whole before the failure: it goes out, Mangum logs the error.
+                for message in held:
+                    await send(message)
+                raise
             error = (
                 UpstreamUnreachable("The upstream provider's reply broke off before its end.")
                 if isinstance(exc, UpstreamStreamBroken)
