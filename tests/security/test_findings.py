@@ -735,3 +735,39 @@ def test_the_cli_reports_a_store_it_cannot_use_in_one_line(
     assert "Traceback" not in out and "s3cret-store-pw" not in out
     assert ("TOKEN_STORE" if command == "tokens" else "USAGE_STORE") in out
     assert len(out.strip().splitlines()) == 1
+
+
+# ---- a caller's token quoted in a prompt, on its way to the collector ------------------
+
+
+def test_captured_prompt_content_holds_no_proxy_token(
+    otlp: Received,
+    mock_upstream: RunningServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT on, the prompt goes on the
+    span with "the proxy's own keys and callers' tokens replaced" (core/telemetry/
+    content.py); the proxy's own per-caller tokens (`llmp_...`, minted by `llm-proxy
+    tokens create` and the dashboard) were not: a user pasting one into a chat had it
+    exported to the collector, and every reader of the traces could call as that token."""
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    store = f"sqlite:///{tmp_path}/tokens.db"
+    token, _ = create_token(open_store(store), "carol")
+    app = create_app(load_settings(proxy_env(mock_upstream.url, TOKEN_STORE=store)))
+    with serve_in_thread(app) as proxy:
+        reply = httpx.post(
+            f"{proxy.url}/v1/chat/completions",
+            headers={"authorization": f"Bearer {token}"},
+            json={
+                "model": "gpt-capture-token",
+                "messages": [{"role": "user", "content": f"why is {token} refused?"}],
+            },
+        )
+        assert reply.status_code == 200
+        [span] = otlp.wait_for_spans(
+            lambda s: s.attributes.get("gen_ai.request.model") == "gpt-capture-token"
+        )
+    content = span.attributes["gen_ai.input.messages"]
+    assert "why is [redacted] refused?" in content
+    assert token not in content and token[len("llmp_") :][:12] not in content
