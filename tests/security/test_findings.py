@@ -771,3 +771,32 @@ def test_captured_prompt_content_holds_no_proxy_token(
     content = span.attributes["gen_ai.input.messages"]
     assert "why is [redacted] refused?" in content
     assert token not in content and token[len("llmp_") :][:12] not in content
+
+
+# ---- a key pasted into the wrong variable, in the operator's log ----------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "pasted"),
+    [
+        ("UPSTREAM_BASE_URL", "sk-proj-Abc123pastedIntoTheWrongVariable0"),
+        ("GEMINI_UPSTREAM", "AIzaSyPastedIntoTheWrongVariable-0123456"),
+        ("MAX_BODY_BYTES", "sk-ant-api03-pasted-into-the-wrong-variable"),
+    ],
+)
+def test_a_key_pasted_into_the_wrong_variable_is_not_quoted_in_the_problem(
+    variable: str, pasted: str
+) -> None:
+    """Swapping UPSTREAM_BASE_URL and UPSTREAM_API_KEY is an easy mistake; the reply every
+    caller gets names only the variable, but the problem itself (what the start log,
+    `llm-proxy check` and `serve` print) quoted the key whole: `..., got 'sk-proj-...'`,
+    into CloudWatch and the like, where more people read than the key was meant for."""
+    extra = {variable: pasted}
+    if variable == "GEMINI_UPSTREAM":
+        extra["GEMINI_API_KEY"] = "fake-gemini-key-0123456789"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env(**extra))
+    problems = " ".join(caught.value.problems)
+    assert variable in problems
+    assert pasted not in problems and pasted[8:] not in problems
+    assert pasted[:4] in problems  # enough to recognise which value it was
