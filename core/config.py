@@ -50,15 +50,28 @@ def mask_url_passwords(text: str) -> str:
     return _URL_PASSWORD.sub(r"\g<head>***@", text)
 
 
+# The shapes of the providers' keys (OpenAI and most OpenAI-compatible vendors sk-...,
+# Anthropic sk-ant-..., Gemini AIza..., Groq gsk_, xAI xai-, Fireworks fw_, Perplexity
+# pplx-) and of this proxy's tokens (llmp_): a key pasted into the wrong variable (a base
+# URL, a number) is quoted back by that variable's problem.
+_KEY_SHAPED = re.compile(r"(?:sk-|AIza|gsk_|xai-|fw_|pplx-|llmp_)[A-Za-z0-9_\-]{12,}")
+
+
+def mask_key_shapes(text: str) -> str:
+    """`text` with every key-shaped word cut to its first four characters and its length:
+    enough to tell which value it was, not to use it."""
+    return _KEY_SHAPED.sub(lambda m: f"{m[0][:4]}…({len(m[0])} characters)", text)
+
+
 class ConfigError(Exception):
     """The environment does not describe a usable proxy; `problems` names each variable.
 
     Each sentence may quote the value it refuses (", got ..."), for the operator; a password
-    in a quoted URL is masked here, so no reader of the problems (check, serve, the log)
-    prints one."""
+    in a quoted URL, and a provider key pasted into the wrong variable, are masked here, so
+    no reader of the problems (check, serve, the log) prints one."""
 
     def __init__(self, problems: list[str]) -> None:
-        self.problems = [mask_url_passwords(problem) for problem in problems]
+        self.problems = [mask_key_shapes(mask_url_passwords(problem)) for problem in problems]
         super().__init__("; ".join(self.problems))
 
 

@@ -162,6 +162,11 @@ def upstream_request_headers(headers: RawHeaders) -> RawHeaders:
     return kept
 
 
+# Bytes uvicorn refuses in a header value it sends (a RuntimeError in its `send`; h11 a
+# LocalProtocolError), which both upstream clients accept in a reply's headers.
+_UNSENDABLE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def client_response_headers(
     headers: RawHeaders, scrubber: HeaderScrubber | None = None
 ) -> tuple[RawHeaders, int | None]:
@@ -187,6 +192,10 @@ def client_response_headers(
             is_event_stream = True
         elif is_event_stream and lowered in (b"cache-control", b"x-accel-buffering"):
             continue
+        if _UNSENDABLE.search(value) is not None:
+            # Sent as it came, the reply the upstream answered (and billed) would be lost:
+            # the server refuses the head, and the caller's connection drops.
+            value = _UNSENDABLE.sub(b"?", value)
         kept.append((lowered, value))
     if is_event_stream:
         kept = [(n, v) for n, v in kept if n not in (b"cache-control", b"x-accel-buffering")]
@@ -195,6 +204,22 @@ def client_response_headers(
     if scrubber:
         kept = scrubber.headers(kept)
     return kept, content_length
+
+
+def content_coding(headers: RawHeaders) -> bytes:
+    """A reply's content coding, read from every Content-Encoding line: a list split over
+    two lines is one list (RFC 9110, 5.3), as the caller's client reads it. `identity` and
+    empty entries add no coding. b"" for none, one coding (`gzip`) as it is, and a stacked
+    list whole (`gzip, gzip`), which no reader of the body can inflate, so each of them
+    refuses it. The one place a reply's coding is read (the scrubber, the meter, stream
+    recovery): reading one line of two let a body reach the caller unscrubbed."""
+    codings = [
+        part.strip().lower()
+        for name, value in headers
+        if name.lower() == b"content-encoding"
+        for part in value.split(b",")
+    ]
+    return b", ".join(c for c in codings if c not in (b"", b"identity"))
 
 
 # ---- where each SDK puts its key: the caller's credential rides in the same slot ----

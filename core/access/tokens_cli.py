@@ -19,7 +19,8 @@ from core.access.tokens import (
     set_disabled,
     split_list,
 )
-from core.stores import Store, StoreURLError, open_store
+from core.stores import Store, StoreUnopenable, StoreURLError, open_store
+from core.text import printable
 from core.token_record import TokenRecord
 
 
@@ -73,11 +74,12 @@ def _print_table(records: list[TokenRecord]) -> None:
     rows = [("ID", "LABEL", "STATE", "PROVIDERS", "MODELS", "EXPIRES", "LAST USED", "BUDGET")]
     rows += [
         (
+            # Labels and models may come from the dashboard's API: escaped (core/text.py).
             r.id,
-            r.label,
+            printable(r.label),
             token_state(r, now),
             ",".join(r.providers) or "all",
-            ",".join(r.models) or "all",
+            printable(",".join(r.models)) or "all",
             _when(r.expires_at, "never"),
             _when(r.last_used, "never"),
             "none" if r.budget_usd is None else f"${r.budget_usd:g}",
@@ -104,7 +106,7 @@ def _open(args: argparse.Namespace) -> Store | None:
         return None
     try:
         return open_store(url)
-    except StoreURLError as exc:
+    except (StoreURLError, StoreUnopenable) as exc:
         print(f"error: TOKEN_STORE: {exc}", file=sys.stderr)
         return None
 
@@ -117,6 +119,11 @@ def run_tokens_command(args: argparse.Namespace) -> int:
         return _run(store, args)
     except TokenError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        # A store that cannot be reached or read: one line, not the driver's traceback,
+        # whose text may quote the store's address (stores/__init__.py, _reason).
+        print(f"error: TOKEN_STORE could not be read ({type(exc).__name__})", file=sys.stderr)
         return 1
 
 
@@ -148,11 +155,11 @@ def _run(store: Store, args: argparse.Namespace) -> int:
         )
         print(token)
         providers = ",".join(record.providers) or "all"
-        models = ",".join(record.models) or "all"
+        models = printable(",".join(record.models)) or "all"
         expires = _when(record.expires_at, "never")
         budget = "none" if record.budget_usd is None else f"${record.budget_usd:g}"
         print(
-            f"created {record.id} ({record.label}); providers: {providers}; "
+            f"created {record.id} ({printable(record.label)}); providers: {providers}; "
             f"models: {models}; expires: {expires}; budget: {budget}",
             file=sys.stderr,
         )
@@ -163,8 +170,8 @@ def _run(store: Store, args: argparse.Namespace) -> int:
         _print_table(list_tokens(store))
     elif action == "revoke":
         record = revoke_token(store, args.label_or_id)
-        print(f"revoked {record.id} ({record.label})")
+        print(f"revoked {record.id} ({printable(record.label)})")
     else:
         record = set_disabled(store, args.label_or_id, disabled=action == "disable")
-        print(f"{action}d {record.id} ({record.label})")
+        print(f"{action}d {record.id} ({printable(record.label)})")
     return 0

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -320,6 +321,19 @@ class Admin:
         return await self.api.set_disabled(request)
 
 
+async def _refused_by_router(request: Request, exc: Exception) -> Response:
+    """A path no route serves, or a method it does not take: JSON, as every error of the
+    dashboard and the proxy is, not Starlette's plain-text default."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        headers = dict(exc.headers or {})
+        return error_response(
+            405, "method_not_allowed", "This method is not allowed here.", **headers
+        )
+    return error_response(exc.status_code, "not_found", "No such dashboard path.")
+
+
 def build_admin_app(parts: AdminParts) -> ASGIApp:
     admin = Admin(parts)
-    return SecurityHeaders(Starlette(routes=admin.routes()))
+    handlers = {HTTPException: _refused_by_router}
+    return SecurityHeaders(Starlette(routes=admin.routes(), exception_handlers=handlers))

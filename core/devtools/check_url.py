@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from core.text import printable
+
 if TYPE_CHECKING:
     import httpx
 
@@ -41,7 +43,9 @@ class Finding:
 
     def line(self) -> str:
         mark = "skip" if self.ok is None else "ok  " if self.ok else "FAIL"
-        return f"{mark} {self.name}: {self.detail}"
+        # The detail may quote the checked server (an error's message, a header): written
+        # with its control characters escaped, as every report the CLI prints.
+        return f"{mark} {self.name}: {printable(self.detail)}"
 
 
 @dataclass

@@ -67,6 +67,15 @@ class Forwarder:
                     target_at += 1
                     continue
                 request.target = target
+                if not 200 <= response.status_code <= 599:
+                    # Any three digits parse as a status, but no server sends one past 599
+                    # (uvicorn fails in its `send`, dropping the caller's connection), and
+                    # a 1xx is no final answer: nothing the caller could read.
+                    await response.aclose()
+                    raise UpstreamUnreachable(
+                        "The upstream provider answered with a status no reply may carry "
+                        f"({response.status_code})."
+                    )
                 step = next_attempt(response.status_code, key_at, len(keys), target_at, len(order))
                 if step is None:
                     return response

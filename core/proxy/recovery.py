@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ProxyError, UpstreamStreamBroken, forget_frames
+from core.headers import content_coding
 from core.protocols import Usage
 from core.proxy.access_log import access_logger
 
@@ -227,9 +228,9 @@ class StreamRecovery:
         """A stream this can splice: a 200 in a shape it reads, for one answer."""
         if response.status_code != 200:
             return False
-        encoding = _header(response, b"content-encoding", "identity").strip().lower()
+        coded = content_coding(response.raw_headers)  # every line (core/headers.py)
         kind = _header(response, b"content-type").lower()
-        if encoding != "identity" or not ("event-stream" in kind or "json" in kind):
+        if coded or not ("event-stream" in kind or "json" in kind):
             return False
         try:
             document = await request.document()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from core.headers import content_coding
 from core.usage.usage_tap import UsageTap
 
 # A reply this small with a known length is read whole and sent in one piece (relay.py).
@@ -199,7 +200,7 @@ def build_taps(
         chain.append(Transform(usage_filter, usage_filter.flush))
     inflates = scrubbing = False
     if scrubber is not None and (scrubber or rewrites) and scrubs_body(status):
-        encoding = next((v for n, v in headers if n == b"content-encoding"), b"")
+        encoding = content_coding(headers)  # every line of it (core/headers.py)
         scrub = scrubber.stream(
             encoding,
             error=status >= 300,

@@ -107,7 +107,10 @@ class UpstreamRefusedSession(ProxyError):
 
     def __init__(self, status: int) -> None:
         super().__init__(f"The provider refused the realtime session (HTTP {status}).")
-        self.status = status
+        # The provider's own refusal status when it is one (a 401, a 429...); anything
+        # else is a 502 (a 200 or a 302 is no refusal, and past 599 the server has no
+        # status line: uvicorn failed in its `send`), as on HTTP (core/proxy/forward.py).
+        self.status = status if 400 <= status <= 599 else 502
 
 
 def sendable(code: int | None) -> int:
@@ -602,15 +605,19 @@ class RealtimeEndpoint:
             while True:
                 frame = await upstream.receive()
                 kind = frame.type
+                # Scrubbed before the meter sees it: the meter may carry telemetry's reader
+                # (frame_reader), which exports what it reads (the answered model), so it
+                # reads the frame as the caller gets it, as on HTTP (core/proxy/taps.py).
+                # A key's replacement changes no usage figure.
                 if kind == WSMsgType.TEXT:
-                    meter.feed(frame.data)
                     text = scrub(frame.data)
+                    meter.feed(text)
                     await _send(send, {"type": "websocket.send", "text": text}, relay)
                     if await over_a_rule():
                         return
                 elif kind == WSMsgType.BINARY:
-                    meter.feed(frame.data)
                     data = scrub(frame.data)
+                    meter.feed(data)
                     await _send(send, {"type": "websocket.send", "bytes": data}, relay)
                     if await over_a_rule():
                         return

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from core.config import usage_store_url
-from core.stores import StoreURLError, open_store
+from core.stores import StoreUnopenable, StoreURLError, open_store
+from core.text import printable
 from core.usage.ledger import (
     GROUPINGS,
     REQUEST_LOG_SIZE,
@@ -102,10 +103,13 @@ def format_requests(report: dict[str, Any]) -> str:
         )
         first = "-" if row["first_byte_ms"] is None else f"{row['first_byte_ms']:.0f}"
         cost = "-" if row["cost_usd"] is None else f"{row['cost_usd']:.6f}"
+        # Caller, model and refusal come from requests (a caller names its model): printed
+        # with their control characters escaped (core/text.py).
+        caller, model = printable(row["caller"] or "-"), printable(row["model"] or "-")
         lines.append(
-            f"{at}  {row['caller'] or '-':<16} {row['provider']:<10} {row['model'] or '-':<24} "
-            f"{status:<20} {row['latency_ms']:>8.0f} {first:>6} {tokens:>12} {cost:>10} "
-            f"{row['cache'] or '-'}"
+            f"{at}  {caller:<16} {printable(row['provider']):<10} {model:<24} "
+            f"{printable(status):<20} {row['latency_ms']:>8.0f} {first:>6} {tokens:>12} "
+            f"{cost:>10} {printable(row['cache'] or '-')}"
         )
     return "\n".join(lines)
 
@@ -126,7 +130,7 @@ def format_table(by: str, rows: list[UsageRow]) -> str:
     header = (by.upper(), "REQUESTS", "INPUT", "OUTPUT", "CACHED", "SAVED", "COST USD")
     body = [
         (
-            row.key or "(unknown)",
+            printable(row.key) or "(unknown)",  # a caller or a model a caller named
             str(row.requests),
             str(row.input_tokens),
             str(row.output_tokens),
@@ -158,9 +162,19 @@ def run_usage_command(args: argparse.Namespace) -> int:
         return 2
     try:
         ledger = UsageLedger(open_store(url))
-    except StoreURLError as exc:
+    except (StoreURLError, StoreUnopenable) as exc:
         print(f"error: USAGE_STORE: {exc}", file=sys.stderr)
         return 2
+    try:
+        return _print_usage(ledger, args)
+    except Exception as exc:
+        # A store that cannot be reached or read: one line, not the driver's traceback,
+        # whose text may quote the store's address (stores/__init__.py, _reason).
+        print(f"error: USAGE_STORE could not be read ({type(exc).__name__})", file=sys.stderr)
+        return 1
+
+
+def _print_usage(ledger: UsageLedger, args: argparse.Namespace) -> int:
     if args.requests:
         report = requests_report(
             ledger, caller=args.caller, model=args.model, status=args.status, limit=args.limit

@@ -23,6 +23,7 @@ import json
 import zlib
 from typing import TYPE_CHECKING, Any
 
+from core.headers import content_coding
 from core.protocols import Usage
 from core.usage.jsonbytes import has_escaped_key
 
@@ -56,14 +57,14 @@ class UsageMeter:
                 lowered = value.lower()
                 self._stream = lowered.startswith(b"text/event-stream")
                 self._json = not self._stream and lowered.find(b"json") >= 0
-            elif name == b"content-encoding":
-                encoding = value.strip().lower()
-                if encoding in (b"gzip", b"x-gzip"):
-                    self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                elif encoding == b"deflate":
-                    self._inflate = zlib.decompressobj()
-                elif encoding not in (b"", b"identity"):
-                    self.readable = False
+        # Every Content-Encoding line, as the scrubber reads them (core/headers.py).
+        encoding = content_coding(headers)
+        if encoding in (b"gzip", b"x-gzip"):
+            self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == b"deflate":
+            self._inflate = zlib.decompressobj()
+        elif encoding:
+            self.readable = False
 
     def feed(self, chunk: bytes) -> None:
         if not self.readable:

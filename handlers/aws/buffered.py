@@ -14,7 +14,9 @@ from urllib.parse import unquote
 
 from mangum import Mangum
 
-from core.types import Receive, Scope, Send
+from core.errors import ProxyError, UpstreamStreamBroken, UpstreamUnreachable, render
+from core.proxy.access_log import ERROR_SHAPE, REQUEST_ID_HEADER
+from core.types import Message, Receive, Scope, Send
 from handlers.aws.secrets import create_app_with_secrets
 
 
@@ -45,9 +47,62 @@ class PathAsSent:
         await self.app(scope, receive, send)
 
 
+class WholeReply:
+    """Holds the reply until the app returned, as Mangum does anyway (nothing reaches the
+    caller before), so a reply that fails midway is answered as the failure it is.
+
+    On a server, a stream the upstream cuts is aborted: the caller has its first part and
+    the abort is the only honest signal left. Here the caller has nothing yet, and Mangum
+    would answer `500 text/plain "Internal Server Error"` without the headers the proxy set
+    (CORS, so a page cannot read it; the request id). It gets the proxy's own error instead,
+    in its protocol's shape, with those headers. The failure is already in the access log.
+    """
+
+    # The response's headers an error keeps: a page must be able to read it (CORS), and
+    # the request id names the log line.
+    _KEPT = (b"access-control-", b"vary", REQUEST_ID_HEADER)
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: list[Message] = []
+
+        async def hold(message: Message) -> None:
+            held.append(message)
+
+        try:
+            await self.app(scope, receive, hold)
+        except Exception as exc:
+            last = held[-1] if held else None
+            if last is None or (last["type"] == "http.response.body" and not last.get("more_body")):
+                # Nothing began (the access log middleware answers these itself), or the
+                # reply was whole before the failure: it goes out, Mangum logs the error.
+                for message in held:
+                    await send(message)
+                raise
+            error = (
+                UpstreamUnreachable("The upstream provider's reply broke off before its end.")
+                if isinstance(exc, UpstreamStreamBroken)
+                else ProxyError("The proxy failed unexpectedly; see its logs for the request id.")
+            )
+            status, headers, body = render(error, scope.get(ERROR_SHAPE, "openai"))
+            began = held[0].get("headers") or ()
+            headers += [(n, v) for n, v in began if n.lower().startswith(self._KEPT)]
+            held = [
+                {"type": "http.response.start", "status": status, "headers": headers},
+                {"type": "http.response.body", "body": body},
+            ]
+        for message in held:
+            await send(message)
+
+
 app = create_app_with_secrets()
 
 # lifespan="off": Mangum would run the app's startup and shutdown around every
 # invocation, and shutdown closes the upstream pool; without it the pool stays warm on
 # Mangum's one event loop for the life of the instance.
-handler = Mangum(PathAsSent(app), lifespan="off")  # type: ignore[arg-type]  # Mangum wants a Coroutine return
+handler = Mangum(PathAsSent(WholeReply(app)), lifespan="off")  # type: ignore[arg-type]  # Mangum wants a Coroutine return

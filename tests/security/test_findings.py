@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,6 +33,7 @@ from tests.support.servers import (
     serve_in_thread,
     upstream_requests,
 )
+from tests.telemetry.otlp_receiver import Received, otlp_receiver
 
 UPSTREAM = "https://api.upstream.test/v1"
 AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}", "content-type": "application/json"}
@@ -602,3 +606,437 @@ def test_a_streams_continuations_count_against_the_request_limit() -> None:
         ask(proxy, FAKE_TOKEN)
     # The request and one continuation are the two requests the window allows.
     assert len(upstream.seen) == 2
+
+
+# ---- what telemetry exports of a realtime session ------------------------------------
+
+
+@pytest.fixture
+def otlp() -> Iterator[Received]:
+    with otlp_receiver() as (endpoint, received), pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        patch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        patch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "100")
+        yield received
+
+
+def _points(received: Received, metric: str) -> list[Any]:
+    deadline = time.monotonic() + 15
+    while not received.latest_points(metric) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return received.latest_points(metric)
+
+
+async def test_a_realtime_sessions_telemetry_holds_no_key_the_provider_echoed(
+    otlp: Received,
+    start_proxy: ProxyFactory,
+    upstream: FakeRealtime,
+) -> None:
+    """On HTTP, telemetry reads the reply after the scrubber (core/proxy/taps.py). A
+    realtime session's frames reached telemetry's reader raw: a provider that echoed its
+    key into `session.model` had the key exported as gen_ai.response.model, in the span
+    and as a metric attribute, to whatever collector OTEL_EXPORTER_OTLP_ENDPOINT names,
+    while the caller's copy of the same frame was scrubbed."""
+    with start_proxy() as proxy:
+        url = proxy.url.replace("http://", "ws://") + "/v1/realtime?model=gpt-realtime"
+        auth = {"Authorization": f"Bearer {FAKE_TOKEN}"}
+        async with websockets.connect(url, additional_headers=auth) as socket:
+            await socket.recv()  # session.created
+            await socket.send(json.dumps({"type": "test.key_in_session"}))
+            updated = await asyncio.wait_for(socket.recv(), 5)
+            await socket.send(json.dumps({"type": "response.create"}))
+            while json.loads(await asyncio.wait_for(socket.recv(), 5))["type"] != "response.done":
+                pass
+        spans = await asyncio.to_thread(
+            otlp.wait_for_spans,
+            lambda span: span.attributes.get("gen_ai.operation.name") == "realtime",
+        )
+        points = await asyncio.to_thread(_points, otlp, "gen_ai.client.token.usage")
+    assert FAKE_UPSTREAM_KEY not in str(updated)  # the caller's copy: scrubbed
+    assert spans and points
+    exported = repr([span.attributes for span in spans]) + repr([p.attributes for p in points])
+    assert "gpt-realtime-for-" in exported  # the model the provider named is still read
+    assert FAKE_UPSTREAM_KEY not in exported and FAKE_UPSTREAM_KEY[-8:] not in exported
+
+
+# ---- caller-supplied text printed to the operator's terminal -------------------------
+
+# A model name a caller chose: a terminal escape (set the window title, clear the screen),
+# a carriage return and a line that imitates the report's own rows.
+HOSTILE_MODEL = "gpt\x1b]0;owned\x07\x1b[2J\r\n01-01 00:00:00  admin  default  gpt-4o  200"
+
+
+@respx.mock
+async def test_the_usage_reports_print_no_control_character_a_caller_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`llm-proxy usage --requests` and `llm-proxy usage --by model` print what callers
+    named (the model, 200 characters of it) to the operator's terminal: escape sequences
+    ran there (a retitled window, a cleared screen, OSC 52 writes the clipboard on some
+    terminals) and CR/LF forged report lines."""
+    from core.cli import main
+
+    store = f"sqlite:///{tmp_path}/usage.db"
+    respx.post(f"{UPSTREAM}/chat/completions").respond(
+        200,
+        json={"model": "m", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}},
+    )
+    async with client(create_app(load_settings(env(USAGE_STORE=store)))) as proxy:
+        reply = await proxy.post(
+            "/v1/chat/completions", headers=AUTH, json={"model": HOSTILE_MODEL, "messages": []}
+        )
+        assert reply.status_code == 200
+        await asyncio.sleep(0.3)  # the ledger writes in the background
+    printed = ""
+    for argv in (["--requests"], ["--by", "model"]):
+        assert main(["usage", "--store", store, *argv]) == 0
+        printed += capsys.readouterr().out
+    assert "owned" in printed  # the row is there, its text shown escaped
+    for control in ("\x1b", "\x07", "\r"):
+        assert control not in printed
+    assert not any(line.startswith("01-01") for line in printed.splitlines())
+
+
+def test_tokens_list_prints_no_control_character_of_a_label(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A label (and model scopes) set through the dashboard's JSON API, printed by
+    `llm-proxy tokens list` and `tokens revoke`: the same escapes, the same forged rows."""
+    from core.cli import main
+
+    store = f"sqlite:///{tmp_path}/tokens.db"
+    create_token(open_store(store), "bob\x1b[2J\rFORGED", models=("m\x1b]0;x\x07",))
+    assert main(["tokens", "--store", store, "list"]) == 0
+    assert main(["tokens", "--store", store, "revoke", "bob\x1b[2J\rFORGED"]) == 0
+    printed = capsys.readouterr().out
+    assert "FORGED" in printed
+    for control in ("\x1b", "\x07", "\r"):
+        assert control not in printed
+
+
+# ---- a reply that fails midway on buffered Lambda ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "shape_field"),
+    [("/v1/chat/completions", "code"), ("/anthropic/v1/messages", "type")],
+)
+def test_buffered_lambda_answers_a_cut_stream_with_a_json_error(
+    mock_upstream: RunningServer, path: str, shape_field: str
+) -> None:
+    """Mangum sends nothing until the app returned, so a stream the upstream cuts has
+    reached no one yet. Mangum answered it as `500 text/plain "Internal Server Error"`,
+    dropping every header the proxy had set (CORS: a browser could not even read it; the
+    request id): the one non-JSON error a caller could get, on that platform alone."""
+    from tests.conformance.adapters import AwsLambdaMangum, Request
+
+    env = proxy_env(mock_upstream.url, ANTHROPIC_API_KEY=FAKE_UPSTREAM_KEY)
+    env["ANTHROPIC_UPSTREAM"] = mock_upstream.url
+    origin = env["ALLOWED_ORIGINS"]
+    adapter = AwsLambdaMangum()
+    headers = {
+        "authorization": f"Bearer {FAKE_TOKEN}",
+        "content-type": "application/json",
+        "origin": origin,
+        "x-mock-cut-after": "2",
+    }
+    body = json.dumps({"model": "m", "stream": True, "max_tokens": 9, "messages": []})
+    with adapter.start(env):
+        reply = adapter.send(Request("POST", path, headers, body.encode()))
+    assert reply.status == 502, (reply.status, reply.body[:200])
+    assert reply.header("content-type") == "application/json"
+    error = json.loads(reply.body)["error"]
+    assert error[shape_field] == ("upstream_unreachable" if shape_field == "code" else "api_error")
+    assert reply.header("access-control-allow-origin") == origin
+    assert reply.header("x-proxy-request-id")
+
+
+# ---- a reply's Content-Encoding over two header lines --------------------------------
+
+
+@pytest.mark.parametrize(
+    "codings",
+    [["identity", "gzip"], ["", "gzip"], ["gzip", "gzip"]],
+    ids=["identity-then-gzip", "empty-then-gzip", "gzip-twice"],
+)
+def test_a_reply_coding_split_over_two_header_lines_is_read_whole(codings: list[str]) -> None:
+    """The scrubber read a reply's coding from its first Content-Encoding line only. An
+    upstream echoing the key under `identity` + `gzip` (one list over two lines, RFC 9110)
+    had its gzip body passed on unread, the two lines with it, and the caller's client
+    inflated it: the key in plain text. Under `gzip` + `gzip` one layer was inflated and
+    the still-compressed rest sent on without a coding: one gunzip away."""
+    import gzip
+
+    from tests.support.metered import JSON, metered, models_or
+    from tests.support.scripted_upstream import ScriptedUpstream
+
+    def reply(request: dict[str, Any]) -> Any:
+        body = json.dumps({"headers": request["headers"]}).encode()
+        for coding in codings:
+            if coding == "gzip":
+                body = gzip.compress(body)
+        return 200, [*JSON, *(("content-encoding", c) for c in codings)], [(0, body)]
+
+    with metered(ScriptedUpstream(models_or(reply))) as proxy:
+        got = httpx.post(
+            f"{proxy.url}/v1/chat/completions",
+            json={"model": "m"},
+            headers={"Authorization": f"Bearer {FAKE_TOKEN}"},
+        )
+    assert got.status_code == 200
+    seen = [got.content]
+    with contextlib.suppress(OSError, EOFError):
+        seen.append(gzip.decompress(got.content))
+    for body in seen:
+        assert FAKE_UPSTREAM_KEY.encode() not in body
+        assert FAKE_UPSTREAM_KEY[8:].encode() not in body
+    if codings.count("gzip") == 1:  # one coding: read, scrubbed, sent on inflated
+        assert b"[redacted]" in got.content
+        assert "content-encoding" not in got.headers
+
+
+# ---- the dashboard's JSON API answers in JSON -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("DELETE", "/admin/api/status", 405),
+        ("POST", "/admin/api/usage", 405),
+        ("GET", "/admin/api/nothing-here", 404),
+        ("GET", "/admin/api/tokens/abc/def/ghi", 404),
+        ("PUT", "/admin", 405),
+    ],
+)
+async def test_the_dashboard_refuses_an_unknown_route_or_method_in_json(
+    method: str, path: str, status: int
+) -> None:
+    """Every error the proxy makes is JSON, the dashboard's own included (`{"error":
+    {"code", "message"}}`, what its scripts parse); a method or path no route serves got
+    Starlette's `text/plain` "Method Not Allowed" / "Not Found" instead."""
+    admin = env(ADMIN_TOKEN="a" * 40)
+    async with client(create_app(load_settings(admin))) as proxy:
+        reply = await proxy.request(method, path, headers={"authorization": f"Bearer {'a' * 40}"})
+    assert reply.status_code == status
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json()["error"]["code"] == ("not_found" if status == 404 else "method_not_allowed")
+    if status == 405:
+        assert reply.headers["allow"]
+
+
+def test_check_url_prints_no_control_character_the_server_sent() -> None:
+    """`llm-proxy check --url` quotes the checked server's error message in its report:
+    the same escapes reached the operator's terminal from whatever answered there."""
+    from core.devtools.check_url import check_deployment
+    from core.types import Receive, Scope, Send
+
+    message = "bad\x1b]0;owned\x07\x1b[2J\r\nok   stream: forged"
+
+    async def server(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = json.dumps({"error": {"message": message}}).encode()
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    lines: list[str] = []
+    with serve_in_thread(server) as running:
+        check_deployment(running.url, token="t", model="m", print_line=lines.append)
+    printed = "\n".join(lines)
+    assert "owned" in printed
+    for control in ("\x1b", "\x07", "\r"):
+        assert control not in printed
+    assert not any(line.startswith("ok   stream") for line in lines)
+
+
+# ---- an upstream reply header the server cannot send -----------------------------------
+
+
+@contextlib.contextmanager
+def _raw_upstream(header_line: bytes, status: bytes = b"200 OK") -> Iterator[str]:
+    """An upstream that answers every request with one header line (and status) as given,
+    bytes the HTTP clients accept but uvicorn refuses to send (a control character in a
+    value, a status outside 100-599)."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                with contextlib.suppress(OSError):
+                    while b"\r\n\r\n" not in data:
+                        data += conn.recv(65536)
+                    body = b'{"ok":true}'
+                    conn.sendall(
+                        b"HTTP/1.1 "
+                        + status
+                        + b"\r\ncontent-type: application/json\r\n"
+                        + header_line
+                        + b"\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+                        + body
+                    )
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("value", [b"a\x1b[2Jb", b"a\x01b", b"a\x7fb"], ids=["esc", "soh", "del"])
+def test_an_upstream_header_with_a_control_character_still_gets_its_reply(
+    transport: str, value: bytes
+) -> None:
+    """Both upstream clients accept a control character in a reply header's value; uvicorn
+    refuses to send one (RuntimeError in its `send`). The caller lost the reply the
+    upstream had answered (and billed): no response at all, its connection dropped, and a
+    traceback in the log. The header's value goes out with those bytes replaced."""
+    with _raw_upstream(b"x-odd: " + value) as url:
+        app = create_app(load_settings(proxy_env(url, UPSTREAM_TRANSPORT=transport)))
+        with serve_in_thread(app) as proxy:
+            reply = httpx.post(
+                f"{proxy.url}/v1/chat/completions",
+                json={"model": "m"},
+                headers={"authorization": f"Bearer {FAKE_TOKEN}"},
+                timeout=10,
+            )
+    assert reply.status_code == 200
+    assert reply.json() == {"ok": True}
+    expected = "a?b" if len(value) == 3 else "a?[2Jb"
+    assert reply.headers["x-odd"] == expected
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("status", [b"999 Odd", b"600 Beyond", b"101 Switching Protocols"])
+def test_an_upstream_status_no_reply_may_carry_is_a_502(transport: str, status: bytes) -> None:
+    """Both clients take any three digits for a status; uvicorn has no status line past
+    599 (a KeyError in its `send`), and a 101 is no reply to a POST. The caller's
+    connection dropped (a traceback in the log), or it got a 101 with a body: a 502 in
+    its protocol's shape instead."""
+    with _raw_upstream(b"x-kept: 1", status) as url:
+        extra = {"ANTHROPIC_API_KEY": FAKE_UPSTREAM_KEY, "ANTHROPIC_UPSTREAM": url}
+        app = create_app(load_settings(proxy_env(url, UPSTREAM_TRANSPORT=transport, **extra)))
+        with serve_in_thread(app) as proxy:
+            reply = httpx.post(
+                f"{proxy.url}/anthropic/v1/messages",
+                json={"model": "m", "max_tokens": 1, "messages": []},
+                headers={"x-api-key": FAKE_TOKEN},
+                timeout=10,
+            )
+    assert reply.status_code == 502, reply.status_code
+    assert reply.json()["error"]["type"] == "api_error"
+
+
+@pytest.mark.parametrize("status", [b"999 Odd", b"600 Beyond", b"200 OK", b"302 Found"])
+async def test_an_upstream_handshake_status_no_refusal_may_carry_is_a_502(status: bytes) -> None:
+    """The same on a realtime session: the provider's handshake status was passed on as
+    the refusal's. Past 599 the caller got uvicorn's bare 500 ("unexpected realtime
+    error" in the log); a 200 or a 302 came as a "refusal" with that status."""
+    with _raw_upstream(b"x-kept: 1", status) as url:
+        extra = {"OPENAI_API_KEY": FAKE_UPSTREAM_KEY, "OPENAI_UPSTREAM": url}
+        app = create_app(load_settings(proxy_env(url, **extra)))
+        with serve_in_thread(app) as proxy:
+            address = proxy.url.replace("http://", "ws://") + "/v1/realtime?model=gpt-realtime"
+            auth = {"Authorization": f"Bearer {FAKE_TOKEN}"}
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with websockets.connect(address, additional_headers=auth):
+                    pass
+    assert refused.value.response.status_code == 502
+    assert json.loads(refused.value.response.body)["error"]["code"] == "upstream_refused_session"
+
+
+@pytest.mark.parametrize("command", ["tokens", "usage"])
+@pytest.mark.parametrize(
+    "store",
+    ["redis://:s3cret-store-pw@127.0.0.1:1/0", "sqlite:////nonexistent-dir/sub/tokens.db"],
+    ids=["unreachable-redis", "unopenable-sqlite"],
+)
+def test_the_cli_reports_a_store_it_cannot_use_in_one_line(
+    command: str, store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`llm-proxy tokens` / `usage` on a store that cannot be opened or reached printed the
+    driver's whole traceback (sixty-odd lines; some drivers' texts quote the URL)."""
+    from core.cli import main
+
+    argv = [command, "--store", store]
+    argv += ["list"] if command == "tokens" else ["--requests"]
+    assert main(argv) != 0
+    printed = capsys.readouterr()
+    out = printed.out + printed.err
+    assert "Traceback" not in out and "s3cret-store-pw" not in out
+    assert ("TOKEN_STORE" if command == "tokens" else "USAGE_STORE") in out
+    assert len(out.strip().splitlines()) == 1
+
+
+# ---- a caller's token quoted in a prompt, on its way to the collector ------------------
+
+
+def test_captured_prompt_content_holds_no_proxy_token(
+    otlp: Received,
+    mock_upstream: RunningServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT on, the prompt goes on the
+    span with "the proxy's own keys and callers' tokens replaced" (core/telemetry/
+    content.py); the proxy's own per-caller tokens (`llmp_...`, minted by `llm-proxy
+    tokens create` and the dashboard) were not: a user pasting one into a chat had it
+    exported to the collector, and every reader of the traces could call as that token."""
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    store = f"sqlite:///{tmp_path}/tokens.db"
+    token, _ = create_token(open_store(store), "carol")
+    app = create_app(load_settings(proxy_env(mock_upstream.url, TOKEN_STORE=store)))
+    with serve_in_thread(app) as proxy:
+        reply = httpx.post(
+            f"{proxy.url}/v1/chat/completions",
+            headers={"authorization": f"Bearer {token}"},
+            json={
+                "model": "gpt-capture-token",
+                "messages": [{"role": "user", "content": f"why is {token} refused?"}],
+            },
+        )
+        assert reply.status_code == 200
+        [span] = otlp.wait_for_spans(
+            lambda s: s.attributes.get("gen_ai.request.model") == "gpt-capture-token"
+        )
+    content = span.attributes["gen_ai.input.messages"]
+    assert "why is [redacted] refused?" in content
+    assert token not in content and token[len("llmp_") :][:12] not in content
+
+
+# ---- a key pasted into the wrong variable, in the operator's log ----------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "pasted"),
+    [
+        ("UPSTREAM_BASE_URL", "sk-proj-Abc123pastedIntoTheWrongVariable0"),
+        ("GEMINI_UPSTREAM", "AIzaSyPastedIntoTheWrongVariable-0123456"),
+        ("MAX_BODY_BYTES", "sk-ant-api03-pasted-into-the-wrong-variable"),
+    ],
+)
+def test_a_key_pasted_into_the_wrong_variable_is_not_quoted_in_the_problem(
+    variable: str, pasted: str
+) -> None:
+    """Swapping UPSTREAM_BASE_URL and UPSTREAM_API_KEY is an easy mistake; the reply every
+    caller gets names only the variable, but the problem itself (what the start log,
+    `llm-proxy check` and `serve` print) quoted the key whole: `..., got 'sk-proj-...'`,
+    into CloudWatch and the like, where more people read than the key was meant for."""
+    extra = {variable: pasted}
+    if variable == "GEMINI_UPSTREAM":
+        extra["GEMINI_API_KEY"] = "fake-gemini-key-0123456789"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env(**extra))
+    problems = " ".join(caught.value.problems)
+    assert variable in problems
+    assert pasted not in problems and pasted[8:] not in problems
+    assert pasted[:4] in problems  # enough to recognise which value it was

@@ -135,6 +135,12 @@ class FakeRealtime:
                 masked = key[:3] + "*" * 10 + key[-4:]
                 await send({"type": "websocket.close", "code": 4001, "reason": f"key {masked}"})
                 return
+            elif event.get("type") == "test.key_in_session":
+                # A provider echoing the key it was sent into the session it reports (the
+                # model field telemetry reads), then a usual response.
+                key = (headers.get("authorization") or "")[len("Bearer ") :]
+                session = {"model": f"gpt-realtime-for-{key}"}
+                await send_json(send, {"type": "session.updated", "session": session})
             elif event.get("type") == "test.slow_response":
                 # A long answer: begun at once, its usage only after `seconds`.
                 await send_json(send, {"type": "response.created", "response": {"id": "r2"}})

@@ -251,3 +251,23 @@ def test_importing_the_handler_does_not_import_boto3(mock_upstream: RunningServe
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+async def test_a_reply_whole_before_a_later_failure_goes_out_as_it_was(
+    lambda_module: ModuleType,
+) -> None:
+    """WholeReply replaces only a reply that failed before its end (a cut stream); one
+    that was complete goes out unchanged and the failure is raised on for Mangum's log."""
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"whole"})
+        raise RuntimeError("after the reply")
+
+    async def collect(message: Any) -> None:
+        sent.append(message)
+
+    with pytest.raises(RuntimeError):
+        await lambda_module.WholeReply(app)({"type": "http"}, None, collect)
+    assert [m.get("status", m.get("body")) for m in sent] == [200, b"whole"]
