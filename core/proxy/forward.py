@@ -12,7 +12,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from core.errors import BadRequest, InvalidUpstreamURL, TransportFailure, map_transport_error
+from core.errors import (
+    BadRequest,
+    InvalidUpstreamURL,
+    TransportFailure,
+    UpstreamUnreachable,
+    map_transport_error,
+)
 from core.headers import upstream_request_headers
 from core.providers import next_attempt
 
