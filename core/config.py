@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 import re
 from collections.abc import Mapping
@@ -420,7 +421,9 @@ def usage_store_url(environ: Mapping[str, str] | None = None) -> str:
     return "memory://"
 
 
-def _parse_admin(env: Mapping[str, str], problems: list[str]) -> tuple[str, str]:
+def _parse_admin(
+    env: Mapping[str, str], problems: list[str], token_hashes: tuple[bytes, ...] = ()
+) -> tuple[str, str]:
     """ADMIN_TOKEN (the dashboard's credential) and the usage ledger's store URL."""
     admin_token = env.get("ADMIN_TOKEN", "").strip()
     if admin_token and len(admin_token) < MIN_ADMIN_TOKEN_LENGTH:
@@ -429,6 +432,15 @@ def _parse_admin(env: Mapping[str, str], problems: list[str]) -> tuple[str, str]
             "stays off until it is long enough (python3 -c 'import secrets; "
             "print(secrets.token_urlsafe(32))')"
         )
+    if admin_token:
+        # A PROXY_ACCESS_TOKEN sits in every caller's app or page; as the admin credential
+        # too, it would make each of them the operator (tokens, spend, the kill switch).
+        digest = hash_token(admin_token)
+        if any(hmac.compare_digest(digest, allowed) for allowed in token_hashes):
+            problems.append(
+                "ADMIN_TOKEN is also an entry of PROXY_ACCESS_TOKEN: every caller would hold "
+                "the dashboard's credential; give the dashboard a secret of its own"
+            )
     usage_store = usage_store_url(env)
     if env.get("USAGE_STORE", "").strip() and (
         problem := store_url_problem("USAGE_STORE", usage_store)
@@ -472,7 +484,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     token_hashes = _parse_tokens(
         env, problems, required=not token_store and not callers_need_no_shared_token(env)
     )
-    admin_token, usage_store = _parse_admin(env, problems)
+    admin_token, usage_store = _parse_admin(env, problems, token_hashes)
     origins = tuple(
         o.strip().rstrip("/") for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip()
     )

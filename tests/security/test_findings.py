@@ -352,3 +352,20 @@ async def test_the_routed_model_list_is_scrubbed_of_the_keys() -> None:
     assert "gpt-4o" in ids and "claude-a" in ids, ids
     for secret in (FAKE_UPSTREAM_KEY, ANTHROPIC_KEY, masked, ANTHROPIC_KEY[-8:]):
         assert secret not in reply.text
+
+
+# ---- the dashboard's credential is no caller's ----------------------------------------
+SHARED_AND_ADMIN = "shared-token-also-set-as-admin-0123456789"
+
+
+@pytest.mark.parametrize(
+    "shared", [SHARED_AND_ADMIN, f"another-caller-token-0123456789ab,{SHARED_AND_ADMIN}"]
+)
+def test_admin_token_that_is_also_a_caller_token_is_refused(shared: str) -> None:
+    """PROXY_ACCESS_TOKEN sits in every visitor's browser (the page's source); the same
+    value as ADMIN_TOKEN made each visitor the operator: tokens, spend, the kill switch."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env(PROXY_ACCESS_TOKEN=shared, ADMIN_TOKEN=f" {SHARED_AND_ADMIN} "))
+    problems = " ".join(caught.value.problems)
+    assert "ADMIN_TOKEN" in problems and "PROXY_ACCESS_TOKEN" in problems
+    assert SHARED_AND_ADMIN not in problems
