@@ -422,7 +422,10 @@ def usage_store_url(environ: Mapping[str, str] | None = None) -> str:
 
 
 def _parse_admin(
-    env: Mapping[str, str], problems: list[str], token_hashes: tuple[bytes, ...] = ()
+    env: Mapping[str, str],
+    problems: list[str],
+    token_hashes: tuple[bytes, ...] = (),
+    token_store: str = "",
 ) -> tuple[str, str]:
     """ADMIN_TOKEN (the dashboard's credential) and the usage ledger's store URL."""
     admin_token = env.get("ADMIN_TOKEN", "").strip()
@@ -441,6 +444,18 @@ def _parse_admin(
                 "ADMIN_TOKEN is also an entry of PROXY_ACCESS_TOKEN: every caller would hold "
                 "the dashboard's credential; give the dashboard a secret of its own"
             )
+        if not token_store or token_store.startswith("memory"):
+            from core.access.client_ip import detect_platform
+
+            if detect_platform(env) in ("aws", "vercel", "cloud-run"):
+                # The kill switch, sign-outs and the count of wrong admin tokens live in the
+                # token store: in memory, the dashboard would switch off only the instance
+                # that served it while every other instance kept spending.
+                problems.append(
+                    "ADMIN_TOKEN on a function platform needs TOKEN_STORE to be a store every "
+                    "instance shares (dynamodb://... or redis://...): in memory the kill "
+                    "switch and sign-out reach only the instance that served the dashboard"
+                )
     usage_store = usage_store_url(env)
     if env.get("USAGE_STORE", "").strip() and (
         problem := store_url_problem("USAGE_STORE", usage_store)
@@ -484,7 +499,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     token_hashes = _parse_tokens(
         env, problems, required=not token_store and not callers_need_no_shared_token(env)
     )
-    admin_token, usage_store = _parse_admin(env, problems, token_hashes)
+    admin_token, usage_store = _parse_admin(env, problems, token_hashes, token_store)
     origins = tuple(
         o.strip().rstrip("/") for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip()
     )

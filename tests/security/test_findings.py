@@ -369,3 +369,41 @@ def test_admin_token_that_is_also_a_caller_token_is_refused(shared: str) -> None
     problems = " ".join(caught.value.problems)
     assert "ADMIN_TOKEN" in problems and "PROXY_ACCESS_TOKEN" in problems
     assert SHARED_AND_ADMIN not in problems
+
+
+# ---- the dashboard's switches on a platform of many instances --------------------------
+FUNCTION_PLATFORMS = [
+    {"AWS_LAMBDA_FUNCTION_NAME": "llm-proxy"},
+    {"VERCEL": "1"},
+    {"K_SERVICE": "llm-proxy"},
+]
+
+
+@pytest.mark.parametrize("platform", FUNCTION_PLATFORMS)
+@pytest.mark.parametrize("store", [None, "memory://"])
+async def test_kill_switch_kept_in_one_instance_is_refused_at_start(
+    platform: dict[str, str], store: str | None
+) -> None:
+    """Without a shared TOKEN_STORE the kill switch (and sign-out, and the count of wrong
+    admin tokens) lived in the memory of the one function instance that served the
+    dashboard: the operator saw `online: false` while every other instance kept spending."""
+    extra = {"ADMIN_TOKEN": "admin-token-for-tests-0123456789abcdef", **platform}
+    if store is not None:
+        extra["TOKEN_STORE"] = store
+    try:
+        settings = load_settings(env(**extra))
+    except ConfigError as refused:
+        problems = " ".join(refused.problems)
+        assert "ADMIN_TOKEN" in problems and "TOKEN_STORE" in problems
+        return
+    # Two warm instances of one function, each its own process and memory.
+    first, second = create_app(settings), create_app(settings)
+    admin = {"Authorization": "Bearer admin-token-for-tests-0123456789abcdef"}
+    with respx.mock:
+        respx.get(f"{UPSTREAM}/models").respond(200, json={})
+        async with client(first) as one, client(second) as other:
+            switched = await one.put("/admin/api/status", json={"online": False}, headers=admin)
+            assert switched.json()["online"] is False
+            assert (await one.get("/v1/models", headers=AUTH)).status_code == 503
+            still = await other.get("/v1/models", headers=AUTH)
+    assert still.status_code == 503, "the switch is off, yet another instance still serves"
