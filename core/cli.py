@@ -41,6 +41,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+        if settings.admin_token and (
+            not settings.token_store or settings.token_store.startswith("memory")
+        ):
+            # The dashboard would throw the kill switch (and end a session) in the one
+            # worker that served it; the others would go on serving.
+            print(
+                "llm-proxy: refusing to start: --workers > 1 with ADMIN_TOKEN needs a "
+                "TOKEN_STORE the processes share (sqlite:///..., redis://... or "
+                "dynamodb://...), not memory: the kill switch would reach one worker only",
+                file=sys.stderr,
+            )
+            return 2
         # Each worker process builds its own app (and pool) from the environment.
         serve(
             "core.cli:app_from_environment",

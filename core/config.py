@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 import re
 from collections.abc import Mapping
@@ -433,7 +434,12 @@ def usage_store_url(environ: Mapping[str, str] | None = None) -> str:
     return "memory://"
 
 
-def _parse_admin(env: Mapping[str, str], problems: list[str]) -> tuple[str, str]:
+def _parse_admin(
+    env: Mapping[str, str],
+    problems: list[str],
+    token_hashes: tuple[bytes, ...] = (),
+    token_store: str = "",
+) -> tuple[str, str]:
     """ADMIN_TOKEN (the dashboard's credential) and the usage ledger's store URL."""
     admin_token = env.get("ADMIN_TOKEN", "").strip()
     if admin_token and len(admin_token) < MIN_ADMIN_TOKEN_LENGTH:
@@ -442,6 +448,27 @@ def _parse_admin(env: Mapping[str, str], problems: list[str]) -> tuple[str, str]
             "stays off until it is long enough (python3 -c 'import secrets; "
             "print(secrets.token_urlsafe(32))')"
         )
+    if admin_token:
+        # A PROXY_ACCESS_TOKEN sits in every caller's app or page; as the admin credential
+        # too, it would make each of them the operator (tokens, spend, the kill switch).
+        digest = hash_token(admin_token)
+        if any(hmac.compare_digest(digest, allowed) for allowed in token_hashes):
+            problems.append(
+                "ADMIN_TOKEN is also an entry of PROXY_ACCESS_TOKEN: every caller would hold "
+                "the dashboard's credential; give the dashboard a secret of its own"
+            )
+        if not token_store or token_store.startswith("memory"):
+            from core.access.client_ip import detect_platform
+
+            if detect_platform(env) in ("aws", "vercel", "cloud-run"):
+                # The kill switch, sign-outs and the count of wrong admin tokens live in the
+                # token store: in memory, the dashboard would switch off only the instance
+                # that served it while every other instance kept spending.
+                problems.append(
+                    "ADMIN_TOKEN on a function platform needs TOKEN_STORE to be a store every "
+                    "instance shares (dynamodb://... or redis://...): in memory the kill "
+                    "switch and sign-out reach only the instance that served the dashboard"
+                )
     usage_store = usage_store_url(env)
     if env.get("USAGE_STORE", "").strip() and (
         problem := store_url_problem("USAGE_STORE", usage_store)
@@ -485,7 +512,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     token_hashes = _parse_tokens(
         env, problems, required=not token_store and not callers_need_no_shared_token(env)
     )
-    admin_token, usage_store = _parse_admin(env, problems)
+    admin_token, usage_store = _parse_admin(env, problems, token_hashes, token_store)
     origins = tuple(
         o.strip().rstrip("/") for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip()
     )

@@ -86,7 +86,22 @@ def _parse_time(text: Any, where: str) -> float:
         raise ScheduleError(f"{where} must be an ISO time like 2026-12-24T18:00:00Z") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+    try:
+        # In UTC first: the time is written back in UTC, where an offset may push it past
+        # the calendar's ends (year 1 at +14:00 is year 0 in UTC).
+        return when.astimezone(UTC).timestamp()
+    except (OverflowError, ValueError):
+        raise ScheduleError(f"{where} is outside the years 1 to 9999 in UTC") from None
+
+
+def _encodable(text: str) -> bool:
+    # A lone surrogate (JSON's "\ud800") is no UTF-8: kept, it would make every reply that
+    # quotes the note (the dashboard's, each caller's 503 while offline) fail to encode.
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_window(raw: Any, index: int = 1) -> Window:
@@ -96,7 +111,7 @@ def parse_window(raw: Any, index: int = 1) -> Window:
     if not isinstance(raw, dict):
         raise ScheduleError(f"{where} must be an object: {{nightly}} or {{from, to}}")
     note = raw.get("note") or ""
-    if not isinstance(note, str) or len(note) > 200:
+    if not isinstance(note, str) or len(note) > 200 or not _encodable(note):
         raise ScheduleError(f"{where}: note must be text of at most 200 characters")
     if "nightly" in raw:
         text = raw["nightly"]

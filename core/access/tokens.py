@@ -20,6 +20,9 @@ from core.token_record import TokenRecord
 KEY_PREFIX = "token:"
 TOKEN_PREFIX = "llmp_"  # noqa: S105 (a marker, not a secret)
 
+# 9999-12-31T23:59:59Z: a later expiry cannot be written back as a date (the token list,
+# the dashboard), and 1e400 reads as infinity.
+LATEST_EXPIRY = 253_402_300_799
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -61,7 +64,7 @@ def parse_expiry(text: str | None, now: float) -> float | None:
         amount = int(match.group(1))
         if amount <= 0:
             raise TokenError(f"--expires must be in the future, got {text!r}")
-        return now + amount * _SECONDS[match.group(2)]
+        return _not_too_late(now + amount * _SECONDS[match.group(2)], text)
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -73,6 +76,12 @@ def parse_expiry(text: str | None, now: float) -> float | None:
     stamp = when.timestamp()
     if stamp <= now:
         raise TokenError(f"--expires {text!r} is in the past")
+    return _not_too_late(stamp, text)
+
+
+def _not_too_late(stamp: float, text: str) -> float:
+    if not stamp < LATEST_EXPIRY:
+        raise TokenError(f"--expires {text[:40]!r} is past the year 9999")
     return stamp
 
 

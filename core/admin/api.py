@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from core.access.status import ScheduleError
 from core.access.tokens import (
+    LATEST_EXPIRY,
     TokenError,
     create_token,
     list_tokens,
@@ -171,14 +172,22 @@ class AdminAPI:
         if not isinstance(label, str):
             raise APIError(400, "bad_field", "label is required")
         budget = body.get("budget_usd")
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float)):
+        if budget is not None and (
+            isinstance(budget, bool)
+            or not isinstance(budget, int | float)
+            # Compared before float(): JSON's NaN, 1e400 (inf) and a 400-digit integer
+            # (float() raises) are no amounts; create_token keeps its own bound too.
+            or not 0 <= budget < 1e9
+        ):
             raise APIError(400, "bad_field", "budget_usd must be a number of dollars")
         expires = body.get("expires_at")
         now = time.time()
         try:
             if isinstance(expires, int | float) and not isinstance(expires, bool):
-                if expires <= now:
+                if not expires > now:  # NaN too: it compares false, and never expires
                     raise TokenError("expires_at is in the past")
+                if not expires < LATEST_EXPIRY:
+                    raise TokenError("expires_at is past the year 9999")
                 expires_at: float | None = float(expires)
             elif expires is None or isinstance(expires, str):
                 expires_at = parse_expiry(expires, now)

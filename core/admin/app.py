@@ -13,6 +13,7 @@ JSON API also wants the CSRF header on changes) or `Authorization: Bearer <ADMIN
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 from collections.abc import Awaitable, Callable
@@ -65,6 +66,19 @@ MAX_FORM_BODY = 4096
 
 def _static(name: str) -> bytes:
     return (resources.files("core.admin") / "static" / name).read_bytes()
+
+
+@functools.cache
+def _served_files() -> frozenset[str]:
+    """The files /admin/static/ serves, by name. A name from the URL is only ever looked up
+    here, never handed to the file system: a NUL byte or an over-long name raised there
+    (a 500 for anyone), and no path trick can reach beyond the list."""
+    folder = resources.files("core.admin") / "static"
+    return frozenset(
+        entry.name
+        for entry in folder.iterdir()
+        if entry.is_file() and entry.name[entry.name.rfind(".") :] in STATIC_TYPES
+    )
 
 
 class SecurityHeaders:
@@ -223,7 +237,10 @@ class Admin:
             body += chunk
             if len(body) > MAX_FORM_BODY:
                 return self._sign_in_page("That form is too large.", 413)
-        fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=5)
+        try:
+            fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=5)
+        except ValueError:  # more fields than the form has: parse_qs raises
+            return self._sign_in_page("That form is not the sign-in form.", 400)
         candidate = (fields.get("token") or [""])[0].strip()
         matched, limited = await self._check_token(self.client_ip(request.scope), candidate)
         if limited is not None:
@@ -256,14 +273,9 @@ class Admin:
 
     async def static(self, request: Request) -> Response:
         name = request.path_params["name"]
-        suffix = name[name.rfind(".") :] if "." in name else ""
-        if "/" in name or name.startswith(".") or suffix not in STATIC_TYPES:
+        if name not in _served_files():
             return error_response(404, "not_found", "No such file.")
-        try:
-            content = _static(name)
-        except (FileNotFoundError, IsADirectoryError):
-            return error_response(404, "not_found", "No such file.")
-        return Response(content, media_type=STATIC_TYPES[suffix])
+        return Response(_static(name), media_type=STATIC_TYPES[name[name.rfind(".") :]])
 
     # ---- the JSON API --------------------------------------------------------------------
 

@@ -89,6 +89,26 @@ def test_several_workers_refuse_limits_counted_in_memory() -> None:
     assert "a store the processes share" in result.stderr and "LIMIT_STORE" in result.stderr
 
 
+def test_several_workers_refuse_a_kill_switch_kept_in_memory() -> None:
+    """The dashboard's switch would stop only the worker that served it."""
+    env = {
+        **CLEAN_ENV,
+        "UPSTREAM_BASE_URL": "https://api.openai.com/v1",
+        "UPSTREAM_API_KEY": "fake-upstream-key-for-tests",
+        "PROXY_ACCESS_TOKEN": "test-caller-token-0123456789",
+        "ADMIN_TOKEN": "admin-token-for-tests-0123456789abcdef",
+    }
+    result = subprocess.run(
+        [*CLI, "serve", "--port", str(free_port()), "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "ADMIN_TOKEN" in result.stderr and "TOKEN_STORE" in result.stderr
+
+
 def test_demo_works_as_printed_with_the_openai_sdk() -> None:
     with running_demo("--delay-ms", "5") as demo:
         banner, port = demo.banner, demo.port

@@ -1040,3 +1040,121 @@ def test_a_key_pasted_into_the_wrong_variable_is_not_quoted_in_the_problem(
     assert variable in problems
     assert pasted not in problems and pasted[8:] not in problems
     assert pasted[:4] in problems  # enough to recognise which value it was
+
+
+# ---- the dashboard's credential is no caller's ----------------------------------------
+SHARED_AND_ADMIN = "shared-token-also-set-as-admin-0123456789"
+
+
+@pytest.mark.parametrize(
+    "shared", [SHARED_AND_ADMIN, f"another-caller-token-0123456789ab,{SHARED_AND_ADMIN}"]
+)
+def test_admin_token_that_is_also_a_caller_token_is_refused(shared: str) -> None:
+    """PROXY_ACCESS_TOKEN sits in every visitor's browser (the page's source); the same
+    value as ADMIN_TOKEN made each visitor the operator: tokens, spend, the kill switch."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env(PROXY_ACCESS_TOKEN=shared, ADMIN_TOKEN=f" {SHARED_AND_ADMIN} "))
+    problems = " ".join(caught.value.problems)
+    assert "ADMIN_TOKEN" in problems and "PROXY_ACCESS_TOKEN" in problems
+    assert SHARED_AND_ADMIN not in problems
+
+
+# ---- the dashboard's switches on a platform of many instances --------------------------
+FUNCTION_PLATFORMS = [
+    {"AWS_LAMBDA_FUNCTION_NAME": "llm-proxy"},
+    {"VERCEL": "1"},
+    {"K_SERVICE": "llm-proxy"},
+]
+
+
+@pytest.mark.parametrize("platform", FUNCTION_PLATFORMS)
+@pytest.mark.parametrize("store", [None, "memory://"])
+async def test_kill_switch_kept_in_one_instance_is_refused_at_start(
+    platform: dict[str, str], store: str | None
+) -> None:
+    """Without a shared TOKEN_STORE the kill switch (and sign-out, and the count of wrong
+    admin tokens) lived in the memory of the one function instance that served the
+    dashboard: the operator saw `online: false` while every other instance kept spending."""
+    extra = {"ADMIN_TOKEN": "admin-token-for-tests-0123456789abcdef", **platform}
+    if store is not None:
+        extra["TOKEN_STORE"] = store
+    try:
+        settings = load_settings(env(**extra))
+    except ConfigError as refused:
+        problems = " ".join(refused.problems)
+        assert "ADMIN_TOKEN" in problems and "TOKEN_STORE" in problems
+        return
+    # Two warm instances of one function, each its own process and memory.
+    first, second = create_app(settings), create_app(settings)
+    admin = {"Authorization": "Bearer admin-token-for-tests-0123456789abcdef"}
+    with respx.mock:
+        respx.get(f"{UPSTREAM}/models").respond(200, json={})
+        async with client(first) as one, client(second) as other:
+            switched = await one.put("/admin/api/status", json={"online": False}, headers=admin)
+            assert switched.json()["online"] is False
+            assert (await one.get("/v1/models", headers=AUTH)).status_code == 503
+            still = await other.get("/v1/models", headers=AUTH)
+    assert still.status_code == 503, "the switch is off, yet another instance still serves"
+
+
+# ---- the dashboard answers hostile input with its own errors -------------------------
+DASHBOARD_ADMIN = "admin-token-for-tests-0123456789abcdef"
+
+
+def dashboard_client(app: ASGIApp) -> httpx.AsyncClient:
+    # raise_app_exceptions=False: what a server would send, a 500, instead of the raise.
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000), raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8787")
+
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/admin/static/a%00.css", b""),
+        ("GET", "/admin/static/" + "a" * 300 + ".css", b""),
+        ("POST", "/admin/sign-in", b"token=guess&a&b&c&d&e"),
+    ],
+)
+async def test_unauthenticated_dashboard_input_is_no_500(
+    method: str, path: str, body: bytes
+) -> None:
+    """The public part of the dashboard (its files, its sign-in form) raised on a NUL byte,
+    an over-long file name or a form of six fields: a 500 for anyone, a traceback in the
+    log. Each is a 4xx in the dashboard's own shape."""
+    settings = load_settings(env(ADMIN_TOKEN=DASHBOARD_ADMIN, TOKEN_STORE="memory://"))
+    async with dashboard_client(create_app(settings)) as dashboard:
+        response = await dashboard.request(method, path, content=body, headers=FORM)
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:100])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/admin/api/tokens", b'{"label":"a","expires_at":1e400}'),
+        ("POST", "/admin/api/tokens", b'{"label":"b","expires_at":NaN}'),
+        ("POST", "/admin/api/tokens", b'{"label":"d","expires_at":"99999999999999w"}'),
+        ("POST", "/admin/api/tokens", b'{"label":"c","budget_usd":1' + b"0" * 400 + b"}"),
+        (
+            "PUT",
+            "/admin/api/schedule",
+            b'{"windows":[{"from":"0001-01-01T00:00:00+14:00","to":"0001-01-02T00:00:00Z"}]}',
+        ),
+        ("PUT", "/admin/api/schedule", b'{"windows":[{"nightly":"01:00-02:00","note":"\\ud800"}]}'),
+    ],
+)
+async def test_dashboard_api_input_is_refused_not_a_500(
+    method: str, path: str, body: bytes
+) -> None:
+    """A time past the calendar's ends, a NaN expiry (a token that never expired), a lone
+    surrogate in a note: each raised past the API's own errors."""
+    settings = load_settings(env(ADMIN_TOKEN=DASHBOARD_ADMIN, TOKEN_STORE="memory://"))
+    headers = {"authorization": f"Bearer {DASHBOARD_ADMIN}", "content-type": "application/json"}
+    async with dashboard_client(create_app(settings)) as dashboard:
+        response = await dashboard.request(method, path, content=body, headers=headers)
+        listed = await dashboard.get("/admin/api/tokens", headers=headers)
+    assert response.status_code == 400, (response.status_code, response.text[:100])
+    assert "error" in response.json()
+    assert listed.json()["tokens"] == []  # nothing half-written
