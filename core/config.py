@@ -16,7 +16,7 @@ from core.access.guard_settings import (
 )
 from core.cache.settings import CacheSettings, parse_cache_settings
 from core.digest import sha256
-from core.env import Setting, read_settings, read_value, setting
+from core.env import Setting, detect_platform, read_settings, read_value, setting
 from core.providers import (
     CATALOGUE,
     Provider,
@@ -258,8 +258,9 @@ class Settings:
     admin_token: str = setting(
         "ADMIN_TOKEN",
         "",
-        f"The dashboard's credential (at least {MIN_ADMIN_TOKEN_LENGTH} characters); "
-        "unset = no dashboard.",
+        f"The dashboard's credential (at least {MIN_ADMIN_TOKEN_LENGTH} characters, none of "
+        "PROXY_ACCESS_TOKEN's); unset = no dashboard. On Lambda, Vercel or Cloud Run it needs "
+        "a shared TOKEN_STORE.",
         custom=True,
         secret=True,
         shown_default="unset (dashboard off)",
@@ -457,18 +458,16 @@ def _parse_admin(
                 "ADMIN_TOKEN is also an entry of PROXY_ACCESS_TOKEN: every caller would hold "
                 "the dashboard's credential; give the dashboard a secret of its own"
             )
-        if not token_store or token_store.startswith("memory"):
-            from core.access.client_ip import detect_platform
-
-            if detect_platform(env) in ("aws", "vercel", "cloud-run"):
-                # The kill switch, sign-outs and the count of wrong admin tokens live in the
-                # token store: in memory, the dashboard would switch off only the instance
-                # that served it while every other instance kept spending.
-                problems.append(
-                    "ADMIN_TOKEN on a function platform needs TOKEN_STORE to be a store every "
-                    "instance shares (dynamodb://... or redis://...): in memory the kill "
-                    "switch and sign-out reach only the instance that served the dashboard"
-                )
+        in_memory = not token_store or token_store.startswith("memory")
+        if in_memory and detect_platform(env) in ("aws", "vercel", "cloud-run"):
+            # The kill switch, sign-outs and the count of wrong admin tokens live in the
+            # token store: in memory, the dashboard would switch off only the instance
+            # that served it while every other instance kept spending.
+            problems.append(
+                "ADMIN_TOKEN on a function platform needs TOKEN_STORE to be a store every "
+                "instance shares (dynamodb://... or redis://...): in memory the kill "
+                "switch and sign-out reach only the instance that served the dashboard"
+            )
     usage_store = usage_store_url(env)
     if env.get("USAGE_STORE", "").strip() and (
         problem := store_url_problem("USAGE_STORE", usage_store)

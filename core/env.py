@@ -218,3 +218,14 @@ def read_env_file(path: str) -> dict[str, str]:
                 value = value[1:-1]
             values[name.strip()] = value
     return values
+
+
+def detect_platform(environ: Mapping[str, str]) -> str:
+    """The platform this process runs on, by the variables each one sets."""
+    if environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        return "aws"
+    if environ.get("VERCEL"):
+        return "vercel"
+    if environ.get("K_SERVICE"):  # Cloud Run services and Cloud Run functions
+        return "cloud-run"
+    return "socket"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 
+from core.env import detect_platform
 from core.types import Scope
 
 ClientIPRule = Callable[[Scope], str]
@@ -87,17 +88,6 @@ def _named_header(name: str) -> ClientIPRule:
         return value.decode("latin-1").strip() if value else _socket_peer(scope)
 
     return rule
-
-
-def detect_platform(environ: Mapping[str, str]) -> str:
-    """The platform this process runs on, by the variables each one sets."""
-    if environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-        return "aws"
-    if environ.get("VERCEL"):
-        return "vercel"
-    if environ.get("K_SERVICE"):  # Cloud Run services and Cloud Run functions
-        return "cloud-run"
-    return "socket"
 
 
 def client_ip_rule(source: str, environ: Mapping[str, str] | None = None) -> ClientIPRule:

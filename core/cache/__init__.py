@@ -14,6 +14,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+from core.env import detect_platform
 from core.stages import Contribution
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ def response_cache(deployment: Deployment) -> Contribution | None:
 
 
 def _log_cache(settings: Settings) -> None:
-    from core.access.client_ip import detect_platform
-
     cache = settings.cache
     scheme = cache.url.partition("://")[0]
     logger.info(

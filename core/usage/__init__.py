@@ -13,6 +13,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+from core.env import detect_platform
 from core.stages import Contribution
 
 if TYPE_CHECKING:
@@ -143,8 +144,6 @@ def record_usage(deployment: Deployment) -> Contribution | None:
 
 
 def _log_limits(settings: Settings) -> None:
-    from core.access.client_ip import detect_platform
-
     config = settings.guard
     usage = settings.usage
     scheme = config.limit_store.partition("://")[0]
