@@ -29,7 +29,7 @@ from bench.harness import BENCH_TOKEN, proxy_env, row
 from core.app import create_app
 from core.config import load_settings
 from core.telemetry import serving
-from core.types import ASGIApp, Message
+from core.types import DISCONNECT_WATCH, ASGIApp, DisconnectWatch, Message
 
 BODY = b'{"model":"mock-model","stream":true,"messages":[{"role":"user","content":"hi"}]}'
 WORDS = 37  # the mock's role event, 37 words, a stop event and [DONE]: 40 events
@@ -126,7 +126,9 @@ def build(server: bool, extra: dict[str, str]) -> ASGIApp:
 
 
 def scope() -> dict[str, Any]:
+    # As `llm-proxy serve`'s server gives it: with the watch it fires on a hang-up.
     return {
+        DISCONNECT_WATCH: DisconnectWatch(),
         "type": "http",
         "http_version": "1.1",
         "method": "POST",

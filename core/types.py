@@ -53,3 +53,31 @@ class RequestLog:
         if self.first_byte_ms is None:
             self.first_byte_ms = (time.perf_counter() - self.started) * 1000
         self.bytes_out += size
+
+
+# The scope key of a DisconnectWatch: set by the proxy's own HTTP server (core/server/),
+# absent under any other server (function platforms, tests in-process).
+DISCONNECT_WATCH = "llm_proxy.disconnect_watch"
+
+
+class DisconnectWatch:
+    """The server's word that a request's connection closed before its reply was complete.
+
+    Under any ASGI server, the relay learns that from `receive()`, which needs a task of its
+    own waiting on it for the whole reply (core/proxy/endpoint.py). The proxy's own server
+    calls `fire` from the connection's `connection_lost` instead: the endpoint registers a
+    callback and spawns a task only when a caller does hang up."""
+
+    __slots__ = ("callback", "lost")
+
+    def __init__(self) -> None:
+        self.callback: Callable[[], None] | None = None
+        self.lost = False
+
+    def fire(self) -> None:
+        if self.lost:
+            return
+        self.lost = True
+        callback, self.callback = self.callback, None
+        if callback is not None:
+            callback()

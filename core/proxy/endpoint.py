@@ -40,6 +40,7 @@ from core.proxy.stream_end import stream_end
 from core.proxy.taps import build_taps
 from core.request import ALLOWED_METHODS, ProxyRequest, build_request
 from core.stages import Outcome, reply_ticket, reserved_tokens
+from core.types import DISCONNECT_WATCH, DisconnectWatch
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -299,12 +300,18 @@ class ProxyEndpoint:
         # Nothing in the group raises: a caller who leaves cancels the relay itself (an
         # exception group would hold every frame of the request in a reference cycle, kept
         # until the collector's next full pass).
-        relaying: list[asyncio.Task[None]] = []
-        async with asyncio.TaskGroup() as group:
-            listener = group.create_task(self.listen_for_disconnect(receive, state, relaying))
-            relaying.append(
-                group.create_task(self.relay_then_stop(request, tickets, send, state, listener))
-            )
+        # Under the proxy's own server the hang-up comes from the connection instead
+        # (relay_watched): the same outcome, without a listening task for every reply.
+        watch: DisconnectWatch | None = request.scope.get(DISCONNECT_WATCH)
+        if watch is not None:
+            await self.relay_watched(request, tickets, send, state, watch)
+        else:
+            relaying: list[asyncio.Task[None]] = []
+            async with asyncio.TaskGroup() as group:
+                listener = group.create_task(self.listen_for_disconnect(receive, state, relaying))
+                relaying.append(
+                    group.create_task(self.relay_then_stop(request, tickets, send, state, listener))
+                )
         if not state.settled:
             if state.meter is not None:
                 state.outcome.usage = state.meter.finish()  # what was read before the end
@@ -326,17 +333,58 @@ class ProxyEndpoint:
         tickets: list[Ticket],
         send: Send,
         state: Exchange,
-        listener: asyncio.Task[None],
+        listener: asyncio.Task[None] | None,
     ) -> None:
         """The relay, its failure kept for the endpoint to raise once the group is done;
-        the listener stopped when it ends. One coroutine, not two nested: each chunk that
-        arrives resumes every frame of the relay's task."""
+        the listener (if any) stopped when it ends. One coroutine, not two nested: each
+        chunk that arrives resumes every frame of the relay's task."""
         try:
             await self.forward_and_relay(request, tickets, send, state)
         except Exception as exc:
             state.error = exc
         finally:
-            listener.cancel()
+            if listener is not None:
+                listener.cancel()
+
+    async def relay_watched(
+        self,
+        request: ProxyRequest,
+        tickets: list[Ticket],
+        send: Send,
+        state: Exchange,
+        watch: DisconnectWatch,
+    ) -> None:
+        """The relay's task and the caller's hang-up, under the proxy's own server: it says
+        when the connection closes (core/server/bounds.py), so no task waits on receive()
+        for the whole reply, and one is spawned only when a caller does hang up. The same
+        outcome as the task group's: the hang-up is handled as `caller_hung_up` says, and
+        a cancelled request cancels the relay (a task awaiting another cancels it too)."""
+        relaying: list[asyncio.Task[None]] = []
+        relaying.append(
+            asyncio.create_task(self.relay_then_stop(request, tickets, send, state, None))
+        )
+        hang_ups: list[asyncio.Task[None]] = []
+
+        def hung_up() -> None:
+            hang_ups.append(asyncio.create_task(self.caller_hung_up(state, relaying)))
+
+        watch.callback = hung_up
+        if watch.lost:  # gone before the relay began
+            watch.callback = None
+            hung_up()
+        try:
+            await relaying[0]
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                for task in hang_ups:
+                    task.cancel()
+                raise  # this request was cancelled (the relay with it)
+            # Only the relay was: the caller hung up (caller_hung_up cancels it).
+        finally:
+            watch.callback = None
+        for task in hang_ups:
+            await task  # it decides whether the caller left early, before settling
 
     async def listen_for_disconnect(
         self, receive: Receive, state: Exchange, relaying: list[asyncio.Task[None]]
@@ -344,31 +392,33 @@ class ProxyEndpoint:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                if not state.response_done and relaying:
-                    # The SDKs stop reading at a stream's last event ([DONE], message_stop)
-                    # and hang up while the upstream's end of body may still be on its way:
-                    # a moment's grace tells a complete stream from a caller leaving early.
-                    await asyncio.wait(relaying, timeout=_HANG_UP_GRACE_SECONDS)
-                if state.response_done:
-                    if state.awaiting_upstream_end and relaying:
-                        # Settled at the last event; the upstream's end is only worth
-                        # waiting for to keep its pooled connection. Bounded: an upstream
-                        # that stalls after its last event is not read until the timeout.
-                        _, stalled = await asyncio.wait(
-                            relaying, timeout=_UPSTREAM_END_GRACE_SECONDS
-                        )
-                        for task in stalled:
-                            task.cancel()
-                    return
-                state.outcome.caller_left = True
-                if not self.drain:
-                    # The upstream request ends with the relay (ON_CLIENT_DISCONNECT=cancel).
-                    for task in relaying:
-                        task.cancel()
+                await self.caller_hung_up(state, relaying)
                 return
             # Only a disconnect should come after the body; a server that answers at once
             # with anything else must not starve the relay.
             await asyncio.sleep(0)
+
+    async def caller_hung_up(self, state: Exchange, relaying: list[asyncio.Task[None]]) -> None:
+        """The caller's connection closed while the relay ran (or the server said so)."""
+        if not state.response_done and relaying:
+            # The SDKs stop reading at a stream's last event ([DONE], message_stop) and
+            # hang up while the upstream's end of body may still be on its way: a moment's
+            # grace tells a complete stream from a caller leaving early.
+            await asyncio.wait(relaying, timeout=_HANG_UP_GRACE_SECONDS)
+        if state.response_done:
+            if state.awaiting_upstream_end and relaying:
+                # Settled at the last event; the upstream's end is only worth waiting for
+                # to keep its pooled connection. Bounded: an upstream that stalls after its
+                # last event is not read until the timeout.
+                _, stalled = await asyncio.wait(relaying, timeout=_UPSTREAM_END_GRACE_SECONDS)
+                for task in stalled:
+                    task.cancel()
+            return
+        state.outcome.caller_left = True
+        if not self.drain:
+            # The upstream request ends with the relay (ON_CLIENT_DISCONNECT=cancel).
+            for task in relaying:
+                task.cancel()
 
     async def forward_and_relay(
         self, request: ProxyRequest, tickets: list[Ticket], send: Send, state: Exchange

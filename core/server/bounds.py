@@ -34,6 +34,7 @@ from core.server.refusals import (
     overloaded,
     plain_error,
 )
+from core.types import DISCONNECT_WATCH, DisconnectWatch
 
 
 class BoundedConnection:
@@ -55,6 +56,9 @@ class BoundedConnection:
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._proxy_app = self.app
+        # The requests of this connection whose reply may still be running, each with the
+        # watch the endpoint listens on (core/types.py): more than one only when pipelined.
+        self._watched: list[tuple[Any, DisconnectWatch]] = []
 
     # ---- where the caller's request is (each protocol answers from its parser) --------
 
@@ -143,6 +147,27 @@ class BoundedConnection:
         cycle.disconnected = True
         cycle.message_event.set()
         self.refuse(*REQUEST_TIMEOUT, BODY_TIMEOUT_MESSAGE)
+
+    # ---- the caller hanging up ------------------------------------------------------------
+
+    def watch_request(self, scope: Any) -> DisconnectWatch:
+        """A watch in the scope of a request whose app is about to start."""
+        watch = scope[DISCONNECT_WATCH] = DisconnectWatch()
+        return watch
+
+    def watching(self, cycle: Any, watch: DisconnectWatch) -> None:
+        """`cycle` (uvicorn's, for the request `watch` is in) is told of a hang-up."""
+        # Replies done by now need no word of it: at most the pipelined ones stay.
+        self._watched = [(c, w) for c, w in self._watched if not c.response_complete]
+        self._watched.append((cycle, watch))
+
+    def hung_up(self) -> None:
+        """The connection closed: every request whose reply was still running hears it.
+        (uvicorn itself only tells the newest request, which a pipelined one may not be.)"""
+        watched, self._watched = self._watched, []
+        for cycle, watch in watched:
+            if not cycle.response_complete:
+                watch.fire()
 
     # ---- the connection's end -----------------------------------------------------------
 

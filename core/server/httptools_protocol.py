@@ -54,6 +54,7 @@ class BoundedHttpToolsProtocol(BoundedConnection, HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.end_bounds()
         super().connection_lost(exc)
+        self.hung_up()
 
     def data_received(self, data: bytes) -> None:
         before = self._state
@@ -94,7 +95,12 @@ class BoundedHttpToolsProtocol(BoundedConnection, HttpToolsProtocol):
         self._head_bytes = 0
         self.cancel_head_timer()
         self.choose_app()
+        scope = self.scope
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is scope:  # not an upgrade: a request began
+            # Its app is a task not yet run: the watch is in its scope before it reads it.
+            self.watching(cycle, self.watch_request(scope))
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

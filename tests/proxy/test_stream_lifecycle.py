@@ -15,22 +15,36 @@ from core.app import create_app
 from core.config import load_settings
 from core.devtools.mock_upstream import MockUpstream
 from tests.support.scripted_upstream import ScriptedUpstream
-from tests.support.servers import FAKE_TOKEN, RunningServer, free_port, proxy_env, serve_in_thread
+from tests.support.servers import (
+    FAKE_TOKEN,
+    RunningServer,
+    free_port,
+    proxy_env,
+    serve_as_deployed,
+    serve_in_thread,
+)
 
 AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}", "content-type": "application/json"}
 CHAT = b'{"model":"m","stream":true,"messages":[]}'
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
+# Under plain uvicorn the proxy hears a hang-up from receive(); under its own server
+# (`llm-proxy serve`) from the connection itself (core/types.py, DisconnectWatch).
+SERVERS = {"uvicorn": serve_in_thread, "deployed": serve_as_deployed}
+
+
+@pytest.fixture(
+    params=[("aiohttp", "uvicorn"), ("httpx", "uvicorn"), ("aiohttp", "deployed")],
+    ids=lambda param: "-".join(param),
+)
 def transport_proxy(
     request: pytest.FixtureRequest, mock_upstream: RunningServer
 ) -> Iterator[RunningServer]:
-    """The proxy with each upstream transport, short timeouts."""
-    env = proxy_env(
-        mock_upstream.url, UPSTREAM_TRANSPORT=request.param, UPSTREAM_READ_TIMEOUT="0.5"
-    )
-    with serve_in_thread(create_app(load_settings(env))) as server:
-        yield server
+    """The proxy with each upstream transport and server, short timeouts."""
+    transport, server = request.param
+    env = proxy_env(mock_upstream.url, UPSTREAM_TRANSPORT=transport, UPSTREAM_READ_TIMEOUT="0.5")
+    with SERVERS[server](create_app(load_settings(env))) as running:
+        yield running
 
 
 def test_client_disconnect_cancels_the_upstream_promptly(
@@ -206,8 +220,9 @@ def test_upstream_records_real_key_not_caller_token_when_streaming(
     assert MockUpstream is not None
 
 
+@pytest.mark.parametrize("server", SERVERS)
 def test_a_caller_hanging_up_at_done_before_the_upstream_ends_is_not_a_disconnect(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, server: str
 ) -> None:
     """The openai SDK stops reading at `[DONE]` and hangs up. The upstream's end of body
     can still be on its way (here 50 ms later): the stream was complete all the same, and
@@ -219,7 +234,7 @@ def test_a_caller_hanging_up_at_done_before_the_upstream_ends_is_not_a_disconnec
     )
     with serve_in_thread(upstream) as mock:
         env = proxy_env(mock.url, ACCESS_LOG="true")
-        with serve_in_thread(create_app(load_settings(env))) as proxy:
+        with SERVERS[server](create_app(load_settings(env))) as proxy:
             caplog.set_level(logging.INFO, logger="llm_proxy.access")
             connection = http.client.HTTPConnection(f"127.0.0.1:{proxy.port}", timeout=10)
             connection.request("POST", "/v1/chat/completions", body=CHAT, headers=AUTH)

@@ -10,6 +10,7 @@ import pytest
 
 from core.server.h11_protocol import BoundedH11Protocol
 from core.server.httptools_protocol import BoundedHttpToolsProtocol
+from core.types import DISCONNECT_WATCH
 from tests.server.protocol_harness import HEAD, connect, settle
 
 BOUND = 0.2
@@ -95,3 +96,50 @@ async def test_a_body_in_one_read_arms_no_timer(cls: Any) -> None:
     protocol.data_received(b"{}")
     assert protocol._body_timer is None
     await settle()
+
+
+# ---- the caller hanging up (core/types.py, DisconnectWatch) ----------------------------
+
+GET = b"GET /stream HTTP/1.1\r\nHost: proxy\r\n\r\n"
+
+
+async def test_every_reply_still_running_hears_its_caller_hang_up() -> None:
+    """Two requests pipelined on one connection, the first still streaming when the caller
+    hangs up. uvicorn marks only its newest request (the second, not yet started) as
+    disconnected, so the first would stream on, and its upstream generate on, unheard. The
+    server's watch tells each request whose reply is not complete."""
+    heard: list[str] = []
+    release = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        watch = scope[DISCONNECT_WATCH]
+        watch.callback = lambda: heard.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        await release.wait()
+
+    protocol, _ = connect(BoundedHttpToolsProtocol, app)
+    protocol.data_received(GET + GET.replace(b"/stream", b"/second"))
+    await settle()
+    assert heard == []
+    protocol.connection_lost(None)
+    await settle()
+    release.set()
+    assert heard == ["/stream"]  # the second never started: nothing of it to stop
+
+
+async def test_a_reply_complete_before_the_hang_up_hears_nothing() -> None:
+    heard: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scope[DISCONNECT_WATCH].callback = lambda: heard.append("hung up")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"whole"})
+
+    protocol, transport = connect(BoundedHttpToolsProtocol, app)
+    protocol.data_received(GET)
+    await settle()
+    assert transport.written.endswith(b"whole\r\n0\r\n\r\n")  # the reply is complete
+    protocol.connection_lost(None)
+    await settle()
+    assert heard == []
