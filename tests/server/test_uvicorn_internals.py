@@ -24,6 +24,7 @@ from core.server.h11_protocol import BoundedH11Protocol
 from core.server.httptools_protocol import BoundedHttpToolsProtocol
 from core.server.limits import ServerLimits
 from core.server.runner import server_config
+from core.types import DISCONNECT_WATCH
 from tests.server.protocol_harness import HEAD, App, connect, settle
 
 BOTH = [BoundedHttpToolsProtocol, BoundedH11Protocol]
@@ -95,6 +96,25 @@ async def test_the_cycle_flags_and_a_disconnect_set_from_outside(cls: Any) -> No
     assert app.received == [{"type": "http.disconnect"}]
     assert transport.written == b""  # the app's 200 went nowhere
     assert cycle.response_started is False
+
+
+async def test_a_cycle_holds_the_scope_its_app_gets() -> None:
+    """httptools_protocol.py tells a request from an upgrade by `self.cycle.scope is
+    self.scope` after uvicorn's on_headers_complete, and puts the DisconnectWatch into that
+    scope before the app's task first runs."""
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    protocol, _ = connect(BoundedHttpToolsProtocol, app)
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    [scope] = seen
+    assert protocol.cycle.scope is scope
+    assert DISCONNECT_WATCH in scope
 
 
 async def test_a_finished_cycle_says_so() -> None:
