@@ -142,7 +142,8 @@ class Wire:
         return [(name, document[name]) for name in _OUTPUT_CAP_FIELDS if name in document]
 
     def answers(self, document: dict[str, Any]) -> int:
-        """How many answers one request asks for (OpenAI `n`, Gemini `candidateCount`)."""
+        """How many answers one request asks for (OpenAI `n` and `best_of`, Gemini
+        `candidateCount`); UnreadableCount when one is not a whole number."""
         return 1
 
     def temperature(self, document: dict[str, Any]) -> Any:
@@ -173,8 +174,36 @@ class Wire:
 _OUTPUT_CAP_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
+class UnreadableCount(ValueError):
+    """A count of answers (n, best_of, candidateCount) in a form the proxy does not read as
+    a whole number: refused where a rule depends on it, since the upstream may read it."""
+
+
+# Past this many digits a count is absurd (MAX_ANSWERS refuses it); int() of thousands of
+# digits is slow, and Python refuses it past 4300.
+_COUNT_DIGITS = 18
+
+
 def _answers(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
+    """A count as the upstream reads it. Not only a JSON integer: protobuf JSON (Gemini)
+    takes `"8"` for an int32, and pydantic in lax mode (vLLM, most Python vendors) takes
+    `"8"` and `8.0`. Counting those as one answer let `candidateCount: "8"` reserve and
+    pass MAX_TOKENS_CAP as one answer while eight were written and billed."""
+    if value is None or isinstance(value, bool):
+        return 1
+    if isinstance(value, int):
+        return max(value, 1)
+    if isinstance(value, float):
+        if not value.is_integer():  # NaN and infinities included
+            raise UnreadableCount(f"{value!r} is not a whole number")
+        return max(int(value), 1)
+    if isinstance(value, str):
+        digits = value.strip().removeprefix("+")
+        if digits.isascii() and digits.isdigit():
+            return 10**_COUNT_DIGITS if len(digits) > _COUNT_DIGITS else max(int(digits), 1)
+        if digits.startswith("-") and digits[1:].isascii() and digits[1:].isdigit():
+            return 1  # refused by the upstream, as a negative number is
+    raise UnreadableCount(f"{str(value)[:40]!r} is not a whole number")
 
 
 # Where an OpenAI realtime session (a mint's body, a session.update's `session`, a realtime
@@ -257,6 +286,7 @@ class OpenAIWire(Wire):
             "maxcompletiontokens",
             "maxoutputtokens",
             "n",
+            "bestof",
             "stream",
             "streamoptions",
             "messages",
@@ -325,7 +355,9 @@ class OpenAIWire(Wire):
         return None
 
     def answers(self, document: dict[str, Any]) -> int:
-        count = _answers(document.get("n"))
+        # Legacy completions' best_of: that many answers are written (and billed) server-side
+        # and the best n returned, so the count is the larger of the two.
+        count = max(_answers(document.get("n")), _answers(document.get("best_of")))
         prompt = document.get("prompt")
         # Legacy completions: a list of prompts is one answer (or n) per prompt.
         if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):

@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ProxyError, UpstreamStreamBroken, forget_frames
-from core.protocols import Usage
+from core.protocols import UnreadableCount, Usage
 from core.proxy.access_log import access_logger
 
 if TYPE_CHECKING:
@@ -235,11 +235,12 @@ class StreamRecovery:
             document = await request.document()
         except ProxyError:
             return False
-        return (
-            isinstance(document, dict)
-            and isinstance(document.get("contents"), list)
-            and request.wire.answers(document) == 1
-        )
+        if not isinstance(document, dict) or not isinstance(document.get("contents"), list):
+            return False
+        try:
+            return request.wire.answers(document) == 1
+        except UnreadableCount:
+            return False  # not known to be one answer: never spliced
 
     def source(
         self,

@@ -352,3 +352,54 @@ async def test_the_routed_model_list_is_scrubbed_of_the_keys() -> None:
     assert "gpt-4o" in ids and "claude-a" in ids, ids
     for secret in (FAKE_UPSTREAM_KEY, ANTHROPIC_KEY, masked, ANTHROPIC_KEY[-8:]):
         assert secret not in reply.text
+
+
+# ---- every field that multiplies the answers, in every form the upstream reads ----------
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        # best_of writes (and bills) that many answers server-side; n only picks the best.
+        ("/v1/completions", {"model": "m", "prompt": "hi", "max_tokens": 100, "best_of": 4}),
+        # pydantic in lax mode (vLLM and most Python vendors) reads "4" and 4.0 as 4.
+        ("/v1/chat/completions", {"model": "m", "messages": [], "max_tokens": 100, "n": "4"}),
+        ("/v1/chat/completions", {"model": "m", "messages": [], "max_tokens": 100, "n": 4.0}),
+        # Protobuf JSON (Gemini) reads an int32 written as a string.
+        (
+            "/gemini/v1beta/models/m:generateContent",
+            {"contents": [], "generationConfig": {"maxOutputTokens": 100, "candidateCount": "4"}},
+        ),
+    ],
+)
+async def test_output_cap_counts_every_answer_the_upstream_writes(
+    path: str, body: dict[str, object]
+) -> None:
+    """MAX_TOKENS_CAP=100 allowed 4 answers of 100 tokens: best_of was not counted, and an
+    n or candidateCount written as "4" or 4.0 counted as one answer."""
+    route = respx.post(url__startswith=UPSTREAM).respond(200, json={})
+    gemini = respx.post(url__startswith=GEMINI).respond(200, json={})
+    extra = {
+        "MAX_TOKENS_CAP": "100",
+        "GEMINI_API_KEY": "fake-gemini-key",
+        "GEMINI_UPSTREAM": GEMINI,
+    }
+    async with client(create_app(load_settings(env(**extra)))) as proxy:
+        response = await proxy.post(path, json=body, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert route.call_count == 0 and gemini.call_count == 0
+
+
+@respx.mock
+@pytest.mark.parametrize("count", ['"x"', "2.5", "[4]", '"1e1"'])
+async def test_an_answer_count_the_proxy_cannot_read_is_refused_under_a_cap(count: str) -> None:
+    """A count that is no whole number to the proxy was taken as one answer; an upstream
+    may still read it as many, so while a cap depends on it, it is refused."""
+    route = respx.post(url__startswith=UPSTREAM).respond(200, json={})
+    body = '{"model":"m","messages":[],"max_tokens":100,"n":' + count + "}"
+    async with client(create_app(load_settings(env(MAX_TOKENS_CAP="1000")))) as proxy:
+        response = await proxy.post("/v1/chat/completions", content=body, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"]
+    assert route.call_count == 0

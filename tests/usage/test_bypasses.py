@@ -183,3 +183,32 @@ def test_7_concurrent_requests_cannot_pass_the_limit_together() -> None:
         assert admitted * 100 <= 1000 + 100
         assert spent == admitted * 100
         assert admitted >= 5
+
+
+def _best_of_reply(request: dict[str, Any]) -> Any:
+    # A completion with best_of=10 bills all ten candidates, whatever n returns.
+    usage = {"prompt_tokens": 5, "completion_tokens": 1000, "total_tokens": 1005}
+    body = json.dumps({"choices": [], "usage": usage}).encode()
+    return 200, JSON, [(1.0, body)]
+
+
+def test_8_best_of_reserves_every_answer_it_writes() -> None:
+    """A legacy completion with best_of=10 reserved one answer's worst case: while it ran,
+    the caller's other requests still fitted under RATE_LIMIT_TOKENS, and the ten answers it
+    wrote were counted only once they were spent, past the limit."""
+    import threading
+
+    upstream = ScriptedUpstream(models_or(_best_of_reply))
+    with metered(upstream, RATE_LIMIT_TOKENS="1000") as proxy:
+        body = {"model": "fake-model", "prompt": "hi", "max_tokens": 100, "best_of": 10}
+        first = threading.Thread(
+            target=httpx.post,
+            args=(f"{proxy.url}/v1/completions",),
+            kwargs={"json": body, "headers": AUTH, "timeout": 10},
+        )
+        first.start()
+        assert wait_until(lambda: len(upstream.seen), lambda seen: seen == 1) == 1
+        second = httpx.post(f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH)
+        first.join()
+        assert second.status_code == 429, second.text
+    assert len(upstream.seen) == 1
