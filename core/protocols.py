@@ -150,6 +150,13 @@ class Wire:
         """The sampling temperature asked for, as sent (None when absent)."""
         return document.get("temperature")
 
+    def priced_tools(self, route: Route, document: dict[str, Any]) -> list[str]:
+        """Tools the request turns on that the provider bills apart from the tokens a reply's
+        usage reports (a web search per call, a code container per session), or tools the
+        proxy cannot see (a stored prompt's, a cache's): a dollar budget cannot count them.
+        Function tools, which the caller runs, cost tokens only."""
+        return []
+
     def conversation_length(self, route: Route, document: dict[str, Any]) -> tuple[str, int]:
         for name in ("messages", "contents", "input", "prompt"):
             value = document.get(name)
@@ -264,6 +271,43 @@ def _minted_model(document: dict[str, Any]) -> Any:
     return models[0] if models else None
 
 
+def _tools(document: dict[str, Any]) -> list[Any]:
+    """Every entry of `tools`, in any spelling of the name a lenient upstream reads."""
+    found: list[Any] = []
+    for name, value in document.items():
+        if name.replace("_", "").lower() == "tools":
+            found.extend(value if isinstance(value, list) else [value])
+    return found
+
+
+# OpenAI tool types billed as tokens only: functions and custom tools the caller runs,
+# computer use and shell tools the caller's code carries out, remote MCP servers (their
+# listings and results are input tokens). Everything else (web_search, file_search,
+# code_interpreter, image_generation, a type added later) may bill per call.
+_OPENAI_TOKEN_TOOLS = frozenset(
+    {
+        "function",
+        "custom",
+        "computer_use_preview",
+        "computer",
+        "local_shell",
+        "shell",
+        "apply_patch",
+        "mcp",
+    }
+)
+# Anthropic: a custom tool has no type (or "custom"); these client tools (run by the
+# caller) and web fetch cost tokens only. Web search bills per search, code execution per
+# container hour, and a server tool added later may bill too.
+_ANTHROPIC_TOKEN_TOOL_PREFIXES = ("bash_", "text_editor_", "computer_", "memory_", "web_fetch_")
+# Gemini: a Tool is an object whose member names the kind. Function declarations, code
+# execution, URL context and computer use cost tokens only; Google Search and Maps
+# grounding bill per grounded prompt, and a kind added later may bill too.
+_GEMINI_TOKEN_TOOLS = frozenset(
+    {"functiondeclarations", "codeexecution", "urlcontext", "computeruse"}
+)
+
+
 def _ends(path: str, *suffixes: str) -> bool:
     return any(path.endswith(suffix) for suffix in suffixes)
 
@@ -364,6 +408,18 @@ class OpenAIWire(Wire):
             count *= len(prompt)
         return count
 
+    def priced_tools(self, route: Route, document: dict[str, Any]) -> list[str]:
+        found = []
+        for tool in _tools(document):
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            if kind not in _OPENAI_TOKEN_TOOLS:
+                found.append(str(kind)[:60])
+        if document.get("web_search_options") is not None:
+            found.append("web_search_options")  # chat's search models bill per search
+        if route.name != "completions" and isinstance(document.get("prompt"), dict):
+            found.append("prompt")  # a stored prompt: its tools are set on the platform
+        return found
+
     def stream_needs_usage_request(self, route: Route, document: Any) -> bool:
         if route.name not in ("chat", "completions") or not isinstance(document, dict):
             return False
@@ -423,6 +479,16 @@ class AnthropicWire(Wire):
         if "output_tokens" in usage:
             into = Usage(into.input_tokens, _int(usage["output_tokens"]), into.cached_input_tokens)
         return into
+
+    def priced_tools(self, route: Route, document: dict[str, Any]) -> list[str]:
+        found = []
+        for tool in _tools(document):
+            kind = tool.get("type", "custom") if isinstance(tool, dict) else None
+            if not isinstance(kind, str) or not (
+                kind == "custom" or kind.startswith(_ANTHROPIC_TOKEN_TOOL_PREFIXES)
+            ):
+                found.append(str(kind)[:60])
+        return found
 
     # Streams end with message_stop, after the message_delta that holds the usage; the
     # anthropic SDK stops reading there.
@@ -490,6 +556,20 @@ class GeminiWire(Wire):
         if not prompt and not output and "totalTokenCount" in usage:
             prompt = _int(usage.get("totalTokenCount"))
         return Usage(prompt, output, _int(usage.get("cachedContentTokenCount")))
+
+    def priced_tools(self, route: Route, document: dict[str, Any]) -> list[str]:
+        found = []
+        for tool in _tools(document):
+            kinds = list(tool) if isinstance(tool, dict) else [str(tool)]
+            found += [
+                kind[:60]
+                for kind in kinds
+                if kind.replace("_", "").lower() not in _GEMINI_TOKEN_TOOLS
+            ]
+        for name in document:
+            if name.replace("_", "").lower() == "cachedcontent":
+                found.append(name[:60])  # a cache may hold tools of its own
+        return found
 
     def generation_config(self, document: dict[str, Any]) -> dict[str, Any]:
         config = document.get("generationConfig", document.get("generation_config"))

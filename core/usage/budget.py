@@ -27,7 +27,7 @@ from core.access.limits import caller_key
 from core.errors import Forbidden, QuotaExceeded, ServiceUnavailable
 from core.protocols import Usage
 from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store
-from core.usage.caps import refuse_unmetered_route
+from core.usage.caps import refuse_priced_tools, refuse_unmetered_route
 
 if TYPE_CHECKING:
     from core.request import ProxyRequest
@@ -121,6 +121,7 @@ class Budget:
         if request.route.kind == "free" or (caller_limit is None and not self.total_usd):
             return None  # no budget applies to this caller (a token may carry its own)
         refuse_unmetered_route(request, "a dollar budget")
+        await refuse_priced_tools(request)
         model = await request.model()
         price = self.prices.find(model)
         if price is None:

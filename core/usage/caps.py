@@ -15,6 +15,10 @@ class UnmeteredRouteRefused(Forbidden):
     code = "route_not_metered"
 
 
+class UnmeteredToolRefused(Forbidden):
+    code = "tool_not_metered"
+
+
 class MeterableRoutesOnly:
     """While usage is capped, a call that may spend but whose usage the meter cannot read
     (an image or audio route, a batch, a credential-minting route) is refused: a cap that
@@ -38,4 +42,20 @@ def refuse_unmetered_route(request: ProxyRequest, settings_named: str) -> None:
             "Metered routes: chat/completions, completions, responses, embeddings "
             "(OpenAI), messages (Anthropic), generateContent and streamGenerateContent "
             "(Gemini)."
+        )
+
+
+async def refuse_priced_tools(request: ProxyRequest) -> None:
+    """Under a dollar budget, a request may turn on only tools billed as tokens: a hosted
+    web search, code container or grounding bills per call, apart from the usage a reply
+    reports, so the budget would count a few tokens for each dollar spent."""
+    document = await request.document()
+    if not isinstance(document, dict):
+        return
+    priced = request.wire.priced_tools(request.route, document)
+    if priced:
+        raise UnmeteredToolRefused(
+            f"This proxy caps spending in dollars and cannot count what the tool "
+            f"{priced[0]!r} costs (the provider bills it apart from the tokens it reports): "
+            "refused. Function tools, which the caller runs, are allowed."
         )
