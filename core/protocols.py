@@ -157,6 +157,18 @@ class Wire:
         Function tools, which the caller runs, cost tokens only."""
         return []
 
+    def input_elsewhere(self, document: dict[str, Any]) -> str | None:
+        """The first field by which the request names input it does not carry (a previous
+        response, a stored conversation, a file, an image or a video by URL, a hosted tool
+        that reads into the prompt), or None: its prompt is then bounded by the model's
+        context window only, never by the body's size."""
+        return _names_input_elsewhere(document, self.fetching_tool)
+
+    def fetching_tool(self, tool: Any) -> bool:
+        """Whether one `tools` entry reads more input into the same request (a URL fetch,
+        a remote MCP server, code run on the provider's side)."""
+        return False
+
     def conversation_length(self, route: Route, document: dict[str, Any]) -> tuple[str, int]:
         for name in ("messages", "contents", "input", "prompt"):
             value = document.get(name)
@@ -308,6 +320,66 @@ _GEMINI_TOKEN_TOOLS = frozenset(
 )
 
 
+# Members that name input held by the provider or on the web, in the spellings the
+# protocols (and protobuf JSON) take: OpenAI's previous_response_id, conversation and
+# file_id / file_url, Anthropic's file_id, Gemini's fileData.fileUri.
+_REFERENCES = frozenset(
+    {
+        "previous_response_id",
+        "previousResponseId",
+        "conversation",
+        "file_id",
+        "fileId",
+        "file_url",
+        "fileUrl",
+        "file_uri",
+        "fileUri",
+    }
+)
+# Media by URL: OpenAI's image_url (a string in Responses, {"url": ...} in chat), and the
+# same shape for audio and video on compatible vendors. A data: URL is carried inline.
+_MEDIA_URLS = frozenset({"image_url", "imageUrl", "audio_url", "video_url", "videoUrl"})
+
+
+def _by_url(value: Any) -> bool:
+    if isinstance(value, dict):
+        value = value.get("url")
+    return isinstance(value, str) and value.lstrip()[:5].lower() != "data:"
+
+
+def _names_input_elsewhere(document: Any, fetching_tool: Any) -> str | None:
+    if not isinstance(document, dict):
+        return None
+    for tool in _tools(document):
+        if fetching_tool(tool):
+            return "tools"
+    stack: list[Any] = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            kind = node.get("type")
+            # Anthropic's {"type": "url", "url": ...} and {"type": "file", ...} sources.
+            if kind in ("url", "file") and ("url" in node or "file_id" in node):
+                return "source"
+            if kind == "item_reference":
+                return "item_reference"  # a Responses input item stored on the platform
+            for name, value in node.items():
+                if isinstance(value, dict | list):
+                    stack.append(value)
+                if name in _REFERENCES:
+                    # A string, or a conversation given as {"id": ...}; a JSON schema of a
+                    # function's `file_id` parameter ({"type": "string"}) names nothing.
+                    if (isinstance(value, str) and value) or (
+                        isinstance(value, dict) and isinstance(value.get("id"), str)
+                    ):
+                        return name
+                elif name in _MEDIA_URLS and _by_url(value):
+                    return name
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
+
+
 def _ends(path: str, *suffixes: str) -> bool:
     return any(path.endswith(suffix) for suffix in suffixes)
 
@@ -408,6 +480,9 @@ class OpenAIWire(Wire):
             count *= len(prompt)
         return count
 
+    def fetching_tool(self, tool: Any) -> bool:
+        return isinstance(tool, dict) and tool.get("type") == "mcp"
+
     def priced_tools(self, route: Route, document: dict[str, Any]) -> list[str]:
         found = []
         for tool in _tools(document):
@@ -479,6 +554,15 @@ class AnthropicWire(Wire):
         if "output_tokens" in usage:
             into = Usage(into.input_tokens, _int(usage["output_tokens"]), into.cached_input_tokens)
         return into
+
+    def fetching_tool(self, tool: Any) -> bool:
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        return isinstance(kind, str) and kind.startswith("web_fetch_")
+
+    def input_elsewhere(self, document: dict[str, Any]) -> str | None:
+        if document.get("mcp_servers"):
+            return "mcp_servers"  # the MCP connector: its tools' results are input
+        return super().input_elsewhere(document)
 
     def priced_tools(self, route: Route, document: dict[str, Any]) -> list[str]:
         found = []
@@ -556,6 +640,12 @@ class GeminiWire(Wire):
         if not prompt and not output and "totalTokenCount" in usage:
             prompt = _int(usage.get("totalTokenCount"))
         return Usage(prompt, output, _int(usage.get("cachedContentTokenCount")))
+
+    def fetching_tool(self, tool: Any) -> bool:
+        # URL context reads pages into the prompt; code execution feeds its results back.
+        return isinstance(tool, dict) and any(
+            name.replace("_", "").lower() in ("urlcontext", "codeexecution") for name in tool
+        )
 
     def priced_tools(self, route: Route, document: dict[str, Any]) -> list[str]:
         found = []

@@ -16,7 +16,13 @@ from typing import NamedTuple
 from core.protocols import Usage
 
 # Written in bounds.py (the settings read them without loading this table).
-from core.usage.bounds import DEFAULT_MAX_OUTPUT, MAX_OUTPUT_LIMIT, MAX_RATE_USD
+from core.usage.bounds import (
+    DEFAULT_MAX_INPUT,
+    DEFAULT_MAX_OUTPUT,
+    MAX_INPUT_LIMIT,
+    MAX_OUTPUT_LIMIT,
+    MAX_RATE_USD,
+)
 
 
 class Price(NamedTuple):
@@ -27,6 +33,9 @@ class Price(NamedTuple):
     cached_input: float | None = None
     # The most output tokens one answer can have: the worst case a reservation assumes.
     max_output: int = DEFAULT_MAX_OUTPUT
+    # The model's context window: the prompt a reservation assumes when the request names
+    # input it does not carry (a previous response, a file, a URL).
+    max_input: int = DEFAULT_MAX_INPUT
 
     def cost_usd(self, usage: Usage) -> float:
         cached = min(usage.cached_input_tokens, usage.input_tokens)
@@ -40,39 +49,39 @@ class Price(NamedTuple):
 
 BUILT_IN: dict[str, Price] = {
     # OpenAI
-    "gpt-5*": Price(1.25, 10.0, 0.125, 128_000),
-    "gpt-5-mini*": Price(0.25, 2.0, 0.025, 128_000),
-    "gpt-5-nano*": Price(0.05, 0.40, 0.005, 128_000),
-    "gpt-4.1*": Price(2.0, 8.0, 0.50, 32_768),
-    "gpt-4.1-mini*": Price(0.40, 1.60, 0.10, 32_768),
-    "gpt-4.1-nano*": Price(0.10, 0.40, 0.025, 32_768),
-    "gpt-4o*": Price(2.50, 10.0, 1.25, 16_384),
-    "gpt-4o-mini*": Price(0.15, 0.60, 0.075, 16_384),
-    "o1*": Price(15.0, 60.0, 7.50, 100_000),
-    "o3*": Price(2.0, 8.0, 0.50, 100_000),
-    "o3-mini*": Price(1.10, 4.40, 0.55, 100_000),
-    "o4-mini*": Price(1.10, 4.40, 0.275, 100_000),
-    "text-embedding-3-small": Price(0.02, 0.0, None, 0),
-    "text-embedding-3-large": Price(0.13, 0.0, None, 0),
-    "text-embedding-ada-002": Price(0.10, 0.0, None, 0),
+    "gpt-5*": Price(1.25, 10.0, 0.125, 128_000, max_input=272_000),
+    "gpt-5-mini*": Price(0.25, 2.0, 0.025, 128_000, max_input=272_000),
+    "gpt-5-nano*": Price(0.05, 0.40, 0.005, 128_000, max_input=272_000),
+    "gpt-4.1*": Price(2.0, 8.0, 0.50, 32_768, max_input=1_047_576),
+    "gpt-4.1-mini*": Price(0.40, 1.60, 0.10, 32_768, max_input=1_047_576),
+    "gpt-4.1-nano*": Price(0.10, 0.40, 0.025, 32_768, max_input=1_047_576),
+    "gpt-4o*": Price(2.50, 10.0, 1.25, 16_384, max_input=128_000),
+    "gpt-4o-mini*": Price(0.15, 0.60, 0.075, 16_384, max_input=128_000),
+    "o1*": Price(15.0, 60.0, 7.50, 100_000, max_input=200_000),
+    "o3*": Price(2.0, 8.0, 0.50, 100_000, max_input=200_000),
+    "o3-mini*": Price(1.10, 4.40, 0.55, 100_000, max_input=200_000),
+    "o4-mini*": Price(1.10, 4.40, 0.275, 100_000, max_input=200_000),
+    "text-embedding-3-small": Price(0.02, 0.0, None, 0, max_input=8_192),
+    "text-embedding-3-large": Price(0.13, 0.0, None, 0, max_input=8_192),
+    "text-embedding-ada-002": Price(0.10, 0.0, None, 0, max_input=8_192),
     # Anthropic (cache reads at a tenth of the input price)
-    "claude-opus-4-5*": Price(5.0, 25.0, 0.50, 64_000),
-    "claude-opus-4*": Price(15.0, 75.0, 1.50, 32_000),
-    "claude-sonnet-4*": Price(3.0, 15.0, 0.30, 64_000),
-    "claude-3-7-sonnet*": Price(3.0, 15.0, 0.30, 64_000),
-    "claude-3-5-sonnet*": Price(3.0, 15.0, 0.30, 8_192),
-    "claude-haiku-4-5*": Price(1.0, 5.0, 0.10, 64_000),
-    "claude-3-5-haiku*": Price(0.80, 4.0, 0.08, 8_192),
-    "claude-3-haiku*": Price(0.25, 1.25, 0.03, 4_096),
+    "claude-opus-4-5*": Price(5.0, 25.0, 0.50, 64_000, max_input=200_000),
+    "claude-opus-4*": Price(15.0, 75.0, 1.50, 32_000, max_input=200_000),
+    "claude-sonnet-4*": Price(3.0, 15.0, 0.30, 64_000, max_input=1_000_000),
+    "claude-3-7-sonnet*": Price(3.0, 15.0, 0.30, 64_000, max_input=200_000),
+    "claude-3-5-sonnet*": Price(3.0, 15.0, 0.30, 8_192, max_input=200_000),
+    "claude-haiku-4-5*": Price(1.0, 5.0, 0.10, 64_000, max_input=200_000),
+    "claude-3-5-haiku*": Price(0.80, 4.0, 0.08, 8_192, max_input=200_000),
+    "claude-3-haiku*": Price(0.25, 1.25, 0.03, 4_096, max_input=200_000),
     # Gemini (prompts up to 200k tokens)
-    "gemini-2.5-pro*": Price(1.25, 10.0, 0.31, 65_536),
-    "gemini-2.5-flash*": Price(0.30, 2.50, 0.075, 65_536),
-    "gemini-2.5-flash-lite*": Price(0.10, 0.40, 0.025, 65_536),
-    "gemini-2.0-flash*": Price(0.10, 0.40, 0.025, 8_192),
-    "gemini-2.0-flash-lite*": Price(0.075, 0.30, None, 8_192),
+    "gemini-2.5-pro*": Price(1.25, 10.0, 0.31, 65_536, max_input=1_048_576),
+    "gemini-2.5-flash*": Price(0.30, 2.50, 0.075, 65_536, max_input=1_048_576),
+    "gemini-2.5-flash-lite*": Price(0.10, 0.40, 0.025, 65_536, max_input=1_048_576),
+    "gemini-2.0-flash*": Price(0.10, 0.40, 0.025, 8_192, max_input=1_048_576),
+    "gemini-2.0-flash-lite*": Price(0.075, 0.30, None, 8_192, max_input=1_048_576),
     # DeepSeek
-    "deepseek-chat": Price(0.27, 1.10, 0.07, 8_192),
-    "deepseek-reasoner": Price(0.55, 2.19, 0.14, 65_536),
+    "deepseek-chat": Price(0.27, 1.10, 0.07, 8_192, max_input=128_000),
+    "deepseek-reasoner": Price(0.55, 2.19, 0.14, 65_536, max_input=128_000),
 }
 
 
@@ -104,12 +113,14 @@ def parse_prices(text: str) -> dict[str, Price]:
                 output=_rate(entry, "output"),
                 cached_input=_rate(entry, "cached_input") if "cached_input" in entry else None,
                 max_output=_output_limit(entry),
+                max_input=_input_limit(entry),
             )
         except (KeyError, TypeError, ValueError):
             raise PriceError(
                 f"MODEL_PRICES[{pattern!r}] needs numbers: input and output (USD per 1M "
-                f"tokens, 0 to {MAX_RATE_USD:g}), optionally cached_input and max_output "
-                f"(a whole number of tokens, 0 to {MAX_OUTPUT_LIMIT})"
+                f"tokens, 0 to {MAX_RATE_USD:g}), optionally cached_input, max_output "
+                f"(a whole number of tokens, 0 to {MAX_OUTPUT_LIMIT}) and max_input (the "
+                f"context window, 1 to {MAX_INPUT_LIMIT})"
             ) from None
     return prices
 
@@ -129,6 +140,15 @@ def _output_limit(entry: dict[str, object]) -> int:
         raise ValueError("max_output")
     if not 0 <= value <= MAX_OUTPUT_LIMIT or value != int(value):
         raise ValueError("max_output")
+    return int(value)
+
+
+def _input_limit(entry: dict[str, object]) -> int:
+    value = entry.get("max_input", DEFAULT_MAX_INPUT)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("max_input")
+    if not 1 <= value <= MAX_INPUT_LIMIT or value != int(value):
+        raise ValueError("max_input")
     return int(value)
 
 

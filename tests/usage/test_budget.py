@@ -423,3 +423,98 @@ def test_a_token_held_at_a_budget_of_zero_spends_nothing(tmp_path: Path) -> None
         assert (figures["limit_usd"], figures["remaining_usd"]) == (0, 0)
         # A token with no budget of its own, on a deployment with none, is not capped.
         assert httpx.post(f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH).is_success
+
+
+# Input the body names but does not hold: a stored conversation, a file, a video by URL.
+_BIG_INPUT = {"input_tokens": 100_000, "output_tokens": 10}
+_ELSEWHERE = [
+    (
+        "/v1/responses",
+        {
+            "model": "fake-model",
+            "previous_response_id": "resp_1",
+            "input": "go on",
+            "max_output_tokens": 10,
+        },
+        AUTH,
+        {"usage": _BIG_INPUT},
+    ),
+    (
+        "/v1/chat/completions",
+        chat(
+            max_tokens=10,
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "file", "file": {"file_id": "file-1"}},
+                        {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}},
+                    ],
+                }
+            ],
+        ),
+        AUTH,
+        {"usage": {"prompt_tokens": 100_000, "completion_tokens": 10}},
+    ),
+    (
+        "/anthropic/v1/messages",
+        {
+            "model": "fake-model",
+            "max_tokens": 10,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "document", "source": {"type": "url", "url": "https://x"}}
+                    ],
+                }
+            ],
+        },
+        {"x-api-key": FAKE_TOKEN},
+        {"usage": _BIG_INPUT},
+    ),
+    (
+        "/gemini/v1beta/models/fake-model:generateContent",
+        {
+            "contents": [{"parts": [{"fileData": {"fileUri": "https://youtu.be/x"}}]}],
+            "generationConfig": {"maxOutputTokens": 10},
+        },
+        {"x-goog-api-key": FAKE_TOKEN},
+        {"usageMetadata": {"promptTokenCount": 100_000, "candidatesTokenCount": 10}},
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "headers", "reply"), _ELSEWHERE)
+def test_input_held_elsewhere_cannot_pass_a_budget_concurrently(
+    path: str, body: dict[str, Any], headers: dict[str, str], reply: dict[str, Any]
+) -> None:
+    """A request that names its input (a previous response, a file, an image or a video by
+    URL) reserved the few tokens of its body; the upstream read 100,000 more. Eight sent at
+    once all fitted a $1.50 budget and spent $8: the cap was passed by seven requests, not
+    at most one."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    content = json.dumps(reply).encode()
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0.5, content)])))
+    with metered(upstream, BUDGET_PER_CALLER_USD="1.5", MODEL_PRICES=PRICES) as proxy:
+        gate = threading.Event()
+
+        def one(_: int) -> int:
+            gate.wait()
+            return httpx.post(
+                f"{proxy.url}{path}",
+                json=body,
+                headers={**headers, "content-type": "application/json"},
+                timeout=30,
+            ).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(one, i) for i in range(8)]
+            gate.set()
+            statuses = [f.result() for f in futures]
+        spent = usage_of(proxy)["spent_usd"]
+    # $1.0001 a request: the budget may be passed by one request at most.
+    assert spent <= 1.5 + 1.0002, (statuses, spent)
+    assert statuses.count(200) <= 2, statuses

@@ -56,6 +56,11 @@ class TestParsePrices:
         )
         assert table == {"m-*": Price(1.0, 2.5, 0.5, 100)}
 
+    def test_the_context_window_is_read_and_bounded(self) -> None:
+        table = parse_prices('{"m": {"input": 1, "output": 2, "max_input": 200000}}')
+        assert table["m"].max_input == 200_000
+        assert parse_prices('{"m": {"input": 1, "output": 2}}')["m"].max_input == 2_097_152
+
     def test_optional_fields_default(self) -> None:
         assert parse_prices('{"m": {"input": 1, "output": 2}}') == {
             "m": Price(1.0, 2.0, None, DEFAULT_MAX_OUTPUT)
@@ -86,6 +91,9 @@ class TestParsePrices:
             f'{{"input": 1, "output": 1, "max_output": {MAX_OUTPUT_LIMIT + 1}}}',
             '{"input": 1, "output": 1, "max_output": -1}',
             '{"input": 1, "output": 1, "max_output": 100.5}',
+            '{"input": 1, "output": 1, "max_input": 0}',
+            '{"input": 1, "output": 1, "max_input": "1000"}',
+            '{"input": 1, "output": 1, "max_input": 100000001}',
             '{"output": 1}',
         ],
     )
@@ -124,9 +132,11 @@ class TestWhichEntryPricesAModel:
     def test_an_override_beats_a_more_specific_built_in_entry(self) -> None:
         table = PriceTable({"gpt-4o*": A})
         assert table.find("gpt-4o-mini-2024-07-18") is A
-        assert PriceTable().find("gpt-4o-mini-2024-07-18") == Price(0.15, 0.60, 0.075, 16_384)
+        assert PriceTable().find("gpt-4o-mini-2024-07-18") == Price(
+            0.15, 0.60, 0.075, 16_384, max_input=128_000
+        )
         assert PriceTable({"other-*": A}).find("gpt-4o-2024-08-06") == Price(
-            2.50, 10.0, 1.25, 16_384
+            2.50, 10.0, 1.25, 16_384, max_input=128_000
         )
 
     def test_a_model_asked_for_again_has_the_same_price(self) -> None:
