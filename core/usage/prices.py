@@ -1,16 +1,22 @@
 """Model prices in US dollars per million tokens, for dollar budgets.
 
 The built-in table covers the common models of the catalogue's providers (list prices,
-standard tier, short-context rates). `MODEL_PRICES` (JSON, `*` wildcards) adds entries or
-replaces built-in ones, e.g. `{"fake-*": {"input": 10, "output": 100}}`; its entries are
-matched first. A model matching no entry has no price: under a dollar budget it is
-refused, never counted as free.
+standard tier, short-context rates). A built-in entry prices its model and that model's
+snapshots (`-2024-07-18`, `-20250929`, `-001`, `-latest`, `-preview-05-20`) only, never
+another variant of the name: `o1-pro` costs ten times `o1`, `gpt-4o-audio-preview` bills
+audio at many times `gpt-4o`'s text, `gemini-2.5-flash-image-preview` writes images at
+twelve times `gemini-2.5-flash`'s output; priced as their base they spent many dollars for
+each one a budget counted. `MODEL_PRICES` (JSON, `*` wildcards, as the operator means
+them) adds entries or replaces built-in ones, e.g. `{"fake-*": {"input": 10, "output":
+100}}`; its entries are matched first. A model matching no entry has no price: under a
+dollar budget it is refused, never counted as free or as a cheaper model.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import re
 from typing import NamedTuple
 
 from core.protocols import Usage
@@ -47,38 +53,45 @@ class Price(NamedTuple):
         ) / 1_000_000
 
 
+# Each key is a model name, not a pattern: it prices that model and its snapshots
+# (_SNAPSHOT), nothing else.
 BUILT_IN: dict[str, Price] = {
     # OpenAI
-    "gpt-5*": Price(1.25, 10.0, 0.125, 128_000, max_input=272_000),
-    "gpt-5-mini*": Price(0.25, 2.0, 0.025, 128_000, max_input=272_000),
-    "gpt-5-nano*": Price(0.05, 0.40, 0.005, 128_000, max_input=272_000),
-    "gpt-4.1*": Price(2.0, 8.0, 0.50, 32_768, max_input=1_047_576),
-    "gpt-4.1-mini*": Price(0.40, 1.60, 0.10, 32_768, max_input=1_047_576),
-    "gpt-4.1-nano*": Price(0.10, 0.40, 0.025, 32_768, max_input=1_047_576),
-    "gpt-4o*": Price(2.50, 10.0, 1.25, 16_384, max_input=128_000),
-    "gpt-4o-mini*": Price(0.15, 0.60, 0.075, 16_384, max_input=128_000),
-    "o1*": Price(15.0, 60.0, 7.50, 100_000, max_input=200_000),
-    "o3*": Price(2.0, 8.0, 0.50, 100_000, max_input=200_000),
-    "o3-mini*": Price(1.10, 4.40, 0.55, 100_000, max_input=200_000),
-    "o4-mini*": Price(1.10, 4.40, 0.275, 100_000, max_input=200_000),
+    "gpt-5": Price(1.25, 10.0, 0.125, 128_000, max_input=272_000),
+    "gpt-5-chat": Price(1.25, 10.0, 0.125, 16_384, max_input=128_000),
+    "gpt-5-codex": Price(1.25, 10.0, 0.125, 128_000, max_input=272_000),
+    "gpt-5-mini": Price(0.25, 2.0, 0.025, 128_000, max_input=272_000),
+    "gpt-5-nano": Price(0.05, 0.40, 0.005, 128_000, max_input=272_000),
+    "gpt-4.1": Price(2.0, 8.0, 0.50, 32_768, max_input=1_047_576),
+    "gpt-4.1-mini": Price(0.40, 1.60, 0.10, 32_768, max_input=1_047_576),
+    "gpt-4.1-nano": Price(0.10, 0.40, 0.025, 32_768, max_input=1_047_576),
+    "gpt-4o": Price(2.50, 10.0, 1.25, 16_384, max_input=128_000),
+    "gpt-4o-mini": Price(0.15, 0.60, 0.075, 16_384, max_input=128_000),
+    "o1": Price(15.0, 60.0, 7.50, 100_000, max_input=200_000),
+    "o1-mini": Price(1.10, 4.40, 0.55, 65_536, max_input=128_000),
+    "o3": Price(2.0, 8.0, 0.50, 100_000, max_input=200_000),
+    "o3-mini": Price(1.10, 4.40, 0.55, 100_000, max_input=200_000),
+    "o4-mini": Price(1.10, 4.40, 0.275, 100_000, max_input=200_000),
     "text-embedding-3-small": Price(0.02, 0.0, None, 0, max_input=8_192),
     "text-embedding-3-large": Price(0.13, 0.0, None, 0, max_input=8_192),
     "text-embedding-ada-002": Price(0.10, 0.0, None, 0, max_input=8_192),
     # Anthropic (cache reads at a tenth of the input price)
-    "claude-opus-4-5*": Price(5.0, 25.0, 0.50, 64_000, max_input=200_000),
-    "claude-opus-4*": Price(15.0, 75.0, 1.50, 32_000, max_input=200_000),
-    "claude-sonnet-4*": Price(3.0, 15.0, 0.30, 64_000, max_input=1_000_000),
-    "claude-3-7-sonnet*": Price(3.0, 15.0, 0.30, 64_000, max_input=200_000),
-    "claude-3-5-sonnet*": Price(3.0, 15.0, 0.30, 8_192, max_input=200_000),
-    "claude-haiku-4-5*": Price(1.0, 5.0, 0.10, 64_000, max_input=200_000),
-    "claude-3-5-haiku*": Price(0.80, 4.0, 0.08, 8_192, max_input=200_000),
-    "claude-3-haiku*": Price(0.25, 1.25, 0.03, 4_096, max_input=200_000),
+    "claude-opus-4-5": Price(5.0, 25.0, 0.50, 64_000, max_input=200_000),
+    "claude-opus-4": Price(15.0, 75.0, 1.50, 32_000, max_input=200_000),
+    "claude-opus-4-1": Price(15.0, 75.0, 1.50, 32_000, max_input=200_000),
+    "claude-sonnet-4": Price(3.0, 15.0, 0.30, 64_000, max_input=1_000_000),
+    "claude-sonnet-4-5": Price(3.0, 15.0, 0.30, 64_000, max_input=1_000_000),
+    "claude-3-7-sonnet": Price(3.0, 15.0, 0.30, 64_000, max_input=200_000),
+    "claude-3-5-sonnet": Price(3.0, 15.0, 0.30, 8_192, max_input=200_000),
+    "claude-haiku-4-5": Price(1.0, 5.0, 0.10, 64_000, max_input=200_000),
+    "claude-3-5-haiku": Price(0.80, 4.0, 0.08, 8_192, max_input=200_000),
+    "claude-3-haiku": Price(0.25, 1.25, 0.03, 4_096, max_input=200_000),
     # Gemini (prompts up to 200k tokens)
-    "gemini-2.5-pro*": Price(1.25, 10.0, 0.31, 65_536, max_input=1_048_576),
-    "gemini-2.5-flash*": Price(0.30, 2.50, 0.075, 65_536, max_input=1_048_576),
-    "gemini-2.5-flash-lite*": Price(0.10, 0.40, 0.025, 65_536, max_input=1_048_576),
-    "gemini-2.0-flash*": Price(0.10, 0.40, 0.025, 8_192, max_input=1_048_576),
-    "gemini-2.0-flash-lite*": Price(0.075, 0.30, None, 8_192, max_input=1_048_576),
+    "gemini-2.5-pro": Price(1.25, 10.0, 0.31, 65_536, max_input=1_048_576),
+    "gemini-2.5-flash": Price(0.30, 2.50, 0.075, 65_536, max_input=1_048_576),
+    "gemini-2.5-flash-lite": Price(0.10, 0.40, 0.025, 65_536, max_input=1_048_576),
+    "gemini-2.0-flash": Price(0.10, 0.40, 0.025, 8_192, max_input=1_048_576),
+    "gemini-2.0-flash-lite": Price(0.075, 0.30, None, 8_192, max_input=1_048_576),
     # DeepSeek
     "deepseek-chat": Price(0.27, 1.10, 0.07, 8_192, max_input=128_000),
     "deepseek-reasoner": Price(0.55, 2.19, 0.14, 65_536, max_input=128_000),
@@ -158,10 +171,32 @@ def _specificity(pattern: str) -> tuple[bool, int]:
     return (star < 0, len(pattern) if star < 0 else star)
 
 
+# What may follow a built-in model's name and still be that model: a date (OpenAI's
+# 2024-07-18, Anthropic's 20250929), a Gemini version (001), latest, and preview or exp
+# builds, dated or not (preview-05-20, preview-09-2025, exp-03-25).
+_SNAPSHOT = re.compile(
+    r"\d{4}-\d{2}-\d{2}|\d{8}|\d{3}|latest|(?:preview|exp)(?:-\d{2}-\d{2}|-\d{2}-\d{4})?"
+)
+
+
+def _built_in_match(model: str) -> Price | None:
+    price = BUILT_IN.get(model)
+    if price is not None:
+        return price
+    # The longest name the model extends by a snapshot suffix: gpt-4o-mini-2024-07-18 is
+    # gpt-4o-mini's, and gpt-4o's only in name.
+    name, sep, suffix = model, "-", ""
+    while sep:
+        name, sep, tail = name.rpartition("-")
+        suffix = f"{tail}-{suffix}" if suffix else tail
+        if sep and name in BUILT_IN and _SNAPSHOT.fullmatch(suffix):
+            return BUILT_IN[name]
+    return None
+
+
 class PriceTable:
     def __init__(self, overrides: dict[str, Price] | None = None) -> None:
         self._overrides = sorted((overrides or {}).items(), key=lambda e: _specificity(e[0]))
-        self._built_in = sorted(BUILT_IN.items(), key=lambda e: _specificity(e[0]))
         self._found: dict[str, Price | None] = {}
 
     def find(self, model: str | None) -> Price | None:
@@ -169,7 +204,7 @@ class PriceTable:
             return None
         if model in self._found:
             return self._found[model]
-        price = self._match(self._overrides, model) or self._match(self._built_in, model)
+        price = self._match(self._overrides, model) or _built_in_match(model)
         if len(self._found) < 4096:
             self._found[model] = price
         return price

@@ -518,3 +518,50 @@ def test_input_held_elsewhere_cannot_pass_a_budget_concurrently(
     # $1.0001 a request: the budget may be passed by one request at most.
     assert spent <= 1.5 + 1.0002, (statuses, spent)
     assert statuses.count(200) <= 2, statuses
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "o1-pro",  # $150 / $600 per 1M, priced as o1 ($15 / $60)
+        "o3-pro",  # $20 / $80, priced as o3 ($2 / $8)
+        "gpt-5-pro",  # $15 / $120, priced as gpt-5 ($1.25 / $10)
+        "gpt-4o-audio-preview",  # audio at $40 / $80, priced as gpt-4o text
+        "gpt-4o-search-preview",  # a fee per search on top
+        "gemini-2.5-flash-image-preview",  # image output at $30, priced at $2.50
+        "gemini-2.5-pro-preview-tts",
+    ],
+)
+def test_a_variant_is_not_priced_as_its_cheaper_base_model(model: str) -> None:
+    """The built-in table's `o1*`, `gpt-5*`, `gemini-2.5-flash*` patterns priced every
+    variant as the base model: o1-pro, ten times dearer, spent $10 of the key owner's money
+    for each $1 of a caller's budget. A built-in entry prices its model and that model's
+    dated or preview snapshots only; any other variant has no price (refused, not cheap)."""
+    usage = json.dumps({"choices": [], "usage": USAGE}).encode()
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, usage)])))
+    with metered(upstream, BUDGET_PER_CALLER_USD="1") as proxy:
+        reply = httpx.post(f"{proxy.url}/v1/chat/completions", json=chat(model=model), headers=AUTH)
+    assert reply.status_code == 403, reply.text
+    assert reply.json()["error"]["code"] == "model_not_priced"
+    assert upstream.seen == [] or all(s.path.endswith("/models") for s in upstream.seen)
+
+
+def test_snapshots_of_a_built_in_model_keep_its_price() -> None:
+    usage = json.dumps({"choices": [], "usage": USAGE}).encode()
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, usage)])))
+    models = [
+        "gpt-4o",
+        "gpt-4o-mini-2024-07-18",
+        "o3-mini-2025-01-31",
+        "claude-sonnet-4-5-20250929",
+        "claude-3-5-haiku-latest",
+        "gemini-2.0-flash-001",
+        "gemini-2.5-flash-preview-05-20",
+        "gemini-2.5-flash-lite-preview-09-2025",
+    ]
+    with metered(upstream, BUDGET_PER_CALLER_USD="1") as proxy:
+        for model in models:
+            reply = httpx.post(
+                f"{proxy.url}/v1/chat/completions", json=chat(model=model), headers=AUTH
+            )
+            assert reply.status_code == 200, (model, reply.text)
