@@ -157,6 +157,11 @@ class Wire:
         Function tools, which the caller runs, cost tokens only."""
         return []
 
+    def dearer_rate(self, document: dict[str, Any]) -> str | None:
+        """A field that asks the provider to bill every token above its list price (OpenAI's
+        `service_tier: "priority"`), or None: the price table knows list prices only."""
+        return None
+
     def input_elsewhere(self, document: dict[str, Any]) -> str | None:
         """The first field by which the request names input it does not carry (a previous
         response, a stored conversation, a file, an image or a video by URL, a hosted tool
@@ -403,6 +408,7 @@ class OpenAIWire(Wire):
             "maxoutputtokens",
             "n",
             "bestof",
+            "servicetier",
             "stream",
             "streamoptions",
             "messages",
@@ -482,6 +488,13 @@ class OpenAIWire(Wire):
 
     def fetching_tool(self, tool: Any) -> bool:
         return isinstance(tool, dict) and tool.get("type") == "mcp"
+
+    def dearer_rate(self, document: dict[str, Any]) -> str | None:
+        # Priority processing bills about twice the standard rate; flex bills half; a tier
+        # added later may bill anything. "auto" and "default" are the standard tier (or
+        # Scale Tier units the owner bought ahead).
+        tier = document.get("service_tier")
+        return None if tier in (None, "auto", "default", "flex") else "service_tier"
 
     def priced_tools(self, route: Route, document: dict[str, Any]) -> list[str]:
         found = []

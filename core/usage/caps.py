@@ -19,6 +19,10 @@ class UnmeteredToolRefused(Forbidden):
     code = "tool_not_metered"
 
 
+class UnmeteredRateRefused(Forbidden):
+    code = "rate_not_metered"
+
+
 class MeterableRoutesOnly:
     """While usage is capped, a call that may spend but whose usage the meter cannot read
     (an image or audio route, a batch, a credential-minting route) is refused: a cap that
@@ -48,10 +52,17 @@ def refuse_unmetered_route(request: ProxyRequest, settings_named: str) -> None:
 async def refuse_priced_tools(request: ProxyRequest) -> None:
     """Under a dollar budget, a request may turn on only tools billed as tokens: a hosted
     web search, code container or grounding bills per call, apart from the usage a reply
-    reports, so the budget would count a few tokens for each dollar spent."""
+    reports, so the budget would count a few tokens for each dollar spent. Nor may it ask
+    for a rate above the list price the budget counts (a priority tier)."""
     document = await request.document()
     if not isinstance(document, dict):
         return
+    dearer = request.wire.dearer_rate(document)
+    if dearer is not None:
+        raise UnmeteredRateRefused(
+            f"This proxy caps spending in dollars at list prices, and {dearer!r} asks the "
+            f"provider to bill above them ({str(document.get(dearer))[:40]!r}): refused."
+        )
     priced = request.wire.priced_tools(request.route, document)
     if priced:
         raise UnmeteredToolRefused(

@@ -486,3 +486,31 @@ async def test_a_dollar_budget_lets_tools_billed_as_tokens_through() -> None:
         for path, body in cases:
             response = await proxy.post(path, json=body, headers=_as(path))
             assert response.status_code == 200, (path, response.text)
+
+
+# ---- options that raise the rate every token is billed at ------------------------------
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {**CHAT, "service_tier": "priority"}),
+        ("/v1/responses", {**RESPONSES, "service_tier": "priority"}),
+        ("/v1/responses", {**RESPONSES, "service_tier": "premium-tier-added-later"}),
+    ],
+)
+async def test_a_dollar_budget_refuses_a_dearer_service_tier(
+    path: str, body: dict[str, object]
+) -> None:
+    """`service_tier: "priority"` bills every token at about twice the standard rate the
+    budget counted: a caller spent two dollars of the key owner's for each one counted."""
+    route = respx.post(url__startswith=UPSTREAM).respond(200, json={})
+    async with client(create_app(load_settings(env(**BUDGETED)))) as proxy:
+        response = await proxy.post(path, json=body, headers=AUTH)
+        cheaper = await proxy.post(path, json={**body, "service_tier": "flex"}, headers=AUTH)
+        default = await proxy.post(path, json={**body, "service_tier": "auto"}, headers=AUTH)
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == "rate_not_metered"
+    assert (cheaper.status_code, default.status_code) == (200, 200)
+    assert route.call_count == 2
