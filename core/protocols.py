@@ -53,11 +53,15 @@ REALTIME_CALL = Route("minting", "realtime-call")
 
 class Usage(NamedTuple):
     """Tokens a reply reports, in one shape for every protocol. `input_tokens` counts every
-    prompt token, cached ones included; `cached_input_tokens` is the cheaper part of it."""
+    prompt token, cached ones and cache writes included; `cached_input_tokens` is the
+    cheaper part of it, and the cache writes (Anthropic's, five-minute and one-hour) the
+    dearer parts."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     @property
     def total(self) -> int:
@@ -523,7 +527,8 @@ class OpenAIWire(Wire):
         return not name and data == b"[DONE]"
 
 
-_ANTHROPIC_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens")
+_ANTHROPIC_INPUT_FIELDS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+_ANTHROPIC_FIELDS = (*_ANTHROPIC_INPUT_FIELDS, "output_tokens")
 
 
 class AnthropicWire(Wire):
@@ -556,16 +561,26 @@ class AnthropicWire(Wire):
             return None
         # message_start carries the input, each message_delta the running output count
         # (and, in newer replies, the input again): a field absent keeps its last value.
-        if "input_tokens" in usage or "cache_read_input_tokens" in usage:
+        if any(name in usage for name in _ANTHROPIC_INPUT_FIELDS):
             read = _int(usage.get("cache_read_input_tokens"))
-            input_tokens = (
-                _int(usage.get("input_tokens"))
-                + _int(usage.get("cache_creation_input_tokens"))
-                + read
-            )
-            into = Usage(max(input_tokens, into.input_tokens), into.output_tokens, read)
+            writes = _int(usage.get("cache_creation_input_tokens"))
+            # Cache writes bill above the input rate: 1.25 times for five minutes, twice
+            # for an hour. Without the split, all are taken as the dearer (fail closed).
+            split = usage.get("cache_creation")
+            if isinstance(split, dict):
+                hour = _int(split.get("ephemeral_1h_input_tokens"))
+                writes = max(writes, hour + _int(split.get("ephemeral_5m_input_tokens")))
+                short = writes - hour
+            elif writes and into.cache_write_tokens + into.cache_write_1h_tokens == writes:
+                # A later event repeating the count without the split: the split read.
+                short, hour = into.cache_write_tokens, into.cache_write_1h_tokens
+            else:
+                hour, short = writes, 0
+            input_tokens = _int(usage.get("input_tokens")) + writes + read
+            if input_tokens >= into.input_tokens:
+                into = Usage(input_tokens, into.output_tokens, read, short, hour)
         if "output_tokens" in usage:
-            into = Usage(into.input_tokens, _int(usage["output_tokens"]), into.cached_input_tokens)
+            into = into._replace(output_tokens=_int(usage["output_tokens"]))
         return into
 
     def fetching_tool(self, tool: Any) -> bool:

@@ -42,14 +42,41 @@ class Price(NamedTuple):
     # The model's context window: the prompt a reservation assumes when the request names
     # input it does not carry (a previous response, a file, a URL).
     max_input: int = DEFAULT_MAX_INPUT
+    # Cache writes (Anthropic): five-minute and one-hour rates; None: the input rate.
+    cache_write: float | None = None
+    cache_write_1h: float | None = None
+    # Past `long_context` prompt tokens the whole request bills at the long rates (Gemini
+    # 2.5 Pro, Claude Sonnet 4's 1M window); cached reads and writes scale alike. 0: none.
+    long_context: int = 0
+    long_input: float | None = None
+    long_output: float | None = None
 
     def cost_usd(self, usage: Usage) -> float:
-        cached = min(usage.cached_input_tokens, usage.input_tokens)
-        cached_rate = self.input if self.cached_input is None else self.cached_input
+        input_rate, output_rate, scale = self.input, self.output, 1.0
+        if self.long_context and usage.input_tokens > self.long_context:
+            if self.long_input is not None:
+                input_rate = self.long_input
+                scale = self.long_input / self.input if self.input else 1.0
+            if self.long_output is not None:
+                output_rate = self.long_output
+        cached_rate = (self.input if self.cached_input is None else self.cached_input) * scale
+        write_rate = (self.input if self.cache_write is None else self.cache_write) * scale
+        write_1h_rate = write_rate if self.cache_write_1h is None else self.cache_write_1h * scale
+        # Each dearer or cheaper part is bounded by what the input holds (a reply cannot
+        # make tokens cheaper by reporting more cached tokens than it read).
+        left = usage.input_tokens
+        cached = min(usage.cached_input_tokens, left)
+        left -= cached
+        writes = min(usage.cache_write_tokens, left)
+        left -= writes
+        writes_1h = min(usage.cache_write_1h_tokens, left)
+        left -= writes_1h
         return (
-            (usage.input_tokens - cached) * self.input
+            left * input_rate
             + cached * cached_rate
-            + usage.output_tokens * self.output
+            + writes * write_rate
+            + writes_1h * write_1h_rate
+            + usage.output_tokens * output_rate
         ) / 1_000_000
 
 
@@ -75,19 +102,66 @@ BUILT_IN: dict[str, Price] = {
     "text-embedding-3-small": Price(0.02, 0.0, None, 0, max_input=8_192),
     "text-embedding-3-large": Price(0.13, 0.0, None, 0, max_input=8_192),
     "text-embedding-ada-002": Price(0.10, 0.0, None, 0, max_input=8_192),
-    # Anthropic (cache reads at a tenth of the input price)
-    "claude-opus-4-5": Price(5.0, 25.0, 0.50, 64_000, max_input=200_000),
-    "claude-opus-4": Price(15.0, 75.0, 1.50, 32_000, max_input=200_000),
-    "claude-opus-4-1": Price(15.0, 75.0, 1.50, 32_000, max_input=200_000),
-    "claude-sonnet-4": Price(3.0, 15.0, 0.30, 64_000, max_input=1_000_000),
-    "claude-sonnet-4-5": Price(3.0, 15.0, 0.30, 64_000, max_input=1_000_000),
-    "claude-3-7-sonnet": Price(3.0, 15.0, 0.30, 64_000, max_input=200_000),
-    "claude-3-5-sonnet": Price(3.0, 15.0, 0.30, 8_192, max_input=200_000),
-    "claude-haiku-4-5": Price(1.0, 5.0, 0.10, 64_000, max_input=200_000),
-    "claude-3-5-haiku": Price(0.80, 4.0, 0.08, 8_192, max_input=200_000),
-    "claude-3-haiku": Price(0.25, 1.25, 0.03, 4_096, max_input=200_000),
-    # Gemini (prompts up to 200k tokens)
-    "gemini-2.5-pro": Price(1.25, 10.0, 0.31, 65_536, max_input=1_048_576),
+    # Anthropic (cache reads at a tenth of the input price, writes at 1.25 and 2 times)
+    "claude-opus-4-5": Price(
+        5.0, 25.0, 0.50, 64_000, max_input=200_000, cache_write=6.25, cache_write_1h=10
+    ),
+    "claude-opus-4": Price(
+        15.0, 75.0, 1.50, 32_000, max_input=200_000, cache_write=18.75, cache_write_1h=30
+    ),
+    "claude-opus-4-1": Price(
+        15.0, 75.0, 1.50, 32_000, max_input=200_000, cache_write=18.75, cache_write_1h=30
+    ),
+    "claude-sonnet-4": Price(
+        3.0,
+        15.0,
+        0.30,
+        64_000,
+        max_input=1_000_000,
+        cache_write=3.75,
+        cache_write_1h=6,
+        long_context=200_000,
+        long_input=6.0,
+        long_output=22.5,
+    ),
+    "claude-sonnet-4-5": Price(
+        3.0,
+        15.0,
+        0.30,
+        64_000,
+        max_input=1_000_000,
+        cache_write=3.75,
+        cache_write_1h=6,
+        long_context=200_000,
+        long_input=6.0,
+        long_output=22.5,
+    ),
+    "claude-3-7-sonnet": Price(
+        3.0, 15.0, 0.30, 64_000, max_input=200_000, cache_write=3.75, cache_write_1h=6
+    ),
+    "claude-3-5-sonnet": Price(
+        3.0, 15.0, 0.30, 8_192, max_input=200_000, cache_write=3.75, cache_write_1h=6
+    ),
+    "claude-haiku-4-5": Price(
+        1.0, 5.0, 0.10, 64_000, max_input=200_000, cache_write=1.25, cache_write_1h=2
+    ),
+    "claude-3-5-haiku": Price(
+        0.80, 4.0, 0.08, 8_192, max_input=200_000, cache_write=1, cache_write_1h=1.6
+    ),
+    "claude-3-haiku": Price(
+        0.25, 1.25, 0.03, 4_096, max_input=200_000, cache_write=0.3125, cache_write_1h=0.5
+    ),
+    # Gemini (2.5 Pro's prompts past 200k tokens at its long rates)
+    "gemini-2.5-pro": Price(
+        1.25,
+        10.0,
+        0.31,
+        65_536,
+        max_input=1_048_576,
+        long_context=200_000,
+        long_input=2.50,
+        long_output=15.0,
+    ),
     "gemini-2.5-flash": Price(0.30, 2.50, 0.075, 65_536, max_input=1_048_576),
     "gemini-2.5-flash-lite": Price(0.10, 0.40, 0.025, 65_536, max_input=1_048_576),
     "gemini-2.0-flash": Price(0.10, 0.40, 0.025, 8_192, max_input=1_048_576),
@@ -127,13 +201,21 @@ def parse_prices(text: str) -> dict[str, Price]:
                 cached_input=_rate(entry, "cached_input") if "cached_input" in entry else None,
                 max_output=_output_limit(entry),
                 max_input=_input_limit(entry),
+                cache_write=_rate(entry, "cache_write") if "cache_write" in entry else None,
+                cache_write_1h=(
+                    _rate(entry, "cache_write_1h") if "cache_write_1h" in entry else None
+                ),
+                long_context=_long_context(entry),
+                long_input=_rate(entry, "long_input") if "long_input" in entry else None,
+                long_output=_rate(entry, "long_output") if "long_output" in entry else None,
             )
         except (KeyError, TypeError, ValueError):
             raise PriceError(
                 f"MODEL_PRICES[{pattern!r}] needs numbers: input and output (USD per 1M "
                 f"tokens, 0 to {MAX_RATE_USD:g}), optionally cached_input, max_output "
-                f"(a whole number of tokens, 0 to {MAX_OUTPUT_LIMIT}) and max_input (the "
-                f"context window, 1 to {MAX_INPUT_LIMIT})"
+                f"(a whole number of tokens, 0 to {MAX_OUTPUT_LIMIT}), max_input (the "
+                f"context window, 1 to {MAX_INPUT_LIMIT}), cache_write and cache_write_1h "
+                f"(rates), long_context (tokens) with long_input and long_output (rates)"
             ) from None
     return prices
 
@@ -162,6 +244,15 @@ def _input_limit(entry: dict[str, object]) -> int:
         raise ValueError("max_input")
     if not 1 <= value <= MAX_INPUT_LIMIT or value != int(value):
         raise ValueError("max_input")
+    return int(value)
+
+
+def _long_context(entry: dict[str, object]) -> int:
+    value = entry.get("long_context", 0)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("long_context")
+    if not 0 <= value <= MAX_INPUT_LIMIT or value != int(value):
+        raise ValueError("long_context")
     return int(value)
 
 

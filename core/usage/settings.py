@@ -55,8 +55,10 @@ class UsageSettings:
         "Prices in USD per 1M tokens (JSON, `*` wildcards), matched before the built-in "
         'table, e.g. `{"my-model-*": {"input": 3, "output": 12, "cached_input": 1.5}}`; '
         f"rates from 0 to {MAX_RATE_USD:,.0f}; max_output (tokens, at most "
-        f"{MAX_OUTPUT_LIMIT:,}) and max_input (the context window, reserved for a request "
-        f"that names input it does not carry; at most {MAX_INPUT_LIMIT:,}) optional.",
+        f"{MAX_OUTPUT_LIMIT:,}), max_input (the context window, reserved for a request "
+        f"that names input it does not carry; at most {MAX_INPUT_LIMIT:,}), cache_write and "
+        "cache_write_1h (cache-write rates), long_context (prompt tokens past which "
+        "long_input and long_output rates apply) optional.",
         custom=True,
         shown_default="built-in table only",
     )

@@ -565,3 +565,60 @@ def test_snapshots_of_a_built_in_model_keep_its_price() -> None:
                 f"{proxy.url}/v1/chat/completions", json=chat(model=model), headers=AUTH
             )
             assert reply.status_code == 200, (model, reply.text)
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "reply", "bill"),
+    [
+        # Anthropic bills a one-hour cache write at twice the input rate ($6 per 1M on
+        # claude-sonnet-4-5), a five-minute one at 1.25 times.
+        (
+            "/anthropic/v1/messages",
+            {"x-api-key": FAKE_TOKEN},
+            {
+                "usage": {
+                    "input_tokens": 10,
+                    "cache_creation_input_tokens": 150_000,
+                    "cache_creation": {
+                        "ephemeral_5m_input_tokens": 50_000,
+                        "ephemeral_1h_input_tokens": 100_000,
+                    },
+                    "output_tokens": 10,
+                }
+            },
+            (10 * 3 + 50_000 * 3.75 + 100_000 * 6 + 10 * 15) / 1e6,
+        ),
+        # Past 200k prompt tokens, gemini-2.5-pro bills $2.50 / $15 per 1M, not $1.25 / $10.
+        (
+            "/gemini/v1beta/models/gemini-2.5-pro:generateContent",
+            {"x-goog-api-key": FAKE_TOKEN},
+            {"usageMetadata": {"promptTokenCount": 300_000, "candidatesTokenCount": 1_000}},
+            (300_000 * 2.5 + 1_000 * 15) / 1e6,
+        ),
+        # And claude-sonnet-4-5 (its 1M context) $6 / $22.50.
+        (
+            "/anthropic/v1/messages",
+            {"x-api-key": FAKE_TOKEN},
+            {"usage": {"input_tokens": 300_000, "output_tokens": 1_000}},
+            (300_000 * 6 + 1_000 * 22.5) / 1e6,
+        ),
+    ],
+)
+def test_tokens_billed_above_the_base_rate_are_charged_at_their_rate(
+    path: str, headers: dict[str, str], reply: dict[str, Any], bill: float
+) -> None:
+    """Cache writes and long prompts were charged at the plain input and output rates: a
+    caller writing one-hour caches, or sending prompts past 200k tokens, spent about two
+    dollars of the key owner's for each one its budget counted."""
+    content = json.dumps(reply).encode()
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, content)])))
+    model = "gemini-2.5-pro" if "gemini" in path else "claude-sonnet-4-5"
+    body = {"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    if "gemini" in path:
+        body = {"contents": [{"parts": [{"text": "hi"}]}]}
+    with metered(upstream, BUDGET_PER_CALLER_USD="50") as proxy:
+        sent = httpx.post(
+            f"{proxy.url}{path}", json=body, headers={**headers, "content-type": "application/json"}
+        )
+        assert sent.status_code == 200, sent.text
+        assert usage_of(proxy)["spent_usd"] == pytest.approx(bill, abs=2e-6)

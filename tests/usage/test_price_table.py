@@ -61,6 +61,20 @@ class TestParsePrices:
         assert table["m"].max_input == 200_000
         assert parse_prices('{"m": {"input": 1, "output": 2}}')["m"].max_input == 2_097_152
 
+    def test_cache_writes_and_long_prompts_have_rates_of_their_own(self) -> None:
+        entry = (
+            '{"m": {"input": 2, "output": 10, "cache_write": 2.5, "cache_write_1h": 4, '
+            '"long_context": 1000, "long_input": 4, "long_output": 15}}'
+        )
+        price = parse_prices(entry)["m"]
+        short = Usage(1000, 100, 0, 200, 300)
+        assert price.cost_usd(short) == pytest.approx((500 * 2 + 200 * 2.5 + 300 * 4 + 1000) / 1e6)
+        long = Usage(2000, 100, 0, 0, 1000)
+        assert price.cost_usd(long) == pytest.approx((1000 * 4 + 1000 * 8 + 100 * 15) / 1e6)
+        # A reply cannot make tokens cheaper than they are: parts beyond the input count
+        # no more than the input.
+        assert Price(1.0, 1.0).cost_usd(Usage(10, 0, 50, 50, 50)) == pytest.approx(10 / 1e6)
+
     def test_optional_fields_default(self) -> None:
         assert parse_prices('{"m": {"input": 1, "output": 2}}') == {
             "m": Price(1.0, 2.0, None, DEFAULT_MAX_OUTPUT)
@@ -92,6 +106,8 @@ class TestParsePrices:
             '{"input": 1, "output": 1, "max_output": -1}',
             '{"input": 1, "output": 1, "max_output": 100.5}',
             '{"input": 1, "output": 1, "max_input": 0}',
+            '{"input": 1, "output": 1, "cache_write_1h": -1}',
+            '{"input": 1, "output": 1, "long_context": 1.5}',
             '{"input": 1, "output": 1, "max_input": "1000"}',
             '{"input": 1, "output": 1, "max_input": 100000001}',
             '{"output": 1}',
