@@ -62,6 +62,17 @@ class Usage(NamedTuple):
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
     cache_write_1h_tokens: int = 0
+    # The audio parts of the input and the output, billed at audio rates.
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+
+    def plus(self, other: Usage) -> Usage:
+        """Two calls' or turns' usage together, every part summed."""
+        return Usage(*(a + b for a, b in zip(self, other, strict=True)))
+
+    def most(self, other: Usage) -> Usage:
+        """The larger of each part (a turn's growing figures)."""
+        return Usage(*(max(a, b) for a, b in zip(self, other, strict=True)))
 
     @property
     def total(self) -> int:
@@ -70,6 +81,22 @@ class Usage(NamedTuple):
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _detail(details: Any, name: str) -> int:
+    """One count from an OpenAI `*_tokens_details` object (audio_tokens, cached_tokens)."""
+    return _int(details.get(name)) if isinstance(details, dict) else 0
+
+
+def modality_tokens(details: Any, modality: str) -> int:
+    """The tokens of one modality in a Gemini `*TokensDetails` list ({modality, tokenCount})."""
+    if not isinstance(details, list):
+        return 0
+    return sum(
+        _int(entry.get("tokenCount", entry.get("token_count")))
+        for entry in details
+        if isinstance(entry, dict) and entry.get("modality") == modality
+    )
 
 
 def route_path(remainder: str) -> str:
@@ -472,12 +499,22 @@ class OpenAIWire(Wire):
             details = usage.get("prompt_tokens_details")
             cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
             return Usage(
-                _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")), cached
+                _int(usage.get("prompt_tokens")),
+                _int(usage.get("completion_tokens")),
+                cached,
+                audio_input_tokens=_detail(details, "audio_tokens"),
+                audio_output_tokens=_detail(usage.get("completion_tokens_details"), "audio_tokens"),
             )
         if "input_tokens" in usage or "output_tokens" in usage:  # Responses, transcriptions
             details = usage.get("input_tokens_details")
             cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-            return Usage(_int(usage.get("input_tokens")), _int(usage.get("output_tokens")), cached)
+            return Usage(
+                _int(usage.get("input_tokens")),
+                _int(usage.get("output_tokens")),
+                cached,
+                audio_input_tokens=_detail(details, "audio_tokens"),
+                audio_output_tokens=_detail(usage.get("output_tokens_details"), "audio_tokens"),
+            )
         return None
 
     def answers(self, document: dict[str, Any]) -> int:
@@ -667,7 +704,13 @@ class GeminiWire(Wire):
         prompt = _int(usage.get("promptTokenCount")) + _int(usage.get("toolUsePromptTokenCount"))
         if not prompt and not output and "totalTokenCount" in usage:
             prompt = _int(usage.get("totalTokenCount"))
-        return Usage(prompt, output, _int(usage.get("cachedContentTokenCount")))
+        return Usage(
+            prompt,
+            output,
+            _int(usage.get("cachedContentTokenCount")),
+            audio_input_tokens=modality_tokens(usage.get("promptTokensDetails"), "AUDIO"),
+            audio_output_tokens=modality_tokens(usage.get("candidatesTokensDetails"), "AUDIO"),
+        )
 
     def fetching_tool(self, tool: Any) -> bool:
         # URL context reads pages into the prompt; code execution feeds its results back.

@@ -204,13 +204,7 @@ class _Attempt:
 
 
 def _add(total: Usage | None, usage: Usage) -> Usage:
-    if total is None:
-        return usage
-    return Usage(
-        total.input_tokens + usage.input_tokens,
-        total.output_tokens + usage.output_tokens,
-        total.cached_input_tokens + usage.cached_input_tokens,
-    )
+    return usage if total is None else total.plus(usage)
 
 
 class StreamRecovery:

@@ -50,6 +50,10 @@ class Price(NamedTuple):
     long_context: int = 0
     long_input: float | None = None
     long_output: float | None = None
+    # Audio input and output (Gemini's audio prompts, OpenAI's audio and realtime models);
+    # None: the text rate.
+    audio_input: float | None = None
+    audio_output: float | None = None
 
     def cost_usd(self, usage: Usage) -> float:
         input_rate, output_rate, scale = self.input, self.output, 1.0
@@ -71,12 +75,19 @@ class Price(NamedTuple):
         left -= writes
         writes_1h = min(usage.cache_write_1h_tokens, left)
         left -= writes_1h
+        audio_in = min(usage.audio_input_tokens, left)
+        left -= audio_in
+        audio_in_rate = (self.input if self.audio_input is None else self.audio_input) * scale
+        audio_out = min(usage.audio_output_tokens, usage.output_tokens)
+        audio_out_rate = output_rate if self.audio_output is None else self.audio_output
         return (
             left * input_rate
             + cached * cached_rate
             + writes * write_rate
             + writes_1h * write_1h_rate
-            + usage.output_tokens * output_rate
+            + audio_in * audio_in_rate
+            + (usage.output_tokens - audio_out) * output_rate
+            + audio_out * audio_out_rate
         ) / 1_000_000
 
 
@@ -151,7 +162,7 @@ BUILT_IN: dict[str, Price] = {
     "claude-3-haiku": Price(
         0.25, 1.25, 0.03, 4_096, max_input=200_000, cache_write=0.3125, cache_write_1h=0.5
     ),
-    # Gemini (2.5 Pro's prompts past 200k tokens at its long rates)
+    # Gemini (2.5 Pro's prompts past 200k tokens at its long rates; Flash's audio dearer)
     "gemini-2.5-pro": Price(
         1.25,
         10.0,
@@ -162,9 +173,11 @@ BUILT_IN: dict[str, Price] = {
         long_input=2.50,
         long_output=15.0,
     ),
-    "gemini-2.5-flash": Price(0.30, 2.50, 0.075, 65_536, max_input=1_048_576),
-    "gemini-2.5-flash-lite": Price(0.10, 0.40, 0.025, 65_536, max_input=1_048_576),
-    "gemini-2.0-flash": Price(0.10, 0.40, 0.025, 8_192, max_input=1_048_576),
+    "gemini-2.5-flash": Price(0.30, 2.50, 0.075, 65_536, max_input=1_048_576, audio_input=1.0),
+    "gemini-2.5-flash-lite": Price(
+        0.10, 0.40, 0.025, 65_536, max_input=1_048_576, audio_input=0.30
+    ),
+    "gemini-2.0-flash": Price(0.10, 0.40, 0.025, 8_192, max_input=1_048_576, audio_input=0.70),
     "gemini-2.0-flash-lite": Price(0.075, 0.30, None, 8_192, max_input=1_048_576),
     # DeepSeek
     "deepseek-chat": Price(0.27, 1.10, 0.07, 8_192, max_input=128_000),
@@ -208,6 +221,8 @@ def parse_prices(text: str) -> dict[str, Price]:
                 long_context=_long_context(entry),
                 long_input=_rate(entry, "long_input") if "long_input" in entry else None,
                 long_output=_rate(entry, "long_output") if "long_output" in entry else None,
+                audio_input=_rate(entry, "audio_input") if "audio_input" in entry else None,
+                audio_output=_rate(entry, "audio_output") if "audio_output" in entry else None,
             )
         except (KeyError, TypeError, ValueError):
             raise PriceError(
@@ -215,7 +230,8 @@ def parse_prices(text: str) -> dict[str, Price]:
                 f"tokens, 0 to {MAX_RATE_USD:g}), optionally cached_input, max_output "
                 f"(a whole number of tokens, 0 to {MAX_OUTPUT_LIMIT}), max_input (the "
                 f"context window, 1 to {MAX_INPUT_LIMIT}), cache_write and cache_write_1h "
-                f"(rates), long_context (tokens) with long_input and long_output (rates)"
+                f"(rates), long_context (tokens) with long_input and long_output (rates), "
+                f"audio_input and audio_output (rates)"
             ) from None
     return prices
 

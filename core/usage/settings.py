@@ -58,7 +58,8 @@ class UsageSettings:
         f"{MAX_OUTPUT_LIMIT:,}), max_input (the context window, reserved for a request "
         f"that names input it does not carry; at most {MAX_INPUT_LIMIT:,}), cache_write and "
         "cache_write_1h (cache-write rates), long_context (prompt tokens past which "
-        "long_input and long_output rates apply) optional.",
+        "long_input and long_output rates apply), audio_input and audio_output (audio "
+        "token rates) optional.",
         custom=True,
         shown_default="built-in table only",
     )

@@ -622,3 +622,63 @@ def test_tokens_billed_above_the_base_rate_are_charged_at_their_rate(
         )
         assert sent.status_code == 200, sent.text
         assert usage_of(proxy)["spent_usd"] == pytest.approx(bill, abs=2e-6)
+
+
+@pytest.mark.parametrize(
+    ("path", "model", "reply", "bill", "prices"),
+    [
+        # gemini-2.0-flash bills audio input at $0.70 per 1M, text at $0.10.
+        (
+            "/gemini/v1beta/models/gemini-2.0-flash:generateContent",
+            "gemini-2.0-flash",
+            {
+                "usageMetadata": {
+                    "promptTokenCount": 100_010,
+                    "candidatesTokenCount": 10,
+                    "promptTokensDetails": [
+                        {"modality": "AUDIO", "tokenCount": 100_000},
+                        {"modality": "TEXT", "tokenCount": 10},
+                    ],
+                }
+            },
+            (100_000 * 0.70 + 10 * 0.10 + 10 * 0.40) / 1e6,
+            None,
+        ),
+        # A chat model priced with audio rates in MODEL_PRICES: audio in and out at them.
+        (
+            "/v1/chat/completions",
+            "fake-audio",
+            {
+                "usage": {
+                    "prompt_tokens": 1_010,
+                    "completion_tokens": 2_010,
+                    "prompt_tokens_details": {"audio_tokens": 1_000},
+                    "completion_tokens_details": {"audio_tokens": 2_000},
+                }
+            },
+            (1_000 * 40 + 10 * 2.5 + 2_000 * 80 + 10 * 10) / 1e6,
+            {"fake-audio": {"input": 2.5, "output": 10, "audio_input": 40, "audio_output": 80}},
+        ),
+    ],
+)
+def test_audio_tokens_are_charged_at_the_audio_rate(
+    path: str,
+    model: str,
+    reply: dict[str, Any],
+    bill: float,
+    prices: dict[str, Any] | None,
+) -> None:
+    """Audio tokens were charged at the text rate: on gemini-2.0-flash a caller sending
+    audio spent seven dollars of the key owner's for each one its budget counted."""
+    content = json.dumps(reply).encode()
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, content)])))
+    body: dict[str, Any] = chat(model=model, max_tokens=10)
+    headers = AUTH
+    if "gemini" in path:
+        body = {"contents": [{"parts": [{"text": "hi"}]}]}
+        headers = {"x-goog-api-key": FAKE_TOKEN}
+    extra = {"MODEL_PRICES": json.dumps(prices)} if prices else {}
+    with metered(upstream, BUDGET_PER_CALLER_USD="50", **extra) as proxy:
+        sent = httpx.post(f"{proxy.url}{path}", json=body, headers=headers)
+        assert sent.status_code == 200, sent.text
+        assert usage_of(proxy)["spent_usd"] == pytest.approx(bill, abs=2e-6)
