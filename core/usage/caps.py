@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import unquote_to_bytes
 
-from core.errors import Forbidden
+from core.errors import BadRequest, Forbidden
 
 if TYPE_CHECKING:
     from core.request import ProxyRequest
@@ -13,6 +14,29 @@ if TYPE_CHECKING:
 
 class UnmeteredRouteRefused(Forbidden):
     code = "route_not_metered"
+
+
+class FieldMaskRefused(BadRequest):
+    code = "field_mask_not_metered"
+
+
+# Google's front end trims a reply to the fields a mask names (the `fields` / `$fields`
+# system parameter, the X-Goog-FieldMask header): usage included.
+_MASK_PARAMS = frozenset({b"fields", b"$fields"})
+_MASK_HEADER = b"x-goog-fieldmask"
+
+
+def _field_mask(request: ProxyRequest) -> bool:
+    if any(name == _MASK_HEADER for name, _ in request.headers):
+        return True
+    query = request.query
+    if not query:
+        return False
+    for part in query.split(b"&"):
+        name = unquote_to_bytes(part.partition(b"=")[0].replace(b"+", b" ")).strip().lower()
+        if name in _MASK_PARAMS:
+            return True
+    return False
 
 
 class UnmeteredToolRefused(Forbidden):
@@ -39,6 +63,13 @@ class MeterableRoutesOnly:
 
 
 def refuse_unmetered_route(request: ProxyRequest, settings_named: str) -> None:
+    if request.route.kind == "metered" and _field_mask(request):
+        # A mask naming the answer but not all of its usage (`candidates,usageMetadata.
+        # promptTokenCount`) left the meter a usage without its output: charged as none.
+        raise FieldMaskRefused(
+            f"This proxy caps usage ({settings_named}) and reads it from the whole reply: a "
+            "field mask (fields, $fields, X-Goog-FieldMask) is refused on this route."
+        )
     if request.route.kind == "unreadable":
         raise UnmeteredRouteRefused(
             f"This proxy caps usage ({settings_named}) and cannot meter "
