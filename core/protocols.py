@@ -543,8 +543,14 @@ class OpenAIWire(Wire):
             kind = tool.get("type") if isinstance(tool, dict) else None
             if kind not in _OPENAI_TOKEN_TOOLS:
                 found.append(str(kind)[:60])
-        if document.get("web_search_options") is not None:
-            found.append("web_search_options")  # chat's search models bill per search
+        # Search billed per call or per source on OpenAI-compatible vendors too: chat's
+        # search models, OpenRouter's plugins (web: per result), xAI's Live Search (per
+        # source).
+        if document.get("web_search_options") is not None:  # `{}` turns search on
+            found.append("web_search_options")
+        for name in ("plugins", "search_parameters"):
+            if document.get(name) not in (None, [], {}):
+                found.append(name)
         if route.name != "completions" and isinstance(document.get("prompt"), dict):
             found.append("prompt")  # a stored prompt: its tools are set on the platform
         return found

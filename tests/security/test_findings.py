@@ -440,8 +440,11 @@ def _as(path: str) -> dict[str, str]:
         ("/v1/responses", {**RESPONSES, "tools": [FUNCTION, {"type": "code_interpreter"}]}),
         # A stored prompt carries the tools set for it on the platform, unseen here.
         ("/v1/responses", {"model": "m", "prompt": {"id": "pmpt_1"}, "max_output_tokens": 10}),
-        # Chat's search models bill each search.
+        # Chat's search models bill each search; so do OpenRouter's web plugin (per
+        # result) and xAI's Live Search (per source).
         ("/v1/chat/completions", {**CHAT, "web_search_options": {}}),
+        ("/v1/chat/completions", {**CHAT, "plugins": [{"id": "web"}]}),
+        ("/v1/chat/completions", {**CHAT, "search_parameters": {"mode": "on"}}),
         ("/anthropic/v1/messages", {**MESSAGES, "tools": [{"type": "web_search_20250305"}]}),
         ("/anthropic/v1/messages", {**MESSAGES, "tools": [{"type": "code_execution_20250825"}]}),
         # Google Search grounding bills per grounded prompt; a cache may hold it.
