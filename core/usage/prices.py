@@ -55,6 +55,21 @@ class Price(NamedTuple):
     audio_input: float | None = None
     audio_output: float | None = None
 
+    def worst_cost_usd(self, usage: Usage) -> float:
+        """What `usage` may cost when its parts are not known yet (a reservation, a reply
+        whose usage could not be read): every input token at the dearest input rate the
+        price bills (a one-hour cache write, audio) and every output token at the dearest
+        output rate, at the long rates when the input passes `long_context`."""
+        long = bool(self.long_context) and usage.input_tokens > self.long_context
+        base_in = self.long_input if long and self.long_input is not None else self.input
+        scale = base_in / self.input if self.input else 1.0
+        extra = (self.cache_write, self.cache_write_1h, self.audio_input)
+        input_rate = max([base_in, *(rate * scale for rate in extra if rate is not None)])
+        output_rate = self.long_output if long and self.long_output is not None else self.output
+        if self.audio_output is not None:
+            output_rate = max(output_rate, self.audio_output)
+        return (usage.input_tokens * input_rate + usage.output_tokens * output_rate) / 1_000_000
+
     def cost_usd(self, usage: Usage) -> float:
         input_rate, output_rate, scale = self.input, self.output, 1.0
         if self.long_context and usage.input_tokens > self.long_context:

@@ -165,3 +165,21 @@ class TestWhichEntryPricesAModel:
     @pytest.mark.parametrize("model", [None, ""])
     def test_no_model_has_no_price(self, model: str | None) -> None:
         assert PriceTable({"*": A}).find(model) is None
+
+
+def test_the_worst_case_is_priced_at_the_dearest_rates() -> None:
+    price = Price(
+        3.0,
+        15.0,
+        0.3,
+        cache_write=3.75,
+        cache_write_1h=6.0,
+        audio_output=40.0,
+        long_context=1000,
+        long_input=6.0,
+        long_output=22.5,
+    )
+    assert price.worst_cost_usd(Usage(100, 10)) == pytest.approx((100 * 6 + 10 * 40) / 1e6)
+    # Past long_context the long input rate scales the cache writes too.
+    assert price.worst_cost_usd(Usage(2000, 10)) == pytest.approx((2000 * 12 + 10 * 40) / 1e6)
+    assert Price(1.0, 2.0).worst_cost_usd(Usage(10, 10)) == Price(1.0, 2.0).cost_usd(Usage(10, 10))
