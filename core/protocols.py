@@ -357,13 +357,10 @@ _GEMINI_TOKEN_TOOLS = frozenset(
 
 
 # Members that name input held by the provider or on the web, in the spellings the
-# protocols (and protobuf JSON) take: OpenAI's previous_response_id, conversation and
-# file_id / file_url, Anthropic's file_id, Gemini's fileData.fileUri.
+# protocols (and protobuf JSON) take: OpenAI's file_id / file_url, Anthropic's file_id,
+# Gemini's fileData.fileUri.
 _REFERENCES = frozenset(
     {
-        "previous_response_id",
-        "previousResponseId",
-        "conversation",
         "file_id",
         "fileId",
         "file_url",
@@ -383,9 +380,21 @@ def _by_url(value: Any) -> bool:
     return isinstance(value, str) and value.lstrip()[:5].lower() != "data:"
 
 
+# Top-level members naming stored conversation state (Responses): a `conversation` in a
+# message's metadata names nothing the model reads.
+_STATE = ("previous_response_id", "conversation")
+
+
 def _names_input_elsewhere(document: Any, fetching_tool: Any) -> str | None:
     if not isinstance(document, dict):
         return None
+    for name in _STATE:
+        value = document.get(name)
+        # A string, or a conversation given as {"id": ...}.
+        if (isinstance(value, str) and value) or (
+            isinstance(value, dict) and isinstance(value.get("id"), str)
+        ):
+            return name
     for tool in _tools(document):
         if fetching_tool(tool):
             return "tools"
@@ -403,11 +412,9 @@ def _names_input_elsewhere(document: Any, fetching_tool: Any) -> str | None:
                 if isinstance(value, dict | list):
                     stack.append(value)
                 if name in _REFERENCES:
-                    # A string, or a conversation given as {"id": ...}; a JSON schema of a
-                    # function's `file_id` parameter ({"type": "string"}) names nothing.
-                    if (isinstance(value, str) and value) or (
-                        isinstance(value, dict) and isinstance(value.get("id"), str)
-                    ):
+                    # A string; a JSON schema of a function's `file_id` parameter
+                    # ({"type": "string"}) names nothing.
+                    if isinstance(value, str) and value:
                         return name
                 elif name in _MEDIA_URLS and _by_url(value):
                     return name

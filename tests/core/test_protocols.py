@@ -73,3 +73,10 @@ def test_counts_are_read_as_the_upstreams_read_them() -> None:
     for unreadable in ("x", 2.5, float("nan"), [4], "1e1", {"n": 1}):
         with pytest.raises(UnreadableCount):
             openai.answers({"n": unreadable})
+
+
+def test_conversation_state_is_read_at_the_top_only() -> None:
+    openai = WIRES["openai"]
+    assert openai.input_elsewhere({"previous_response_id": "resp_1"}) == "previous_response_id"
+    note = {"role": "user", "content": "hi", "metadata": {"conversation": "mine"}}
+    assert openai.input_elsewhere({"messages": [note], "metadata": {"conversation": "x"}}) is None
