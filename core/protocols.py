@@ -53,11 +53,26 @@ REALTIME_CALL = Route("minting", "realtime-call")
 
 class Usage(NamedTuple):
     """Tokens a reply reports, in one shape for every protocol. `input_tokens` counts every
-    prompt token, cached ones included; `cached_input_tokens` is the cheaper part of it."""
+    prompt token, cached ones and cache writes included; `cached_input_tokens` is the
+    cheaper part of it, and the cache writes (Anthropic's, five-minute and one-hour) the
+    dearer parts."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    # The audio parts of the input and the output, billed at audio rates.
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+
+    def plus(self, other: Usage) -> Usage:
+        """Two calls' or turns' usage together, every part summed."""
+        return Usage(*(a + b for a, b in zip(self, other, strict=True)))
+
+    def most(self, other: Usage) -> Usage:
+        """The larger of each part (a turn's growing figures)."""
+        return Usage(*(max(a, b) for a, b in zip(self, other, strict=True)))
 
     @property
     def total(self) -> int:
@@ -66,6 +81,22 @@ class Usage(NamedTuple):
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _detail(details: Any, name: str) -> int:
+    """One count from an OpenAI `*_tokens_details` object (audio_tokens, cached_tokens)."""
+    return _int(details.get(name)) if isinstance(details, dict) else 0
+
+
+def modality_tokens(details: Any, modality: str) -> int:
+    """The tokens of one modality in a Gemini `*TokensDetails` list ({modality, tokenCount})."""
+    if not isinstance(details, list):
+        return 0
+    return sum(
+        _int(entry.get("tokenCount", entry.get("token_count")))
+        for entry in details
+        if isinstance(entry, dict) and entry.get("modality") == modality
+    )
 
 
 def route_path(remainder: str) -> str:
@@ -142,12 +173,37 @@ class Wire:
         return [(name, document[name]) for name in _OUTPUT_CAP_FIELDS if name in document]
 
     def answers(self, document: dict[str, Any]) -> int:
-        """How many answers one request asks for (OpenAI `n`, Gemini `candidateCount`)."""
+        """How many answers one request asks for (OpenAI `n` and `best_of`, Gemini
+        `candidateCount`); UnreadableCount when one is not a whole number."""
         return 1
 
     def temperature(self, document: dict[str, Any]) -> Any:
         """The sampling temperature asked for, as sent (None when absent)."""
         return document.get("temperature")
+
+    def priced_tools(self, route: Route, document: dict[str, Any]) -> list[str]:
+        """Tools the request turns on that the provider bills apart from the tokens a reply's
+        usage reports (a web search per call, a code container per session), or tools the
+        proxy cannot see (a stored prompt's, a cache's): a dollar budget cannot count them.
+        Function tools, which the caller runs, cost tokens only."""
+        return []
+
+    def dearer_rate(self, document: dict[str, Any]) -> str | None:
+        """A field that asks the provider to bill every token above its list price (OpenAI's
+        `service_tier: "priority"`), or None: the price table knows list prices only."""
+        return None
+
+    def input_elsewhere(self, document: dict[str, Any]) -> str | None:
+        """The first field by which the request names input it does not carry (a previous
+        response, a stored conversation, a file, an image or a video by URL, a hosted tool
+        that reads into the prompt), or None: its prompt is then bounded by the model's
+        context window only, never by the body's size."""
+        return _names_input_elsewhere(document, self.fetching_tool)
+
+    def fetching_tool(self, tool: Any) -> bool:
+        """Whether one `tools` entry reads more input into the same request (a URL fetch,
+        a remote MCP server, code run on the provider's side)."""
+        return False
 
     def conversation_length(self, route: Route, document: dict[str, Any]) -> tuple[str, int]:
         for name in ("messages", "contents", "input", "prompt"):
@@ -173,8 +229,36 @@ class Wire:
 _OUTPUT_CAP_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
+class UnreadableCount(ValueError):
+    """A count of answers (n, best_of, candidateCount) in a form the proxy does not read as
+    a whole number: refused where a rule depends on it, since the upstream may read it."""
+
+
+# Past this many digits a count is absurd (MAX_ANSWERS refuses it); int() of thousands of
+# digits is slow, and Python refuses it past 4300.
+_COUNT_DIGITS = 18
+
+
 def _answers(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
+    """A count as the upstream reads it. Not only a JSON integer: protobuf JSON (Gemini)
+    takes `"8"` for an int32, and pydantic in lax mode (vLLM, most Python vendors) takes
+    `"8"` and `8.0`. Counting those as one answer let `candidateCount: "8"` reserve and
+    pass MAX_TOKENS_CAP as one answer while eight were written and billed."""
+    if value is None or isinstance(value, bool):
+        return 1
+    if isinstance(value, int):
+        return max(value, 1)
+    if isinstance(value, float):
+        if not value.is_integer():  # NaN and infinities included
+            raise UnreadableCount(f"{value!r} is not a whole number")
+        return max(int(value), 1)
+    if isinstance(value, str):
+        digits = value.strip().removeprefix("+")
+        if digits.isascii() and digits.isdigit():
+            return 10**_COUNT_DIGITS if len(digits) > _COUNT_DIGITS else max(int(digits), 1)
+        if digits.startswith("-") and digits[1:].isascii() and digits[1:].isdigit():
+            return 1  # refused by the upstream, as a negative number is
+    raise UnreadableCount(f"{str(value)[:40]!r} is not a whole number")
 
 
 # Where an OpenAI realtime session (a mint's body, a session.update's `session`, a realtime
@@ -235,6 +319,110 @@ def _minted_model(document: dict[str, Any]) -> Any:
     return models[0] if models else None
 
 
+def _tools(document: dict[str, Any]) -> list[Any]:
+    """Every entry of `tools`, in any spelling of the name a lenient upstream reads."""
+    found: list[Any] = []
+    for name, value in document.items():
+        if name.replace("_", "").lower() == "tools":
+            found.extend(value if isinstance(value, list) else [value])
+    return found
+
+
+# OpenAI tool types billed as tokens only: functions and custom tools the caller runs,
+# computer use and shell tools the caller's code carries out, remote MCP servers (their
+# listings and results are input tokens). Everything else (web_search, file_search,
+# code_interpreter, image_generation, a type added later) may bill per call.
+_OPENAI_TOKEN_TOOLS = frozenset(
+    {
+        "function",
+        "custom",
+        "computer_use_preview",
+        "computer",
+        "local_shell",
+        "shell",
+        "apply_patch",
+        "mcp",
+    }
+)
+# Anthropic: a custom tool has no type (or "custom"); these client tools (run by the
+# caller) and web fetch cost tokens only. Web search bills per search, code execution per
+# container hour, and a server tool added later may bill too.
+_ANTHROPIC_TOKEN_TOOL_PREFIXES = ("bash_", "text_editor_", "computer_", "memory_", "web_fetch_")
+# Gemini: a Tool is an object whose member names the kind. Function declarations, code
+# execution, URL context and computer use cost tokens only; Google Search and Maps
+# grounding bill per grounded prompt, and a kind added later may bill too.
+_GEMINI_TOKEN_TOOLS = frozenset(
+    {"functiondeclarations", "codeexecution", "urlcontext", "computeruse"}
+)
+
+
+# Members that name input held by the provider or on the web, in the spellings the
+# protocols (and protobuf JSON) take: OpenAI's file_id / file_url, Anthropic's file_id,
+# Gemini's fileData.fileUri.
+_REFERENCES = frozenset(
+    {
+        "file_id",
+        "fileId",
+        "file_url",
+        "fileUrl",
+        "file_uri",
+        "fileUri",
+    }
+)
+# Media by URL: OpenAI's image_url (a string in Responses, {"url": ...} in chat), and the
+# same shape for audio and video on compatible vendors. A data: URL is carried inline.
+_MEDIA_URLS = frozenset({"image_url", "imageUrl", "audio_url", "video_url", "videoUrl"})
+
+
+def _by_url(value: Any) -> bool:
+    if isinstance(value, dict):
+        value = value.get("url")
+    return isinstance(value, str) and value.lstrip()[:5].lower() != "data:"
+
+
+# Top-level members naming stored conversation state (Responses): a `conversation` in a
+# message's metadata names nothing the model reads.
+_STATE = ("previous_response_id", "conversation")
+
+
+def _names_input_elsewhere(document: Any, fetching_tool: Any) -> str | None:
+    if not isinstance(document, dict):
+        return None
+    for name in _STATE:
+        value = document.get(name)
+        # A string, or a conversation given as {"id": ...}.
+        if (isinstance(value, str) and value) or (
+            isinstance(value, dict) and isinstance(value.get("id"), str)
+        ):
+            return name
+    for tool in _tools(document):
+        if fetching_tool(tool):
+            return "tools"
+    stack: list[Any] = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            kind = node.get("type")
+            # Anthropic's {"type": "url", "url": ...} and {"type": "file", ...} sources.
+            if kind in ("url", "file") and ("url" in node or "file_id" in node):
+                return "source"
+            if kind == "item_reference":
+                return "item_reference"  # a Responses input item stored on the platform
+            for name, value in node.items():
+                if isinstance(value, dict | list):
+                    stack.append(value)
+                if name in _REFERENCES:
+                    # A string; a JSON schema of a function's `file_id` parameter
+                    # ({"type": "string"}) names nothing.
+                    if isinstance(value, str) and value:
+                        return name
+                elif name in _MEDIA_URLS and _by_url(value):
+                    return name
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
+
+
 def _ends(path: str, *suffixes: str) -> bool:
     return any(path.endswith(suffix) for suffix in suffixes)
 
@@ -257,6 +445,8 @@ class OpenAIWire(Wire):
             "maxcompletiontokens",
             "maxoutputtokens",
             "n",
+            "bestof",
+            "servicetier",
             "stream",
             "streamoptions",
             "messages",
@@ -316,21 +506,61 @@ class OpenAIWire(Wire):
             details = usage.get("prompt_tokens_details")
             cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
             return Usage(
-                _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")), cached
+                _int(usage.get("prompt_tokens")),
+                _int(usage.get("completion_tokens")),
+                cached,
+                audio_input_tokens=_detail(details, "audio_tokens"),
+                audio_output_tokens=_detail(usage.get("completion_tokens_details"), "audio_tokens"),
             )
         if "input_tokens" in usage or "output_tokens" in usage:  # Responses, transcriptions
             details = usage.get("input_tokens_details")
             cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-            return Usage(_int(usage.get("input_tokens")), _int(usage.get("output_tokens")), cached)
+            return Usage(
+                _int(usage.get("input_tokens")),
+                _int(usage.get("output_tokens")),
+                cached,
+                audio_input_tokens=_detail(details, "audio_tokens"),
+                audio_output_tokens=_detail(usage.get("output_tokens_details"), "audio_tokens"),
+            )
         return None
 
     def answers(self, document: dict[str, Any]) -> int:
-        count = _answers(document.get("n"))
+        # Legacy completions' best_of: that many answers are written (and billed) server-side
+        # and the best n returned, so the count is the larger of the two.
+        count = max(_answers(document.get("n")), _answers(document.get("best_of")))
         prompt = document.get("prompt")
         # Legacy completions: a list of prompts is one answer (or n) per prompt.
         if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
             count *= len(prompt)
         return count
+
+    def fetching_tool(self, tool: Any) -> bool:
+        return isinstance(tool, dict) and tool.get("type") == "mcp"
+
+    def dearer_rate(self, document: dict[str, Any]) -> str | None:
+        # Priority processing bills about twice the standard rate; flex bills half; a tier
+        # added later may bill anything. "auto" and "default" are the standard tier (or
+        # Scale Tier units the owner bought ahead).
+        tier = document.get("service_tier")
+        return None if tier in (None, "auto", "default", "flex") else "service_tier"
+
+    def priced_tools(self, route: Route, document: dict[str, Any]) -> list[str]:
+        found = []
+        for tool in _tools(document):
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            if kind not in _OPENAI_TOKEN_TOOLS:
+                found.append(str(kind)[:60])
+        # Search billed per call or per source on OpenAI-compatible vendors too: chat's
+        # search models, OpenRouter's plugins (web: per result), xAI's Live Search (per
+        # source).
+        if document.get("web_search_options") is not None:  # `{}` turns search on
+            found.append("web_search_options")
+        for name in ("plugins", "search_parameters"):
+            if document.get(name) not in (None, [], {}):
+                found.append(name)
+        if route.name != "completions" and isinstance(document.get("prompt"), dict):
+            found.append("prompt")  # a stored prompt: its tools are set on the platform
+        return found
 
     def stream_needs_usage_request(self, route: Route, document: Any) -> bool:
         if route.name not in ("chat", "completions") or not isinstance(document, dict):
@@ -347,7 +577,8 @@ class OpenAIWire(Wire):
         return not name and data == b"[DONE]"
 
 
-_ANTHROPIC_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens")
+_ANTHROPIC_INPUT_FIELDS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+_ANTHROPIC_FIELDS = (*_ANTHROPIC_INPUT_FIELDS, "output_tokens")
 
 
 class AnthropicWire(Wire):
@@ -380,17 +611,46 @@ class AnthropicWire(Wire):
             return None
         # message_start carries the input, each message_delta the running output count
         # (and, in newer replies, the input again): a field absent keeps its last value.
-        if "input_tokens" in usage or "cache_read_input_tokens" in usage:
+        if any(name in usage for name in _ANTHROPIC_INPUT_FIELDS):
             read = _int(usage.get("cache_read_input_tokens"))
-            input_tokens = (
-                _int(usage.get("input_tokens"))
-                + _int(usage.get("cache_creation_input_tokens"))
-                + read
-            )
-            into = Usage(max(input_tokens, into.input_tokens), into.output_tokens, read)
+            writes = _int(usage.get("cache_creation_input_tokens"))
+            # Cache writes bill above the input rate: 1.25 times for five minutes, twice
+            # for an hour. Without the split, all are taken as the dearer (fail closed).
+            split = usage.get("cache_creation")
+            if isinstance(split, dict):
+                hour = _int(split.get("ephemeral_1h_input_tokens"))
+                writes = max(writes, hour + _int(split.get("ephemeral_5m_input_tokens")))
+                short = writes - hour
+            elif writes and into.cache_write_tokens + into.cache_write_1h_tokens == writes:
+                # A later event repeating the count without the split: the split read.
+                short, hour = into.cache_write_tokens, into.cache_write_1h_tokens
+            else:
+                hour, short = writes, 0
+            input_tokens = _int(usage.get("input_tokens")) + writes + read
+            if input_tokens >= into.input_tokens:
+                into = Usage(input_tokens, into.output_tokens, read, short, hour)
         if "output_tokens" in usage:
-            into = Usage(into.input_tokens, _int(usage["output_tokens"]), into.cached_input_tokens)
+            into = into._replace(output_tokens=_int(usage["output_tokens"]))
         return into
+
+    def fetching_tool(self, tool: Any) -> bool:
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        return isinstance(kind, str) and kind.startswith("web_fetch_")
+
+    def input_elsewhere(self, document: dict[str, Any]) -> str | None:
+        if document.get("mcp_servers"):
+            return "mcp_servers"  # the MCP connector: its tools' results are input
+        return super().input_elsewhere(document)
+
+    def priced_tools(self, route: Route, document: dict[str, Any]) -> list[str]:
+        found = []
+        for tool in _tools(document):
+            kind = tool.get("type", "custom") if isinstance(tool, dict) else None
+            if not isinstance(kind, str) or not (
+                kind == "custom" or kind.startswith(_ANTHROPIC_TOKEN_TOOL_PREFIXES)
+            ):
+                found.append(str(kind)[:60])
+        return found
 
     # Streams end with message_stop, after the message_delta that holds the usage; the
     # anthropic SDK stops reading there.
@@ -457,7 +717,33 @@ class GeminiWire(Wire):
         prompt = _int(usage.get("promptTokenCount")) + _int(usage.get("toolUsePromptTokenCount"))
         if not prompt and not output and "totalTokenCount" in usage:
             prompt = _int(usage.get("totalTokenCount"))
-        return Usage(prompt, output, _int(usage.get("cachedContentTokenCount")))
+        return Usage(
+            prompt,
+            output,
+            _int(usage.get("cachedContentTokenCount")),
+            audio_input_tokens=modality_tokens(usage.get("promptTokensDetails"), "AUDIO"),
+            audio_output_tokens=modality_tokens(usage.get("candidatesTokensDetails"), "AUDIO"),
+        )
+
+    def fetching_tool(self, tool: Any) -> bool:
+        # URL context reads pages into the prompt; code execution feeds its results back.
+        return isinstance(tool, dict) and any(
+            name.replace("_", "").lower() in ("urlcontext", "codeexecution") for name in tool
+        )
+
+    def priced_tools(self, route: Route, document: dict[str, Any]) -> list[str]:
+        found = []
+        for tool in _tools(document):
+            kinds = list(tool) if isinstance(tool, dict) else [str(tool)]
+            found += [
+                kind[:60]
+                for kind in kinds
+                if kind.replace("_", "").lower() not in _GEMINI_TOKEN_TOOLS
+            ]
+        for name in document:
+            if name.replace("_", "").lower() == "cachedcontent":
+                found.append(name[:60])  # a cache may hold tools of its own
+        return found
 
     def generation_config(self, document: dict[str, Any]) -> dict[str, Any]:
         config = document.get("generationConfig", document.get("generation_config"))

@@ -86,11 +86,7 @@ class Outcome:
 
             n = self.unread_calls
             base = self.usage if self.usage is not None else reserved
-            return Usage(
-                base.input_tokens + n * reserved.input_tokens,
-                base.output_tokens + n * reserved.output_tokens,
-                base.cached_input_tokens + n * reserved.cached_input_tokens,
-            )
+            return Usage(*(got + n * held for got, held in zip(base, reserved, strict=True)))
         if self.usage is not None and self.complete:
             return self.usage
         if self.usage is not None:

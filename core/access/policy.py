@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.errors import BadRequest, Forbidden
-from core.protocols import FORM_WITH_MODEL
+from core.protocols import FORM_WITH_MODEL, UnreadableCount
 
 if TYPE_CHECKING:
     from core.protocols import Route
@@ -144,7 +144,14 @@ class RequestPolicy:
                 f"Policy MAX_TOKENS_CAP: set max_tokens (or max_completion_tokens, "
                 f"max_output_tokens, generationConfig.maxOutputTokens) to at most {cap}."
             )
-        answers = wire.answers(document)
+        try:
+            answers = wire.answers(document)
+        except UnreadableCount as exc:
+            # Not one answer by default: the upstream may read it as many.
+            raise PolicyRefused(
+                f"Policy MAX_TOKENS_CAP: the answer count (n, best_of or candidateCount) must "
+                f"be a whole number: {exc}."
+            ) from None
         for name, value in asked:
             if value is None:
                 raise PolicyRefused(
@@ -158,5 +165,5 @@ class RequestPolicy:
             if value * answers > cap:
                 raise PolicyRefused(
                     f"Policy MAX_TOKENS_CAP: {answers} answers of up to {value} tokens each "
-                    f"(n, candidateCount or a list of prompts) is more than {cap} in all."
+                    f"(n, best_of, candidateCount or a list of prompts) is more than {cap} in all."
                 )

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import ProxyError, UpstreamStreamBroken, forget_frames
 from core.headers import content_coding
-from core.protocols import Usage
+from core.protocols import UnreadableCount, Usage
 from core.proxy.access_log import access_logger
 
 if TYPE_CHECKING:
@@ -205,13 +205,7 @@ class _Attempt:
 
 
 def _add(total: Usage | None, usage: Usage) -> Usage:
-    if total is None:
-        return usage
-    return Usage(
-        total.input_tokens + usage.input_tokens,
-        total.output_tokens + usage.output_tokens,
-        total.cached_input_tokens + usage.cached_input_tokens,
-    )
+    return usage if total is None else total.plus(usage)
 
 
 class StreamRecovery:
@@ -236,11 +230,12 @@ class StreamRecovery:
             document = await request.document()
         except ProxyError:
             return False
-        return (
-            isinstance(document, dict)
-            and isinstance(document.get("contents"), list)
-            and request.wire.answers(document) == 1
-        )
+        if not isinstance(document, dict) or not isinstance(document.get("contents"), list):
+            return False
+        try:
+            return request.wire.answers(document) == 1
+        except UnreadableCount:
+            return False  # not known to be one answer: never spliced
 
     def source(
         self,

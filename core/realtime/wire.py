@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from core.headers import ACCOUNT_SELECTORS, CALLER_CREDENTIALS
-from core.protocols import Usage
+from core.protocols import Usage, modality_tokens
 from core.request import RepeatedField, strict_json
 
 BROWSER_KEY_PREFIX = "openai-insecure-api-key."
@@ -73,11 +73,7 @@ def _parse(frame: str | bytes) -> Any:
 
 
 def _add(one: Usage, other: Usage) -> Usage:
-    return Usage(
-        one.input_tokens + other.input_tokens,
-        one.output_tokens + other.output_tokens,
-        one.cached_input_tokens + other.cached_input_tokens,
-    )
+    return one.plus(other)
 
 
 _TRANSCRIBED = "conversation.item.input_audio_transcription.completed"
@@ -132,9 +128,19 @@ class OpenAIRealtimeMeter(SessionMeter):
     def _add(self, usage: dict[str, Any]) -> None:
         details = usage.get("input_token_details")
         cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+        out = usage.get("output_token_details")
+        # Audio tokens bill at the model's audio rates (many times its text rates).
         self.total = _add(
             self.total,
-            Usage(_int(usage.get("input_tokens")), _int(usage.get("output_tokens")), cached),
+            Usage(
+                _int(usage.get("input_tokens")),
+                _int(usage.get("output_tokens")),
+                cached,
+                audio_input_tokens=_int(details.get("audio_tokens"))
+                if isinstance(details, dict)
+                else 0,
+                audio_output_tokens=_int(out.get("audio_tokens")) if isinstance(out, dict) else 0,
+            ),
         )
 
 
@@ -171,12 +177,7 @@ class GeminiLiveMeter(SessionMeter):
         if isinstance(metadata, dict):
             self.answering = self.turn_read = True
             read = _gemini_usage(metadata)
-            turn = self.turn
-            self.turn = Usage(
-                max(turn.input_tokens, read.input_tokens),
-                max(turn.output_tokens, read.output_tokens),
-                max(turn.cached_input_tokens, read.cached_input_tokens),
-            )
+            self.turn = self.turn.most(read)
         content = message.get("serverContent", message.get("server_content"))
         if isinstance(content, dict) and (
             content.get("turnComplete") is True or content.get("turn_complete") is True
@@ -202,7 +203,18 @@ def _gemini_usage(metadata: dict[str, Any]) -> Usage:
         field("responseTokenCount", "response_token_count")
         or field("candidatesTokenCount", "candidates_token_count")
     ) + field("thoughtsTokenCount", "thoughts_token_count")
-    return Usage(prompt, output, field("cachedContentTokenCount", "cached_content_token_count"))
+
+    def audio(camel: str, snake: str) -> int:
+        return modality_tokens(metadata.get(camel, metadata.get(snake)), "AUDIO")
+
+    return Usage(
+        prompt,
+        output,
+        field("cachedContentTokenCount", "cached_content_token_count"),
+        audio_input_tokens=audio("promptTokensDetails", "prompt_tokens_details"),
+        audio_output_tokens=audio("responseTokensDetails", "response_tokens_details")
+        or audio("candidatesTokensDetails", "candidates_tokens_details"),
+    )
 
 
 def _name_key(name: str) -> str:

@@ -11,3 +11,9 @@ DEFAULT_MAX_OUTPUT = 32_768
 # priced request). Output tokens: the largest model limits are in the hundreds of thousands.
 MAX_RATE_USD = 100_000.0
 MAX_OUTPUT_LIMIT = 10_000_000
+
+# Input tokens assumed for a request that names input it does not carry (a previous
+# response, a file, a video by URL) when the model's context window is unknown: the largest
+# window in common use. MODEL_PRICES' max_input sets a model's own, up to MAX_INPUT_LIMIT.
+DEFAULT_MAX_INPUT = 2_097_152
+MAX_INPUT_LIMIT = 100_000_000

@@ -27,7 +27,7 @@ from core.access.limits import caller_key
 from core.errors import Forbidden, QuotaExceeded, ServiceUnavailable
 from core.protocols import Usage
 from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store
-from core.usage.caps import refuse_unmetered_route
+from core.usage.caps import refuse_priced_tools, refuse_unmetered_route
 
 if TYPE_CHECKING:
     from core.request import ProxyRequest
@@ -121,6 +121,7 @@ class Budget:
         if request.route.kind == "free" or (caller_limit is None and not self.total_usd):
             return None  # no budget applies to this caller (a token may carry its own)
         refuse_unmetered_route(request, "a dollar budget")
+        await refuse_priced_tools(request)
         model = await request.model()
         price = self.prices.find(model)
         if price is None:
@@ -130,7 +131,8 @@ class Budget:
                 "MODEL_PRICES."
             )
         worst = await self.estimate(request)
-        reserved = max(1, math.ceil(price.cost_usd(worst) * MICROS))
+        # At the dearest rates the model bills: the reply may be audio, or a cache write.
+        reserved = max(1, math.ceil(price.worst_cost_usd(worst) * MICROS))
         now = self.clock()
         window = Window.containing(now, self.window)
         expires_at = window.ends_at + _KEEP_AFTER_WINDOW
@@ -218,7 +220,11 @@ class BudgetReservation:
 
     async def settle(self, outcome: Outcome) -> None:
         charged = outcome.tokens(self.worst)
-        cost = math.ceil(self.price.cost_usd(charged) * MICROS) if charged.total else 0
+        # Figures that are the reservation's, in whole or in part (a reply unread or cut
+        # short, a continuation unread), are priced as it was: at the dearest rates.
+        guessed = charged is self.worst or outcome.unread_calls > 0
+        price = self.price.worst_cost_usd if guessed else self.price.cost_usd
+        cost = math.ceil(price(charged) * MICROS) if charged.total else 0
         outcome.cost_usd = cost / MICROS
         budget = self.budget
         store = budget.store

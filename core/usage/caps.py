@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import unquote_to_bytes
 
-from core.errors import Forbidden
+from core.errors import BadRequest, Forbidden
 
 if TYPE_CHECKING:
     from core.request import ProxyRequest
@@ -13,6 +14,37 @@ if TYPE_CHECKING:
 
 class UnmeteredRouteRefused(Forbidden):
     code = "route_not_metered"
+
+
+class FieldMaskRefused(BadRequest):
+    code = "field_mask_not_metered"
+
+
+# Google's front end trims a reply to the fields a mask names (the `fields` / `$fields`
+# system parameter, the X-Goog-FieldMask header): usage included.
+_MASK_PARAMS = frozenset({b"fields", b"$fields"})
+_MASK_HEADER = b"x-goog-fieldmask"
+
+
+def _field_mask(request: ProxyRequest) -> bool:
+    if any(name == _MASK_HEADER for name, _ in request.headers):
+        return True
+    query = request.query
+    if not query:
+        return False
+    for part in query.split(b"&"):
+        name = unquote_to_bytes(part.partition(b"=")[0].replace(b"+", b" ")).strip().lower()
+        if name in _MASK_PARAMS:
+            return True
+    return False
+
+
+class UnmeteredToolRefused(Forbidden):
+    code = "tool_not_metered"
+
+
+class UnmeteredRateRefused(Forbidden):
+    code = "rate_not_metered"
 
 
 class MeterableRoutesOnly:
@@ -31,6 +63,13 @@ class MeterableRoutesOnly:
 
 
 def refuse_unmetered_route(request: ProxyRequest, settings_named: str) -> None:
+    if request.route.kind == "metered" and _field_mask(request):
+        # A mask naming the answer but not all of its usage (`candidates,usageMetadata.
+        # promptTokenCount`) left the meter a usage without its output: charged as none.
+        raise FieldMaskRefused(
+            f"This proxy caps usage ({settings_named}) and reads it from the whole reply: a "
+            "field mask (fields, $fields, X-Goog-FieldMask) is refused on this route."
+        )
     if request.route.kind == "unreadable":
         raise UnmeteredRouteRefused(
             f"This proxy caps usage ({settings_named}) and cannot meter "
@@ -38,4 +77,27 @@ def refuse_unmetered_route(request: ProxyRequest, settings_named: str) -> None:
             "Metered routes: chat/completions, completions, responses, embeddings "
             "(OpenAI), messages (Anthropic), generateContent and streamGenerateContent "
             "(Gemini)."
+        )
+
+
+async def refuse_priced_tools(request: ProxyRequest) -> None:
+    """Under a dollar budget, a request may turn on only tools billed as tokens: a hosted
+    web search, code container or grounding bills per call, apart from the usage a reply
+    reports, so the budget would count a few tokens for each dollar spent. Nor may it ask
+    for a rate above the list price the budget counts (a priority tier)."""
+    document = await request.document()
+    if not isinstance(document, dict):
+        return
+    dearer = request.wire.dearer_rate(document)
+    if dearer is not None:
+        raise UnmeteredRateRefused(
+            f"This proxy caps spending in dollars at list prices, and {dearer!r} asks the "
+            f"provider to bill above them ({str(document.get(dearer))[:40]!r}): refused."
+        )
+    priced = request.wire.priced_tools(request.route, document)
+    if priced:
+        raise UnmeteredToolRefused(
+            f"This proxy caps spending in dollars and cannot count what the tool "
+            f"{priced[0]!r} costs (the provider bills it apart from the tokens it reports): "
+            "refused. Function tools, which the caller runs, are allowed."
         )

@@ -13,11 +13,11 @@ ephemeral key EPHEMERAL_KEY_TOKENS (used outside the proxy: charged in full).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.errors import BadRequest
-from core.protocols import Usage
-from core.usage.bounds import DEFAULT_MAX_OUTPUT, MAX_OUTPUT_LIMIT
+from core.protocols import UnreadableCount, Usage
+from core.usage.bounds import DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT, MAX_OUTPUT_LIMIT
 
 if TYPE_CHECKING:
     from core.request import ProxyRequest
@@ -36,6 +36,23 @@ class TooManyAnswers(BadRequest):
     """A request asks for more answers (n, candidateCount, prompts) than any provider gives."""
 
     code = "too_many_answers"
+
+
+class UnreadableAnswerCount(BadRequest):
+    """n, best_of or candidateCount is not a whole number: the worst case cannot be known."""
+
+    code = "invalid_answer_count"
+
+
+def answers_of(request: ProxyRequest, document: dict[str, Any]) -> int:
+    """How many answers the request asks for; a count the proxy cannot read is a 400, never
+    taken as one answer (the upstream may read it as many)."""
+    try:
+        return request.wire.answers(document)
+    except UnreadableCount as exc:
+        raise UnreadableAnswerCount(
+            f"The answer count (n, best_of or candidateCount) must be a whole number: {exc}."
+        ) from None
 
 
 def estimated_prompt_tokens(body: bytes) -> int:
@@ -80,11 +97,11 @@ class WorstCase:
             for _, value in wire.output_caps(document)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0
         ]
-        answers = wire.answers(document)
+        answers = answers_of(request, document)
         if answers > MAX_ANSWERS:
             # Not the count itself: n times the prompts may have more digits than str() takes.
             raise TooManyAnswers(
-                f"The request asks for more than {MAX_ANSWERS:,} answers (n, candidateCount "
+                f"The request asks for more than {MAX_ANSWERS:,} answers (n, best_of, candidateCount "
                 "or a list of prompts); no provider gives that many."
             )
         per_answer = max(asked) if asked else 0
@@ -93,4 +110,8 @@ class WorstCase:
         # No model writes more than the longest answer a price may state: a max_tokens past
         # it (a 4000-digit one included) reserves that, and the sums stay finite.
         per_answer = min(per_answer, model_limit or MAX_OUTPUT_LIMIT)
+        if wire.input_elsewhere(document) is not None:
+            # The body's size says nothing of input it only names (a previous response, a
+            # file, a video by URL): the context window is what the model may read.
+            prompt = max(prompt, price.max_input if price is not None else DEFAULT_MAX_INPUT)
         return Usage(prompt, per_answer * answers)

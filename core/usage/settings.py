@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from core.env import read_settings, setting
 
 # The price bounds, written once (bounds.py): the price table itself loads only when used.
-from core.usage.bounds import MAX_OUTPUT_LIMIT, MAX_RATE_USD
+from core.usage.bounds import MAX_INPUT_LIMIT, MAX_OUTPUT_LIMIT, MAX_RATE_USD
 
 # A budget or a price past these is a typo or a test of the parser, not a plan: refused at
 # start rather than multiplied into every request's reservation.
@@ -55,7 +55,11 @@ class UsageSettings:
         "Prices in USD per 1M tokens (JSON, `*` wildcards), matched before the built-in "
         'table, e.g. `{"my-model-*": {"input": 3, "output": 12, "cached_input": 1.5}}`; '
         f"rates from 0 to {MAX_RATE_USD:,.0f}; max_output (tokens, at most "
-        f"{MAX_OUTPUT_LIMIT:,}) optional.",
+        f"{MAX_OUTPUT_LIMIT:,}), max_input (the context window, reserved for a request "
+        f"that names input it does not carry; at most {MAX_INPUT_LIMIT:,}), cache_write and "
+        "cache_write_1h (cache-write rates), long_context (prompt tokens past which "
+        "long_input and long_output rates apply), audio_input and audio_output (audio "
+        "token rates) optional.",
         custom=True,
         shown_default="built-in table only",
     )

@@ -37,3 +37,46 @@ def test_only_what_spends_nothing_under_responses_is_free() -> None:
         "/v1/responses//cancel",
     ):
         assert openai.route("POST", route_path(path)).kind == "unreadable", path
+
+
+def test_input_named_but_not_carried_is_found_and_inline_input_is_not() -> None:
+    openai, anthropic, gemini = WIRES["openai"], WIRES["anthropic"], WIRES["gemini"]
+    schema = {"type": "object", "properties": {"file_id": {"type": "string"}}}
+    function = {"type": "function", "function": {"name": "f", "parameters": schema}}
+    inline = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    carried = {"model": "m", "messages": [{"role": "user", "content": [inline]}]}
+    assert openai.input_elsewhere({**carried, "tools": [function]}) is None
+    assert openai.input_elsewhere({"input": [{"type": "item_reference", "id": "msg_1"}]})
+    assert openai.input_elsewhere({"conversation": {"id": "conv_1"}}) == "conversation"
+    assert openai.input_elsewhere({"input": [{"type": "input_image", "image_url": "https://x"}]})
+    assert openai.input_elsewhere({"tools": [{"type": "mcp", "server_url": "https://x"}]})
+    assert anthropic.input_elsewhere({"tools": [{"type": "web_fetch_20250910"}]})
+    assert anthropic.input_elsewhere({"mcp_servers": [{"url": "https://x"}]})
+    assert anthropic.input_elsewhere({"tools": [{"name": "f", "input_schema": schema}]}) is None
+    assert gemini.input_elsewhere({"contents": [{"parts": [{"file_data": {"file_uri": "x"}}]}]})
+    assert gemini.input_elsewhere({"tools": [{"url_context": {}}]})
+    assert gemini.input_elsewhere({"contents": [{"parts": [{"inlineData": {}}]}]}) is None
+
+
+def test_counts_are_read_as_the_upstreams_read_them() -> None:
+    import pytest
+
+    from core.protocols import UnreadableCount
+
+    openai, gemini = WIRES["openai"], WIRES["gemini"]
+    assert openai.answers({"n": 2, "best_of": 5}) == 5
+    assert openai.answers({"n": " 3 ", "prompt": ["a", "b"]}) == 6
+    assert openai.answers({"n": 4.0}) == 4
+    assert openai.answers({"n": None}) == openai.answers({"n": -2}) == 1
+    assert gemini.answers({"generationConfig": {"candidateCount": "8"}}) == 8
+    assert openai.answers({"n": "9" * 5000}) > 10**6  # refused as too many, not parsed
+    for unreadable in ("x", 2.5, float("nan"), [4], "1e1", {"n": 1}):
+        with pytest.raises(UnreadableCount):
+            openai.answers({"n": unreadable})
+
+
+def test_conversation_state_is_read_at_the_top_only() -> None:
+    openai = WIRES["openai"]
+    assert openai.input_elsewhere({"previous_response_id": "resp_1"}) == "previous_response_id"
+    note = {"role": "user", "content": "hi", "metadata": {"conversation": "mine"}}
+    assert openai.input_elsewhere({"messages": [note], "metadata": {"conversation": "x"}}) is None

@@ -221,4 +221,29 @@ def test_the_openai_meter_counts_input_transcriptions_billed_apart() -> None:
     meter.feed(json.dumps({"type": event, "item_id": "j", "transcript": "x", "usage": seconds}))
     usage = {"input_tokens": 5, "output_tokens": 7}
     meter.feed(json.dumps({"type": "response.done", "response": {"usage": usage}}))
-    assert meter.finish() == Usage(19, 13)
+    # The transcription's audio stays audio: priced at the audio rate, never as text.
+    assert meter.finish() == Usage(19, 13, 0, 0, 0, 14, 0)
+
+
+def test_realtime_meters_keep_the_audio_tokens_apart() -> None:
+    """Realtime audio bills at many times the text rate (gpt-realtime: $32 / $64 per 1M
+    audio tokens, $4 / $16 text): the meters hand the audio parts to the price."""
+    openai = OpenAIRealtimeMeter()
+    usage = {
+        "input_tokens": 100,
+        "output_tokens": 50,
+        "input_token_details": {"audio_tokens": 80, "text_tokens": 20},
+        "output_token_details": {"audio_tokens": 40, "text_tokens": 10},
+    }
+    openai.feed(json.dumps({"type": "response.done", "response": {"usage": usage}}))
+    assert openai.finish() == Usage(100, 50, 0, 0, 0, 80, 40)
+    gemini = GeminiLiveMeter()
+    audio = [{"modality": "AUDIO", "tokenCount": 7}, {"modality": "TEXT", "tokenCount": 2}]
+    figures = {
+        "promptTokenCount": 9,
+        "responseTokenCount": 5,
+        "promptTokensDetails": audio,
+        "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 5}],
+    }
+    gemini.feed(json.dumps({"usageMetadata": figures}))
+    assert gemini.finish() == Usage(9, 5, 0, 0, 0, 7, 5)

@@ -1158,3 +1158,168 @@ async def test_dashboard_api_input_is_refused_not_a_500(
     assert response.status_code == 400, (response.status_code, response.text[:100])
     assert "error" in response.json()
     assert listed.json()["tokens"] == []  # nothing half-written
+
+
+# ---- every field that multiplies the answers, in every form the upstream reads ----------
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        # best_of writes (and bills) that many answers server-side; n only picks the best.
+        ("/v1/completions", {"model": "m", "prompt": "hi", "max_tokens": 100, "best_of": 4}),
+        # pydantic in lax mode (vLLM and most Python vendors) reads "4" and 4.0 as 4.
+        ("/v1/chat/completions", {"model": "m", "messages": [], "max_tokens": 100, "n": "4"}),
+        ("/v1/chat/completions", {"model": "m", "messages": [], "max_tokens": 100, "n": 4.0}),
+        # Protobuf JSON (Gemini) reads an int32 written as a string.
+        (
+            "/gemini/v1beta/models/m:generateContent",
+            {"contents": [], "generationConfig": {"maxOutputTokens": 100, "candidateCount": "4"}},
+        ),
+    ],
+)
+async def test_output_cap_counts_every_answer_the_upstream_writes(
+    path: str, body: dict[str, object]
+) -> None:
+    """MAX_TOKENS_CAP=100 allowed 4 answers of 100 tokens: best_of was not counted, and an
+    n or candidateCount written as "4" or 4.0 counted as one answer."""
+    route = respx.post(url__startswith=UPSTREAM).respond(200, json={})
+    gemini = respx.post(url__startswith=GEMINI).respond(200, json={})
+    extra = {
+        "MAX_TOKENS_CAP": "100",
+        "GEMINI_API_KEY": "fake-gemini-key",
+        "GEMINI_UPSTREAM": GEMINI,
+    }
+    async with client(create_app(load_settings(env(**extra)))) as proxy:
+        response = await proxy.post(path, json=body, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert route.call_count == 0 and gemini.call_count == 0
+
+
+@respx.mock
+@pytest.mark.parametrize("count", ['"x"', "2.5", "[4]", '"1e1"'])
+async def test_an_answer_count_the_proxy_cannot_read_is_refused_under_a_cap(count: str) -> None:
+    """A count that is no whole number to the proxy was taken as one answer; an upstream
+    may still read it as many, so while a cap depends on it, it is refused."""
+    route = respx.post(url__startswith=UPSTREAM).respond(200, json={})
+    body = '{"model":"m","messages":[],"max_tokens":100,"n":' + count + "}"
+    async with client(create_app(load_settings(env(MAX_TOKENS_CAP="1000")))) as proxy:
+        response = await proxy.post("/v1/chat/completions", content=body, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"]
+    assert route.call_count == 0
+
+
+# ---- tools the provider bills apart from the tokens it reports -------------------------
+ANTHROPIC_UP = "https://anthropic.budget.test"
+BUDGETED = {
+    "BUDGET_PER_CALLER_USD": "1",
+    "MODEL_PRICES": json.dumps({"m*": {"input": 1, "output": 1}}),
+    "GEMINI_API_KEY": "fake-gemini-key",
+    "GEMINI_UPSTREAM": GEMINI,
+    "ANTHROPIC_API_KEY": "fake-anthropic-key-budget",
+    "ANTHROPIC_UPSTREAM": ANTHROPIC_UP,
+}
+FUNCTION = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+RESPONSES = {"model": "m", "input": "hi", "max_output_tokens": 10}
+MESSAGES = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+GENERATE = {"contents": [{"parts": [{"text": "hi"}]}]}
+GEMINI_PATH = "/gemini/v1beta/models/m:generateContent"
+
+
+def _as(path: str) -> dict[str, str]:
+    if path.startswith("/anthropic/"):
+        return {"x-api-key": FAKE_TOKEN}
+    if path.startswith("/gemini/"):
+        return {"x-goog-api-key": FAKE_TOKEN}
+    return {"Authorization": f"Bearer {FAKE_TOKEN}"}
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        # Responses' hosted tools: a web search bills per call, a code container per session.
+        ("/v1/responses", {**RESPONSES, "tools": [{"type": "web_search"}]}),
+        ("/v1/responses", {**RESPONSES, "tools": [FUNCTION, {"type": "code_interpreter"}]}),
+        # A stored prompt carries the tools set for it on the platform, unseen here.
+        ("/v1/responses", {"model": "m", "prompt": {"id": "pmpt_1"}, "max_output_tokens": 10}),
+        # Chat's search models bill each search; so do OpenRouter's web plugin (per
+        # result) and xAI's Live Search (per source).
+        ("/v1/chat/completions", {**CHAT, "web_search_options": {}}),
+        ("/v1/chat/completions", {**CHAT, "plugins": [{"id": "web"}]}),
+        ("/v1/chat/completions", {**CHAT, "search_parameters": {"mode": "on"}}),
+        ("/anthropic/v1/messages", {**MESSAGES, "tools": [{"type": "web_search_20250305"}]}),
+        ("/anthropic/v1/messages", {**MESSAGES, "tools": [{"type": "code_execution_20250825"}]}),
+        # Google Search grounding bills per grounded prompt; a cache may hold it.
+        (GEMINI_PATH, {**GENERATE, "tools": [{"googleSearch": {}}]}),
+        (GEMINI_PATH, {**GENERATE, "tools": [{"google_search_retrieval": {}}]}),
+        (GEMINI_PATH, {**GENERATE, "cachedContent": "cachedContents/c1"}),
+    ],
+)
+async def test_a_dollar_budget_refuses_tools_billed_apart_from_tokens(
+    path: str, body: dict[str, object]
+) -> None:
+    """Under a $1 budget each call was charged its few tokens while the provider billed a
+    web search ($10-35 per 1,000), a code container or a grounded prompt on top: a caller
+    spent the key owner's money past the budget, one cheap-looking request at a time."""
+    routes = [
+        respx.post(url__startswith=base).respond(200, json={})
+        for base in (UPSTREAM, GEMINI, ANTHROPIC_UP)
+    ]
+    async with client(create_app(load_settings(env(**BUDGETED)))) as proxy:
+        response = await proxy.post(path, json=body, headers=_as(path))
+    assert response.status_code == 403, response.text
+    assert "error" in response.json()
+    assert sum(route.call_count for route in routes) == 0
+
+
+@respx.mock
+async def test_a_dollar_budget_lets_tools_billed_as_tokens_through() -> None:
+    """Function tools (the caller runs them), and Anthropic's client tools, cost tokens only."""
+    usage = {"usage": {"input_tokens": 3, "output_tokens": 2}}
+    respx.post(url__startswith=UPSTREAM).respond(200, json=usage)
+    respx.post(url__startswith=GEMINI).respond(200, json={"usageMetadata": {"totalTokenCount": 5}})
+    respx.post(url__startswith=ANTHROPIC_UP).respond(200, json=usage)
+    gemini_functions = {"functionDeclarations": [{"name": "f"}]}
+    cases = [
+        ("/v1/chat/completions", {**CHAT, "tools": [FUNCTION]}),
+        ("/v1/responses", {**RESPONSES, "tools": [{"type": "function", "name": "f"}]}),
+        ("/anthropic/v1/messages", {**MESSAGES, "tools": [{"name": "f", "input_schema": {}}]}),
+        ("/anthropic/v1/messages", {**MESSAGES, "tools": [{"type": "bash_20250124"}]}),
+        (GEMINI_PATH, {**GENERATE, "tools": [gemini_functions, {"codeExecution": {}}]}),
+    ]
+    async with client(create_app(load_settings(env(**BUDGETED)))) as proxy:
+        for path, body in cases:
+            response = await proxy.post(path, json=body, headers=_as(path))
+            assert response.status_code == 200, (path, response.text)
+
+
+# ---- options that raise the rate every token is billed at ------------------------------
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {**CHAT, "service_tier": "priority"}),
+        ("/v1/responses", {**RESPONSES, "service_tier": "priority"}),
+        ("/v1/responses", {**RESPONSES, "service_tier": "premium-tier-added-later"}),
+    ],
+)
+async def test_a_dollar_budget_refuses_a_dearer_service_tier(
+    path: str, body: dict[str, object]
+) -> None:
+    """`service_tier: "priority"` bills every token at about twice the standard rate the
+    budget counted: a caller spent two dollars of the key owner's for each one counted."""
+    route = respx.post(url__startswith=UPSTREAM).respond(200, json={})
+    async with client(create_app(load_settings(env(**BUDGETED)))) as proxy:
+        response = await proxy.post(path, json=body, headers=AUTH)
+        cheaper = await proxy.post(path, json={**body, "service_tier": "flex"}, headers=AUTH)
+        default = await proxy.post(path, json={**body, "service_tier": "auto"}, headers=AUTH)
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == "rate_not_metered"
+    assert (cheaper.status_code, default.status_code) == (200, 200)
+    assert route.call_count == 2

@@ -43,7 +43,8 @@ class ScriptedUpstream:
             if not message.get("more_body"):
                 break
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        request = {"path": scope["path"], "headers": headers, "body": body}
+        query = scope.get("query_string", b"").decode("latin-1")
+        request = {"path": scope["path"], "headers": headers, "body": body, "query": query}
         self.seen.append(Seen(scope["path"], headers, body))
         status, reply_headers, parts = self.reply(request)
         await send(

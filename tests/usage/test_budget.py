@@ -423,3 +423,298 @@ def test_a_token_held_at_a_budget_of_zero_spends_nothing(tmp_path: Path) -> None
         assert (figures["limit_usd"], figures["remaining_usd"]) == (0, 0)
         # A token with no budget of its own, on a deployment with none, is not capped.
         assert httpx.post(f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH).is_success
+
+
+# Input the body names but does not hold: a stored conversation, a file, a video by URL.
+_BIG_INPUT = {"input_tokens": 100_000, "output_tokens": 10}
+_ELSEWHERE = [
+    (
+        "/v1/responses",
+        {
+            "model": "fake-model",
+            "previous_response_id": "resp_1",
+            "input": "go on",
+            "max_output_tokens": 10,
+        },
+        AUTH,
+        {"usage": _BIG_INPUT},
+    ),
+    (
+        "/v1/chat/completions",
+        chat(
+            max_tokens=10,
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "file", "file": {"file_id": "file-1"}},
+                        {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}},
+                    ],
+                }
+            ],
+        ),
+        AUTH,
+        {"usage": {"prompt_tokens": 100_000, "completion_tokens": 10}},
+    ),
+    (
+        "/anthropic/v1/messages",
+        {
+            "model": "fake-model",
+            "max_tokens": 10,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "document", "source": {"type": "url", "url": "https://x"}}
+                    ],
+                }
+            ],
+        },
+        {"x-api-key": FAKE_TOKEN},
+        {"usage": _BIG_INPUT},
+    ),
+    (
+        "/gemini/v1beta/models/fake-model:generateContent",
+        {
+            "contents": [{"parts": [{"fileData": {"fileUri": "https://youtu.be/x"}}]}],
+            "generationConfig": {"maxOutputTokens": 10},
+        },
+        {"x-goog-api-key": FAKE_TOKEN},
+        {"usageMetadata": {"promptTokenCount": 100_000, "candidatesTokenCount": 10}},
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "headers", "reply"), _ELSEWHERE)
+def test_input_held_elsewhere_cannot_pass_a_budget_concurrently(
+    path: str, body: dict[str, Any], headers: dict[str, str], reply: dict[str, Any]
+) -> None:
+    """A request that names its input (a previous response, a file, an image or a video by
+    URL) reserved the few tokens of its body; the upstream read 100,000 more. Eight sent at
+    once all fitted a $1.50 budget and spent $8: the cap was passed by seven requests, not
+    at most one."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    content = json.dumps(reply).encode()
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0.5, content)])))
+    with metered(upstream, BUDGET_PER_CALLER_USD="1.5", MODEL_PRICES=PRICES) as proxy:
+        gate = threading.Event()
+
+        def one(_: int) -> int:
+            gate.wait()
+            return httpx.post(
+                f"{proxy.url}{path}",
+                json=body,
+                headers={**headers, "content-type": "application/json"},
+                timeout=30,
+            ).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(one, i) for i in range(8)]
+            gate.set()
+            statuses = [f.result() for f in futures]
+        spent = usage_of(proxy)["spent_usd"]
+    # $1.0001 a request: the budget may be passed by one request at most.
+    assert spent <= 1.5 + 1.0002, (statuses, spent)
+    assert statuses.count(200) <= 2, statuses
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "o1-pro",  # $150 / $600 per 1M, priced as o1 ($15 / $60)
+        "o3-pro",  # $20 / $80, priced as o3 ($2 / $8)
+        "gpt-5-pro",  # $15 / $120, priced as gpt-5 ($1.25 / $10)
+        "gpt-4o-audio-preview",  # audio at $40 / $80, priced as gpt-4o text
+        "gpt-4o-search-preview",  # a fee per search on top
+        "gemini-2.5-flash-image-preview",  # image output at $30, priced at $2.50
+        "gemini-2.5-pro-preview-tts",
+    ],
+)
+def test_a_variant_is_not_priced_as_its_cheaper_base_model(model: str) -> None:
+    """The built-in table's `o1*`, `gpt-5*`, `gemini-2.5-flash*` patterns priced every
+    variant as the base model: o1-pro, ten times dearer, spent $10 of the key owner's money
+    for each $1 of a caller's budget. A built-in entry prices its model and that model's
+    dated or preview snapshots only; any other variant has no price (refused, not cheap)."""
+    usage = json.dumps({"choices": [], "usage": USAGE}).encode()
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, usage)])))
+    with metered(upstream, BUDGET_PER_CALLER_USD="1") as proxy:
+        reply = httpx.post(f"{proxy.url}/v1/chat/completions", json=chat(model=model), headers=AUTH)
+    assert reply.status_code == 403, reply.text
+    assert reply.json()["error"]["code"] == "model_not_priced"
+    assert upstream.seen == [] or all(s.path.endswith("/models") for s in upstream.seen)
+
+
+def test_snapshots_of_a_built_in_model_keep_its_price() -> None:
+    usage = json.dumps({"choices": [], "usage": USAGE}).encode()
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, usage)])))
+    models = [
+        "gpt-4o",
+        "gpt-4o-mini-2024-07-18",
+        "o3-mini-2025-01-31",
+        "claude-sonnet-4-5-20250929",
+        "claude-3-5-haiku-latest",
+        "gemini-2.0-flash-001",
+        "gemini-2.5-flash-preview-05-20",
+        "gemini-2.5-flash-lite-preview-09-2025",
+    ]
+    with metered(upstream, BUDGET_PER_CALLER_USD="1") as proxy:
+        for model in models:
+            reply = httpx.post(
+                f"{proxy.url}/v1/chat/completions", json=chat(model=model), headers=AUTH
+            )
+            assert reply.status_code == 200, (model, reply.text)
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "reply", "bill"),
+    [
+        # Anthropic bills a one-hour cache write at twice the input rate ($6 per 1M on
+        # claude-sonnet-4-5), a five-minute one at 1.25 times.
+        (
+            "/anthropic/v1/messages",
+            {"x-api-key": FAKE_TOKEN},
+            {
+                "usage": {
+                    "input_tokens": 10,
+                    "cache_creation_input_tokens": 150_000,
+                    "cache_creation": {
+                        "ephemeral_5m_input_tokens": 50_000,
+                        "ephemeral_1h_input_tokens": 100_000,
+                    },
+                    "output_tokens": 10,
+                }
+            },
+            (10 * 3 + 50_000 * 3.75 + 100_000 * 6 + 10 * 15) / 1e6,
+        ),
+        # Past 200k prompt tokens, gemini-2.5-pro bills $2.50 / $15 per 1M, not $1.25 / $10.
+        (
+            "/gemini/v1beta/models/gemini-2.5-pro:generateContent",
+            {"x-goog-api-key": FAKE_TOKEN},
+            {"usageMetadata": {"promptTokenCount": 300_000, "candidatesTokenCount": 1_000}},
+            (300_000 * 2.5 + 1_000 * 15) / 1e6,
+        ),
+        # And claude-sonnet-4-5 (its 1M context) $6 / $22.50.
+        (
+            "/anthropic/v1/messages",
+            {"x-api-key": FAKE_TOKEN},
+            {"usage": {"input_tokens": 300_000, "output_tokens": 1_000}},
+            (300_000 * 6 + 1_000 * 22.5) / 1e6,
+        ),
+    ],
+)
+def test_tokens_billed_above_the_base_rate_are_charged_at_their_rate(
+    path: str, headers: dict[str, str], reply: dict[str, Any], bill: float
+) -> None:
+    """Cache writes and long prompts were charged at the plain input and output rates: a
+    caller writing one-hour caches, or sending prompts past 200k tokens, spent about two
+    dollars of the key owner's for each one its budget counted."""
+    content = json.dumps(reply).encode()
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, content)])))
+    model = "gemini-2.5-pro" if "gemini" in path else "claude-sonnet-4-5"
+    body = {"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    if "gemini" in path:
+        body = {"contents": [{"parts": [{"text": "hi"}]}]}
+    with metered(upstream, BUDGET_PER_CALLER_USD="50") as proxy:
+        sent = httpx.post(
+            f"{proxy.url}{path}", json=body, headers={**headers, "content-type": "application/json"}
+        )
+        assert sent.status_code == 200, sent.text
+        assert usage_of(proxy)["spent_usd"] == pytest.approx(bill, abs=2e-6)
+
+
+@pytest.mark.parametrize(
+    ("path", "model", "reply", "bill", "prices"),
+    [
+        # gemini-2.0-flash bills audio input at $0.70 per 1M, text at $0.10.
+        (
+            "/gemini/v1beta/models/gemini-2.0-flash:generateContent",
+            "gemini-2.0-flash",
+            {
+                "usageMetadata": {
+                    "promptTokenCount": 100_010,
+                    "candidatesTokenCount": 10,
+                    "promptTokensDetails": [
+                        {"modality": "AUDIO", "tokenCount": 100_000},
+                        {"modality": "TEXT", "tokenCount": 10},
+                    ],
+                }
+            },
+            (100_000 * 0.70 + 10 * 0.10 + 10 * 0.40) / 1e6,
+            None,
+        ),
+        # A chat model priced with audio rates in MODEL_PRICES: audio in and out at them.
+        (
+            "/v1/chat/completions",
+            "fake-audio",
+            {
+                "usage": {
+                    "prompt_tokens": 1_010,
+                    "completion_tokens": 2_010,
+                    "prompt_tokens_details": {"audio_tokens": 1_000},
+                    "completion_tokens_details": {"audio_tokens": 2_000},
+                }
+            },
+            (1_000 * 40 + 10 * 2.5 + 2_000 * 80 + 10 * 10) / 1e6,
+            {"fake-audio": {"input": 2.5, "output": 10, "audio_input": 40, "audio_output": 80}},
+        ),
+    ],
+)
+def test_audio_tokens_are_charged_at_the_audio_rate(
+    path: str,
+    model: str,
+    reply: dict[str, Any],
+    bill: float,
+    prices: dict[str, Any] | None,
+) -> None:
+    """Audio tokens were charged at the text rate: on gemini-2.0-flash a caller sending
+    audio spent seven dollars of the key owner's for each one its budget counted."""
+    content = json.dumps(reply).encode()
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, content)])))
+    body: dict[str, Any] = chat(model=model, max_tokens=10)
+    headers = AUTH
+    if "gemini" in path:
+        body = {"contents": [{"parts": [{"text": "hi"}]}]}
+        headers = {"x-goog-api-key": FAKE_TOKEN}
+    extra = {"MODEL_PRICES": json.dumps(prices)} if prices else {}
+    with metered(upstream, BUDGET_PER_CALLER_USD="50", **extra) as proxy:
+        sent = httpx.post(f"{proxy.url}{path}", json=body, headers=headers)
+        assert sent.status_code == 200, sent.text
+        assert usage_of(proxy)["spent_usd"] == pytest.approx(bill, abs=2e-6)
+
+
+def test_audio_answers_at_once_cannot_pass_a_budget_together() -> None:
+    """The reservation priced the worst case at the text rate: eight audio answers sent at
+    once, each reserving a tenth of a cent at $10 per 1M while it spent eight at $80 per
+    1M of audio, all fitted a 10-cent budget and spent 64 cents."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    reply = {
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": 1_000,
+            "completion_tokens_details": {"audio_tokens": 1_000},
+        }
+    }
+    content = json.dumps(reply).encode()
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0.5, content)])))
+    prices = {"fake-audio": {"input": 2.5, "output": 10, "audio_input": 40, "audio_output": 80}}
+    body = chat(model="fake-audio", max_tokens=1_000)
+    with metered(upstream, BUDGET_PER_CALLER_USD="0.1", MODEL_PRICES=json.dumps(prices)) as proxy:
+        gate = threading.Event()
+
+        def one(_: int) -> int:
+            gate.wait()
+            return httpx.post(
+                f"{proxy.url}/v1/chat/completions", json=body, headers=AUTH, timeout=30
+            ).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(one, i) for i in range(8)]
+            gate.set()
+            statuses = [f.result() for f in futures]
+        spent = usage_of(proxy)["spent_usd"]
+    # $0.080025 a request: the budget may be passed by one request at most.
+    assert spent <= 0.1 + 0.0801, (statuses, spent)

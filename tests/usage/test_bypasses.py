@@ -183,3 +183,65 @@ def test_7_concurrent_requests_cannot_pass_the_limit_together() -> None:
         assert admitted * 100 <= 1000 + 100
         assert spent == admitted * 100
         assert admitted >= 5
+
+
+def _best_of_reply(request: dict[str, Any]) -> Any:
+    # A completion with best_of=10 bills all ten candidates, whatever n returns.
+    usage = {"prompt_tokens": 5, "completion_tokens": 1000, "total_tokens": 1005}
+    body = json.dumps({"choices": [], "usage": usage}).encode()
+    return 200, JSON, [(1.0, body)]
+
+
+def test_8_best_of_reserves_every_answer_it_writes() -> None:
+    """A legacy completion with best_of=10 reserved one answer's worst case: while it ran,
+    the caller's other requests still fitted under RATE_LIMIT_TOKENS, and the ten answers it
+    wrote were counted only once they were spent, past the limit."""
+    import threading
+
+    upstream = ScriptedUpstream(models_or(_best_of_reply))
+    with metered(upstream, RATE_LIMIT_TOKENS="1000") as proxy:
+        body = {"model": "fake-model", "prompt": "hi", "max_tokens": 100, "best_of": 10}
+        first = threading.Thread(
+            target=httpx.post,
+            args=(f"{proxy.url}/v1/completions",),
+            kwargs={"json": body, "headers": AUTH, "timeout": 10},
+        )
+        first.start()
+        assert wait_until(lambda: len(upstream.seen), lambda seen: seen == 1) == 1
+        second = httpx.post(f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH)
+        first.join()
+        assert second.status_code == 429, second.text
+    assert len(upstream.seen) == 1
+
+
+def _field_masked(request: dict[str, Any]) -> Any:
+    # As Google's front end does: a field mask (?fields=, ?$fields=, X-Goog-FieldMask)
+    # trims the reply, usage included, to the fields it names.
+    usage: dict[str, Any] = {"promptTokenCount": 30, "candidatesTokenCount": 70}
+    masked = "fields=" in request["query"] or "x-goog-fieldmask" in request["headers"]
+    if masked:
+        usage = {"promptTokenCount": 30}
+    body = json.dumps({"candidates": [], "usageMetadata": usage}).encode()
+    return 200, JSON, [(0, body)]
+
+
+def test_9_a_field_mask_cannot_trim_the_usage_the_meter_reads() -> None:
+    """Google's APIs take a field mask (`?fields=`, `?$fields=`, `X-Goog-FieldMask`) that
+    trims the reply: `candidates,usageMetadata.promptTokenCount` kept the answer and cut
+    its output count, and the proxy charged the prompt alone."""
+    upstream = ScriptedUpstream(models_or(_field_masked))
+    path = "/gemini/v1beta/models/fake-model:generateContent"
+    body = {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 100}}
+    headers = {"x-goog-api-key": FAKE_TOKEN}
+    mask = "candidates,usageMetadata.promptTokenCount"
+    with metered(upstream, RATE_LIMIT_TOKENS="100000") as proxy:
+        for query, extra in (
+            (f"?fields={mask}", {}),
+            (f"?%24fields={mask}", {}),
+            ("", {"X-Goog-FieldMask": mask}),
+        ):
+            reply = httpx.post(f"{proxy.url}{path}{query}", json=body, headers={**headers, **extra})
+            assert reply.status_code == 400, reply.text
+            assert reply.json()["error"]["status"] == "INVALID_ARGUMENT"
+        assert remaining(proxy) == 100000
+    assert [s for s in upstream.seen if not s.path.endswith("/models")] == []

@@ -56,6 +56,25 @@ class TestParsePrices:
         )
         assert table == {"m-*": Price(1.0, 2.5, 0.5, 100)}
 
+    def test_the_context_window_is_read_and_bounded(self) -> None:
+        table = parse_prices('{"m": {"input": 1, "output": 2, "max_input": 200000}}')
+        assert table["m"].max_input == 200_000
+        assert parse_prices('{"m": {"input": 1, "output": 2}}')["m"].max_input == 2_097_152
+
+    def test_cache_writes_and_long_prompts_have_rates_of_their_own(self) -> None:
+        entry = (
+            '{"m": {"input": 2, "output": 10, "cache_write": 2.5, "cache_write_1h": 4, '
+            '"long_context": 1000, "long_input": 4, "long_output": 15}}'
+        )
+        price = parse_prices(entry)["m"]
+        short = Usage(1000, 100, 0, 200, 300)
+        assert price.cost_usd(short) == pytest.approx((500 * 2 + 200 * 2.5 + 300 * 4 + 1000) / 1e6)
+        long = Usage(2000, 100, 0, 0, 1000)
+        assert price.cost_usd(long) == pytest.approx((1000 * 4 + 1000 * 8 + 100 * 15) / 1e6)
+        # A reply cannot make tokens cheaper than they are: parts beyond the input count
+        # no more than the input.
+        assert Price(1.0, 1.0).cost_usd(Usage(10, 0, 50, 50, 50)) == pytest.approx(10 / 1e6)
+
     def test_optional_fields_default(self) -> None:
         assert parse_prices('{"m": {"input": 1, "output": 2}}') == {
             "m": Price(1.0, 2.0, None, DEFAULT_MAX_OUTPUT)
@@ -86,6 +105,11 @@ class TestParsePrices:
             f'{{"input": 1, "output": 1, "max_output": {MAX_OUTPUT_LIMIT + 1}}}',
             '{"input": 1, "output": 1, "max_output": -1}',
             '{"input": 1, "output": 1, "max_output": 100.5}',
+            '{"input": 1, "output": 1, "max_input": 0}',
+            '{"input": 1, "output": 1, "cache_write_1h": -1}',
+            '{"input": 1, "output": 1, "long_context": 1.5}',
+            '{"input": 1, "output": 1, "max_input": "1000"}',
+            '{"input": 1, "output": 1, "max_input": 100000001}',
             '{"output": 1}',
         ],
     )
@@ -124,9 +148,11 @@ class TestWhichEntryPricesAModel:
     def test_an_override_beats_a_more_specific_built_in_entry(self) -> None:
         table = PriceTable({"gpt-4o*": A})
         assert table.find("gpt-4o-mini-2024-07-18") is A
-        assert PriceTable().find("gpt-4o-mini-2024-07-18") == Price(0.15, 0.60, 0.075, 16_384)
+        assert PriceTable().find("gpt-4o-mini-2024-07-18") == Price(
+            0.15, 0.60, 0.075, 16_384, max_input=128_000
+        )
         assert PriceTable({"other-*": A}).find("gpt-4o-2024-08-06") == Price(
-            2.50, 10.0, 1.25, 16_384
+            2.50, 10.0, 1.25, 16_384, max_input=128_000
         )
 
     def test_a_model_asked_for_again_has_the_same_price(self) -> None:
@@ -139,3 +165,21 @@ class TestWhichEntryPricesAModel:
     @pytest.mark.parametrize("model", [None, ""])
     def test_no_model_has_no_price(self, model: str | None) -> None:
         assert PriceTable({"*": A}).find(model) is None
+
+
+def test_the_worst_case_is_priced_at_the_dearest_rates() -> None:
+    price = Price(
+        3.0,
+        15.0,
+        0.3,
+        cache_write=3.75,
+        cache_write_1h=6.0,
+        audio_output=40.0,
+        long_context=1000,
+        long_input=6.0,
+        long_output=22.5,
+    )
+    assert price.worst_cost_usd(Usage(100, 10)) == pytest.approx((100 * 6 + 10 * 40) / 1e6)
+    # Past long_context the long input rate scales the cache writes too.
+    assert price.worst_cost_usd(Usage(2000, 10)) == pytest.approx((2000 * 12 + 10 * 40) / 1e6)
+    assert Price(1.0, 2.0).worst_cost_usd(Usage(10, 10)) == Price(1.0, 2.0).cost_usd(Usage(10, 10))
