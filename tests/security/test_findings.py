@@ -352,3 +352,79 @@ async def test_the_routed_model_list_is_scrubbed_of_the_keys() -> None:
     assert "gpt-4o" in ids and "claude-a" in ids, ids
     for secret in (FAKE_UPSTREAM_KEY, ANTHROPIC_KEY, masked, ANTHROPIC_KEY[-8:]):
         assert secret not in reply.text
+
+
+# ---- a multipart form read otherwise by the provider's form parser --------------------
+
+
+def _form_model_as_an_upstream_reads_it(body: bytes, boundary: bytes) -> str | None:
+    """What python-multipart (FastAPI, Starlette: vLLM, LiteLLM and most OpenAI-compatible
+    servers) reads as `model`: parts open at CRLF + delimiter, each Content-Disposition's
+    parameters are read as a header parser reads them (quoted strings kept whole), and a
+    parameter named twice keeps its last value."""
+    from email.message import Message
+
+    model = None
+    for part in (b"\r\n" + body).split(b"\r\n--" + boundary)[1:]:
+        head, _, content = part.partition(b"\r\n\r\n")
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-disposition":
+                header = Message()
+                header["content-disposition"] = value.decode("latin-1")
+                params = dict(header.get_params(header="content-disposition") or [])
+                if params.get("name") == "model":
+                    model = content.decode()
+    return model
+
+
+HIDDEN_MODEL_FORMS = {
+    # A `;` inside a quoted parameter is no parameter boundary to a header parser.
+    "quoted": (
+        b'--B\r\nContent-Disposition: form-data; x="; name=y; "; name="model"\r\n\r\n'
+        b"gpt-4o-transcribe\r\n"
+        b'--B\r\nContent-Disposition: form-data; x="; name=model; "; name="y"\r\n\r\n'
+        b"cheap-whisper\r\n"
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        b"RIFF\r\n--B--\r\n"
+    ),
+    # `name` twice in one part: python-multipart keeps the last, the proxy read the first.
+    "named-twice": (
+        b'--B\r\nContent-Disposition: form-data; name="y"; name="model"\r\n\r\n'
+        b"gpt-4o-transcribe\r\n"
+        b'--B\r\nContent-Disposition: form-data; name="model"; name="y"\r\n\r\n'
+        b"cheap-whisper\r\n"
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        b"RIFF\r\n--B--\r\n"
+    ),
+    # A delimiter not at the start of a line is file content to the provider, a new
+    # part to a reader that splits on every `--B`.
+    "mid-line-delimiter": (
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        b'RIFF--B\r\nContent-Disposition: form-data; name="model"\r\n\r\ncheap-whisper\r\n'
+        b"--B--\r\n"
+    ),
+}
+
+
+@respx.mock
+@pytest.mark.parametrize("form", HIDDEN_MODEL_FORMS.values(), ids=HIDDEN_MODEL_FORMS.keys())
+async def test_a_form_cannot_show_the_policy_one_model_and_the_provider_another(
+    form: bytes,
+) -> None:
+    """ALLOWED_MODELS reads `model` from a transcription's form; the provider's own form
+    parser must not find another model (or none, and run its default) in the same bytes."""
+    route = respx.post(f"{UPSTREAM}/audio/transcriptions").respond(200, json={"text": ""})
+    headers = {
+        "Authorization": f"Bearer {FAKE_TOKEN}",
+        "content-type": "multipart/form-data; boundary=B",
+    }
+    async with client(create_app(load_settings(env(ALLOWED_MODELS="cheap-*")))) as proxy:
+        response = await proxy.post("/v1/audio/transcriptions", content=form, headers=headers)
+    if route.call_count:
+        sent = route.calls.last.request.content
+        ran = _form_model_as_an_upstream_reads_it(sent, b"B")
+        pytest.fail(f"the provider was sent a form that runs {ran!r}: {response.status_code}")
+    # Refused as unreadable, or read as the provider reads it (and its model refused).
+    assert response.status_code in (400, 403), response.text
+    assert "error" in response.json()
