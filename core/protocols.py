@@ -207,8 +207,8 @@ class AmbiguousModel(ValueError):
 def field_in(document: dict[str, Any], name: str) -> Any:
     """The value of `name` in any of its spellings (`bidi_generate_content_setup`,
     `bidiGenerateContentSetup`: protobuf JSON reads both); two spellings are ambiguous."""
-    wanted = name.replace("_", "").lower()
-    found = [key for key in document if key.replace("_", "").lower() == wanted]
+    wanted = name.replace("_", "").casefold()
+    found = [key for key in document if key.replace("_", "").casefold() == wanted]
     if len(found) > 1:
         raise AmbiguousModel(f"{found[0]!r} and {found[1]!r} are one field")
     return document[found[0]] if found else None
@@ -253,6 +253,8 @@ class OpenAIWire(Wire):
     policed_fields = frozenset(
         {
             "model",
+            # OpenRouter's fallback list (core/request.py `_one_model`).
+            "models",
             "maxtokens",
             "maxcompletiontokens",
             "maxoutputtokens",

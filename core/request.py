@@ -80,8 +80,31 @@ def check_path(remainder: str) -> None:
 
 def _field_key(name: str) -> str:
     # `max_tokens`, `MAX_TOKENS`, `maxTokens` and `generation_config` / `generationConfig`
-    # are one field to some upstream.
-    return name.replace("_", "").lower()
+    # are one field to some upstream. `casefold`, not `lower`: Go's encoding/json matches
+    # names with Unicode folding, so `max_token` + U+017F (long s) is `max_tokens` to it.
+    return name.replace("_", "").casefold()
+
+
+def _plainly_spelled(name: str) -> bool:
+    """snake_case or lowerCamelCase in ASCII: how every SDK spells a field, and the only
+    spellings the rules read. `N`, `Model` or U+017F + `tream` alone is `n`, `model` or `stream`
+    to a case-insensitive reader (Go's encoding/json) yet nothing the proxy read."""
+    return name.isascii() and (name.islower() or (name[:1].islower() and "_" not in name))
+
+
+def _check_spellings(document: Any, policed: frozenset[str]) -> None:
+    """The top level of a body, where the rules read: a policed field spelled otherwise
+    than plainly is refused. Deeper objects are the caller's data (a tool's parameters may
+    well be named `Input`); two spellings side by side are refused at every depth."""
+    if not policed or not isinstance(document, dict):
+        return
+    for name in document:
+        if not _plainly_spelled(name) and _field_key(name) in policed:
+            raise RepeatedField(
+                f"The request body names the field {name[:100]!r}, which some providers read "
+                "as a field the proxy checks under its usual spelling; spell it as the API "
+                "documents it."
+            )
 
 
 # The field key of each member name seen lately: a body's names are mostly the same few
@@ -132,7 +155,9 @@ def strict_json(body: bytes, policed: frozenset[str]) -> Any:
     """`json.loads` for a body the proxy decides on. A field named twice is refused, and so
     is a policed field in two spellings: the proxy would check one value while a provider
     or gateway that reads the other runs a model or a token cap nobody checked."""
-    return json.loads(body, object_pairs_hook=_one_value_per_name(policed))
+    document = json.loads(body, object_pairs_hook=_one_value_per_name(policed))
+    _check_spellings(document, policed)
+    return document
 
 
 # One strict decoder per set of policed fields, built once: `json.loads` with a hook builds
@@ -173,7 +198,9 @@ def _parse(body: bytes, strict: bool, wire: Wire, shared: bool = False) -> Any:
             return _one_model(strict_json(body, wire.policed_fields))
         # What `json.loads` does with bytes, with the decoder built once.
         text = body.decode(json.detect_encoding(body), "surrogatepass")
-        return _one_model(_strict_decoder(wire.policed_fields).decode(text))
+        document = _strict_decoder(wire.policed_fields).decode(text)
+        _check_spellings(document, wire.policed_fields)
+        return _one_model(document)
     except RecursionError:
         raise BadRequest("The request body's JSON is nested too deeply.") from None
     except RepeatedField:

@@ -428,3 +428,46 @@ async def test_a_form_cannot_show_the_policy_one_model_and_the_provider_another(
     # Refused as unreadable, or read as the provider reads it (and its model refused).
     assert response.status_code in (400, 403), response.text
     assert "error" in response.json()
+
+
+# ---- a field name a case-insensitive JSON reader takes for a policed one ----------------
+# Go's encoding/json (Ollama, and the Go gateways many deployments put in front of vLLM or
+# a vendor) matches a body's names to its fields ignoring case, with Unicode folding: `N`
+# is `n`, and U+017F LATIN SMALL LETTER LONG S folds to `s` (`max_token\u017f` is
+# `max_tokens`), U+212A KELVIN SIGN to `k`; of two it keeps the last.
+
+GO_SPELLED_BODIES = {
+    # 64 answers of 10 tokens: the proxy counted one.
+    "N": b'{"model":"m","messages":[],"max_tokens":10,"N":64}',
+    "max_tokens-long-s": '{"model":"m","messages":[],"max_tokens":10,"max_token\u017f":100000}'.encode(),
+    "max_tokens-kelvin": '{"model":"m","messages":[],"max_tokens":10,"max_to\u212aens":9999}'.encode(),
+    "MAX_TOKENS": b'{"model":"m","messages":[],"max_tokens":10,"MAX_TOKENS":100000}',
+}
+
+
+@respx.mock
+@pytest.mark.parametrize("body", GO_SPELLED_BODIES.values(), ids=GO_SPELLED_BODIES.keys())
+async def test_output_cap_holds_against_a_case_insensitive_upstream(body: bytes) -> None:
+    route = respx.post(f"{UPSTREAM}/chat/completions").respond(200, json={})
+    async with client(create_app(load_settings(env(MAX_TOKENS_CAP="100")))) as proxy:
+        response = await proxy.post("/v1/chat/completions", content=body, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert route.call_count == 0
+
+
+@respx.mock
+async def test_model_scope_holds_against_a_case_insensitive_upstream(
+    scoped: tuple[httpx.AsyncClient, str],
+) -> None:
+    """`model\u017f` is `models` to Go, `\u017ftream` is `stream`: the proxy checked neither."""
+    proxy, token = scoped
+    route = respx.post(f"{UPSTREAM}/chat/completions").respond(200, json={})
+    headers = {"Authorization": f"Bearer {token}", "content-type": "application/json"}
+    for body in (
+        '{"model":"cheap-1","messages":[],"models":["cheap-1"],"model\u017f":["expensive"]}',
+        '{"model":"cheap-1","messages":[],"Stream":true,"\u017ftream":true}',
+    ):
+        response = await proxy.post("/v1/chat/completions", content=body.encode(), headers=headers)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "repeated_field"
+    assert route.call_count == 0
