@@ -68,13 +68,19 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def route_path(remainder: str) -> str:
-    """The path as an upstream would read it, for matching routes only: decoded, repeated
-    and trailing slashes dropped, lower case, path parameters (`;x`, which servlet-style
-    routers ignore) cut from each segment. `/v1/Chat//completions;x/` is still chat."""
+def decoded_path(remainder: str) -> str:
+    """The path as an upstream would read it, case kept: decoded, repeated and trailing
+    slashes dropped, path parameters (`;x`, which servlet-style routers ignore) cut from
+    each segment."""
     decoded = unquote(unquote(remainder))
-    parts = [part.partition(";")[0] for part in decoded.lower().split("/")]
+    parts = [part.partition(";")[0] for part in decoded.split("/")]
     return "/" + "/".join(part for part in parts if part)
+
+
+def route_path(remainder: str) -> str:
+    """`decoded_path` in lower case, for matching routes (ASP.NET and many routers ignore
+    case): `/v1/Chat//completions;x/` is still chat."""
+    return decoded_path(remainder).lower()
 
 
 def _squashed(path: str) -> str:

@@ -23,6 +23,7 @@ from core.protocols import (
     UNREADABLE,
     AmbiguousModel,
     Route,
+    decoded_path,
     route_path,
     transcription_models,
 )
@@ -310,16 +311,23 @@ class ProxyRequest:
         """The model asked for: the path's model segment (Gemini `/models/{model}:...`,
         Azure `/deployments/{name}/...`) or the JSON body's `model`."""
         marker = self.provider.model_in_path
-        remainder = self.remainder
-        if marker and marker in remainder:
-            segment = remainder.split(marker, 1)[1]
-            return unquote(segment.split("/", 1)[0].split(":", 1)[0]) or None
-        if marker and ":" in remainder:
-            # A method called on another resource (Gemini `tunedModels/x:generateContent`):
-            # name it with its collection, so a scope written for models never matches it.
-            resource = remainder.split(":", 1)[0].strip("/").split("/")
-            if len(resource) >= 2:
-                return "/".join(resource[-2:])
+        if marker:
+            # Read where the route was read, as the upstream reads it: decoded, `;`
+            # parameters cut, the marker in any case (`/%64eployments/`, `/Deployments/`
+            # and `/deployments;v=1/` all name Azure's deployment, `%3A` is a method's `:`).
+            # Read off the raw path, such a spelling fell through to the body's `model`,
+            # which Azure and Gemini ignore beside the path's.
+            path = decoded_path(self.remainder)
+            at = path.lower().find(marker)
+            if at >= 0:
+                segment = path[at + len(marker) :]
+                return segment.split("/", 1)[0].split(":", 1)[0] or None
+            if ":" in path:
+                # A method called on another resource (Gemini `tunedModels/x:generateContent`):
+                # name it with its collection, so a scope written for models never matches it.
+                resource = path.split(":", 1)[0].strip("/").split("/")
+                if len(resource) >= 2:
+                    return "/".join(resource[-2:])
         if self.route is FORM_WITH_MODEL:
             # Transcriptions, image edits: the model is a form field. Loaded on first use
             # (its patterns are compiled at import), as few deployments see these routes.

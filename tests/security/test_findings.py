@@ -471,3 +471,60 @@ async def test_model_scope_holds_against_a_case_insensitive_upstream(
         assert response.status_code == 400, response.text
         assert response.json()["error"]["code"] == "repeated_field"
     assert route.call_count == 0
+
+
+# ---- the model segment of a path, spelled as the upstream still reads it -------------
+AZURE = "https://azure.upstream.test"
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    "path",
+    [
+        # ASP.NET routes (Azure OpenAI's front door) match paths ignoring case.
+        "/azure/openai/Deployments/big-gpt/chat/completions",
+        # Every server decodes `%64` to `d` before routing.
+        "/azure/openai/%64eployments/big-gpt/chat/completions",
+        # Servlet-style routers drop a segment's `;` parameters.
+        "/azure/openai/deployments;v=1/big-gpt/chat/completions",
+    ],
+)
+async def test_model_list_holds_for_a_path_model_spelled_otherwise(path: str) -> None:
+    """The deployment in the path is the model Azure runs; the body's `model` is ignored.
+    The proxy must read the path as the upstream does, not fall back to the body."""
+    route = respx.route(host="azure.upstream.test").respond(200, json={})
+    extra = {
+        "AZURE_OPENAI_API_KEY": "fake-azure-key",
+        "AZURE_OPENAI_UPSTREAM": AZURE,
+        "ALLOWED_MODELS": "small-*",
+    }
+    headers = {"api-key": FAKE_TOKEN, "content-type": "application/json"}
+    body = b'{"model":"small-gpt","messages":[]}'
+    async with client(create_app(load_settings(env(**extra)))) as proxy:
+        allowed = await proxy.post(
+            "/azure/openai/deployments/small-gpt/chat/completions", content=body, headers=headers
+        )
+        response = await proxy.post(path, content=body, headers=headers)
+    assert allowed.status_code == 200, allowed.text
+    assert response.status_code in (400, 403), response.text
+    assert route.call_count == 1
+
+
+@respx.mock
+async def test_model_scope_holds_for_a_gemini_method_spelled_with_an_escaped_colon(
+    tmp_path: Path,
+) -> None:
+    """`tunedModels/x%3AgenerateContent` is `tunedModels/x:generateContent` once decoded (the
+    route read it so): the tuned model runs, whatever model the body names."""
+    url = f"sqlite:///{tmp_path}/tokens.db"
+    token, _ = create_token(open_store(url), "bob", models=("gemini-2.0-flash*",))
+    extra = {"TOKEN_STORE": url, "GEMINI_API_KEY": "fake-gemini-key", "GEMINI_UPSTREAM": GEMINI}
+    route = respx.post(url__startswith=GEMINI).respond(200, json={})
+    headers = {"x-goog-api-key": token, "content-type": "application/json"}
+    body = b'{"model":"gemini-2.0-flash","contents":[]}'
+    async with client(create_app(load_settings(env(**extra)))) as proxy:
+        tuned = await proxy.post(
+            "/gemini/v1beta/tunedModels/my-tuned%3AgenerateContent", content=body, headers=headers
+        )
+    assert tuned.status_code == 403, tuned.text
+    assert route.call_count == 0
