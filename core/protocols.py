@@ -18,6 +18,7 @@ on provider names. A protocol says, for a method and path:
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Literal, NamedTuple
 from urllib.parse import unquote
 
@@ -179,8 +180,28 @@ class Wire:
 _OUTPUT_CAP_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
+def lenient_count(value: Any) -> int | None:
+    """A whole number as the most lenient upstream reads it, None when none would: protobuf
+    JSON (Gemini) reads an integer from a string (`"8"`, `"8e0"`), pydantic's lax mode
+    (vLLM, most Python servers) from a string or an integral float (`8.0`, `" 8 "`). A
+    rule that counts only JSON integers would count such an `n` as one answer."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _answers(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
+    count = lenient_count(value)
+    return count if count is not None and count > 1 else 1
 
 
 # Where an OpenAI realtime session (a mint's body, a session.update's `session`, a realtime

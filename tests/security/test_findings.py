@@ -528,3 +528,33 @@ async def test_model_scope_holds_for_a_gemini_method_spelled_with_an_escaped_col
         )
     assert tuned.status_code == 403, tuned.text
     assert route.call_count == 0
+
+
+# ---- a count given as text or a float, which the upstream reads as a number ----------
+
+
+@respx.mock
+@pytest.mark.parametrize("count", ['"8"', "8.0", '" 8 "', '"8e0"'])
+async def test_output_cap_counts_answers_given_as_text(count: str) -> None:
+    """protobuf JSON (Gemini) reads an int32 from a string, and pydantic's lax mode (vLLM,
+    most Python servers) from a string or an integral float: 8 answers of 100 tokens
+    each, where the cap allows 100 in all."""
+    extra = {"GEMINI_API_KEY": "fake-gemini-key", "GEMINI_UPSTREAM": GEMINI}
+    gemini = respx.post(url__startswith=GEMINI).respond(200, json={})
+    openai = respx.post(f"{UPSTREAM}/chat/completions").respond(200, json={})
+    config = f'{{"maxOutputTokens":100,"candidateCount":{count}}}'
+    headers = {"x-goog-api-key": FAKE_TOKEN, "content-type": "application/json"}
+    async with client(create_app(load_settings(env(MAX_TOKENS_CAP="100", **extra)))) as proxy:
+        native = await proxy.post(
+            "/gemini/v1beta/models/gemini-2.0-flash:generateContent",
+            content=f'{{"contents":[],"generationConfig":{config}}}'.encode(),
+            headers=headers,
+        )
+        compatible = await proxy.post(
+            "/v1/chat/completions",
+            content=f'{{"model":"m","messages":[],"max_tokens":100,"n":{count}}}'.encode(),
+            headers=AUTH,
+        )
+    assert native.status_code == 400, native.text
+    assert compatible.status_code == 400, compatible.text
+    assert gemini.call_count == openai.call_count == 0
