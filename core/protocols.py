@@ -149,7 +149,8 @@ class Wire:
         return [(name, document[name]) for name in _OUTPUT_CAP_FIELDS if name in document]
 
     def answers(self, document: dict[str, Any]) -> int:
-        """How many answers one request asks for (OpenAI `n`, Gemini `candidateCount`)."""
+        """How many answers one request generates (OpenAI `n` or `best_of`, Gemini
+        `candidateCount`)."""
         return 1
 
     def temperature(self, document: dict[str, Any]) -> Any:
@@ -286,6 +287,7 @@ class OpenAIWire(Wire):
             "maxcompletiontokens",
             "maxoutputtokens",
             "n",
+            "bestof",
             "stream",
             "streamoptions",
             "messages",
@@ -354,7 +356,9 @@ class OpenAIWire(Wire):
         return None
 
     def answers(self, document: dict[str, Any]) -> int:
-        count = _answers(document.get("n"))
+        # Legacy completions' `best_of` generates (and bills) that many server-side and
+        # returns the best `n` of them: each is an answer as far as the bill goes.
+        count = max(_answers(document.get("n")), _answers(document.get("best_of")))
         prompt = document.get("prompt")
         # Legacy completions: a list of prompts is one answer (or n) per prompt.
         if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):

@@ -146,5 +146,5 @@ class RequestPolicy:
             if value * answers > cap:
                 raise PolicyRefused(
                     f"Policy MAX_TOKENS_CAP: {answers} answers of up to {value} tokens each "
-                    f"(n, candidateCount or a list of prompts) is more than {cap} in all."
+                    f"(n, best_of, candidateCount or a list of prompts) is more than {cap} in all."
                 )

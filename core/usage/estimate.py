@@ -82,7 +82,7 @@ class WorstCase:
         if answers > MAX_ANSWERS:
             # Not the count itself: n times the prompts may have more digits than str() takes.
             raise TooManyAnswers(
-                f"The request asks for more than {MAX_ANSWERS:,} answers (n, candidateCount "
+                f"The request asks for more than {MAX_ANSWERS:,} answers (n, best_of, candidateCount "
                 "or a list of prompts); no provider gives that many."
             )
         per_answer = max(asked) if asked else 0

@@ -558,3 +558,22 @@ async def test_output_cap_counts_answers_given_as_text(count: str) -> None:
     assert native.status_code == 400, native.text
     assert compatible.status_code == 400, compatible.text
     assert gemini.call_count == openai.call_count == 0
+
+
+# ---- candidates generated and billed beyond the answers returned ---------------------
+
+
+@respx.mock
+async def test_output_cap_counts_best_of_candidates() -> None:
+    """Legacy completions' `best_of` generates (and bills) that many completions server-side
+    and returns the best `n`: 20 of 100 tokens where the cap allows 100 in all."""
+    route = respx.post(f"{UPSTREAM}/completions").respond(200, json={})
+    body = b'{"model":"m","prompt":"hi","max_tokens":100,"best_of":20}'
+    async with client(create_app(load_settings(env(MAX_TOKENS_CAP="100")))) as proxy:
+        response = await proxy.post("/v1/completions", content=body, headers=AUTH)
+        alone = await proxy.post(
+            "/v1/completions", content=b'{"model":"m","prompt":"hi","max_tokens":100}', headers=AUTH
+        )
+    assert response.status_code == 400, response.text
+    assert alone.status_code == 200
+    assert route.call_count == 1
