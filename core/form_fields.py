@@ -1,5 +1,5 @@
 """The `model` of a multipart form (OpenAI's transcriptions, translations, image edits and
-variations send one), read as strictly as a JSON body's.
+variations, and video creation send one), read as strictly as a JSON body's.
 
 Those routes spend, and name their model in a form field rather than JSON: without this
 the proxy would see no model where the provider reads one. A form the proxy and the

@@ -38,8 +38,9 @@ FREE = Route("free", "read")
 # Free where the provider's record says so (`free_moderation`: OpenAI), unreadable elsewhere
 # (Mistral bills its moderation, and other vendors may): core/request.py decides.
 MODERATION = Route("free", "moderations")
-# Audio transcriptions and translations, image edits and variations: a multipart form that
-# names its model in a field (read by core/form_fields.py), a reply the meter cannot read.
+# Audio transcriptions and translations, image edits and variations, video creation: a
+# multipart form that names its model in a field (read by core/form_fields.py), a reply
+# the meter cannot read.
 FORM_WITH_MODEL = Route("unreadable", "form")
 UNREADABLE = Route("unreadable", "other")
 # Batches generate text later, outside any reply the meter or the policy could read.
@@ -325,6 +326,8 @@ class OpenAIWire(Wire):
             "/audio/translations",
             "/images/edits",
             "/images/variations",
+            # Sora's video creation: a form (or JSON) naming its model, billed per second.
+            "/videos",
         ):
             return FORM_WITH_MODEL
         if _ends(path, "/responses/input_tokens") or _cancels_response(path):

@@ -577,3 +577,31 @@ async def test_output_cap_counts_best_of_candidates() -> None:
     assert response.status_code == 400, response.text
     assert alone.status_code == 200
     assert route.call_count == 1
+
+
+# ---- a model named in a form on a route the policy did not read forms on --------------
+
+
+@respx.mock
+async def test_model_list_reads_a_video_forms_model() -> None:
+    """OpenAI's `POST /v1/videos` (Sora) takes a multipart form naming its model, like a
+    transcription: read as JSON, the form named no model and passed ALLOWED_MODELS."""
+    route = respx.post(f"{UPSTREAM}/videos").respond(200, json={})
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="model"\r\n\r\nsora-2-pro\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="prompt"\r\n\r\na cat\r\n--B--\r\n'
+    )
+    headers = {
+        "Authorization": f"Bearer {FAKE_TOKEN}",
+        "content-type": "multipart/form-data; boundary=B",
+    }
+    async with client(create_app(load_settings(env(ALLOWED_MODELS="gpt-4o-mini")))) as proxy:
+        response = await proxy.post("/v1/videos", content=body, headers=headers)
+        unnamed = await proxy.post(
+            "/v1/videos",
+            content=b'--B\r\nContent-Disposition: form-data; name="prompt"\r\n\r\na cat\r\n--B--\r\n',
+            headers=headers,
+        )
+    assert response.status_code == 403, response.text
+    assert unnamed.status_code == 403, unnamed.text  # Sora's default model would run
+    assert route.call_count == 0
