@@ -52,6 +52,12 @@ _FORBIDDEN_IN_PATH = re.compile(r"[\x00-\x1f\x7f\\]")
 _LINE_BREAK_OR_NUL = re.compile(rb"[\r\n\x00]").search
 
 
+# Headers that tell a server to run another method than the request line's (Google's API
+# platform reads X-HTTP-Method-Override, as do many web frameworks): the proxy classifies
+# a request by its own method, and a GET is a free read to it.
+_METHOD_OVERRIDES = frozenset({b"x-http-method-override", b"x-http-method", b"x-method-override"})
+
+
 class WebSocketUnsupported(BadRequest):
     code = "websocket_unsupported"
 
@@ -425,7 +431,17 @@ def build_request(
             origin = value
         elif name == b"upgrade" and value.strip().lower() == b"websocket":
             raise WebSocketUnsupported(WEBSOCKET_UNSUPPORTED)
+        elif name in _METHOD_OVERRIDES:
+            raise BadRequest(
+                f"The {name.decode()} header is not accepted; send the request with its method."
+            )
     key_param, query = split_key_param(scope.get("query_string", b""))
+    overriding = provider.wire.overriding_parameter(route, query, headers)
+    if overriding is not None:
+        raise BadRequest(
+            f"The parameter {overriding!r} would have the provider read this request, or "
+            "shape its reply, otherwise than the proxy does; send the request without it."
+        )
     return ProxyRequest(
         scope=scope,
         method=method,

@@ -605,3 +605,78 @@ async def test_model_list_reads_a_video_forms_model() -> None:
     assert response.status_code == 403, response.text
     assert unnamed.status_code == 403, unnamed.text  # Sora's default model would run
     assert route.call_count == 0
+
+
+# ---- Google's system parameters: the platform reads the request otherwise --------------
+# Every Google API reads `$httpMethod` (or X-HTTP-Method-Override) as the request's method,
+# `$ct` as its Content-Type, and `fields` / `$fields` / X-Goog-FieldMask, `alt` and
+# `callback` as the shape of its reply (cloud.google.com/apis/docs/system-parameters).
+
+GEMINI_EXTRA = {"GEMINI_API_KEY": "fake-gemini-key", "GEMINI_UPSTREAM": GEMINI}
+GEMINI_HEADERS = {"x-goog-api-key": FAKE_TOKEN, "content-type": "application/json"}
+GEMINI_BODY = b'{"contents":[{"parts":[{"text":"hi"}]}]}'
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("query", "header"),
+    [
+        ("?$httpMethod=POST", {}),
+        ("?%24httpMethod=POST", {}),
+        ("", {"X-HTTP-Method-Override": "POST"}),
+    ],
+)
+async def test_a_get_cannot_run_as_a_generation_upstream(
+    query: str, header: dict[str, str]
+) -> None:
+    """A GET is a free read to the proxy (no model list, no budget): told to run it as
+    POST, Google would generate with a model the list refuses, uncounted."""
+    route = respx.route(url__startswith=GEMINI).respond(200, json={})
+    settings = load_settings(env(ALLOWED_MODELS="gemini-2.0-flash", **GEMINI_EXTRA))
+    async with client(create_app(settings)) as proxy:
+        response = await proxy.request(
+            "GET",
+            f"/gemini/v1beta/models/gemini-2.5-pro:generateContent{query}",
+            content=GEMINI_BODY,
+            headers={**GEMINI_HEADERS, **header},
+        )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert route.call_count == 0
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("query", "header"),
+    [
+        ("?fields=candidates", {}),
+        ("?%24fields=candidates", {}),
+        ("?alt=proto", {}),
+        ("?callback=f", {}),
+        ("?$ct=application/x-protobuf", {}),
+        ("", {"X-Goog-FieldMask": "candidates"}),
+    ],
+)
+async def test_a_budgeted_generation_cannot_hide_its_usage(
+    query: str, header: dict[str, str]
+) -> None:
+    """A field mask without usageMetadata (or a protobuf or JSONP reply) leaves the meter
+    nothing to read: the call is charged its reservation, an estimate from the body, while
+    Google bills what ran (a cachedContent of a million tokens names none of them)."""
+    route = respx.route(url__startswith=GEMINI).respond(200, json={})
+    prices = json.dumps({"gemini-*": {"input": 1, "output": 1}})
+    extra = {**GEMINI_EXTRA, "BUDGET_PER_CALLER_USD": "5", "MODEL_PRICES": prices}
+    async with client(create_app(load_settings(env(**extra)))) as proxy:
+        response = await proxy.post(
+            f"/gemini/v1beta/models/gemini-2.0-flash:generateContent{query}",
+            content=GEMINI_BODY,
+            headers={**GEMINI_HEADERS, **header},
+        )
+        streamed = await proxy.post(
+            "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+            content=GEMINI_BODY,
+            headers=GEMINI_HEADERS,
+        )
+    assert response.status_code == 400, response.text
+    assert streamed.status_code == 200, streamed.text  # the SDK's own `alt=sse` passes
+    assert route.call_count == 1
