@@ -169,14 +169,6 @@ class Wire:
         """True when a stream reports usage only if asked and this request did not ask."""
         return False
 
-    def overriding_parameter(
-        self, route: Route, query: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> str | None:
-        """The name of a query parameter or header that makes the upstream read the request
-        otherwise than the proxy did (its method, its Content-Type), or shape a metered
-        reply so the meter cannot read its usage; None when there is none."""
-        return None
-
     # How a stream's last event ends, for protocols whose SDKs stop reading at it: the
     # proxy settles before relaying that event (core/proxy/stream_end.py). Empty: the
     # caller reads to the body's end, which the proxy sends after settling anyway.
@@ -451,11 +443,6 @@ class AnthropicWire(Wire):
 
 
 _GEMINI_FIELDS = ("promptTokenCount", "candidatesTokenCount", "totalTokenCount")
-# Google system parameters (GeminiWire.overriding_parameter): refused on every route, and
-# on metered routes those that shape the reply; `alt` may ask for JSON or SSE only.
-_GOOGLE_OVERRIDES = frozenset({b"httpmethod", b"ct"})
-_GOOGLE_REPLY_SHAPES = frozenset({b"fields", b"callback"})
-_ALT_READ = frozenset({b"json", b"sse"})
 
 
 class GeminiWire(Wire):
@@ -492,34 +479,6 @@ class GeminiWire(Wire):
 
     def is_stream(self, route: Route, path: str, query: bytes, document: Any) -> bool:
         return route.name == "stream-generate"
-
-    def overriding_parameter(
-        self, route: Route, query: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> str | None:
-        # Google's system parameters (cloud.google.com/apis/docs/system-parameters), read by
-        # every Google API as `name` or `$name`, in any encoding: `$httpMethod` would run a
-        # GET (a free read here) as POST, `$ct` would read the body as another type than
-        # the one the rules read; on a metered route a field mask, a protobuf or JSONP
-        # reply leaves the meter no usage to read, so the call would be charged only its
-        # reservation, an estimate from the body, while Google bills what ran.
-        metered = route.kind == "metered"
-        if query:
-            for part in query.split(b"&"):
-                raw, _, value = part.partition(b"=")
-                name = unquote_to_bytes(raw).strip().lower().removeprefix(b"$")
-                if name in _GOOGLE_OVERRIDES or (
-                    metered
-                    and (
-                        name in _GOOGLE_REPLY_SHAPES
-                        or (name == b"alt" and unquote_to_bytes(value).lower() not in _ALT_READ)
-                    )
-                ):
-                    return unquote_to_bytes(raw).decode("latin-1")[:40]
-        if metered:
-            for name, _ in headers:
-                if name == b"x-goog-fieldmask":
-                    return "X-Goog-FieldMask"
-        return None
 
     def usage_in(self, event: Any) -> dict[str, Any] | None:
         if not isinstance(event, dict):
@@ -561,3 +520,45 @@ WIRES: dict[str, Wire] = {
     "anthropic": AnthropicWire(),
     "gemini": GeminiWire(),
 }
+
+
+# Google system parameters (`overriding_parameter`): refused on every route, and on
+# metered routes those that shape the reply; `alt` may ask for JSON or SSE only.
+_GOOGLE_OVERRIDES = frozenset({b"httpmethod", b"ct"})
+_GOOGLE_REPLY_SHAPES = frozenset({b"fields", b"callback"})
+_ALT_READ = frozenset({b"json", b"sse"})
+
+
+def overriding_parameter(
+    route: Route, query: bytes, headers: list[tuple[bytes, bytes]]
+) -> str | None:
+    """The name of a query parameter or header that would have the upstream read the
+    request otherwise than the proxy did, or shape a metered reply so the meter cannot read
+    its usage; None when there is none.
+
+    Google's system parameters (cloud.google.com/apis/docs/system-parameters), read by every
+    Google API as `name` or `$name` in any encoding: `$httpMethod` would run a GET (a free
+    read here) as POST, `$ct` would read the body as another type than the rules read; on a
+    metered route a field mask, a protobuf or a JSONP reply leaves the meter no usage, so
+    the call would be charged only its reservation, an estimate from the body, while Google
+    bills what ran. Checked on every protocol: Gemini's OpenAI-compatible surface, and any
+    route MODEL_ROUTES sends there, is served by Google's platform too, and no other
+    provider gives these names a meaning a caller needs."""
+    metered = route.kind == "metered"
+    if query:
+        for part in query.split(b"&"):
+            raw, _, value = part.partition(b"=")
+            name = unquote_to_bytes(raw).strip().lower().removeprefix(b"$")
+            if name in _GOOGLE_OVERRIDES or (
+                metered
+                and (
+                    name in _GOOGLE_REPLY_SHAPES
+                    or (name == b"alt" and unquote_to_bytes(value).lower() not in _ALT_READ)
+                )
+            ):
+                return unquote_to_bytes(raw).decode("latin-1")[:40]
+    if metered:
+        for name, _ in headers:
+            if name == b"x-goog-fieldmask":
+                return "X-Goog-FieldMask"
+    return None

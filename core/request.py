@@ -24,6 +24,7 @@ from core.protocols import (
     AmbiguousModel,
     Route,
     decoded_path,
+    overriding_parameter,
     route_path,
     transcription_models,
 )
@@ -436,7 +437,7 @@ def build_request(
                 f"The {name.decode()} header is not accepted; send the request with its method."
             )
     key_param, query = split_key_param(scope.get("query_string", b""))
-    overriding = provider.wire.overriding_parameter(route, query, headers)
+    overriding = overriding_parameter(route, query, headers)
     if overriding is not None:
         raise BadRequest(
             f"The parameter {overriding!r} would have the provider read this request, or "

@@ -680,3 +680,20 @@ async def test_a_budgeted_generation_cannot_hide_its_usage(
     assert response.status_code == 400, response.text
     assert streamed.status_code == 200, streamed.text  # the SDK's own `alt=sse` passes
     assert route.call_count == 1
+
+
+@respx.mock
+async def test_googles_openai_surface_cannot_override_the_method_either() -> None:
+    """Gemini's OpenAI-compatible endpoint is served by the same platform: a GET there is a
+    free read to the proxy that `$httpMethod=POST` would turn into a chat completion."""
+    route = respx.route(url__startswith=GEMINI).respond(200, json={})
+    settings = load_settings(env(ALLOWED_MODELS="gemini-2.0-flash", **GEMINI_EXTRA))
+    async with client(create_app(settings)) as proxy:
+        response = await proxy.request(
+            "GET",
+            "/gemini/v1beta/openai/chat/completions?$httpMethod=POST",
+            content=b'{"model":"gemini-2.5-pro","messages":[]}',
+            headers=AUTH,
+        )
+    assert response.status_code == 400, response.text
+    assert route.call_count == 0
