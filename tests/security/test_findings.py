@@ -697,3 +697,17 @@ async def test_googles_openai_surface_cannot_override_the_method_either() -> Non
         )
     assert response.status_code == 400, response.text
     assert route.call_count == 0
+
+
+@respx.mock
+@pytest.mark.parametrize("param", ["$key", "%24key", "%24KEY"])
+async def test_googles_dollar_key_is_a_key_slot_too(param: str) -> None:
+    """`$key` is Google's system-parameter spelling of `key`: a caller's token sent there is
+    read as the credential, and goes no further than `key=` does."""
+    route = respx.get(url__startswith=f"{UPSTREAM}/models").respond(200, json={})
+    async with client(create_app(load_settings(env()))) as proxy:
+        response = await proxy.get(f"/v1/models?alt=json&{param}={FAKE_TOKEN}")
+    assert response.status_code == 200, response.text
+    sent = route.calls.last.request.url
+    assert FAKE_TOKEN not in str(sent)
+    assert sent.query == b"alt=json"
