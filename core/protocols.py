@@ -45,6 +45,11 @@ FORM_WITH_MODEL = Route("unreadable", "form")
 UNREADABLE = Route("unreadable", "other")
 # Batches generate text later, outside any reply the meter or the policy could read.
 _BATCH = Route("unreadable", "batch", generates=True)
+# Routes that generate text in a shape the policy does not read (an Assistants run, with
+# the assistant's model and its own cap; Ollama's native chat, capped by num_predict;
+# Anthropic's legacy completions): refused while MAX_TOKENS_CAP or MAX_MESSAGES is set,
+# as a batch is, rather than read as routes that generate nothing.
+_GENERATES_UNREAD = Route("unreadable", "generates-unread", generates=True)
 # Ephemeral keys for realtime sessions the caller then opens with the provider directly.
 EPHEMERAL_KEY = Route("minting", "ephemeral-key")
 # A provider-side realtime session made over HTTP (WebRTC's SDP offer, a SIP call's accept):
@@ -276,6 +281,13 @@ def _cancels_response(path: str) -> bool:
     return bool(found) and len(segments) == 2 and segments[1] == "cancel"
 
 
+def _runs_assistant(path: str) -> bool:
+    """An Assistants run: `/threads/runs`, `/threads/{id}/runs`, and anything under a run
+    (`.../runs/{id}/submit_tool_outputs` generates on)."""
+    _, found, tail = path.partition("/threads/")
+    return bool(found) and "runs" in tail.split("/")
+
+
 class OpenAIWire(Wire):
     name = "openai"
     usage_keys = (b'"usage"',)
@@ -333,6 +345,8 @@ class OpenAIWire(Wire):
         if _ends(path, "/responses/input_tokens") or _cancels_response(path):
             # Counting tokens, cancelling a background response.
             return FREE
+        if _runs_assistant(path) or _ends(path, "/api/chat", "/api/generate"):
+            return _GENERATES_UNREAD
         # Anything else (a route OpenAI adds later under /responses/ among them) may spend.
         return UNREADABLE
 
@@ -400,6 +414,8 @@ class AnthropicWire(Wire):
             return _BATCH
         if _ends(path, "/messages"):
             return Route("metered", "messages", generates=True)
+        if _ends(path, "/complete"):
+            return _GENERATES_UNREAD  # legacy Text Completions (max_tokens_to_sample)
         return UNREADABLE
 
     def usage_in(self, event: Any) -> dict[str, Any] | None:

@@ -711,3 +711,44 @@ async def test_googles_dollar_key_is_a_key_slot_too(param: str) -> None:
     sent = route.calls.last.request.url
     assert FAKE_TOKEN not in str(sent)
     assert sent.query == b"alt=json"
+
+
+# ---- routes that generate text, read as routes that do not ---------------------------
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        # OpenAI's Assistants: a run generates with the assistant's model and its own cap.
+        ("/v1/threads/runs", b'{"assistant_id":"a","max_completion_tokens":100000}'),
+        ("/v1/threads/thread_1/runs", b'{"assistant_id":"a"}'),
+        ("/v1/threads/thread_1/runs/run_1/submit_tool_outputs", b'{"tool_outputs":[]}'),
+        # Ollama's native API (under OLLAMA_UPSTREAM): num_predict is its cap.
+        ("/v1/api/chat", b'{"model":"m","messages":[],"options":{"num_predict":100000}}'),
+        ("/v1/api/generate", b'{"model":"m","prompt":"hi","options":{"num_predict":-1}}'),
+    ],
+)
+async def test_output_cap_holds_on_routes_that_generate_unread(path: str, body: bytes) -> None:
+    """MAX_TOKENS_CAP refuses a generating route it cannot read (a batch); these generate
+    too, yet were read as routes that generate nothing, and the cap did not apply."""
+    route = respx.route(host="api.upstream.test").respond(200, json={})
+    async with client(create_app(load_settings(env(MAX_TOKENS_CAP="100")))) as proxy:
+        response = await proxy.post(path, content=body, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert route.call_count == 0
+
+
+@respx.mock
+async def test_output_cap_holds_on_anthropics_legacy_completions() -> None:
+    route = respx.route(host="anthropic.upstream.test").respond(200, json={})
+    extra = {"ANTHROPIC_API_KEY": "fake-anthropic-key", "ANTHROPIC_UPSTREAM": ANTHROPIC}
+    body = b'{"model":"claude-2.1","prompt":"\\n\\nHuman: hi\\n\\nAssistant:","max_tokens_to_sample":100000}'
+    async with client(create_app(load_settings(env(MAX_TOKENS_CAP="100", **extra)))) as proxy:
+        response = await proxy.post(
+            "/anthropic/v1/complete",
+            content=body,
+            headers={"x-api-key": FAKE_TOKEN, "content-type": "application/json"},
+        )
+    assert response.status_code == 400, response.text
+    assert route.call_count == 0
