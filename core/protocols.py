@@ -47,7 +47,7 @@ UNREADABLE = Route("unreadable", "other")
 _BATCH = Route("unreadable", "batch", generates=True)
 # Routes that generate text in a shape the policy does not read (an Assistants run, with
 # the assistant's model and its own cap; Ollama's native chat, capped by num_predict;
-# Anthropic's legacy completions): refused while MAX_TOKENS_CAP or MAX_MESSAGES is set,
+# Anthropic's legacy completions; Gemini's grounded answers): refused while MAX_TOKENS_CAP or MAX_MESSAGES is set,
 # as a batch is, rather than read as routes that generate nothing.
 _GENERATES_UNREAD = Route("unreadable", "generates-unread", generates=True)
 # Ephemeral keys for realtime sessions the caller then opens with the provider directly.
@@ -489,6 +489,8 @@ class GeminiWire(Wire):
             return FREE
         if path.endswith(":batchgeneratecontent"):
             return _BATCH
+        if path.endswith(":generateanswer"):
+            return _GENERATES_UNREAD  # the AQA model's grounded answers
         if _squashed(path).endswith("/authtokens"):
             return EPHEMERAL_KEY
         return UNREADABLE

@@ -752,3 +752,19 @@ async def test_output_cap_holds_on_anthropics_legacy_completions() -> None:
         )
     assert response.status_code == 400, response.text
     assert route.call_count == 0
+
+
+@respx.mock
+async def test_output_cap_holds_on_geminis_grounded_answers() -> None:
+    """`:generateAnswer` (the AQA model) writes an answer, capped by no field the policy reads."""
+    route = respx.route(url__startswith=GEMINI).respond(200, json={})
+    async with client(
+        create_app(load_settings(env(MAX_TOKENS_CAP="100", **GEMINI_EXTRA)))
+    ) as proxy:
+        response = await proxy.post(
+            "/gemini/v1beta/models/aqa:generateAnswer",
+            content=b'{"contents":[],"answerStyle":"VERBOSE"}',
+            headers=GEMINI_HEADERS,
+        )
+    assert response.status_code == 400, response.text
+    assert route.call_count == 0
