@@ -540,43 +540,53 @@ WIRES: dict[str, Wire] = {
 }
 
 
-# Google system parameters (`overriding_parameter`): refused on every route, and on
-# metered routes those that shape the reply; `alt` may ask for JSON or SSE only.
+# Google system parameters: those that change how the request is read, refused on every
+# route (`overriding_parameter`), and those that shape the reply, refused while usage is
+# capped (`usage_hiding_parameter`); `alt` may ask for JSON or SSE only.
 _GOOGLE_OVERRIDES = frozenset({b"httpmethod", b"ct"})
 _GOOGLE_REPLY_SHAPES = frozenset({b"fields", b"callback"})
 _ALT_READ = frozenset({b"json", b"sse"})
 
 
-def overriding_parameter(
-    route: Route, query: bytes, headers: list[tuple[bytes, bytes]]
-) -> str | None:
-    """The name of a query parameter or header that would have the upstream read the
-    request otherwise than the proxy did, or shape a metered reply so the meter cannot read
-    its usage; None when there is none.
+def _system_parameters(query: bytes) -> list[tuple[bytes, bytes, bytes]]:
+    """(name as Google reads it, name as sent, value) for each query parameter: decoded,
+    lower case, without the `$` that Google's system parameters may carry."""
+    found = []
+    for part in query.split(b"&"):
+        raw, _, value = part.partition(b"=")
+        sent = unquote_to_bytes(raw)
+        found.append((sent.strip().lower().removeprefix(b"$"), sent, unquote_to_bytes(value)))
+    return found
+
+
+def overriding_parameter(query: bytes) -> str | None:
+    """The name of a query parameter that would have the upstream read the request
+    otherwise than the proxy did; None when there is none.
 
     Google's system parameters (cloud.google.com/apis/docs/system-parameters), read by every
     Google API as `name` or `$name` in any encoding: `$httpMethod` would run a GET (a free
-    read here) as POST, `$ct` would read the body as another type than the rules read; on a
-    metered route a field mask, a protobuf or a JSONP reply leaves the meter no usage, so
-    the call would be charged only its reservation, an estimate from the body, while Google
-    bills what ran. Checked on every protocol: Gemini's OpenAI-compatible surface, and any
-    route MODEL_ROUTES sends there, is served by Google's platform too, and no other
-    provider gives these names a meaning a caller needs."""
-    metered = route.kind == "metered"
+    read here) as POST, `$ct` would read the body as another type than the rules read.
+    Checked on every protocol: Gemini's OpenAI-compatible surface, and any route
+    MODEL_ROUTES sends there, is served by Google's platform too, and no other provider
+    gives these names a meaning a caller needs."""
     if query:
-        for part in query.split(b"&"):
-            raw, _, value = part.partition(b"=")
-            name = unquote_to_bytes(raw).strip().lower().removeprefix(b"$")
-            if name in _GOOGLE_OVERRIDES or (
-                metered
-                and (
-                    name in _GOOGLE_REPLY_SHAPES
-                    or (name == b"alt" and unquote_to_bytes(value).lower() not in _ALT_READ)
-                )
-            ):
-                return unquote_to_bytes(raw).decode("latin-1")[:40]
-    if metered:
-        for name, _ in headers:
-            if name == b"x-goog-fieldmask":
-                return "X-Goog-FieldMask"
+        for name, sent, _ in _system_parameters(query):
+            if name in _GOOGLE_OVERRIDES:
+                return sent.decode("latin-1")[:40]
+    return None
+
+
+def usage_hiding_parameter(query: bytes, headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The name of a query parameter or header that would have Google shape a reply so the
+    meter cannot read its usage (a field mask without usageMetadata, a protobuf or JSONP
+    reply); None when there is none. Under a budget or token limit such a call would be
+    charged only its reservation, an estimate from the body, while Google bills what ran
+    (a cachedContent's million tokens are not in the body)."""
+    if query:
+        for name, sent, value in _system_parameters(query):
+            if name in _GOOGLE_REPLY_SHAPES or (name == b"alt" and value.lower() not in _ALT_READ):
+                return sent.decode("latin-1")[:40]
+    for name, _ in headers:
+        if name == b"x-goog-fieldmask":
+            return "X-Goog-FieldMask"
     return None

@@ -437,11 +437,11 @@ def build_request(
                 f"The {name.decode()} header is not accepted; send the request with its method."
             )
     key_param, query = split_key_param(scope.get("query_string", b""))
-    overriding = overriding_parameter(route, query, headers)
+    overriding = overriding_parameter(query)
     if overriding is not None:
         raise BadRequest(
-            f"The parameter {overriding!r} would have the provider read this request, or "
-            "shape its reply, otherwise than the proxy does; send the request without it."
+            f"The parameter {overriding!r} would have the provider read this request "
+            "otherwise than the proxy does; send the request without it."
         )
     return ProxyRequest(
         scope=scope,

@@ -677,7 +677,8 @@ async def test_a_budgeted_generation_cannot_hide_its_usage(
             content=GEMINI_BODY,
             headers=GEMINI_HEADERS,
         )
-    assert response.status_code == 400, response.text
+    # 400 for `$ct` (refused on every route), 403 route_not_metered for the rest.
+    assert response.status_code in (400, 403), response.text
     assert streamed.status_code == 200, streamed.text  # the SDK's own `alt=sse` passes
     assert route.call_count == 1
 
