@@ -98,6 +98,10 @@ def form_field(body: bytes, content_types: list[bytes], name: str) -> str | None
     for part in parts[1:-1]:
         if part.startswith(b"--"):
             raise UnreadableForm("The multipart form goes on after its closing boundary.")
+        if not part.lstrip(b" \t").startswith(b"\r\n"):
+            # `--Bx`: a delimiter is followed by CRLF (or `--`); this line is content to a
+            # strict parser and a new part to a lenient one.
+            raise UnreadableForm("The multipart form has its boundary inside a part.")
         head, blank, content = part.partition(b"\r\n\r\n")
         if not blank:
             raise UnreadableForm("A part of the multipart form has no header end.")

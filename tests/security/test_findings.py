@@ -365,7 +365,13 @@ def _form_model_as_an_upstream_reads_it(body: bytes, boundary: bytes) -> str | N
     from email.message import Message
 
     model = None
-    for part in (b"\r\n" + body).split(b"\r\n--" + boundary)[1:]:
+    parts: list[bytes] = []
+    for piece in (b"\r\n" + body).split(b"\r\n--" + boundary)[1:]:
+        if piece.startswith((b"\r\n", b"--")) or not parts:
+            parts.append(piece)
+        else:  # `--Bx`: no delimiter, the previous part's content goes on
+            parts[-1] += b"\r\n--" + boundary + piece
+    for part in parts:
         head, _, content = part.partition(b"\r\n\r\n")
         for line in head.split(b"\r\n"):
             name, _, value = line.partition(b":")
@@ -402,6 +408,13 @@ HIDDEN_MODEL_FORMS = {
     "mid-line-delimiter": (
         b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
         b'RIFF--B\r\nContent-Disposition: form-data; name="model"\r\n\r\ncheap-whisper\r\n'
+        b"--B--\r\n"
+    ),
+    # `--Bx` at a line start is no delimiter (one is followed by CRLF or `--`): content
+    # to the provider, which then runs its default model.
+    "delimiter-prefix": (
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        b'RIFF\r\n--Bx\r\nContent-Disposition: form-data; name="model"\r\n\r\ncheap-whisper\r\n'
         b"--B--\r\n"
     ),
 }
