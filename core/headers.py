@@ -228,10 +228,11 @@ _HEADER_SLOTS = (b"authorization", b"x-api-key", b"x-goog-api-key", b"api-key")
 
 
 def _is_key_name(name: bytes) -> bool:
-    # `KEY=` and `%6Bey=` are the same credential to a lenient upstream: none goes there.
+    # `KEY=` and `%6Bey=` are the same credential to a lenient upstream, and `$key=` is
+    # Google's system-parameter spelling of it: none goes there.
     if b"%" in name:
         name = unquote_to_bytes(name)
-    return name.lower() == b"key"
+    return name.lower().removeprefix(b"$") == b"key"
 
 
 def split_key_param(query: bytes) -> tuple[bytes | None, bytes]:

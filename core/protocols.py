@@ -18,8 +18,9 @@ on provider names. A protocol says, for a method and path:
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Literal, NamedTuple
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 RouteKind = Literal["free", "metered", "minting", "unreadable"]
 
@@ -37,12 +38,18 @@ FREE = Route("free", "read")
 # Free where the provider's record says so (`free_moderation`: OpenAI), unreadable elsewhere
 # (Mistral bills its moderation, and other vendors may): core/request.py decides.
 MODERATION = Route("free", "moderations")
-# Audio transcriptions and translations, image edits and variations: a multipart form that
-# names its model in a field (read by core/form_fields.py), a reply the meter cannot read.
+# Audio transcriptions and translations, image edits and variations, video creation: a
+# multipart form that names its model in a field (read by core/form_fields.py), a reply
+# the meter cannot read.
 FORM_WITH_MODEL = Route("unreadable", "form")
 UNREADABLE = Route("unreadable", "other")
 # Batches generate text later, outside any reply the meter or the policy could read.
 _BATCH = Route("unreadable", "batch", generates=True)
+# Routes that generate text in a shape the policy does not read (an Assistants run, with
+# the assistant's model and its own cap; Ollama's native chat, capped by num_predict;
+# Anthropic's legacy completions; Gemini's grounded answers): refused while MAX_TOKENS_CAP or MAX_MESSAGES is set,
+# as a batch is, rather than read as routes that generate nothing.
+_GENERATES_UNREAD = Route("unreadable", "generates-unread", generates=True)
 # Ephemeral keys for realtime sessions the caller then opens with the provider directly.
 EPHEMERAL_KEY = Route("minting", "ephemeral-key")
 # A provider-side realtime session made over HTTP (WebRTC's SDP offer, a SIP call's accept):
@@ -99,13 +106,19 @@ def modality_tokens(details: Any, modality: str) -> int:
     )
 
 
-def route_path(remainder: str) -> str:
-    """The path as an upstream would read it, for matching routes only: decoded, repeated
-    and trailing slashes dropped, lower case, path parameters (`;x`, which servlet-style
-    routers ignore) cut from each segment. `/v1/Chat//completions;x/` is still chat."""
+def decoded_path(remainder: str) -> str:
+    """The path as an upstream would read it, case kept: decoded, repeated and trailing
+    slashes dropped, path parameters (`;x`, which servlet-style routers ignore) cut from
+    each segment."""
     decoded = unquote(unquote(remainder))
-    parts = [part.partition(";")[0] for part in decoded.lower().split("/")]
+    parts = [part.partition(";")[0] for part in decoded.split("/")]
     return "/" + "/".join(part for part in parts if part)
+
+
+def route_path(remainder: str) -> str:
+    """`decoded_path` in lower case, for matching routes (ASP.NET and many routers ignore
+    case): `/v1/Chat//completions;x/` is still chat."""
+    return decoded_path(remainder).lower()
 
 
 def _squashed(path: str) -> str:
@@ -173,7 +186,7 @@ class Wire:
         return [(name, document[name]) for name in _OUTPUT_CAP_FIELDS if name in document]
 
     def answers(self, document: dict[str, Any]) -> int:
-        """How many answers one request asks for (OpenAI `n` and `best_of`, Gemini
+        """How many answers one request generates (OpenAI `n` and `best_of`, Gemini
         `candidateCount`); UnreadableCount when one is not a whole number."""
         return 1
 
@@ -234,31 +247,35 @@ class UnreadableCount(ValueError):
     a whole number: refused where a rule depends on it, since the upstream may read it."""
 
 
-# Past this many digits a count is absurd (MAX_ANSWERS refuses it); int() of thousands of
-# digits is slow, and Python refuses it past 4300.
-_COUNT_DIGITS = 18
+def lenient_count(value: Any) -> int | None:
+    """A whole number as the most lenient upstream reads it, None when none would: protobuf
+    JSON (Gemini) reads an integer from a string (`"8"`, `"8e0"`), pydantic's lax mode
+    (vLLM, most Python servers) from a string or an integral float (`8.0`, `" 8 "`). A
+    rule that counts only JSON integers would count such an `n` as one answer."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _answers(value: Any) -> int:
-    """A count as the upstream reads it. Not only a JSON integer: protobuf JSON (Gemini)
-    takes `"8"` for an int32, and pydantic in lax mode (vLLM, most Python vendors) takes
-    `"8"` and `8.0`. Counting those as one answer let `candidateCount: "8"` reserve and
-    pass MAX_TOKENS_CAP as one answer while eight were written and billed."""
+    """A count of answers as the upstream reads it (lenient_count). Counting `"8"` as one
+    answer let `candidateCount: "8"` reserve and pass MAX_TOKENS_CAP as one answer while
+    eight were written and billed; a count no upstream reads as a number is refused."""
     if value is None or isinstance(value, bool):
         return 1
-    if isinstance(value, int):
-        return max(value, 1)
-    if isinstance(value, float):
-        if not value.is_integer():  # NaN and infinities included
-            raise UnreadableCount(f"{value!r} is not a whole number")
-        return max(int(value), 1)
-    if isinstance(value, str):
-        digits = value.strip().removeprefix("+")
-        if digits.isascii() and digits.isdigit():
-            return 10**_COUNT_DIGITS if len(digits) > _COUNT_DIGITS else max(int(digits), 1)
-        if digits.startswith("-") and digits[1:].isascii() and digits[1:].isdigit():
-            return 1  # refused by the upstream, as a negative number is
-    raise UnreadableCount(f"{str(value)[:40]!r} is not a whole number")
+    count = lenient_count(value)
+    if count is None:
+        raise UnreadableCount(f"{str(value)[:40]!r} is not a whole number")
+    return max(count, 1)  # zero or negative: refused by the upstream, one at most
 
 
 # Where an OpenAI realtime session (a mint's body, a session.update's `session`, a realtime
@@ -291,8 +308,8 @@ class AmbiguousModel(ValueError):
 def field_in(document: dict[str, Any], name: str) -> Any:
     """The value of `name` in any of its spellings (`bidi_generate_content_setup`,
     `bidiGenerateContentSetup`: protobuf JSON reads both); two spellings are ambiguous."""
-    wanted = name.replace("_", "").lower()
-    found = [key for key in document if key.replace("_", "").lower() == wanted]
+    wanted = name.replace("_", "").casefold()
+    found = [key for key in document if key.replace("_", "").casefold() == wanted]
     if len(found) > 1:
         raise AmbiguousModel(f"{found[0]!r} and {found[1]!r} are one field")
     return document[found[0]] if found else None
@@ -435,12 +452,21 @@ def _cancels_response(path: str) -> bool:
     return bool(found) and len(segments) == 2 and segments[1] == "cancel"
 
 
+def _runs_assistant(path: str) -> bool:
+    """An Assistants run: `/threads/runs`, `/threads/{id}/runs`, and anything under a run
+    (`.../runs/{id}/submit_tool_outputs` generates on)."""
+    _, found, tail = path.partition("/threads/")
+    return bool(found) and "runs" in tail.split("/")
+
+
 class OpenAIWire(Wire):
     name = "openai"
     usage_keys = (b'"usage"',)
     policed_fields = frozenset(
         {
             "model",
+            # OpenRouter's fallback list (core/request.py `_one_model`).
+            "models",
             "maxtokens",
             "maxcompletiontokens",
             "maxoutputtokens",
@@ -484,11 +510,15 @@ class OpenAIWire(Wire):
             "/audio/translations",
             "/images/edits",
             "/images/variations",
+            # Sora's video creation: a form (or JSON) naming its model, billed per second.
+            "/videos",
         ):
             return FORM_WITH_MODEL
         if _ends(path, "/responses/input_tokens") or _cancels_response(path):
             # Counting tokens, cancelling a background response.
             return FREE
+        if _runs_assistant(path) or _ends(path, "/api/chat", "/api/generate"):
+            return _GENERATES_UNREAD
         # Anything else (a route OpenAI adds later under /responses/ among them) may spend.
         return UNREADABLE
 
@@ -525,8 +555,8 @@ class OpenAIWire(Wire):
         return None
 
     def answers(self, document: dict[str, Any]) -> int:
-        # Legacy completions' best_of: that many answers are written (and billed) server-side
-        # and the best n returned, so the count is the larger of the two.
+        # Legacy completions' `best_of` generates (and bills) that many server-side and
+        # returns the best `n` of them: each is an answer as far as the bill goes.
         count = max(_answers(document.get("n")), _answers(document.get("best_of")))
         prompt = document.get("prompt")
         # Legacy completions: a list of prompts is one answer (or n) per prompt.
@@ -595,6 +625,8 @@ class AnthropicWire(Wire):
             return _BATCH
         if _ends(path, "/messages"):
             return Route("metered", "messages", generates=True)
+        if _ends(path, "/complete"):
+            return _GENERATES_UNREAD  # legacy Text Completions (max_tokens_to_sample)
         return UNREADABLE
 
     def usage_in(self, event: Any) -> dict[str, Any] | None:
@@ -697,6 +729,8 @@ class GeminiWire(Wire):
             return FREE
         if path.endswith(":batchgeneratecontent"):
             return _BATCH
+        if path.endswith(":generateanswer"):
+            return _GENERATES_UNREAD  # the AQA model's grounded answers
         if _squashed(path).endswith("/authtokens"):
             return EPHEMERAL_KEY
         return UNREADABLE
@@ -770,3 +804,55 @@ WIRES: dict[str, Wire] = {
     "anthropic": AnthropicWire(),
     "gemini": GeminiWire(),
 }
+
+
+# Google system parameters: those that change how the request is read, refused on every
+# route (`overriding_parameter`), and those that shape the reply, refused while usage is
+# capped (`usage_hiding_parameter`); `alt` may ask for JSON or SSE only.
+_GOOGLE_OVERRIDES = frozenset({b"httpmethod", b"ct"})
+_GOOGLE_REPLY_SHAPES = frozenset({b"fields", b"callback"})
+_ALT_READ = frozenset({b"json", b"sse"})
+
+
+def _system_parameters(query: bytes) -> list[tuple[bytes, bytes, bytes]]:
+    """(name as Google reads it, name as sent, value) for each query parameter: decoded,
+    lower case, without the `$` that Google's system parameters may carry."""
+    found = []
+    for part in query.split(b"&"):
+        raw, _, value = part.partition(b"=")
+        sent = unquote_to_bytes(raw)
+        found.append((sent.strip().lower().removeprefix(b"$"), sent, unquote_to_bytes(value)))
+    return found
+
+
+def overriding_parameter(query: bytes) -> str | None:
+    """The name of a query parameter that would have the upstream read the request
+    otherwise than the proxy did; None when there is none.
+
+    Google's system parameters (cloud.google.com/apis/docs/system-parameters), read by every
+    Google API as `name` or `$name` in any encoding: `$httpMethod` would run a GET (a free
+    read here) as POST, `$ct` would read the body as another type than the rules read.
+    Checked on every protocol: Gemini's OpenAI-compatible surface, and any route
+    MODEL_ROUTES sends there, is served by Google's platform too, and no other provider
+    gives these names a meaning a caller needs."""
+    if query:
+        for name, sent, _ in _system_parameters(query):
+            if name in _GOOGLE_OVERRIDES:
+                return sent.decode("latin-1")[:40]
+    return None
+
+
+def usage_hiding_parameter(query: bytes, headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The name of a query parameter or header that would have Google shape a reply so the
+    meter cannot read its usage (a field mask without usageMetadata, a protobuf or JSONP
+    reply); None when there is none. Under a budget or token limit such a call would be
+    charged only its reservation, an estimate from the body, while Google bills what ran
+    (a cachedContent's million tokens are not in the body)."""
+    if query:
+        for name, sent, value in _system_parameters(query):
+            if name in _GOOGLE_REPLY_SHAPES or (name == b"alt" and value.lower() not in _ALT_READ):
+                return sent.decode("latin-1")[:40]
+    for name, _ in headers:
+        if name == b"x-goog-fieldmask":
+            return "X-Goog-FieldMask"
+    return None

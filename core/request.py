@@ -23,6 +23,8 @@ from core.protocols import (
     UNREADABLE,
     AmbiguousModel,
     Route,
+    decoded_path,
+    overriding_parameter,
     route_path,
     transcription_models,
 )
@@ -49,6 +51,12 @@ class RepeatedField(BadRequest):
 _FORBIDDEN_IN_PATH = re.compile(r"[\x00-\x1f\x7f\\]")
 # A header value that could split a header line when sent on.
 _LINE_BREAK_OR_NUL = re.compile(rb"[\r\n\x00]").search
+
+
+# Headers that tell a server to run another method than the request line's (Google's API
+# platform reads X-HTTP-Method-Override, as do many web frameworks): the proxy classifies
+# a request by its own method, and a GET is a free read to it.
+_METHOD_OVERRIDES = frozenset({b"x-http-method-override", b"x-http-method", b"x-method-override"})
 
 
 class WebSocketUnsupported(BadRequest):
@@ -80,8 +88,31 @@ def check_path(remainder: str) -> None:
 
 def _field_key(name: str) -> str:
     # `max_tokens`, `MAX_TOKENS`, `maxTokens` and `generation_config` / `generationConfig`
-    # are one field to some upstream.
-    return name.replace("_", "").lower()
+    # are one field to some upstream. `casefold`, not `lower`: Go's encoding/json matches
+    # names with Unicode folding, so `max_token` + U+017F (long s) is `max_tokens` to it.
+    return name.replace("_", "").casefold()
+
+
+def _plainly_spelled(name: str) -> bool:
+    """snake_case or lowerCamelCase in ASCII: how every SDK spells a field, and the only
+    spellings the rules read. `N`, `Model` or U+017F + `tream` alone is `n`, `model` or `stream`
+    to a case-insensitive reader (Go's encoding/json) yet nothing the proxy read."""
+    return name.isascii() and (name.islower() or (name[:1].islower() and "_" not in name))
+
+
+def _check_spellings(document: Any, policed: frozenset[str]) -> None:
+    """The top level of a body, where the rules read: a policed field spelled otherwise
+    than plainly is refused. Deeper objects are the caller's data (a tool's parameters may
+    well be named `Input`); two spellings side by side are refused at every depth."""
+    if not policed or not isinstance(document, dict):
+        return
+    for name in document:
+        if not _plainly_spelled(name) and _field_key(name) in policed:
+            raise RepeatedField(
+                f"The request body names the field {name[:100]!r}, which some providers read "
+                "as a field the proxy checks under its usual spelling; spell it as the API "
+                "documents it."
+            )
 
 
 # The field key of each member name seen lately: a body's names are mostly the same few
@@ -132,7 +163,9 @@ def strict_json(body: bytes, policed: frozenset[str]) -> Any:
     """`json.loads` for a body the proxy decides on. A field named twice is refused, and so
     is a policed field in two spellings: the proxy would check one value while a provider
     or gateway that reads the other runs a model or a token cap nobody checked."""
-    return json.loads(body, object_pairs_hook=_one_value_per_name(policed))
+    document = json.loads(body, object_pairs_hook=_one_value_per_name(policed))
+    _check_spellings(document, policed)
+    return document
 
 
 # One strict decoder per set of policed fields, built once: `json.loads` with a hook builds
@@ -173,7 +206,9 @@ def _parse(body: bytes, strict: bool, wire: Wire, shared: bool = False) -> Any:
             return _one_model(strict_json(body, wire.policed_fields))
         # What `json.loads` does with bytes, with the decoder built once.
         text = body.decode(json.detect_encoding(body), "surrogatepass")
-        return _one_model(_strict_decoder(wire.policed_fields).decode(text))
+        document = _strict_decoder(wire.policed_fields).decode(text)
+        _check_spellings(document, wire.policed_fields)
+        return _one_model(document)
     except RecursionError:
         raise BadRequest("The request body's JSON is nested too deeply.") from None
     except RepeatedField:
@@ -283,16 +318,23 @@ class ProxyRequest:
         """The model asked for: the path's model segment (Gemini `/models/{model}:...`,
         Azure `/deployments/{name}/...`) or the JSON body's `model`."""
         marker = self.provider.model_in_path
-        remainder = self.remainder
-        if marker and marker in remainder:
-            segment = remainder.split(marker, 1)[1]
-            return unquote(segment.split("/", 1)[0].split(":", 1)[0]) or None
-        if marker and ":" in remainder:
-            # A method called on another resource (Gemini `tunedModels/x:generateContent`):
-            # name it with its collection, so a scope written for models never matches it.
-            resource = remainder.split(":", 1)[0].strip("/").split("/")
-            if len(resource) >= 2:
-                return "/".join(resource[-2:])
+        if marker:
+            # Read where the route was read, as the upstream reads it: decoded, `;`
+            # parameters cut, the marker in any case (`/%64eployments/`, `/Deployments/`
+            # and `/deployments;v=1/` all name Azure's deployment, `%3A` is a method's `:`).
+            # Read off the raw path, such a spelling fell through to the body's `model`,
+            # which Azure and Gemini ignore beside the path's.
+            path = decoded_path(self.remainder)
+            at = path.lower().find(marker)
+            if at >= 0:
+                segment = path[at + len(marker) :]
+                return segment.split("/", 1)[0].split(":", 1)[0] or None
+            if ":" in path:
+                # A method called on another resource (Gemini `tunedModels/x:generateContent`):
+                # name it with its collection, so a scope written for models never matches it.
+                resource = path.split(":", 1)[0].strip("/").split("/")
+                if len(resource) >= 2:
+                    return "/".join(resource[-2:])
         if self.route is FORM_WITH_MODEL:
             # Transcriptions, image edits: the model is a form field. Loaded on first use
             # (its patterns are compiled at import), as few deployments see these routes.
@@ -390,7 +432,17 @@ def build_request(
             origin = value
         elif name == b"upgrade" and value.strip().lower() == b"websocket":
             raise WebSocketUnsupported(WEBSOCKET_UNSUPPORTED)
+        elif name in _METHOD_OVERRIDES:
+            raise BadRequest(
+                f"The {name.decode()} header is not accepted; send the request with its method."
+            )
     key_param, query = split_key_param(scope.get("query_string", b""))
+    overriding = overriding_parameter(query)
+    if overriding is not None:
+        raise BadRequest(
+            f"The parameter {overriding!r} would have the provider read this request "
+            "otherwise than the proxy does; send the request without it."
+        )
     return ProxyRequest(
         scope=scope,
         method=method,

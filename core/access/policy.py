@@ -77,9 +77,10 @@ class RequestPolicy:
         if not route.generates:
             return None
         if route.kind == "unreadable":
+            what = "a batch" if route.name == "batch" else "its caps are not ones it reads"
             raise PolicyRefused(
                 f"Policy: {request.remainder[:200]!r} runs requests the proxy cannot check "
-                "against MAX_TOKENS_CAP / MAX_MESSAGES (a batch): refused while they are set."
+                f"against MAX_TOKENS_CAP / MAX_MESSAGES ({what}): refused while they are set."
             )
         document = await request.document()
         if not isinstance(document, dict):

@@ -132,7 +132,7 @@ class MintedKey:
 
 def _spelling(name: str) -> str:
     # `expires_after`, `expiresAfter` and `EXPIRES_AFTER` are one field to some decoder.
-    return name.replace("_", "").lower()
+    return name.replace("_", "").casefold()
 
 
 def _pop(document: dict[str, Any], name: str) -> Any:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 from core.errors import BadRequest, Forbidden
+from core.protocols import usage_hiding_parameter
 
 if TYPE_CHECKING:
     from core.request import ProxyRequest
@@ -49,8 +50,8 @@ class UnmeteredRateRefused(Forbidden):
 
 class MeterableRoutesOnly:
     """While usage is capped, a call that may spend but whose usage the meter cannot read
-    (an image or audio route, a batch, a credential-minting route) is refused: a cap that
-    cannot count is no cap."""
+    (an image or audio route, a batch, a credential-minting route, a metered route asked
+    for a reply without its usage) is refused: a cap that cannot count is no cap."""
 
     reads_body = False
 
@@ -78,6 +79,13 @@ def refuse_unmetered_route(request: ProxyRequest, settings_named: str) -> None:
             "(OpenAI), messages (Anthropic), generateContent and streamGenerateContent "
             "(Gemini)."
         )
+    if request.route.kind == "metered":
+        hiding = usage_hiding_parameter(request.query, request.headers)
+        if hiding is not None:
+            raise UnmeteredRouteRefused(
+                f"This proxy caps usage ({settings_named}), and {hiding!r} would have the "
+                "provider leave the usage out of its reply: send the request without it."
+            )
 
 
 async def refuse_priced_tools(request: ProxyRequest) -> None:

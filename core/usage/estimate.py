@@ -16,7 +16,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from core.errors import BadRequest
-from core.protocols import UnreadableCount, Usage
+from core.protocols import UnreadableCount, Usage, lenient_count
 from core.usage.bounds import DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT, MAX_OUTPUT_LIMIT
 
 if TYPE_CHECKING:
@@ -92,11 +92,9 @@ class WorstCase:
         wire = request.wire
         price = self.prices.find(await request.model())
         model_limit = price.max_output if price is not None and price.max_output else 0
-        asked = [
-            value
-            for _, value in wire.output_caps(document)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0
-        ]
+        # A cap given as text or a float is a number to a lenient upstream: reserved as one.
+        counted = (lenient_count(value) for _, value in wire.output_caps(document))
+        asked = [value for value in counted if value is not None and value > 0]
         answers = answers_of(request, document)
         if answers > MAX_ANSWERS:
             # Not the count itself: n times the prompts may have more digits than str() takes.

@@ -339,3 +339,21 @@ async def test_a_folded_model_field_is_read_and_a_form_naming_none_is_refused(
     assert reply.status_code == 403
     assert reply.json()["error"]["code"] == "model_not_allowed"
     assert models_only.forwarded == 0
+
+
+async def test_a_form_spelling_its_model_field_otherwise_is_refused(models_only: Proxy) -> None:
+    """`Model` or ` model` is another field to the provider's parser, which would run its
+    default model: the proxy does not read it as the model."""
+    for spelled in ("Model", " model"):
+        body, headers = form(("file", b"RIFF"), (spelled, b"ok-whisper"))
+        reply = await models_only.post("/v1/audio/transcriptions", content=body, headers=headers)
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["error"]["code"] == "unreadable_form"
+    assert models_only.forwarded == 0
+
+
+async def test_a_form_with_a_value_ending_in_a_line_break_keeps_it(models_only: Proxy) -> None:
+    """Parts end at CRLF + delimiter: a value's own trailing bytes stay its own."""
+    body, headers = form(("file", b"RIFF\r\n"), ("model", b"ok-whisper"))
+    reply = await models_only.post("/v1/audio/transcriptions", content=body, headers=headers)
+    assert reply.status_code == 200, reply.text

@@ -1323,3 +1323,433 @@ async def test_a_dollar_budget_refuses_a_dearer_service_tier(
     assert response.json()["error"]["code"] == "rate_not_metered"
     assert (cheaper.status_code, default.status_code) == (200, 200)
     assert route.call_count == 2
+
+
+# ---- a multipart form read otherwise by the provider's form parser --------------------
+
+
+def _form_model_as_an_upstream_reads_it(body: bytes, boundary: bytes) -> str | None:
+    """What python-multipart (FastAPI, Starlette: vLLM, LiteLLM and most OpenAI-compatible
+    servers) reads as `model`: parts open at CRLF + delimiter, each Content-Disposition's
+    parameters are read as a header parser reads them (quoted strings kept whole), and a
+    parameter named twice keeps its last value."""
+    from email.message import Message
+
+    model = None
+    parts: list[bytes] = []
+    for piece in (b"\r\n" + body).split(b"\r\n--" + boundary)[1:]:
+        if piece.startswith((b"\r\n", b"--")) or not parts:
+            parts.append(piece)
+        else:  # `--Bx`: no delimiter, the previous part's content goes on
+            parts[-1] += b"\r\n--" + boundary + piece
+    for part in parts:
+        head, _, content = part.partition(b"\r\n\r\n")
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-disposition":
+                header = Message()
+                header["content-disposition"] = value.decode("latin-1")
+                params = dict(header.get_params(header="content-disposition") or [])
+                if params.get("name") == "model":
+                    model = content.decode()
+    return model
+
+
+HIDDEN_MODEL_FORMS = {
+    # A `;` inside a quoted parameter is no parameter boundary to a header parser.
+    "quoted": (
+        b'--B\r\nContent-Disposition: form-data; x="; name=y; "; name="model"\r\n\r\n'
+        b"gpt-4o-transcribe\r\n"
+        b'--B\r\nContent-Disposition: form-data; x="; name=model; "; name="y"\r\n\r\n'
+        b"cheap-whisper\r\n"
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        b"RIFF\r\n--B--\r\n"
+    ),
+    # `name` twice in one part: python-multipart keeps the last, the proxy read the first.
+    "named-twice": (
+        b'--B\r\nContent-Disposition: form-data; name="y"; name="model"\r\n\r\n'
+        b"gpt-4o-transcribe\r\n"
+        b'--B\r\nContent-Disposition: form-data; name="model"; name="y"\r\n\r\n'
+        b"cheap-whisper\r\n"
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        b"RIFF\r\n--B--\r\n"
+    ),
+    # A delimiter not at the start of a line is file content to the provider, a new
+    # part to a reader that splits on every `--B`.
+    "mid-line-delimiter": (
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        b'RIFF--B\r\nContent-Disposition: form-data; name="model"\r\n\r\ncheap-whisper\r\n'
+        b"--B--\r\n"
+    ),
+    # `--Bx` at a line start is no delimiter (one is followed by CRLF or `--`): content
+    # to the provider, which then runs its default model.
+    "delimiter-prefix": (
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        b'RIFF\r\n--Bx\r\nContent-Disposition: form-data; name="model"\r\n\r\ncheap-whisper\r\n'
+        b"--B--\r\n"
+    ),
+}
+
+
+@respx.mock
+@pytest.mark.parametrize("form", HIDDEN_MODEL_FORMS.values(), ids=HIDDEN_MODEL_FORMS.keys())
+async def test_a_form_cannot_show_the_policy_one_model_and_the_provider_another(
+    form: bytes,
+) -> None:
+    """ALLOWED_MODELS reads `model` from a transcription's form; the provider's own form
+    parser must not find another model (or none, and run its default) in the same bytes."""
+    route = respx.post(f"{UPSTREAM}/audio/transcriptions").respond(200, json={"text": ""})
+    headers = {
+        "Authorization": f"Bearer {FAKE_TOKEN}",
+        "content-type": "multipart/form-data; boundary=B",
+    }
+    async with client(create_app(load_settings(env(ALLOWED_MODELS="cheap-*")))) as proxy:
+        response = await proxy.post("/v1/audio/transcriptions", content=form, headers=headers)
+    if route.call_count:
+        sent = route.calls.last.request.content
+        ran = _form_model_as_an_upstream_reads_it(sent, b"B")
+        pytest.fail(f"the provider was sent a form that runs {ran!r}: {response.status_code}")
+    # Refused as unreadable, or read as the provider reads it (and its model refused).
+    assert response.status_code in (400, 403), response.text
+    assert "error" in response.json()
+
+
+# ---- a field name a case-insensitive JSON reader takes for a policed one ----------------
+# Go's encoding/json (Ollama, and the Go gateways many deployments put in front of vLLM or
+# a vendor) matches a body's names to its fields ignoring case, with Unicode folding: `N`
+# is `n`, and U+017F LATIN SMALL LETTER LONG S folds to `s` (`max_token\u017f` is
+# `max_tokens`), U+212A KELVIN SIGN to `k`; of two it keeps the last.
+
+GO_SPELLED_BODIES = {
+    # 64 answers of 10 tokens: the proxy counted one.
+    "N": b'{"model":"m","messages":[],"max_tokens":10,"N":64}',
+    "max_tokens-long-s": '{"model":"m","messages":[],"max_tokens":10,"max_token\u017f":100000}'.encode(),
+    "max_tokens-kelvin": '{"model":"m","messages":[],"max_tokens":10,"max_to\u212aens":9999}'.encode(),
+    "MAX_TOKENS": b'{"model":"m","messages":[],"max_tokens":10,"MAX_TOKENS":100000}',
+}
+
+
+@respx.mock
+@pytest.mark.parametrize("body", GO_SPELLED_BODIES.values(), ids=GO_SPELLED_BODIES.keys())
+async def test_output_cap_holds_against_a_case_insensitive_upstream(body: bytes) -> None:
+    route = respx.post(f"{UPSTREAM}/chat/completions").respond(200, json={})
+    async with client(create_app(load_settings(env(MAX_TOKENS_CAP="100")))) as proxy:
+        response = await proxy.post("/v1/chat/completions", content=body, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert route.call_count == 0
+
+
+@respx.mock
+async def test_model_scope_holds_against_a_case_insensitive_upstream(
+    scoped: tuple[httpx.AsyncClient, str],
+) -> None:
+    """`model\u017f` is `models` to Go, `\u017ftream` is `stream`: the proxy checked neither."""
+    proxy, token = scoped
+    route = respx.post(f"{UPSTREAM}/chat/completions").respond(200, json={})
+    headers = {"Authorization": f"Bearer {token}", "content-type": "application/json"}
+    for body in (
+        '{"model":"cheap-1","messages":[],"models":["cheap-1"],"model\u017f":["expensive"]}',
+        '{"model":"cheap-1","messages":[],"Stream":true,"\u017ftream":true}',
+    ):
+        response = await proxy.post("/v1/chat/completions", content=body.encode(), headers=headers)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "repeated_field"
+    assert route.call_count == 0
+
+
+# ---- the model segment of a path, spelled as the upstream still reads it -------------
+AZURE = "https://azure.upstream.test"
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    "path",
+    [
+        # ASP.NET routes (Azure OpenAI's front door) match paths ignoring case.
+        "/azure/openai/Deployments/big-gpt/chat/completions",
+        # Every server decodes `%64` to `d` before routing.
+        "/azure/openai/%64eployments/big-gpt/chat/completions",
+        # Servlet-style routers drop a segment's `;` parameters.
+        "/azure/openai/deployments;v=1/big-gpt/chat/completions",
+    ],
+)
+async def test_model_list_holds_for_a_path_model_spelled_otherwise(path: str) -> None:
+    """The deployment in the path is the model Azure runs; the body's `model` is ignored.
+    The proxy must read the path as the upstream does, not fall back to the body."""
+    route = respx.route(host="azure.upstream.test").respond(200, json={})
+    extra = {
+        "AZURE_OPENAI_API_KEY": "fake-azure-key",
+        "AZURE_OPENAI_UPSTREAM": AZURE,
+        "ALLOWED_MODELS": "small-*",
+    }
+    headers = {"api-key": FAKE_TOKEN, "content-type": "application/json"}
+    body = b'{"model":"small-gpt","messages":[]}'
+    async with client(create_app(load_settings(env(**extra)))) as proxy:
+        allowed = await proxy.post(
+            "/azure/openai/deployments/small-gpt/chat/completions", content=body, headers=headers
+        )
+        response = await proxy.post(path, content=body, headers=headers)
+    assert allowed.status_code == 200, allowed.text
+    assert response.status_code in (400, 403), response.text
+    assert route.call_count == 1
+
+
+@respx.mock
+async def test_model_scope_holds_for_a_gemini_method_spelled_with_an_escaped_colon(
+    tmp_path: Path,
+) -> None:
+    """`tunedModels/x%3AgenerateContent` is `tunedModels/x:generateContent` once decoded (the
+    route read it so): the tuned model runs, whatever model the body names."""
+    url = f"sqlite:///{tmp_path}/tokens.db"
+    token, _ = create_token(open_store(url), "bob", models=("gemini-2.0-flash*",))
+    extra = {"TOKEN_STORE": url, "GEMINI_API_KEY": "fake-gemini-key", "GEMINI_UPSTREAM": GEMINI}
+    route = respx.post(url__startswith=GEMINI).respond(200, json={})
+    headers = {"x-goog-api-key": token, "content-type": "application/json"}
+    body = b'{"model":"gemini-2.0-flash","contents":[]}'
+    async with client(create_app(load_settings(env(**extra)))) as proxy:
+        tuned = await proxy.post(
+            "/gemini/v1beta/tunedModels/my-tuned%3AgenerateContent", content=body, headers=headers
+        )
+    assert tuned.status_code == 403, tuned.text
+    assert route.call_count == 0
+
+
+# ---- a count given as text or a float, which the upstream reads as a number ----------
+
+
+@respx.mock
+@pytest.mark.parametrize("count", ['"8"', "8.0", '" 8 "', '"8e0"'])
+async def test_output_cap_counts_answers_given_as_text(count: str) -> None:
+    """protobuf JSON (Gemini) reads an int32 from a string, and pydantic's lax mode (vLLM,
+    most Python servers) from a string or an integral float: 8 answers of 100 tokens
+    each, where the cap allows 100 in all."""
+    extra = {"GEMINI_API_KEY": "fake-gemini-key", "GEMINI_UPSTREAM": GEMINI}
+    gemini = respx.post(url__startswith=GEMINI).respond(200, json={})
+    openai = respx.post(f"{UPSTREAM}/chat/completions").respond(200, json={})
+    config = f'{{"maxOutputTokens":100,"candidateCount":{count}}}'
+    headers = {"x-goog-api-key": FAKE_TOKEN, "content-type": "application/json"}
+    async with client(create_app(load_settings(env(MAX_TOKENS_CAP="100", **extra)))) as proxy:
+        native = await proxy.post(
+            "/gemini/v1beta/models/gemini-2.0-flash:generateContent",
+            content=f'{{"contents":[],"generationConfig":{config}}}'.encode(),
+            headers=headers,
+        )
+        compatible = await proxy.post(
+            "/v1/chat/completions",
+            content=f'{{"model":"m","messages":[],"max_tokens":100,"n":{count}}}'.encode(),
+            headers=AUTH,
+        )
+    assert native.status_code == 400, native.text
+    assert compatible.status_code == 400, compatible.text
+    assert gemini.call_count == openai.call_count == 0
+
+
+# ---- candidates generated and billed beyond the answers returned ---------------------
+
+
+@respx.mock
+async def test_output_cap_counts_best_of_candidates() -> None:
+    """Legacy completions' `best_of` generates (and bills) that many completions server-side
+    and returns the best `n`: 20 of 100 tokens where the cap allows 100 in all."""
+    route = respx.post(f"{UPSTREAM}/completions").respond(200, json={})
+    body = b'{"model":"m","prompt":"hi","max_tokens":100,"best_of":20}'
+    async with client(create_app(load_settings(env(MAX_TOKENS_CAP="100")))) as proxy:
+        response = await proxy.post("/v1/completions", content=body, headers=AUTH)
+        alone = await proxy.post(
+            "/v1/completions", content=b'{"model":"m","prompt":"hi","max_tokens":100}', headers=AUTH
+        )
+    assert response.status_code == 400, response.text
+    assert alone.status_code == 200
+    assert route.call_count == 1
+
+
+# ---- a model named in a form on a route the policy did not read forms on --------------
+
+
+@respx.mock
+async def test_model_list_reads_a_video_forms_model() -> None:
+    """OpenAI's `POST /v1/videos` (Sora) takes a multipart form naming its model, like a
+    transcription: read as JSON, the form named no model and passed ALLOWED_MODELS."""
+    route = respx.post(f"{UPSTREAM}/videos").respond(200, json={})
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="model"\r\n\r\nsora-2-pro\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="prompt"\r\n\r\na cat\r\n--B--\r\n'
+    )
+    headers = {
+        "Authorization": f"Bearer {FAKE_TOKEN}",
+        "content-type": "multipart/form-data; boundary=B",
+    }
+    async with client(create_app(load_settings(env(ALLOWED_MODELS="gpt-4o-mini")))) as proxy:
+        response = await proxy.post("/v1/videos", content=body, headers=headers)
+        unnamed = await proxy.post(
+            "/v1/videos",
+            content=b'--B\r\nContent-Disposition: form-data; name="prompt"\r\n\r\na cat\r\n--B--\r\n',
+            headers=headers,
+        )
+    assert response.status_code == 403, response.text
+    assert unnamed.status_code == 403, unnamed.text  # Sora's default model would run
+    assert route.call_count == 0
+
+
+# ---- Google's system parameters: the platform reads the request otherwise --------------
+# Every Google API reads `$httpMethod` (or X-HTTP-Method-Override) as the request's method,
+# `$ct` as its Content-Type, and `fields` / `$fields` / X-Goog-FieldMask, `alt` and
+# `callback` as the shape of its reply (cloud.google.com/apis/docs/system-parameters).
+
+GEMINI_EXTRA = {"GEMINI_API_KEY": "fake-gemini-key", "GEMINI_UPSTREAM": GEMINI}
+GEMINI_HEADERS = {"x-goog-api-key": FAKE_TOKEN, "content-type": "application/json"}
+GEMINI_BODY = b'{"contents":[{"parts":[{"text":"hi"}]}]}'
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("query", "header"),
+    [
+        ("?$httpMethod=POST", {}),
+        ("?%24httpMethod=POST", {}),
+        ("", {"X-HTTP-Method-Override": "POST"}),
+    ],
+)
+async def test_a_get_cannot_run_as_a_generation_upstream(
+    query: str, header: dict[str, str]
+) -> None:
+    """A GET is a free read to the proxy (no model list, no budget): told to run it as
+    POST, Google would generate with a model the list refuses, uncounted."""
+    route = respx.route(url__startswith=GEMINI).respond(200, json={})
+    settings = load_settings(env(ALLOWED_MODELS="gemini-2.0-flash", **GEMINI_EXTRA))
+    async with client(create_app(settings)) as proxy:
+        response = await proxy.request(
+            "GET",
+            f"/gemini/v1beta/models/gemini-2.5-pro:generateContent{query}",
+            content=GEMINI_BODY,
+            headers={**GEMINI_HEADERS, **header},
+        )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert route.call_count == 0
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("query", "header"),
+    [
+        ("?fields=candidates", {}),
+        ("?%24fields=candidates", {}),
+        ("?alt=proto", {}),
+        ("?callback=f", {}),
+        ("?$ct=application/x-protobuf", {}),
+        ("", {"X-Goog-FieldMask": "candidates"}),
+    ],
+)
+async def test_a_budgeted_generation_cannot_hide_its_usage(
+    query: str, header: dict[str, str]
+) -> None:
+    """A field mask without usageMetadata (or a protobuf or JSONP reply) leaves the meter
+    nothing to read: the call is charged its reservation, an estimate from the body, while
+    Google bills what ran (a cachedContent of a million tokens names none of them)."""
+    route = respx.route(url__startswith=GEMINI).respond(200, json={})
+    prices = json.dumps({"gemini-*": {"input": 1, "output": 1}})
+    extra = {**GEMINI_EXTRA, "BUDGET_PER_CALLER_USD": "5", "MODEL_PRICES": prices}
+    async with client(create_app(load_settings(env(**extra)))) as proxy:
+        response = await proxy.post(
+            f"/gemini/v1beta/models/gemini-2.0-flash:generateContent{query}",
+            content=GEMINI_BODY,
+            headers={**GEMINI_HEADERS, **header},
+        )
+        streamed = await proxy.post(
+            "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+            content=GEMINI_BODY,
+            headers=GEMINI_HEADERS,
+        )
+    # 400 for `$ct` (refused on every route), 403 route_not_metered for the rest.
+    assert response.status_code in (400, 403), response.text
+    assert streamed.status_code == 200, streamed.text  # the SDK's own `alt=sse` passes
+    assert route.call_count == 1
+
+
+@respx.mock
+async def test_googles_openai_surface_cannot_override_the_method_either() -> None:
+    """Gemini's OpenAI-compatible endpoint is served by the same platform: a GET there is a
+    free read to the proxy that `$httpMethod=POST` would turn into a chat completion."""
+    route = respx.route(url__startswith=GEMINI).respond(200, json={})
+    settings = load_settings(env(ALLOWED_MODELS="gemini-2.0-flash", **GEMINI_EXTRA))
+    async with client(create_app(settings)) as proxy:
+        response = await proxy.request(
+            "GET",
+            "/gemini/v1beta/openai/chat/completions?$httpMethod=POST",
+            content=b'{"model":"gemini-2.5-pro","messages":[]}',
+            headers=AUTH,
+        )
+    assert response.status_code == 400, response.text
+    assert route.call_count == 0
+
+
+@respx.mock
+@pytest.mark.parametrize("param", ["$key", "%24key", "%24KEY"])
+async def test_googles_dollar_key_is_a_key_slot_too(param: str) -> None:
+    """`$key` is Google's system-parameter spelling of `key`: a caller's token sent there is
+    read as the credential, and goes no further than `key=` does."""
+    route = respx.get(url__startswith=f"{UPSTREAM}/models").respond(200, json={})
+    async with client(create_app(load_settings(env()))) as proxy:
+        response = await proxy.get(f"/v1/models?alt=json&{param}={FAKE_TOKEN}")
+    assert response.status_code == 200, response.text
+    sent = route.calls.last.request.url
+    assert FAKE_TOKEN not in str(sent)
+    assert sent.query == b"alt=json"
+
+
+# ---- routes that generate text, read as routes that do not ---------------------------
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        # OpenAI's Assistants: a run generates with the assistant's model and its own cap.
+        ("/v1/threads/runs", b'{"assistant_id":"a","max_completion_tokens":100000}'),
+        ("/v1/threads/thread_1/runs", b'{"assistant_id":"a"}'),
+        ("/v1/threads/thread_1/runs/run_1/submit_tool_outputs", b'{"tool_outputs":[]}'),
+        # Ollama's native API (under OLLAMA_UPSTREAM): num_predict is its cap.
+        ("/v1/api/chat", b'{"model":"m","messages":[],"options":{"num_predict":100000}}'),
+        ("/v1/api/generate", b'{"model":"m","prompt":"hi","options":{"num_predict":-1}}'),
+    ],
+)
+async def test_output_cap_holds_on_routes_that_generate_unread(path: str, body: bytes) -> None:
+    """MAX_TOKENS_CAP refuses a generating route it cannot read (a batch); these generate
+    too, yet were read as routes that generate nothing, and the cap did not apply."""
+    route = respx.route(host="api.upstream.test").respond(200, json={})
+    async with client(create_app(load_settings(env(MAX_TOKENS_CAP="100")))) as proxy:
+        response = await proxy.post(path, content=body, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert route.call_count == 0
+
+
+@respx.mock
+async def test_output_cap_holds_on_anthropics_legacy_completions() -> None:
+    route = respx.route(host="anthropic.upstream.test").respond(200, json={})
+    extra = {"ANTHROPIC_API_KEY": "fake-anthropic-key", "ANTHROPIC_UPSTREAM": ANTHROPIC}
+    body = b'{"model":"claude-2.1","prompt":"\\n\\nHuman: hi\\n\\nAssistant:","max_tokens_to_sample":100000}'
+    async with client(create_app(load_settings(env(MAX_TOKENS_CAP="100", **extra)))) as proxy:
+        response = await proxy.post(
+            "/anthropic/v1/complete",
+            content=body,
+            headers={"x-api-key": FAKE_TOKEN, "content-type": "application/json"},
+        )
+    assert response.status_code == 400, response.text
+    assert route.call_count == 0
+
+
+@respx.mock
+async def test_output_cap_holds_on_geminis_grounded_answers() -> None:
+    """`:generateAnswer` (the AQA model) writes an answer, capped by no field the policy reads."""
+    route = respx.route(url__startswith=GEMINI).respond(200, json={})
+    async with client(
+        create_app(load_settings(env(MAX_TOKENS_CAP="100", **GEMINI_EXTRA)))
+    ) as proxy:
+        response = await proxy.post(
+            "/gemini/v1beta/models/aqa:generateAnswer",
+            content=b'{"contents":[],"answerStyle":"VERBOSE"}',
+            headers=GEMINI_HEADERS,
+        )
+    assert response.status_code == 400, response.text
+    assert route.call_count == 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -718,3 +720,30 @@ def test_audio_answers_at_once_cannot_pass_a_budget_together() -> None:
         spent = usage_of(proxy)["spent_usd"]
     # $0.080025 a request: the budget may be passed by one request at most.
     assert spent <= 0.1 + 0.0801, (statuses, spent)
+
+
+@pytest.mark.parametrize("max_tokens", ["1000000", '"1000000"', "1000000.0"])
+def test_an_output_cap_given_as_text_is_reserved_as_the_number_it_is(max_tokens: str) -> None:
+    """A lenient upstream (pydantic's lax mode, protobuf JSON) writes up to a million
+    tokens for `"1000000"` or `1000000.0`: that worst case ($100) is held while the call
+    runs, so a second call at once finds the $5 budget taken. Held as the default's
+    $3.28 instead, both ran, each free to write $100."""
+    body = json.dumps({**chat(), "max_tokens": "CAP"}).replace('"CAP"', max_tokens).encode()
+    headers = {**AUTH, "content-type": "application/json"}
+    # No limit stated for the model: the request's own cap is its worst case.
+    prices = json.dumps({"fake-*": {"input": 10, "output": 100, "max_output": 0}})
+    gate = threading.Event()
+
+    def one(url: str) -> int:
+        gate.wait()
+        return httpx.post(url, content=body, headers=headers, timeout=30).status_code
+
+    upstream = fixed_reply(delay=0.5)
+    with (
+        metered(upstream, BUDGET_PER_CALLER_USD="5", MODEL_PRICES=prices) as proxy,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        futures = [pool.submit(one, f"{proxy.url}/v1/chat/completions") for _ in range(2)]
+        gate.set()
+        statuses = sorted(f.result() for f in futures)
+    assert statuses == [200, 429]
