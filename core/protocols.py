@@ -247,6 +247,11 @@ class UnreadableCount(ValueError):
     a whole number: refused where a rule depends on it, since the upstream may read it."""
 
 
+# Past this many digits a count is absurd (MAX_ANSWERS refuses it); int() of thousands of
+# digits is slow, and Python refuses it past 4300.
+_COUNT_DIGITS = 18
+
+
 def lenient_count(value: Any) -> int | None:
     """A whole number as the most lenient upstream reads it, None when none would: protobuf
     JSON (Gemini) reads an integer from a string (`"8"`, `"8e0"`), pydantic's lax mode
@@ -257,8 +262,11 @@ def lenient_count(value: Any) -> int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, str):
+        digits = value.strip().removeprefix("+")
+        if len(digits) > _COUNT_DIGITS and digits.isascii() and digits.isdigit():
+            return 10**_COUNT_DIGITS  # absurd, and refused as such: not parsed
         try:
-            value = float(value.strip())
+            value = float(digits)
         except ValueError:
             return None
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():

@@ -136,6 +136,14 @@ class UpstreamClient:
     def __init__(self, settings: Settings, transport: str) -> None:
         self._settings = settings
         self.transport = transport
+        # The transport's package is loaded when the app is built, not with the pool: a
+        # package without it then fails its start (Lambda's Runtime.InitError; a server
+        # stops before it listens), not its first caller's request. (uvicorn's lifespan
+        # in `auto` mode takes a start-up error for an app without lifespan, and serves on.)
+        if transport == "httpx":
+            import httpx  # noqa: F401
+        else:
+            import core.upstream.aiohttp_transport  # noqa: F401
         self._timeouts = Timeouts(
             connect=settings.connect_timeout,
             # Bounds the first byte and each gap between bytes; no total timeout.

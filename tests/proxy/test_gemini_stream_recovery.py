@@ -7,35 +7,24 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 
-from core.app import create_app
-from core.config import load_settings
 from core.devtools.mock_upstream import _text
 from core.proxy.recovery import EventSplitter, continuation_body, conversation_language
+from tests.support.gemini import STREAM_PATH, ask, gemini_proxy, never_finishing
 from tests.support.scripted_upstream import ScriptedUpstream
 from tests.support.servers import (
     FAKE_TOKEN,
     RunningServer,
-    proxy_env,
     reset_upstream,
     serve_in_thread,
 )
 
-GEMINI_KEY = "mock-gemini-recovery-key-not-real"
-PATH = "/gemini/v1beta/models/gemini-test:streamGenerateContent"
+PATH = STREAM_PATH
 CUT = {"x-mock-continue": "1", "x-mock-cut-after": "3", "x-mock-chunks": "8"}
-
-
-@contextmanager
-def gemini_proxy(upstream: RunningServer, **extra: str) -> Iterator[RunningServer]:
-    env = proxy_env(upstream.url, GEMINI_API_KEY=GEMINI_KEY, GEMINI_UPSTREAM=upstream.url, **extra)
-    with serve_in_thread(create_app(load_settings(env))) as server:
-        yield server
 
 
 class Lines(logging.Handler):
@@ -222,31 +211,6 @@ def test_google_genai_reads_one_whole_stream(mock_upstream: RunningServer) -> No
         chunks = list(client.models.generate_content_stream(model="gemini-test", contents="hi"))
     assert "".join(chunk.text or "" for chunk in chunks) == _text(8)
     assert chunks[-1].candidates and chunks[-1].candidates[0].finish_reason == "STOP"
-
-
-def never_finishing(on_request: Any = None) -> ScriptedUpstream:
-    """A Gemini upstream whose every stream ends without a finishReason, reporting 1,000
-    output tokens each time: recovery asks again until something stops it."""
-
-    def reply(request: dict[str, Any]) -> Any:
-        if on_request is not None:
-            on_request()
-        candidate = {"content": {"role": "model", "parts": [{"text": "more "}]}}
-        usage = {"promptTokenCount": 10, "candidatesTokenCount": 1000, "totalTokenCount": 1010}
-        event = json.dumps({"candidates": [candidate], "usageMetadata": usage})
-        return 200, [("content-type", "text/event-stream")], [(0, f"data: {event}\n\n".encode())]
-
-    return ScriptedUpstream(reply)
-
-
-def ask(proxy: RunningServer, token: str) -> httpx.Response:
-    body = {
-        "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
-        "generationConfig": {"maxOutputTokens": 1000},
-    }
-    return httpx.post(
-        f"{proxy.url}{PATH}?alt=sse", json=body, headers={"x-goog-api-key": token}, timeout=20
-    )
 
 
 def test_continuations_stop_once_the_reservation_is_used() -> None:

@@ -22,6 +22,8 @@ from core.proxy import uploads
 from core.proxy.scrub import Scrubber
 from core.proxy.uploads import proxy_upload_url, public_origin, upload_id_of
 from core.stores import open_store
+from tests.support.gemini import START, upload
+from tests.support.gemini import UPLOAD_KEY as GEMINI_KEY
 from tests.support.servers import (
     FAKE_TOKEN,
     RunningServer,
@@ -30,15 +32,6 @@ from tests.support.servers import (
     serve_in_thread,
     upstream_requests,
 )
-
-GEMINI_KEY = "mock-gemini-upload-key-not-real"
-START = {
-    "x-goog-upload-protocol": "resumable",
-    "x-goog-upload-command": "start",
-    "x-goog-upload-header-content-length": "11",
-    "x-goog-upload-header-content-type": "text/plain",
-    "content-type": "application/json",
-}
 
 
 @pytest.fixture(scope="module")
@@ -56,19 +49,6 @@ def start(proxy: RunningServer, **headers: str) -> httpx.Response:
     )
     assert reply.status_code == 200, reply.text
     return reply
-
-
-def upload(url: str, data: bytes = b"hello world", **headers: str) -> httpx.Response:
-    return httpx.post(
-        url,
-        content=data,
-        headers={
-            "x-goog-upload-command": "upload, finalize",
-            "x-goog-upload-offset": "0",
-            "content-type": "application/json",
-            **headers,
-        },
-    )
 
 
 def test_the_upload_url_names_the_proxy_and_the_leg_needs_no_credential(

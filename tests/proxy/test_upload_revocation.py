@@ -13,7 +13,8 @@ from core.access.tokens import create_token, revoke_token, set_disabled
 from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
-from tests.proxy.test_gemini_upload_legs import GEMINI_KEY, START, upload
+from tests.support.gemini import START, upload
+from tests.support.gemini import UPLOAD_KEY as GEMINI_KEY
 from tests.support.servers import (
     FAKE_TOKEN,
     RunningServer,

@@ -21,8 +21,9 @@ from core.config import ConfigError, load_settings
 from core.stores import open_store
 from core.types import ASGIApp
 from tests.access.jwt_keys import ISSUER, JWKSServer, jwks_served, mint, rsa_key
-from tests.proxy.test_gemini_upload_legs import GEMINI_KEY, START, upload
 from tests.support.fake_realtime import LIVE_PATH, FakeRealtime
+from tests.support.gemini import START, upload
+from tests.support.gemini import UPLOAD_KEY as GEMINI_KEY
 from tests.support.realtime import ProxyFactory, eventually
 from tests.support.servers import (
     FAKE_TOKEN,
@@ -591,7 +592,7 @@ def test_a_streams_continuations_count_against_the_request_limit() -> None:
     finished made 1 + GEMINI_STREAM_RECOVERY_ATTEMPTS calls. Each continuation now counts
     as a request (as each response of a realtime session does), and none is asked past
     the limit."""
-    from tests.proxy.test_gemini_stream_recovery import ask, gemini_proxy, never_finishing
+    from tests.support.gemini import ask, gemini_proxy, never_finishing
 
     upstream = never_finishing()
     with (
@@ -1198,7 +1199,7 @@ async def test_output_cap_counts_every_answer_the_upstream_writes(
 
 
 @respx.mock
-@pytest.mark.parametrize("count", ['"x"', "2.5", "[4]", '"1e1"'])
+@pytest.mark.parametrize("count", ['"x"', "2.5", "[4]", '"2.5e0"'])
 async def test_an_answer_count_the_proxy_cannot_read_is_refused_under_a_cap(count: str) -> None:
     """A count that is no whole number to the proxy was taken as one answer; an upstream
     may still read it as many, so while a cap depends on it, it is refused."""
