@@ -213,12 +213,15 @@ def content_coding(headers: RawHeaders) -> bytes:
     list whole (`gzip, gzip`), which no reader of the body can inflate, so each of them
     refuses it. The one place a reply's coding is read (the scrubber, the meter, stream
     recovery): reading one line of two let a body reach the caller unscrubbed."""
+    # The length first: on every reply, most names are not 16 bytes and need no lower().
     codings = [
         part.strip().lower()
         for name, value in headers
-        if name.lower() == b"content-encoding"
+        if len(name) == 16 and name.lower() == b"content-encoding"
         for part in value.split(b",")
     ]
+    if not codings:
+        return b""
     return b", ".join(c for c in codings if c not in (b"", b"identity"))
 
 
