@@ -1020,9 +1020,9 @@ def test_captured_prompt_content_holds_no_proxy_token(
 @pytest.mark.parametrize(
     ("variable", "pasted"),
     [
-        ("UPSTREAM_BASE_URL", "sk-proj-Abc123pastedIntoTheWrongVariable0"),
-        ("GEMINI_UPSTREAM", "AIzaSyPastedIntoTheWrongVariable-0123456"),
-        ("MAX_BODY_BYTES", "sk-ant-api03-pasted-into-the-wrong-variable"),
+        ("UPSTREAM_BASE_URL", "sk-fake-not-a-real-key-pasted-here"),
+        ("GEMINI_UPSTREAM", "AIzaFAKE-not-a-real-key-pasted-here"),
+        ("MAX_BODY_BYTES", "sk-ant-fake-not-a-real-key-pasted"),
     ],
 )
 def test_a_key_pasted_into_the_wrong_variable_is_not_quoted_in_the_problem(
