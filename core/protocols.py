@@ -95,6 +95,19 @@ def _detail(details: Any, name: str) -> int:
     return _int(details.get(name)) if isinstance(details, dict) else 0
 
 
+def _openai_usage(usage: dict[str, Any], input_name: str, output_name: str) -> Usage:
+    """An OpenAI usage object under either naming (chat's prompt/completion, the Responses
+    API's input/output), with the cached and audio counts of its `*_details`."""
+    details = usage.get(input_name + "_details")
+    return Usage(
+        _int(usage.get(input_name)),
+        _int(usage.get(output_name)),
+        _detail(details, "cached_tokens"),
+        audio_input_tokens=_detail(details, "audio_tokens"),
+        audio_output_tokens=_detail(usage.get(output_name + "_details"), "audio_tokens"),
+    )
+
+
 def modality_tokens(details: Any, modality: str) -> int:
     """The tokens of one modality in a Gemini `*TokensDetails` list ({modality, tokenCount})."""
     if not isinstance(details, list):
@@ -541,25 +554,9 @@ class OpenAIWire(Wire):
 
     def read_usage(self, usage: dict[str, Any], into: Usage) -> Usage | None:
         if "prompt_tokens" in usage:  # chat, completions, embeddings
-            details = usage.get("prompt_tokens_details")
-            cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-            return Usage(
-                _int(usage.get("prompt_tokens")),
-                _int(usage.get("completion_tokens")),
-                cached,
-                audio_input_tokens=_detail(details, "audio_tokens"),
-                audio_output_tokens=_detail(usage.get("completion_tokens_details"), "audio_tokens"),
-            )
+            return _openai_usage(usage, "prompt_tokens", "completion_tokens")
         if "input_tokens" in usage or "output_tokens" in usage:  # Responses, transcriptions
-            details = usage.get("input_tokens_details")
-            cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-            return Usage(
-                _int(usage.get("input_tokens")),
-                _int(usage.get("output_tokens")),
-                cached,
-                audio_input_tokens=_detail(details, "audio_tokens"),
-                audio_output_tokens=_detail(usage.get("output_tokens_details"), "audio_tokens"),
-            )
+            return _openai_usage(usage, "input_tokens", "output_tokens")
         return None
 
     def answers(self, document: dict[str, Any]) -> int:

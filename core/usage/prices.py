@@ -106,6 +106,21 @@ class Price(NamedTuple):
         ) / 1_000_000
 
 
+# Models priced alike (Anthropic's 4 and 4.x of one size).
+_OPUS_4 = Price(15.0, 75.0, 1.50, 32_000, max_input=200_000, cache_write=18.75, cache_write_1h=30)
+_SONNET_4 = Price(
+    3.0,
+    15.0,
+    0.30,
+    64_000,
+    max_input=1_000_000,
+    cache_write=3.75,
+    cache_write_1h=6,
+    long_context=200_000,
+    long_input=6.0,
+    long_output=22.5,
+)
+
 # Each key is a model name, not a pattern: it prices that model and its snapshots
 # (_SNAPSHOT), nothing else.
 BUILT_IN: dict[str, Price] = {
@@ -132,36 +147,10 @@ BUILT_IN: dict[str, Price] = {
     "claude-opus-4-5": Price(
         5.0, 25.0, 0.50, 64_000, max_input=200_000, cache_write=6.25, cache_write_1h=10
     ),
-    "claude-opus-4": Price(
-        15.0, 75.0, 1.50, 32_000, max_input=200_000, cache_write=18.75, cache_write_1h=30
-    ),
-    "claude-opus-4-1": Price(
-        15.0, 75.0, 1.50, 32_000, max_input=200_000, cache_write=18.75, cache_write_1h=30
-    ),
-    "claude-sonnet-4": Price(
-        3.0,
-        15.0,
-        0.30,
-        64_000,
-        max_input=1_000_000,
-        cache_write=3.75,
-        cache_write_1h=6,
-        long_context=200_000,
-        long_input=6.0,
-        long_output=22.5,
-    ),
-    "claude-sonnet-4-5": Price(
-        3.0,
-        15.0,
-        0.30,
-        64_000,
-        max_input=1_000_000,
-        cache_write=3.75,
-        cache_write_1h=6,
-        long_context=200_000,
-        long_input=6.0,
-        long_output=22.5,
-    ),
+    "claude-opus-4": _OPUS_4,
+    "claude-opus-4-1": _OPUS_4,
+    "claude-sonnet-4": _SONNET_4,
+    "claude-sonnet-4-5": _SONNET_4,
     "claude-3-7-sonnet": Price(
         3.0, 15.0, 0.30, 64_000, max_input=200_000, cache_write=3.75, cache_write_1h=6
     ),

@@ -69,42 +69,33 @@ def test_serve_refuses_to_start_on_bad_config() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_several_workers_refuse_limits_counted_in_memory() -> None:
-    """Each worker would keep its own count: N workers, N times the limit, silently."""
+def serve_with_two_workers(**settings: str) -> subprocess.CompletedProcess[str]:
     env = {
         **CLEAN_ENV,
         "UPSTREAM_BASE_URL": "https://api.openai.com/v1",
         "UPSTREAM_API_KEY": "fake-upstream-key-for-tests",
         "PROXY_ACCESS_TOKEN": "test-caller-token-0123456789",
-        "RATE_LIMIT_REQUESTS": "10",
+        **settings,
     }
-    result = subprocess.run(
+    return subprocess.run(
         [*CLI, "serve", "--port", str(free_port()), "--workers", "2"],
         env=env,
         capture_output=True,
         text=True,
         timeout=30,
     )
+
+
+def test_several_workers_refuse_limits_counted_in_memory() -> None:
+    """Each worker would keep its own count: N workers, N times the limit, silently."""
+    result = serve_with_two_workers(RATE_LIMIT_REQUESTS="10")
     assert result.returncode == 2
     assert "a store the processes share" in result.stderr and "LIMIT_STORE" in result.stderr
 
 
 def test_several_workers_refuse_a_kill_switch_kept_in_memory() -> None:
     """The dashboard's switch would stop only the worker that served it."""
-    env = {
-        **CLEAN_ENV,
-        "UPSTREAM_BASE_URL": "https://api.openai.com/v1",
-        "UPSTREAM_API_KEY": "fake-upstream-key-for-tests",
-        "PROXY_ACCESS_TOKEN": "test-caller-token-0123456789",
-        "ADMIN_TOKEN": "admin-token-for-tests-0123456789abcdef",
-    }
-    result = subprocess.run(
-        [*CLI, "serve", "--port", str(free_port()), "--workers", "2"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = serve_with_two_workers(ADMIN_TOKEN="admin-token-for-tests-0123456789abcdef")
     assert result.returncode == 2
     assert "ADMIN_TOKEN" in result.stderr and "TOKEN_STORE" in result.stderr
 
