@@ -50,7 +50,14 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
     await send({"type": "http.response.body", "body": b""})
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and sys.argv[2:] == ["--our-server"]:
+    # The same app on the proxy's own server (core/server: the bounded protocol, the
+    # collector tuned): the streams bench's "bare relay, our server" splits the proxy's
+    # excess over the floor into what the server adds and what the app does.
+    from core.server.runner import serve
+
+    serve(app, "127.0.0.1", int(sys.argv[1]), lifespan="off")
+elif __name__ == "__main__":
     # The collector as `llm-proxy serve` sets it (core/server/runner.py): the floor is the
     # same stack, so the ratios measure the proxy's own work, not a setting.
     from core.server.runner import tune_gc

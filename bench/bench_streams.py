@@ -149,6 +149,8 @@ def target(name: str, upstream: str, upstream_pid: int) -> Iterator[tuple[str, i
         return
     if name == "bare relay":
         args = [PYTHON, "-m", "bench.bare_relay", str(port)]
+    elif name == "bare relay, our server":
+        args = [PYTHON, "-m", "bench.bare_relay", str(port), "--our-server"]
     elif name == "telemetry":
         with otlp_sink() as collector:
             env = proxy_env(upstream, OTEL_EXPORTER_OTLP_ENDPOINT=collector)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -81,3 +81,26 @@ class DisconnectWatch:
         callback, self.callback = self.callback, None
         if callback is not None:
             callback()
+
+
+# The scope key of a DirectBody: set by the proxy's own HTTP server over httptools, absent
+# under any other server.
+DIRECT_BODY = "llm_proxy.direct_body"
+
+
+class DirectBody(Protocol):
+    """The server's own writer of a streamed body's chunks (core/server/direct_body.py).
+
+    An ASGI `send` of each chunk builds a message dict and runs the server's general send
+    (a coroutine, a dozen checks, a join), per event of every stream; this writes the
+    chunk's framing and bytes in one call. The relay asks for it once the head is out."""
+
+    def writer(self) -> Callable[[bytes], bool] | None:
+        """A function that writes one non-empty chunk of the body and says whether the
+        caller's socket is full (then `drain` before the next), or None where this reply
+        cannot be written so (not chunked, a HEAD, already complete): `send` it is."""
+        ...
+
+    async def drain(self) -> None:
+        """Returns once the caller's socket takes writes again, or the caller is gone."""
+        ...

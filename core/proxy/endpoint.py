@@ -40,7 +40,7 @@ from core.proxy.stream_end import stream_end
 from core.proxy.taps import build_taps
 from core.request import ALLOWED_METHODS, ProxyRequest, build_request
 from core.stages import Outcome, reply_ticket, reserved_tokens
-from core.types import DISCONNECT_WATCH, DisconnectWatch
+from core.types import DIRECT_BODY, DISCONNECT_WATCH, DisconnectWatch
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -513,7 +513,16 @@ class ProxyEndpoint:
                 await self.finish_metering(request, meter, tickets, state)
 
             await relay(
-                source, headers, length, taps, state, send, body_send, settle, self.settings
+                source,
+                headers,
+                length,
+                taps,
+                state,
+                send,
+                body_send,
+                settle,
+                self.settings,
+                request.scope.get(DIRECT_BODY),
             )
         finally:
             if source is not response:

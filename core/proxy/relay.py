@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from core.proxy.scrub import Scrubber
     from core.proxy.taps import Taps
     from core.stages import RawHeaders, ReplyTicket, Ticket
-    from core.types import Send
+    from core.types import DirectBody, Send
     from core.usage.meter import UsageMeter
 
 logger = logging.getLogger("llm_proxy")
@@ -97,9 +97,12 @@ async def relay(
     body_send: Send,
     settle: Callable[[], Awaitable[None]],
     settings: Settings,
+    direct: DirectBody | None = None,
 ) -> None:
     """Send the reply: `send` for the head, `body_send` (the server's own, past the
-    wrappers that only touch the head) for the body. `settle` runs before the last byte."""
+    wrappers that only touch the head) for the body, and `direct` (the server's writer of
+    chunks, where it has one: core/types.py) for a streamed body's chunks. `settle` runs
+    before the last byte."""
     status = source.status_code
     outcome = exchange.outcome
     if taps.inflates:
@@ -133,6 +136,7 @@ async def relay(
     if taps.copy is not None:
         taps.copy.start(status, headers, source.raw_headers)
     await send({"type": "http.response.start", "status": status, "headers": headers})
+    write = direct.writer() if direct is not None else None
     feed = taps.feed
     log = taps.log
     last_event = taps.last_event
@@ -160,7 +164,12 @@ async def relay(
                 if not sent and log is not None:
                     log.body_sent(0)  # the first byte's time
                 sent += len(chunk)
-                await body_send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if write is None:
+                    await body_send(
+                        {"type": "http.response.body", "body": chunk, "more_body": True}
+                    )
+                elif write(chunk):  # the caller's socket is full: wait, as `send` would
+                    await direct.drain()  # type: ignore[union-attr]
             if ends:
                 # A hang-up from here on is a caller done reading, not one leaving early.
                 exchange.awaiting_upstream_end = exchange.response_done = True

@@ -18,7 +18,9 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from core.server.bounds import BoundedConnection
+from core.server.direct_body import CycleBody
 from core.server.refusals import HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE, NOT_HTTP
+from core.types import DIRECT_BODY
 
 # Where the parser is in the current request.
 _IDLE = 0  # between requests (or none yet): no head byte seen
@@ -101,6 +103,8 @@ class BoundedHttpToolsProtocol(BoundedConnection, HttpToolsProtocol):
         if cycle is not None and cycle.scope is scope:  # not an upgrade: a request began
             # Its app is a task not yet run: the watch is in its scope before it reads it.
             self.watching(cycle, self.watch_request(scope))
+            # And the writer of its streamed body's chunks (core/server/direct_body.py).
+            scope[DIRECT_BODY] = CycleBody(cycle)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

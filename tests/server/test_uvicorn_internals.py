@@ -24,7 +24,7 @@ from core.server.h11_protocol import BoundedH11Protocol
 from core.server.httptools_protocol import BoundedHttpToolsProtocol
 from core.server.limits import ServerLimits
 from core.server.runner import server_config
-from core.types import DISCONNECT_WATCH
+from core.types import DIRECT_BODY, DISCONNECT_WATCH
 from tests.server.protocol_harness import HEAD, App, connect, settle
 
 BOTH = [BoundedHttpToolsProtocol, BoundedH11Protocol]
@@ -189,3 +189,95 @@ def test_the_config_takes_the_server_options_and_survives_pickling() -> None:
     copy = pickle.loads(pickle.dumps(config))  # noqa: S301  # our own bytes, as workers do
     assert copy.server_limits == limits
     assert copy.http is config.http
+
+
+def _streaming_app(direct: bool, chunks: list[bytes], headers: Any = (), method_seen: Any = None):  # type: ignore[no-untyped-def]
+    """Answers with `chunks` as a streamed body: through the scope's DirectBody writer when
+    `direct`, else through `send`, as the relay would (core/proxy/relay.py)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": list(headers)})
+        write = scope[DIRECT_BODY].writer() if direct else None
+        if method_seen is not None:
+            method_seen.append(write)
+        for chunk in chunks:
+            if write is None:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            elif write(chunk):
+                await scope[DIRECT_BODY].drain()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
+
+
+async def test_a_direct_body_writes_what_send_would() -> None:
+    """core/server/direct_body.py writes a chunked body's chunks itself, reading the cycle's
+    `response_started`, `response_complete`, `chunked_encoding`, `scope`, `transport`,
+    `disconnected` and `flow`: what reaches the caller is byte for byte what uvicorn's own
+    `send` writes for the same messages."""
+    chunks = [b"data: one\n\n", b"data: " + b"x" * 300 + b"\n\n", b"data: [DONE]\n\n"]
+    written = []
+    for direct in (False, True):
+        seen: list[Any] = []
+        protocol, transport = connect(
+            BoundedHttpToolsProtocol, _streaming_app(direct, chunks, method_seen=seen)
+        )
+        protocol.data_received(HEAD + b"{}")
+        await settle()
+        assert protocol.cycle.response_complete
+        assert (seen[0] is not None) is direct
+        written.append(transport.written)
+    assert written[0] == written[1]
+    assert b"\r\n\r\nb\r\ndata: one\n\n\r\n134\r\ndata: xxx" in written[1]
+    assert written[1].endswith(b"\n\n\r\ne\r\ndata: [DONE]\n\n\r\n0\r\n\r\n")
+
+
+async def test_a_direct_body_is_offered_only_for_a_chunked_body() -> None:
+    """A reply of declared length, or an answer to HEAD, is uvicorn's to write (it counts
+    the length, or writes no body): the writer is None and the relay sends."""
+    seen: list[Any] = []
+    app = _streaming_app(True, [], headers=[(b"content-length", b"0")], method_seen=seen)
+    protocol, _ = connect(BoundedHttpToolsProtocol, app)
+    protocol.data_received(HEAD + b"{}")
+    await settle()
+    protocol.data_received(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    assert seen == [None, None]
+
+
+async def test_a_direct_body_waits_while_the_caller_is_slow_and_stops_when_it_leaves() -> None:
+    """uvicorn's `flow` (pause_writing / resume_writing from the transport) says when the
+    caller's socket is full: the writer says so and `drain` waits, as `send` would. Once
+    the connection is lost (`cycle.disconnected`), nothing more is written and `drain`
+    returns at once."""
+    gate = asyncio.Event()
+    results: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        body = scope[DIRECT_BODY]
+        write = body.writer()
+        results.append(write(b"first"))
+        await gate.wait()
+        results.append(write(b"second"))  # written; the socket is full from now on
+        drained = asyncio.ensure_future(body.drain())
+        await asyncio.sleep(0)
+        results.append(drained.done())
+        await drained
+        results.append(write(b"third"))
+
+    protocol, transport = connect(BoundedHttpToolsProtocol, app)
+    protocol.data_received(HEAD + b"{}")
+    await settle()
+    assert results == [False]
+    protocol.pause_writing()
+    gate.set()
+    await settle()
+    assert results == [False, True, False]  # the writer said full; drain still waiting
+    protocol.connection_lost(None)  # uvicorn resumes writing as it loses the connection
+    await settle()
+    assert results == [False, True, False, False]
+    assert b"second" in transport.written and b"third" not in transport.written
