@@ -219,12 +219,13 @@ class Wire:
         `service_tier: "priority"`), or None: the price table knows list prices only."""
         return None
 
-    def input_elsewhere(self, document: dict[str, Any]) -> str | None:
+    def input_elsewhere(self, document: dict[str, Any], body: bytes | None = None) -> str | None:
         """The first field by which the request names input it does not carry (a previous
         response, a stored conversation, a file, an image or a video by URL, a hosted tool
         that reads into the prompt), or None: its prompt is then bounded by the model's
-        context window only, never by the body's size."""
-        return _names_input_elsewhere(document, self.fetching_tool)
+        context window only, never by the body's size. `body`, the bytes `document` was
+        parsed from, spares the walk of a document that cannot name any."""
+        return _names_input_elsewhere(document, self.fetching_tool, body)
 
     def fetching_tool(self, tool: Any) -> bool:
         """Whether one `tools` entry reads more input into the same request (a URL fetch,
@@ -423,7 +424,24 @@ def _by_url(value: Any) -> bool:
 _STATE = ("previous_response_id", "conversation")
 
 
-def _names_input_elsewhere(document: Any, fetching_tool: Any) -> str | None:
+def _may_name_a_reference(body: bytes) -> bool:
+    """Whether the walk below could find anything in the document `body` spells. Every
+    member name it looks for holds "file" or "url" in some case ("fileUri", "imageUrl"),
+    and so does every `type` it stops at, but for "item_reference". A JSON escape could
+    spell any of them otherwise, and needs a backslash and a "u". JSON in UTF-16 or
+    UTF-32 (which the parser takes) spells them with NUL bytes between, as UTF-8 JSON
+    never holds a NUL."""
+    if body.find(b"\\u") >= 0 or body.find(b"\x00") >= 0:
+        return True
+    lowered = body.lower()
+    return (
+        lowered.find(b"file") >= 0
+        or lowered.find(b"url") >= 0
+        or lowered.find(b"item_reference") >= 0
+    )
+
+
+def _names_input_elsewhere(document: Any, fetching_tool: Any, body: bytes | None) -> str | None:
     if not isinstance(document, dict):
         return None
     for name in _STATE:
@@ -436,6 +454,8 @@ def _names_input_elsewhere(document: Any, fetching_tool: Any) -> str | None:
     for tool in _tools(document):
         if fetching_tool(tool):
             return "tools"
+    if body is not None and not _may_name_a_reference(body):
+        return None
     stack: list[Any] = [document]
     while stack:
         node = stack.pop()
@@ -674,10 +694,10 @@ class AnthropicWire(Wire):
         kind = tool.get("type") if isinstance(tool, dict) else None
         return isinstance(kind, str) and kind.startswith("web_fetch_")
 
-    def input_elsewhere(self, document: dict[str, Any]) -> str | None:
+    def input_elsewhere(self, document: dict[str, Any], body: bytes | None = None) -> str | None:
         if document.get("mcp_servers"):
             return "mcp_servers"  # the MCP connector: its tools' results are input
-        return super().input_elsewhere(document)
+        return super().input_elsewhere(document, body)
 
     def priced_tools(self, route: Route, document: dict[str, Any]) -> list[str]:
         found = []

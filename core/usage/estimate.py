@@ -108,7 +108,7 @@ class WorstCase:
         # No model writes more than the longest answer a price may state: a max_tokens past
         # it (a 4000-digit one included) reserves that, and the sums stay finite.
         per_answer = min(per_answer, model_limit or MAX_OUTPUT_LIMIT)
-        if wire.input_elsewhere(document) is not None:
+        if wire.input_elsewhere(document, request.body) is not None:
             # The body's size says nothing of input it only names (a previous response, a
             # file, a video by URL): the context window is what the model may read.
             prompt = max(prompt, price.max_input if price is not None else DEFAULT_MAX_INPUT)

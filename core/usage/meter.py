@@ -103,9 +103,17 @@ class UsageMeter:
         if len(self._pending) > _MAX_LINE:
             self._pending = b""  # no usage line is this long; content lines may be
         for line in lines:
-            # Cheap test first: most events carry no usage.
-            # A key spelt with `\u` escapes is the rare case the byte test would miss.
-            if line.startswith(b"data:") and (line.find(b"sage") >= 0 or has_escaped_key(line)):
+            if not line.startswith(b"data:"):
+                continue
+            # The same cheap test, line by line: a chunk that holds the usage event often
+            # holds others too (a relay that fell behind reads several events at once),
+            # and each of those says `"usage":null`; only a line naming usage otherwise is
+            # parsed. A key spelt with `\u` escapes is the rare case the byte test would
+            # miss.
+            mentions = line.count(b"sage")
+            if mentions and mentions == line.count(_NO_USAGE) and line.find(b"\\u") < 0:
+                continue
+            if mentions or has_escaped_key(line):
                 self._read_event(line[5:])
 
     def _read_event(self, raw: bytes) -> None:

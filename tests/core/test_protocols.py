@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
+
+import pytest
+
 from core.protocols import WIRES, route_path
 
 
@@ -56,6 +61,43 @@ def test_input_named_but_not_carried_is_found_and_inline_input_is_not() -> None:
     assert gemini.input_elsewhere({"contents": [{"parts": [{"file_data": {"file_uri": "x"}}]}]})
     assert gemini.input_elsewhere({"tools": [{"url_context": {}}]})
     assert gemini.input_elsewhere({"contents": [{"parts": [{"inlineData": {}}]}]}) is None
+
+
+def _escaped(document: object) -> bytes:
+    """`document` as JSON with every letter of every string written as a `\\u` escape."""
+    text = json.dumps(document)
+    return re.sub(r"[A-Za-z]", lambda m: f"\\u{ord(m.group()):04x}", text).encode()
+
+
+@pytest.mark.parametrize(
+    ("wire", "document"),
+    [
+        ("openai", {"input": [{"type": "item_reference", "id": "msg_1"}]}),
+        ("openai", {"input": [{"type": "input_image", "image_url": "https://x"}]}),
+        ("openai", {"messages": [{"content": [{"type": "file", "file": {"file_id": "f"}}]}]}),
+        ("anthropic", {"messages": [{"content": [{"source": {"type": "url", "url": "u"}}]}]}),
+        ("gemini", {"contents": [{"parts": [{"fileData": {"fileUri": "x"}}]}]}),
+        ("openai", {"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+    ],
+)
+def test_the_body_spares_the_walk_only_where_it_could_find_nothing(
+    wire: str, document: dict[str, object]
+) -> None:
+    """The bytes the document came from decide only whether it is walked: however they
+    spell it (compact, spaced, every letter escaped, UTF-16 or UTF-32, which the parser
+    takes), the answer is the one the walk gives."""
+    reader = WIRES[wire]
+    expected = reader.input_elsewhere(document)
+    text = json.dumps(document)
+    for body in (
+        text.encode(),
+        json.dumps(document, separators=(",", ":")).encode(),
+        _escaped(document),
+        text.encode("utf-16"),
+        text.encode("utf-32-le"),
+    ):
+        assert json.loads(body) == document
+        assert reader.input_elsewhere(document, body) == expected, body[:80]
 
 
 def test_counts_are_read_as_the_upstreams_read_them() -> None:

@@ -54,6 +54,12 @@ STREAMS = {
         b'data: {"choices":[],"\\u0075\\u0073\\u0061\\u0067\\u0065":'
         b'{"prompt_tokens":6,"completion_tokens":7}}\n\n'
     ),
+    # A plain `"usage":null` beside a name spelt with escapes, on one line.
+    "null beside an escaped name": (
+        b'data: {"id":"c","choices":[{"delta":{"content":"a"}}],"usage":null}\n\n'
+        b'data: {"usage":null,"choices":[],"\\u0075\\u0073\\u0061\\u0067\\u0065":'
+        b'{"prompt_tokens":2,"completion_tokens":9}}\n\n'
+    ),
     "usage beside choices": _openai(
         b"a",
         usage_event=b'data: {"id":"c","choices":[{"delta":{}}],"usage":' + USAGE + b"}\n\n",
@@ -119,6 +125,24 @@ def test_one_pass_reads_and_passes_on_what_the_two_taps_do(name: str, filtered: 
         two = _two_taps("openai", SSE, chunks, filtered)
         assert _one_tap("openai", SSE, chunks, filtered) == two
         assert _one_tap("openai", SSE, chunks, filtered, built_first=True) == two
+
+
+@pytest.mark.parametrize("name", sorted(STREAMS))
+def test_the_meter_reads_the_same_usage_however_the_stream_is_cut(name: str) -> None:
+    """One event a chunk (each chunk tested whole), or several a chunk, as a relay that
+    fell behind reads them (each line tested on its own): the same usage, and some usage
+    wherever the stream reports it."""
+    stream = STREAMS[name]
+    readings = set()
+    for chunks in _cuts(stream):
+        meter = UsageMeter(WIRES["openai"])
+        meter.start(SSE)
+        for chunk in chunks:
+            meter.feed(chunk)
+        readings.add(meter.finish())
+    assert len(readings) == 1
+    [usage] = readings
+    assert (usage is None) == (name == "not asked (no usage)")
 
 
 def test_anthropic_events_and_a_compressed_or_whole_reply_read_alike() -> None:
