@@ -186,7 +186,11 @@ def client_response_headers(
             or lowered.startswith(_DROP_OUTBOUND_PREFIXES)
         ):
             continue
-        if lowered == b"content-length" and value.isdigit():
+        if lowered == b"content-length":
+            if not value.isdigit():
+                # No length uvicorn could count (it would fail the head): the reply goes
+                # out chunked. So a Content-Length kept is one `content_length` reports.
+                continue
             content_length = int(value)
         elif lowered == b"content-type" and value.lower().startswith(b"text/event-stream"):
             is_event_stream = True

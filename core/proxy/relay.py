@@ -130,8 +130,9 @@ async def relay(
         await body_send({"type": "http.response.body", "body": body})
         return
 
-    if taps.changes_length:
-        # The body changes length: it goes out chunked.
+    if taps.changes_length and length is not None:
+        # The body changes length: it goes out chunked. (A Content-Length is in the head
+        # only where `length` says it: core/headers.py client_response_headers.)
         _drop(headers, b"content-length")
     if taps.copy is not None:
         taps.copy.start(status, headers, source.raw_headers)

@@ -192,15 +192,17 @@ def build_taps(
     6. the access log's byte count: not a tap, the relay counts what it sends (`log`).
     """
     chain: list[Tap] = []
+    # Every Content-Encoding line (core/headers.py), read once for the meter and the
+    # scrubber alike.
+    encoding = content_coding(headers)
     if meter is not None:
-        meter.start(headers)
+        meter.start(headers, encoding)
         # The meter and the filter on one pass (1 and 2): their common case tested once.
         chain.append(UsageTap(meter, usage_filter))
     elif usage_filter is not None:
         chain.append(Transform(usage_filter, usage_filter.flush))
     inflates = scrubbing = False
     if scrubber is not None and (scrubber or rewrites) and scrubs_body(status):
-        encoding = content_coding(headers)  # every line of it (core/headers.py)
         scrub = scrubber.stream(
             encoding,
             error=status >= 300,

@@ -51,14 +51,17 @@ class UsageMeter:
         self._inflate: Any = None
         self._truncated = False
 
-    def start(self, headers: list[tuple[bytes, bytes]]) -> None:
+    def start(self, headers: list[tuple[bytes, bytes]], encoding: bytes | None = None) -> None:
+        """Reads the reply's type and, unless given (`content_coding(headers)`, as the
+        reply's taps read it once for all of them), its coding."""
         for name, value in headers:
             if name == b"content-type":
                 lowered = value.lower()
                 self._stream = lowered.startswith(b"text/event-stream")
                 self._json = not self._stream and lowered.find(b"json") >= 0
         # Every Content-Encoding line, as the scrubber reads them (core/headers.py).
-        encoding = content_coding(headers)
+        if encoding is None:
+            encoding = content_coding(headers)
         if encoding in (b"gzip", b"x-gzip"):
             self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif encoding == b"deflate":
