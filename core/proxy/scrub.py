@@ -80,6 +80,8 @@ class Scrubber:
         for key in self.keys:
             alphabet.update(key)
         self._alphabet = frozenset(alphabet)
+        # The same bytes, each as a one-byte string: what `chunk[-1:]` is tested against.
+        self._alphabet_ends = frozenset(bytes([byte]) for byte in alphabet)
         # The bytes a key, or a masked key, may begin with.
         self._starts = frozenset(_MASK_BYTES | {form[0] for e in self._entries for form in e.forms})
         longest = max((len(key) for key in self.keys), default=0)
@@ -252,7 +254,9 @@ class StreamScrubber:
         self._tails = scrubber._tails
         self._alphabet = scrubber._alphabet
         self._plain = not self._rewrites
-        self._held = b""
+        # The end of the body so far that could begin a key: held back until the next
+        # chunk says (read by the reply's fused feed, core/proxy/taps.py).
+        self.held = b""
         if encoding:
             encoding = encoding.strip().lower()
         self.inflates = encoding not in (b"", b"identity")
@@ -287,7 +291,7 @@ class StreamScrubber:
     def __call__(self, chunk: bytes) -> bytes:
         if self.inflates:
             chunk = self._inflate(chunk)
-        held = self._held
+        held = self.held
         if held:
             chunk = held + chunk
         # The common case, inline: no key's last four in the chunk, and a last byte that
@@ -300,7 +304,7 @@ class StreamScrubber:
         else:
             if self._plain and (not chunk or chunk[-1] not in self._alphabet):
                 if held:
-                    self._held = b""
+                    self.held = b""
                 return chunk
         scrubber = self._scrubber
         data = scrubber(chunk, keep_length=self._keep_length)
@@ -309,10 +313,18 @@ class StreamScrubber:
             data = self._rewrite(data)
             hold = max(hold, self._rewrite_holdback(data))
         if not hold:
-            self._held = b""
+            self.held = b""
             return data
-        self._held = data[-hold:]
+        self.held = data[-hold:]
         return data[:-hold]
+
+    def one_key(self) -> tuple[bytes, frozenset[bytes]] | None:
+        """For a feed that inlines this scrubber's common case (core/proxy/taps.py): the
+        one key's last bytes, and the last bytes of a chunk that may begin a key; None
+        where more than that is to test (several keys, an inflated or rewritten body)."""
+        if self.inflates or not self._plain or len(self._tails) != 1:
+            return None
+        return self._tails[0], self._scrubber._alphabet_ends
 
     @property
     def changes_length(self) -> bool:
@@ -338,6 +350,6 @@ class StreamScrubber:
         return longest
 
     def flush(self) -> bytes:
-        rest, self._held = self._held, b""
+        rest, self.held = self.held, b""
         rest = self._scrubber(rest, keep_length=self._keep_length)
         return self._rewrite(rest) if self._rewrites else rest

@@ -12,13 +12,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from core.headers import content_coding
-from core.usage.usage_tap import UsageTap
+from core.usage.usage_tap import NULL_USAGE, UsageTap
 
 # A reply this small with a known length is read whole and sent in one piece (relay.py).
 SMALL_BODY = 64 * 1024
 
 if TYPE_CHECKING:
-    from core.proxy.scrub import Scrubber
+    from core.proxy.scrub import Scrubber, StreamScrubber
     from core.proxy.stream_end import StreamEnd
     from core.stages import RawHeaders, ReplyTicket
     from core.types import RequestLog
@@ -106,6 +106,7 @@ class Taps:
         inflates: bool,
         log: RequestLog | None = None,
         last_event: StreamEnd | None = None,
+        fused: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.chain = chain
         # Tells the chunk that holds the stream's last event, read before the chain runs:
@@ -120,10 +121,13 @@ class Taps:
         self.changes_length = changes_length
         # The scrubber sends a compressed body uncompressed: content-encoding goes.
         self.inflates = inflates
-        # What a chunk goes through: nothing, the one tap's own feed (no loop on the
-        # relay's hot path), or every tap in turn.
+        # What a chunk goes through: nothing, the chain's common case inlined in one
+        # function (`fused`, below), the one tap's own feed (no loop on the relay's hot
+        # path), or every tap in turn.
         self.feed: Callable[[bytes], bytes] | None = None
-        if len(chain) == 1:
+        if fused is not None:
+            self.feed = fused
+        elif len(chain) == 1:
             self.feed = chain[0].feed
         elif chain:
             self.feed = _in_turn(tuple(tap.feed for tap in chain))
@@ -154,6 +158,54 @@ def _in_turn(feeds: tuple[Callable[[bytes], bytes], ...]) -> Callable[[bytes], b
         for tap_feed in feeds:
             chunk = tap_feed(chunk)
         return chunk
+
+    return feed
+
+
+def _scrubbed(scrub: StreamScrubber) -> Callable[[bytes], bytes] | None:
+    """The scrubber as one function, its common case inline (StreamScrubber.__call__ says
+    why that case is safe): nothing held back, the one key's last bytes not in the chunk,
+    and a last byte that begins no key. None where the scrubber has more to test."""
+    found = scrub.one_key()
+    if found is None:
+        return None
+    tail, key_ends = found
+    scrub_feed = scrub.__call__
+
+    def feed(chunk: bytes) -> bytes:
+        if not scrub.held and chunk.find(tail) < 0 and chunk[-1:] not in key_ends:
+            return chunk
+        return scrub_feed(chunk)
+
+    return feed
+
+
+def _metered_then_scrubbed(
+    usage: UsageTap, scrub: StreamScrubber
+) -> Callable[[bytes], bytes] | None:
+    """The usage tap then the scrubber as one function: most events of a metered stream
+    are the usage tap's short cut (core/usage/usage_tap.py: an event that mentions usage
+    only in the option's `,"usage":null`, taken out) and then the scrubber's common case
+    (above). Both inline, one call an event instead of three; anything else goes through
+    the two taps in turn, as it would without this. None where the short cut cannot hold."""
+    found = scrub.one_key()
+    if found is None or usage.filter is None:
+        return None
+    tail, key_ends = found
+    if b"\n" in key_ends:  # the short cut's events end in "\n", which must begin no key
+        return None
+    usage_feed, scrub_feed = usage.feed, scrub.__call__
+
+    def feed(chunk: bytes) -> bytes:
+        if (
+            usage.ready
+            and chunk[-2:] == b"\n\n"
+            and (chunk.find(b"\\") < 0 or chunk.find(b"\\u") < 0)
+        ):
+            kept = chunk.replace(NULL_USAGE, b"")
+            if kept.find(b"sage") < 0 and not scrub.held and kept.find(tail) < 0:
+                return kept
+        return scrub_feed(usage_feed(chunk))
 
     return feed
 
@@ -195,10 +247,13 @@ def build_taps(
     # Every Content-Encoding line (core/headers.py), read once for the meter and the
     # scrubber alike.
     encoding = content_coding(headers)
+    usage_tap: UsageTap | None = None
+    scrub: StreamScrubber | None = None
     if meter is not None:
         meter.start(headers, encoding)
         # The meter and the filter on one pass (1 and 2): their common case tested once.
-        chain.append(UsageTap(meter, usage_filter))
+        usage_tap = UsageTap(meter, usage_filter)
+        chain.append(usage_tap)
     elif usage_filter is not None:
         chain.append(Transform(usage_filter, usage_filter.flush))
     inflates = scrubbing = False
@@ -222,4 +277,12 @@ def build_taps(
         if read is not None:
             chain.append(read)
     changes_length = usage_filter is not None or scrubbing
-    return Taps(tuple(chain), meter, copy_tap, changes_length, inflates, log, last_event)
+    # A chain of the scrubber alone, or the usage tap and the scrubber (the plain and the
+    # metered reply, most replies): their common case inline in one function.
+    fused = None
+    if scrub is not None and len(chain) == 1 + (usage_tap is not None):
+        if usage_tap is not None:
+            fused = _metered_then_scrubbed(usage_tap, scrub)
+        else:
+            fused = _scrubbed(scrub)
+    return Taps(tuple(chain), meter, copy_tap, changes_length, inflates, log, last_event, fused)

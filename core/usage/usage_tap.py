@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from core.usage.meter import UsageMeter
     from core.usage.splice import UsageChunkFilter
 
-_NULL_USAGE = b',"usage":null'
+NULL_USAGE = b',"usage":null'
 
 
 class UsageTap:
@@ -68,7 +68,7 @@ class UsageTap:
             and chunk[-2:] == b"\n\n"
             and (chunk.find(b"\\") < 0 or chunk.find(b"\\u") < 0)
         ):
-            kept = chunk.replace(_NULL_USAGE, b"")
+            kept = chunk.replace(NULL_USAGE, b"")
             if kept.find(b"sage") < 0:
                 return kept
         meter = self.meter

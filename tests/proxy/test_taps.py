@@ -144,3 +144,77 @@ def test_a_replys_taps_are_freed_when_it_ends_not_left_to_the_garbage_collector(
         assert freed() is None
     finally:
         gc.enable()
+
+
+def _fused_and_in_turn(metered: bool, chunks: list[bytes], key: bytes = KEY) -> list[object]:
+    """What the caller gets and the meter reads with the fused feed build_taps makes, and
+    with the same taps run one after another."""
+    results: list[object] = []
+    for fused in (True, False):
+        meter = UsageMeter(WIRES["openai"]) if metered else None
+        taps = build_taps(
+            status=200,
+            headers=SSE,
+            meter=meter,
+            usage_filter=UsageChunkFilter() if metered else None,
+            scrubber=Scrubber([key.decode()]),
+        )
+        assert taps.feed is not None
+        if fused:
+            # The chain is the usage tap and the scrubber, or the scrubber alone: one
+            # function, not the taps' own feeds.
+            assert taps.feed not in [tap.feed for tap in taps.chain]
+            out = b"".join(taps.feed(chunk) for chunk in chunks)
+        else:
+            out = b""
+            for chunk in chunks:
+                for tap in taps.chain:
+                    chunk = tap.feed(chunk)
+                out += chunk
+        out += taps.flush()
+        results.append((out, meter.finish() if meter is not None else None))
+    return results
+
+
+def _cuts(stream: bytes) -> list[list[bytes]]:
+    events = [event + b"\n\n" for event in stream.split(b"\n\n") if event]
+    return [
+        events,
+        [b"".join(events[i : i + 3]) for i in range(0, len(events), 3)],
+        [stream[i : i + 11] for i in range(0, len(stream), 11)],
+        [stream],
+    ]
+
+
+def test_the_fused_feed_passes_on_and_meters_what_the_taps_in_turn_do() -> None:
+    """The common case inlined (core/proxy/taps.py): the same bytes to the caller and the
+    same usage as the two taps one after another, for streams with the key whole, split
+    over two chunks or masked, content that says usage, escapes, and a last byte that may
+    begin the key, however the stream is cut."""
+    content = [
+        b"plain",
+        b"key " + KEY + b" inside",
+        b"masked sk-...6789",
+        b"says usage and sage",
+        b"escaped \\u0041 and \\\\",
+        b"ends in sk-fa",
+    ]
+    for metered in (True, False):
+        events = [
+            b'data: {"id":"c","choices":[{"delta":{"content":"'
+            + text
+            + b'"}}]'
+            + (b',"usage":null' if metered else b"")
+            + b"}\n\n"
+            for text in content
+        ]
+        if metered:
+            events.append(
+                b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}\n\n'
+            )
+        events.append(b"data: [DONE]\n\n")
+        stream = b"".join(events)
+        for chunks in [*_cuts(stream), [events[0], events[-1][:3] + KEY[:6], KEY[6:]]]:
+            fused, in_turn = _fused_and_in_turn(metered, chunks)
+            assert fused == in_turn
+            assert KEY not in fused[0]  # type: ignore[index]
