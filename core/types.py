@@ -22,7 +22,9 @@ async def send_response(
     await send({"type": "http.response.body", "body": body})
 
 
-@dataclass(eq=False)  # state, not a value: compared by identity
+# init=False: every field but the first three keeps its default on the class until a
+# layer sets it, so a request builds one small instance dict, not twenty-two assignments.
+@dataclass(eq=False, init=False)  # state, not a value: compared by identity
 class RequestLog:
     """What one access-log line says; filled in as the request goes through the layers."""
 
@@ -48,6 +50,11 @@ class RequestLog:
     saved_input_tokens: int | None = None
     saved_output_tokens: int | None = None
     started: float = 0.0
+
+    def __init__(self, request_id: str, method: str, path: str) -> None:
+        self.request_id = request_id
+        self.method = method
+        self.path = path
 
     def body_sent(self, size: int) -> None:
         if self.first_byte_ms is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -39,13 +39,17 @@ class Attempt:
     span: Any = None
 
 
-@dataclass
+# init=False: the fields a request does not set keep their defaults on the class (one
+# small instance dict a request, not twenty-five assignments); `attempts`, the one
+# mutable default, is made per record.
+@dataclass(init=False)
 class RequestRecord:
     kind: str  # "http" or "websocket"
     method: str
     path: str
-    started: float = field(default_factory=time.perf_counter)
-    started_ns: int = field(default_factory=time.time_ns)
+    started: float
+    started_ns: int
+    attempts: list[Attempt]
     # The access-log record of this request (core/types.py RequestLog).
     log: RequestLog | None = None
     # From the settler.
@@ -62,13 +66,21 @@ class RequestRecord:
     cache_hit: bool = False
     finish_reasons: tuple[str, ...] = ()
     server: str | None = None
-    attempts: list[Attempt] = field(default_factory=list)
     # Prompt and reply text, only when content capture is on (core/telemetry/content.py).
     content: dict[str, str] | None = None
     first_byte_ns: int | None = None
     duration_s: float = 0.0
     # Sinks keep their own per-request state here (the OpenTelemetry span).
     span: Any = None
+
+    def __init__(self, kind: str, method: str, path: str, log: RequestLog | None = None) -> None:
+        self.kind = kind
+        self.method = method
+        self.path = path
+        self.log = log
+        self.started = time.perf_counter()
+        self.started_ns = time.time_ns()
+        self.attempts = []
 
     # ---- what the sinks read ---------------------------------------------------------
 

@@ -178,7 +178,8 @@ def test_cache_control_directives() -> None:
 
 
 def test_the_access_log_line_names_a_hit_and_the_tokens_saved() -> None:
-    log = RequestLog("id", "POST", "/v1/chat/completions", cache="hit", cost_usd=0.0)
+    log = RequestLog("id", "POST", "/v1/chat/completions")
+    log.cache, log.cost_usd = "hit", 0.0
     log.saved_input_tokens, log.saved_output_tokens = 12, 34
     line = json.loads(format_line(log))
     assert (line["cache"], line["saved_input_tokens"], line["saved_output_tokens"]) == (

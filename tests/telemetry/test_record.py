@@ -41,7 +41,8 @@ def test_max_tokens_in_every_protocol() -> None:
 
 
 def test_metric_model_label_only_for_a_model_an_upstream_accepted() -> None:
-    log = RequestLog(request_id="r", method="POST", path="/v1/chat/completions", route="groq")
+    log = RequestLog(request_id="r", method="POST", path="/v1/chat/completions")
+    log.route = "groq"
     record = RequestRecord(kind="http", method="POST", path=log.path, log=log)
     record.request_model, record.wire = "made-up-model-" + "x" * 300, "openai"
     assert record.model_label == ""  # not answered (refused, or the upstream never replied)
