@@ -22,14 +22,14 @@ import json
 import os
 import pstats
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from bench.harness import BENCH_TOKEN, proxy_env, row
 from core.app import create_app
 from core.config import load_settings
 from core.telemetry import serving
-from core.types import DISCONNECT_WATCH, ASGIApp, DisconnectWatch, Message
+from core.types import DIRECT_BODY, DISCONNECT_WATCH, ASGIApp, DisconnectWatch, Message
 
 BODY = b'{"model":"mock-model","stream":true,"messages":[{"role":"user","content":"hi"}]}'
 WORDS = 37  # the mock's role event, 37 words, a stop event and [DONE]: 40 events
@@ -148,6 +148,26 @@ def scope() -> dict[str, Any]:
     }
 
 
+class MemoryBody:
+    """The server's writer of a streamed body's chunks (core/server/direct_body.py), as
+    `llm-proxy serve` puts it in the scope: each chunk's length goes to the sink."""
+
+    def __init__(self, sink: list[int]) -> None:
+        self.sink = sink
+
+    def writer(self) -> Callable[[bytes], bool]:
+        append = self.sink.append
+
+        def write(chunk: bytes) -> bool:
+            append(len(chunk))
+            return False  # the caller's socket is never full here
+
+        return write
+
+    async def drain(self) -> None:
+        return None
+
+
 async def exchange(app: ASGIApp, sink: list[int]) -> None:
     """One request through the app; `sink` gets each body message's length."""
     messages = [{"type": "http.request", "body": BODY, "more_body": False}]
@@ -164,7 +184,9 @@ async def exchange(app: ASGIApp, sink: list[int]) -> None:
         else:
             sink.append(len(message.get("body", b"")))
 
-    await app(scope(), receive, send)
+    request = scope()
+    request[DIRECT_BODY] = MemoryBody(sink)
+    await app(request, receive, send)
 
 
 async def requests(app: ASGIApp, count: int) -> list[int]:
