@@ -53,9 +53,26 @@ def server_config(
         # A caller's WebSocket frame is bounded by the proxy's settings, not the library's
         # 16 MiB (the session checks it again: core/realtime/session.py).
         ws_max_size=options.pop("ws_max_size", ws_frame_bound(os.environ)),
+        log_config=options.pop("log_config", log_config()),
         **options,
     )
     config.server_limits = limits  # type: ignore[attr-defined]  # read per connection
+    return config
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's own logging configuration, with no query string in its lines
+    (core/server/log_filter.py): a WebSocket's `?key=` stays out of the log."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["no_query_strings"] = {
+        "()": "core.server.log_filter.QueryStringsOmitted"
+    }
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        config["loggers"].setdefault(name, {})["filters"] = ["no_query_strings"]
     return config
 
 
