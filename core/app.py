@@ -149,10 +149,12 @@ class ProxyApp:
         # What the usage report reads: the budget the stages charge.
         self.budget = usage.spending_budget(deployment)
         client = self.upstream
-        if self.telemetry is not None:
+        if self.telemetry is not None and self.telemetry.spans:
             from core.telemetry.hub import AttemptRecorder
 
-            # The client's face, each `send` an attempt (core/telemetry/hub.py).
+            # The client's face, each `send` an attempt (core/telemetry/hub.py): what
+            # OpenTelemetry's spans read (an attempt's server, status and times, and the
+            # traceparent it sends); no other sink reads attempts.
             client = cast("UpstreamClient", AttemptRecorder(client, self.telemetry, otel))
         # Gemini's resumable uploads, where a Gemini route is on (loaded only then).
         uploads = None

@@ -89,7 +89,7 @@ def build_telemetry(
 
     telemetry = Telemetry(sinks, content=content)
     telemetry.flush_each = not concurrent and otel is not None
-    telemetry.meters = otel is not None
+    telemetry.meters = telemetry.spans = otel is not None
     if prometheus is not None:
         telemetry.metrics_endpoint = MetricsEndpoint(prometheus, metrics_token)
     return telemetry, otel

@@ -68,6 +68,10 @@ class Telemetry:
         # does not ask it: a reply no rule meters then costs nothing per event, and its
         # tokens are not counted (llm_proxy_tokens counts replies metered anyway).
         self.meters = False
+        # OpenTelemetry's spans name the server each attempt went to (server.address):
+        # only then is it read, per attempt and at settle. Prometheus and the request log
+        # never read it.
+        self.spans = False
 
     def on_start(self, scope: Scope) -> RequestRecord:
         record = RequestRecord(
@@ -109,7 +113,8 @@ class Telemetry:
             record.stream = await request.is_stream()
         except ProxyError:  # a body that never parsed: its refusal says so, not telemetry
             document = None
-        record.max_tokens = max_tokens_of(document)
+        if self.spans:  # gen_ai.request.max_tokens: a span attribute only
+            record.max_tokens = max_tokens_of(document)
         usage = outcome.usage
         if usage is not None:
             record.input_tokens = usage.input_tokens
@@ -117,7 +122,7 @@ class Telemetry:
             record.cached_input_tokens = usage.cached_input_tokens
         record.cost_usd = outcome.cost_usd
         record.cache_hit = outcome.cache_hit
-        if record.server is None:
+        if record.server is None and self.spans:
             record.server = server_address(request.provider.upstream)
         if self.content is not None and document is not None:
             record.content = self.content.capture(document)
@@ -167,12 +172,14 @@ class TelemetryMiddleware:
             return
         telemetry = self.telemetry
         record = telemetry.on_start(scope)
-        # The upstream client's wrapper finds the request it serves here.
-        current = CURRENT.set(record)
+        # The upstream client's wrapper (only where spans read attempts) finds the request
+        # it serves here.
+        current = CURRENT.set(record) if telemetry.spans else None
         try:
             await self.app(scope, receive, send)
         finally:
-            CURRENT.reset(current)
+            if current is not None:
+                CURRENT.reset(current)
             telemetry.on_end(record)
             if telemetry.flush_each:
                 await telemetry.flush()
