@@ -136,8 +136,9 @@ def _connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
     tokens: set[bytes] = set()
     for name, value in headers:
         # An upstream's names keep the case they were sent in (httpx's and aiohttp's raw
-        # headers); the caller's arrive lower-cased from the ASGI server.
-        if name.lower() == b"connection":
+        # headers); the caller's arrive lower-cased from the ASGI server. The length
+        # first: most names are not 10 bytes and need no lower().
+        if len(name) == 10 and name.lower() == b"connection":
             tokens.update(t.strip().lower() for t in value.split(b","))
     return frozenset(tokens)
 
@@ -155,9 +156,9 @@ def upstream_request_headers(headers: RawHeaders) -> RawHeaders:
         for name, value in headers
         if name not in _DROP_INBOUND
         and name not in extra_drop
+        and name != b"accept-encoding"
         and not name.startswith(CLIENT_IDENTIFYING_PREFIXES)
     ]
-    kept = [(name, value) for name, value in kept if name != b"accept-encoding"]
     kept.append((b"accept-encoding", b"identity"))
     return kept
 
