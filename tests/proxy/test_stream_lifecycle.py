@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import socket
 import time
@@ -14,6 +15,7 @@ import pytest
 from core.app import create_app
 from core.config import load_settings
 from core.devtools.mock_upstream import MockUpstream
+from core.devtools.mock_upstream.content import reply_text
 from tests.support.scripted_upstream import ScriptedUpstream
 from tests.support.servers import (
     FAKE_TOKEN,
@@ -249,3 +251,55 @@ def test_a_caller_hanging_up_at_done_before_the_upstream_ends_is_not_a_disconnec
     [line] = [r.getMessage() for r in caplog.records if '"event":"request"' in r.getMessage()]
     assert '"status":200' in line
     assert "client_disconnected" not in line
+
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+def test_a_caller_that_stops_reading_holds_the_upstream_back(
+    server: str, mock_upstream: RunningServer
+) -> None:
+    """A caller that reads nothing for a while: the relay waits for it (the server's own
+    chunk writer waits on a full socket as uvicorn's `send` does), so the upstream's bytes
+    stay in the socket buffers instead of piling up in the proxy, and every event arrives,
+    in order, once the caller reads. 120,000 events are about 32 MB, several times what the
+    buffers between upstream and caller hold."""
+    httpx.post(f"{mock_upstream.url}/_mock/reset")
+    events = 120_000
+    with SERVERS[server](create_app(load_settings(proxy_env(mock_upstream.url)))) as proxy:
+        caller = socket.socket()
+        caller.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        caller.connect(("127.0.0.1", proxy.port))
+        head = (
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: proxy.test\r\n"
+            f"Authorization: Bearer {FAKE_TOKEN}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(CHAT)}\r\nx-mock-chunks: {events}\r\nx-mock-delay-ms: 0\r\n\r\n"
+        )
+        caller.sendall(head.encode() + CHAT)
+        time.sleep(3)
+        [stream] = httpx.get(f"{mock_upstream.url}/_mock/streams").json()
+        assert stream["sent"] < stream["events"] / 2, stream
+        received = bytearray()
+        caller.settimeout(30)
+        while not received.endswith(b"\r\n0\r\n\r\n"):
+            chunk = caller.recv(1 << 20)
+            assert chunk, "the proxy closed the connection before the stream's end"
+            received += chunk
+        caller.close()
+    head_end = received.index(b"\r\n\r\n") + 4
+    assert received.startswith(b"HTTP/1.1 200")
+    # Every event, in order: the chunked framing taken off, the words read back whole.
+    body, at = bytearray(), head_end
+    while True:
+        size_end = received.index(b"\r\n", at)
+        size = int(received[at:size_end], 16)
+        if not size:
+            break
+        body += received[size_end + 2 : size_end + 2 + size]
+        at = size_end + 2 + size + 2
+    text = [
+        json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+        for line in bytes(body).split(b"\n")
+        if line.startswith(b"data: {")
+    ]
+    assert len(text) == events + 2  # the role event, every word, the stop event
+    assert "".join(text) == reply_text(events)
+    assert body.endswith(b"data: [DONE]\n\n")
