@@ -146,47 +146,34 @@ async def relay(
     settled = False
     sent = 0
     try:
-        if tail is None and write is not None and feed is not None:
-            # Most streams: nothing settles at their last event, the server writes the
-            # chunks (core/types.py DirectBody), the taps are one function. The same steps
-            # as the loop below, minus the tests that cannot pass, on every event.
-            async for chunk in stream:
+        # The transport's own stream: raw bytes as they arrive, no re-chunking.
+        async for chunk in stream:
+            # `tail` is set only with `last_event`: one local test per chunk, not two.
+            ends = (
+                tail is not None and chunk.endswith(tail) and last_event(chunk, previous)  # type: ignore[misc]
+            )
+            previous = chunk
+            if feed is not None:
                 chunk = feed(chunk)
-                if chunk and not outcome.caller_left:
-                    if not sent and log is not None:
-                        log.body_sent(0)  # the first byte's time
-                    sent += len(chunk)
-                    if write(chunk):  # the caller's socket is full: wait, as `send` would
-                        await direct.drain()  # type: ignore[union-attr]
-        else:
-            # The transport's own stream: raw bytes as they arrive, no re-chunking.
-            async for chunk in stream:
-                # `tail` is set only with `last_event`: one local test per chunk, not two.
-                ends = (
-                    tail is not None and chunk.endswith(tail) and last_event(chunk, previous)  # type: ignore[misc]
-                )
-                previous = chunk
-                if feed is not None:
-                    chunk = feed(chunk)
-                if ends:
-                    # The stream's last event (core/proxy/stream_end.py): the SDKs stop reading
-                    # there and may ask again at once, so the figures go in before it goes out.
-                    outcome.complete = True
-                    await settle()
-                    settled = True
-                if chunk and not outcome.caller_left:
-                    if not sent and log is not None:
-                        log.body_sent(0)  # the first byte's time
-                    sent += len(chunk)
-                    if write is None:
-                        await body_send(
-                            {"type": "http.response.body", "body": chunk, "more_body": True}
-                        )
-                    elif write(chunk):  # the caller's socket is full: wait, as `send` would
-                        await direct.drain()  # type: ignore[union-attr]
-                if ends:
-                    # A hang-up from here on is a caller done reading, not one leaving early.
-                    exchange.awaiting_upstream_end = exchange.response_done = True
+            if ends:
+                # The stream's last event (core/proxy/stream_end.py): the SDKs stop reading
+                # there and may ask again at once, so the figures go in before it goes out.
+                outcome.complete = True
+                await settle()
+                settled = True
+            if chunk and not outcome.caller_left:
+                if not sent and log is not None:
+                    log.body_sent(0)  # the first byte's time
+                sent += len(chunk)
+                if write is None:
+                    await body_send(
+                        {"type": "http.response.body", "body": chunk, "more_body": True}
+                    )
+                elif write(chunk):  # the caller's socket is full: wait, as `send` would
+                    await direct.drain()  # type: ignore[union-attr]
+            if ends:
+                # A hang-up from here on is a caller done reading, not one leaving early.
+                exchange.awaiting_upstream_end = exchange.response_done = True
     except source.stream_errors as exc:
         logger.warning("upstream stream broke after %d bytes: %s", sent, type(exc).__name__)
         forget_frames(exc)
