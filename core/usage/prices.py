@@ -215,18 +215,16 @@ def parse_prices(text: str) -> dict[str, Price]:
             prices[pattern] = Price(
                 input=_rate(entry, "input"),
                 output=_rate(entry, "output"),
-                cached_input=_rate(entry, "cached_input") if "cached_input" in entry else None,
-                max_output=_output_limit(entry),
-                max_input=_input_limit(entry),
-                cache_write=_rate(entry, "cache_write") if "cache_write" in entry else None,
-                cache_write_1h=(
-                    _rate(entry, "cache_write_1h") if "cache_write_1h" in entry else None
-                ),
-                long_context=_long_context(entry),
-                long_input=_rate(entry, "long_input") if "long_input" in entry else None,
-                long_output=_rate(entry, "long_output") if "long_output" in entry else None,
-                audio_input=_rate(entry, "audio_input") if "audio_input" in entry else None,
-                audio_output=_rate(entry, "audio_output") if "audio_output" in entry else None,
+                cached_input=_optional_rate(entry, "cached_input"),
+                max_output=_whole(entry, "max_output", DEFAULT_MAX_OUTPUT, 0, MAX_OUTPUT_LIMIT),
+                max_input=_whole(entry, "max_input", DEFAULT_MAX_INPUT, 1, MAX_INPUT_LIMIT),
+                cache_write=_optional_rate(entry, "cache_write"),
+                cache_write_1h=_optional_rate(entry, "cache_write_1h"),
+                long_context=_whole(entry, "long_context", 0, 0, MAX_INPUT_LIMIT),
+                long_input=_optional_rate(entry, "long_input"),
+                long_output=_optional_rate(entry, "long_output"),
+                audio_input=_optional_rate(entry, "audio_input"),
+                audio_output=_optional_rate(entry, "audio_output"),
             )
         except (KeyError, TypeError, ValueError):
             raise PriceError(
@@ -249,30 +247,18 @@ def _rate(entry: dict[str, object], name: str) -> float:
     return float(value)
 
 
-def _output_limit(entry: dict[str, object]) -> int:
-    value = entry.get("max_output", DEFAULT_MAX_OUTPUT)
+def _optional_rate(entry: dict[str, object], name: str) -> float | None:
+    """A rate an entry may leave out (None: the rate it falls back to)."""
+    return _rate(entry, name) if name in entry else None
+
+
+def _whole(entry: dict[str, object], name: str, default: int, lowest: int, highest: int) -> int:
+    """A token count: a whole number from `lowest` to `highest` (NaN and 1e400 are not)."""
+    value = entry.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("max_output")
-    if not 0 <= value <= MAX_OUTPUT_LIMIT or value != int(value):
-        raise ValueError("max_output")
-    return int(value)
-
-
-def _input_limit(entry: dict[str, object]) -> int:
-    value = entry.get("max_input", DEFAULT_MAX_INPUT)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("max_input")
-    if not 1 <= value <= MAX_INPUT_LIMIT or value != int(value):
-        raise ValueError("max_input")
-    return int(value)
-
-
-def _long_context(entry: dict[str, object]) -> int:
-    value = entry.get("long_context", 0)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("long_context")
-    if not 0 <= value <= MAX_INPUT_LIMIT or value != int(value):
-        raise ValueError("long_context")
+        raise ValueError(name)
+    if not lowest <= value <= highest or value != int(value):
+        raise ValueError(name)
     return int(value)
 
 

@@ -320,15 +320,21 @@ async def test_dot_segments_with_path_parameters_are_refused(path: str) -> None:
 GEMINI = "https://gemini.upstream.test"
 
 
-@respx.mock
-async def test_model_scope_covers_gemini_tuned_models(tmp_path: Path) -> None:
-    """`tunedModels/x:generateContent` runs a tuned model, whatever the body says."""
+def _scoped_to_flash(tmp_path: Path) -> tuple[dict[str, str], dict[str, str], bytes]:
+    """A stored token scoped to gemini-2.0-flash*: the proxy's settings, the caller's
+    headers, and a body that names an allowed model."""
     url = f"sqlite:///{tmp_path}/tokens.db"
     token, _ = create_token(open_store(url), "bob", models=("gemini-2.0-flash*",))
     extra = {"TOKEN_STORE": url, "GEMINI_API_KEY": "fake-gemini-key", "GEMINI_UPSTREAM": GEMINI}
-    route = respx.post(url__startswith=GEMINI).respond(200, json={})
     headers = {"x-goog-api-key": token, "content-type": "application/json"}
-    body = b'{"model":"gemini-2.0-flash","contents":[]}'
+    return extra, headers, b'{"model":"gemini-2.0-flash","contents":[]}'
+
+
+@respx.mock
+async def test_model_scope_covers_gemini_tuned_models(tmp_path: Path) -> None:
+    """`tunedModels/x:generateContent` runs a tuned model, whatever the body says."""
+    extra, headers, body = _scoped_to_flash(tmp_path)
+    route = respx.post(url__startswith=GEMINI).respond(200, json={})
     async with client(create_app(load_settings(env(**extra)))) as proxy:
         allowed = await proxy.post(
             "/gemini/v1beta/models/gemini-2.0-flash:generateContent", content=body, headers=headers
@@ -1501,12 +1507,8 @@ async def test_model_scope_holds_for_a_gemini_method_spelled_with_an_escaped_col
 ) -> None:
     """`tunedModels/x%3AgenerateContent` is `tunedModels/x:generateContent` once decoded (the
     route read it so): the tuned model runs, whatever model the body names."""
-    url = f"sqlite:///{tmp_path}/tokens.db"
-    token, _ = create_token(open_store(url), "bob", models=("gemini-2.0-flash*",))
-    extra = {"TOKEN_STORE": url, "GEMINI_API_KEY": "fake-gemini-key", "GEMINI_UPSTREAM": GEMINI}
+    extra, headers, body = _scoped_to_flash(tmp_path)
     route = respx.post(url__startswith=GEMINI).respond(200, json={})
-    headers = {"x-goog-api-key": token, "content-type": "application/json"}
-    body = b'{"model":"gemini-2.0-flash","contents":[]}'
     async with client(create_app(load_settings(env(**extra)))) as proxy:
         tuned = await proxy.post(
             "/gemini/v1beta/tunedModels/my-tuned%3AgenerateContent", content=body, headers=headers

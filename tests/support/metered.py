@@ -61,14 +61,22 @@ def models_or(reply: Any) -> Any:
     return answer
 
 
-def chats_at_once(proxy: RunningServer, count: int) -> list[int]:
-    """`count` chat requests released together; their statuses."""
+def chats_at_once(
+    proxy: RunningServer,
+    count: int,
+    *,
+    path: str = "/v1/chat/completions",
+    body: dict[str, Any] | None = None,
+    headers: dict[str, str] = AUTH,
+) -> list[int]:
+    """`count` requests (a chat, unless said otherwise) released together; their statuses."""
     gate = threading.Event()
+    document = chat() if body is None else body
 
     def one(_: int) -> int:
         gate.wait()
         return httpx.post(
-            f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH, timeout=30
+            f"{proxy.url}{path}", json=document, headers=headers, timeout=30
         ).status_code
 
     with ThreadPoolExecutor(count) as pool:

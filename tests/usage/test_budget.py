@@ -495,27 +495,11 @@ def test_input_held_elsewhere_cannot_pass_a_budget_concurrently(
     URL) reserved the few tokens of its body; the upstream read 100,000 more. Eight sent at
     once all fitted a $1.50 budget and spent $8: the cap was passed by seven requests, not
     at most one."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
     content = json.dumps(reply).encode()
     upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0.5, content)])))
     with metered(upstream, BUDGET_PER_CALLER_USD="1.5", MODEL_PRICES=PRICES) as proxy:
-        gate = threading.Event()
-
-        def one(_: int) -> int:
-            gate.wait()
-            return httpx.post(
-                f"{proxy.url}{path}",
-                json=body,
-                headers={**headers, "content-type": "application/json"},
-                timeout=30,
-            ).status_code
-
-        with ThreadPoolExecutor(8) as pool:
-            futures = [pool.submit(one, i) for i in range(8)]
-            gate.set()
-            statuses = [f.result() for f in futures]
+        headers = {**headers, "content-type": "application/json"}
+        statuses = chats_at_once(proxy, 8, path=path, body=body, headers=headers)
         spent = usage_of(proxy)["spent_usd"]
     # $1.0001 a request: the budget may be passed by one request at most.
     assert spent <= 1.5 + 1.0002, (statuses, spent)
@@ -690,8 +674,6 @@ def test_audio_answers_at_once_cannot_pass_a_budget_together() -> None:
     """The reservation priced the worst case at the text rate: eight audio answers sent at
     once, each reserving a tenth of a cent at $10 per 1M while it spent eight at $80 per
     1M of audio, all fitted a 10-cent budget and spent 64 cents."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
 
     reply = {
         "usage": {
@@ -705,18 +687,7 @@ def test_audio_answers_at_once_cannot_pass_a_budget_together() -> None:
     prices = {"fake-audio": {"input": 2.5, "output": 10, "audio_input": 40, "audio_output": 80}}
     body = chat(model="fake-audio", max_tokens=1_000)
     with metered(upstream, BUDGET_PER_CALLER_USD="0.1", MODEL_PRICES=json.dumps(prices)) as proxy:
-        gate = threading.Event()
-
-        def one(_: int) -> int:
-            gate.wait()
-            return httpx.post(
-                f"{proxy.url}/v1/chat/completions", json=body, headers=AUTH, timeout=30
-            ).status_code
-
-        with ThreadPoolExecutor(8) as pool:
-            futures = [pool.submit(one, i) for i in range(8)]
-            gate.set()
-            statuses = [f.result() for f in futures]
+        statuses = chats_at_once(proxy, 8, body=body)
         spent = usage_of(proxy)["spent_usd"]
     # $0.080025 a request: the budget may be passed by one request at most.
     assert spent <= 0.1 + 0.0801, (statuses, spent)
