@@ -188,9 +188,10 @@ def client_response_headers(
         ):
             continue
         if lowered == b"content-length":
-            if not value.isdigit():
-                # No length uvicorn could count (it would fail the head): the reply goes
-                # out chunked. So a Content-Length kept is one `content_length` reports.
+            if not value.isdigit() or len(value) > 18:
+                # No length uvicorn could count (it would fail the head; past 18 digits no
+                # body is that long, and past 4,300 `int` refuses it): the reply goes out
+                # chunked. So a Content-Length kept is one `content_length` reports.
                 continue
             content_length = int(value)
         elif lowered == b"content-type" and value.lower().startswith(b"text/event-stream"):

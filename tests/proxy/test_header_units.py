@@ -111,9 +111,10 @@ def test_the_declared_length_is_read_only_when_it_is_a_number() -> None:
     assert kept == [(b"content-length", b"42")]
     # A length that is not a number is not sent on either (uvicorn would fail the head):
     # the reply goes out chunked, and a Content-Length kept is always the one reported.
-    kept, length = client_response_headers([(b"content-length", b"4 2")])
-    assert length is None
-    assert not any(name == b"content-length" for name, _ in kept)
+    for odd in (b"4 2", b"9" * 5000):
+        kept, length = client_response_headers([(b"content-length", odd)])
+        assert length is None
+        assert not any(name == b"content-length" for name, _ in kept)
     assert client_response_headers([(b"content-type", b"text/plain")])[1] is None
 
 
