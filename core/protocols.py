@@ -600,6 +600,10 @@ class OpenAIWire(Wire):
         return None if tier in (None, "auto", "default", "flex") else "service_tier"
 
     def priced_tools(self, route: Route, document: dict[str, Any]) -> list[str]:
+        if route.name == "realtime":
+            # A session's settings (core/realtime/session.py), where its tools sit.
+            session = document.get("session")
+            document = session if isinstance(session, dict) else {}
         found = []
         for tool in _tools(document):
             kind = tool.get("type") if isinstance(tool, dict) else None

@@ -53,8 +53,10 @@ class RequestPolicy:
     max_messages: int = 0
 
     reads_body = True
-    # Decides on the models a request names: run again on a realtime session's new settings.
-    reads_models = True
+
+    async def check_settings(self, request: ProxyRequest) -> None:
+        """A realtime session's new settings: the models they name, checked again."""
+        await self.admit(request)
 
     async def admit(self, request: ProxyRequest) -> Ticket | None:
         """Raise ModelNotAllowed / PolicyRefused if the request breaks a rule."""

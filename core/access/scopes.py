@@ -18,8 +18,10 @@ class Authorize:
     """A stored token's scopes: which providers and models it may use."""
 
     reads_body = True
-    # Decides on the models a request names: run again on a realtime session's new settings.
-    reads_models = True
+
+    async def check_settings(self, request: ProxyRequest) -> None:
+        """A realtime session's new settings: the models they name, checked again."""
+        await self.admit(request)
 
     async def admit(self, request: ProxyRequest) -> Ticket | None:
         caller = request.caller

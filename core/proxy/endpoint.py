@@ -201,12 +201,14 @@ class ProxyEndpoint:
             if count is not None:
                 await count(request)
 
-    async def check_models(self, request: ProxyRequest) -> None:
-        """Runs the body checks that decide on the models a request names (scopes,
-        ALLOWED_MODELS) again: for a realtime session whose settings changed mid-session."""
+    async def check_settings(self, request: ProxyRequest) -> None:
+        """Runs the body checks that decide on a session's settings (the models they name:
+        scopes, ALLOWED_MODELS; the tools they turn on: a dollar budget) again: for a
+        realtime session whose settings changed mid-session."""
         for check in self.pipeline.after_body:
-            if getattr(check, "reads_models", False):
-                await check.admit(request)
+            recheck = getattr(check, "check_settings", None)
+            if recheck is not None:
+                await recheck(request)
 
     async def handle(self, request: ProxyRequest, receive: Receive, send: Send) -> None:
         uploads = self.uploads

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -47,7 +47,7 @@ from core.errors import (
     render,
 )
 from core.headers import upstream_request_headers
-from core.protocols import Route, transcription_models
+from core.protocols import Route
 from core.providers import RETRY_ON_NEXT_KEY
 from core.proxy.access_log import access_logger, format_line, new_request_id
 from core.realtime.wire import (
@@ -134,6 +134,8 @@ class _Watch:
     # The model checked at the handshake.
     model: str | None
     byte_markers: tuple[bytes, ...] = ()
+    # The session's settings as its updates left them (OpenAI's session.update).
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.byte_markers = tuple(marker.encode() for marker in self.wire.markers)
@@ -371,7 +373,9 @@ class RealtimeEndpoint:
                 "The first message of a Live session must be the JSON setup message naming "
                 'the model: {"setup": {"model": "models/..."}}.'
             )
-        request.use_document({"model": model})
+        # The rest of the setup is read as a generateContent body is (its tools under a
+        # dollar budget: Google Search grounding bills per grounded prompt).
+        request.use_document({**parsed["setup"], "model": model})
         return frame  # type: ignore[no-any-return]
 
     async def connect(self, request: ProxyRequest, protocols: list[str]) -> tuple[Any, Any]:
@@ -521,12 +525,19 @@ class RealtimeEndpoint:
                 await end(CLOSE_POLICY, refusal)
                 return False
             settings = wire.new_settings(message)
-            if settings is not None and transcription_models({"session": settings}):
-                # A model that runs beside the session's (its input transcription): held to
-                # the same scopes and ALLOWED_MODELS, and kept for the rechecks after.
-                watch.request.use_document({"model": watch.model, "session": settings})
+            asked = wire.response_settings(message)
+            if settings is not None or asked is not None:
+                # The settings the provider now runs with, read by the rules that read an
+                # HTTP body's: a transcription model that runs beside the session's (scopes,
+                # ALLOWED_MODELS), tools billed apart from tokens (a dollar budget). An
+                # update changes only what it names, so they add up; a response's own
+                # settings hold over them for that response. Kept for the rechecks after.
+                if settings is not None:
+                    watch.settings = merged(watch.settings, settings)
+                current = merged(watch.settings, asked) if asked else watch.settings
+                watch.request.use_document({"model": watch.model, "session": current})
                 try:
-                    await stages.check_models(watch.request)
+                    await stages.check_settings(watch.request)
                 except ProxyError as error:
                     await end(CLOSE_POLICY, error.message)
                     return False
@@ -702,3 +713,16 @@ async def _send(send: Send, message: dict[str, Any], relay: _Relay) -> None:
 async def _close(send: Send, code: int, text: str, relay: _Relay) -> None:
     await _send(send, {"type": "websocket.close", "code": code, "reason": reason(text)}, relay)
     relay.closed = True
+
+
+def merged(kept: dict[str, Any], update: dict[str, Any], depth: int = 0) -> dict[str, Any]:
+    """`update` over `kept`, object by object, as the provider applies a session update: what
+    it leaves out stays as it was. Past a few levels (settings are shallow; a frame nested
+    hundreds deep is not settings) the update's object replaces the kept one whole."""
+    result = dict(kept)
+    for name, value in update.items():
+        before = result.get(name)
+        if depth < 8 and isinstance(before, dict) and isinstance(value, dict):
+            value = merged(before, value, depth + 1)
+        result[name] = value
+    return result

@@ -42,7 +42,7 @@ class SessionStages(Protocol):
 
     def scrub_frame(self, frame: Frame) -> Frame: ...
 
-    async def check_models(self, request: ProxyRequest) -> None: ...
+    async def check_settings(self, request: ProxyRequest) -> None: ...
 
     async def settle(
         self, tickets: list[Ticket], outcome: Outcome, request: ProxyRequest | None
@@ -68,10 +68,11 @@ class EndpointStages:
     async def admit_body(self, request: ProxyRequest, tickets: list[Ticket]) -> None:
         await self.endpoint.admit(request, self.pipeline.after_body, tickets)
 
-    async def check_models(self, request: ProxyRequest) -> None:
-        """Raises the ProxyError a rule on models gives the session's settings as they are
-        now (a transcription model set mid-session): scopes and ALLOWED_MODELS."""
-        await self.endpoint.check_models(request)
+    async def check_settings(self, request: ProxyRequest) -> None:
+        """Raises the ProxyError a rule gives the session's settings as they are now (a
+        transcription model set mid-session: scopes and ALLOWED_MODELS; a tool billed
+        apart from tokens: a dollar budget)."""
+        await self.endpoint.check_settings(request)
 
     def scrub_frame(self, frame: Frame) -> Frame:
         """A provider's frame (or close reason) with the proxy's keys taken out, whole or

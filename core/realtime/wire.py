@@ -287,6 +287,12 @@ class RealtimeWire:
         any: the rules on models read them as they read a mint's body."""
         return None
 
+    def response_settings(self, message: Any) -> dict[str, Any] | None:
+        """The settings a parsed caller frame gives one response only (OpenAI's
+        response.create `response`: its own tools, prompt, instructions), if any: the
+        rules read them too, over the session's."""
+        return None
+
 
 class OpenAIRealtime(RealtimeWire):
     name = "openai"
@@ -329,6 +335,12 @@ class OpenAIRealtime(RealtimeWire):
         if isinstance(message, dict) and message.get("type") in kinds:
             session = message.get("session")
             return session if isinstance(session, dict) else None
+        return None
+
+    def response_settings(self, message: Any) -> dict[str, Any] | None:
+        if isinstance(message, dict) and message.get("type") == "response.create":
+            response = message.get("response")
+            return response if isinstance(response, dict) else None
         return None
 
 

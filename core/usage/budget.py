@@ -116,6 +116,12 @@ class Budget:
         prefix = f"budget:{window.name}:"
         return prefix + caller_key(identity), prefix + "total"
 
+    async def check_settings(self, request: ProxyRequest) -> None:
+        """A realtime session's new settings (core/realtime/session.py): the tools they turn
+        on, held to the rule admit holds a body's to."""
+        if self.caller_limit_usd(request) is not None or self.total_usd:
+            await refuse_priced_tools(request)
+
     async def admit(self, request: ProxyRequest) -> BudgetReservation | None:
         caller_limit = self.caller_limit_usd(request)
         if request.route.kind == "free" or (caller_limit is None and not self.total_usd):

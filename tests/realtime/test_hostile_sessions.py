@@ -726,3 +726,65 @@ async def test_a_session_update_setting_a_transcription_model_out_of_scope_ends_
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     assert "gpt-4o-transcribe" in closed.value.rcvd.reason
     assert all("gpt-4o-transcribe" not in str(f) for f in upstream.sessions[-1]["received"])
+
+
+# ---- tools billed apart from tokens: a dollar budget reads a session's as a body's --------
+
+PRICED = json.dumps(
+    {"gemini-*": {"input": 1, "output": 1}, "gpt-realtime*": {"input": 1, "output": 1}}
+)
+
+
+@pytest.mark.parametrize("tools", [[{"googleSearch": {}}], [{"google_search_retrieval": {}}]])
+async def test_a_dollar_budget_refuses_a_live_setup_that_turns_on_grounding(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, tools: list[object]
+) -> None:
+    """generateContent with Google Search was refused under a dollar budget (a grounded
+    prompt bills per call, apart from the tokens); the same tool in a Live session's setup
+    went through, and every turn's search was billed past the budget."""
+    with start_proxy(BUDGET_PER_CALLER_USD="1", MODEL_PRICES=PRICED) as proxy:
+        url = f"ws://127.0.0.1:{proxy.port}/gemini{LIVE_PATH}?key={FAKE_TOKEN}"
+        model = "models/gemini-live-2.5-flash-preview"
+        async with websockets.connect(url) as socket:
+            await socket.send(json.dumps({"setup": {"model": model, "tools": tools}}))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        assert next(iter(tools[0])) in closed.value.rcvd.reason  # type: ignore[call-overload]
+        assert upstream.sessions == []
+        # Function declarations (the caller runs them) cost tokens only: set up as before.
+        functions = [{"functionDeclarations": [{"name": "f"}]}]
+        async with websockets.connect(url) as socket:
+            await socket.send(json.dumps({"setup": {"model": model, "tools": functions}}))
+            assert json.loads(await asyncio.wait_for(socket.recv(), 5)) == {"setupComplete": {}}
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        # A tool type the list of token-billed ones does not hold (a later hosted tool).
+        {"type": "session.update", "session": {"tools": [{"type": "web_search"}]}},
+        # A stored prompt brings the tools set for it on the platform, unseen here.
+        {"type": "session.update", "session": {"prompt": {"id": "pmpt_1"}}},
+        # A response's own tools hold over the session's for that response.
+        {"type": "response.create", "response": {"tools": [{"type": "web_search"}]}},
+    ],
+)
+async def test_a_dollar_budget_ends_a_session_whose_frames_turn_on_priced_tools(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, frame: dict[str, object]
+) -> None:
+    with start_proxy(BUDGET_PER_CALLER_USD="5", MODEL_PRICES=PRICED) as proxy:
+        url = ws_url(proxy.url) + "/v1/realtime?model=gpt-realtime"
+        async with websockets.connect(url, additional_headers=AUTH) as socket:
+            await socket.recv()  # session.created
+            function = {"type": "function", "name": "f", "parameters": {}}
+            allowed = {"type": "session.update", "session": {"tools": [function]}}
+            await socket.send(json.dumps(allowed))
+            assert "session.update" in await asyncio.wait_for(socket.recv(), 5)  # echoed
+            await socket.send(json.dumps(frame))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert "caps spending in dollars" in closed.value.rcvd.reason
+    received = [str(f) for f in upstream.sessions[-1]["received"]]
+    assert all("web_search" not in f and "pmpt_1" not in f for f in received)
