@@ -358,6 +358,22 @@ def _minted_model(document: dict[str, Any]) -> Any:
     return models[0] if models else None
 
 
+def minted_settings(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """A mint's body and the session settings nested in it, where the key's session reads
+    its tools (OpenAI client_secrets: `session`; Gemini auth_tokens:
+    `bidiGenerateContentSetup`, also with its own `setup`), in every spelling `_minted_model`
+    takes: the rules on tools read each, as they read an HTTP body or a session's frames."""
+    found = [document]
+    for name in ("session", "bidigeneratecontentsetup"):
+        nested = field_in(document, name)
+        if isinstance(nested, dict):
+            found.append(nested)
+            inner = field_in(nested, "setup")
+            if isinstance(inner, dict):
+                found.append(inner)
+    return found
+
+
 def _tools(document: dict[str, Any]) -> list[Any]:
     """Every entry of `tools`, in any spelling of the name a lenient upstream reads."""
     found: list[Any] = []

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 from core.errors import BadRequest, Forbidden
-from core.protocols import usage_hiding_parameter
+from core.protocols import AmbiguousModel, minted_settings, usage_hiding_parameter
 
 if TYPE_CHECKING:
     from core.request import ProxyRequest
@@ -96,16 +96,24 @@ async def refuse_priced_tools(request: ProxyRequest) -> None:
     document = await request.document()
     if not isinstance(document, dict):
         return
-    dearer = request.wire.dearer_rate(document)
-    if dearer is not None:
-        raise UnmeteredRateRefused(
-            f"This proxy caps spending in dollars at list prices, and {dearer!r} asks the "
-            f"provider to bill above them ({str(document.get(dearer))[:40]!r}): refused."
-        )
-    priced = request.wire.priced_tools(request.route, document)
-    if priced:
-        raise UnmeteredToolRefused(
-            f"This proxy caps spending in dollars and cannot count what the tool "
-            f"{priced[0]!r} costs (the provider bills it apart from the tokens it reports): "
-            "refused. Function tools, which the caller runs, are allowed."
-        )
+    # A minted key's session runs with the settings its mint names, nested in the body.
+    parts = [document]
+    if request.route.kind == "minting":
+        try:
+            parts = minted_settings(document)
+        except AmbiguousModel as exc:
+            raise BadRequest(f"The request names one field twice ({exc}): name it once.") from None
+    for part in parts:
+        dearer = request.wire.dearer_rate(part)
+        if dearer is not None:
+            raise UnmeteredRateRefused(
+                f"This proxy caps spending in dollars at list prices, and {dearer!r} asks the "
+                f"provider to bill above them ({str(part.get(dearer))[:40]!r}): refused."
+            )
+        priced = request.wire.priced_tools(request.route, part)
+        if priced:
+            raise UnmeteredToolRefused(
+                f"This proxy caps spending in dollars and cannot count what the tool "
+                f"{priced[0]!r} costs (the provider bills it apart from the tokens it "
+                "reports): refused. Function tools, which the caller runs, are allowed."
+            )

@@ -136,3 +136,63 @@ async def test_each_minted_key_counts_against_the_token_limit(
         figures = httpx.get(f"{proxy.url}/v1/models", headers=headers).headers
         assert figures["x-ratelimit-remaining-tokens"] == "0"
     assert len(upstream.minted) == 3
+
+
+# ---- a dollar budget reads a mint's session settings as a body's ----------------------------
+
+PRICED = '{"gemini-*": {"input": 1, "output": 1}, "gpt-realtime*": {"input": 1, "output": 1}}'
+LIVE_MODEL = "models/gemini-live-2.5-flash-preview"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        # client_secrets nests the session's settings under `session`.
+        (
+            "/v1/realtime/client_secrets",
+            {"session": {**SESSION, "tools": [{"type": "web_search"}]}},
+        ),
+        ("/v1/realtime/client_secrets", {"session": {**SESSION, "prompt": {"id": "pmpt_1"}}}),
+        # A Gemini token's locked setup: Google Search grounding bills per grounded prompt.
+        (
+            "/gemini/v1alpha/auth_tokens",
+            {"bidiGenerateContentSetup": {"model": LIVE_MODEL, "tools": [{"googleSearch": {}}]}},
+        ),
+        (
+            "/gemini/v1alpha/auth_tokens",
+            {
+                "bidi_generate_content_setup": {
+                    "model": LIVE_MODEL,
+                    "tools": [{"google_search_retrieval": {}}],
+                }
+            },
+        ),
+    ],
+)
+async def test_a_dollar_budget_refuses_a_mint_whose_session_turns_on_priced_tools(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, path: str, body: dict[str, object]
+) -> None:
+    """A Live setup or session.update with Google Search, a hosted tool or a stored prompt
+    is refused under a dollar budget; the same settings in a minted key's session (which
+    then runs with the provider, outside the proxy) were minted."""
+    with start_proxy(
+        ALLOW_EPHEMERAL_KEYS="true", BUDGET_PER_CALLER_USD="5", MODEL_PRICES=PRICED
+    ) as proxy:
+        refused = httpx.post(
+            f"{proxy.url}{path}", json=body, headers={"Authorization": f"Bearer {FAKE_TOKEN}"}
+        )
+        assert refused.status_code == 403, refused.text
+        assert "caps spending in dollars" in refused.text
+        assert upstream.minted == []
+        # Function tools (the caller runs them) cost tokens only: minted as before.
+        if path.endswith("client_secrets"):
+            function = {"type": "function", "name": "f", "parameters": {}}
+            allowed: dict[str, object] = {"session": {**SESSION, "tools": [function]}}
+        else:
+            functions = [{"functionDeclarations": [{"name": "f"}]}]
+            allowed = {"bidiGenerateContentSetup": {"model": LIVE_MODEL, "tools": functions}}
+        minted = httpx.post(
+            f"{proxy.url}{path}", json=allowed, headers={"Authorization": f"Bearer {FAKE_TOKEN}"}
+        )
+        assert minted.status_code == 200, minted.text
+    assert len(upstream.minted) == 1
