@@ -374,6 +374,20 @@ def minted_settings(document: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+def token_setup_keeps(document: dict[str, Any], name: str) -> bool:
+    """Whether a Gemini auth token's body fixes the setup field `name` of the Live sessions
+    it opens. Google applies `bidiGenerateContentSetup` to such a session: whole when there
+    is no `fieldMask`, else only the fields the mask lists (the rest come from the holder's
+    own setup message). AmbiguousModel for a field named in two spellings."""
+    setup = field_in(document, "bidiGenerateContentSetup")
+    if not isinstance(setup, dict):
+        return False
+    mask = field_in(document, "fieldMask")
+    if mask is None or mask == "":
+        return True
+    return isinstance(mask, str) and name in (path.strip() for path in mask.split(","))
+
+
 def _tools(document: dict[str, Any]) -> list[Any]:
     """Every entry of `tools`, in any spelling of the name a lenient upstream reads."""
     found: list[Any] = []

@@ -6,7 +6,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 from core.errors import BadRequest, Forbidden
-from core.protocols import AmbiguousModel, minted_settings, usage_hiding_parameter
+from core.protocols import (
+    AmbiguousModel,
+    minted_settings,
+    token_setup_keeps,
+    usage_hiding_parameter,
+)
 
 if TYPE_CHECKING:
     from core.request import ProxyRequest
@@ -101,8 +106,21 @@ async def refuse_priced_tools(request: ProxyRequest) -> None:
     if request.route.kind == "minting":
         try:
             parts = minted_settings(document)
+            # A Gemini auth token's holder sets up its own sessions but for what the token
+            # fixes: the model (priced here) and the tools (grounding bills per prompt) must
+            # be fixed, or the key spends on what no rule here read.
+            unfixed = request.provider.mints_auth_tokens and not all(
+                token_setup_keeps(document, name) for name in ("model", "tools")
+            )
         except AmbiguousModel as exc:
             raise BadRequest(f"The request names one field twice ({exc}): name it once.") from None
+        if unfixed:
+            raise UnmeteredToolRefused(
+                "This proxy caps spending in dollars, and a Gemini auth token opens Live "
+                "sessions whose model and tools its holder chooses unless the token fixes "
+                "them: set bidiGenerateContentSetup with its model and tools (with no "
+                "fieldMask, or one that lists 'model' and 'tools')."
+            )
     for part in parts:
         dearer = request.wire.dearer_rate(part)
         if dearer is not None:

@@ -196,3 +196,39 @@ async def test_a_dollar_budget_refuses_a_mint_whose_session_turns_on_priced_tool
         )
         assert minted.status_code == 200, minted.text
     assert len(upstream.minted) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # No setup: the holder's own setup message chooses the model and the tools.
+        {"uses": 1},
+        # A fieldMask fixes only the fields it lists: here not the tools.
+        {"bidiGenerateContentSetup": {"model": LIVE_MODEL}, "fieldMask": "model"},
+        # ...or not the model, which is what the budget priced the key at.
+        {"bidiGenerateContentSetup": {"model": LIVE_MODEL, "tools": []}, "fieldMask": "tools"},
+    ],
+)
+async def test_a_dollar_budget_refuses_a_gemini_token_that_leaves_model_or_tools_open(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, body: dict[str, object]
+) -> None:
+    """A Gemini auth token whose setup does not fix the tools lets whoever holds it turn on
+    Google Search grounding in its own setup message, with the provider, past every rule
+    here; one that does not fix the model runs a model other than the one priced."""
+    path = "/gemini/v1alpha/auth_tokens"
+    headers = {"Authorization": f"Bearer {FAKE_TOKEN}"}
+    with start_proxy(
+        ALLOW_EPHEMERAL_KEYS="true", BUDGET_PER_CALLER_USD="5", MODEL_PRICES=PRICED
+    ) as proxy:
+        refused = httpx.post(f"{proxy.url}{path}", json=body, headers=headers)
+        assert refused.status_code == 403, refused.text
+        assert "fieldMask" in refused.json()["error"]["message"]
+        assert upstream.minted == []
+        # Both fixed, by the whole setup (no mask) or a mask that lists them: minted.
+        for fixed in (
+            {"bidiGenerateContentSetup": {"model": LIVE_MODEL}},
+            {"bidiGenerateContentSetup": {"model": LIVE_MODEL}, "fieldMask": "model, tools"},
+        ):
+            minted = httpx.post(f"{proxy.url}{path}", json=fixed, headers=headers)
+            assert minted.status_code == 200, minted.text
+    assert len(upstream.minted) == 2
