@@ -647,6 +647,14 @@ class OpenAIWire(Wire):
         for name in ("plugins", "search_parameters"):
             if document.get(name) not in (None, [], {}):
                 found.append(name)
+        # Gemini's OpenAI-compatible endpoint takes its own options in `extra_body.google`,
+        # a cache (`cached_content`, which may hold tools of its own) among them.
+        extra = document.get("extra_body")
+        google = extra.get("google") if isinstance(extra, dict) else None
+        if isinstance(google, dict) and any(
+            name.replace("_", "").lower() == "cachedcontent" for name in google
+        ):
+            found.append("extra_body.google.cached_content")
         if route.name != "completions" and isinstance(document.get("prompt"), dict):
             found.append("prompt")  # a stored prompt: its tools are set on the platform
         return found

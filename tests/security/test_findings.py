@@ -1258,6 +1258,11 @@ def _as(path: str) -> dict[str, str]:
         ("/v1/chat/completions", {**CHAT, "web_search_options": {}}),
         ("/v1/chat/completions", {**CHAT, "plugins": [{"id": "web"}]}),
         ("/v1/chat/completions", {**CHAT, "search_parameters": {"mode": "on"}}),
+        # Gemini's OpenAI-compatible endpoint names a cache in its own options.
+        (
+            "/v1/chat/completions",
+            {**CHAT, "extra_body": {"google": {"cached_content": "cachedContents/c1"}}},
+        ),
         ("/anthropic/v1/messages", {**MESSAGES, "tools": [{"type": "web_search_20250305"}]}),
         ("/anthropic/v1/messages", {**MESSAGES, "tools": [{"type": "code_execution_20250825"}]}),
         # Google Search grounding bills per grounded prompt; a cache may hold it.
