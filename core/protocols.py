@@ -97,11 +97,16 @@ def _detail(details: Any, name: str) -> int:
 
 def _openai_usage(usage: dict[str, Any], input_name: str, output_name: str) -> Usage:
     """An OpenAI usage object under either naming (chat's prompt/completion, the Responses
-    API's input/output), with the cached and audio counts of its `*_details`."""
+    API's input/output), with the cached and audio counts of its `*_details`.
+
+    OpenAI counts reasoning inside the output tokens; xAI (and gateways that translate
+    Gemini's thoughts) report it beside them, in `total_tokens` only: the output is then
+    the total less the input, or the reasoning would be free."""
     details = usage.get(input_name + "_details")
+    input_tokens = _int(usage.get(input_name))
     return Usage(
-        _int(usage.get(input_name)),
-        _int(usage.get(output_name)),
+        input_tokens,
+        max(_int(usage.get(output_name)), _int(usage.get("total_tokens")) - input_tokens),
         _detail(details, "cached_tokens"),
         audio_input_tokens=_detail(details, "audio_tokens"),
         audio_output_tokens=_detail(usage.get(output_name + "_details"), "audio_tokens"),
@@ -730,6 +735,16 @@ class AnthropicWire(Wire):
                 into = Usage(input_tokens, into.output_tokens, read, short, hour)
         if "output_tokens" in usage:
             into = into._replace(output_tokens=_int(usage["output_tokens"]))
+        # Server-side compaction (beta compact-2026-01-12) samples more than once in one
+        # request: the top-level figures count the non-compaction iterations only, and
+        # the bill is the sum of every entry of `iterations`.
+        iterations = usage.get("iterations")
+        if isinstance(iterations, list):
+            summed = Usage()
+            for iteration in iterations:
+                if isinstance(iteration, dict):
+                    summed = summed.plus(self.read_usage(iteration, Usage()) or Usage())
+            into = into.most(summed)
         return into
 
     def fetching_tool(self, tool: Any) -> bool:

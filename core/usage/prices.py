@@ -135,6 +135,8 @@ BUILT_IN: dict[str, Price] = {
     "gpt-4.1-nano": Price(0.10, 0.40, 0.025, 32_768, max_input=1_047_576),
     "gpt-4o": Price(2.50, 10.0, 1.25, 16_384, max_input=128_000),
     "gpt-4o-mini": Price(0.15, 0.60, 0.075, 16_384, max_input=128_000),
+    # The first gpt-4o snapshot bills its launch rates (and no cached rate), not gpt-4o's.
+    "gpt-4o-2024-05-13": Price(5.0, 15.0, None, 4_096, max_input=128_000),
     "o1": Price(15.0, 60.0, 7.50, 100_000, max_input=200_000),
     "o1-mini": Price(1.10, 4.40, 0.55, 65_536, max_input=128_000),
     "o3": Price(2.0, 8.0, 0.50, 100_000, max_input=200_000),

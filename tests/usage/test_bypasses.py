@@ -245,3 +245,82 @@ def test_9_a_field_mask_cannot_trim_the_usage_the_meter_reads() -> None:
             assert reply.json()["error"]["status"] == "INVALID_ARGUMENT"
         assert remaining(proxy) == 100000
     assert [s for s in upstream.seen if not s.path.endswith("/models")] == []
+
+
+# xAI's reasoning models (and some OpenAI-compatible gateways) report reasoning beside
+# `completion_tokens`, not inside it: `total_tokens` is prompt + completion + reasoning,
+# and all three are billed.
+REASONING_BESIDE = {
+    "prompt_tokens": 30,
+    "completion_tokens": 10,
+    "total_tokens": 100,
+    "completion_tokens_details": {"reasoning_tokens": 60},
+}
+
+
+def test_10_reasoning_reported_beside_the_completion_tokens_is_counted() -> None:
+    def reply(request: dict[str, Any]) -> Any:
+        if json.loads(request["body"]).get("stream"):
+            return 200, EVENTS, [(0, b"".join(openai_chunks(3, REASONING_BESIDE)))]
+        body = json.dumps({"id": "x", "choices": [], "usage": REASONING_BESIDE}).encode()
+        return 200, JSON, [(0, body)]
+
+    with metered(ScriptedUpstream(models_or(reply)), RATE_LIMIT_TOKENS="1000") as proxy:
+        reply_ = httpx.post(f"{proxy.url}/v1/chat/completions", json=chat(), headers=AUTH)
+        assert reply_.status_code == 200
+        assert remaining(proxy) == 900  # 30 in, 70 out: not 30 and 10
+        streamed = httpx.post(
+            f"{proxy.url}/v1/chat/completions", json=chat(stream=True), headers=AUTH
+        )
+        assert streamed.status_code == 200
+        assert remaining(proxy) == 800
+
+
+# Anthropic's server-side compaction (beta `compact-2026-01-12`, a `compact_20260112`
+# context edit the caller asks for) runs a second sampling step in the same request. Its
+# tokens are billed, but only `usage.iterations` holds them: the top-level figures count
+# the non-compaction iterations alone.
+COMPACTED = {
+    "input_tokens": 20,
+    "output_tokens": 10,
+    "iterations": [
+        {"type": "compaction", "input_tokens": 50, "output_tokens": 20},
+        {"type": "message", "input_tokens": 20, "output_tokens": 10},
+    ],
+}
+
+
+def _compacted(request: dict[str, Any]) -> Any:
+    if json.loads(request["body"]).get("stream"):
+        start = {
+            "type": "message_start",
+            "message": {"id": "m", "usage": {"input_tokens": 20, "output_tokens": 1}},
+        }
+        events = [
+            ("message_start", start),
+            ("message_delta", {"type": "message_delta", "usage": COMPACTED}),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+        body = b"".join(
+            f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events
+        )
+        return 200, EVENTS, [(0, body)]
+    body = json.dumps({"id": "m", "content": [], "usage": COMPACTED}).encode()
+    return 200, JSON, [(0, body)]
+
+
+def test_11_anthropic_compaction_iterations_are_counted() -> None:
+    body = {
+        "model": "fake-model",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "hi"}],
+        "context_management": {"edits": [{"type": "compact_20260112"}]},
+    }
+    headers = {"x-api-key": FAKE_TOKEN, "anthropic-beta": "compact-2026-01-12"}
+    upstream = ScriptedUpstream(models_or(_compacted))
+    with metered(upstream, RATE_LIMIT_TOKENS="1000") as proxy:
+        url = f"{proxy.url}/anthropic/v1/messages"
+        assert httpx.post(url, json=body, headers=headers).status_code == 200
+        assert remaining(proxy) == 900  # both iterations: 70 in, 30 out
+        assert httpx.post(url, json={**body, "stream": True}, headers=headers).status_code == 200
+        assert remaining(proxy) == 800

@@ -155,6 +155,17 @@ class TestWhichEntryPricesAModel:
             2.50, 10.0, 1.25, 16_384, max_input=128_000
         )
 
+    def test_a_snapshot_billed_at_its_own_rates_is_not_its_bases(self) -> None:
+        # gpt-4o-2024-05-13, the first gpt-4o, still bills $5 / $15 (no cached rate);
+        # priced as gpt-4o ($2.50 / $10) a budget counted half its input and two thirds
+        # of its output.
+        assert PriceTable().find("gpt-4o-2024-05-13") == Price(
+            5.0, 15.0, None, 4_096, max_input=128_000
+        )
+        assert PriceTable().find("gpt-4o-2024-11-20") == Price(
+            2.50, 10.0, 1.25, 16_384, max_input=128_000
+        )
+
     def test_a_model_asked_for_again_has_the_same_price(self) -> None:
         table = PriceTable({"m-*": A})
         assert table.find("m-1") is A
