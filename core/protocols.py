@@ -686,7 +686,7 @@ _ANTHROPIC_FIELDS = (*_ANTHROPIC_INPUT_FIELDS, "output_tokens")
 class AnthropicWire(Wire):
     name = "anthropic"
     usage_keys = (b'"usage"',)
-    policed_fields = frozenset({"model", "maxtokens", "stream", "messages", "system"})
+    policed_fields = frozenset({"model", "maxtokens", "stream", "messages", "system", "speed"})
 
     def route(self, method: str, path: str) -> Route:
         if method in ("GET", "HEAD", "DELETE"):
@@ -750,6 +750,11 @@ class AnthropicWire(Wire):
     def fetching_tool(self, tool: Any) -> bool:
         kind = tool.get("type") if isinstance(tool, dict) else None
         return isinstance(kind, str) and kind.startswith("web_fetch_")
+
+    def dearer_rate(self, document: dict[str, Any]) -> str | None:
+        # Fast mode (`speed: "fast"`, beta) bills Opus at up to six times its list price;
+        # a speed added later may bill anything.
+        return None if document.get("speed") in (None, "standard") else "speed"
 
     def input_elsewhere(self, document: dict[str, Any], body: bytes | None = None) -> str | None:
         if document.get("mcp_servers"):

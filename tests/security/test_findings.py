@@ -1337,6 +1337,27 @@ async def test_a_dollar_budget_refuses_a_dearer_service_tier(
     assert route.call_count == 2
 
 
+@respx.mock
+async def test_a_dollar_budget_refuses_anthropic_fast_mode() -> None:
+    """Anthropic's fast mode (`speed: "fast"`, with its beta header) bills every token of
+    Opus at up to six times the standard rate the budget counted."""
+    route = respx.post(url__startswith=ANTHROPIC_UP).respond(200, json={})
+    path = "/anthropic/v1/messages"
+    headers = {**_as(path), "anthropic-beta": "fast-mode-2026-02-01"}
+    async with client(create_app(load_settings(env(**BUDGETED)))) as proxy:
+        fast = await proxy.post(path, json={**MESSAGES, "speed": "fast"}, headers=headers)
+        standard = await proxy.post(path, json={**MESSAGES, "speed": "standard"}, headers=headers)
+        # Named twice, the proxy and the provider might each read another one.
+        twice = b'{"model":"m","max_tokens":10,"messages":[],"speed":"fast","speed":"standard"}'
+        doubled = await proxy.post(path, content=twice, headers=headers)
+    assert fast.status_code == 403, fast.text
+    assert "speed" in fast.text
+    assert standard.status_code == 200, standard.text
+    assert doubled.status_code == 400, doubled.text
+    assert "speed" in doubled.text
+    assert route.call_count == 1
+
+
 # ---- a multipart form read otherwise by the provider's form parser --------------------
 
 
