@@ -42,13 +42,17 @@ DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # above OpenAI's 25 MB audio upload l
 DEFAULT_MAX_JSON_BYTES = 10 * 1024 * 1024
 
 
-# user:password@ in any URL a problem sentence quotes (a redis:// store, a mistyped base URL).
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:'\"]*:)[^@\s/'\"]*@")
+# user:password@ in any URL a problem sentence quotes (a redis:// store, a mistyped base URL),
+# its `://` mistyped or left out too (`redis:/user:pw@host`, `user:pw@host`), and up to the
+# last `@` of the word (a password holding `/` or `@`: a URL reader takes the last `@`).
+_URL_PASSWORD = re.compile(r"(?P<head>(?:[A-Za-z][A-Za-z0-9+.-]*:/*)?[^\s'\"/@:]*:)[^\s'\"]*@")
+# A quoted URL's query string (`?key=...`, `?api-key=...`): a credential's usual place.
+_URL_QUERY = re.compile(r"\?[^\s'\"]+")
 
 
 def mask_url_passwords(text: str) -> str:
-    """`text` with the password of every URL in it replaced by ***."""
-    return _URL_PASSWORD.sub(r"\g<head>***@", text)
+    """`text` with the password and the query string of every URL in it replaced by ***."""
+    return _URL_QUERY.sub("?***", _URL_PASSWORD.sub(r"\g<head>***@", text))
 
 
 # The shapes of the providers' keys (OpenAI and most OpenAI-compatible vendors sk-...,

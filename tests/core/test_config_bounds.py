@@ -138,6 +138,29 @@ def test_a_quoted_url_password_is_masked_in_every_problem() -> None:
     assert any("ftp://user:***@upstream.test/v1" in p for p in found)
 
 
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        # A store URL whose `://` was mistyped: the whole value was quoted as its "scheme".
+        ("TOKEN_STORE", "redis:/default:fake-s3cret@redis.test:6379"),
+        ("LIMIT_STORE", "default:fake-s3cret@redis.test:6379"),
+        ("USAGE_STORE", "redis//:fake-s3cret@redis.test:6379"),
+        ("CACHE_URL", "redis:/default:fake-s3cret@redis.test:6379"),
+        # An upstream without its scheme, holding credentials or a key in its query.
+        ("OPENAI_UPSTREAM", "user:fake-s3cret@gateway.test/v1"),
+        ("OPENAI_UPSTREAM", "gateway.test/v1?api-key=fake-s3cret"),
+        ("OPENAI_UPSTREAM", "https://gateway.test/v1,gateway2.test/v1?key=fake-s3cret"),
+        # A password with a `/` or an `@` in it (a URL reader takes the last `@`).
+        ("UPSTREAM_BASE_URL", "ftp://user:fake/s3cret@upstream.test/v1"),
+        ("UPSTREAM_BASE_URL", "ftp://user:fake@s3cret@upstream.test/v1"),
+    ],
+)
+def test_a_mistyped_url_quotes_no_password_or_key(name: str, raw: str) -> None:
+    found = problems(**{name: raw})
+    assert any(name in p for p in found)
+    assert all("fake" not in p and "s3cret" not in p for p in found), found
+
+
 def test_demo_refuses_a_bad_value_from_the_environment() -> None:
     result = subprocess.run(
         [*CLI, "demo", "--port", str(free_port()), "--mock-port", str(free_port())],
