@@ -134,6 +134,10 @@ class OpenTelemetrySink:
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
         from core.telemetry.histograms import Histograms, WithHistograms
+        from core.telemetry.spans import withhold_library_values
+
+        # Before the exporter reads OTEL_EXPORTER_OTLP_HEADERS (and logs what it cannot).
+        withhold_library_values()
 
         # The histograms are aggregated here and added to each export (histograms.py): a
         # request's four measurements cost a lookup each, not the SDK's attribute handling.

@@ -358,6 +358,53 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         return default
 
 
+# The OpenTelemetry libraries' loggers whose lines quote what they were given: an
+# OTEL_EXPORTER_OTLP_HEADERS entry they cannot parse (often a collector's API key), and an
+# export's error (a requests exception, whose text names the endpoint, query string and all).
+_LIBRARY_LOGGERS = (
+    "opentelemetry.util.re",
+    "opentelemetry.exporter.otlp.proto.http._common",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.common.http",
+    "opentelemetry.sdk.metrics._internal.export",
+)
+_WITHHELD = "[not shown: it may hold a credential]"
+
+
+class ValuesWithheld(logging.Filter):
+    """Those lines held to the proxy's own rule: an exception by its type, a quoted
+    header entry not at all. The line itself (that an export failed) stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args:
+            quoting = record.name == "opentelemetry.util.re"
+            record.args = tuple(
+                type(arg).__name__
+                if isinstance(arg, BaseException)
+                else _WITHHELD
+                if quoting and isinstance(arg, str)
+                else arg
+                for arg in args
+            )
+        if record.exc_info and record.exc_info[1] is not None:
+            # A traceback's last line is the exception's text: its type alone instead.
+            record.msg = f"{record.getMessage()}: {type(record.exc_info[1]).__name__}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def withhold_library_values() -> None:
+    """Puts ValuesWithheld on the libraries' loggers, once (before the first is used)."""
+    for name in _LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        if not any(isinstance(f, ValuesWithheld) for f in library.filters):
+            library.addFilter(ValuesWithheld())
+
+
 class OtlpHttp:
     """POSTs OTLP protobuf to one signal's endpoint, configured as the SDK's OTLP/HTTP
     exporter is; retries a transient failure with backoff until the timeout is spent."""
@@ -365,6 +412,8 @@ class OtlpHttp:
     def __init__(self, env: Mapping[str, str], signal: str = "TRACES", path: str = "v1/traces"):
         import requests
         from opentelemetry.util.re import parse_env_headers
+
+        withhold_library_values()
 
         def setting(name: str) -> str:
             return env.get(f"OTEL_EXPORTER_OTLP_{signal}_{name}") or env.get(
