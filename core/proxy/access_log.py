@@ -26,6 +26,9 @@ BODY_SEND = "llm_proxy.body_send"
 # The error shape of the provider the request was routed to (core/proxy/endpoint.py): the
 # last-resort answer below speaks the caller's protocol, as every other error does.
 ERROR_SHAPE = "llm_proxy.error_shape"
+# The headers the CORS layer (core/proxy/cors.py) adds to this request's reply: the
+# last-resort answer below is sent outside that layer and adds them itself.
+CORS_HEADERS = "llm_proxy.cors_headers"
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -99,7 +102,8 @@ class AccessLogMiddleware:
             if log.status is not None:
                 raise  # the response began; aborting the connection is the honest signal
             error = ProxyError("The proxy failed unexpectedly; see its logs for the request id.")
-            await send_error(logging_send, error, scope.get(ERROR_SHAPE, "openai"))
+            shape = scope.get(ERROR_SHAPE, "openai")
+            await send_error(logging_send, error, shape, scope.get(CORS_HEADERS, ()))
         finally:
             # The server's `send` is a method of the connection's request cycle, which holds
             # this scope: left here, the two make a reference cycle that only the collector's

@@ -10,6 +10,7 @@ call) passes straight through without a wrapped `send`.
 from __future__ import annotations
 
 from core.errors import CorsOriginNotAllowed, send_error
+from core.proxy.access_log import CORS_HEADERS
 from core.types import ASGIApp, Message, Receive, Scope, Send, send_response
 
 ALLOWED_METHODS = b"GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
@@ -56,18 +57,17 @@ class CORSMiddleware:
             await self._preflight(origin, requested_headers, send)
             return
 
-        allowed = self._allowed(origin)
+        added = [(b"vary", b"Origin")]
+        if self._allowed(origin):
+            added.append((b"access-control-allow-origin", b"*" if self.allow_any else origin))
+            added.append((b"access-control-expose-headers", self.exposed))
+        # For the access log's last-resort 500 (core/proxy/access_log.py), sent outside
+        # this layer: a page must be able to read that error as any other.
+        scope[CORS_HEADERS] = added
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                headers.append((b"vary", b"Origin"))
-                if allowed:
-                    headers.append(
-                        (b"access-control-allow-origin", b"*" if self.allow_any else origin)
-                    )
-                    headers.append((b"access-control-expose-headers", self.exposed))
-                message["headers"] = headers
+                message["headers"] = [*message.get("headers", ()), *added]
             await send(message)
 
         await self.app(scope, receive, send_with_cors)

@@ -140,3 +140,33 @@ def test_a_reply_to_a_page_keeps_its_own_headers(proxy: RunningServer) -> None:
     assert "x-proxy-request-id" in reply.headers
     assert reply.json()["object"] == "chat.completion"
     assert reply.headers["access-control-allow-origin"] == PAGE
+
+
+async def test_the_last_resort_answer_is_readable_by_an_allowed_page_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An exception no layer expected is answered by the access log's guard, outside the
+    CORS layer: the page must still be able to read that 500 (and a foreign page not)."""
+
+    async def fails(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("core.proxy.endpoint.ProxyEndpoint.handle", fails)
+    app = create_app(load_settings(proxy_env("http://127.0.0.1:9")))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://proxy.test"
+    ) as client:
+        for origin, readable in ((PAGE, True), ("https://elsewhere.example", False)):
+            reply = await client.post(
+                "/v1/chat/completions",
+                json=CHAT,
+                headers={"authorization": f"Bearer {FAKE_TOKEN}", "origin": origin},
+            )
+            assert reply.status_code == 500
+            assert "unexpectedly" in reply.text
+            assert "Origin" in reply.headers.get_list("vary")
+            if readable:
+                assert reply.headers["access-control-allow-origin"] == PAGE
+                assert "x-proxy-request-id" in reply.headers["access-control-expose-headers"]
+            else:
+                assert "access-control-allow-origin" not in reply.headers
