@@ -81,24 +81,28 @@ class StreamedExchange:
             self.caller_gone.set()
             self.stream = None
 
-    async def finish(self, error: tuple[str, str] | None) -> None:
+    async def finish(self, error: tuple[str, str] | None, scope: dict[str, Any]) -> None:
         if self.stream is None and not self.caller_gone.is_set():
             # Nothing was sent yet: answer with a JSON error the caller's SDK can read.
-            await self._send_error(error)
+            await self._send_error(error, scope)
             error = None
         if self.stream is not None:
             if not self.complete and error is None:
                 error = ("IncompleteResponse", "the app ended without finishing its reply")
             await self.stream.close(None if self.complete else error)
 
-    async def _send_error(self, error: tuple[str, str] | None) -> None:
+    async def _send_error(self, error: tuple[str, str] | None, scope: dict[str, Any]) -> None:
         from core.errors import ProxyError, UpstreamTimeout, render
+        from core.proxy.access_log import CORS_HEADERS
 
         if error is not None and error[0] == DEADLINE_EXCEEDED:
             failure: ProxyError = UpstreamTimeout("The function reached its time limit.")
         else:
             failure = ProxyError("The proxy failed unexpectedly; see its logs.")
         status, headers, body = render(failure, "openai")
+        # Sent outside the app's CORS layer: the headers it chose for this request (a page
+        # on an allowed origin must be able to read this error too).
+        headers.extend(scope.get(CORS_HEADERS, ()))
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})
 
@@ -135,7 +139,7 @@ async def handle_invocation(api: RuntimeApi, app: Any, invocation: Invocation) -
         exc = task.exception()
         logger.error("app failed: %s", type(exc).__name__)  # its text may quote a URL or header
         error = (type(exc).__name__, "the upstream stream broke or the proxy failed mid-reply")
-    await exchange.finish(error)
+    await exchange.finish(error, scope)
 
 
 async def run(address: str, app: Any = None, *, max_invocations: int | None = None) -> None:

@@ -142,6 +142,22 @@ def test_deadline_before_the_first_byte_is_a_504_json_error(
     assert reply.error_type is None  # a complete, well-formed reply
 
 
+def test_the_deadline_504_is_readable_by_an_allowed_page_only(
+    runtime_api: FakeRuntimeApi, warm_process: RuntimeProcess
+) -> None:
+    # The handler answers this one itself, outside the app's CORS layer: a page must
+    # still be able to read it, as any other error (and a foreign page not).
+    for origin, readable in (("http://app.example.test", True), ("https://elsewhere.test", False)):
+        event = chat(stream=False, x_mock_chunks="10", x_mock_delay_ms="300", origin=origin)
+        reply = runtime_api.invoke(event, deadline_in=1.2)
+        assert reply.status == 504
+        assert "Origin" in reply.headers.get("vary", "")
+        if readable:
+            assert reply.headers["access-control-allow-origin"] == origin
+        else:
+            assert "access-control-allow-origin" not in reply.headers
+
+
 def test_caller_gone_cancels_the_upstream_and_the_instance_serves_on(
     runtime_api: FakeRuntimeApi,
     warm_process: RuntimeProcess,
