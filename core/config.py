@@ -28,7 +28,7 @@ from core.providers import (
 from core.routing import RoutingSettings, parse_routing_settings
 
 # Only the limits: settings never import the runner (uvicorn and the protocols).
-from core.server.limits import ServerLimits
+from core.server.limits import ServerLimits, parse_allowed_origins
 from core.stores import store_url_problem
 from core.stores.calls import DEFAULT_STORE_TIMEOUT
 from core.usage.settings import UsageSettings, parse_usage_settings
@@ -516,9 +516,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         env, problems, required=not token_store and not callers_need_no_shared_token(env)
     )
     admin_token, usage_store = _parse_admin(env, problems, token_hashes, token_store)
-    origins = tuple(
-        o.strip().rstrip("/") for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip()
-    )
+    origins = parse_allowed_origins(env)
     for origin in origins:
         if origin != "*" and check_base_url("ALLOWED_ORIGINS", origin):
             problems.append(

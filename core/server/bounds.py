@@ -85,9 +85,22 @@ class BoundedConnection:
         """For a request whose head is complete: the proxy, or the 503 past MAX_CONNECTIONS.
         The connection count includes this one."""
         over = len(self.connections) > self.limits.max_connections
-        self.app = overloaded if over else self._proxy_app
+        self.app = self._overloaded() if over else self._proxy_app
         if over and announce:
             self.logger.warning("over MAX_CONNECTIONS (%d): answering 503", len(self.connections))
+
+    def _overloaded(self) -> Any:
+        """The 503 app, behind the CORS layer the proxy's own replies pass: it stands in for
+        the whole app, and a page on an allowed origin must be able to read it (its
+        Retry-After too). Built once per process, on the first connection past the bound."""
+        app = getattr(self.config, "overloaded_app", None)
+        if app is None:
+            from core.app import EXPOSED_HEADERS
+            from core.proxy.cors import CORSMiddleware
+
+            origins = getattr(self.config, "allowed_origins", ())
+            app = self.config.overloaded_app = CORSMiddleware(overloaded, origins, EXPOSED_HEADERS)
+        return app
 
     # ---- the head timer -----------------------------------------------------------------
 

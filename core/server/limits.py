@@ -47,6 +47,14 @@ def parse_server_limits(env: Mapping[str, str], problems: list[str]) -> ServerLi
     return limits
 
 
+def parse_allowed_origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    """ALLOWED_ORIGINS as the CORS layer compares them (the settings check each entry). The
+    server reads them too: its 503 past MAX_CONNECTIONS is answered instead of the app."""
+    return tuple(
+        o.strip().rstrip("/") for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip()
+    )
+
+
 def ws_frame_bound(env: Mapping[str, str]) -> int:
     """The largest WebSocket frame a caller may send: REALTIME_MAX_FRAME_BYTES, never above
     MAX_BODY_BYTES (defaults 16 and 32 MiB; invalid values are reported by the settings)."""

@@ -7,7 +7,12 @@ import asyncio
 import os
 from typing import Any
 
-from core.server.limits import ServerLimits, parse_server_limits, ws_frame_bound
+from core.server.limits import (
+    ServerLimits,
+    parse_allowed_origins,
+    parse_server_limits,
+    ws_frame_bound,
+)
 from core.types import ASGIApp
 
 
@@ -57,6 +62,8 @@ def server_config(
         **options,
     )
     config.server_limits = limits  # type: ignore[attr-defined]  # read per connection
+    # For the 503 past MAX_CONNECTIONS, answered instead of the app and its CORS layer.
+    config.allowed_origins = parse_allowed_origins(os.environ)  # type: ignore[attr-defined]
     return config
 
 

@@ -168,6 +168,40 @@ def test_connections_past_the_bound_get_a_503_in_the_route_shape(
     assert json.loads(body)["error"]["type"] == "overloaded_error"
 
 
+@pytest.mark.parametrize(
+    ("origin", "readable"), [("http://app.example.test", True), ("https://elsewhere.test", False)]
+)
+def test_the_503_past_the_bound_is_readable_by_an_allowed_page_only(
+    server: tuple[RunningServer, int], origin: str, readable: bool
+) -> None:
+    # Answered instead of the app, so outside its CORS layer: a page on an allowed origin
+    # must still be able to read it (and its Retry-After), a foreign page not.
+    proxy, _ = server
+    held = [connect(proxy.port) for _ in range(40)]
+    time.sleep(0.2)
+    sock = connect(proxy.port)
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 0\r\n"
+        b"Origin: " + origin.encode() + b"\r\n\r\n"
+    )
+    data = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    for other in [*held, sock]:
+        other.close()
+    head = data.partition(b"\r\n\r\n")[0].decode().lower().split("\r\n")
+    assert head[0].split(" ")[1] == "503"
+    headers = [line.partition(":")[::2] for line in head[1:]]
+    found = {name.strip(): value.strip() for name, value in headers}
+    assert "origin" in found.get("vary", "")
+    if readable:
+        assert found["access-control-allow-origin"] == origin
+        assert "retry-after" in found["access-control-expose-headers"]
+    else:
+        assert "access-control-allow-origin" not in found
+
+
 def test_ordinary_requests_are_untouched(server: tuple[RunningServer, int]) -> None:
     proxy, _ = server
     with httpx.Client(base_url=proxy.url, timeout=10) as client:
