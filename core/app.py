@@ -22,7 +22,7 @@ from core.access.credentials import token_check_from_settings
 from core.config import ConfigError, Settings, load_settings
 from core.errors import Misconfigured, send_error
 from core.proxy.access_log import AccessLogMiddleware, access_logger
-from core.proxy.cors import CORSMiddleware, is_admin_path
+from core.proxy.cors import EXPOSED_HEADERS, CORSMiddleware, is_admin_path
 from core.proxy.endpoint import ProxyEndpoint
 from core.proxy.pipeline import build_pipeline
 from core.proxy.scrub import Scrubber
@@ -38,39 +38,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("llm_proxy")
 
-# Headers a browser may read from our responses: ids for support tickets and the
-# rate-limit figures SDKs use to back off.
-EXPOSED_HEADERS = [
-    "x-proxy-request-id",
-    "x-request-id",
-    "request-id",
-    "retry-after",
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-reset-requests",
-    "x-ratelimit-limit-tokens",
-    "x-ratelimit-remaining-tokens",
-    "x-ratelimit-reset-tokens",
-    "openai-processing-ms",
-    # hit, miss or bypass: whether the response cache answered (core/cache).
-    "x-proxy-cache",
-    "retry-after-ms",
-    "x-should-retry",
-    # Anthropic's rate-limit figures: browsers take exact names only, no prefixes.
-    *(
-        f"anthropic-ratelimit-{kind}-{figure}"
-        for kind in ("requests", "tokens", "input-tokens", "output-tokens")
-        for figure in ("limit", "remaining", "reset")
-    ),
-    # Gemini's resumable uploads: the browser reads where to send the bytes, and the status.
-    "x-goog-upload-url",
-    "x-goog-upload-control-url",
-    "x-goog-upload-status",
-    "x-goog-upload-chunk-granularity",
-    "x-goog-upload-size-received",
-    # The model that answered, when MODEL_ROUTES / MODEL_FALLBACKS chose it.
-    "x-proxy-model",
-]
 
 # Each feature's part of the stages (core/stages.py `Contribution`), built in its own
 # package, in stage order: within each list of checks (head, body), a feature's checks run

@@ -14,6 +14,40 @@ from core.proxy.access_log import CORS_HEADERS
 from core.types import ASGIApp, Message, Receive, Scope, Send, send_response
 
 ALLOWED_METHODS = b"GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
+
+# Headers a browser may read from our responses: ids for support tickets and the
+# rate-limit figures SDKs use to back off.
+EXPOSED_HEADERS = [
+    "x-proxy-request-id",
+    "x-request-id",
+    "request-id",
+    "retry-after",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "openai-processing-ms",
+    # hit, miss or bypass: whether the response cache answered (core/cache).
+    "x-proxy-cache",
+    "retry-after-ms",
+    "x-should-retry",
+    # Anthropic's rate-limit figures: browsers take exact names only, no prefixes.
+    *(
+        f"anthropic-ratelimit-{kind}-{figure}"
+        for kind in ("requests", "tokens", "input-tokens", "output-tokens")
+        for figure in ("limit", "remaining", "reset")
+    ),
+    # Gemini's resumable uploads: the browser reads where to send the bytes, and the status.
+    "x-goog-upload-url",
+    "x-goog-upload-control-url",
+    "x-goog-upload-status",
+    "x-goog-upload-chunk-granularity",
+    "x-goog-upload-size-received",
+    # The model that answered, when MODEL_ROUTES / MODEL_FALLBACKS chose it.
+    "x-proxy-model",
+]
 PREFLIGHT_MAX_AGE = b"600"
 
 

@@ -95,8 +95,7 @@ class BoundedConnection:
         Retry-After too). Built once per process, on the first connection past the bound."""
         app = getattr(self.config, "overloaded_app", None)
         if app is None:
-            from core.app import EXPOSED_HEADERS
-            from core.proxy.cors import CORSMiddleware
+            from core.proxy.cors import EXPOSED_HEADERS, CORSMiddleware
 
             origins = getattr(self.config, "allowed_origins", ())
             app = self.config.overloaded_app = CORSMiddleware(overloaded, origins, EXPOSED_HEADERS)
