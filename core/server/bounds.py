@@ -158,7 +158,12 @@ class BoundedConnection:
         # anything it sends is dropped (uvicorn's cycle ignores sends once disconnected).
         cycle.disconnected = True
         cycle.message_event.set()
-        self.refuse(*REQUEST_TIMEOUT, BODY_TIMEOUT_MESSAGE)
+        from core.proxy.access_log import CORS_HEADERS
+
+        # The app had begun: the headers its CORS layer chose (a page on an allowed origin
+        # must be able to read this 408, as any other error).
+        cors = cycle.scope.get(CORS_HEADERS, ())
+        self.refuse(*REQUEST_TIMEOUT, BODY_TIMEOUT_MESSAGE, cors)
 
     # ---- the caller hanging up ------------------------------------------------------------
 
@@ -197,8 +202,8 @@ class BoundedConnection:
         self.refuse(*OVERLOADED, OVERLOADED_MESSAGE)
         return True
 
-    def refuse(self, status: int, reason: str, message: str) -> None:
+    def refuse(self, status: int, reason: str, message: str, headers: Any = ()) -> None:
         """A reply of the server's own (no app), then the connection closes."""
         self.end_bounds()
-        self.transport.write(plain_error(status, reason, message))
+        self.transport.write(plain_error(status, reason, message, headers))
         self.transport.close()

@@ -6,21 +6,26 @@ protocols (core/server/bounds.py)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 from core.errors import ErrorShape, ProxyError, render
 from core.types import Receive, Scope, Send, send_response
 
 
-def plain_error(status: int, reason: str, message: str) -> bytes:
-    """A whole HTTP/1.1 reply written straight to the socket (no app, no route known yet)."""
+def plain_error(
+    status: int, reason: str, message: str, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> bytes:
+    """A whole HTTP/1.1 reply written straight to the socket (no app, no route known yet);
+    `headers` added to its head (the CORS layer's, for a request the app had begun)."""
     body = json.dumps(
         {"error": {"message": message, "type": "invalid_request_error", "code": None}}
     ).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-    )
-    return head.encode() + body
+        f"content-length: {len(body)}\r\nconnection: close\r\n"
+    ).encode()
+    extra = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    return head + extra + b"\r\n" + body
 
 
 HEAD_TOO_LARGE = 431, "Request Header Fields Too Large"

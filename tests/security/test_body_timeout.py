@@ -31,6 +31,7 @@ from tests.support.servers import (
 )
 
 BODY_TIMEOUT = 2.0
+PAGE = "https://app.example"
 # Scheduling slack on a loaded 2-core machine: the bound is checked to this precision.
 SLACK = 1.5
 
@@ -49,6 +50,7 @@ def proxy_port(request: pytest.FixtureRequest, mock_upstream: RunningServer) -> 
         PORT=str(port),
         BODY_TIMEOUT=str(BODY_TIMEOUT),
         IDLE_TIMEOUT="30",
+        ALLOWED_ORIGINS=PAGE,
     )
     args = [PYTHON, "-m", "handlers.http"]
     if request.param == "h11":
@@ -63,13 +65,17 @@ def chat_body(size: int) -> bytes:
     return body.encode().ljust(size)
 
 
-def head(length: int, token: str | None = FAKE_TOKEN, keep_alive: bool = False) -> bytes:
+def head(
+    length: int, token: str | None = FAKE_TOKEN, keep_alive: bool = False, origin: str = ""
+) -> bytes:
     lines = [
         "POST /v1/chat/completions HTTP/1.1",
         "Host: proxy.test",
         "Content-Type: application/json",
         f"Content-Length: {length}",
     ]
+    if origin:
+        lines.append(f"Origin: {origin}")
     if not keep_alive:
         lines.append("Connection: close")
     if token is not None:
@@ -129,6 +135,25 @@ def test_a_trickled_body_gets_408_within_the_bound(
     assert "body did not arrive in time" in error["message"]
     assert BODY_TIMEOUT - 0.2 < elapsed < BODY_TIMEOUT + SLACK
     assert upstream_requests(mock_upstream) == []  # nothing half-read was forwarded
+
+
+@pytest.mark.parametrize(("origin", "readable"), [(PAGE, True), ("https://evil.example", False)])
+def test_the_408_is_readable_by_an_allowed_page_only(
+    proxy_port: int, origin: str, readable: bool
+) -> None:
+    """Written by the server, not the app: it carried no CORS header, so a page on an
+    allowed origin saw a network error instead of the 408 and its message."""
+    body = chat_body(200)
+    sock = connect(proxy_port)
+    sock.sendall(head(len(body), origin=origin))
+    reply = trickle_until_closed(sock, body, gap=0.5, limit=BODY_TIMEOUT + 10)
+    sock.close()
+    assert status_of(reply) == 408, reply[:200]
+    lines = reply.partition(b"\r\n\r\n")[0].lower().split(b"\r\n")
+    assert b"vary: origin" in lines
+    allowed = b"access-control-allow-origin: " + origin.encode() in lines
+    assert allowed is readable
+    assert any(line.startswith(b"access-control-allow-origin") for line in lines) is readable
 
 
 def test_a_body_that_sends_nothing_after_the_head_is_cut_too(proxy_port: int) -> None:
