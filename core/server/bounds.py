@@ -31,10 +31,14 @@ from core.server.refusals import (
     OVERLOADED,
     OVERLOADED_MESSAGE,
     REQUEST_TIMEOUT,
+    error_shape_for_path,
     overloaded,
     plain_error,
 )
 from core.types import DISCONNECT_WATCH, DisconnectWatch
+
+if TYPE_CHECKING:
+    from core.errors import ErrorShape
 
 
 class BoundedConnection:
@@ -163,7 +167,7 @@ class BoundedConnection:
         # The app had begun: the headers its CORS layer chose (a page on an allowed origin
         # must be able to read this 408, as any other error).
         cors = cycle.scope.get(CORS_HEADERS, ())
-        self.refuse(*REQUEST_TIMEOUT, BODY_TIMEOUT_MESSAGE, cors)
+        self.refuse(*REQUEST_TIMEOUT, BODY_TIMEOUT_MESSAGE, cors, shape=self.route_shape())
 
     # ---- the caller hanging up ------------------------------------------------------------
 
@@ -202,8 +206,23 @@ class BoundedConnection:
         self.refuse(*OVERLOADED, OVERLOADED_MESSAGE)
         return True
 
-    def refuse(self, status: int, reason: str, message: str, headers: Any = ()) -> None:
+    def route_shape(self) -> ErrorShape:
+        """The error shape of the route of the request whose head is in and whose reply has
+        not begun (its body too slow or not valid HTTP); OpenAI's when there is none."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_started:
+            return "openai"
+        return error_shape_for_path(cycle.scope.get("path", ""))
+
+    def refuse(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        headers: Any = (),
+        shape: ErrorShape = "openai",
+    ) -> None:
         """A reply of the server's own (no app), then the connection closes."""
         self.end_bounds()
-        self.transport.write(plain_error(status, reason, message, headers))
+        self.transport.write(plain_error(status, reason, message, headers, shape))
         self.transport.close()

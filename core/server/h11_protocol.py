@@ -65,4 +65,4 @@ class BoundedH11Protocol(BoundedConnection, H11Protocol):
         if len(self.conn.trailing_data[0]) > self.limits.max_header_bytes:
             self.refuse(*HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE)  # h11's own size bound
         else:
-            self.refuse(*NOT_HTTP)
+            self.refuse(*NOT_HTTP, shape=self.route_shape())

@@ -118,4 +118,4 @@ class BoundedHttpToolsProtocol(BoundedConnection, HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's is text/plain; every error the proxy gives is JSON an SDK can read.
-        self.refuse(*NOT_HTTP)
+        self.refuse(*NOT_HTTP, shape=self.route_shape())

@@ -13,13 +13,24 @@ from core.types import Receive, Scope, Send, send_response
 
 
 def plain_error(
-    status: int, reason: str, message: str, headers: Iterable[tuple[bytes, bytes]] = ()
+    status: int,
+    reason: str,
+    message: str,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    shape: ErrorShape = "openai",
 ) -> bytes:
-    """A whole HTTP/1.1 reply written straight to the socket (no app, no route known yet);
-    `headers` added to its head (the CORS layer's, for a request the app had begun)."""
-    body = json.dumps(
-        {"error": {"message": message, "type": "invalid_request_error", "code": None}}
-    ).encode()
+    """A whole HTTP/1.1 reply written straight to the socket (no app); `headers` added to its
+    head (the CORS layer's, for a request the app had begun). In `shape`, the route's when
+    its head was in (a body too slow or not valid HTTP), else OpenAI's (no route known)."""
+    payload: dict[str, object]
+    if shape == "anthropic":
+        payload = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+    elif shape == "gemini":
+        google = "DEADLINE_EXCEEDED" if status == 408 else "INVALID_ARGUMENT"
+        payload = {"error": {"code": status, "message": message, "status": google}}
+    else:
+        payload = {"error": {"message": message, "type": "invalid_request_error", "code": None}}
+    body = json.dumps(payload).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,9 +29,12 @@ from tests.support.realtime import ProxyFactory, eventually
 from tests.support.servers import (
     FAKE_TOKEN,
     FAKE_UPSTREAM_KEY,
+    PYTHON,
     RunningServer,
+    free_port,
     proxy_env,
     reset_upstream,
+    run_process,
     serve_in_thread,
     upstream_requests,
 )
@@ -1782,3 +1786,58 @@ async def test_output_cap_holds_on_geminis_grounded_answers() -> None:
         )
     assert response.status_code == 400, response.text
     assert route.call_count == 0
+
+
+# ---- the server's own refusals once a route is known ----------------------------------
+# A body too slow (BODY_TIMEOUT) or not valid HTTP (a bad chunk size) comes after the head,
+# so the route is known; the 408 and the 400 were still in OpenAI's shape on /anthropic/
+# and /gemini/, where the caller's SDK reads another one.
+
+WITHOUT_HTTPTOOLS = (
+    "import runpy, sys; sys.modules['httptools'] = None; "
+    "runpy.run_module('handlers.http', run_name='__main__')"
+)
+
+
+def raw_reply(port: int, data: bytes) -> tuple[bytes, dict[str, Any]]:
+    """Send `data` on a fresh connection; the status line and the JSON body of the reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0], json.loads(body)
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_server_refusals_after_the_head_take_the_routes_shape(parser: str) -> None:
+    port = free_port()
+    extra = {"ANTHROPIC_API_KEY": "fake-anthropic-key", "GEMINI_API_KEY": "fake-gemini-key"}
+    settings = proxy_env(
+        "http://127.0.0.1:9", HOST="127.0.0.1", PORT=str(port), BODY_TIMEOUT="1", **extra
+    )
+    args = [PYTHON, "-m", "handlers.http"]
+    if parser == "h11":
+        args = [PYTHON, "-c", WITHOUT_HTTPTOOLS]
+    slow = b"Content-Length: 100\r\n\r\n{"
+    bad_chunk = b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"
+    with run_process(args, settings, f"http://127.0.0.1:{port}/health"):
+        for path, shape in [
+            ("/anthropic/v1/messages", "anthropic"),
+            ("/gemini/v1beta/models/m:generateContent", "gemini"),
+            ("/v1/chat/completions", "openai"),
+        ]:
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: proxy.test\r\nx-api-key: {FAKE_TOKEN}\r\n"
+                "content-type: application/json\r\n"
+            ).encode()
+            for rest, status in [(slow, b" 408 "), (bad_chunk, b" 400 ")]:
+                line, body = raw_reply(port, head + rest)
+                assert status in line, (path, line, body)
+                if shape == "anthropic":
+                    assert body["type"] == "error" and body["error"]["message"], body
+                elif shape == "gemini":
+                    assert body["error"]["code"] == int(status) and body["error"]["status"], body
+                else:
+                    assert body["error"]["type"] == "invalid_request_error", body
