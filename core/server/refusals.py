@@ -5,11 +5,20 @@ protocols (core/server/bounds.py)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
-from core.errors import ErrorShape, ProxyError, render
+from core.errors import ErrorShape, ProxyError, error_body, render
 from core.types import Receive, Scope, Send, send_response
+
+
+class ServerRefusal(ProxyError):
+    """A refusal the server writes itself (core/server/bounds.py): its status set per reply."""
+
+    openai_type = "invalid_request_error"
+    code = "bad_request"
+
+
+_REFUSAL_CODES = {408: "request_timeout", 431: "request_too_large"}
 
 
 def plain_error(
@@ -21,16 +30,12 @@ def plain_error(
 ) -> bytes:
     """A whole HTTP/1.1 reply written straight to the socket (no app); `headers` added to its
     head (the CORS layer's, for a request the app had begun). In `shape`, the route's when
-    its head was in (a body too slow or not valid HTTP), else OpenAI's (no route known)."""
-    payload: dict[str, object]
-    if shape == "anthropic":
-        payload = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
-    elif shape == "gemini":
-        google = "DEADLINE_EXCEEDED" if status == 408 else "INVALID_ARGUMENT"
-        payload = {"error": {"code": status, "message": message, "status": google}}
-    else:
-        payload = {"error": {"message": message, "type": "invalid_request_error", "code": None}}
-    body = json.dumps(payload).encode()
+    its head was in (a body too slow or not valid HTTP), else OpenAI's (no route known):
+    the body is the one every other error of that shape has (core/errors.py)."""
+    refusal = ServerRefusal(message)
+    refusal.status = status
+    refusal.code = _REFUSAL_CODES.get(status, "bad_request")
+    body = error_body(refusal, shape)
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n"
