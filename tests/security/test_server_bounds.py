@@ -155,17 +155,28 @@ def test_connections_past_the_bound_get_a_503_in_the_route_shape(
     server: tuple[RunningServer, int],
 ) -> None:
     proxy, _ = server
-    held = [connect(proxy.port) for _ in range(40)]
-    time.sleep(0.2)
-    sock = connect(proxy.port)
-    sock.sendall(
-        b"POST /anthropic/v1/messages HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 0\r\n\r\n"
+    data = answer_past_the_bound(
+        proxy.port,
+        b"POST /anthropic/v1/messages HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 0\r\n\r\n",
     )
-    status, body = reply(sock)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"503"
+    assert json.loads(body)["error"]["type"] == "overloaded_error"
+
+
+def answer_past_the_bound(port: int, request: bytes) -> bytes:
+    """The whole reply to `request` sent on a connection past MAX_CONNECTIONS (40 held)."""
+    held = [connect(port) for _ in range(40)]
+    time.sleep(0.2)
+    sock = connect(port)
+    sock.sendall(request)
+    data = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            data += chunk
     for other in [*held, sock]:
         other.close()
-    assert status == 503
-    assert json.loads(body)["error"]["type"] == "overloaded_error"
+    return data
 
 
 @pytest.mark.parametrize(
@@ -177,19 +188,11 @@ def test_the_503_past_the_bound_is_readable_by_an_allowed_page_only(
     # Answered instead of the app, so outside its CORS layer: a page on an allowed origin
     # must still be able to read it (and its Retry-After), a foreign page not.
     proxy, _ = server
-    held = [connect(proxy.port) for _ in range(40)]
-    time.sleep(0.2)
-    sock = connect(proxy.port)
-    sock.sendall(
+    data = answer_past_the_bound(
+        proxy.port,
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 0\r\n"
-        b"Origin: " + origin.encode() + b"\r\n\r\n"
+        b"Origin: " + origin.encode() + b"\r\n\r\n",
     )
-    data = b""
-    with contextlib.suppress(OSError):
-        while chunk := sock.recv(65536):
-            data += chunk
-    for other in [*held, sock]:
-        other.close()
     head = data.partition(b"\r\n\r\n")[0].decode().lower().split("\r\n")
     assert head[0].split(" ")[1] == "503"
     headers = [line.partition(":")[::2] for line in head[1:]]
