@@ -743,7 +743,10 @@ class AnthropicWire(Wire):
             summed = Usage()
             for iteration in iterations:
                 if isinstance(iteration, dict):
-                    summed = summed.plus(self.read_usage(iteration, Usage()) or Usage())
+                    # One level only: an iteration's own `iterations` (none in Anthropic's
+                    # replies) is not followed, so a reply nested deep cannot recurse.
+                    flat = {k: v for k, v in iteration.items() if k != "iterations"}
+                    summed = summed.plus(self.read_usage(flat, Usage()) or Usage())
             into = into.most(summed)
         return into
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.errors import BadRequest, Forbidden
-from core.protocols import AmbiguousModel, Usage, field_in
+from core.protocols import AmbiguousModel, Usage, field_in, token_setup_keeps
 
 if TYPE_CHECKING:
     from core.request import ProxyRequest
@@ -182,7 +182,7 @@ def require_locked_model(document: dict[str, Any]) -> None:
     try:
         setup = field_in(document, "bidiGenerateContentSetup")
         model = field_in(setup, "model") if isinstance(setup, dict) else None
-        mask = field_in(document, "fieldMask")
+        locked = token_setup_keeps(document, "model")
     except AmbiguousModel as exc:
         raise BadRequest(f"The request names one field twice ({exc}): name it once.") from None
     if not isinstance(model, str) or not model:
@@ -191,10 +191,7 @@ def require_locked_model(document: dict[str, Any]) -> None:
             "auth token opens any Live model unless it names one: set "
             "bidiGenerateContentSetup.model (liveConnectConstraints.model in the SDKs)."
         )
-    if mask is None or mask == "":
-        return  # no mask: the whole setup, model included, is locked
-    paths = mask.split(",") if isinstance(mask, str) else None
-    if paths is None or "model" not in (path.strip() for path in paths):
+    if not locked:
         raise LiveModelUnlocked(
             "Models are limited here (ALLOWED_MODELS or this token's scope): a Gemini auth "
             "token's fieldMask must include 'model', or the token's holder chooses it."

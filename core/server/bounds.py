@@ -38,6 +38,8 @@ from core.server.refusals import (
 from core.types import DISCONNECT_WATCH, DisconnectWatch
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from core.errors import ErrorShape
 
 
@@ -219,7 +221,7 @@ class BoundedConnection:
         status: int,
         reason: str,
         message: str,
-        headers: Any = (),
+        headers: Iterable[tuple[bytes, bytes]] = (),
         shape: ErrorShape = "openai",
     ) -> None:
         """A reply of the server's own (no app), then the connection closes."""
