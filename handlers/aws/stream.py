@@ -93,13 +93,14 @@ class StreamedExchange:
 
     async def _send_error(self, error: tuple[str, str] | None, scope: dict[str, Any]) -> None:
         from core.errors import ProxyError, UpstreamTimeout, render
-        from core.proxy.access_log import CORS_HEADERS
+        from core.proxy.access_log import CORS_HEADERS, ERROR_SHAPE
 
         if error is not None and error[0] == DEADLINE_EXCEEDED:
             failure: ProxyError = UpstreamTimeout("The function reached its time limit.")
         else:
             failure = ProxyError("The proxy failed unexpectedly; see its logs.")
-        status, headers, body = render(failure, "openai")
+        # In the shape of the route the request took, as the access log's last resort is.
+        status, headers, body = render(failure, scope.get(ERROR_SHAPE, "openai"))
         # Sent outside the app's CORS layer: the headers it chose for this request (a page
         # on an allowed origin must be able to read this error too).
         headers.extend(scope.get(CORS_HEADERS, ()))
