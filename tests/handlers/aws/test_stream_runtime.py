@@ -42,7 +42,11 @@ def runtime_api() -> Iterator[FakeRuntimeApi]:
 def warm_process(
     runtime_api: FakeRuntimeApi, upstream: tuple[RecordingUpstream, RunningServer]
 ) -> Iterator[RuntimeProcess]:
-    with running_runtime(runtime_api.address, proxy_env(upstream[1].url)) as runtime:
+    # Anthropic's route too, on the same mock: an error the handler makes itself speaks it.
+    env = proxy_env(
+        upstream[1].url, ANTHROPIC_API_KEY="sk-ant-fake-key", ANTHROPIC_UPSTREAM=upstream[1].url
+    )
+    with running_runtime(runtime_api.address, env) as runtime:
         yield runtime
 
 
@@ -156,6 +160,28 @@ def test_the_deadline_504_is_readable_by_an_allowed_page_only(
             assert reply.headers["access-control-allow-origin"] == origin
         else:
             assert "access-control-allow-origin" not in reply.headers
+
+
+def test_the_deadline_504_takes_the_routes_error_shape(
+    runtime_api: FakeRuntimeApi, warm_process: RuntimeProcess
+) -> None:
+    # Made by the handler, not the app: it was OpenAI's shape whatever the route.
+    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    request = HttpRequest(
+        "POST",
+        "/anthropic/v1/messages",
+        headers=[
+            ("x-api-key", FAKE_TOKEN),
+            ("content-type", "application/json"),
+            ("x-mock-chunks", "10"),
+            ("x-mock-delay-ms", "300"),
+        ],
+        body=json.dumps(body).encode(),
+    )
+    reply = runtime_api.invoke(function_url(request), deadline_in=1.2)
+    assert reply.status == 504
+    error = json.loads(reply.body)
+    assert error["type"] == "error" and "time limit" in error["error"]["message"]
 
 
 def test_caller_gone_cancels_the_upstream_and_the_instance_serves_on(
