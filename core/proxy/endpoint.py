@@ -32,7 +32,7 @@ from core.errors import (
     send_error,
 )
 from core.headers import NOT_A_PAGE
-from core.providers import Provider, match_provider
+from core.providers import CATALOGUE, Provider, match_provider, provider_env_names
 from core.proxy.access_log import BODY_SEND, ERROR_SHAPE
 from core.proxy.forward import Forwarder, never_reached
 from core.proxy.relay import Exchange, relay, reply_headers
@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 ALLOW_HEADER = ", ".join(sorted(ALLOWED_METHODS)).encode()
 # RFC 3986 pchar minus unreserved (always safe for `quote`): what a path keeps literally.
 _PATH_SAFE = "/:@!$&'()*+,;="
+# Every provider route the proxy knows, switched on or not, most specific first (no_route).
+_CATALOGUE_BY_PREFIX = tuple(sorted(CATALOGUE, key=lambda record: len(record.prefix), reverse=True))
 # How long a caller's hang-up waits for the relay to read the upstream's end of body before
 # it counts as leaving early (listen_for_disconnect). Well under what cancelling the
 # upstream promptly allows (tests/proxy/test_stream_lifecycle.py: within a second).
@@ -128,11 +130,36 @@ class ProxyEndpoint:
 
             matched = root_upload_route(self.providers, path, scope.get("query_string", b""))
         if matched is None:
-            raise NotFound(
-                f"No route for {scope['path'][:200]!r} on this proxy: use /v1/... "
-                "with the base URL set to <proxy>/v1."
-            )
+            raise self.no_route(scope, path)
         return matched
+
+    def no_route(self, scope: Scope, path: str) -> NotFound:
+        """The 404 for a path no route here serves. A provider's own route that this
+        deployment has not switched on says so, in that provider's error shape, so its SDK
+        shows the reason instead of a route hint that does not apply; the names of settings
+        are public (docs/configuration.md), their values never appear."""
+        known = match_provider(_CATALOGUE_BY_PREFIX, path)
+        if known is not None:
+            record = known[0]
+            key_name, upstream_name = provider_env_names(record)
+            setting = upstream_name if record.key_optional else key_name
+            scope[ERROR_SHAPE] = record.error_shape
+            return NotFound(
+                f"The {record.prefix} route is not switched on on this proxy: its operator "
+                f"has not set {setting}."
+            )
+        if not any(provider.prefix == "/v1" for provider in self.providers):
+            if path == "/v1" or path.startswith("/v1/"):
+                return NotFound(
+                    "The /v1 route is not switched on on this proxy: its operator has set "
+                    "neither UPSTREAM_BASE_URL nor MODEL_ROUTES. A provider's own route has "
+                    "its own base URL, such as <proxy>/openai/v1."
+                )
+            return NotFound(f"No route for {scope['path'][:200]!r} on this proxy.")
+        return NotFound(
+            f"No route for {scope['path'][:200]!r} on this proxy: use /v1/... "
+            "with the base URL set to <proxy>/v1."
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A ProxyError is only raised before the response starts; after it, failures
@@ -151,7 +178,8 @@ class ProxyEndpoint:
             if log is not None:
                 log.error = error.code
             extra = [(b"allow", ALLOW_HEADER)] if isinstance(error, MethodNotAllowed) else []
-            await send_error(send, error, shape, extra)
+            # A route known before the error, or the provider a 404 names (no_route).
+            await send_error(send, error, scope.get(ERROR_SHAPE, shape), extra)
 
     async def usage_report(
         self, scope: Scope, receive: Receive, send: Send, budget: Budget | None

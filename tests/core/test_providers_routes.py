@@ -257,4 +257,46 @@ def test_default_route_alone_serves_no_provider_prefix(proxy: RunningServer) -> 
     )
     reply = httpx.post(f"{proxy.url}/anthropic/v1/messages", headers=headers, json=CHAT)
     assert reply.status_code == 404
+    # In Anthropic's own shape, saying why: the route exists but is not switched on.
+    assert reply.json()["type"] == "error"
+    error = reply.json()["error"]
+    assert error["type"] == "not_found_error"
+    assert error["message"] == (
+        "The /anthropic route is not switched on on this proxy: its operator has not set "
+        "ANTHROPIC_API_KEY."
+    )
+    reply = httpx.post(f"{proxy.url}/deepseek/v1/chat/completions", headers=headers, json=CHAT)
+    assert reply.status_code == 404
+    assert "has not set DEEPSEEK_API_KEY" in reply.json()["error"]["message"]
+    # A path no provider has keeps the route hint, which applies here (/v1 is served).
+    reply = httpx.post(f"{proxy.url}/nowhere/chat", headers=headers, json=CHAT)
+    assert reply.status_code == 404
     assert reply.json()["error"]["code"] == "not_found"
+    assert "use /v1/..." in reply.json()["error"]["message"]
+
+
+async def test_a_route_not_switched_on_says_which_setting_in_its_providers_shape() -> None:
+    """A deployment with OpenAI's route only: each other provider's route is a 404 that
+    names the setting that switches it on, in the shape its SDK reads; a path no provider
+    has gets no /v1 hint, since no /v1 route is served here."""
+    from core.app import create_app
+    from core.config import load_settings
+
+    env = {"OPENAI_API_KEY": fake_key("OPENAI"), "PROXY_ACCESS_TOKEN": FAKE_TOKEN}
+    app = create_app(load_settings(env))
+    transport = httpx.ASGITransport(app=app)
+    headers = {"authorization": f"Bearer {FAKE_TOKEN}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+        reply = await client.post("/gemini/v1beta/models/gemini-2.5-flash:generateContent")
+        assert reply.status_code == 404
+        assert reply.json()["error"]["status"] == "NOT_FOUND"  # Google's shape
+        assert "has not set GEMINI_API_KEY" in reply.json()["error"]["message"]
+        # A key-optional local server is switched on by its upstream.
+        reply = await client.post("/ollama/v1/chat/completions", headers=headers, json=CHAT)
+        assert "has not set OLLAMA_UPSTREAM" in reply.json()["error"]["message"]
+        reply = await client.post("/v1/chat/completions", headers=headers, json=CHAT)
+        assert reply.status_code == 404
+        assert "has set neither UPSTREAM_BASE_URL nor MODEL_ROUTES" in reply.text
+        reply = await client.post("/nowhere/chat", headers=headers, json=CHAT)
+        assert reply.json()["error"]["message"] == "No route for '/nowhere/chat' on this proxy."
+        assert fake_key("OPENAI") not in reply.text
