@@ -1,5 +1,6 @@
-"""The real Node SDKs (openai, @anthropic-ai/sdk, @google/genai, the Vercel AI SDK with @ai-sdk/openai and
-@ai-sdk/anthropic) against the proxy: tools/sdk-node/run.mjs prints one line per case."""
+"""The real Node SDKs (openai, @anthropic-ai/sdk, @google/genai, the Vercel AI SDK with @ai-sdk/openai,
+@ai-sdk/anthropic and @ai-sdk/google) against the proxy: tools/sdk-node/run.mjs prints one line per
+case."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ EXPECTED_ERRORS = {
     "ai.openai": dict.fromkeys(("401", "403", "429", "500"), "APICallError"),
     "ai.openai.responses": dict.fromkeys(("401", "403", "429", "500"), "APICallError"),
     "ai.anthropic": dict.fromkeys(("401", "403", "429", "500"), "APICallError"),
+    "ai.google": dict.fromkeys(("401", "403", "429", "500"), "APICallError"),
+    # @google/genai has one error class, with the status on it.
+    "gemini": dict.fromkeys(("401", "403", "429", "500"), "ApiError"),
 }
 
 
@@ -97,6 +101,8 @@ def node_results(stack: SDKStack) -> dict[str, dict[str, Any]]:
         "ai.openai.generateText",
         "ai.openai.responses.generateText",
         "ai.anthropic.generateText",
+        "ai.google.generateText",
+        "gemini.generate",
     ],
 )
 def test_node_call_succeeds(node_results: dict[str, dict[str, Any]], case: str) -> None:
@@ -113,6 +119,8 @@ def test_node_call_succeeds(node_results: dict[str, dict[str, Any]], case: str) 
         "ai.openai.streamText",
         "ai.openai.responses.streamText",
         "ai.anthropic.streamText",
+        "ai.google.streamText",
+        "gemini.stream",
     ],
 )
 def test_node_stream_yields_every_chunk(node_results: dict[str, dict[str, Any]], case: str) -> None:

@@ -33,7 +33,7 @@ def test_node_openai_responses_stream(node_results: dict[str, dict[str, Any]]) -
     assert result["value"] == {"deltas": 8, "usage": RESPONSES_USAGE}
 
 
-@pytest.mark.parametrize("label", ["openai", "openai.responses", "anthropic"])
+@pytest.mark.parametrize("label", ["openai", "openai.responses", "anthropic", "google"])
 def test_ai_sdk_reads_usage(node_results: dict[str, dict[str, Any]], label: str) -> None:  # noqa: F811
     result = node_results[f"ai.{label}.usage"]
     assert result["ok"], result
@@ -42,7 +42,7 @@ def test_ai_sdk_reads_usage(node_results: dict[str, dict[str, Any]], label: str)
         assert (usage["inputTokens"], usage["outputTokens"], usage["totalTokens"]) == (2, 8, 10)
 
 
-@pytest.mark.parametrize("label", ["openai", "openai.responses", "anthropic"])
+@pytest.mark.parametrize("label", ["openai", "openai.responses", "anthropic", "google"])
 def test_ai_sdk_reads_tool_calls(node_results: dict[str, dict[str, Any]], label: str) -> None:  # noqa: F811
     result = node_results[f"ai.{label}.tool"]
     assert result["ok"], result

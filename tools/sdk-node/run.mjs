@@ -6,6 +6,7 @@ import Anthropic from "@anthropic-ai/sdk";
 import { APICallError, generateText, jsonSchema, streamText, tool } from "ai";
 import { createOpenAI } from "@ai-sdk/openai";
 import { createAnthropic } from "@ai-sdk/anthropic";
+import { createGoogleGenerativeAI } from "@ai-sdk/google";
 import { GoogleGenAI } from "@google/genai";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
@@ -61,6 +62,10 @@ const openai = (key) => new OpenAI({ baseURL: `${proxy}/openai/v1`, apiKey: key,
 const anthropic = (key) => new Anthropic({ baseURL: `${proxy}/anthropic`, apiKey: key, maxRetries: 0 });
 const aiOpenAI = (key) => createOpenAI({ baseURL: `${proxy}/openai/v1`, apiKey: key });
 const aiAnthropic = (key) => createAnthropic({ baseURL: `${proxy}/anthropic/v1`, apiKey: key });
+// Its key goes in x-goog-api-key, to /models/{model}:generateContent (and
+// :streamGenerateContent?alt=sse).
+const aiGoogle = (key) => createGoogleGenerativeAI({ baseURL: `${proxy}/gemini/v1beta`, apiKey: key });
+const gemini = (key) => new GoogleGenAI({ apiKey: key, httpOptions: { baseUrl: `${proxy}/gemini` } });
 
 await run("openai.chat", async () => {
   const reply = await openai(token).chat.completions.create({ model: "gpt-test", messages });
@@ -119,6 +124,7 @@ for (const [label, provider, model] of [
   // The AI SDK's default for OpenAI: the Responses API.
   ["openai.responses", aiOpenAI, (p) => p("gpt-test")],
   ["anthropic", aiAnthropic, (p) => p("claude-test")],
+  ["google", aiGoogle, (p) => p("gemini-test")],
 ]) {
   await run(`ai.${label}.generateText`, async () => {
     const { text } = await generateText({ model: model(provider(token)), prompt: "hi", maxRetries: 0 });
@@ -156,6 +162,22 @@ for (const [label, provider, model] of [
       }
     });
   }
+}
+
+await run("gemini.generate", async () => {
+  const reply = await gemini(token).models.generateContent({ model: "gemini-test", contents: "hi" });
+  return reply.text;
+});
+await run("gemini.stream", async () => {
+  const stream = await gemini(token).models.generateContentStream({ model: "gemini-test", contents: "hi" });
+  let pieces = 0;
+  for await (const chunk of stream) if (chunk.text) pieces += 1;
+  return pieces;
+});
+for (const [status, { key, headers }] of failures) {
+  await run(`gemini.error.${status}`, () =>
+    gemini(key).models.generateContent({ model: "gemini-test", contents: "hi", config: { httpOptions: { headers } } }),
+  );
 }
 
 // Gemini's resumable upload of a 5 MB file; every reply the SDK read is kept, to show that
