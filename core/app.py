@@ -229,8 +229,15 @@ def create_app(settings: Settings | None = None, *, concurrent: bool = True) -> 
         return MisconfiguredApp([problem])
     if settings.access_log:
         # One line per process start (a cold start, on functions): which release, which routes.
+        # Names, and the prefixes a base URL takes (two routes may share a provider's name:
+        # Gemini's own and its OpenAI-compatible surface).
         routes = [provider.name for provider in proxy.providers]
-        access_logger.info(json.dumps({"event": "start", "version": __version__, "routes": routes}))
+        prefixes = [provider.prefix for provider in proxy.providers]
+        access_logger.info(
+            json.dumps(
+                {"event": "start", "version": __version__, "routes": routes, "prefixes": prefixes}
+            )
+        )
     app: ASGIApp = CORSMiddleware(proxy, settings.allowed_origins, EXPOSED_HEADERS)
     if proxy.telemetry is not None:
         from core.telemetry.hub import TelemetryMiddleware

@@ -61,4 +61,5 @@ def test_the_access_log_starts_with_the_version_and_the_routes(
     assert len(starts) == 1
     assert starts[0]["version"] == __version__
     assert "default" in starts[0]["routes"]
+    assert starts[0]["prefixes"][starts[0]["routes"].index("default")] == "/v1"
     assert FAKE_TOKEN not in caplog.text and FAKE_UPSTREAM_KEY not in caplog.text
