@@ -16,10 +16,14 @@ overwrites it. Per platform (CLIENT_IP_SOURCE, `auto` picks from the environment
 - `xff:N`: behind N proxies you run that each append to `X-Forwarded-For`: the Nth entry
   from the right. `header:NAME`: a header your own edge sets and overwrites (for example
   `header:cf-connecting-ip` behind Cloudflare); only safe if nothing else can reach us.
+
+An IPv6 caller is counted by its /64: a host is handed the whole network and may send each
+request from a new address in it, which would be a fresh limit and budget every time.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 
@@ -90,8 +94,28 @@ def _named_header(name: str) -> ClientIPRule:
     return rule
 
 
+def per_network(address: str) -> str:
+    """The caller an address counts as: an IPv4 address itself (also written IPv4-mapped,
+    as a dual-stack socket reports it), an IPv6 one its /64. Anything else as it is."""
+    if ":" not in address:
+        return address  # IPv4 or `unknown`: the common case, no parse
+    try:
+        parsed = ipaddress.IPv6Address(address.strip("[]"))
+    except ValueError:
+        return address
+    if parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(parsed) >> 64 << 64, 64)))
+
+
 def client_ip_rule(source: str, environ: Mapping[str, str] | None = None) -> ClientIPRule:
-    """The function that finds a request's client IP under `source`; chosen once, at start."""
+    """The function that finds a request's client IP under `source` (an IPv6 one as its
+    /64, `per_network`); chosen once, at start."""
+    rule = _platform_rule(source, environ)
+    return lambda scope: per_network(rule(scope))
+
+
+def _platform_rule(source: str, environ: Mapping[str, str] | None) -> ClientIPRule:
     if source == "auto":
         source = detect_platform(os.environ if environ is None else environ)
     kind, _, arg = source.partition(":")
