@@ -52,6 +52,10 @@ _KEEP_WHOLE = 1024 * 1024
 _MAX_LINE = 1024 * 1024
 # A request asks for a handful of choices or candidates at most; this bounds the attribute.
 _MAX_REASONS = 16
+# The longest finish reason kept, as the span's other values are cut (the models, the
+# caller): the reply is the upstream's to write, and a reason no provider writes could
+# otherwise be as long as a line (_MAX_LINE), on every span the export queue holds.
+_REASON_CHARS = 200
 # How each protocol's events name the model (an event that holds it is parsed once).
 _MODEL_KEY = {"gemini": b'"modelVersion"'}
 # What an event that states a finish reason holds, and an event still going does not:
@@ -199,7 +203,8 @@ class ReplyFacts:
             record.response_model = model
             self.model_key = None  # found: no later event is parsed for it
         if reasons and len(self.reasons) < _MAX_REASONS:
-            self.reasons += reasons[: _MAX_REASONS - len(self.reasons)]
+            room = _MAX_REASONS - len(self.reasons)
+            self.reasons += [reason[:_REASON_CHARS] for reason in reasons[:room]]
             record.finish_reasons = tuple(self.reasons)
 
 
@@ -284,7 +289,7 @@ class SessionFacts:
             status = response.get("status")
             said = reason if isinstance(reason, str) and reason else status
             if isinstance(said, str) and said:
-                self.reasons.append(said)
+                self.reasons.append(said[:_REASON_CHARS])
                 self.record.finish_reasons = tuple(self.reasons)
 
     def finish(self) -> Usage:
