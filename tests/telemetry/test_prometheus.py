@@ -154,6 +154,25 @@ def test_scrape_through_a_local_reverse_proxy_is_refused(server_proxy: RunningSe
     assert reply.status_code == 404
 
 
+@pytest.mark.parametrize(
+    "forwarded",
+    [
+        {"x-forwarded-proto": "https"},
+        {"x-forwarded-host": "proxy.example.com"},
+        {"via": "1.1 proxy.example.com"},
+        {"x-forwarded-port": "443"},
+    ],
+)
+def test_a_front_end_that_names_no_client_still_forwards(
+    server_proxy: RunningServer, forwarded: dict[str, str]
+) -> None:
+    """A local TLS front end that sets only X-Forwarded-Proto (what docs/admin.md has it
+    send for the Secure cookie), X-Forwarded-Host or Via, and not the client's address,
+    still forwards strangers' requests from loopback: /metrics was theirs to read."""
+    reply = httpx.get(f"{server_proxy.url}/metrics", headers=forwarded)
+    assert reply.status_code == 404
+
+
 def test_metrics_token_is_required_when_set(
     mock_upstream: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
