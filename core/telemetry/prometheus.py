@@ -2,10 +2,10 @@
 
 Served to a scrape that presents METRICS_TOKEN as a bearer token (constant-time compare),
 or, with no token set, to one from loopback that no local reverse proxy forwarded (it
-carries no Forwarded / X-Forwarded-For). Anything else gets a 404, as if there were no such
-path. Under `--workers N` every worker writes its counts to files in a shared temporary
-directory (PROMETHEUS_MULTIPROC_DIR, core/telemetry/serving.py) and a scrape of any
-worker reads them all.
+carries no Forwarded, Via, X-Real-IP or X-Forwarded-* header). Anything else gets a 404, as
+if there were no such path. Under `--workers N` every worker writes its counts to files in a
+shared temporary directory (PROMETHEUS_MULTIPROC_DIR, core/telemetry/serving.py) and a
+scrape of any worker reads them all.
 
 The model label is only ever a model an upstream accepted (a 2xx reply), at most
 MODEL_LABELS of them, and the caller is never a label: a caller cannot grow the number of
@@ -36,7 +36,11 @@ if TYPE_CHECKING:
 
 SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
-_FORWARDING = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip"})
+# A header only a forwarding front end writes. Not only those that name the client: a TLS
+# front end may set X-Forwarded-Proto alone (docs/admin.md has it do so for the Secure
+# cookie), or only Via or X-Forwarded-Host, and still hand us strangers' requests.
+_FORWARDING = frozenset({b"forwarded", b"via", b"x-real-ip"})
+_FORWARDING_PREFIX = b"x-forwarded-"
 # As prometheus_client decides whether a counter has a `_created` sample.
 _USE_CREATED = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False").lower() not in (
     "true",
@@ -324,7 +328,9 @@ class MetricsEndpoint:
         client = scope.get("client")
         if not client or client[0] not in _LOOPBACK:
             return False
-        return not any(name in _FORWARDING for name, _ in headers)
+        return not any(
+            name in _FORWARDING or name.startswith(_FORWARDING_PREFIX) for name, _ in headers
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in ("GET", "HEAD"):
