@@ -1,5 +1,7 @@
-"""What a misbehaving upstream can put into the proxy's telemetry: its values are bounded
-as the caller's are (docs/security.md counts a misbehaving upstream among the hostile)."""
+"""What a misbehaving upstream, or a caller's prompt, can put into the proxy's telemetry:
+an upstream's values are bounded as the caller's are (docs/security.md counts a misbehaving
+upstream among the hostile), and captured content holds no key of any shape the proxy
+knows."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 
 from core.app import create_app
 from core.config import load_settings
+from core.telemetry.content import ContentCapture
 from core.telemetry.record import RequestRecord
 from core.telemetry.reply import ReplyFacts, SessionFacts
 from core.types import Receive, Scope, Send
@@ -93,3 +96,29 @@ def test_a_whole_replys_finish_reasons_are_bounded() -> None:
     tap.flush()
     [reason] = record.finish_reasons
     assert reason.startswith("stop") and len(reason) <= 200
+
+
+# ---- a caller's prompt, captured ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "gsk_" + "FAKE0groq0key0shape0123456789",
+        "xai-" + "FAKE0xai0key0shape01234567890",
+        "pplx-" + "FAKE0perplexity0key0shape0123",
+        "fw_" + "FAKE0fireworks0key0shape01234",
+    ],
+)
+def test_captured_content_replaces_every_key_shape_the_proxy_knows(key: str) -> None:
+    """Content capture replaces "anything shaped like a key" (docs/observability.md), but
+    knew only OpenAI's, Anthropic's and Google's shapes, JWTs, bearer credentials and its
+    own tokens: a Groq, xAI, Perplexity or Fireworks key a user pasted into a prompt went
+    to the collector, though the proxy masks those very shapes (core/config.py) in its
+    own start-up problems."""
+    capture = ContentCapture([])
+    captured = capture.capture({"messages": [{"role": "user", "content": f"is {key} valid?"}]})
+    assert captured is not None
+    text = captured["gen_ai.input.messages"]
+    assert key not in text and key[6:18] not in text
+    assert "is [redacted] valid?" in text
