@@ -17,12 +17,14 @@ from core.access.tokens import TOKEN_PREFIX
 
 MAX_CHARS = 4096
 SWITCH = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
-# Provider key shapes (OpenAI sk-..., Anthropic sk-ant-..., Google AIza...), JWTs, bearer
-# credentials and this proxy's own per-caller tokens (TOKEN_PREFIX + 43 url-safe
-# characters: the proxy keeps only their hashes, so their shape is what finds them): a
-# prompt that quotes one does not carry it to a collector.
+# Provider key shapes (OpenAI sk-..., Anthropic sk-ant-..., Google AIza..., and the vendors'
+# Groq gsk_, xAI xai-, Fireworks fw_, Perplexity pplx-: every shape core/config.py masks in
+# its problems), JWTs, bearer credentials and this proxy's own per-caller tokens
+# (TOKEN_PREFIX + 43 url-safe characters: the proxy keeps only their hashes, so their shape
+# is what finds them): a prompt that quotes one does not carry it to a collector.
 _KEY_SHAPES = re.compile(
     r"sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-.]+"
+    r"|(?:gsk_|xai-|fw_|pplx-)[A-Za-z0-9_\-]{12,}"
     r"|(?i:bearer)\s+[A-Za-z0-9._\-~+/=]{8,}|fake-[A-Za-z0-9_\-]{4,}"
     rf"|{re.escape(TOKEN_PREFIX)}[A-Za-z0-9_\-]{{16,}}"
 )
