@@ -29,6 +29,8 @@ ERROR_SHAPE = "llm_proxy.error_shape"
 # The headers the CORS layer (core/proxy/cors.py) adds to this request's reply: the
 # last-resort answer below is sent outside that layer and adds them itself.
 CORS_HEADERS = "llm_proxy.cors_headers"
+# The scope entry holding this request's RequestLog (its id, for a reply an adapter makes).
+REQUEST_LOG = "llm_proxy.log"
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -73,7 +75,7 @@ class AccessLogMiddleware:
         started = time.perf_counter()
         log = RequestLog(request_id=new_request_id(), method=scope["method"], path=scope["path"])
         log.started = started
-        scope["llm_proxy.log"] = log
+        scope[REQUEST_LOG] = log
         scope[BODY_SEND] = send
         request_id = log.request_id.encode()
 

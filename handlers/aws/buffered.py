@@ -9,15 +9,23 @@ Function URL or a REST API whose integration streams.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import unquote
 
 from mangum import Mangum
 
-from core.errors import ProxyError, UpstreamStreamBroken, UpstreamUnreachable, render
-from core.proxy.access_log import ERROR_SHAPE, REQUEST_ID_HEADER
+from core.errors import (
+    ProxyError,
+    UpstreamStreamBroken,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    render,
+)
+from core.proxy.access_log import CORS_HEADERS, ERROR_SHAPE, REQUEST_ID_HEADER, REQUEST_LOG
 from core.types import Message, Receive, Scope, Send
 from handlers.aws.secrets import create_app_with_secrets
+from handlers.aws.stream import DEADLINE_MARGIN_SECONDS
 
 
 class PathAsSent:
@@ -56,6 +64,12 @@ class WholeReply:
     would answer `500 text/plain "Internal Server Error"` without the headers the proxy set
     (CORS, so a page cannot read it; the request id). It gets the proxy's own error instead,
     in its protocol's shape, with those headers. The failure is already in the access log.
+
+    It also ends a reply itself just before the function's time limit, as the streaming
+    runtime does: Lambda would stop the function there, and the caller get API Gateway's
+    own `{"message": ...}` (no CORS header, not its SDK's shape) with nothing settled and
+    the instance thrown away. Past that point the upstream request is cancelled and the
+    caller gets a 504 in its protocol's shape.
     """
 
     # The response's headers an error keeps: a page must be able to read it (CORS), and
@@ -74,8 +88,21 @@ class WholeReply:
         async def hold(message: Message) -> None:
             held.append(message)
 
+        task = asyncio.ensure_future(self.app(scope, receive, hold))
+        done, _ = await asyncio.wait({task}, timeout=time_left(scope.get("aws.context")))
+        if not done:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            last = held[-1] if held else None
+            if last is None or last["type"] != "http.response.body" or last.get("more_body"):
+                held = self._error(
+                    UpstreamTimeout("The function reached its time limit."), held, scope
+                )
+            for message in held:
+                await send(message)
+            return
         try:
-            await self.app(scope, receive, hold)
+            task.result()
         except Exception as exc:
             last = held[-1] if held else None
             if last is None or (last["type"] == "http.response.body" and not last.get("more_body")):
@@ -89,15 +116,34 @@ class WholeReply:
                 if isinstance(exc, UpstreamStreamBroken)
                 else ProxyError("The proxy failed unexpectedly; see its logs for the request id.")
             )
-            status, headers, body = render(error, scope.get(ERROR_SHAPE, "openai"))
-            began = held[0].get("headers") or ()
-            headers += [(n, v) for n, v in began if n.lower().startswith(self._KEPT)]
-            held = [
-                {"type": "http.response.start", "status": status, "headers": headers},
-                {"type": "http.response.body", "body": body},
-            ]
+            held = self._error(error, held, scope)
         for message in held:
             await send(message)
+
+    def _error(self, error: ProxyError, held: list[Message], scope: Scope) -> list[Message]:
+        """`error` in the route's shape, with the headers the begun reply had for CORS and
+        the request id, or, if none began, the CORS headers the app chose for the request."""
+        status, headers, body = render(error, scope.get(ERROR_SHAPE, "openai"))
+        if held:
+            began = held[0].get("headers") or ()
+            headers += [(n, v) for n, v in began if n.lower().startswith(self._KEPT)]
+        else:
+            headers.extend(scope.get(CORS_HEADERS, ()))
+            log = scope.get(REQUEST_LOG)  # the access log's line for this request names it
+            if log is not None:
+                headers.append((REQUEST_ID_HEADER, log.request_id.encode()))
+        return [
+            {"type": "http.response.start", "status": status, "headers": headers},
+            {"type": "http.response.body", "body": body},
+        ]
+
+
+def time_left(context: Any) -> float | None:
+    """Seconds the app may run before the function's time limit, or None without one."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return max(remaining() / 1000 - DEADLINE_MARGIN_SECONDS, 0.01)
 
 
 app = create_app_with_secrets()

@@ -93,7 +93,7 @@ class StreamedExchange:
 
     async def _send_error(self, error: tuple[str, str] | None, scope: dict[str, Any]) -> None:
         from core.errors import ProxyError, UpstreamTimeout, render
-        from core.proxy.access_log import CORS_HEADERS, ERROR_SHAPE
+        from core.proxy.access_log import CORS_HEADERS, ERROR_SHAPE, REQUEST_ID_HEADER, REQUEST_LOG
 
         if error is not None and error[0] == DEADLINE_EXCEEDED:
             failure: ProxyError = UpstreamTimeout("The function reached its time limit.")
@@ -104,6 +104,10 @@ class StreamedExchange:
         # Sent outside the app's CORS layer: the headers it chose for this request (a page
         # on an allowed origin must be able to read this error too).
         headers.extend(scope.get(CORS_HEADERS, ()))
+        # And the id of the access log's line, which every reply names.
+        log = scope.get(REQUEST_LOG)
+        if log is not None:
+            headers.append((REQUEST_ID_HEADER, log.request_id.encode()))
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})
 
