@@ -144,6 +144,8 @@ def test_deadline_before_the_first_byte_is_a_504_json_error(
     assert reply.status == 504
     assert json.loads(reply.body)["error"]["code"] == "upstream_timeout"
     assert reply.error_type is None  # a complete, well-formed reply
+    # Every reply names the access log's line for it, this one made by the handler too.
+    assert reply.headers["x-proxy-request-id"]
 
 
 def test_the_deadline_504_is_readable_by_an_allowed_page_only(
