@@ -8,6 +8,7 @@ platform is one class with those two methods and one entry in `ADAPTERS`.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import importlib
 import os
@@ -78,6 +79,9 @@ class Adapter:
     # Why the query string reaches the proxy rebuilt from decoded parameters rather than
     # byte for byte, or None if it arrives verbatim.
     query_rebuilt: ClassVar[str | None] = None
+    # Why some requests are answered by the platform's framework before the proxy sees
+    # them (its own text/plain 404 or 405), or None if the proxy answers every request.
+    framework_answers: ClassVar[str | None] = None
 
     def start(self, env: Mapping[str, str]) -> contextlib.AbstractContextManager[None]:
         raise NotImplementedError
@@ -175,6 +179,11 @@ class GoogleFunctionsFramework(HttpAdapter):
     """Cloud Run functions: the functions-framework CLI (gunicorn + uvicorn worker)."""
 
     name = "gcp-functions-framework"
+    framework_answers = (
+        "functions-framework routes the target only for GET, POST, PUT, DELETE, OPTIONS, "
+        "HEAD and PATCH, and answers /favicon.ico and /robots.txt itself (its aio module's "
+        "fixed Starlette routes): text/plain, no CORS header, no request id."
+    )
     front_headers: ClassVar[Mapping[str, str]] = {
         **GENERIC_FRONT_HEADERS,
         "x-cloud-trace-context": "105445aa7843bc8bf206b12000100000/1;o=1",
@@ -236,10 +245,21 @@ def environment(env: Mapping[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
+ALB_TARGET_GROUP = (
+    "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/llm-proxy/6d0ecf831eec9f09"
+)
 AWS_FRONT_HEADERS = {
     "x-forwarded-for": CLIENT_IP,
     "x-forwarded-proto": "https",
     "x-amzn-trace-id": "Root=1-67891233-abcdef012345678912345678",
+}
+
+
+# Header names as a REST API passes them: as sent, not lower-cased.
+REST_API_FRONT_HEADERS = {
+    "X-Forwarded-For": CLIENT_IP,
+    "X-Forwarded-Proto": "https",
+    "X-Amzn-Trace-Id": "Root=1-67891233-abcdef012345678912345678",
 }
 
 
@@ -272,6 +292,66 @@ class AwsLambdaMangum(Adapter):
         )
 
         event = function_url_event(request, dict(self.front_headers))
+        sent_at = time.monotonic()
+        return reply_from_buffered_result(self.handler(event, LambdaContext()), sent_at)
+
+
+class AwsLambdaMangumRestApi(AwsLambdaMangum):
+    """The same buffered handler behind a REST API (proxy events, payload 1.0): Mangum reads
+    these by other code than payload 2.0 (its `APIGateway` handler: the path, the query from
+    `multiValueQueryStringParameters`, `multiValueHeaders` joined)."""
+
+    name = "aws-lambda-mangum-rest"
+    front_headers = REST_API_FRONT_HEADERS
+    query_rebuilt = (
+        "A REST API hands Lambda the query decoded and grouped by name "
+        "(multiValueQueryStringParameters), and Mangum encodes it again form-style (a space "
+        "as `+`), so `flag` arrives as `flag=`."
+    )
+
+    def send(self, request: Request) -> Reply:
+        from tests.conformance.lambda_runtime import (
+            LambdaContext,
+            reply_from_buffered_result,
+            rest_api_event,
+        )
+
+        event = rest_api_event(request, dict(self.front_headers))
+        sent_at = time.monotonic()
+        return reply_from_buffered_result(self.handler(event, LambdaContext()), sent_at)
+
+
+class AwsLambdaMangumAlb(AwsLambdaMangum):
+    """The same buffered handler behind an ALB with multi-value headers on (Mangum's `ALB`
+    handler: query values as the caller sent them, still URL-encoded)."""
+
+    name = "aws-lambda-mangum-alb"
+    query_rebuilt = (
+        "Mangum decodes an ALB's query and encodes it again (form-style: a space as `+`), "
+        "so `flag` arrives as `flag=`."
+    )
+
+    def send(self, request: Request) -> Reply:
+        from tests.conformance.lambda_runtime import LambdaContext, reply_from_buffered_result
+
+        path, _, query = request.path.partition("?")
+        pairs = [part.partition("=") for part in query.split("&")] if query else []
+        headers = [*self.front_headers.items(), *request.headers.items()]
+        multi_headers: dict[str, list[str]] = {}
+        for name, value in [("host", "llm-proxy-123.eu-west-1.elb.amazonaws.com"), *headers]:
+            multi_headers.setdefault(name.lower(), []).append(value)
+        multi_query: dict[str, list[str]] = {}
+        for name, _, value in pairs:
+            multi_query.setdefault(name, []).append(value)
+        event = {
+            "requestContext": {"elb": {"targetGroupArn": ALB_TARGET_GROUP}},
+            "httpMethod": request.method,
+            "path": path,
+            "multiValueHeaders": multi_headers,
+            "multiValueQueryStringParameters": multi_query,
+            "body": base64.b64encode(request.body).decode(),
+            "isBase64Encoded": True,
+        }
         sent_at = time.monotonic()
         return reply_from_buffered_result(self.handler(event, LambdaContext()), sent_at)
 
@@ -327,14 +407,6 @@ class AwsLambdaStreaming(Adapter):
         return reply_from_stream(self.api.invoke(self.event(request)), sent_at)
 
 
-# Header names as a REST API passes them: as sent, not lower-cased.
-REST_API_FRONT_HEADERS = {
-    "X-Forwarded-For": CLIENT_IP,
-    "X-Forwarded-Proto": "https",
-    "X-Amzn-Trace-Id": "Root=1-67891233-abcdef012345678912345678",
-}
-
-
 class AwsLambdaRestApiStreaming(AwsLambdaStreaming):
     """The same streaming runtime behind an API Gateway REST API whose Lambda proxy
     integration has `ResponseTransferMode: STREAM`: proxy (v1) events in, the Function URL
@@ -360,6 +432,8 @@ ADAPTERS: list[type[Adapter]] = [
     GoogleFunctionsFramework,
     VercelFluid,
     AwsLambdaMangum,
+    AwsLambdaMangumRestApi,
+    AwsLambdaMangumAlb,
     AwsLambdaStreaming,
     AwsLambdaRestApiStreaming,
 ]
