@@ -293,8 +293,9 @@ class Settings:
     realtime_recheck_seconds: float = setting(
         "REALTIME_RECHECK_SECONDS",
         5.0,
-        "How often an open realtime session checks the kill switch and its caller's token "
-        "again (also on every frame that starts a turn).",
+        "How often an open realtime session, or a reply still being relayed, checks the "
+        "kill switch and its caller's token again (a session also on every frame that "
+        "starts a turn).",
         low=0.1,
         high=3600,
         unit="s",

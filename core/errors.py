@@ -239,6 +239,12 @@ class UpstreamStreamBroken(Exception):
     abort the connection, so the client sees a truncated body instead of a clean end."""
 
 
+class StreamStopped(UpstreamStreamBroken):
+    """A rule that admitted the reply no longer holds while it is relayed (the kill switch,
+    the caller's token revoked or expired: core/proxy/open_checks.py). The head is out, so,
+    as for a broken upstream, the connection is aborted."""
+
+
 def forget_frames(exc: BaseException) -> None:
     """Drops the tracebacks of a transport error the proxy handled, and of the errors it
     was raised from or during. A traceback holds every frame it passed through, and the

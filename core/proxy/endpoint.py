@@ -35,6 +35,7 @@ from core.headers import NOT_A_PAGE
 from core.providers import CATALOGUE, Provider, match_provider, provider_env_names
 from core.proxy.access_log import BODY_SEND, ERROR_SHAPE
 from core.proxy.forward import Forwarder, never_reached
+from core.proxy.open_checks import OpenChecks, can_end, raise_stopped
 from core.proxy.relay import Exchange, relay, reply_headers
 from core.proxy.stream_end import stream_end
 from core.proxy.taps import build_taps
@@ -332,16 +333,33 @@ class ProxyEndpoint:
         # until the collector's next full pass).
         # Under the proxy's own server the hang-up comes from the connection instead
         # (relay_watched): the same outcome, without a listening task for every reply.
+        # The rules that admitted the reply, checked again while it is relayed (nothing
+        # outlives the rule that ends it): armed only where something can end it.
+        checks = None
+        if can_end(request.caller, self.pipeline.status is not None):
+            checks = OpenChecks(
+                self.recheck, request, state, self.settings.realtime_recheck_seconds
+            )
         watch: DisconnectWatch | None = request.scope.get(DISCONNECT_WATCH)
-        if watch is not None:
-            await self.relay_watched(request, tickets, send, state, watch)
-        else:
-            relaying: list[asyncio.Task[None]] = []
-            async with asyncio.TaskGroup() as group:
-                listener = group.create_task(self.listen_for_disconnect(receive, state, relaying))
-                relaying.append(
-                    group.create_task(self.relay_then_stop(request, tickets, send, state, listener))
-                )
+        try:
+            if watch is not None:
+                await self.relay_watched(request, tickets, send, state, watch, checks)
+            else:
+                relaying: list[asyncio.Task[None]] = []
+                async with asyncio.TaskGroup() as group:
+                    listener = group.create_task(
+                        self.listen_for_disconnect(receive, state, relaying)
+                    )
+                    relaying.append(
+                        group.create_task(
+                            self.relay_then_stop(request, tickets, send, state, listener)
+                        )
+                    )
+                    if checks is not None:
+                        checks.start(relaying[0])
+        finally:
+            if checks is not None:
+                checks.stop()
         if not state.settled:
             if state.meter is not None:
                 state.outcome.usage = state.meter.finish()  # what was read before the end
@@ -356,6 +374,7 @@ class ProxyEndpoint:
                 raise error
             finally:
                 del error
+        raise_stopped(state)
 
     async def relay_then_stop(
         self,
@@ -383,6 +402,7 @@ class ProxyEndpoint:
         send: Send,
         state: Exchange,
         watch: DisconnectWatch,
+        checks: OpenChecks | None = None,
     ) -> None:
         """The relay's task and the caller's hang-up, under the proxy's own server: it says
         when the connection closes (core/server/bounds.py), so no task waits on receive()
@@ -393,6 +413,8 @@ class ProxyEndpoint:
         relaying.append(
             asyncio.create_task(self.relay_then_stop(request, tickets, send, state, None))
         )
+        if checks is not None:
+            checks.start(relaying[0])
         hang_ups: list[asyncio.Task[None]] = []
 
         def hung_up() -> None:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from core.errors import UpstreamStreamBroken, forget_frames, map_transport_error
+from core.errors import ProxyError, UpstreamStreamBroken, forget_frames, map_transport_error
 from core.headers import client_response_headers
 from core.proxy.taps import SMALL_BODY
 from core.stages import Outcome
@@ -61,6 +61,10 @@ class Exchange:
     # upstream's end of body is still to come.
     awaiting_upstream_end: bool = False
     error: BaseException | None = None
+    # The refusal of a rule that stopped the reply while it was relayed (open_checks.py),
+    # and whether the head went out before (then the connection is aborted instead).
+    stopped_by: ProxyError | None = None
+    head_sent: bool = False
     meter: UsageMeter | None = None
     # The response cache's copy of the reply (core/cache), fed what the caller gets.
     copy: ReplyTicket | None = None
@@ -123,7 +127,7 @@ async def relay(
             taps.copy.start(status, headers, source.raw_headers)
         outcome.complete = True
         await settle()
-        exchange.response_done = True
+        exchange.response_done = exchange.head_sent = True
         await send({"type": "http.response.start", "status": status, "headers": headers})
         if taps.log is not None and body:
             taps.log.body_sent(len(body))
@@ -136,6 +140,7 @@ async def relay(
         _drop(headers, b"content-length")
     if taps.copy is not None:
         taps.copy.start(status, headers, source.raw_headers)
+    exchange.head_sent = True
     await send({"type": "http.response.start", "status": status, "headers": headers})
     write = direct.writer() if direct is not None else None
     feed = taps.feed

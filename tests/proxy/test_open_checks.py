@@ -1,0 +1,197 @@
+"""Nothing outlives the rule that ends it, on HTTP too (core/proxy/open_checks.py): a reply
+still being relayed when its token is revoked, or the proxy switched off, stops within the
+recheck period, and with it the upstream request; one still awaited from the upstream is
+answered with the refusal itself. Over real sockets, under uvicorn's stock server (the
+disconnect listener's task group) and under `llm-proxy serve`'s own (the watched relay)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from core.access.tokens import create_token, revoke_token
+from core.app import create_app
+from core.caller import SHARED_TOKEN_CALLER, Caller
+from core.config import load_settings
+from core.proxy.open_checks import can_end
+from core.stores import open_store
+from core.types import Receive, Scope, Send
+from tests.support.servers import (
+    RunningServer,
+    proxy_env,
+    reset_upstream,
+    serve_as_deployed,
+    serve_in_thread,
+)
+
+SERVERS: dict[str, Callable[[Any], AbstractContextManager[RunningServer]]] = {
+    "uvicorn": serve_in_thread,
+    "llm-proxy serve": serve_as_deployed,
+}
+ADMIN_TOKEN = "admin-token-for-tests-only-0123456789abcdef"
+CHAT = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+
+
+# A generation far longer than any test waits: 600 events 50 ms apart (the mock upstream).
+ENDLESS = {"x-mock-chunks": "600", "x-mock-delay-ms": "50"}
+
+
+async def slow_whole_reply(scope: Scope, receive: Receive, send: Send) -> None:
+    """An upstream whose JSON reply (head and all) comes after 3 s: a long generation that
+    is not streamed."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await asyncio.sleep(3)
+    body = b'{"type":"message","content":[]}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/tokens.db"
+
+
+def proxy(server: str, upstream: RunningServer, store_url: str, **extra: str) -> Any:
+    env = proxy_env(
+        upstream.url,
+        TOKEN_STORE=store_url,
+        TOKEN_CACHE_SECONDS="0",
+        REALTIME_RECHECK_SECONDS="0.2",
+        **extra,
+    )
+    return SERVERS[server](create_app(load_settings(env)))
+
+
+def read_until_cut(url: str, token: str, on_first_event: Callable[[], None]) -> tuple[int, float]:
+    """Reads a stream, calling `on_first_event` once; the events read and the seconds from
+    that call to the stream's end (cut: httpx raises on the aborted body)."""
+    events = 0
+    started = 0.0
+    with httpx.stream(
+        "POST",
+        f"{url}/v1/chat/completions",
+        json=CHAT,
+        headers={"authorization": f"Bearer {token}", **ENDLESS},
+        timeout=20,
+    ) as reply:
+        assert reply.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            for _ in reply.iter_lines():
+                events += 1
+                if events == 1:
+                    on_first_event()
+                    started = time.monotonic()
+    return events, time.monotonic() - started
+
+
+def upstream_stopped(mock: RunningServer, within: float = 3.0) -> bool:
+    """Whether the mock upstream's one stream ended unfinished (the proxy hung up on it)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        streams = httpx.get(f"{mock.url}/_mock/streams").json()
+        if streams and "ended_at" in streams[-1]:
+            return len(streams) == 1 and not streams[0]["completed"]
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_stream_stops_when_its_token_is_revoked(
+    server: str, store_url: str, mock_upstream: RunningServer
+) -> None:
+    store = open_store(store_url)
+    token, record = create_token(store, "revoked-while-streaming")
+    reset_upstream(mock_upstream)
+    with proxy(server, mock_upstream, store_url) as running:
+        events, seconds = read_until_cut(running.url, token, lambda: revoke_token(store, record.id))
+    # Cut within the recheck period and a margin, not after the 30 s the upstream would go on.
+    assert seconds < 3, seconds
+    assert events < 80, events
+    # The upstream request ended with it: nothing more is generated on the key owner's bill.
+    assert upstream_stopped(mock_upstream)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_stream_stops_when_the_proxy_is_switched_off(
+    server: str, store_url: str, mock_upstream: RunningServer
+) -> None:
+    store = open_store(store_url)
+    token, _ = create_token(store, "streaming-at-the-switch")
+    reset_upstream(mock_upstream)
+    with proxy(server, mock_upstream, store_url, ADMIN_TOKEN=ADMIN_TOKEN) as running:
+
+        def switch_off() -> None:
+            reply = httpx.put(
+                f"{running.url}/admin/api/status",
+                json={"online": False},
+                headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+            )
+            assert reply.status_code == 200, reply.text
+
+        _, seconds = read_until_cut(running.url, token, switch_off)
+        # New requests get the switch's 503, as before.
+        refused = httpx.post(
+            f"{running.url}/v1/chat/completions",
+            json=CHAT,
+            headers={"authorization": f"Bearer {token}"},
+        )
+    assert refused.status_code == 503
+    assert seconds < 3, seconds
+    assert upstream_stopped(mock_upstream)
+
+
+def test_a_reply_still_awaited_is_refused_in_the_routes_shape(store_url: str) -> None:
+    """Revoked while the upstream has not answered yet: no head went out, so the caller
+    gets the refusal itself (a 401 in the route's shape), not a cut connection."""
+    store = open_store(store_url)
+    token, record = create_token(store, "revoked-while-waiting")
+
+    async def ask_and_revoke(url: str) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=20) as client:
+            asking = asyncio.create_task(
+                client.post(
+                    f"{url}/anthropic/v1/messages",
+                    json={"model": "claude-x", "max_tokens": 5, "messages": CHAT["messages"]},
+                    headers={"x-api-key": token},
+                )
+            )
+            await asyncio.sleep(0.5)
+            revoke_token(store, record.id)
+            return await asking
+
+    with (
+        serve_in_thread(slow_whole_reply) as up,
+        proxy(
+            "uvicorn",
+            up,
+            store_url,
+            ANTHROPIC_API_KEY="sk-ant-fake-0000",
+            ANTHROPIC_UPSTREAM=up.url,
+        ) as running,
+    ):
+        started = time.monotonic()
+        reply = asyncio.run(ask_and_revoke(running.url))
+        seconds = time.monotonic() - started
+    assert reply.status_code == 401, reply.text
+    assert reply.json()["type"] == "error"  # Anthropic's shape
+    assert reply.json()["error"]["type"] == "authentication_error"
+    assert seconds < 2.5, seconds  # not after the upstream's 3 s
+
+
+def test_a_stream_from_a_token_that_nothing_can_end_is_not_watched() -> None:
+    """The shared access token without a dashboard cannot be revoked mid-stream: no timer
+    is armed for its replies (the hot path stays as it was)."""
+    assert not can_end(SHARED_TOKEN_CALLER, has_status=False)
+    assert can_end(SHARED_TOKEN_CALLER, has_status=True)
+    assert can_end(Caller("jwt:user", expires_at=time.time() + 60), has_status=False)
