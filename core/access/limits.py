@@ -205,8 +205,10 @@ class RequestLimit:
             )
         used = counts.get("tokens", 0)
         if tokens_too and limiter.tokens and used >= limiter.tokens:
+            # "Rate limit", never "token limit": LangChain reads a Gemini error whose text
+            # holds "token limit" as a context overflow (and may compact and call again).
             raise limiter.refusal(
-                f"Token limit reached: {limiter.tokens} tokens per {duration(limiter.window)} "
+                f"Rate limit reached: {limiter.tokens} tokens per {duration(limiter.window)} "
                 f"for this caller ({used} used). Try again in {duration(wait)}.",
                 wait,
                 headers,
@@ -245,8 +247,8 @@ class TokenLimit:
             return None
         if reserved is None:
             wait = reset_at - limiter.clock()
-            raise limiter.refusal(
-                f"Token limit reached: {limiter.tokens} tokens per "
+            raise limiter.refusal(  # worded as in `RequestLimit.count`, for the same reason
+                f"Rate limit reached: {limiter.tokens} tokens per "
                 f"{duration(limiter.window)} for this caller, all used or reserved by requests "
                 f"in flight. Try again in {duration(wait)}.",
                 wait,

@@ -174,7 +174,7 @@ async def test_the_token_limit_reserves_up_to_its_value_and_refuses_past_it() ->
     assert "1000 tokens per 1m0s" in refused.value.message
     assert refused.value.headers["retry-after"] == "60"
     # The request limit's check sees the count used up too.
-    with pytest.raises(RateLimited, match="Token limit reached"):
+    with pytest.raises(RateLimited, match=r"Rate limit reached: \d+ tokens per"):
         await RequestLimit(rate).admit(caller())
     # Another caller has its own count.
     assert await check.admit(caller("bob")) is not None

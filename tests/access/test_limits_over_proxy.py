@@ -142,7 +142,7 @@ def test_token_limit_counts_reported_usage(
         refused = post(proxy, path, body)  # 3 x usage is over the limit now
         assert refused.status_code == 429
         assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
-        assert "Token limit reached" in refused.text
+        assert "Rate limit reached: " in refused.text and "tokens per" in refused.text
 
 
 def test_openai_streams_are_metered_without_the_caller_seeing_it(

@@ -275,3 +275,27 @@ def test_passing_faults_stay_retryable(mock_upstream: RunningServer, sleeps: Sle
         with pytest.raises(openai.APIStatusError):
             client.models.list()
     assert counted.attempts == 3 and len(sleeps.seconds) == 2
+
+
+def test_a_token_limit_refusal_does_not_read_as_a_context_overflow(
+    mock_upstream: RunningServer, tmp_path: Path
+) -> None:
+    """LangChain's Gemini chat model (langchain-google-genai) classifies a google-genai
+    ClientError whose text holds "token limit" (any case) as a context overflow, before it
+    looks at the status: a caller over its token limit got `GoogleContextOverflowError`
+    instead of `GoogleRateLimitError`, and an agent's summarization middleware would compact
+    the conversation and call again. The refusal is a rate limit and must read as one."""
+    app, token = token_limit(mock_upstream, tmp_path)
+    with running(app) as (server, _):
+        prime(server, token)
+        client = genai.Client(
+            api_key=token, http_options=genai_types.HttpOptions(base_url=f"{server.url}/gemini")
+        )
+        with pytest.raises(genai_errors.ClientError) as raised:
+            client.models.generate_content(model="gemini-2.0-flash", contents="hi")
+    assert raised.value.code == 429
+    text = str(raised.value).lower()
+    assert "rate limit reached" in text
+    # LangChain's context-overflow tests (langchain_google_genai.chat_models._handle_client_error).
+    assert "token limit" not in text
+    assert "exceeds the maximum number of tokens allowed" not in text
