@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -73,7 +74,7 @@ def proxy(server: str, upstream: RunningServer, store_url: str, **extra: str) ->
     return SERVERS[server](create_app(load_settings(env)))
 
 
-def read_until_cut(url: str, token: str, on_first_event: Callable[[], None]) -> tuple[int, float]:
+def read_until_cut(url: str, token: str, on_first_event: Callable[[], object]) -> tuple[int, float]:
     """Reads a stream, calling `on_first_event` once; the events read and the seconds from
     that call to the stream's end (cut: httpx raises on the aborted body)."""
     events = 0
@@ -195,3 +196,33 @@ def test_a_stream_from_a_token_that_nothing_can_end_is_not_watched() -> None:
     assert not can_end(SHARED_TOKEN_CALLER, has_status=False)
     assert can_end(SHARED_TOKEN_CALLER, has_status=True)
     assert can_end(Caller("jwt:user", expires_at=time.time() + 60), has_status=False)
+
+
+async def test_a_store_that_cannot_be_read_does_not_stop_a_reply() -> None:
+    """A token store outage is no rule that changed: the reply goes on, and is checked
+    again; a refusal at the next check stops it."""
+    from core.access.credentials import TokenStoreUnavailable
+    from core.errors import Unauthorized
+    from core.proxy.open_checks import OpenChecks
+    from core.proxy.relay import Exchange
+
+    answers: list[Exception | None] = [TokenStoreUnavailable("store down"), None]
+    answers.append(Unauthorized("The proxy token is not valid."))
+    checked = []
+
+    async def recheck(request: Any) -> None:
+        checked.append(time.monotonic())
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+
+    state = Exchange()
+    relaying = asyncio.create_task(asyncio.sleep(30))
+    request = SimpleNamespace(log=None)
+    checks = OpenChecks(recheck, request, state, 0.05)  # type: ignore[arg-type]
+    checks.start(relaying)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(relaying, 2)
+    checks.stop()
+    assert len(checked) == 3  # down, fine, refused: stopped at the refusal only
+    assert state.stopped_by is not None and state.stopped_by.status == 401
