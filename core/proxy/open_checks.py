@@ -19,7 +19,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from core.errors import ProxyError, ProxyOffline, StreamStopped
+from core.errors import ProxyError, StreamStopped
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -87,12 +87,6 @@ class OpenChecks:
         except ProxyError as error:
             if relaying.done() or self.state.response_done:
                 return  # the reply ended meanwhile: nothing left to stop
-            if error.status >= 500 and not isinstance(error, ProxyOffline):
-                # A store that cannot be read is no rule that changed: new requests are
-                # refused (fail closed), but a reply admitted before goes on, and is
-                # checked again at the next period.
-                self._again(relaying)
-                return
             self.state.stopped_by = error
             log = self.request.log
             if log is not None:
@@ -101,9 +95,6 @@ class OpenChecks:
             logger.info("stream stopped: %s (%d)", error.code, error.status)
             relaying.cancel()
             return
-        self._again(relaying)
-
-    def _again(self, relaying: asyncio.Task[None]) -> None:
         if self.relaying is relaying and not relaying.done():
             self.due = asyncio.get_running_loop().call_later(self.period, self._run)
 

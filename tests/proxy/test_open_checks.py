@@ -198,31 +198,21 @@ def test_a_stream_from_a_token_that_nothing_can_end_is_not_watched() -> None:
     assert can_end(Caller("jwt:user", expires_at=time.time() + 60), has_status=False)
 
 
-async def test_a_store_that_cannot_be_read_does_not_stop_a_reply() -> None:
-    """A token store outage is no rule that changed: the reply goes on, and is checked
-    again; a refusal at the next check stops it."""
+async def test_a_store_that_cannot_be_read_stops_a_reply_as_it_refuses_a_request() -> None:
+    """The check fails closed, as at admission and in realtime sessions: a token store that
+    does not answer stops the reply (its 503 is the refusal while no head went out)."""
     from core.access.credentials import TokenStoreUnavailable
-    from core.errors import Unauthorized
     from core.proxy.open_checks import OpenChecks
     from core.proxy.relay import Exchange
 
-    answers: list[Exception | None] = [TokenStoreUnavailable("store down"), None]
-    answers.append(Unauthorized("The proxy token is not valid."))
-    checked = []
-
     async def recheck(request: Any) -> None:
-        checked.append(time.monotonic())
-        answer = answers.pop(0)
-        if answer is not None:
-            raise answer
+        raise TokenStoreUnavailable("The token store is unavailable.")
 
     state = Exchange()
     relaying = asyncio.create_task(asyncio.sleep(30))
-    request = SimpleNamespace(log=None)
-    checks = OpenChecks(recheck, request, state, 0.05)  # type: ignore[arg-type]
+    checks = OpenChecks(recheck, SimpleNamespace(log=None), state, 0.05)  # type: ignore[arg-type]
     checks.start(relaying)
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(relaying, 2)
     checks.stop()
-    assert len(checked) == 3  # down, fine, refused: stopped at the refusal only
-    assert state.stopped_by is not None and state.stopped_by.status == 401
+    assert state.stopped_by is not None and state.stopped_by.status == 503
