@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from core.errors import ProxyError, send_error
+from core.errors import ProxyError, render, send_error
 from core.types import ASGIApp, Message, Receive, RequestLog, Scope, Send
 
 access_logger = logging.getLogger("llm_proxy.access")
@@ -31,6 +31,19 @@ ERROR_SHAPE = "llm_proxy.error_shape"
 CORS_HEADERS = "llm_proxy.cors_headers"
 # The scope entry holding this request's RequestLog (its id, for a reply an adapter makes).
 REQUEST_LOG = "llm_proxy.log"
+
+
+def outside_error(error: ProxyError, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """`error` as an answer made outside the app (a platform entry's own, at its time limit):
+    in the shape of the route the request took, with the CORS headers the app chose for it
+    (a page on an allowed origin must be able to read it) and the id of its access-log line,
+    which every reply names."""
+    status, headers, body = render(error, scope.get(ERROR_SHAPE, "openai"))
+    headers.extend(scope.get(CORS_HEADERS, ()))
+    log = scope.get(REQUEST_LOG)
+    if log is not None:
+        headers.append((REQUEST_ID_HEADER, log.request_id.encode()))
+    return status, headers, body
 
 
 def configure_logging(level: int = logging.INFO) -> None:

@@ -10,6 +10,7 @@ Function URL or a REST API whose integration streams.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from urllib.parse import unquote
 
@@ -22,10 +23,10 @@ from core.errors import (
     UpstreamUnreachable,
     render,
 )
-from core.proxy.access_log import CORS_HEADERS, ERROR_SHAPE, REQUEST_ID_HEADER, REQUEST_LOG
+from core.proxy.access_log import ERROR_SHAPE, REQUEST_ID_HEADER, outside_error
 from core.types import Message, Receive, Scope, Send
 from handlers.aws.secrets import create_app_with_secrets
-from handlers.aws.stream import DEADLINE_MARGIN_SECONDS
+from handlers.deadline import seconds_before
 
 
 class PathAsSent:
@@ -123,15 +124,12 @@ class WholeReply:
     def _error(self, error: ProxyError, held: list[Message], scope: Scope) -> list[Message]:
         """`error` in the route's shape, with the headers the begun reply had for CORS and
         the request id, or, if none began, the CORS headers the app chose for the request."""
-        status, headers, body = render(error, scope.get(ERROR_SHAPE, "openai"))
         if held:
+            status, headers, body = render(error, scope.get(ERROR_SHAPE, "openai"))
             began = held[0].get("headers") or ()
             headers += [(n, v) for n, v in began if n.lower().startswith(self._KEPT)]
         else:
-            headers.extend(scope.get(CORS_HEADERS, ()))
-            log = scope.get(REQUEST_LOG)  # the access log's line for this request names it
-            if log is not None:
-                headers.append((REQUEST_ID_HEADER, log.request_id.encode()))
+            status, headers, body = outside_error(error, scope)
         return [
             {"type": "http.response.start", "status": status, "headers": headers},
             {"type": "http.response.body", "body": body},
@@ -143,7 +141,7 @@ def time_left(context: Any) -> float | None:
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is None:
         return None
-    return max(remaining() / 1000 - DEADLINE_MARGIN_SECONDS, 0.01)
+    return seconds_before(time.time() + remaining() / 1000)
 
 
 app = create_app_with_secrets()

@@ -19,16 +19,13 @@ import asyncio
 import logging
 import os
 import sys
-import time
 from typing import Any
 
 from handlers.aws.events import EventSource, accepted_events, event_source
 from handlers.aws.runtime_api import Invocation, ResponseStream, RuntimeApi
+from handlers.deadline import seconds_before
 
 logger = logging.getLogger("llm_proxy")
-# Stop this long before Lambda's deadline: a reply we end ourselves reaches the caller
-# and keeps the instance warm; one Lambda cuts off restarts the instance.
-DEADLINE_MARGIN_SECONDS = 0.5
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 
 
@@ -92,22 +89,15 @@ class StreamedExchange:
             await self.stream.close(None if self.complete else error)
 
     async def _send_error(self, error: tuple[str, str] | None, scope: dict[str, Any]) -> None:
-        from core.errors import ProxyError, UpstreamTimeout, render
-        from core.proxy.access_log import CORS_HEADERS, ERROR_SHAPE, REQUEST_ID_HEADER, REQUEST_LOG
+        from core.errors import ProxyError, UpstreamTimeout
+        from core.proxy.access_log import outside_error
 
         if error is not None and error[0] == DEADLINE_EXCEEDED:
             failure: ProxyError = UpstreamTimeout("The function reached its time limit.")
         else:
             failure = ProxyError("The proxy failed unexpectedly; see its logs.")
-        # In the shape of the route the request took, as the access log's last resort is.
-        status, headers, body = render(failure, scope.get(ERROR_SHAPE, "openai"))
-        # Sent outside the app's CORS layer: the headers it chose for this request (a page
-        # on an allowed origin must be able to read this error too).
-        headers.extend(scope.get(CORS_HEADERS, ()))
-        # And the id of the access log's line, which every reply names.
-        log = scope.get(REQUEST_LOG)
-        if log is not None:
-            headers.append((REQUEST_ID_HEADER, log.request_id.encode()))
+        # In the route's shape, with its CORS headers and request id: sent outside the app.
+        status, headers, body = outside_error(failure, scope)
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})
 
@@ -116,7 +106,7 @@ def time_left(invocation: Invocation) -> float | None:
     """Seconds the app may run, or None when Lambda gave no deadline."""
     if not invocation.deadline_ms:
         return None
-    return max(invocation.deadline_ms / 1000 - time.time() - DEADLINE_MARGIN_SECONDS, 0.01)
+    return seconds_before(invocation.deadline_ms / 1000)
 
 
 async def handle_invocation(api: RuntimeApi, app: Any, invocation: Invocation) -> None:

@@ -17,6 +17,7 @@ import time
 import tomllib
 import types
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -194,3 +195,60 @@ def test_functions_framework_picks_asgi_mode_without_the_flag(
     assert type(app).__module__.startswith("starlette"), type(app)
     module = __import__("sys").modules["gcp"]
     assert isinstance(module.proxy, types.FunctionType)  # functions-framework requires one
+
+
+def _deadline_in(seconds: float) -> str:
+    """The invocation deadline as Vercel's platform sends it (RFC 3339)."""
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+
+def test_built_vercel_function_answers_its_own_504_before_the_deadline(
+    vercel_function: RunningFunction,
+) -> None:
+    """A reply not begun when maxDuration nears is a 504 in the route's shape with the
+    request id, made by the proxy (handlers/deadline.py), not Vercel's own non-JSON one."""
+    started = time.monotonic()
+    reply = httpx.post(
+        f"{vercel_function.url}/v1/chat/completions",
+        json={"model": "m", "messages": []},
+        headers={
+            "authorization": f"Bearer {FAKE_TOKEN}",
+            "x-mock-chunks": "4",
+            "x-mock-delay-ms": "1000",  # the whole reply after 4 s
+            "x-vercel-internal-deadline": _deadline_in(1.5),
+        },
+        timeout=15,
+        trust_env=False,
+    )
+    seconds = time.monotonic() - started
+    assert reply.status_code == 504, reply.text
+    assert reply.json()["error"]["code"] == "upstream_timeout"  # OpenAI's shape, the route's
+    assert reply.json()["error"]["message"] == "The function reached its time limit."
+    assert reply.headers.get("x-proxy-request-id")
+    assert seconds < 2.5, seconds  # at the deadline less its margin, not after the upstream
+
+
+def test_built_vercel_function_cuts_a_stream_at_the_deadline(
+    vercel_function: RunningFunction,
+) -> None:
+    started = time.monotonic()
+    body = b""
+    with httpx.stream(
+        "POST",
+        f"{vercel_function.url}/v1/chat/completions",
+        json={"model": "m", "stream": True, "messages": []},
+        headers={
+            "authorization": f"Bearer {FAKE_TOKEN}",
+            "x-mock-chunks": "60",
+            "x-mock-delay-ms": "100",  # 6 s of events
+            "x-vercel-internal-deadline": _deadline_in(1.5),
+        },
+        timeout=15,
+        trust_env=False,
+    ) as reply:
+        assert reply.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            for data in reply.iter_raw():
+                body += data
+    assert body.startswith(b"data: ") and b"[DONE]" not in body
+    assert time.monotonic() - started < 2.5
