@@ -38,7 +38,7 @@ from tests.support.servers import (
     serve_in_thread,
     upstream_requests,
 )
-from tests.telemetry.otlp_receiver import Received, otlp_receiver
+from tests.telemetry.otlp_receiver import Received, otlp_exporting
 
 UPSTREAM = "https://api.upstream.test/v1"
 AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}", "content-type": "application/json"}
@@ -624,10 +624,7 @@ def test_a_streams_continuations_count_against_the_request_limit() -> None:
 
 @pytest.fixture
 def otlp() -> Iterator[Received]:
-    with otlp_receiver() as (endpoint, received), pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-        patch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
-        patch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "100")
+    with otlp_exporting(OTEL_METRIC_EXPORT_INTERVAL="100") as received:
         yield received
 
 

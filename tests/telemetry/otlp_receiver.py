@@ -174,3 +174,16 @@ def otlp_receiver() -> Iterator[tuple[str, Received]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def otlp_exporting(**settings: str) -> Iterator[Received]:
+    """A receiver, and this process's OpenTelemetry settings pointed at it with batches
+    sent every 50 ms, plus `settings` (OTEL_* variables), restored afterwards."""
+    import pytest
+
+    with otlp_receiver() as (endpoint, received), pytest.MonkeyPatch.context() as patch:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+        for name, value in {**env, **settings}.items():
+            patch.setenv(name, value)
+        yield received

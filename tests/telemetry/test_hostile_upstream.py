@@ -18,7 +18,7 @@ from core.telemetry.record import RequestRecord
 from core.telemetry.reply import ReplyFacts, SessionFacts
 from core.types import Receive, Scope, Send
 from tests.support.servers import FAKE_TOKEN, proxy_env, serve_in_thread
-from tests.telemetry.otlp_receiver import Received, otlp_receiver
+from tests.telemetry.otlp_receiver import Received, otlp_exporting
 
 # A finish reason no provider writes: 200,000 characters (a line well under the reply
 # tap's 1 MiB line bound), sixteen times over.
@@ -27,10 +27,7 @@ LONG_REASON = "stop" + "x" * 200_000
 
 @pytest.fixture
 def otlp() -> Iterator[Received]:
-    with otlp_receiver() as (endpoint, received), pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-        patch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
-        patch.setenv("OTEL_METRICS_EXPORTER", "none")
+    with otlp_exporting(OTEL_METRICS_EXPORTER="none") as received:
         yield received
 
 

@@ -22,15 +22,12 @@ from core.telemetry.otel import FLUSH_SECONDS
 from tests.support.fake_realtime import FakeRealtime
 from tests.support.realtime import ProxyFactory, fake, start_proxy, upstream  # noqa: F401 (fixtures)
 from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY, RunningServer, proxy_env
-from tests.telemetry.otlp_receiver import Received, otlp_receiver
+from tests.telemetry.otlp_receiver import Received, otlp_exporting, otlp_receiver
 
 
 @pytest.fixture
 def receiver() -> Iterator[Received]:
-    with otlp_receiver() as (endpoint, received), pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-        patch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
-        patch.setenv("OTEL_METRICS_EXPORTER", "none")
+    with otlp_exporting(OTEL_METRICS_EXPORTER="none") as received:
         yield received
 
 
