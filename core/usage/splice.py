@@ -163,15 +163,14 @@ class UsageChunkFilter:
         self._pending = b""
 
     def __call__(self, chunk: bytes) -> bytes:
-        # `find` rather than `in` for bytes: see core/usage/usage_tap.py.
-        if not self._pending and chunk.endswith(b"\n\n") and chunk.find(b"\\u") < 0:
+        # `x.replace(needle, b"") is x` is `needle not in x` (core/byte_tests.py).
+        if not self._pending and chunk[-2:] == b"\n\n" and chunk.replace(b"\\u", b"") is chunk:
             # Whole events whose only usage is the option's `"usage":null` (all but the
-            # last chunk of a stream): one replace, no split into events.
-            mentions = chunk.count(b'"usage"')
-            if mentions == 0:
-                return chunk
-            if mentions == chunk.count(_NULL_USAGE):
-                return chunk.replace(_NULL_USAGE, b"")
+            # last chunk of a stream): one replace, no split into events. Each `"usage"`
+            # the option wrote lies inside it, so none left once it is out means no other.
+            stripped = chunk.replace(_NULL_USAGE, b"")
+            if stripped.replace(b'"usage"', b"") is stripped:
+                return stripped
         data = self._pending + chunk if self._pending else chunk
         boundaries = event_ends(data)
         if not boundaries:

@@ -14,7 +14,7 @@ Why the short cut reads the same: every occurrence of "sage" that `,"usage":null
 lies inside it (no end of "sage" begins it, no start of it ends "sage"), so once those are
 taken out, no "sage" left means the chunk mentioned usage only there. The meter then has
 nothing to read and, the chunk ending in a newline, nothing to hold back; the filter's own
-answer is the chunk with them taken out. No backslash means no `\\u` escape.
+answer is the chunk with them taken out. No `\\u` means no escape that could spell a name.
 """
 
 from __future__ import annotations
@@ -47,16 +47,16 @@ class UsageTap:
         self.ready = self.plain
 
     def feed(self, chunk: bytes) -> bytes:
-        # `bytes.find` rather than `in`: the same search, but CPython's `bytes in bytes`
-        # first tries the needle as an integer and builds (then drops) a TypeError, which
-        # doubles the cost of each test on every event of a stream.
+        # `x.replace(needle, b"") is x` is `needle not in x` at half the cost of `find`
+        # and a seventh of `in`, on every event of a stream (core/byte_tests.py).
         usage_filter = self.filter
         if usage_filter is None:
             if (
                 self.ready
                 and chunk[-1:] == b"\n"
-                and chunk.find(b"sage") < 0
-                and (chunk.find(b"\\") < 0 or chunk.find(b"\\u") < 0)
+                and chunk.replace(b"sage", b"") is chunk
+                # A one-byte needle first: the cheapest scan, and most events hold none.
+                and (chunk.replace(b"\\", b"") is chunk or chunk.replace(b"\\u", b"") is chunk)
             ):
                 return chunk  # nothing the meter reads, nothing it would hold back
             meter = self.meter
@@ -66,10 +66,10 @@ class UsageTap:
         if (
             self.ready
             and chunk[-2:] == b"\n\n"
-            and (chunk.find(b"\\") < 0 or chunk.find(b"\\u") < 0)
+            and (chunk.replace(b"\\", b"") is chunk or chunk.replace(b"\\u", b"") is chunk)
         ):
             kept = chunk.replace(NULL_USAGE, b"")
-            if kept.find(b"sage") < 0:
+            if kept.replace(b"sage", b"") is kept:
                 return kept
         meter = self.meter
         meter.feed(chunk)
