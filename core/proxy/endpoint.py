@@ -212,8 +212,15 @@ class ProxyEndpoint:
         realtime session is open. Cheap: both reads are cached (TOKEN_CACHE_SECONDS)."""
         from core.access.scopes import Authorize
 
-        caller = await self.pipeline.identify.caller(request)
-        if caller.record is not None:
+        if request.upload_leg and self.uploads is not None:
+            # An upload leg carries no credential: its upload_id stands for the token that
+            # began the upload, checked again as when the leg was admitted (identified as
+            # a request without a credential, every leg outlasting the period was a 401).
+            await self.uploads.admit_upload_leg(request)
+            caller = request.caller
+        else:
+            caller = await self.pipeline.identify.caller(request)
+        if caller is not None and caller.record is not None:
             # The same token, still valid: its fresh record, whose scopes may have narrowed.
             request.caller = caller
             await Authorize().admit(request)

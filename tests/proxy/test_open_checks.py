@@ -216,3 +216,35 @@ async def test_a_store_that_cannot_be_read_stops_a_reply_as_it_refuses_a_request
         await asyncio.wait_for(relaying, 2)
     checks.stop()
     assert state.stopped_by is not None and state.stopped_by.status == 503
+
+
+def test_an_upload_leg_slower_than_the_period_is_not_refused(store_url: str) -> None:
+    """An upload leg carries no credential (its upload_id stands for the token that began
+    the upload, checked when the leg is admitted): checked again while relayed as if it
+    were a request without one, a leg that outlasts the period was answered 401."""
+    from core.devtools.mock_upstream import MockOptions, MockUpstream
+    from tests.support.gemini import START, upload
+    from tests.support.gemini import UPLOAD_KEY as GEMINI_KEY
+
+    mock = MockUpstream(MockOptions())
+
+    async def slow_upload_legs(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and b"upload_id=" in scope.get("query_string", b""):
+            await asyncio.sleep(1)  # a large chunk on a slow link: five periods
+        await mock(scope, receive, send)
+
+    store = open_store(store_url)
+    token, _ = create_token(store, "uploader")
+    with (
+        serve_in_thread(slow_upload_legs) as up,
+        proxy("uvicorn", up, store_url, GEMINI_API_KEY=GEMINI_KEY, GEMINI_UPSTREAM=up.url) as p,
+    ):
+        started = httpx.post(
+            f"{p.url}/gemini/upload/v1beta/files",
+            headers={**START, "x-goog-api-key": token},
+            json={"file": {"display_name": "notes"}},
+        )
+        assert started.status_code == 200, started.text
+        done = upload(started.headers["x-goog-upload-url"])
+    assert done.status_code == 200, done.text
+    assert done.headers["x-goog-upload-status"] == "final"
