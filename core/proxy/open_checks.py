@@ -85,9 +85,13 @@ class OpenChecks:
         try:
             await self.recheck(self.request)
         except ProxyError as error:
-            if relaying.done() or self.state.response_done:
-                return  # the reply ended meanwhile: nothing left to stop
-            self.state.stopped_by = error
+            state = self.state
+            if relaying.done() or state.response_done or state.settled:
+                # The reply ended meanwhile, or is charged whole (settled at its last event
+                # or before a whole body's head): stopping it now would only cut off, or
+                # refuse, a reply already paid for, which its SDK asks for again.
+                return
+            state.stopped_by = error
             log = self.request.log
             if log is not None:
                 log.error = error.code

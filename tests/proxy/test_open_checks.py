@@ -248,3 +248,24 @@ def test_an_upload_leg_slower_than_the_period_is_not_refused(store_url: str) -> 
         done = upload(started.headers["x-goog-upload-url"])
     assert done.status_code == 200, done.text
     assert done.headers["x-goog-upload-status"] == "final"
+
+
+async def test_a_reply_already_settled_is_not_stopped() -> None:
+    """A check that fails while the reply settles at its end (a budget or ledger store
+    awaited at the last event, or before a whole body's head) finds the reply charged
+    whole: stopping it then cut a caller off (or refused it) after charging it all, and
+    its SDK would ask, and be charged, again."""
+    from core.errors import Unauthorized
+    from core.proxy.open_checks import OpenChecks
+    from core.proxy.relay import Exchange
+
+    async def recheck(request: Any) -> None:
+        raise Unauthorized("The proxy token t1 has expired.")
+
+    state = Exchange(settled=True)  # the figures are in; the last bytes are on their way
+    relaying = asyncio.create_task(asyncio.sleep(0.3))
+    checks = OpenChecks(recheck, SimpleNamespace(log=None), state, 0.05)  # type: ignore[arg-type]
+    checks.start(relaying)
+    await asyncio.wait_for(relaying, 2)  # not cancelled
+    checks.stop()
+    assert state.stopped_by is None
