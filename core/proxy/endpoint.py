@@ -401,6 +401,10 @@ class ProxyEndpoint:
         finally:
             if listener is not None:
                 listener.cancel()
+                # Let go of it: the relay stopped by a check is cancelled too, and the two
+                # cancellations' tracebacks (this frame, the listener's frame holding the
+                # relay's task) would hold each other in a cycle.
+                listener = None
 
     async def relay_watched(
         self,

@@ -107,10 +107,15 @@ def raise_stopped(state: Exchange) -> None:
     """Raises what a rule that stopped the reply leaves to say: its own refusal, in the
     route's shape, while no head went out (a reply still awaited from the upstream);
     StreamStopped, which aborts the connection, once one did."""
-    error = state.stopped_by
+    error, state.stopped_by = state.stopped_by, None
     if error is None:
         return
-    state.stopped_by = None
-    if not state.head_sent:
-        raise error
-    raise StreamStopped(f"stream stopped: {error.code}") from None
+    # Dropped from this frame on the way out: raised from here, the refusal's traceback
+    # holds this frame, and this frame the refusal (a cycle, with the request's state
+    # hanging from it, left for the collector's full pass: endpoint.py raises its errors so).
+    try:
+        if not state.head_sent:
+            raise error
+        raise StreamStopped(f"stream stopped: {error.code}") from None
+    finally:
+        del error

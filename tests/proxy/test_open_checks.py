@@ -7,6 +7,8 @@ disconnect listener's task group) and under `llm-proxy serve`'s own (the watched
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -269,3 +271,64 @@ async def test_a_reply_already_settled_is_not_stopped() -> None:
     await asyncio.wait_for(relaying, 2)  # not cancelled
     checks.stop()
     assert state.stopped_by is None
+
+
+def _refused_then_cut(url: str, store: Any) -> None:
+    """One reply refused while awaited, one stream cut: the standard library's client, as
+    tests/server/test_no_reference_cycles.py has it (httpx makes cycles of its own)."""
+    import threading
+
+    from tests.server.test_no_reference_cycles import connect
+
+    token, record = create_token(store, "revoked-while-waiting")
+    threading.Timer(0.5, revoke_token, (store, record.id)).start()
+    body = {"model": "claude-x", "max_tokens": 5, "messages": CHAT["messages"]}
+    connection = connect(url)
+    try:
+        connection.request("POST", "/anthropic/v1/messages", json.dumps(body), {"x-api-key": token})
+        assert connection.getresponse().status == 401
+    finally:
+        connection.close()
+    token, record = create_token(store, "revoked-while-streaming")
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json", **ENDLESS}
+    connection = connect(url)
+    try:
+        connection.request("POST", "/v1/chat/completions", json.dumps(CHAT), headers)
+        reply = connection.getresponse()
+        assert reply.status == 200
+        reply.readline()
+        revoke_token(store, record.id)
+        with pytest.raises(http.client.IncompleteRead):
+            reply.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_stopped_reply_leaves_nothing_for_the_collector(
+    server: str, store_url: str, mock_upstream: RunningServer
+) -> None:
+    """As every other end of a request (tests/server/test_no_reference_cycles.py): a reply
+    stopped by its check, refused before its head or cut mid-stream, is freed by reference
+    counting, not kept in a cycle with the request's state until a full collection."""
+    from tests.server.test_no_reference_cycles import collector_off, leaked
+
+    store = open_store(store_url)
+    with (
+        serve_in_thread(slow_whole_reply) as up,
+        proxy(
+            server,
+            up,
+            store_url,
+            ANTHROPIC_API_KEY="sk-ant-fake-0000",
+            ANTHROPIC_UPSTREAM=up.url,
+            UPSTREAM_BASE_URL=f"{mock_upstream.url}/v1",
+        ) as running,
+    ):
+        _refused_then_cut(running.url, store)  # warm: what a first request sets up for good
+        with collector_off() as garbage:
+            for _ in range(2):
+                _refused_then_cut(running.url, store)
+            time.sleep(0.5)  # the access log line and the connection's close
+    kept = leaked(garbage)
+    assert not kept, f"kept in reference cycles: {dict(kept)}"
