@@ -242,7 +242,12 @@ class UpstreamStreamBroken(Exception):
 class StreamStopped(UpstreamStreamBroken):
     """A rule that admitted the reply no longer holds while it is relayed (the kill switch,
     the caller's token revoked or expired: core/proxy/open_checks.py). The head is out, so,
-    as for a broken upstream, the connection is aborted."""
+    as for a broken upstream, the connection is aborted. `refusal` is the rule's own: an
+    entry that holds the reply until its end (buffered Lambda) answers with it instead."""
+
+    def __init__(self, message: str, refusal: ProxyError) -> None:
+        super().__init__(message)
+        self.refusal = refusal
 
 
 def forget_frames(exc: BaseException) -> None:

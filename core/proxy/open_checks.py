@@ -116,6 +116,6 @@ def raise_stopped(state: Exchange) -> None:
     try:
         if not state.head_sent:
             raise error
-        raise StreamStopped(f"stream stopped: {error.code}") from None
+        raise StreamStopped(f"stream stopped: {error.code}", error) from None
     finally:
         del error

@@ -18,6 +18,7 @@ from mangum import Mangum
 
 from core.errors import (
     ProxyError,
+    StreamStopped,
     UpstreamStreamBroken,
     UpstreamTimeout,
     UpstreamUnreachable,
@@ -112,11 +113,18 @@ class WholeReply:
                 for message in held:
                     await send(message)
                 raise
-            error = (
-                UpstreamUnreachable("The upstream provider's reply broke off before its end.")
-                if isinstance(exc, UpstreamStreamBroken)
-                else ProxyError("The proxy failed unexpectedly; see its logs for the request id.")
-            )
+            if isinstance(exc, StreamStopped):
+                # Stopped by a rule (open checks): the caller has nothing yet, so it gets
+                # that rule's refusal, not word of a provider's reply breaking off.
+                error = exc.refusal
+            elif isinstance(exc, UpstreamStreamBroken):
+                error = UpstreamUnreachable(
+                    "The upstream provider's reply broke off before its end."
+                )
+            else:
+                error = ProxyError(
+                    "The proxy failed unexpectedly; see its logs for the request id."
+                )
             held = self._error(error, held, scope)
         for message in held:
             await send(message)

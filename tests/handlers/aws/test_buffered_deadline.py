@@ -108,3 +108,35 @@ def test_a_reply_whole_in_time_is_untouched(lambda_module: ModuleType) -> None:
     _, result = invoke(lambda_module, function_url(request), 5)
     assert result["statusCode"] == 200
     assert json.loads(result["body"])["object"] == "chat.completion"
+
+
+def test_a_stream_stopped_by_its_check_is_the_refusal_itself(
+    mock_upstream: RunningServer, tmp_path: Any
+) -> None:
+    """A stream whose token is revoked while it is relayed (core/proxy/open_checks.py) is
+    aborted on a server; here nothing reached the caller yet, so it gets the refusal (a
+    401 naming the token), not a 502 saying the provider's reply broke off."""
+    import threading
+
+    from core.access.tokens import create_token, revoke_token
+    from core.stores import open_store
+
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    store = open_store(store_url)
+    token, record = create_token(store, "revoked-while-streaming")
+    env = proxy_env(
+        mock_upstream.url,
+        TOKEN_STORE=store_url,
+        TOKEN_CACHE_SECONDS="0",
+        REALTIME_RECHECK_SECONDS="0.2",
+    )
+    module = import_handler(env)
+    try:
+        request = slow_request("/v1/chat/completions", ("Authorization", f"Bearer {token}"), True)
+        threading.Timer(0.5, revoke_token, (store, record.id)).start()
+        took, result = invoke(module, function_url(request), 30)
+    finally:
+        sys.modules.pop("handlers.aws.buffered", None)
+    assert took < 2.5, took  # stopped, not the mock's 3 s
+    assert result["statusCode"] == 401, result
+    assert json.loads(result["body"])["error"]["code"] == "invalid_api_key"
