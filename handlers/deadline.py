@@ -51,7 +51,13 @@ class EndBeforeDeadline:
             await send(message)
 
         task = asyncio.ensure_future(self.app(scope, receive, watched_send))
-        done, _ = await asyncio.wait({task}, timeout=seconds)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=seconds)
+        except asyncio.CancelledError:
+            # `wait` leaves the task it waits on running: the server ended the request, so
+            # the app (and its upstream request) ends with it, as it did in this task.
+            task.cancel()
+            raise
         if done:
             task.result()  # the app's own outcome, raised as it would be without this
             return
