@@ -30,6 +30,19 @@ def seconds_before(deadline: float | None) -> float | None:
     return max(deadline - time.time() - DEADLINE_MARGIN_SECONDS, 0.01)
 
 
+def note_deadline(scope: Scope, *, began: bool) -> None:
+    """The request's access-log line says the deadline ended it: the line is written as the
+    app is cancelled, before the answer made outside it (a 504, or the cut)."""
+    from core.proxy.access_log import REQUEST_LOG
+
+    log = scope.get(REQUEST_LOG)
+    if log is None:
+        return
+    log.error = log.error or "deadline_exceeded"
+    if not began:
+        log.status = 504
+
+
 class EndBeforeDeadline:
     """Runs each HTTP request of `app` until `deadline(scope)` (epoch seconds, or None: no
     limit) less the margin, and ends it there."""
@@ -61,6 +74,7 @@ class EndBeforeDeadline:
         if done:
             task.result()  # the app's own outcome, raised as it would be without this
             return
+        note_deadline(scope, began=bool(began))
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         if began:

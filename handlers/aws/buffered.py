@@ -27,7 +27,7 @@ from core.errors import (
 from core.proxy.access_log import ERROR_SHAPE, REQUEST_ID_HEADER, outside_error
 from core.types import Message, Receive, Scope, Send
 from handlers.aws.secrets import create_app_with_secrets
-from handlers.deadline import seconds_before
+from handlers.deadline import note_deadline, seconds_before
 
 
 class PathAsSent:
@@ -93,10 +93,15 @@ class WholeReply:
         task = asyncio.ensure_future(self.app(scope, receive, hold))
         done, _ = await asyncio.wait({task}, timeout=time_left(scope.get("aws.context")))
         if not done:
+            last = held[-1] if held else None
+            whole = last is not None and last["type"] == "http.response.body"
+            whole = whole and not last.get("more_body")  # type: ignore[union-attr]
+            if not whole:
+                # Held, nothing reached the caller: the 504 below is its answer.
+                note_deadline(scope, began=False)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            last = held[-1] if held else None
-            if last is None or last["type"] != "http.response.body" or last.get("more_body"):
+            if not whole:
                 held = self._error(
                     UpstreamTimeout("The function reached its time limit."), held, scope
                 )
