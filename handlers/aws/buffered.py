@@ -91,7 +91,11 @@ class WholeReply:
             held.append(message)
 
         task = asyncio.ensure_future(self.app(scope, receive, hold))
-        done, _ = await asyncio.wait({task}, timeout=time_left(scope.get("aws.context")))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=time_left(scope.get("aws.context")))
+        except asyncio.CancelledError:
+            task.cancel()  # `wait` leaves it running: it ends with the request, as there
+            raise
         if not done:
             last = held[-1] if held else None
             whole = last is not None and last["type"] == "http.response.body"
