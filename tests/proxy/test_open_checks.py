@@ -278,7 +278,7 @@ def _refused_then_cut(url: str, store: Any) -> None:
     tests/server/test_no_reference_cycles.py has it (httpx makes cycles of its own)."""
     import threading
 
-    from tests.server.test_no_reference_cycles import connect
+    from tests.support.cycles import connect
 
     token, record = create_token(store, "revoked-while-waiting")
     threading.Timer(0.5, revoke_token, (store, record.id)).start()
@@ -311,7 +311,7 @@ def test_a_stopped_reply_leaves_nothing_for_the_collector(
     """As every other end of a request (tests/server/test_no_reference_cycles.py): a reply
     stopped by its check, refused before its head or cut mid-stream, is freed by reference
     counting, not kept in a cycle with the request's state until a full collection."""
-    from tests.server.test_no_reference_cycles import collector_off, leaked
+    from tests.support.cycles import collector_off, leaked
 
     store = open_store(store_url)
     with (

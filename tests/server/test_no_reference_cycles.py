@@ -15,12 +15,9 @@ freed. None of it may be the proxy's, the server's or the upstream client's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import http.client
 import json
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +29,7 @@ import websockets
 from core.app import create_app
 from core.config import load_settings
 from core.devtools.mock_upstream import MockUpstream
+from tests.support.cycles import collector_off, connect, leaked
 from tests.support.fake_realtime import FakeRealtime
 from tests.support.servers import (
     FAKE_TOKEN,
@@ -45,11 +43,6 @@ from tests.support.servers import (
 
 AUTH = {"authorization": f"Bearer {FAKE_TOKEN}", "content-type": "application/json"}
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-# Objects of these packages found only by the collector mean a request was kept in a cycle
-# (the mock upstream, core/devtools, is a test fixture here, not the proxy).
-WATCHED = ("core.", "uvicorn.", "aiohttp.client", "httpx.", "httpcore.")
-
-
 # What the libraries leave, one small cycle per WebSocket connection, holding none of the
 # request: uvicorn's HTTP protocol after it hands the connection to the WebSocket protocol
 # (its parser holds its callbacks; the fake upstream's server leaves one too), and aiohttp's
@@ -65,37 +58,6 @@ AFTER_A_WEBSOCKET = {
     "aiohttp.client_proto.ResponseHandler",
     "aiohttp.client_exceptions.ServerDisconnectedError",
 }
-
-
-def leaked(garbage: list[object], allowed: set[str] | frozenset[str] = frozenset()) -> Counter[str]:
-    names: Counter[str] = Counter()
-    for item in garbage:
-        kind = type(item)
-        module = kind.__module__ or ""
-        name = f"{module}.{kind.__qualname__}"
-        ours = module.startswith(WATCHED) and not module.startswith("core.devtools")
-        if ours and name not in allowed:
-            names[name] += 1
-    return names
-
-
-@contextlib.contextmanager
-def collector_off() -> Iterator[list[object]]:
-    """The collector off for the block; then what one full pass found unreachable."""
-    gc.collect()
-    gc.disable()
-    found: list[object] = []
-    try:
-        yield found
-    finally:
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
-            gc.collect()
-            found.extend(gc.garbage)
-            gc.garbage.clear()
-        finally:
-            gc.set_debug(0)
-            gc.enable()
 
 
 @pytest.fixture(scope="module")
@@ -151,12 +113,6 @@ class Reply:
     status_code: int
     text: str
     headers: dict[str, str]
-
-
-def connect(url: str) -> http.client.HTTPConnection:
-    # The standard library's client: httpx's own objects make cycles of their own, which
-    # would hide the proxy's (it uses httpx as a transport).
-    return http.client.HTTPConnection(urlsplit(url).netloc, timeout=10)
 
 
 def call(url: str, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Reply:
