@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from core.errors import ProxyError, render, send_error
+from core.errors import ProxyError, UpstreamStreamBroken, render, send_error
 from core.types import ASGIApp, Message, Receive, RequestLog, Scope, Send
 
 access_logger = logging.getLogger("llm_proxy.access")
@@ -113,7 +113,10 @@ class AccessLogMiddleware:
         except Exception as exc:
             # Only the type is logged: an exception's text may quote a header or URL.
             log.error = log.error or type(exc).__name__
-            access_logger.error("unexpected error: %s", type(exc).__name__)
+            if not isinstance(exc, UpstreamStreamBroken):
+                # A broken or stopped stream is control flow, logged where it happened
+                # (a warning, with its byte count or its rule); this line is for bugs.
+                access_logger.error("unexpected error: %s", type(exc).__name__)
             if log.status is not None:
                 raise  # the response began; aborting the connection is the honest signal
             error = ProxyError("The proxy failed unexpectedly; see its logs for the request id.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -111,13 +112,28 @@ def upstream_stopped(mock: RunningServer, within: float = 3.0) -> bool:
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_a_stream_stops_when_its_token_is_revoked(
-    server: str, store_url: str, mock_upstream: RunningServer
+    server: str, store_url: str, mock_upstream: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = open_store(store_url)
     token, record = create_token(store, "revoked-while-streaming")
     reset_upstream(mock_upstream)
-    with proxy(server, mock_upstream, store_url) as running:
+    with (
+        caplog.at_level(logging.INFO, logger="llm_proxy"),
+        proxy(server, mock_upstream, store_url, ACCESS_LOG="true") as running,
+    ):
         events, seconds = read_until_cut(running.url, token, lambda: revoke_token(store, record.id))
+    # The access line says which rule ended it; a rule doing its work is not logged as
+    # the proxy failing (an ERROR line that pages whoever watches them). Stock uvicorn
+    # logs any app that raises after the head with its own traceback: the proxy's own
+    # lines are what it controls.
+    ours = [r for r in caplog.records if r.name.startswith("llm_proxy")]
+    lines = [
+        json.loads(r.getMessage())
+        for r in ours
+        if r.name == "llm_proxy.access" and r.getMessage().startswith('{"event":"request"')
+    ]
+    assert [(line["status"], line.get("error")) for line in lines] == [(200, "invalid_api_key")]
+    assert [r.getMessage() for r in ours if r.levelno >= logging.ERROR] == []
     # Cut within the recheck period and a margin, not after the 30 s the upstream would go on.
     assert seconds < 3, seconds
     assert events < 80, events
