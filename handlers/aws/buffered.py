@@ -161,6 +161,31 @@ def time_left(context: Any) -> float | None:
     return seconds_before(time.time() + remaining() / 1000)
 
 
+def _tolerate_odd_ports() -> None:
+    """Mangum reads scope["server"] from Host (split on ":", the rest one int) or from
+    X-Forwarded-Port, and raises ValueError where that fails: an IPv6 literal
+    (`[::1]:443`), a caller's own Host on an ALB (`x:abc`), two X-Forwarded-Port values
+    (`443, 443`). The invocation then failed before the app ran, and the caller got the
+    load balancer's or API Gateway's own 502 with no error body, no CORS header and a
+    traceback in the log. Nothing in the app reads scope["server"] (the Host header itself
+    is read, and checked, where a reply names the proxy: core/headers.py public_origin), so
+    a Host it cannot read is left for the app and the server is a placeholder.
+    tests/handlers/aws/test_mangum_handler.py fails if a Mangum release moves the reader."""
+    from mangum.handlers import alb, api_gateway, utils
+
+    read_server = utils.get_server_and_port
+
+    def server_of(headers: dict[str, Any]) -> tuple[str, int]:
+        try:
+            return read_server(headers)
+        except ValueError:
+            return ("lambda", 443)
+
+    for module in (alb, api_gateway):
+        module.get_server_and_port = server_of  # type: ignore[attr-defined]
+
+
+_tolerate_odd_ports()
 app = create_app_with_secrets()
 
 # lifespan="off": Mangum would run the app's startup and shutdown around every

@@ -88,6 +88,35 @@ def test_chat_completion_reaches_upstream_with_the_real_key_only(
     assert FAKE_UPSTREAM_KEY not in body.decode()
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [("Host", "[2001:db8::1]:443")],  # an IPv6 literal: a valid Host
+        [("Host", "proxy.example.test:https")],  # a caller's own, on an ALB
+        [("Host", "a:1:2")],
+        [("X-Forwarded-Port", "443")],  # a second value: "443, 443" on a REST API
+    ],
+    ids=["ipv6-literal", "named-port", "two-colons", "two-forwarded-ports"],
+)
+def test_a_host_mangum_cannot_split_is_answered_by_the_app(
+    lambda_module: ModuleType, shape: Shape, extra: list[tuple[str, str]]
+) -> None:
+    """Mangum reads the server's port from Host or X-Forwarded-Port as one int and raised
+    on these before the app ran: the caller got the platform's bare 502 and the log a
+    traceback (handlers/aws/buffered.py, _tolerate_odd_ports)."""
+    payload = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    request = HttpRequest(
+        "POST",
+        "/v1/chat/completions",
+        headers=[bearer(), ("Content-Type", "application/json"), *extra],
+        body=json.dumps(payload).encode(),
+    )
+    status, headers, body, _ = call(lambda_module, shape(request))
+    assert status == 200, body
+    assert json.loads(body)["object"] == "chat.completion"
+    assert headers["x-proxy-request-id"]
+
+
 def test_stream_comes_back_whole_in_buffered_mode(lambda_module: ModuleType, shape: Shape) -> None:
     payload = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     request = HttpRequest(
