@@ -36,6 +36,14 @@ def test_health(adapter: Adapter) -> None:
     assert json.loads(reply.body) == {"status": "ok", "version": __version__}
 
 
+def test_an_ipv6_literal_host_is_answered(adapter: Adapter) -> None:
+    """A Host naming the proxy by an IPv6 address, as a caller reaching it by address sends
+    it: Mangum split it on ":" and failed the invocation before the app ran."""
+    reply = adapter.send(Request("GET", "/health", {"host": "[2001:db8::1]:8443"}))
+    assert reply.status == 200, reply.body
+    assert json.loads(reply.body)["status"] == "ok"
+
+
 @pytest.mark.parametrize(
     ("slot", "headers", "query"),
     [
