@@ -117,6 +117,14 @@ SERVER_LIMITS: dict[str, Setting] = {
         high=3600,
         unit="s",
     ),
+    "send_timeout": Setting(
+        "SEND_TIMEOUT",
+        "A reply the caller takes not one byte of for this long (its socket full) is cut, "
+        "and its upstream request with it.",
+        low=0.1,
+        high=3600,
+        unit="s",
+    ),
     "max_connections": Setting(
         "MAX_CONNECTIONS",
         "Open connections per process; a request on one past it gets 503.",

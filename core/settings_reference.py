@@ -173,7 +173,7 @@ def _groups() -> Iterator[tuple[str, str, list[tuple[str, str, str, str]]]]:
     limits = ServerLimits()
     yield (
         "Servers (core/server/)",
-        "What a connection may hold before it is authenticated; `llm-proxy serve`, "
+        "What a connection may hold (a request before it is authenticated, a reply its caller does not read); `llm-proxy serve`, "
         "handlers/http.py and the other long-running servers only.",
         [
             _row_of(spec, getattr(limits, name), type(getattr(limits, name)).__name__)

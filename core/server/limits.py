@@ -30,6 +30,10 @@ class ServerLimits:
     idle_timeout: float = 75.0
     # Open connections per process; a request on one past it gets a 503.
     max_connections: int = 1000
+    # A reply's bytes waiting for a caller that takes none of them (its socket full and
+    # not one byte read meanwhile); past this the connection is closed, and with it the
+    # upstream request. nginx's send_timeout, with its default.
+    send_timeout: float = 60.0
 
 
 def parse_server_limits(env: Mapping[str, str], problems: list[str]) -> ServerLimits:
@@ -41,6 +45,7 @@ def parse_server_limits(env: Mapping[str, str], problems: list[str]) -> ServerLi
         body_timeout=parse_float(env, "BODY_TIMEOUT", ServerLimits.body_timeout, problems),
         idle_timeout=parse_float(env, "IDLE_TIMEOUT", ServerLimits.idle_timeout, problems),
         max_connections=parse_int(env, "MAX_CONNECTIONS", ServerLimits.max_connections, problems),
+        send_timeout=parse_float(env, "SEND_TIMEOUT", ServerLimits.send_timeout, problems),
     )
     if 0 < limits.max_header_bytes < 1024:
         problems.append(f"MAX_HEADER_BYTES must be at least 1024, got {limits.max_header_bytes}")

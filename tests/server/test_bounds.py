@@ -143,3 +143,42 @@ async def test_a_reply_complete_before_the_hang_up_hears_nothing() -> None:
     protocol.connection_lost(None)
     await settle()
     assert heard == []
+
+
+async def streaming(scope: Any, receive: Any, send: Any) -> None:
+    """A reply under way that waits on the caller (as the relay does on a full socket)."""
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"first", "more_body": True})
+    await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize("cls", [BoundedHttpToolsProtocol, BoundedH11Protocol])
+async def test_a_caller_that_takes_nothing_is_cut_after_the_send_bound(cls: Any) -> None:
+    protocol, transport = connect(cls, streaming, send_timeout=BOUND)
+    protocol.data_received(HEAD + b"{}")
+    await settle()
+    transport.buffered = 70_000
+    protocol.pause_writing()  # the caller's socket is full, and stays so
+    await wait_closed(transport)
+    assert transport.aborted  # not closed: a close would wait to write what is not read
+    protocol.connection_lost(None)
+    await settle()
+
+
+@pytest.mark.parametrize("cls", [BoundedHttpToolsProtocol, BoundedH11Protocol])
+async def test_a_caller_that_reads_slowly_is_not_cut(cls: Any) -> None:
+    protocol, transport = connect(cls, streaming, send_timeout=BOUND)
+    protocol.data_received(HEAD + b"{}")
+    await settle()
+    transport.buffered = 70_000
+    protocol.pause_writing()
+    for _ in range(6):  # three bounds' time, a few bytes taken in each
+        await asyncio.sleep(BOUND / 2)
+        transport.buffered -= 100
+    assert not transport.closed
+    protocol.resume_writing()  # taken down to the low mark: the bound is off
+    await asyncio.sleep(BOUND * 2)
+    assert not transport.closed
+    protocol.connection_lost(None)
+    await settle()
