@@ -132,6 +132,13 @@ class ModelRouter:
             return False
         model = await request.model()
         if model is None:
+            if self.default is not None and not self.default.upstream:
+                # No upstream to answer in its own words: the stand-in default route
+                # would fail as an unreachable upstream (a 502 the SDKs retry).
+                raise BadRequest(
+                    "This proxy routes by model, and the request names no model (the body's "
+                    '"model" must be a string).'
+                )
             return False  # the upstream answers a request with no model in its own words
         await self.reroute(request, model)
         tickets.append(ModelTicket(model))

@@ -455,3 +455,66 @@ def test_without_a_default_route_v1_serves_routed_models_only() -> None:
             ("POST", "/v1/chat/completions"),
             ("GET", "/v1/models"),
         ]
+
+
+class _Attempts:
+    """Counts the HTTP requests that reach the proxy (an SDK's attempts)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.count = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.count += 1
+        await self.app(scope, receive, send)
+
+
+def test_without_a_default_route_a_request_naming_no_model_is_refused_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without UPSTREAM_BASE_URL, a chat or embeddings request whose `model` is missing or
+    not text went to the stand-in default route, which has no upstream: the caller got 502
+    `upstream_unreachable`, a passing fault, so the openai SDK tried it three times (and the
+    log said the upstream failed). It is a bad request, refused at once in OpenAI's words."""
+    import openai._base_client
+
+    from core.app import create_app
+    from core.config import load_settings
+    from core.devtools.mock_upstream import MockOptions, MockUpstream
+    from tests.support.servers import serve_in_thread
+
+    slept: list[float] = []
+
+    class _Time:
+        def sleep(self, seconds: float) -> None:
+            slept.append(seconds)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(time, name)
+
+    monkeypatch.setattr(openai._base_client, "time", _Time())
+    with serve_in_thread(MockUpstream(MockOptions())) as claude:
+        env = {
+            "PROXY_ACCESS_TOKEN": FAKE_TOKEN,
+            "ACCESS_LOG": "false",
+            "ANTHROPIC_API_KEY": KEYS["anthropic"],
+            "ANTHROPIC_UPSTREAM": claude.url,
+            "MODEL_ROUTES": "claude-*=anthropic",
+        }
+        counted = _Attempts(create_app(load_settings(env)))
+        with serve_in_thread(counted) as proxy:
+            # The SDK's default retries: a retryable status would be sent three times.
+            sdk = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=FAKE_TOKEN, timeout=20)
+            calls = [
+                lambda: sdk.chat.completions.create(model=None, messages=HI),  # type: ignore[call-overload]
+                lambda: sdk.chat.completions.create(model=5, messages=HI),  # type: ignore[call-overload]
+                lambda: sdk.embeddings.create(model=None, input="a"),  # type: ignore[arg-type]
+            ]
+            for call in calls:
+                counted.count = 0
+                with pytest.raises(openai.BadRequestError, match="names no model") as caught:
+                    call()
+                assert counted.count == 1 and not slept
+                assert caught.value.response.headers["x-should-retry"] == "false"
+        assert upstream_requests(claude) == []
