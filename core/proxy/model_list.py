@@ -6,6 +6,9 @@ its key), and kept to the models its routes claim: a route `claude-*=anthropic` 
 Anthropic models named claude-*, the default route those no route claims. A caller whose
 token is limited to some providers or models sees only those. A provider that does not
 answer in time is left out of the list (and logged), not the whole reply.
+
+`GET /v1/models/{id}` of a model a route claims is answered with its entry of that list (the
+default route's upstream, where it would go otherwise, knows no other provider's model).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from core.errors import forget_frames
+from core.errors import NotFound, forget_frames
 
 if TYPE_CHECKING:
     from core.providers import Provider
@@ -33,6 +36,53 @@ logger = logging.getLogger("llm_proxy")
 _MAX_LIST_BYTES = 4 * 1024 * 1024
 
 
+class ModelNotFound(NotFound):
+    """A routed model its provider does not list: OpenAI's code for an unknown model."""
+
+    code = "model_not_found"
+
+
+async def send_model(
+    router: ModelRouter,
+    request: ProxyRequest,
+    send: Send,
+    scrubber: Scrubber,
+    model: str,
+    record: Provider,
+) -> None:
+    """`GET /v1/models/{model}` for a model a route claims: its entry as the list gives it
+    (the default route's upstream knows no other provider's model)."""
+    claims = [pattern for pattern, routed in router.routes if routed is record]
+    found = await _listed(router, record, claims, exclude=())
+    entry = next((m for m in found if m["id"] == model), None)
+    if entry is None or not _visible(request, entry):
+        raise ModelNotFound(f"The model {model[:200]!r} does not exist or is not served here.")
+    await _send_json(request, send, scrubber, entry)
+
+
+def _visible(request: ProxyRequest, model: dict[str, Any]) -> bool:
+    """Whether the caller's token (if limited to some providers or models) allows it."""
+    caller = request.caller
+    token = caller.record if caller is not None and caller.scoped else None
+    return token is None or (
+        token.allows_provider(model["owned_by"]) and token.allows_model(model["id"])
+    )
+
+
+async def _send_json(request: ProxyRequest, send: Send, scrubber: Scrubber, value: Any) -> None:
+    body = json.dumps(value, separators=(",", ":")).encode()
+    # Written here from the upstreams' lists, not relayed: an id echoing a key would pass
+    # every tap, the scrubber included.
+    body = scrubber(body)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body if request.method == "GET" else b""})
+
+
 async def send_model_list(
     router: ModelRouter, request: ProxyRequest, send: Send, scrubber: Scrubber
 ) -> None:
@@ -45,31 +95,15 @@ async def send_model_list(
     if default is not None and default.upstream and default.name not in sources:
         lists.append(_listed(router, default, ["*"], exclude=tuple(patterns)))
     found = await asyncio.gather(*lists)
-    caller = request.caller
-    token = caller.record if caller is not None and caller.scoped else None
     seen: set[str] = set()
     data = []
     for models in found:
         for model in models:
-            if model["id"] in seen:
-                continue
-            if token is not None and not (
-                token.allows_provider(model["owned_by"]) and token.allows_model(model["id"])
-            ):
+            if model["id"] in seen or not _visible(request, model):
                 continue
             seen.add(model["id"])
             data.append(model)
-    body = json.dumps({"object": "list", "data": data}, separators=(",", ":")).encode()
-    # Written here from the upstreams' lists, not relayed: an id echoing a key would pass
-    # every tap, the scrubber included.
-    body = scrubber(body)
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-    ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body if request.method == "GET" else b""})
+    await _send_json(request, send, scrubber, {"object": "list", "data": data})
 
 
 async def _listed(

@@ -123,6 +123,15 @@ class ModelRouter:
 
             await send_model_list(self, request, send, scrubber)
             return True
+        if path.startswith("/models/") and request.method in ("GET", "HEAD"):
+            # One model of the list: a routed one is its provider's, not the default's.
+            named = path[len("/models/") :].removeprefix("models/")
+            record = self.serving(named) if named else None
+            if record is not None and record is not self.default:
+                from core.proxy.model_list import send_model
+
+                await send_model(self, request, send, scrubber, named, record)
+                return True
         if request.method != "POST" or path not in ROUTED_PATHS:
             if self.default is not None and not self.default.upstream:
                 raise NotFound(

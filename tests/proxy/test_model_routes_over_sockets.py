@@ -128,6 +128,37 @@ def test_model_list_is_the_union_of_the_routes(routed: Routed) -> None:
     assert {model.owned_by for model in scoped} == {"anthropic"}
 
 
+def test_a_listed_model_can_be_retrieved(routed: Routed) -> None:
+    """`models.retrieve` of a model `models.list()` had just shown went to the default
+    route's upstream whatever the id, which knows no claude or gemini model: a 404 "does not
+    exist" for a model the same base URL lists and serves. A routed id is answered from its
+    provider's list, as the list answers it; an id no route claims still goes upstream."""
+    sdk = client(routed)
+    listed = {model.id: model for model in sdk.models.list()}
+    routed.reset()
+    claude = sdk.models.retrieve("claude-haiku-4-5")
+    assert (claude.id, claude.object, claude.owned_by) == ("claude-haiku-4-5", "model", "anthropic")
+    assert claude == listed["claude-haiku-4-5"]
+    assert sdk.models.retrieve("gemini-2.5-pro").owned_by == "gemini"
+    # A routed name its provider does not list: OpenAI's own 404 for an unknown model.
+    with pytest.raises(openai.NotFoundError, match="claude-nonexistent") as caught:
+        sdk.models.retrieve("claude-nonexistent")
+    assert caught.value.code == "model_not_found"
+    reached = seen(routed)
+    assert not reached["default"] and not reached["deepseek"]
+    assert {r["path"] for r in reached["anthropic"]} == {"/v1/models"}
+    assert {r["path"] for r in reached["gemini"]} == {"/v1beta/openai/models"}
+    # A caller limited to the default route sees no claude model, listed or retrieved.
+    scoped = client(routed, routed.tokens["default-only"])
+    with pytest.raises(openai.NotFoundError):
+        scoped.models.retrieve("claude-haiku-4-5")
+    # An id no route claims is the default route's to answer, as before.
+    routed.reset()
+    with pytest.raises(openai.NotFoundError, match="mock upstream has no"):
+        sdk.models.retrieve("gpt-4o-mini")
+    assert [r["path"] for r in seen(routed)["default"]] == ["/v1/models/gpt-4o-mini"]
+
+
 def test_chain_falls_back_on_a_503_with_only_the_model_changed(routed: Routed) -> None:
     routed.reset()
     # Spacing and key order as a hand-written client might send them.
@@ -450,9 +481,13 @@ def test_without_a_default_route_v1_serves_routed_models_only() -> None:
             with pytest.raises(openai.NotFoundError, match="routes by model only"):
                 sdk.responses.create(model="claude-haiku-4-5", input="hi")
             assert {m.owned_by for m in sdk.models.list()} == {"anthropic"}
-        # The refusals sent nothing; the chat and the model list reached Anthropic's surface.
+            assert sdk.models.retrieve("claude-haiku-4-5").owned_by == "anthropic"
+            with pytest.raises(openai.NotFoundError, match="routes by model only"):
+                sdk.models.retrieve("gpt-4o")
+        # The refusals sent nothing; the chat and the model lists reached Anthropic's surface.
         assert [(r["method"], r["path"]) for r in upstream_requests(claude)] == [
             ("POST", "/v1/chat/completions"),
+            ("GET", "/v1/models"),
             ("GET", "/v1/models"),
         ]
 
