@@ -244,7 +244,8 @@ def build_taps(
 
     1. meter: the upstream's bytes exactly as they came (a usage-only event the filter
        takes out must still be counted);
-    2. usage-chunk filter: takes out what the proxy's own include_usage added;
+    2. usage-chunk filter: takes out what the proxy's own include_usage added (after the
+       scrubber, on the inflated text, when the upstream compressed the reply anyway);
     3. scrubber: the proxy's keys out of the body, after which nothing may see it raw;
     4. cache copy: the body exactly as the caller gets it, so a replay is the same bytes;
     5. reader (telemetry's answered model and finish reasons, only when OpenTelemetry is
@@ -257,6 +258,13 @@ def build_taps(
     encoding = content_coding(headers)
     usage_tap: UsageTap | None = None
     scrub: StreamScrubber | None = None
+    scrubs = scrubber is not None and bool(scrubber or rewrites) and scrubs_body(status)
+    late_filter = None
+    if usage_filter is not None and scrubs and encoding not in (b"", b"identity"):
+        # The filter reads event text: a reply compressed although asked for identity
+        # (core/headers.py) is filtered once the scrubber has inflated it. (The meter
+        # inflates its own copy.)
+        late_filter, usage_filter = usage_filter, None
     if meter is not None:
         meter.start(headers, encoding)
         # The meter and the filter on one pass (1 and 2): their common case tested once.
@@ -265,7 +273,8 @@ def build_taps(
     elif usage_filter is not None:
         chain.append(Transform(usage_filter, usage_filter.flush))
     inflates = scrubbing = False
-    if scrubber is not None and (scrubber or rewrites) and scrubs_body(status):
+    if scrubs:
+        assert scrubber is not None
         scrub = scrubber.stream(
             encoding,
             error=status >= 300,
@@ -276,6 +285,8 @@ def build_taps(
         inflates = scrub.inflates
         scrubbing = scrub.changes_length
         chain.append(Transform(scrub, scrub.flush))
+    if late_filter is not None:
+        chain.append(Transform(late_filter, late_filter.flush))
     copy_tap = None
     if copy is not None:
         copy_tap = CopyTap(copy)
@@ -284,7 +295,7 @@ def build_taps(
         read = reader(headers, inflates)
         if read is not None:
             chain.append(read)
-    changes_length = usage_filter is not None or scrubbing
+    changes_length = usage_filter is not None or late_filter is not None or scrubbing
     # A chain of the scrubber alone, or the usage tap and the scrubber (the plain and the
     # metered reply, most replies): their common case inline in one function.
     fused = None

@@ -159,6 +159,38 @@ def test_a_listed_model_can_be_retrieved(routed: Routed) -> None:
     assert [r["path"] for r in seen(routed)["default"]] == ["/v1/models/gpt-4o-mini"]
 
 
+@pytest.mark.parametrize("model", ["claude-haiku-4-5", "gpt-4o-mini"])
+def test_a_compressed_stream_keeps_no_usage_the_caller_did_not_ask_for(
+    routed: Routed, model: str
+) -> None:
+    """Under a budget the proxy asks a stream for its usage and takes the extra chunk out
+    again. An upstream that compressed the stream anyway (it is asked for identity) got
+    past that: the filter read gzip bytes, so the caller's stream ended with a usage-only
+    chunk (`choices: []`, which breaks `chunk.choices[0]`) and `usage` on every chunk."""
+    routed.reset()
+    gzip = {"x-mock-gzip": "1"}
+    chunks = list(
+        client(routed).chat.completions.create(
+            model=model, messages=HI, stream=True, extra_headers=gzip
+        )
+    )
+    assert all(chunk.choices for chunk in chunks), chunks[-1]
+    assert all(chunk.usage is None for chunk in chunks)
+    assert "usage" not in chunks[0].model_dump(exclude_unset=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks).startswith("Hello from")
+    # A caller who asked for usage still gets it, once.
+    asked = list(
+        client(routed).chat.completions.create(
+            model=model,
+            messages=HI,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers=gzip,
+        )
+    )
+    assert [c.usage.completion_tokens for c in asked if c.usage is not None] == [8]
+
+
 def test_chain_falls_back_on_a_503_with_only_the_model_changed(routed: Routed) -> None:
     routed.reset()
     # Spacing and key order as a hand-written client might send them.
