@@ -19,7 +19,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from core.errors import NotFound, forget_frames
+from core.errors import NotFound, UpstreamUnreachable, forget_frames
 
 if TYPE_CHECKING:
     from core.providers import Provider
@@ -53,7 +53,7 @@ async def send_model(
     """`GET /v1/models/{model}` for a model a route claims: its entry as the list gives it
     (the default route's upstream knows no other provider's model)."""
     claims = [pattern for pattern, routed in router.routes if routed is record]
-    found = await _listed(router, record, claims, exclude=())
+    found = await _listed(router, record, claims, exclude=(), needed=True)
     entry = next((m for m in found if m["id"] == model), None)
     if entry is None or not _visible(request, entry):
         raise ModelNotFound(f"The model {model[:200]!r} does not exist or is not served here.")
@@ -107,14 +107,25 @@ async def send_model_list(
 
 
 async def _listed(
-    router: ModelRouter, record: Provider, claims: list[str], exclude: tuple[str, ...]
+    router: ModelRouter,
+    record: Provider,
+    claims: list[str],
+    exclude: tuple[str, ...],
+    *,
+    needed: bool = False,
 ) -> list[dict[str, Any]]:
-    """The models `record` lists that match `claims` and none of `exclude`."""
+    """The models `record` lists that match `claims` and none of `exclude`. A provider that
+    does not answer lists none, unless its list is `needed` (one model asked for): then
+    the caller hears it (a 502, which SDKs retry), not that the model does not exist."""
     try:
         document = await asyncio.wait_for(_fetch(router, record), router.timeout)
     except Exception as exc:
         logger.warning("model list: %s did not answer (%s)", record.name, type(exc).__name__)
         forget_frames(exc)  # the transport keeps it: core/errors.py
+        if needed:
+            raise UpstreamUnreachable(
+                f"The provider's model list ({record.name}) could not be read; try again."
+            ) from None
         return []
     items = document.get("data") if isinstance(document, dict) else None
     listed = []

@@ -585,3 +585,25 @@ def test_without_a_default_route_a_request_naming_no_model_is_refused_once(
                 assert counted.count == 1 and not slept
                 assert caught.value.response.headers["x-should-retry"] == "false"
         assert upstream_requests(claude) == []
+
+
+def test_retrieving_a_model_whose_provider_does_not_answer_is_a_502_not_a_404() -> None:
+    """The provider's list is what a routed model is retrieved from: when it cannot be read,
+    the caller hears that (a 502, which SDKs retry), not that the model does not exist."""
+    from core.app import create_app
+    from core.config import load_settings
+    from tests.support.servers import free_port, serve_in_thread
+
+    env = {
+        "PROXY_ACCESS_TOKEN": FAKE_TOKEN,
+        "ACCESS_LOG": "false",
+        "ANTHROPIC_API_KEY": KEYS["anthropic"],
+        "ANTHROPIC_UPSTREAM": f"http://127.0.0.1:{free_port()}",  # nothing listens
+        "MODEL_ROUTES": "claude-*=anthropic",
+    }
+    with serve_in_thread(create_app(load_settings(env))) as proxy:
+        sdk = client_for(proxy.url)
+        with pytest.raises(openai.InternalServerError) as caught:
+            sdk.models.retrieve("claude-haiku-4-5")
+        assert caught.value.status_code == 502
+        assert "could not be read" in caught.value.message
