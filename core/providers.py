@@ -120,6 +120,9 @@ class OpenAISurface(NamedTuple):
     stream_usage: bool = True
     # Fixed headers its model list wants beside the key (Anthropic's /v1/models).
     models_headers: tuple[tuple[str, str], ...] = ()
+    # The query its model list takes to answer in one page (Anthropic's gives 20 a page
+    # unless asked for up to 1000).
+    models_query: str = ""
 
 
 @dataclass(frozen=True)
@@ -224,7 +227,9 @@ CATALOGUE: tuple[Provider, ...] = (
         # Anthropic's OpenAI SDK compatibility: the OpenAI SDK's Bearer key at /v1; no
         # embeddings; stream_options.include_usage is supported.
         openai_surface=OpenAISurface(
-            embeddings=False, models_headers=(("anthropic-version", "2023-06-01"),)
+            embeddings=False,
+            models_headers=(("anthropic-version", "2023-06-01"),),
+            models_query="?limit=1000",
         ),
     ),
     Provider(

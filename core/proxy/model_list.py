@@ -156,9 +156,12 @@ async def _fetch(router: ModelRouter, record: Provider) -> Any:
     if key is not None:
         headers.append(key)
     surface = record.openai_surface
+    query = ""
     if surface is not None and record.name != "default":
         headers.extend((n.encode(), v.encode()) for n, v in surface.models_headers)
-    reply = await router.client.send("GET", record.targets.urls[0] + "/models", headers, b"")
+        query = surface.models_query
+    url = record.targets.urls[0] + "/models" + query
+    reply = await router.client.send("GET", url, headers, b"")
     try:
         if reply.status_code != 200:
             raise ValueError(f"status {reply.status_code}")

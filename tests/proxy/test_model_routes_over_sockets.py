@@ -126,6 +126,9 @@ def test_model_list_is_the_union_of_the_routes(routed: Routed) -> None:
     }
     scoped = client(routed, routed.tokens["anthropic-only"]).models.list()
     assert {model.owned_by for model in scoped} == {"anthropic"}
+    # Anthropic's list answers 20 models a page unless asked for more: asked for its
+    # largest page, 1000, so a catalogue past 20 models is listed whole.
+    assert {r["query"] for r in seen(routed)["anthropic"]} == {"limit=1000"}
 
 
 def test_a_listed_model_can_be_retrieved(routed: Routed) -> None:
