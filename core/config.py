@@ -119,8 +119,8 @@ SERVER_LIMITS: dict[str, Setting] = {
     ),
     "send_timeout": Setting(
         "SEND_TIMEOUT",
-        "A reply the caller takes not one byte of for this long (its socket full) is cut, "
-        "and its upstream request with it.",
+        "A reply or realtime session the caller takes not one byte of for this long (its "
+        "socket full) is cut, and its upstream request or session with it.",
         low=0.1,
         high=3600,
         unit="s",

@@ -12,9 +12,7 @@ byte every few seconds stayed open indefinitely. `BoundedConnection` adds, per c
   answered yet, else a close);
 - a bound on connections per process: a request on a connection past it gets a 503 and the
   connection closes;
-- a time bound on a reply the caller takes nothing of: its socket full, and not one byte
-  read for that long (a caller that stops reading held its connection, the relay and the
-  upstream request, all on the key owner's bill, for as long as it liked).
+- a time bound on a reply the caller takes nothing of (core/server/send_bound.py).
 
 Each protocol (httptools_protocol.py, h11_protocol.py) says where the caller's request is
 and bounds the head's size its own way. A timer is armed only when a read ends inside a head
@@ -38,6 +36,7 @@ from core.server.refusals import (
     overloaded,
     plain_error,
 )
+from core.server.send_bound import SendBound
 from core.types import DISCONNECT_WATCH, DisconnectWatch
 
 if TYPE_CHECKING:
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
     from core.errors import ErrorShape
 
 
-class BoundedConnection:
+class BoundedConnection(SendBound):
     """Mixed in before a uvicorn HTTP protocol class, whose attributes it uses. It takes its
     limits from the uvicorn Config (`server_limits`, set by core/server/runner.py): the
     protocol classes stay importable by name, as worker processes unpickle the Config."""
@@ -64,8 +63,7 @@ class BoundedConnection:
         self.limits: ServerLimits = getattr(self.config, "server_limits", None) or ServerLimits()
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
-        self._send_timer: asyncio.TimerHandle | None = None
-        self._send_left = 0  # bytes the caller had not taken when the send timer was set
+        self.init_send_bound(self.limits.send_timeout)
         self._proxy_app = self.app
         # The requests of this connection whose reply may still be running, each with the
         # watch the endpoint listens on (core/types.py): more than one only when pipelined.
@@ -89,6 +87,10 @@ class BoundedConnection:
         """The connection was handed to a WebSocket protocol: these bounds are done with it.
         Asked only when a timer is armed or fires, never on the path of a whole request."""
         return self.transport.get_protocol() is not self
+
+    def send_bound_applies(self) -> bool:
+        # A WebSocket protocol that took the connection has its own (websocket_protocol.py).
+        return not self.upgraded()
 
     # ---- the connection cap -------------------------------------------------------------
 
@@ -175,62 +177,6 @@ class BoundedConnection:
         # must be able to read this 408, as any other error).
         cors = cycle.scope.get(CORS_HEADERS, ())
         self.refuse(*REQUEST_TIMEOUT, BODY_TIMEOUT_MESSAGE, cors, shape=self.route_shape())
-
-    # ---- the caller not reading ----------------------------------------------------------
-
-    def pause_writing(self) -> None:
-        """The caller's socket is full: its time to take some of it starts."""
-        super().pause_writing()  # type: ignore[misc]
-        if self._send_timer is None and self.limits.send_timeout > 0:
-            self._send_left = self.unsent()
-            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._send_timed_out)
-
-    def resume_writing(self) -> None:
-        super().resume_writing()  # type: ignore[misc]
-        self.cancel_send_timer()
-
-    def cancel_send_timer(self) -> None:
-        if self._send_timer is not None:
-            self._send_timer.cancel()
-            self._send_timer = None
-
-    def unsent(self) -> int:
-        """Bytes written for the caller that it has not taken: the transport's buffer and,
-        where the system says (Linux), the socket's queue not yet acknowledged. The queue
-        is the bigger part: the kernel lets a socket buffer grow to megabytes, and frees
-        room for the transport only a third of it at a time, so a caller reading slowly
-        shows no progress in the transport's buffer for many seconds."""
-        left = self.transport.get_write_buffer_size()
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                import fcntl
-                import struct
-                import termios
-
-                queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-                left += struct.unpack("i", queued)[0]
-            except (ImportError, AttributeError, OSError, ValueError):
-                pass  # not on this system: the transport's buffer alone
-        return left
-
-    def _send_timed_out(self) -> None:
-        self._send_timer = None
-        if self.transport.is_closing() or self.upgraded():
-            return
-        left = self.unsent()
-        if left < self._send_left:
-            # Slow, not stalled: it took bytes meanwhile. (Writing resumes only once the
-            # buffer is nearly empty, so a slow reader can stay paused a long time.)
-            self._send_left = left
-            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._send_timed_out)
-            return
-        self.logger.warning(
-            "caller took no byte of the reply in SEND_TIMEOUT: closing the connection"
-        )
-        # Aborted, not closed: a close waits to write the buffer the caller is not reading.
-        # The reply's relay hears the hang-up as any other (hung_up) and stops its upstream.
-        self.transport.abort()
 
     # ---- the caller hanging up ------------------------------------------------------------
 

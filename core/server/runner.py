@@ -30,6 +30,16 @@ def http_protocol() -> Any:
     return BoundedHttpToolsProtocol
 
 
+def websocket_protocol() -> Any:
+    """uvicorn's WebSocket protocol with the send bound, or uvicorn's own choice where the
+    `websockets` library it builds on is missing (then it has none, or wsproto's)."""
+    try:
+        from core.server.websocket_protocol import BoundedWebSocketProtocol
+    except ImportError:
+        return "auto"
+    return BoundedWebSocketProtocol
+
+
 def server_config(
     app: ASGIApp | str, host: str, port: int, limits: ServerLimits | None = None, **options: Any
 ) -> Any:
@@ -45,6 +55,7 @@ def server_config(
         # uvloop when installed (the `speed` extra), asyncio otherwise.
         loop="auto",
         http=http_protocol(),
+        ws=options.pop("ws", websocket_protocol()),
         h11_max_incomplete_event_size=limits.max_header_bytes,
         # Typed int, but any number works: uvicorn hands it to loop.call_later.
         timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]

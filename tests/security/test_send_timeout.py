@@ -12,9 +12,13 @@ that reads slowly is not cut: the bound is on taking no byte at all. Bounds are 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import os
 import socket
+import struct
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,8 +26,10 @@ from typing import Any
 import pytest
 
 from core.types import Receive, Scope, Send
+from tests.support.fake_realtime import FakeRealtime
 from tests.support.servers import (
     FAKE_TOKEN,
+    FAKE_UPSTREAM_KEY,
     PYTHON,
     free_port,
     proxy_env,
@@ -164,3 +170,74 @@ def test_a_caller_that_reads_slowly_is_not_cut(
         assert "ended_at" not in stream, stream
     finally:
         caller.close()
+
+
+class TimedRealtime(FakeRealtime):
+    """The fake realtime provider, noting when its session with the proxy ended (however
+    it ended: a provider blocked sending to the proxy ends on an error, not a close)."""
+
+    ended: float | None = None
+
+    async def session(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().session(scope, receive, send)
+        finally:
+            self.ended = time.monotonic()
+
+
+def masked_text_frame(payload: bytes) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    data = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return b"\x81\xff" + struct.pack("!Q", len(payload)) + mask + data
+
+
+def test_a_realtime_caller_that_reads_nothing_is_cut_and_its_session_with_it() -> None:
+    """The same bound on a WebSocket session: a caller that sends frames the provider
+    answers, and reads none of the answers, was held until REALTIME_MAX_SECONDS (30 min)."""
+    provider = TimedRealtime()
+    with serve_in_thread(provider) as upstream:
+        port = free_port()
+        env = proxy_env(
+            upstream.url,
+            HOST="127.0.0.1",
+            PORT=str(port),
+            SEND_TIMEOUT=str(SEND_TIMEOUT),
+            OPENAI_API_KEY=FAKE_UPSTREAM_KEY,
+            OPENAI_UPSTREAM=upstream.url,
+        )
+        with run_process([PYTHON, "-m", "handlers.http"], env, f"http://127.0.0.1:{port}/health"):
+            caller = socket.socket()
+            caller.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            caller.connect(("127.0.0.1", port))
+            key = base64.b64encode(os.urandom(16)).decode()
+            caller.sendall(
+                (
+                    "GET /v1/realtime?model=gpt-realtime HTTP/1.1\r\nHost: proxy.test\r\n"
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                    f"Sec-WebSocket-Key: {key}\r\nAuthorization: Bearer {FAKE_TOKEN}\r\n\r\n"
+                ).encode()
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += caller.recv(1)
+            assert head.startswith(b"HTTP/1.1 101"), head
+            started = time.monotonic()
+            frame = masked_text_frame(b"x" * 200_000)  # not JSON: the provider echoes it
+
+            def flood() -> None:
+                with contextlib.suppress(OSError):
+                    caller.settimeout(30)
+                    for _ in range(400):
+                        caller.sendall(frame)
+
+            sender = threading.Thread(target=flood, daemon=True)
+            sender.start()
+            try:
+                deadline = started + SEND_TIMEOUT + 15
+                while provider.ended is None and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert provider.ended is not None, "the session with the provider is still open"
+                assert SEND_TIMEOUT <= provider.ended - started < SEND_TIMEOUT + SLACK
+            finally:
+                caller.close()
+                sender.join(10)

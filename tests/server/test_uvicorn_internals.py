@@ -176,6 +176,50 @@ async def test_an_upgrade_hands_the_transport_to_another_protocol(cls: Any) -> N
     transport.protocol.connection_lost(None)
 
 
+async def test_the_upgrade_goes_to_the_bounded_websocket_protocol_uvicorn_would_pick() -> None:
+    """core/server/websocket_protocol.py subclasses uvicorn's WebSocketsSansIOProtocol, the
+    one uvicorn's `ws="auto"` picks with websockets installed; the send bound
+    (core/server/send_bound.py) wraps its `pause_writing` / `resume_writing` (which keep
+    `writable`, its sends' gate) and uses its `config`, `loop`, `logger` and `transport`;
+    `connection_lost` ends the timer."""
+    from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
+
+    from core.server.websocket_protocol import BoundedWebSocketProtocol
+
+    assert issubclass(BoundedWebSocketProtocol, AutoWebSocketsProtocol)  # type: ignore[arg-type]
+    config = server_config(App(), "127.0.0.1", 0, ServerLimits(send_timeout=0.2))
+    config.load()
+    assert config.ws_protocol_class is BoundedWebSocketProtocol
+    async def session(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await receive()  # until the connection goes
+
+    protocol, transport = connect(BoundedHttpToolsProtocol, session, send_timeout=0.2)
+    protocol.ws_protocol_class = BoundedWebSocketProtocol  # as from server_config's Config
+    protocol.data_received(
+        b"GET /v1/realtime HTTP/1.1\r\nHost: proxy.test\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    socket_protocol = transport.get_protocol()
+    assert isinstance(socket_protocol, BoundedWebSocketProtocol)
+    assert socket_protocol.loop is asyncio.get_running_loop() and socket_protocol.logger
+    assert socket_protocol.transport is transport
+    await settle()  # accepted
+    assert transport.written.startswith(b"HTTP/1.1 101")
+    transport.buffered = 70_000
+    socket_protocol.pause_writing()
+    assert not socket_protocol.writable.is_set()  # its sends now wait
+    deadline = asyncio.get_running_loop().time() + 5
+    while not transport.aborted and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    assert transport.aborted
+    socket_protocol.connection_lost(None)
+    assert socket_protocol._send_timer is None and socket_protocol.writable.is_set()
+    await settle()
+
+
 def test_the_config_takes_the_server_options_and_survives_pickling() -> None:
     """core/server/runner.py `server_config`: uvicorn.Config takes a protocol class as
     `http`, `h11_max_incomplete_event_size`, a float `timeout_keep_alive` (handed to
