@@ -190,6 +190,7 @@ async def test_the_upgrade_goes_to_the_bounded_websocket_protocol_uvicorn_would_
     config = server_config(App(), "127.0.0.1", 0, ServerLimits(send_timeout=0.2))
     config.load()
     assert config.ws_protocol_class is BoundedWebSocketProtocol
+
     async def session(scope: Any, receive: Any, send: Any) -> None:
         await receive()  # websocket.connect
         await send({"type": "websocket.accept"})
