@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from core.errors import (
+    BadRequest,
     ErrorShape,
     MethodNotAllowed,
     NotFound,
@@ -32,6 +33,7 @@ from core.errors import (
     send_error,
 )
 from core.headers import NOT_A_PAGE
+from core.protocols import route_path
 from core.providers import CATALOGUE, Provider, match_provider, provider_env_names
 from core.proxy.access_log import BODY_SEND, ERROR_SHAPE
 from core.proxy.forward import Forwarder, never_reached
@@ -103,6 +105,10 @@ class ProxyEndpoint:
     ) -> None:
         self.settings = settings
         self.providers = providers
+        # Routes whose prefix lies under another's (Gemini's OpenAI-compatible surface,
+        # `/gemini/v1beta/openai`, under `/gemini`): by the outer prefix, the inner
+        # prefix's path after it, and its record (nested_spelling).
+        self.nested = nested_prefixes(providers)
         self.client = client
         # Key and target rotation (core/proxy/forward.py).
         self.forward = Forwarder(settings, client)
@@ -132,6 +138,8 @@ class ProxyEndpoint:
             matched = root_upload_route(self.providers, path, scope.get("query_string", b""))
         if matched is None:
             raise self.no_route(scope, path)
+        if self.nested and matched[0].prefix in self.nested:
+            nested_spelling(scope, matched[1], self.nested[matched[0].prefix])
         return matched
 
     def no_route(self, scope: Scope, path: str) -> NotFound:
@@ -649,6 +657,40 @@ class ProxyEndpoint:
                 log.input_tokens = usage.input_tokens
                 log.output_tokens = usage.output_tokens
             log.cost_usd = outcome.cost_usd
+
+
+def nested_prefixes(
+    providers: tuple[Provider, ...],
+) -> dict[str, tuple[tuple[str, Provider], ...]]:
+    """For each route with others under its prefix, those others: the rest of their prefix
+    after its own, and their record."""
+    nested: dict[str, tuple[tuple[str, Provider], ...]] = {}
+    for outer in providers:
+        inner = tuple(
+            (record.prefix[len(outer.prefix) :], record)
+            for record in providers
+            if record.prefix.startswith(outer.prefix + "/")
+        )
+        if inner:
+            nested[outer.prefix] = inner
+    return nested
+
+
+def nested_spelling(scope: Scope, remainder: str, inner: tuple[tuple[str, Provider], ...]) -> None:
+    """Refuses a path that reached the outer route only by spelling an inner route's prefix
+    otherwise (`/gemini/v1beta//openai/...`, `v1beta%2Fopenai`, `;x`, another case): an
+    upstream that reads paths leniently (as route_path does) serves the inner route, while
+    the outer route's protocol read it as another (Gemini's reads `/v1beta/openai/chat/
+    completions` as a route that generates nothing, so MAX_TOKENS_CAP, MAX_MESSAGES and the
+    meter let it by). One route, one spelling of its prefix."""
+    path = route_path(remainder)
+    for rest, record in inner:
+        if path == rest or path.startswith(rest + "/"):
+            scope[ERROR_SHAPE] = record.error_shape
+            raise BadRequest(
+                f"The request path names the {record.prefix} route in another spelling: "
+                f"call it as {record.prefix}/..."
+            )
 
 
 def shielded(work: Coroutine[Any, Any, None]) -> Awaitable[None]:

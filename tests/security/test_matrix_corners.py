@@ -1,0 +1,88 @@
+"""The rules matrix's corners (a hostile review of each rule on each surface), over real
+sockets in front of the mock upstream: each test failed before the fix it names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from core.app import create_app
+from core.config import load_settings
+from tests.support.servers import (
+    FAKE_TOKEN,
+    RunningServer,
+    proxy_env,
+    reset_upstream,
+    serve_in_thread,
+    upstream_requests,
+)
+
+AUTH = {"authorization": f"Bearer {FAKE_TOKEN}"}
+GEMINI_KEY = "fake-gemini-key-matrix-review"
+
+
+@pytest.fixture(scope="module")
+def capped(mock_upstream: RunningServer) -> Iterator[RunningServer]:
+    """Gemini's two routes (native, and its OpenAI-compatible surface) under output and
+    message caps."""
+    env = proxy_env(
+        mock_upstream.url,
+        GEMINI_API_KEY=GEMINI_KEY,
+        GEMINI_UPSTREAM=mock_upstream.url,
+        MAX_TOKENS_CAP="100",
+        MAX_MESSAGES="2",
+    )
+    with serve_in_thread(create_app(load_settings(env))) as server:
+        yield server
+
+
+# Gemini's OpenAI-compatible chat, spelled so the raw path misses the
+# `/gemini/v1beta/openai` prefix while an upstream that reads paths leniently (repeated
+# slashes, %2F, path parameters, case; docs/limits.md) still reads that route.
+SURFACE_SPELLINGS = [
+    "/gemini//v1beta/openai/chat/completions",
+    "/gemini/v1beta//openai/chat/completions",
+    "/gemini/v1beta%2Fopenai/chat/completions",
+    "/gemini/v1beta/openai%2Fchat/completions",
+    "/gemini/v1beta;x/openai/chat/completions",
+    "/gemini/V1beta/OpenAI/chat/completions",
+    "/gemini/%76%31beta/openai/chat/completions",
+]
+
+
+@pytest.mark.parametrize("path", SURFACE_SPELLINGS)
+def test_gemini_openai_surface_in_another_spelling_keeps_the_caps(
+    capped: RunningServer, mock_upstream: RunningServer, path: str
+) -> None:
+    """Before: the spelling fell to the native /gemini route, whose protocol reads
+    `/v1beta/openai/chat/completions` as a route that generates nothing, so MAX_TOKENS_CAP
+    and MAX_MESSAGES let a 100,000-token answer over any conversation through (and the
+    meter never read it). Now such a path is refused before any stage: one route, one
+    spelling of its prefix."""
+    over_cap = {
+        "model": "gemini-2.5-flash",
+        "max_tokens": 100_000,
+        "messages": [{"role": "user", "content": f"m{i}"} for i in range(5)],
+    }
+    plain = httpx.post(
+        f"{capped.url}/gemini/v1beta/openai/chat/completions", json=over_cap, headers=AUTH
+    )
+    assert plain.status_code == 400  # the caps, on the route's own spelling
+    reset_upstream(mock_upstream)
+    reply = httpx.post(f"{capped.url}{path}", json=over_cap, headers=AUTH)
+    assert reply.status_code == 400, reply.text
+    assert "error" in reply.json()
+    assert upstream_requests(mock_upstream) == []
+
+
+def test_the_native_gemini_route_is_not_refused_for_a_segment_only_like_the_surface(
+    capped: RunningServer, mock_upstream: RunningServer
+) -> None:
+    """Only the surface's own prefix is refused in other spellings: a native route whose
+    path merely begins alike still reaches its upstream."""
+    reset_upstream(mock_upstream)
+    reply = httpx.get(f"{capped.url}/gemini/v1beta/openaiish/models", headers=AUTH)
+    assert reply.status_code != 400
+    assert len(upstream_requests(mock_upstream)) == 1
