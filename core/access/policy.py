@@ -29,6 +29,12 @@ if TYPE_CHECKING:
     from core.stages import Ticket
 
 
+def model_allowed(patterns: tuple[str, ...], model: str) -> bool:
+    """Whether ALLOWED_MODELS (`patterns`, none: every model) lets `model` through: the
+    requests' check and the routed model list's (core/proxy/model_list.py) are this one."""
+    return not patterns or any(fnmatch.fnmatchcase(model, pattern) for pattern in patterns)
+
+
 def runs_a_model(route: Route) -> bool:
     """Whether a route may run a model: a generation, an embedding, a realtime session, a
     minted key, a batch. Asked without one, the provider runs its default (a minted Gemini
@@ -123,7 +129,7 @@ class RequestPolicy:
             )
         # A realtime session's transcription model runs beside it, on the same bill.
         for named in (model, *await request.other_models()):
-            if not any(fnmatch.fnmatchcase(named, pattern) for pattern in self.allowed_models):
+            if not model_allowed(self.allowed_models, named):
                 raise ModelNotAllowed(
                     f"Policy ALLOWED_MODELS: the model {named[:200]!r} is not served by this "
                     f"proxy (allowed: {', '.join(self.allowed_models)})."

@@ -5,7 +5,8 @@ Each provider's own list is asked for at once (its OpenAI-compatible surface's /
 its key), and kept to the models its routes claim: a route `claude-*=anthropic` lists the
 Anthropic models named claude-*, the default route those no route claims. A caller whose
 token is limited to some providers or models sees only those. A provider that does not
-answer in time is left out of the list (and logged), not the whole reply.
+answer in time is left out of the list (and logged), not the whole reply. ALLOWED_MODELS
+holds the list to what it lets through, as a token's scope does.
 
 `GET /v1/models/{id}` of a model a route claims is answered with its entry of that list (the
 default route's upstream, where it would go otherwise, knows no other provider's model).
@@ -19,6 +20,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from core.access.policy import model_allowed
 from core.errors import NotFound, UpstreamUnreachable, forget_frames
 
 if TYPE_CHECKING:
@@ -55,13 +57,17 @@ async def send_model(
     claims = [pattern for pattern, routed in router.routes if routed is record]
     found = await _listed(router, record, claims, exclude=(), needed=True)
     entry = next((m for m in found if m["id"] == model), None)
-    if entry is None or not _visible(request, entry):
+    if entry is None or not _visible(router, request, entry):
         raise ModelNotFound(f"The model {model[:200]!r} does not exist or is not served here.")
     await _send_json(request, send, scrubber, entry)
 
 
-def _visible(request: ProxyRequest, model: dict[str, Any]) -> bool:
-    """Whether the caller's token (if limited to some providers or models) allows it."""
+def _visible(router: ModelRouter, request: ProxyRequest, model: dict[str, Any]) -> bool:
+    """Whether a request could use it: ALLOWED_MODELS lets it through (a model it refuses
+    is a 403 to every caller; the list named them all, fine-tuned ids with them), and the
+    caller's token, if limited to some providers or models, allows it."""
+    if not model_allowed(router.allowed_models, model["id"]):
+        return False
     caller = request.caller
     token = caller.record if caller is not None and caller.scoped else None
     return token is None or (
@@ -99,7 +105,7 @@ async def send_model_list(
     data = []
     for models in found:
         for model in models:
-            if model["id"] in seen or not _visible(request, model):
+            if model["id"] in seen or not _visible(router, request, model):
                 continue
             seen.add(model["id"])
             data.append(model)

@@ -81,6 +81,7 @@ class ModelRouter:
         *,
         caps_on: bool = False,
         list_timeout: float = 30.0,
+        allowed_models: tuple[str, ...] = (),
     ) -> None:
         # One surface record per provider: its key and target rotation is shared by its routes.
         surfaces = {
@@ -95,6 +96,8 @@ class ModelRouter:
         self.client = client
         self.caps_on = caps_on
         self.timeout = list_timeout
+        # ALLOWED_MODELS: the model list names only what it lets through.
+        self.allowed_models = allowed_models
         self.fallbacks = None
         if settings.fallbacks:
             from core.proxy.fallbacks import ModelFallbacks
@@ -195,5 +198,6 @@ def build_model_router(
         client,
         caps_on=settings.guard.rate_limit_tokens > 0 or settings.usage.budgets_on,
         list_timeout=min(settings.connect_timeout + settings.read_timeout, 30.0),
+        allowed_models=settings.guard.allowed_models,
     )
     return providers, router

@@ -86,3 +86,24 @@ def test_the_native_gemini_route_is_not_refused_for_a_segment_only_like_the_surf
     reply = httpx.get(f"{capped.url}/gemini/v1beta/openaiish/models", headers=AUTH)
     assert reply.status_code != 400
     assert len(upstream_requests(mock_upstream)) == 1
+
+
+def test_the_routed_model_list_names_only_models_allowed_models_lets_through(
+    mock_upstream: RunningServer,
+) -> None:
+    """Before: under MODEL_ROUTES, GET /v1/models kept a scoped token to its models but
+    listed every model ALLOWED_MODELS refuses (the routes' whole lists: fine-tuned ids name
+    the account's organisation), so a model picker offered models each call to was a 403.
+    Now the list holds to ALLOWED_MODELS as to a token's scope: what it names can be used."""
+    env = proxy_env(
+        mock_upstream.url,
+        ANTHROPIC_API_KEY="fake-anthropic-key-matrix-review",
+        ANTHROPIC_UPSTREAM=mock_upstream.url,
+        MODEL_ROUTES="claude-*=anthropic",
+        ALLOWED_MODELS="claude-haiku*,mock-model",
+    )
+    with serve_in_thread(create_app(load_settings(env))) as proxy:
+        listed = httpx.get(f"{proxy.url}/v1/models", headers=AUTH)
+        assert listed.status_code == 200
+        ids = {model["id"] for model in listed.json()["data"]}
+        assert ids == {"claude-haiku-4-5", "mock-model"}
