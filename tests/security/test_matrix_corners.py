@@ -4,12 +4,15 @@ sockets in front of the mock upstream: each test failed before the fix it names.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from core.access.tokens import create_token, revoke_token
 from core.app import create_app
 from core.config import load_settings
+from core.stores import open_store
 from tests.support.servers import (
     FAKE_TOKEN,
     RunningServer,
@@ -21,6 +24,7 @@ from tests.support.servers import (
 
 AUTH = {"authorization": f"Bearer {FAKE_TOKEN}"}
 GEMINI_KEY = "fake-gemini-key-matrix-review"
+ADMIN_TOKEN = "admin-token-for-the-matrix-review-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +111,61 @@ def test_the_routed_model_list_names_only_models_allowed_models_lets_through(
         assert listed.status_code == 200
         ids = {model["id"] for model in listed.json()["data"]}
         assert ids == {"claude-haiku-4-5", "mock-model"}
+
+
+def test_a_shared_cache_entry_is_replayed_to_no_caller_a_rule_refuses(
+    mock_upstream: RunningServer, tmp_path: Path
+) -> None:
+    """Guards a corner nothing else tested: a stored answer under CACHE_SCOPE=shared (no
+    upstream call, nothing to meter) is replayed only once every check on the head and the
+    body has passed, so it reaches no caller whose token is outside the model's scope, over
+    its budget or revoked, and nobody while the proxy is switched off; no refusal calls the
+    upstream."""
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    store = open_store(store_url)
+    owner, _ = create_token(store, "owner")
+    other_models, _ = create_token(store, "other-models", models=("gpt-4o",))
+    spent, _ = create_token(store, "spent", budget_usd=0)
+    revoked, _ = create_token(store, "revoked")
+    env = proxy_env(
+        mock_upstream.url,
+        TOKEN_STORE=store_url,
+        TOKEN_CACHE_SECONDS="0",
+        CACHE_URL="memory://",
+        CACHE_SCOPE="shared",
+        BUDGET_PER_CALLER_USD="100",
+        ADMIN_TOKEN=ADMIN_TOKEN,
+    )
+    ask = {
+        "model": "gpt-4o-mini",
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+
+    def post(token: str) -> httpx.Response:
+        return httpx.post(
+            f"{proxy.url}/v1/chat/completions",
+            json=ask,
+            headers={"authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+
+    with serve_in_thread(create_app(load_settings(env))) as proxy:
+        assert post(owner).headers["x-proxy-cache"] == "miss"
+        assert post(revoked).headers["x-proxy-cache"] == "hit"  # the entry is everyone's
+        reset_upstream(mock_upstream)
+        revoke_token(store, "revoked")
+        refusals = {
+            "scope": post(other_models).status_code,
+            "budget": post(spent).status_code,
+            "revoked": post(revoked).status_code,
+        }
+        assert refusals == {"scope": 403, "budget": 429, "revoked": 401}
+        switched = httpx.put(
+            f"{proxy.url}/admin/api/status",
+            json={"online": False},
+            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+        assert switched.status_code == 200, switched.text
+        assert post(owner).status_code == 503
+        assert upstream_requests(mock_upstream) == []
