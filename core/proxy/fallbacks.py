@@ -7,11 +7,12 @@ route (core/proxy/model_routes.py). Only before the first byte: once a reply has
 caller has it, and it is never replaced.
 
 The next attempt is the same request with only the value of its top-level "model" changed
-in the bytes (nothing else is re-serialised). It is admitted, as the first was, by the
-checks on the body for the model that will serve it: the token's scopes, the request policy,
-token limits and budget. A model the caller may not use is skipped; when none is left the
-caller gets the last failure as it came. The caller reads which model answered in
-`x-proxy-model`.
+in the bytes (nothing else is re-serialised). It is another upstream call: the token and
+the kill switch are checked again first, as before a stream's continuation, and it is
+admitted, as the first was, by the checks on the body for the model that will serve it: the
+token's scopes, the request policy, token limits and budget. A model the caller may not use
+is skipped; when none is left the caller gets the last failure as it came. The caller
+reads which model answered in `x-proxy-model`.
 """
 
 from __future__ import annotations
@@ -184,7 +185,15 @@ class ModelFallbacks:
                     return response
                 failure = response
                 status = response.status_code
-            rest, moved = await self._next(endpoint, request, tickets, marker, state, rest, status)
+            try:
+                rest, moved = await self._next(
+                    endpoint, request, tickets, marker, state, rest, status
+                )
+            except BaseException:
+                # The rules refused the next call (_next): the failed reply is let go of.
+                if not isinstance(failure, ProxyError):
+                    await failure.aclose()
+                raise
             if not moved:
                 if isinstance(failure, ProxyError):
                     # Raised from here, its traceback holds this frame: the local goes first.
@@ -242,6 +251,19 @@ class ModelFallbacks:
             await ticket.settle(Outcome(upstream_status=status))
         tickets[at:] = [HeaderTicket(list(t.headers)) for t in released if t.headers]
         state.copy = None
+        # The next model is another upstream call, as a stream's continuation is: the token
+        # and the kill switch are checked again first (revoked or switched off while the
+        # failed attempt was awaited, no further call is made: the open checks' period may
+        # not have come round). Their refusal ends the chain, and the request is settled as
+        # the failed attempt left it, which spent nothing.
+        try:
+            await endpoint.recheck(request)
+        except ProxyError:
+            if status is None:
+                state.outcome.sent = False  # the connection was never made
+            else:
+                state.outcome.upstream_status = status
+            raise
         while rest:
             candidate, rest = rest[0], rest[1:]
             saved = (request.body, document, request.provider)

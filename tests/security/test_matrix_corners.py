@@ -3,6 +3,9 @@ sockets in front of the mock upstream: each test failed before the fix it names.
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from core.access.tokens import create_token, revoke_token
 from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
+from core.types import Receive, Scope, Send
 from tests.support.servers import (
     FAKE_TOKEN,
     RunningServer,
@@ -169,3 +173,70 @@ def test_a_shared_cache_entry_is_replayed_to_no_caller_a_rule_refuses(
         assert switched.status_code == 200, switched.text
         assert post(owner).status_code == 503
         assert upstream_requests(mock_upstream) == []
+
+
+async def overloaded_after_a_second(scope: Scope, receive: Receive, send: Send) -> None:
+    """A default upstream that answers 503 (overloaded) a second after the request: a
+    first attempt a chain falls back from, long enough for the rules to change meanwhile."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await asyncio.sleep(1.0)
+    body = b'{"error":{"message":"overloaded","type":"server_error"}}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.mark.parametrize("change", ["revoked", "switched off"])
+def test_a_fallback_is_another_upstream_call_and_checks_the_rules_again(
+    mock_upstream: RunningServer, tmp_path: Path, change: str
+) -> None:
+    """Before: a chain's next model was called with no look at the token or the kill
+    switch, though the rules changed while the first model failed (here: revoked, or
+    switched off, 0.3 s into a 1 s wait for a 503): one more billed call past the rule,
+    unless the open checks' period (REALTIME_RECHECK_SECONDS) happened to end first. Now
+    each fallback is checked again first, as a stream's continuation is, and the caller
+    gets the refusal."""
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    store = open_store(store_url)
+    token, _ = create_token(store, "falls-back")
+    with serve_in_thread(overloaded_after_a_second) as default:
+        env = proxy_env(
+            default.url,
+            ANTHROPIC_API_KEY="fake-anthropic-key-matrix-review",
+            ANTHROPIC_UPSTREAM=mock_upstream.url,
+            MODEL_ROUTES="claude-*=anthropic",
+            MODEL_FALLBACKS="gpt-4o>claude-sonnet-4-5",
+            TOKEN_STORE=store_url,
+            TOKEN_CACHE_SECONDS="0",
+            # The open checks' period is not what this is about: none falls due.
+            REALTIME_RECHECK_SECONDS="60",
+            ADMIN_TOKEN=ADMIN_TOKEN,
+        )
+        with serve_in_thread(create_app(load_settings(env))) as proxy:
+
+            def change_the_rules() -> None:
+                time.sleep(0.3)
+                if change == "revoked":
+                    revoke_token(store, "falls-back")
+                    return
+                httpx.put(
+                    f"{proxy.url}/admin/api/status",
+                    json={"online": False},
+                    headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+                )
+
+            reset_upstream(mock_upstream)
+            changer = threading.Thread(target=change_the_rules)
+            changer.start()
+            reply = httpx.post(
+                f"{proxy.url}/v1/chat/completions",
+                json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+                headers={"authorization": f"Bearer {token}"},
+                timeout=10,
+            )
+            changer.join()
+    assert reply.status_code == (401 if change == "revoked" else 503), reply.text
+    assert [r for r in upstream_requests(mock_upstream) if r["path"].endswith("/completions")] == []
