@@ -47,7 +47,8 @@ UNREADABLE = Route("unreadable", "other")
 _BATCH = Route("unreadable", "batch", generates=True)
 # Routes that generate text in a shape the policy does not read (an Assistants run, with
 # the assistant's model and its own cap; Ollama's native chat, capped by num_predict;
-# Anthropic's legacy completions; Gemini's grounded answers): refused while MAX_TOKENS_CAP or MAX_MESSAGES is set,
+# Anthropic's legacy completions; Gemini's grounded answers; an OpenAI-compatible vendor's
+# Anthropic-compatible /v1/messages): refused while MAX_TOKENS_CAP or MAX_MESSAGES is set,
 # as a batch is, rather than read as routes that generate nothing.
 _GENERATES_UNREAD = Route("unreadable", "generates-unread", generates=True)
 # Ephemeral keys for realtime sessions the caller then opens with the provider directly.
@@ -594,6 +595,14 @@ class OpenAIWire(Wire):
             # Counting tokens, cancelling a background response.
             return FREE
         if _runs_assistant(path) or _ends(path, "/api/chat", "/api/generate"):
+            return _GENERATES_UNREAD
+        if path == "/messages" or _ends(path, "/v1/messages", "/invocations"):
+            # A vendor's Anthropic-compatible Messages API beside its OpenAI one (DeepSeek's
+            # and Moonshot's under /anthropic, vLLM's and Ollama's, a gateway's on the default
+            # route, whose /v1 is its prefix) and vLLM's SageMaker-style /invocations (a chat
+            # or a completion, by its body): they generate, in a shape this protocol does not
+            # read. Taken for routes that generate nothing, MAX_TOKENS_CAP and MAX_MESSAGES let
+            # them by. (An Assistants thread's /threads/{id}/messages generates nothing.)
             return _GENERATES_UNREAD
         # Anything else (a route OpenAI adds later under /responses/ among them) may spend.
         return UNREADABLE

@@ -240,3 +240,56 @@ def test_a_fallback_is_another_upstream_call_and_checks_the_rules_again(
             changer.join()
     assert reply.status_code == (401 if change == "revoked" else 503), reply.text
     assert [r for r in upstream_requests(mock_upstream) if r["path"].endswith("/completions")] == []
+
+
+@pytest.fixture(scope="module")
+def compatible_vendors_capped(mock_upstream: RunningServer) -> Iterator[RunningServer]:
+    """OpenAI-compatible vendors (and the default route) under output and message caps."""
+    env = proxy_env(
+        mock_upstream.url,
+        DEEPSEEK_API_KEY="fake-deepseek-key-matrix-review",
+        DEEPSEEK_UPSTREAM=mock_upstream.url,
+        MOONSHOT_API_KEY="fake-moonshot-key-matrix-review",
+        MOONSHOT_UPSTREAM=mock_upstream.url,
+        VLLM_UPSTREAM=mock_upstream.url,
+        OLLAMA_UPSTREAM=mock_upstream.url,
+        MAX_TOKENS_CAP="100",
+        MAX_MESSAGES="2",
+    )
+    with serve_in_thread(create_app(load_settings(env))) as server:
+        yield server
+
+
+# Generating routes the vendors serve beside their OpenAI-compatible surface: an
+# Anthropic-compatible Messages API (DeepSeek's and Moonshot's under /anthropic, vLLM's and
+# Ollama's at /v1/messages, a gateway's on the default route) and vLLM's SageMaker-style
+# /invocations, which runs a chat or a completion by its body.
+OTHER_GENERATING_ROUTES = [
+    "/deepseek/anthropic/v1/messages",
+    "/moonshot/anthropic/v1/messages",
+    "/vllm/v1/messages",
+    "/ollama/v1/messages",
+    "/v1/messages",
+    "/vllm/invocations",
+]
+
+
+@pytest.mark.parametrize("path", OTHER_GENERATING_ROUTES)
+def test_a_vendors_other_generating_route_is_held_to_the_caps(
+    compatible_vendors_capped: RunningServer, mock_upstream: RunningServer, path: str
+) -> None:
+    """Before: an OpenAI-compatible vendor's Anthropic-compatible /v1/messages (or vLLM's
+    /invocations) read as a route that generates nothing under OpenAI's protocol, so
+    MAX_TOKENS_CAP and MAX_MESSAGES let a 100,000-token answer over five messages through.
+    Now such routes are generating routes the policy cannot read (as Ollama's /api/chat is):
+    refused while a cap is set."""
+    over_cap = {
+        "model": "m",
+        "max_tokens": 100_000,
+        "messages": [{"role": "user", "content": f"m{i}"} for i in range(5)],
+    }
+    reset_upstream(mock_upstream)
+    reply = httpx.post(f"{compatible_vendors_capped.url}{path}", json=over_cap, headers=AUTH)
+    assert reply.status_code == 400, reply.text
+    assert "MAX_TOKENS_CAP" in reply.text
+    assert upstream_requests(mock_upstream) == []
