@@ -830,6 +830,10 @@ class GeminiWire(Wire):
             return _BATCH
         if path.endswith(":generateanswer"):
             return _GENERATES_UNREAD  # the AQA model's grounded answers
+        if path.endswith("/interactions"):
+            # The Interactions API: a model's turn or an agent's run (Deep Research), capped
+            # by its own generation_config, in a shape the policy does not read.
+            return _GENERATES_UNREAD
         if _squashed(path).endswith("/authtokens"):
             return EPHEMERAL_KEY
         return UNREADABLE

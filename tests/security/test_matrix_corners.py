@@ -293,3 +293,21 @@ def test_a_vendors_other_generating_route_is_held_to_the_caps(
     assert reply.status_code == 400, reply.text
     assert "MAX_TOKENS_CAP" in reply.text
     assert upstream_requests(mock_upstream) == []
+
+
+def test_geminis_interactions_api_is_held_to_the_caps(
+    capped: RunningServer, mock_upstream: RunningServer
+) -> None:
+    """Before: Gemini's Interactions API (POST /v1beta/interactions: a model's turn, or an
+    agent's run, with generation_config.max_output_tokens) read as a route that generates
+    nothing, so MAX_TOKENS_CAP and MAX_MESSAGES let it through uncapped. Now it is a
+    generating route the policy cannot read: refused while a cap is set."""
+    over_cap = {
+        "model": "gemini-2.5-flash",
+        "input": "hi",
+        "generation_config": {"max_output_tokens": 100_000},
+    }
+    reset_upstream(mock_upstream)
+    reply = httpx.post(f"{capped.url}/gemini/v1beta/interactions", json=over_cap, headers=AUTH)
+    assert reply.status_code == 400, reply.text
+    assert upstream_requests(mock_upstream) == []
