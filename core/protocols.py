@@ -147,8 +147,15 @@ def _squashed(path: str) -> str:
 
 
 # Realtime routes over HTTP, squashed: OpenAI's (and Azure's GA `/openai/v1/...`) and
-# Azure's preview `realtimeapi/sessions`, which mint a client secret from a JSON body.
-_KEY_MINTING = ("/realtime/clientsecrets", "/realtime/sessions", "/realtime/transcriptionsessions")
+# Azure's preview `realtimeapi/sessions`, which mint a client secret from a JSON body; and
+# OpenAI's ChatKit sessions, whose client secret runs an agent workflow from the browser
+# with the provider directly (past every rule here, as a realtime key does).
+_KEY_MINTING = (
+    "/realtime/clientsecrets",
+    "/realtime/sessions",
+    "/realtime/transcriptionsessions",
+    "/chatkit/sessions",
+)
 _AZURE_KEY_MINTING = ("/realtimeapi/sessions",)
 
 

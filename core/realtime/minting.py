@@ -1,7 +1,8 @@
 """Ephemeral keys: short-lived provider keys minted through the proxy for a browser or app
 that opens its realtime session with the provider directly (OpenAI
 `POST /v1/realtime/client_secrets`, `/realtime/sessions`, `/realtime/transcription_sessions`;
-Gemini `POST /v1alpha/auth_tokens`).
+Gemini `POST /v1alpha/auth_tokens`), and OpenAI's ChatKit sessions (`POST /v1/chatkit/
+sessions`), whose client secret runs an agent workflow from the browser the same way.
 
 Such a key spends the owner's money outside the proxy, so minting is off unless the
 operator sets ALLOW_EPHEMERAL_KEYS=true, and when on:
@@ -107,7 +108,8 @@ class EphemeralKeys:
             if self.models_ruled(request):
                 require_locked_model(document)
             cap_gemini_token(document, self.clock(), seconds)
-        elif request.path.replace("_", "").endswith("/clientsecrets"):
+        elif request.path.replace("_", "").endswith(("/clientsecrets", "/chatkit/sessions")):
+            # A ChatKit session's `expires_after` is a client secret's, top-level too.
             cap_openai_client_secret(document, seconds)
         else:
             cap_openai_session_secret(document, seconds)

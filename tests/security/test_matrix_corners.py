@@ -4,6 +4,7 @@ sockets in front of the mock upstream: each test failed before the fix it names.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
 from core.types import Receive, Scope, Send
+from tests.support.scripted_upstream import ScriptedUpstream
 from tests.support.servers import (
     FAKE_TOKEN,
     RunningServer,
@@ -311,3 +313,45 @@ def test_geminis_interactions_api_is_held_to_the_caps(
     reply = httpx.post(f"{capped.url}/gemini/v1beta/interactions", json=over_cap, headers=AUTH)
     assert reply.status_code == 400, reply.text
     assert upstream_requests(mock_upstream) == []
+
+
+CHATKIT_SESSION = {"workflow": {"id": "wf_matrix_review"}, "user": "someone"}
+
+
+def test_a_chatkit_session_is_minting_refused_while_ephemeral_keys_are_off(
+    proxy: RunningServer, mock_upstream: RunningServer
+) -> None:
+    """Before: POST /v1/chatkit/sessions (OpenAI's ChatKit) passed as a route that spends
+    nothing, with ALLOW_EPHEMERAL_KEYS off: the caller got a client secret that runs an
+    agent workflow on the owner's account from the browser, straight with the provider:
+    unmetered, past revocation and the kill switch. Creating a session is minting: now it is
+    refused unless the operator allows minting, in every spelling a mint route has."""
+    for path in ("/v1/chatkit/sessions", "/v1/ChatKit/sessions/", "/v1/chatkit//sessions"):
+        reset_upstream(mock_upstream)
+        reply = httpx.post(f"{proxy.url}{path}", json=CHATKIT_SESSION, headers=AUTH)
+        assert reply.status_code == 403, (path, reply.text)
+        assert reply.json()["error"]["code"] == "ephemeral_keys_disabled"
+        assert upstream_requests(mock_upstream) == []
+
+
+def test_a_chatkit_session_minted_lives_ten_minutes_at_most() -> None:
+    """Allowed (ALLOW_EPHEMERAL_KEYS=true), a ChatKit session is a minted key like a
+    realtime client secret: its `expires_after` is capped at ten minutes (inserted when the
+    body names none, cut when it asks for longer)."""
+    minted = b'{"id":"cksess_1","object":"chatkit.session","client_secret":"ek_1"}'
+    upstream = ScriptedUpstream(
+        lambda _: (200, [("content-type", "application/json")], [(0, minted)])
+    )
+    with serve_in_thread(upstream) as scripted:
+        env = proxy_env(scripted.url, ALLOW_EPHEMERAL_KEYS="true")
+        with serve_in_thread(create_app(load_settings(env))) as minting:
+            for asked in ({}, {"expires_after": {"anchor": "created_at", "seconds": 7200}}):
+                reply = httpx.post(
+                    f"{minting.url}/v1/chatkit/sessions",
+                    json={**CHATKIT_SESSION, **asked},
+                    headers=AUTH,
+                )
+                assert reply.status_code == 200, reply.text
+                sent = json.loads(upstream.seen[-1].body)
+                assert sent["expires_after"] == {"anchor": "created_at", "seconds": 600}
+                assert sent["workflow"] == CHATKIT_SESSION["workflow"]
