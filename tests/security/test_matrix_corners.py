@@ -117,6 +117,12 @@ def test_the_routed_model_list_names_only_models_allowed_models_lets_through(
         assert listed.status_code == 200
         ids = {model["id"] for model in listed.json()["data"]}
         assert ids == {"claude-haiku-4-5", "mock-model"}
+        # Retrieved as listed: a routed model ALLOWED_MODELS refuses does not exist here.
+        kept = httpx.get(f"{proxy.url}/v1/models/claude-haiku-4-5", headers=AUTH)
+        assert kept.status_code == 200 and kept.json()["id"] == "claude-haiku-4-5"
+        refused = httpx.get(f"{proxy.url}/v1/models/claude-sonnet-4-5", headers=AUTH)
+        assert refused.status_code == 404
+        assert refused.json()["error"]["code"] == "model_not_found"
 
 
 def test_a_shared_cache_entry_is_replayed_to_no_caller_a_rule_refuses(
