@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from core.protocols import Usage
     from core.request import ProxyRequest
     from core.stores import Store, StoreSet
+    from core.types import RequestLog
 
 T = TypeVar("T")
 
@@ -157,6 +158,13 @@ class ReplyTicket:
 
     async def settle(self, outcome: Outcome) -> None:
         return None
+
+    def call_instead(self, log: RequestLog | None) -> None:
+        """The upstream is called though a reply was found to replay (a fallback's next
+        model, mid-exchange): the reply it gets is copied to refresh the entry, and the
+        caller, the log and the metrics hear of a call, not of a hit."""
+        self.replay = None
+        self.needs_usage = True
 
 
 def reply_ticket(tickets: list[Ticket]) -> ReplyTicket | None:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from core.cache.settings import CacheSettings
     from core.request import ProxyRequest
     from core.stages import Outcome, Ticket
+    from core.types import RequestLog
 from core.stores import Store, StoreSet
 
 logger = logging.getLogger("llm_proxy")
@@ -194,6 +195,13 @@ class CacheTicket(ReplyTicket):
         # None once the reply is known not to be kept: nothing more is copied.
         self.chunks: list[bytes] | None = None
         self.size = 0
+
+    def call_instead(self, log: RequestLog | None) -> None:
+        super().call_instead(log)
+        self.headers = MISS
+        if log is not None:
+            log.cache = "miss"
+            log.saved_input_tokens = log.saved_output_tokens = None
 
     def start(self, status: int, headers: RawHeaders, upstream_headers: RawHeaders) -> None:
         if status != 200:

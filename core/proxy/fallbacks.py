@@ -289,9 +289,8 @@ class ModelFallbacks:
             copy = reply_ticket(admitted)
             if copy is not None and copy.replay is not None:
                 # A stored reply for the next model is not replayed mid-exchange: the call
-                # is made and refreshes it.
-                copy.replay = None
-                copy.needs_usage = True
+                # is made and refreshes it (and is reported as a miss, not a hit).
+                copy.call_instead(request.log)
             tickets[at:] = admitted
             state.copy = copy
             # The target index the last attempt pinned is the last provider's, not this one's.

@@ -380,6 +380,24 @@ def test_cache_keeps_a_routed_reply_under_its_provider(routed: Routed) -> None:
     assert len(only_reached(routed, "anthropic")) == 1
 
 
+def test_a_fallback_that_calls_the_next_model_is_a_miss_not_a_hit(routed: Routed) -> None:
+    """A stored reply for the chain's next model is not replayed mid-exchange: the call is
+    made. It was reported as a hit all the same (the header, and the access log's cache
+    and saved tokens), though the provider answered and billed."""
+    routed.reset()
+    ask = {"messages": HI, "temperature": 0}
+    headers = {"authorization": f"Bearer {FAKE_TOKEN}", "x-mock-fail-models": "gpt-4o"}
+    url = f"{routed.proxy.url}/v1/chat/completions"
+    stored = httpx.post(url, json={**ask, "model": "claude-sonnet-4-5"}, headers=headers)
+    assert stored.headers["x-proxy-cache"] == "miss"
+    routed.reset()
+    fell_back = httpx.post(url, json={**ask, "model": "gpt-4o"}, headers=headers)
+    assert fell_back.status_code == 200
+    assert fell_back.headers["x-proxy-model"] == "claude-sonnet-4-5"
+    assert len(seen(routed)["anthropic"]) == 1  # the call was made
+    assert fell_back.headers["x-proxy-cache"] == "miss"
+
+
 def test_fallback_from_a_provider_with_several_targets_to_one_with_one() -> None:
     """The target the failed provider's last attempt pinned is not carried to the next
     provider (which has fewer targets)."""
