@@ -20,9 +20,11 @@ from core.devtools.mock_upstream.content import reply_text
 from tests.support.scripted_upstream import ScriptedUpstream
 from tests.support.servers import (
     FAKE_TOKEN,
+    PYTHON,
     RunningServer,
     free_port,
     proxy_env,
+    run_process,
     serve_as_deployed,
     serve_in_thread,
 )
@@ -270,21 +272,54 @@ def held_back(mock_url: str, deadline: float) -> dict[str, Any]:
     raise AssertionError(f"the upstream never came to rest: {last}")
 
 
-@pytest.mark.parametrize("server", sorted(SERVERS))
+# Each server as a process of its own, run as it is deployed. 32 MB through three threads
+# of the test's own process was at the mercy of the GIL: with one other thread busy, each
+# 2 KB read waited about 10 ms for its turn, and the relay took 150 s instead of 2.
+SERVER_PROCESSES = {
+    "uvicorn": lambda port: [
+        PYTHON,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "core.cli:app_from_environment",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ],
+    "deployed": lambda port: [PYTHON, "-m", "handlers.http"],
+}
+
+
+@pytest.fixture(scope="module")
+def mock_process() -> Iterator[str]:
+    """The mock upstream in a process of its own (see SERVER_PROCESSES)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [PYTHON, "-m", "core.cli", "mock-upstream", "--port", str(port)]
+    with run_process(args, {}, f"{url}/_mock/requests"):
+        yield url
+
+
+@pytest.mark.parametrize("server", sorted(SERVER_PROCESSES))
 def test_a_caller_that_stops_reading_holds_the_upstream_back(
-    server: str, mock_upstream: RunningServer
+    server: str, mock_process: str
 ) -> None:
     """A caller that reads nothing for a while: the relay waits for it (the server's own
     chunk writer waits on a full socket as uvicorn's `send` does), so the upstream's bytes
     stay in the socket buffers instead of piling up in the proxy, and every event arrives,
     in order, once the caller reads. 120,000 events are about 32 MB, several times what the
     buffers between upstream and caller hold."""
-    httpx.post(f"{mock_upstream.url}/_mock/reset")
+    httpx.post(f"{mock_process}/_mock/reset")
     events = 120_000
-    with SERVERS[server](create_app(load_settings(proxy_env(mock_upstream.url)))) as proxy:
+    port = free_port()
+    env = proxy_env(mock_process, HOST="127.0.0.1", PORT=str(port))
+    with run_process(SERVER_PROCESSES[server](port), env, f"http://127.0.0.1:{port}/health"):
         caller = socket.socket()
         caller.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        caller.connect(("127.0.0.1", proxy.port))
+        caller.connect(("127.0.0.1", port))
         head = (
             "POST /v1/chat/completions HTTP/1.1\r\nHost: proxy.test\r\n"
             f"Authorization: Bearer {FAKE_TOKEN}\r\nContent-Type: application/json\r\n"
@@ -294,7 +329,7 @@ def test_a_caller_that_stops_reading_holds_the_upstream_back(
         # Held back: while the caller reads nothing, the upstream's count of events sent
         # comes to rest short of the end. (How far it gets first is the kernel's: a host
         # that lets a socket buffer grow to 32 MB holds most of these 32 MB in buffers.)
-        stream = held_back(mock_upstream.url, deadline=time.monotonic() + 30)
+        stream = held_back(mock_process, deadline=time.monotonic() + 30)
         assert stream["sent"] < stream["events"], stream
         received = bytearray()
         caller.settimeout(30)
