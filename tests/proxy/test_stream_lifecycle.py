@@ -23,6 +23,7 @@ from tests.support.servers import (
     PYTHON,
     RunningServer,
     free_port,
+    http_entry,
     proxy_env,
     run_process,
     serve_as_deployed,
@@ -289,7 +290,7 @@ SERVER_PROCESSES = {
         "--log-level",
         "warning",
     ],
-    "deployed": lambda port: [PYTHON, "-m", "handlers.http"],
+    "deployed": lambda port: http_entry(),
 }
 
 

@@ -24,9 +24,9 @@ from tests.support.realtime import ProxyFactory, eventually
 from tests.support.servers import (
     FAKE_TOKEN,
     FAKE_UPSTREAM_KEY,
-    PYTHON,
     RunningServer,
     free_port,
+    http_entry,
     proxy_env,
     run_process,
 )
@@ -491,13 +491,6 @@ async def test_sessions_per_caller_are_capped(
         await second.close()
 
 
-# The real server entry, as the Dockerfile runs it (httptools), and without httptools (h11).
-WITHOUT_HTTPTOOLS = (
-    "import runpy, sys; sys.modules['httptools'] = None; "
-    "runpy.run_module('handlers.http', run_name='__main__')"
-)
-
-
 @pytest.mark.parametrize("parser", ["httptools", "h11"])
 async def test_websocket_sessions_count_against_max_connections(
     fake: tuple[FakeRealtime, RunningServer], upstream: FakeRealtime, parser: str
@@ -513,12 +506,7 @@ async def test_websocket_sessions_count_against_max_connections(
         REALTIME_SESSIONS_PER_CALLER="0",
     )
     url = f"http://127.0.0.1:{port}"
-    args = (
-        [PYTHON, "-m", "handlers.http"]
-        if parser == "httptools"
-        else [PYTHON, "-c", WITHOUT_HTTPTOOLS]
-    )
-    with run_process(args, env, f"{url}/health"):
+    with run_process(http_entry(parser), env, f"{url}/health"):
         opened = []
         refused = 0
         try:

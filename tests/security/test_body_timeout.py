@@ -21,9 +21,9 @@ from core.config import ConfigError, load_settings
 from core.server.limits import ServerLimits
 from tests.support.servers import (
     FAKE_TOKEN,
-    PYTHON,
     RunningServer,
     free_port,
+    http_entry,
     proxy_env,
     reset_upstream,
     run_process,
@@ -34,11 +34,6 @@ BODY_TIMEOUT = 2.0
 PAGE = "https://app.example"
 # Scheduling slack on a loaded 2-core machine: the bound is checked to this precision.
 SLACK = 1.5
-
-WITHOUT_HTTPTOOLS = (
-    "import runpy, sys; sys.modules['httptools'] = None; "
-    "runpy.run_module('handlers.http', run_name='__main__')"
-)
 
 
 @pytest.fixture(scope="module", params=["httptools", "h11"])
@@ -52,10 +47,7 @@ def proxy_port(request: pytest.FixtureRequest, mock_upstream: RunningServer) -> 
         IDLE_TIMEOUT="30",
         ALLOWED_ORIGINS=PAGE,
     )
-    args = [PYTHON, "-m", "handlers.http"]
-    if request.param == "h11":
-        args = [PYTHON, "-c", WITHOUT_HTTPTOOLS]
-    with run_process(args, env, f"http://127.0.0.1:{port}/health"):
+    with run_process(http_entry(request.param), env, f"http://127.0.0.1:{port}/health"):
         yield port
 
 
@@ -264,10 +256,7 @@ async def test_a_websocket_session_outlives_the_body_bound(parser: str) -> None:
             OPENAI_API_KEY=FAKE_UPSTREAM_KEY,
             OPENAI_UPSTREAM=fake.url,
         )
-        args = [PYTHON, "-m", "handlers.http"]
-        if parser == "h11":
-            args = [PYTHON, "-c", WITHOUT_HTTPTOOLS]
-        with run_process(args, env, f"http://127.0.0.1:{port}/health"):
+        with run_process(http_entry(parser), env, f"http://127.0.0.1:{port}/health"):
             url = f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime"
             headers = {"Authorization": f"Bearer {FAKE_TOKEN}"}
             async with websockets.connect(url, additional_headers=headers) as socket_:

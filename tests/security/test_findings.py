@@ -29,9 +29,9 @@ from tests.support.realtime import ProxyFactory, eventually
 from tests.support.servers import (
     FAKE_TOKEN,
     FAKE_UPSTREAM_KEY,
-    PYTHON,
     RunningServer,
     free_port,
+    http_entry,
     proxy_env,
     reset_upstream,
     run_process,
@@ -1790,11 +1790,6 @@ async def test_output_cap_holds_on_geminis_grounded_answers() -> None:
 # so the route is known; the 408 and the 400 were still in OpenAI's shape on /anthropic/
 # and /gemini/, where the caller's SDK reads another one.
 
-WITHOUT_HTTPTOOLS = (
-    "import runpy, sys; sys.modules['httptools'] = None; "
-    "runpy.run_module('handlers.http', run_name='__main__')"
-)
-
 
 def raw_reply(port: int, data: bytes) -> tuple[bytes, dict[str, Any]]:
     """Send `data` on a fresh connection; the status line and the JSON body of the reply."""
@@ -1814,12 +1809,9 @@ def test_server_refusals_after_the_head_take_the_routes_shape(parser: str) -> No
     settings = proxy_env(
         "http://127.0.0.1:9", HOST="127.0.0.1", PORT=str(port), BODY_TIMEOUT="1", **extra
     )
-    args = [PYTHON, "-m", "handlers.http"]
-    if parser == "h11":
-        args = [PYTHON, "-c", WITHOUT_HTTPTOOLS]
     slow = b"Content-Length: 100\r\n\r\n{"
     bad_chunk = b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"
-    with run_process(args, settings, f"http://127.0.0.1:{port}/health"):
+    with run_process(http_entry(parser), settings, f"http://127.0.0.1:{port}/health"):
         for path, shape in [
             ("/anthropic/v1/messages", "anthropic"),
             ("/gemini/v1beta/models/m:generateContent", "gemini"),

@@ -30,8 +30,8 @@ from tests.support.fake_realtime import FakeRealtime
 from tests.support.servers import (
     FAKE_TOKEN,
     FAKE_UPSTREAM_KEY,
-    PYTHON,
     free_port,
+    http_entry,
     proxy_env,
     run_process,
     serve_in_thread,
@@ -46,10 +46,6 @@ CHAT = json.dumps(
 # 16 KB events: an endless stream fills any socket buffer a host allows.
 EVENT = (
     b"data: " + json.dumps({"choices": [{"delta": {"content": "x" * 16_000}}]}).encode() + b"\n\n"
-)
-WITHOUT_HTTPTOOLS = (
-    "import runpy, sys; sys.modules['httptools'] = None; "
-    "runpy.run_module('handlers.http', run_name='__main__')"
 )
 
 
@@ -100,10 +96,7 @@ def proxy_port(
 ) -> Iterator[int]:
     port = free_port()
     env = proxy_env(upstream[1], HOST="127.0.0.1", PORT=str(port), SEND_TIMEOUT=str(SEND_TIMEOUT))
-    args = [PYTHON, "-m", "handlers.http"]
-    if request.param == "h11":
-        args = [PYTHON, "-c", WITHOUT_HTTPTOOLS]
-    with run_process(args, env, f"http://127.0.0.1:{port}/health"):
+    with run_process(http_entry(request.param), env, f"http://127.0.0.1:{port}/health"):
         yield port
 
 
@@ -205,7 +198,7 @@ def test_a_realtime_caller_that_reads_nothing_is_cut_and_its_session_with_it() -
             OPENAI_API_KEY=FAKE_UPSTREAM_KEY,
             OPENAI_UPSTREAM=upstream.url,
         )
-        with run_process([PYTHON, "-m", "handlers.http"], env, f"http://127.0.0.1:{port}/health"):
+        with run_process(http_entry(), env, f"http://127.0.0.1:{port}/health"):
             caller = socket.socket()
             caller.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             caller.connect(("127.0.0.1", port))

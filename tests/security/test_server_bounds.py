@@ -19,7 +19,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.servers import PYTHON, RunningServer, free_port, proxy_env, run_process
+from tests.support.servers import (
+    PYTHON,
+    RunningServer,
+    free_port,
+    http_entry,
+    proxy_env,
+    run_process,
+)
 
 LIMITS = {
     "MAX_HEADER_BYTES": "16384",
@@ -27,13 +34,6 @@ LIMITS = {
     "IDLE_TIMEOUT": "1.5",
     "MAX_CONNECTIONS": "40",
 }
-
-
-# The same entry with httptools hidden: what a plain `pip install llm-proxy` runs (h11).
-WITHOUT_HTTPTOOLS = (
-    "import runpy, sys; sys.modules['httptools'] = None; "
-    "runpy.run_module('handlers.http', run_name='__main__')"
-)
 
 
 @pytest.fixture(scope="module", params=["httptools", "h11"])
@@ -47,10 +47,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[tuple[RunningServer, int]
         **LIMITS,
     )
     url = f"http://127.0.0.1:{port}"
-    args = [PYTHON, "-m", "handlers.http"]
-    if request.param == "h11":
-        args = [PYTHON, "-c", WITHOUT_HTTPTOOLS]
-    with run_process(args, env, f"{url}/health") as process:
+    with run_process(http_entry(request.param), env, f"{url}/health") as process:
         yield RunningServer(url=url, port=port), process.pid
 
 

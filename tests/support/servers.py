@@ -162,6 +162,20 @@ def run_process(
 
 
 PYTHON = sys.executable
+# `python -m handlers.http` with httptools hidden: uvicorn's h11 protocol, as in an install
+# without the `speed` extra.
+_WITHOUT_HTTPTOOLS = (
+    "import runpy, sys; sys.modules['httptools'] = None; "
+    "runpy.run_module('handlers.http', run_name='__main__')"
+)
+
+
+def http_entry(parser: str = "httptools") -> list[str]:
+    """The command of the deployed HTTP entry (`python -m handlers.http`), over httptools
+    or, `parser="h11"`, over h11; it reads HOST and PORT from its environment."""
+    if parser == "h11":
+        return [PYTHON, "-c", _WITHOUT_HTTPTOOLS]
+    return [PYTHON, "-m", "handlers.http"]
 
 
 def reset_upstream(upstream: RunningServer) -> None:
