@@ -512,6 +512,17 @@ def client_for(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=FAKE_TOKEN, max_retries=0, timeout=20)
 
 
+def claude_routes_only(anthropic_url: str) -> dict[str, str]:
+    """A proxy with no default route: `/v1` serves claude-* models only, at `anthropic_url`."""
+    return {
+        "PROXY_ACCESS_TOKEN": FAKE_TOKEN,
+        "ACCESS_LOG": "false",
+        "ANTHROPIC_API_KEY": KEYS["anthropic"],
+        "ANTHROPIC_UPSTREAM": anthropic_url,
+        "MODEL_ROUTES": "claude-*=anthropic",
+    }
+
+
 def test_without_a_default_route_v1_serves_routed_models_only() -> None:
     from core.app import create_app
     from core.config import load_settings
@@ -519,13 +530,7 @@ def test_without_a_default_route_v1_serves_routed_models_only() -> None:
     from tests.support.servers import serve_in_thread
 
     with serve_in_thread(MockUpstream(MockOptions())) as claude:
-        env = {
-            "PROXY_ACCESS_TOKEN": FAKE_TOKEN,
-            "ACCESS_LOG": "false",
-            "ANTHROPIC_API_KEY": KEYS["anthropic"],
-            "ANTHROPIC_UPSTREAM": claude.url,
-            "MODEL_ROUTES": "claude-*=anthropic",
-        }
+        env = claude_routes_only(claude.url)
         with serve_in_thread(create_app(load_settings(env))) as proxy:
             sdk = client_for(proxy.url)
             assert sdk.chat.completions.create(model="claude-haiku-4-5", messages=HI).choices
@@ -583,13 +588,7 @@ def test_without_a_default_route_a_request_naming_no_model_is_refused_once(
 
     monkeypatch.setattr(openai._base_client, "time", _Time())
     with serve_in_thread(MockUpstream(MockOptions())) as claude:
-        env = {
-            "PROXY_ACCESS_TOKEN": FAKE_TOKEN,
-            "ACCESS_LOG": "false",
-            "ANTHROPIC_API_KEY": KEYS["anthropic"],
-            "ANTHROPIC_UPSTREAM": claude.url,
-            "MODEL_ROUTES": "claude-*=anthropic",
-        }
+        env = claude_routes_only(claude.url)
         counted = _Attempts(create_app(load_settings(env)))
         with serve_in_thread(counted) as proxy:
             # The SDK's default retries: a retryable status would be sent three times.
@@ -615,13 +614,7 @@ def test_retrieving_a_model_whose_provider_does_not_answer_is_a_502_not_a_404() 
     from core.config import load_settings
     from tests.support.servers import free_port, serve_in_thread
 
-    env = {
-        "PROXY_ACCESS_TOKEN": FAKE_TOKEN,
-        "ACCESS_LOG": "false",
-        "ANTHROPIC_API_KEY": KEYS["anthropic"],
-        "ANTHROPIC_UPSTREAM": f"http://127.0.0.1:{free_port()}",  # nothing listens
-        "MODEL_ROUTES": "claude-*=anthropic",
-    }
+    env = claude_routes_only(f"http://127.0.0.1:{free_port()}")  # nothing listens
     with serve_in_thread(create_app(load_settings(env))) as proxy:
         sdk = client_for(proxy.url)
         with pytest.raises(openai.InternalServerError) as caught:
