@@ -173,7 +173,9 @@ def _tolerate_odd_ports() -> None:
     tests/handlers/aws/test_mangum_handler.py fails if a Mangum release moves the reader."""
     from mangum.handlers import alb, api_gateway, utils
 
-    read_server = utils.get_server_and_port
+    read_server = getattr(utils, "get_server_and_port", None)
+    if read_server is None:
+        return  # a Mangum that reads it otherwise: the tests say whether it still raises
 
     def server_of(headers: dict[str, Any]) -> tuple[str, int]:
         try:
