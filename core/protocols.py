@@ -208,7 +208,8 @@ class Wire:
         raise NotImplementedError
 
     def output_caps(self, document: dict[str, Any]) -> list[tuple[str, Any]]:
-        """(field, value) for every field that caps the output tokens of one answer."""
+        """(field, value) for every field that caps the output tokens of one answer: the
+        API's own names, then OTHER_OUTPUT_CAPS where the body has them."""
         return [(name, document[name]) for name in _OUTPUT_CAP_FIELDS if name in document]
 
     def answers(self, document: dict[str, Any]) -> int:
@@ -266,7 +267,18 @@ class Wire:
         return False
 
 
-_OUTPUT_CAP_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+# Names other servers of the same API read for the output limit, in place of the API's own
+# or ahead of it: llama.cpp's server (its OpenAI- and Anthropic-compatible routes) reads
+# `n_predict` before `max_tokens`, and -1 there is no limit at all. Held to the cap where a
+# body has them, but never taken for the cap a request must set: an upstream that does not
+# read them writes to the model's own limit.
+OTHER_OUTPUT_CAPS = ("n_predict",)
+_OUTPUT_CAP_FIELDS = (
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    *OTHER_OUTPUT_CAPS,
+)
 
 
 class UnreadableCount(ValueError):

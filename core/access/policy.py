@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.errors import BadRequest, Forbidden
-from core.protocols import FORM_WITH_MODEL, UnreadableCount
+from core.protocols import FORM_WITH_MODEL, OTHER_OUTPUT_CAPS, UnreadableCount
 
 if TYPE_CHECKING:
     from core.protocols import Route
@@ -147,7 +147,7 @@ class RequestPolicy:
         cap = self.max_tokens_cap
         wire = request.wire
         asked = wire.output_caps(document)
-        if not asked:
+        if all(name in OTHER_OUTPUT_CAPS for name, _ in asked):
             # Without a cap the model may write until its own maximum, on the key owner's bill.
             raise PolicyRefused(
                 f"Policy MAX_TOKENS_CAP: set max_tokens (or max_completion_tokens, "
@@ -166,10 +166,12 @@ class RequestPolicy:
                 raise PolicyRefused(
                     f"Policy MAX_TOKENS_CAP: {name} must be a number of at most {cap}."
                 )
-            if not isinstance(value, int) or isinstance(value, bool) or value > cap:
+            # Below 1 is no cap to some servers: -1 is "no limit" to llama.cpp's server and
+            # LM Studio, and 0 to others; the API's own refusal is not relied on.
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= cap:
                 raise PolicyRefused(
                     f"Policy MAX_TOKENS_CAP: {name} is {str(value)[:40]}; "
-                    f"this proxy allows at most {cap}."
+                    f"this proxy allows 1 to {cap}."
                 )
             if value * answers > cap:
                 raise PolicyRefused(
