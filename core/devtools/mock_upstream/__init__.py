@@ -7,7 +7,8 @@ check that it saw the real key and never the caller's token.
 
 Usage is deterministic, so tests can predict it: prompt tokens are the words in the request's
 text fields (at least 1); output tokens are the chunks produced (one word each); reasoning
-tokens, when the request asks for reasoning or thinking, equal the chunks too.
+tokens, when the request asks for reasoning or thinking, equal the chunks too. A Gemini
+stream stops at the request's generationConfig.maxOutputTokens (finishReason MAX_TOKENS).
 
 Per request, headers steer it:
 

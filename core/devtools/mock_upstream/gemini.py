@@ -87,13 +87,14 @@ def _gemini_response(
     finished: bool,
     metadata: dict[str, Any],
     part: dict[str, Any] | None = None,
+    reason: str = "STOP",
 ) -> dict[str, Any]:
     candidate: dict[str, Any] = {
         "content": {"role": "model", "parts": [part or {"text": text}]},
         "index": 0,
     }
     if finished:
-        candidate["finishReason"] = "STOP"
+        candidate["finishReason"] = reason
     return {
         "candidates": [candidate],
         "usageMetadata": metadata,
@@ -130,17 +131,32 @@ def _words_written(request: dict[str, Any]) -> int:
     return count
 
 
+def _output_cap(request: dict[str, Any]) -> int | None:
+    """generationConfig.maxOutputTokens (either spelling), when it is a whole number."""
+    config = _either(request, "generationConfig", "generation_config")
+    cap = config.get("maxOutputTokens", config.get("max_output_tokens"))
+    return cap if is_int(cap) else None
+
+
 async def stream_generate_content(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
     first = min(_words_written(request), knobs.chunks) if knobs.resume else 0
-    usage = usage_for(request, knobs, knobs.chunks - first, _gemini_thinking(request))
+    end = knobs.chunks
+    reason = "STOP"
+    cap = _output_cap(request)
+    if cap is not None and first + max(1, cap // knobs.scale) < end:
+        # As Gemini does, the stream stops at maxOutputTokens (each word is `scale` tokens).
+        end = first + max(1, cap // knobs.scale)
+        reason = "MAX_TOKENS"
+    usage = usage_for(request, knobs, end - first, _gemini_thinking(request))
     chunks = [
         _gemini_response(
             request,
             word(i),
-            i == knobs.chunks - 1,
+            i == end - 1,
             _gemini_usage(usage, (i + 1 - first) * knobs.scale),  # candidates so far
+            reason=reason,
         )
-        for i in range(first, knobs.chunks)
+        for i in range(first, end)
     ]
     function = _gemini_function(request)
     if function:
