@@ -64,6 +64,15 @@ class RequestPolicy:
         """A realtime session's new settings: the models they name, checked again."""
         await self.admit(request)
 
+    async def check_continuation(self, request: ProxyRequest, document: dict[str, Any]) -> None:
+        """A continuation the proxy asks of a broken stream (core/proxy/recovery.py): the
+        same request with more turns and a lower output cap, held to the same caps. Its
+        model and route are the request's, admitted already."""
+        if self.max_messages:
+            self._check_messages(request, document)
+        if self.max_tokens_cap:
+            self._check_output_cap(request, document)
+
     async def admit(self, request: ProxyRequest) -> Ticket | None:
         """Raise ModelNotAllowed / PolicyRefused if the request breaks a rule."""
         route = request.route

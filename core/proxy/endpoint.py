@@ -16,6 +16,7 @@ shows how they fit.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from collections.abc import Awaitable, Coroutine
@@ -244,6 +245,16 @@ class ProxyEndpoint:
             count = getattr(check, "count_turn", None)
             if count is not None:
                 await count(request)
+
+    async def check_continuation(self, request: ProxyRequest, body: bytes) -> None:
+        """Runs the body checks that hold for each upstream call (the request policy's
+        caps) on a continuation the proxy writes itself; raises the ProxyError of the one
+        it breaks."""
+        document = json.loads(body)
+        for check in self.pipeline.after_body:
+            recheck = getattr(check, "check_continuation", None)
+            if recheck is not None:
+                await recheck(request, document)
 
     async def check_settings(self, request: ProxyRequest) -> None:
         """Runs the body checks that decide on a session's settings (the models they name:
@@ -601,15 +612,18 @@ class ProxyEndpoint:
             await response.aclose()
 
     async def may_continue(
-        self, request: ProxyRequest, tickets: list[Ticket], outcome: Outcome
+        self, request: ProxyRequest, tickets: list[Ticket], outcome: Outcome, body: bytes
     ) -> bool:
-        """Whether a stream's continuation may be asked (core/proxy/recovery.py): it is
-        another upstream call, so the token and the kill switch are checked again, it
-        is asked only while what was metered is within the request's reservation (so the
-        charge passes the reservation by one continuation at most), and it counts as a
-        request against RATE_LIMIT_REQUESTS."""
+        """Whether a stream's continuation, `body`, may be asked (core/proxy/recovery.py):
+        it is another upstream call, so the token and the kill switch are checked again, as
+        are the rules on the body that hold for what goes upstream (MAX_MESSAGES and
+        MAX_TOKENS_CAP: the continuation adds two turns, and asks for what remains of the
+        caller's output cap); it is asked only while what was metered is within the
+        request's reservation (so the charge passes the reservation by one continuation at
+        most), and it counts as a request against RATE_LIMIT_REQUESTS."""
         try:
             await self.recheck(request)
+            await self.check_continuation(request, body)
         except ProxyError:
             return False
         reserved = reserved_tokens(tickets)

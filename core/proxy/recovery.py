@@ -6,6 +6,13 @@ the new request carries the text so far as the model's turn and a short instruct
 continue, in the language of the conversation. The caller keeps one stream: the
 continuation's events follow the ones already sent, and nothing is sent twice.
 
+The whole recovered request generates no more than the caller asked for: each continuation
+asks for the output tokens that remain of the caller's maxOutputTokens (which MAX_TOKENS_CAP
+bounds) after what the attempts before it generated, and when none remain the stream ends
+as the upstream ends one that reached its cap (finishReason MAX_TOKENS), with no further
+call. What an attempt generated is what its usage reported, and past its last report (or
+without one) an upper bound from what it sent: one token a byte at most.
+
 To splice streams, the relay forwards whole events only (an SSE event, or one element of
 the JSON array, re-framed into one array): a cut mid-event never reaches the caller. Each
 attempt gets an access-log line, and the usage settled is the sum of every attempt's.
@@ -21,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import ProxyError, UpstreamStreamBroken, forget_frames
 from core.headers import content_coding
-from core.protocols import UnreadableCount, Usage
+from core.protocols import UnreadableCount, Usage, lenient_count
 from core.proxy.access_log import access_logger
 
 if TYPE_CHECKING:
@@ -67,13 +74,48 @@ def conversation_language(contents: list[Any]) -> str:
     return "en"
 
 
-def continuation_body(document: dict[str, Any], text: str) -> bytes:
-    """The request again, with the text so far as the model's turn and the instruction."""
-    contents = list(document["contents"])
-    instruction = INSTRUCTIONS[conversation_language(contents)]
-    contents.append({"role": "model", "parts": [{"text": text}]})
-    contents.append({"role": "user", "parts": [{"text": instruction}]})
-    return json.dumps({**document, "contents": contents}, ensure_ascii=False).encode()
+# Where a Gemini body caps its output, in either spelling protobuf JSON reads (the request
+# checks refuse a body that names one twice, core/request.py: at most one of each is set).
+_CONFIG_NAMES = ("generationConfig", "generation_config")
+_CAP_NAMES = ("maxOutputTokens", "max_output_tokens")
+
+
+def _output_cap(document: dict[str, Any]) -> tuple[str, str] | None:
+    """The generation config's name and its output cap's name, where the body sets one."""
+    for config_name in _CONFIG_NAMES:
+        config = document.get(config_name)
+        if isinstance(config, dict):
+            for cap_name in _CAP_NAMES:
+                if cap_name in config:
+                    return config_name, cap_name
+    return None
+
+
+def asked_output(document: dict[str, Any]) -> int | None:
+    """The output tokens the caller asked for at most (maxOutputTokens, read as leniently as
+    the upstream reads it); None when it set no cap the proxy can read."""
+    found = _output_cap(document)
+    if found is None:
+        return None
+    config_name, cap_name = found
+    return lenient_count(document[config_name][cap_name])
+
+
+def continuation_body(document: dict[str, Any], text: str, max_output: int | None = None) -> bytes:
+    """The request again, with the text so far as the model's turn and the instruction (no
+    turns without text), and its output cap lowered to `max_output` (what remains of it)."""
+    continued = dict(document)
+    if text:
+        contents = list(document["contents"])
+        instruction = INSTRUCTIONS[conversation_language(contents)]
+        contents.append({"role": "model", "parts": [{"text": text}]})
+        contents.append({"role": "user", "parts": [{"text": instruction}]})
+        continued["contents"] = contents
+    found = _output_cap(document) if max_output is not None else None
+    if found is not None:
+        config_name, cap_name = found
+        continued[config_name] = {**document[config_name], cap_name: max_output}
+    return json.dumps(continued, ensure_ascii=False).encode()
 
 
 class EventSplitter:
@@ -174,13 +216,32 @@ class _Attempt:
         self.text: list[str] = []
         self.finished = False
         self.usage: Usage | None = None
+        # Bytes of what it generated since its last usage report (the whole reply, without
+        # one): none of it counted by a report.
+        self.unreported = 0
 
-    def read(self, event: Any) -> None:
+    @property
+    def generated(self) -> int:
+        """Output tokens it generated, at most: those its usage reported, and one a byte of
+        what it sent past that report (no token is shorter than a byte). An upper bound, so
+        what remains of the caller's cap is never overstated."""
+        reported = self.usage.output_tokens if self.usage is not None else 0
+        return reported + self.unreported
+
+    def read(self, event: Any) -> bool:
+        """Reads one event; whether it reported usage."""
         if not isinstance(event, dict):
-            return
+            return False
         usage = self.wire.usage_in(event)
-        if usage is not None:
-            self.usage = self.wire.read_usage(usage, Usage()) or self.usage
+        reported = self.wire.read_usage(usage, Usage()) if usage is not None else None
+        if reported is not None:
+            # Gemini's figures are the reply's so far: this event's parts are in them.
+            self.usage = reported
+            self.unreported = 0
+        self._read_candidate(event, reported is None)
+        return reported is not None
+
+    def _read_candidate(self, event: dict[str, Any], unreported: bool) -> None:
         feedback = event.get("promptFeedback")
         if isinstance(feedback, dict) and feedback.get("blockReason"):
             self.finished = True  # refused: asking again would be refused again
@@ -194,14 +255,18 @@ class _Attempt:
             self.finished = True
         content = candidate.get("content")
         parts = content.get("parts") if isinstance(content, dict) else None
-        for part in parts or []:
-            # Thoughts are not the answer's text.
-            if (
-                isinstance(part, dict)
-                and isinstance(part.get("text"), str)
-                and not part.get("thought")
-            ):
-                self.text.append(part["text"])
+        for part in parts if isinstance(parts, list) else ():
+            if not isinstance(part, dict):
+                continue
+            text = part.get("text")
+            if isinstance(text, str):
+                if not part.get("thought"):  # thoughts are not the answer's text
+                    self.text.append(text)
+                if unreported:
+                    self.unreported += len(text.encode())
+            elif unreported:
+                # A function call, code, an image: its JSON is longer than its tokens.
+                self.unreported += len(json.dumps(part).encode())
 
 
 def _add(total: Usage | None, usage: Usage) -> Usage:
@@ -245,11 +310,12 @@ class StreamRecovery:
         metering: bool,
         forward: Forward,
         body: bytes,
-        may_continue: Callable[[], Awaitable[bool]],
+        may_continue: Callable[[bytes], Awaitable[bool]],
     ) -> RecoveredStream:
         """The caller's one stream, made of `response` and the continuations it needs.
         `body` is what went upstream (file addresses restored); `may_continue` says whether
-        another upstream call may be made for it (the endpoint's rules, checked again)."""
+        another upstream call may be made for it with a continuation's body (the endpoint's
+        rules, checked again)."""
         return RecoveredStream(
             self, request, response, outcome, metering, forward, body, may_continue
         )
@@ -304,7 +370,7 @@ class RecoveredStream:
         metering: bool,
         forward: Forward,
         body: bytes,
-        may_continue: Callable[[], Awaitable[bool]],
+        may_continue: Callable[[bytes], Awaitable[bool]],
     ) -> None:
         self.recovery = recovery
         self.request = request
@@ -325,11 +391,32 @@ class RecoveredStream:
         """Stops the splicing (the caller left mid-stream): the attempt open is closed."""
         await self.stream.aclose()
 
+    def _charge(self, total: Usage | None, unread: int, attempt: _Attempt) -> None:
+        """The outcome as the attempts so far leave it: kept current while an attempt is
+        read, so a caller who leaves mid-continuation is charged that continuation too (its
+        usage so far, or its reservation while it has reported none)."""
+        if not self.metering:
+            return
+        if attempt.usage is None:
+            unread += 1
+        else:
+            total = _add(total, attempt.usage)
+        outcome = self.outcome
+        # None while no attempt was read: the whole reservation, as for any reply. Past
+        # that, each unread attempt is charged its reservation on top of the metered ones
+        # (Outcome.tokens), not lost in a single one.
+        outcome.usage = total
+        outcome.unread_calls = unread if total is not None else max(0, unread - 1)
+
     async def _events(self) -> AsyncGenerator[bytes, None]:
         recovery, request, outcome, sse = self.recovery, self.request, self.outcome, self.sse
         response = self.response
         # The body as it went upstream (a fileUri naming the proxy restored), not as sent.
         document = await request.document() if self.body is request.body else json.loads(self.body)
+        # The caller's output cap (within MAX_TOKENS_CAP: core/access/policy.py), which
+        # every attempt together stays within.
+        asked = asked_output(document)
+        generated = 0
         text: list[str] = []
         sent_events = 0
         # What the attempts that reported usage used, and how many reported none.
@@ -340,17 +427,20 @@ class RecoveredStream:
         started = time.perf_counter()
         while True:
             attempt = _Attempt(request.wire)
+            self._charge(total, unread, attempt)
             splitter = EventSplitter(sse)
             broken = False
             try:
                 async for chunk in current.stream:
                     for raw in splitter.feed(chunk):
-                        attempt.read(_event_json(raw, sse))
+                        if attempt.read(_event_json(raw, sse)):
+                            self._charge(total, unread, attempt)
                         yield _framed(raw, sse, sent_events)
                         sent_events += 1
                 rest = splitter.rest()
                 if rest:
-                    attempt.read(_event_json(rest, sse))
+                    if attempt.read(_event_json(rest, sse)):
+                        self._charge(total, unread, attempt)
                     yield _framed(rest, sse, sent_events)
                     sent_events += 1
             except (*current.stream_errors, ValueError) as exc:  # type: ignore[misc]
@@ -361,27 +451,35 @@ class RecoveredStream:
                 if current is not response:
                     await current.aclose()
             text.extend(attempt.text)
+            generated += attempt.generated
             if attempt.usage is None:
                 unread += 1
             else:
                 total = _add(total, attempt.usage)
-            if self.metering:
-                # None while no attempt was read: the whole reservation, as for any reply.
-                # Past that, each unread attempt is charged its reservation on top of the
-                # metered ones (Outcome.tokens), not lost in a single one.
-                outcome.usage = total
-                outcome.unread_calls = unread if total is not None else max(0, unread - 1)
             recovery._log(request, number, current, started, attempt, broken)
             if attempt.finished:
                 broken = False  # a cut after the last word lost nothing
                 break
+            remaining = None if asked is None else asked - generated
+            if remaining is not None and remaining <= 0:
+                # The caller's cap is spent: the upstream would have ended here too. The
+                # stream ends as it ends one that reached its cap, and nothing is asked.
+                yield _framed(_max_tokens_event(sse), sse, sent_events)
+                sent_events += 1
+                broken = False
+                break
             if number > recovery.attempts or outcome.caller_left:
                 break  # out of attempts, or nobody is left to read a continuation
-            if not await self.may_continue():
-                break  # revoked, switched off, or its reservation used up: no more calls
+            # Only what remains of the caller's cap is asked for.
+            body = (
+                continuation_body(document, "".join(text), remaining)
+                if text or remaining is not None
+                else self.body
+            )
+            if not await self.may_continue(body):
+                break  # revoked, switched off, over a cap, or its reservation used up
             number += 1
             started = time.perf_counter()
-            body = continuation_body(document, "".join(text)) if text else self.body
             try:
                 current = await self.forward(request, body)
             except ProxyError:
@@ -398,6 +496,17 @@ class RecoveredStream:
             raise UpstreamStreamBroken(f"gemini stream broke after {number} attempts")
         if not sse:
             yield b"\r\n]" if sent_events else b"[]"
+
+
+def _max_tokens_event(sse: bool) -> bytes:
+    """The event that ends a Gemini stream whose answer reached its output cap."""
+    candidate = {
+        "content": {"role": "model", "parts": [{"text": ""}]},
+        "finishReason": "MAX_TOKENS",
+        "index": 0,
+    }
+    event = json.dumps({"candidates": [candidate]}, separators=(",", ":")).encode()
+    return b"data: " + event + b"\r\n\r\n" if sse else event
 
 
 def _framed(raw: bytes, sse: bool, sent: int) -> bytes:

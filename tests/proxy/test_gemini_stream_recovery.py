@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,8 +50,16 @@ def access_lines() -> Iterator[list[dict[str, Any]]]:
         logger.removeHandler(handler)
 
 
-def stream(proxy: RunningServer, text: str, sse: bool, headers: dict[str, str]) -> bytes:
-    body = {"contents": [{"role": "user", "parts": [{"text": text}]}]}
+def stream(
+    proxy: RunningServer,
+    text: str,
+    sse: bool,
+    headers: dict[str, str],
+    config: dict[str, Any] | None = None,
+) -> bytes:
+    body: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": text}]}]}
+    if config is not None:
+        body["generationConfig"] = config
     with httpx.stream(
         "POST",
         f"{proxy.url}{PATH}" + ("?alt=sse" if sse else ""),
@@ -218,7 +227,7 @@ def test_continuations_stop_once_the_reservation_is_used() -> None:
     while what was metered is within the request's reservation, so a request admitted for
     one worst case is charged at most one continuation past it (not one per attempt)."""
     prices = json.dumps({"gemini-*": {"input": 10, "output": 100, "max_output": 1000}})
-    upstream = never_finishing()
+    upstream = never_finishing(prompt_tokens=400, output_tokens=400)
     with (
         serve_in_thread(upstream) as server,
         gemini_proxy(
@@ -233,10 +242,10 @@ def test_continuations_stop_once_the_reservation_is_used() -> None:
         spent = httpx.get(
             f"{proxy.url}/proxy/usage", headers={"x-goog-api-key": FAKE_TOKEN}
         ).json()["output_tokens"]
-    # The first reply (1,000 output tokens) is within its reservation of 1,000 and the
-    # prompt; the second passes it, and no third is asked.
+    # The first reply (800 tokens) is within its reservation (1,000 of output and the
+    # prompt); the second passes it, and no third is asked.
     assert len(upstream.seen) == 2
-    assert spent == 2000
+    assert spent == 800
 
 
 def test_a_token_revoked_mid_stream_gets_no_continuation(tmp_path: Any) -> None:
@@ -342,3 +351,172 @@ def test_a_continuation_whose_usage_is_unreadable_is_charged_on_top_of_the_first
     assert len(upstream.seen) == 2
     # At least the first reply's 900 and the prompt the continuation sent again.
     assert spent["input_tokens"] + spent["output_tokens"] >= 900 + 600
+
+
+# ---- the caller's output cap holds for the whole recovered request ---------------------
+
+
+def finish_reason(chunk: dict[str, Any]) -> Any:
+    return chunk["candidates"][0].get("finishReason")
+
+
+@pytest.mark.parametrize("sse", [True, False], ids=["sse", "json-array"])
+def test_the_continuations_ask_only_what_remains_of_the_output_cap(
+    mock_upstream: RunningServer, access_lines: list[dict[str, Any]], sse: bool
+) -> None:
+    """Each continuation repeated the caller's maxOutputTokens: a request for 5 tokens,
+    under MAX_TOKENS_CAP=5, generated 8 (3 + 3 + 2, over three calls), and up to
+    (1 + attempts) x the cap. The continuation now asks for what remains (5 - 3), and the
+    upstream (the mock stops at maxOutputTokens, as Gemini does) ends there."""
+    admin = "a" * 32  # keeps a usage ledger: every reply is metered
+    with gemini_proxy(
+        mock_upstream,
+        GEMINI_STREAM_RECOVERY="true",
+        GEMINI_STREAM_RECOVERY_ATTEMPTS="3",
+        MAX_TOKENS_CAP="5",
+        ADMIN_TOKEN=admin,
+        ACCESS_LOG="true",
+    ) as proxy:
+        reset_upstream(mock_upstream)
+        raw = stream(proxy, "tell me a story", sse, CUT, {"maxOutputTokens": 5})
+    chunks = events(raw, sse)
+    assert words(chunks) == _text(5)
+    assert finish_reason(chunks[-1]) == "MAX_TOKENS"
+    assert len(gemini_requests(mock_upstream)) == 2
+    attempts = [line for line in access_lines if line["event"] == "stream_attempt"]
+    assert [a["output_tokens"] for a in attempts] == [3, 2]
+    [request_line] = [line for line in access_lines if line["event"] == "request"]
+    assert request_line["output_tokens"] == 5
+
+
+def cap_spent(sse: bool) -> Any:
+    """A Gemini upstream whose stream reports the whole cap (1,000 tokens) generated, then
+    ends without its finishReason (cut between the last words and the finishing event)."""
+    candidate = {"content": {"role": "model", "parts": [{"text": "more "}]}}
+    usage = {"promptTokenCount": 10, "candidatesTokenCount": 1000, "totalTokenCount": 1010}
+    event = json.dumps({"candidates": [candidate], "usageMetadata": usage})
+    if sse:
+        return 200, [("content-type", "text/event-stream")], [(0, f"data: {event}\n\n".encode())]
+    return 200, [("content-type", "application/json")], [(0, f"[{event}".encode())]
+
+
+@pytest.mark.parametrize("sse", [True, False], ids=["sse", "json-array"])
+def test_nothing_remains_of_the_cap_the_stream_ends_without_another_call(sse: bool) -> None:
+    """The first reply generated every token the caller asked for, then broke: a
+    continuation would ask for nothing more (or, before, for the whole cap again). No call
+    is made; the stream ends as Gemini ends one that reached its cap, whole and parseable."""
+    upstream = ScriptedUpstream(lambda request: cap_spent(sse))
+    with (
+        serve_in_thread(upstream) as server,
+        gemini_proxy(server, GEMINI_STREAM_RECOVERY="true", MAX_TOKENS_CAP="1000") as proxy,
+    ):
+        raw = stream(proxy, "hi", sse, {}, {"maxOutputTokens": 1000})
+    chunks = events(raw, sse)
+    assert len(upstream.seen) == 1
+    assert words(chunks) == "more "
+    assert [finish_reason(chunk) for chunk in chunks] == [None, "MAX_TOKENS"]
+
+
+def test_a_continuation_counts_what_no_usage_reported() -> None:
+    """What the broken reply generated past its last usage report (or without one) counts
+    too, at one token a byte at most: 5 tokens reported, then 11 bytes unreported, leave
+    100 - 16 of the caller's 100. The caller's other settings go along unchanged."""
+
+    def event(text: str, usage: dict[str, int] | None, finished: bool = False) -> bytes:
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}}
+        if finished:
+            candidate["finishReason"] = "STOP"
+        data: dict[str, Any] = {"candidates": [candidate]}
+        if usage is not None:
+            data["usageMetadata"] = usage
+        return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+    def reply(request: dict[str, Any]) -> Any:
+        if "Continue exactly" in request["body"].decode():
+            parts = [event(" and on", None, finished=True)]
+        else:
+            usage = {"promptTokenCount": 2, "candidatesTokenCount": 5, "totalTokenCount": 7}
+            parts = [event("Once ", usage), event("upon a time", None)]
+        return 200, [("content-type", "text/event-stream")], [(0, part) for part in parts]
+
+    upstream = ScriptedUpstream(reply)
+    config = {"maxOutputTokens": 100, "stopSequences": ["THE END"], "temperature": 0.3}
+    with (
+        serve_in_thread(upstream) as server,
+        gemini_proxy(server, GEMINI_STREAM_RECOVERY="true", MAX_TOKENS_CAP="100") as proxy,
+    ):
+        raw = stream(proxy, "a story please", True, {}, config)
+    assert words(events(raw, True)) == "Once upon a time and on"
+    assert len(upstream.seen) == 2
+    continued = json.loads(upstream.seen[1].body)
+    assert continued["generationConfig"] == {**config, "maxOutputTokens": 100 - 5 - 11}
+
+
+def test_a_caller_who_leaves_mid_continuation_is_charged_for_it() -> None:
+    """The outcome counted a continuation only once it was read to its end: a caller who
+    left while it streamed was charged the first reply alone (settled at its reservation),
+    and the continuation's re-sent prompt and its words went uncharged. It is now counted
+    as it is read."""
+
+    def data(usage: dict[str, int]) -> bytes:
+        candidate = {"content": {"role": "model", "parts": [{"text": "more "}]}}
+        event = {"candidates": [candidate], "usageMetadata": usage}
+        return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+    def reply(request: dict[str, Any]) -> Any:
+        if "Continue exactly" in request["body"].decode():
+            usage = {"promptTokenCount": 500, "candidatesTokenCount": 100, "totalTokenCount": 600}
+            parts = [(0, data(usage)), (3, data(usage))]
+        else:
+            usage = {"promptTokenCount": 400, "candidatesTokenCount": 400, "totalTokenCount": 800}
+            parts = [(0, data(usage))]
+        return 200, [("content-type", "text/event-stream")], parts
+
+    upstream = ScriptedUpstream(reply)
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+        "generationConfig": {"maxOutputTokens": 1000},
+    }
+    with (
+        serve_in_thread(upstream) as server,
+        budgeted_recovery(server, attempts=2) as proxy,
+    ):
+        with httpx.stream(
+            "POST",
+            f"{proxy.url}{PATH}?alt=sse",
+            json=body,
+            headers={"x-goog-api-key": FAKE_TOKEN},
+            timeout=20,
+        ) as reply_stream:
+            seen = 0
+            for line in reply_stream.iter_lines():
+                seen += line.startswith("data:")
+                if seen == 2:
+                    break  # the continuation's first event: leave
+        spent: dict[str, int] = {}
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            spent = httpx.get(
+                f"{proxy.url}/proxy/usage", headers={"x-goog-api-key": FAKE_TOKEN}
+            ).json()
+            if spent.get("input_tokens", 0) + spent.get("output_tokens", 0) >= 1400:
+                break
+            time.sleep(0.05)
+    assert len(upstream.seen) == 2
+    # Both calls: 400 + 400, then 500 + 100 so far (the reservation was about 1,033).
+    assert spent["input_tokens"] == 900 and spent["output_tokens"] == 500
+
+
+def test_a_continuation_is_held_to_max_messages() -> None:
+    """A continuation adds two turns (the text so far, and the ask to go on): a request at
+    MAX_MESSAGES got one over the cap the deployment set for every upstream call. It is
+    held to the same caps as the caller's request, and is not asked past them."""
+    upstream = never_finishing()
+    with (
+        serve_in_thread(upstream) as server,
+        gemini_proxy(
+            server, GEMINI_STREAM_RECOVERY="true", MAX_MESSAGES="2", MAX_TOKENS_CAP="1000"
+        ) as proxy,
+    ):
+        ask(proxy, FAKE_TOKEN)
+    assert len(upstream.seen) == 1

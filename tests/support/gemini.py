@@ -57,15 +57,22 @@ def gemini_proxy(upstream: RunningServer, **extra: str) -> Iterator[RunningServe
         yield server
 
 
-def never_finishing(on_request: Any = None) -> ScriptedUpstream:
-    """A Gemini upstream whose every stream ends without a finishReason, reporting 1,000
-    output tokens each time: recovery asks again until something stops it."""
+def never_finishing(
+    on_request: Any = None, prompt_tokens: int = 10, output_tokens: int = 100
+) -> ScriptedUpstream:
+    """A Gemini upstream whose every stream ends without a finishReason, reporting
+    `output_tokens` each time (a tenth of what `ask` allows): recovery asks again until
+    something stops it."""
 
     def reply(request: dict[str, Any]) -> Any:
         if on_request is not None:
             on_request()
         candidate = {"content": {"role": "model", "parts": [{"text": "more "}]}}
-        usage = {"promptTokenCount": 10, "candidatesTokenCount": 1000, "totalTokenCount": 1010}
+        usage = {
+            "promptTokenCount": prompt_tokens,
+            "candidatesTokenCount": output_tokens,
+            "totalTokenCount": prompt_tokens + output_tokens,
+        }
         event = json.dumps({"candidates": [candidate], "usageMetadata": usage})
         return 200, [("content-type", "text/event-stream")], [(0, f"data: {event}\n\n".encode())]
 
