@@ -180,6 +180,16 @@ class Wire:
     # keys case-insensitively; protobuf JSON takes snake_case and camelCase): a body naming
     # one of these twice in any spelling is refused (core/request.py).
     policed_fields: frozenset[str] = frozenset()
+    # Its model list (GET .../models): the array of entries, and the field naming each
+    # (core/access/model_lists.py holds both to the rules that refuse a model).
+    model_list_field = "data"
+    model_name_field = "id"
+    # A model lookup names one path segment (Gemini's `/models/{name}`), rather than the
+    # rest of the path (ids with `/`: `meta-llama/Llama-3-8B`, `accounts/x/models/y`).
+    model_name_is_segment = False
+    # A list page's fields naming its first and last entry, the cursors the next page is
+    # asked from (Anthropic's `after_id` / `before_id`).
+    model_list_ends: tuple[str, str] | None = None
 
     def route(self, method: str, path: str) -> Route:
         raise NotImplementedError
@@ -714,6 +724,7 @@ _ANTHROPIC_FIELDS = (*_ANTHROPIC_INPUT_FIELDS, "output_tokens")
 class AnthropicWire(Wire):
     name = "anthropic"
     usage_keys = (b'"usage"',)
+    model_list_ends = ("first_id", "last_id")
     policed_fields = frozenset({"model", "maxtokens", "stream", "messages", "system", "speed"})
 
     def route(self, method: str, path: str) -> Route:
@@ -822,6 +833,10 @@ _GEMINI_FIELDS = ("promptTokenCount", "candidatesTokenCount", "totalTokenCount")
 class GeminiWire(Wire):
     name = "gemini"
     usage_keys = (b'"usageMetadata"', b'"usage_metadata"')
+    # `{"models": [{"name": "models/gemini-2.5-pro", ...}], "nextPageToken": ...}`.
+    model_list_field = "models"
+    model_name_field = "name"
+    model_name_is_segment = True
     policed_fields = frozenset(
         {
             "model",

@@ -43,10 +43,15 @@ def kill_switch(deployment: Deployment) -> Contribution | None:
 
 
 def token_scopes(deployment: Deployment) -> Contribution:
+    from core.access.model_lists import ModelLists
     from core.access.scopes import Authorize
 
+    # Model lists and lookups first: a lookup of a model the token (or ALLOWED_MODELS)
+    # refuses is a 404, as a model that does not exist, not Authorize's 403 (Gemini's
+    # `/models/{name}` names its model in the path).
+    lists = ModelLists(deployment.settings.guard.allowed_models)
     return Contribution(
-        after_body=(Authorize(),), strict_json=bool(deployment.settings.token_store)
+        after_body=(lists, Authorize()), strict_json=bool(deployment.settings.token_store)
     )
 
 

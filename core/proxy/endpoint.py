@@ -24,6 +24,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from core.access.model_lists import model_list_ticket
 from core.errors import (
     BadRequest,
     ErrorShape,
@@ -553,8 +554,14 @@ class ProxyEndpoint:
             log.upstream_ms = (time.perf_counter() - sent_at) * 1000
         source: ReplySource = response
         meter = None
+        # A model list under a rule that limits models: relayed with only what it allows.
+        listing = model_list_ticket(tickets) if tickets else None
         try:
-            if recovery is not None and await recovery.applies(request, response):
+            if listing is not None and response.status_code == 200:
+                from core.proxy.list_reply import filtered_list
+
+                source = await filtered_list(response, listing)
+            elif recovery is not None and await recovery.applies(request, response):
                 # Continues a Gemini stream that ended unfinished (core/proxy/recovery.py):
                 # the relay reads the spliced stream as it reads any reply.
                 source = recovery.source(

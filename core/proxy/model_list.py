@@ -20,8 +20,9 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from core.access.model_lists import ModelNotFound
 from core.access.policy import model_allowed
-from core.errors import NotFound, UpstreamUnreachable, forget_frames
+from core.errors import UpstreamUnreachable, forget_frames
 
 if TYPE_CHECKING:
     from core.providers import Provider
@@ -36,12 +37,6 @@ logger = logging.getLogger("llm_proxy")
 
 # A model list is small; more than this from one provider is not read.
 _MAX_LIST_BYTES = 4 * 1024 * 1024
-
-
-class ModelNotFound(NotFound):
-    """A routed model its provider does not list: OpenAI's code for an unknown model."""
-
-    code = "model_not_found"
 
 
 async def send_model(

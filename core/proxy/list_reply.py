@@ -1,0 +1,106 @@
+"""A provider's model list, relayed filtered (core/access/model_lists.py says by what).
+
+The list is read whole (a list is small; it is bounded all the same), inflated if the
+upstream compressed it although asked not to (gzip, deflate: as the scrubber reads them),
+filtered, and handed to the relay as a reply of its own: the same status and headers, the
+coding gone and the length the filtered body's. The relay scrubs it and logs it as any
+reply. A list that cannot be read (cut off, too large, in a coding or a shape the proxy
+cannot read) is not relayed: a 502 in the caller's protocol, since the list unfiltered
+could name what the caller may not use.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from core.errors import UpstreamUnreachable, forget_frames
+from core.headers import content_coding
+
+if TYPE_CHECKING:
+    from core.access.model_lists import ModelListTicket
+    from core.stages import RawHeaders
+    from core.upstream.client import UpstreamReply
+
+# Far above any provider's list (OpenRouter's, the largest, is a few MB), compressed or not.
+MAX_LIST_BYTES = 32 * 1024 * 1024
+
+
+class ListUnreadable(UpstreamUnreachable):
+    code = "model_list_unreadable"
+
+
+class FilteredList:
+    """The filtered list as a reply source (core/proxy/relay.py `ReplySource`)."""
+
+    stream_errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, status_code: int, raw_headers: RawHeaders, body: bytes) -> None:
+        self.status_code = status_code
+        self.raw_headers = raw_headers
+        self.body = body
+
+    @property
+    def stream(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        yield self.body
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _unreadable(why: str) -> ListUnreadable:
+    return ListUnreadable(
+        f"The provider's model list could not be read ({why}), so it could not be held to "
+        "the models this caller may use.",
+        retryable=False,
+    )
+
+
+async def filtered_list(response: UpstreamReply, ticket: ModelListTicket) -> FilteredList:
+    """The 200 `response`, a model list, read whole and filtered by `ticket`."""
+    chunks = []
+    size = 0
+    try:
+        async for chunk in response.stream:
+            size += len(chunk)
+            if size > MAX_LIST_BYTES:
+                raise _unreadable("too large")
+            chunks.append(chunk)
+    except response.stream_errors as exc:
+        forget_frames(exc)  # the transport keeps it: core/errors.py
+        raise _unreadable("cut off") from None
+    body = b"".join(chunks)
+    coding = content_coding(response.raw_headers)
+    if coding:
+        body = _inflated(body, coding)
+    try:
+        body = ticket.filtered(body)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError among them
+        raise _unreadable("not a model list") from None
+    headers = [
+        (name, value)
+        for name, value in response.raw_headers
+        if name.lower() not in (b"content-length", b"content-encoding")
+    ]
+    headers.append((b"content-length", str(len(body)).encode()))
+    return FilteredList(response.status_code, headers, body)
+
+
+def _inflated(body: bytes, coding: bytes) -> bytes:
+    if coding in (b"gzip", b"x-gzip"):
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif coding == b"deflate":
+        inflater = zlib.decompressobj()
+    else:
+        raise _unreadable(f"compressed as {coding[:40].decode('latin-1')!r}")
+    try:
+        data = inflater.decompress(body, MAX_LIST_BYTES)
+    except zlib.error:
+        raise _unreadable("its compression is broken") from None
+    if inflater.unconsumed_tail:
+        raise _unreadable("too large")
+    return data
