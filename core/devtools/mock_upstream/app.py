@@ -18,6 +18,7 @@ from core.devtools.mock_upstream.compat import serve_compat
 from core.devtools.mock_upstream.errors import error_payload, is_gemini_path, not_found
 from core.devtools.mock_upstream.framing import Reply, dumps, json_body, read_form, send_whole
 from core.devtools.mock_upstream.knobs import Knobs, MockOptions, int_header, read_knobs
+from core.devtools.mock_upstream.model_lists import serve_model_lists
 from core.devtools.mock_upstream.realtime import realtime_session
 from core.devtools.mock_upstream.uploads import ResumableUploads
 from core.types import Receive, Scope, Send
@@ -110,6 +111,8 @@ class MockUpstream:
         status = int_header(headers, "x-mock-status", 0)
         if status:
             await reply.json(status, error_payload(path, status), gemini=is_gemini_path(path))
+            return
+        if await serve_model_lists(scope["method"], path, headers, query, reply):
             return
         if await serve_compat(path, headers, body, reply):  # other providers' OpenAI surfaces
             return
