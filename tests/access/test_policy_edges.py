@@ -133,11 +133,17 @@ async def test_each_cap_holds_when_it_is_the_only_rule(
 # ---- what the route's kind decides -------------------------------------------------------
 
 
-async def test_reading_a_model_description_is_free_even_for_a_model_not_served(
+async def test_a_model_description_is_read_only_for_a_model_served(
     models_only: Proxy,
 ) -> None:
-    """A read spends nothing: the policy is for what generates."""
+    """A read spends nothing, yet a model ALLOWED_MODELS refuses is not one this proxy
+    serves: looked up, it is Gemini's own 404, answered without asking the upstream (whose
+    answer would tell what it serves). A model on the list is looked up there."""
     reply = await models_only.client.get("/gemini/v1beta/models/other-model", headers=AUTH)
+    assert reply.status_code == 404
+    assert reply.json()["error"]["status"] == "NOT_FOUND"
+    assert models_only.forwarded == 0
+    reply = await models_only.client.get("/gemini/v1beta/models/ok-model", headers=AUTH)
     assert reply.status_code == 200
     assert models_only.forwarded == 1
 
