@@ -187,9 +187,10 @@ class Wire:
     # A model lookup names one path segment (Gemini's `/models/{name}`), rather than the
     # rest of the path (ids with `/`: `meta-llama/Llama-3-8B`, `accounts/x/models/y`).
     model_name_is_segment = False
-    # A list page's fields naming its first and last entry, the cursors the next page is
-    # asked from (Anthropic's `after_id` / `before_id`).
-    model_list_ends: tuple[str, str] | None = None
+    # How its list pages: "" (one page), "token" (Gemini: `pageToken` asked for, the next
+    # one answered in `nextPageToken`), "cursor" (Anthropic: `after_id` / `before_id` asked
+    # for, `has_more`, `first_id` and `last_id` answered).
+    model_list_paging = ""
 
     def route(self, method: str, path: str) -> Route:
         raise NotImplementedError
@@ -724,7 +725,7 @@ _ANTHROPIC_FIELDS = (*_ANTHROPIC_INPUT_FIELDS, "output_tokens")
 class AnthropicWire(Wire):
     name = "anthropic"
     usage_keys = (b'"usage"',)
-    model_list_ends = ("first_id", "last_id")
+    model_list_paging = "cursor"
     policed_fields = frozenset({"model", "maxtokens", "stream", "messages", "system", "speed"})
 
     def route(self, method: str, path: str) -> Route:
@@ -837,6 +838,7 @@ class GeminiWire(Wire):
     model_list_field = "models"
     model_name_field = "name"
     model_name_is_segment = True
+    model_list_paging = "token"
     policed_fields = frozenset(
         {
             "model",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
 
 from core.errors import NotFound
 from core.protocols import decoded_path
@@ -121,8 +122,23 @@ class ModelLists:
         return ModelListTicket(rules, request.wire) if request.method == "GET" else None
 
 
+class ListPage:
+    """One page of a model list as the upstream sent it: the document, its entries, those
+    the rules let through. `body` is the bytes it was read from."""
+
+    __slots__ = ("body", "document", "entries", "kept")
+
+    def __init__(self, body: bytes, document: Any, entries: list[Any], kept: list[Any]) -> None:
+        self.body = body
+        self.document = document
+        self.entries = entries
+        self.kept = kept
+
+
 class ModelListTicket:
-    """A model list to relay filtered by `rules`, in `wire`'s shape."""
+    """A model list to relay filtered by `rules`, in `wire`'s shape. The reply side
+    (core/proxy/list_reply.py) reads each page with `page`, asks for the next with
+    `next_query`, and writes the caller's page with `render`."""
 
     needs_usage = False
 
@@ -134,41 +150,75 @@ class ModelListTicket:
     async def settle(self, outcome: Outcome) -> None:
         return None
 
-    def filtered(self, body: bytes) -> bytes:
-        """The list page `body` with only the entries the rules let through, the rest of
-        it as it was (`body` itself when every entry is kept); ValueError when it is not a
-        list this can read, which is then not relayed (a leak is worse than no list)."""
+    def page(self, body: bytes) -> ListPage:
+        """`body` read as a list page; ValueError when it is not a list this can read,
+        which is then not relayed (a leak is worse than no list)."""
         document = json.loads(body)
-        wire = self.wire
         if isinstance(document, list):
             # A bare array of models (some OpenAI-compatible vendors answer so).
-            kept = self._kept(document)
-            return body if len(kept) == len(document) else _dumps(kept)
+            return ListPage(body, document, document, self._kept(document))
         if not isinstance(document, dict):
             raise ValueError("not a JSON object")
-        field = wire.model_list_field
+        field = self.wire.model_list_field
         if field not in document:
             if any(isinstance(value, list) for value in document.values()):
                 raise ValueError(f"no {field!r}, yet a list under another name")
-            return body  # an empty page (Google's JSON leaves an empty list out)
+            return ListPage(body, document, [], [])  # Google's JSON leaves an empty list out
         entries = document[field]
         if not isinstance(entries, list):
             raise ValueError(f"{field!r} is not a list")
-        kept = self._kept(entries)
-        if len(kept) == len(entries):
-            return body
-        document[field] = kept
-        ends = wire.model_list_ends
-        if ends is not None:
-            name = wire.model_name_field
-            if kept:
-                # The next page is asked from after the last entry shown: it lists the
-                # refused ones again, which are left out again.
-                document[ends[0]], document[ends[1]] = kept[0][name], kept[-1][name]
-            elif document.get("has_more") is not True:
-                document[ends[0]] = document[ends[1]] = None
-            # else: nothing to show and more to come: the provider's own cursors, the only
-            # ones the next page can be asked from.
+        return ListPage(body, document, entries, self._kept(entries))
+
+    def next_query(self, page: ListPage, query: bytes) -> bytes | None:
+        """The query that asks for the page after `page` (asked with `query`), or None
+        when it is the last."""
+        document = page.document
+        if not isinstance(document, dict):
+            return None
+        paging = self.wire.model_list_paging
+        if paging == "token":
+            token = document.get("nextPageToken")
+            return _with(query, "pageToken", token) if isinstance(token, str) and token else None
+        if paging == "cursor" and document.get("has_more") is True:
+            # Paging backwards (`before_id`) goes on from the first entry, else the last.
+            backward = any(name == "before_id" for name, _ in parse_qsl(query.decode("latin-1")))
+            cursor = document.get("first_id" if backward else "last_id")
+            if isinstance(cursor, str) and cursor:
+                return _with(query, "before_id" if backward else "after_id", cursor)
+        return None
+
+    def render(self, page: ListPage, more: bytes | None, walked: bool) -> bytes:
+        """The caller's page: `page`'s entries the rules let through, every other field as
+        it was, and the way on: `more`, the query of the next page holding any (None: no
+        page after this one shows anything). `walked`: pages were read past `page`, so its
+        own way on may skip some. `page.body` itself when nothing changed."""
+        document = page.document
+        if len(page.kept) == len(page.entries) and not walked:
+            return page.body
+        if isinstance(document, list):
+            return _dumps(page.kept)
+        if page.entries or self.wire.model_list_field in document:
+            document[self.wire.model_list_field] = page.kept
+        paging = self.wire.model_list_paging
+        if paging == "token":
+            if more is None:
+                document.pop("nextPageToken", None)
+            else:
+                document["nextPageToken"] = _param(more, "pageToken")
+        elif paging == "cursor":
+            document["has_more"] = more is not None
+            name = self.wire.model_name_field
+            if page.kept:
+                # The next page is asked from after the last entry shown: the refused ones
+                # past it are read again, and left out again.
+                document["first_id"], document["last_id"] = page.kept[0][name], page.kept[-1][name]
+            elif more is None:
+                document["first_id"] = document["last_id"] = None
+            else:
+                # Nothing shown and more to read past the pages walked: the cursor the next
+                # page is asked from, the only one that goes on.
+                cursor = _param(more, "after_id") or _param(more, "before_id")
+                document["first_id"] = document["last_id"] = cursor
         return _dumps(document)
 
     def _kept(self, entries: list[Any]) -> list[Any]:
@@ -185,6 +235,20 @@ def model_list_ticket(tickets: list[Ticket]) -> ModelListTicket | None:
     for ticket in tickets:
         if isinstance(ticket, ModelListTicket):
             return ticket
+    return None
+
+
+def _with(query: bytes, name: str, value: str) -> bytes:
+    """`query` with `name` set to `value` (added, or replacing what it had)."""
+    pairs = [(n, v) for n, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True)]
+    pairs = [(n, v) for n, v in pairs if n != name] + [(name, value)]
+    return urlencode(pairs).encode("latin-1")
+
+
+def _param(query: bytes, name: str) -> str | None:
+    for found, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if found == name:
+            return value
     return None
 
 

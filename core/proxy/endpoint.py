@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from core.proxy.uploads import UploadSessions
     from core.stages import Check, RawHeaders, ReplyTicket, StoredReply, Ticket
     from core.types import Receive, RequestLog, Scope, Send
-    from core.upstream.client import UpstreamClient
+    from core.upstream.client import UpstreamClient, UpstreamReply
     from core.usage.budget import Budget
     from core.usage.meter import UsageMeter
 
@@ -560,7 +560,9 @@ class ProxyEndpoint:
             if listing is not None and response.status_code == 200:
                 from core.proxy.list_reply import filtered_list
 
-                source = await filtered_list(response, listing)
+                source = await filtered_list(
+                    response, listing, request.query, partial(self.list_page, request)
+                )
             elif recovery is not None and await recovery.applies(request, response):
                 # Continues a Gemini stream that ended unfinished (core/proxy/recovery.py):
                 # the relay reads the spliced stream as it reads any reply.
@@ -617,6 +619,16 @@ class ProxyEndpoint:
             if source is not response:
                 await source.aclose()  # type: ignore[attr-defined]
             await response.aclose()
+
+    async def list_page(self, request: ProxyRequest, query: bytes) -> UpstreamReply:
+        """The same model list asked again with `query` (another page of it), from the
+        target and with the key rotation of any request (core/proxy/list_reply.py)."""
+        asked = request.query
+        request.query = query
+        try:
+            return await self.forward(request, b"")
+        finally:
+            request.query = asked
 
     async def may_continue(
         self, request: ProxyRequest, tickets: list[Ticket], outcome: Outcome, body: bytes

@@ -12,7 +12,7 @@ could name what the caller may not use.
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from core.errors import UpstreamUnreachable, forget_frames
@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 # Far above any provider's list (OpenRouter's, the largest, is a few MB), compressed or not.
 MAX_LIST_BYTES = 32 * 1024 * 1024
+# Pages read past the one asked for, looking for one that shows something: a bound on the
+# upstream calls one list request makes (Gemini's whole catalogue is two pages of 50).
+MAX_PAGES_WALKED = 10
+# Asks the upstream for the same list with another query (another page).
+PageFetch = Callable[[bytes], Awaitable["UpstreamReply"]]
 
 
 class ListUnreadable(UpstreamUnreachable):
@@ -60,8 +65,55 @@ def _unreadable(why: str) -> ListUnreadable:
     )
 
 
-async def filtered_list(response: UpstreamReply, ticket: ModelListTicket) -> FilteredList:
-    """The 200 `response`, a model list, read whole and filtered by `ticket`."""
+async def filtered_list(
+    response: UpstreamReply, ticket: ModelListTicket, query: bytes, fetch: PageFetch
+) -> FilteredList:
+    """The 200 `response`, a model list page asked with `query`, read whole and filtered by
+    `ticket`. A list that pages is read on (`fetch` asks the upstream for another page)
+    until a later page shows something or the list ends, at most `MAX_PAGES_WALKED` pages:
+    the SDKs stop paging at an empty page (the Stainless SDKs), or fail on one
+    (google-genai), so a page comes back empty only at the list's end, and says there is
+    more only where more would show."""
+    try:
+        return await _walk(response, ticket, query, fetch)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError among them
+        raise _unreadable("not a model list") from None
+
+
+async def _walk(
+    response: UpstreamReply, ticket: ModelListTicket, query: bytes, fetch: PageFetch
+) -> FilteredList:
+    page = ticket.page(await _body(response))
+    base = page
+    more = ticket.next_query(page, query)
+    walked = 0
+    while more is not None and walked < MAX_PAGES_WALKED:
+        reply = await fetch(more)
+        try:
+            if reply.status_code != 200:
+                raise _unreadable(f"a further page answered {reply.status_code}")
+            later = ticket.page(await _body(reply))
+        finally:
+            await reply.aclose()
+        walked += 1
+        if later.kept and base.kept:
+            break  # something to show past `base`: the caller is sent there next
+        following = ticket.next_query(later, more)
+        if not base.kept:
+            base = later  # nothing shown before it: the caller gets this page
+        more = following
+    body = ticket.render(base, more, walked > 0)
+    headers = [
+        (name, value)
+        for name, value in response.raw_headers
+        if name.lower() not in (b"content-length", b"content-encoding")
+    ]
+    headers.append((b"content-length", str(len(body)).encode()))
+    return FilteredList(response.status_code, headers, body)
+
+
+async def _body(response: UpstreamReply) -> bytes:
+    """A list page's body whole, inflated; ListUnreadable when it cannot be read."""
     chunks = []
     size = 0
     try:
@@ -75,19 +127,7 @@ async def filtered_list(response: UpstreamReply, ticket: ModelListTicket) -> Fil
         raise _unreadable("cut off") from None
     body = b"".join(chunks)
     coding = content_coding(response.raw_headers)
-    if coding:
-        body = _inflated(body, coding)
-    try:
-        body = ticket.filtered(body)
-    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError among them
-        raise _unreadable("not a model list") from None
-    headers = [
-        (name, value)
-        for name, value in response.raw_headers
-        if name.lower() not in (b"content-length", b"content-encoding")
-    ]
-    headers.append((b"content-length", str(len(body)).encode()))
-    return FilteredList(response.status_code, headers, body)
+    return _inflated(body, coding) if coding else body
 
 
 def _inflated(body: bytes, coding: bytes) -> bytes:

@@ -198,20 +198,27 @@ def test_anthropic_sdk_lists_and_retrieves_only_what_the_caller_may_use(lists: L
     scoped = anthropic_client(lists, lists.scoped)
     assert [m.id for m in unscoped.models.list()] == ["claude-sonnet-4-5", "claude-haiku-4-5"]
     assert [m.id for m in scoped.models.list()] == ["claude-haiku-4-5"]
-    # Paged two at a time: each page filtered, the SDK paging on from the cursors given.
-    assert [m.id for m in unscoped.models.list(limit=2)] == [
+    # Paged one at a time: each page filtered, one that would show nothing read past (the
+    # SDK stops paging at an empty page), and no page promised where none would show.
+    assert [m.id for m in unscoped.models.list(limit=1)] == [
         "claude-sonnet-4-5",
         "claude-haiku-4-5",
     ]
-    first = scoped.models.list(limit=2)
-    assert [m.id for m in first.data] == ["claude-haiku-4-5"]
+    first = unscoped.models.list(limit=1)
     assert (first.first_id, first.last_id, first.has_more) == (
-        "claude-haiku-4-5",
-        "claude-haiku-4-5",
+        "claude-sonnet-4-5",
+        "claude-sonnet-4-5",
         True,
     )
-    assert [m.id for m in scoped.models.list(limit=2)] == ["claude-haiku-4-5"]
-    assert scoped.models.list(limit=2).data[0].display_name == "claude-haiku-4-5"
+    only = scoped.models.list(limit=1)
+    assert [m.id for m in only.data] == ["claude-haiku-4-5"]
+    assert (only.first_id, only.last_id, only.has_more) == (
+        "claude-haiku-4-5",
+        "claude-haiku-4-5",
+        False,
+    )
+    assert only.data[0].display_name == "claude-haiku-4-5"  # the entry's other fields, kept
+    assert [m.id for m in scoped.models.list(limit=1)] == ["claude-haiku-4-5"]
 
     reset_upstream(lists.upstream)
     with pytest.raises(anthropic.NotFoundError) as caught:
@@ -253,11 +260,32 @@ def test_genai_sdk_lists_and_gets_only_what_the_caller_may_use(lists: Lists) -> 
     assert scoped.models.get(model="gemini-2.5-flash").name == "models/gemini-2.5-flash"
 
 
+def test_genai_sdk_pages_through_filtered_pages(lists: Lists) -> None:
+    """One model a page: a page that would show nothing is read past (google-genai's pager
+    fails on an empty page), and the page token goes on only where a model would show."""
+    one = {"page_size": 1}
+    unscoped = gemini_client(lists, lists.unscoped)
+    scoped = gemini_client(lists, lists.scoped)
+    assert [m.name for m in unscoped.models.list(config=one)] == [
+        "models/gemini-2.5-pro",
+        "models/gemini-2.5-flash",
+    ]
+    assert [m.name for m in scoped.models.list(config=one)] == ["models/gemini-2.5-flash"]
+
+
 def test_a_gemini_page_keeps_its_page_token(lists: Lists) -> None:
-    headers = {"x-goog-api-key": lists.scoped}
     url = f"{lists.guarded.url}/gemini/v1beta/models"
-    first = httpx.get(url, params={"pageSize": 2}, headers=headers, timeout=10).json()
-    assert [m["name"] for m in first["models"]] == ["models/gemini-2.5-flash"]
-    assert first["nextPageToken"] == "2"
-    last = httpx.get(url, params={"pageSize": 2, "pageToken": "2"}, headers=headers).json()
-    assert last["models"] == [] and "nextPageToken" not in last
+    unscoped = {"x-goog-api-key": lists.unscoped}
+    first = httpx.get(url, params={"pageSize": 1}, headers=unscoped, timeout=10).json()
+    assert [m["name"] for m in first["models"]] == ["models/gemini-2.5-pro"]
+    assert first["nextPageToken"] == "1"  # the provider's own: its next page shows a model
+    last = httpx.get(url, params={"pageSize": 1, "pageToken": "1"}, headers=unscoped).json()
+    assert [m["name"] for m in last["models"]] == ["models/gemini-2.5-flash"]
+    assert "nextPageToken" not in last  # the page after it would show nothing
+    scoped = {"x-goog-api-key": lists.scoped}
+    reset_upstream(lists.upstream)
+    only = httpx.get(url, params={"pageSize": 1}, headers=scoped, timeout=10).json()
+    assert [m["name"] for m in only["models"]] == ["models/gemini-2.5-flash"]
+    assert "nextPageToken" not in only
+    asked = [r["query"] for r in upstream_requests(lists.upstream)]
+    assert asked == ["pageSize=1", "pageSize=1&pageToken=1", "pageSize=1&pageToken=2"]
