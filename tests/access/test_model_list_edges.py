@@ -1,0 +1,131 @@
+"""Model lists and lookups under ALLOWED_MODELS at their edges, in process: every spelling of
+a lookup path names the model the upstream would read, and a list the proxy cannot read to
+filter is never relayed unfiltered. The SDK-level behaviour is tests/sdk/test_model_lists.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import respx
+
+from core.app import create_app
+from core.config import load_settings
+from tests.support.servers import FAKE_TOKEN, FAKE_UPSTREAM_KEY
+
+AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}"}
+LIST = {
+    "object": "list",
+    "data": [
+        {"id": "gpt-4o", "object": "model", "created": 1, "owned_by": "system"},
+        {"id": "o3", "object": "model", "created": 2, "owned_by": "system"},
+    ],
+}
+
+
+class Proxy:
+    def __init__(self, client: httpx.AsyncClient, upstream: respx.Router) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.reply = httpx.Response(200, json=LIST)
+
+    async def get(self, path: str, **headers: str) -> httpx.Response:
+        return await self.client.get(path, headers={**AUTH, **headers})
+
+    @property
+    def forwarded(self) -> int:
+        return self.upstream.calls.call_count
+
+
+@pytest.fixture()
+async def proxy() -> AsyncIterator[Proxy]:
+    env = {
+        "UPSTREAM_BASE_URL": "https://api.upstream.test/v1",
+        "UPSTREAM_API_KEY": FAKE_UPSTREAM_KEY,
+        "PROXY_ACCESS_TOKEN": FAKE_TOKEN,
+        "GEMINI_API_KEY": "sk-fake-gemini-key-not-real",
+        "GEMINI_UPSTREAM": "https://gemini.upstream.test",
+        "ALLOWED_MODELS": "gpt-4o*,gemini-*",
+        "UPSTREAM_TRANSPORT": "httpx",
+        "ACCESS_LOG": "false",
+    }
+    with respx.mock(assert_all_called=False) as upstream:
+        app = create_app(load_settings(env))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy.test") as c:
+            proxy = Proxy(c, upstream)
+            upstream.route().mock(side_effect=lambda request: proxy.reply)
+            yield proxy
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/models/o3",
+        "/v1/Models/o3",
+        "/v1/models%2Fo3",
+        "/v1/models/o3;v=1",
+        "/v1/models//o3/",
+        "/v1/models/models/o3",
+        "/gemini/v1beta/models/gemma-3",
+        "/gemini/v1beta/models/gemma-3/operations",
+        "/gemini/v1/Models/gemma-3",
+    ],
+)
+async def test_every_spelling_of_a_refused_lookup_is_a_404_asked_of_nobody(
+    proxy: Proxy, path: str
+) -> None:
+    reply = await proxy.get(path)
+    assert reply.status_code == 404, reply.text
+    assert "gemma-3" in reply.text or "o3" in reply.text
+    assert proxy.forwarded == 0
+
+
+async def test_an_allowed_lookup_and_a_list_head_go_through(proxy: Proxy) -> None:
+    proxy.reply = httpx.Response(200, json=LIST["data"][0])  # type: ignore[index]
+    assert (await proxy.get("/v1/models/gpt-4o")).json()["id"] == "gpt-4o"
+    assert (await proxy.client.head("/v1/models", headers=AUTH)).status_code == 200
+    assert proxy.forwarded == 2
+
+
+async def test_a_list_keeps_every_other_field_and_an_error_passes_as_it_came(
+    proxy: Proxy,
+) -> None:
+    reply = await proxy.get("/v1/models")
+    assert reply.json() == {"object": "list", "data": [LIST["data"][0]]}  # type: ignore[index]
+    assert int(reply.headers["content-length"]) == len(reply.content)
+    refusal = {"error": {"message": "bad key", "type": "invalid_request_error"}}
+    proxy.reply = httpx.Response(401, json=refusal)
+    reply = await proxy.get("/v1/models")
+    assert reply.status_code == 401 and reply.json() == refusal
+
+
+async def test_a_bare_array_and_an_empty_gemini_page_are_read(proxy: Proxy) -> None:
+    proxy.reply = httpx.Response(200, json=LIST["data"])
+    assert [m["id"] for m in (await proxy.get("/v1/models")).json()] == ["gpt-4o"]
+    proxy.reply = httpx.Response(200, json={})
+    assert (await proxy.get("/gemini/v1beta/models")).json() == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b"o3 gpt-4o", {"content-type": "text/plain"}),
+        (json.dumps({"models": LIST["data"]}).encode(), {}),  # another list name
+        (json.dumps({"data": {"o3": {}}}).encode(), {}),
+        (b"\x8b\x00not-brotli", {"content-encoding": "br"}),
+    ],
+    ids=["not-json", "other-list-name", "data-not-a-list", "brotli"],
+)
+async def test_a_list_that_cannot_be_filtered_is_not_relayed(
+    proxy: Proxy, body: bytes, headers: dict[str, str]
+) -> None:
+    # A stream, not `content`: httpx would inflate (and check) the body here.
+    proxy.reply = httpx.Response(200, stream=httpx.ByteStream(body), headers=headers)
+    reply = await proxy.get("/v1/models")
+    assert reply.status_code == 502
+    assert reply.json()["error"]["code"] == "model_list_unreadable"
+    assert "o3" not in reply.text
+    assert reply.headers.get("x-should-retry") == "false"
