@@ -94,7 +94,7 @@ class RequestRecord:
 
     @property
     def refusal(self) -> str | None:
-        """The proxy's error code (rate_limited, budget_exceeded, ...) or None."""
+        """The proxy's error code (rate_limit_exceeded, insufficient_quota, ...) or None."""
         return self.log.error if self.log is not None else None
 
     @property

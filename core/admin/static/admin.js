@@ -293,7 +293,7 @@ pages.requests = async (view) => {
   // Built once: a live refresh only changes the caller and model lists, never the controls.
   const head = el("div", { id: "request-filters", class: "inline" },
     select("caller", "Caller", []), select("model", "Model", []),
-    select("status", "Status", ["2xx", "4xx", "5xx", "401", "403", "429", "rate_limited", "budget_exceeded"]),
+    select("status", "Status", ["2xx", "4xx", "5xx", "401", "403", "429", "rate_limit_exceeded", "insufficient_quota"]),
     el("div", {}, el("label", { for: "live", text: "Refresh live" }), live));
   const figures = el("div", { id: "request-figures" });
   const table = el("div", { id: "request-list" });
