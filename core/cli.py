@@ -196,8 +196,21 @@ def cmd_check(args: argparse.Namespace) -> int:
         for problem in app.problems:
             print(f"error: {mask_url_passwords(problem)}")
         return 1
+    from core.providers import enabled_providers
+
+    # A deployment of provider routes alone has no default route: say so, and name the
+    # routes it does serve, rather than print an empty target.
+    default = (
+        f"default route /v1 -> {settings.upstream_base_url}"
+        if settings.upstream_base_url
+        else "no default route (UPSTREAM_BASE_URL unset)"
+    )
+    routes = [
+        p.prefix for p in enabled_providers(settings.provider_keys, settings.provider_upstreams)
+    ]
     print(
-        f"ok: default route /v1 -> {settings.upstream_base_url}; "
+        f"ok: {default}; "
+        f"provider routes: {', '.join(routes) or 'none'}; "
         f"{len(settings.access_token_hashes)} access token(s); "
         f"CORS origins: {', '.join(settings.allowed_origins) or 'none (browsers refused)'}; "
         f"dashboard: {'/admin' if settings.admin_token else 'off (ADMIN_TOKEN unset)'}"

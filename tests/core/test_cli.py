@@ -56,6 +56,22 @@ def test_check_ok_summarises_without_secrets() -> None:
     assert "sk-mock" not in result.stdout and "test-caller-token" not in result.stdout
 
 
+def test_check_ok_without_a_default_route_names_the_routes_it_serves() -> None:
+    # Provider routes alone are a valid deployment (docs/model-routing.md): the summary
+    # says there is no default route instead of an empty "/v1 -> ".
+    env = {
+        **CLEAN_ENV,
+        "ANTHROPIC_API_KEY": "fake-anthropic-key-not-real",
+        "PROXY_ACCESS_TOKEN": "test-caller-token-0123456789",
+    }
+    env.pop("ANTHROPIC_UPSTREAM", None)
+    result = subprocess.run([*CLI, "check"], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no default route (UPSTREAM_BASE_URL unset)" in result.stdout
+    assert "provider routes: /anthropic;" in result.stdout
+    assert "-> ;" not in result.stdout and "fake-anthropic" not in result.stdout
+
+
 def test_serve_refuses_to_start_on_bad_config() -> None:
     result = subprocess.run(
         [*CLI, "serve", "--port", str(free_port())],
