@@ -143,8 +143,13 @@ def _connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
     return frozenset(tokens)
 
 
-def upstream_request_headers(headers: RawHeaders) -> RawHeaders:
+def upstream_request_headers(headers: RawHeaders, credential: bytes | None = None) -> RawHeaders:
     """The caller's headers made safe to send upstream; the forward stage adds the key.
+
+    `credential`, the one the caller presented (ProxyRequest.credential): a header that
+    carries it outside the slots above (`X-Auth-Token: <token>`, a client's own header)
+    is dropped too, so the caller's credential reaches no upstream whichever header it
+    rides in.
 
     Every reply is read by the proxy: scrubbed of its keys (core/proxy/scrub.py), and metered
     or cached when those are on. So the upstream is asked for an uncompressed reply
@@ -159,6 +164,9 @@ def upstream_request_headers(headers: RawHeaders) -> RawHeaders:
         and name != b"accept-encoding"
         and not name.startswith(CLIENT_IDENTIFYING_PREFIXES)
     ]
+    if credential is not None and len(credential) >= MIN_CREDENTIAL_LENGTH:
+        # `find`, not `in`: see core/proxy/scrub.py's StreamScrubber.__call__.
+        kept = [(name, value) for name, value in kept if value.find(credential) < 0]
     kept.append((b"accept-encoding", b"identity"))
     return kept
 
@@ -258,6 +266,27 @@ def split_key_param(query: bytes) -> tuple[bytes | None, bytes]:
         else:
             kept.append(part)
     return found, b"&".join(kept)
+
+
+# No credential the proxy accepts is shorter (PROXY_ACCESS_TOKEN's minimum, core/config.py;
+# stored tokens and JWTs are longer): a shorter one is refused at identify, and searching
+# for it in a request's other parts could match ordinary words.
+MIN_CREDENTIAL_LENGTH = 16
+
+
+def credential_in_url(credential: bytes | None, path: str, query: bytes) -> bool:
+    """Whether the caller's credential also sits in the request's path or query (the `key=`
+    parameter taken out): `;key=<token>`, `%3Fkey%3D<token>`, `?api_key=<token>`. A URL
+    cannot be stripped of it without changing what it names, and the whole URL goes to the
+    upstream and the path to the access log."""
+    if credential is None or len(credential) < MIN_CREDENTIAL_LENGTH:
+        return False
+    for part in (path.encode("latin-1", "replace"), query):
+        if part.find(credential) >= 0:
+            return True
+        if part.find(b"%") >= 0 and unquote_to_bytes(part).find(credential) >= 0:
+            return True
+    return False
 
 
 def find_credential(headers: RawHeaders, key_param: bytes | None) -> bytes | None:

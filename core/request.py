@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from core.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
-from core.headers import find_credential, split_key_param
+from core.headers import credential_in_url, find_credential, split_key_param
 from core.protocols import (
     FORM_WITH_MODEL,
     MODERATION,
@@ -396,9 +396,15 @@ def _routed(wire: Wire, method: str, remainder: str) -> tuple[str, Route]:
 
 
 def build_request(
-    scope: Scope, provider: Provider, remainder: str, log: RequestLog | None
+    scope: Scope,
+    provider: Provider,
+    remainder: str,
+    log: RequestLog | None,
+    browser_key: bytes | None = None,
 ) -> ProxyRequest:
-    """The request object for a routed call; BadRequest for what no stage should see."""
+    """The request object for a routed call; BadRequest for what no stage should see.
+    `browser_key`: a WebSocket's credential subprotocol (core/realtime/wire.py), the
+    credential when no header or `key=` carries one."""
     method = scope["method"]
     if method not in ALLOWED_METHODS:
         raise MethodNotAllowed(f"Method {method} is not allowed on this proxy.")
@@ -443,6 +449,17 @@ def build_request(
             f"The parameter {overriding!r} would have the provider read this request "
             "otherwise than the proxy does; send the request without it."
         )
+    credential = find_credential(headers, key_param)
+    if credential is None:
+        credential = browser_key
+    if credential is not None and credential_in_url(credential, remainder, query):
+        if log is not None:
+            # The access log's line and the telemetry that reads it must not carry it either.
+            log.path = log.path.replace(credential.decode("latin-1"), "[redacted]")
+        raise BadRequest(
+            "The request's path or query holds the proxy credential: send it only where "
+            "your SDK puts its key (a header, or Gemini's key= parameter)."
+        )
     return ProxyRequest(
         scope=scope,
         method=method,
@@ -451,7 +468,7 @@ def build_request(
         path=path,
         route=route,
         query=query,
-        credential=find_credential(headers, key_param),
+        credential=credential,
         headers=headers,
         content_length=content_length,
         content_type=content_type,

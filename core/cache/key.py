@@ -91,7 +91,7 @@ def deterministic(request: ProxyRequest, document: dict[str, Any]) -> bool:
 def _material(request: ProxyRequest, document: dict[str, Any], stream: bool, scope: str) -> bytes:
     shaping = sorted(
         (name.decode("latin-1").lower(), value.decode("latin-1").strip())
-        for name, value in upstream_request_headers(request.headers)
+        for name, value in upstream_request_headers(request.headers, request.credential)
         if name.lower() not in NOT_SHAPING and not name.lower().startswith(_NOT_SHAPING_PREFIXES)
     )
     material = {

@@ -50,7 +50,7 @@ class Forwarder:
         if request.query:
             path += "?" + request.query.decode("latin-1")
         # An upstream that compresses anyway is inflated by the scrubber.
-        headers = upstream_request_headers(request.headers)
+        headers = upstream_request_headers(request.headers, request.credential)
         client = self.client
         keys = list(provider.keys.attempts())
         targets = provider.targets

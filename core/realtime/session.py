@@ -164,10 +164,10 @@ def socket_request(
     ]
     # A session spends like a POST: a model-scoped token must name its model.
     http_scope = {**scope, "type": "http", "method": "POST", "headers": headers}
-    request = build_request(http_scope, provider, remainder, log)
+    request = build_request(
+        http_scope, provider, remainder, log, None if browser_key is None else browser_key.encode()
+    )
     request.route = SESSION_ROUTE
-    if request.credential is None and browser_key is not None:
-        request.credential = browser_key.encode()
     return request, protocols
 
 
@@ -388,7 +388,7 @@ class RealtimeEndpoint:
         url = upstream_url(request)
         headers = [
             (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in upstream_request_headers(request.headers)
+            for name, value in upstream_request_headers(request.headers, request.credential)
         ]
         attempts = list(request.provider.keys.attempts())
         session = aiohttp.ClientSession(

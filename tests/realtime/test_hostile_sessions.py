@@ -634,6 +634,41 @@ async def test_subprotocols_cannot_choose_the_account_billed(
     assert upstream.sessions[-1]["subprotocols"] == ["realtime", "openai-beta.realtime-v1"]
 
 
+@pytest.mark.parametrize(
+    ("query", "headers", "offered"),
+    [
+        # The browser's credential subprotocol, and the same token in the query.
+        (f"&t={FAKE_TOKEN}", {}, ["realtime", f"openai-insecure-api-key.{FAKE_TOKEN}"]),
+        # The header slot, and the token again in another header: dropped, not refused.
+        ("", {"authorization": f"Bearer {FAKE_TOKEN}", "x-auth-token": FAKE_TOKEN}, ["realtime"]),
+    ],
+)
+async def test_a_sessions_credential_reaches_no_upstream_wherever_it_rides(
+    start_proxy: ProxyFactory,
+    upstream: FakeRealtime,
+    query: str,
+    headers: dict[str, str],
+    offered: list[str],
+) -> None:
+    with start_proxy() as proxy:
+        url = ws_url(proxy.url) + "/v1/realtime?model=gpt-realtime" + query
+        try:
+            async with websockets.connect(
+                url,
+                subprotocols=offered,  # type: ignore[arg-type]
+                additional_headers=headers,
+            ) as socket:
+                await socket.recv()  # session.created
+        except websockets.InvalidStatus as refused:
+            # The token in the URL: refused at the handshake, in the route's shape.
+            assert query
+            assert refused.response.status_code == 400
+            assert b"credential" in refused.response.body
+        else:
+            assert not query
+    assert FAKE_TOKEN not in json.dumps(upstream.sessions)
+
+
 async def test_a_caller_hanging_up_mid_response_is_charged_its_reservation(
     start_proxy: ProxyFactory, upstream: FakeRealtime
 ) -> None:

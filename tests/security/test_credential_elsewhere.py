@@ -1,0 +1,116 @@
+"""The caller's credential reaches no upstream and no log line, wherever in the request the
+caller puts it besides its slot: another header, the path (`;key=`, an escaped `?key=`),
+another query parameter. Over loopback sockets, against an upstream that records what it
+was sent."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.metered import metered
+from tests.support.scripted_upstream import ScriptedUpstream
+from tests.support.servers import FAKE_TOKEN, RunningServer
+
+JSON = [("content-type", "application/json")]
+
+
+def _ok(request: dict[str, Any]) -> Any:
+    return 200, JSON, [(0, b'{"object": "list", "data": []}')]
+
+
+@pytest.fixture(scope="module")
+def upstream() -> ScriptedUpstream:
+    return ScriptedUpstream(_ok)
+
+
+@pytest.fixture(scope="module")
+def proxy(upstream: ScriptedUpstream) -> Iterator[RunningServer]:
+    with metered(upstream, ACCESS_LOG="true") as running:
+        yield running
+
+
+def _sent_upstream(upstream: ScriptedUpstream) -> str:
+    return "\n".join(str(seen) for seen in upstream.seen)
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["x-auth-token", "x-access-token", "openai-api-key", "x-original-authorization", "token"],
+)
+@pytest.mark.parametrize(
+    ("path", "slot"),
+    [
+        ("/v1/models", {"authorization": f"Bearer {FAKE_TOKEN}"}),
+        ("/anthropic/v1/models", {"x-api-key": FAKE_TOKEN}),
+        ("/gemini/v1beta/models", {"x-goog-api-key": FAKE_TOKEN}),
+        (f"/gemini/v1beta/models?key={FAKE_TOKEN}", {}),
+    ],
+)
+def test_a_credential_in_another_header_is_not_forwarded(
+    proxy: RunningServer, upstream: ScriptedUpstream, header: str, path: str, slot: dict[str, str]
+) -> None:
+    upstream.seen.clear()
+    headers = {**slot, header: FAKE_TOKEN, "x-kept": "kept"}
+    reply = httpx.get(proxy.url + path, headers=headers, timeout=10)
+    assert reply.status_code == 200, reply.text
+    assert len(upstream.seen) == 1
+    assert upstream.seen[0].headers.get("x-kept") == "kept"  # the other headers still go
+    assert header not in upstream.seen[0].headers
+    assert FAKE_TOKEN not in _sent_upstream(upstream)
+
+
+@pytest.mark.parametrize(
+    ("path", "shape"),
+    [
+        (f"/gemini/v1beta/models;key={FAKE_TOKEN}", "gemini"),
+        (f"/gemini/v1beta/models/x:generateContent%3Fkey%3D{FAKE_TOKEN}", "gemini"),
+        # Escaped, so the raw path does not show it and the decoded one does.
+        ("/v1/models/" + FAKE_TOKEN.replace("-", "%2D"), "openai"),
+        (f"/v1/models?api_key={FAKE_TOKEN}", "openai"),
+        ("/anthropic/v1/models?token=" + FAKE_TOKEN.replace("-", "%2d"), "anthropic"),
+    ],
+)
+def test_a_credential_in_the_url_is_refused_and_not_logged(
+    proxy: RunningServer,
+    upstream: ScriptedUpstream,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    shape: str,
+) -> None:
+    upstream.seen.clear()
+    headers = {
+        "openai": {"authorization": f"Bearer {FAKE_TOKEN}"},
+        "anthropic": {"x-api-key": FAKE_TOKEN},
+        "gemini": {"x-goog-api-key": FAKE_TOKEN},
+    }[shape]
+    logger = logging.getLogger("llm_proxy")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="llm_proxy"):
+            reply = httpx.get(proxy.url + path, headers=headers, timeout=10)
+            deadline = time.monotonic() + 5
+            while not _access_lines(caplog) and time.monotonic() < deadline:
+                time.sleep(0.01)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert "credential" in error["message"]
+    if shape == "gemini":
+        assert error["status"] == "INVALID_ARGUMENT"
+    elif shape == "anthropic":
+        assert reply.json()["type"] == "error"
+    assert upstream.seen == []
+    lines = _access_lines(caplog)
+    assert lines, "no access-log line"
+    assert FAKE_TOKEN not in caplog.text
+
+
+def _access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "llm_proxy.access"]
