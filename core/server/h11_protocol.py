@@ -20,10 +20,34 @@ from core.server.bounds import BoundedConnection
 from core.server.refusals import HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE, NOT_HTTP
 
 
+def _framed_twice(event: object) -> bool:
+    """A request head with both Content-Length and Transfer-Encoding. llhttp (the httptools
+    server) refuses one; h11 reads the chunks and ignores the length, so behind a front end
+    that honours Content-Length the bytes after the last chunk, body to the front end, would
+    be a next request to this server: one the front end never saw (request smuggling, RFC
+    9112 6.1). Refused here too, as not valid HTTP: both servers answer it alike."""
+    if type(event) is not h11.Request:
+        return False
+    names = {name for name, _ in event.headers}
+    return b"content-length" in names and b"transfer-encoding" in names
+
+
 class BoundedH11Protocol(BoundedConnection, H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.init_bounds()
+        # uvicorn reads every event through this one connection's next_event (one h11
+        # Connection per socket, kept across keep-alive cycles) and answers the
+        # RemoteProtocolError with send_400_response, below.
+        next_event = self.conn.next_event
+
+        def checked_next_event() -> Any:
+            event = next_event()
+            if _framed_twice(event):
+                raise h11.RemoteProtocolError("Content-Length and Transfer-Encoding both set")
+            return event
+
+        self.conn.next_event = checked_next_event  # type: ignore[method-assign]
 
     def awaiting_head(self) -> bool:
         return self.conn.their_state is h11.IDLE

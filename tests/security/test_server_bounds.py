@@ -214,6 +214,31 @@ def test_ordinary_requests_are_untouched(server: tuple[RunningServer, int]) -> N
     assert set(many) == {200}
 
 
+def test_a_head_framed_both_ways_is_refused_not_read_as_two_requests(
+    server: tuple[RunningServer, int],
+) -> None:
+    """Content-Length and Transfer-Encoding both: a front end that honours the length passes
+    the bytes after the last chunk as body; a server that reads the chunks would take them
+    for a next request the front end never saw. Both parsers refuse the head instead."""
+    proxy, _ = server
+    smuggled = b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    body = b"0\r\n\r\n" + smuggled
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\ntransfer-encoding: chunked\r\n\r\n" % len(body)
+    )
+    with connect(proxy.port) as sock:
+        sock.sendall(head + body)
+        data = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                data += chunk
+    assert data.count(b"HTTP/1.1 ") == 1, data  # one reply: no second request was read
+    status, reply_body = data.split(b" ", 2)[1], data.partition(b"\r\n\r\n")[2]
+    assert status == b"400"
+    assert json.loads(reply_body)["error"]["code"] == "bad_request"
+
+
 def test_worker_processes_have_the_bounds_too() -> None:
     """`llm-proxy serve --workers 2`: each worker unpickles the server config, protocol
     class and limits included."""
