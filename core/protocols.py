@@ -38,19 +38,34 @@ FREE = Route("free", "read")
 # Free where the provider's record says so (`free_moderation`: OpenAI), unreadable elsewhere
 # (Mistral bills its moderation, and other vendors may): core/request.py decides.
 MODERATION = Route("free", "moderations")
-# Audio transcriptions and translations, image edits and variations, video creation: a
-# multipart form that names its model in a field (read by core/form_fields.py), a reply
-# the meter cannot read.
+# Audio transcriptions and translations: a multipart form that names its model in a field
+# (read by core/form_fields.py), a reply the meter cannot read. Their text is bounded by
+# the audio sent, not by an output cap.
 FORM_WITH_MODEL = Route("unreadable", "form")
 UNREADABLE = Route("unreadable", "other")
 # Batches generate text later, outside any reply the meter or the policy could read.
 _BATCH = Route("unreadable", "batch", generates=True)
 # Routes that generate text in a shape the policy does not read (an Assistants run, with
-# the assistant's model and its own cap; Ollama's native chat, capped by num_predict;
-# Anthropic's legacy completions; Gemini's grounded answers; an OpenAI-compatible vendor's
-# Anthropic-compatible /v1/messages): refused while MAX_TOKENS_CAP or MAX_MESSAGES is set,
-# as a batch is, rather than read as routes that generate nothing.
+# the assistant's model and its own cap; an eval's run; Ollama's native chat, capped by
+# num_predict; Anthropic's legacy completions; Gemini's grounded answers; an
+# OpenAI-compatible vendor's Anthropic-compatible /v1/messages): refused while
+# MAX_TOKENS_CAP or MAX_MESSAGES is set, as a batch is, rather than read as routes that
+# generate nothing.
 _GENERATES_UNREAD = Route("unreadable", "generates-unread", generates=True)
+# Images, speech and video: written by a model and billed by what it writes (gpt-image-1's
+# image tokens, gpt-4o-mini-tts's audio tokens, Sora's seconds, `n` of each), with no
+# field MAX_TOKENS_CAP reads. Refused while it is set; they have no conversation for
+# MAX_MESSAGES to count. MEDIA_FORM names its model in a form field (image edits and
+# variations, video creation) or in a JSON body.
+MEDIA = Route("unreadable", "media", generates=True)
+MEDIA_FORM = Route("unreadable", "media-form", generates=True)
+WRITES_MEDIA = frozenset({MEDIA, MEDIA_FORM})
+MODEL_IN_FORM = frozenset({FORM_WITH_MODEL, MEDIA_FORM})
+# A POST under /conversations: OpenAI's Conversations API stores items and generates
+# nothing, Mistral's (start, append, restart) runs a model or an agent, with its cap in
+# `completion_args`. Read as the latter unless the provider's record says its host is
+# OpenAI's (`conversations_store_only`): core/request.py decides, as for moderation.
+CONVERSATION = Route("unreadable", "conversation", generates=True)
 # Ephemeral keys for realtime sessions the caller then opens with the provider directly.
 EPHEMERAL_KEY = Route("minting", "ephemeral-key")
 # A provider-side realtime session made over HTTP (WebRTC's SDP offer, a SIP call's accept):
@@ -551,6 +566,11 @@ def _ends(path: str, *suffixes: str) -> bool:
     return any(path.endswith(suffix) for suffix in suffixes)
 
 
+# OpenAI's generating routes, served beside another protocol's own (Anthropic's OpenAI SDK
+# compatibility at /v1/chat/completions).
+_OPENAI_GENERATING = ("/chat/completions", "/completions", "/responses")
+
+
 def _cancels_response(path: str) -> bool:
     """`/responses/{id}/cancel`: one id segment, nothing else. The only free POST under
     /responses/ besides input_tokens; reading, listing and deleting are GET and DELETE."""
@@ -564,6 +584,55 @@ def _runs_assistant(path: str) -> bool:
     (`.../runs/{id}/submit_tool_outputs` generates on)."""
     _, found, tail = path.partition("/threads/")
     return bool(found) and "runs" in tail.split("/")
+
+
+def _runs_eval(path: str) -> bool:
+    """An eval's run (`/evals/{id}/runs`): it samples the model under test over a data set,
+    capped by `sampling_params`, billed as completions."""
+    _, found, tail = path.partition("/evals/")
+    return bool(found) and "runs" in tail.split("/")
+
+
+def _after(path: str, segment: str) -> list[str] | None:
+    """The segments after the last `segment` of the path, None when it has none."""
+    segments = path.split("/")
+    if segment not in segments:
+        return None
+    return segments[len(segments) - segments[::-1].index(segment) :]
+
+
+def _batch_route(path: str) -> Route | None:
+    """A batch: OpenAI's (Groq's, Together's, xAI's) `/batches`, xAI's
+    `/batches/{id}/requests` (which adds requests to one), Mistral's `/batch/jobs`, an
+    Anthropic-compatible `/messages/batches`. Cancelling one spends nothing."""
+    tail = _after(path, "batches")
+    if tail is not None:
+        return None if tail[-1:] == ["cancel"] else _BATCH
+    return _BATCH if _ends(path, "/batch/jobs") else None
+
+
+def _media_route(path: str) -> Route | None:
+    """Images, speech and video (OpenAI's and the vendors' that copy its paths: xAI,
+    Together, Groq, Zhipu's `/videos/generations`), and Fireworks' image workflows."""
+    if _ends(path, "/images/edits", "/images/variations", "/videos"):
+        return MEDIA_FORM
+    segments = path.split("/")
+    if (
+        _ends(path, "/images/generations", "/audio/speech")
+        or "videos" in segments[:-1]  # a remix, an extension, Zhipu's generations
+        or "workflows" in segments
+    ):
+        return MEDIA
+    return None
+
+
+def _conversation_route(path: str) -> Route | None:
+    """A POST under /conversations: adding items to one (OpenAI) generates nothing; the
+    rest (Mistral's start, append and restart) may generate."""
+    tail = _after(path, "conversations")
+    if tail is None:
+        return None
+    return UNREADABLE if tail[1:2] == ["items"] else CONVERSATION
 
 
 class OpenAIWire(Wire):
@@ -595,13 +664,16 @@ class OpenAIWire(Wire):
         if _ends(path, "/chat/completions"):
             return Route("metered", "chat", generates=True)
         if _ends(path, "/completions"):
+            # Legacy completions, and the same shape elsewhere: Mistral's /fim/completions
+            # and /agents/completions, DeepSeek's /beta/completions.
             return Route("metered", "completions", generates=True)
         if _ends(path, "/responses"):
             return Route("metered", "responses", generates=True)
         if _ends(path, "/embeddings"):
             return Route("metered", "embeddings")
-        if _ends(path, "/batches"):
-            return _BATCH
+        batch = _batch_route(path)
+        if batch is not None:
+            return batch
         if _ends(path, "/responses/compact"):
             # Compaction runs the model over the conversation and bills it; its reply is a
             # Responses object (`response.compaction`) with Responses usage.
@@ -611,30 +683,42 @@ class OpenAIWire(Wire):
             return realtime
         if _ends(path, "/moderations"):
             return MODERATION
-        if _ends(
-            path,
-            "/audio/transcriptions",
-            "/audio/translations",
-            "/images/edits",
-            "/images/variations",
-            # Sora's video creation: a form (or JSON) naming its model, billed per second.
-            "/videos",
-        ):
+        if _ends(path, "/audio/transcriptions", "/audio/translations"):
             return FORM_WITH_MODEL
+        media = _media_route(path)
+        if media is not None:
+            return media
         if _ends(path, "/responses/input_tokens") or _cancels_response(path):
             # Counting tokens, cancelling a background response.
             return FREE
-        if _runs_assistant(path) or _ends(path, "/api/chat", "/api/generate"):
+        if "responses" in path.split("/")[:-1]:
+            # Any other POST under /responses/ (a route OpenAI adds later) may generate.
             return _GENERATES_UNREAD
-        if path == "/messages" or _ends(path, "/v1/messages", "/invocations"):
+        if (
+            _runs_assistant(path)
+            or _runs_eval(path)
+            # Ollama's native /api/chat and /api/generate; TGI's (and vLLM's and SGLang's
+            # own servers') /generate and /generate_stream; a fine-tuning grader's run,
+            # which may sample a grader model.
+            or _ends(path, "/api/chat", "/generate", "/generate_stream", "/graders/run")
+        ):
+            return _GENERATES_UNREAD
+        if path in ("/messages", "/complete") or _ends(
+            path, "/v1/messages", "/v1/complete", "/invocations"
+        ):
             # A vendor's Anthropic-compatible Messages API beside its OpenAI one (DeepSeek's
             # and Moonshot's under /anthropic, vLLM's and Ollama's, a gateway's on the default
-            # route, whose /v1 is its prefix) and vLLM's SageMaker-style /invocations (a chat
-            # or a completion, by its body): they generate, in a shape this protocol does not
-            # read. Taken for routes that generate nothing, MAX_TOKENS_CAP and MAX_MESSAGES let
-            # them by. (An Assistants thread's /threads/{id}/messages generates nothing.)
+            # route, whose /v1 is its prefix), xAI's Anthropic-compatible legacy /v1/complete,
+            # and vLLM's SageMaker-style /invocations (a chat or a completion, by its body):
+            # they generate, in a shape this protocol does not read. Taken for routes that
+            # generate nothing, MAX_TOKENS_CAP and MAX_MESSAGES let them by. (An Assistants
+            # thread's /threads/{id}/messages generates nothing.)
             return _GENERATES_UNREAD
-        # Anything else (a route OpenAI adds later under /responses/ among them) may spend.
+        conversation = _conversation_route(path)
+        if conversation is not None:
+            return conversation
+        # Anything else (files, fine-tuning jobs, vector stores) may spend, and is refused
+        # while usage is capped; it generates nothing an output cap bounds.
         return UNREADABLE
 
     def usage_in(self, event: Any) -> dict[str, Any] | None:
@@ -737,8 +821,11 @@ class AnthropicWire(Wire):
             return _BATCH
         if _ends(path, "/messages"):
             return Route("metered", "messages", generates=True)
-        if _ends(path, "/complete"):
-            return _GENERATES_UNREAD  # legacy Text Completions (max_tokens_to_sample)
+        if _ends(path, "/complete", *_OPENAI_GENERATING) or "/experimental/" in path:
+            # Legacy Text Completions (max_tokens_to_sample); the OpenAI SDK compatibility
+            # (/v1/chat/completions), in OpenAI's shape; the prompt tools
+            # (/v1/experimental/generate_prompt, improve_prompt, templatize_prompt).
+            return _GENERATES_UNREAD
         return UNREADABLE
 
     def usage_in(self, event: Any) -> dict[str, Any] | None:
@@ -862,13 +949,21 @@ class GeminiWire(Wire):
             return Route("metered", "generate", generates=True)
         if path.endswith(":counttokens"):
             return FREE
-        if path.endswith(":batchgeneratecontent"):
-            return _BATCH
-        if path.endswith(":generateanswer"):
-            return _GENERATES_UNREAD  # the AQA model's grounded answers
-        if path.endswith("/interactions"):
+        # The method a path calls on its resource (`models/m:predict`), "" when none.
+        _, colon, verb = path.rpartition("/")[2].rpartition(":")
+        verb = verb if colon else ""
+        if "generate" in verb and "batch" in verb:
+            return _BATCH  # :batchGenerateContent, and a batch's updateGenerateContentBatch
+        if "generate" in verb:
+            # Every other generating method: the AQA model's :generateAnswer, PaLM's
+            # :generateText and :generateMessage, any added later.
+            return _GENERATES_UNREAD
+        if "predict" in verb:
+            return MEDIA  # Imagen's :predict, Veo's :predictLongRunning
+        if path.endswith("/interactions") or _ends(path, *_OPENAI_GENERATING):
             # The Interactions API: a model's turn or an agent's run (Deep Research), capped
-            # by its own generation_config, in a shape the policy does not read.
+            # by its own generation_config, in a shape the policy does not read; an
+            # OpenAI-shaped generation reached past the /gemini/v1beta/openai route.
             return _GENERATES_UNREAD
         if _squashed(path).endswith("/authtokens"):
             return EPHEMERAL_KEY

@@ -162,6 +162,10 @@ class Provider:
     # Its /moderations costs nothing (OpenAI's does; Mistral bills its own): then free to
     # every caller, otherwise a route the proxy cannot meter (refused while capped).
     free_moderation: bool = False
+    # Its /conversations is OpenAI's Conversations API, which stores items and generates
+    # nothing; elsewhere a POST there (Mistral's Conversations API) runs a model, and is
+    # held to the caps as a generating route the policy cannot read (core/protocols.py).
+    conversations_store_only: bool = False
     # The SDK that suits the route, and the path after the prefix its base URL takes
     # (the dashboard's snippets, core/admin/api.py).
     sdk: str = "openai"
@@ -212,7 +216,9 @@ OPENAI_SURFACE = OpenAISurface()
 # Each upstream is chosen so that a vendor's SDK base URL is `<proxy>/<name>` plus the path
 # the vendor documents after its host (docs/providers.md lists them).
 CATALOGUE: tuple[Provider, ...] = (
-    _compatible("openai", "https://api.openai.com", free_moderation=True),
+    _compatible(
+        "openai", "https://api.openai.com", free_moderation=True, conversations_store_only=True
+    ),
     Provider(
         name="anthropic",
         prefix="/anthropic",
@@ -268,6 +274,7 @@ CATALOGUE: tuple[Provider, ...] = (
         key_template="{key}",
         env="AZURE_OPENAI",
         model_in_path="/deployments/",
+        conversations_store_only=True,
         sdk="azure-openai",
         sdk_path="",
     ),
@@ -336,6 +343,13 @@ def default_provider(base_url: str, api_key: str) -> Provider:
     # A comma list rotates, as for every provider's key variable.
     keys = tuple(k.strip() for k in api_key.split(",") if k.strip())
     first, *more = split_upstreams(base_url)
+    # What the catalogue says of the host (OpenAI's: free moderation, conversations that
+    # generate nothing) holds only where the default route points at that host.
+    hosts = [
+        record
+        for record in CATALOGUE
+        if record.upstream and (first == record.upstream or first.startswith(record.upstream + "/"))
+    ]
     return Provider(
         name="default",
         prefix="/v1",
@@ -344,13 +358,8 @@ def default_provider(base_url: str, api_key: str) -> Provider:
         api_keys=keys,
         error_shape="openai",
         sdk_path="",
-        # Free moderation only where the catalogue says the host gives it (OpenAI's).
-        free_moderation=any(
-            record.free_moderation
-            and record.upstream
-            and (first == record.upstream or first.startswith(record.upstream + "/"))
-            for record in CATALOGUE
-        ),
+        free_moderation=any(record.free_moderation for record in hosts),
+        conversations_store_only=any(record.conversations_store_only for record in hosts),
     )
 
 

@@ -18,7 +18,8 @@ from urllib.parse import unquote
 from core.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
 from core.headers import credential_in_url, find_credential, split_key_param
 from core.protocols import (
-    FORM_WITH_MODEL,
+    CONVERSATION,
+    MODEL_IN_FORM,
     MODERATION,
     UNREADABLE,
     AmbiguousModel,
@@ -335,7 +336,7 @@ class ProxyRequest:
                 resource = path.split(":", 1)[0].strip("/").split("/")
                 if len(resource) >= 2:
                     return "/".join(resource[-2:])
-        if self.route is FORM_WITH_MODEL:
+        if self.route in MODEL_IN_FORM:
             # Transcriptions, image edits: the model is a form field. Loaded on first use
             # (its patterns are compiled at import), as few deployments see these routes.
             from core.form_fields import form_field, is_form
@@ -411,6 +412,8 @@ def build_request(
     path, route = _routed(provider.wire, method, remainder)
     if route is MODERATION and not provider.free_moderation:
         route = UNREADABLE
+    elif route is CONVERSATION and provider.conversations_store_only:
+        route = UNREADABLE  # OpenAI's Conversations API stores items, generates nothing
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     content_length: int | None = None
     content_type = b""

@@ -6,8 +6,10 @@ core/realtime/): each must name a model on the list, since one that names none g
 provider's default; only reads and file uploads name none. The caps hold for every route
 that generates text (the provider's protocol says which: core/protocols.py). What the
 policy cannot read is refused while it is on: a compressed or non-JSON body on a
-generating route, batch routes, whose requests run later outside any reply, and realtime
-sessions and the keys minted for them, whose responses run in frames no body check reads.
+generating route, batch routes, whose requests run later outside any reply, generating
+routes in shapes it does not read (an Assistants run, Mistral's conversations), images,
+speech and video (under MAX_TOKENS_CAP), and realtime sessions and the keys minted for
+them, whose responses run in frames no body check reads.
 
 A refusal names its rule (the setting) so whoever reads the error knows what to change:
 403 for a model the deployment does not serve, 400 for a request shape over a cap. The
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.errors import BadRequest, Forbidden
-from core.protocols import FORM_WITH_MODEL, OTHER_OUTPUT_CAPS, UnreadableCount
+from core.protocols import MODEL_IN_FORM, OTHER_OUTPUT_CAPS, WRITES_MEDIA, UnreadableCount
 
 if TYPE_CHECKING:
     from core.protocols import Route
@@ -41,7 +43,7 @@ def runs_a_model(route: Route) -> bool:
     token opens any Live model), so under ALLOWED_MODELS such a request must name one. Only
     an unreadable route that generates nothing (a file upload) may name none; a form that
     runs a model (a transcription, an image edit) runs the provider's default without one."""
-    return route.kind != "unreadable" or route.generates or route is FORM_WITH_MODEL
+    return route.kind != "unreadable" or route.generates or route in MODEL_IN_FORM
 
 
 class PolicyRefused(BadRequest):
@@ -93,6 +95,14 @@ class RequestPolicy:
             )
         if not route.generates:
             return None
+        if route in WRITES_MEDIA:
+            if not self.max_tokens_cap:
+                return None  # an image or a voice-over has no conversation to count
+            raise PolicyRefused(
+                f"Policy MAX_TOKENS_CAP: {request.remainder[:200]!r} writes images, audio or "
+                "video, billed by how much it writes, and no field of it is one the proxy "
+                "can hold to MAX_TOKENS_CAP: refused while it is set."
+            )
         if route.kind == "unreadable":
             what = "a batch" if route.name == "batch" else "its caps are not ones it reads"
             raise PolicyRefused(
