@@ -698,9 +698,19 @@ class OpenAIWire(Wire):
             _runs_assistant(path)
             or _runs_eval(path)
             # Ollama's native /api/chat and /api/generate; TGI's (and vLLM's and SGLang's
-            # own servers') /generate and /generate_stream; a fine-tuning grader's run,
-            # which may sample a grader model.
-            or _ends(path, "/api/chat", "/generate", "/generate_stream", "/graders/run")
+            # own servers') /generate, /generate_stream and bare `/`; llama.cpp's server's
+            # /completion and /infill; a fine-tuning grader's run, which may sample a
+            # grader model.
+            or path == "/"
+            or _ends(
+                path,
+                "/api/chat",
+                "/generate",
+                "/generate_stream",
+                "/completion",
+                "/infill",
+                "/graders/run",
+            )
         ):
             return _GENERATES_UNREAD
         if path in ("/messages", "/complete") or _ends(

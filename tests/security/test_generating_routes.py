@@ -133,7 +133,11 @@ GENERATING = [
     ("/vllm", "/v1/responses", "read"),
     ("/vllm", "/v1/messages", "refused"),
     ("/vllm", "/invocations", "refused"),
-    ("/vllm", "/generate", "refused"),
+    ("/vllm", "/generate", "refused"),  # TGI's and SGLang's native routes too
+    ("/vllm", "/generate_stream", "refused"),
+    ("/vllm", "/", "refused"),  # TGI: a POST to its root generates
+    ("/vllm", "/completion", "refused"),  # llama.cpp's server
+    ("/vllm", "/infill", "refused"),
     ("/ollama", "/v1/chat/completions", "read"),
     ("/ollama", "/api/chat", "refused"),
     ("/ollama", "/api/generate", "refused"),
@@ -219,6 +223,33 @@ def capped(mock_upstream: RunningServer) -> Iterator[RunningServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def token_limited(mock_upstream: RunningServer) -> Iterator[RunningServer]:
+    """The same providers under a per-caller token limit (no policy caps)."""
+    env = proxy_env(
+        mock_upstream.url, **all_providers_env(mock_upstream.url), RATE_LIMIT_TOKENS=str(10**9)
+    )
+    with serve_in_thread(create_app(load_settings(env))) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def caller() -> Iterator[httpx.Client]:
+    """One client for the module's requests (a client per request spends most of its time
+    setting up TLS contexts it never uses)."""
+    with httpx.Client(headers=AUTH, timeout=10) as client:
+        yield client
+
+
+def reset(caller: httpx.Client, upstream: RunningServer) -> None:
+    caller.post(f"{upstream.url}/_mock/reset")
+
+
+def received(caller: httpx.Client, upstream: RunningServer) -> list[dict[str, Any]]:
+    """What the mock upstream received since the last reset."""
+    return list(caller.get(f"{upstream.url}/_mock/requests").json())
+
+
 def error_message(prefix: str, reply: httpx.Response) -> str:
     """The refusal's message, read in the shape the caller's SDK reads for that route."""
     body = reply.json()
@@ -231,35 +262,45 @@ def error_message(prefix: str, reply: httpx.Response) -> str:
 
 @pytest.mark.parametrize(("prefix", "path", "how"), GENERATING)
 def test_an_over_cap_generation_never_reaches_the_upstream(
-    capped: RunningServer, mock_upstream: RunningServer, prefix: str, path: str, how: str
+    capped: RunningServer,
+    mock_upstream: RunningServer,
+    caller: httpx.Client,
+    prefix: str,
+    path: str,
+    how: str,
 ) -> None:
-    reset_upstream(mock_upstream)
-    reply = httpx.post(f"{capped.url}{prefix}{path}", json=OVER_CAP, headers=AUTH, timeout=10)
+    reset(caller, mock_upstream)
+    reply = caller.post(f"{capped.url}{prefix}{path}", json=OVER_CAP)
     assert 400 <= reply.status_code < 500, reply.text
     message = error_message(prefix, reply)
     if how == "read":
         assert f"is {OVER}; this proxy allows at most {CAP}" in message, message
     elif how == "refused":
         assert "MAX_TOKENS_CAP" in message, message
-    assert upstream_requests(mock_upstream) == []
     # The same route in any spelling an upstream reads as it is refused as well.
     for spelled in spellings(path):
-        reply = httpx.post(
-            f"{capped.url}{prefix}{spelled}", json=OVER_CAP, headers=AUTH, timeout=10
-        )
+        reply = caller.post(f"{capped.url}{prefix}{spelled}", json=OVER_CAP)
         assert 400 <= reply.status_code < 500, (spelled, reply.text)
-        assert upstream_requests(mock_upstream) == [], spelled
+    assert received(caller, mock_upstream) == []
 
 
 @pytest.mark.parametrize(("method", "prefix", "path"), NOT_GENERATING)
 def test_a_route_that_generates_nothing_is_not_refused(
-    capped: RunningServer, mock_upstream: RunningServer, method: str, prefix: str, path: str
+    capped: RunningServer,
+    mock_upstream: RunningServer,
+    caller: httpx.Client,
+    method: str,
+    prefix: str,
+    path: str,
 ) -> None:
-    reset_upstream(mock_upstream)
+    reset(caller, mock_upstream)
     body = OVER_CAP if method == "POST" else None
-    reply = httpx.request(method, f"{capped.url}{prefix}{path}", json=body, headers=AUTH)
+    reply = caller.request(method, f"{capped.url}{prefix}{path}", json=body)
     assert "MAX_TOKENS_CAP" not in reply.text, reply.text
-    assert len(upstream_requests(mock_upstream)) == 1, (reply.status_code, reply.text)
+    assert len(received(caller, mock_upstream)) == 1, (
+        reply.status_code,
+        reply.text,
+    )
 
 
 def test_images_and_speech_have_no_conversation_for_max_messages(
@@ -280,3 +321,23 @@ def test_images_and_speech_have_no_conversation_for_max_messages(
         )
         assert reply.status_code == 400, reply.text
         assert upstream_requests(mock_upstream) == []
+
+
+UNREAD = [(prefix, path) for prefix, path, how in GENERATING if how != "read"]
+
+
+@pytest.mark.parametrize(("prefix", "path"), UNREAD)
+def test_a_generation_the_meter_cannot_read_is_refused_under_a_token_limit(
+    token_limited: RunningServer,
+    mock_upstream: RunningServer,
+    caller: httpx.Client,
+    prefix: str,
+    path: str,
+) -> None:
+    """What the policy cannot read, the meter cannot count either: under a token limit (or
+    a dollar budget) each of these is refused too, in the route's own error shape."""
+    reset(caller, mock_upstream)
+    reply = caller.post(f"{token_limited.url}{prefix}{path}", json=OVER_CAP)
+    assert 400 <= reply.status_code < 500, reply.text
+    error_message(prefix, reply)
+    assert received(caller, mock_upstream) == []
