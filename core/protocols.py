@@ -52,11 +52,12 @@ _BATCH = Route("unreadable", "batch", generates=True)
 # MAX_TOKENS_CAP or MAX_MESSAGES is set, as a batch is, rather than read as routes that
 # generate nothing.
 _GENERATES_UNREAD = Route("unreadable", "generates-unread", generates=True)
-# Images, speech and video: written by a model and billed by what it writes (gpt-image-1's
-# image tokens, gpt-4o-mini-tts's audio tokens, Sora's seconds, `n` of each), with no
-# field MAX_TOKENS_CAP reads. Refused while it is set; they have no conversation for
-# MAX_MESSAGES to count. MEDIA_FORM names its model in a form field (image edits and
-# variations, video creation) or in a JSON body.
+# Images and video: written by a model and billed by what it writes (gpt-image-1's image
+# tokens, `n` images of them; Sora's seconds), which the prompt does not bound and no field
+# MAX_TOKENS_CAP reads. Refused while it is set; they have no conversation for MAX_MESSAGES
+# to count. (Speech, like a transcription, is bounded by what is sent: the text to read.)
+# MEDIA_FORM names its model in a form field (image edits and variations, video creation)
+# or in a JSON body.
 MEDIA = Route("unreadable", "media", generates=True)
 MEDIA_FORM = Route("unreadable", "media-form", generates=True)
 WRITES_MEDIA = frozenset({MEDIA, MEDIA_FORM})
@@ -612,13 +613,13 @@ def _batch_route(path: str) -> Route | None:
 
 
 def _media_route(path: str) -> Route | None:
-    """Images, speech and video (OpenAI's and the vendors' that copy its paths: xAI,
-    Together, Groq, Zhipu's `/videos/generations`), and Fireworks' image workflows."""
+    """Images and video (OpenAI's and the vendors' that copy its paths: xAI, Together,
+    Zhipu's `/videos/generations`), and Fireworks' image workflows."""
     if _ends(path, "/images/edits", "/images/variations", "/videos"):
         return MEDIA_FORM
     segments = path.split("/")
     if (
-        _ends(path, "/images/generations", "/audio/speech")
+        _ends(path, "/images/generations")
         or "videos" in segments[:-1]  # a remix, an extension, Zhipu's generations
         or "workflows" in segments
     ):

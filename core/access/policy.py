@@ -7,8 +7,8 @@ provider's default; only reads and file uploads name none. The caps hold for eve
 that generates text (the provider's protocol says which: core/protocols.py). What the
 policy cannot read is refused while it is on: a compressed or non-JSON body on a
 generating route, batch routes, whose requests run later outside any reply, generating
-routes in shapes it does not read (an Assistants run, Mistral's conversations), images,
-speech and video (under MAX_TOKENS_CAP), and realtime sessions and the keys minted for
+routes in shapes it does not read (an Assistants run, Mistral's conversations), images
+and video (under MAX_TOKENS_CAP), and realtime sessions and the keys minted for
 them, whose responses run in frames no body check reads.
 
 A refusal names its rule (the setting) so whoever reads the error knows what to change:
@@ -97,11 +97,11 @@ class RequestPolicy:
             return None
         if route in WRITES_MEDIA:
             if not self.max_tokens_cap:
-                return None  # an image or a voice-over has no conversation to count
+                return None  # an image or a video has no conversation to count
             raise PolicyRefused(
-                f"Policy MAX_TOKENS_CAP: {request.remainder[:200]!r} writes images, audio or "
-                "video, billed by how much it writes, and no field of it is one the proxy "
-                "can hold to MAX_TOKENS_CAP: refused while it is set."
+                f"Policy MAX_TOKENS_CAP: {request.remainder[:200]!r} writes images or video, "
+                "billed by how much it writes, and no field of it is one the proxy can hold "
+                "to MAX_TOKENS_CAP: refused while it is set."
             )
         if route.kind == "unreadable":
             what = "a batch" if route.name == "batch" else "its caps are not ones it reads"

@@ -52,7 +52,7 @@ OVER_CAP: dict[str, Any] = {
 
 # (proxy prefix, path after it, how the cap holds): `read`, the policy reads the request's
 # output cap and refuses it over MAX_TOKENS_CAP; `refused`, it generates (text, images,
-# speech, video, a batch of requests) in a shape the policy cannot read, and is refused
+# video, a batch of requests) in a shape the policy cannot read, and is refused
 # while the cap is set; `minting`, a realtime session made over HTTP, refused too.
 GENERATING = [
     # OpenAI
@@ -65,7 +65,6 @@ GENERATING = [
     ("/openai", "/v1/images/generations", "refused"),
     ("/openai", "/v1/images/edits", "refused"),
     ("/openai", "/v1/images/variations", "refused"),
-    ("/openai", "/v1/audio/speech", "refused"),
     ("/openai", "/v1/videos", "refused"),
     ("/openai", "/v1/videos/video_1/remix", "refused"),
     ("/openai", "/v1/threads/runs", "refused"),
@@ -79,7 +78,6 @@ GENERATING = [
     ("/azure", "/openai/deployments/d/chat/completions", "read"),
     ("/azure", "/openai/v1/responses", "read"),
     ("/azure", "/openai/deployments/d/images/generations", "refused"),
-    ("/azure", "/openai/deployments/d/audio/speech", "refused"),
     ("/azure", "/openai/batches", "refused"),
     ("/azure", "/openai/threads/thread_1/runs", "refused"),
     # DeepSeek: FIM and chat prefix completion under /beta, its Anthropic-compatible API
@@ -96,7 +94,6 @@ GENERATING = [
     # Groq
     ("/groq", "/v1/chat/completions", "read"),
     ("/groq", "/v1/responses", "read"),
-    ("/groq", "/v1/audio/speech", "refused"),
     ("/groq", "/v1/batches", "refused"),
     # xAI
     ("/xai", "/v1/completions", "read"),
@@ -112,7 +109,6 @@ GENERATING = [
     # Together
     ("/together", "/v1/completions", "read"),
     ("/together", "/v1/images/generations", "refused"),
-    ("/together", "/v1/audio/speech", "refused"),
     ("/together", "/v2/videos", "refused"),
     ("/together", "/v1/batches", "refused"),
     # Fireworks
@@ -190,7 +186,10 @@ NOT_GENERATING = [
     ("POST", "/openai", "/v1/responses/input_tokens"),
     ("POST", "/openai", "/v1/responses/resp_1/cancel"),
     ("POST", "/openai", "/v1/batches/batch_1/cancel"),
+    # Bounded by what is sent (the audio to transcribe, the text to read), as embeddings are.
     ("POST", "/openai", "/v1/audio/transcriptions"),
+    ("POST", "/openai", "/v1/audio/speech"),
+    ("POST", "/groq", "/v1/audio/speech"),
     ("POST", "/openai", "/v1/fine_tuning/jobs"),
     ("POST", "/anthropic", "/v1/messages/count_tokens"),
     ("POST", "/gemini", "/v1beta/models/m:countTokens"),
@@ -303,14 +302,14 @@ def test_a_route_that_generates_nothing_is_not_refused(
     )
 
 
-def test_images_and_speech_have_no_conversation_for_max_messages(
+def test_images_and_video_have_no_conversation_for_max_messages(
     mock_upstream: RunningServer,
 ) -> None:
     """Media routes are refused for MAX_TOKENS_CAP, which cannot bound what they write; a
     deployment that caps only MAX_MESSAGES still serves them."""
     env = proxy_env(mock_upstream.url, **all_providers_env(mock_upstream.url), MAX_MESSAGES="2")
     with serve_in_thread(create_app(load_settings(env))) as proxy:
-        for path in ("/openai/v1/images/generations", "/openai/v1/audio/speech"):
+        for path in ("/openai/v1/images/generations", "/openai/v1/videos"):
             reset_upstream(mock_upstream)
             httpx.post(f"{proxy.url}{path}", json=OVER_CAP, headers=AUTH, timeout=10)
             assert len(upstream_requests(mock_upstream)) == 1, path
