@@ -206,19 +206,18 @@ class ModelListTicket:
             else:
                 document["nextPageToken"] = _param(more, "pageToken")
         elif paging == "cursor":
-            document["has_more"] = more is not None
             name = self.wire.model_name_field
             if page.kept:
                 # The next page is asked from after the last entry shown: the refused ones
                 # past it are read again, and left out again.
+                document["has_more"] = more is not None
                 document["first_id"], document["last_id"] = page.kept[0][name], page.kept[-1][name]
-            elif more is None:
-                document["first_id"] = document["last_id"] = None
             else:
-                # Nothing shown and more to read past the pages walked: the cursor the next
-                # page is asked from, the only one that goes on.
-                cursor = _param(more, "after_id") or _param(more, "before_id")
-                document["first_id"] = document["last_id"] = cursor
+                # Nothing shown, even past the pages walked: the only cursor that would go
+                # on is a model id the rules refuse (the last one read), so the list ends
+                # here rather than name it. A larger `limit` reads further.
+                document["has_more"] = False
+                document["first_id"] = document["last_id"] = None
         return _dumps(document)
 
     def _kept(self, entries: list[Any]) -> list[Any]:

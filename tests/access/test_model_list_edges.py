@@ -5,7 +5,8 @@ filter is never relayed unfiltered. The SDK-level behaviour is tests/sdk/test_mo
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -29,7 +30,12 @@ class Proxy:
     def __init__(self, client: httpx.AsyncClient, upstream: respx.Router) -> None:
         self.client = client
         self.upstream = upstream
-        self.reply = httpx.Response(200, json=LIST)
+        self.reply: httpx.Response | Callable[[httpx.Request], httpx.Response] = httpx.Response(
+            200, json=LIST
+        )
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        return self.reply(request) if callable(self.reply) else self.reply
 
     async def get(self, path: str, **headers: str) -> httpx.Response:
         return await self.client.get(path, headers={**AUTH, **headers})
@@ -47,6 +53,8 @@ async def proxy() -> AsyncIterator[Proxy]:
         "PROXY_ACCESS_TOKEN": FAKE_TOKEN,
         "GEMINI_API_KEY": "sk-fake-gemini-key-not-real",
         "GEMINI_UPSTREAM": "https://gemini.upstream.test",
+        "ANTHROPIC_API_KEY": "sk-fake-anthropic-key-not-real",
+        "ANTHROPIC_UPSTREAM": "https://anthropic.upstream.test",
         "ALLOWED_MODELS": "gpt-4o*,gemini-*",
         "UPSTREAM_TRANSPORT": "httpx",
         "ACCESS_LOG": "false",
@@ -56,7 +64,7 @@ async def proxy() -> AsyncIterator[Proxy]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://proxy.test") as c:
             proxy = Proxy(c, upstream)
-            upstream.route().mock(side_effect=lambda request: proxy.reply)
+            upstream.route().mock(side_effect=proxy.answer)
             yield proxy
 
 
@@ -129,3 +137,40 @@ async def test_a_list_that_cannot_be_filtered_is_not_relayed(
     assert reply.json()["error"]["code"] == "model_list_unreadable"
     assert "o3" not in reply.text
     assert reply.headers.get("x-should-retry") == "false"
+
+
+def anthropic_pages(models: list[str]) -> Callable[[httpx.Request], httpx.Response]:
+    """Anthropic's list, paged by `limit` and `after_id` as its API pages it."""
+
+    def page(request: httpx.Request) -> httpx.Response:
+        asked = parse_qs(request.url.query.decode())
+        limit = int(asked.get("limit", ["20"])[0])
+        after = asked.get("after_id", [""])[0]
+        start = models.index(after) + 1 if after else 0
+        shown = models[start : start + limit]
+        entries = [{"type": "model", "id": m, "display_name": m} for m in shown]
+        return httpx.Response(
+            200,
+            json={
+                "data": entries,
+                "has_more": start + limit < len(models),
+                "first_id": shown[0] if shown else None,
+                "last_id": shown[-1] if shown else None,
+            },
+        )
+
+    return page
+
+
+async def test_a_walk_that_finds_nothing_to_show_names_no_refused_model(proxy: Proxy) -> None:
+    """limit=1 over a run of refused models longer than the pages the proxy reads ahead:
+    the page it answers shows nothing, and its cursor must not be one of them."""
+    refused = [f"claude-unlisted-{n}" for n in range(30)]
+    proxy.reply = anthropic_pages([*refused, "gpt-4o-anthropic-hosted"])
+    reply = await proxy.get("/anthropic/v1/models?limit=1", **{"anthropic-version": "2023-06-01"})
+    assert reply.status_code == 200, reply.text
+    assert "claude-unlisted" not in reply.text
+    page = reply.json()
+    assert page["data"] == []
+    assert page["first_id"] is None and page["last_id"] is None
+    assert proxy.forwarded <= 11  # the page asked for and at most 10 read ahead
