@@ -216,8 +216,10 @@ class _Attempt:
         self.text: list[str] = []
         self.finished = False
         self.usage: Usage | None = None
-        # Bytes of what it generated since its last usage report (the whole reply, without
-        # one): none of it counted by a report.
+        # Output tokens its last usage report that counted output said (a report may
+        # count the prompt alone), and bytes of what it generated since that report (the
+        # whole reply, without one): none of it counted by a report.
+        self.reported_output = 0
         self.unreported = 0
 
     @property
@@ -225,8 +227,7 @@ class _Attempt:
         """Output tokens it generated, at most: those its usage reported, and one a byte of
         what it sent past that report (no token is shorter than a byte). An upper bound, so
         what remains of the caller's cap is never overstated."""
-        reported = self.usage.output_tokens if self.usage is not None else 0
-        return reported + self.unreported
+        return self.reported_output + self.unreported
 
     def read(self, event: Any) -> bool:
         """Reads one event; whether it reported usage."""
@@ -234,11 +235,17 @@ class _Attempt:
             return False
         usage = self.wire.usage_in(event)
         reported = self.wire.read_usage(usage, Usage()) if usage is not None else None
-        if reported is not None:
-            # Gemini's figures are the reply's so far: this event's parts are in them.
+        counted = False
+        if usage is not None and reported is not None:
             self.usage = reported
-            self.unreported = 0
-        self._read_candidate(event, reported is None)
+            # Gemini's figures are the reply's so far: this event's parts are in them, if
+            # it counts output at all (protobuf JSON leaves a zero count out, and a chunk
+            # may carry the prompt's count alone: no word on what was generated).
+            counted = "candidatesTokenCount" in usage or "thoughtsTokenCount" in usage
+            if counted:
+                self.reported_output = reported.output_tokens
+                self.unreported = 0
+        self._read_candidate(event, not counted)
         return reported is not None
 
     def _read_candidate(self, event: dict[str, Any], unreported: bool) -> None:

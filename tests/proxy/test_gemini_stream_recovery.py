@@ -520,3 +520,39 @@ def test_a_continuation_is_held_to_max_messages() -> None:
     ):
         ask(proxy, FAKE_TOKEN)
     assert len(upstream.seen) == 1
+
+
+def test_a_usage_report_without_an_output_count_does_not_zero_what_was_generated() -> None:
+    """Gemini's chunks may carry usageMetadata with no candidatesTokenCount (protobuf JSON
+    leaves a zero out; an early chunk may count the prompt alone): such a report counted as
+    "0 generated so far", dropping the text sent with it and the count reported before it,
+    so the continuation asked for the whole cap again. 5 tokens reported, then 11 bytes
+    under a prompt-only report, leave at most 100 - 16."""
+
+    def event(text: str, usage: dict[str, int], finished: bool = False) -> bytes:
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}}
+        if finished:
+            candidate["finishReason"] = "STOP"
+        data = {"candidates": [candidate], "usageMetadata": usage}
+        return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+    prompt_only = {"promptTokenCount": 2, "totalTokenCount": 2}
+
+    def reply(request: dict[str, Any]) -> Any:
+        if "Continue exactly" in request["body"].decode():
+            parts = [event(" and on", prompt_only, finished=True)]
+        else:
+            counted = {"promptTokenCount": 2, "candidatesTokenCount": 5, "totalTokenCount": 7}
+            parts = [event("Once ", counted), event("upon a time", prompt_only)]
+        return 200, [("content-type", "text/event-stream")], [(0, part) for part in parts]
+
+    upstream = ScriptedUpstream(reply)
+    with (
+        serve_in_thread(upstream) as server,
+        gemini_proxy(server, GEMINI_STREAM_RECOVERY="true", MAX_TOKENS_CAP="100") as proxy,
+    ):
+        raw = stream(proxy, "a story please", True, {}, {"maxOutputTokens": 100})
+    assert words(events(raw, True)) == "Once upon a time and on"
+    assert len(upstream.seen) == 2
+    continued = json.loads(upstream.seen[1].body)
+    assert continued["generationConfig"]["maxOutputTokens"] <= 100 - 5 - 11
