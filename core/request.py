@@ -458,7 +458,9 @@ def build_request(
     if credential is not None and credential_in_url(credential, remainder, query):
         if log is not None:
             # The access log's line and the telemetry that reads it must not carry it either.
-            log.path = log.path.replace(credential.decode("latin-1"), "[redacted]")
+            shown = log.path.replace(credential.decode("latin-1"), "[redacted]")
+            # Escaped there (the path is decoded once): none of it is shown.
+            log.path = "[redacted]" if credential_in_url(credential, shown, b"") else shown
         raise BadRequest(
             "The request's path or query holds the proxy credential: send it only where "
             "your SDK puts its key (a header, or Gemini's key= parameter)."
