@@ -41,12 +41,14 @@ logger = logging.getLogger("llm_proxy")
 
 # Each feature's part of the stages (core/stages.py `Contribution`), built in its own
 # package, in stage order: within each list of checks (head, body), a feature's checks run
-# after those of the features above it. Ephemeral keys come before the limits and the
+# after those of the features above it. Account routes are refused on the head, before any
+# rule counts the request or reads its body. Ephemeral keys come before the limits and the
 # budget, which keep the charge their ticket sets; the token limit reserves in the request
 # limit's counter; the cache comes last, so a hit has passed every rule and still counts as
 # a request. Settlers run in this order too, and telemetry after them all.
 FEATURES: tuple[Feature, ...] = (
     access.kill_switch,
+    access.account_routes,
     access.token_scopes,
     realtime.ephemeral_keys,
     usage.meterable_routes_only,

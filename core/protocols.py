@@ -12,13 +12,17 @@ on provider names. A protocol says, for a method and path:
 - whether the route generates text (the request policy's caps apply) and whether the
   request asks for a stream;
 - where usage sits in whole and streamed replies, and how to read it into one shape;
-- how a stream is asked for usage when the caller did not (OpenAI's include_usage).
+- how a stream is asked for usage when the caller did not (OpenAI's include_usage);
+- which routes are account routes: they read or change objects stored in the provider
+  account (files, stored responses, batches...), which every caller of the proxy shares
+  (`AccountRoutes`, one table per protocol; ACCOUNT_ROUTES and token scopes refuse them).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Literal, NamedTuple
 from urllib.parse import unquote, unquote_to_bytes
 
@@ -186,6 +190,64 @@ def _realtime_route(path: str) -> Route | None:
     return None
 
 
+# ---- account routes ---------------------------------------------------------------------
+# Every caller of the proxy uses the key owner's provider account, so an object one caller
+# stores there (a file, a stored response or chat completion, a batch, a vector store) is
+# every caller's to list, read, change or delete. Such routes are "account routes".
+# ACCOUNT_ROUTES=refuse refuses them to every caller, and a token limited to some models or
+# providers is refused them always (core/access/account_routes.py).
+#
+# A table row is (methods, pattern). A pattern is the path after any prefix (`/v1`,
+# `/openai/v1`, `/v1beta`, an Azure or gateway base path), as route_path reads it: decoded,
+# lower case, `;x` and repeated or trailing slashes gone. `*` is one segment (an object's
+# id, with any `:method` on it); `**`, last, is any further segments or none. So
+# `/files/*/**` is a stored file and everything under it, `/files` the list alone. A POST
+# to a collection itself (`POST /files`, `POST /batches`, Gemini's upload start) makes a new
+# object and reads nobody's: no row holds it. A request the protocol reads as generating
+# (`POST /chat/completions`, an Assistants run, a tuned model's generateContent) is never
+# an account route, whatever store it names; model lists and lookups are not either.
+
+READS = "GET HEAD"
+ANY = "GET HEAD POST PUT PATCH DELETE"
+
+
+class AccountRoutes:
+    """One protocol's account routes: rows of (methods, pattern), matched from any segment
+    of the path (after whatever prefix the route or the upstream's base path puts first)."""
+
+    def __init__(self, *rows: tuple[str, str]) -> None:
+        self.rows = rows
+        by_method: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+        for methods, pattern in rows:
+            collection = "/".join(part for part in pattern.strip("/").split("/") if "*" not in part)
+            expression = re.compile(_pattern_expression(pattern) + "$")
+            for method in methods.split():
+                by_method.setdefault(method, []).append((collection, expression))
+        self._rows = by_method
+
+    def match(self, method: str, path: str) -> str | None:
+        """The account collection (`files`, `chat/completions`) that `method` on `path`
+        reaches, or None. `path` is route_path's."""
+        for collection, expression in self._rows.get(method, ()):
+            if expression.search(path) is not None:
+                return collection
+        return None
+
+
+def _pattern_expression(pattern: str) -> str:
+    """A row's pattern as an expression matched from a segment's start: `/files/*/**` is
+    `/files/[^/]+(?:/[^/]+)*`."""
+    parts = []
+    for segment in pattern.strip("/").split("/"):
+        if segment == "**":
+            parts.append("(?:/[^/]+)*")
+        elif segment == "*":
+            parts.append("/[^/]+")
+        else:
+            parts.append("/" + re.escape(segment))
+    return "".join(parts)
+
+
 class Wire:
     """One API protocol. Subclasses are data plus a few small readers."""
 
@@ -207,9 +269,20 @@ class Wire:
     # one answered in `nextPageToken`), "cursor" (Anthropic: `after_id` / `before_id` asked
     # for, `has_more`, `first_id` and `last_id` answered).
     model_list_paging = ""
+    # Routes that read or change objects stored in the provider account (see AccountRoutes).
+    account_routes = AccountRoutes()
 
     def route(self, method: str, path: str) -> Route:
         raise NotImplementedError
+
+    def account_route(self, method: str, path: str) -> str | None:
+        """The account collection a request reaches (`files`, `responses`), or None. `path`
+        is route_path's. A write the protocol reads as generating (an Assistants run on a
+        stored thread, a tuned model's generateContent) is a generation route, not one."""
+        collection = self.account_routes.match(method, path)
+        if collection is None or method in ("GET", "HEAD", "DELETE"):
+            return collection
+        return None if self.route(method, path).generates else collection
 
     def is_stream(self, route: Route, path: str, query: bytes, document: Any) -> bool:
         return isinstance(document, dict) and document.get("stream") is True
@@ -659,6 +732,64 @@ class OpenAIWire(Wire):
         }
     )
 
+    # OpenAI's stored objects, and those of the OpenAI-compatible vendors and gateways this
+    # protocol serves (Azure's `/openai/...`, Mistral's, Together's, Gemini's surface).
+    account_routes = AccountRoutes(
+        # Chat completions stored with `store: true`, their messages, their metadata (POST
+        # to one updates it). POST to the list itself generates.
+        (READS, "/chat/completions"),
+        (ANY, "/chat/completions/*/**"),
+        # Stored responses and their input items; cancelling one (`/responses/{id}/cancel`).
+        # `/responses/input_tokens` and `/responses/compact` are no stored response.
+        ("GET HEAD DELETE", "/responses/**"),
+        ("POST", "/responses/*/*/**"),
+        (READS, "/conversations"),
+        (ANY, "/conversations/*/**"),
+        (READS, "/files"),
+        (ANY, "/files/*/**"),
+        (READS, "/uploads"),
+        (ANY, "/uploads/*/**"),
+        (READS, "/batches"),
+        (ANY, "/batches/*/**"),
+        (READS, "/batch/jobs"),  # Mistral's batches
+        (ANY, "/batch/jobs/*/**"),
+        (READS, "/vector_stores"),
+        (ANY, "/vector_stores/*/**"),
+        (READS, "/assistants"),
+        (ANY, "/assistants/*/**"),
+        (READS, "/threads"),
+        (ANY, "/threads/*/**"),  # a run on a thread generates: not an account route
+        (READS, "/fine_tuning/**"),
+        (ANY, "/fine_tuning/jobs/*/**"),
+        (ANY, "/fine_tuning/checkpoints/**"),
+        (READS, "/fine-tunes"),  # Together's fine-tuning jobs
+        (ANY, "/fine-tunes/*/**"),
+        (READS, "/evals"),
+        (ANY, "/evals/*/**"),
+        (READS, "/containers"),
+        (ANY, "/containers/*/**"),
+        # Generated videos (Sora): POST /videos creates one (a generation).
+        (READS, "/videos"),
+        (ANY, "/videos/*/**"),
+        (ANY, "/chatkit/threads/**"),
+        (READS, "/agents"),  # Mistral's agents and document libraries
+        (ANY, "/agents/*/**"),
+        (READS, "/libraries"),
+        (ANY, "/libraries/*/**"),
+        # Deleting a model deletes the owner's fine-tuned model; listing and looking one up
+        # are not account routes.
+        ("DELETE PUT PATCH POST", "/models/*/**"),
+        # The Admin API (an admin key): the organisation's projects, keys and users.
+        (ANY, "/organization/**"),
+        # Ollama's own model management: the models one server keeps for every caller.
+        ("POST DELETE", "/api/delete"),
+        ("POST", "/api/copy"),
+        ("POST", "/api/create"),
+        ("POST", "/api/pull"),
+        ("POST", "/api/push"),
+        ("HEAD POST", "/api/blobs/*"),
+    )
+
     def route(self, method: str, path: str) -> Route:
         if method in ("GET", "HEAD", "DELETE"):
             return FREE
@@ -823,6 +954,19 @@ class AnthropicWire(Wire):
     model_list_paging = "cursor"
     policed_fields = frozenset({"model", "maxtokens", "stream", "messages", "system", "speed"})
 
+    # Anthropic's stored objects: POST /files and POST /messages/batches create one.
+    account_routes = AccountRoutes(
+        (READS, "/files"),
+        (ANY, "/files/*/**"),
+        # A batch's results hold every answer it generated; cancelling and deleting change it.
+        (READS, "/messages/batches"),
+        (ANY, "/messages/batches/*/**"),
+        (READS, "/skills"),
+        (ANY, "/skills/*/**"),
+        # The Admin API (an admin key): the organisation's workspaces, keys and members.
+        (ANY, "/organizations/**"),
+    )
+
     def route(self, method: str, path: str) -> Route:
         if method in ("GET", "HEAD", "DELETE"):
             return FREE
@@ -947,6 +1091,34 @@ class GeminiWire(Wire):
             "requests",
             "systeminstruction",
         }
+    )
+
+    # Gemini's stored objects, in route_path's lower case (`cachedContents` is
+    # `cachedcontents`). A file's upload start (`POST /upload/v1beta/files`) creates one and
+    # is no account route, nor are its legs; an upload into a store is (it names the store).
+    account_routes = AccountRoutes(
+        (READS, "/files"),
+        (ANY, "/files/*/**"),
+        (READS, "/generatedfiles"),
+        (ANY, "/generatedfiles/*/**"),
+        (READS, "/cachedcontents"),
+        (ANY, "/cachedcontents/*/**"),
+        # A tuned model's generateContent generates: not an account route.
+        (READS, "/tunedmodels"),
+        (ANY, "/tunedmodels/*/**"),
+        (READS, "/batches"),
+        (ANY, "/batches/*/**"),
+        # Long-running operations wherever they hang: a Veo video's
+        # (`models/{model}/operations/{id}`), a tuning job's, an import's. The model's own
+        # lookup (`models/{model}`) is not an account route.
+        (ANY, "/operations/**"),
+        (READS, "/corpora"),
+        (ANY, "/corpora/*/**"),
+        (READS, "/filesearchstores"),
+        (ANY, "/filesearchstores/*/**"),
+        # Stored interactions (the Interactions API); POST /interactions generates.
+        (READS, "/interactions"),
+        (ANY, "/interactions/*/**"),
     )
 
     def route(self, method: str, path: str) -> Route:

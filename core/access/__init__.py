@@ -42,6 +42,18 @@ def kill_switch(deployment: Deployment) -> Contribution | None:
     return Contribution(before_body=(KillSwitch(status),))
 
 
+def account_routes(deployment: Deployment) -> Contribution | None:
+    """Routes to objects stored in the shared provider account: refused to every caller
+    under ACCOUNT_ROUTES=refuse, and to scoped tokens (which exist only with a store)."""
+    settings = deployment.settings
+    refuse = settings.guard.account_routes == "refuse"
+    if not (refuse or settings.token_store):
+        return None
+    from core.access.account_routes import AccountRoutes
+
+    return Contribution(before_body=(AccountRoutes(refuse),))
+
+
 def token_scopes(deployment: Deployment) -> Contribution:
     from core.access.model_lists import ModelLists
     from core.access.scopes import Authorize

@@ -146,6 +146,16 @@ class GuardSettings:
         high=10**6,
         zero_is_off=True,
     )
+    # Routes to objects stored in the provider account (files, stored responses, batches:
+    # core/access/account_routes.py), which every caller shares.
+    account_routes: str = setting(
+        "ACCOUNT_ROUTES",
+        "allow",
+        "Routes that read or change objects stored in the provider account every caller "
+        "shares (files, stored responses and chat completions, batches, vector stores...): "
+        "allow or refuse (403). Scoped tokens are refused them either way.",
+        choices=("allow", "refuse"),
+    )
 
     @property
     def limits_on(self) -> bool:

@@ -38,7 +38,9 @@ class Authorize:
             return None
         model = await request.model()
         if model is None:
-            # A read (listing models, fetching a batch) names no model and spends nothing.
+            # A read (listing models) names no model and spends nothing. Reads of objects
+            # stored in the account (a file, a batch) were refused before the body
+            # (core/access/account_routes.py): a scoped token never reaches them.
             if request.method in ("GET", "HEAD"):
                 return None
             raise Forbidden(
