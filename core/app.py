@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, cast
 
 from core import __version__, access, cache, realtime, usage
 from core.access.credentials import token_check_from_settings
-from core.config import ConfigError, Settings, load_settings
+from core.config import ConfigError, Settings, hash_token, load_settings
 from core.errors import Misconfigured, send_error
-from core.proxy.access_log import AccessLogMiddleware, access_logger
+from core.proxy.access_log import AccessLogMiddleware, PathForLog, access_logger
 from core.proxy.cors import EXPOSED_HEADERS, CORSMiddleware, is_admin_path
 from core.proxy.endpoint import ProxyEndpoint
 from core.proxy.pipeline import build_pipeline
@@ -245,7 +245,12 @@ def create_app(settings: Settings | None = None, *, concurrent: bool = True) -> 
         from core.telemetry.hub import TelemetryMiddleware
 
         app = TelemetryMiddleware(app, proxy.telemetry)
-    return AccessLogMiddleware(app, enabled=settings.access_log, proxy=proxy)
+    secrets = settings.access_token_hashes
+    if settings.admin_token:
+        secrets = (*secrets, hash_token(settings.admin_token))
+    return AccessLogMiddleware(
+        app, enabled=settings.access_log, proxy=proxy, unrouted_path=PathForLog(secrets)
+    )
 
 
 def _store_variable(settings: Settings, url: str) -> str:

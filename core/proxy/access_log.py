@@ -7,13 +7,17 @@ route, statuses, timings and byte counts; never a header value.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
+import re
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
+from core.digest import sha256
 from core.errors import ProxyError, UpstreamStreamBroken, render, send_error
 from core.types import ASGIApp, Message, Receive, RequestLog, Scope, Send
 
@@ -74,12 +78,53 @@ def new_request_id() -> str:
         return pool[:_ID_BYTES].hex()
 
 
+# A credential's shape: the stored tokens' prefix (core/access/tokens.py), a JWT's header
+# (`{"` in base64url) and its two further parts.
+_ISSUED_SHAPE = re.compile(r"llmp_[\w-]{8,}|eyJ[\w-]{8,}(?:\.[\w-]*){0,2}")
+# What a credential could be glued to in a path: a segment, a path parameter, a value.
+_PIECES = re.compile(r"[/;=:,&?]")
+_SHORTEST_SECRET = 16  # PROXY_ACCESS_TOKEN's minimum (core/config.py)
+
+
+class PathForLog:
+    """The path as the access log writes it, for a request whose caller was not identified.
+    An identified caller's credential is known, and a path holding it is refused and logged
+    redacted (core/request.py); where no route matched or no credential was found in its
+    slots, nothing identified one, yet a client that put its token in its base URL
+    (`/<token>/v1/...`) sent it there. So a piece of such a
+    path with a credential's shape, or whose digest is a PROXY_ACCESS_TOKEN entry's or the
+    admin token's, is logged as [redacted]."""
+
+    def __init__(self, secret_digests: Iterable[bytes] = ()) -> None:
+        self.secret_digests = tuple(secret_digests)
+
+    def __call__(self, path: str) -> str:
+        path = _ISSUED_SHAPE.sub("[redacted]", path)
+        if not self.secret_digests or len(path) < _SHORTEST_SECRET:
+            return path
+        for piece in set(_PIECES.split(path)):
+            if len(piece) >= _SHORTEST_SECRET and self._is_secret(piece):
+                path = path.replace(piece, "[redacted]")
+        return path
+
+    def _is_secret(self, piece: str) -> bool:
+        digest = sha256(piece)
+        return any(hmac.compare_digest(digest, known) for known in self.secret_digests)
+
+
 class AccessLogMiddleware:
-    def __init__(self, app: ASGIApp, enabled: bool = True, proxy: Any = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        enabled: bool = True,
+        proxy: Any = None,
+        unrouted_path: PathForLog | None = None,
+    ) -> None:
         self.app = app
         self.enabled = enabled
         # The innermost app, for adapters and tests that need its settings or pool.
         self.proxy = proxy
+        self.unrouted_path = unrouted_path or PathForLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -130,6 +175,9 @@ class AccessLogMiddleware:
             scope.pop(BODY_SEND, None)
             log.total_ms = (time.perf_counter() - started) * 1000
             if self.enabled:
+                if log.route is None or not log.caller:
+                    # No caller identified: nothing took a credential out of the path.
+                    log.path = self.unrouted_path(log.path)
                 access_logger.info(format_line(log))
 
 

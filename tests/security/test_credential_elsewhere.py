@@ -119,3 +119,49 @@ def test_a_credential_in_the_url_is_refused_and_not_logged(
 
 def _access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "llm_proxy.access"]
+
+
+STORED_SHAPE = "llmp_" + "A1b2C3d4" * 5  # a stored token's shape (core/access/tokens.py)
+JWT_SHAPE = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEifQ.c2lnbmF0dXJlLW5vdC1yZWFs"
+
+
+@pytest.mark.parametrize(
+    ("path", "secret", "status"),
+    [
+        # A client that put its token in its base URL: no route, so no credential read.
+        (f"/{FAKE_TOKEN}/v1/chat/completions", FAKE_TOKEN, 404),
+        (f"/v2/{FAKE_TOKEN}", FAKE_TOKEN, 404),
+        (f"/v2/x;key={FAKE_TOKEN}", FAKE_TOKEN, 404),
+        # Routed, but with no credential in a slot: refused at identify.
+        (f"/v1/models/{FAKE_TOKEN}", FAKE_TOKEN, 401),
+        (f"/v2/{STORED_SHAPE}", STORED_SHAPE, 404),
+        (f"/x/{JWT_SHAPE}/v1/models", JWT_SHAPE, 404),
+    ],
+)
+def test_a_credential_in_a_path_no_caller_was_identified_by_is_not_logged(
+    proxy: RunningServer,
+    upstream: ScriptedUpstream,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    secret: str,
+    status: int,
+) -> None:
+    """Before: the access log wrote such a path as sent, the caller's token in it (the
+    proxy identified no caller, so it knew of no credential to take out)."""
+    upstream.seen.clear()
+    logger = logging.getLogger("llm_proxy")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="llm_proxy"):
+            reply = httpx.get(proxy.url + path, timeout=10)
+            deadline = time.monotonic() + 5
+            while not _access_lines(caplog) and time.monotonic() < deadline:
+                time.sleep(0.01)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert reply.status_code == status, reply.text
+    assert upstream.seen == []
+    lines = _access_lines(caplog)
+    assert lines, "no access-log line"
+    assert secret not in caplog.text
+    assert "[redacted]" in lines[-1]
