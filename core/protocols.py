@@ -68,9 +68,15 @@ WRITES_MEDIA = frozenset({MEDIA, MEDIA_FORM})
 MODEL_IN_FORM = frozenset({FORM_WITH_MODEL, MEDIA_FORM})
 # A POST under /conversations: OpenAI's Conversations API stores items and generates
 # nothing, Mistral's (start, append, restart) runs a model or an agent, with its cap in
-# `completion_args`. Read as the latter unless the provider's record says its host is
-# OpenAI's (`conversations_store_only`): core/request.py decides, as for moderation.
+# `completion_args` and its turns in `inputs`, which the policy reads. Read as the latter
+# unless the provider's record says its host is OpenAI's (`conversations_store_only`):
+# core/request.py decides, as for moderation. Starting one names its model (or an agent,
+# whose model and settings the proxy cannot see); appending to one or restarting it runs
+# the model stored with it at the provider, which the body does not name. The meter does
+# not read their replies (kind "unreadable": refused under a token limit or a budget).
 CONVERSATION = Route("unreadable", "conversation", generates=True)
+CONVERSATION_TURN = Route("unreadable", "conversation-turn", generates=True)
+CONVERSATIONS = frozenset({CONVERSATION, CONVERSATION_TURN})
 # Ephemeral keys for realtime sessions the caller then opens with the provider directly.
 EPHEMERAL_KEY = Route("minting", "ephemeral-key")
 # A provider-side realtime session made over HTTP (WebRTC's SDP offer, a SIP call's accept):
@@ -293,6 +299,12 @@ class Wire:
             return None
         if route.kind == "minting":
             return _minted_model(document)
+        if route is CONVERSATION_TURN or (
+            route is CONVERSATION and conversation_agent(document) is not None
+        ):
+            # The stored conversation's model, or the agent's, runs whatever `model` says:
+            # none the proxy can read (ALLOWED_MODELS and a model-scoped token refuse it).
+            return None
         return document.get("model")
 
     def usage_in(self, event: Any) -> dict[str, Any] | None:
@@ -307,9 +319,15 @@ class Wire:
         `{"type":"duration"}`): such a reply counts as unread, charged its reservation."""
         raise NotImplementedError
 
-    def output_caps(self, document: dict[str, Any]) -> list[tuple[str, Any]]:
+    def output_caps(
+        self, document: dict[str, Any], route: Route | None = None
+    ) -> list[tuple[str, Any]]:
         """(field, value) for every field that caps the output tokens of one answer: the
-        API's own names, then OTHER_OUTPUT_CAPS where the body has them."""
+        API's own names, then OTHER_OUTPUT_CAPS where the body has them. A Mistral
+        conversation (`route` in CONVERSATIONS) reads `completion_args` alone: no other
+        field caps it."""
+        if route in CONVERSATIONS:
+            return _conversation_caps(document)
         return [(name, document[name]) for name in _OUTPUT_CAP_FIELDS if name in document]
 
     def answers(self, document: dict[str, Any]) -> int:
@@ -347,6 +365,12 @@ class Wire:
         return False
 
     def conversation_length(self, route: Route, document: dict[str, Any]) -> tuple[str, int]:
+        if route in CONVERSATIONS:
+            # Mistral's `inputs`: one message as a string, or a list of entries.
+            inputs = document.get("inputs")
+            if isinstance(inputs, list):
+                return "inputs", len(inputs)
+            return "inputs", 1 if inputs is not None else 0
         for name in ("messages", "contents", "input", "prompt"):
             value = document.get(name)
             if isinstance(value, list):
@@ -702,11 +726,41 @@ def _media_route(path: str) -> Route | None:
 
 def _conversation_route(path: str) -> Route | None:
     """A POST under /conversations: adding items to one (OpenAI) generates nothing; the
-    rest (Mistral's start, append and restart) may generate."""
+    rest may generate: Mistral's start (`/conversations`), and its append
+    (`/conversations/{id}`) and restart (`/conversations/{id}/restart`), whose model is
+    the stored conversation's."""
     tail = _after(path, "conversations")
     if tail is None:
         return None
-    return UNREADABLE if tail[1:2] == ["items"] else CONVERSATION
+    if tail[1:2] == ["items"]:
+        return UNREADABLE
+    return CONVERSATION if not tail else CONVERSATION_TURN
+
+
+def conversation_agent(document: dict[str, Any]) -> str | None:
+    """The member by which a Mistral conversation names an agent (`agent_id`, in any
+    spelling a lenient reader takes), or None: the agent's model and its completion
+    settings are stored at the provider, out of the proxy's sight."""
+    for name, value in document.items():
+        if value is not None and name.replace("_", "").casefold() == "agentid":
+            return name
+    return None
+
+
+# Where a Mistral conversation caps its output: `completion_args.max_tokens`. The cap must
+# be spelt so; any other spelling of it there is held to the cap too.
+CONVERSATION_CAP = "completion_args.max_tokens"
+
+
+def _conversation_caps(document: dict[str, Any]) -> list[tuple[str, Any]]:
+    args = document.get("completion_args")
+    if not isinstance(args, dict):
+        return []
+    found = [(CONVERSATION_CAP, args["max_tokens"])] if "max_tokens" in args else []
+    for name, value in args.items():
+        if name != "max_tokens" and name.replace("_", "").casefold() == "maxtokens":
+            found.append((f"completion_args.{name[:40]}", value))
+    return found
 
 
 class OpenAIWire(Wire):
@@ -729,6 +783,10 @@ class OpenAIWire(Wire):
             "input",
             "prompt",
             "instructions",
+            # Mistral's Conversations API: its turns, its cap, an agent in place of a model.
+            "inputs",
+            "completionargs",
+            "agentid",
         }
     )
 
@@ -1200,7 +1258,9 @@ class GeminiWire(Wire):
         config = document.get("generationConfig", document.get("generation_config"))
         return config if isinstance(config, dict) else {}
 
-    def output_caps(self, document: dict[str, Any]) -> list[tuple[str, Any]]:
+    def output_caps(
+        self, document: dict[str, Any], route: Route | None = None
+    ) -> list[tuple[str, Any]]:
         config = self.generation_config(document)
         return [
             (f"generationConfig.{name}", config[name])

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 from core.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
 from core.headers import credential_in_url, find_credential, split_key_param
 from core.protocols import (
-    CONVERSATION,
+    CONVERSATIONS,
     MODEL_IN_FORM,
     MODERATION,
     UNREADABLE,
@@ -412,7 +412,7 @@ def build_request(
     path, route = _routed(provider.wire, method, remainder)
     if route is MODERATION and not provider.free_moderation:
         route = UNREADABLE
-    elif route is CONVERSATION and provider.conversations_store_only:
+    elif route in CONVERSATIONS and provider.conversations_store_only:
         route = UNREADABLE  # OpenAI's Conversations API stores items, generates nothing
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     content_length: int | None = None

@@ -7,9 +7,11 @@ provider's default; only reads and file uploads name none. The caps hold for eve
 that generates text (the provider's protocol says which: core/protocols.py). What the
 policy cannot read is refused while it is on: a compressed or non-JSON body on a
 generating route, batch routes, whose requests run later outside any reply, generating
-routes in shapes it does not read (an Assistants run, Mistral's conversations), images
+routes in shapes it does not read (an Assistants run), images
 and video (under MAX_TOKENS_CAP), and realtime sessions and the keys minted for
-them, whose responses run in frames no body check reads.
+them, whose responses run in frames no body check reads. Mistral's conversations are read
+(`completion_args.max_tokens`, `inputs`), but one run by an agent is refused under
+MAX_TOKENS_CAP: the agent's own settings are out of sight.
 
 A refusal names its rule (the setting) so whoever reads the error knows what to change:
 403 for a model the deployment does not serve, 400 for a request shape over a cap. The
@@ -23,7 +25,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.errors import BadRequest, Forbidden
-from core.protocols import MODEL_IN_FORM, OTHER_OUTPUT_CAPS, WRITES_MEDIA, UnreadableCount
+from core.protocols import (
+    CONVERSATION_CAP,
+    CONVERSATIONS,
+    MODEL_IN_FORM,
+    OTHER_OUTPUT_CAPS,
+    WRITES_MEDIA,
+    UnreadableCount,
+    conversation_agent,
+)
 
 if TYPE_CHECKING:
     from core.protocols import Route
@@ -103,7 +113,7 @@ class RequestPolicy:
                 "billed by how much it writes, and no field of it is one the proxy can hold "
                 "to MAX_TOKENS_CAP: refused while it is set."
             )
-        if route.kind == "unreadable":
+        if route.kind == "unreadable" and route not in CONVERSATIONS:
             what = "a batch" if route.name == "batch" else "its caps are not ones it reads"
             raise PolicyRefused(
                 f"Policy: {request.remainder[:200]!r} runs requests the proxy cannot check "
@@ -165,7 +175,20 @@ class RequestPolicy:
     def _check_output_cap(self, request: ProxyRequest, document: dict[str, Any]) -> None:
         cap = self.max_tokens_cap
         wire = request.wire
-        asked = wire.output_caps(document)
+        route = request.route
+        if route in CONVERSATIONS:
+            agent = conversation_agent(document)
+            if agent is not None:
+                # The agent's completion settings (its cap among them) are stored at the
+                # provider and may ask for more than the request's completion_args.
+                raise PolicyRefused(
+                    f"Policy MAX_TOKENS_CAP: a conversation run by an agent ({agent[:40]}) "
+                    "writes under the agent's own settings, which the proxy cannot read: "
+                    "refused while it is set. Name a model instead."
+                )
+        asked = wire.output_caps(document, route)
+        if route in CONVERSATIONS and not any(name == CONVERSATION_CAP for name, _ in asked):
+            raise PolicyRefused(f"Policy MAX_TOKENS_CAP: set {CONVERSATION_CAP} to at most {cap}.")
         if all(name in OTHER_OUTPUT_CAPS for name, _ in asked):
             # Without a cap the model may write until its own maximum, on the key owner's bill.
             raise PolicyRefused(

@@ -93,7 +93,7 @@ class WorstCase:
         price = self.prices.find(await request.model())
         model_limit = price.max_output if price is not None and price.max_output else 0
         # A cap given as text or a float is a number to a lenient upstream: reserved as one.
-        counted = (lenient_count(value) for _, value in wire.output_caps(document))
+        counted = (lenient_count(value) for _, value in wire.output_caps(document, request.route))
         asked = [value for value in counted if value is not None and value > 0]
         answers = answers_of(request, document)
         if answers > MAX_ANSWERS:

@@ -87,9 +87,9 @@ GENERATING = [
     # Mistral
     ("/mistral", "/v1/fim/completions", "read"),
     ("/mistral", "/v1/agents/completions", "read"),
-    ("/mistral", "/v1/conversations", "refused"),
-    ("/mistral", "/v1/conversations/conv_1", "refused"),  # append
-    ("/mistral", "/v1/conversations/conv_1/restart", "refused"),
+    ("/mistral", "/v1/conversations", "read"),
+    ("/mistral", "/v1/conversations/conv_1", "read"),  # append
+    ("/mistral", "/v1/conversations/conv_1/restart", "read"),
     ("/mistral", "/v1/batch/jobs", "refused"),
     # Groq
     ("/groq", "/v1/chat/completions", "read"),
@@ -139,7 +139,7 @@ GENERATING = [
     ("/ollama", "/api/generate", "refused"),
     # The default route: a host not known to be OpenAI's may be any vendor's
     ("/v1", "/chat/completions", "read"),
-    ("/v1", "/conversations", "refused"),
+    ("/v1", "/conversations", "read"),
     # Anthropic
     ("/anthropic", "/v1/messages", "read"),
     ("/anthropic", "/v1/messages/batches", "refused"),
@@ -316,7 +316,7 @@ def test_images_and_video_have_no_conversation_for_max_messages(
         # A generating route it cannot read is still refused under MAX_MESSAGES.
         reset_upstream(mock_upstream)
         reply = httpx.post(
-            f"{proxy.url}/mistral/v1/conversations", json=OVER_CAP, headers=AUTH, timeout=10
+            f"{proxy.url}/openai/v1/threads/runs", json=OVER_CAP, headers=AUTH, timeout=10
         )
         assert reply.status_code == 400, reply.text
         assert upstream_requests(mock_upstream) == []
