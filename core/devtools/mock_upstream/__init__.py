@@ -18,7 +18,7 @@ Per request, headers steer it:
 | `x-mock-delay-ms: F` | pause before each chunk (a whole reply waits chunks x delay) |
 | `x-mock-status: S` | answer an error with this status, in the protocol's own shape |
 | `x-mock-gzip: 1` | gzip the reply (streams flush the compressor per event) |
-| `x-mock-models: a,b` | the models an OpenAI-shaped model list names (default `mock-model`); model_lists.py serves each provider's lists and lookups, paged as it pages them |
+| `x-mock-models: a,b` | the models a model list names (default `mock-model` for OpenAI-shaped lists, each provider's own for Anthropic's and Gemini's native ones); model_lists.py serves each provider's lists and lookups, paged as it pages them |
 | `x-mock-cut-after: N` | end a stream abruptly after N events (no terminating chunk) |
 | `x-mock-continue: 1` | Gemini: a request whose model turn holds the reply's first words (then a user turn) gets the rest of the reply, as a model asked to continue would |
 | `x-mock-usage-scale: K` | multiply every reported token count by K |

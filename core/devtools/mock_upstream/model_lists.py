@@ -7,12 +7,20 @@
   `after_id` and `before_id`, and says `has_more`, `first_id` and `last_id`;
   `GET /v1/models/{id}` one model or Anthropic's 404.
 - Gemini native: `GET /v1beta/models` (or /v1) pages with `pageSize` and `pageToken`
-  and says `nextPageToken`; `GET /v1beta/models/{name}` one model or Google's 404.
+  and says `nextPageToken`, which is as Gemini's own: opaque to callers, yet the base64 of
+  the page's last model name (`models/...`), so a test can tell which model a token
+  names; a token it did not hand out is Google's 400. `GET /v1beta/models/{name}` one
+  model or Google's 404.
+
+Anthropic's and Gemini's native lists name their own models unless `x-mock-models` names
+others (in list order).
 - Gemini's OpenAI-compatible surface (`/v1beta/openai/models`) is compat.py's list.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -29,6 +37,13 @@ _OPENAI = re.compile(r"/models(?:/(.+))?$")
 
 def _query(query: str, name: str) -> str:
     return parse_qs(query).get(name, [""])[0]
+
+
+def _named(headers: dict[str, str], default: tuple[str, ...]) -> list[str]:
+    listed = headers.get("x-mock-models")
+    if listed is None:
+        return list(default)
+    return [m for m in (m.strip() for m in listed.split(",")) if m]
 
 
 async def serve_model_lists(
@@ -48,12 +63,12 @@ async def serve_model_lists(
         found = _ANTHROPIC.fullmatch(path)
         if found is None:
             return False
-        await _anthropic(found.group(1), query, reply)
+        await _anthropic(found.group(1), query, _named(headers, ANTHROPIC_MODELS), reply)
         return True
     # Gemini's key header: the default route's `/v1/models` is OpenAI's.
     found = _GEMINI.fullmatch(path) if "x-goog-api-key" in headers else None
     if found is not None:
-        await _gemini(found.group(1), query, reply)
+        await _gemini(found.group(1), query, _named(headers, GEMINI_MODELS), reply)
         return True
     found = _OPENAI.search(path)
     if found is None:
@@ -94,8 +109,7 @@ def _anthropic_entry(model: str) -> dict[str, Any]:
     }
 
 
-async def _anthropic(model: str | None, query: str, reply: Reply) -> None:
-    models = list(ANTHROPIC_MODELS)
+async def _anthropic(model: str | None, query: str, models: list[str], reply: Reply) -> None:
     if model is not None:
         if model in models:
             await reply.json(200, _anthropic_entry(model))
@@ -135,8 +149,23 @@ def _gemini_entry(model: str) -> dict[str, Any]:
     }
 
 
-async def _gemini(model: str | None, query: str, reply: Reply) -> None:
-    models = list(GEMINI_MODELS)
+def gemini_page_token(model: str) -> str:
+    """The token of the page after the one that ends at `model`, as Gemini writes it."""
+    return base64.b64encode(f"models/{model}".encode()).decode()
+
+
+def _gemini_start(token: str, models: list[str]) -> int | None:
+    """Where the page `token` asks for begins; None for a token this did not hand out."""
+    if not token:
+        return 0
+    try:
+        name = base64.b64decode(token, validate=True).decode().removeprefix("models/")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return models.index(name) + 1 if name in models else None
+
+
+async def _gemini(model: str | None, query: str, models: list[str], reply: Reply) -> None:
     if model is not None:
         if model in models:
             await reply.json(200, _gemini_entry(model), gemini=True)
@@ -149,9 +178,13 @@ async def _gemini(model: str | None, query: str, reply: Reply) -> None:
             await reply.json(404, {"error": error}, gemini=True)
         return
     size = int(_query(query, "pageSize") or 50)
-    start = int(_query(query, "pageToken") or 0)  # opaque to callers; an offset here
+    start = _gemini_start(_query(query, "pageToken"), models)
+    if start is None:
+        error = {"code": 400, "message": "Invalid page token.", "status": "INVALID_ARGUMENT"}
+        await reply.json(400, {"error": error}, gemini=True)
+        return
     page = models[start : start + size]
     payload: dict[str, Any] = {"models": [_gemini_entry(m) for m in page]}
-    if start + size < len(models):
-        payload["nextPageToken"] = str(start + size)
+    if page and start + size < len(models):
+        payload["nextPageToken"] = gemini_page_token(page[-1])
     await reply.json(200, payload, gemini=True)
