@@ -4,7 +4,10 @@ calling token's model scope (core/access/scopes.py).
 A provider's own list (`GET .../models`: OpenAI's and every OpenAI-compatible vendor's,
 Anthropic's, Gemini's native `models` pages and its OpenAI-compatible surface's) is relayed
 with only the entries those rules let through, in the provider's own shape, every other
-field kept (Gemini's `nextPageToken` among them). A lookup (`GET .../models/{id}`) of a
+field kept. The way on names only a model the caller is shown: Anthropic's `first_id` /
+`last_id` are the first and last entries shown; Gemini's `nextPageToken`, whose bytes name
+the page's last model, is the provider's token of a page that ends at the last one shown
+(asked again cut short when the last one is refused), or none. A lookup (`GET .../models/{id}`) of a
 model they refuse is the provider's own 404, answered here without asking the upstream,
 so it tells nothing of what the upstream serves; an allowed lookup goes through as it is.
 
@@ -187,6 +190,41 @@ class ModelListTicket:
                 return _with(query, "before_id" if backward else "after_id", cursor)
         return None
 
+    def cut_query(self, page: ListPage, asked: bytes) -> bytes | None:
+        """For a list paged by token, when `page` (asked with `asked`) ends in a refused
+        entry: the same page asked again, cut to end at its last entry shown. Else None.
+
+        The provider's page token is opaque, yet Gemini's is the base64 of the page's last
+        model name: relayed as it came, it would name a model the caller is refused. The
+        token of the cut page names one the caller is shown, and is still the provider's
+        own (nothing here reads or writes a token)."""
+        if self.wire.model_list_paging != "token" or not page.kept:
+            return None
+        last = _last_shown(page)
+        if last == len(page.entries) - 1:
+            return None
+        # The caller's size in any spelling goes (protobuf's query names take snake_case).
+        pairs = [
+            (n, v)
+            for n, v in parse_qsl(asked.decode("latin-1"), keep_blank_values=True)
+            if n.replace("_", "").lower() != "pagesize"
+        ]
+        return urlencode([*pairs, ("pageSize", str(last + 1))]).encode("latin-1")
+
+    def cut_next(self, page: ListPage, cut: ListPage, asked: bytes) -> bytes | None:
+        """The query going on from `cut` (`page` asked again with `asked`, cut_query's), or
+        None unless `cut` is `page`'s entries up to its last one shown, exactly: a page
+        that differs (the list changed, the size was not honoured) could carry a token past
+        what the caller was shown, or naming what it was not."""
+        name = self.wire.model_name_field
+        want = page.entries[: _last_shown(page) + 1]
+        if len(cut.entries) != len(want) or len(cut.kept) != len(page.kept):
+            return None
+        for got, expected in zip(cut.entries, want, strict=True):
+            if not isinstance(got, dict) or got.get(name) != expected.get(name):
+                return None
+        return self.next_query(cut, asked)
+
     def render(self, page: ListPage, more: bytes | None, walked: bool) -> bytes:
         """The caller's page: `page`'s entries the rules let through, every other field as
         it was, and the way on: `more`, the query of the next page holding any (None: no
@@ -228,6 +266,12 @@ class ModelListTicket:
             for entry in entries
             if isinstance(entry, dict) and isinstance(entry.get(name), str) and visible(entry[name])
         ]
+
+
+def _last_shown(page: ListPage) -> int:
+    """The index among `page.entries` of its last entry shown (`page.kept` is not empty)."""
+    last = page.kept[-1]
+    return next(i for i in range(len(page.entries) - 1, -1, -1) if page.entries[i] is last)
 
 
 def model_list_ticket(tickets: list[Ticket]) -> ModelListTicket | None:

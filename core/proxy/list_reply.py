@@ -15,11 +15,11 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from core.errors import UpstreamUnreachable, forget_frames
+from core.errors import ProxyError, UpstreamUnreachable, forget_frames
 from core.headers import content_coding
 
 if TYPE_CHECKING:
-    from core.access.model_lists import ModelListTicket
+    from core.access.model_lists import ListPage, ModelListTicket
     from core.stages import RawHeaders
     from core.upstream.client import UpstreamReply
 
@@ -84,7 +84,7 @@ async def _walk(
     response: UpstreamReply, ticket: ModelListTicket, query: bytes, fetch: PageFetch
 ) -> FilteredList:
     page = ticket.page(await _body(response))
-    base = page
+    base, asked = page, query
     more = ticket.next_query(page, query)
     walked = 0
     while more is not None and walked < MAX_PAGES_WALKED:
@@ -100,8 +100,10 @@ async def _walk(
             break  # something to show past `base`: the caller is sent there next
         following = ticket.next_query(later, more)
         if not base.kept:
-            base = later  # nothing shown before it: the caller gets this page
+            base, asked = later, more  # nothing shown before it: the caller gets this page
         more = following
+    if more is not None and ticket.wire.model_list_paging == "token":
+        more = await _token_on(base, asked, ticket, fetch)
     body = ticket.render(base, more, walked > 0)
     headers = [
         (name, value)
@@ -110,6 +112,33 @@ async def _walk(
     ]
     headers.append((b"content-length", str(len(body)).encode()))
     return FilteredList(response.status_code, headers, body)
+
+
+async def _token_on(
+    base: ListPage, asked: bytes, ticket: ModelListTicket, fetch: PageFetch
+) -> bytes | None:
+    """The query whose page token the caller is handed with `base` (asked with `asked`),
+    a list paged by token with a model to show past it: the token that goes on from its
+    last entry shown, never one past a page walked (that page's last entry is refused).
+    None (the list ends here) when nothing is shown, or when the one more call that cuts
+    the page short fails or answers another page: a leak is worse than a short list."""
+    if not base.kept:
+        return None  # walked to the bound and nothing shown: any token names a refused one
+    cut = ticket.cut_query(base, asked)
+    if cut is None:
+        return ticket.next_query(base, asked)  # its last entry is shown: its own token
+    try:
+        reply = await fetch(cut)
+    except ProxyError:
+        return None
+    try:
+        if reply.status_code != 200:
+            return None
+        return ticket.cut_next(base, ticket.page(await _body(reply)), cut)
+    except (ValueError, RecursionError, ProxyError):
+        return None
+    finally:
+        await reply.aclose()
 
 
 async def _body(response: UpstreamReply) -> bytes:

@@ -10,9 +10,11 @@ refused, and a lookup of a refused model was asked of the upstream."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 import anthropic
 import httpx
@@ -24,6 +26,7 @@ from google.genai import errors as genai_errors
 from core.access.tokens import create_token
 from core.app import create_app
 from core.config import load_settings
+from core.devtools.mock_upstream.model_lists import gemini_page_token
 from core.stores import open_store
 from tests.support.servers import (
     FAKE_TOKEN,
@@ -278,8 +281,9 @@ def test_a_gemini_page_keeps_its_page_token(lists: Lists) -> None:
     unscoped = {"x-goog-api-key": lists.unscoped}
     first = httpx.get(url, params={"pageSize": 1}, headers=unscoped, timeout=10).json()
     assert [m["name"] for m in first["models"]] == ["models/gemini-2.5-pro"]
-    assert first["nextPageToken"] == "1"  # the provider's own: its next page shows a model
-    last = httpx.get(url, params={"pageSize": 1, "pageToken": "1"}, headers=unscoped).json()
+    token = gemini_page_token("gemini-2.5-pro")
+    assert first["nextPageToken"] == token  # the provider's own: its next page shows a model
+    last = httpx.get(url, params={"pageSize": 1, "pageToken": token}, headers=unscoped).json()
     assert [m["name"] for m in last["models"]] == ["models/gemini-2.5-flash"]
     assert "nextPageToken" not in last  # the page after it would show nothing
     scoped = {"x-goog-api-key": lists.scoped}
@@ -287,5 +291,108 @@ def test_a_gemini_page_keeps_its_page_token(lists: Lists) -> None:
     only = httpx.get(url, params={"pageSize": 1}, headers=scoped, timeout=10).json()
     assert [m["name"] for m in only["models"]] == ["models/gemini-2.5-flash"]
     assert "nextPageToken" not in only
-    asked = [r["query"] for r in upstream_requests(lists.upstream)]
-    assert asked == ["pageSize=1", "pageSize=1&pageToken=1", "pageSize=1&pageToken=2"]
+    asked = [
+        parse_qs(r["query"]).get("pageToken", [""])[0] for r in upstream_requests(lists.upstream)
+    ]
+    assert asked == ["", token, gemini_page_token("gemini-2.5-flash")]
+
+
+# A Gemini catalogue whose pages of two end in a model ALLOWED_MODELS refuses (veo-*),
+# with models shown past it: the upstream's token for such a page names the refused one.
+GEMINI_CATALOGUE = [
+    "gemini-2.5-pro",
+    "veo-3.1-generate-preview",
+    "gemini-2.5-flash",
+    "imagen-4.0-generate-001",
+    "gemini-2.5-flash-lite",
+    "veo-3.0-generate-001",
+    "text-embedding-004",
+    "gemini-2.0-flash",
+]
+GEMINI_SHOWN = [f"models/{m}" for m in GEMINI_CATALOGUE if m.startswith("gemini-")]
+
+
+def _named_in(token: str) -> str:
+    """What a Gemini page token's bytes name (it is base64 of the page's last model)."""
+    return base64.b64decode(token).decode(errors="replace")
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_a_gemini_page_token_never_names_a_refused_model(lists: Lists, size: int) -> None:
+    """Paged by hand as a caller would: each token handed out names a model shown (or
+    none), and the pages show each allowed model once, in the provider's order."""
+    url = f"{lists.guarded.url}/gemini/v1beta/models"
+    headers = {"x-goog-api-key": lists.unscoped, "x-mock-models": ",".join(GEMINI_CATALOGUE)}
+    shown: list[str] = []
+    params: dict[str, str | int] = {"pageSize": size}
+    for _ in range(len(GEMINI_CATALOGUE) + 1):
+        reply = httpx.get(url, params=params, headers=headers, timeout=10)
+        assert reply.status_code == 200, reply.text
+        page = reply.json()
+        names = [m["name"] for m in page.get("models", [])]
+        assert names, "google-genai's pager fails on an empty page"
+        shown += names
+        token = page.get("nextPageToken")
+        if token is None:
+            break
+        assert _named_in(token) in shown  # not veo-*, imagen-*, text-embedding-*
+        params = {"pageSize": size, "pageToken": token}
+    assert shown == GEMINI_SHOWN
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_genai_sdk_pages_a_catalogue_with_refused_models_between(lists: Lists, size: int) -> None:
+    client = genai.Client(
+        api_key=lists.unscoped,
+        http_options={
+            "base_url": f"{lists.guarded.url}/gemini",
+            "timeout": 20_000,
+            "headers": {"x-mock-models": ",".join(GEMINI_CATALOGUE)},
+        },
+    )
+    assert [m.name for m in client.models.list(config={"page_size": size})] == GEMINI_SHOWN
+
+
+# An Anthropic catalogue with refused models (claude-opus-*) between and at the ends.
+ANTHROPIC_CATALOGUE = [
+    "claude-opus-4-1",
+    "claude-sonnet-4-5",
+    "claude-opus-4-0",
+    "claude-haiku-4-5",
+    "claude-3-opus",
+    "claude-sonnet-4-0",
+    "claude-opus-3",
+]
+ANTHROPIC_SHOWN = [m for m in ANTHROPIC_CATALOGUE if "opus" not in m]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 4])
+def test_anthropic_cursors_name_only_models_shown(lists: Lists, limit: int) -> None:
+    """Forward by `last_id` and back by `first_id`, as the SDK and a caller page: every
+    cursor is a model shown, and the pages show each allowed model once."""
+    client = anthropic.Anthropic(
+        base_url=f"{lists.guarded.url}/anthropic",
+        api_key=lists.unscoped,
+        max_retries=0,
+        timeout=20,
+        default_headers={"x-mock-models": ",".join(ANTHROPIC_CATALOGUE)},
+    )
+    assert [m.id for m in client.models.list(limit=limit)] == ANTHROPIC_SHOWN
+    page = client.models.list(limit=limit)
+    forward: list[str] = []
+    while True:
+        forward += [m.id for m in page.data]
+        assert page.first_id in forward and page.last_id in forward
+        if not page.has_more:
+            break
+        page = client.models.list(limit=limit, after_id=page.last_id)
+    assert forward == ANTHROPIC_SHOWN
+    back = client.models.list(limit=limit, before_id="claude-opus-3")
+    backward: list[str] = []
+    while True:
+        backward = [m.id for m in back.data] + backward
+        assert back.first_id in backward and back.last_id in backward
+        if not back.has_more:
+            break
+        back = client.models.list(limit=limit, before_id=back.first_id)
+    assert backward == ANTHROPIC_SHOWN
