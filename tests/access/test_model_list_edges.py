@@ -4,6 +4,7 @@ filter is never relayed unfiltered. The SDK-level behaviour is tests/sdk/test_mo
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import parse_qs
@@ -174,3 +175,84 @@ async def test_a_walk_that_finds_nothing_to_show_names_no_refused_model(proxy: P
     assert page["data"] == []
     assert page["first_id"] is None and page["last_id"] is None
     assert proxy.forwarded <= 11  # the page asked for and at most 10 read ahead
+
+
+def gemini_pages(
+    models: list[str], honour_size: bool = True
+) -> Callable[[httpx.Request], httpx.Response]:
+    """Gemini's native list, paged by `pageSize` and `pageToken` as its API pages it: the
+    token is the base64 of the page's last model name. `honour_size=False`: every page is
+    as long as the first one asked (an upstream that would answer a re-ask differently)."""
+    sizes: list[int] = []
+
+    def page(request: httpx.Request) -> httpx.Response:
+        asked = parse_qs(request.url.query.decode())
+        size = int((asked.get("pageSize") or asked.get("page_size") or ["50"])[0])
+        sizes.append(size)
+        if not honour_size:
+            size = sizes[0]
+        token = asked.get("pageToken", [""])[0]
+        start = models.index(base64.b64decode(token).decode()) + 1 if token else 0
+        shown = models[start : start + size]
+        body: dict[str, object] = {"models": [{"name": m, "version": "001"} for m in shown]}
+        if start + size < len(models):
+            body["nextPageToken"] = base64.b64encode(shown[-1].encode()).decode()
+        return httpx.Response(200, json=body)
+
+    return page
+
+
+GEMINI_LIST = "/gemini/v1beta/models"
+# A page of two ends in a refused model, with a model shown past it.
+ENDS_REFUSED = ["models/gemini-2.5-pro", "models/gemma-3", "models/gemini-2.5-flash"]
+
+
+async def test_a_gemini_page_ending_refused_is_asked_again_cut_short(proxy: Proxy) -> None:
+    proxy.reply = gemini_pages(ENDS_REFUSED)
+    # The caller's size in snake_case (protobuf's query names) goes from the re-ask too.
+    reply = await proxy.get(f"{GEMINI_LIST}?page_size=2")
+    page = reply.json()
+    assert [m["name"] for m in page["models"]] == ["models/gemini-2.5-pro"]
+    assert base64.b64decode(page["nextPageToken"]) == b"models/gemini-2.5-pro"
+    asked = [call.request.url.params for call in proxy.upstream.calls]
+    assert asked[-1].get("pageSize") == "1" and "page_size" not in asked[-1]
+    assert "pageToken" not in asked[-1]  # the same page: the first
+    reply = await proxy.get(f"{GEMINI_LIST}?pageSize=2&pageToken={page['nextPageToken']}")
+    assert [m["name"] for m in reply.json()["models"]] == ["models/gemini-2.5-flash"]
+    assert "nextPageToken" not in reply.json()
+
+
+@pytest.mark.parametrize("failure", ["differs", "500", "unreadable"])
+async def test_a_gemini_re_ask_that_fails_or_differs_ends_the_list(
+    proxy: Proxy, failure: str
+) -> None:
+    pages = gemini_pages(ENDS_REFUSED, honour_size=failure != "differs")
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.params.get("pageSize") == "1" and failure != "differs":
+            if failure == "500":
+                return httpx.Response(500, json={"error": {"code": 500, "status": "INTERNAL"}})
+            return httpx.Response(200, content=b"{not json")
+        return pages(request)
+
+    proxy.reply = answer
+    reply = await proxy.get(f"{GEMINI_LIST}?pageSize=2")
+    assert reply.status_code == 200, reply.text
+    page = reply.json()
+    assert [m["name"] for m in page["models"]] == ["models/gemini-2.5-pro"]
+    assert "nextPageToken" not in page  # rather than the token naming gemma-3
+    assert "gemma" not in reply.text
+    assert proxy.forwarded == 3  # the page, the one read ahead, the re-ask
+
+
+async def test_a_gemini_walk_that_finds_nothing_to_show_hands_out_no_token(
+    proxy: Proxy,
+) -> None:
+    refused = [f"models/gemma-unlisted-{n}" for n in range(30)]
+    proxy.reply = gemini_pages([*refused, "models/gemini-2.5-pro"])
+    reply = await proxy.get(f"{GEMINI_LIST}?pageSize=1")
+    assert reply.status_code == 200, reply.text
+    page = reply.json()
+    assert page.get("models", []) == []
+    assert "nextPageToken" not in page  # every token there is names a refused model
+    assert proxy.forwarded <= 11
