@@ -138,6 +138,12 @@ class ProxyApp:
 
             # gen_ai.response.model and finish reasons, read from the relayed reply.
             self.endpoint.reply_reader = reply_facts_tap
+        # The access log's reading of a path no caller was identified by (HTTP and
+        # WebSocket alike): PROXY_ACCESS_TOKEN's entries and the admin token, by digest.
+        secrets = settings.access_token_hashes
+        if settings.admin_token:
+            secrets = (*secrets, hash_token(settings.admin_token))
+        self.path_for_log = PathForLog(secrets)
         # WebSocket sessions (OpenAI Realtime, Gemini Live) through the same stages; only a
         # server (uvicorn) ever delivers one, so it is built on the first.
         self._realtime: ASGIApp | None = None
@@ -150,6 +156,7 @@ class ProxyApp:
             from core.realtime.stages import EndpointStages
 
             realtime = RealtimeEndpoint(self.settings, EndpointStages(self.endpoint))
+            realtime.path_for_log = self.path_for_log
             if self.endpoint.reply_reader is not None:  # OpenTelemetry is on
                 from core.telemetry.reply import session_facts
 
@@ -245,11 +252,8 @@ def create_app(settings: Settings | None = None, *, concurrent: bool = True) -> 
         from core.telemetry.hub import TelemetryMiddleware
 
         app = TelemetryMiddleware(app, proxy.telemetry)
-    secrets = settings.access_token_hashes
-    if settings.admin_token:
-        secrets = (*secrets, hash_token(settings.admin_token))
     return AccessLogMiddleware(
-        app, enabled=settings.access_log, proxy=proxy, unrouted_path=PathForLog(secrets)
+        app, enabled=settings.access_log, proxy=proxy, unrouted_path=proxy.path_for_log
     )
 
 

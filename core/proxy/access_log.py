@@ -175,10 +175,16 @@ class AccessLogMiddleware:
             scope.pop(BODY_SEND, None)
             log.total_ms = (time.perf_counter() - started) * 1000
             if self.enabled:
-                if log.route is None or not log.caller:
-                    # No caller identified: nothing took a credential out of the path.
-                    log.path = self.unrouted_path(log.path)
-                access_logger.info(format_line(log))
+                access_logger.info(request_line(log, self.unrouted_path))
+
+
+def request_line(log: RequestLog, unidentified: PathForLog) -> str:
+    """A request's access-log line: the one place every surface that writes one (HTTP, a
+    realtime WebSocket handshake) has its path read for credentials when no caller was
+    identified (nothing took the caller's credential out of it: PathForLog)."""
+    if log.route is None or not log.caller:
+        log.path = unidentified(log.path)
+    return format_line(log)
 
 
 def format_line(log: RequestLog) -> str:

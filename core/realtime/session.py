@@ -49,7 +49,7 @@ from core.errors import (
 from core.headers import upstream_request_headers
 from core.protocols import Route
 from core.providers import RETRY_ON_NEXT_KEY
-from core.proxy.access_log import access_logger, format_line, new_request_id
+from core.proxy.access_log import PathForLog, access_logger, new_request_id, request_line
 from core.realtime.wire import (
     REALTIME_WIRES,
     RealtimeWire,
@@ -186,6 +186,10 @@ class RealtimeEndpoint:
     # reply.py), set by the app only when OpenTelemetry is on: it wraps the session's meter
     # (the one reader of every upstream frame), so the relay has no branch for it.
     frame_reader: Callable[[Scope, str, SessionMeter], SessionMeter] | None = None
+    # How the access log writes the path of a handshake no caller was identified by (the
+    # app's, which knows PROXY_ACCESS_TOKEN's and the admin token's digests): a token in a
+    # client's base URL is no more logged from a WebSocket than from HTTP.
+    path_for_log: PathForLog = PathForLog()
 
     def __init__(self, settings: Settings, stages: SessionStages) -> None:
         self.settings = settings
@@ -208,7 +212,7 @@ class RealtimeEndpoint:
         finally:
             log.total_ms = (time.perf_counter() - started) * 1000
             if self.settings.access_log:
-                access_logger.info(format_line(log))
+                access_logger.info(request_line(log, self.path_for_log))
 
     def check_origin(self, request: ProxyRequest) -> None:
         # Browsers apply no CORS to WebSockets: the page's Origin is checked here instead,

@@ -5,6 +5,7 @@ was sent."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
+import websockets
 
 from tests.support.metered import metered
 from tests.support.scripted_upstream import ScriptedUpstream
@@ -160,6 +162,56 @@ def test_a_credential_in_a_path_no_caller_was_identified_by_is_not_logged(
     finally:
         logger.removeHandler(caplog.handler)
     assert reply.status_code == status, reply.text
+    assert upstream.seen == []
+    lines = _access_lines(caplog)
+    assert lines, "no access-log line"
+    assert secret not in caplog.text
+    assert "[redacted]" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("path", "secret", "status"),
+    [
+        (f"/{FAKE_TOKEN}/v1/realtime?model=gpt-realtime", FAKE_TOKEN, 404),
+        (f"/v1/realtime/{FAKE_TOKEN}?model=gpt-realtime", FAKE_TOKEN, None),
+        (f"/gemini/ws/x;key={STORED_SHAPE}", STORED_SHAPE, None),
+        (f"/x/{JWT_SHAPE}/v1/realtime", JWT_SHAPE, 404),
+    ],
+)
+def test_a_credential_in_a_websocket_path_no_caller_was_identified_by_is_not_logged(
+    proxy: RunningServer,
+    upstream: ScriptedUpstream,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    secret: str,
+    status: int | None,
+) -> None:
+    """The same path as a WebSocket handshake (a realtime client's base URL): before, the
+    realtime endpoint wrote its own access-log line with the path as sent."""
+    upstream.seen.clear()
+
+    async def handshake() -> int | None:
+        try:
+            async with websockets.connect(
+                proxy.url.replace("http", "ws", 1) + path, open_timeout=5
+            ):
+                return 101
+        except websockets.InvalidStatus as refused:
+            return refused.response.status_code
+
+    logger = logging.getLogger("llm_proxy")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="llm_proxy"):
+            answered = asyncio.run(handshake())
+            deadline = time.monotonic() + 5
+            while not _access_lines(caplog) and time.monotonic() < deadline:
+                time.sleep(0.01)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert answered is not None and answered >= 400
+    if status is not None:
+        assert answered == status
     assert upstream.seen == []
     lines = _access_lines(caplog)
     assert lines, "no access-log line"
