@@ -8,10 +8,12 @@ here; event streams are told not to be buffered by proxies on the way.
 
 from __future__ import annotations
 
+import hmac
 import re
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote_to_bytes
 
+from core.digest import sha256
 from core.errors import Unauthorized
 
 if TYPE_CHECKING:
@@ -290,6 +292,28 @@ def credential_in_url(credential: bytes | None, path: str, query: bytes) -> bool
         for _ in range(3):
             if part.replace(credential, b"") is not part:
                 return True
+            if part.replace(b"%", b"") is part:
+                break
+            part = unquote_to_bytes(part)
+    return False
+
+
+# What a credential could be glued to in a URL: a segment, a path parameter, a value.
+_URL_PIECES = re.compile(rb"[/;=:,&?]")
+
+
+def digest_in_url(digest: bytes, path: str, query: bytes) -> bool:
+    """Whether a piece of the path or query (a segment, a path parameter, a value, decoded
+    up to twice as credential_in_url reads them) is the credential whose SHA-256 is
+    `digest`: credential_in_url for a request that stands for a credential it does not
+    carry (an upload leg, authorized by the token that started its upload)."""
+    for part in (path.encode("latin-1", "replace"), query):
+        for _ in range(3):
+            for piece in set(_URL_PIECES.split(part)):
+                if len(piece) >= MIN_CREDENTIAL_LENGTH and hmac.compare_digest(
+                    sha256(piece), digest
+                ):
+                    return True
             if part.replace(b"%", b"") is part:
                 break
             part = unquote_to_bytes(part)

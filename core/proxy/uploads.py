@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, urlsplit
 from core.caller import SHARED_TOKEN_CALLER, Caller
 from core.digest import sha256
 from core.errors import BadRequest, Unauthorized
-from core.headers import public_origin, split_key_param
+from core.headers import digest_in_url, public_origin, split_key_param
 from core.protocols import route_path
 
 if TYPE_CHECKING:
@@ -226,6 +226,17 @@ class UploadSessions:
                 headers=_FINAL,
             )
         await self.check_token(session)
+        if session.token and self.names_its_token(session, request):
+            # The leg stands for the token that started the upload: that token in its URL
+            # would reach the upstream and the access log, as it would from any request
+            # (core/request.py refuses it there; a leg carries no credential to compare).
+            if request.log is not None:
+                request.log.path = "[redacted]"
+            raise BadRequest(
+                "The request's path or query holds the proxy credential: send it only where "
+                "your SDK puts its key (a header, or Gemini's key= parameter).",
+                headers=_FINAL,
+            )
         request.target = session.target
         request.caller = Caller(session.caller)
         request.counted_as = session.counted_as or session.caller
@@ -233,6 +244,16 @@ class UploadSessions:
         if request.log is not None:
             request.log.caller = session.caller
         return True
+
+    @staticmethod
+    def names_its_token(session: UploadSession, request: ProxyRequest) -> bool:
+        try:
+            digest = bytes.fromhex(session.token)
+        except ValueError:
+            raise UnknownUploadSession(
+                "This upload session is not valid.", headers=_FINAL
+            ) from None
+        return digest_in_url(digest, request.remainder, request.query)
 
     async def check_token(self, session: UploadSession) -> None:
         """The token that started the upload, checked again: revoked means the upload_id

@@ -215,3 +215,30 @@ async def test_issued_upload_ids_live_in_the_token_store_by_digest(tmp_path: Any
     assert await uploads.UploadSessions(store).find("secret-upload-id") == session
     [item] = store.scan("upload:")
     assert "secret-upload-id" not in item.key and item.expires_at
+
+
+@pytest.mark.parametrize(
+    ("in_path", "in_query"),
+    [
+        (f";key={FAKE_TOKEN}", ""),
+        ("", f"&x={FAKE_TOKEN}"),
+        ("", "&x=" + FAKE_TOKEN.replace("-", "%252D")),
+        (";x=" + FAKE_TOKEN.replace("-", "%2D"), ""),
+    ],
+)
+def test_a_leg_that_holds_the_token_that_started_it_is_refused(
+    gemini_proxy: RunningServer, mock_upstream: RunningServer, in_path: str, in_query: str
+) -> None:
+    """A leg carries no credential, so the refusal of a credential in a URL (core/request.py)
+    had nothing to compare: the token that started the upload went upstream in the leg's
+    path or query (and into the access log)."""
+    url = start(gemini_proxy).headers["x-goog-upload-url"]
+    base, _, query = url.partition("?")
+    reset_upstream(mock_upstream)
+    done = upload(f"{base}{in_path}?{query}{in_query}")
+    assert done.status_code == 400, done.text
+    assert "proxy credential" in done.json()["error"]["message"]
+    assert done.headers["x-goog-upload-status"] == "final"
+    assert upstream_requests(mock_upstream) == []
+    # The same leg without it still goes through.
+    assert upload(url).status_code == 200
