@@ -298,26 +298,30 @@ def credential_in_url(credential: bytes | None, path: str, query: bytes) -> bool
     return False
 
 
-# What a credential could be glued to in a URL: a segment, a path parameter, a value.
-_URL_PIECES = re.compile(rb"[/;=:,&?]")
+# What a credential could be glued to in a URL or a header value: a segment, a path
+# parameter, a value, a scheme (`Bearer <token>`), quotes.
+_PIECES = re.compile(rb"[\s/;=:,&?\"']")
+
+
+def holds_digest(digest: bytes, data: bytes) -> bool:
+    """Whether a piece of `data` (a URL's path or query, a header's value; decoded up to
+    twice as credential_in_url reads them) is the credential whose SHA-256 is `digest`:
+    the tests of credential_in_url and upstream_request_headers for a request that stands
+    for a credential it does not carry (an upload leg, authorized by the token that
+    started its upload)."""
+    for _ in range(3):
+        for piece in set(_PIECES.split(data)):
+            if len(piece) >= MIN_CREDENTIAL_LENGTH and hmac.compare_digest(sha256(piece), digest):
+                return True
+        if data.replace(b"%", b"") is data:
+            return False
+        data = unquote_to_bytes(data)
+    return False
 
 
 def digest_in_url(digest: bytes, path: str, query: bytes) -> bool:
-    """Whether a piece of the path or query (a segment, a path parameter, a value, decoded
-    up to twice as credential_in_url reads them) is the credential whose SHA-256 is
-    `digest`: credential_in_url for a request that stands for a credential it does not
-    carry (an upload leg, authorized by the token that started its upload)."""
-    for part in (path.encode("latin-1", "replace"), query):
-        for _ in range(3):
-            for piece in set(_URL_PIECES.split(part)):
-                if len(piece) >= MIN_CREDENTIAL_LENGTH and hmac.compare_digest(
-                    sha256(piece), digest
-                ):
-                    return True
-            if part.replace(b"%", b"") is part:
-                break
-            part = unquote_to_bytes(part)
-    return False
+    """credential_in_url, for the credential whose SHA-256 is `digest` (holds_digest)."""
+    return holds_digest(digest, path.encode("latin-1", "replace")) or holds_digest(digest, query)
 
 
 def find_credential(headers: RawHeaders, key_param: bytes | None) -> bytes | None:

@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, urlsplit
 from core.caller import SHARED_TOKEN_CALLER, Caller
 from core.digest import sha256
 from core.errors import BadRequest, Unauthorized
-from core.headers import digest_in_url, public_origin, split_key_param
+from core.headers import digest_in_url, holds_digest, public_origin, split_key_param
 from core.protocols import route_path
 
 if TYPE_CHECKING:
@@ -237,6 +237,13 @@ class UploadSessions:
                 "your SDK puts its key (a header, or Gemini's key= parameter).",
                 headers=_FINAL,
             )
+        if session.token:
+            # Nor does it reach the upstream in another header (X-Auth-Token: <token>): as
+            # upstream_request_headers drops a header carrying a request's own credential.
+            digest = bytes.fromhex(session.token)
+            request.headers = [
+                (name, value) for name, value in request.headers if not holds_digest(digest, value)
+            ]
         request.target = session.target
         request.caller = Caller(session.caller)
         request.counted_as = session.counted_as or session.caller

@@ -242,3 +242,27 @@ def test_a_leg_that_holds_the_token_that_started_it_is_refused(
     assert upstream_requests(mock_upstream) == []
     # The same leg without it still goes through.
     assert upload(url).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"x-auth-token": FAKE_TOKEN},
+        {"x-client-note": f"Bearer {FAKE_TOKEN}"},
+        {"x-client-note": FAKE_TOKEN.replace("-", "%2D")},
+    ],
+)
+def test_a_leg_header_that_holds_the_token_that_started_it_is_not_forwarded(
+    gemini_proxy: RunningServer, mock_upstream: RunningServer, header: dict[str, str]
+) -> None:
+    """As a request's own credential is dropped from its other headers (core/headers.py):
+    a leg, which carries none, sent the starting token upstream in X-Auth-Token."""
+    url = start(gemini_proxy).headers["x-goog-upload-url"]
+    reset_upstream(mock_upstream)
+    done = upload(url, **header, **{"x-kept": "kept"})
+    assert done.status_code == 200, done.text
+    (leg,) = upstream_requests(mock_upstream)
+    headers: dict[str, str] = leg["headers"]  # type: ignore[assignment]
+    assert headers.get("x-kept") == "kept"
+    assert not [name for name in header if name in headers]
+    assert FAKE_TOKEN not in str(headers)
