@@ -167,11 +167,19 @@ def upstream_request_headers(headers: RawHeaders, credential: bytes | None = Non
         and not name.startswith(CLIENT_IDENTIFYING_PREFIXES)
     ]
     if credential is not None and len(credential) >= MIN_CREDENTIAL_LENGTH:
-        # `value.replace(credential, b"") is value`: the credential is not in it, at half a
-        # find's cost, on every request (core/byte_tests.py).
+        # holds_credential's test, inline: every header of every request.
         kept = [(name, value) for name, value in kept if value.replace(credential, b"") is value]
     kept.append((b"accept-encoding", b"identity"))
     return kept
+
+
+def holds_credential(value: bytes, credential: bytes | None) -> bool:
+    """Whether a value sent on (a header's, a WebSocket subprotocol's) carries the caller's
+    credential, which then goes no further. `value.replace(credential, b"") is value`: the
+    credential is not in it, at half a find's cost, on every request (core/byte_tests.py)."""
+    if credential is None or len(credential) < MIN_CREDENTIAL_LENGTH:
+        return False
+    return value.replace(credential, b"") is not value
 
 
 # Bytes uvicorn refuses in a header value it sends (a RuntimeError in its `send`; h11 a

@@ -46,7 +46,7 @@ from core.errors import (
     forget_frames,
     render,
 )
-from core.headers import upstream_request_headers
+from core.headers import holds_credential, upstream_request_headers
 from core.protocols import Route
 from core.providers import RETRY_ON_NEXT_KEY
 from core.proxy.access_log import PathForLog, access_logger, new_request_id, request_line
@@ -168,6 +168,13 @@ def socket_request(
         http_scope, provider, remainder, log, None if browser_key is None else browser_key.encode()
     )
     request.route = SESSION_ROUTE
+    # A subprotocol is offered upstream apart from the headers, yet is one: one that carries
+    # the caller's credential goes no further, as such a header does (core/headers.py).
+    protocols = [
+        protocol
+        for protocol in protocols
+        if not holds_credential(protocol.encode("latin-1", "replace"), request.credential)
+    ]
     return request, protocols
 
 

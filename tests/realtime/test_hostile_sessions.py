@@ -641,6 +641,10 @@ async def test_subprotocols_cannot_choose_the_account_billed(
         (f"&t={FAKE_TOKEN}", {}, ["realtime", f"openai-insecure-api-key.{FAKE_TOKEN}"]),
         # The header slot, and the token again in another header: dropped, not refused.
         ("", {"authorization": f"Bearer {FAKE_TOKEN}", "x-auth-token": FAKE_TOKEN}, ["realtime"]),
+        # The header slot, and the token again in another subprotocol (offered upstream
+        # apart from the headers): dropped, as the header would be.
+        ("", {"authorization": f"Bearer {FAKE_TOKEN}"}, ["realtime", f"x-note.{FAKE_TOKEN}"]),
+        ("", {"authorization": f"Bearer {FAKE_TOKEN}"}, ["realtime", FAKE_TOKEN]),
     ],
 )
 async def test_a_sessions_credential_reaches_no_upstream_wherever_it_rides(
