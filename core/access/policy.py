@@ -89,6 +89,12 @@ class RequestPolicy:
         """Raise ModelNotAllowed / PolicyRefused if the request breaks a rule."""
         route = request.route
         if route.kind == "free":
+            if self.allowed_models and request.method == "POST" and not request.upload_leg:
+                # A free call that names a model (counting tokens: Gemini's countTokens,
+                # Anthropic's count_tokens, OpenAI's input_tokens) spends nothing, yet the
+                # upstream's answer tells whether it serves the model: a lookup by another
+                # name, which for a refused model is answered here (core/access/model_lists.py).
+                await self._check_model(request, required=False)
             return None
         if self.allowed_models:
             await self._check_model(request)
@@ -131,7 +137,7 @@ class RequestPolicy:
             self._check_output_cap(request, document)
         return None
 
-    async def _check_model(self, request: ProxyRequest) -> None:
+    async def _check_model(self, request: ProxyRequest, required: bool = True) -> None:
         if request.encoded:
             raise PolicyRefused(
                 "Policy ALLOWED_MODELS: the request body is compressed, so the proxy cannot "
@@ -150,6 +156,8 @@ class RequestPolicy:
                 ) from None
             raise
         if model is None:
+            if not required:
+                return
             if not runs_a_model(request.route) and await request.document() is None:
                 return  # a file upload: its body is not JSON, and it runs no model
             raise ModelNotAllowed(

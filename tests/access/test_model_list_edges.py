@@ -256,3 +256,37 @@ async def test_a_gemini_walk_that_finds_nothing_to_show_hands_out_no_token(
     assert page.get("models", []) == []
     assert "nextPageToken" not in page  # every token there is names a refused model
     assert proxy.forwarded <= 11
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers"),
+    [
+        ("/gemini/v1beta/models/o3:countTokens", {"contents": []}, {"x-goog-api-key": FAKE_TOKEN}),
+        (
+            "/anthropic/v1/messages/count_tokens",
+            {"model": "claude-opus-4", "messages": []},
+            {"x-api-key": FAKE_TOKEN},
+        ),
+        ("/v1/responses/input_tokens", {"model": "o3", "input": "x"}, {}),
+    ],
+)
+async def test_counting_tokens_for_a_refused_model_asks_nobody(
+    proxy: Proxy, path: str, body: dict[str, object], headers: dict[str, str]
+) -> None:
+    """Counting tokens spends nothing, yet the upstream's 200 or 404 says whether it serves
+    the model: a lookup by another name. Before, it was asked (ALLOWED_MODELS was not read
+    on a call that spends nothing)."""
+    proxy.reply = httpx.Response(200, json={"totalTokens": 1, "input_tokens": 1})
+    reply = await proxy.client.post(path, json=body, headers={**AUTH, **headers})
+    assert reply.status_code == 403, reply.text
+    assert "ALLOWED_MODELS" in reply.text
+    assert proxy.forwarded == 0
+    # An allowed model is counted as before.
+    allowed = json.loads(
+        json.dumps(body).replace('"o3"', '"gpt-4o"').replace("claude-opus-4", "gpt-4o-x")
+    )
+    reply = await proxy.client.post(
+        path.replace("/o3:", "/gemini-2.5-flash:"), json=allowed, headers={**AUTH, **headers}
+    )
+    assert reply.status_code == 200, reply.text
+    assert proxy.forwarded == 1
