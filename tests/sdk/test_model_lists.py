@@ -38,9 +38,9 @@ from tests.support.servers import (
 )
 
 KEYS = {
-    "OPENAI": "sk-mock-openai-lists-key-not-real",
-    "ANTHROPIC": "sk-mock-anthropic-lists-key-not-real",
-    "GEMINI": "mock-gemini-lists-key-not-real",
+    "OPENAI": "fake-openai-key-for-list-tests",
+    "ANTHROPIC": "fake-anthropic-key-for-list-tests",
+    "GEMINI": "fake-gemini-key-for-list-tests",
 }
 # What the mock's OpenAI-shaped lists name here (`x-mock-models`).
 OPENAI_MODELS = {"x-mock-models": "gpt-4o,gpt-4o-mini,o3,mock-model"}
