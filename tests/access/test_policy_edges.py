@@ -25,7 +25,7 @@ def env(**extra: str) -> dict[str, str]:
         "UPSTREAM_BASE_URL": UPSTREAM,
         "UPSTREAM_API_KEY": FAKE_UPSTREAM_KEY,
         "PROXY_ACCESS_TOKEN": FAKE_TOKEN,
-        "GEMINI_API_KEY": "sk-fake-gemini-key-not-real",
+        "GEMINI_API_KEY": "fake-gemini-key-not-real",
         "GEMINI_UPSTREAM": GEMINI_UPSTREAM,
         "UPSTREAM_TRANSPORT": "httpx",
         "ACCESS_LOG": "false",
