@@ -20,6 +20,7 @@ from urllib.parse import unquote
 
 from core.digest import sha256
 from core.errors import ProxyError, UpstreamStreamBroken, render, send_error
+from core.headers import MIN_CREDENTIAL_LENGTH
 from core.types import ASGIApp, Message, Receive, RequestLog, Scope, Send
 
 access_logger = logging.getLogger("llm_proxy.access")
@@ -84,7 +85,6 @@ def new_request_id() -> str:
 _ISSUED_SHAPE = re.compile(r"llmp_[\w-]{8,}|eyJ[\w-]{8,}(?:\.[\w-]*){0,2}")
 # What a credential could be glued to in a path: a segment, a path parameter, a value.
 _PIECES = re.compile(r"[/;=:,&?]")
-_SHORTEST_SECRET = 16  # PROXY_ACCESS_TOKEN's minimum (core/config.py)
 
 
 class PathForLog:
@@ -112,10 +112,10 @@ class PathForLog:
 
     def _pieces(self, path: str) -> str:
         path = _ISSUED_SHAPE.sub("[redacted]", path)
-        if not self.secret_digests or len(path) < _SHORTEST_SECRET:
+        if not self.secret_digests or len(path) < MIN_CREDENTIAL_LENGTH:
             return path
         for piece in set(_PIECES.split(path)):
-            if len(piece) >= _SHORTEST_SECRET and self._is_secret(piece):
+            if len(piece) >= MIN_CREDENTIAL_LENGTH and self._is_secret(piece):
                 path = path.replace(piece, "[redacted]")
         return path
 
