@@ -15,6 +15,7 @@ from urllib.parse import unquote_to_bytes
 
 from core.digest import sha256
 from core.errors import Unauthorized
+from core.escapes import decodings
 
 if TYPE_CHECKING:
     from core.types import Scope
@@ -293,16 +294,13 @@ def credential_in_url(credential: bytes | None, path: str, query: bytes) -> bool
     if credential is None or len(credential) < MIN_CREDENTIAL_LENGTH:
         return False
     for part in (path.encode("latin-1", "replace"), query):
-        # Decoded twice, as the route checks read a path (core/protocols.py decoded_path):
-        # a router that decodes `%252D` twice reads `-`. On every request: each test is
+        # Every decoding, as the route checks read a path (core/escapes.py): a router that
+        # decodes `%252D` twice reads `-`. On every request: each test is
         # `x.replace(needle, b"") is x` (the needle is not in x), half a find's cost
-        # (core/byte_tests.py).
-        for _ in range(3):
-            if part.replace(credential, b"") is not part:
+        # (core/byte_tests.py), and an unescaped URL has one decoding.
+        for spelling in decodings(part):
+            if spelling.replace(credential, b"") is not spelling:
                 return True
-            if part.replace(b"%", b"") is part:
-                break
-            part = unquote_to_bytes(part)
     return False
 
 
@@ -312,18 +310,15 @@ _PIECES = re.compile(rb"[\s/;=:,&?\"']")
 
 
 def holds_digest(digest: bytes, data: bytes) -> bool:
-    """Whether a piece of `data` (a URL's path or query, a header's value; decoded up to
-    twice as credential_in_url reads them) is the credential whose SHA-256 is `digest`:
+    """Whether a piece of `data` (a URL's path or query, a header's value; in every
+    decoding, as credential_in_url reads them) is the credential whose SHA-256 is `digest`:
     the tests of credential_in_url and upstream_request_headers for a request that stands
     for a credential it does not carry (an upload leg, authorized by the token that
     started its upload)."""
-    for _ in range(3):
-        for piece in set(_PIECES.split(data)):
+    for spelling in decodings(data):
+        for piece in set(_PIECES.split(spelling)):
             if len(piece) >= MIN_CREDENTIAL_LENGTH and hmac.compare_digest(sha256(piece), digest):
                 return True
-        if data.replace(b"%", b"") is data:
-            return False
-        data = unquote_to_bytes(data)
     return False
 
 

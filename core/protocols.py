@@ -24,7 +24,9 @@ import json
 import math
 import re
 from typing import Any, Literal, NamedTuple
-from urllib.parse import unquote, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
+
+from core.escapes import decoded
 
 RouteKind = Literal["free", "metered", "minting", "unreadable"]
 
@@ -152,11 +154,12 @@ def modality_tokens(details: Any, modality: str) -> int:
 
 
 def decoded_path(remainder: str) -> str:
-    """The path as an upstream would read it, case kept: decoded, repeated and trailing
+    """The path as an upstream would read it, case kept: decoded (every escape, however
+    deep: core/escapes.py), repeated and trailing
     slashes dropped, path parameters (`;x`, which servlet-style routers ignore) cut from
     each segment."""
-    decoded = unquote(unquote(remainder))
-    parts = [part.partition(";")[0] for part in decoded.split("/")]
+    # Every escape decoded (core/escapes.py): a router may decode once, twice or more.
+    parts = [part.partition(";")[0] for part in decoded(remainder).split("/")]
     return "/" + "/".join(part for part in parts if part)
 
 

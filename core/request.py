@@ -13,9 +13,9 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 from core.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
+from core.escapes import MAX_DECODES, decoded, escaped_past_limit
 from core.headers import credential_in_url, find_credential, split_key_param
 from core.protocols import (
     CONVERSATIONS,
@@ -78,10 +78,17 @@ WEBSOCKET_UNSUPPORTED = (
 
 def check_path(remainder: str) -> None:
     """Refuse paths that try to climb out of the route or smuggle separators."""
-    decoded = unquote(unquote(remainder)) if "%" in remainder else remainder
-    if _FORBIDDEN_IN_PATH.search(decoded):
+    if escaped_past_limit(remainder):
+        # No client escapes a path this deep; a reader that decodes once more than the
+        # checks below would get a path they never saw (core/escapes.py).
+        raise BadRequest(
+            f"The request path is percent-escaped more than {MAX_DECODES} times over; "
+            "send it escaped once."
+        )
+    path = decoded(remainder)
+    if _FORBIDDEN_IN_PATH.search(path):
         raise BadRequest("The request path contains a forbidden character.")
-    for segment in decoded.split("/"):
+    for segment in path.split("/"):
         # `..;x` is `..` to servlet containers (path parameters), which many gateways are.
         if segment.partition(";")[0] in (".", ".."):
             raise BadRequest("The request path may not contain '.' or '..' segments.")

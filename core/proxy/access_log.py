@@ -16,10 +16,10 @@ import sys
 import time
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import unquote
 
 from core.digest import sha256
 from core.errors import ProxyError, UpstreamStreamBroken, render, send_error
+from core.escapes import decoded, escaped_past_limit
 from core.headers import MIN_CREDENTIAL_LENGTH
 from core.types import ASGIApp, Message, Receive, RequestLog, Scope, Send
 
@@ -102,11 +102,12 @@ class PathForLog:
     def __call__(self, path: str) -> str:
         path = self._pieces(path)
         if "%" in path:
-            # The path is decoded once: a router that decodes twice (as check_path assumes
-            # one may) reads `%252D` as `-`, so an escaped credential is one too. Escaped,
-            # none of the path is shown, as for an identified caller (core/request.py).
-            decoded = unquote(unquote(path))
-            if self._pieces(decoded) != decoded:
+            # The path is decoded once: a router that decodes again (as check_path assumes
+            # one may, every escape: core/escapes.py) reads `%252D` as `-`, so an escaped
+            # credential is one too. Escaped, none of the path is shown, as for an
+            # identified caller (core/request.py); nor is one escaped past every reader.
+            plain = decoded(path)
+            if self._pieces(plain) != plain or escaped_past_limit(path):
                 return "[redacted]"
         return path
 

@@ -79,6 +79,11 @@ def test_a_credential_in_another_header_is_not_forwarded(
         # assume one may, core/request.py check_path) reads as the credential.
         ("/v1/models/" + FAKE_TOKEN.replace("-", "%252D"), "openai"),
         ("/v1/models?x=" + FAKE_TOKEN.replace("-", "%252D"), "openai"),
+        # Escaped three and four times: a router may decode in a loop, and the token is
+        # the caller's whatever the depth (before: forwarded from three up).
+        ("/v1/models/" + FAKE_TOKEN.replace("-", "%25252D"), "openai"),
+        ("/v1/models?x=" + FAKE_TOKEN.replace("-", "%2525252D"), "openai"),
+        ("/anthropic/v1/models/" + FAKE_TOKEN.replace("-", "%25252d"), "anthropic"),
         (f"/v1/models?api_key={FAKE_TOKEN}", "openai"),
         ("/anthropic/v1/models?token=" + FAKE_TOKEN.replace("-", "%2d"), "anthropic"),
     ],
@@ -116,7 +121,16 @@ def test_a_credential_in_the_url_is_refused_and_not_logged(
     assert upstream.seen == []
     lines = _access_lines(caplog)
     assert lines, "no access-log line"
-    assert FAKE_TOKEN not in unquote(unquote(caplog.text))  # nor escaped
+    assert FAKE_TOKEN not in _every_escape_decoded(caplog.text)  # nor escaped
+
+
+def _every_escape_decoded(text: str) -> str:
+    for _ in range(20):
+        once = unquote(text)
+        if once == text:
+            return text
+        text = once
+    raise AssertionError("still escaped after 20 rounds")
 
 
 def _access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -143,6 +157,9 @@ JWT_SHAPE = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEifQ.c2lnbmF0dXJlLW5vdC1yZWF
         ("/v2/" + FAKE_TOKEN.replace("-", "%252D"), FAKE_TOKEN, 404),
         ("/v1/models/" + FAKE_TOKEN.replace("-", "%252D"), FAKE_TOKEN, 401),
         ("/v2/" + STORED_SHAPE.replace("_", "%255F"), STORED_SHAPE, 404),
+        # Escaped three times (before: logged as `test%252Dcaller...`).
+        ("/v2/" + FAKE_TOKEN.replace("-", "%25252D"), FAKE_TOKEN, 404),
+        ("/v1/models/" + FAKE_TOKEN.replace("-", "%25252D"), FAKE_TOKEN, 401),
     ],
 )
 def test_a_credential_in_a_path_no_caller_was_identified_by_is_not_logged(
@@ -170,7 +187,7 @@ def test_a_credential_in_a_path_no_caller_was_identified_by_is_not_logged(
     assert upstream.seen == []
     lines = _access_lines(caplog)
     assert lines, "no access-log line"
-    assert secret not in unquote(unquote(caplog.text))
+    assert secret not in _every_escape_decoded(caplog.text)
     assert "[redacted]" in lines[-1]
 
 
@@ -220,5 +237,24 @@ def test_a_credential_in_a_websocket_path_no_caller_was_identified_by_is_not_log
     assert upstream.seen == []
     lines = _access_lines(caplog)
     assert lines, "no access-log line"
-    assert secret not in unquote(unquote(caplog.text))
+    assert secret not in _every_escape_decoded(caplog.text)
     assert "[redacted]" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        # `..` escaped three times: a router that decodes in a loop climbs out of the route.
+        ("/v1/models/%25252e%25252e/%25252e%25252e/admin", "'..'"),
+        # Escaped past any client's habit (nine rounds): refused, not guessed at.
+        ("/v1/models/x%" + "25" * 9 + "2D", "escaped"),
+    ],
+)
+def test_a_path_escaped_deeper_than_the_checks_read_is_refused(
+    proxy: RunningServer, upstream: ScriptedUpstream, path: str, says: str
+) -> None:
+    upstream.seen.clear()
+    reply = httpx.get(proxy.url + path, headers={"authorization": f"Bearer {FAKE_TOKEN}"})
+    assert reply.status_code == 400, reply.text
+    assert says in reply.json()["error"]["message"]
+    assert upstream.seen == []
