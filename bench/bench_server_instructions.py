@@ -16,8 +16,12 @@ per event than at 500 streams: the figures are of the servers' own work, compara
 each other, not with the streams bench's microseconds. About three minutes; needs valgrind
 (`make bench-tools`).
 
+A second load of longer streams (240 events) splits each figure in two: what a request
+costs once (its head, the checks, the upstream call, settling) and what each further event
+costs. A ratio at 40 events is mostly the first, at 240 mostly the second.
+
 `python -m bench server_instructions`; BENCH_SERVER_INSTRUCTIONS_TARGETS="bare relay,proxy"
-takes only those.
+takes only those; BENCH_SERVER_INSTRUCTIONS_LONG=0 skips the longer streams.
 """
 
 from __future__ import annotations
@@ -43,17 +47,19 @@ TARGETS = tuple(
 )
 DELAY_MS = 150
 WORDS = 37  # the mock's role event, 37 words, a stop event and [DONE]: 40 events
+LONG_WORDS = 237  # 240 events
+LONG = os.environ.get("BENCH_SERVER_INSTRUCTIONS_LONG", "1") != "0"
 CONNECTIONS = 8
 STREAMS_EACH = 3
 BODY = b'{"model":"mock-model","stream":true,"messages":[{"role":"user","content":"hi"}]}'
 
 
 @contextlib.contextmanager
-def mock_upstream() -> Iterator[str]:
+def mock_upstream(words: int = WORDS) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     args = [PYTHON, "-m", "core.cli", "mock-upstream", "--port", str(port)]
-    args += ["--chunks", str(WORDS), "--delay-ms", str(DELAY_MS)]
+    args += ["--chunks", str(words), "--delay-ms", str(DELAY_MS)]
     with process(args, {}, f"{url}/_mock/requests"):
         yield url
 
@@ -129,9 +135,9 @@ def callgrind_control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
 
 
-def measure(name: str) -> tuple[float, int]:
+def measure(name: str, words: int = WORDS) -> tuple[float, int]:
     """Instructions per relayed event, and the events counted."""
-    with mock_upstream() as upstream, under_callgrind(name, upstream) as (url, proc):
+    with mock_upstream(words) as upstream, under_callgrind(name, upstream) as (url, proc):
         asyncio.run(load(url, CONNECTIONS, 1))  # warm: imports, pools, caches
         callgrind_control(proc.pid, "--instr=on")
         events = asyncio.run(load(url, CONNECTIONS, STREAMS_EACH))
@@ -147,15 +153,55 @@ def run() -> list[str]:
         return ["server instructions skipped: valgrind is not installed (`make bench-tools`)"]
     with ThreadPoolExecutor(max_workers=2) as pool:  # two cores: two valgrinds at once
         figures = dict(zip(TARGETS, pool.map(measure, TARGETS), strict=True))
+        long = (
+            dict(zip(TARGETS, pool.map(measure, TARGETS, [LONG_WORDS] * len(TARGETS)), strict=True))
+            if LONG
+            else {}
+        )
     lines = [
         f"whole-server instructions under callgrind, {CONNECTIONS} connections x {STREAMS_EACH}"
         f" streams of {WORDS + 3} events ({DELAY_MS} ms apart); repeatable on a busy machine"
     ]
+    lines += _rows(figures, f"{WORDS + 3}-event streams")
+    if long:
+        lines += _rows(long, f"{LONG_WORDS + 3}-event streams")
+        lines += _split(figures, long)
+    return lines
+
+
+def _rows(figures: dict[str, tuple[float, int]], streams: str) -> list[str]:
     floor = figures.get("bare relay", (0.0, 0))[0]
+    lines = []
     for name, (per_event, events) in figures.items():
         ratio = f", {per_event / floor:.3f}x the bare relay" if floor else ""
         lines.append(
-            row(f"instructions an event, {name}", f"{per_event:,.0f}{ratio} ({events} events)")
+            row(
+                f"instructions an event, {name}, {streams}",
+                f"{per_event:,.0f}{ratio} ({events} events)",
+            )
+        )
+    return lines
+
+
+def _split(short: dict[str, tuple[float, int]], long: dict[str, tuple[float, int]]) -> list[str]:
+    """Each target's cost as a request's own and each event's, from the two lengths:
+    per_event(n) = fixed / n + marginal, at n = 40 and n = 240."""
+    n_short, n_long = WORDS + 3, LONG_WORDS + 3
+    parts = {}
+    for name in short:
+        a, b = short[name][0], long[name][0]
+        fixed = (a - b) / (1 / n_short - 1 / n_long)
+        parts[name] = (fixed, a - fixed / n_short)
+    floor = parts.get("bare relay")
+    lines = []
+    for name, (fixed, marginal) in parts.items():
+        ratio = f", {marginal / floor[1]:.3f}x the bare relay's" if floor else ""
+        extra = f"; {fixed - floor[0]:+,.0f} on the bare relay's" if floor else ""
+        lines.append(
+            row(
+                f"split, {name}",
+                f"a request's own {fixed:,.0f}{extra}; each further event {marginal:,.0f}{ratio}",
+            )
         )
     return lines
 
