@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from core.cache.complete import finished
-from core.cache.entry import EntryUnreadable, decode, encode, kept_headers
+from core.cache.entry import EntryUnreadable, decode, encode, kept_headers, stored_bytes
 from core.cache.key import cache_control, cache_key, cacheable_document, deterministic
 from core.stages import HeaderTicket, RawHeaders, ReplyTicket, StoredReply
 from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store
@@ -55,8 +55,11 @@ def open_cache_store(settings: CacheSettings, stores: StoreSet | None = None) ->
     if settings.url.startswith("memory:"):
         from core.stores.memory import MemoryStore
 
-        # Its own, never the app's shared memory store: the LRU would evict tokens.
-        return MemoryStore(max_items=settings.max_entries)
+        # Its own, never the app's shared memory store: the LRU would evict tokens. Bound
+        # by bytes too: a count of entries alone allows a thousand of the largest.
+        return MemoryStore(
+            max_items=settings.max_entries, max_bytes=settings.max_bytes, size=stored_bytes
+        )
     if stores is not None:
         return stores.open(settings.url)  # one client with TOKEN_STORE etc. on one URL
     from core.stores import open_store

@@ -30,6 +30,26 @@ KEPT_HEADERS = frozenset(
 )
 
 
+# What a document takes in process memory beyond its body's base64 text (core/stores/memory.py
+# keeps it as a dict): each chunk length an int in a list, each header two strings in a list,
+# and the dict itself. Generous: the bound must hold, not a hit's worth of room.
+_PER_CHUNK = 40
+_PER_HEADER = 160
+_PER_ENTRY = 1024
+
+
+def stored_bytes(doc: dict[str, Any]) -> int:
+    """Roughly what `doc` (an `encode` result) takes in memory: about 4/3 of the reply's
+    bytes, the body being kept in base64."""
+    headers = doc.get("headers") or ()
+    return (
+        _PER_ENTRY
+        + len(doc.get("body") or "")
+        + _PER_CHUNK * len(doc.get("chunks") or ())
+        + sum(_PER_HEADER + len(name) + len(value) for name, value in headers)
+    )
+
+
 class EntryUnreadable(ValueError):
     """A stored document this version cannot replay (written by another, or damaged)."""
 

@@ -10,6 +10,9 @@ from core.stores import STORE_SCHEMES
 
 DEFAULT_MAX_ENTRY_BYTES = 1024 * 1024
 DEFAULT_MAX_ENTRIES = 1000
+# A thousand entries of the default 1 MiB would be 1.3 GiB of base64 in one process: a
+# caller who asks for large replies (embeddings of many inputs) could fill it for cents.
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 CACHE_SCOPES = ("caller", "shared")
 
 
@@ -60,6 +63,15 @@ class CacheSettings:
         "Entries the memory store keeps (least recently used dropped first).",
         low=1,
         high=10**7,
+    )
+    max_bytes: int = setting(
+        "CACHE_MAX_BYTES",
+        DEFAULT_MAX_BYTES,
+        "Memory the memory store's entries take in all, about 4/3 of their replies' bytes "
+        "(least recently used dropped first).",
+        low=1,
+        high=64 * 1024**3,
+        unit="bytes",
     )
 
     @property

@@ -1,14 +1,15 @@
 """A store in process memory: for tests and single-process demos, gone on restart.
 
-With `max_items` it keeps at most that many documents and forgets the least recently used
-first (the response cache's memory LRU, CACHE_MAX_ENTRIES); counters are not counted.
+With `max_items` it keeps at most that many documents, and with `max_bytes` at most that
+much of them by `size`, forgetting the least recently used first (the response cache's
+memory LRU: CACHE_MAX_ENTRIES, CACHE_MAX_BYTES); counters are not counted.
 """
 
 from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from core.stores import Item
@@ -17,9 +18,21 @@ from core.stores import Item
 class MemoryStore:
     blocking = False
 
-    def __init__(self, max_items: int | None = None) -> None:
+    def __init__(
+        self,
+        max_items: int | None = None,
+        *,
+        max_bytes: int | None = None,
+        size: Callable[[dict[str, Any]], int] | None = None,
+    ) -> None:
         self.max_items = max_items
-        # In use order when max_items is set: least recently used first.
+        # A count alone does not bound memory: a thousand documents of a MiB each is a GiB.
+        self.max_bytes = max_bytes if size is not None else None
+        self._size = size
+        self._sizes: dict[str, int] = {}
+        self.bytes = 0  # what the documents kept take, by `size`
+        self._bounded = bool(max_items or self.max_bytes)
+        # In use order when bounded: least recently used first.
         self._items: dict[str, Item] = {}
         # key -> (expires_at, counters); the event loop is the only writer, so no lock.
         self._counters: dict[str, tuple[float, dict[str, int]]] = {}
@@ -29,20 +42,38 @@ class MemoryStore:
 
     def get(self, key: str) -> Item | None:
         item = self._items.get(key)
-        if item is None or (item.expires_at is not None and item.expires_at <= time.time()):
+        if item is None:
             return None
-        if self.max_items:
+        if item.expires_at is not None and item.expires_at <= time.time():
+            if self._bounded:
+                self.delete(key)  # its room goes to live entries
+            return None
+        if self._bounded:
             self._items[key] = self._items.pop(key)  # now the most recently used
         return item
 
     def put(self, key: str, doc: dict[str, Any], *, expires_at: float | None = None) -> None:
         items = self._items
-        old = items.pop(key, None) if self.max_items else items.get(key)
+        if not self._bounded:
+            old = items.get(key)
+            items[key] = Item(key, dict(doc), expires_at, old.last_used if old else None)
+            return
+        old = items.pop(key, None)
+        self.bytes -= self._sizes.pop(key, 0)
+        max_bytes = self.max_bytes
+        if max_bytes and self._size is not None:
+            size = self._size(doc)
+            if size > max_bytes:
+                return  # larger than the whole bound: not kept (nor the one it replaced)
+            self._sizes[key] = size
+            self.bytes += size
         items[key] = Item(key, dict(doc), expires_at, old.last_used if old else None)
-        if self.max_items and len(items) > self.max_items:
-            del items[next(iter(items))]
+        max_items = self.max_items
+        while (max_items and len(items) > max_items) or (max_bytes and self.bytes > max_bytes):
+            self.delete(next(iter(items)))
 
     def delete(self, key: str) -> bool:
+        self.bytes -= self._sizes.pop(key, 0)
         return self._items.pop(key, None) is not None
 
     def scan(self, prefix: str) -> list[Item]:

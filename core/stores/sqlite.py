@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS counters (
 """
 
 
+# Expired items are deleted on the first write with an expiry and every this many after.
+_SWEEP_EVERY = 100
+
+
 class SQLiteStore:
     """A file shared by the proxy's threads (one connection each: WAL lets readers go on
     while someone writes) and by other processes (the CLI, other workers)."""
@@ -58,6 +62,11 @@ class SQLiteStore:
         # lookups do not wait behind a writer.
         self._write_lock = threading.Lock()
         self._increments = itertools.count()
+        # Items written with an expiry (response cache entries, up to CACHE_MAX_ENTRY_BYTES
+        # each) are swept every so many writes: `get` never returns an expired one, but
+        # without a sweep each stayed in the file for good, and a cache on SQLite grew by
+        # every distinct request it ever kept.
+        self._expiring_puts = itertools.count()
         self._db()  # opened now, so an unusable path fails at start, not on a request
 
     def _db(self) -> sqlite3.Connection:
@@ -129,7 +138,13 @@ class SQLiteStore:
         return _item(row) if row else None
 
     def put(self, key: str, doc: dict[str, Any], *, expires_at: float | None = None) -> None:
-        self._db().execute(
+        db = self._db()
+        if expires_at is not None and next(self._expiring_puts) % _SWEEP_EVERY == 0:
+            db.execute(
+                "DELETE FROM items WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                (time.time(),),
+            )
+        db.execute(
             "INSERT INTO items (key, doc, expires_at) VALUES (?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE "
             "SET doc = excluded.doc, expires_at = excluded.expires_at",
