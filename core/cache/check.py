@@ -88,6 +88,21 @@ class ResponseCache:
             self.max_document = DYNAMODB_MAX_DOCUMENT
         self.clock = clock
         self._last_error_log = 0.0
+        # What replies being copied to be kept may still take, all requests together:
+        # each copies up to max_body while it is relayed, and a thousand connections each
+        # holding a MiB-long reply open would otherwise hold a GiB. A copy that finds no
+        # room stops (that reply is not kept); its room comes back when it settles.
+        self.copy_room = settings.max_bytes
+
+    def take(self, size: int) -> bool:
+        """Room for `size` more bytes of copies in flight, if there is some."""
+        if size > self.copy_room:
+            return False
+        self.copy_room -= size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.copy_room += size
 
     @classmethod
     def from_settings(
@@ -198,6 +213,8 @@ class CacheTicket(ReplyTicket):
         # None once the reply is known not to be kept: nothing more is copied.
         self.chunks: list[bytes] | None = None
         self.size = 0
+        # Of the cache's room for copies in flight, what this copy holds (ResponseCache.take).
+        self.held = 0
 
     def call_instead(self, log: RequestLog | None) -> None:
         super().call_instead(log)
@@ -226,15 +243,30 @@ class CacheTicket(ReplyTicket):
         chunks = self.chunks
         if chunks is None:
             return
-        self.size += len(chunk)
-        if self.size > self.cache.max_body:
-            self.chunks = None  # too large to keep: stop copying
+        size = len(chunk)
+        self.size += size
+        if self.size > self.cache.max_body or not self.cache.take(size):
+            self.drop()  # too large to keep, or no room left for copies: stop copying
             return
+        self.held += size
         chunks.append(chunk)
+
+    def drop(self) -> None:
+        """Copies nothing more, and gives back the room the copy held."""
+        self.chunks = None
+        if self.held:
+            self.cache.give_back(self.held)
+            self.held = 0
+
+    def __del__(self) -> None:
+        # A request cancelled before it settled (a server shutting down) still gives its
+        # room back: otherwise each such copy would shrink the room for good.
+        if self.held:
+            self.cache.give_back(self.held)
 
     async def settle(self, outcome: Outcome) -> None:
         chunks = self.chunks
-        self.chunks = None
+        self.drop()
         if (
             chunks is None
             or self.replay is not None

@@ -68,7 +68,8 @@ class CacheSettings:
         "CACHE_MAX_BYTES",
         DEFAULT_MAX_BYTES,
         "Memory the memory store's entries take in all, about 4/3 of their replies' bytes "
-        "(least recently used dropped first).",
+        "(least recently used dropped first); also what replies being copied to be kept may "
+        "hold together, whatever the store.",
         low=1,
         high=64 * 1024**3,
         unit="bytes",

@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 
-from core.cache.check import ResponseCache
+from core.cache.check import CacheTicket, ResponseCache
 from core.cache.settings import DEFAULT_MAX_BYTES, CacheSettings
-from core.stages import StoredReply
+from core.stages import Outcome, StoredReply
 from tests.support.metered import AUTH, JSON, metered
 from tests.support.scripted_upstream import ScriptedUpstream
 
@@ -106,3 +106,38 @@ def test_an_sqlite_cache_deletes_expired_entries(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         (rows,) = db.execute("SELECT count(*) FROM items WHERE key LIKE 'cache:old-%'").fetchone()
     assert rows == 0, f"{rows} expired entries still in the file"
+
+
+def _copying(cache: ResponseCache, name: str) -> CacheTicket:
+    ticket = CacheTicket(cache, f"cache:{name}", [], stream=True)
+    ticket.start(200, [(b"content-type", b"text/event-stream")], [])
+    return ticket
+
+
+def _copied(ticket: CacheTicket) -> int:
+    return sum(len(chunk) for chunk in ticket.chunks or ())
+
+
+def test_replies_being_copied_hold_at_most_the_byte_bound_together() -> None:
+    """Each reply that may be kept is copied while it is relayed, up to the entry limit:
+    a hundred connections each holding open a reply of the default 1 MiB held 100 MiB of
+    copies (any store, not only `memory`). Together they now hold at most CACHE_MAX_BYTES;
+    a copy that finds no room stops, and its reply is not kept."""
+    cache = ResponseCache.from_settings(CacheSettings(url="memory://"))
+    tickets = [_copying(cache, str(n)) for n in range(100)]
+    for ticket in tickets:
+        for _ in range(16):
+            ticket.feed(b"data: x\n\n" * 6_000)  # 54 kB a chunk, about 860 kB a reply
+    held = sum(_copied(ticket) for ticket in tickets)
+    assert held <= DEFAULT_MAX_BYTES, f"copies in flight hold {held / 2**20:.0f} MiB"
+    assert tickets[-1].chunks is None  # no room left: not copied
+
+    # Settled, a copy gives its room back, kept or not; so does one never settled.
+    for ticket in tickets[:50]:
+        asyncio.run(ticket.settle(Outcome(upstream_status=502)))
+    del ticket
+    tickets[50:] = []
+    assert cache.copy_room == DEFAULT_MAX_BYTES
+    later = _copying(cache, "later")
+    later.feed(b"data: x\n\n")
+    assert _copied(later) == 9
