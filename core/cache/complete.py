@@ -8,7 +8,8 @@ own protocol says it is done:
 - OpenAI chat and completions streams: a `finish_reason` on some choice and `data: [DONE]`;
 - OpenAI Responses streams: a `response.completed` event;
 - Anthropic streams: `message_stop`;
-- Gemini (`alt=sse` or the streamed JSON array): a candidate with a `finishReason`;
+- Gemini (`alt=sse` or the streamed JSON array): a `finishReason` on every candidate written
+  (with candidateCount above 1 they finish apart);
 - any whole JSON reply: a JSON value that parses, with no top-level `error` member other
   than `null` (some vendors, OpenRouter among them, answer errors with a 200);
 - nothing else: a reply that is neither JSON nor an event stream (an HTML page a gateway
@@ -66,12 +67,23 @@ def _openai_chat_done(items: list[tuple[bytes, Any]]) -> bool:
 
 
 def _gemini_done(items: list[Any]) -> bool:
-    return any(
-        isinstance(candidate, dict) and candidate.get("finishReason")
-        for item in items
-        if isinstance(item, dict)
-        for candidate in (item.get("candidates") or [])
-    )
+    """Every candidate written has a finishReason. Not merely one: with candidateCount
+    above 1 the candidates are written side by side and finish apart, so a stream cut
+    after the first finished still lacks the end of the others. (Gemini leaves out an
+    `index` of 0.)"""
+    seen: set[str] = set()
+    done: set[str] = set()
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        for candidate in item.get("candidates") or []:
+            if not isinstance(candidate, dict):
+                continue
+            index = repr(candidate.get("index", 0))  # repr: any JSON value, hashable
+            seen.add(index)
+            if candidate.get("finishReason"):
+                done.add(index)
+    return bool(done) and seen <= done
 
 
 def finished_stream(wire: str, body: bytes) -> bool:

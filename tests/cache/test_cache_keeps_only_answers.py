@@ -79,11 +79,22 @@ def _anthropic_stream(n: int, finished: bool) -> list[tuple[float, bytes]]:
     return _sse(*events)
 
 
-def _gemini_stream(n: int, finished: bool) -> list[tuple[float, bytes]]:
+def _gemini_stream(n: int, finished: bool, two: bool = False) -> list[tuple[float, bytes]]:
     candidate: dict[str, Any] = {"content": {"parts": [{"text": f"answer {n}"}], "role": "model"}}
+    if not two:
+        if finished:
+            candidate["finishReason"] = "STOP"
+        return _sse({"candidates": [candidate]})
+    # candidateCount 2: the candidates are written side by side and finish apart (Gemini
+    # leaves out an `index` of 0). The first one finishing is not the stream finishing.
+    second = {**candidate, "index": 1}
+    events: list[Any] = [
+        {"candidates": [candidate, second]},
+        {"candidates": [{**candidate, "finishReason": "STOP"}]},
+    ]
     if finished:
-        candidate["finishReason"] = "STOP"
-    return _sse({"candidates": [candidate]})
+        events.append({"candidates": [{**second, "finishReason": "STOP"}]})
+    return _sse(*events)
 
 
 class Upstream:
@@ -105,7 +116,7 @@ class Upstream:
         if model.startswith("claude-stream"):
             return 200, [*EVENTS, *headers], _anthropic_stream(n, finished)
         if model.startswith("gemini-stream"):
-            return 200, [*EVENTS, *headers], _gemini_stream(n, finished)
+            return 200, [*EVENTS, *headers], _gemini_stream(n, finished, "-two" in model)
         if model.startswith("coded-"):
             # `coded-gzip`, `coded-identity`, `coded-` (an empty value): the upstream sends
             # that Content-Encoding whatever the proxy asked for.
@@ -222,7 +233,12 @@ def _twice(proxy: RunningServer, kind: str, model: str) -> tuple[httpx.Response,
 
 @pytest.mark.parametrize(
     ("kind", "model"),
-    [("openai", "openai-stream"), ("anthropic", "claude-stream"), ("gemini", "gemini-stream")],
+    [
+        ("openai", "openai-stream"),
+        ("anthropic", "claude-stream"),
+        ("gemini", "gemini-stream"),
+        ("gemini", "gemini-stream-two"),  # main: one of two candidates finished was kept
+    ],
 )
 def test_an_unfinished_stream_is_not_stored_but_a_finished_one_is(kind: str, model: str) -> None:
     with cached() as (proxy, upstream):
