@@ -5,7 +5,8 @@ early, a gateway cut it, a compatible server forgot its terminator. Replayed for
 lifetime, it would give every caller the same half answer. So a reply is kept only when its
 own protocol says it is done:
 
-- OpenAI chat and completions streams: a `finish_reason` on some choice and `data: [DONE]`;
+- OpenAI chat and completions streams: a `finish_reason` on every choice written and
+  `data: [DONE]`;
 - OpenAI Responses streams: a `response.completed` event;
 - Anthropic streams: `message_stop`;
 - Gemini (`alt=sse` or the streamed JSON array): a `finishReason` on every candidate written
@@ -55,35 +56,33 @@ def _is_error(item: Any) -> bool:
     return isinstance(item, dict) and item.get("error") is not None
 
 
-def _openai_chat_done(items: list[tuple[bytes, Any]]) -> bool:
-    done = any(data == b"[DONE]" for _, data in items)
-    finished = any(
-        isinstance(choice, dict) and choice.get("finish_reason")
-        for _, data in items
-        if isinstance(data, dict)
-        for choice in (data.get("choices") or [])
-    )
-    return done and finished
-
-
-def _gemini_done(items: list[Any]) -> bool:
-    """Every candidate written has a finishReason. Not merely one: with candidateCount
-    above 1 the candidates are written side by side and finish apart, so a stream cut
-    after the first finished still lacks the end of the others. (Gemini leaves out an
-    `index` of 0.)"""
+def _all_finished(items: list[Any], member: str, reason: str) -> bool:
+    """Every answer written (`choices` / `candidates`, told apart by `index`) has a reason
+    it finished, and there is one. Not merely some answer: with n or candidateCount above 1
+    the answers are written side by side and finish apart, so a stream cut after the first
+    finished still lacks the end of the others. (Gemini leaves out an `index` of 0.)"""
     seen: set[str] = set()
     done: set[str] = set()
     for item in items:
         if not isinstance(item, dict):
             continue
-        for candidate in item.get("candidates") or []:
-            if not isinstance(candidate, dict):
+        for answer in item.get(member) or []:
+            if not isinstance(answer, dict):
                 continue
-            index = repr(candidate.get("index", 0))  # repr: any JSON value, hashable
+            index = repr(answer.get("index", 0))  # repr: any JSON value, hashable
             seen.add(index)
-            if candidate.get("finishReason"):
+            if answer.get(reason):
                 done.add(index)
     return bool(done) and seen <= done
+
+
+def _openai_chat_done(items: list[tuple[bytes, Any]]) -> bool:
+    done = any(data == b"[DONE]" for _, data in items)
+    return done and _all_finished([data for _, data in items], "choices", "finish_reason")
+
+
+def _gemini_done(items: list[Any]) -> bool:
+    return _all_finished(items, "candidates", "finishReason")
 
 
 def finished_stream(wire: str, body: bytes) -> bool:

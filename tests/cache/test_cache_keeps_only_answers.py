@@ -47,9 +47,17 @@ def _sse(*events: Any) -> list[tuple[float, bytes]]:
     return [(0, chunk) for chunk in out]
 
 
-def _openai_stream(n: int, finished: bool) -> list[tuple[float, bytes]]:
+def _openai_stream(n: int, finished: bool, two: bool = False) -> list[tuple[float, bytes]]:
     base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
     events: list[Any] = [{**base, "choices": [{"index": 0, "delta": {"content": f"answer {n}"}}]}]
+    if two:
+        # n=2: a second choice, cut (unless finished) after the first one finished; a
+        # server that ends every stream with [DONE] still sends it.
+        events.append({**base, "choices": [{"index": 1, "delta": {"content": f"answer {n}"}}]})
+        events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        if finished:
+            events.append({**base, "choices": [{"index": 1, "delta": {}, "finish_reason": "stop"}]})
+        return _sse(*events, "[DONE]")
     if finished:
         events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         events.append("[DONE]")
@@ -112,7 +120,7 @@ class Upstream:
         finished = not model.endswith("-unfinished")
         headers = [*PER_REQUEST.items()]
         if model.startswith("openai-stream"):
-            return 200, [*EVENTS, *headers], _openai_stream(n, finished)
+            return 200, [*EVENTS, *headers], _openai_stream(n, finished, "-two" in model)
         if model.startswith("claude-stream"):
             return 200, [*EVENTS, *headers], _anthropic_stream(n, finished)
         if model.startswith("gemini-stream"):
@@ -235,6 +243,7 @@ def _twice(proxy: RunningServer, kind: str, model: str) -> tuple[httpx.Response,
     ("kind", "model"),
     [
         ("openai", "openai-stream"),
+        ("openai", "openai-stream-two"),  # main: one of two choices finished was kept
         ("anthropic", "claude-stream"),
         ("gemini", "gemini-stream"),
         ("gemini", "gemini-stream-two"),  # main: one of two candidates finished was kept
