@@ -772,8 +772,9 @@ class OpenAIWire(Wire):
     policed_fields = frozenset(
         {
             "model",
-            # OpenRouter's fallback list (core/request.py `_one_model`).
+            # OpenRouter's fallback list and its stored presets (core/request.py `_one_model`).
             "models",
+            "preset",
             "maxtokens",
             "maxcompletiontokens",
             "maxoutputtokens",
@@ -978,6 +979,12 @@ class OpenAIWire(Wire):
         for name in ("plugins", "search_parameters"):
             if document.get(name) not in (None, [], {}):
                 found.append(name)
+        # OpenRouter's `:online` variant of any model is its web plugin under another name
+        # (`openai/gpt-4o:online` is `plugins: [{"id": "web"}]`): a price entry matching the
+        # model's name would count its tokens and none of its searches.
+        model = document.get("model")
+        if isinstance(model, str) and ":online" in model.casefold():
+            found.append("model variant :online (web search)")
         # Gemini's OpenAI-compatible endpoint takes its own options in `extra_body.google`,
         # a cache (`cached_content`, which may hold tools of its own) among them.
         extra = document.get("extra_body")

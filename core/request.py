@@ -193,8 +193,18 @@ def _strict_decoder(policed: frozenset[str]) -> json.JSONDecoder:
 def _one_model(document: Any) -> Any:
     """A body the rules read names one model. OpenRouter and gateways like it also read
     `models`, a list of fallbacks tried in turn: listing others beside `model` would have
-    one model checked (scopes, ALLOWED_MODELS, prices) and another run."""
-    if isinstance(document, dict) and "models" in document:
+    one model checked (scopes, ALLOWED_MODELS, prices) and another run. OpenRouter also runs
+    a preset stored in the account, named as a model (`@preset/x`, `gpt-4o-mini@preset/x`)
+    or beside one (`preset`): its models, system prompt and tools, which no rule reads."""
+    if not isinstance(document, dict):
+        return document
+    model = document.get("model")
+    if "preset" in document or (isinstance(model, str) and "@preset" in model.casefold()):
+        raise RepeatedField(
+            "The request body names an OpenRouter preset, whose stored settings (its models "
+            "and tools) the proxy cannot check; name the model and its settings in the body."
+        )
+    if "models" in document:
         listed = document["models"]
         model = document.get("model")
         if not isinstance(listed, list) or any(entry != model for entry in listed):

@@ -1,0 +1,105 @@
+"""Model routing, reviewed as a caller who names a model one way and has another run (or
+something billed beside it): over real sockets, MODEL_ROUTES sending `vendor/model` names to
+OpenRouter (the mock upstream), under ALLOWED_MODELS and a dollar budget. Each test failed
+before the fix it names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from core.app import create_app
+from core.config import load_settings
+from tests.support.servers import (
+    FAKE_TOKEN,
+    RunningServer,
+    proxy_env,
+    reset_upstream,
+    serve_in_thread,
+    upstream_requests,
+)
+
+AUTH = {"authorization": f"Bearer {FAKE_TOKEN}", "content-type": "application/json"}
+HI = '"messages":[{"role":"user","content":"hi"}],"max_tokens":5'
+# Each surface a body reaches OpenRouter by: routed by its model from the default route,
+# OpenRouter's own route, and a default route whose upstream is OpenRouter-shaped.
+SURFACES = ["/v1/chat/completions", "/openrouter/v1/chat/completions"]
+
+
+@pytest.fixture(scope="module")
+def guarded(mock_upstream: RunningServer) -> Iterator[RunningServer]:
+    env = proxy_env(
+        mock_upstream.url,
+        OPENROUTER_API_KEY="fake-openrouter-key-routing-review",
+        OPENROUTER_UPSTREAM=mock_upstream.url,
+        MODEL_ROUTES="*/*=openrouter",
+        ALLOWED_MODELS="openai/gpt-4o-mini*",
+        MODEL_PRICES='{"openai/gpt-4o-mini*": {"input": 0.15, "output": 0.6}}',
+        BUDGET_PER_CALLER_USD="5",
+    )
+    with serve_in_thread(create_app(load_settings(env))) as server:
+        yield server
+
+
+def _post(server: RunningServer, upstream: RunningServer, path: str, body: str) -> httpx.Response:
+    reset_upstream(upstream)
+    return httpx.post(server.url + path, content=body.encode(), headers=AUTH, timeout=20)
+
+
+@pytest.mark.parametrize("path", SURFACES)
+def test_an_allowed_model_name_reaches_openrouter(
+    guarded: RunningServer, mock_upstream: RunningServer, path: str
+) -> None:
+    """The control: the name ALLOWED_MODELS lets through, priced, is served."""
+    reply = _post(guarded, mock_upstream, path, '{"model":"openai/gpt-4o-mini",' + HI + "}")
+    assert reply.status_code == 200, reply.text
+    [seen] = upstream_requests(mock_upstream)
+    assert seen["path"].endswith("/v1/chat/completions")
+    assert seen["headers"]["authorization"] == "Bearer fake-openrouter-key-routing-review"
+
+
+# A name ALLOWED_MODELS and the price table read as gpt-4o-mini, and the body's other ways
+# of having OpenRouter run an account preset instead: its stored models (any model, with
+# fallbacks), system prompt and tools (web search, billed per call), none of which the
+# rules read.
+PRESETS = [
+    '{"model":"openai/gpt-4o-mini@preset/big",' + HI + "}",
+    '{"model":"openai/gpt-4o-mini@PRESET/big",' + HI + "}",
+    '{"model":"openai/gpt-4o-mini","preset":"big",' + HI + "}",
+    '{"model":"openai/gpt-4o-mini","Preset":"big",' + HI + "}",
+]
+
+
+@pytest.mark.parametrize("path", SURFACES)
+@pytest.mark.parametrize("body", PRESETS)
+def test_a_model_naming_an_openrouter_preset_is_refused(
+    guarded: RunningServer, mock_upstream: RunningServer, path: str, body: str
+) -> None:
+    """Before: `openai/gpt-4o-mini@preset/big` (OpenRouter's "combined model and preset"),
+    or a `preset` field beside an allowed model, passed ALLOWED_MODELS, a token's model
+    scope and the price table as gpt-4o-mini, and OpenRouter ran the preset's stored
+    configuration: its models (a dearer one, or a list tried in turn), system prompt and
+    server tools. Now, where a rule reads the model, a body naming a preset is a 400
+    `repeated_field` (the model named twice, once out of sight), as a `models` list is."""
+    reply = _post(guarded, mock_upstream, path, body)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["code"] == "repeated_field"
+    assert not upstream_requests(mock_upstream)
+
+
+@pytest.mark.parametrize("path", SURFACES)
+@pytest.mark.parametrize("model", ["openai/gpt-4o-mini:online", "openai/gpt-4o-mini:Online"])
+def test_the_online_variant_is_a_priced_tool_under_a_budget(
+    guarded: RunningServer, mock_upstream: RunningServer, path: str, model: str
+) -> None:
+    """Before: `openai/gpt-4o-mini:online` passed ALLOWED_MODELS and was priced by the
+    `openai/gpt-4o-mini*` entry as tokens only, while OpenRouter ran its web plugin ($4 per
+    1,000 results, beside the tokens) for it: the `:online` suffix is OpenRouter's shortcut
+    for `plugins: [{"id": "web"}]`, which a dollar budget refuses. Now the suffix is
+    refused as the plugin is: 403 `tool_not_metered`."""
+    reply = _post(guarded, mock_upstream, path, '{"model":"' + model + '",' + HI + "}")
+    assert reply.status_code == 403, reply.text
+    assert reply.json()["error"]["code"] == "tool_not_metered"
+    assert not upstream_requests(mock_upstream)
