@@ -2,11 +2,12 @@
 shape, so model pickers and SDKs that list models show every model one base URL reaches.
 
 Each provider's own list is asked for at once (its OpenAI-compatible surface's /models, with
-its key), and kept to the models its routes claim: a route `claude-*=anthropic` lists the
-Anthropic models named claude-*, the default route those no route claims. A caller whose
-token is limited to some providers or models sees only those. A provider that does not
-answer in time is left out of the list (and logged), not the whole reply. ALLOWED_MODELS
-holds the list to what it lets through, as a token's scope does.
+its key), and kept to the models a request would reach it for (the first route whose pattern
+matches, as requests are routed): a route `claude-*=anthropic` lists the Anthropic models
+named claude-* that no earlier route claims, the default route those no route claims. A
+caller whose token is limited to some providers or models sees only those. A provider that
+does not answer in time is left out of the list (and logged), not the whole reply.
+ALLOWED_MODELS holds the list to what it lets through, as a token's scope does.
 
 `GET /v1/models/{id}` of a model a route claims is answered with its entry of that list (the
 default route's upstream, where it would go otherwise, knows no other provider's model).
@@ -15,7 +16,6 @@ default route's upstream, where it would go otherwise, knows no other provider's
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -49,8 +49,7 @@ async def send_model(
 ) -> None:
     """`GET /v1/models/{model}` for a model a route claims: its entry as the list gives it
     (the default route's upstream knows no other provider's model)."""
-    claims = [pattern for pattern, routed in router.routes if routed is record]
-    found = await _listed(router, record, claims, exclude=(), needed=True)
+    found = await _listed(router, record, needed=True)
     entry = next((m for m in found if m["id"] == model), None)
     if entry is None or not _visible(router, request, entry):
         raise ModelNotFound(f"The model {model[:200]!r} does not exist or is not served here.")
@@ -87,14 +86,13 @@ async def _send_json(request: ProxyRequest, send: Send, scrubber: Scrubber, valu
 async def send_model_list(
     router: ModelRouter, request: ProxyRequest, send: Send, scrubber: Scrubber
 ) -> None:
-    sources: dict[str, tuple[Provider, list[str]]] = {}
-    for pattern, record in router.routes:
-        sources.setdefault(record.name, (record, []))[1].append(pattern)
+    sources: dict[str, Provider] = {}
+    for _, record in router.routes:
+        sources.setdefault(record.name, record)
     default = router.default
-    patterns = [pattern for pattern, _ in router.routes]
-    lists = [_listed(router, record, claims, exclude=()) for record, claims in sources.values()]
+    lists = [_listed(router, record) for record in sources.values()]
     if default is not None and default.upstream and default.name not in sources:
-        lists.append(_listed(router, default, ["*"], exclude=tuple(patterns)))
+        lists.append(_listed(router, default))
     found = await asyncio.gather(*lists)
     seen: set[str] = set()
     data = []
@@ -108,14 +106,11 @@ async def send_model_list(
 
 
 async def _listed(
-    router: ModelRouter,
-    record: Provider,
-    claims: list[str],
-    exclude: tuple[str, ...],
-    *,
-    needed: bool = False,
+    router: ModelRouter, record: Provider, *, needed: bool = False
 ) -> list[dict[str, Any]]:
-    """The models `record` lists that match `claims` and none of `exclude`. A provider that
+    """The models `record` lists that a request would reach it for: listed under another
+    provider's name, a model would be shown to a token limited to that provider, and a
+    request for it refused (and hidden from one that may use it). A provider that
     does not answer lists none, unless its list is `needed` (one model asked for): then
     the caller hears it (a 502, which SDKs retry), not that the model does not exist."""
     try:
@@ -135,9 +130,7 @@ async def _listed(
             continue
         # Gemini's surface names its models `models/gemini-...`; requests take either.
         model = item["id"].removeprefix("models/")
-        if not any(fnmatch.fnmatchcase(model, p) for p in claims):
-            continue
-        if any(fnmatch.fnmatchcase(model, p) for p in exclude):
+        if router.serving(model) is not record:
             continue
         created = item.get("created")
         listed.append(

@@ -6,12 +6,15 @@ before the fix it names."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from core.access.tokens import create_token
 from core.app import create_app
 from core.config import load_settings
+from core.stores import open_store
 from tests.support.servers import (
     FAKE_TOKEN,
     RunningServer,
@@ -103,3 +106,50 @@ def test_the_online_variant_is_a_priced_tool_under_a_budget(
     assert reply.status_code == 403, reply.text
     assert reply.json()["error"]["code"] == "tool_not_metered"
     assert not upstream_requests(mock_upstream)
+
+
+def test_the_model_list_names_each_model_under_the_provider_that_serves_it(
+    mock_upstream: RunningServer, tmp_path: Path
+) -> None:
+    """Before: `GET /v1/models` kept each routed provider's list to its own patterns only,
+    so a model an earlier route claims for another provider was listed under the provider
+    whose list came first (`owned_by`): a token limited to that provider was shown a model
+    each request for which went to the other provider and was a 403, and a token limited to
+    the provider that serves it was not shown it. Now a model is listed under the provider
+    a request for it reaches, as `GET /v1/models/{id}` answers it."""
+    store_url = f"sqlite:///{tmp_path}/store.db"
+    store = open_store(store_url)
+    together_only = create_token(store, "together-only", providers=("together",))[0]
+    deepseek_only = create_token(store, "deepseek-only", providers=("deepseek",))[0]
+    env = proxy_env(
+        mock_upstream.url,
+        TOGETHER_API_KEY="fake-together-key-routing-review",
+        TOGETHER_UPSTREAM=mock_upstream.url,
+        DEEPSEEK_API_KEY="fake-deepseek-key-routing-review",
+        DEEPSEEK_UPSTREAM=mock_upstream.url,
+        # Both lists name the mock's model; a request for it goes to deepseek (first match).
+        MODEL_ROUTES="x-*=together,mock-*=deepseek,*=together",
+        TOKEN_STORE=store_url,
+        TOKEN_CACHE_SECONDS="0",
+    )
+    with serve_in_thread(create_app(load_settings(env))) as proxy:
+
+        def listed(token: str) -> dict[str, str]:
+            reply = httpx.get(
+                f"{proxy.url}/v1/models", headers={"authorization": f"Bearer {token}"}
+            )
+            assert reply.status_code == 200, reply.text
+            return {model["id"]: model["owned_by"] for model in reply.json()["data"]}
+
+        assert listed(FAKE_TOKEN) == {"mock-model": "deepseek"}
+        assert listed(deepseek_only) == {"mock-model": "deepseek"}
+        assert listed(together_only) == {}
+        # What the list says is what a request meets.
+        chat = '{"model":"mock-model",' + HI + "}"
+        for token, status in ((deepseek_only, 200), (together_only, 403)):
+            reply = httpx.post(
+                f"{proxy.url}/v1/chat/completions",
+                content=chat.encode(),
+                headers={**AUTH, "authorization": f"Bearer {token}"},
+            )
+            assert reply.status_code == status, reply.text
