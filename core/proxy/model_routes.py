@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from core.errors import BadRequest, NotFound
-from core.protocols import OpenAIWire
+from core.protocols import OpenAIWire, decoded_path
 from core.providers import Provider
 from core.proxy.fallbacks import MODEL_HEADER, ModelTicket  # noqa: F401 (re-exported)
 from core.routing import RoutingSettings, parse_routing_settings  # noqa: F401 (re-exported)
@@ -127,8 +127,10 @@ class ModelRouter:
             await send_model_list(self, request, send, scrubber)
             return True
         if path.startswith("/models/") and request.method in ("GET", "HEAD"):
-            # One model of the list: a routed one is its provider's, not the default's.
-            named = path[len("/models/") :].removeprefix("models/")
+            # One model of the list: a routed one is its provider's, not the default's. Its
+            # id as sent, decoded (`path` is in lower case, for matching routes): ids and
+            # route patterns keep their case (`meta-llama/Llama-3.3-70B`, `Qwen/*`).
+            named = decoded_path(request.remainder).split("/", 2)[2].removeprefix("models/")
             record = self.serving(named) if named else None
             if record is not None and record is not self.default:
                 from core.proxy.model_list import send_model

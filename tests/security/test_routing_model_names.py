@@ -5,8 +5,10 @@ before the fix it names."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +17,7 @@ from core.access.tokens import create_token
 from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
+from tests.support.scripted_upstream import ScriptedUpstream
 from tests.support.servers import (
     FAKE_TOKEN,
     RunningServer,
@@ -153,3 +156,41 @@ def test_the_model_list_names_each_model_under_the_provider_that_serves_it(
                 headers={**AUTH, "authorization": f"Bearer {token}"},
             )
             assert reply.status_code == status, reply.text
+
+
+def test_a_routed_model_is_looked_up_by_its_id_as_written(tmp_path: Path) -> None:
+    """Before: `GET /v1/models/{id}` read the id off the path as routes are matched, in lower
+    case, so a routed provider's model with capitals in its id (`meta-llama/Llama-3.3-70B-
+    Instruct-Turbo`, as Together and OpenRouter name theirs) was a 404 though the list named
+    it, and a route whose pattern has capitals (`Qwen/*`) never claimed a lookup: it went to
+    the default route's upstream, asked with the default key about another provider's
+    model. Now the id is read as sent (decoded), as the body's model is."""
+    listed = ["meta-llama/Llama-3.3-70B-Instruct-Turbo", "Qwen/Qwen3-235B"]
+
+    def models(request: dict[str, Any]) -> Any:
+        body = json.dumps({"object": "list", "data": [{"id": m} for m in listed]})
+        return 200, [("content-type", "application/json")], [(0, body.encode())]
+
+    together = ScriptedUpstream(models)
+    default = ScriptedUpstream(models)
+    with serve_in_thread(together) as up, serve_in_thread(default) as default_up:
+        env = proxy_env(
+            default_up.url,
+            TOGETHER_API_KEY="fake-together-key-routing-review",
+            TOGETHER_UPSTREAM=up.url,
+            MODEL_ROUTES="meta-llama/*=together,Qwen/*=together",
+        )
+        with serve_in_thread(create_app(load_settings(env))) as proxy:
+            for model in listed:
+                reply = httpx.get(f"{proxy.url}/v1/models/{model}", headers=AUTH)
+                assert reply.status_code == 200, reply.text
+                assert reply.json() == {
+                    "id": model,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "together",
+                }
+            # Another spelling of the id is another id, as the provider reads it.
+            lower = httpx.get(f"{proxy.url}/v1/models/{listed[0].lower()}", headers=AUTH)
+            assert lower.status_code == 404
+    assert default.seen == []
