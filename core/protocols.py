@@ -243,6 +243,11 @@ class AccountRoutes:
         return None
 
 
+# A write to one of OpenRouter's presets (`/api/v1/presets/{slug}/chat/completions`), in
+# route_path's spelling.
+_PRESET_WRITE = re.compile(r"(?:^|/)presets/[^/]+(?:/|$)")
+
+
 def _pattern_expression(pattern: str) -> str:
     """A row's pattern as an expression matched from a segment's start: `/files/*/**` is
     `/files/[^/]+(?:/[^/]+)*`."""
@@ -838,6 +843,11 @@ class OpenAIWire(Wire):
         (ANY, "/agents/*/**"),
         (READS, "/libraries"),
         (ANY, "/libraries/*/**"),
+        # OpenRouter's presets: a POST to `/presets/{slug}/chat/completions` (or `messages`,
+        # `responses`) stores the body's model, prompt and tools as the preset every app on
+        # the account runs by that name; it generates nothing.
+        (READS, "/presets"),
+        (ANY, "/presets/*/**"),
         # Deleting a model deletes the owner's fine-tuned model; listing and looking one up
         # are not account routes.
         ("DELETE PUT PATCH POST", "/models/*/**"),
@@ -854,6 +864,10 @@ class OpenAIWire(Wire):
 
     def route(self, method: str, path: str) -> Route:
         if method in ("GET", "HEAD", "DELETE"):
+            return FREE
+        if _PRESET_WRITE.search(path) is not None:
+            # OpenRouter stores a preset from an inference body and answers with the preset:
+            # no generation, though the path ends as one (an account route, above).
             return FREE
         if _ends(path, "/chat/completions"):
             return Route("metered", "chat", generates=True)

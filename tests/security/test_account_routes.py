@@ -90,6 +90,12 @@ ACCOUNT_ROUTES: list[tuple[str, str, str]] = [
     # Gemini's OpenAI-compatible surface, another vendor on the OpenAI protocol.
     ("GET", "/gemini/v1beta/openai/files", "openai"),
     ("GET", "/mistral/v1/batch/jobs", "openai"),
+    # OpenRouter's presets: a POST "to a chat" stores the body as a preset the whole
+    # account runs by its name (before: passed as a generation).
+    ("POST", "/openrouter/api/v1/presets/house/chat/completions", "openai"),
+    ("POST", "/openrouter/api/v1/Presets//house/messages/", "openai"),
+    ("POST", "/openrouter/api/v1/presets/house/responses", "openai"),
+    ("GET", "/openrouter/api/v1/presets", "openai"),
     # Anthropic.
     ("GET", "/anthropic/v1/files", "anthropic"),
     ("GET", "/anthropic/v1/Files/", "anthropic"),
