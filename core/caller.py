@@ -23,6 +23,10 @@ class Caller(NamedTuple):
     # When the credential stops working (a stored token's expiry, a JWT's `exp`), epoch
     # seconds: what it mints must not outlive it (core/realtime/minting.py).
     expires_at: float | None = None
+    # A person at a page: a signed-in user (JWT) or an anonymous visitor, one of many by
+    # design, never holding a token the operator handed out. Refused the routes to objects
+    # every caller shares unless ACCOUNT_ROUTES=allow (core/access/account_routes.py).
+    end_user: bool = False
 
 
 SHARED_TOKEN_CALLER = Caller("access-token")

@@ -44,14 +44,20 @@ def kill_switch(deployment: Deployment) -> Contribution | None:
 
 def account_routes(deployment: Deployment) -> Contribution | None:
     """Routes to objects stored in the shared provider account: refused to every caller
-    under ACCOUNT_ROUTES=refuse, and to scoped tokens (which exist only with a store)."""
+    under ACCOUNT_ROUTES=refuse, to signed-in users and anonymous callers unless
+    ACCOUNT_ROUTES=allow (they exist only with JWT_JWKS_URL or ALLOW_ANONYMOUS), and to
+    scoped tokens (which exist only with a store)."""
     settings = deployment.settings
-    refuse = settings.guard.account_routes == "refuse"
-    if not (refuse or settings.token_store):
+    guard = settings.guard
+    refuse = guard.account_routes == "refuse"
+    end_users = guard.account_routes != "allow" and (
+        bool(guard.jwt_jwks_url) or guard.allow_anonymous
+    )
+    if not (refuse or end_users or settings.token_store):
         return None
     from core.access.account_routes import AccountRoutes
 
-    return Contribution(before_body=(AccountRoutes(refuse),))
+    return Contribution(before_body=(AccountRoutes(refuse, refuse_end_users=end_users),))
 
 
 def token_scopes(deployment: Deployment) -> Contribution:

@@ -6,6 +6,9 @@ protocol lists these routes in one table (core/protocols.py `AccountRoutes`). Th
 refuses them, on the head alone and before any upstream call:
 
 - to every caller while ACCOUNT_ROUTES=refuse;
+- to signed-in users (JWT) and anonymous callers unless ACCOUNT_ROUTES=allow: each is one
+  of many people at a page by design (anyone who can sign up, or any visitor), so what one
+  stored is not another's to list, read or delete;
 - always to a stored token limited to some models or providers: its owner meant it for
   generation, and its scope cannot follow an object from one caller to another.
 
@@ -31,19 +34,22 @@ class AccountRouteRefused(Forbidden):
 
 
 class AccountRoutes:
-    """The check: refuses an account route under ACCOUNT_ROUTES=refuse, or to a scoped token."""
+    """The check: refuses an account route under ACCOUNT_ROUTES=refuse, to a signed-in user
+    or an anonymous caller unless ACCOUNT_ROUTES=allow, or to a scoped token."""
 
     reads_body = False
 
-    def __init__(self, refuse: bool) -> None:
+    def __init__(self, refuse: bool, *, refuse_end_users: bool = False) -> None:
         self.refuse = refuse
+        self.refuse_end_users = refuse_end_users
 
     async def admit(self, request: ProxyRequest) -> Ticket | None:
         if request.upload_leg:
             return None  # its upload_id was issued for a start this check let through
         caller = request.caller
         scoped = caller is not None and caller.scoped
-        if not (self.refuse or scoped):
+        end_user = self.refuse_end_users and caller is not None and caller.end_user
+        if not (self.refuse or scoped or end_user):
             return None
         collection = request.wire.account_route(request.method, request.path)
         if collection is None:
@@ -55,6 +61,11 @@ class AccountRoutes:
         if self.refuse:
             raise AccountRouteRefused(
                 f"{stored}; the proxy's operator refuses such routes (ACCOUNT_ROUTES=refuse)."
+            )
+        if end_user:
+            raise AccountRouteRefused(
+                f"{stored}; signed-in users and anonymous callers may not use them unless "
+                "the proxy's operator sets ACCOUNT_ROUTES=allow."
             )
         raise AccountRouteRefused(
             f"{stored}; a token limited to some models or providers may not use them "

@@ -147,14 +147,19 @@ class GuardSettings:
         zero_is_off=True,
     )
     # Routes to objects stored in the provider account (files, stored responses, batches:
-    # core/access/account_routes.py), which every caller shares.
+    # core/access/account_routes.py), which every caller shares. The default keeps them for
+    # the operator's own tokens: a signed-in user or an anonymous visitor is one of many
+    # people, as a scoped token's holder is.
     account_routes: str = setting(
         "ACCOUNT_ROUTES",
-        "allow",
+        "tokens",
         "Routes that read or change objects stored in the provider account every caller "
         "shares (files, stored responses and chat completions, batches, vector stores...): "
-        "allow or refuse (403). Scoped tokens are refused them either way.",
-        choices=("allow", "refuse"),
+        "`tokens` allows them to proxy tokens (PROXY_ACCESS_TOKEN, an unscoped stored token) "
+        "and refuses them (403) to signed-in users (JWT) and anonymous callers; `allow` "
+        "allows them to those too; `refuse` to every caller. Scoped tokens are refused them "
+        "always.",
+        choices=("tokens", "allow", "refuse"),
     )
 
     @property

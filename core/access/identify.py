@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from core.config import Settings
     from core.request import ProxyRequest
 
-ANONYMOUS_CALLER = Caller("anonymous")
+ANONYMOUS_CALLER = Caller("anonymous", end_user=True)
 
 
 class Identify:
@@ -47,7 +47,9 @@ class Identify:
             if looks_like_jwt(credential):
                 claims = await self.jwt.verify(credential)
                 # `exp` is required and checked to be a number (core/access/jwt_auth.py).
-                return Caller("user:" + claims["sub"][:200], expires_at=float(claims["exp"]))
+                return Caller(
+                    "user:" + claims["sub"][:200], expires_at=float(claims["exp"]), end_user=True
+                )
         if credential is None and self.anonymous_origins is not None:
             # CORS alone only stops a page from *reading* the reply; a request from another
             # site's page, or none, would still spend the key. Anonymous calls need a page

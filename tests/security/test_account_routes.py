@@ -2,8 +2,8 @@
 stored in the provider account every caller shares. Over real sockets in front of the mock
 upstream: under ACCOUNT_ROUTES=refuse each is a 403 in the caller's protocol shape that
 asks nobody upstream, in every path spelling an upstream reads as the same route; by
-default each passes as before; a token limited to models or providers is refused them
-always. Generation, model lists and lookups, and Gemini's uploads are no account routes.
+default each passes for proxy tokens and is refused to signed-in users (JWT) and anonymous
+callers; a token limited to models or providers is refused them always. Generation, model lists and lookups, and Gemini's uploads are no account routes.
 
 Before: every one of these reached the upstream for any caller (a GET, HEAD or DELETE was
 a free read, and a scoped token's read "named no model and spent nothing"), so one caller
@@ -12,6 +12,7 @@ owner's fine-tuned model."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from core.access.tokens import create_token
 from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
+from tests.access.jwt_keys import ISSUER, JWKSServer, KeyPair, jwks_served, mint, rsa_key
 from tests.support.all_providers import all_providers_env
 from tests.support.gemini import START, upload
 from tests.support.servers import (
@@ -370,3 +372,108 @@ def test_a_scoped_token_keeps_generation_model_lists_and_uploads(
     assert gemini.status_code == 200, gemini.text
     # A provider-scoped token (the model-scoped one names no model to upload under).
     gemini_upload(proxy, made["providers"])
+
+
+# ---- callers who are people at a page: signed-in users (JWT) and anonymous visitors --------
+#
+# Before: under the default ACCOUNT_ROUTES every caller but a scoped token reached account
+# routes, so any visitor who signed in to the page (or, with ALLOW_ANONYMOUS, any visitor
+# at all) listed every other user's stored chat completions, read their files and deleted
+# the owner's fine-tuned model. Such a caller is one of many people by design, as a scoped
+# token's holder is: refused them unless ACCOUNT_ROUTES=allow says otherwise.
+
+PAGE = "http://app.example.test"
+
+
+@pytest.fixture(scope="module")
+def signing_key() -> KeyPair:
+    return rsa_key("page-1")
+
+
+@contextlib.contextmanager
+def page_proxy(upstream: RunningServer, key: KeyPair, **extra: str) -> Iterator[RunningServer]:
+    """A proxy for a page: signed-in users, anonymous visitors from the page, and the
+    operator's shared token beside them."""
+    with jwks_served(JWKSServer(keys=[key.jwk()])) as jwks:
+        env = provider_env(
+            upstream,
+            JWT_JWKS_URL=f"{jwks.url}/jwks.json",
+            JWT_ISSUER=ISSUER,
+            ALLOW_ANONYMOUS="true",
+            ALLOWED_ORIGINS=PAGE,
+            RATE_LIMIT_REQUESTS="100000",
+            **extra,
+        )
+        with serve_in_thread(create_app(load_settings(env))) as server:
+            yield server
+
+
+@pytest.fixture(scope="module")
+def page(mock_upstream: RunningServer, signing_key: KeyPair) -> Iterator[RunningServer]:
+    with page_proxy(mock_upstream, signing_key) as server:
+        yield server
+
+
+def as_visitor(proxy: RunningServer, method: str, path: str, protocol: str) -> httpx.Response:
+    """No credential, from the listed page: an anonymous visitor."""
+    wanted = {k: v for k, v in headers(protocol, "x").items() if k == "anthropic-version"}
+    return httpx.request(
+        method, f"{proxy.url}{path}", headers={**wanted, "origin": PAGE}, timeout=10
+    )
+
+
+@pytest.mark.parametrize(("method", "path", "protocol"), SCOPED_CASES)
+def test_a_signed_in_user_is_refused_account_routes_by_default(
+    page: RunningServer,
+    mock_upstream: RunningServer,
+    signing_key: KeyPair,
+    method: str,
+    path: str,
+    protocol: str,
+) -> None:
+    reset_upstream(mock_upstream)
+    reply = call(page, method, path, protocol, mint(signing_key))
+    assert_refused(reply, protocol, "signed-in users and anonymous callers")
+    assert upstream_requests(mock_upstream) == []
+
+
+@pytest.mark.parametrize(("method", "path", "protocol"), SCOPED_CASES)
+def test_an_anonymous_visitor_is_refused_account_routes_by_default(
+    page: RunningServer, mock_upstream: RunningServer, method: str, path: str, protocol: str
+) -> None:
+    reset_upstream(mock_upstream)
+    reply = as_visitor(page, method, path, protocol)
+    assert_refused(reply, protocol, "signed-in users and anonymous callers")
+    assert upstream_requests(mock_upstream) == []
+
+
+def test_beside_them_the_shared_token_and_their_generation_go_on(
+    page: RunningServer, mock_upstream: RunningServer, signing_key: KeyPair
+) -> None:
+    for method, path, protocol in SCOPED_CASES:
+        reset_upstream(mock_upstream)
+        reply = call(page, method, path, protocol, FAKE_TOKEN)
+        assert reply.status_code != 403, (path, reply.text)
+        assert len(upstream_requests(mock_upstream)) == 1
+    client = openai.OpenAI(base_url=f"{page.url}/v1", api_key=mint(signing_key), max_retries=0)
+    answer = client.chat.completions.create(
+        model="mock-model", messages=[{"role": "user", "content": "hi"}], store=True
+    )
+    assert answer.choices
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client.files.list()
+    assert refused.value.code == "account_route_refused"
+
+
+def test_allow_opens_account_routes_to_signed_in_users_and_visitors(
+    mock_upstream: RunningServer, signing_key: KeyPair
+) -> None:
+    with page_proxy(mock_upstream, signing_key, ACCOUNT_ROUTES="allow") as server:
+        for ask in (
+            lambda: call(server, "GET", "/v1/chat/completions", "openai", mint(signing_key)),
+            lambda: as_visitor(server, "GET", "/v1/files", "openai"),
+        ):
+            reset_upstream(mock_upstream)
+            reply = ask()
+            assert reply.status_code != 403, reply.text
+            assert len(upstream_requests(mock_upstream)) == 1
