@@ -5,9 +5,11 @@ and its spellings, times the answers asked for: OpenAI `n`, a list of prompts, G
 `candidateCount`), else MAX_TOKENS_CAP, else the model's own limit from the price table;
 never more than that limit (or MAX_OUTPUT_LIMIT) an answer. More than MAX_ANSWERS answers
 is refused (400): no provider gives them, and their worst case would overflow the sums.
-A route that generates no text (embeddings) reserves its prompt only. A realtime session
-reserves REALTIME_RESERVE_TOKENS up front (its usage is metered as it goes), and a minted
-ephemeral key EPHEMERAL_KEY_TOKENS (used outside the proxy: charged in full).
+A route that generates no text (embeddings) reserves its prompt only. A prompt that carries
+media (core/usage/inline_media.py), or, on a generating route, names input it does not
+carry, reserves the model's context window. A realtime session reserves
+REALTIME_RESERVE_TOKENS up front (its usage is metered as it goes), and a minted ephemeral
+key EPHEMERAL_KEY_TOKENS (used outside the proxy: charged in full).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from core.errors import BadRequest
 from core.protocols import UnreadableCount, Usage, lenient_count
 from core.usage.bounds import DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT, MAX_OUTPUT_LIMIT
+from core.usage.inline_media import inline_media
 
 if TYPE_CHECKING:
     from core.request import ProxyRequest
@@ -84,13 +87,21 @@ class WorstCase:
         if route.name == "realtime":
             return Usage(0, self.session_tokens)
         prompt = estimated_prompt_tokens(request.body)
-        if not request.route.generates:
-            return Usage(prompt, 0)
         document = await request.document()
         if not isinstance(document, dict):
             document = {}
         wire = request.wire
         price = self.prices.find(await request.model())
+        if inline_media(document, request.body) is not None or (
+            route.generates and wire.input_elsewhere(document, request.body) is not None
+        ):
+            # The body's size says nothing of input it only names (a previous response, a
+            # file, a video by URL), nor of media it carries, billed by pixels, seconds and
+            # pages rather than bytes (an embedding's images too): the context window is
+            # what the model may read.
+            prompt = max(prompt, price.max_input if price is not None else DEFAULT_MAX_INPUT)
+        if not route.generates:
+            return Usage(prompt, 0)
         model_limit = price.max_output if price is not None and price.max_output else 0
         # A cap given as text or a float is a number to a lenient upstream: reserved as one.
         counted = (lenient_count(value) for _, value in wire.output_caps(document, request.route))
@@ -108,8 +119,4 @@ class WorstCase:
         # No model writes more than the longest answer a price may state: a max_tokens past
         # it (a 4000-digit one included) reserves that, and the sums stay finite.
         per_answer = min(per_answer, model_limit or MAX_OUTPUT_LIMIT)
-        if wire.input_elsewhere(document, request.body) is not None:
-            # The body's size says nothing of input it only names (a previous response, a
-            # file, a video by URL): the context window is what the model may read.
-            prompt = max(prompt, price.max_input if price is not None else DEFAULT_MAX_INPUT)
         return Usage(prompt, per_answer * answers)
