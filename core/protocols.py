@@ -115,13 +115,30 @@ class Usage(NamedTuple):
         return self.input_tokens + self.output_tokens
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+class UnreadableUsage(ValueError):
+    """A token count in a reply's usage that is no whole number of tokens (negative,
+    fractional, text that is no number, a list): the usage is unread, and the reply is
+    charged its reservation (fail closed), never the count taken as 0."""
+
+
+def usage_count(value: Any) -> int:
+    """One token count of a reply's usage. Absent or null is 0; a count written as a
+    lenient upstream writes it (`70.0`, `"70"`: pydantic's lax mode, protobuf JSON's int64)
+    is that count. Any other value raises UnreadableUsage: read as 0, a reply reporting
+    `"completion_tokens": 70.5` or `-1` was metered as having written nothing."""
+    if value is None:
+        return 0
+    if type(value) is int and value >= 0:
+        return value
+    count = lenient_count(value)
+    if count is None or count < 0:
+        raise UnreadableUsage(f"{str(value)[:40]!r} is not a count of tokens")
+    return count
 
 
 def _detail(details: Any, name: str) -> int:
     """One count from an OpenAI `*_tokens_details` object (audio_tokens, cached_tokens)."""
-    return _int(details.get(name)) if isinstance(details, dict) else 0
+    return usage_count(details.get(name)) if isinstance(details, dict) else 0
 
 
 def _openai_usage(usage: dict[str, Any], input_name: str, output_name: str) -> Usage:
@@ -132,10 +149,13 @@ def _openai_usage(usage: dict[str, Any], input_name: str, output_name: str) -> U
     Gemini's thoughts) report it beside them, in `total_tokens` only: the output is then
     the total less the input, or the reasoning would be free."""
     details = usage.get(input_name + "_details")
-    input_tokens = _int(usage.get(input_name))
+    input_tokens = usage_count(usage.get(input_name))
     return Usage(
         input_tokens,
-        max(_int(usage.get(output_name)), _int(usage.get("total_tokens")) - input_tokens),
+        max(
+            usage_count(usage.get(output_name)),
+            usage_count(usage.get("total_tokens")) - input_tokens,
+        ),
         _detail(details, "cached_tokens"),
         audio_input_tokens=_detail(details, "audio_tokens"),
         audio_output_tokens=_detail(usage.get(output_name + "_details"), "audio_tokens"),
@@ -147,7 +167,7 @@ def modality_tokens(details: Any, modality: str) -> int:
     if not isinstance(details, list):
         return 0
     return sum(
-        _int(entry.get("tokenCount", entry.get("token_count")))
+        usage_count(entry.get("tokenCount", entry.get("token_count")))
         for entry in details
         if isinstance(entry, dict) and entry.get("modality") == modality
     )
@@ -1080,25 +1100,25 @@ class AnthropicWire(Wire):
         # message_start carries the input, each message_delta the running output count
         # (and, in newer replies, the input again): a field absent keeps its last value.
         if any(name in usage for name in _ANTHROPIC_INPUT_FIELDS):
-            read = _int(usage.get("cache_read_input_tokens"))
-            writes = _int(usage.get("cache_creation_input_tokens"))
+            read = usage_count(usage.get("cache_read_input_tokens"))
+            writes = usage_count(usage.get("cache_creation_input_tokens"))
             # Cache writes bill above the input rate: 1.25 times for five minutes, twice
             # for an hour. Without the split, all are taken as the dearer (fail closed).
             split = usage.get("cache_creation")
             if isinstance(split, dict):
-                hour = _int(split.get("ephemeral_1h_input_tokens"))
-                writes = max(writes, hour + _int(split.get("ephemeral_5m_input_tokens")))
+                hour = usage_count(split.get("ephemeral_1h_input_tokens"))
+                writes = max(writes, hour + usage_count(split.get("ephemeral_5m_input_tokens")))
                 short = writes - hour
             elif writes and into.cache_write_tokens + into.cache_write_1h_tokens == writes:
                 # A later event repeating the count without the split: the split read.
                 short, hour = into.cache_write_tokens, into.cache_write_1h_tokens
             else:
                 hour, short = writes, 0
-            input_tokens = _int(usage.get("input_tokens")) + writes + read
+            input_tokens = usage_count(usage.get("input_tokens")) + writes + read
             if input_tokens >= into.input_tokens:
                 into = Usage(input_tokens, into.output_tokens, read, short, hour)
         if "output_tokens" in usage:
-            into = into._replace(output_tokens=_int(usage["output_tokens"]))
+            into = into._replace(output_tokens=usage_count(usage["output_tokens"]))
         # Server-side compaction (beta compact-2026-01-12) samples more than once in one
         # request: the top-level figures count the non-compaction iterations only, and
         # the bill is the sum of every entry of `iterations`.
@@ -1152,7 +1172,19 @@ class AnthropicWire(Wire):
         return isinstance(event, dict) and event.get("type") == "message_stop"
 
 
-_GEMINI_FIELDS = ("promptTokenCount", "candidatesTokenCount", "totalTokenCount")
+_GEMINI_FIELDS = (
+    "promptTokenCount",
+    "candidatesTokenCount",
+    "totalTokenCount",
+    "prompt_token_count",
+    "candidates_token_count",
+    "total_token_count",
+)
+
+
+def _snake(camel: str) -> str:
+    """A protobuf JSON name in its other spelling: `promptTokenCount` to `prompt_token_count`."""
+    return re.sub(r"[A-Z]", lambda m: "_" + m.group().lower(), camel)
 
 
 class GeminiWire(Wire):
@@ -1246,16 +1278,32 @@ class GeminiWire(Wire):
     def read_usage(self, usage: dict[str, Any], into: Usage) -> Usage | None:
         if not any(name in usage for name in _GEMINI_FIELDS):
             return None
-        output = _int(usage.get("candidatesTokenCount")) + _int(usage.get("thoughtsTokenCount"))
-        prompt = _int(usage.get("promptTokenCount")) + _int(usage.get("toolUsePromptTokenCount"))
-        if not prompt and not output and "totalTokenCount" in usage:
-            prompt = _int(usage.get("totalTokenCount"))
+
+        def count(camel: str) -> int:
+            # Protobuf JSON takes either spelling of a name, as the meter takes the
+            # object's (`usage_metadata`): a count under the other would be left out.
+            return max(usage_count(usage.get(camel)), usage_count(usage.get(_snake(camel))))
+
+        output = count("candidatesTokenCount") + count("thoughtsTokenCount")
+        prompt = count("promptTokenCount") + count("toolUsePromptTokenCount")
+        total = count("totalTokenCount")
+        if not prompt and not output:
+            prompt = total
+        # The total is every token billed: what it holds beyond the parts named (a part
+        # a server reports in the total only) is charged as output, the dearer side, as
+        # an OpenAI-compatible total is.
+        output = max(output, total - prompt)
         return Usage(
             prompt,
             output,
-            _int(usage.get("cachedContentTokenCount")),
-            audio_input_tokens=modality_tokens(usage.get("promptTokensDetails"), "AUDIO"),
-            audio_output_tokens=modality_tokens(usage.get("candidatesTokensDetails"), "AUDIO"),
+            count("cachedContentTokenCount"),
+            audio_input_tokens=modality_tokens(
+                usage.get("promptTokensDetails", usage.get("prompt_tokens_details")), "AUDIO"
+            ),
+            audio_output_tokens=modality_tokens(
+                usage.get("candidatesTokensDetails", usage.get("candidates_tokens_details")),
+                "AUDIO",
+            ),
         )
 
     def fetching_tool(self, tool: Any) -> bool:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import ProxyError, UpstreamStreamBroken, forget_frames
 from core.headers import content_coding
-from core.protocols import UnreadableCount, Usage, lenient_count
+from core.protocols import UnreadableCount, UnreadableUsage, Usage, lenient_count
 from core.proxy.access_log import access_logger
 
 if TYPE_CHECKING:
@@ -234,7 +234,10 @@ class _Attempt:
         if not isinstance(event, dict):
             return False
         usage = self.wire.usage_in(event)
-        reported = self.wire.read_usage(usage, Usage()) if usage is not None else None
+        try:
+            reported = self.wire.read_usage(usage, Usage()) if usage is not None else None
+        except UnreadableUsage:
+            reported = None  # a count that is no count: the bytes sent bound it instead
         counted = False
         if usage is not None and reported is not None:
             self.usage = reported

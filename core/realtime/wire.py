@@ -18,14 +18,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from core.headers import ACCOUNT_SELECTORS, CALLER_CREDENTIALS
-from core.protocols import Usage, modality_tokens
+from core.protocols import UnreadableUsage, Usage, modality_tokens, usage_count
 from core.request import RepeatedField, strict_json
 
 BROWSER_KEY_PREFIX = "openai-insecure-api-key."
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 class SessionMeter:
@@ -113,7 +109,7 @@ class OpenAIRealtimeMeter(SessionMeter):
         if kind == _TRANSCRIBED:
             usage = event.get("usage")
             if isinstance(usage, dict) and usage.get("type", "tokens") == "tokens":
-                self._add(usage)
+                self._add_or_unread(usage)
             return
         if kind != "response.done":
             return
@@ -121,25 +117,33 @@ class OpenAIRealtimeMeter(SessionMeter):
         response = event.get("response")
         usage = response.get("usage") if isinstance(response, dict) else None
         if isinstance(usage, dict):
-            self._add(usage)
+            self._add_or_unread(usage)
         else:
             self.unread += 1
 
+    def _add_or_unread(self, usage: dict[str, Any]) -> None:
+        try:
+            self._add(usage)
+        except UnreadableUsage:
+            self.unread += 1  # a count that is no count: charged as a response unread
+
     def _add(self, usage: dict[str, Any]) -> None:
         details = usage.get("input_token_details")
-        cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+        cached = usage_count(details.get("cached_tokens")) if isinstance(details, dict) else 0
         out = usage.get("output_token_details")
         # Audio tokens bill at the model's audio rates (many times its text rates).
         self.total = _add(
             self.total,
             Usage(
-                _int(usage.get("input_tokens")),
-                _int(usage.get("output_tokens")),
+                usage_count(usage.get("input_tokens")),
+                usage_count(usage.get("output_tokens")),
                 cached,
-                audio_input_tokens=_int(details.get("audio_tokens"))
+                audio_input_tokens=usage_count(details.get("audio_tokens"))
                 if isinstance(details, dict)
                 else 0,
-                audio_output_tokens=_int(out.get("audio_tokens")) if isinstance(out, dict) else 0,
+                audio_output_tokens=usage_count(out.get("audio_tokens"))
+                if isinstance(out, dict)
+                else 0,
             ),
         )
 
@@ -175,9 +179,16 @@ class GeminiLiveMeter(SessionMeter):
             return
         metadata = message.get("usageMetadata", message.get("usage_metadata"))
         if isinstance(metadata, dict):
-            self.answering = self.turn_read = True
-            read = _gemini_usage(metadata)
-            self.turn = self.turn.most(read)
+            self.answering = True
+            try:
+                read = _gemini_usage(metadata)
+            except UnreadableUsage:
+                # A count that is no count: the turn stays unread unless a later message
+                # of it reports figures that can be read (charged as a turn unread).
+                pass
+            else:
+                self.turn_read = True
+                self.turn = self.turn.most(read)
         content = message.get("serverContent", message.get("server_content"))
         if isinstance(content, dict) and (
             content.get("turnComplete") is True or content.get("turn_complete") is True
@@ -194,7 +205,7 @@ class GeminiLiveMeter(SessionMeter):
 
 def _gemini_usage(metadata: dict[str, Any]) -> Usage:
     def field(camel: str, snake: str) -> int:
-        return _int(metadata.get(camel, metadata.get(snake)))
+        return usage_count(metadata.get(camel, metadata.get(snake)))
 
     prompt = field("promptTokenCount", "prompt_token_count") + field(
         "toolUsePromptTokenCount", "tool_use_prompt_token_count"
@@ -203,6 +214,8 @@ def _gemini_usage(metadata: dict[str, Any]) -> Usage:
         field("responseTokenCount", "response_token_count")
         or field("candidatesTokenCount", "candidates_token_count")
     ) + field("thoughtsTokenCount", "thoughts_token_count")
+    # The total is every token billed: what it holds beyond the parts named is output.
+    output = max(output, field("totalTokenCount", "total_token_count") - prompt)
 
     def audio(camel: str, snake: str) -> int:
         return modality_tokens(metadata.get(camel, metadata.get(snake)), "AUDIO")

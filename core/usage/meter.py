@@ -8,7 +8,8 @@ completions and Responses events, Anthropic message_start + message_delta, Gemin
 Event streams are read line by line, and only lines that mention usage are parsed. A JSON
 reply is kept whole up to `_KEEP_WHOLE`; past that only its last `_TAIL` bytes are kept,
 since every protocol puts its usage object after the content. Usage is then read from the
-last usage key in the document.
+last usage key in the document. A token count in it that is no whole number (negative,
+fractional, not a number) leaves the reply unread: charged its reservation, not 0.
 
 While metering, the proxy asks the upstream for an uncompressed reply (Accept-Encoding:
 identity): cheaper than decompressing a copy of every reply, and the caller still gets the
@@ -24,7 +25,7 @@ import zlib
 from typing import TYPE_CHECKING, Any
 
 from core.headers import content_coding
-from core.protocols import Usage
+from core.protocols import UnreadableUsage, Usage
 from core.usage.jsonbytes import has_escaped_key
 
 if TYPE_CHECKING:
@@ -126,10 +127,19 @@ class UsageMeter:
             return
         usage = self.wire.usage_in(event)
         if usage is not None:
+            self._read_usage(usage)
+
+    def _read_usage(self, usage: dict[str, Any]) -> None:
+        """`usage` read into the figures; a count that is no count (negative, fractional,
+        not a number) leaves the whole reply unread, charged its reservation."""
+        try:
             read = self.wire.read_usage(usage, self.usage)
-            if read is not None:
-                self.usage = read
-                self.found = True
+        except UnreadableUsage:
+            self.readable = False
+            return
+        if read is not None:
+            self.usage = read
+            self.found = True
 
     def finish(self) -> Usage | None:
         """The usage the reply reported, or None if none could be read."""
@@ -163,10 +173,8 @@ class UsageMeter:
                 except ValueError:
                     continue
                 if isinstance(value, dict):
-                    read = self.wire.read_usage(value, self.usage)
-                    if read is not None:
-                        self.usage = read
-                        self.found = True
+                    self._read_usage(value)
+                    if self.found or not self.readable:
                         return
         if not self._truncated and has_escaped_key(text):
             # A usage key spelt with escapes: the document is parsed whole (it was kept).
@@ -177,10 +185,7 @@ class UsageMeter:
             names = tuple(json.loads(key) for key in self.wire.usage_keys)
             value = _last_member(document, names)
             if isinstance(value, dict):
-                read = self.wire.read_usage(value, self.usage)
-                if read is not None:
-                    self.usage = read
-                    self.found = True
+                self._read_usage(value)
 
 
 def _last_member(node: Any, names: tuple[str, ...]) -> Any:
