@@ -388,8 +388,11 @@ class Wire:
         return _names_input_elsewhere(document, self.fetching_tool, body)
 
     def fetching_tool(self, tool: Any) -> bool:
-        """Whether one `tools` entry reads more input into the same request (a URL fetch,
-        a remote MCP server, code run on the provider's side)."""
+        """Whether one `tools` entry reads more input into the same request: any tool the
+        provider runs itself (a web or file search, a URL fetch, a remote MCP server, code
+        run on the provider's side), whose results the model reads as input. Only the tools
+        the caller runs (functions, computer use) are not; a kind not known is taken for
+        one the provider runs."""
         return False
 
     def conversation_length(self, route: Route, document: dict[str, Any]) -> tuple[str, int]:
@@ -590,6 +593,8 @@ _OPENAI_TOKEN_TOOLS = frozenset(
         "mcp",
     }
 )
+# OpenAI tool types the caller runs: the model reads no result it did not send back.
+_OPENAI_CALLER_TOOLS = _OPENAI_TOKEN_TOOLS - {"mcp"}
 # Anthropic: a custom tool has no type (or "custom"); these client tools (run by the
 # caller) and web fetch cost tokens only. Web search bills per search, code execution per
 # container hour, and a server tool added later may bill too.
@@ -600,6 +605,9 @@ _ANTHROPIC_TOKEN_TOOL_PREFIXES = ("bash_", "text_editor_", "computer_", "memory_
 _GEMINI_TOKEN_TOOLS = frozenset(
     {"functiondeclarations", "codeexecution", "urlcontext", "computeruse"}
 )
+# The Anthropic and Gemini tools the caller runs (the rest run at the provider).
+_ANTHROPIC_CALLER_TOOL_PREFIXES = ("bash_", "text_editor_", "computer_", "memory_")
+_GEMINI_CALLER_TOOLS = frozenset({"functiondeclarations", "computeruse"})
 
 
 # Members that name input held by the provider or on the web, in the spellings the
@@ -986,7 +994,8 @@ class OpenAIWire(Wire):
         return count
 
     def fetching_tool(self, tool: Any) -> bool:
-        return isinstance(tool, dict) and tool.get("type") == "mcp"
+        # Web and file search results, code interpreter output and MCP results are input.
+        return not (isinstance(tool, dict) and tool.get("type") in _OPENAI_CALLER_TOOLS)
 
     def dearer_rate(self, document: dict[str, Any]) -> str | None:
         # Priority processing bills about twice the standard rate; flex bills half; a tier
@@ -1135,8 +1144,13 @@ class AnthropicWire(Wire):
         return into
 
     def fetching_tool(self, tool: Any) -> bool:
-        kind = tool.get("type") if isinstance(tool, dict) else None
-        return isinstance(kind, str) and kind.startswith("web_fetch_")
+        # Server tools (web search and fetch, code execution, tool search) read their
+        # results in as input; custom and client tools are the caller's to run.
+        kind = tool.get("type", "custom") if isinstance(tool, dict) else None
+        return not (
+            isinstance(kind, str)
+            and (kind == "custom" or kind.startswith(_ANTHROPIC_CALLER_TOOL_PREFIXES))
+        )
 
     def dearer_rate(self, document: dict[str, Any]) -> str | None:
         # Fast mode (`speed: "fast"`, beta) bills Opus at up to six times its list price;
@@ -1307,9 +1321,10 @@ class GeminiWire(Wire):
         )
 
     def fetching_tool(self, tool: Any) -> bool:
-        # URL context reads pages into the prompt; code execution feeds its results back.
-        return isinstance(tool, dict) and any(
-            name.replace("_", "").lower() in ("urlcontext", "codeexecution") for name in tool
+        # URL context reads pages into the prompt, code execution feeds its results back,
+        # search grounding its results: every kind but the caller's functions.
+        return not isinstance(tool, dict) or any(
+            name.replace("_", "").lower() not in _GEMINI_CALLER_TOOLS for name in tool
         )
 
     def priced_tools(self, route: Route, document: dict[str, Any]) -> list[str]:
