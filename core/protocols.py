@@ -347,6 +347,12 @@ class Wire:
         `{"type":"duration"}`): such a reply counts as unread, charged its reservation."""
         raise NotImplementedError
 
+    def usage_final(self, event: dict[str, Any]) -> bool:
+        """Whether the usage in this stream event counts the whole reply, or only what came
+        before more is written (Anthropic's message_start): a stream that ends after such
+        an event alone is charged as cut short, whatever it wrote after it."""
+        return True
+
     def output_caps(
         self, document: dict[str, Any], route: Route | None = None
     ) -> list[tuple[str, Any]]:
@@ -1142,6 +1148,11 @@ class AnthropicWire(Wire):
                     summed = summed.plus(self.read_usage(flat, Usage()) or Usage())
             into = into.most(summed)
         return into
+
+    def usage_final(self, event: dict[str, Any]) -> bool:
+        # message_start's usage counts the prompt and one output token; the output is
+        # counted by message_delta, whose usage sits at the top of the event.
+        return event.get("type") != "message_start" and not isinstance(event.get("message"), dict)
 
     def fetching_tool(self, tool: Any) -> bool:
         # Server tools (web search and fetch, code execution, tool search) read their

@@ -63,6 +63,10 @@ class Outcome:
     # top of `usage` (what the others reported; None: the first was unread too, charged
     # its reservation), fail closed per call rather than one reservation for them all.
     unread_calls: int = 0
+    # The usage read counts only what came before the answer (an Anthropic stream's
+    # message_start with no message_delta after it): charged as a reply cut short, even
+    # when its body ended cleanly.
+    usage_partial: bool = False
 
     @property
     def billable(self) -> bool:
@@ -88,7 +92,7 @@ class Outcome:
             n = self.unread_calls
             base = self.usage if self.usage is not None else reserved
             return Usage(*(got + n * held for got, held in zip(base, reserved, strict=True)))
-        if self.usage is not None and self.complete:
+        if self.usage is not None and self.complete and not self.usage_partial:
             return self.usage
         if self.usage is not None:
             # Cut short: the figures so far may be partial; charge whichever is more.

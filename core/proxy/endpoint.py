@@ -668,6 +668,10 @@ class ProxyEndpoint:
     ) -> None:
         if meter is not None:
             state.outcome.usage = meter.finish()
+            # The body may have ended, but its usage counts only what came before the answer
+            # (an Anthropic stream that broke off with an error event after message_start):
+            # charged as a reply cut short, not as the one output token it reported.
+            state.outcome.usage_partial = not meter.final
         state.settled = True
         # Shielded: the openai SDKs close the connection as soon as they read [DONE], which
         # can land while this awaits a store; cancelled here, the budget charge and the

@@ -44,6 +44,9 @@ class UsageMeter:
         self.usage = Usage()
         # False until a usage object has been read: an unread reply is charged in full.
         self.found = False
+        # Whether the last usage read counts the whole reply (`Wire.usage_final`): False
+        # after Anthropic's message_start alone, whose output count is only the first token.
+        self.final = True
         self.readable = True
         self._stream = False
         self._json = False
@@ -126,20 +129,23 @@ class UsageMeter:
         except ValueError:
             return
         usage = self.wire.usage_in(event)
-        if usage is not None:
-            self._read_usage(usage)
+        if usage is not None and self._read_usage(usage):
+            self.final = self.wire.usage_final(event)
 
-    def _read_usage(self, usage: dict[str, Any]) -> None:
-        """`usage` read into the figures; a count that is no count (negative, fractional,
-        not a number) leaves the whole reply unread, charged its reservation."""
+    def _read_usage(self, usage: dict[str, Any]) -> bool:
+        """`usage` read into the figures (whether it reported any); a count that is no
+        count (negative, fractional, not a number) leaves the whole reply unread, charged
+        its reservation."""
         try:
             read = self.wire.read_usage(usage, self.usage)
         except UnreadableUsage:
             self.readable = False
-            return
-        if read is not None:
-            self.usage = read
-            self.found = True
+            return False
+        if read is None:
+            return False
+        self.usage = read
+        self.found = True
+        return True
 
     def finish(self) -> Usage | None:
         """The usage the reply reported, or None if none could be read."""
