@@ -298,9 +298,12 @@ def credential_in_url(credential: bytes | None, path: str, query: bytes) -> bool
         # decodes `%252D` twice reads `-`. On every request: each test is
         # `x.replace(needle, b"") is x` (the needle is not in x), half a find's cost
         # (core/byte_tests.py), and an unescaped URL has one decoding.
-        for spelling in decodings(part):
-            if spelling.replace(credential, b"") is not spelling:
-                return True
+        if part.replace(credential, b"") is not part:
+            return True
+        if part.replace(b"%", b"") is not part:  # escaped: every decoding, the first done
+            for spelling in decodings(part):
+                if spelling.replace(credential, b"") is not spelling:
+                    return True
     return False
 
 

@@ -30,16 +30,22 @@ _MEDIA_MEMBERS = frozenset({"input_audio", "inputAudio", "inlineData", "inline_d
 # by the protocol's own walk (core/protocols.py), not this one.
 _FILE_BYTES = frozenset({"file_data", "fileData"})
 
-# Every spelling above holds one of these, lowered, in its bytes (or a `\u` escape, or
-# the NUL bytes of UTF-16 and UTF-32 JSON): a body with none of them is not walked.
-_MARKS = (b"data", b"input_audio", b"inputaudio")
+# Every spelling above holds "data", "input_audio" or "inputaudio", lowered, in its bytes
+# (or a `\u` escape, or the NUL bytes of UTF-16 and UTF-32 JSON): a body with none of them
+# is not walked (`_may_hold_media`).
 
 
 def _may_hold_media(body: bytes) -> bool:
-    if body.find(b"\\u") >= 0 or body.find(b"\x00") >= 0:
+    # On every metered request: each test is `x.replace(needle, b"") is not x` (the needle
+    # is in x), half a find's cost (core/byte_tests.py); "data" first, the likeliest.
+    if body.replace(b"\\u", b"") is not body or body.replace(b"\x00", b"") is not body:
         return True
     lowered = body.lower()
-    return any(lowered.find(mark) >= 0 for mark in _MARKS)
+    return (
+        lowered.replace(b"data", b"") is not lowered
+        or lowered.replace(b"input_audio", b"") is not lowered
+        or lowered.replace(b"inputaudio", b"") is not lowered
+    )
 
 
 def _data_url(value: Any) -> bool:
