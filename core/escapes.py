@@ -34,8 +34,13 @@ def decoded(text: str) -> str:
 
 def escaped_past_limit(text: str) -> bool:
     """Whether `decoded(text)` still holds an escape some reader would decode."""
-    text = decoded(text)
-    return "%" in text and unquote(text) != text
+    return still_escaped(decoded(text))
+
+
+def still_escaped(plain: str) -> bool:
+    """Whether `plain`, as `decoded` left it, holds an escape still: for a caller that has
+    the decoding already, so the path is not decoded twice."""
+    return "%" in plain and unquote(plain) != plain
 
 
 def decodings(data: bytes) -> Iterator[bytes]:

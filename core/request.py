@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
-from core.escapes import MAX_DECODES, decoded, escaped_past_limit
+from core.escapes import MAX_DECODES, decoded, still_escaped
 from core.headers import credential_in_url, find_credential, split_key_param
 from core.protocols import (
     CONVERSATIONS,
@@ -78,14 +78,14 @@ WEBSOCKET_UNSUPPORTED = (
 
 def check_path(remainder: str) -> None:
     """Refuse paths that try to climb out of the route or smuggle separators."""
-    if escaped_past_limit(remainder):
+    path = decoded(remainder)
+    if still_escaped(path):
         # No client escapes a path this deep; a reader that decodes once more than the
         # checks below would get a path they never saw (core/escapes.py).
         raise BadRequest(
             f"The request path is percent-escaped more than {MAX_DECODES} times over; "
             "send it escaped once."
         )
-    path = decoded(remainder)
     if _FORBIDDEN_IN_PATH.search(path):
         raise BadRequest("The request path contains a forbidden character.")
     for segment in path.split("/"):

@@ -19,7 +19,7 @@ from typing import Any
 
 from core.digest import sha256
 from core.errors import ProxyError, UpstreamStreamBroken, render, send_error
-from core.escapes import decoded, escaped_past_limit
+from core.escapes import decoded, still_escaped
 from core.headers import MIN_CREDENTIAL_LENGTH
 from core.types import ASGIApp, Message, Receive, RequestLog, Scope, Send
 
@@ -107,7 +107,7 @@ class PathForLog:
             # credential is one too. Escaped, none of the path is shown, as for an
             # identified caller (core/request.py); nor is one escaped past every reader.
             plain = decoded(path)
-            if self._pieces(plain) != plain or escaped_past_limit(path):
+            if self._pieces(plain) != plain or still_escaped(plain):
                 return "[redacted]"
         return path
 
