@@ -147,5 +147,10 @@ def revoke_token(store: Store, label_or_id: str) -> TokenRecord:
 
 def set_disabled(store: Store, label_or_id: str, disabled: bool) -> TokenRecord:
     record = replace(find_token(store, label_or_id), disabled=disabled)
-    store.put(store_key(record.token_hash), record.to_doc(), expires_at=record.expires_at)
+    # `update`, not `put`: a revoke between the read above and this write must stay a
+    # revoke, never come back as an enabled token.
+    if not store.update(
+        store_key(record.token_hash), record.to_doc(), expires_at=record.expires_at
+    ):
+        raise TokenError(f"no token has the label or id {label_or_id!r} (revoked meanwhile)")
     return record

@@ -230,7 +230,12 @@ class AdminAPI:
         store = self._tokens_store()
         record = await self._record(store, request.path_params["token_id"])
         disabled = request.path_params["action"] == "disable"
-        updated = await off_loop(store, lambda: set_disabled(store, record.id, disabled))
+        try:
+            updated = await off_loop(store, lambda: set_disabled(store, record.id, disabled))
+        except TokenError:  # revoked since it was read: a revoke is never undone here
+            raise APIError(
+                404, "no_such_token", f"No token has the id {record.id!r}: it was revoked."
+            ) from None
         return JSONResponse(token_json(updated, time.time(), None))
 
     # ---- kill switch and schedule ----------------------------------------------------------

@@ -177,6 +177,7 @@ class ProxyEndpoint:
         # are UpstreamStreamBroken and abort the connection.
         shape: ErrorShape = "openai"
         log = _request_log(scope)
+        request: ProxyRequest | None = None
         try:
             provider, remainder = self.route(scope)
             shape = scope[ERROR_SHAPE] = provider.error_shape
@@ -189,6 +190,17 @@ class ProxyEndpoint:
             if log is not None:
                 log.error = error.code
             extra = [(b"allow", ALLOW_HEADER)] if isinstance(error, MethodNotAllowed) else []
+            if (
+                request is not None
+                and request.upload_leg
+                and not error.should_retry
+                and "x-goog-upload-status" not in error.headers
+            ):
+                # Any rule's refusal of an upload leg (a limit, a scope, the kill switch):
+                # without an upload status google-genai sends the refused chunk again,
+                # three times over seven seconds, before it fails. A passing fault (503)
+                # is worth those retries.
+                extra.append((b"x-goog-upload-status", b"final"))
             # A route known before the error, or the provider a 404 names (no_route).
             await send_error(send, error, scope.get(ERROR_SHAPE, shape), extra)
 

@@ -12,7 +12,8 @@ issued to the caller who started the session. google-genai (Python) sends the up
 with no credential at all, so the upload_id is its authorization: only an upload_id this
 proxy handed out recently, to an authenticated caller, is accepted, and only while the
 token that started it is still valid (checked again on each leg: a revoked, disabled or
-expired token, or a shared token rotated out, ends its uploads) and never past the expiry
+expired token, or a shared token rotated out, ends its uploads; a token whose scopes
+narrowed past the provider is refused, as its own request would be) and never past the expiry
 of the credential that started it (a JWT's `exp`: a sign-in cannot be looked up again). The bytes still go only
 to the configured upstream; no host named in a request is ever used.
 """
@@ -225,7 +226,9 @@ class UploadSessions:
                 "with a valid credential.",
                 headers=_FINAL,
             )
-        await self.check_token(session)
+        # The token's fresh record, where it has one: the leg is then checked as the token's
+        # own request would be (its scopes, which may have narrowed since the start).
+        fresh = await self.check_token(session)
         if session.token and self.names_its_token(session, request):
             # The leg stands for the token that started the upload: that token in its URL
             # would reach the upstream and the access log, as it would from any request
@@ -245,7 +248,7 @@ class UploadSessions:
                 (name, value) for name, value in request.headers if not holds_digest(digest, value)
             ]
         request.target = session.target
-        request.caller = Caller(session.caller)
+        request.caller = fresh if fresh is not None else Caller(session.caller)
         request.counted_as = session.counted_as or session.caller
         request.upload_leg = True
         if request.log is not None:
@@ -262,13 +265,14 @@ class UploadSessions:
             ) from None
         return digest_in_url(digest, request.remainder, request.query)
 
-    async def check_token(self, session: UploadSession) -> None:
+    async def check_token(self, session: UploadSession) -> Caller | None:
         """The token that started the upload, checked again: revoked means the upload_id
-        stops working at once (within TOKEN_CACHE_SECONDS), not when it expires."""
+        stops working at once (within TOKEN_CACHE_SECONDS), not when it expires. Returns
+        that token's caller as it stands now (None: no token to look up)."""
         if not session.token or self.token_check is None:
-            return
+            return None
         try:
-            await self.token_check.identify_digest(bytes.fromhex(session.token))
+            return await self.token_check.identify_digest(bytes.fromhex(session.token))
         except ValueError:
             raise UnknownUploadSession(
                 "This upload session is not valid.", headers=_FINAL

@@ -39,6 +39,12 @@ class Store(Protocol):
     def put(self, key: str, doc: dict[str, Any], *, expires_at: float | None = None) -> None:
         """Create or replace the document; `last_used` is kept."""
 
+    def update(self, key: str, doc: dict[str, Any], *, expires_at: float | None = None) -> bool:
+        """Replace the document of an item that exists (`last_used` kept), in one atomic
+        store operation; False, and nothing written, if there is none (deleted or
+        expired). An admin's change to a token (disable, enable) thus never brings back a
+        token revoked in the meantime, as a read then a `put` would."""
+
     def delete(self, key: str) -> bool:
         """Remove the item; True if it existed."""
 

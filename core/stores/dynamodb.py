@@ -60,6 +60,29 @@ class DynamoDBStore:
             ExpressionAttributeValues=values,
         )
 
+    def update(self, key: str, doc: dict[str, Any], *, expires_at: float | None = None) -> bool:
+        names = {"#doc": "doc", "#exp": "expires_at"}
+        values: dict[str, Any] = {":doc": {"S": json.dumps(doc)}, ":now": {"N": repr(time.time())}}
+        if expires_at is None:
+            expression = "SET #doc = :doc REMOVE #exp"
+        else:
+            expression = "SET #doc = :doc, #exp = :exp"
+            values[":exp"] = {"N": str(int(expires_at) + (expires_at % 1 > 0))}
+        try:
+            self._client.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": key}},
+                UpdateExpression=expression,
+                # Only a document still there: TTL deletes late, so its expiry is read too.
+                ConditionExpression="attribute_exists(#doc) AND "
+                "(attribute_not_exists(#exp) OR #exp > :now)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
     def delete(self, key: str) -> bool:
         reply = self._client.delete_item(
             TableName=self.table, Key={"pk": {"S": key}}, ReturnValues="ALL_OLD"

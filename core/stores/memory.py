@@ -72,6 +72,14 @@ class MemoryStore:
         while (max_items and len(items) > max_items) or (max_bytes and self.bytes > max_bytes):
             self.delete(next(iter(items)))
 
+    def update(self, key: str, doc: dict[str, Any], *, expires_at: float | None = None) -> bool:
+        # The event loop (or the CLI's one thread) is the only writer: test and write are
+        # one step.
+        if self.get(key) is None:
+            return False
+        self.put(key, doc, expires_at=expires_at)
+        return True
+
     def delete(self, key: str) -> bool:
         self.bytes -= self._sizes.pop(key, 0)
         return self._items.pop(key, None) is not None

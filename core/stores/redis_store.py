@@ -20,6 +20,15 @@ _TOUCH = (
     "redis.call('HSET', KEYS[1], 'last_used', ARGV[1]) end"
 )
 
+# `update`: the document replaced only where one is (an expired hash is already gone).
+_UPDATE = (
+    "if redis.call('HEXISTS', KEYS[1], 'doc') == 0 then return 0 end "
+    "redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'expires_at', ARGV[2]) "
+    "if ARGV[3] == '' then redis.call('PERSIST', KEYS[1]) "
+    "else redis.call('EXPIREAT', KEYS[1], ARGV[3]) end "
+    "return 1"
+)
+
 
 class RedisStore:
     blocking = True
@@ -54,6 +63,14 @@ class RedisStore:
         else:
             pipe.expireat(key, math.ceil(expires_at))
         pipe.execute()
+
+    def update(self, key: str, doc: dict[str, Any], *, expires_at: float | None = None) -> bool:
+        item = self.get(key)  # an item past its own expires_at counts as gone
+        if item is None:
+            return False
+        stamp = "" if expires_at is None else repr(expires_at)
+        at = "" if expires_at is None else str(math.ceil(expires_at))
+        return bool(self._redis.eval(_UPDATE, 1, key, json.dumps(doc), stamp, at))
 
     def delete(self, key: str) -> bool:
         return bool(self._redis.delete(key))

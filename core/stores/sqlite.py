@@ -151,6 +151,14 @@ class SQLiteStore:
             (key, json.dumps(doc), expires_at),
         )
 
+    def update(self, key: str, doc: dict[str, Any], *, expires_at: float | None = None) -> bool:
+        cursor = self._db().execute(
+            "UPDATE items SET doc = ?, expires_at = ? WHERE key = ? "
+            "AND (expires_at IS NULL OR expires_at > ?)",
+            (json.dumps(doc), expires_at, key, time.time()),
+        )
+        return cursor.rowcount > 0
+
     def delete(self, key: str) -> bool:
         cursor = self._db().execute("DELETE FROM items WHERE key = ?", (key,))
         return cursor.rowcount > 0

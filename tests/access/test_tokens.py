@@ -45,6 +45,30 @@ def test_labels_are_unique_and_revoke_disable_find_by_label_or_id() -> None:
         revoke_token(store, "alice")
 
 
+def test_an_enable_racing_a_revoke_never_brings_the_token_back(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two admins: one enables a disabled token while the other revokes it. The enable
+    read the record before the revoke landed; its write must not recreate the token (as a
+    read then a `put` did: the revoked token worked again, enabled)."""
+    from core.access import tokens
+
+    token, record = create_token(store, "alice")
+    set_disabled(store, record.id, True)
+    real_find = tokens.find_token
+
+    def found_then_revoked(store_: Store, label_or_id: str) -> tokens.TokenRecord:
+        found = real_find(store_, label_or_id)
+        store_.delete(store_key(found.token_hash))  # the other admin's revoke lands here
+        return found
+
+    monkeypatch.setattr(tokens, "find_token", found_then_revoked)
+    with pytest.raises(TokenError, match="revoked meanwhile"):
+        set_disabled(store, record.id, False)
+    assert store.get(store_key(hash_hex(token))) is None
+    assert list_tokens(store) == []
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("90m", 5400), ("12h", 43200), ("30d", 30 * 86400), ("2w", 14 * 86400), ("45s", 45)],

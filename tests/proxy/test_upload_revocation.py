@@ -126,3 +126,47 @@ def test_an_upload_id_stops_when_its_token_expires(
         refused = upload(url)
     assert refused.status_code == 401
     assert refused.headers["x-goog-upload-status"] == "final"
+
+
+def test_an_upload_id_stops_when_its_token_is_narrowed_past_the_provider(
+    mock_upstream: RunningServer, tmp_path: Path
+) -> None:
+    """A rule holds for as long as what it guards stays open: a token scoped to Gemini
+    starts an upload, then its owner narrows it to OpenAI. The next leg is refused as the
+    token's own request to Gemini would be, not let through for the upload's 24 hours."""
+    from dataclasses import replace
+
+    from core.access.tokens import store_key
+
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    store = open_store(store_url)
+    token, record = create_token(store, "uploader", providers=("gemini",))
+    with gemini_on_token_store(mock_upstream, store_url) as proxy:
+        url = start_upload(proxy, token)
+        narrowed = replace(record, providers=("openai",))
+        store.put(store_key(record.token_hash), narrowed.to_doc())
+        reset_upstream(mock_upstream)
+        refused = upload(url)
+        assert upstream_requests(mock_upstream) == []  # the bytes never reached Gemini
+    assert refused.status_code == 403, refused.text
+    assert "may not use the provider 'gemini'" in refused.text
+    # Final: google-genai stops at once instead of sending the chunk three more times.
+    assert refused.headers["x-goog-upload-status"] == "final"
+
+
+def test_an_upload_leg_refused_by_any_rule_is_final(mock_upstream: RunningServer) -> None:
+    """A leg refused by a limit (here the caller's requests per hour) says the upload is
+    over: without `x-goog-upload-status` google-genai sends the chunk again three times,
+    seven seconds, before failing."""
+    env = proxy_env(
+        mock_upstream.url,
+        GEMINI_API_KEY=GEMINI_KEY,
+        GEMINI_UPSTREAM=mock_upstream.url,
+        RATE_LIMIT_REQUESTS="1",
+        RATE_LIMIT_WINDOW="3600",
+    )
+    with serve_in_thread(create_app(load_settings(env))) as proxy:
+        url = start_upload(proxy, FAKE_TOKEN)
+        refused = upload(url)
+    assert refused.status_code == 429, refused.text
+    assert refused.headers["x-goog-upload-status"] == "final"

@@ -65,3 +65,28 @@ def test_touch_never_brings_back_a_revoked_item(store: Store) -> None:
     store.touch("token:a", time.time())
     assert store.get("token:a") is None
     assert store.scan("token:") == []
+
+
+def test_update_replaces_only_an_item_that_exists(store: Store) -> None:
+    later = time.time() + 3600
+    store.put("token:a", {"disabled": True})
+    store.touch("token:a", 1_800_000_000.5)
+    assert store.update("token:a", {"disabled": False}, expires_at=later) is True
+    item = store.get("token:a")
+    assert item is not None and item.doc == {"disabled": False}
+    assert item.expires_at is not None and item.expires_at >= later
+    assert item.last_used == 1_800_000_000.5  # kept, as `put` keeps it
+    assert store.update("token:a", {"disabled": True}) is True  # the expiry can be cleared
+    assert store.get("token:a").expires_at is None  # type: ignore[union-attr]
+    # Deleted (a revoke) or never there: nothing is written.
+    store.delete("token:a")
+    assert store.update("token:a", {"disabled": False}) is False
+    assert store.update("token:never", {"v": 1}) is False
+    assert store.get("token:a") is None and store.get("token:never") is None
+    assert store.scan("token:") == []
+
+
+def test_update_never_brings_back_an_expired_item(store: Store) -> None:
+    store.put("token:old", {"v": 1}, expires_at=time.time() - 1)
+    assert store.update("token:old", {"v": 2}, expires_at=time.time() + 3600) is False
+    assert store.get("token:old") is None
