@@ -210,6 +210,30 @@ async def test_tokens_api_with_bearer(bearer: httpx.AsyncClient, app: Any) -> No
     assert (await bearer.get("/admin/api/tokens")).json()["tokens"] == []
 
 
+async def test_an_enable_racing_a_revoke_is_a_404_and_the_token_stays_revoked(
+    bearer: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two admins at once: the enable found the token, then the other's revoke landed
+    before its write. The enable must not recreate the token (a read then a `put` did)."""
+    from core.access import tokens
+
+    made = (await bearer.post("/admin/api/tokens", json={"label": "mobile"})).json()
+    assert (await bearer.post(f"/admin/api/tokens/{made['id']}/disable")).status_code == 200
+    real_find = tokens.find_token
+
+    def found_then_revoked(store: Any, label_or_id: str) -> Any:
+        found = real_find(store, label_or_id)
+        store.delete(tokens.store_key(found.token_hash))  # the other admin's revoke
+        return found
+
+    monkeypatch.setattr(tokens, "find_token", found_then_revoked)
+    reply = await bearer.post(f"/admin/api/tokens/{made['id']}/enable")
+    assert reply.status_code == 404, reply.text
+    assert "revoked" in reply.json()["error"]["message"]
+    monkeypatch.undo()
+    assert (await bearer.get("/admin/api/tokens")).json()["tokens"] == []
+
+
 @pytest.mark.parametrize(
     "body,says",
     [
