@@ -10,7 +10,9 @@ only if the reply is a 200 read to its end, uncompressed, not marked `no-store` 
 `private` under CACHE_SCOPE=shared), and an answer by its own protocol's measure: a
 finished stream, not an `{"error": ...}` body (core/cache/complete.py).
 
-The caller's `Cache-Control: no-cache` skips the lookup; with CACHE_SCOPE=caller it
+The caller's `Cache-Control: no-cache` (or `max-age=0`, a browser's `cache: "no-cache"`,
+or `Pragma: no-cache`; or a `max-age` the entry is older than) skips the lookup; with
+CACHE_SCOPE=caller it
 refreshes the caller's own entry with the new reply, with CACHE_SCOPE=shared it writes
 nothing (one caller must not replace the answer every other caller gets). `no-store` skips
 the cache both ways. Every reply on a provider route says which happened:
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.cache.complete import finished
 from core.cache.entry import EntryUnreadable, decode, encode, kept_headers, stored_bytes
-from core.cache.key import cache_control, cache_key, cacheable_document, deterministic
+from core.cache.key import cache_control, cache_key, cacheable_document, deterministic, max_age
 from core.stages import HeaderTicket, RawHeaders, ReplyTicket, StoredReply
 from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store
 
@@ -41,6 +43,8 @@ from core.stores import Store, StoreSet
 logger = logging.getLogger("llm_proxy")
 
 HIT: RawHeaders = [(b"x-proxy-cache", b"hit")]
+# A stored reply older than the caller's max-age (`ResponseCache.lookup`).
+STALE_FOR_CALLER = StoredReply(0, [], [])
 MISS: RawHeaders = [(b"x-proxy-cache", b"miss")]
 BYPASS: RawHeaders = [(b"x-proxy-cache", b"bypass")]
 
@@ -136,7 +140,8 @@ class ResponseCache:
             if log is not None:
                 log.cache = "bypass"
             return HeaderTicket(BYPASS)
-        if b"no-cache" in directives and self.shared:
+        oldest = max_age(request.headers)  # 0: `no-cache`, `max-age=0`
+        if oldest == 0 and self.shared:
             # A fresh answer for this caller, kept for nobody: the shared entry is replaced
             # only when it expires.
             if log is not None:
@@ -145,11 +150,18 @@ class ResponseCache:
         key = await cache_key(request, document, scope)
         stream = await request.is_stream()
         wire = request.wire.name
-        if b"no-cache" in directives:
+        stored = await self.lookup(key, oldest) if oldest != 0 else None
+        if stored is STALE_FOR_CALLER:
+            if self.shared:  # as `no-cache` above: fresh for this caller, kept for nobody
+                if log is not None:
+                    log.cache = "bypass"
+                return HeaderTicket(BYPASS)
+            oldest = 0
+        if oldest == 0:
+            # The caller's own entry refreshed with the reply it gets.
             if log is not None:
                 log.cache = "bypass"
             return CacheTicket(self, key, BYPASS, wire=wire, stream=stream)
-        stored = await self.lookup(key)
         if stored is not None:
             if log is not None:
                 log.cache = "hit"
@@ -161,7 +173,9 @@ class ResponseCache:
             log.cache = "miss"
         return CacheTicket(self, key, MISS, wire=wire, stream=stream)
 
-    async def lookup(self, key: str) -> StoredReply | None:
+    async def lookup(self, key: str, oldest: int | None = None) -> StoredReply | None:
+        """The stored reply under `key`; STALE_FOR_CALLER when it is older than `oldest`
+        seconds (the caller's max-age)."""
         try:
             item = await self._call(self.store.get, key)
         except Exception as exc:
@@ -169,6 +183,13 @@ class ResponseCache:
             return None
         if item is None:
             return None
+        # Kept for the TTL from when it was stored: its age is the TTL less what is left.
+        if (
+            oldest is not None
+            and item.expires_at is not None
+            and self.ttl - (item.expires_at - self.clock()) > oldest
+        ):
+            return STALE_FOR_CALLER
         try:
             return decode(item.doc)
         except EntryUnreadable:

@@ -67,6 +67,32 @@ def cache_control(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     return frozenset(directives)
 
 
+def max_age(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The oldest stored reply a request accepts, in seconds: its Cache-Control `max-age`
+    (the smallest, if named more than once), 0 for `no-cache` or, with no Cache-Control
+    at all, HTTP/1.0's `Pragma: no-cache`; None when it says nothing. A browser's
+    `fetch(url, {cache: "no-cache"})` sends `max-age=0`. A value that is no whole number
+    asks for a fresh reply, as RFC 9111 has a cache treat it."""
+    ages: list[int] = []
+    cache_control_seen = pragma = False
+    for name, value in headers:
+        if name == b"cache-control":
+            cache_control_seen = True
+            for part in value.split(b","):
+                directive, _, argument = part.partition(b"=")
+                directive = directive.strip().lower()
+                if directive == b"no-cache":
+                    ages.append(0)
+                elif directive == b"max-age":
+                    text = argument.strip().strip(b'"')
+                    ages.append(int(text) if text.isdigit() else 0)
+        elif name == b"pragma" and b"no-cache" in value.lower():
+            pragma = True
+    if not cache_control_seen and pragma:
+        return 0
+    return min(ages) if ages else None
+
+
 async def cacheable_document(request: ProxyRequest) -> dict[str, Any] | None:
     """The JSON body of a request the cache may take, or None."""
     if request.method != "POST" or request.route.kind != "metered" or not request.is_json:

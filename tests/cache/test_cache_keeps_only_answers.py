@@ -333,6 +333,20 @@ def test_shared_scope_no_cache_does_not_replace_what_everyone_gets() -> None:
         assert upstream.calls == 2
 
 
+def test_shared_scope_max_age_zero_does_not_replace_what_everyone_gets() -> None:
+    """A browser's `cache: "no-cache"` (Cache-Control: max-age=0) is `no-cache` here too."""
+    with cached(CACHE_SCOPE="shared") as (proxy, upstream):
+        question = [{"role": "user", "content": f"q{next(_counter)}"}]
+        first = _send(proxy, "openai", "gpt", question)
+        fresh = _send(
+            proxy, "openai", "gpt", question, OTHER_TOKEN, **{"Cache-Control": "max-age=0"}
+        )
+        assert fresh.headers["x-proxy-cache"] == "bypass"
+        later = _send(proxy, "openai", "gpt", question)
+        assert later.headers["x-proxy-cache"] == "hit" and later.content == first.content
+        assert upstream.calls == 2
+
+
 class TestAReplyTheUpstreamCompressedAnyway:
     """The proxy asks for `identity`, but an upstream may compress regardless. Kept, the
     gzip bytes would be replayed for the TTL to callers that never said they read gzip."""

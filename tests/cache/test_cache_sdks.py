@@ -281,6 +281,43 @@ def test_no_cache_bypasses_the_lookup_and_refreshes_the_entry(stack: CacheStack)
     assert upstream_calls(stack) == 2
 
 
+@pytest.mark.parametrize(
+    "asks_fresh",
+    [
+        {"cache-control": "max-age=0"},  # what a browser's fetch(url, {cache: "no-cache"}) sends
+        {"pragma": "no-cache"},  # HTTP/1.0, with no Cache-Control
+        {"cache-control": "max-age=soon"},  # no whole number: RFC 9111 reads it as stale
+    ],
+)
+def test_every_way_of_asking_a_fresh_reply_refreshes_the_entry(
+    stack: CacheStack, asks_fresh: dict[str, str]
+) -> None:
+    reset_upstream(stack.upstream)
+    messages = fresh_messages()
+    first = chat_raw(openai_client(stack, stack.token, **{"x-mock-chunks": "3"}), messages)
+    fresh = openai_client(stack, stack.token, **{"x-mock-chunks": "3", **asks_fresh})
+    refreshed = chat_raw(fresh, messages)
+    assert (first[0], refreshed[0]) == ("miss", "bypass")
+    assert upstream_calls(stack) == 2
+
+
+def test_a_max_age_serves_only_entries_that_young(stack: CacheStack) -> None:
+    import time
+
+    reset_upstream(stack.upstream)
+    messages = fresh_messages()
+    plain = openai_client(stack, stack.token)
+    assert chat_raw(plain, messages)[0] == "miss"
+    within = openai_client(stack, stack.token, **{"cache-control": "max-age=3600"})
+    assert chat_raw(within, messages)[0] == "hit"
+    time.sleep(1.2)
+    # Older than the caller accepts: a fresh answer, which becomes the entry.
+    young = openai_client(stack, stack.token, **{"cache-control": "max-age=1"})
+    assert chat_raw(young, messages)[0] == "bypass"
+    assert chat_raw(young, messages)[0] == "hit"
+    assert upstream_calls(stack) == 2
+
+
 def test_no_store_on_a_request_skips_the_cache_both_ways(stack: CacheStack) -> None:
     reset_upstream(stack.upstream)
     messages = fresh_messages()
