@@ -6,6 +6,7 @@ found by mutation testing (docs/mutation.md)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,3 +129,19 @@ def test_marking_an_item_used_keeps_its_expiry(
 def test_touch_of_a_missing_item_creates_nothing(store: MemoryStore | SQLiteStore) -> None:
     store.touch("token:gone", NOW)
     assert store.get("token:gone") is None
+
+
+def test_the_sqlite_sweep_of_expired_items_reads_an_index(tmp_path: Path) -> None:
+    """A SQLite cache is mostly entries that expire: each sweep (every 100th expiring put,
+    each scan) must find them without reading the whole table."""
+    store = SQLiteStore(str(tmp_path / "cache.db"))
+    store.put("cache:a", {"v": 1}, expires_at=time.time() + 60)
+    [(*_, plan)] = (
+        store._db()
+        .execute(
+            "EXPLAIN QUERY PLAN DELETE FROM items WHERE expires_at IS NOT NULL AND expires_at <= ?",
+            (time.time(),),
+        )
+        .fetchall()
+    )
+    assert plan.startswith("SEARCH items USING INDEX"), plan
