@@ -29,6 +29,7 @@ from core.protocols import (
     route_path,
     transcription_models,
 )
+from core.text import well_formed
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,6 +48,20 @@ _NOT_PARSED: Any = object()
 
 class RepeatedField(BadRequest):
     code = "repeated_field"
+
+
+class NotUnicode(BadRequest):
+    """A name the rules, the ledger and telemetry key on, spelled with a lone surrogate
+    (`"\\ud800"`: valid JSON, yet no UTF-8 encoder takes it). Unrefused, it reached the
+    ledger's store key and broke the reply after its last byte was relayed."""
+
+    code = "invalid_text"
+
+
+_NOT_UNICODE = (
+    "The request names its {what} with an escape that is not Unicode text (a lone "
+    "surrogate such as \\ud800); name it as plain text."
+)
 
 
 _FORBIDDEN_IN_PATH = re.compile(r"[\x00-\x1f\x7f\\]")
@@ -370,6 +385,8 @@ class ProxyRequest:
             ) from None
         if not isinstance(model, str):
             return None
+        if not well_formed(model):
+            raise NotUnicode(_NOT_UNICODE.format(what="model"))
         # Gemini's OpenAI-compatible endpoint accepts `models/gemini-...` as well.
         return model.removeprefix("models/")
 
@@ -382,6 +399,8 @@ class ProxyRequest:
         named = transcription_models(await self.document())
         if any(not isinstance(name, str) for name in named):
             raise BadRequest("A transcription model must be named as text.")
+        if not all(well_formed(name) for name in named):
+            raise NotUnicode(_NOT_UNICODE.format(what="transcription model"))
         return named
 
     def use_document(self, document: Any) -> None:

@@ -7,6 +7,9 @@ report rows or log lines; a bidi override reorders what follows. Each character 
 not printable comes out as its Python escape (`\\x1b`, `\\r`, `\\u202e`), so the text
 stays readable and nothing in it acts. JSON output needs none of this: json.dumps escapes
 them already.
+
+`well_formed` tells text that can be written as UTF-8 at all: JSON's `\\ud800` escape
+decodes to a lone surrogate, which no encoder takes (a store's key, a reply's JSON, a span).
 """
 
 from __future__ import annotations
@@ -18,3 +21,15 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text  # the common case: one scan in C
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+
+
+def well_formed(text: str) -> bool:
+    """Whether `text` is Unicode a UTF-8 encoder takes: no lone surrogate, which a JSON
+    document can spell (`"\\ud800"`) yet no store, reply or log line can write."""
+    if text.isascii():
+        return True  # the common case: one scan in C
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -34,6 +34,7 @@ from core.protocols import (
     UnreadableCount,
     conversation_agent,
 )
+from core.request import NotUnicode
 
 if TYPE_CHECKING:
     from core.protocols import Route
@@ -145,6 +146,8 @@ class RequestPolicy:
             )
         try:
             model = await request.model()
+        except NotUnicode:
+            raise  # parsed, and says what is wrong with it
         except BadRequest:
             if request.body.lstrip()[:1] in (b"{", b"["):
                 # Shaped like JSON yet not JSON to Python (invalid UTF-8, sent as text/plain
