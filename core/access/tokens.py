@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from core.digest import sha256_hex
 from core.stores import Item, Store
+from core.text import well_formed
 from core.token_record import TokenRecord
 
 KEY_PREFIX = "token:"
@@ -103,6 +104,10 @@ def create_token(
     label = label.strip()
     if not label:
         raise TokenError("--label must not be blank")
+    if not all(well_formed(text) for text in (label, *providers, *models)):
+        # A lone surrogate (an undecodable byte of a shell argument, JSON's `\\ud800`) is
+        # stored as an escape, then fails every reply that writes the record as UTF-8.
+        raise TokenError("--label, --providers and --models must be Unicode text")
     if len(label) > 200:
         raise TokenError("--label must be at most 200 characters")
     if budget_usd is not None and not (0 <= budget_usd < 1e9):

@@ -76,6 +76,14 @@ async def read_json(request: Request) -> dict[str, Any]:
         raise APIError(400, "bad_json", "The body is not valid JSON.") from None
     if not isinstance(document, dict):
         raise APIError(400, "bad_json", "The body must be a JSON object.")
+    try:
+        # A lone surrogate (`"\\ud800"`) is valid JSON yet no UTF-8 text: a label kept with
+        # one made every later token list fail, and an error quoting one failed itself.
+        json.dumps(document, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise APIError(
+            400, "bad_json", "The body holds an escape that is not Unicode text (\\ud800)."
+        ) from None
     return document
 
 

@@ -168,3 +168,37 @@ class TestARightSignInGivesBackOnlyItsOwnPlace:
             assert await sign_in(ADMIN_TOKEN) == 303
             assert await sign_in("wrong") == 401
             assert await sign_in("wrong") == 429
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"label":"a\\ud800"}',
+        b'{"label":"ok","models":["m\\udfff"]}',
+        b'{"label":"ok","providers":["\\ud800"]}',
+    ],
+)
+async def test_a_lone_surrogate_is_refused_and_the_token_list_stays_readable(
+    proxy: RunningServer, body: bytes
+) -> None:
+    # Valid JSON, yet no Unicode text: a token kept with it made every later list a 500,
+    # and an error quoting it (an unknown provider) failed itself.
+    bearer = {"authorization": f"Bearer {ADMIN_TOKEN}", "content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=proxy.url, headers=bearer) as client:
+        made = await client.post("/admin/api/tokens", content=body)
+        assert made.status_code == 400
+        assert made.json()["error"]["code"] == "bad_json"
+        listed = await client.get("/admin/api/tokens")
+        assert listed.status_code == 200
+        assert listed.json()["tokens"] == []
+
+
+def test_a_token_named_with_an_undecodable_argument_is_refused(tmp_path: Path) -> None:
+    # A shell argument's undecodable byte reaches argv as a lone surrogate (surrogateescape).
+    from core.access.tokens import TokenError, create_token
+
+    store = open_store(f"sqlite:///{tmp_path}/tokens.db")
+    with pytest.raises(TokenError, match="Unicode"):
+        create_token(store, "laptop-\udcff")
+    with pytest.raises(TokenError, match="Unicode"):
+        create_token(store, "laptop", models=("gpt-\udcff",))
