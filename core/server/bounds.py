@@ -83,6 +83,11 @@ class BoundedConnection(SendBound):
         """A head is complete and the end of its body has not arrived."""
         raise NotImplementedError
 
+    def head_target(self) -> str:
+        """The request target of the head begun and not complete, as far as it was read
+        ("" when none was): what a refusal of that head is shaped by (route_shape)."""
+        raise NotImplementedError
+
     def upgraded(self) -> bool:
         """The connection was handed to a WebSocket protocol: these bounds are done with it.
         Asked only when a timer is armed or fires, never on the path of a whole request."""
@@ -134,7 +139,7 @@ class BoundedConnection(SendBound):
             self.arm_head_timer()
             return
         if self.head_begun():
-            self.refuse(*HEAD_TIMEOUT, HEAD_TIMEOUT_MESSAGE)
+            self.refuse(*HEAD_TIMEOUT, HEAD_TIMEOUT_MESSAGE, shape=self.route_shape())
         else:
             self.transport.close()
 
@@ -217,12 +222,21 @@ class BoundedConnection(SendBound):
         return True
 
     def route_shape(self) -> ErrorShape:
-        """The error shape of the route of the request whose head is in and whose reply has
-        not begun (its body too slow or not valid HTTP); OpenAI's when there is none."""
+        """The error shape of the route of the request refused: the head begun (too large,
+        too slow or not valid HTTP, its request line read), else the request whose head is
+        in and whose reply has not begun (its body too slow or not valid HTTP); OpenAI's
+        when there is none. An Anthropic or Gemini SDK reads its own shape only."""
+        if self.head_begun():
+            return self.head_shape()
         cycle = self.cycle
         if cycle is None or cycle.response_started:
             return "openai"
         return error_shape_for_path(cycle.scope.get("path", ""))
+
+    def head_shape(self) -> ErrorShape:
+        """The error shape of the route the head begun names (its request line, as far as
+        it was read); OpenAI's when it names none."""
+        return error_shape_for_path(self.head_target().partition("?")[0])
 
     def refuse(
         self,

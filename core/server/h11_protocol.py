@@ -58,6 +58,12 @@ class BoundedH11Protocol(BoundedConnection, H11Protocol):
     def reading_body(self) -> bool:
         return self.conn.their_state is h11.SEND_BODY
 
+    def head_target(self) -> str:
+        # Still buffered while the head is incomplete: the request line's middle word.
+        line = self.conn.trailing_data[0].partition(b"\r\n")[0]
+        parts = line.split(b" ")
+        return parts[1].decode("latin-1") if len(parts) == 3 else ""
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.arm_head_timer()
@@ -87,6 +93,8 @@ class BoundedH11Protocol(BoundedConnection, H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         if len(self.conn.trailing_data[0]) > self.limits.max_header_bytes:
-            self.refuse(*HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE)  # h11's own size bound
+            # h11's own size bound (h11 is in its ERROR state now: the head is still
+            # buffered, yet no longer "begun" to it).
+            self.refuse(*HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE, shape=self.head_shape())
         else:
             self.refuse(*NOT_HTTP, shape=self.route_shape())

@@ -46,6 +46,10 @@ class BoundedHttpToolsProtocol(BoundedConnection, HttpToolsProtocol):
     def reading_body(self) -> bool:
         return self._state == _BODY
 
+    def head_target(self) -> str:
+        # uvicorn's on_url gathers it, from the head's start (on_message_begin).
+        return self.url.decode("latin-1")
+
     # ---- the connection ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -82,7 +86,7 @@ class BoundedHttpToolsProtocol(BoundedConnection, HttpToolsProtocol):
         if before != _BODY:
             self._head_bytes += len(data)
         if self._head_bytes > self.limits.max_header_bytes:
-            self.refuse(*HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE)
+            self.refuse(*HEAD_TOO_LARGE, HEAD_TOO_LARGE_MESSAGE, shape=self.route_shape())
 
     # ---- parser callbacks -------------------------------------------------------------
 

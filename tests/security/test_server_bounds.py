@@ -239,6 +239,53 @@ def test_a_head_framed_both_ways_is_refused_not_read_as_two_requests(
     assert json.loads(reply_body)["error"]["code"] == "bad_request"
 
 
+def anthropic_error(body: bytes) -> str:
+    """The Anthropic error type of a reply body: the shape its SDK reads a message from."""
+    document = json.loads(body)
+    assert document["type"] == "error", document
+    return str(document["error"]["type"])
+
+
+def test_a_head_too_large_or_too_slow_is_refused_in_the_route_shape(
+    server: tuple[RunningServer, int],
+) -> None:
+    # Refused before the head is complete: shaped by its request line, read already.
+    proxy, _ = server
+    with connect(proxy.port) as sock:
+        sock.sendall(b"POST /anthropic/v1/messages HTTP/1.1\r\nHost: x\r\nX-Filler: ")
+        with contextlib.suppress(OSError):
+            for _ in range(10):
+                sock.sendall(b"a" * 65536)
+        status, body = reply(sock)
+    assert status == 431
+    assert anthropic_error(body) == "request_too_large"
+    with connect(proxy.port) as sock:
+        sock.sendall(b"POST /anthropic/v1/messages?beta=true HTTP/1.1\r\nHost: x\r\n")
+        status, body = reply(sock)
+    assert status == 408
+    assert anthropic_error(body) == "invalid_request_error"
+
+
+def test_a_head_that_is_not_valid_http_is_refused_in_the_route_shape(
+    server: tuple[RunningServer, int], request: pytest.FixtureRequest
+) -> None:
+    if request.node.callspec.params["server"] == "h11":
+        pytest.skip("h11 drops a head it cannot parse before the server sees its path")
+    proxy, _ = server
+    for framing in (
+        b"Content-Length: 2\r\nContent-Length: 3",  # two lengths
+        b"Content-Length: 2\r\nTransfer-Encoding: chunked",  # framed both ways
+        b"X-Note: a\x00b",  # a NUL in a header
+    ):
+        with connect(proxy.port) as sock:
+            sock.sendall(
+                b"POST /anthropic/v1/messages HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n{}"
+            )
+            status, body = reply(sock)
+        assert status == 400
+        assert anthropic_error(body) == "invalid_request_error"
+
+
 def test_worker_processes_have_the_bounds_too() -> None:
     """`llm-proxy serve --workers 2`: each worker unpickles the server config, protocol
     class and limits included."""
