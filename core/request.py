@@ -58,9 +58,9 @@ class NotUnicode(BadRequest):
     code = "invalid_text"
 
 
+# Short enough for a WebSocket close reason (123 bytes): a realtime session refuses so.
 _NOT_UNICODE = (
-    "The request names its {what} with an escape that is not Unicode text (a lone "
-    "surrogate such as \\ud800); name it as plain text."
+    "The {what} name holds an escape that is not Unicode text (a lone surrogate, \\ud800)."
 )
 
 

@@ -121,6 +121,21 @@ async def test_a_gemini_setup_naming_the_model_twice_is_refused(
     assert upstream.sessions == []
 
 
+async def test_a_gemini_setup_naming_its_model_with_a_lone_surrogate_is_refused(
+    start_proxy: ProxyFactory, upstream: FakeRealtime
+) -> None:
+    # `\\ud800` is valid JSON yet no Unicode text: nothing could send it on or key on it.
+    with start_proxy() as proxy:
+        url = ws_url(proxy.url) + "/gemini" + LIVE_PATH + f"?key={FAKE_TOKEN}"
+        async with websockets.connect(url) as socket:
+            await socket.send('{"setup": {"model": "models/gemini-live\\ud800"}}')
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert "not Unicode" in closed.value.rcvd.reason
+    assert upstream.sessions == []
+
+
 async def test_a_second_setup_or_a_model_change_mid_session_is_refused(
     start_proxy: ProxyFactory, upstream: FakeRealtime
 ) -> None:
