@@ -203,7 +203,12 @@ class UploadSessions:
         session it started; False for any other request."""
         if not is_upload_path(request.path) or not request.provider.resumable_uploads:
             return False
-        upload_id = upload_id_of(request.query)
+        try:
+            upload_id = upload_id_of(request.query)
+        except BadRequest as refused:
+            # Final like every other refusal of a leg: no retry sends this URL a valid id.
+            refused.headers = {**refused.headers, **_FINAL}
+            raise
         if upload_id is None:
             return False
         session = await self.find(upload_id)

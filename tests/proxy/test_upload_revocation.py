@@ -170,3 +170,17 @@ def test_an_upload_leg_refused_by_any_rule_is_final(mock_upstream: RunningServer
         refused = upload(url)
     assert refused.status_code == 429, refused.text
     assert refused.headers["x-goog-upload-status"] == "final"
+
+
+@pytest.mark.parametrize("query", ["upload_id=a&uploadId=b", "upload_id=%00", "upload_id="])
+def test_an_upload_leg_with_an_upload_id_that_is_not_one_is_final(
+    mock_upstream: RunningServer, query: str
+) -> None:
+    """A leg whose URL names its upload_id twice or names a value that cannot be one: the
+    400 in Gemini's shape, final, so google-genai raises it at once."""
+    env = proxy_env(mock_upstream.url, GEMINI_API_KEY=GEMINI_KEY, GEMINI_UPSTREAM=mock_upstream.url)
+    with serve_in_thread(create_app(load_settings(env))) as proxy:
+        refused = upload(f"{proxy.url}/gemini/upload/v1beta/files?{query}")
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert refused.headers["x-goog-upload-status"] == "final"
