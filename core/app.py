@@ -21,6 +21,7 @@ from core import __version__, access, cache, realtime, usage
 from core.access.credentials import token_check_from_settings
 from core.config import ConfigError, Settings, hash_token, load_settings
 from core.errors import Misconfigured, send_error
+from core.providers import CATALOGUE_BY_PREFIX, error_shape_for_path
 from core.proxy.access_log import AccessLogMiddleware, PathForLog, access_logger
 from core.proxy.cors import EXPOSED_HEADERS, CORSMiddleware, is_admin_path
 from core.proxy.endpoint import ProxyEndpoint
@@ -305,9 +306,10 @@ class MisconfiguredApp:
         if scope["type"] == "websocket":
             from core.proxy.websocket import refuse_websocket
 
-            await refuse_websocket(scope, receive, send, ())
+            await refuse_websocket(scope, receive, send, CATALOGUE_BY_PREFIX)
             return
         if scope["type"] != "http":
             return
         error = Misconfigured(self.public_message)
-        await send_error(send, error, "openai")
+        # No route is switched on, yet the path names the caller's protocol all the same.
+        await send_error(send, error, error_shape_for_path(scope.get("path", "")))

@@ -295,6 +295,19 @@ CATALOGUE: tuple[Provider, ...] = (
 )
 
 
+# Every provider route the proxy knows, switched on or not, most specific first (as
+# match_provider wants them).
+CATALOGUE_BY_PREFIX = tuple(sorted(CATALOGUE, key=lambda record: len(record.prefix), reverse=True))
+
+
+def error_shape_for_path(path: str) -> ErrorShape:
+    """The error shape of the route `path` names, switched on here or not; OpenAI's when it
+    names none. For a reply made before or without a deployment's routing (the server's own
+    refusals, a misconfigured deployment's): an Anthropic or Gemini SDK reads its own shape."""
+    matched = match_provider(CATALOGUE_BY_PREFIX, path)
+    return matched[0].error_shape if matched else "openai"
+
+
 def provider_env_names(record: Provider) -> tuple[str, str]:
     """The key and upstream variable names of a catalogue record."""
     return f"{record.env}_API_KEY", f"{record.env}_UPSTREAM"

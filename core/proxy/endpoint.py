@@ -36,7 +36,7 @@ from core.errors import (
 )
 from core.headers import NOT_A_PAGE
 from core.protocols import route_path
-from core.providers import CATALOGUE, Provider, match_provider, provider_env_names
+from core.providers import CATALOGUE_BY_PREFIX, Provider, match_provider, provider_env_names
 from core.proxy.access_log import BODY_SEND, ERROR_SHAPE
 from core.proxy.forward import Forwarder, never_reached
 from core.proxy.open_checks import OpenChecks, can_end, raise_stopped
@@ -66,8 +66,6 @@ if TYPE_CHECKING:
 ALLOW_HEADER = ", ".join(sorted(ALLOWED_METHODS)).encode()
 # RFC 3986 pchar minus unreserved (always safe for `quote`): what a path keeps literally.
 _PATH_SAFE = "/:@!$&'()*+,;="
-# Every provider route the proxy knows, switched on or not, most specific first (no_route).
-_CATALOGUE_BY_PREFIX = tuple(sorted(CATALOGUE, key=lambda record: len(record.prefix), reverse=True))
 # How long a caller's hang-up waits for the relay to read the upstream's end of body before
 # it counts as leaving early (listen_for_disconnect). Well under what cancelling the
 # upstream promptly allows (tests/proxy/test_stream_lifecycle.py: within a second).
@@ -149,7 +147,7 @@ class ProxyEndpoint:
         deployment has not switched on says so, in that provider's error shape, so its SDK
         shows the reason instead of a route hint that does not apply; the names of settings
         are public (docs/configuration.md), their values never appear."""
-        known = match_provider(_CATALOGUE_BY_PREFIX, path)
+        known = match_provider(CATALOGUE_BY_PREFIX, path)
         if known is not None:
             record = known[0]
             key_name, upstream_name = provider_env_names(record)

@@ -51,11 +51,9 @@ HEAD_TIMEOUT = REQUEST_TIMEOUT
 
 def error_shape_for_path(path: str) -> ErrorShape:
     """The error shape of the route `path` would take (OpenAI's when none)."""
-    from core.providers import CATALOGUE, match_provider
+    from core.providers import error_shape_for_path
 
-    routes = tuple(sorted(CATALOGUE, key=lambda p: len(p.prefix), reverse=True))
-    matched = match_provider(routes, path)
-    return matched[0].error_shape if matched else "openai"
+    return error_shape_for_path(path)
 
 
 class ServerOverloaded(ProxyError):

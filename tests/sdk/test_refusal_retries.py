@@ -299,3 +299,27 @@ def test_a_token_limit_refusal_does_not_read_as_a_context_overflow(
     # LangChain's context-overflow tests (langchain_google_genai.chat_models._handle_client_error).
     assert "token limit" not in text
     assert "exceeds the maximum number of tokens allowed" not in text
+
+
+def test_a_misconfigured_deployment_answers_each_sdk_in_its_own_shape(
+    mock_upstream: RunningServer, tmp_path: Path
+) -> None:
+    """No route is switched on, yet the path names the caller's protocol: google-genai read
+    OpenAI's shape as `500 None.` (no status), and Anthropic's SDK found no error type."""
+    app, token = misconfigured(mock_upstream, tmp_path)
+    with running(app) as (server, _):
+        claude = anthropic.Anthropic(
+            base_url=f"{server.url}/anthropic", api_key=token, max_retries=0
+        )
+        with pytest.raises(anthropic.InternalServerError) as anthropic_raised:
+            claude.messages.create(model="claude-mock", max_tokens=10, messages=[])
+        gemini = genai.Client(
+            api_key=token, http_options=genai_types.HttpOptions(base_url=f"{server.url}/gemini")
+        )
+        with pytest.raises(genai_errors.ServerError) as genai_raised:
+            gemini.models.generate_content(model="gemini-2.0-flash", contents="hi")
+    body = anthropic_raised.value.body
+    assert isinstance(body, dict) and body["error"]["type"] == "api_error"
+    assert "UPSTREAM_BASE_URL" in anthropic_raised.value.message
+    assert genai_raised.value.status == "INTERNAL"
+    assert "UPSTREAM_BASE_URL" in (genai_raised.value.message or "")
