@@ -270,7 +270,11 @@ def test_a_head_that_is_not_valid_http_is_refused_in_the_route_shape(
     server: tuple[RunningServer, int], request: pytest.FixtureRequest
 ) -> None:
     if request.node.callspec.params["server"] == "h11":
-        pytest.skip("h11 drops a head it cannot parse before the server sees its path")
+        # Known, and held to: h11 drops a head it cannot parse before the server sees its
+        # path, so the refusal is a 400 in OpenAI's shape (strict: fixing it fails here).
+        request.applymarker(
+            pytest.mark.xfail(strict=True, reason="h11 drops an unparsable head, path and all")
+        )
     proxy, _ = server
     for framing in (
         b"Content-Length: 2\r\nContent-Length: 3",  # two lengths
