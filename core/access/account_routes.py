@@ -43,6 +43,12 @@ class AccountRoutes:
         self.refuse = refuse
         self.refuse_end_users = refuse_end_users
 
+    async def check_open(self, request: ProxyRequest) -> None:
+        """A read still relayed (a stored response's events, a file's content), checked
+        again: a token narrowed to some models or providers meanwhile loses it, as its
+        next request would be refused (core/proxy/endpoint.py `recheck`)."""
+        await self.admit(request)
+
     async def admit(self, request: ProxyRequest) -> Ticket | None:
         if request.upload_leg:
             return None  # its upload_id was issued for a start this check let through

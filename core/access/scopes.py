@@ -1,6 +1,7 @@
 """A stored token's scopes as a check on the body: which providers and models it may use.
 
-Realtime sessions run the same check again while open (core/realtime/stages.py).
+A request still open (a relayed stream, a realtime session) runs the same check again
+(`check_open`, core/proxy/endpoint.py `recheck`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ class Authorize:
 
     async def check_settings(self, request: ProxyRequest) -> None:
         """A realtime session's new settings: the models they name, checked again."""
+        await self.admit(request)
+
+    async def check_open(self, request: ProxyRequest) -> None:
+        """A request still open (a stream relayed, a realtime session, an upload leg's
+        relay), checked against the token's scopes as they are now."""
         await self.admit(request)
 
     async def admit(self, request: ProxyRequest) -> Ticket | None:

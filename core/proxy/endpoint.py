@@ -227,11 +227,11 @@ class ProxyEndpoint:
 
     async def recheck(self, request: ProxyRequest) -> None:
         """Raises the ProxyError that stops a request still under way from going on: its
-        token no longer valid (or narrowed past it), or the proxy switched off. Run before
-        each further upstream call of one request (a stream's continuation) and while a
-        realtime session is open. Cheap: both reads are cached (TOKEN_CACHE_SECONDS)."""
-        from core.access.scopes import Authorize
-
+        token no longer valid (or narrowed past it: every rule that reads the token's
+        scopes, its providers and models and the account routes a scoped token may not
+        use), or the proxy switched off. Run before each further upstream call of one
+        request (a stream's continuation), while a reply is relayed and while a realtime
+        session is open. Cheap: both reads are cached (TOKEN_CACHE_SECONDS)."""
         if request.upload_leg and self.uploads is not None:
             # An upload leg carries no credential: its upload_id stands for the token that
             # began the upload, checked again as when the leg was admitted (identified as
@@ -243,7 +243,13 @@ class ProxyEndpoint:
         if caller is not None and caller.record is not None:
             # The same token, still valid: its fresh record, whose scopes may have narrowed.
             request.caller = caller
-            await Authorize().admit(request)
+        # Each rule that decides on the caller as it is now (`check_open`), not only the
+        # one that decided on the model: a rule left out here holds at admission only.
+        pipeline = self.pipeline
+        for check in (*pipeline.before_body, *pipeline.after_body):
+            check_open = getattr(check, "check_open", None)
+            if check_open is not None:
+                await check_open(request)
         status = self.pipeline.status
         if status is not None:
             await status.check(time.time())
