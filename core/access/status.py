@@ -61,6 +61,17 @@ class Window:
         assert self.start is not None and self.end is not None
         return self.start <= now < self.end
 
+    def next_start(self, now: float) -> float | None:
+        """When this window next begins after `now`; None for one that never will (an
+        absolute window already begun or past)."""
+        if self.nightly is not None:
+            stamp = datetime.fromtimestamp(now, UTC)
+            midnight = stamp.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+            start = midnight + self.nightly[0] * 60
+            return start if start > now else start + 86400
+        assert self.start is not None
+        return self.start if self.start > now else None
+
     def describe(self) -> str:
         if self.nightly is not None:
             first, last = self.nightly
@@ -165,6 +176,12 @@ class StatusDoc:
                 return f"The service is offline on schedule ({window.describe()})."
         return None
 
+    def online_until(self, now: float) -> float | None:
+        """When the schedule next takes the proxy offline after `now` (None: never, as it
+        stands). What outlives the proxy's own checks (a minted key) must end by then."""
+        starts = [start for w in self.windows if (start := w.next_start(now)) is not None]
+        return min(starts, default=None)
+
     def to_json(self, now: float) -> dict[str, Any]:
         return {
             "online": self.online,
@@ -233,6 +250,11 @@ class ServiceStatus:
         except Exception as exc:
             logger.error("status read failed, keeping the last known: %s", type(exc).__name__)
         self._fetched_at = time.monotonic()
+
+    def online_until(self, now: float) -> float | None:
+        """When the schedule, as last read (KillSwitch read it for this request), next takes
+        the proxy offline after `now`; None if it never does."""
+        return self._known.online_until(now)
 
     async def check(self, now: float) -> None:
         """Raise ProxyOffline (503) while the switch is off or a window covers `now`."""

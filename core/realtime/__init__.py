@@ -22,10 +22,13 @@ def ephemeral_keys(deployment: Deployment) -> Contribution:
     settings = deployment.settings
     if not settings.allow_ephemeral_keys:
         return Contribution(before_body=(EphemeralKeysOff(),))
+    from core.access import service_status
     from core.realtime.minting import EphemeralKeys
 
     keys = EphemeralKeys(
-        settings.ephemeral_key_tokens, models_listed=bool(settings.guard.allowed_models)
+        settings.ephemeral_key_tokens,
+        models_listed=bool(settings.guard.allowed_models),
+        status=service_status(deployment),
     )
     return Contribution(after_body=(keys,))
 

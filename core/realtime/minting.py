@@ -12,9 +12,10 @@ operator sets ALLOW_EPHEMERAL_KEYS=true, and when on:
   a mint that names no model is refused while either is in force, and a Gemini token must
   also lock its model (`bidiGenerateContentSetup.model`, kept by `fieldMask`), since an
   unlocked one opens any Live model;
-- the key lives at most ten minutes, and never past the expiry of the credential that
-  minted it (a stored token's, a JWT's `exp`: the proxy cannot revoke the key, so it must
-  not outlive what the proxy would refuse), and, for Gemini, opens one session: the small
+- the key lives at most ten minutes, never past the expiry of the credential that minted
+  it (a stored token's, a JWT's `exp`) nor past the start of the next offline window of the
+  dashboard's schedule (the proxy cannot revoke the key, so it must not outlive what the
+  proxy would refuse, where that is known in advance), and, for Gemini, opens one session: the small
   JSON body is parsed, its expiry fields are capped (inserted where the provider's default
   is longer) and it is re-serialised, so the provider reads exactly what was checked;
 - each minted key counts as a request and is charged EPHEMERAL_KEY_TOKENS against the
@@ -33,6 +34,7 @@ from core.errors import BadRequest, Forbidden
 from core.protocols import AmbiguousModel, Usage, field_in, token_setup_keeps
 
 if TYPE_CHECKING:
+    from core.access.status import ServiceStatus
     from core.request import ProxyRequest
     from core.stages import Outcome, RawHeaders, Ticket
 
@@ -60,11 +62,19 @@ class EphemeralKeys:
 
     reads_body = True
 
-    def __init__(self, key_tokens: int, clock: Any = None, models_listed: bool = False) -> None:
+    def __init__(
+        self,
+        key_tokens: int,
+        clock: Any = None,
+        models_listed: bool = False,
+        status: ServiceStatus | None = None,
+    ) -> None:
         self.key_tokens = key_tokens
         self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
         # ALLOWED_MODELS is set: every key must be held to a model it lists.
         self.models_listed = models_listed
+        # The kill switch's schedule, where there is one: a key ends when it goes offline.
+        self.status = status
 
     def models_ruled(self, request: ProxyRequest) -> bool:
         """Whether a rule limits this caller's models: ALLOWED_MODELS or its token's scope."""
@@ -76,14 +86,18 @@ class EphemeralKeys:
 
     def key_seconds(self, request: ProxyRequest) -> int:
         """How long a key minted now may live: ten minutes, and never past the expiry of
-        the caller's credential (at least a second: the identify stage refused it if it
-        had already expired)."""
+        the caller's credential nor the start of the schedule's next offline window (at
+        least a second: the identify stage and the kill switch refused it if either had
+        already come)."""
+        now = self.clock().timestamp()
         caller = request.caller
         expires_at = caller.expires_at if caller is not None else None
-        if expires_at is None:
+        ends = [] if expires_at is None else [expires_at]
+        if self.status is not None and (offline := self.status.online_until(now)) is not None:
+            ends.append(offline)
+        if not ends:
             return MAX_KEY_SECONDS
-        left = int(expires_at - self.clock().timestamp())
-        return max(1, min(MAX_KEY_SECONDS, left))
+        return max(1, min(MAX_KEY_SECONDS, int(min(ends) - now)))
 
     async def admit(self, request: ProxyRequest) -> Ticket | None:
         if request.route.kind != "minting":

@@ -141,3 +141,23 @@ def test_offline_answers_503_in_each_protocol_and_health_stays_up(
     admin.set_online(True)
     time.sleep(CACHE + 0.05)
     assert httpx.post(f"{url}/v1/chat/completions", json=chat, headers=auth).status_code == 200
+
+
+def test_the_next_offline_moment_of_a_schedule() -> None:
+    """What a minted key must not outlive (core/realtime/minting.py): the start of the next
+    window after now, tonight's or tomorrow's for a nightly one; never one already past."""
+    from core.access.status import StatusDoc
+
+    def at(text: str) -> float:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+    nightly = parse_window({"nightly": "22:00-06:00"})
+    assert nightly.next_start(at("2026-12-05T07:00:00")) == at("2026-12-05T22:00:00")
+    assert nightly.next_start(at("2026-12-05T22:00:00")) == at("2026-12-06T22:00:00")
+    past = parse_window({"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"})
+    later = parse_window({"from": "2026-12-05T09:30:00Z", "to": "2026-12-05T10:00:00Z"})
+    assert past.next_start(at("2026-12-05T08:00:00")) is None
+    doc = StatusDoc(windows=(nightly, past, later))
+    assert doc.online_until(at("2026-12-05T08:00:00")) == at("2026-12-05T09:30:00")
+    assert doc.online_until(at("2026-12-05T11:00:00")) == at("2026-12-05T22:00:00")
+    assert StatusDoc(windows=(past,)).online_until(at("2026-12-05T08:00:00")) is None

@@ -1,4 +1,5 @@
-"""A minted key never outlives the token that minted it.
+"""A minted key never outlives the token that minted it, nor the proxy going offline on
+its schedule.
 
 The proxy cannot revoke a minted key (docs/realtime.md): it works until it expires. A
 stored token about to expire could mint, in its last second, keys that spend the owner's
@@ -11,7 +12,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
+from core.access.status import ServiceStatus, parse_window
 from core.access.tokens import create_token
 from core.stores import open_store
 from tests.access.jwt_keys import ISSUER, JWKSServer, jwks_served, mint, rsa_key
@@ -137,3 +140,42 @@ async def test_a_signed_in_user_mints_no_key_past_its_jwt(
         )
         assert reply.status_code == 200, reply.text
     assert upstream.minted[-1]["body"]["expires_after"]["seconds"] <= LEFT  # main: 600
+
+
+def nightly_from(start: float, minutes: int = 30) -> str:
+    """A nightly window (UTC) beginning at the minute that holds `start`."""
+    first = time.gmtime(start)
+    last = time.gmtime(start + minutes * 60)
+    return f"{first.tm_hour:02}:{first.tm_min:02}-{last.tm_hour:02}:{last.tm_min:02}"
+
+
+@pytest.mark.parametrize("kind", ["absolute", "nightly"])
+async def test_a_key_minted_before_a_scheduled_window_expires_when_it_begins(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, tmp_path: Path, kind: str
+) -> None:
+    """The schedule is known in advance: a key minted a minute before the proxy goes
+    offline must not open sessions with the provider for nine more minutes of it."""
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    store = open_store(store_url)
+    token, _ = create_token(store, "minting-before-the-night")
+    # The next whole minute at least 60 s away: the window begins there.
+    begins = (int(time.time()) // 60 + 2) * 60
+    if kind == "absolute":
+        raw: dict[str, str] = {
+            "from": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(begins)),
+            "to": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(begins + 3600)),
+        }
+    else:
+        raw = {"nightly": nightly_from(begins)}
+    ServiceStatus(store).set_windows([raw])
+    assert parse_window(raw).covers(begins) and not parse_window(raw).covers(time.time())
+    with start_proxy(ALLOW_EPHEMERAL_KEYS="true", TOKEN_STORE=store_url) as proxy:
+        reply = httpx.post(
+            f"{proxy.url}/v1/realtime/client_secrets",
+            json={"session": SESSION},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert reply.status_code == 200, reply.text
+    seconds = upstream.minted[-1]["body"]["expires_after"]["seconds"]
+    assert seconds <= begins - time.time() + 1, seconds  # main: 600
