@@ -289,7 +289,16 @@ class ProxyEndpoint:
         tickets: list[Ticket] = []
         try:
             await self.admit(request, self.pipeline.before_body, tickets)
+            # A body may take up to BODY_TIMEOUT to arrive, the request open all along: one
+            # that took longer than the recheck period is checked again before anything
+            # goes upstream, or a caller could hold many open across a revocation or the
+            # kill switch and have them all served after. Timed only where something can
+            # end the caller (open_checks.can_end): no clock read on the shared token's path.
+            watched = can_end(request.caller, self.pipeline.status is not None)
+            began = time.monotonic() if watched else 0.0
             await self.read_body(request, receive)
+            if watched and time.monotonic() - began >= self.settings.realtime_recheck_seconds:
+                await self.recheck(request)
             router = self.model_router
             if router is not None and await router.route(request, tickets, send, self.scrubber):
                 await self.settle(tickets, Outcome())  # answered here: the model list

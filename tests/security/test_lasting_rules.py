@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -375,3 +376,45 @@ def test_a_gemini_stream_is_not_continued_past_a_changed_rule(
                     pass
         asked = [r for r in upstream_requests(mock_upstream) if "GenerateContent" in r["path"]]
     assert len(asked) == 1
+
+
+# ---- a request whose body is still arriving ---------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["revoked", "switched off"])
+def test_a_request_whose_body_outlasts_a_changed_rule_is_refused(
+    store_url: str, mock_upstream: RunningServer, how: str
+) -> None:
+    """Identified at its head, a request whose body takes its time (up to BODY_TIMEOUT, a
+    minute by default) reached the upstream after its token was revoked, or the proxy
+    switched off, meanwhile: a caller could hold many such requests open and have them all
+    served after the operator acted. Checked again once its body is in, as anything open."""
+    import json
+
+    store = open_store(store_url)
+    token, record = create_token(store, "slow-body")
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+    def trickled() -> Iterator[bytes]:
+        yield body[:10]
+        time.sleep(0.3)  # the proxy has identified the caller and waits for the rest
+        if how == "revoked":
+            revoke_token(store, record.id)
+        else:
+            ServiceStatus(store).set_online(False)
+        time.sleep(0.5)  # past the check period (0.2 s)
+        yield body[10:]
+
+    with serve(mock_upstream, store_url, ADMIN_TOKEN=ADMIN_TOKEN) as proxy:
+        reset_upstream(mock_upstream)
+        reply = httpx.post(
+            f"{proxy.url}/v1/chat/completions",
+            content=trickled(),
+            headers={
+                "authorization": f"Bearer {token}",
+                "content-type": "application/json",
+                "content-length": str(len(body)),
+            },
+        )
+        assert upstream_requests(mock_upstream) == []  # main: the request went through
+    assert reply.status_code == (401 if how == "revoked" else 503), reply.text
