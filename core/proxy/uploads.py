@@ -253,7 +253,12 @@ class UploadSessions:
                 (name, value) for name, value in request.headers if not holds_digest(digest, value)
             ]
         request.target = session.target
-        request.caller = fresh if fresh is not None else Caller(session.caller)
+        if fresh is None:
+            # No token to look up (a JWT's, an anonymous caller's): the leg's caller ends
+            # when the credential that started the upload does, so a leg still open then
+            # (its body arriving, its reply relayed) is checked again and stopped.
+            fresh = Caller(session.caller, expires_at=session.expires_at or None)
+        request.caller = fresh
         request.counted_as = session.counted_as or session.caller
         request.upload_leg = True
         if request.log is not None:

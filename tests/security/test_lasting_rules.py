@@ -418,3 +418,48 @@ def test_a_request_whose_body_outlasts_a_changed_rule_is_refused(
         )
         assert upstream_requests(mock_upstream) == []  # main: the request went through
     assert reply.status_code == (401 if how == "revoked" else 503), reply.text
+
+
+def test_an_upload_leg_whose_body_outlasts_its_sign_in_is_refused(
+    mock_upstream: RunningServer,
+) -> None:
+    """An upload started with a JWT ends at the sign-in's `exp` (each leg's admission
+    checks it). A leg admitted just before, whose bytes arrive after, was relayed: the
+    leg's caller carried no expiry, so nothing checked it again."""
+    from tests.access.jwt_keys import ISSUER, JWKSServer, jwks_served, mint, rsa_key
+
+    signing_key = rsa_key("upload-2")
+    data = b"hello world"
+
+    def trickled() -> Iterator[bytes]:
+        yield data[:4]
+        time.sleep(2.5)  # past the sign-in's exp, and the check period
+        yield data[4:]
+
+    with jwks_served(JWKSServer(keys=[signing_key.jwk()])) as jwks:
+        env = proxy_env(
+            mock_upstream.url,
+            GEMINI_API_KEY=GEMINI_KEY,
+            GEMINI_UPSTREAM=mock_upstream.url,
+            PROXY_ACCESS_TOKEN="",
+            JWT_JWKS_URL=f"{jwks.url}/.well-known/jwks.json",
+            JWT_ISSUER=ISSUER,
+            JWT_LEEWAY_SECONDS="0",
+            REALTIME_RECHECK_SECONDS="0.2",
+        )
+        with serve_in_thread(create_app(load_settings(env))) as proxy:
+            signed_in = mint(signing_key, exp=int(time.time()) + 2)
+            url = start_upload(proxy, signed_in)
+            reset_upstream(mock_upstream)
+            refused = httpx.post(
+                url,
+                content=trickled(),
+                headers={
+                    "x-goog-upload-command": "upload, finalize",
+                    "x-goog-upload-offset": "0",
+                    "content-length": str(len(data)),
+                },
+            )
+            assert upstream_requests(mock_upstream) == []  # main: relayed to the provider
+    assert refused.status_code == 401, refused.text
+    assert refused.headers["x-goog-upload-status"] == "final"
