@@ -122,6 +122,10 @@ def reserved_tokens(tickets: list[Ticket]) -> int | None:
 
 
 class Check(Protocol):
+    # Optional hooks, looked up by name where a request lasts (core/proxy/endpoint.py):
+    # `check_open` (the rule again on a request still open: ProxyEndpoint.recheck, for a
+    # relayed reply, a slow body, a realtime session, a continuation), `check_settings`,
+    # `check_continuation` and `count_turn`.
     reads_body: bool
 
     async def admit(self, request: ProxyRequest) -> Ticket | None: ...
