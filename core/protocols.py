@@ -595,6 +595,16 @@ def _tools(document: dict[str, Any]) -> list[Any]:
 # computer use and shell tools the caller's code carries out, remote MCP servers (their
 # listings and results are input tokens). Everything else (web_search, file_search,
 # code_interpreter, image_generation, a type added later) may bill per call.
+# Models that search the web on every call, billed per call or per request apart from the
+# tokens their usage reports: OpenAI's chat search models (`gpt-4o-mini-search-preview`,
+# `gpt-5-search-api`: $10-25 per 1,000 calls), deep-research models (per search), and
+# Perplexity's Sonar family (a request fee on each), by any route that names them
+# (`openai/...`, `perplexity/sonar` on OpenRouter). A price entry matching the name
+# (`gpt-4o-mini*`) would count their tokens and none of their searches, as OpenRouter's
+# `:online` variant's. Matched as whole words of the name, in any case.
+_SEARCHES_EVERY_CALL = re.compile(
+    r"(?:^|[^a-z0-9])(?:search|deep-research)(?:[^a-z0-9]|$)|(?:^|/)sonar(?:[^a-z0-9]|$)"
+)
 _OPENAI_TOKEN_TOOLS = frozenset(
     {
         "function",
@@ -1042,6 +1052,8 @@ class OpenAIWire(Wire):
         model = document.get("model")
         if isinstance(model, str) and ":online" in model.casefold():
             found.append("model variant :online (web search)")
+        if isinstance(model, str) and _SEARCHES_EVERY_CALL.search(model.casefold()):
+            found.append(f"model {model[:60]!r} (searches the web on every call)")
         # Gemini's OpenAI-compatible endpoint takes its own options in `extra_body.google`,
         # a cache (`cached_content`, which may hold tools of its own) among them.
         extra = document.get("extra_body")

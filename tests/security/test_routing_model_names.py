@@ -111,6 +111,65 @@ def test_the_online_variant_is_a_priced_tool_under_a_budget(
     assert not upstream_requests(mock_upstream)
 
 
+# Search models: every call searches the web, billed per call beside the tokens. Each name
+# passes ALLOWED_MODELS and is priced by the `openai/gpt-4o-mini*` entry.
+SEARCH_MODELS = [
+    "openai/gpt-4o-mini-search-preview",
+    "openai/gpt-4o-mini-search-preview-2025-03-11",
+    "openai/gpt-4o-mini-Search-preview",
+]
+
+
+@pytest.mark.parametrize("path", SURFACES)
+@pytest.mark.parametrize("model", SEARCH_MODELS)
+def test_a_search_model_is_a_priced_tool_under_a_budget(
+    guarded: RunningServer, mock_upstream: RunningServer, path: str, model: str
+) -> None:
+    """Before: `openai/gpt-4o-mini-search-preview` passed ALLOWED_MODELS `openai/gpt-4o-mini*`
+    and was priced by the `openai/gpt-4o-mini*` entry as gpt-4o-mini's tokens, while every
+    call searched the web at $25 per 1,000 calls (about 800 times the tokens of a short
+    answer): the budget counted almost none of it. Now a model that searches on every
+    call is refused as a search tool is: 403 `tool_not_metered`, nothing sent."""
+    reply = _post(guarded, mock_upstream, path, '{"model":"' + model + '",' + HI + "}")
+    assert reply.status_code == 403, reply.text
+    assert reply.json()["error"]["code"] == "tool_not_metered"
+    assert not upstream_requests(mock_upstream)
+
+
+def test_search_models_on_their_own_routes_are_priced_tools_under_a_budget(
+    mock_upstream: RunningServer,
+) -> None:
+    """The same on OpenAI's and Perplexity's own names: `gpt-4o-mini-search-preview` priced
+    by a `gpt-4o-mini*` entry on the default route, and Perplexity's Sonar models (a
+    request fee on every call, $5-14 per 1,000) priced by a `sonar*` entry, were admitted
+    as tokens only. The plain models still pass."""
+    env = proxy_env(
+        mock_upstream.url,
+        PERPLEXITY_API_KEY="fake-perplexity-key-routing-review",
+        PERPLEXITY_UPSTREAM=mock_upstream.url,
+        MODEL_PRICES='{"gpt-4o-mini*": {"input": 0.15, "output": 0.6},'
+        ' "sonar*": {"input": 1, "output": 1}, "r1-*": {"input": 2, "output": 8}}',
+        BUDGET_PER_CALLER_USD="5",
+    )
+    with serve_in_thread(create_app(load_settings(env))) as proxy:
+        for path, model in [
+            ("/v1/chat/completions", "gpt-4o-mini-search-preview"),
+            ("/v1/chat/completions", "gpt-5-search-api"),
+            ("/perplexity/chat/completions", "sonar"),
+            ("/perplexity/chat/completions", "sonar-deep-research"),
+        ]:
+            reply = _post(proxy, mock_upstream, path, '{"model":"' + model + '",' + HI + "}")
+            assert reply.status_code == 403, (model, reply.text)
+            assert reply.json()["error"]["code"] == "tool_not_metered"
+            assert not upstream_requests(mock_upstream)
+        for path, model in [
+            ("/v1/chat/completions", "gpt-4o-mini"),
+            ("/perplexity/chat/completions", "r1-1776"),
+        ]:
+            reply = _post(proxy, mock_upstream, path, '{"model":"' + model + '",' + HI + "}")
+            assert reply.status_code == 200, (model, reply.text)
+
+
 def test_the_model_list_names_each_model_under_the_provider_that_serves_it(
     mock_upstream: RunningServer, tmp_path: Path
 ) -> None:
