@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from core.caller import SHARED_TOKEN_CALLER, Caller
+from core.digest import sha256_hex
 from core.errors import Forbidden
 
 if TYPE_CHECKING:
@@ -23,6 +24,20 @@ if TYPE_CHECKING:
     from core.request import ProxyRequest
 
 ANONYMOUS_CALLER = Caller("anonymous", end_user=True)
+
+
+# The longest `sub` a caller's label holds whole; a longer one is cut and a digest added.
+_SUB_CHARS = 200
+
+
+def user_label(sub: str) -> str:
+    """A signed-in user's label, the identity their limits, budget, cache entries and usage
+    are kept under: `user:<sub>`. A long subject (GitHub Actions' runs past 200 characters
+    with a long branch name) keeps its start, for logs, and a digest of the whole: cut
+    alone, two users whose subjects began alike were one caller."""
+    if len(sub) <= _SUB_CHARS:
+        return "user:" + sub
+    return f"user:{sub[: _SUB_CHARS - 33]}~{sha256_hex(sub, 32)}"
 
 
 class Identify:
@@ -48,7 +63,7 @@ class Identify:
                 claims = await self.jwt.verify(credential)
                 # `exp` is required and checked to be a number (core/access/jwt_auth.py).
                 return Caller(
-                    "user:" + claims["sub"][:200], expires_at=float(claims["exp"]), end_user=True
+                    user_label(claims["sub"]), expires_at=float(claims["exp"]), end_user=True
                 )
         if credential is None and self.anonymous_origins is not None:
             # CORS alone only stops a page from *reading* the reply; a request from another

@@ -131,3 +131,37 @@ def test_no_jwt_library_is_loaded_when_jwt_is_not_configured() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_users_whose_long_subjects_share_a_start_are_different_callers(
+    mock_upstream: RunningServer, signing_key: KeyPair
+) -> None:
+    """A `sub` was cut to its first 200 characters to name the caller, so two users whose
+    subjects began alike (GitHub Actions' `repo:<org>/<repo>:ref:refs/heads/<branch>` runs
+    past 200 with a long branch name; a SAML subject with a long address) were one caller:
+    one request limit and budget, and with CACHE_SCOPE=caller each was answered from the
+    other's cached replies. Now a long subject keeps a digest of the whole of it."""
+    shared_start = "repo:example-org/example-repo:ref:refs/heads/" + "feature-" * 25
+    with jwks_served(JWKSServer(keys=[signing_key.jwk()])) as jwks:
+        env = proxy_env(
+            mock_upstream.url,
+            PROXY_ACCESS_TOKEN="",
+            JWT_JWKS_URL=f"{jwks.url}/.well-known/jwks.json",
+            JWT_ISSUER=ISSUER,
+            JWT_AUDIENCE=AUDIENCE,
+            CACHE_URL="memory://",
+        )
+        with serve_in_thread(create_app(load_settings(env))) as proxy:
+            ask_once = {
+                "model": "mock-model",
+                "temperature": 0,
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+            replies = []
+            for branch in ("alice-work", "mallory-work"):
+                token = mint(signing_key, sub=shared_start + branch)
+                replies.append(
+                    client(proxy, token).chat.completions.with_raw_response.create(**ask_once)  # type: ignore[arg-type]
+                )
+    # The second user's request is their own first: a miss, not the first user's reply.
+    assert [reply.headers["x-proxy-cache"] for reply in replies] == ["miss", "miss"]
