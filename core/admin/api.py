@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse as _StarletteJSON
+from starlette.responses import Response
 
 from core.access.status import ScheduleError
 from core.access.tokens import (
@@ -48,6 +49,15 @@ class APIError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+class JSONResponse(_StarletteJSON):
+    """Starlette's JSON reply written with ASCII escapes: a record stored before text was
+    checked (a label holding a lone surrogate, from an older version or an undecodable
+    shell argument) is written as `\\udXXX` instead of failing every token list."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
 
 
 def error_response(status: int, code: str, message: str, **headers: str) -> JSONResponse:

@@ -202,3 +202,24 @@ def test_a_token_named_with_an_undecodable_argument_is_refused(tmp_path: Path) -
         create_token(store, "laptop-\udcff")
     with pytest.raises(TokenError, match="Unicode"):
         create_token(store, "laptop", models=("gpt-\udcff",))
+
+
+async def test_a_record_stored_with_a_lone_surrogate_leaves_the_token_list_readable(
+    proxy: RunningServer, tmp_path: Path
+) -> None:
+    """A record written before labels were checked (an older version, another tool writing
+    the store) holds a lone surrogate: the list shows it escaped instead of failing with a
+    500 for every token, for good."""
+    from dataclasses import replace
+
+    from core.access.tokens import create_token, store_key
+
+    store = open_store(f"sqlite:///{tmp_path}/tokens.db")
+    _, record = create_token(store, "laptop")
+    store.put(store_key(record.token_hash), replace(record, label="laptop-\udcff").to_doc())
+    bearer = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with httpx.AsyncClient(base_url=proxy.url, headers=bearer) as client:
+        listed = await client.get("/admin/api/tokens")
+    assert listed.status_code == 200, listed.text
+    [row] = listed.json()["tokens"]
+    assert row["label"] == "laptop-\udcff"  # JSON's own escape, read back as written
