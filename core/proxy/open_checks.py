@@ -99,6 +99,11 @@ class OpenChecks:
             logger.info("stream stopped: %s (%d)", error.code, error.status)
             relaying.cancel()
             return
+        except Exception as exc:
+            # Not a refusal: a fault in a check (a bug, a store's unexpected error). The
+            # checks go on at the next period rather than stop for the rest of the reply;
+            # the type only is logged (a driver's message may quote a URL or password).
+            logger.error("recheck failed: %s", type(exc).__name__)
         if self.relaying is relaying and not relaying.done():
             self.due = asyncio.get_running_loop().call_later(self.period, self._run)
 

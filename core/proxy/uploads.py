@@ -21,12 +21,14 @@ to the configured upstream; no host named in a request is ever used.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import parse_qsl, urlsplit
 
+from core.access.credentials import TokenStoreUnavailable
 from core.caller import SHARED_TOKEN_CALLER, Caller
 from core.digest import sha256
 from core.errors import BadRequest, Unauthorized
@@ -53,6 +55,16 @@ SESSION_SECONDS = 24 * 3600
 MEMORY_SESSIONS = 10_000
 _MAX_UPLOAD_ID = 512
 _STORE_PREFIX = "upload:"
+
+logger = logging.getLogger("llm_proxy")
+
+
+def _store_failed(doing: str, exc: BaseException) -> NoReturn:
+    """A failing session store as the token store's 503 (the sessions live there): a
+    passing fault, worth the SDK's retry, never the proxy's 500. The type only is logged:
+    a driver's message may quote the store URL and its password."""
+    logger.error("upload session %s failed: %s", doing, type(exc).__name__)
+    raise TokenStoreUnavailable("The proxy's token store is unavailable; try again.") from None
 
 
 class UnknownUploadSession(Unauthorized):
@@ -168,13 +180,18 @@ class UploadSessions:
                 memory.popitem(last=False)
             return
         doc = asdict(session)
-        if store.blocking:
-            await asyncio.to_thread(store.put, key, doc, expires_at=expires_at)
-        else:
-            store.put(key, doc, expires_at=expires_at)
+        try:
+            if store.blocking:
+                await asyncio.to_thread(store.put, key, doc, expires_at=expires_at)
+            else:
+                store.put(key, doc, expires_at=expires_at)
+        except Exception as exc:
+            _store_failed("write", exc)
 
     async def find(self, upload_id: str) -> UploadSession | None:
-        """The session of an upload_id the proxy issued and that has not expired."""
+        """The session of an upload_id the proxy issued and that has not expired. A store
+        that fails is a 503 (TokenStoreUnavailable: the sessions live in the token store),
+        as a token lookup's is: a passing fault, worth the SDK's retry, never a 500."""
         key = self._key(upload_id)
         store = self.store
         if store is None:
@@ -182,7 +199,10 @@ class UploadSessions:
             if entry is None or entry[0] <= time.time():
                 return None
             return entry[1]
-        item = await asyncio.to_thread(store.get, key) if store.blocking else store.get(key)
+        try:
+            item = await asyncio.to_thread(store.get, key) if store.blocking else store.get(key)
+        except Exception as exc:
+            _store_failed("lookup", exc)
         if item is None:
             return None
         doc = item.doc

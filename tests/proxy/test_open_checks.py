@@ -348,3 +348,31 @@ def test_a_stopped_reply_leaves_nothing_for_the_collector(
             time.sleep(0.5)  # the access log line and the connection's close
     kept = leaked(garbage)
     assert not kept, f"kept in reference cycles: {dict(kept)}"
+
+
+async def test_a_check_that_fails_unexpectedly_does_not_end_the_checks() -> None:
+    """A fault in a recheck (a store's unexpected error, a bug) is logged and the checks
+    go on: they stopped for the rest of the reply, so a revocation after a passing glitch
+    never reached a stream still relayed."""
+    from core.errors import Unauthorized
+    from core.proxy.open_checks import OpenChecks
+
+    calls = 0
+
+    async def recheck(request: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("store glitch")
+        raise Unauthorized("The proxy token is not valid.")
+
+    state = SimpleNamespace(response_done=False, settled=False, stopped_by=None)
+    request = SimpleNamespace(log=None)
+    relaying = asyncio.ensure_future(asyncio.sleep(5))
+    checks = OpenChecks(recheck, request, state, 0.05)  # type: ignore[arg-type]
+    checks.start(relaying)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(relaying, 2)
+    checks.stop()
+    assert calls == 2
+    assert isinstance(state.stopped_by, Unauthorized)

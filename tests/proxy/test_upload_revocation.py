@@ -184,3 +184,35 @@ def test_an_upload_leg_with_an_upload_id_that_is_not_one_is_final(
     assert refused.status_code == 400, refused.text
     assert refused.json()["error"]["status"] == "INVALID_ARGUMENT"
     assert refused.headers["x-goog-upload-status"] == "final"
+
+
+def test_an_upload_leg_whose_session_store_fails_is_a_503_worth_a_retry(
+    mock_upstream: RunningServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sessions live in the token store: when it fails, a leg is the store's 503 (not
+    final: google-genai sends the chunk again, as a passing fault deserves), never the
+    proxy's 500, and the log names the failure's type, never its text."""
+    store_url = f"sqlite:///{tmp_path}/tokens.db"
+    token, _ = create_token(open_store(store_url), "uploader")
+    env = proxy_env(
+        mock_upstream.url,
+        GEMINI_API_KEY=GEMINI_KEY,
+        GEMINI_UPSTREAM=mock_upstream.url,
+        TOKEN_STORE=store_url,
+        TOKEN_CACHE_SECONDS="0",
+    )
+    app = create_app(load_settings(env))
+    with serve_in_thread(app) as proxy:
+        url = start_upload(proxy, token)
+
+        def broken(key: str) -> None:
+            raise OSError("redis://:hunter2@store.invalid refused")
+
+        app.proxy.endpoint.uploads.store.get = broken  # type: ignore[attr-defined]
+        reset_upstream(mock_upstream)
+        refused = upload(url)
+        assert upstream_requests(mock_upstream) == []
+    assert refused.status_code == 503, refused.text
+    assert "token store is unavailable" in refused.json()["error"]["message"]  # Gemini's shape
+    assert "x-goog-upload-status" not in refused.headers
+    assert "hunter2" not in caplog.text and "OSError" in caplog.text
