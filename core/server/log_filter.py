@@ -1,4 +1,4 @@
-"""No query string in uvicorn's own log lines.
+"""No query string in uvicorn's own log lines, and no traceback for an abort on purpose.
 
 At `--log-level info` uvicorn logs each WebSocket handshake with its path and query string
 (`"WebSocket /v1beta/...?key=..." [accepted]`), and a browser or Gemini Live client puts
@@ -34,3 +34,17 @@ class QueryStringsOmitted(logging.Filter):
         if isinstance(record.msg, str) and not args:
             record.msg = str(_without_query(record.msg))
         return True
+
+
+class AbortsAreNoFaults(logging.Filter):
+    """uvicorn logs every exception out of the app as "Exception in ASGI application", with
+    its traceback. Once a reply's head is out, the proxy ends a broken or stopped stream by
+    raising UpstreamStreamBroken (StreamStopped: a rule that no longer holds), which aborts
+    the connection: control flow, logged where it happened as one warning line with its
+    byte count or its rule. Its traceback would read as a fault and bury real ones."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from core.errors import UpstreamStreamBroken  # loaded by then: the app raised it
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, UpstreamStreamBroken)

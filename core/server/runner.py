@@ -80,17 +80,20 @@ def server_config(
 
 def log_config() -> dict[str, Any]:
     """uvicorn's own logging configuration, with no query string in its lines
-    (core/server/log_filter.py): a WebSocket's `?key=` stays out of the log."""
+    (core/server/log_filter.py): a WebSocket's `?key=` stays out of the log; and no
+    traceback for a stream the proxy aborts on purpose."""
     import copy
 
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
-    config.setdefault("filters", {})["no_query_strings"] = {
-        "()": "core.server.log_filter.QueryStringsOmitted"
-    }
+    filters = config.setdefault("filters", {})
+    filters["no_query_strings"] = {"()": "core.server.log_filter.QueryStringsOmitted"}
+    filters["aborts_are_no_faults"] = {"()": "core.server.log_filter.AbortsAreNoFaults"}
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         config["loggers"].setdefault(name, {})["filters"] = ["no_query_strings"]
+    # The app's exceptions are logged here (uvicorn's RequestResponseCycle.run_asgi).
+    config["loggers"]["uvicorn.error"]["filters"].append("aborts_are_no_faults")
     return config
 
 

@@ -51,3 +51,55 @@ def test_a_websocket_handshake_is_logged_without_its_query_string(
     logged = capfd.readouterr().err
     assert '"WebSocket /v1beta/live?[query omitted]" [accepted]' in logged
     assert SECRET not in logged and "model=m" not in logged
+
+
+async def _aborting(scope: Any, receive: Any, send: Any) -> None:
+    from core.errors import UpstreamStreamBroken
+
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+    if scope["path"] == "/abort":
+        raise UpstreamStreamBroken("upstream stream broke after 9 bytes")
+    raise RuntimeError("a real fault")
+
+
+def test_a_stream_aborted_on_purpose_logs_no_traceback_and_a_fault_still_does(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The relay ends a broken stream by raising UpstreamStreamBroken once the head is out
+    (logged there as one warning line): uvicorn logged each as "Exception in ASGI
+    application" with a traceback, burying real faults among them."""
+    import http.client
+
+    config = server_config(_aborting, "127.0.0.1", 0, lifespan="off")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    logged = {}
+    try:
+        for path in ("/abort", "/fault"):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", path)
+            reply = connection.getresponse()
+            with pytest.raises(http.client.IncompleteRead):
+                reply.read()  # the connection is aborted either way: a cut body
+            connection.close()
+            time.sleep(0.1)
+            logged[path] = capfd.readouterr().err
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        logging.getLogger("uvicorn.error").handlers.clear()
+    assert "Exception in ASGI application" not in logged["/abort"]
+    assert "UpstreamStreamBroken" not in logged["/abort"]
+    assert (
+        "Exception in ASGI application" in logged["/fault"] and "a real fault" in logged["/fault"]
+    )
