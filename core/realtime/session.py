@@ -243,6 +243,15 @@ class RealtimeEndpoint:
             provider, remainder = stages.route(scope)
             shape = provider.error_shape
             log.route = provider.name
+            if not provider.upstream:
+                # MODEL_ROUTES' /v1 without UPSTREAM_BASE_URL routes HTTP requests by their
+                # body's model and has no upstream of its own: a 404 that says where
+                # sessions go, not a 502 (a connect to no host) that SDKs retry.
+                raise NotFound(
+                    f"{provider.prefix} only routes HTTP requests by model (MODEL_ROUTES) and "
+                    "holds no realtime session: open it on a provider's own route, e.g. "
+                    "/openai/v1/realtime?model=..."
+                )
             realtime = REALTIME_WIRES.get(provider.realtime)
             request, protocols = socket_request(scope, provider, remainder, log)
             if realtime is None or not realtime.is_session_path(request.path):

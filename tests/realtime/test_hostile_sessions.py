@@ -830,3 +830,27 @@ async def test_a_dollar_budget_ends_a_session_whose_frames_turn_on_priced_tools(
     assert "caps spending in dollars" in closed.value.rcvd.reason
     received = [str(f) for f in upstream.sessions[-1]["received"]]
     assert all("web_search" not in f and "pmpt_1" not in f for f in received)
+
+
+async def test_a_session_on_a_route_that_only_routes_by_model_is_a_404(
+    fake: tuple[FakeRealtime, RunningServer], upstream: FakeRealtime
+) -> None:
+    """MODEL_ROUTES without UPSTREAM_BASE_URL: /v1 routes HTTP requests by their body's
+    model and has no upstream of its own. A realtime session there was a 502 (a connect to
+    no host), which SDKs retry; it is a 404 naming the routes that hold sessions."""
+    from core.app import create_app
+    from core.config import load_settings
+    from tests.support.servers import serve_in_thread
+
+    env = proxy_env(fake[1].url, OPENAI_API_KEY=FAKE_UPSTREAM_KEY, OPENAI_UPSTREAM=fake[1].url)
+    env.pop("UPSTREAM_BASE_URL", None)
+    env.pop("UPSTREAM_API_KEY", None)
+    env["MODEL_ROUTES"] = "gpt-*=openai"
+    with serve_in_thread(create_app(load_settings(env))) as proxy:
+        url = ws_url(proxy.url) + "/v1/realtime?model=gpt-realtime"
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url, additional_headers=AUTH)
+    reply = refused.value.response
+    assert reply.status_code == 404, reply.body
+    assert "/openai/v1/realtime" in json.loads(reply.body)["error"]["message"]
+    assert upstream.sessions == []
