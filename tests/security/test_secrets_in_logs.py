@@ -1,6 +1,7 @@
 """Over real sockets: neither the real key nor the caller's token shows up in any log
-line the proxy process writes (access log, warnings, uvicorn's own traceback when a
-stream breaks after it began), nor in any reply."""
+line the proxy process writes (access log, warnings, uvicorn's own lines: a traceback
+when a stream breaks after it began, unless `llm-proxy serve`'s log filter dropped it as
+an abort on purpose), nor in any reply."""
 
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ class BreaksMidStream:
         await send({"type": "http.response.body", "body": b"{}"})
 
 
-def test_no_secret_in_logs_or_replies(capfd: pytest.CaptureFixture[str]) -> None:
+def test_no_secret_in_logs_or_replies(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     with serve_in_thread(BreaksMidStream()) as upstream:
         env = proxy_env(upstream.url, ACCESS_LOG="true", UPSTREAM_TRANSPORT="httpx")
         app = create_app(load_settings(env))
@@ -63,8 +66,11 @@ def test_no_secret_in_logs_or_replies(capfd: pytest.CaptureFixture[str]) -> None
             replies.append(c.get("/v1/models", headers={"x-goog-api-key": FAKE_TOKEN}))
     assert replies[-1].status_code == 502
     out, err = capfd.readouterr()
-    logs = out + err
-    assert '"error":"UpstreamStreamBroken"' in logs or "UpstreamStreamBroken" in logs
+    # Every line written, and every record (the relay's warning goes to the llm_proxy
+    # logger; uvicorn's traceback of the abort is gone once a served app installed the
+    # server's log filter in this process: core/server/log_filter.py).
+    logs = out + err + caplog.text
+    assert "upstream stream broke after 9 bytes" in logs
     for secret in (FAKE_UPSTREAM_KEY, FAKE_TOKEN, FAKE_TOKEN[:-1]):
         assert secret not in logs
         for reply in replies:
