@@ -13,7 +13,7 @@ from core.access.tokens import create_token, revoke_token, set_disabled
 from core.app import create_app
 from core.config import load_settings
 from core.stores import open_store
-from tests.support.gemini import START, upload
+from tests.support.gemini import START, start_upload, upload
 from tests.support.gemini import UPLOAD_KEY as GEMINI_KEY
 from tests.support.servers import (
     FAKE_TOKEN,
@@ -37,16 +37,6 @@ def gemini_on_token_store(
         TOKEN_CACHE_SECONDS=cache_seconds,
     )
     return serve_in_thread(create_app(load_settings(env)))
-
-
-def start_upload(proxy: RunningServer, token: str) -> str:
-    reply = httpx.post(
-        f"{proxy.url}/gemini/upload/v1beta/files",
-        headers={**START, "x-goog-api-key": token},
-        json={"file": {"display_name": "notes"}},
-    )
-    assert reply.status_code == 200, reply.text
-    return reply.headers["x-goog-upload-url"]
 
 
 @pytest.mark.parametrize("how", ["revoked", "disabled"])

@@ -25,8 +25,8 @@ from core.config import load_settings
 from core.stores import Store, open_store
 from core.types import Receive, Scope, Send
 from tests.support.fake_realtime import FakeRealtime
-from tests.support.gemini import START, upload
 from tests.support.gemini import UPLOAD_KEY as GEMINI_KEY
+from tests.support.gemini import start_upload, upload
 from tests.support.realtime import ProxyFactory
 from tests.support.servers import (
     RunningServer,
@@ -175,16 +175,6 @@ def gemini_proxy(mock: RunningServer, store_url: str, **extra: str) -> Any:
         ADMIN_TOKEN=ADMIN_TOKEN,
         **extra,
     )
-
-
-def start_upload(proxy: RunningServer, token: str) -> str:
-    reply = httpx.post(
-        f"{proxy.url}/gemini/upload/v1beta/files",
-        headers={**START, "x-goog-api-key": token},
-        json={"file": {"display_name": "notes"}},
-    )
-    assert reply.status_code == 200, reply.text
-    return reply.headers["x-goog-upload-url"]
 
 
 @pytest.mark.parametrize("how", ["switch", "schedule"])

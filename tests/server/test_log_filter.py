@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +18,28 @@ from websockets.sync.client import connect
 from core.server.runner import server_config
 
 SECRET = "test-caller-token-in-the-query-0123"
+
+
+@contextlib.contextmanager
+def logging_server(app: Any, **options: Any) -> Iterator[int]:
+    """`app` served as `llm-proxy serve` configures uvicorn, logging included (its filters
+    live in that configuration); yields the port. uvicorn's handlers are dropped after, so
+    the next test's capture sees fresh ones."""
+    config = server_config(app, "127.0.0.1", 0, lifespan="off", **options)
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.01)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        logging.getLogger("uvicorn.error").handlers.clear()
 
 
 async def _accepting(scope: Any, receive: Any, send: Any) -> None:
@@ -28,26 +52,11 @@ async def _accepting(scope: Any, receive: Any, send: Any) -> None:
 def test_a_websocket_handshake_is_logged_without_its_query_string(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    config = server_config(_accepting, "127.0.0.1", 0, log_level="info", lifespan="off")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive()
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
+    with logging_server(_accepting, log_level="info") as port:
         url = f"ws://127.0.0.1:{port}/v1beta/live?model=m&key={SECRET}"
-        with connect(url, open_timeout=5):
-            pass  # the handshake is what is logged
-    except OSError:  # the app closes at once: only the handshake matters here
-        pass
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        logging.getLogger("uvicorn.error").handlers.clear()
+        # The app closes at once: only the handshake, which is what is logged, matters.
+        with contextlib.suppress(OSError), connect(url, open_timeout=5):
+            pass
     logged = capfd.readouterr().err
     assert '"WebSocket /v1beta/live?[query omitted]" [accepted]' in logged
     assert SECRET not in logged and "model=m" not in logged
@@ -73,18 +82,8 @@ def test_a_stream_aborted_on_purpose_logs_no_traceback_and_a_fault_still_does(
     application" with a traceback, burying real faults among them."""
     import http.client
 
-    config = server_config(_aborting, "127.0.0.1", 0, lifespan="off")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive()
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
     logged = {}
-    try:
+    with logging_server(_aborting) as port:
         for path in ("/abort", "/fault"):
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             connection.request("GET", path)
@@ -94,10 +93,6 @@ def test_a_stream_aborted_on_purpose_logs_no_traceback_and_a_fault_still_does(
             connection.close()
             time.sleep(0.1)
             logged[path] = capfd.readouterr().err
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        logging.getLogger("uvicorn.error").handlers.clear()
     assert "Exception in ASGI application" not in logged["/abort"]
     assert "UpstreamStreamBroken" not in logged["/abort"]
     assert (

@@ -29,6 +29,17 @@ START = {
 }
 
 
+def start_upload(proxy: RunningServer, token: str) -> str:
+    """Starts an upload on `proxy`'s Gemini route with `token`; the upload URL it hands out."""
+    reply = httpx.post(
+        f"{proxy.url}/gemini/upload/v1beta/files",
+        headers={**START, "x-goog-api-key": token},
+        json={"file": {"display_name": "notes"}},
+    )
+    assert reply.status_code == 200, reply.text
+    return reply.headers["x-goog-upload-url"]
+
+
 def upload(url: str, data: bytes = b"hello world", **headers: str) -> httpx.Response:
     return httpx.post(
         url,
