@@ -86,12 +86,19 @@ def _openai_tool(request: dict[str, Any], responses: bool) -> tuple[str, str] | 
     return None
 
 
+def chat_stream(request: dict[str, Any], knobs: Knobs) -> list[bytes]:
+    """The SSE events of a streamed chat reply, as `chat` sends them (and the streams
+    bench's lean upstream, bench/sse_upstream.py, byte for byte)."""
+    usage = usage_for(request, knobs, knobs.chunks, _chat_reasoning(request))
+    return _chat_events(request, knobs.chunks, usage, _openai_tool(request, responses=False))
+
+
 async def chat(request: dict[str, Any], knobs: Knobs, reply: Reply) -> None:
+    if request.get("stream"):
+        await reply.stream(chat_stream(request, knobs))
+        return
     usage = usage_for(request, knobs, knobs.chunks, _chat_reasoning(request))
     tool = _openai_tool(request, responses=False)
-    if request.get("stream"):
-        await reply.stream(_chat_events(request, knobs.chunks, usage, tool))
-        return
     await reply.generating()
     message: dict[str, Any] = {
         "role": "assistant",
