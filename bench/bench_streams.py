@@ -1,9 +1,11 @@
 """Many long streams at once (issue 9): the load a real LLM proxy carries.
 
 100, 500 and 1000 keep-alive connections, each asking for one stream after another: 40 SSE
-events 25 ms apart from the mock upstream (one second a stream). Side by side in one run:
+events 25 ms apart (one second a stream) from bench/sse_upstream.py, the mock upstream's chat
+events from a lean server (BENCH_STREAMS_UPSTREAM=mock: the mock itself). Side by side in
+one run:
 
-- direct:      the mock upstream called directly (its own figures are the ceiling);
+- direct:      the upstream called directly (its own figures are the ceiling);
 - bare relay:  bench/bare_relay.py, uvicorn + httptools + uvloop + aiohttp's ClientSession,
                forwarding the body and relaying chunks, no checks: the floor of our stack;
 - proxy:       `llm-proxy serve`, one process;
@@ -13,8 +15,9 @@ events 25 ms apart from the mock upstream (one second a stream). Side by side in
                configured per request by headers; a preload re-wraps each fetch() response
                so it streams on Node 20 (its issue #1389, "TypeError: immutable").
 
-Each point gets a fresh mock upstream and a fresh server. The load generator
-(bench/stream_load.py) runs in its own processes. Server CPU is the server process and its
+Each point gets a fresh upstream and a fresh server. The load generator
+(bench/stream_load.py) runs in its own processes; the server under test has a core of its
+own, the upstream and the load generator the others (BENCH_STREAMS_PIN=0: not pinned). Server CPU is the server process and its
 children (utime + stime over the measured window); peak RSS is the server process's VmHWM.
 Columns beside the figures say how far to trust them: `load CPU` and `load lag` (the load
 generator's CPU in % of one core, and the p99 lag of its event loop: if that grows, the
@@ -88,9 +91,9 @@ LOAD_HEADERS = "BENCH_LOAD_HEADERS"
 DOCS = ROOT / "docs"
 
 
-# The upstream every target relays: bench/sse_upstream.py, the mock's chat events from a
-# few microseconds of CPU each, so the relay under test is not starved by its own upstream
-# on a 2-core machine; BENCH_STREAMS_UPSTREAM=mock runs the full mock upstream instead.
+# The upstream every target relays: bench/sse_upstream.py, the mock's chat events at two
+# thirds of the mock's CPU each, so the relay under test is less starved by its own
+# upstream on a 2-core machine; BENCH_STREAMS_UPSTREAM=mock runs the full mock instead.
 FULL_MOCK = os.environ.get("BENCH_STREAMS_UPSTREAM", "lean") == "mock"
 
 

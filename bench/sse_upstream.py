@@ -1,14 +1,14 @@
 """The streams bench's upstream: OpenAI's streamed chat completions, the mock upstream's
 events byte for byte (core/devtools/mock_upstream/openai.py `chat_stream`), served by a
-plain asyncio protocol on uvloop at a few microseconds of CPU an event.
+plain asyncio protocol on uvloop: a timer and a write an event, no coroutine.
 
-Why not the mock itself: at 500 streams it took 0.9 of a core (50 us an event: an ASGI
-app, a coroutine and a disconnect watcher per stream), so on a 2-core machine the relay
-under test, the mock and the load generator wanted more than the two cores there are. The
-relay then fell behind, read several events per chunk, and its CPU per event and
-events/s measured how starved it was as much as what it costs. A real upstream runs on
-someone else's machine; this one stays out of the way. `BENCH_STREAMS_UPSTREAM=mock`
-runs the bench against the full mock, as before.
+Why not the mock itself: at 500 streams it took 0.9 of a core (51 us an event: an ASGI
+app, a coroutine and a disconnect watcher per stream; this one takes 32 to 35 us, most of
+it the kernel's loopback send), so on a 2-core machine the relay under test, the mock and
+the load generator wanted more than the two cores there are. The relay then fell behind,
+read several events per chunk, and its CPU per event and events/s measured how starved it
+was as much as what it costs. A real upstream runs on someone else's machine; this one
+takes less of ours. `BENCH_STREAMS_UPSTREAM=mock` runs the bench against the full mock.
 
 Each event goes out `delay` after the one before (the first `delay` after the request),
 as the mock's do; a connection asks for one stream after another (keep-alive).
