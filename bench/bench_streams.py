@@ -478,7 +478,7 @@ def plot(results: dict[str, dict[int, dict[str, float]]], path: Path) -> None:
         ("cpu_us_per_event", "server CPU per event", "CPU µs per event (lower is better)"),
         ("late_p99_ms", "event lateness p99", "ms behind schedule (lower is better)"),
     )
-    labels = {"direct": "direct (the mock upstream itself)"}
+    labels = {"direct": "direct (the upstream itself)"}
     fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.6))
     for ax, (key, title, label) in zip(axes, panels, strict=True):
         if key == "events_per_s":
@@ -512,7 +512,8 @@ def plot(results: dict[str, dict[int, dict[str, float]]], path: Path) -> None:
         else ""
     )
     fig.suptitle(
-        f"Many long streams at once: {os.cpu_count()} cores, loopback, {SECONDS:g} s per point"
+        f"Many long streams at once: {os.cpu_count()} cores"
+        f"{', the server on one of its own' if PIN else ''}, loopback, {SECONDS:g} s per point"
         f"{f', medians of {ROUNDS} rounds' if ROUNDS > 1 else ''}, {time.strftime('%Y-%m-%d')}"
         f"{busy}"
     )
