@@ -97,6 +97,15 @@ class ResponseCache:
         # holding a MiB-long reply open would otherwise hold a GiB. A copy that finds no
         # room stops (that reply is not kept); its room comes back when it settles.
         self.copy_room = settings.max_bytes
+        # A shared store (SQLite, Redis, DynamoDB) expires entries by itself and keeps no
+        # total, so any caller allowed cacheable requests (every embeddings request is one)
+        # could fill it, a Redis shared with the token store included. The bytes written
+        # in each window of one TTL are counted in the store: an entry lives at most one
+        # TTL, so what is stored at once was written in this window or the one before,
+        # and half the bound a window keeps the whole under CACHE_MAX_BYTES.
+        self.window_room: int | None = None
+        if not settings.url.startswith("memory:"):
+            self.window_room = settings.max_bytes // 2
 
     def take(self, size: int) -> bool:
         """Room for `size` more bytes of copies in flight, if there is some."""
@@ -197,12 +206,29 @@ class ResponseCache:
 
     async def keep(self, key: str, reply: StoredReply) -> None:
         doc = encode(reply)
-        if self.max_document is not None and len(json.dumps(doc)) > self.max_document:
+        size = len(json.dumps(doc))
+        if self.max_document is not None and size > self.max_document:
             return  # does not fit the store's item limit: not cached
+        now = self.clock()
         try:
-            await self._call(self.store.put, key, doc, expires_at=self.clock() + self.ttl)
+            if self.window_room is not None and not await self._room_in_window(now, size):
+                return  # this window's bytes are written: not cached until the next
+            await self._call(self.store.put, key, doc, expires_at=now + self.ttl)
         except Exception as exc:
             self._store_failed("write", exc)
+
+    async def _room_in_window(self, now: float, size: int) -> bool:
+        """Count `size` bytes written in the current window; whether they fit its room.
+        A write refused still counts: a full window stays full (and one over its room by a
+        single large reply no more than it would have been)."""
+        window = int(now // self.ttl)
+        counted = await self._call(
+            self.store.increment,
+            f"cache-bytes:{window}",
+            {"bytes": size},
+            expires_at=(window + 2) * self.ttl,
+        )
+        return bool(counted["bytes"] <= (self.window_room or 0))
 
 
 class CacheTicket(ReplyTicket):

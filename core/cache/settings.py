@@ -68,8 +68,9 @@ class CacheSettings:
         "CACHE_MAX_BYTES",
         DEFAULT_MAX_BYTES,
         "Memory the memory store's entries take in all, about 4/3 of their replies' bytes "
-        "(least recently used dropped first); also what replies being copied to be kept may "
-        "hold together, whatever the store.",
+        "(least recently used dropped first); on SQLite, Redis and DynamoDB, twice what "
+        "entries written in one TTL may take (so what is stored at once); also what replies "
+        "being copied to be kept may hold together, whatever the store.",
         low=1,
         high=64 * 1024**3,
         unit="bytes",

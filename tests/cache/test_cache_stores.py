@@ -90,6 +90,34 @@ def test_incomplete_or_failed_replies_are_not_kept(store_url: str) -> None:
         assert asyncio.run(cache.lookup(key)) is None
 
 
+@pytest.fixture(params=["sqlite", "redis", "dynamodb"])
+def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    def redis_url() -> str:
+        return str(request.getfixturevalue("cache_redis_url"))
+
+    with fresh_store_url(request.param, tmp_path, redis_url) as url:
+        yield url
+
+
+def test_what_one_ttl_writes_is_bounded_on_the_shared_stores(shared_store_url: str) -> None:
+    """SQLite, Redis and DynamoDB expire entries by themselves and kept no total: a caller
+    allowed cacheable requests (every embeddings request) filled them at will, a Redis
+    shared with the token store included. Now the bytes written in one TTL-long window are
+    at most half of CACHE_MAX_BYTES, so what lives at once is at most all of it (memory is
+    bounded by its LRU: test_cache_bounds.py). Failed before on the three."""
+    cache = cache_on(shared_store_url, ttl_seconds=600.0, max_bytes=8000)
+    window_start = (time.time() // 600) * 600
+    cache.clock = lambda: window_start + 1
+    for n in range(4):  # 1,492 bytes a stored document
+        keep(cache, f"cache:n{n}", [b"x" * 1000])
+    kept = [n for n in range(4) if asyncio.run(cache.lookup(f"cache:n{n}")) is not None]
+    assert kept == [0, 1]  # 2,984 of the window's 4,000 bytes; a third would pass them
+    # The next window has room of its own: entries of two windows at most live at once.
+    cache.clock = lambda: window_start + 601
+    keep(cache, "cache:next", [b"x" * 1000])
+    assert asyncio.run(cache.lookup("cache:next")) is not None
+
+
 def test_a_damaged_entry_is_a_miss(store_url: str) -> None:
     cache = cache_on(store_url)
     cache.store.put("cache:bad", {"v": 1, "body": "not base64!", "chunks": [3]})
