@@ -854,3 +854,30 @@ async def test_a_session_on_a_route_that_only_routes_by_model_is_a_404(
     assert reply.status_code == 404, reply.body
     assert "/openai/v1/realtime" in json.loads(reply.body)["error"]["message"]
     assert upstream.sessions == []
+
+
+async def test_a_gemini_live_session_on_a_route_not_switched_on_is_gemini_s_404(
+    fake: tuple[FakeRealtime, RunningServer], upstream: FakeRealtime
+) -> None:
+    """Without GEMINI_API_KEY, an HTTP request under /gemini is a 404 in Gemini's shape that
+    names the setting; a Live session's handshake there was the same 404 in OpenAI's shape
+    (the realtime endpoint kept its own default, not the shape the route lookup chose)."""
+    from core.app import create_app
+    from core.config import load_settings
+    from tests.support.servers import serve_in_thread
+
+    env = proxy_env(fake[1].url, OPENAI_API_KEY=FAKE_UPSTREAM_KEY, OPENAI_UPSTREAM=fake[1].url)
+    with serve_in_thread(create_app(load_settings(env))) as proxy:
+        url = ws_url(proxy.url) + "/gemini" + LIVE_PATH
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url, additional_headers={"x-goog-api-key": FAKE_TOKEN})
+        http = httpx.get(
+            proxy.url + "/gemini/v1beta/models", headers={"x-goog-api-key": FAKE_TOKEN}
+        )
+    reply = refused.value.response
+    assert reply.status_code == http.status_code == 404, reply.body
+    error = json.loads(reply.body)["error"]
+    assert error["status"] == "NOT_FOUND" and error["code"] == 404  # main: OpenAI's shape
+    assert "GEMINI_API_KEY" in error["message"]
+    assert json.loads(reply.body) == http.json()
+    assert upstream.sessions == []
