@@ -536,6 +536,24 @@ async def test_websocket_sessions_count_against_max_connections(
                     refused += 1
             assert (len(opened), refused) == (3, 3)
             assert len(upstream.sessions) == 3  # no upstream socket for a refused one
+            # A Gemini Live handshake past the bound: Gemini's shape (main: OpenAI's).
+            with pytest.raises(websockets.InvalidStatus) as live:
+                await websockets.connect(
+                    ws_url(url) + "/gemini" + LIVE_PATH,
+                    additional_headers={"x-goog-api-key": FAKE_TOKEN},
+                )
+            assert live.value.response.status_code == 503
+            error = json.loads(live.value.response.body)["error"]
+            assert (error["code"], error["status"]) == (503, "UNAVAILABLE")
+            # As the app's own 503 past the bound: server_overloaded, retried after a second
+            # (main: a `bad_request` with no Retry-After).
+            with pytest.raises(websockets.InvalidStatus) as over:
+                await websockets.connect(
+                    ws_url(url) + "/v1/realtime?model=gpt-realtime", additional_headers=AUTH
+                )
+            assert json.loads(over.value.response.body)["error"]["code"] == "server_overloaded"
+            assert over.value.response.headers["retry-after"] == "1"
+            assert "x-should-retry" not in over.value.response.headers
         finally:
             for socket in opened:
                 await socket.close()
