@@ -1,7 +1,11 @@
 """The kill switch and the schedule: when the proxy serves no one, whoever asks.
 
-One document, `status` = {"online": bool, "windows": [...]}, in the token store (memory
-if none), so every instance obeys a change within TOKEN_CACHE_SECONDS. A window is either
+Two documents in the token store (memory if none), so every instance obeys a change within
+TOKEN_CACHE_SECONDS: the switch, `status` = {"online": bool}, and the schedule, `schedule`
+= {"windows": [...]}. Each change writes only its own: one document for both, read then
+written back whole, let an admin saving the schedule undo another's switch-off made
+between the read and the write (release 0.3.0 kept the windows in `status`: they are read
+there until a schedule is saved). A window is either
 nightly, `{"nightly": "22:00-06:00"}` (UTC, may wrap past midnight), or absolute,
 `{"from": "2026-12-24T18:00:00Z", "to": "2026-12-27T08:00:00Z"}`; either may carry a `note`.
 
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("llm_proxy")
 
 STATUS_KEY = "status"
+SCHEDULE_KEY = "schedule"
 _NIGHTLY = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 MAX_WINDOWS = 50
 
@@ -273,28 +278,39 @@ class ServiceStatus:
     # ---- admin (sync: the admin API calls them off the loop) ---------------------------
 
     def read(self) -> StatusDoc:
-        item = self.store.get(STATUS_KEY)
-        return StatusDoc() if item is None else _from_doc(item.doc)
-
-    def _write(self, status: StatusDoc) -> StatusDoc:
-        stamped = StatusDoc(status.online, status.windows, time.time())
-        self.store.put(
-            STATUS_KEY,
+        switch = self.store.get(STATUS_KEY)
+        schedule = self.store.get(SCHEDULE_KEY)
+        doc = {} if switch is None else switch.doc
+        windows = doc if schedule is None else schedule.doc  # 0.3.0 kept both in `status`
+        stamps = [d.get("changed_at") for d in (doc, windows)]
+        return _from_doc(
             {
-                "online": stamped.online,
-                "windows": [window_doc(w) for w in stamped.windows],
-                "changed_at": stamped.changed_at,
-            },
+                "online": doc.get("online", True),
+                "windows": windows.get("windows"),
+                "changed_at": max((t for t in stamps if isinstance(t, int | float)), default=None),
+            }
         )
+
+    def _obey(self) -> StatusDoc:
         # This instance obeys at once; the others within cache_seconds.
-        self._known, self._fetched_at = stamped, time.monotonic()
-        return stamped
+        self._known, self._fetched_at = self.read(), time.monotonic()
+        return self._known
 
     def set_online(self, online: bool) -> StatusDoc:
-        return self._write(StatusDoc(online, self.read().windows))
+        doc: dict[str, Any] = {"online": online, "changed_at": time.time()}
+        if self.store.get(SCHEDULE_KEY) is None:
+            # Windows release 0.3.0 kept here stay until a schedule is saved; a
+            # schedule saved meanwhile is read first, so this cannot undo it.
+            old = self.store.get(STATUS_KEY)
+            if old is not None and old.doc.get("windows"):
+                doc["windows"] = old.doc["windows"]
+        self.store.put(STATUS_KEY, doc)
+        return self._obey()
 
     def set_windows(self, raw: Any) -> StatusDoc:
-        return self._write(StatusDoc(self.read().online, tuple(parse_windows(raw))))
+        windows = [window_doc(w) for w in parse_windows(raw)]
+        self.store.put(SCHEDULE_KEY, {"windows": windows, "changed_at": time.time()})
+        return self._obey()
 
 
 class KillSwitch:

@@ -129,6 +129,15 @@ def create_token(
         token_hash=digest,
     )
     store.put(store_key(digest), record.to_doc(), expires_at=expires_at)
+    # The check above and this write are two steps: two admins creating one label at once
+    # both passed it, and a revoke by that label then ended only one of the two tokens.
+    # Whoever finds another with its label after writing takes its own back (both may,
+    # rarely: then neither exists and either may try again).
+    if any(r.label == label and r.id != record.id for r in list_tokens(store)):
+        store.delete(store_key(digest))
+        raise TokenError(
+            f"a token labelled {label!r} was created meanwhile; revoke it or pick another label"
+        )
     return token, record
 
 

@@ -53,6 +53,8 @@ NOT_SHAPING = frozenset(
 _NOT_SHAPING_PREFIXES = (b"x-stainless-",)
 # Canonical JSON of a larger body is made on a worker thread (as request.py parses it).
 _OFF_LOOP = 256 * 1024
+# The longest max-age read (RFC 9111 1.2.2): any larger one says the same.
+_LONGEST_AGE = 2**31
 
 
 def cache_control(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -72,7 +74,9 @@ def max_age(headers: list[tuple[bytes, bytes]]) -> int | None:
     (the smallest, if named more than once), 0 for `no-cache` or, with no Cache-Control
     at all, HTTP/1.0's `Pragma: no-cache`; None when it says nothing. A browser's
     `fetch(url, {cache: "no-cache"})` sends `max-age=0`. A value that is no whole number
-    asks for a fresh reply, as RFC 9111 has a cache treat it."""
+    asks for a fresh reply, as RFC 9111 has a cache treat it; one past 2**31 is read as
+    2**31 (RFC 9111 1.2.2), never converted whole (Python refuses an integer of more than
+    4300 digits, and the request was a 500)."""
     ages: list[int] = []
     cache_control_seen = pragma = False
     for name, value in headers:
@@ -84,13 +88,21 @@ def max_age(headers: list[tuple[bytes, bytes]]) -> int | None:
                 if directive == b"no-cache":
                     ages.append(0)
                 elif directive == b"max-age":
-                    text = argument.strip().strip(b'"')
-                    ages.append(int(text) if text.isdigit() else 0)
+                    ages.append(_seconds(argument))
         elif name == b"pragma" and b"no-cache" in value.lower():
             pragma = True
     if not cache_control_seen and pragma:
         return 0
     return min(ages) if ages else None
+
+
+def _seconds(argument: bytes) -> int:
+    """A `max-age` argument in seconds: 0 when it is no whole number."""
+    text = argument.strip().strip(b'"')
+    if not text.isdigit():
+        return 0
+    digits = text.lstrip(b"0")
+    return _LONGEST_AGE if len(digits) > 10 else min(int(digits or b"0"), _LONGEST_AGE)
 
 
 async def cacheable_document(request: ProxyRequest) -> dict[str, Any] | None:

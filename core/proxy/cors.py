@@ -10,6 +10,7 @@ call) passes straight through without a wrapped `send`.
 from __future__ import annotations
 
 from core.errors import CorsOriginNotAllowed, send_error
+from core.providers import error_shape_for_path
 from core.proxy.access_log import CORS_HEADERS
 from core.types import ASGIApp, Message, Receive, Scope, Send, send_response
 
@@ -88,7 +89,7 @@ class CORSMiddleware:
             await self.app(scope, receive, send)
             return
         if scope["method"] == "OPTIONS" and wants_preflight:
-            await self._preflight(origin, requested_headers, send)
+            await self._preflight(scope, origin, requested_headers, send)
             return
 
         added = [(b"vary", b"Origin")]
@@ -106,12 +107,16 @@ class CORSMiddleware:
 
         await self.app(scope, receive, send_with_cors)
 
-    async def _preflight(self, origin: bytes, requested_headers: bytes, send: Send) -> None:
+    async def _preflight(
+        self, scope: Scope, origin: bytes, requested_headers: bytes, send: Send
+    ) -> None:
         if not self._allowed(origin):
             refused = CorsOriginNotAllowed(
                 "This origin is not allowed to call the proxy (see ALLOWED_ORIGINS)."
             )
-            await send_error(send, refused, "openai", [(b"vary", b"Origin")])
+            # Answered before routing: the shape of the protocol the path names.
+            shape = error_shape_for_path(scope["path"])
+            await send_error(send, refused, shape, [(b"vary", b"Origin")])
             return
         headers = [
             (b"access-control-allow-origin", b"*" if self.allow_any else origin),

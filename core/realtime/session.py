@@ -49,7 +49,13 @@ from core.errors import (
 from core.headers import holds_credential, upstream_request_headers
 from core.protocols import Route
 from core.providers import RETRY_ON_NEXT_KEY
-from core.proxy.access_log import PathForLog, access_logger, new_request_id, request_line
+from core.proxy.access_log import (
+    ERROR_SHAPE,
+    PathForLog,
+    access_logger,
+    new_request_id,
+    request_line,
+)
 from core.realtime.wire import (
     REALTIME_WIRES,
     RealtimeWire,
@@ -303,7 +309,9 @@ class RealtimeEndpoint:
                 await client.close()
         except ProxyError as error:
             log.error = error.code
-            await self.refuse(scope, send, error, shape, relay, log)
+            # A route known before the error, or the provider a 404 names (the endpoint's
+            # no_route: a provider's route this deployment has not switched on), as on HTTP.
+            await self.refuse(scope, send, error, scope.get(ERROR_SHAPE, shape), relay, log)
         finally:
             if holder is not None:
                 self.release_session(holder)

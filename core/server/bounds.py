@@ -211,14 +211,17 @@ class BoundedConnection(SendBound):
         self.cancel_body_timer()
         self.cancel_send_timer()
 
-    def upgrade_over_limit(self) -> bool:
+    def upgrade_over_limit(self, path: str) -> bool:
         """A WebSocket session is a connection like any other: uvicorn counts it once it is
         upgraded but never refuses an upgrade, so past MAX_CONNECTIONS it gets the 503 here
-        (and no upstream socket is opened for it)."""
+        (and no upstream socket is opened for it), in the shape of the route `path` names
+        (a Gemini Live handshake gets Gemini's)."""
         if len(self.connections) <= self.limits.max_connections:
             return False
         self.logger.warning("over MAX_CONNECTIONS (%d): refusing an upgrade", len(self.connections))
-        self.refuse(*OVERLOADED, OVERLOADED_MESSAGE)
+        # As the app's own reply past the bound (refusals.overloaded): retried after a second.
+        shape = error_shape_for_path(path.partition("?")[0])
+        self.refuse(*OVERLOADED, OVERLOADED_MESSAGE, [(b"retry-after", b"1")], shape=shape)
         return True
 
     def route_shape(self) -> ErrorShape:

@@ -88,7 +88,7 @@ class BoundedH11Protocol(BoundedConnection, H11Protocol):
             self.cancel_head_timer()
 
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
-        if not self.upgrade_over_limit():
+        if not self.upgrade_over_limit(event.target.decode("latin-1")):
             super().handle_websocket_upgrade(event)
 
     def send_400_response(self, msg: str) -> None:

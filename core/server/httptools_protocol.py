@@ -117,7 +117,8 @@ class BoundedHttpToolsProtocol(BoundedConnection, HttpToolsProtocol):
         self.cancel_body_timer()
 
     def handle_websocket_upgrade(self) -> None:
-        if not self.upgrade_over_limit():
+        # Its request target (the scope has no path yet: uvicorn sets it after this).
+        if not self.upgrade_over_limit(self.url.decode("latin-1")):
             super().handle_websocket_upgrade()
 
     def send_400_response(self, msg: str) -> None:

@@ -18,7 +18,10 @@ class ServerRefusal(ProxyError):
     code = "bad_request"
 
 
-_REFUSAL_CODES = {408: "request_timeout", 431: "request_too_large"}
+_REFUSAL_CODES = {408: "request_timeout", 431: "request_too_large", 503: "server_overloaded"}
+# Worth a client's retry: a head or body too slow (the SDKs retry a 408 anyway), and a
+# connection past MAX_CONNECTIONS (a passing fault, as the app's own 503 for it says).
+_RETRYABLE = frozenset({408, 503})
 
 
 def plain_error(
@@ -32,14 +35,19 @@ def plain_error(
     head (the CORS layer's, for a request the app had begun). In `shape`, the route's when
     its head was in (a body too slow or not valid HTTP), else OpenAI's (no route known):
     the body is the one every other error of that shape has (core/errors.py)."""
-    refusal = ServerRefusal(message)
+    refusal = ServerRefusal(message, retryable=status in _RETRYABLE)
     refusal.status = status
     refusal.code = _REFUSAL_CODES.get(status, "bad_request")
+    if status >= 500:
+        refusal.openai_type = "server_error"
     body = error_body(refusal, shape)
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n"
     ).encode()
+    if not refusal.should_retry:
+        # As every refusal the app makes says (core/errors.py render): no client retries it.
+        headers = [*headers, (b"x-should-retry", b"false")]
     extra = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
     return head + extra + b"\r\n" + body
 

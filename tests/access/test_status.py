@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from core.access.status import ScheduleError, ServiceStatus, parse_window, parse_windows
+from core.access.status import (
+    STATUS_KEY,
+    ScheduleError,
+    ServiceStatus,
+    parse_window,
+    parse_windows,
+    window_doc,
+)
 from core.app import create_app
 from core.config import load_settings
 from core.errors import ProxyOffline
-from core.stores import open_store
+from core.stores import Store, open_store
 from tests.support.servers import FAKE_TOKEN, RunningServer, proxy_env, serve_in_thread
 
 CACHE = 0.3
@@ -77,6 +85,58 @@ async def test_switch_and_schedule_with_the_cache(tmp_path: Path) -> None:
     assert admin.read().to_json(now)["windows"] == [
         {"nightly": "11:00-13:00", "note": "maintenance"}
     ]
+
+
+class _OtherAdminFirst:
+    """A store whose next write lets another admin's change land first: the moment
+    between an admin's read of the status and its write."""
+
+    def __init__(self, store: Store, other: Callable[[], object]) -> None:
+        self.store, self.other = store, other
+        self.blocking = store.blocking
+
+    def put(self, *args: Any, **kwargs: Any) -> None:
+        other, self.other = self.other, lambda: None
+        other()
+        self.store.put(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_saving_the_schedule_never_undoes_a_concurrent_switch_off(tmp_path: Path) -> None:
+    """Two admins at once: one saves the schedule while the other switches the proxy off.
+    One document for both, read then written whole, put the switch back on (main)."""
+    url = f"sqlite:///{tmp_path}/status.db"
+    other = ServiceStatus(open_store(url))
+    admin = ServiceStatus(_OtherAdminFirst(open_store(url), lambda: other.set_online(False)))  # type: ignore[arg-type]
+    admin.set_windows([{"nightly": "02:00-03:00"}])
+    seen = ServiceStatus(open_store(url)).read()
+    assert not seen.online  # main: online again, the kill undone
+    assert [window_doc(w) for w in seen.windows] == [{"nightly": "02:00-03:00"}]
+
+
+def test_switching_never_undoes_a_concurrent_schedule(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/status.db"
+    other = ServiceStatus(open_store(url))
+    night = [{"nightly": "02:00-03:00"}]
+    admin = ServiceStatus(_OtherAdminFirst(open_store(url), lambda: other.set_windows(night)))  # type: ignore[arg-type]
+    admin.set_online(False)
+    seen = ServiceStatus(open_store(url)).read()
+    assert not seen.online
+    assert [window_doc(w) for w in seen.windows] == night  # main: the schedule lost
+
+
+def test_a_schedule_release_0_3_0_stored_with_the_switch_is_still_obeyed() -> None:
+    store = open_store("memory://")
+    night = [{"nightly": "02:00-03:00"}]
+    store.put(STATUS_KEY, {"online": True, "windows": night, "changed_at": 1.0})
+    status = ServiceStatus(store)
+    assert [window_doc(w) for w in status.read().windows] == night
+    status.set_online(False)  # keeps the old windows until a schedule is saved
+    assert [window_doc(w) for w in status.read().windows] == night
+    status.set_windows([])
+    assert status.read().windows == () and not status.read().online
 
 
 async def test_an_unreadable_store_keeps_the_last_known_status() -> None:

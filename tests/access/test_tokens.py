@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -43,6 +44,28 @@ def test_labels_are_unique_and_revoke_disable_find_by_label_or_id() -> None:
     assert list_tokens(store) == []
     with pytest.raises(TokenError, match="no token"):
         revoke_token(store, "alice")
+
+
+def test_two_creates_of_one_label_at_once_leave_one_token(store: Store) -> None:
+    """Two admins create `alice` at once: both passed the label check before either wrote.
+    Two tokens labelled alice (main) meant `revoke alice` ended one, the other still worked."""
+    real_put = store.put
+    others: list[str] = []
+
+    def other_admin_first(key: str, doc: Any, **kwargs: Any) -> None:
+        if key.startswith("token:") and not others:
+            others.append("")
+            others[0] = create_token(store, "alice")[0]  # lands between check and write
+        real_put(key, doc, **kwargs)
+
+    store.put = other_admin_first  # type: ignore[method-assign]
+    with pytest.raises(TokenError, match="created meanwhile"):
+        create_token(store, "alice")
+    store.put = real_put  # type: ignore[method-assign]
+    assert [r.label for r in list_tokens(store)] == ["alice"]
+    assert store.get(store_key(hash_hex(others[0]))) is not None  # the other admin's stands
+    revoke_token(store, "alice")
+    assert list_tokens(store) == []
 
 
 def test_an_enable_racing_a_revoke_never_brings_the_token_back(

@@ -367,3 +367,27 @@ class TestAReplyTheUpstreamCompressedAnyway:
             assert second.headers["x-proxy-cache"] == "hit"
             assert second.content == first.content
             assert upstream.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "model"),
+    [
+        ("openai", "gpt"),
+        ("openai", "openai-stream"),
+        ("anthropic", "claude-stream"),
+        ("gemini", "gemini-pro"),
+    ],
+)
+def test_a_max_age_of_thousands_of_digits_reads_as_the_longest_age(kind: str, model: str) -> None:
+    """RFC 9111 reads a max-age past 2**31 as 2**31: any stored reply will do. Converted
+    whole, 5000 digits raised in Python's int() and the request was a 500 `proxy_error`
+    (which every SDK retries), in each protocol's shape."""
+    with cached() as (proxy, upstream):
+        question = [{"role": "user", "content": f"q{next(_counter)}"}]
+        first = _send(proxy, kind, model, question)
+        assert first.status_code == 200 and first.headers["x-proxy-cache"] == "miss"
+        for age in ("9" * 5000, "0" * 5000 + "1"):
+            again = _send(proxy, kind, model, question, **{"Cache-Control": f"max-age={age}"})
+            assert again.status_code == 200, again.text  # main: 500
+            assert again.headers["x-proxy-cache"] == "hit" and again.content == first.content
+        assert upstream.calls == 1

@@ -61,3 +61,26 @@ def test_a_reply_the_proxy_rewrote_for_one_host_is_not_replayed_to_another() -> 
         assert f"{proxy.url}/gemini/v1beta/files/abc" in victim.text
         again = _ask_gemini(proxy, question, FAKE_TOKEN)
         assert again.headers["x-proxy-cache"] == "hit" and again.content == victim.content
+
+
+def test_how_each_request_directive_is_read() -> None:
+    """docs/cache.md, "The caller decides too": any case, every Cache-Control header, the
+    smallest max-age, an odd one as fresh, a huge one as 2**31, Pragma only alone."""
+    from core.cache.key import cache_control, max_age
+
+    def age(*headers: tuple[bytes, bytes]) -> int | None:
+        return max_age(list(headers))
+
+    cc = b"cache-control"
+    assert b"no-store" in cache_control([(cc, b"max-age=5"), (cc, b" NO-STORE ")])
+    assert age((cc, b"Max-Age=60"), (cc, b"max-age=5")) == 5
+    assert age((cc, b"max-age=60, max-age=0")) == 0
+    assert age((cc, b'max-age="12"')) == 12
+    assert age((cc, b"private, No-Cache")) == 0
+    for odd in (b"-1", b"soon", b"", b"1.5", b"+3"):
+        assert age((cc, b"max-age=" + odd)) == 0, odd
+    assert age((cc, b"max-age=" + b"9" * 5000)) == 2**31
+    assert age((cc, b"max-age=99999999999")) == 2**31
+    assert age((b"pragma", b"no-cache")) == 0
+    assert age((b"pragma", b"no-cache"), (cc, b"max-age=30")) == 30  # RFC 9111: CC wins
+    assert age((cc, b"no-transform")) is None and age() is None

@@ -252,6 +252,18 @@ async def test_cors_preflight_is_answered_before_auth(proxy: httpx.AsyncClient) 
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "cors_origin_not_allowed"
     assert "access-control-allow-origin" not in refused.headers
+    # Under /anthropic and /gemini, in that protocol's shape (main: OpenAI's everywhere).
+    for path, shape in [
+        ("/anthropic/v1/messages", {"type": "error"}),
+        ("/gemini/v1beta/models/m:generateContent", {"error": {"status": "PERMISSION_DENIED"}}),
+    ]:
+        refused = await proxy.options(
+            path, headers={"origin": "https://evil.test", "access-control-request-method": "POST"}
+        )
+        body = refused.json()
+        assert refused.status_code == 403
+        assert body.get("type") == shape.get("type")
+        assert body["error"].get("status") == shape.get("error", {}).get("status")
 
 
 @respx.mock

@@ -536,6 +536,24 @@ async def test_websocket_sessions_count_against_max_connections(
                     refused += 1
             assert (len(opened), refused) == (3, 3)
             assert len(upstream.sessions) == 3  # no upstream socket for a refused one
+            # A Gemini Live handshake past the bound: Gemini's shape (main: OpenAI's).
+            with pytest.raises(websockets.InvalidStatus) as live:
+                await websockets.connect(
+                    ws_url(url) + "/gemini" + LIVE_PATH,
+                    additional_headers={"x-goog-api-key": FAKE_TOKEN},
+                )
+            assert live.value.response.status_code == 503
+            error = json.loads(live.value.response.body)["error"]
+            assert (error["code"], error["status"]) == (503, "UNAVAILABLE")
+            # As the app's own 503 past the bound: server_overloaded, retried after a second
+            # (main: a `bad_request` with no Retry-After).
+            with pytest.raises(websockets.InvalidStatus) as over:
+                await websockets.connect(
+                    ws_url(url) + "/v1/realtime?model=gpt-realtime", additional_headers=AUTH
+                )
+            assert json.loads(over.value.response.body)["error"]["code"] == "server_overloaded"
+            assert over.value.response.headers["retry-after"] == "1"
+            assert "x-should-retry" not in over.value.response.headers
         finally:
             for socket in opened:
                 await socket.close()
@@ -853,4 +871,31 @@ async def test_a_session_on_a_route_that_only_routes_by_model_is_a_404(
     reply = refused.value.response
     assert reply.status_code == 404, reply.body
     assert "/openai/v1/realtime" in json.loads(reply.body)["error"]["message"]
+    assert upstream.sessions == []
+
+
+async def test_a_gemini_live_session_on_a_route_not_switched_on_is_gemini_s_404(
+    fake: tuple[FakeRealtime, RunningServer], upstream: FakeRealtime
+) -> None:
+    """Without GEMINI_API_KEY, an HTTP request under /gemini is a 404 in Gemini's shape that
+    names the setting; a Live session's handshake there was the same 404 in OpenAI's shape
+    (the realtime endpoint kept its own default, not the shape the route lookup chose)."""
+    from core.app import create_app
+    from core.config import load_settings
+    from tests.support.servers import serve_in_thread
+
+    env = proxy_env(fake[1].url, OPENAI_API_KEY=FAKE_UPSTREAM_KEY, OPENAI_UPSTREAM=fake[1].url)
+    with serve_in_thread(create_app(load_settings(env))) as proxy:
+        url = ws_url(proxy.url) + "/gemini" + LIVE_PATH
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url, additional_headers={"x-goog-api-key": FAKE_TOKEN})
+        http = httpx.get(
+            proxy.url + "/gemini/v1beta/models", headers={"x-goog-api-key": FAKE_TOKEN}
+        )
+    reply = refused.value.response
+    assert reply.status_code == http.status_code == 404, reply.body
+    error = json.loads(reply.body)["error"]
+    assert error["status"] == "NOT_FOUND" and error["code"] == 404  # main: OpenAI's shape
+    assert "GEMINI_API_KEY" in error["message"]
+    assert json.loads(reply.body) == http.json()
     assert upstream.sessions == []

@@ -74,12 +74,17 @@ def is_closed(sock: socket.socket) -> bool:
 
 
 def reply(sock: socket.socket) -> tuple[int, bytes]:
+    status, _, body = reply_and_head(sock)
+    return status, body
+
+
+def reply_and_head(sock: socket.socket) -> tuple[int, bytes, bytes]:
     data = b""
     with contextlib.suppress(OSError):
         while chunk := sock.recv(65536):
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    return (int(head.split(b" ", 2)[1]) if head else 0), body
+    return (int(head.split(b" ", 2)[1]) if head else 0), head.lower(), body
 
 
 def rss_mb(pid: int) -> float:
@@ -256,14 +261,17 @@ def test_a_head_too_large_or_too_slow_is_refused_in_the_route_shape(
         with contextlib.suppress(OSError):
             for _ in range(10):
                 sock.sendall(b"a" * 65536)
-        status, body = reply(sock)
+        status, head, body = reply_and_head(sock)
     assert status == 431
     assert anthropic_error(body) == "request_too_large"
+    # No retry cures it, as every 4xx the app refuses says (main: no such header here).
+    assert b"\r\nx-should-retry: false" in head
     with connect(proxy.port) as sock:
         sock.sendall(b"POST /anthropic/v1/messages?beta=true HTTP/1.1\r\nHost: x\r\n")
-        status, body = reply(sock)
+        status, head, body = reply_and_head(sock)
     assert status == 408
     assert anthropic_error(body) == "invalid_request_error"
+    assert b"x-should-retry" not in head  # the SDKs retry a 408, as anywhere
 
 
 def test_a_head_that_is_not_valid_http_is_refused_in_the_route_shape(
