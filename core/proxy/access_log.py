@@ -18,9 +18,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from core.digest import sha256
-from core.errors import ProxyError, UpstreamStreamBroken, render, send_error
+from core.errors import ErrorShape, ProxyError, UpstreamStreamBroken, render, send_error
 from core.escapes import decoded, still_escaped
 from core.headers import MIN_CREDENTIAL_LENGTH
+from core.providers import error_shape_for_path
 from core.types import ASGIApp, Message, Receive, RequestLog, Scope, Send
 
 access_logger = logging.getLogger("llm_proxy.access")
@@ -39,12 +40,18 @@ CORS_HEADERS = "llm_proxy.cors_headers"
 REQUEST_LOG = "llm_proxy.log"
 
 
+def shape_of(scope: Scope) -> ErrorShape:
+    """The error shape routing chose for this request; before routing (a fault or a
+    platform's time limit that early), the shape of the route its path names."""
+    return scope.get(ERROR_SHAPE) or error_shape_for_path(scope.get("path", ""))
+
+
 def outside_error(error: ProxyError, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """`error` as an answer made outside the app (a platform entry's own, at its time limit):
     in the shape of the route the request took, with the CORS headers the app chose for it
     (a page on an allowed origin must be able to read it) and the id of its access-log line,
     which every reply names."""
-    status, headers, body = render(error, scope.get(ERROR_SHAPE, "openai"))
+    status, headers, body = render(error, shape_of(scope))
     headers.extend(scope.get(CORS_HEADERS, ()))
     log = scope.get(REQUEST_LOG)
     if log is not None:
@@ -178,8 +185,7 @@ class AccessLogMiddleware:
             if log.status is not None:
                 raise  # the response began; aborting the connection is the honest signal
             error = ProxyError("The proxy failed unexpectedly; see its logs for the request id.")
-            shape = scope.get(ERROR_SHAPE, "openai")
-            await send_error(logging_send, error, shape, scope.get(CORS_HEADERS, ()))
+            await send_error(logging_send, error, shape_of(scope), scope.get(CORS_HEADERS, ()))
         finally:
             # The server's `send` is a method of the connection's request cycle, which holds
             # this scope: left here, the two make a reference cycle that only the collector's

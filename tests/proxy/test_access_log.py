@@ -104,3 +104,40 @@ async def test_the_last_resort_answer_speaks_the_routed_protocol(
     else:
         assert error["error"]["code"] == "proxy_error"
     assert "unexpectedly" in reply.text
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "shape_of"),
+    [
+        ("/anthropic/v1/messages", {"x-api-key": FAKE_TOKEN}, "anthropic"),
+        ("/gemini/v1beta/models/g:generateContent", {"x-goog-api-key": FAKE_TOKEN}, "gemini"),
+    ],
+)
+async def test_a_fault_before_routing_answers_in_the_shape_the_path_names(
+    monkeypatch: pytest.MonkeyPatch, path: str, headers: dict[str, str], shape_of: str
+) -> None:
+    """A fault before the route is chosen (none is known; this one is made) took OpenAI's
+    shape on every path: an Anthropic or Gemini SDK then read `500 None.`. The path names
+    the protocol as it does for the server's own refusals (core/providers.py)."""
+
+    def fails(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("core.proxy.endpoint.ProxyEndpoint.route", fails)
+    env = proxy_env(
+        "http://127.0.0.1:9",
+        ANTHROPIC_API_KEY="sk-fake-anthropic-key-for-tests",
+        GEMINI_API_KEY="sk-fake-gemini-key-for-tests",
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(load_settings(env))),
+        base_url="http://proxy.test",
+    ) as proxy:
+        reply = await proxy.post(path, json={}, headers=headers)
+    assert reply.status_code == 500
+    error = reply.json()
+    if shape_of == "anthropic":
+        assert (error["type"], error["error"]["type"]) == ("error", "api_error")
+    else:
+        assert error["error"]["status"] == "INTERNAL"
+    assert "unexpectedly" in reply.text
