@@ -205,6 +205,16 @@ class UpstreamTimeout(ProxyError):
     openai_type = "server_error"
 
 
+class NotCached(ProxyError):
+    """A request that asked only for a stored reply (`Cache-Control: only-if-cached`) with
+    none to give: RFC 9111's 504, nothing asked of the provider, nothing spent."""
+
+    status = 504
+    code = "not_cached"
+    openai_type = "invalid_request_error"
+    retryable = False  # asking again finds the same nothing
+
+
 # ---- transport failures: the transports' errors in the proxy's own terms --------------
 
 

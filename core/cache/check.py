@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from core.cache.complete import finished
 from core.cache.entry import EntryUnreadable, decode, encode, kept_headers, stored_bytes
 from core.cache.key import cache_control, cache_key, cacheable_document, deterministic, max_age
+from core.errors import NotCached
 from core.stages import HeaderTicket, RawHeaders, ReplyTicket, StoredReply
 from core.stores.calls import DEFAULT_STORE_TIMEOUT, call_store
 
@@ -136,9 +137,22 @@ class ResponseCache:
             logger.error("response cache store failed to %s: %s", doing, type(exc).__name__)
 
     async def admit(self, request: ProxyRequest) -> Ticket | None:
+        directives = cache_control(request.headers)
+        ticket = await self._admit(request, directives)
+        if b"only-if-cached" in directives and (
+            not isinstance(ticket, CacheTicket) or ticket.replay is None
+        ):
+            # Only a stored reply was asked for (RFC 9111 5.2.1.7): a miss, or a request the
+            # cache cannot answer, is a 504 rather than a call that spends.
+            raise NotCached(
+                "This request asked for a stored reply only (Cache-Control: only-if-cached), "
+                "and the proxy's response cache has none for it."
+            )
+        return ticket
+
+    async def _admit(self, request: ProxyRequest, directives: frozenset[bytes]) -> Ticket | None:
         log = request.log
         document = await cacheable_document(request)
-        directives = cache_control(request.headers)
         scope = "shared" if self.shared else request.counted_as
         if (
             document is None

@@ -330,6 +330,59 @@ def test_no_store_on_a_request_skips_the_cache_both_ways(stack: CacheStack) -> N
     assert first[0] == "miss" and upstream_calls(stack) == 4
 
 
+def test_only_if_cached_is_a_504_on_a_miss_and_a_hit_when_stored(stack: CacheStack) -> None:
+    """`Cache-Control: only-if-cached` asks for a stored reply and nothing else (RFC 9111
+    5.2.1.7): on a miss the request went upstream and spent. Now a 504 in the caller's
+    shape that no SDK retries, nothing asked of the provider; a stored reply still serves,
+    whole or streamed. Failed before (the miss was a 200 and an upstream call)."""
+
+    def spent() -> float:
+        reply = httpx.get(
+            f"{stack.proxy.url}/proxy/usage", headers={"authorization": f"Bearer {stack.token}"}
+        )
+        return float(reply.json()["spent_usd"])
+
+    reset_upstream(stack.upstream)
+    messages = fresh_messages()
+    only = openai_client(stack, stack.token, **{"cache-control": "only-if-cached"})
+    before = spent()
+    with pytest.raises(openai.APIStatusError) as refused:
+        chat_raw(only, messages)
+    assert refused.value.status_code == 504
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    assert refused.value.body["code"] == "not_cached"  # type: ignore[index]
+    with pytest.raises(openai.APIStatusError):
+        chat_stream_raw(only, messages)
+    # A sampling request is never stored: only-if-cached cannot be answered either.
+    with pytest.raises(openai.APIStatusError):
+        chat_raw(only, fresh_messages(), temperature=0.7)
+    assert upstream_calls(stack) == 0 and spent() == before
+    plain = openai_client(stack, stack.token)
+    assert chat_raw(plain, messages)[0] == "miss"
+    assert chat_stream_raw(plain, messages)[0] == "miss"
+    assert chat_raw(only, messages)[0] == "hit"
+    assert chat_stream_raw(only, messages)[0] == "hit"
+    assert upstream_calls(stack) == 2
+
+    anthropic_only = anthropic.Anthropic(
+        base_url=f"{stack.proxy.url}/anthropic",
+        api_key=stack.token,
+        max_retries=0,
+        timeout=20,
+        default_headers={"cache-control": "only-if-cached"},
+    )
+    with pytest.raises(anthropic.APIStatusError) as refused_there:
+        anthropic_only.messages.create(
+            model="claude-test",
+            max_tokens=64,
+            messages=fresh_messages(),
+            extra_body={"temperature": 0},
+        )
+    assert refused_there.value.status_code == 504
+    assert refused_there.value.body["error"]["type"]  # type: ignore[index]
+    assert upstream_calls(stack) == 2
+
+
 def test_sampling_requests_are_not_cached_by_default(stack: CacheStack) -> None:
     reset_upstream(stack.upstream)
     client = openai_client(stack, stack.token)
