@@ -21,6 +21,7 @@ the whole reservation.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,10 @@ _TAIL = 1024 * 1024
 _MAX_LINE = 1024 * 1024
 _DECODER = json.JSONDecoder()
 _NO_USAGE = b'"usage":null'
+# Usage keys nested in a reply's echo of the request, passed over to find the reply's own.
+_NESTED_KEYS = 8
+# What may follow a reply's own usage: its last members (a Responses reply's metadata).
+_AFTER_USAGE = 64 * 1024
 
 
 class UsageMeter:
@@ -158,56 +163,90 @@ class UsageMeter:
         return self.usage if self.found and self.readable else None
 
     def _read_document(self, text: bytes) -> None:
-        """The last usage object in a JSON document (or in the tail kept of a large one)."""
-        decoded = text.decode("utf-8", "replace")
-        for key in self.wire.usage_keys:
-            name = key.decode()
-            end = len(decoded)
-            while True:
-                at = decoded.rfind(name, 0, end)
-                if at < 0:
-                    break
-                end = at
-                colon = decoded.find(":", at + len(name))
-                if colon < 0 or decoded[at + len(name) : colon].strip():
-                    continue
-                start = colon + 1
-                while start < len(decoded) and decoded[start] in " \t\r\n":
-                    start += 1
-                try:
-                    value, _ = _DECODER.raw_decode(decoded, start)
-                except ValueError:
-                    continue
-                if isinstance(value, dict):
-                    self._read_usage(value)
-                    if self.found or not self.readable:
-                        return
+        """The usage of the reply itself (of its root object, or of the last element of a
+        root array that has one: Gemini's streamed JSON), never a `usage` member nested in
+        what the reply echoes of the request. A Responses reply echoes the caller's tools
+        and schemas as objects, which may hold a `usage` of any figures; a background
+        response answers `"usage": null`, and reading on to an earlier key took the
+        caller's figures for the bill (a queued response charged 2 tokens, then run)."""
         if not self._truncated and has_escaped_key(text):
-            # A usage key spelt with escapes: the document is parsed whole (it was kept).
+            # A key spelt with escapes: the document is parsed whole (it was kept).
             try:
-                document = json.loads(decoded)
-            except ValueError:
+                document = json.loads(text)
+            except (ValueError, RecursionError):
+                pass
+            else:
+                roots = document if isinstance(document, list) else [document]
+                for root in reversed(roots):
+                    usage = self.wire.usage_in(root)
+                    if usage is not None:
+                        self._read_usage(usage)
+                        return
                 return
-            names = tuple(json.loads(key) for key in self.wire.usage_keys)
-            value = _last_member(document, names)
+        decoded = text.decode("utf-8", "replace")
+        # The usage keys from the last: the first one at the root decides (a usage, or a
+        # null that leaves the reply unread). Those nested in an echo are passed over, at
+        # most _NESTED_KEYS of them: each costs a scan of what follows it.
+        found = sorted(
+            (at for key in self.wire.usage_keys for at in _key_positions(decoded, key.decode())),
+            reverse=True,
+        )
+        for at in found[: _NESTED_KEYS + 1]:
+            name_end = decoded.find('"', at + 1) + 1
+            colon = decoded.find(":", name_end)
+            start = colon + 1
+            while start < len(decoded) and decoded[start] in " \t\r\n":
+                start += 1
+            try:
+                value, end = _DECODER.raw_decode(decoded, start)
+            except ValueError:
+                continue
+            if not _at_root(decoded, end):
+                continue
             if isinstance(value, dict):
                 self._read_usage(value)
+            return
 
 
-def _last_member(node: Any, names: tuple[str, ...]) -> Any:
-    """The value of the last member named one of `names`, anywhere in a parsed document."""
-    found = None
-    stack = [node]
-    order: list[Any] = []
-    while stack:  # depth first, in document order
-        item = stack.pop()
-        if isinstance(item, dict):
-            for name, value in item.items():
-                if name in names:
-                    order.append(value)
-            stack.extend(reversed(list(item.values())))
-        elif isinstance(item, list):
-            stack.extend(reversed(item))
-    if order:
-        found = order[-1]
+def _key_positions(text: str, name: str) -> list[int]:
+    """Where `name` (a quoted key) starts as a member name (followed by its colon), from
+    the last; at most _NESTED_KEYS + 1 of them."""
+    found: list[int] = []
+    end = len(text)
+    while len(found) <= _NESTED_KEYS:
+        at = text.rfind(name, 0, end)
+        if at < 0:
+            break
+        end = at
+        colon = text.find(":", at + len(name))
+        if colon >= 0 and not text[at + len(name) : colon].strip():
+            found.append(at)
     return found
+
+
+# A string, or a bracket outside one.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _at_root(text: str, end: int) -> bool:
+    """Whether the member whose value ends at `end` belongs to the document's root object
+    (or to an object in a root array, Gemini's streamed JSON): what follows closes exactly
+    that, `}` or `}` then `]`, within _AFTER_USAGE characters (every protocol writes its
+    usage among the reply's last members). Documents one after another (NDJSON, an event
+    stream sent as JSON) each close their own."""
+    if len(text) - end > _AFTER_USAGE:
+        return False
+    depth = 0
+    closed = ""
+    for match in _JSON_TOKEN.finditer(text, end):
+        piece = match.group()
+        if piece in ("{", "["):
+            depth += 1
+        elif piece in ("}", "]"):
+            if depth:
+                depth -= 1
+                continue
+            closed += piece
+            if closed not in ("}", "}]"):
+                return False  # nested deeper: the scan stops where its parent ends
+    return closed in ("}", "}]")

@@ -1,0 +1,104 @@
+"""What the meter missed (issue: "the meter misses gzip replies"; what else does it miss?).
+
+Each test runs a real proxy with RATE_LIMIT_TOKENS in front of a scripted upstream whose
+reply is one a provider (or a gateway before one) plausibly sends, and checks what the
+caller was charged: x-ratelimit-remaining-tokens on a free request that follows.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.metered import AUTH, JSON, metered, models_or, remaining
+from tests.support.scripted_upstream import ScriptedUpstream
+
+LIMIT = 100_000
+# A tool whose JSON schema holds a `usage` member of the caller's choosing: a Responses
+# reply echoes the tools, as objects.
+PLANTED = {"input_tokens": 1, "output_tokens": 1}
+TOOL = {
+    "type": "function",
+    "name": "lookup",
+    "parameters": {"type": "object", "properties": {}, "usage": PLANTED},
+}
+
+
+def _background_response(usage: Any, *, spelt: str = "usage", tools_key: str = "usage") -> Any:
+    """A Responses upstream answering a background request as OpenAI does: queued, its
+    usage null (or left out, as a server that drops nulls does), the request's tools
+    echoed."""
+
+    def reply(request: dict[str, Any]) -> Any:
+        sent = json.loads(request["body"])
+        tools = json.dumps(sent["tools"]).replace('"usage"', f'"{tools_key}"')
+        members = [
+            '"id": "resp_1"',
+            '"object": "response"',
+            '"status": "queued"',
+            '"background": true',
+            '"output": []',
+            f'"tools": {tools}',
+        ]
+        if usage is not ...:
+            members.append(f'"{spelt}": {json.dumps(usage)}')
+        members.append('"metadata": {}')
+        return 200, JSON, [(0, ("{" + ", ".join(members) + "}").encode())]
+
+    return reply
+
+
+@pytest.mark.parametrize(
+    ("usage", "spelt", "tools_key"),
+    [
+        (None, "usage", "usage"),  # OpenAI's own: "usage": null
+        (..., "usage", "usage"),  # a gateway that leaves nulls out
+        (None, "usage", "\\u0075sage"),  # the planted key spelt with an escape
+        (None, "\\u0075sage", "usage"),  # the reply's own spelt with one
+    ],
+)
+def test_a_usage_the_caller_planted_in_an_echo_is_never_the_bill(
+    usage: Any, spelt: str, tools_key: str
+) -> None:
+    upstream = ScriptedUpstream(
+        models_or(_background_response(usage, spelt=spelt, tools_key=tools_key))
+    )
+    with metered(upstream, RATE_LIMIT_TOKENS=str(LIMIT)) as proxy:
+        before = remaining(proxy)
+        body = {
+            "model": "fake-model",
+            "input": "write a long essay",
+            "background": True,
+            "max_output_tokens": 5000,
+            "tools": [TOOL],
+        }
+        reply = httpx.post(f"{proxy.url}/v1/responses", json=body, headers=AUTH, timeout=10)
+        assert reply.status_code == 200
+        # The response runs upstream after this reply: its usage is unknown, so it is
+        # charged its whole reservation (before: the 2 tokens the caller planted).
+        assert before - remaining(proxy) > 5000
+
+
+def test_a_usage_nested_after_the_replys_own_is_not_taken_for_it() -> None:
+    """A gateway that breaks its usage down by model after the total (Groq's compound
+    models: `usage_breakdown.models[].usage`): the total is the bill."""
+    body = {
+        "id": "c",
+        "choices": [{"index": 0, "message": {"content": "hi"}}],
+        "usage": {"prompt_tokens": 300, "completion_tokens": 700, "total_tokens": 1000},
+        "usage_breakdown": {
+            "models": [{"model": "small", "usage": {"prompt_tokens": 1, "completion_tokens": 1}}]
+        },
+    }
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, json.dumps(body).encode())])))
+    with metered(upstream, RATE_LIMIT_TOKENS=str(LIMIT)) as proxy:
+        before = remaining(proxy)
+        chat = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
+        reply = httpx.post(
+            f"{proxy.url}/v1/chat/completions", json={**chat, "max_tokens": 2000}, headers=AUTH
+        )
+        assert reply.status_code == 200
+        assert before - remaining(proxy) == 1000
