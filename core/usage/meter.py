@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from core.headers import content_coding
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 _KEEP_WHOLE = 8 * 1024 * 1024
 _TAIL = 1024 * 1024
 _MAX_LINE = 1024 * 1024
+# What a compressed reply is inflated by at a time (`UsageMeter._inflated`).
+_INFLATE_STEP = 1024 * 1024
 _DECODER = json.JSONDecoder()
 _NO_USAGE = b'"usage":null'
 # Usage keys nested in a reply's echo of the request, passed over to find the reply's own.
@@ -58,6 +61,7 @@ class UsageMeter:
         self._pending = b""
         self._buffer = bytearray()
         self._inflate: Any = None
+        self._gzip = False
         self._truncated = False
 
     def start(self, headers: list[tuple[bytes, bytes]], encoding: bytes | None = None) -> None:
@@ -73,6 +77,7 @@ class UsageMeter:
             encoding = content_coding(headers)
         if encoding in (b"gzip", b"x-gzip"):
             self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self._gzip = True
         elif encoding == b"deflate":
             self._inflate = zlib.decompressobj()
         elif encoding:
@@ -81,12 +86,39 @@ class UsageMeter:
     def feed(self, chunk: bytes) -> None:
         if not self.readable:
             return
-        if self._inflate is not None:
-            try:
-                chunk = self._inflate.decompress(chunk, _KEEP_WHOLE)
-            except zlib.error:
-                self.readable = False
-                return
+        if self._inflate is None:
+            self._take(chunk)
+            return
+        try:
+            for piece in self._inflated(chunk):
+                self._take(piece)
+        except zlib.error:
+            self.readable = False
+
+    def _inflated(self, chunk: bytes) -> Iterator[bytes]:
+        """All that `chunk` inflates to, in pieces of at most _INFLATE_STEP: what a piece
+        left over is inflated too (a small chunk may stand for megabytes), and a gzip member
+        that ends is followed by the next (a server may compress each flush as a member of
+        its own). Only the first piece was read, or the first member: the usage after it
+        was never seen, and the figures read before it (a Gemini stream's first chunks)
+        were the bill. Data after a deflate stream's end is no deflate: unreadable."""
+        inflate = self._inflate
+        data = chunk
+        while data:
+            while True:
+                piece = inflate.decompress(data, _INFLATE_STEP)
+                yield piece
+                data = inflate.unconsumed_tail
+                # A full piece may leave output inside zlib with no input left over.
+                if not data and len(piece) < _INFLATE_STEP:
+                    break
+            data = inflate.unused_data if inflate.eof else b""
+            if data:
+                if not self._gzip:
+                    raise zlib.error("data after the end of a deflate stream")
+                inflate = self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def _take(self, chunk: bytes) -> None:
         if self._stream:
             self._feed_lines(chunk)
         elif self._json:

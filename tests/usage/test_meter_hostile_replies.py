@@ -7,6 +7,7 @@ caller was charged: x-ratelimit-remaining-tokens on a free request that follows.
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
 
@@ -102,3 +103,63 @@ def test_a_usage_nested_after_the_replys_own_is_not_taken_for_it() -> None:
         )
         assert reply.status_code == 200
         assert before - remaining(proxy) == 1000
+
+
+GEMINI_STREAM = "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
+GEMINI_BODY = {
+    "contents": [{"parts": [{"text": "hi"}]}],
+    "generationConfig": {"maxOutputTokens": 900},
+}
+
+
+def _gemini_event(text: str, output: int) -> bytes:
+    """One event of a Gemini stream: each reports the usage so far."""
+    chunk = {
+        "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}}],
+        "usageMetadata": {
+            "promptTokenCount": 10,
+            "candidatesTokenCount": output,
+            "totalTokenCount": 10 + output,
+        },
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n"
+
+
+def _charged_for_gemini_stream(parts: list[bytes]) -> int:
+    upstream = ScriptedUpstream(
+        models_or(
+            lambda r: (
+                200,
+                [("content-type", "text/event-stream"), ("content-encoding", "gzip")],
+                [(0.01, part) for part in parts],
+            )
+        )
+    )
+    with metered(upstream, RATE_LIMIT_TOKENS=str(LIMIT)) as proxy:
+        before = remaining(proxy)
+        reply = httpx.post(
+            f"{proxy.url}{GEMINI_STREAM}",
+            json=GEMINI_BODY,
+            headers={"x-goog-api-key": AUTH["Authorization"].split()[1]},
+            timeout=30,
+        )
+        assert reply.status_code == 200
+        return before - remaining(proxy)
+
+
+def test_a_stream_compressed_member_by_member_is_charged_to_its_end() -> None:
+    """A server that compresses each flush as a gzip member of its own (RFC 1952 allows
+    members one after another): the meter stopped at the first member's end, and the
+    first event's usage (11 tokens) was the bill."""
+    events = [_gemini_event("a", 1), _gemini_event("b" * 100, 500)]
+    assert _charged_for_gemini_stream([gzip.compress(event) for event in events]) == 510
+
+
+def test_a_small_compressed_chunk_that_inflates_past_8_mib_is_read_whole() -> None:
+    """A 30 KB chunk that inflates to 10 MB: the meter inflated at most 8 MiB of each
+    chunk and dropped the rest, the final usage with it, and billed an early event's."""
+    events = _gemini_event("a", 1) + _gemini_event("z" * 1000, 3) * 9000
+    events += _gemini_event("b", 500)
+    compressed = gzip.compress(events)
+    assert len(compressed) < 64 * 1024
+    assert _charged_for_gemini_stream([compressed]) == 510
