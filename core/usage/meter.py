@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
 _KEEP_WHOLE = 8 * 1024 * 1024
 _TAIL = 1024 * 1024
-_MAX_LINE = 1024 * 1024
+# The longest event line read: a Gemini event may carry an image or audio beside its usage.
+_MAX_LINE = _KEEP_WHOLE
 # What a compressed reply is inflated by at a time (`UsageMeter._inflated`).
 _INFLATE_STEP = 1024 * 1024
 _DECODER = json.JSONDecoder()
@@ -59,6 +60,9 @@ class UsageMeter:
         self._stream = False
         self._json = False
         self._pending = b""
+        # The rest of a long line held in `_pending` (`_feed_lines`), and its length.
+        self._parts: list[bytes] = []
+        self._held = 0
         self._buffer = bytearray()
         self._inflate: Any = None
         self._gzip = False
@@ -129,7 +133,20 @@ class UsageMeter:
                 self._truncated = True
 
     def _feed_lines(self, chunk: bytes) -> None:
-        data = self._pending + chunk if self._pending else chunk
+        if self._pending and chunk.find(b"\n") < 0:
+            # The middle of a long line (an image or audio in one Gemini event): its parts
+            # are held and joined once, when its end comes, not copied on every chunk.
+            self._parts.append(chunk)
+            self._held += len(chunk)
+            if len(self._pending) + self._held > _MAX_LINE:
+                self._drop_line()
+            return
+        if self._parts:
+            data = b"".join([self._pending, *self._parts, chunk])
+            self._parts = []
+            self._held = 0
+        else:
+            data = self._pending + chunk if self._pending else chunk
         # Cheap test first, on the whole chunk: most events carry no usage, and an OpenAI
         # stream asked for usage says `"usage":null` in every event but the last. Two scans
         # in C, and no line is split or parsed.
@@ -140,12 +157,12 @@ class UsageMeter:
         if (mentions == 0 or mentions == data.count(_NO_USAGE)) and data.find(b"\\u") < 0:
             self._pending = data[data.rfind(b"\n") + 1 :]
             if len(self._pending) > _MAX_LINE:
-                self._pending = b""
+                self._drop_line()
             return
         lines = data.split(b"\n")
         self._pending = lines.pop()
         if len(self._pending) > _MAX_LINE:
-            self._pending = b""  # no usage line is this long; content lines may be
+            self._drop_line()
         for line in lines:
             if not line.startswith(b"data:"):
                 continue
@@ -159,6 +176,17 @@ class UsageMeter:
                 continue
             if mentions or has_escaped_key(line):
                 self._read_event(line[5:])
+
+    def _drop_line(self) -> None:
+        """A line past _MAX_LINE is not kept. A data line may hold the usage (a Gemini event
+        reports it beside its content, an image of megabytes included): the reply is then
+        unread, charged its reservation. Dropped unread, it left the figures of the events
+        before it for the bill."""
+        if self._pending.startswith(b"data:"):
+            self.readable = False
+        self._pending = b""
+        self._parts = []
+        self._held = 0
 
     def _read_event(self, raw: bytes) -> None:
         try:
@@ -187,8 +215,9 @@ class UsageMeter:
     def finish(self) -> Usage | None:
         """The usage the reply reported, or None if none could be read."""
         if self._stream and self._pending.startswith(b"data:"):
-            self._read_event(self._pending[5:])
+            self._read_event(b"".join([self._pending[5:], *self._parts]))
             self._pending = b""
+            self._parts = []
         elif self._json and self._buffer:
             self._read_document(bytes(self._buffer))
             self._buffer = bytearray()

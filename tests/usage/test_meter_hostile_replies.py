@@ -163,3 +163,58 @@ def test_a_small_compressed_chunk_that_inflates_past_8_mib_is_read_whole() -> No
     compressed = gzip.compress(events)
     assert len(compressed) < 64 * 1024
     assert _charged_for_gemini_stream([compressed]) == 510
+
+
+def _gemini_image_event(size: int, output: int) -> bytes:
+    """A Gemini event with an image (base64 of `size` bytes) beside the usage so far, as an
+    image model streams its answer."""
+    chunk = {
+        "candidates": [
+            {
+                "content": {
+                    "parts": [{"inlineData": {"mimeType": "image/png", "data": "A" * size}}]
+                },
+                "finishReason": "STOP",
+            }
+        ],
+        "usageMetadata": {
+            "promptTokenCount": 10,
+            "candidatesTokenCount": output,
+            "totalTokenCount": 10 + output,
+        },
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n"
+
+
+def _charged_for_plain_gemini_stream(body: bytes) -> int:
+    parts = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    upstream = ScriptedUpstream(
+        models_or(lambda r: (200, [("content-type", "text/event-stream")], [(0, p) for p in parts]))
+    )
+    with metered(upstream, RATE_LIMIT_TOKENS=str(LIMIT)) as proxy:
+        before = remaining(proxy)
+        reply = httpx.post(
+            f"{proxy.url}{GEMINI_STREAM}",
+            json=GEMINI_BODY,
+            headers={"x-goog-api-key": AUTH["Authorization"].split()[1]},
+            timeout=60,
+        )
+        assert reply.status_code == 200
+        assert len(reply.content) == len(body)
+        return before - remaining(proxy)
+
+
+def test_an_event_of_megabytes_that_carries_the_usage_is_read() -> None:
+    """A 2 MB image in the stream's last event, beside its final usage: a line past 1 MiB
+    was dropped unread, and the first event's 11 tokens were the bill."""
+    body = _gemini_event("a", 1) + _gemini_image_event(2_000_000, 1300)
+    assert _charged_for_plain_gemini_stream(body) == 1310
+
+
+def test_an_event_too_long_to_keep_leaves_the_stream_unread() -> None:
+    """Past 8 MiB an event is not kept: the usage it may hold is unknown, so the stream is
+    charged its whole reservation, never the figures of the events before it."""
+    body = _gemini_event("a", 1) + _gemini_image_event(9_000_000, 1300)
+    charged = _charged_for_plain_gemini_stream(body)
+    # The reservation: the prompt's upper estimate and the 900 tokens maxOutputTokens asks.
+    assert charged > 900
