@@ -20,6 +20,8 @@ the whole reservation.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import re
 import zlib
@@ -42,8 +44,9 @@ _INFLATE_STEP = 1024 * 1024
 _DECODER = json.JSONDecoder()
 _NO_USAGE = b'"usage":null'
 # Usage keys nested in a reply's echo of the request, passed over to find the reply's own.
-_NESTED_KEYS = 8
-# What may follow a reply's own usage: its last members (a Responses reply's metadata).
+_NESTED_KEYS = 4
+# What may follow a reply's own usage: its last members (a Responses reply's metadata;
+# Perplexity writes its usage before its answer).
 _AFTER_USAGE = 64 * 1024
 
 
@@ -248,11 +251,11 @@ class UsageMeter:
         # The usage keys from the last: the first one at the root decides (a usage, or a
         # null that leaves the reply unread). Those nested in an echo are passed over, at
         # most _NESTED_KEYS of them: each costs a scan of what follows it.
-        found = sorted(
-            (at for key in self.wire.usage_keys for at in _key_positions(decoded, key.decode())),
+        found = heapq.merge(
+            *(_key_positions(decoded, key.decode()) for key in self.wire.usage_keys),
             reverse=True,
         )
-        for at in found[: _NESTED_KEYS + 1]:
+        for at in itertools.islice(found, _NESTED_KEYS + 1):
             name_end = decoded.find('"', at + 1) + 1
             colon = decoded.find(":", name_end)
             start = colon + 1
@@ -269,20 +272,20 @@ class UsageMeter:
             return
 
 
-def _key_positions(text: str, name: str) -> list[int]:
+def _key_positions(text: str, name: str) -> Iterator[int]:
     """Where `name` (a quoted key) starts as a member name (followed by its colon), from
-    the last; at most _NESTED_KEYS + 1 of them."""
-    found: list[int] = []
+    the last."""
     end = len(text)
-    while len(found) <= _NESTED_KEYS:
-        at = text.rfind(name, 0, end)
-        if at < 0:
-            break
+    while (at := text.rfind(name, 0, end)) >= 0:
         end = at
-        colon = text.find(":", at + len(name))
-        if colon >= 0 and not text[at + len(name) : colon].strip():
-            found.append(at)
-    return found
+        # Only whitespace may stand between a name and its colon: looking further for the
+        # next colon cost a scan of the rest for each `"usage"` written as a value (an enum
+        # of a hundred thousand of them in an echoed schema: seconds).
+        if _COLON.match(text, at + len(name)) is not None:
+            yield at
+
+
+_COLON = re.compile(r"[ \t\r\n]*:")
 
 
 # A string, or a bracket outside one.

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from typing import Any
 
 import httpx
 import pytest
 
+from core.protocols import WIRES
+from core.usage.meter import UsageMeter
 from tests.support.metered import AUTH, JSON, metered, models_or, remaining
 from tests.support.scripted_upstream import ScriptedUpstream
 
@@ -218,3 +221,18 @@ def test_an_event_too_long_to_keep_leaves_the_stream_unread() -> None:
     charged = _charged_for_plain_gemini_stream(body)
     # The reservation: the prompt's upper estimate and the 900 tokens maxOutputTokens asks.
     assert charged > 900
+
+
+def test_an_echo_full_of_usage_strings_costs_the_meter_no_quadratic_scan() -> None:
+    """A tool schema's enum of 300,000 `"usage"` strings, echoed by a background reply
+    whose own usage is null: for each, the meter looked for the next colon, past all the
+    others (about 20 s of one process's event loop, for every caller, on a 2 MB body)."""
+    enum = ",".join(['"usage"'] * 300_000)
+    tools = '[{"type":"function","name":"f","parameters":{"enum":[' + enum + "]}}]"
+    reply = ('{"id":"resp_1","status":"queued","tools":' + tools + ',"usage":null}').encode()
+    meter = UsageMeter(WIRES["openai"])
+    meter.start([(b"content-type", b"application/json")])
+    started = time.perf_counter()
+    meter.feed(reply)
+    assert meter.finish() is None  # unread: charged its reservation
+    assert time.perf_counter() - started < 2
