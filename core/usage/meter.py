@@ -8,12 +8,16 @@ completions and Responses events, Anthropic message_start + message_delta, Gemin
 Event streams are read line by line, and only lines that mention usage are parsed. A JSON
 reply is kept whole up to `_KEEP_WHOLE`; past that only its last `_TAIL` bytes are kept,
 since every protocol puts its usage object after the content. Usage is then read from the
-last usage key in the document. A token count in it that is no whole number (negative,
-fractional, not a number) leaves the reply unread: charged its reservation, not 0.
+last usage key at the document's root (or in a root array's element): a `usage` nested in
+what a reply echoes of the request is the caller's to write. A token count in it that is no
+whole number (negative, fractional, not a number) leaves the reply unread: charged its
+reservation, not 0. An event line is kept whole up to `_MAX_LINE`; a data line past it may
+have held the usage, and leaves the reply unread.
 
 While metering, the proxy asks the upstream for an uncompressed reply (Accept-Encoding:
 identity): cheaper than decompressing a copy of every reply, and the caller still gets the
-same content. An upstream that compresses anyway is decompressed here (gzip, deflate); one
+same content. An upstream that compresses anyway is decompressed here, all of it (gzip, its
+members one after another, and deflate); one
 in an encoding the meter cannot read leaves the reply unread, and settlement then charges
 the whole reservation.
 """
