@@ -823,6 +823,17 @@ def _conversation_caps(document: dict[str, Any]) -> list[tuple[str, Any]]:
     return found
 
 
+def _cheapest_providers(name: str, value: Any) -> bool:
+    """Whether one OpenRouter `provider` preference keeps a request at the cheapest rates
+    (or below a cap): `max_price`, `sort: "price"`, `allow_fallbacks`."""
+    if name in ("max_price", "allow_fallbacks"):
+        return True
+    if name == "sort":
+        by = value.get("by") if isinstance(value, dict) else value
+        return by == "price"
+    return False
+
+
 class OpenAIWire(Wire):
     name = "openai"
     usage_keys = (b'"usage"',)
@@ -1026,7 +1037,24 @@ class OpenAIWire(Wire):
         # added later may bill anything. "auto" and "default" are the standard tier (or
         # Scale Tier units the owner bought ahead).
         tier = document.get("service_tier")
-        return None if tier in (None, "auto", "default", "flex") else "service_tier"
+        if tier not in (None, "auto", "default", "flex"):
+            return "service_tier"
+        # OpenRouter serves a model from many providers at their own rates: its `provider`
+        # preferences (`order`, `only`, `ignore`, a `sort` by throughput or latency, a
+        # quantization) let a caller pick the dearest of them for a model priced at one
+        # rate, and the `:nitro` variant (a throughput sort) admits priority-tier
+        # endpoints, billed at priority rates. Only a cap on the price, the cheapest first
+        # and the fallbacks' switch leave the rate where the price entry put it.
+        provider = document.get("provider")
+        if provider is not None and not (
+            isinstance(provider, dict)
+            and all(_cheapest_providers(k, v) for k, v in provider.items())
+        ):
+            return "provider"
+        model = document.get("model")
+        if isinstance(model, str) and model.casefold().rstrip().endswith(":nitro"):
+            return "model"
+        return None
 
     def priced_tools(self, route: Route, document: dict[str, Any]) -> list[str]:
         if route.name == "realtime":

@@ -8,20 +8,28 @@ completions and Responses events, Anthropic message_start + message_delta, Gemin
 Event streams are read line by line, and only lines that mention usage are parsed. A JSON
 reply is kept whole up to `_KEEP_WHOLE`; past that only its last `_TAIL` bytes are kept,
 since every protocol puts its usage object after the content. Usage is then read from the
-last usage key in the document. A token count in it that is no whole number (negative,
-fractional, not a number) leaves the reply unread: charged its reservation, not 0.
+last usage key at the document's root (or in a root array's element): a `usage` nested in
+what a reply echoes of the request is the caller's to write. A token count in it that is no
+whole number (negative, fractional, not a number) leaves the reply unread: charged its
+reservation, not 0. An event line is kept whole up to `_MAX_LINE`; a data line past it may
+have held the usage, and leaves the reply unread.
 
 While metering, the proxy asks the upstream for an uncompressed reply (Accept-Encoding:
 identity): cheaper than decompressing a copy of every reply, and the caller still gets the
-same content. An upstream that compresses anyway is decompressed here (gzip, deflate); one
+same content. An upstream that compresses anyway is decompressed here, all of it (gzip, its
+members one after another, and deflate); one
 in an encoding the meter cannot read leaves the reply unread, and settlement then charges
 the whole reservation.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
+import re
 import zlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from core.headers import content_coding
@@ -33,9 +41,17 @@ if TYPE_CHECKING:
 
 _KEEP_WHOLE = 8 * 1024 * 1024
 _TAIL = 1024 * 1024
-_MAX_LINE = 1024 * 1024
+# The longest event line read: a Gemini event may carry an image or audio beside its usage.
+_MAX_LINE = _KEEP_WHOLE
+# What a compressed reply is inflated by at a time (`UsageMeter._inflated`).
+_INFLATE_STEP = 1024 * 1024
 _DECODER = json.JSONDecoder()
 _NO_USAGE = b'"usage":null'
+# Usage keys nested in a reply's echo of the request, passed over to find the reply's own.
+_NESTED_KEYS = 4
+# What may follow a reply's own usage: its last members (a Responses reply's metadata;
+# Perplexity writes its usage before its answer).
+_AFTER_USAGE = 64 * 1024
 
 
 class UsageMeter:
@@ -51,8 +67,12 @@ class UsageMeter:
         self._stream = False
         self._json = False
         self._pending = b""
+        # The rest of a long line held in `_pending` (`_feed_lines`), and its length.
+        self._parts: list[bytes] = []
+        self._held = 0
         self._buffer = bytearray()
         self._inflate: Any = None
+        self._gzip = False
         self._truncated = False
 
     def start(self, headers: list[tuple[bytes, bytes]], encoding: bytes | None = None) -> None:
@@ -68,6 +88,7 @@ class UsageMeter:
             encoding = content_coding(headers)
         if encoding in (b"gzip", b"x-gzip"):
             self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self._gzip = True
         elif encoding == b"deflate":
             self._inflate = zlib.decompressobj()
         elif encoding:
@@ -76,12 +97,39 @@ class UsageMeter:
     def feed(self, chunk: bytes) -> None:
         if not self.readable:
             return
-        if self._inflate is not None:
-            try:
-                chunk = self._inflate.decompress(chunk, _KEEP_WHOLE)
-            except zlib.error:
-                self.readable = False
-                return
+        if self._inflate is None:
+            self._take(chunk)
+            return
+        try:
+            for piece in self._inflated(chunk):
+                self._take(piece)
+        except zlib.error:
+            self.readable = False
+
+    def _inflated(self, chunk: bytes) -> Iterator[bytes]:
+        """All that `chunk` inflates to, in pieces of at most _INFLATE_STEP: what a piece
+        left over is inflated too (a small chunk may stand for megabytes), and a gzip member
+        that ends is followed by the next (a server may compress each flush as a member of
+        its own). Only the first piece was read, or the first member: the usage after it
+        was never seen, and the figures read before it (a Gemini stream's first chunks)
+        were the bill. Data after a deflate stream's end is no deflate: unreadable."""
+        inflate = self._inflate
+        data = chunk
+        while data:
+            while True:
+                piece = inflate.decompress(data, _INFLATE_STEP)
+                yield piece
+                data = inflate.unconsumed_tail
+                # A full piece may leave output inside zlib with no input left over.
+                if not data and len(piece) < _INFLATE_STEP:
+                    break
+            data = inflate.unused_data if inflate.eof else b""
+            if data:
+                if not self._gzip:
+                    raise zlib.error("data after the end of a deflate stream")
+                inflate = self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def _take(self, chunk: bytes) -> None:
         if self._stream:
             self._feed_lines(chunk)
         elif self._json:
@@ -92,7 +140,20 @@ class UsageMeter:
                 self._truncated = True
 
     def _feed_lines(self, chunk: bytes) -> None:
-        data = self._pending + chunk if self._pending else chunk
+        if self._pending and chunk.find(b"\n") < 0:
+            # The middle of a long line (an image or audio in one Gemini event): its parts
+            # are held and joined once, when its end comes, not copied on every chunk.
+            self._parts.append(chunk)
+            self._held += len(chunk)
+            if len(self._pending) + self._held > _MAX_LINE:
+                self._drop_line()
+            return
+        if self._parts:
+            data = b"".join([self._pending, *self._parts, chunk])
+            self._parts = []
+            self._held = 0
+        else:
+            data = self._pending + chunk if self._pending else chunk
         # Cheap test first, on the whole chunk: most events carry no usage, and an OpenAI
         # stream asked for usage says `"usage":null` in every event but the last. Two scans
         # in C, and no line is split or parsed.
@@ -103,12 +164,12 @@ class UsageMeter:
         if (mentions == 0 or mentions == data.count(_NO_USAGE)) and data.find(b"\\u") < 0:
             self._pending = data[data.rfind(b"\n") + 1 :]
             if len(self._pending) > _MAX_LINE:
-                self._pending = b""
+                self._drop_line()
             return
         lines = data.split(b"\n")
         self._pending = lines.pop()
         if len(self._pending) > _MAX_LINE:
-            self._pending = b""  # no usage line is this long; content lines may be
+            self._drop_line()
         for line in lines:
             if not line.startswith(b"data:"):
                 continue
@@ -122,6 +183,17 @@ class UsageMeter:
                 continue
             if mentions or has_escaped_key(line):
                 self._read_event(line[5:])
+
+    def _drop_line(self) -> None:
+        """A line past _MAX_LINE is not kept. A data line may hold the usage (a Gemini event
+        reports it beside its content, an image of megabytes included): the reply is then
+        unread, charged its reservation. Dropped unread, it left the figures of the events
+        before it for the bill."""
+        if self._pending.startswith(b"data:"):
+            self.readable = False
+        self._pending = b""
+        self._parts = []
+        self._held = 0
 
     def _read_event(self, raw: bytes) -> None:
         try:
@@ -150,64 +222,99 @@ class UsageMeter:
     def finish(self) -> Usage | None:
         """The usage the reply reported, or None if none could be read."""
         if self._stream and self._pending.startswith(b"data:"):
-            self._read_event(self._pending[5:])
+            self._read_event(b"".join([self._pending[5:], *self._parts]))
             self._pending = b""
+            self._parts = []
         elif self._json and self._buffer:
             self._read_document(bytes(self._buffer))
             self._buffer = bytearray()
         return self.usage if self.found and self.readable else None
 
     def _read_document(self, text: bytes) -> None:
-        """The last usage object in a JSON document (or in the tail kept of a large one)."""
-        decoded = text.decode("utf-8", "replace")
-        for key in self.wire.usage_keys:
-            name = key.decode()
-            end = len(decoded)
-            while True:
-                at = decoded.rfind(name, 0, end)
-                if at < 0:
-                    break
-                end = at
-                colon = decoded.find(":", at + len(name))
-                if colon < 0 or decoded[at + len(name) : colon].strip():
-                    continue
-                start = colon + 1
-                while start < len(decoded) and decoded[start] in " \t\r\n":
-                    start += 1
-                try:
-                    value, _ = _DECODER.raw_decode(decoded, start)
-                except ValueError:
-                    continue
-                if isinstance(value, dict):
-                    self._read_usage(value)
-                    if self.found or not self.readable:
-                        return
+        """The usage of the reply itself (of its root object, or of the last element of a
+        root array that has one: Gemini's streamed JSON), never a `usage` member nested in
+        what the reply echoes of the request. A Responses reply echoes the caller's tools
+        and schemas as objects, which may hold a `usage` of any figures; a background
+        response answers `"usage": null`, and reading on to an earlier key took the
+        caller's figures for the bill (a queued response charged 2 tokens, then run)."""
         if not self._truncated and has_escaped_key(text):
-            # A usage key spelt with escapes: the document is parsed whole (it was kept).
+            # A key spelt with escapes: the document is parsed whole (it was kept).
             try:
-                document = json.loads(decoded)
-            except ValueError:
+                document = json.loads(text)
+            except (ValueError, RecursionError):
+                pass
+            else:
+                roots = document if isinstance(document, list) else [document]
+                for root in reversed(roots):
+                    usage = self.wire.usage_in(root)
+                    if usage is not None:
+                        self._read_usage(usage)
+                        return
                 return
-            names = tuple(json.loads(key) for key in self.wire.usage_keys)
-            value = _last_member(document, names)
+        decoded = text.decode("utf-8", "replace")
+        # The usage keys from the last: the first one at the root decides (a usage, or a
+        # null that leaves the reply unread). Those nested in an echo are passed over, at
+        # most _NESTED_KEYS of them: each costs a scan of what follows it.
+        found = heapq.merge(
+            *(_key_positions(decoded, key.decode()) for key in self.wire.usage_keys),
+            reverse=True,
+        )
+        for at in itertools.islice(found, _NESTED_KEYS + 1):
+            name_end = decoded.find('"', at + 1) + 1
+            colon = decoded.find(":", name_end)
+            start = colon + 1
+            while start < len(decoded) and decoded[start] in " \t\r\n":
+                start += 1
+            try:
+                value, end = _DECODER.raw_decode(decoded, start)
+            except ValueError:
+                continue
+            if not _at_root(decoded, end):
+                continue
             if isinstance(value, dict):
                 self._read_usage(value)
+            return
 
 
-def _last_member(node: Any, names: tuple[str, ...]) -> Any:
-    """The value of the last member named one of `names`, anywhere in a parsed document."""
-    found = None
-    stack = [node]
-    order: list[Any] = []
-    while stack:  # depth first, in document order
-        item = stack.pop()
-        if isinstance(item, dict):
-            for name, value in item.items():
-                if name in names:
-                    order.append(value)
-            stack.extend(reversed(list(item.values())))
-        elif isinstance(item, list):
-            stack.extend(reversed(item))
-    if order:
-        found = order[-1]
-    return found
+def _key_positions(text: str, name: str) -> Iterator[int]:
+    """Where `name` (a quoted key) starts as a member name (followed by its colon), from
+    the last."""
+    end = len(text)
+    while (at := text.rfind(name, 0, end)) >= 0:
+        end = at
+        # Only whitespace may stand between a name and its colon: looking further for the
+        # next colon cost a scan of the rest for each `"usage"` written as a value (an enum
+        # of a hundred thousand of them in an echoed schema: seconds).
+        if _COLON.match(text, at + len(name)) is not None:
+            yield at
+
+
+_COLON = re.compile(r"[ \t\r\n]*:")
+
+
+# A string, or a bracket outside one.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _at_root(text: str, end: int) -> bool:
+    """Whether the member whose value ends at `end` belongs to the document's root object
+    (or to an object in a root array, Gemini's streamed JSON): what follows closes exactly
+    that, `}` or `}` then `]`, within _AFTER_USAGE characters (every protocol writes its
+    usage among the reply's last members). Documents one after another (NDJSON, an event
+    stream sent as JSON) each close their own."""
+    if len(text) - end > _AFTER_USAGE:
+        return False
+    depth = 0
+    closed = ""
+    for match in _JSON_TOKEN.finditer(text, end):
+        piece = match.group()
+        if piece in ("{", "["):
+            depth += 1
+        elif piece in ("}", "]"):
+            if depth:
+                depth -= 1
+                continue
+            closed += piece
+            if closed not in ("}", "}]"):
+                return False  # nested deeper: the scan stops where its parent ends
+    return closed in ("}", "}]")

@@ -1339,6 +1339,50 @@ async def test_a_dollar_budget_refuses_a_dearer_service_tier(
 
 
 @respx.mock
+@pytest.mark.parametrize(
+    "dearer",
+    [
+        {"provider": {"order": ["the-dearest-host"], "allow_fallbacks": False}},
+        {"provider": {"only": ["the-dearest-host"]}},
+        {"provider": {"ignore": ["the-cheapest-host"]}},
+        {"provider": {"sort": "throughput"}},
+        {"provider": {"sort": {"by": "latency"}}},
+        {"provider": {"quantizations": ["fp16"]}},
+        {"provider": "the-dearest-host"},
+        {"model": "m:nitro"},
+        {"model": "m:NITRO"},
+    ],
+)
+async def test_a_dollar_budget_refuses_a_choice_of_dearer_providers(
+    dearer: dict[str, object],
+) -> None:
+    """OpenRouter serves one model from many hosts at their own rates: `provider`
+    preferences let a caller pin the dearest for a model the owner priced at one rate, and
+    the `:nitro` variant admits priority-tier endpoints billed at priority rates (as
+    `service_tier: "priority"` does)."""
+    route = respx.post(url__startswith=UPSTREAM).respond(200, json={})
+    cheapest = [
+        {"provider": {"sort": "price", "max_price": {"prompt": 1, "completion": 1}}},
+        {"provider": {"sort": {"by": "price"}, "allow_fallbacks": False}},
+        {"provider": {}},
+    ]
+    async with client(create_app(load_settings(env(**BUDGETED)))) as proxy:
+        refused = [
+            await proxy.post(path, json={**body, **dearer}, headers=AUTH)
+            for path, body in (("/v1/chat/completions", CHAT), ("/v1/responses", RESPONSES))
+        ]
+        allowed = [
+            await proxy.post("/v1/chat/completions", json={**CHAT, **ok}, headers=AUTH)
+            for ok in cheapest
+        ]
+    for response in refused:
+        assert response.status_code == 403, response.text
+        assert response.json()["error"]["code"] == "rate_not_metered"
+    assert [response.status_code for response in allowed] == [200, 200, 200]
+    assert route.call_count == 3
+
+
+@respx.mock
 async def test_a_dollar_budget_refuses_anthropic_fast_mode() -> None:
     """Anthropic's fast mode (`speed: "fast"`, with its beta header) bills every token of
     Opus at up to six times the standard rate the budget counted."""
