@@ -265,16 +265,23 @@ def _is_key_name(name: bytes) -> bool:
 
 
 def split_key_param(query: bytes) -> tuple[bytes | None, bytes]:
-    """Take Gemini's `key=` out of a raw query string; the rest stays byte for byte."""
+    """Take Gemini's `key=` out of a raw query string; the rest stays byte for byte. Sent
+    more than once, the last value (split_key_params gives them all)."""
+    found, kept = split_key_params(query)
+    return (found[-1] if found else None), kept
+
+
+def split_key_params(query: bytes) -> tuple[list[bytes], bytes]:
+    """Every `key=` value of a raw query string, in order, and the query without them."""
     # `find`, not `in`: a bytes `in` costs an exception raised and dropped, every request.
     if not query or (query.lower().find(b"ey=") < 0 and query.find(b"%") < 0):
-        return None, query
-    found: bytes | None = None
+        return [], query
+    found: list[bytes] = []
     kept = []
     for part in query.split(b"&"):
         name, equals, value = part.partition(b"=")
         if equals and _is_key_name(name):
-            found = unquote_to_bytes(value)
+            found.append(unquote_to_bytes(value))
         else:
             kept.append(part)
     return found, b"&".join(kept)

@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
+from core.errors import BadRequest, MethodNotAllowed, PayloadTooLarge, Unauthorized
 from core.escapes import MAX_DECODES, decoded, still_escaped
-from core.headers import credential_in_url, find_credential, split_key_param
+from core.headers import credential_in_url, find_credential, split_key_params
 from core.protocols import (
     CONVERSATIONS,
     MODEL_IN_FORM,
@@ -481,7 +481,13 @@ def build_request(
             raise BadRequest(
                 f"The {name.decode()} header is not accepted; send the request with its method."
             )
-    key_param, query = split_key_param(scope.get("query_string", b""))
+    key_params, query = split_key_params(scope.get("query_string", b""))
+    if len(key_params) > 1:
+        # As a slot header sent twice (core/headers.py find_credential): which copy is the
+        # credential must not depend on the reader (a front end's rate limit, a WAF, a log
+        # that keeps the first; the proxy took the last).
+        raise Unauthorized("The key parameter is sent twice; send it once.")
+    key_param = key_params[0] if key_params else None
     overriding = overriding_parameter(query)
     if overriding is not None:
         raise BadRequest(

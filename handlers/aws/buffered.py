@@ -39,6 +39,8 @@ class PathAsSent:
     A payload 2.0 event keeps the path as sent in `rawPath` (handlers/aws/events.py reads
     it the same way); a REST API event's `path` is decoded once, as it must stay. An ALB
     hands the path undecoded, so Mangum's one decoding is right there.
+
+    An ALB's query is read as sent too (`alb_query_as_sent`).
     """
 
     def __init__(self, app: Any) -> None:
@@ -54,7 +56,33 @@ class PathAsSent:
                 scope["path"] = unquote(raw_path)
             elif "elb" not in context and isinstance(event.get("path"), str):
                 scope["path"] = event["path"] or "/"
+            if "elb" in context:
+                query = alb_query_as_sent(event)
+                if query is not None:
+                    scope["query_string"] = query
         await self.app(scope, receive, send)
+
+
+def alb_query_as_sent(event: dict[str, Any]) -> bytes | None:
+    """An ALB's query parameters joined again as the caller spelled them (an ALB passes
+    them undecoded), or None when the event has none.
+
+    Mangum decodes each name into a dict, so two spellings of one name (`key=` and
+    `%6Bey=`) became one parameter holding the last value: Gemini's credential parameter
+    sent twice, refused on every other platform (core/request.py), was read as the last
+    copy here. Names keep the order an ALB groups them in."""
+    params = event.get("multiValueQueryStringParameters")
+    if isinstance(params, dict):
+        pairs = [(name, value) for name, values in params.items() for value in values or [""]]
+    elif isinstance(event.get("queryStringParameters"), dict):
+        pairs = list(event["queryStringParameters"].items())
+    else:
+        return None
+    if not all(isinstance(n, str) and isinstance(v, str) for n, v in pairs):
+        return None  # not an ALB's shape: Mangum's reading stands
+    # surrogatepass: a lone surrogate an event may hold reaches the app as bytes, as a
+    # server hands over whatever bytes the caller sent.
+    return "&".join(f"{name}={value}" for name, value in pairs).encode("utf-8", "surrogatepass")
 
 
 class WholeReply:

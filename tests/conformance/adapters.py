@@ -327,8 +327,8 @@ class AwsLambdaMangumAlb(AwsLambdaMangum):
 
     name = "aws-lambda-mangum-alb"
     query_rebuilt = (
-        "Mangum decodes an ALB's query and encodes it again (form-style: a space as `+`), "
-        "so `flag` arrives as `flag=`."
+        "An ALB groups the query by name (multiValueQueryStringParameters), so it is joined "
+        "again name by name (handlers/aws/buffered.py) and `flag` arrives as `flag=`."
     )
 
     def send(self, request: Request) -> Reply:

@@ -65,6 +65,30 @@ def test_credential_accepted_in_every_slot(
 
 
 @pytest.mark.parametrize(
+    "query",
+    [
+        f"key=other-value-not-a-token-0123&key={FAKE_TOKEN}",
+        f"key={FAKE_TOKEN}&key=other-value-not-a-token-0123",
+        f"key={FAKE_TOKEN}&KEY={FAKE_TOKEN}",
+        f"key={FAKE_TOKEN}&%6Bey={FAKE_TOKEN}",
+    ],
+)
+def test_the_key_parameter_sent_twice_is_refused(
+    adapter: Adapter, mock_upstream: RunningServer, query: str
+) -> None:
+    """As a slot header sent twice: which copy is the credential must not depend on the
+    reader (a front end, a WAF, a log keeping the first; the proxy took the last, so a
+    valid token behind another value was let in)."""
+    reply = adapter.send(Request("GET", f"/v1/models?{query}"))
+    assert reply.status == 401, reply.body
+    error = json.loads(reply.body)["error"]
+    assert error["code"] == "invalid_api_key"
+    assert "twice" in error["message"]
+    assert FAKE_TOKEN.encode() not in reply.body
+    assert upstream_seen(mock_upstream) == []
+
+
+@pytest.mark.parametrize(
     ("case", "headers"),
     [
         ("missing", {}),
