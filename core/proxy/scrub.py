@@ -19,7 +19,9 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import TypeVar
+
+from core.inflating import GZIP_CODINGS, Inflater
 
 Frame = TypeVar("Frame", str, bytes)
 
@@ -260,13 +262,11 @@ class StreamScrubber:
         if encoding:
             encoding = encoding.strip().lower()
         self.inflates = encoding not in (b"", b"identity")
-        self._inflater: Any = None
+        self._inflater: Inflater | None = None
         self._readable = True
         self._room: int | None = _MAX_INFLATED if error else None
-        if encoding in (b"gzip", b"x-gzip"):
-            self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == b"deflate":
-            self._inflater = zlib.decompressobj()
+        if encoding in GZIP_CODINGS or encoding == b"deflate":
+            self._inflater = Inflater(encoding)
         elif self.inflates:
             self._readable = False
 
@@ -274,16 +274,21 @@ class StreamScrubber:
         room = self._room
         if not self._readable or (room is not None and room <= 0):
             return b""
+        assert self._inflater is not None
         try:
-            if room is not None:
-                data: bytes = self._inflater.decompress(chunk, room)
-                self._room = room - len(data)
-                return data
-            parts = [self._inflater.decompress(chunk, _INFLATE_STEP)]
-            while self._inflater.unconsumed_tail:
-                tail = self._inflater.unconsumed_tail
-                parts.append(self._inflater.decompress(tail, _INFLATE_STEP))
-            return b"".join(parts)
+            # Every byte, member after member (core/inflating.py): after the first gzip
+            # member the rest of the reply was dropped, and the caller got a part of it.
+            if room is None:
+                return b"".join(self._inflater.pieces(chunk, _INFLATE_STEP))
+            # An error body is inflated to its bound only (a small body may stand for GiBs).
+            kept = []
+            for piece in self._inflater.pieces(chunk, min(room, _INFLATE_STEP)):
+                kept.append(piece[:room])
+                room -= len(piece)
+                if room <= 0:
+                    break
+            self._room = room
+            return b"".join(kept)
         except zlib.error:
             self._readable = False
             return b""

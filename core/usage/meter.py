@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from core.headers import content_coding
+from core.inflating import GZIP_CODINGS, Inflater
 from core.protocols import UnreadableUsage, Usage
 from core.usage.jsonbytes import has_escaped_key
 
@@ -43,7 +44,7 @@ _KEEP_WHOLE = 8 * 1024 * 1024
 _TAIL = 1024 * 1024
 # The longest event line read: a Gemini event may carry an image or audio beside its usage.
 _MAX_LINE = _KEEP_WHOLE
-# What a compressed reply is inflated by at a time (`UsageMeter._inflated`).
+# What a compressed reply is inflated by at a time (`UsageMeter.feed`).
 _INFLATE_STEP = 1024 * 1024
 _DECODER = json.JSONDecoder()
 _NO_USAGE = b'"usage":null'
@@ -71,8 +72,7 @@ class UsageMeter:
         self._parts: list[bytes] = []
         self._held = 0
         self._buffer = bytearray()
-        self._inflate: Any = None
-        self._gzip = False
+        self._inflate: Inflater | None = None
         self._truncated = False
 
     def start(self, headers: list[tuple[bytes, bytes]], encoding: bytes | None = None) -> None:
@@ -86,11 +86,8 @@ class UsageMeter:
         # Every Content-Encoding line, as the scrubber reads them (core/headers.py).
         if encoding is None:
             encoding = content_coding(headers)
-        if encoding in (b"gzip", b"x-gzip"):
-            self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            self._gzip = True
-        elif encoding == b"deflate":
-            self._inflate = zlib.decompressobj()
+        if encoding in GZIP_CODINGS or encoding == b"deflate":
+            self._inflate = Inflater(encoding)
         elif encoding:
             self.readable = False
 
@@ -100,34 +97,15 @@ class UsageMeter:
         if self._inflate is None:
             self._take(chunk)
             return
+        # Every byte the chunk stands for, member after member (core/inflating.py): only
+        # the first 8 MiB of a chunk, or the first gzip member, was read, the usage after
+        # it never seen, and the figures read before it (a Gemini stream's first events)
+        # were the bill. Data after a deflate stream's end is no deflate: unreadable.
         try:
-            for piece in self._inflated(chunk):
+            for piece in self._inflate.pieces(chunk, _INFLATE_STEP):
                 self._take(piece)
         except zlib.error:
             self.readable = False
-
-    def _inflated(self, chunk: bytes) -> Iterator[bytes]:
-        """All that `chunk` inflates to, in pieces of at most _INFLATE_STEP: what a piece
-        left over is inflated too (a small chunk may stand for megabytes), and a gzip member
-        that ends is followed by the next (a server may compress each flush as a member of
-        its own). Only the first piece was read, or the first member: the usage after it
-        was never seen, and the figures read before it (a Gemini stream's first chunks)
-        were the bill. Data after a deflate stream's end is no deflate: unreadable."""
-        inflate = self._inflate
-        data = chunk
-        while data:
-            while True:
-                piece = inflate.decompress(data, _INFLATE_STEP)
-                yield piece
-                data = inflate.unconsumed_tail
-                # A full piece may leave output inside zlib with no input left over.
-                if not data and len(piece) < _INFLATE_STEP:
-                    break
-            data = inflate.unused_data if inflate.eof else b""
-            if data:
-                if not self._gzip:
-                    raise zlib.error("data after the end of a deflate stream")
-                inflate = self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
 
     def _take(self, chunk: bytes) -> None:
         if self._stream:
