@@ -692,11 +692,16 @@ class ProxyEndpoint:
         state: Exchange,
     ) -> None:
         if meter is not None:
-            state.outcome.usage = meter.finish()
+            usage = state.outcome.usage = meter.finish()
             # The body may have ended, but its usage counts only what came before the answer
             # (an Anthropic stream that broke off with an error event after message_start):
-            # charged as a reply cut short, not as the one output token it reported.
-            state.outcome.usage_partial = not meter.final
+            # charged as a reply cut short, not as the one output token it reported. So is a
+            # usage with no input token in it: every model call reads at least one, and a
+            # gateway that leaves the input figures out (an Anthropic stream with no usage in
+            # message_start, only output_tokens after) was charged its output alone.
+            state.outcome.usage_partial = not meter.final or (
+                usage is not None and usage.input_tokens == 0
+            )
         state.settled = True
         # Shielded: the openai SDKs close the connection as soon as they read [DONE], which
         # can land while this awaits a store; cancelled here, the budget charge and the

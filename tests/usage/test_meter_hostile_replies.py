@@ -236,3 +236,67 @@ def test_an_echo_full_of_usage_strings_costs_the_meter_no_quadratic_scan() -> No
     meter.feed(reply)
     assert meter.finish() is None  # unread: charged its reservation
     assert time.perf_counter() - started < 2
+
+
+def _anthropic_stream(start_usage: dict[str, int] | None) -> list[bytes]:
+    message: dict[str, Any] = {"id": "m", "type": "message", "role": "assistant", "content": []}
+    if start_usage is not None:
+        message["usage"] = start_usage
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("message_start", {"type": "message_start", "message": message}),
+        ("content_block_start", {"type": "content_block_start", "index": 0}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn"},
+                "usage": {"output_tokens": 7},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
+
+
+@pytest.mark.parametrize(
+    ("start_usage", "charged"),
+    [
+        ({"input_tokens": 1200, "output_tokens": 1}, 1207),  # Anthropic's own: the figures
+        (None, "reservation"),  # a gateway that leaves the input out: not output alone
+        ({"output_tokens": 1}, "reservation"),
+    ],
+)
+def test_a_usage_with_no_input_token_is_charged_as_a_reply_cut_short(
+    start_usage: dict[str, int] | None, charged: Any
+) -> None:
+    """Every model call reads at least one token. An Anthropic stream whose message_start
+    carries no input figures (a gateway in front of the provider) was charged its 7 output
+    tokens alone; now as a reply cut short: the larger of its figures and its reservation.
+    Failed before for the two gateways."""
+    events = _anthropic_stream(start_usage)
+    upstream = ScriptedUpstream(
+        models_or(
+            lambda r: (200, [("content-type", "text/event-stream")], [(0, e) for e in events])
+        )
+    )
+    with metered(upstream, RATE_LIMIT_TOKENS=str(LIMIT)) as proxy:
+        before = remaining(proxy)
+        reply = httpx.post(
+            f"{proxy.url}/anthropic/v1/messages",
+            json={
+                "model": "claude-test",
+                "max_tokens": 2000,
+                "stream": True,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+            headers={"x-api-key": AUTH["Authorization"].split()[1]},
+            timeout=20,
+        )
+        assert reply.status_code == 200
+        spent = before - remaining(proxy)
+    if charged == "reservation":
+        assert spent > 2000  # the whole output cap and the prompt's estimate
+    else:
+        assert spent == charged
