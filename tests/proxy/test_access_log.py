@@ -85,16 +85,7 @@ async def test_the_last_resort_answer_speaks_the_routed_protocol(
         raise RuntimeError("a bug")
 
     monkeypatch.setattr("core.proxy.endpoint.ProxyEndpoint.handle", fails)
-    env = proxy_env(
-        "http://127.0.0.1:9",
-        ANTHROPIC_API_KEY="sk-fake-anthropic-key-for-tests",
-        GEMINI_API_KEY="sk-fake-gemini-key-for-tests",
-    )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(load_settings(env))),
-        base_url="http://proxy.test",
-    ) as proxy:
-        reply = await proxy.post(path, json={}, headers=headers)
+    reply = await _post_to_three_routes(path, headers)
     assert reply.status_code == 500
     error = reply.json()
     if shape_of == "anthropic":
@@ -124,6 +115,18 @@ async def test_a_fault_before_routing_answers_in_the_shape_the_path_names(
         raise RuntimeError("a bug")
 
     monkeypatch.setattr("core.proxy.endpoint.ProxyEndpoint.route", fails)
+    reply = await _post_to_three_routes(path, headers)
+    assert reply.status_code == 500
+    error = reply.json()
+    if shape_of == "anthropic":
+        assert (error["type"], error["error"]["type"]) == ("error", "api_error")
+    else:
+        assert error["error"]["status"] == "INTERNAL"
+    assert "unexpectedly" in reply.text
+
+
+async def _post_to_three_routes(path: str, headers: dict[str, str]) -> httpx.Response:
+    """A POST of `{}` to a proxy with OpenAI's, Anthropic's and Gemini's routes on."""
     env = proxy_env(
         "http://127.0.0.1:9",
         ANTHROPIC_API_KEY="sk-fake-anthropic-key-for-tests",
@@ -133,11 +136,4 @@ async def test_a_fault_before_routing_answers_in_the_shape_the_path_names(
         transport=httpx.ASGITransport(app=create_app(load_settings(env))),
         base_url="http://proxy.test",
     ) as proxy:
-        reply = await proxy.post(path, json={}, headers=headers)
-    assert reply.status_code == 500
-    error = reply.json()
-    if shape_of == "anthropic":
-        assert (error["type"], error["error"]["type"]) == ("error", "api_error")
-    else:
-        assert error["error"]["status"] == "INTERNAL"
-    assert "unexpectedly" in reply.text
+        return await proxy.post(path, json={}, headers=headers)

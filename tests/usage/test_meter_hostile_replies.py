@@ -128,6 +128,20 @@ def _gemini_event(text: str, output: int) -> bytes:
     return b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n"
 
 
+def _spent_on_gemini_stream(upstream: ScriptedUpstream) -> tuple[int, httpx.Response]:
+    """The tokens a Gemini stream from `upstream` was charged, and the caller's reply."""
+    with metered(upstream, RATE_LIMIT_TOKENS=str(LIMIT)) as proxy:
+        before = remaining(proxy)
+        reply = httpx.post(
+            f"{proxy.url}{GEMINI_STREAM}",
+            json=GEMINI_BODY,
+            headers={"x-goog-api-key": AUTH["Authorization"].split()[1]},
+            timeout=60,
+        )
+        assert reply.status_code == 200
+        return before - remaining(proxy), reply
+
+
 def _charged_for_gemini_stream(parts: list[bytes]) -> int:
     upstream = ScriptedUpstream(
         models_or(
@@ -138,16 +152,7 @@ def _charged_for_gemini_stream(parts: list[bytes]) -> int:
             )
         )
     )
-    with metered(upstream, RATE_LIMIT_TOKENS=str(LIMIT)) as proxy:
-        before = remaining(proxy)
-        reply = httpx.post(
-            f"{proxy.url}{GEMINI_STREAM}",
-            json=GEMINI_BODY,
-            headers={"x-goog-api-key": AUTH["Authorization"].split()[1]},
-            timeout=30,
-        )
-        assert reply.status_code == 200
-        return before - remaining(proxy)
+    return _spent_on_gemini_stream(upstream)[0]
 
 
 def test_a_stream_compressed_member_by_member_is_charged_to_its_end() -> None:
@@ -194,17 +199,9 @@ def _charged_for_plain_gemini_stream(body: bytes) -> int:
     upstream = ScriptedUpstream(
         models_or(lambda r: (200, [("content-type", "text/event-stream")], [(0, p) for p in parts]))
     )
-    with metered(upstream, RATE_LIMIT_TOKENS=str(LIMIT)) as proxy:
-        before = remaining(proxy)
-        reply = httpx.post(
-            f"{proxy.url}{GEMINI_STREAM}",
-            json=GEMINI_BODY,
-            headers={"x-goog-api-key": AUTH["Authorization"].split()[1]},
-            timeout=60,
-        )
-        assert reply.status_code == 200
-        assert len(reply.content) == len(body)
-        return before - remaining(proxy)
+    spent, reply = _spent_on_gemini_stream(upstream)
+    assert len(reply.content) == len(body)
+    return spent
 
 
 def test_an_event_of_megabytes_that_carries_the_usage_is_read() -> None:
