@@ -15,6 +15,8 @@ import zlib
 from collections.abc import Iterator
 
 GZIP_CODINGS = (b"gzip", b"x-gzip")
+# Every Content-Encoding an `Inflater` reads; a reply in any other cannot be read.
+INFLATABLE = (*GZIP_CODINGS, b"deflate")
 
 
 class Inflater:

@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Iterable
 from typing import TypeVar
 
-from core.inflating import GZIP_CODINGS, Inflater
+from core.inflating import INFLATABLE, Inflater
 
 Frame = TypeVar("Frame", str, bytes)
 
@@ -265,7 +265,7 @@ class StreamScrubber:
         self._inflater: Inflater | None = None
         self._readable = True
         self._room: int | None = _MAX_INFLATED if error else None
-        if encoding in GZIP_CODINGS or encoding == b"deflate":
+        if encoding in INFLATABLE:
             self._inflater = Inflater(encoding)
         elif self.inflates:
             self._readable = False

@@ -44,7 +44,8 @@ class AbortsAreNoFaults(logging.Filter):
     byte count or its rule. Its traceback would read as a fault and bury real ones."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info:
+            return True  # most lines: no exception to look at
         from core.errors import UpstreamStreamBroken  # loaded by then: the app raised it
 
-        exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, UpstreamStreamBroken)
+        return not isinstance(record.exc_info[1], UpstreamStreamBroken)

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from core.headers import content_coding
-from core.inflating import GZIP_CODINGS, Inflater
+from core.inflating import INFLATABLE, Inflater
 from core.protocols import UnreadableUsage, Usage
 from core.usage.jsonbytes import has_escaped_key
 
@@ -86,7 +86,7 @@ class UsageMeter:
         # Every Content-Encoding line, as the scrubber reads them (core/headers.py).
         if encoding is None:
             encoding = content_coding(headers)
-        if encoding in GZIP_CODINGS or encoding == b"deflate":
+        if encoding in INFLATABLE:
             self._inflate = Inflater(encoding)
         elif encoding:
             self.readable = False
