@@ -6,7 +6,6 @@ import hmac
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from core.access.guard_settings import (
@@ -25,6 +24,7 @@ from core.providers import (
     provider_env_names,
     split_upstreams,
 )
+from core.records import Record, field
 from core.routing import RoutingSettings, parse_routing_settings
 
 # Only the limits: settings never import the runner (uvicorn and the protocols).
@@ -134,8 +134,7 @@ SERVER_LIMITS: dict[str, Setting] = {
 }
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(Record):
     """Everything the proxy reads from its environment, read once at start (load_settings)."""
 
     upstream_base_url: str = setting(

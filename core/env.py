@@ -1,8 +1,8 @@
 """Reading typed settings from environment variables, one problem sentence per bad value.
 
-A setting is declared once, as a dataclass field made by `setting(...)`: its variable, its
-default, its bounds and a one-line description sit together, `read_settings` reads every
-declared field of a dataclass from the environment, and the configuration reference
+A setting is declared once, as a record field (core/records.py) made by `setting(...)`:
+its variable, its default, its bounds and a one-line description sit together,
+`read_settings` reads every declared field of a record class from the environment, and the configuration reference
 (core/settings_reference.py) is generated from the same declarations. Every number is
 checked here, in one place: finite, within its declared bounds, so a value that would
 break every request later (NaN, Infinity, 1e308, a negative count) is refused at start.
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import MISSING, Field, field, fields
 from typing import Any, NamedTuple, TypeVar
+
+from core.records import MISSING, Field, Record, field, fields
 
 T = TypeVar("T")
 
@@ -53,7 +54,7 @@ def setting(
     shown_default: str | None = None,
     unit: str = "",
 ) -> Any:
-    """A dataclass field read from `env`. secret=True keeps it out of repr (tracebacks, logs)."""
+    """A record field read from `env`. secret=True keeps it out of repr (tracebacks, logs)."""
     spec = Setting(env, description, low, high, zero_is_off, choices, custom, shown_default, unit)
     metadata = {"setting": spec}
     if callable(default):
@@ -61,15 +62,15 @@ def setting(
     return field(default=default, repr=not secret, metadata=metadata)
 
 
-def declared(cls: type) -> Iterator[tuple[Field[Any], Setting]]:
-    """Every field of dataclass `cls` declared by `setting(...)`, in declaration order."""
+def declared(cls: type[Record]) -> Iterator[tuple[Field, Setting]]:
+    """Every field of record class `cls` declared by `setting(...)`, in declaration order."""
     for item in fields(cls):
         spec = item.metadata.get("setting")
         if isinstance(spec, Setting):
             yield item, spec
 
 
-def default_of(item: Field[Any]) -> Any:
+def default_of(item: Field) -> Any:
     if item.default is not MISSING:
         return item.default
     if item.default_factory is not MISSING:
@@ -80,7 +81,7 @@ def default_of(item: Field[Any]) -> Any:
 def read_settings(
     cls: Callable[..., T], env: Mapping[str, str], problems: list[str], **given: Any
 ) -> T:
-    """An instance of dataclass `cls`: every declared, non-custom field read from `env`
+    """An instance of record class `cls`: every declared, non-custom field read from `env`
     (a bad value adds one sentence to `problems` and keeps the default), `given` as is."""
     values = dict(given)
     for item, spec in declared(cls):  # type: ignore[arg-type]

@@ -20,13 +20,13 @@ model name.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from core.errors import ErrorShape
 from core.protocols import WIRES, Wire
+from core.records import Record, field, replace
 
 # Statuses after which the same request is tried once more on the provider's next key.
 RETRY_ON_NEXT_KEY = frozenset({429, 500, 502, 503, 504})
@@ -125,8 +125,7 @@ class OpenAISurface(NamedTuple):
     models_query: str = ""
 
 
-@dataclass(frozen=True)
-class Provider:
+class Provider(Record):
     """One upstream route: its path prefix, origin, keys and what its protocol can do."""
 
     name: str

@@ -11,7 +11,6 @@ import asyncio
 import functools
 import json
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.errors import BadRequest, MethodNotAllowed, PayloadTooLarge, Unauthorized
@@ -252,41 +251,89 @@ def _parse(body: bytes, strict: bool, wire: Wire, shared: bool = False) -> Any:
         raise BadRequest(f"The request body is not valid JSON ({reason}).") from None
 
 
-@dataclass(slots=True, eq=False)  # state, not a value: compared by identity
 class ProxyRequest:
-    """One caller request as the stages see it: where it goes, its body, and what was decided."""
+    """One caller request as the stages see it: where it goes, its body, and what was decided.
 
-    scope: Scope
-    method: str
-    provider: Provider
-    # The path after the provider's prefix, as sent; `path` is it normalised for matching.
-    remainder: str
-    path: str
-    route: Route
-    # The raw query with the credential parameter taken out.
-    query: bytes
-    credential: bytes | None
-    headers: list[tuple[bytes, bytes]]
-    content_length: int | None
-    content_type: bytes
-    content_encoding: bytes
-    origin: bytes | None
-    log: RequestLog | None
-    body: bytes = b""
-    caller: Caller | None = None
-    # The identity limits, budgets and usage are counted under (core/access/identify.py).
-    counted_as: str = ""
-    # Parse with the repeated-field checks: on when a rule decides on the body.
-    strict: bool = True
-    # A resumable upload's bytes (core/proxy/uploads.py): raw, whatever Content-Type says.
-    upload_leg: bool = False
-    # Which of the provider's upstream targets served it (pinned beforehand for an upload
-    # leg: its session lives on the target that started it).
-    target: int | None = None
-    # MAX_JSON_BYTES, once the body is read: it bounds a body parsed as JSON for its
-    # shape (`{...}` labelled text/plain) as it bounds one labelled JSON. 0: no bound.
-    max_json_bytes: int = 0
-    _document: Any = field(default=_NOT_PARSED, repr=False)
+    State, not a value: compared by identity. A plain class with slots rather than a
+    dataclass, whose generated methods CPython compiles at every cold start."""
+
+    __slots__ = (
+        "_document",
+        "body",
+        "caller",
+        "content_encoding",
+        "content_length",
+        "content_type",
+        "counted_as",
+        "credential",
+        "headers",
+        "log",
+        "max_json_bytes",
+        "method",
+        "origin",
+        "path",
+        "provider",
+        "query",
+        "remainder",
+        "route",
+        "scope",
+        "strict",
+        "target",
+        "upload_leg",
+    )
+
+    def __init__(
+        self,
+        *,
+        scope: Scope,
+        method: str,
+        provider: Provider,
+        remainder: str,
+        path: str,
+        route: Route,
+        query: bytes,
+        credential: bytes | None,
+        headers: list[tuple[bytes, bytes]],
+        content_length: int | None,
+        content_type: bytes,
+        content_encoding: bytes,
+        origin: bytes | None,
+        log: RequestLog | None,
+    ) -> None:
+        self.scope = scope
+        self.method = method
+        self.provider = provider
+        # The path after the provider's prefix, as sent; `path` is it normalised for
+        # matching.
+        self.remainder = remainder
+        self.path = path
+        self.route = route
+        # The raw query with the credential parameter taken out.
+        self.query = query
+        self.credential = credential
+        self.headers = headers
+        self.content_length = content_length
+        self.content_type = content_type
+        self.content_encoding = content_encoding
+        self.origin = origin
+        self.log = log
+        self.body = b""
+        self.caller: Caller | None = None
+        # The identity limits, budgets and usage are counted under
+        # (core/access/identify.py).
+        self.counted_as = ""
+        # Parse with the repeated-field checks: on when a rule decides on the body.
+        self.strict = True
+        # A resumable upload's bytes (core/proxy/uploads.py): raw, whatever Content-Type
+        # says.
+        self.upload_leg = False
+        # Which of the provider's upstream targets served it (pinned beforehand for an
+        # upload leg: its session lives on the target that started it).
+        self.target: int | None = None
+        # MAX_JSON_BYTES, once the body is read: it bounds a body parsed as JSON for its
+        # shape (`{...}` labelled text/plain) as it bounds one labelled JSON. 0: no bound.
+        self.max_json_bytes = 0
+        self._document: Any = _NOT_PARSED
 
     @property
     def wire(self) -> Wire:

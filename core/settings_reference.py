@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import Field
 from typing import Any
 
 from core.env import Setting, declared, default_of
 from core.providers import CATALOGUE, provider_env_names
+from core.records import Field
 
 # Read by the entry points (`llm-proxy serve`, handlers/http.py), not by the proxy.
 ENTRY_POINT_VARIABLES: tuple[tuple[str, str, str, str], ...] = (
@@ -223,7 +223,7 @@ def _provider_rows() -> Iterator[tuple[str, str, str, str]]:
         yield upstream, origin, "URL, comma list", f"The {record.name} origin."
 
 
-def _row(item: Field[Any], spec: Setting) -> tuple[str, str, str, str]:
+def _row(item: Field, spec: Setting) -> tuple[str, str, str, str]:
     name, default, kind, text = _row_of(spec, default_of(item), str(item.type))
     if not item.repr:  # a key, a token, or a URL that may carry a password
         kind += ", secret (never logged)"

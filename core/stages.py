@@ -23,9 +23,10 @@ it takes a copy of the reply as the caller gets it and decides at settlement wha
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+
+from core.records import Record
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -39,34 +40,61 @@ T = TypeVar("T")
 RawHeaders = list[tuple[bytes, bytes]]
 
 
-@dataclass(eq=False)  # state, not a value: compared by identity
 class Outcome:
-    """How an exchange ended, as settlement needs it."""
+    """How an exchange ended, as settlement needs it. State, not a value: compared by
+    identity (a plain class: a dataclass's methods are compiled at every cold start)."""
 
-    upstream_status: int | None = None
-    # What the meter read; None if the reply reported no usage it could read.
-    usage: Usage | None = None
-    # The reply was read to its end (not cut by the caller leaving or the upstream failing).
-    complete: bool = False
-    caller_left: bool = False
-    # Set by the budget's settlement: what this request cost in US dollars.
-    cost_usd: float | None = None
-    # Answered from the response cache: no upstream call, nothing to charge; `usage` is
-    # what the stored reply reported (the tokens saved).
-    cache_hit: bool = False
-    # The request went to the provider (a connection was made or may have been): it may
-    # run and be billed even if no answer comes back (the caller left before the headers,
-    # the first byte timed out).
-    sent: bool = False
-    # Further upstream calls of this request whose usage could not be read (a Gemini
-    # stream's continuations, core/proxy/recovery.py): each is charged its reservation on
-    # top of `usage` (what the others reported; None: the first was unread too, charged
-    # its reservation), fail closed per call rather than one reservation for them all.
-    unread_calls: int = 0
-    # The usage read counts only what came before the answer (an Anthropic stream's
-    # message_start with no message_delta after it): charged as a reply cut short, even
-    # when its body ended cleanly.
-    usage_partial: bool = False
+    __slots__ = (
+        "cache_hit",
+        "caller_left",
+        "complete",
+        "cost_usd",
+        "sent",
+        "unread_calls",
+        "upstream_status",
+        "usage",
+        "usage_partial",
+    )
+
+    def __init__(
+        self,
+        upstream_status: int | None = None,
+        usage: Usage | None = None,
+        *,
+        complete: bool = False,
+        caller_left: bool = False,
+        cost_usd: float | None = None,
+        cache_hit: bool = False,
+        sent: bool = False,
+        unread_calls: int = 0,
+        usage_partial: bool = False,
+    ) -> None:
+        self.upstream_status = upstream_status
+        # What the meter read; None if the reply reported no usage it could read.
+        self.usage = usage
+        # The reply was read to its end (not cut by the caller leaving or the upstream
+        # failing).
+        self.complete = complete
+        self.caller_left = caller_left
+        # Set by the budget's settlement: what this request cost in US dollars.
+        self.cost_usd = cost_usd
+        # Answered from the response cache: no upstream call, nothing to charge; `usage`
+        # is what the stored reply reported (the tokens saved).
+        self.cache_hit = cache_hit
+        # The request went to the provider (a connection was made or may have been): it
+        # may run and be billed even if no answer comes back (the caller left before the
+        # headers, the first byte timed out).
+        self.sent = sent
+        # Further upstream calls of this request whose usage could not be read (a Gemini
+        # stream's continuations, core/proxy/recovery.py): each is charged its
+        # reservation on top of `usage` (what the others reported; None: the first was
+        # unread too, charged its reservation), fail closed per call rather than one
+        # reservation for them all.
+        self.unread_calls = unread_calls
+        # The usage read counts only what came before the answer (an Anthropic stream's
+        # message_start with no message_delta after it): charged as a reply cut short,
+        # even when its body ended cleanly.
+        self.usage_partial = usage_partial
 
     @property
     def billable(self) -> bool:
@@ -135,8 +163,7 @@ class Check(Protocol):
 Settler = Callable[["ProxyRequest", Outcome], Awaitable[None]]
 
 
-@dataclass
-class StoredReply:
+class StoredReply(Record):
     """A whole reply as the caller got it, kept to be sent again byte for byte."""
 
     status: int
@@ -182,12 +209,14 @@ def reply_ticket(tickets: list[Ticket]) -> ReplyTicket | None:
     return None
 
 
-@dataclass(eq=False)  # state, not a value: compared by identity
 class HeaderTicket:
     """A ticket that only adds headers and has nothing to settle."""
 
-    headers: RawHeaders = field(default_factory=list)
-    needs_usage: bool = False
+    __slots__ = ("headers", "needs_usage")
+
+    def __init__(self, headers: RawHeaders | None = None, needs_usage: bool = False) -> None:
+        self.headers: RawHeaders = [] if headers is None else headers
+        self.needs_usage = needs_usage
 
     async def settle(self, outcome: Outcome) -> None:
         return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 Scope = MutableMapping[str, Any]
@@ -22,9 +21,10 @@ async def send_response(
     await send({"type": "http.response.body", "body": body})
 
 
-# init=False: every field but the first three keeps its default on the class until a
-# layer sets it, so a request builds one small instance dict, not twenty-two assignments.
-@dataclass(eq=False, init=False)  # state, not a value: compared by identity
+# Every field but the first three keeps its default on the class until a layer sets it,
+# so a request builds one small instance dict, not twenty-two assignments. State, not a
+# value (compared by identity), and no dataclass: its generated methods are compiled at
+# every cold start (core/records.py).
 class RequestLog:
     """What one access-log line says; filled in as the request goes through the layers."""
 

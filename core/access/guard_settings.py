@@ -8,10 +8,10 @@ start, which checks a request pays for. This module imports nothing heavy: it ru
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from core.env import parse_bool, read_settings, setting
+from core.records import Record
 from core.stores import store_url_problem
 
 # Asymmetric algorithms only: a JWKS holds public keys, and an HMAC algorithm would let
@@ -23,8 +23,7 @@ DEFAULT_JWT_ALGORITHMS = ("RS256", "ES256")
 CLIENT_IP_SOURCES = ("auto", "socket", "aws", "vercel", "cloud-run")
 
 
-@dataclass(frozen=True)
-class GuardSettings:
+class GuardSettings(Record):
     """Who may call and how much: sign-in (JWT), anonymous callers, rate limits, caps."""
 
     # Sign-in: tokens of an identity provider, checked against its published keys.

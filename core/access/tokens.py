@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from dataclasses import replace
+from dataclasses import replace  # noqa: TID251  # a token record is a dataclass
 from datetime import UTC, datetime
 
 from core.digest import sha256_hex

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from core.env import read_settings, setting
+from core.records import Record
 from core.stores import STORE_SCHEMES
 
 DEFAULT_MAX_ENTRY_BYTES = 1024 * 1024
@@ -16,8 +16,7 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 CACHE_SCOPES = ("caller", "shared")
 
 
-@dataclass(frozen=True)
-class CacheSettings:
+class CacheSettings(Record):
     """The response cache: where it keeps replies, for how long, and which it keeps."""
 
     # repr=False: a redis:// URL carries the store's password.

@@ -15,13 +15,13 @@ stays on the default route, as without MODEL_ROUTES.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from core.errors import BadRequest, NotFound
 from core.protocols import OpenAIWire, decoded_path
 from core.providers import Provider
 from core.proxy.fallbacks import MODEL_HEADER, ModelTicket  # noqa: F401 (re-exported)
+from core.records import replace
 from core.routing import RoutingSettings, parse_routing_settings  # noqa: F401 (re-exported)
 from core.usage.caps import UnmeteredRouteRefused
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from core.errors import ProxyError, UpstreamStreamBroken, forget_frames, map_transport_error
@@ -48,26 +47,46 @@ class ReplySource(Protocol):
     def stream_errors(self) -> tuple[type[BaseException], ...]: ...
 
 
-@dataclass(eq=False)  # state, not a value: compared by identity
 class Exchange:
-    """What the relay and the disconnect listener share."""
+    """What the relay and the disconnect listener share. State, not a value: compared by
+    identity (a plain class: a dataclass's methods are compiled at every cold start)."""
 
-    outcome: Outcome = field(default_factory=Outcome)
-    # Set before the last body message: some servers answer receive() with a disconnect
-    # as soon as the response is complete, which is not the caller leaving.
-    response_done: bool = False
-    settled: bool = False
-    # The stream's last event went out (core/proxy/stream_end.py), settled, and the
-    # upstream's end of body is still to come.
-    awaiting_upstream_end: bool = False
-    error: BaseException | None = None
-    # The refusal of a rule that stopped the reply while it was relayed (open_checks.py),
-    # and whether the head went out before (then the connection is aborted instead).
-    stopped_by: ProxyError | None = None
-    head_sent: bool = False
-    meter: UsageMeter | None = None
-    # The response cache's copy of the reply (core/cache), fed what the caller gets.
-    copy: ReplyTicket | None = None
+    __slots__ = (
+        "awaiting_upstream_end",
+        "copy",
+        "error",
+        "head_sent",
+        "meter",
+        "outcome",
+        "response_done",
+        "settled",
+        "stopped_by",
+    )
+
+    def __init__(
+        self,
+        outcome: Outcome | None = None,
+        *,
+        settled: bool = False,
+        copy: ReplyTicket | None = None,
+    ) -> None:
+        self.outcome = Outcome() if outcome is None else outcome
+        # Set before the last body message: some servers answer receive() with a
+        # disconnect as soon as the response is complete, which is not the caller leaving.
+        self.response_done = False
+        self.settled = settled
+        # The stream's last event went out (core/proxy/stream_end.py), settled, and the
+        # upstream's end of body is still to come.
+        self.awaiting_upstream_end = False
+        self.error: BaseException | None = None
+        # The refusal of a rule that stopped the reply while it was relayed
+        # (open_checks.py), and whether the head went out before (then the connection is
+        # aborted instead).
+        self.stopped_by: ProxyError | None = None
+        self.head_sent = False
+        self.meter: UsageMeter | None = None
+        # The response cache's copy of the reply (core/cache), fed what the caller gets.
+        self.copy = copy
 
 
 def reply_headers(

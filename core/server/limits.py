@@ -7,13 +7,12 @@ the environment never loads uvicorn or the runner.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from core.env import parse_float, parse_int
+from core.records import Record
 
 
-@dataclass(frozen=True)
-class ServerLimits:
+class ServerLimits(Record):
     """Bounds the server protocols enforce per connection (core/server/bounds.py)."""
 
     # Request line + headers; past this the reply is 431.

@@ -4,6 +4,7 @@ protocols of this package."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 from typing import Any
 
@@ -32,12 +33,22 @@ def http_protocol() -> Any:
 
 def websocket_protocol() -> Any:
     """uvicorn's WebSocket protocol with the send bound, or uvicorn's own choice where the
-    `websockets` library it builds on is missing (then it has none, or wsproto's)."""
-    try:
-        from core.server.websocket_protocol import BoundedWebSocketProtocol
-    except ImportError:
+    `websockets` library it builds on is missing (then it has none, or wsproto's).
+
+    The protocol is imported at a connection's first upgrade, not at start: it and the
+    library under it hold about 1.4 MB of a server's memory for its whole life, which a
+    deployment no realtime session reaches never needs (uvicorn only calls what it is given
+    with the connection's config and state)."""
+    if importlib.util.find_spec("websockets") is None:
         return "auto"
-    return BoundedWebSocketProtocol
+    return bounded_websocket_protocol
+
+
+def bounded_websocket_protocol(**state: Any) -> asyncio.Protocol:
+    """The protocol for one upgraded connection (uvicorn's keyword arguments, as given)."""
+    from core.server.websocket_protocol import BoundedWebSocketProtocol
+
+    return BoundedWebSocketProtocol(**state)
 
 
 def server_config(

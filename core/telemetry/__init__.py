@@ -14,6 +14,7 @@ The interface and its hooks are in core/telemetry/hub.py.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -72,11 +73,12 @@ def build_telemetry(
     metrics_token = env.get("METRICS_TOKEN", "").strip()
     prometheus = None
     if serving.SERVER:
-        try:
-            from core.telemetry.prometheus import MetricsEndpoint, PrometheusSink
-        except ImportError:
+        # Looked up, not imported: the library is only needed at a scrape (prometheus.py).
+        if importlib.util.find_spec("prometheus_client") is None:
             logger.warning("prometheus_client is not installed: /metrics is off")
         else:
+            from core.telemetry.prometheus import MetricsEndpoint, PrometheusSink
+
             prometheus = PrometheusSink()
             sinks.append(prometheus)
     if ledger is not None:

@@ -22,15 +22,16 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
-
 from core.errors import NotFound, Unauthorized, send_error
 
+# prometheus_client is imported at the first scrape, not at start (`exposition`, `family`):
+# one process keeps its own totals and only needs the library to write them out, and the
+# library with what it imports (wsgiref, http.server, threading's timers) is about 1.2 MB
+# of a server's memory for life, which a deployment nobody scrapes never uses.
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
+
     from core.telemetry.record import RequestRecord
     from core.types import Receive, Scope, Send
 
@@ -132,6 +133,8 @@ class _Count:
 
     def family(self) -> Metric:
         """As prometheus_client's own Counter or Gauge exposes it."""
+        from prometheus_client.metrics_core import Metric
+
         metric = Metric(self.name, self.doc, self.kind)
         created = self.created
         for key, value in list(self.values.items()):
@@ -155,8 +158,9 @@ class _Histogram:
         self.doc = doc
         self.labels = labels
         self.bounds = [float(bound) for bound in buckets]
-        # The bucket labels, as prometheus_client writes them (le="+Inf" last).
-        self.upper = [floatToGoString(bound) for bound in (*self.bounds, math.inf)]
+        # The bucket labels, as prometheus_client writes them (le="+Inf" last): at the first
+        # scrape, with the library.
+        self.upper: list[str] = []
         # Per label values: one count per bucket (+Inf last), then the sum.
         self.series: dict[Key, list[float]] = {}
         self.created: dict[Key, float] = {}
@@ -171,6 +175,11 @@ class _Histogram:
         series[-1] += value
 
     def family(self) -> Metric:
+        from prometheus_client.metrics_core import Metric
+        from prometheus_client.utils import floatToGoString
+
+        if not self.upper:
+            self.upper = [floatToGoString(bound) for bound in (*self.bounds, math.inf)]
         metric = Metric(self.name, self.doc, "histogram")
         name = self.name
         for key, series in list(self.series.items()):
@@ -186,7 +195,9 @@ class _Histogram:
         return metric
 
 
-class _Collector(Collector):
+class _Collector:
+    """What a registry of prometheus_client reads at a scrape (its `Collector` protocol)."""
+
     def __init__(self, metrics: list[_Count | _Histogram]) -> None:
         self.metrics = metrics
 
@@ -227,20 +238,16 @@ class PrometheusSink:
             _FIRST_CHUNK_NAME, _FIRST_CHUNK, ("route", "operation"), SECONDS_BUCKETS
         )
         self.open = _Count("llm_proxy_open", _OPEN, ("kind",), "gauge")
-        self.registry = registry = CollectorRegistry()
-        registry.register(
-            _Collector(
-                [
-                    self.requests,
-                    self.tokens,
-                    self.cache_hits,
-                    self.spend,
-                    self.duration,
-                    self.first_chunk,
-                    self.open,
-                ]
-            )
-        )
+        self.own: list[_Count | _Histogram] = [
+            self.requests,
+            self.tokens,
+            self.cache_hits,
+            self.spend,
+            self.duration,
+            self.first_chunk,
+            self.open,
+        ]
+        self.registry = None  # made at the first scrape (`exposition`)
 
     def _client_metrics(self) -> None:
         """`--workers N`: prometheus_client's metrics, whose values every worker writes to
@@ -298,13 +305,19 @@ class PrometheusSink:
         return None
 
     def exposition(self) -> bytes:
+        from prometheus_client import CollectorRegistry, generate_latest
+
         if self.multiprocess:
             from prometheus_client import multiprocess
 
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
-        assert self.registry is not None
+        if self.registry is None:
+            # Our own registry (several apps in one process, tests or embedding, never
+            # collide).
+            self.registry = CollectorRegistry()
+            self.registry.register(_Collector(self.own))
         return generate_latest(self.registry)
 
 
@@ -344,6 +357,8 @@ class MetricsEndpoint:
             else:
                 await send_error(send, NotFound("No route for '/metrics' on this proxy."), "openai")
             return
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
         body = self.sink.exposition()
         headers = [
             (b"content-type", CONTENT_TYPE_LATEST.encode()),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -26,23 +25,25 @@ REGISTERED_PROVIDERS = frozenset(
 )
 
 
-@dataclass
 class Attempt:
     """One upstream try: a key or target failover makes several, a recovery one more."""
 
-    server: str
-    started_ns: int
-    ended_ns: int = 0
-    status: int | None = None
-    error: str | None = None
-    # The OpenTelemetry child span, where traces are on.
-    span: Any = None
+    __slots__ = ("ended_ns", "error", "server", "span", "started_ns", "status")
+
+    def __init__(self, server: str, started_ns: int) -> None:
+        self.server = server
+        self.started_ns = started_ns
+        self.ended_ns = 0
+        self.status: int | None = None
+        self.error: str | None = None
+        # The OpenTelemetry child span, where traces are on.
+        self.span: Any = None
 
 
-# init=False: the fields a request does not set keep their defaults on the class (one
-# small instance dict a request, not twenty-five assignments); `attempts`, the one
-# mutable default, is made per record.
-@dataclass(init=False)
+# The fields a request does not set keep their defaults on the class (one small instance
+# dict a request, not twenty-five assignments); `attempts`, the one mutable default, is
+# made per record. Neither is a dataclass: its generated methods would be compiled at
+# every cold start (core/records.py).
 class RequestRecord:
     kind: str  # "http" or "websocket"
     method: str

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from core.records import Record
 
 
-@dataclass(frozen=True, slots=True)
-class Timeouts:
+class Timeouts(Record):
     # Seconds to open a connection (sock_connect / httpx's connect).
     connect: float
     # Seconds to the first byte and between bytes; there is no total: a stream that keeps

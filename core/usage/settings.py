@@ -6,9 +6,9 @@ Off unless a budget is set. This module imports nothing heavy: it runs at every 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from core.env import read_settings, setting
+from core.records import Record
 
 # The price bounds, written once (bounds.py): the price table itself loads only when used.
 from core.usage.bounds import MAX_INPUT_LIMIT, MAX_OUTPUT_LIMIT, MAX_RATE_USD
@@ -19,8 +19,7 @@ MAX_BUDGET_USD = 10_000_000.0
 BUDGET_WINDOWS = ("day", "month")
 
 
-@dataclass(frozen=True)
-class UsageSettings:
+class UsageSettings(Record):
     """Spend budgets (per caller, in total, their window) and model prices."""
 
     budget_per_caller_usd: float = setting(

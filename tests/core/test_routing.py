@@ -134,9 +134,8 @@ def test_surface_records_keep_the_name_and_take_the_surface_key_header() -> None
 
 
 def test_a_surface_without_stream_usage_is_not_asked_for_it() -> None:
-    from dataclasses import replace
-
     from core.protocols import Route
+    from core.records import replace
 
     vendor = replace(
         next(r for r in CATALOGUE if r.name == "groq"),

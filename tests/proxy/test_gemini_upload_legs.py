@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,6 +20,7 @@ from core.providers import CATALOGUE
 from core.proxy import uploads
 from core.proxy.scrub import Scrubber
 from core.proxy.uploads import proxy_upload_url, public_origin, upload_id_of
+from core.records import replace
 from core.stores import open_store
 from tests.support.gemini import START, upload
 from tests.support.gemini import UPLOAD_KEY as GEMINI_KEY

@@ -470,13 +470,12 @@ def test_a_model_name_with_control_characters_still_gets_its_reply(
 def test_a_surface_without_stream_usage_is_refused_streams_under_a_cap() -> None:
     """A vendor whose OpenAI-compatible surface cannot report a stream's usage: under a
     budget its streams are refused (nothing sent), its whole replies still metered."""
-    from dataclasses import replace
-
     from core.app import create_app
     from core.config import load_settings
     from core.devtools.mock_upstream import MockOptions, MockUpstream
     from core.providers import OpenAISurface
     from core.proxy.model_routes import surface_record
+    from core.records import replace
     from tests.support.servers import proxy_env, serve_in_thread
 
     with serve_in_thread(MockUpstream(MockOptions())) as vendor:

@@ -23,7 +23,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from core.server.h11_protocol import BoundedH11Protocol
 from core.server.httptools_protocol import BoundedHttpToolsProtocol
 from core.server.limits import ServerLimits
-from core.server.runner import server_config
+from core.server.runner import bounded_websocket_protocol, server_config
 from core.types import DIRECT_BODY, DISCONNECT_WATCH
 from tests.server.protocol_harness import HEAD, App, connect, settle
 
@@ -189,7 +189,8 @@ async def test_the_upgrade_goes_to_the_bounded_websocket_protocol_uvicorn_would_
     assert issubclass(BoundedWebSocketProtocol, AutoWebSocketsProtocol)  # type: ignore[arg-type]
     config = server_config(App(), "127.0.0.1", 0, ServerLimits(send_timeout=0.2))
     config.load()
-    assert config.ws_protocol_class is BoundedWebSocketProtocol
+    # A function that builds it at the upgrade (uvicorn calls what it is given).
+    assert config.ws_protocol_class is bounded_websocket_protocol
 
     async def session(scope: Any, receive: Any, send: Any) -> None:
         await receive()  # websocket.connect
@@ -197,7 +198,7 @@ async def test_the_upgrade_goes_to_the_bounded_websocket_protocol_uvicorn_would_
         await receive()  # until the connection goes
 
     protocol, transport = connect(BoundedHttpToolsProtocol, session, send_timeout=0.2)
-    protocol.ws_protocol_class = BoundedWebSocketProtocol  # as from server_config's Config
+    protocol.ws_protocol_class = config.ws_protocol_class  # as from server_config's Config
     protocol.data_received(
         b"GET /v1/realtime HTTP/1.1\r\nHost: proxy.test\r\nConnection: Upgrade\r\n"
         b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
