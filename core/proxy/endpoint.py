@@ -176,6 +176,7 @@ class ProxyEndpoint:
         shape: ErrorShape = "openai"
         log = _request_log(scope)
         request: ProxyRequest | None = None
+        provider: Provider | None = None
         try:
             provider, remainder = self.route(scope)
             shape = scope[ERROR_SHAPE] = provider.error_shape
@@ -189,18 +190,32 @@ class ProxyEndpoint:
                 log.error = error.code
             extra = [(b"allow", ALLOW_HEADER)] if isinstance(error, MethodNotAllowed) else []
             if (
-                request is not None
-                and request.upload_leg
-                and not error.should_retry
+                not error.should_retry
                 and "x-goog-upload-status" not in error.headers
+                and self.upload_leg(request, provider, scope)
             ):
-                # Any rule's refusal of an upload leg (a limit, a scope, the kill switch):
-                # without an upload status google-genai sends the refused chunk again,
-                # three times over seven seconds, before it fails. A passing fault (503)
-                # is worth those retries.
+                # Any refusal of an upload leg (a limit, a scope, the kill switch, its body's
+                # size, its URL): without an upload status google-genai sends the refused
+                # chunk again, three times over seven seconds, then fails with "Upload
+                # status is not finalized" instead of the reason. A passing fault (503) is
+                # worth those retries.
                 extra.append((b"x-goog-upload-status", b"final"))
             # A route known before the error, or the provider a 404 names (no_route).
             await send_error(send, error, scope.get(ERROR_SHAPE, shape), extra)
+
+    def upload_leg(
+        self, request: ProxyRequest | None, provider: Provider | None, scope: Scope
+    ) -> bool:
+        """Whether a refused request is an upload leg: recognised as one, or refused before
+        it could be (while its URL, headers or body were read) on a resumable-upload route
+        with an upload_id in its query."""
+        if request is not None and request.upload_leg:
+            return True
+        if self.uploads is None or provider is None or not provider.resumable_uploads:
+            return False
+        from core.proxy.uploads import names_upload_id
+
+        return names_upload_id(scope.get("query_string", b""))
 
     async def usage_report(
         self, scope: Scope, receive: Receive, send: Send, budget: Budget | None

@@ -102,6 +102,15 @@ def upload_id_of(query: bytes) -> str | None:
     return value
 
 
+def names_upload_id(query: bytes) -> bool:
+    """Whether a query names an upload_id, well or badly: the request is an upload leg to
+    its client (google-genai), whatever the proxy refuses it for."""
+    try:
+        return upload_id_of(query) is not None
+    except BadRequest:
+        return True
+
+
 def root_upload_route(
     providers: tuple[Provider, ...], path: str, query: bytes
 ) -> tuple[Provider, str] | None:

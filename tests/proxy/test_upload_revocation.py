@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -206,3 +207,35 @@ def test_an_upload_leg_whose_session_store_fails_is_a_503_worth_a_retry(
     assert "token store is unavailable" in refused.json()["error"]["message"]  # Gemini's shape
     assert "x-goog-upload-status" not in refused.headers
     assert "hunter2" not in caplog.text and "OSError" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        # The proxy credential in the leg's URL: refused while the request is read (with
+        # `key=` it is the leg's own credential, and a second copy is the refusal), or
+        # when the leg is matched to the token that started it.
+        (lambda url: (url + f"&key={FAKE_TOKEN}&x={FAKE_TOKEN}", b"hello"), 400),
+        (lambda url: (url + f"&x={FAKE_TOKEN}", b"hello"), 400),
+        # A chunk over MAX_BODY_BYTES.
+        (lambda url: (url, b"x" * 1_100_000), 413),
+    ],
+)
+def test_an_upload_leg_refused_before_it_is_recognised_is_final(
+    mock_upstream: RunningServer, change: Any, status: int
+) -> None:
+    """However early a leg is refused (while its URL and headers are read, before its
+    upload_id is looked up), the refusal says the upload is over: google-genai otherwise
+    sends the chunk again three times and then fails with "Upload status is not
+    finalized", not the proxy's reason."""
+    env = proxy_env(
+        mock_upstream.url,
+        GEMINI_API_KEY=GEMINI_KEY,
+        GEMINI_UPSTREAM=mock_upstream.url,
+        MAX_BODY_BYTES="1000000",
+    )
+    with serve_in_thread(create_app(load_settings(env))) as proxy:
+        url, chunk = change(start_upload(proxy, FAKE_TOKEN))
+        refused = upload(url, chunk)
+    assert refused.status_code == status, refused.text
+    assert refused.headers["x-goog-upload-status"] == "final"
