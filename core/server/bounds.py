@@ -50,6 +50,8 @@ class BoundedConnection(SendBound):
     limits from the uvicorn Config (`server_limits`, set by core/server/runner.py): the
     protocol classes stay importable by name, as worker processes unpickle the Config."""
 
+    __slots__ = ("_body_timer", "_head_timer", "_proxy_app", "_watched", "limits")
+
     if TYPE_CHECKING:  # set by the uvicorn protocol that follows in the MRO
         config: Any
         app: Any

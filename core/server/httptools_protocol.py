@@ -29,6 +29,8 @@ _BODY = 2  # the head is complete: the request is the app's, its body may still 
 
 
 class BoundedHttpToolsProtocol(BoundedConnection, HttpToolsProtocol):
+    __slots__ = ("_head_bytes", "_parsed", "_state")
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.init_bounds()
