@@ -70,11 +70,12 @@ def jwt_verify(samples: int = 2000) -> list[str]:
     from core.access.jwt_auth import JWKSCache, JWTVerifier
 
     lines = []
-    for alg, private, maker in (
-        ("RS256", rsa.generate_private_key(public_exponent=65537, key_size=2048), RSAAlgorithm),
-        ("ES256", ec.generate_private_key(ec.SECP256R1()), ECAlgorithm),
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    for alg, private, jwk in (
+        ("RS256", rsa_key, RSAAlgorithm.to_jwk(rsa_key.public_key(), as_dict=True)),
+        ("ES256", ec_key, ECAlgorithm.to_jwk(ec_key.public_key(), as_dict=True)),
     ):
-        jwk = maker.to_jwk(private.public_key(), as_dict=True)
         jwk.update(kid="k1", alg=alg)
         cache = JWKSCache("http://127.0.0.1:9/unused")
         cache._keys = {"k1": jwk}  # a warm cache, as after the first request

@@ -7,6 +7,7 @@ so figures compare adapters with each other, not with the throughput figures of 
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
@@ -62,8 +63,8 @@ def measure(platform: type[Adapter], upstream: str, starts: int, samples: int) -
             ready.append(time.monotonic() - began)
             if attempt == starts - 1:
                 adapter.send(chat)  # the first request builds the upstream pool
-                totals, _ = _timed(lambda a=adapter: a.send(chat), samples)
-                _, firsts = _timed(lambda a=adapter: a.send(stream), samples)
+                totals, _ = _timed(functools.partial(adapter.send, chat), samples)
+                _, firsts = _timed(functools.partial(adapter.send, stream), samples)
                 figures["chat_p50"] = median(totals)
                 figures["chat_p90"] = statistics.quantiles(totals, n=10)[-1]
                 figures["stream_first_byte_p50"] = median(firsts)

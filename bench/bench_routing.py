@@ -125,7 +125,7 @@ def decision_cost(requests: int = 20_000, repeats: int = 7) -> float:
         for _ in range(repeats):
             started = time.process_time()
             for _ in range(requests):
-                await router.route(request, [], None)  # type: ignore[arg-type]
+                await router.route(request, [], None, app.endpoint.scrubber)  # type: ignore[arg-type]
                 router.fallbacks.after.get(await request.model() or "", ())  # type: ignore[union-attr]
             figures.append((time.process_time() - started) / requests * 1e6)
         return figures

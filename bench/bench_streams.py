@@ -72,7 +72,15 @@ EVENTS = int(
 )  # the mock sends a role event, `chunks` words, a stop event and [DONE]
 # telemetry: the proxy exporting OpenTelemetry traces and metrics to a local sink
 # (bench/otlp_sink.py).
-TARGETS = ("direct", "bare relay", "proxy", "metered", "telemetry", "express", "portkey")
+TARGETS: tuple[str, ...] = (
+    "direct",
+    "bare relay",
+    "proxy",
+    "metered",
+    "telemetry",
+    "express",
+    "portkey",
+)
 # BENCH_STREAMS_BEFORE=<a checkout of an earlier version> adds its proxy and metered proxy
 # to the same run ("proxy before", "metered before"): a change's effect, side by side.
 BEFORE = os.environ.get("BENCH_STREAMS_BEFORE", "")

@@ -175,14 +175,18 @@ def measure(requests: int = 200, count: int = 7) -> dict[str, float]:
         apps = {name: build(upstream, name, collector) for name in VARIANTS}
 
         async def run() -> dict[str, list[float]]:
-            replay = await capture(apps["off"])
-            return await rounds({"client": replay, **apps}, requests, count)
+            try:
+                replay = await capture(apps["off"])
+                return await rounds({"client": replay, **apps}, requests, count)
+            finally:
+                # In the loop the pools were used in (aiohttp's are bound to it), as the
+                # lifespan's shutdown closes them.
+                for app in apps.values():
+                    await app.proxy.upstream.aclose()
+                    if app.proxy.telemetry is not None:
+                        await app.proxy.telemetry.close()
 
         cpu = asyncio.run(run())
-        for app in apps.values():
-            telemetry = getattr(app, "proxy", None) and app.proxy.telemetry
-            if telemetry is not None:
-                asyncio.run(telemetry.close())
     client = min(cpu.pop("client"))
     return {name: min(values) - client for name, values in cpu.items()} | {"client": client}
 
@@ -232,6 +236,7 @@ def profile() -> list[str]:
             await drive(app, 500)
             await flush(app)
             profiler.disable()
+            await app.proxy.upstream.aclose()
             await app.proxy.telemetry.close()
 
         asyncio.run(go())

@@ -84,7 +84,7 @@ def serve_as_deployed(app: ASGIApp) -> Iterator[RunningServer]:
 @contextlib.contextmanager
 def _running(server: uvicorn.Server, run: Callable[[], None]) -> Iterator[RunningServer]:
     """`run` (which serves `server`) in a daemon thread, from started until the block ends."""
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # No signal handlers to keep out: uvicorn installs them only from the main thread.
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
