@@ -151,9 +151,10 @@ def cold_start(runs: int = 10) -> list[str]:
     env = proxy_env("http://127.0.0.1:9")
     bare = _wall_s("pass", env, runs)
     handler = _wall_s("import handlers.http", env, runs)
-    # The dev venv holds the test and docs tools, and httpx imports its command line (click,
-    # rich, pygments) whenever they are installed: about a third of the figure above. A
-    # deploy package has none of them, so the figure users get is measured there too.
+    # In the dev venv the app is a server's (aiohttp installed: its client, which builds its
+    # TLS contexts at import, is most of the figure above), and httpx imports its command
+    # line (click, rich, pygments) whenever they are installed. A function's deploy package
+    # has none of them: the figure functions get is measured there too, below.
     httpx_alone = _wall_s("import httpx", env, runs)
     first = _wall_s(
         "import asyncio, handlers.http as h\n"
