@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -197,6 +199,7 @@ def cold_start(runs: int = 10) -> list[str]:
                 tasks.append(before[1])
         packaged_bare = _wall_s("pass", env, runs, python, task)
         packaged, *before_figure = _walls_in_turn("import handlers.http", env, runs, python, tasks)
+        counted = _cold_start_instructions(env, python, tasks)
     lines += [
         row("bare python3.12 process (no packages)", f"{packaged_bare * 1000:.0f} ms"),
         row(
@@ -215,7 +218,56 @@ def cold_start(runs: int = 10) -> list[str]:
                 packaged <= before_figure[0] * 1.02,
             )
         )
+    return lines + counted
+
+
+# What a function's cold start imports whatever the proxy's own code does: the event loop,
+# the upstream client and the standard library modules both pull in.
+_FLOOR = "import asyncio, httpx, json, logging, hmac, urllib.parse, zlib"
+
+
+def _cold_start_instructions(env: dict[str, str], python: str, tasks: list[Path]) -> list[str]:
+    """The same cold starts counted in instructions (valgrind's callgrind): this machine's
+    speed moves by a third from one minute to the next, and a median of wall times moves
+    with it; the count does not. Beside it, the floor no change to the proxy can go under.
+    Nothing when valgrind is missing (`make bench-tools`)."""
+    if shutil.which("valgrind") is None:
+        return [row("cold start in instructions", "not measured (no valgrind)")]
+    now, *before = (_instructions("import handlers.http", env, python, task) for task in tasks)
+    floor = _instructions(_FLOOR, env, python, tasks[0])
+    lines = [
+        row(
+            "import handlers.http + build app, sam build package, instructions",
+            f"{now / 1e6:.1f}M ({(now - floor) / 1e6:.1f}M over the floor)",
+        ),
+        row("... the floor: asyncio, httpx and the stdlib they use", f"{floor / 1e6:.1f}M"),
+    ]
+    if before:
+        lines.append(
+            row(
+                "... the same from before, instructions",
+                f"{before[0] / 1e6:.1f}M ({now / before[0]:.3f}x)",
+                "no worse",
+                now <= before[0] * 1.02,
+            )
+        )
     return lines
+
+
+def _instructions(code: str, env: dict[str, str], python: str, cwd: Path) -> int:
+    done = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python, "-c", code],
+        # The same hashes every run: dict and set layouts, and with them the count.
+        env={**os.environ, **env, "PYTHONHASHSEED": "0"},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode or found is None:
+        raise RuntimeError(f"callgrind failed in {cwd}: {done.stderr[-1500:]}")
+    return int(found.group(1))
 
 
 def _walls_in_turn(
