@@ -74,6 +74,12 @@ class Record:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "__post_init__" in cls.__dict__:
+            # Out of dataclass habit a check would go there, and never run (nor on replace).
+            raise TypeError(
+                f"{cls.__name__}: a record runs no __post_init__; check the values where "
+                "they are read (core/env.py)"
+            )
         inherited = {item.name: item for item in cls.__record_fields__}
         for name, annotation in inspect.get_annotations(cls).items():
             if str(annotation).startswith(("ClassVar", "typing.ClassVar")):
@@ -82,6 +88,14 @@ class Record:
             item = value if isinstance(value, Field) else Field(default=value)
             item.name = name
             item.type = annotation
+            if item.default is not MISSING and item.default_factory is not MISSING:
+                raise ValueError(f"{cls.__name__}.{name}: a default or a factory, not both")
+            if item.default is not MISSING and type(item.default).__hash__ is None:
+                # One list, dict or set shared by every record, as dataclasses refuse too.
+                raise ValueError(
+                    f"{cls.__name__}.{name}: mutable default {type(item.default).__name__}; "
+                    "use default_factory"
+                )
             inherited[name] = item
             # The class keeps a plain default as its attribute, as a dataclass does.
             if item.default is MISSING:

@@ -38,10 +38,23 @@ def websocket_protocol() -> Any:
     The protocol is imported at a connection's first upgrade, not at start: it and the
     library under it hold about 1.4 MB of a server's memory for its whole life, which a
     deployment no realtime session reaches never needs (uvicorn only calls what it is given
-    with the connection's config and state)."""
-    if importlib.util.find_spec("websockets") is None:
+    with the connection's config and state). Whether it can be imported is looked up now:
+    the protocol it subclasses came with uvicorn 0.35, and a server on an older uvicorn
+    keeps uvicorn's own protocol rather than failing every upgrade."""
+    if not (_findable("websockets") and _findable(_SANSIO_PROTOCOL)):
         return "auto"
     return bounded_websocket_protocol
+
+
+_SANSIO_PROTOCOL = "uvicorn.protocols.websockets.websockets_sansio_impl"
+
+
+def _findable(name: str) -> bool:
+    """Whether `name` can be found without importing it (its parent packages are imported)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent missing, or a module set to None
+        return False
 
 
 def bounded_websocket_protocol(**state: Any) -> asyncio.Protocol:

@@ -47,6 +47,34 @@ def test_a_wrong_construction_is_a_type_error(build: object, message: str) -> No
         build()  # type: ignore[operator]
 
 
+def test_a_declaration_dataclasses_would_refuse_is_refused() -> None:
+    """One list shared by every record, a default and a factory at once, or a
+    `__post_init__` that would never run: each a mistake when the class is declared, not a
+    setting quietly shared or unchecked later."""
+    with pytest.raises(ValueError, match="mutable default list"):
+
+        class Shared(Record):
+            names: list[str] = []  # noqa: RUF012
+
+    with pytest.raises(ValueError, match="mutable default dict"):
+
+        class SharedField(Record):
+            table: dict[str, int] = field(default={})
+
+    with pytest.raises(ValueError, match="not both"):
+
+        class Both(Record):
+            names: tuple[str, ...] = field(default=(), default_factory=tuple)
+
+    with pytest.raises(TypeError, match="__post_init__"):
+
+        class Checked(Record):
+            port: int = 0
+
+            def __post_init__(self) -> None:
+                raise AssertionError("never runs")
+
+
 def test_frozen_equal_by_value_hashable_and_repr_hides_secrets() -> None:
     point = Point(1, 2, secret="sk-fake-not-a-key")
     with pytest.raises(FrozenRecordError):

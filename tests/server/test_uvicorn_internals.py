@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import sys
 from collections import deque
 from typing import Any
 
@@ -220,6 +221,21 @@ async def test_the_upgrade_goes_to_the_bounded_websocket_protocol_uvicorn_would_
     socket_protocol.connection_lost(None)
     assert socket_protocol._send_timer is None and socket_protocol.writable.is_set()
     await settle()
+
+
+@pytest.mark.parametrize(
+    "missing", ["websockets", "uvicorn.protocols.websockets.websockets_sansio_impl"]
+)
+def test_without_the_protocol_it_builds_on_the_server_keeps_uvicorns_own(
+    monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    """The bounded protocol subclasses uvicorn's sans-I/O one (uvicorn 0.35 on; pyproject
+    allows 0.30) over the websockets library. Where either cannot be imported, the server
+    is configured with uvicorn's own choice, as before the protocol was loaded lazily: a
+    function that imports the subclass at each upgrade would fail every session there."""
+    assert server_config(App(), "127.0.0.1", 0).ws is bounded_websocket_protocol
+    monkeypatch.setitem(sys.modules, missing, None)  # as an import of it would fail
+    assert server_config(App(), "127.0.0.1", 0).ws == "auto"
 
 
 def test_the_config_takes_the_server_options_and_survives_pickling() -> None:
