@@ -47,7 +47,7 @@ from core.errors import (
     render,
 )
 from core.headers import holds_credential, upstream_request_headers
-from core.protocols import Route
+from core.protocols import Route, decoded_path
 from core.providers import RETRY_ON_NEXT_KEY
 from core.proxy.access_log import (
     ERROR_SHAPE,
@@ -63,7 +63,7 @@ from core.realtime.wire import (
     parse_frame,
     split_browser_key,
 )
-from core.request import build_request
+from core.request import RepeatedField, build_request
 from core.stages import Outcome
 from core.types import RequestLog
 
@@ -104,6 +104,20 @@ _POOLED_CALLERS = frozenset({"shared", "anonymous"})
 
 class TooManySessions(RateLimited):
     code = "too_many_sessions"
+
+
+class _Redirected(Exception):
+    """The provider answered the handshake with a redirect (which is not followed)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+async def _refuse_redirect(session: Any, context: Any, params: Any) -> None:
+    """aiohttp's redirect trace, called before it follows one: raising stops it there (and
+    aiohttp closes the response on the way out)."""
+    raise _Redirected(params.response.status)
 
 
 class UpstreamRefusedSession(ProxyError):
@@ -279,6 +293,14 @@ class RealtimeEndpoint:
                 protocols = []
             else:
                 model = realtime.model_in_query(request.query)
+                marker = provider.model_in_path
+                if model and marker and marker in decoded_path(request.remainder).lower():
+                    # Azure's deployment in the path and another in the query: the proxy
+                    # reads the path's, a provider may read the query's. Named once.
+                    raise RepeatedField(
+                        "The path names a deployment and the query names a model or "
+                        "deployment too; name the model once."
+                    )
                 request.use_document({"model": model} if model else {})
             await stages.admit_body(request, tickets)
             log.model = await request.model()
@@ -419,8 +441,15 @@ class RealtimeEndpoint:
             for name, value in upstream_request_headers(request.headers, request.credential)
         ]
         attempts = list(request.provider.keys.attempts())
+        # ws_connect has no allow_redirects and follows up to ten: a redirect is refused
+        # before the next request goes out, so neither the caller's session nor the key (a
+        # cross-origin redirect keeps `api-key` and `x-goog-api-key`) goes anywhere the
+        # proxy did not choose, as on HTTP (core/upstream: redirects are never followed).
+        refuse_redirects = aiohttp.TraceConfig()
+        refuse_redirects.on_request_redirect.append(_refuse_redirect)
         session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout)
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout),
+            trace_configs=[refuse_redirects],
         )
         try:
             for number, key in enumerate(attempts, start=1):
@@ -443,6 +472,8 @@ class RealtimeEndpoint:
                     forget_frames(exc)
                     if exc.status in RETRY_ON_NEXT_KEY and number < len(attempts):
                         continue
+                    raise UpstreamRefusedSession(exc.status) from None
+                except _Redirected as exc:
                     raise UpstreamRefusedSession(exc.status) from None
                 except TimeoutError:
                     raise UpstreamTimeout(

@@ -11,6 +11,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,6 +30,7 @@ from tests.support.servers import (
     http_entry,
     proxy_env,
     run_process,
+    serve_in_thread,
 )
 
 AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}"}
@@ -78,6 +80,9 @@ async def test_a_model_named_twice_in_the_query_is_refused(
         ("deployment=gpt-realtime", 403),
         ("model=gpt-realtime-mini&deployment=gpt-realtime", 400),
         ("deployment=gpt-realtime-mini&Deployment=gpt-realtime", 400),
+        # A deployment in the path (what the proxy reads) and another in the query.
+        ("deployments/gpt-realtime-mini/realtime?deployment=gpt-realtime", 400),
+        ("deployments/gpt-realtime-mini/realtime?model=gpt-realtime", 400),
     ],
 )
 async def test_an_azure_deployment_is_the_model_checked(
@@ -94,7 +99,10 @@ async def test_an_azure_deployment_is_the_model_checked(
         AZURE_OPENAI_API_KEY="fake-azure-key",
         AZURE_OPENAI_UPSTREAM=fake[1].url,
     ) as proxy:
-        url = ws_url(proxy.url) + "/azure/openai/realtime?api-version=2025-04-01&" + query
+        path, _, query = query.rpartition("?")
+        url = (
+            f"{ws_url(proxy.url)}/azure/openai/{path or 'realtime'}?api-version=2025-04-01&{query}"
+        )
         with pytest.raises(websockets.InvalidStatus) as refused:
             await websockets.connect(url, additional_headers={"api-key": token})
     assert refused.value.response.status_code == status
@@ -899,3 +907,64 @@ async def test_a_gemini_live_session_on_a_route_not_switched_on_is_gemini_s_404(
     assert "GEMINI_API_KEY" in error["message"]
     assert json.loads(reply.body) == http.json()
     assert upstream.sessions == []
+
+
+# ---- the provider's answer is the answer: no redirect followed --------------------------
+
+
+class _Redirecting:
+    """A provider host that answers every WebSocket handshake with a redirect to `to` (the
+    fake provider, which records any session that reaches it)."""
+
+    def __init__(self, to: str) -> None:
+        self.to = to
+        self.handshakes = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "websocket":
+            return
+        await receive()  # websocket.connect
+        self.handshakes += 1
+        query = scope["query_string"].decode()
+        location = self.to + scope["path"] + (f"?{query}" if query else "")
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 307,
+                "headers": [(b"location", location.encode())],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": b""})
+
+
+async def test_a_redirect_at_the_handshake_is_not_followed(
+    start_proxy: ProxyFactory, upstream: FakeRealtime, fake: tuple[FakeRealtime, RunningServer]
+) -> None:
+    """On HTTP the proxy never follows a redirect; aiohttp's ws_connect follows up to ten,
+    keeping `api-key` and `x-goog-api-key` on another origin: a provider URL that
+    redirects (the caller chooses the path's end and the query) sent the session and the
+    real key wherever the Location said. The handshake is the provider's answer: a 502."""
+    redirecting = _Redirecting(fake[1].url)
+    with (
+        serve_in_thread(redirecting) as redirector,
+        start_proxy(OPENAI_UPSTREAM=redirector.url, GEMINI_UPSTREAM=redirector.url) as proxy,
+    ):
+        url = ws_url(proxy.url) + "/openai/v1/realtime?model=gpt-realtime"
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url, additional_headers=AUTH)
+        assert refused.value.response.status_code == 502
+        body = json.loads(refused.value.response.body)["error"]
+        assert body["code"] == "upstream_refused_session"
+        url = ws_url(proxy.url) + "/gemini" + LIVE_PATH + f"?key={FAKE_TOKEN}"
+        async with websockets.connect(url) as socket:
+            await socket.send('{"setup": {"model": "models/gemini-live-2.5-flash-preview"}}')
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code != 1000
+    assert redirecting.handshakes == 2  # both asked the provider's host...
+    assert upstream.sessions == []  # ...and neither went where it pointed
