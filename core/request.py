@@ -92,6 +92,15 @@ WEBSOCKET_UNSUPPORTED = (
 
 def check_path(remainder: str) -> None:
     """Refuse paths that try to climb out of the route or smuggle separators."""
+    if "#" in remainder or "?" in remainder:
+        # Not in any request target (RFC 9112: the server cut the query off already), yet
+        # h11 passes a `#` on: the route would be read past it, while the upstream URL
+        # ends there (a fragment is never sent), so `/v1/messages#/messages/count_tokens`
+        # was checked as a free count and generated unmetered upstream.
+        raise BadRequest(
+            "The request path holds a '#' or '?': a fragment is never part of a request; "
+            "escape the character (%23, %3F) if it belongs to the path."
+        )
     path = decoded(remainder)
     if still_escaped(path):
         # No client escapes a path this deep; a reader that decodes once more than the

@@ -1874,3 +1874,56 @@ def test_server_refusals_after_the_head_take_the_routes_shape(parser: str) -> No
                     assert body["error"]["code"] == int(status) and body["error"]["status"], body
                 else:
                     assert body["error"]["type"] == "invalid_request_error", body
+
+
+# ---- a fragment in the request target -------------------------------------------------
+
+
+def _raw_request(port: int, target: str, body: bytes = b"") -> bytes:
+    """One request with `target` exactly as written (no client library tidies it)."""
+    head = (
+        f"{'POST' if body else 'GET'} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {FAKE_TOKEN}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(head.encode() + body)
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    return reply
+
+
+def test_a_fragment_in_the_request_target_is_refused_not_cut_upstream(
+    mock_upstream: RunningServer,
+) -> None:
+    """h11 (the server without the `speed` extra) passes a literal `#` in the target on to
+    the app; the route was read past it while the upstream URL ended there (no client
+    sends a fragment): `/v1/chat/completions#/responses/input_tokens` was checked as a free
+    token count (no budget, no cap, no meter) and generated upstream, and
+    `GET /v1/chat/completions#` listed stored completions past ACCOUNT_ROUTES=refuse."""
+    port = free_port()
+    env = proxy_env(
+        mock_upstream.url,
+        HOST="127.0.0.1",
+        PORT=str(port),
+        ACCOUNT_ROUTES="refuse",
+        MAX_TOKENS_CAP="16",
+    )
+    chat = b'{"model":"gpt-4o-mini","max_tokens":64000,"messages":[{"role":"user","content":"hi"}]}'
+    with run_process(http_entry("h11"), env, f"http://127.0.0.1:{port}/health"):
+        reset_upstream(mock_upstream)
+        for target, body in [
+            ("/v1/chat/completions#/responses/input_tokens", chat),
+            ("/v1/chat/completions#", b""),
+            ("/v1/files#/models", b""),
+        ]:
+            reply = _raw_request(port, target, body)
+            assert reply.startswith(b"HTTP/1.1 400"), (target, reply[:300])
+            assert b"fragment" in reply
+        assert upstream_requests(mock_upstream) == []
+        # The same request without the fragment is still capped (the cap is what was
+        # skipped): 400 over MAX_TOKENS_CAP, nothing sent.
+        reply = _raw_request(port, "/v1/chat/completions", chat)
+        assert reply.startswith(b"HTTP/1.1 400") and b"MAX_TOKENS_CAP" in reply, reply[:300]
+        assert upstream_requests(mock_upstream) == []
