@@ -552,9 +552,17 @@ def test_fuzz_over_sockets(socket_proxy: tuple[int, LogLines], call: Call) -> No
     allowed = DOCUMENTED | {200} | ({204} if call.is_preflight() else set())
     assert status in allowed, f"status {status}: {body[:300]!r}"
     if status >= 400 and call.method != "HEAD":
-        # What is not valid HTTP is refused before any route is known: OpenAI's shape.
-        not_http = b"not valid HTTP" in body
-        check_shape("openai" if not_http else call.shape(), Reply(status, [], body))
+        reply = Reply(status, [], body)
+        if b"not valid HTTP" in body and call.shape() != "openai":
+            # Refused by the server: in the shape of the route its request line names when
+            # the line could be read (a header with a NUL), OpenAI's when it could not (an
+            # unknown method): core/server/bounds.py.
+            try:
+                check_shape(call.shape(), reply)
+            except AssertionError:
+                check_shape("openai", reply)
+        else:
+            check_shape(call.shape(), reply)
     for secret in SECRETS:
         assert secret.encode() not in head + body
         for line in logs.lines:
