@@ -537,7 +537,14 @@ def build_request(
             raise BadRequest(
                 f"The {name.decode()} header is not accepted; send the request with its method."
             )
-    key_params, query = split_key_params(scope.get("query_string", b""))
+    query_string: bytes = scope.get("query_string", b"")
+    if b"#" in query_string:
+        # As in the path (check_path): the proxy would read the query past a `#` where the
+        # upstream URL ends it (`?alt=sse#&model=...`, `?x=1#&deployment=...`).
+        raise BadRequest(
+            "The query holds a '#': a fragment is never part of a request; escape it as %23."
+        )
+    key_params, query = split_key_params(query_string)
     if len(key_params) > 1:
         # As a slot header sent twice (core/headers.py find_credential): which copy is the
         # credential must not depend on the reader (a front end's rate limit, a WAF, a log

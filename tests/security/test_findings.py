@@ -1917,6 +1917,7 @@ def test_a_fragment_in_the_request_target_is_refused_not_cut_upstream(
             ("/v1/chat/completions#/responses/input_tokens", chat),
             ("/v1/chat/completions#", b""),
             ("/v1/files#/models", b""),
+            ("/v1/chat/completions?stream=false#&x=1", chat),
         ]:
             reply = _raw_request(port, target, body)
             assert reply.startswith(b"HTTP/1.1 400"), (target, reply[:300])
