@@ -100,9 +100,12 @@ def meterable_routes_only(deployment: Deployment) -> Contribution | None:
         capped.append("BUDGET_*")
     if not capped:
         return None
-    from core.usage.caps import MeterableRoutesOnly
+    from core.usage.caps import MeterableRoutesOnly, ReadableBodiesOnly
 
-    return Contribution(before_body=(MeterableRoutesOnly(", ".join(capped)),))
+    named = ", ".join(capped)
+    return Contribution(
+        before_body=(MeterableRoutesOnly(named),), after_body=(ReadableBodiesOnly(named),)
+    )
 
 
 def token_limits(deployment: Deployment) -> Contribution | None:

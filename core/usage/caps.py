@@ -68,6 +68,35 @@ class MeterableRoutesOnly:
         return None
 
 
+class UnreadableBodyRefused(Forbidden):
+    code = "body_not_metered"
+
+
+class ReadableBodiesOnly:
+    """While usage is capped, a call that may spend carries a body the proxy can read: the
+    worst case reserved, the tools and rates a budget refuses, the model a minted key is
+    for and the usage option spliced into an OpenAI stream are all read from it. A body
+    compressed (Content-Encoding) or in another format was read as nothing: its reservation
+    counted the compressed bytes, a priced tool went by, and a stream came back without
+    the usage its charge needs."""
+
+    reads_body = True
+
+    def __init__(self, settings_named: str) -> None:
+        self.settings_named = settings_named
+
+    async def admit(self, request: ProxyRequest) -> Ticket | None:
+        if request.route.kind not in ("metered", "minting") or not request.body:
+            return None
+        if not isinstance(await request.document(), dict):
+            raise UnreadableBodyRefused(
+                f"This proxy caps usage ({self.settings_named}) and reads each request's "
+                "worst case from its body: send it as uncompressed JSON (no "
+                "Content-Encoding), a JSON object."
+            )
+        return None
+
+
 def refuse_unmetered_route(request: ProxyRequest, settings_named: str) -> None:
     if request.route.kind == "metered" and _field_mask(request):
         # A mask naming the answer but not all of its usage (`candidates,usageMetadata.

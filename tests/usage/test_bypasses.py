@@ -33,6 +33,7 @@ from tests.support.scripted_upstream import (
 )
 from tests.support.servers import FAKE_TOKEN, RunningServer
 
+JSON_TYPE = {"Content-Type": "application/json"}
 USAGE = {"prompt_tokens": 30, "completion_tokens": 70, "total_tokens": 100}
 
 
@@ -324,3 +325,41 @@ def test_11_anthropic_compaction_iterations_are_counted() -> None:
         assert remaining(proxy) == 900  # both iterations: 70 in, 30 out
         assert httpx.post(url, json={**body, "stream": True}, headers=headers).status_code == 200
         assert remaining(proxy) == 800
+
+
+def test_8_a_body_the_proxy_cannot_read_is_refused_while_usage_is_capped() -> None:
+    """A compressed request body (Google's clients gzip theirs) or one in another format was
+    read as nothing: its worst case counted the compressed bytes, an OpenAI stream went up
+    without the usage option (its reply carried no usage to charge), and a tool billed per
+    call went past a dollar budget. While usage is capped it is refused, unsent."""
+    stream = json.dumps(chat(stream=True)).encode()
+    gemini = json.dumps(
+        {"contents": [{"parts": [{"text": "hi"}]}], "tools": [{"googleSearch": {}}]}
+    ).encode()
+    gzip_json = {"Content-Encoding": "gzip", **JSON_TYPE}
+    upstream = ScriptedUpstream(models_or(lambda r: (200, JSON, [(0, b"{}")])))
+    for capped, calls in [
+        (
+            {"RATE_LIMIT_TOKENS": "100000"},
+            [
+                ("/v1/chat/completions", gzip_json, gzipped(stream)),
+                ("/v1/chat/completions", {"Content-Type": "application/x-protobuf"}, b"\x0a\x02hi"),
+            ],
+        ),
+        (
+            {"BUDGET_TOTAL_USD": "10"},
+            [
+                (
+                    "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+                    gzip_json,
+                    gzipped(gemini),
+                )
+            ],
+        ),
+    ]:
+        with metered(upstream, **capped) as proxy:
+            for path, headers, body in calls:
+                reply = httpx.post(f"{proxy.url}{path}", content=body, headers={**AUTH, **headers})
+                assert reply.status_code == 403, (path, reply.text)
+                assert "uncompressed JSON" in reply.text, reply.text
+    assert [seen for seen in upstream.seen if not seen.path.endswith("/models")] == []
