@@ -65,9 +65,17 @@ class _Key:
 
 class Scrubber:
     def __init__(self, keys: Iterable[str], upstreams: Iterable[str] = ()) -> None:
-        # scheme://host[:port] of every configured upstream: a reply header naming one is
-        # dropped (a Location, a Link...: it would send the caller around the proxy).
-        self.upstreams = tuple({origin.encode("latin-1") for origin in upstreams if origin})
+        # `//host[:port]` of every configured upstream, in lower case: a reply header naming
+        # one is dropped (a Location, a Link...: it would send the caller around the proxy),
+        # whatever the scheme, none (`//host/...` is relative to the scheme) or the case
+        # (`HTTPS://API.OPENAI.COM` is the same address).
+        self.upstreams = tuple(
+            {
+                b"//" + origin.partition("://")[2].lower().encode("latin-1")
+                for origin in upstreams
+                if "://" in origin  # never a bare `//`, which every URL holds
+            }
+        )
         found = {key.encode() for key in keys if len(key) >= _MIN_KEY_LENGTH}
         # Longest first, so a key that contains another is replaced whole.
         self.keys = tuple(sorted(found, key=len, reverse=True))
@@ -201,11 +209,11 @@ class Scrubber:
         # StreamScrubber.__call__.
         values = b"\n".join([value for _, value in headers])
         upstreams = self.upstreams
-        if any(values.find(origin) >= 0 for origin in upstreams):
+        if upstreams and any(values.lower().find(origin) >= 0 for origin in upstreams):
             headers = [
                 (name, value)
                 for name, value in headers
-                if all(value.find(origin) < 0 for origin in upstreams)
+                if all(value.lower().find(origin) < 0 for origin in upstreams)
             ]
         if not any(values.find(tail) >= 0 for tail in self._tails):
             return headers

@@ -189,21 +189,26 @@ def test_a_file_resource_names_the_proxy_and_its_uri_still_works() -> None:
         assert upstream.file_uris == [f"http://{upstream_host}/v1beta/files/abc"]
 
 
-def _redirect(request: dict[str, Any]) -> Any:
-    upstream = f"http://{request['headers']['host']}"
-    headers = [
-        *JSON,
-        ("location", f"{upstream}/v1/chat/completions/elsewhere"),
-        ("link", f'<{upstream}/v1/docs>; rel="help"'),
-        ("x-kept", "nothing of the upstream here"),
-    ]
-    return 307, headers, [(0, b"{}")]
+def _redirect(spelling: str) -> Any:
+    def reply(request: dict[str, Any]) -> Any:
+        upstream = spelling.format(host=request["headers"]["host"])
+        headers = [
+            *JSON,
+            ("location", f"{upstream}/v1/chat/completions/elsewhere"),
+            ("link", f'<{upstream}/v1/docs>; rel="help"'),
+            ("x-kept", "nothing of the upstream here"),
+        ]
+        return 307, headers, [(0, b"{}")]
+
+    return reply
 
 
-def test_no_reply_header_names_the_upstream() -> None:
+# The upstream's address as configured, in another case, and relative to the scheme.
+@pytest.mark.parametrize("spelling", ["http://{host}", "HTTP://{host}", "//{host}"])
+def test_no_reply_header_names_the_upstream(spelling: str) -> None:
     """Redirects are not followed; one passed on would send the caller (and its token)
     around the proxy, straight to the upstream's address."""
-    upstream = ScriptedUpstream(_redirect)
+    upstream = ScriptedUpstream(_redirect(spelling))
     with metered(upstream) as proxy:
         reply = httpx.post(f"{proxy.url}/v1/chat/completions", json={"model": "m"}, headers=AUTH)
         upstream_host = upstream.seen[-1].headers["host"]
