@@ -46,8 +46,12 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 # What the libraries leave, one small cycle per WebSocket connection, holding none of the
 # request: uvicorn's HTTP protocol after it hands the connection to the WebSocket protocol
 # (its parser holds its callbacks; the fake upstream's server leaves one too), and aiohttp's
-# WebSocket client (the socket and its connection's reader hold each other).
+# WebSocket client (the socket and its connection's reader hold each other); its response
+# keeps the request's traces (the hook that refuses a redirect, core/realtime/session.py),
+# and through them the closed client session and its timeout settings.
 AFTER_A_WEBSOCKET = {
+    "aiohttp.client.ClientSession",
+    "aiohttp.client.ClientTimeout",
     "core.server.httptools_protocol.BoundedHttpToolsProtocol",
     "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol",
     "uvicorn.protocols.http.flow_control.FlowControl",
