@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -21,6 +20,7 @@ from bench.harness import (
     BENCH_TOKEN,
     PYTHON,
     ROOT,
+    callgrind_instructions,
     median,
     mock_upstream,
     naive_proxy,
@@ -255,19 +255,7 @@ def _cold_start_instructions(env: dict[str, str], python: str, tasks: list[Path]
 
 
 def _instructions(code: str, env: dict[str, str], python: str, cwd: Path) -> int:
-    done = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python, "-c", code],
-        # The same hashes every run: dict and set layouts, and with them the count.
-        env={**os.environ, **env, "PYTHONHASHSEED": "0"},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if done.returncode or found is None:
-        raise RuntimeError(f"callgrind failed in {cwd}: {done.stderr[-1500:]}")
-    return int(found.group(1))
+    return callgrind_instructions([python, "-c", code], cwd, {**os.environ, **env})
 
 
 def _walls_in_turn(

@@ -22,14 +22,12 @@ wall-clock figures.
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.harness import ROOT, row
+from bench.harness import ROOT, callgrind_instructions, row
 
 REQUESTS = 200
 SHORT, LONG = 37, 237  # words: streams of 40 and 240 events (bench/bench_exchange.py)
@@ -56,33 +54,8 @@ asyncio.run(go())
 
 
 def instructions(root: Path, name: str, count: int, words: int) -> int:
-    environment = {
-        **os.environ,
-        "PYTHONPATH": str(root),
-        # The same hashes every run: dict and set layouts, and with them the counts.
-        "PYTHONHASHSEED": "0",
-    }
-    done = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            sys.executable,
-            "-c",
-            _DRIVE,
-            name,
-            str(count),
-            str(words),
-        ],
-        cwd=root,
-        env=environment,
-        capture_output=True,
-        text=True,
-    )
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if done.returncode or found is None:
-        raise RuntimeError(f"callgrind failed for {name} in {root}: {done.stderr[-1500:]}")
-    return int(found.group(1))
+    command = [sys.executable, "-c", _DRIVE, name, str(count), str(words)]
+    return callgrind_instructions(command, root, {**os.environ, "PYTHONPATH": str(root)})
 
 
 def measure(root: Path) -> dict[str, tuple[float, float]]:

@@ -168,6 +168,23 @@ def wrk(url: str, connections: int, seconds: float) -> dict[str, float]:
     return result
 
 
+def callgrind_instructions(command: list[str], cwd: Path, env: Mapping[str, str]) -> int:
+    """The instructions `command` executes under valgrind's callgrind, with the same hashes
+    every run (dict and set layouts, and with them the count)."""
+    done = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
+        cwd=cwd,
+        env={**env, "PYTHONHASHSEED": "0"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode or found is None:
+        raise RuntimeError(f"callgrind failed in {cwd}: {done.stderr[-1500:]}")
+    return int(found.group(1))
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

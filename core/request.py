@@ -403,18 +403,27 @@ class ProxyRequest:
                 self._document = _parse(body, self.strict, self.wire, shared=True)
         return self._document
 
+    def _path_marker(self) -> tuple[str, int]:
+        """The decoded path and where the provider's model marker (Gemini `/models/`, Azure
+        `/deployments/`) begins in it, or -1. Read where the route was read, as the upstream
+        reads it: decoded, `;` parameters cut, the marker in any case (`/%64eployments/`,
+        `/Deployments/` and `/deployments;v=1/` all name Azure's deployment, `%3A` is a
+        method's `:`). Read off the raw path, such a spelling fell through to the body's
+        `model`, which Azure and Gemini ignore beside the path's."""
+        path = decoded_path(self.remainder)
+        marker = self.provider.model_in_path
+        return path, path.lower().find(marker) if marker else -1
+
+    def names_model_in_path(self) -> bool:
+        """Whether the path names the model (model() then reads it there)."""
+        return bool(self.provider.model_in_path) and self._path_marker()[1] >= 0
+
     async def model(self) -> str | None:
         """The model asked for: the path's model segment (Gemini `/models/{model}:...`,
         Azure `/deployments/{name}/...`) or the JSON body's `model`."""
         marker = self.provider.model_in_path
         if marker:
-            # Read where the route was read, as the upstream reads it: decoded, `;`
-            # parameters cut, the marker in any case (`/%64eployments/`, `/Deployments/`
-            # and `/deployments;v=1/` all name Azure's deployment, `%3A` is a method's `:`).
-            # Read off the raw path, such a spelling fell through to the body's `model`,
-            # which Azure and Gemini ignore beside the path's.
-            path = decoded_path(self.remainder)
-            at = path.lower().find(marker)
+            path, at = self._path_marker()
             if at >= 0:
                 segment = path[at + len(marker) :]
                 return segment.split("/", 1)[0].split(":", 1)[0] or None

@@ -209,7 +209,8 @@ class Scrubber:
         # StreamScrubber.__call__.
         values = b"\n".join([value for _, value in headers])
         upstreams = self.upstreams
-        if upstreams and any(values.lower().find(origin) >= 0 for origin in upstreams):
+        lowered = values.lower() if upstreams else b""
+        if any(lowered.find(origin) >= 0 for origin in upstreams):
             headers = [
                 (name, value)
                 for name, value in headers

@@ -47,7 +47,7 @@ from core.errors import (
     render,
 )
 from core.headers import holds_credential, upstream_request_headers
-from core.protocols import Route, decoded_path
+from core.protocols import Route
 from core.providers import RETRY_ON_NEXT_KEY
 from core.proxy.access_log import (
     ERROR_SHAPE,
@@ -293,8 +293,7 @@ class RealtimeEndpoint:
                 protocols = []
             else:
                 model = realtime.model_in_query(request.query)
-                marker = provider.model_in_path
-                if model and marker and marker in decoded_path(request.remainder).lower():
+                if model and request.names_model_in_path():
                     # Azure's deployment in the path and another in the query: the proxy
                     # reads the path's, a provider may read the query's. Named once.
                     raise RepeatedField(
